@@ -1,0 +1,66 @@
+//! The storage error type.
+
+/// A storage result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database reported an error.
+    #[error("{context}: {source}")]
+    Sqlite {
+        /// What the store was doing.
+        context: String,
+        /// The database's error.
+        source: rusqlite::Error,
+    },
+    /// The data directory or database file could not be used.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Something asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something being created exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// Stored data could not be read back (a bug or corruption).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Whether trying the same operation again may succeed (a busy or
+    /// locked database, an I/O hiccup) as opposed to a permanent refusal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::OutOfMemory
+                )
+            ),
+            Error::Io { .. } => true,
+            Error::NotFound(_) | Error::Conflict(_) | Error::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Adds context to database errors.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Sqlite { context: what(), source })
+    }
+}
