@@ -43,13 +43,19 @@ fn check(kind: &'static str, id: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if id.len() > MAX_ID_LEN {
-        return Err(IdError::TooLong { kind, id: id.to_owned() });
+        return Err(IdError::TooLong {
+            kind,
+            id: id.to_owned(),
+        });
     }
     let ok = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
-        return Err(IdError::BadChar { kind, id: id.to_owned() });
+        return Err(IdError::BadChar {
+            kind,
+            id: id.to_owned(),
+        });
     }
     Ok(())
 }
@@ -59,6 +65,7 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub struct $name(String);
 
         impl $name {
@@ -127,7 +134,10 @@ mod tests {
 
     #[test]
     fn accepts_plain_ids() {
-        assert_eq!(DeviceId::new("press-7.line_2").unwrap().as_str(), "press-7.line_2");
+        assert_eq!(
+            DeviceId::new("press-7.line_2").unwrap().as_str(),
+            "press-7.line_2"
+        );
     }
 
     #[test]

@@ -63,11 +63,19 @@ fn json_error(message: &'static str, e: serde_json::Error) -> DecodeError {
         Some(i) => reason[..i].to_owned(),
         None => reason,
     };
-    DecodeError::Json { message, line: e.line(), column: e.column(), reason }
+    DecodeError::Json {
+        message,
+        line: e.line(),
+        column: e.column(),
+        reason,
+    }
 }
 
 fn protobuf_error(message: &'static str, e: prost::DecodeError) -> DecodeError {
-    DecodeError::Protobuf { message, reason: e.to_string() }
+    DecodeError::Protobuf {
+        message,
+        reason: e.to_string(),
+    }
 }
 
 /// JSON form of [`TelemetryBatch`].
@@ -145,7 +153,11 @@ impl From<JsonTelemetryBatch> for TelemetryBatch {
                     unit: s.unit,
                     ts_ns: s.ts_ns,
                     values: s.values,
-                    quality: s.quality.into_iter().map(|q| Quality::from(q) as i32).collect(),
+                    quality: s
+                        .quality
+                        .into_iter()
+                        .map(|q| Quality::from(q) as i32)
+                        .collect(),
                 })
                 .collect(),
         }
@@ -216,7 +228,11 @@ pub fn decode_health(payload: &[u8]) -> Result<Health, DecodeError> {
     const NAME: &str = "Health";
     match Encoding::sniff(payload) {
         Encoding::Json => serde_json::from_slice::<JsonHealth>(payload)
-            .map(|h| Health { online: h.online, ts_ns: h.ts_ns, uptime_s: h.uptime_s })
+            .map(|h| Health {
+                online: h.online,
+                ts_ns: h.ts_ns,
+                uptime_s: h.uptime_s,
+            })
             .map_err(|e| json_error(NAME, e)),
         Encoding::Protobuf => Health::decode(payload).map_err(|e| protobuf_error(NAME, e)),
     }
@@ -268,7 +284,10 @@ mod tests {
 
     #[test]
     fn protobuf_fixture() {
-        assert_eq!(encode_telemetry(&sample(), Encoding::Protobuf), SAMPLE_PROTOBUF);
+        assert_eq!(
+            encode_telemetry(&sample(), Encoding::Protobuf),
+            SAMPLE_PROTOBUF
+        );
         assert_eq!(decode_telemetry(SAMPLE_PROTOBUF).unwrap(), sample());
     }
 
@@ -277,16 +296,25 @@ mod tests {
         let json = br#"{"stream":"main","seq":1,"signals":[{"name":"t","unit":"Cel","ts_ns":[1],"values":[1.5]}]}"#;
         assert_eq!(encode_telemetry(&sample(), Encoding::Json), json);
         assert_eq!(decode_telemetry(json).unwrap(), sample());
-        assert_eq!(decode_telemetry(b"  \n{\"stream\":\"main\",\"seq\":1,\"signals\":[]}").unwrap().seq, 1);
+        assert_eq!(
+            decode_telemetry(b"  \n{\"stream\":\"main\",\"seq\":1,\"signals\":[]}")
+                .unwrap()
+                .seq,
+            1
+        );
     }
 
     #[test]
     fn json_errors_say_where() {
-        let err = decode_telemetry(b"{\"stream\":\"a\",\n\"seq\":\"x\",\"signals\":[]}").unwrap_err();
-        let DecodeError::Json { line, reason, .. } = &err else { panic!("{err}") };
+        let err =
+            decode_telemetry(b"{\"stream\":\"a\",\n\"seq\":\"x\",\"signals\":[]}").unwrap_err();
+        let DecodeError::Json { line, reason, .. } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(*line, 2);
         assert!(reason.contains("invalid type"), "{reason}");
-        let err = decode_telemetry(b"{\"stream\":\"a\",\"seq\":1,\"signals\":[],\"extra\":1}").unwrap_err();
+        let err = decode_telemetry(b"{\"stream\":\"a\",\"seq\":1,\"signals\":[],\"extra\":1}")
+            .unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
     }
 
@@ -300,7 +328,11 @@ mod tests {
 
     #[test]
     fn health_round_trips() {
-        let h = Health { online: false, ts_ns: 5, uptime_s: 9 };
+        let h = Health {
+            online: false,
+            ts_ns: 5,
+            uptime_s: 9,
+        };
         for enc in [Encoding::Json, Encoding::Protobuf] {
             assert_eq!(decode_health(&encode_health(&h, enc)).unwrap(), h);
         }
@@ -308,7 +340,11 @@ mod tests {
     }
 
     fn batch_strategy() -> impl Strategy<Value = TelemetryBatch> {
-        let signal = ("[a-z][a-z0-9_.]{0,12}", "[A-Za-z/]{0,4}", prop::collection::vec((any::<i64>(), -1e12f64..1e12, 0i32..3), 0..20))
+        let signal = (
+            "[a-z][a-z0-9_.]{0,12}",
+            "[A-Za-z/]{0,4}",
+            prop::collection::vec((any::<i64>(), -1e12f64..1e12, 0i32..3), 0..20),
+        )
             .prop_map(|(name, unit, rows)| SignalSeries {
                 name,
                 unit,
@@ -316,8 +352,16 @@ mod tests {
                 values: rows.iter().map(|r| r.1).collect(),
                 quality: rows.iter().map(|r| r.2).collect(),
             });
-        ("[a-z0-9-]{1,10}", any::<u64>(), prop::collection::vec(signal, 0..5))
-            .prop_map(|(stream, seq, signals)| TelemetryBatch { stream, seq, signals })
+        (
+            "[a-z0-9-]{1,10}",
+            any::<u64>(),
+            prop::collection::vec(signal, 0..5),
+        )
+            .prop_map(|(stream, seq, signals)| TelemetryBatch {
+                stream,
+                seq,
+                signals,
+            })
     }
 
     proptest! {

@@ -106,13 +106,20 @@ pub enum TopicError {
 impl Topic {
     /// Builds the topic for `device`, `direction` and `kind`.
     pub fn new(device: DeviceId, direction: Direction, kind: TopicKind) -> Self {
-        Topic { device, direction, kind }
+        Topic {
+            device,
+            direction,
+            kind,
+        }
     }
 
     /// Parses a topic name.
     pub fn parse(topic: &str) -> Result<Self, TopicError> {
         let shape = || TopicError::Shape(topic.to_owned());
-        let rest = topic.strip_prefix(ROOT).and_then(|r| r.strip_prefix('/')).ok_or_else(shape)?;
+        let rest = topic
+            .strip_prefix(ROOT)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(shape)?;
         let mut levels = rest.split('/');
         let (Some(device), Some(dir), Some(kind), None) =
             (levels.next(), levels.next(), levels.next(), levels.next())
@@ -128,8 +135,13 @@ impl Topic {
             "down" => Direction::Down,
             _ => return Err(TopicError::Kind(topic.to_owned())),
         };
-        let kind = TopicKind::parse(direction, kind).ok_or_else(|| TopicError::Kind(topic.to_owned()))?;
-        Ok(Topic { device, direction, kind })
+        let kind =
+            TopicKind::parse(direction, kind).ok_or_else(|| TopicError::Kind(topic.to_owned()))?;
+        Ok(Topic {
+            device,
+            direction,
+            kind,
+        })
     }
 
     /// The prefix every topic of `device` starts with: `strata/v1/{device}/`.

@@ -23,7 +23,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_readings: 100_000, max_signals: 1_000, max_future_ns: 5 * 60 * 1_000_000_000 }
+        Limits {
+            max_readings: 100_000,
+            max_signals: 1_000,
+            max_future_ns: 5 * 60 * 1_000_000_000,
+        }
     }
 }
 
@@ -53,7 +57,9 @@ pub enum BatchError {
     #[error("signal {0:?} appears more than once in the batch")]
     DuplicateSignal(String),
     /// Columns of one signal have different lengths.
-    #[error("signal {signal:?} has {ts} timestamps, {values} values and {quality} quality flags; they must match (quality may be empty)")]
+    #[error(
+        "signal {signal:?} has {ts} timestamps, {values} values and {quality} quality flags; they must match (quality may be empty)"
+    )]
     Columns {
         /// The signal.
         signal: String,
@@ -73,7 +79,9 @@ pub enum BatchError {
         code: i32,
     },
     /// Over [`Limits::max_readings`] or [`Limits::max_signals`].
-    #[error("batch has {readings} readings in {signals} signals; the limit is {max_readings} readings in {max_signals} signals")]
+    #[error(
+        "batch has {readings} readings in {signals} signals; the limit is {max_readings} readings in {max_signals} signals"
+    )]
     TooLarge {
         /// Readings in the batch.
         readings: usize,
@@ -107,12 +115,17 @@ impl Removed {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Checks `batch` against `limits` at hub time `now_ns`, removing bad readings
 /// in place. Signals left with no readings are removed too.
-pub fn validate(batch: &mut TelemetryBatch, limits: &Limits, now_ns: i64) -> Result<Removed, BatchError> {
+pub fn validate(
+    batch: &mut TelemetryBatch,
+    limits: &Limits,
+    now_ns: i64,
+) -> Result<Removed, BatchError> {
     if !valid_name(&batch.stream) {
         return Err(BatchError::Stream(batch.stream.clone()));
     }
@@ -131,17 +144,28 @@ pub fn validate(batch: &mut TelemetryBatch, limits: &Limits, now_ns: i64) -> Res
             return Err(BatchError::SignalName(s.name.clone()));
         }
         if s.unit.len() > MAX_UNIT_LEN || s.unit.chars().any(char::is_control) {
-            return Err(BatchError::Unit { signal: s.name.clone(), unit: s.unit.clone() });
+            return Err(BatchError::Unit {
+                signal: s.name.clone(),
+                unit: s.unit.clone(),
+            });
         }
         if !seen.insert(s.name.as_str()) {
             return Err(BatchError::DuplicateSignal(s.name.clone()));
         }
         let (ts, values, quality) = (s.ts_ns.len(), s.values.len(), s.quality.len());
         if ts != values || (quality != 0 && quality != values) {
-            return Err(BatchError::Columns { signal: s.name.clone(), ts, values, quality });
+            return Err(BatchError::Columns {
+                signal: s.name.clone(),
+                ts,
+                values,
+                quality,
+            });
         }
         if let Some(&code) = s.quality.iter().find(|&&q| Quality::try_from(q).is_err()) {
-            return Err(BatchError::QualityCode { signal: s.name.clone(), code });
+            return Err(BatchError::QualityCode {
+                signal: s.name.clone(),
+                code,
+            });
         }
     }
 
@@ -158,10 +182,17 @@ pub fn validate(batch: &mut TelemetryBatch, limits: &Limits, now_ns: i64) -> Res
             let (t, v) = (s.ts_ns[i], s.values[i]);
             let why = if !v.is_finite() {
                 removed.non_finite += 1;
-                Some(format!("signal {:?} value {v} at {t} is not finite", s.name))
+                Some(format!(
+                    "signal {:?} value {v} at {t} is not finite",
+                    s.name
+                ))
             } else if t > horizon {
                 removed.future += 1;
-                Some(format!("signal {:?} timestamp {t} is more than {} s ahead of the hub clock", s.name, limits.max_future_ns / 1_000_000_000))
+                Some(format!(
+                    "signal {:?} timestamp {t} is more than {} s ahead of the hub clock",
+                    s.name,
+                    limits.max_future_ns / 1_000_000_000
+                ))
             } else {
                 None
             };
@@ -195,18 +226,32 @@ mod tests {
     use crate::v1::SignalSeries;
 
     fn signal(name: &str, ts: Vec<i64>, values: Vec<f64>) -> SignalSeries {
-        SignalSeries { name: name.into(), unit: "Cel".into(), ts_ns: ts, values, quality: vec![] }
+        SignalSeries {
+            name: name.into(),
+            unit: "Cel".into(),
+            ts_ns: ts,
+            values,
+            quality: vec![],
+        }
     }
 
     fn batch(signals: Vec<SignalSeries>) -> TelemetryBatch {
-        TelemetryBatch { stream: "main".into(), seq: 1, signals }
+        TelemetryBatch {
+            stream: "main".into(),
+            seq: 1,
+            signals,
+        }
     }
 
     #[test]
     fn removes_non_finite_and_future_readings_only() {
         let now = 1_000_000_000_000;
         let mut b = batch(vec![
-            signal("a", vec![1, 2, 3, 4], vec![1.0, f64::NAN, f64::INFINITY, 4.0]),
+            signal(
+                "a",
+                vec![1, 2, 3, 4],
+                vec![1.0, f64::NAN, f64::INFINITY, 4.0],
+            ),
             signal("b", vec![1, now + 3_600_000_000_000], vec![1.0, 2.0]),
             signal("c", vec![1], vec![f64::NEG_INFINITY]),
         ]);
@@ -231,14 +276,38 @@ mod tests {
     #[test]
     fn refuses_bad_shapes() {
         let cases: Vec<(TelemetryBatch, &str)> = vec![
-            (TelemetryBatch { stream: "".into(), ..batch(vec![]) }, "stream"),
+            (
+                TelemetryBatch {
+                    stream: "".into(),
+                    ..batch(vec![])
+                },
+                "stream",
+            ),
             (batch(vec![signal("a", vec![1], vec![])]), "timestamps"),
             (batch(vec![signal("a b", vec![], vec![])]), "signal name"),
-            (batch(vec![signal("a", vec![], vec![]), signal("a", vec![], vec![])]), "more than once"),
-            (batch(vec![SignalSeries { quality: vec![7], ..signal("a", vec![1], vec![1.0]) }]), "quality code"),
-            (batch(vec![signal("a", vec![0; 10], vec![0.0; 10])]), "limit"),
+            (
+                batch(vec![
+                    signal("a", vec![], vec![]),
+                    signal("a", vec![], vec![]),
+                ]),
+                "more than once",
+            ),
+            (
+                batch(vec![SignalSeries {
+                    quality: vec![7],
+                    ..signal("a", vec![1], vec![1.0])
+                }]),
+                "quality code",
+            ),
+            (
+                batch(vec![signal("a", vec![0; 10], vec![0.0; 10])]),
+                "limit",
+            ),
         ];
-        let limits = Limits { max_readings: 5, ..Limits::default() };
+        let limits = Limits {
+            max_readings: 5,
+            ..Limits::default()
+        };
         for (mut b, needle) in cases {
             let err = validate(&mut b, &limits, 0).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");

@@ -32,7 +32,9 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or_else(|| Error::Corrupt("chunk ends inside a varint".into()))?;
+        let b = *buf
+            .get(*pos)
+            .ok_or_else(|| Error::Corrupt("chunk ends inside a varint".into()))?;
         *pos += 1;
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
@@ -89,8 +91,16 @@ pub fn decode(buf: &[u8], mut each: impl FnMut(Point)) -> Result<()> {
     for (i, &t) in ts.iter().enumerate() {
         let at = pos + i * 8;
         let value = f64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
-        let quality = if has_quality { i32::from(buf[values_end + i]) } else { 0 };
-        each(Point { ts_ns: t, value, quality });
+        let quality = if has_quality {
+            i32::from(buf[values_end + i])
+        } else {
+            0
+        };
+        each(Point {
+            ts_ns: t,
+            value,
+            quality,
+        });
     }
     Ok(())
 }

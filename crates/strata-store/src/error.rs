@@ -61,6 +61,9 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Sqlite { context: what(), source })
+        self.map_err(|source| Error::Sqlite {
+            context: what(),
+            source,
+        })
     }
 }

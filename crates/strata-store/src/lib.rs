@@ -64,9 +64,20 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// Trades a valid enrollment token for a credential: if the device is
     /// pending and `token_sha256` matches an unexpired token, stores
     /// `credential_sha256`, clears the token and makes the device active.
-    fn enroll(&self, id: &DeviceId, token_sha256: &[u8; 32], credential_sha256: &[u8; 32], now_ns: i64) -> Result<EnrollOutcome>;
+    fn enroll(
+        &self,
+        id: &DeviceId,
+        token_sha256: &[u8; 32],
+        credential_sha256: &[u8; 32],
+        now_ns: i64,
+    ) -> Result<EnrollOutcome>;
     /// Replaces a pending device's enrollment token (e.g. the first expired).
-    fn reissue_token(&self, id: &DeviceId, token_sha256: &[u8; 32], expires_ns: i64) -> Result<bool>;
+    fn reissue_token(
+        &self,
+        id: &DeviceId,
+        token_sha256: &[u8; 32],
+        expires_ns: i64,
+    ) -> Result<bool>;
     /// Revokes a device: its credential stops working for good.
     fn revoke(&self, id: &DeviceId, now_ns: i64) -> Result<bool>;
     /// Updates tags and versions of a device.

@@ -28,6 +28,7 @@ pub enum WriteOutcome {
 
 /// A series: one signal of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeriesInfo {
     /// The device.
     pub device: DeviceId,
@@ -41,6 +42,7 @@ pub struct SeriesInfo {
 
 /// The most recent reading of a signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatestReading {
     /// The signal name.
     pub signal: String,
@@ -73,6 +75,7 @@ pub struct RangeQuery {
 
 /// One raw reading.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Point {
     /// Timestamp, ns.
     pub ts_ns: i64,
@@ -84,6 +87,7 @@ pub struct Point {
 
 /// One downsampling bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bucket {
     /// Start of the bucket, ns (a multiple of the bucket width).
     pub start_ns: i64,
@@ -99,6 +103,7 @@ pub struct Bucket {
 
 /// The answer to a [`RangeQuery`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RangeResult {
     /// Raw readings in time order (raw queries).
     pub points: Vec<Point>,
@@ -110,6 +115,7 @@ pub struct RangeResult {
 
 /// A site: a plant, a building, a line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Site {
     /// Its id.
     pub id: SiteId,
@@ -123,6 +129,7 @@ pub struct Site {
 
 /// Lifecycle of a device's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     /// Registered, waiting to enroll with its one-time token.
@@ -154,6 +161,7 @@ impl DeviceState {
 
 /// A device as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Device {
     /// Its id (also its MQTT client id and username).
     pub id: DeviceId,
@@ -200,6 +208,7 @@ pub struct NewDevice {
 
 /// Changes to a device's descriptive fields; `None` leaves a field alone.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceUpdate {
     /// New tags.
     pub tags: Option<BTreeMap<String, String>>,

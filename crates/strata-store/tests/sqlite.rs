@@ -33,11 +33,28 @@ fn stores_each_batch_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
     let a = batch("d1", "main", 1, 0, 10);
-    let out = store.write_batches(&[a.clone(), a.clone(), batch("d1", "main", 2, 100, 10)]).unwrap();
-    assert_eq!(out, vec![WriteOutcome::Stored, WriteOutcome::Duplicate, WriteOutcome::Stored]);
-    assert_eq!(store.write_batches(&[a]).unwrap(), vec![WriteOutcome::Duplicate]);
+    let out = store
+        .write_batches(&[a.clone(), a.clone(), batch("d1", "main", 2, 100, 10)])
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            WriteOutcome::Stored,
+            WriteOutcome::Duplicate,
+            WriteOutcome::Stored
+        ]
+    );
+    assert_eq!(
+        store.write_batches(&[a]).unwrap(),
+        vec![WriteOutcome::Duplicate]
+    );
     // Same stream and seq from another device is another batch.
-    assert_eq!(store.write_batches(&[batch("d2", "main", 1, 0, 10)]).unwrap(), vec![WriteOutcome::Stored]);
+    assert_eq!(
+        store
+            .write_batches(&[batch("d2", "main", 1, 0, 10)])
+            .unwrap(),
+        vec![WriteOutcome::Stored]
+    );
     assert_eq!(store.batch_count(Some(&dev("d1"))).unwrap(), 2);
     assert_eq!(store.batch_count(None).unwrap(), 3);
 
@@ -59,7 +76,9 @@ fn downsamples_and_reports_latest() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Fsync).unwrap();
     // Out of order on purpose: the later batch first.
-    store.write_batches(&[batch("d1", "s", 2, 100, 10), batch("d1", "s", 1, 0, 10)]).unwrap();
+    store
+        .write_batches(&[batch("d1", "s", 2, 100, 10), batch("d1", "s", 1, 0, 10)])
+        .unwrap();
     let q = RangeQuery {
         device: dev("d1"),
         signal: "temp".into(),
@@ -71,16 +90,41 @@ fn downsamples_and_reports_latest() {
     let r = store.range(&q).unwrap();
     // Readings at 0,10,..,90 valued 0..9 and 100,110,..,190 valued 100..109.
     assert_eq!(r.buckets.len(), 4);
-    assert_eq!(r.buckets[0], Bucket { start_ns: 0, min: 0.0, max: 4.0, avg: 2.0, count: 5 });
-    assert_eq!(r.buckets[3], Bucket { start_ns: 150, min: 105.0, max: 109.0, avg: 107.0, count: 5 });
-    let cut = store.range(&RangeQuery { limit: 2, ..q.clone() }).unwrap();
+    assert_eq!(
+        r.buckets[0],
+        Bucket {
+            start_ns: 0,
+            min: 0.0,
+            max: 4.0,
+            avg: 2.0,
+            count: 5
+        }
+    );
+    assert_eq!(
+        r.buckets[3],
+        Bucket {
+            start_ns: 150,
+            min: 105.0,
+            max: 109.0,
+            avg: 107.0,
+            count: 5
+        }
+    );
+    let cut = store
+        .range(&RangeQuery {
+            limit: 2,
+            ..q.clone()
+        })
+        .unwrap();
     assert!(cut.truncated && cut.buckets.len() == 2);
 
     let latest = store.latest(&dev("d1")).unwrap();
     assert_eq!(latest.len(), 1);
     assert_eq!((latest[0].ts_ns, latest[0].value), (190, 109.0));
     // An older batch arriving late does not move "latest" back.
-    store.write_batches(&[batch("d1", "s", 0, -500, 3)]).unwrap();
+    store
+        .write_batches(&[batch("d1", "s", 0, -500, 3)])
+        .unwrap();
     assert_eq!(store.latest(&dev("d1")).unwrap()[0].ts_ns, 190);
     let series = store.series(None).unwrap();
     assert_eq!(series.len(), 1);
@@ -95,15 +139,26 @@ fn data_survives_reopen() {
         store.write_batches(&[batch("d1", "s", 7, 0, 5)]).unwrap();
     }
     let store = SqliteStore::open(dir.path(), Durability::Fsync).unwrap();
-    assert_eq!(store.write_batches(&[batch("d1", "s", 7, 0, 5)]).unwrap(), vec![WriteOutcome::Duplicate]);
-    assert_eq!(store.write_batches(&[batch("d1", "s", 8, 50, 5)]).unwrap(), vec![WriteOutcome::Stored]);
+    assert_eq!(
+        store.write_batches(&[batch("d1", "s", 7, 0, 5)]).unwrap(),
+        vec![WriteOutcome::Duplicate]
+    );
+    assert_eq!(
+        store.write_batches(&[batch("d1", "s", 8, 50, 5)]).unwrap(),
+        vec![WriteOutcome::Stored]
+    );
 }
 
 #[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
-    let site = Site { id: SiteId::new("plant-1").unwrap(), name: "Plant 1".into(), region: "eu-west".into(), created_ns: 1 };
+    let site = Site {
+        id: SiteId::new("plant-1").unwrap(),
+        name: "Plant 1".into(),
+        region: "eu-west".into(),
+        created_ns: 1,
+    };
     store.create_site(&site).unwrap();
     assert!(matches!(store.create_site(&site), Err(Error::Conflict(_))));
 
@@ -116,16 +171,37 @@ fn registry_lifecycle() {
         token_expires_ns: 1_000,
         created_ns: 5,
     };
-    assert!(matches!(store.create_device(&new("d1", "nowhere")), Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.create_device(&new("d1", "nowhere")),
+        Err(Error::NotFound(_))
+    ));
     store.create_device(&new("d1", "plant-1")).unwrap();
-    assert!(matches!(store.create_device(&new("d1", "plant-1")), Err(Error::Conflict(_))));
+    assert!(matches!(
+        store.create_device(&new("d1", "plant-1")),
+        Err(Error::Conflict(_))
+    ));
 
-    assert_eq!(store.enroll(&dev("d1"), &[2; 32], &[9; 32], 10).unwrap(), EnrollOutcome::BadToken);
-    assert_eq!(store.enroll(&dev("d1"), &[1; 32], &[9; 32], 2_000).unwrap(), EnrollOutcome::Expired);
-    assert_eq!(store.enroll(&dev("zz"), &[1; 32], &[9; 32], 10).unwrap(), EnrollOutcome::UnknownDevice);
-    assert_eq!(store.enroll(&dev("d1"), &[1; 32], &[9; 32], 10).unwrap(), EnrollOutcome::Enrolled);
+    assert_eq!(
+        store.enroll(&dev("d1"), &[2; 32], &[9; 32], 10).unwrap(),
+        EnrollOutcome::BadToken
+    );
+    assert_eq!(
+        store.enroll(&dev("d1"), &[1; 32], &[9; 32], 2_000).unwrap(),
+        EnrollOutcome::Expired
+    );
+    assert_eq!(
+        store.enroll(&dev("zz"), &[1; 32], &[9; 32], 10).unwrap(),
+        EnrollOutcome::UnknownDevice
+    );
+    assert_eq!(
+        store.enroll(&dev("d1"), &[1; 32], &[9; 32], 10).unwrap(),
+        EnrollOutcome::Enrolled
+    );
     // The token is one-time.
-    assert_eq!(store.enroll(&dev("d1"), &[1; 32], &[8; 32], 10).unwrap(), EnrollOutcome::NotPending);
+    assert_eq!(
+        store.enroll(&dev("d1"), &[1; 32], &[8; 32], 10).unwrap(),
+        EnrollOutcome::NotPending
+    );
 
     let cred = store.credentials().unwrap();
     assert_eq!(cred[0].credential_sha256, Some([9; 32]));
@@ -138,14 +214,31 @@ fn registry_lifecycle() {
     assert_eq!(d.last_seen_ns, Some(60));
     assert_eq!(d.tags["line"], "2");
 
-    let update = DeviceUpdate { firmware_version: Some("2.3.0".into()), ..Default::default() };
+    let update = DeviceUpdate {
+        firmware_version: Some("2.3.0".into()),
+        ..Default::default()
+    };
     assert!(store.update_device(&dev("d1"), &update).unwrap());
-    assert_eq!(store.device(&dev("d1")).unwrap().unwrap().firmware_version.as_deref(), Some("2.3.0"));
+    assert_eq!(
+        store
+            .device(&dev("d1"))
+            .unwrap()
+            .unwrap()
+            .firmware_version
+            .as_deref(),
+        Some("2.3.0")
+    );
 
     assert!(store.revoke(&dev("d1"), 70).unwrap());
-    assert!(!store.revoke(&dev("d1"), 80).unwrap(), "revoking twice changes nothing");
+    assert!(
+        !store.revoke(&dev("d1"), 80).unwrap(),
+        "revoking twice changes nothing"
+    );
     let d = store.device(&dev("d1")).unwrap().unwrap();
-    assert_eq!((d.state, d.online, d.revoked_ns), (DeviceState::Revoked, false, Some(70)));
+    assert_eq!(
+        (d.state, d.online, d.revoked_ns),
+        (DeviceState::Revoked, false, Some(70))
+    );
     assert_eq!(store.credentials().unwrap()[0].credential_sha256, None);
     assert_eq!(store.devices(Some(&site.id)).unwrap().len(), 1);
 }

@@ -55,11 +55,15 @@ impl SqliteStore {
         })?;
         let path = data_dir.join(DB_FILE);
         let conn = open_connection(&path, durability)?;
-        schema::migrate(&conn).context(|| format!("cannot prepare the schema of {}", path.display()))?;
+        schema::migrate(&conn)
+            .context(|| format!("cannot prepare the schema of {}", path.display()))?;
         Ok(SqliteStore {
             path,
             durability,
-            writer: Mutex::new(Writer { conn, series: HashMap::new() }),
+            writer: Mutex::new(Writer {
+                conn,
+                series: HashMap::new(),
+            }),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -90,7 +94,8 @@ impl SqliteStore {
 }
 
 fn open_connection(path: &Path, durability: Durability) -> Result<Connection> {
-    let conn = Connection::open(path).context(|| format!("cannot open database {}", path.display()))?;
+    let conn =
+        Connection::open(path).context(|| format!("cannot open database {}", path.display()))?;
     let synchronous = match durability {
         Durability::Fsync => "FULL",
         Durability::Process => "NORMAL",

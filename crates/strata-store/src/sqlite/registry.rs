@@ -8,7 +8,8 @@ use strata_proto::{DeviceId, SiteId};
 use super::SqliteStore;
 use crate::error::{Context, Error, Result};
 use crate::{
-    Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore, Site,
+    Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
+    Site,
 };
 
 const DEVICE_COLUMNS: &str = "id, site_id, tags, signals, model_version, firmware_version, state, \
@@ -43,7 +44,8 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<Result<Device>> {
             signals: serde_json::from_str(&signals).map_err(corrupt)?,
             model_version,
             firmware_version,
-            state: DeviceState::parse(&state).ok_or_else(|| corrupt(format!("device state {state:?}")))?,
+            state: DeviceState::parse(&state)
+                .ok_or_else(|| corrupt(format!("device state {state:?}")))?,
             online: online != 0,
             last_seen_ns,
             created_ns,
@@ -80,11 +82,18 @@ impl RegistryStore for SqliteStore {
                 .prepare_cached("SELECT id, name, region, created_ns FROM sites ORDER BY id")
                 .context(|| "cannot list sites".into())?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .context(|| "cannot list sites".into())?;
             rows.map(|row| {
                 let (id, name, region, created_ns) = row.context(|| "cannot read a site".into())?;
-                Ok(Site { id: SiteId::new(id).map_err(corrupt)?, name, region, created_ns })
+                Ok(Site {
+                    id: SiteId::new(id).map_err(corrupt)?,
+                    name,
+                    region,
+                    created_ns,
+                })
             })
             .collect()
         })
@@ -133,11 +142,14 @@ impl RegistryStore for SqliteStore {
             let sql = format!(
                 "SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR site_id = ?1 ORDER BY id"
             );
-            let mut stmt = conn.prepare_cached(&sql).context(|| "cannot list devices".into())?;
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .context(|| "cannot list devices".into())?;
             let rows = stmt
                 .query_map(params![site.map(|s| s.as_str())], device_row)
                 .context(|| "cannot list devices".into())?;
-            rows.map(|r| r.context(|| "cannot read a device".into())?).collect()
+            rows.map(|r| r.context(|| "cannot read a device".into())?)
+                .collect()
         })
     }
 
@@ -167,10 +179,12 @@ impl RegistryStore for SqliteStore {
                 })
                 .context(|| "cannot list credentials".into())?;
             rows.map(|row| {
-                let (id, state, hash, signals) = row.context(|| "cannot read a credential".into())?;
+                let (id, state, hash, signals) =
+                    row.context(|| "cannot read a credential".into())?;
                 Ok(DeviceCredential {
                     device: DeviceId::new(id).map_err(corrupt)?,
-                    state: DeviceState::parse(&state).ok_or_else(|| corrupt(format!("device state {state:?}")))?,
+                    state: DeviceState::parse(&state)
+                        .ok_or_else(|| corrupt(format!("device state {state:?}")))?,
                     credential_sha256: hash_from(hash)?,
                     signals: serde_json::from_str(&signals).map_err(corrupt)?,
                 })
@@ -179,7 +193,13 @@ impl RegistryStore for SqliteStore {
         })
     }
 
-    fn enroll(&self, id: &DeviceId, token_sha256: &[u8; 32], credential_sha256: &[u8; 32], now_ns: i64) -> Result<EnrollOutcome> {
+    fn enroll(
+        &self,
+        id: &DeviceId,
+        token_sha256: &[u8; 32],
+        credential_sha256: &[u8; 32],
+        now_ns: i64,
+    ) -> Result<EnrollOutcome> {
         self.write(|w| {
             let tx = w.conn.transaction().context(|| format!("cannot enroll {id}"))?;
             let row: Option<(String, Option<Vec<u8>>, Option<i64>)> = tx
@@ -216,7 +236,12 @@ impl RegistryStore for SqliteStore {
         })
     }
 
-    fn reissue_token(&self, id: &DeviceId, token_sha256: &[u8; 32], expires_ns: i64) -> Result<bool> {
+    fn reissue_token(
+        &self,
+        id: &DeviceId,
+        token_sha256: &[u8; 32],
+        expires_ns: i64,
+    ) -> Result<bool> {
         self.write(|w| {
             let n = w
                 .conn

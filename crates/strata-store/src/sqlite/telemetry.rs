@@ -55,16 +55,27 @@ impl TelemetryStore for SqliteStore {
                 .context(|| "cannot list series".into())?;
             let mut out = Vec::new();
             for row in rows {
-                let (device, signal, unit, latest) = row.context(|| "cannot read a series row".into())?;
-                let device = DeviceId::new(device).map_err(|e| crate::Error::Corrupt(e.to_string()))?;
-                out.push(SeriesInfo { device, signal, unit, latest });
+                let (device, signal, unit, latest) =
+                    row.context(|| "cannot read a series row".into())?;
+                let device =
+                    DeviceId::new(device).map_err(|e| crate::Error::Corrupt(e.to_string()))?;
+                out.push(SeriesInfo {
+                    device,
+                    signal,
+                    unit,
+                    latest,
+                });
             }
             Ok(out)
         })
     }
 
     fn latest(&self, device: &DeviceId) -> Result<Vec<LatestReading>> {
-        Ok(self.series(Some(device))?.into_iter().filter_map(|s| s.latest).collect())
+        Ok(self
+            .series(Some(device))?
+            .into_iter()
+            .filter_map(|s| s.latest)
+            .collect())
     }
 
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
@@ -92,7 +103,9 @@ impl TelemetryStore for SqliteStore {
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
             while let Some(row) = rows.next().context(|| "cannot read a chunk".into())? {
                 let data = row.get_ref(0).context(|| "cannot read a chunk".into())?;
-                let data = data.as_blob().map_err(|e| crate::Error::Corrupt(e.to_string()))?;
+                let data = data
+                    .as_blob()
+                    .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
                 chunk::decode(data, |p| {
                     if p.ts_ns < q.from_ns || p.ts_ns > q.to_ns {
                         return;
@@ -154,7 +167,10 @@ fn add_to_bucket(buckets: &mut BTreeMap<i64, Bucket>, width: i64, p: Point) {
 }
 
 fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>> {
-    let tx = w.conn.transaction().context(|| "cannot begin a write transaction".into())?;
+    let tx = w
+        .conn
+        .transaction()
+        .context(|| "cannot begin a write transaction".into())?;
     let mut outcomes = Vec::with_capacity(batches.len());
     // Latest reading per series over the whole transaction: one upsert each.
     let mut latest: HashMap<i64, (i64, f64, i32)> = HashMap::new();
@@ -167,15 +183,28 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
             )
             .context(|| "cannot prepare the batch ledger insert".into())?;
         let mut insert_chunk = tx
-            .prepare_cached("INSERT INTO chunks (series_id, t_min, t_max, n, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .prepare_cached(
+                "INSERT INTO chunks (series_id, t_min, t_max, n, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
             .context(|| "cannot prepare the chunk insert".into())?;
         for b in batches {
             let readings: usize = b.batch.signals.iter().map(|s| s.values.len()).sum();
             // SQLite integers are signed; a seq above i64::MAX keeps its bits.
             let seq = b.batch.seq as i64;
             let inserted = ledger
-                .execute(params![b.device.as_str(), b.batch.stream, seq, b.received_ns, readings as i64])
-                .context(|| format!("cannot record batch {}/{}#{}", b.device, b.batch.stream, b.batch.seq))?;
+                .execute(params![
+                    b.device.as_str(),
+                    b.batch.stream,
+                    seq,
+                    b.received_ns,
+                    readings as i64
+                ])
+                .context(|| {
+                    format!(
+                        "cannot record batch {}/{}#{}",
+                        b.device, b.batch.stream, b.batch.seq
+                    )
+                })?;
             if inserted == 0 {
                 outcomes.push(WriteOutcome::Duplicate);
                 continue;
@@ -189,10 +218,26 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
                 chunk::encode(&s.ts_ns, &s.values, &s.quality, &mut buf);
                 let (t_min, t_max) = min_max(&s.ts_ns);
                 insert_chunk
-                    .execute(params![series_id, t_min, t_max, s.values.len() as i64, &buf])
+                    .execute(params![
+                        series_id,
+                        t_min,
+                        t_max,
+                        s.values.len() as i64,
+                        &buf
+                    ])
                     .context(|| format!("cannot store readings of {}/{}", b.device, s.name))?;
-                let last = s.ts_ns.iter().enumerate().max_by_key(|(_, t)| **t).map(|(i, _)| i).expect("non-empty");
-                let candidate = (s.ts_ns[last], s.values[last], s.quality.get(last).copied().unwrap_or(0));
+                let last = s
+                    .ts_ns
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, t)| **t)
+                    .map(|(i, _)| i)
+                    .expect("non-empty");
+                let candidate = (
+                    s.ts_ns[last],
+                    s.values[last],
+                    s.quality.get(last).copied().unwrap_or(0),
+                );
                 latest
                     .entry(series_id)
                     .and_modify(|cur| {
@@ -223,7 +268,8 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
 }
 
 fn min_max(ts: &[i64]) -> (i64, i64) {
-    ts.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)))
+    ts.iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)))
 }
 
 fn series_id(
@@ -237,9 +283,11 @@ fn series_id(
     if let Some(&id) = cache.get(device.as_str()).and_then(|m| m.get(signal)) {
         return Ok(id);
     }
-    tx.prepare_cached("INSERT INTO series (device_id, signal, unit) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
-        .and_then(|mut s| s.execute(params![device.as_str(), signal, unit]))
-        .context(|| format!("cannot create series {device}/{signal}"))?;
+    tx.prepare_cached(
+        "INSERT INTO series (device_id, signal, unit) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![device.as_str(), signal, unit]))
+    .context(|| format!("cannot create series {device}/{signal}"))?;
     let id: i64 = tx
         .query_row(
             "SELECT id FROM series WHERE device_id = ?1 AND signal = ?2",
@@ -247,6 +295,9 @@ fn series_id(
             |r| r.get(0),
         )
         .context(|| format!("cannot look up series {device}/{signal}"))?;
-    cache.entry(device.as_str().to_owned()).or_default().insert(signal.to_owned(), id);
+    cache
+        .entry(device.as_str().to_owned())
+        .or_default()
+        .insert(signal.to_owned(), id);
     Ok(id)
 }

@@ -1,0 +1,1214 @@
+//! One client connection, generic over any `AsyncRead + AsyncWrite` stream
+//! (TCP today, TLS later): the CONNECT handshake, session attach/takeover,
+//! the read/decode/handle loop with its FIFO of pending acknowledgements,
+//! outbound delivery with in-flight tracking, keep alive, and the will and
+//! session bookkeeping when the connection ends.
+//!
+//! One task owns the connection. Reads are buffered (many packets decoded per
+//! read) and writes are batched (all queued packets written, then one flush).
+//! The read side never waits on a `RouteAfter` receiver: acknowledgements wait
+//! in `pending`, and reading pauses only when that FIFO is full.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use strata_mqtt::topic::{parse_shared, validate_topic_filter, validate_topic_name};
+use strata_mqtt::{
+    ConnAck, Connect, Decoder, Disconnect, Error as CodecError, LastWill, Packet, Properties,
+    ProtocolVersion, PubAck, Publish, PublishHeader, QoS, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, encode_publish, reason,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
+
+use crate::broker::Shared;
+use crate::hooks::{
+    AuthDecision, ConnectInfo, DisconnectReason, InboundPublish, IngestRefusal, PublishDecision,
+};
+use crate::message::{Delivery, Message};
+use crate::router::Subscriber;
+use crate::session::{Kick, Link, NEVER_EXPIRES, Session, lock};
+use crate::stats::add;
+
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop pulling from the session queue while this much is waiting to be written.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+const DRAIN_BATCH: usize = 64;
+/// How long a new connection waits for the one it takes over to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type IngestReceiver = oneshot::Receiver<Result<(), IngestRefusal>>;
+
+/// Which acknowledgement an inbound packet is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckKind {
+    /// QoS 0: nothing to send, but routing still keeps its place in the FIFO.
+    None,
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Ack {
+        reason: u8,
+        reason_string: Option<String>,
+        route: bool,
+    },
+    Retry,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    Ready(Outcome),
+    Waiting(IngestReceiver),
+}
+
+#[derive(Debug)]
+struct PendingAck {
+    ack: AckKind,
+    packet_id: u16,
+    msg: Option<Arc<Message>>,
+    state: PendingState,
+}
+
+/// How and why the connection ends.
+#[derive(Debug, Clone, Copy)]
+struct Close {
+    reason: DisconnectReason,
+    /// v5 DISCONNECT reason code to send before closing, if any.
+    v5_code: Option<u8>,
+}
+
+impl Close {
+    fn new(reason: DisconnectReason, v5_code: Option<u8>) -> Self {
+        Self { reason, v5_code }
+    }
+
+    fn protocol(code: u8) -> Self {
+        Self::new(DisconnectReason::ProtocolError, Some(code))
+    }
+}
+
+fn outcome_of(result: Result<Result<(), IngestRefusal>, oneshot::error::RecvError>) -> Outcome {
+    match result {
+        Ok(Ok(())) => Outcome::Ack {
+            reason: reason::SUCCESS,
+            reason_string: None,
+            route: true,
+        },
+        Ok(Err(IngestRefusal::Refused {
+            v5_reason,
+            reason_string,
+        })) => Outcome::Ack {
+            reason: v5_reason,
+            reason_string,
+            route: false,
+        },
+        Ok(Err(IngestRefusal::Retry)) | Err(_) => Outcome::Retry,
+    }
+}
+
+/// Serves one accepted stream until it closes.
+pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let decoder = Decoder::new(shared.config.max_packet_size);
+    let connect = match tokio::time::timeout(
+        shared.config.connect_timeout,
+        read_connect(&mut rd, &mut wr, &mut rbuf, &decoder, &shared, peer),
+    )
+    .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "MQTT client sent no CONNECT in time");
+            return;
+        }
+    };
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let Some((conn, kick_rx, release_tx)) =
+        handshake(connect, conn_id, peer, rbuf, decoder, &mut wr, &shared).await
+    else {
+        return;
+    };
+    run(conn, rd, wr, kick_rx, release_tx, shared).await;
+}
+
+/// Reads until the first packet, which must be CONNECT.
+async fn read_connect<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    rbuf: &mut BytesMut,
+    decoder: &Decoder,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Option<Connect>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        match decoder.decode(rbuf, ProtocolVersion::V311) {
+            Ok(Some(Packet::Connect(c))) => return Some(*c),
+            Ok(Some(other)) => {
+                add(&shared.counters.malformed_packets, 1);
+                tracing::warn!(%peer, packet = other.name(), "MQTT client sent a packet before CONNECT; closing");
+                return None;
+            }
+            Ok(None) => {}
+            Err(CodecError::UnsupportedProtocolLevel(level)) => {
+                add(&shared.counters.connections_refused, 1);
+                tracing::info!(%peer, level, "MQTT client asked for an unsupported protocol level");
+                let _ = wr
+                    .write_all(&[
+                        0x20,
+                        0x02,
+                        0x00,
+                        reason::v311::UNACCEPTABLE_PROTOCOL_VERSION,
+                    ])
+                    .await;
+                let _ = wr.flush().await;
+                return None;
+            }
+            Err(e @ CodecError::PacketTooLarge { .. }) => {
+                add(&shared.counters.dropped_too_large, 1);
+                tracing::warn!(%peer, error = %e, "MQTT CONNECT too large; closing");
+                return None;
+            }
+            Err(e) => {
+                add(&shared.counters.malformed_packets, 1);
+                tracing::warn!(%peer, error = %e, "malformed MQTT CONNECT; closing");
+                return None;
+            }
+        }
+        rbuf.reserve(READ_CHUNK);
+        match rd.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => add(&shared.counters.bytes_in, n as u64),
+        }
+    }
+}
+
+/// The per-connection state used after CONNACK.
+struct Conn {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    client_id: Arc<str>,
+    conn_id: u64,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    keep_alive: Option<Duration>,
+    decoder: Decoder,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    pending: VecDeque<PendingAck>,
+    inbound_limit: usize,
+    awaiting_rel: HashSet<u16>,
+    inflight: VecDeque<(u16, Delivery)>,
+    send_quota: usize,
+    next_packet_id: u16,
+    client_max_packet: usize,
+    topic_aliases: HashMap<u16, String>,
+    will: Option<LastWill>,
+    batch: Vec<Delivery>,
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    shared: &Shared,
+    version: ProtocolVersion,
+    code: u8,
+) {
+    add(&shared.counters.connections_refused, 1);
+    let mut out = BytesMut::new();
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    });
+    if ack.encode(version, &mut out).is_ok() {
+        let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+            let _ = wr.write_all(&out).await;
+            let _ = wr.flush().await;
+        })
+        .await;
+    }
+}
+
+/// Authenticates, attaches the session and queues CONNACK.
+async fn handshake<W: AsyncWrite + Unpin>(
+    connect: Connect,
+    conn_id: u64,
+    peer: SocketAddr,
+    rbuf: BytesMut,
+    decoder: Decoder,
+    wr: &mut W,
+    shared: &Arc<Shared>,
+) -> Option<(Conn, oneshot::Receiver<Kick>, oneshot::Sender<()>)> {
+    let version = connect.protocol;
+    let v5 = version.is_v5();
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if !v5 && !connect.clean_start {
+            refuse(wr, shared, version, reason::v311::IDENTIFIER_REJECTED).await;
+            return None;
+        }
+        let id = format!("strata-auto-{conn_id}");
+        assigned = Some(id.clone());
+        id.into()
+    } else {
+        connect.client_id.as_str().into()
+    };
+    if v5 && connect.properties.authentication_method.is_some() {
+        // Enhanced (AUTH packet) authentication is not supported.
+        refuse(wr, shared, version, 0x8C).await;
+        return None;
+    }
+    let decision = shared.hooks.authenticate(&ConnectInfo {
+        client_id: &client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        protocol: version,
+        peer,
+        clean_start: connect.clean_start,
+    });
+    let refusal = match (decision, v5) {
+        (AuthDecision::Allow, _) => None,
+        (AuthDecision::Deny, false) => Some(reason::v311::NOT_AUTHORIZED),
+        (AuthDecision::Deny, true) => Some(reason::NOT_AUTHORIZED),
+        (AuthDecision::BadCredentials, false) => Some(reason::v311::BAD_USERNAME_OR_PASSWORD),
+        (AuthDecision::BadCredentials, true) => Some(reason::BAD_USERNAME_OR_PASSWORD),
+        (AuthDecision::ServerUnavailable, false) => Some(reason::v311::SERVER_UNAVAILABLE),
+        (AuthDecision::ServerUnavailable, true) => Some(reason::SERVER_UNAVAILABLE),
+    };
+    if let Some(code) = refusal {
+        tracing::info!(%peer, client_id = %client_id, ?decision, "MQTT connection refused");
+        refuse(wr, shared, version, code).await;
+        return None;
+    }
+    let expiry = if v5 {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        NEVER_EXPIRES
+    };
+    let (kick_tx, kick_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let (session, present) = attach(
+        shared,
+        &client_id,
+        connect.clean_start,
+        Link {
+            conn_id,
+            kick: Some(kick_tx),
+            released: Some(release_rx),
+        },
+        expiry,
+    )
+    .await;
+
+    let cfg = &shared.config;
+    let mut properties = Properties::default();
+    if v5 {
+        properties.receive_maximum = Some(cfg.max_inflight_inbound);
+        properties.maximum_qos = Some(1);
+        properties.retain_available = Some(1);
+        properties.maximum_packet_size = u32::try_from(cfg.max_packet_size).ok();
+        properties.topic_alias_maximum =
+            (cfg.topic_alias_maximum > 0).then_some(cfg.topic_alias_maximum);
+        properties.wildcard_subscription_available = Some(1);
+        properties.subscription_identifier_available = Some(1);
+        properties.shared_subscription_available = Some(1);
+        properties.assigned_client_identifier = assigned;
+    }
+    let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+    let mut conn = Conn {
+        shared: Arc::clone(shared),
+        session,
+        client_id,
+        conn_id,
+        peer,
+        version,
+        keep_alive: (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500)),
+        decoder,
+        rbuf,
+        wbuf: BytesMut::with_capacity(READ_CHUNK),
+        pending: VecDeque::new(),
+        inbound_limit: usize::from(cfg.max_inflight_inbound),
+        awaiting_rel: HashSet::new(),
+        inflight: VecDeque::new(),
+        send_quota: usize::from(client_receive_max.min(cfg.max_inflight_outbound)),
+        next_packet_id: 0,
+        client_max_packet: connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
+        topic_aliases: HashMap::new(),
+        will: connect.will,
+        batch: Vec::with_capacity(DRAIN_BATCH),
+    };
+    conn.write(&Packet::ConnAck(ConnAck {
+        session_present: present,
+        code: reason::SUCCESS,
+        properties,
+    }));
+    add(&shared.counters.connections_accepted, 1);
+    shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, client_id = %conn.client_id, ?version, present, "MQTT client connected");
+    shared.hooks.on_connect(&conn.client_id);
+    // Unacknowledged QoS 1 messages of a resumed session go first, with DUP.
+    let parked = std::mem::take(&mut conn.session.state().parked_inflight);
+    for (packet_id, delivery) in parked {
+        conn.send_delivery(delivery, Some(packet_id));
+    }
+    Some((conn, kick_rx, release_tx))
+}
+
+enum AttachStep {
+    Done(Arc<Session>, bool, Option<Arc<Session>>),
+    Wait(Option<oneshot::Receiver<()>>),
+}
+
+/// Finds or creates the session, taking over (and waiting for) any live
+/// connection with the same client id first.
+async fn attach(
+    shared: &Arc<Shared>,
+    client_id: &Arc<str>,
+    clean_start: bool,
+    link: Link,
+    expiry: u32,
+) -> (Arc<Session>, bool) {
+    let mut link = Some(link);
+    let mut force = false;
+    loop {
+        let step = {
+            let mut map = lock(&shared.sessions);
+            let existing = map.get(client_id).cloned();
+            let busy = existing.as_ref().and_then(|s| {
+                let mut st = s.state();
+                match st.link.as_mut() {
+                    Some(live) if !force => {
+                        if let Some(kick) = live.kick.take() {
+                            let _ = kick.send(Kick::TakenOver);
+                        }
+                        Some(live.released.take())
+                    }
+                    _ => None,
+                }
+            });
+            match busy {
+                Some(wait) => AttachStep::Wait(wait),
+                None => {
+                    let (session, present, discarded) = match existing {
+                        Some(old) if !clean_start => (old, true, None),
+                        old => {
+                            let fresh = Session::new(Arc::clone(client_id));
+                            map.insert(Arc::clone(client_id), Arc::clone(&fresh));
+                            (fresh, false, old)
+                        }
+                    };
+                    let mut st = session.state();
+                    st.link = link.take();
+                    st.expiry_secs = expiry;
+                    st.generation += 1;
+                    drop(st);
+                    AttachStep::Done(session, present, discarded)
+                }
+            }
+        };
+        match step {
+            AttachStep::Done(session, present, discarded) => {
+                if let Some(old) = discarded {
+                    shared.drop_subscriptions(&old);
+                }
+                return (session, present);
+            }
+            AttachStep::Wait(Some(released)) => {
+                if tokio::time::timeout(TAKEOVER_WAIT, released).await.is_err() {
+                    force = true;
+                }
+            }
+            AttachStep::Wait(None) => {
+                // Another connection is already waiting on the same takeover.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                force = true;
+            }
+        }
+    }
+}
+
+/// The main loop and the end-of-connection bookkeeping.
+async fn run<S>(
+    mut conn: Conn,
+    mut rd: ReadHalf<S>,
+    mut wr: WriteHalf<S>,
+    mut kick_rx: oneshot::Receiver<Kick>,
+    release_tx: oneshot::Sender<()>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = shared.shutdown.clone();
+    let session = Arc::clone(&conn.session);
+    let idle = conn.keep_alive.unwrap_or(Duration::from_secs(86_400));
+    let mut last_read = Instant::now();
+    let keepalive = tokio::time::sleep(idle);
+    tokio::pin!(keepalive);
+
+    let close = loop {
+        if *shutdown.borrow() {
+            break Close::new(
+                DisconnectReason::Shutdown,
+                Some(reason::SERVER_SHUTTING_DOWN),
+            );
+        }
+        if let Err(close) = conn.process_input() {
+            break close;
+        }
+        conn.drain_outbound();
+        let can_read = conn.pending.len() < conn.inbound_limit;
+        if can_read && conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 2 {
+            conn.rbuf.reserve(READ_CHUNK);
+        }
+        let head = async {
+            match conn.pending.front_mut() {
+                Some(PendingAck {
+                    state: PendingState::Waiting(rx),
+                    ..
+                }) => rx.await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            kick = &mut kick_rx => {
+                break match kick {
+                    Ok(Kick::TakenOver) => Close::new(DisconnectReason::TakenOver, Some(reason::SESSION_TAKEN_OVER)),
+                    Ok(Kick::Revoked) | Err(_) => Close::new(DisconnectReason::Kicked, Some(reason::ADMINISTRATIVE_ACTION)),
+                };
+            }
+            Ok(()) = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break Close::new(DisconnectReason::Shutdown, Some(reason::SERVER_SHUTTING_DOWN));
+                }
+            }
+            written = wr.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match written {
+                Ok(0) | Err(_) => break Close::new(DisconnectReason::Abnormal, None),
+                Ok(n) => {
+                    add(&shared.counters.bytes_out, n as u64);
+                    if conn.wbuf.is_empty() && wr.flush().await.is_err() {
+                        break Close::new(DisconnectReason::Abnormal, None);
+                    }
+                }
+            },
+            resolved = head => {
+                if let Some(front) = conn.pending.front_mut() {
+                    front.state = PendingState::Ready(outcome_of(resolved));
+                }
+            }
+            read = rd.read_buf(&mut conn.rbuf), if can_read => match read {
+                Ok(0) | Err(_) => break Close::new(DisconnectReason::Abnormal, None),
+                Ok(n) => {
+                    add(&shared.counters.bytes_in, n as u64);
+                    last_read = Instant::now();
+                }
+            },
+            _ = session.notify.notified() => {}
+            _ = &mut keepalive, if conn.keep_alive.is_some() => {
+                let deadline = last_read + idle;
+                if deadline <= Instant::now() {
+                    break Close::new(DisconnectReason::KeepAliveTimeout, Some(reason::KEEP_ALIVE_TIMEOUT));
+                }
+                keepalive.as_mut().reset(deadline.into());
+            }
+        }
+    };
+
+    if conn.version.is_v5()
+        && let Some(code) = close.v5_code
+    {
+        conn.write(&Packet::Disconnect(Disconnect {
+            reason_code: code,
+            properties: Properties::default(),
+        }));
+    }
+    if close.reason != DisconnectReason::Abnormal {
+        let wbuf = std::mem::take(&mut conn.wbuf);
+        let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+            if wr.write_all(&wbuf).await.is_ok() {
+                add(&shared.counters.bytes_out, wbuf.len() as u64);
+            }
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+        })
+        .await;
+    }
+    drop((rd, wr));
+    conn.finish(close);
+    drop(release_tx);
+}
+
+impl Conn {
+    fn write(&mut self, packet: &Packet) {
+        if let Err(e) = packet.encode(self.version, &mut self.wbuf) {
+            tracing::error!(error = %e, packet = packet.name(), "cannot encode MQTT packet");
+        }
+    }
+
+    fn v5(&self) -> bool {
+        self.version.is_v5()
+    }
+
+    /// Applies resolved acknowledgements, then decodes and handles buffered
+    /// packets while the pending FIFO has room.
+    fn process_input(&mut self) -> Result<(), Close> {
+        self.flush_pending()?;
+        loop {
+            if self.session.is_revoked() {
+                return Err(Close::new(
+                    DisconnectReason::Kicked,
+                    Some(reason::ADMINISTRATIVE_ACTION),
+                ));
+            }
+            if self.pending.len() >= self.inbound_limit {
+                return Ok(());
+            }
+            match self.decoder.decode(&mut self.rbuf, self.version) {
+                Ok(Some(packet)) => self.handle(packet)?,
+                Ok(None) => return Ok(()),
+                Err(e @ CodecError::PacketTooLarge { .. }) => {
+                    add(&self.shared.counters.dropped_too_large, 1);
+                    tracing::warn!(peer = %self.peer, client_id = %self.client_id, error = %e, "MQTT packet too large; closing connection");
+                    return Err(Close::protocol(reason::PACKET_TOO_LARGE));
+                }
+                Err(e) => {
+                    return Err(self.malformed(&e.to_string(), reason::MALFORMED_PACKET));
+                }
+            }
+        }
+    }
+
+    fn malformed(&self, what: &str, code: u8) -> Close {
+        add(&self.shared.counters.malformed_packets, 1);
+        tracing::warn!(peer = %self.peer, client_id = %self.client_id, error = what, "malformed MQTT packet or protocol violation; closing connection");
+        Close::protocol(code)
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                self.on_puback(a.packet_id);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                // The broker never sends QoS 2; release whatever the client thinks it got.
+                let mut rel = PubAck::new(a.packet_id);
+                if self.v5() {
+                    rel.reason_code = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.write(&Packet::PubRel(rel));
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let found = self.awaiting_rel.remove(&a.packet_id);
+                let code = if found || !self.v5() {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.push_ack(PendingAck {
+                    ack: AckKind::PubComp,
+                    packet_id: a.packet_id,
+                    msg: None,
+                    state: PendingState::Ready(Outcome::Ack {
+                        reason: code,
+                        reason_string: None,
+                        route: false,
+                    }),
+                })
+            }
+            Packet::PubComp(_) => Ok(()),
+            Packet::Subscribe(s) => {
+                self.on_subscribe(s);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.write(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => {
+                if !(self.v5() && d.reason_code == reason::DISCONNECT_WITH_WILL) {
+                    self.will = None;
+                }
+                if let Some(expiry) = d.properties.session_expiry_interval {
+                    let mut st = self.session.state();
+                    // A session that was to end with the connection cannot be revived here.
+                    if st.expiry_secs != 0 {
+                        st.expiry_secs = expiry;
+                    }
+                }
+                Err(Close::new(DisconnectReason::Clean, None))
+            }
+            other => Err(self.malformed(
+                &format!("unexpected {} from a client", other.name()),
+                reason::PROTOCOL_ERROR,
+            )),
+        }
+    }
+
+    /// Sends an acknowledgement now if nothing is queued ahead of it,
+    /// otherwise queues it so acknowledgements leave in arrival order.
+    fn push_ack(&mut self, entry: PendingAck) -> Result<(), Close> {
+        if self.pending.is_empty()
+            && let PendingState::Ready(outcome) = entry.state
+        {
+            return self.apply(entry.ack, entry.packet_id, entry.msg, outcome);
+        }
+        self.pending.push_back(entry);
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), Close> {
+        while let Some(front) = self.pending.front_mut() {
+            let ready = match &mut front.state {
+                PendingState::Ready(_) => true,
+                PendingState::Waiting(rx) => match rx.try_recv() {
+                    Ok(result) => {
+                        front.state = PendingState::Ready(outcome_of(Ok(result)));
+                        true
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        front.state = PendingState::Ready(Outcome::Retry);
+                        true
+                    }
+                },
+            };
+            if !ready {
+                return Ok(());
+            }
+            if let Some(entry) = self.pending.pop_front()
+                && let PendingState::Ready(outcome) = entry.state
+            {
+                self.apply(entry.ack, entry.packet_id, entry.msg, outcome)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        ack: AckKind,
+        packet_id: u16,
+        msg: Option<Arc<Message>>,
+        outcome: Outcome,
+    ) -> Result<(), Close> {
+        let (code, reason_string, route) = match outcome {
+            Outcome::Ack {
+                reason,
+                reason_string,
+                route,
+            } => (reason, reason_string, route),
+            Outcome::Retry if ack == AckKind::None => return Ok(()),
+            Outcome::Retry => {
+                tracing::info!(client_id = %self.client_id, "ingest asked for a retry; closing without acknowledging");
+                return Err(Close::new(
+                    DisconnectReason::IngestRetry,
+                    Some(reason::SERVER_BUSY),
+                ));
+            }
+        };
+        if route && let Some(msg) = msg {
+            self.shared.route(msg, Some(&self.session));
+        }
+        let mut body = PubAck::new(packet_id);
+        if self.v5() {
+            body.reason_code = code;
+            body.properties.reason_string = reason_string;
+        }
+        match ack {
+            AckKind::None => {}
+            AckKind::PubAck => self.write(&Packet::PubAck(body)),
+            AckKind::PubRec => {
+                if code < 0x80 || !self.v5() {
+                    self.awaiting_rel.insert(packet_id);
+                }
+                self.write(&Packet::PubRec(body));
+            }
+            AckKind::PubComp => self.write(&Packet::PubComp(body)),
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
+        add(&self.shared.counters.messages_in, 1);
+        let Publish {
+            dup,
+            qos,
+            retain,
+            mut topic,
+            packet_id,
+            mut properties,
+            payload,
+        } = p;
+        if self.v5() {
+            if let Some(alias) = properties.topic_alias.take() {
+                if alias == 0 || alias > self.shared.config.topic_alias_maximum {
+                    return Err(
+                        self.malformed("topic alias out of range", reason::TOPIC_ALIAS_INVALID)
+                    );
+                }
+                if topic.is_empty() {
+                    match self.topic_aliases.get(&alias) {
+                        Some(t) => topic.clone_from(t),
+                        None => {
+                            return Err(
+                                self.malformed("unknown topic alias", reason::PROTOCOL_ERROR)
+                            );
+                        }
+                    }
+                } else {
+                    self.topic_aliases.insert(alias, topic.clone());
+                }
+            }
+            properties.subscription_identifiers.clear();
+        }
+        if validate_topic_name(&topic).is_err() {
+            return Err(self.malformed("invalid topic name in PUBLISH", reason::TOPIC_NAME_INVALID));
+        }
+        let ack = match qos {
+            QoS::AtMostOnce => AckKind::None,
+            QoS::AtLeastOnce => AckKind::PubAck,
+            QoS::ExactlyOnce => AckKind::PubRec,
+        };
+        let ready = |reason, route| {
+            PendingState::Ready(Outcome::Ack {
+                reason,
+                reason_string: None,
+                route,
+            })
+        };
+        if qos == QoS::ExactlyOnce && self.awaiting_rel.contains(&packet_id) {
+            // Resent before our PUBREC arrived: acknowledge again, route once.
+            return self.push_ack(PendingAck {
+                ack,
+                packet_id,
+                msg: None,
+                state: ready(reason::SUCCESS, false),
+            });
+        }
+        let hooks = Arc::clone(&self.shared.hooks);
+        if !hooks.authorize_publish(&self.client_id, &topic) {
+            add(&self.shared.counters.dropped_acl, 1);
+            tracing::debug!(client_id = %self.client_id, topic, "publish denied by ACL");
+            if !self.v5() {
+                return Err(Close::new(DisconnectReason::PublishDenied, None));
+            }
+            return self.push_ack(PendingAck {
+                ack,
+                packet_id,
+                msg: None,
+                state: ready(reason::NOT_AUTHORIZED, false),
+            });
+        }
+        let inbound = InboundPublish {
+            topic,
+            payload,
+            qos,
+            retain,
+            dup,
+            properties,
+            protocol: self.version,
+        };
+        let decision = hooks.on_publish(&self.client_id, &inbound);
+        let InboundPublish {
+            topic,
+            payload,
+            properties,
+            ..
+        } = inbound;
+        let msg = Message::new(topic, payload, qos, retain, properties);
+        let (msg, state) = match decision {
+            PublishDecision::Route => (Some(msg), ready(reason::SUCCESS, true)),
+            PublishDecision::RouteAfter(rx) => (Some(msg), PendingState::Waiting(rx)),
+            PublishDecision::Drop { v5_reason } => (None, ready(v5_reason, false)),
+        };
+        self.push_ack(PendingAck {
+            ack,
+            packet_id,
+            msg,
+            state,
+        })
+    }
+
+    fn on_puback(&mut self, packet_id: u16) {
+        if let Some(i) = self.inflight.iter().position(|(id, _)| *id == packet_id) {
+            self.inflight.remove(i);
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) {
+        let v5 = self.v5();
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        let hooks = Arc::clone(&self.shared.hooks);
+        for f in s.filters {
+            let failure = |v5_code| {
+                if v5 {
+                    v5_code
+                } else {
+                    reason::v311::SUBACK_FAILURE
+                }
+            };
+            if validate_topic_filter(&f.filter).is_err() {
+                codes.push(failure(reason::TOPIC_FILTER_INVALID));
+                continue;
+            }
+            if !hooks.authorize_subscribe(&self.client_id, &f.filter) {
+                add(&self.shared.counters.subscriptions_denied, 1);
+                tracing::debug!(client_id = %self.client_id, filter = f.filter, "subscription denied by ACL");
+                codes.push(failure(reason::NOT_AUTHORIZED));
+                continue;
+            }
+            let granted = f.options.qos.min(QoS::AtLeastOnce);
+            let options = SubscriptionOptions {
+                qos: granted,
+                ..f.options
+            };
+            let existed = !self.session.state().subscriptions.insert(f.filter.clone());
+            self.shared.router.subscribe(
+                &f.filter,
+                Subscriber {
+                    session: Arc::clone(&self.session),
+                    qos: granted,
+                    no_local: options.no_local,
+                    retain_as_published: options.retain_as_published,
+                    subscription_id: sub_id,
+                },
+            );
+            let is_shared = matches!(parse_shared(&f.filter), Ok(Some(_)));
+            let send_retained = !is_shared
+                && match options.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscription => !existed,
+                    RetainHandling::Never => false,
+                };
+            if send_retained {
+                for msg in self.shared.retained.matching(&f.filter) {
+                    retained.push(Delivery {
+                        qos: msg.qos.min(granted),
+                        msg,
+                        retain: true,
+                        subscription_ids: sub_id.into_iter().collect(),
+                    });
+                }
+            }
+            codes.push(granted as u8);
+        }
+        self.write(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::default(),
+            return_codes: codes,
+        }));
+        for d in retained {
+            self.session.enqueue(
+                d,
+                self.shared.config.max_queued_messages,
+                &self.shared.counters,
+            );
+        }
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let existed = self.session.state().subscriptions.remove(f);
+            self.shared.router.unsubscribe(f, &self.session);
+            codes.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.write(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reason_codes: codes,
+        }));
+    }
+
+    /// Moves queued deliveries into the write buffer while the client's
+    /// in-flight window and the write high-water mark allow.
+    fn drain_outbound(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        loop {
+            if self.wbuf.len() >= WRITE_HIGH_WATER {
+                break;
+            }
+            {
+                let mut st = self.session.state();
+                let mut qos1 = 0;
+                while batch.len() < DRAIN_BATCH {
+                    let Some(front) = st.queue.front() else { break };
+                    if front.qos != QoS::AtMostOnce {
+                        if self.inflight.len() + qos1 >= self.send_quota {
+                            break;
+                        }
+                        qos1 += 1;
+                    }
+                    if let Some(d) = st.queue.pop_front() {
+                        batch.push(d);
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for d in batch.drain(..) {
+                self.send_delivery(d, None);
+            }
+        }
+        self.batch = batch;
+    }
+
+    fn alloc_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|(p, _)| *p == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Encodes one delivery; `resend` carries the packet id of a redelivery.
+    fn send_delivery(&mut self, d: Delivery, resend: Option<u16>) {
+        let now = Instant::now();
+        if d.msg.is_expired(now) {
+            return;
+        }
+        let qos1 = d.qos != QoS::AtMostOnce;
+        let packet_id = match (qos1, resend) {
+            (false, _) => 0,
+            (true, Some(id)) => id,
+            (true, None) => self.alloc_packet_id(),
+        };
+        let start = self.wbuf.len();
+        let written = {
+            let props: Cow<'_, Properties> =
+                if self.v5() && (!d.subscription_ids.is_empty() || d.msg.expires_at.is_some()) {
+                    let mut p = d.msg.properties.clone();
+                    p.subscription_identifiers.clone_from(&d.subscription_ids);
+                    if let Some(at) = d.msg.expires_at {
+                        let left = at.saturating_duration_since(now).as_secs();
+                        p.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX));
+                    }
+                    Cow::Owned(p)
+                } else {
+                    Cow::Borrowed(&d.msg.properties)
+                };
+            encode_publish(
+                &mut self.wbuf,
+                self.version,
+                PublishHeader {
+                    dup: resend.is_some() && qos1,
+                    qos: d.qos,
+                    retain: d.retain,
+                    packet_id,
+                },
+                &d.msg.topic,
+                &props,
+                &d.msg.payload,
+            )
+        };
+        match written {
+            Ok(n) if n > self.client_max_packet => {
+                self.wbuf.truncate(start);
+                add(&self.shared.counters.dropped_too_large, 1);
+            }
+            Ok(_) => {
+                add(&self.shared.counters.messages_out, 1);
+                if qos1 {
+                    self.inflight.push_back((packet_id, d));
+                }
+            }
+            Err(e) => {
+                self.wbuf.truncate(start);
+                tracing::warn!(client_id = %self.client_id, error = %e, "cannot encode outbound PUBLISH; dropped");
+            }
+        }
+    }
+
+    /// Detaches from the session (parking in-flight messages or discarding
+    /// the session), publishes the will when due, and notifies the hooks.
+    fn finish(mut self, close: Close) {
+        let shared = Arc::clone(&self.shared);
+        let session = Arc::clone(&self.session);
+        let mut expiry_timer = None;
+        let mut discard = false;
+        {
+            let mut map = lock(&shared.sessions);
+            let mut st = session.state();
+            let mine = st.link.as_ref().is_some_and(|l| l.conn_id == self.conn_id);
+            if mine {
+                st.link = None;
+                if !session.is_revoked() && st.expiry_secs > 0 {
+                    st.parked_inflight = self.inflight.drain(..).collect();
+                    st.queue.retain(|d| d.qos != QoS::AtMostOnce);
+                    if st.expiry_secs != NEVER_EXPIRES {
+                        expiry_timer = Some((st.expiry_secs, st.generation));
+                    }
+                } else {
+                    discard = true;
+                    drop(st);
+                    if map
+                        .get(&session.client_id)
+                        .is_some_and(|s| Arc::ptr_eq(s, &session))
+                    {
+                        map.remove(&session.client_id);
+                    }
+                }
+            }
+        }
+        if discard {
+            shared.drop_subscriptions(&session);
+        }
+        if let Some((secs, generation)) = expiry_timer {
+            let shared = Arc::clone(&shared);
+            let session = Arc::clone(&session);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+                let expired = {
+                    let mut map = lock(&shared.sessions);
+                    let st = session.state();
+                    let expired = st.link.is_none() && st.generation == generation;
+                    drop(st);
+                    if expired
+                        && map
+                            .get(&session.client_id)
+                            .is_some_and(|s| Arc::ptr_eq(s, &session))
+                    {
+                        map.remove(&session.client_id);
+                    }
+                    expired
+                };
+                if expired {
+                    shared.drop_subscriptions(&session);
+                }
+            });
+        }
+        if close.reason.publishes_will()
+            || (close.reason == DisconnectReason::Clean && self.will.is_some())
+        {
+            if let Some(will) = self.will.take() {
+                let delay = will
+                    .properties
+                    .will_delay_interval
+                    .unwrap_or(0)
+                    .min(session.state().expiry_secs);
+                schedule_will(
+                    &shared,
+                    Arc::clone(&self.client_id),
+                    will,
+                    self.version,
+                    delay,
+                );
+            }
+        }
+        shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(peer = %self.peer, client_id = %self.client_id, reason = ?close.reason, "MQTT client disconnected");
+        shared.hooks.on_disconnect(&self.client_id, close.reason);
+    }
+}
+
+/// Publishes a will now, or after `delay_secs` unless the client has
+/// reconnected by then (v5 Will Delay Interval).
+fn schedule_will(
+    shared: &Arc<Shared>,
+    client_id: Arc<str>,
+    will: LastWill,
+    version: ProtocolVersion,
+    delay_secs: u32,
+) {
+    if delay_secs == 0 {
+        publish_will(shared, &client_id, will, version);
+        return;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
+        let reconnected = lock(&shared.sessions)
+            .get(&client_id)
+            .is_some_and(|s| s.state().link.is_some());
+        if !reconnected {
+            publish_will(&shared, &client_id, will, version);
+        }
+    });
+}
+
+fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: ProtocolVersion) {
+    if !shared.hooks.authorize_publish(client_id, &will.topic) {
+        add(&shared.counters.dropped_acl, 1);
+        return;
+    }
+    let p = will.properties;
+    let properties = Properties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        ..Properties::default()
+    };
+    let inbound = InboundPublish {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        dup: false,
+        properties,
+        protocol: version,
+    };
+    let decision = shared.hooks.on_publish(client_id, &inbound);
+    let msg = Message::new(
+        inbound.topic,
+        inbound.payload,
+        inbound.qos,
+        inbound.retain,
+        inbound.properties,
+    );
+    match decision {
+        PublishDecision::Route => shared.route(msg, None),
+        PublishDecision::RouteAfter(rx) => {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                // Nobody can resend a will, so only a definitive refusal drops it.
+                if !matches!(rx.await, Ok(Err(IngestRefusal::Refused { .. }))) {
+                    shared.route(msg, None);
+                }
+            });
+        }
+        PublishDecision::Drop { .. } => {}
+    }
+}

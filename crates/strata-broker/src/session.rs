@@ -1,0 +1,104 @@
+//! Client sessions: subscriptions, the queue of messages waiting to be sent,
+//! in-flight QoS 1 messages parked while the client is offline, and the link
+//! to the live connection (used for takeover and revocation).
+//!
+//! Sessions live in memory only: they do not survive a broker restart.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use strata_mqtt::QoS;
+use tokio::sync::{Notify, oneshot};
+
+use crate::message::Delivery;
+use crate::stats::{Counters, add};
+
+/// Session expiry meaning "never" (3.1.1 persistent sessions, v5 0xFFFFFFFF).
+pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// Why the broker tells a live connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    TakenOver,
+    Revoked,
+}
+
+/// Control link to the connection currently attached to a session.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub conn_id: u64,
+    pub kick: Option<oneshot::Sender<Kick>>,
+    /// Resolves (sender dropped) once the connection has detached.
+    pub released: Option<oneshot::Receiver<()>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    pub queue: VecDeque<Delivery>,
+    pub parked_inflight: Vec<(u16, Delivery)>,
+    /// Filters exactly as subscribed (the router holds the options).
+    pub subscriptions: HashSet<String>,
+    pub link: Option<Link>,
+    pub expiry_secs: u32,
+    /// Bumped on every attach, so delayed tasks can tell a reconnect happened.
+    pub generation: u64,
+}
+
+/// A session, shared by the registry, the subscription tree and its connection.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub client_id: Arc<str>,
+    state: Mutex<SessionState>,
+    pub notify: Notify,
+    revoked: AtomicBool,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Session {
+    pub(crate) fn new(client_id: Arc<str>) -> Arc<Self> {
+        Arc::new(Self {
+            client_id,
+            state: Mutex::new(SessionState::default()),
+            notify: Notify::new(),
+            revoked: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, SessionState> {
+        lock(&self.state)
+    }
+
+    pub(crate) fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+
+    /// Queues a delivery. Offline sessions keep only QoS 1 messages. When the
+    /// queue is full the oldest message is dropped and counted.
+    pub(crate) fn enqueue(&self, delivery: Delivery, max_queued: usize, counters: &Counters) {
+        let online = {
+            let mut st = self.state();
+            let online = st.link.is_some();
+            if !online && delivery.qos == QoS::AtMostOnce {
+                return;
+            }
+            st.queue.push_back(delivery);
+            while st.queue.len() > max_queued {
+                st.queue.pop_front();
+                add(&counters.queue_drops, 1);
+            }
+            online
+        };
+        if online {
+            self.notify.notify_one();
+        }
+    }
+}

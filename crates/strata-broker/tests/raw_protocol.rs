@@ -1,0 +1,403 @@
+//! Byte-level tests with a raw TCP client built on `strata-mqtt`: ordered
+//! acknowledgements with `RouteAfter`, malformed and oversized packets, and
+//! v5 topic aliases.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use std::sync::{Arc, Mutex};
+use strata_broker::*;
+use strata_mqtt::{
+    Connect, Decoder, Packet, Properties, ProtocolVersion, Publish, Subscribe, SubscribeFilter,
+    SubscriptionOptions, reason,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+    version: ProtocolVersion,
+}
+
+impl Raw {
+    async fn connect(port: u16, client_id: &str, version: ProtocolVersion) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        };
+        raw.send(&Packet::Connect(Box::new(Connect {
+            protocol: version,
+            clean_start: true,
+            keep_alive: 30,
+            properties: Properties::default(),
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+        })))
+        .await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, 0),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    async fn send(&mut self, p: &Packet) {
+        let mut out = BytesMut::new();
+        p.encode(self.version, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// Next packet, or None when the server closed the connection.
+    async fn recv(&mut self) -> Option<Packet> {
+        let decoder = Decoder::default();
+        loop {
+            if let Some(p) = decoder.decode(&mut self.buf, self.version).unwrap() {
+                return Some(p);
+            }
+            let n = tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("server answered in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+fn publish(topic: &str, packet_id: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id,
+        properties: Properties::default(),
+        payload: Bytes::from_static(payload),
+    })
+}
+
+type IngestSender = oneshot::Sender<Result<(), IngestRefusal>>;
+
+/// Holds every publish until the test resolves its receiver.
+#[derive(Default)]
+struct HoldingHooks {
+    held: Mutex<Vec<(String, IngestSender)>>,
+    base: TestHooks,
+}
+
+impl Hooks for HoldingHooks {
+    fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
+        self.base.authenticate(info)
+    }
+    fn authorize_publish(&self, c: &str, t: &str) -> bool {
+        self.base.authorize_publish(c, t)
+    }
+    fn authorize_subscribe(&self, c: &str, f: &str) -> bool {
+        self.base.authorize_subscribe(c, f)
+    }
+    fn on_publish(&self, _client_id: &str, msg: &InboundPublish) -> PublishDecision {
+        if !msg.topic.starts_with("ingest/") {
+            return PublishDecision::Route;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.held.lock().unwrap().push((msg.topic.clone(), tx));
+        PublishDecision::RouteAfter(rx)
+    }
+    fn on_disconnect(&self, c: &str, r: DisconnectReason) {
+        self.base.on_disconnect(c, r);
+    }
+}
+
+async fn start_holding() -> (BrokerHandle, Arc<HoldingHooks>) {
+    let hooks = Arc::new(HoldingHooks::default());
+    let b = start_with(
+        Config::with_bind("127.0.0.1:0".parse().unwrap()),
+        hooks.clone(),
+    )
+    .await;
+    (b, hooks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_after_acks_in_order_without_blocking_reads() {
+    let (b, hooks) = start_holding().await;
+    let port = b.local_addr().port();
+    let mut watcher = Sub::spawn(port, "mqttv5", &["-t", "ingest/#"]);
+    watcher.wait_ready(&b, "ingest/ready").await;
+
+    let mut client = Raw::connect(port, "ordered", V5).await;
+    for id in 1..=5u16 {
+        client
+            .send(&publish(&format!("ingest/{id}"), id, b"data"))
+            .await;
+    }
+    // All five reached the hook while none was resolved: reading never stopped.
+    wait_until("five held publishes", || {
+        hooks.held.lock().unwrap().len() == 5
+    })
+    .await;
+    let mut held = std::mem::take(&mut *hooks.held.lock().unwrap());
+    // Resolve in reverse order; #3 is refused for good.
+    while let Some((topic, tx)) = held.pop() {
+        let result = if topic == "ingest/3" {
+            Err(IngestRefusal::Refused {
+                v5_reason: reason::PAYLOAD_FORMAT_INVALID,
+                reason_string: Some("bad schema".into()),
+            })
+        } else {
+            Ok(())
+        };
+        tx.send(result).unwrap();
+    }
+    for id in 1..=5u16 {
+        match client.recv().await {
+            Some(Packet::PubAck(ack)) => {
+                assert_eq!(ack.packet_id, id, "PUBACKs in arrival order");
+                let expected = if id == 3 {
+                    reason::PAYLOAD_FORMAT_INVALID
+                } else {
+                    0
+                };
+                assert_eq!(ack.reason_code, expected);
+            }
+            other => panic!("expected PUBACK {id}, got {other:?}"),
+        }
+    }
+    // Routed in order, after resolution; the refused one not at all.
+    for id in [1, 2, 4, 5] {
+        assert_eq!(watcher.next_line().await, Some(format!("ingest/{id} data")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_after_retry_closes_without_ack() {
+    let (b, hooks) = start_holding().await;
+    let port = b.local_addr().port();
+    let mut client = Raw::connect(port, "retry", V5).await;
+    client.send(&publish("ingest/r", 7, b"x")).await;
+    wait_until("held publish", || hooks.held.lock().unwrap().len() == 1).await;
+    let (_, tx) = hooks.held.lock().unwrap().pop().unwrap();
+    tx.send(Err(IngestRefusal::Retry)).unwrap();
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::SERVER_BUSY),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert_eq!(client.recv().await, None, "closed without PUBACK");
+    wait_until("disconnect hook", || {
+        hooks.base.disconnect_reason("retry").is_some()
+    })
+    .await;
+    assert_eq!(
+        hooks.base.disconnect_reason("retry"),
+        Some(DisconnectReason::IngestRetry)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_close_only_that_connection() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut healthy = Sub::spawn(port, "mqttv311", &["-t", "h/#"]);
+    healthy.wait_ready(&b, "h/ready").await;
+
+    // Garbage before CONNECT.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&[0x00, 0x00, 0xde, 0xad]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "server closed the connection");
+
+    // A valid session that then sends a 5-byte remaining length.
+    let mut client = Raw::connect(port, "garbage", ProtocolVersion::V311).await;
+    client
+        .stream
+        .write_all(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01])
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await, None);
+    assert_eq!(b.stats().malformed_packets, 2);
+
+    b.publish("h/still", Bytes::from_static(b"ok"), QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(healthy.next_line().await.as_deref(), Some("h/still ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_v5_packet_gets_disconnect_0x95() {
+    let hooks = Arc::new(TestHooks::default());
+    let mut config = Config::with_bind("127.0.0.1:0".parse().unwrap());
+    config.max_packet_size = 1024;
+    let b = start_with(config, hooks.clone()).await;
+    let mut client = Raw::connect(b.local_addr().port(), "big5", V5).await;
+    // Only the header of a 100 kB PUBLISH: refused before the body arrives.
+    client
+        .stream
+        .write_all(&[0x32, 0xa0, 0x8d, 0x06])
+        .await
+        .unwrap();
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::PACKET_TOO_LARGE),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    assert_eq!(b.stats().dropped_too_large, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_topic_alias_subscription_id_and_suback_codes() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut client = Raw::connect(port, "alias", V5).await;
+    let props = Properties {
+        subscription_identifiers: vec![42],
+        ..Properties::default()
+    };
+    client
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: props,
+            filters: ["al/#", "secret/x", "bad/#/x"]
+                .iter()
+                .map(|f| SubscribeFilter {
+                    filter: (*f).into(),
+                    options: SubscriptionOptions {
+                        qos: QoS::ExactlyOnce,
+                        ..SubscriptionOptions::default()
+                    },
+                })
+                .collect(),
+        }))
+        .await;
+    match client.recv().await {
+        Some(Packet::SubAck(s)) => assert_eq!(
+            s.return_codes,
+            vec![1, reason::NOT_AUTHORIZED, reason::TOPIC_FILTER_INVALID]
+        ),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    // Set alias 3 with a topic, then publish with the alias alone.
+    for (topic, payload) in [("al/one", &b"a"[..]), ("", &b"b"[..])] {
+        let properties = Properties {
+            topic_alias: Some(3),
+            ..Properties::default()
+        };
+        client
+            .send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: topic.into(),
+                packet_id: 0,
+                properties,
+                payload: Bytes::copy_from_slice(payload),
+            }))
+            .await;
+    }
+    for payload in [&b"a"[..], &b"b"[..]] {
+        match client.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.topic, "al/one");
+                assert_eq!(&p.payload[..], payload);
+                assert_eq!(p.properties.subscription_identifiers, vec![42]);
+                assert_eq!(p.properties.topic_alias, None);
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    // An alias never set is a protocol error.
+    let properties = Properties {
+        topic_alias: Some(9),
+        ..Properties::default()
+    };
+    client
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: String::new(),
+            packet_id: 0,
+            properties,
+            payload: Bytes::new(),
+        }))
+        .await;
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::PROTOCOL_ERROR),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_qos1_is_redelivered_with_dup_on_reconnect() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let connect = |clean| {
+        Packet::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V311,
+            clean_start: clean,
+            keep_alive: 30,
+            properties: Properties::default(),
+            client_id: "redeliver".into(),
+            will: None,
+            username: None,
+            password: None,
+        }))
+    };
+    let mut raw = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    raw.send(&connect(false)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if !a.session_present));
+    raw.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![SubscribeFilter {
+            filter: "q/#".into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        }],
+    }))
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    b.publish("q/1", Bytes::from_static(b"once"), QoS::AtLeastOnce, false)
+        .unwrap();
+    let first_id = match raw.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert!(!p.dup);
+            p.packet_id
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    drop(raw); // no PUBACK
+
+    let mut raw = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    raw.send(&connect(false)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if a.session_present));
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert!(p.dup, "redelivery carries DUP");
+            assert_eq!(p.packet_id, first_id);
+            assert_eq!(&p.payload[..], b"once");
+        }
+        other => panic!("expected redelivered PUBLISH, got {other:?}"),
+    }
+}

@@ -1,0 +1,88 @@
+//! A small client for the hub's HTTP API, used by the CLI subcommands and
+//! the demo. Error responses are turned into their message.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Where the hub is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    /// A client for the hub at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            agent,
+        }
+    }
+
+    /// Reads the admin token from a hub's data directory.
+    pub fn token_from_data_dir(dir: &Path) -> anyhow::Result<String> {
+        let path = dir.join(strata_hub::ADMIN_TOKEN_FILE);
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the admin token from {}", path.display()))?;
+        Ok(token.trim().to_owned())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<T> {
+        let mut response =
+            response.with_context(|| format!("{what}: cannot reach the hub at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.body_mut().read_json().with_context(|| {
+            format!("{what}: the hub answered {status} with a body that is not JSON")
+        })?;
+        if !status.is_success() {
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_owned();
+            return Err(anyhow!("{what}: {status}: {message}"));
+        }
+        serde_json::from_value(body).with_context(|| format!("{what}: unexpected answer"))
+    }
+
+    /// GET `path`.
+    pub fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<T> {
+        let mut req = self.agent.get(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(what, req.call())
+    }
+
+    /// POST `body` as JSON to `path`.
+    pub fn post<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let mut req = self.agent.post(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(what, req.send_json(body))
+    }
+}

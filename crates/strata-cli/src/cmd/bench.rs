@@ -1,0 +1,320 @@
+//! `strata bench ingest`: readings per second from MQTT publish to durable
+//! storage, beside the raw rate of the same publishers against the same
+//! broker with no storage behind it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use strata_broker::{AuthDecision, ConnectInfo, Hooks, InboundPublish, PublishDecision};
+use strata_hub::{Hub, HubConfig};
+use strata_proto::payload::{Encoding, encode_telemetry};
+use strata_proto::{SignalSeries, TelemetryBatch};
+use strata_store::Durability;
+
+use crate::api_client::ApiClient;
+use crate::fleet::{Login, publish_all};
+
+/// `strata bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput: MQTT publish to durable storage vs the raw broker.
+    Ingest(IngestArgs),
+}
+
+/// Options of `strata bench ingest`.
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Publishing devices (one MQTT connection each).
+    #[arg(long, default_value_t = 20)]
+    pub devices: usize,
+    /// Batches each device publishes.
+    #[arg(long, default_value_t = 2_000)]
+    pub batches: usize,
+    /// Readings per batch.
+    #[arg(long, default_value_t = 100)]
+    pub readings: usize,
+    /// Signals per batch (the readings are split evenly among them).
+    #[arg(long, default_value_t = 4)]
+    pub signals: usize,
+    /// Unacknowledged QoS 1 publishes each device may have in flight.
+    #[arg(long, default_value_t = 100)]
+    pub inflight: u16,
+    /// Storage durability: fsync (survives power loss) or process.
+    #[arg(long, default_value = "fsync", value_parser = parse_durability)]
+    pub durability: Durability,
+    /// Times to run each side; the best run of each is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "fsync" => Ok(Durability::Fsync),
+        "process" => Ok(Durability::Process),
+        _ => Err(format!("{s:?}: use fsync or process")),
+    }
+}
+
+/// Runs a benchmark.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest(args).await,
+    }
+}
+
+/// Routes everything at once: the broker with nothing behind it.
+struct RawBroker;
+
+impl Hooks for RawBroker {
+    fn authenticate(&self, _: &ConnectInfo<'_>) -> AuthDecision {
+        AuthDecision::Allow
+    }
+    fn authorize_publish(&self, _: &str, _: &str) -> bool {
+        true
+    }
+    fn authorize_subscribe(&self, _: &str, _: &str) -> bool {
+        true
+    }
+    fn on_publish(&self, _: &str, _: &InboundPublish) -> PublishDecision {
+        PublishDecision::Route
+    }
+}
+
+/// The pre-encoded batches of device `d`.
+fn payloads(args: &IngestArgs, d: usize) -> Vec<Bytes> {
+    let per_signal = args.readings / args.signals;
+    let t0 = strata_hub::now_ns() - 3_600_000_000_000;
+    (0..args.batches)
+        .map(|b| {
+            let start = t0 + (b * per_signal) as i64 * 1_000_000;
+            let batch = TelemetryBatch {
+                stream: "bench".into(),
+                seq: b as u64 + 1,
+                signals: (0..args.signals)
+                    .map(|s| SignalSeries {
+                        name: format!("signal_{s}"),
+                        unit: "1".into(),
+                        ts_ns: (0..per_signal)
+                            .map(|i| start + i as i64 * 1_000_000)
+                            .collect(),
+                        values: (0..per_signal)
+                            .map(|i| (d * 1000 + b + i + s) as f64 * 0.25)
+                            .collect(),
+                        quality: vec![],
+                    })
+                    .collect(),
+            };
+            Bytes::from(encode_telemetry(&batch, Encoding::Protobuf))
+        })
+        .collect()
+}
+
+/// Publishes every device's batches at once; returns the elapsed time.
+async fn publish_fleet(
+    addr: std::net::SocketAddr,
+    logins: &[Login],
+    payloads: &[Vec<Bytes>],
+    inflight: u16,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (login, p) in logins.iter().zip(payloads) {
+        let login = login.clone();
+        let p = p.clone();
+        let topic = format!("strata/v1/{}/up/telemetry", login.device);
+        tasks.push(tokio::spawn(async move {
+            publish_all(
+                addr,
+                &login.device.clone(),
+                Some(&login),
+                &topic,
+                p,
+                inflight,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.context("publisher task failed")??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn raw_round(
+    args: &IngestArgs,
+    logins: &[Login],
+    payloads: &[Vec<Bytes>],
+) -> anyhow::Result<Duration> {
+    let config = strata_broker::Config::with_bind("127.0.0.1:0".parse()?);
+    let broker = strata_broker::Broker::start(config, Arc::new(RawBroker)).await?;
+    let elapsed = publish_fleet(broker.local_addr(), logins, payloads, args.inflight).await;
+    broker.shutdown().await;
+    elapsed
+}
+
+async fn hub_round(
+    args: &IngestArgs,
+    names: &[String],
+    payloads: &[Vec<Bytes>],
+) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+    let mut config = HubConfig {
+        data_dir: dir.path().to_owned(),
+        ..HubConfig::default()
+    };
+    config.mqtt.listen = "127.0.0.1:0".parse()?;
+    config.http.listen = "127.0.0.1:0".parse()?;
+    config.storage.durability = args.durability;
+    let hub = Hub::start(config).await?;
+    let api = ApiClient::new(
+        &format!("http://{}", hub.http_addr()),
+        Some(hub.admin_token().to_owned()),
+    );
+    let names = names.to_vec();
+    let logins = tokio::task::spawn_blocking(move || enroll_fleet(&api, &names)).await??;
+
+    let elapsed = publish_fleet(hub.mqtt_addr(), &logins, payloads, args.inflight).await?;
+    let stored = hub
+        .metrics()
+        .batches_stored
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let readings = hub
+        .metrics()
+        .readings_stored
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    hub.shutdown().await;
+    let expected = args.devices * args.batches;
+    ensure!(
+        stored == expected,
+        "the hub acknowledged every batch but stored {stored} of {expected}"
+    );
+    let per_batch = args.readings / args.signals * args.signals;
+    ensure!(
+        readings == expected * per_batch,
+        "stored {readings} readings, expected {}",
+        expected * per_batch
+    );
+    Ok(elapsed)
+}
+
+/// Registers and enrolls `names` through the API; returns their logins.
+pub fn enroll_fleet(api: &ApiClient, names: &[String]) -> anyhow::Result<Vec<Login>> {
+    let _: serde_json::Value = api
+        .post(
+            "create site",
+            "/api/v1/sites",
+            &json!({ "id": "bench", "region": "local" }),
+        )
+        .or_else(|e| {
+            if e.to_string().contains("exists") {
+                Ok(json!({}))
+            } else {
+                Err(e)
+            }
+        })?;
+    names
+        .iter()
+        .map(|name| {
+            let created: serde_json::Value = api.post(
+                "register device",
+                "/api/v1/devices",
+                &json!({ "id": name, "site": "bench" }),
+            )?;
+            let token = created["enrollment_token"]
+                .as_str()
+                .context("no enrollment token")?;
+            let enrolled: serde_json::Value = api.post(
+                "enroll",
+                "/api/v1/enroll",
+                &json!({ "device": name, "token": token }),
+            )?;
+            let credential = enrolled["credential"]
+                .as_str()
+                .context("no credential")?
+                .to_owned();
+            Ok(Login {
+                device: name.clone(),
+                credential,
+            })
+        })
+        .collect()
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if args.signals == 0 || args.readings < args.signals {
+        bail!("--readings must be at least --signals, and --signals at least 1");
+    }
+    let names: Vec<String> = (0..args.devices).map(|d| format!("bench-{d:04}")).collect();
+    let payloads: Vec<Vec<Bytes>> = (0..args.devices)
+        .map(|d| self::payloads(&args, d))
+        .collect();
+    let raw_logins: Vec<Login> = names
+        .iter()
+        .map(|n| Login {
+            device: n.clone(),
+            credential: "unused".into(),
+        })
+        .collect();
+    let readings =
+        (args.devices * args.batches * (args.readings / args.signals * args.signals)) as f64;
+
+    let mut best_raw = Duration::MAX;
+    let mut best_hub = Duration::MAX;
+    for round in 1..=args.rounds {
+        let raw = raw_round(&args, &raw_logins, &payloads)
+            .await
+            .context("raw broker run")?;
+        let hub = hub_round(&args, &names, &payloads)
+            .await
+            .context("hub run")?;
+        eprintln!(
+            "round {round}: raw broker {:.0} readings/s, hub to storage {:.0} readings/s",
+            readings / raw.as_secs_f64(),
+            readings / hub.as_secs_f64()
+        );
+        best_raw = best_raw.min(raw);
+        best_hub = best_hub.min(hub);
+    }
+    let raw_rate = readings / best_raw.as_secs_f64();
+    let hub_rate = readings / best_hub.as_secs_f64();
+    let ratio = hub_rate / raw_rate;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "devices": args.devices, "batches_per_device": args.batches,
+                "readings_per_batch": args.readings / args.signals * args.signals,
+                "durability": format!("{:?}", args.durability).to_lowercase(),
+                "raw_broker_readings_per_s": raw_rate.round(), "hub_readings_per_s": hub_rate.round(),
+                "hub_vs_raw": (ratio * 1000.0).round() / 1000.0,
+            })
+        );
+    } else {
+        println!(
+            "ingest benchmark: {} devices x {} batches x {} readings, QoS 1, durability {:?}",
+            args.devices,
+            args.batches,
+            args.readings / args.signals * args.signals,
+            args.durability
+        );
+        println!(
+            "  raw broker (no storage):   {:>12.0} readings/s  ({:.0} batches/s)",
+            raw_rate,
+            raw_rate / args.readings as f64
+        );
+        println!(
+            "  hub, publish to durable:   {:>12.0} readings/s  ({:.0} batches/s)",
+            hub_rate,
+            hub_rate / args.readings as f64
+        );
+        println!("  hub / raw:                 {:>12.1} %", ratio * 100.0);
+    }
+    Ok(())
+}

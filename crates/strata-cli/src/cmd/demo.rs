@@ -1,0 +1,144 @@
+//! `strata demo`: a hub and a simulated fleet in one command.
+//!
+//! Starts a hub, registers a site and N machines through the API, enrolls
+//! each with its one-time token, and lets every machine stream telemetry
+//! over MQTT. Prints where to look and how much has been stored.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+use strata_hub::{Hub, HubConfig};
+
+use crate::api_client::ApiClient;
+use crate::fleet::{Login, simulate_machine};
+
+/// Options of `strata demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Simulated machines.
+    #[arg(long, default_value_t = 20)]
+    pub devices: usize,
+    /// MQTT listen address (1883 is often taken by a system broker).
+    #[arg(long, default_value = "127.0.0.1:18830")]
+    pub mqtt_listen: SocketAddr,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+    /// Data directory; a fresh temporary one when absent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Stop after this many seconds (runs until Ctrl-C when absent).
+    #[arg(long)]
+    pub duration_s: Option<u64>,
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("strata-demo-").tempdir()?),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.as_ref().expect("temp dir").path().to_owned());
+    let mut config = HubConfig {
+        data_dir: data_dir.clone(),
+        ..HubConfig::default()
+    };
+    config.mqtt.listen = args.mqtt_listen;
+    config.http.listen = args.http_listen;
+    let hub = Hub::start(config)
+        .await
+        .context("cannot start the demo hub")?;
+    let base = format!("http://{}", hub.http_addr());
+    let api = ApiClient::new(&base, Some(hub.admin_token().to_owned()));
+
+    let count = args.devices;
+    let logins = tokio::task::spawn_blocking(move || register_fleet(&api, count)).await??;
+    let mqtt = hub.mqtt_addr();
+    let mut fleet = tokio::task::JoinSet::new();
+    for (i, login) in logins.into_iter().enumerate() {
+        fleet.spawn(simulate_machine(mqtt, login, i as u64));
+    }
+
+    println!("strata demo running: {count} simulated machines");
+    println!("  API docs:   {base}/swagger-ui/");
+    println!(
+        "  devices:    curl -H \"Authorization: Bearer $(cat {}/admin.token)\" {base}/api/v1/devices",
+        data_dir.display()
+    );
+    println!("  metrics:    {base}/metrics");
+    println!("  MQTT:       {mqtt} (devices authenticate with their own credentials)");
+    println!("  data:       {}", data_dir.display());
+    println!("Ctrl-C stops the demo.");
+
+    let stop = async {
+        match args.duration_s {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => super::hub::wait_for_stop_signal().await,
+        }
+    };
+    tokio::pin!(stop);
+    let mut report = tokio::time::interval(Duration::from_secs(5));
+    report.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = report.tick() => {
+                let m = hub.metrics();
+                println!(
+                    "  stored {} batches, {} readings",
+                    m.batches_stored.load(Relaxed),
+                    m.readings_stored.load(Relaxed)
+                );
+            }
+            Some(done) = fleet.join_next() => {
+                if let Ok(Err(e)) = done {
+                    eprintln!("a simulated machine stopped: {e:#}");
+                }
+            }
+        }
+    }
+    fleet.shutdown().await;
+    let stored = hub.metrics().readings_stored.load(Relaxed);
+    hub.shutdown().await;
+    println!("demo stopped: {stored} readings stored");
+    Ok(())
+}
+
+fn register_fleet(api: &ApiClient, count: usize) -> anyhow::Result<Vec<Login>> {
+    let _: serde_json::Value = api
+        .post(
+            "create site",
+            "/api/v1/sites",
+            &json!({ "id": "demo-plant", "name": "Demo plant", "region": "local" }),
+        )
+        .or_else(|e| {
+            if e.to_string().contains("exists") {
+                Ok(json!({}))
+            } else {
+                Err(e)
+            }
+        })?;
+    let signals = json!({ "temperature": "Cel", "vibration_rms": "mm/s", "current": "A" });
+    (1..=count)
+        .map(|i| {
+            let id = format!("machine-{i:02}");
+            let created: serde_json::Value = api.post(
+                "register device",
+                "/api/v1/devices",
+                &json!({ "id": id, "site": "demo-plant", "tags": { "line": format!("{}", 1 + i % 2) }, "signals": signals }),
+            )?;
+            let token = created["enrollment_token"].as_str().context("no enrollment token")?;
+            let enrolled: serde_json::Value =
+                api.post("enroll", "/api/v1/enroll", &json!({ "device": id, "token": token }))?;
+            Ok(Login { device: id, credential: enrolled["credential"].as_str().context("no credential")?.to_owned() })
+        })
+        .collect()
+}

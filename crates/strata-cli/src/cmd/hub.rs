@@ -1,0 +1,84 @@
+//! `strata hub`: run the hub until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use strata_hub::{Hub, HubConfig};
+
+/// Options of `strata hub`; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Configuration file (TOML); see config/hub.toml for every key.
+    #[arg(long, short, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, admin token).
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// MQTT listen address, e.g. 0.0.0.0:1883.
+    #[arg(long)]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// HTTP listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+}
+
+impl HubArgs {
+    /// The configuration: the file (or defaults), then the flags.
+    pub fn config(&self) -> anyhow::Result<HubConfig> {
+        let mut config = match &self.config {
+            Some(path) => HubConfig::load(path)?,
+            None => HubConfig::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = self.mqtt_listen {
+            config.mqtt.listen = a;
+        }
+        if let Some(a) = self.http_listen {
+            config.http.listen = a;
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the hub in the foreground.
+pub async fn run(args: HubArgs) -> anyhow::Result<()> {
+    let hub = Hub::start(args.config()?)
+        .await
+        .context("cannot start the hub")?;
+    // One line a script can wait for and parse.
+    println!(
+        "strata hub ready: mqtt={} http={} data_dir={}",
+        hub.mqtt_addr(),
+        hub.http_addr(),
+        hub.data_dir().display()
+    );
+    wait_for_stop_signal().await;
+    eprintln!("stopping: finishing queued writes");
+    hub.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,207 @@
+//! `strata site ...` and `strata device ...`: the registry through the API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::api_client::ApiClient;
+
+/// How to reach the hub.
+#[derive(Debug, Clone, Args)]
+pub struct HubAccess {
+    /// The hub's HTTP address.
+    #[arg(long, env = "STRATA_HUB", default_value = "http://127.0.0.1:8080")]
+    pub hub: String,
+    /// Admin token; by default read from <data-dir>/admin.token.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The hub's data directory, to read the admin token from.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+impl HubAccess {
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => ApiClient::token_from_data_dir(&self.data_dir)
+                .context("give --token or --data-dir of the hub")?,
+        };
+        Ok(ApiClient::new(&self.hub, Some(token)))
+    }
+}
+
+/// `strata site`.
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// List sites.
+    List(HubAccess),
+    /// Create a site.
+    Create {
+        /// Site id.
+        id: String,
+        /// Region its data must stay in.
+        #[arg(long)]
+        region: String,
+        /// Human name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        access: HubAccess,
+    },
+}
+
+/// `strata device`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only devices of this site.
+        #[arg(long)]
+        site: Option<String>,
+        #[command(flatten)]
+        access: HubAccess,
+    },
+    /// Register a device; prints its one-time enrollment token.
+    Create {
+        /// Device id.
+        id: String,
+        /// Its site.
+        #[arg(long)]
+        site: String,
+        /// Tags, as key=value (repeatable).
+        #[arg(long = "tag", value_parser = parse_pair)]
+        tags: Vec<(String, String)>,
+        /// Declared signals, as name=unit (repeatable); others are then refused.
+        #[arg(long = "signal", value_parser = parse_pair)]
+        signals: Vec<(String, String)>,
+        #[command(flatten)]
+        access: HubAccess,
+    },
+    /// Trade an enrollment token for the device's MQTT credential.
+    Enroll {
+        /// Device id.
+        id: String,
+        /// The one-time enrollment token.
+        #[arg(long, env = "STRATA_ENROLLMENT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The hub's HTTP address.
+        #[arg(long, env = "STRATA_HUB", default_value = "http://127.0.0.1:8080")]
+        hub: String,
+    },
+    /// Revoke a device: its credential stops working, its session closes.
+    Revoke {
+        /// Device id.
+        id: String,
+        #[command(flatten)]
+        access: HubAccess,
+    },
+    /// Show the latest reading of each signal of a device.
+    Latest {
+        /// Device id.
+        id: String,
+        #[command(flatten)]
+        access: HubAccess,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn print(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON value")
+    );
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("API call task failed")?
+}
+
+/// Runs `strata site ...`.
+pub async fn site(cmd: SiteCommand) -> anyhow::Result<()> {
+    blocking(move || {
+        let value: Value = match cmd {
+            SiteCommand::List(access) => access.client()?.get("list sites", "/api/v1/sites")?,
+            SiteCommand::Create {
+                id,
+                region,
+                name,
+                access,
+            } => access.client()?.post(
+                "create site",
+                "/api/v1/sites",
+                &json!({ "id": id, "region": region, "name": name }),
+            )?,
+        };
+        print(&value);
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `strata device ...`.
+pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    blocking(move || {
+        let value: Value = match cmd {
+            DeviceCommand::List { site, access } => {
+                let path = match site {
+                    Some(s) => format!("/api/v1/devices?site={s}"),
+                    None => "/api/v1/devices".into(),
+                };
+                access.client()?.get("list devices", &path)?
+            }
+            DeviceCommand::Create {
+                id,
+                site,
+                tags,
+                signals,
+                access,
+            } => {
+                let tags: BTreeMap<_, _> = tags.into_iter().collect();
+                let signals: BTreeMap<_, _> = signals.into_iter().collect();
+                access.client()?.post(
+                    "register device",
+                    "/api/v1/devices",
+                    &json!({ "id": id, "site": site, "tags": tags, "signals": signals }),
+                )?
+            }
+            DeviceCommand::Enroll { id, token, hub } => {
+                if token.is_empty() {
+                    bail!("the enrollment token is empty");
+                }
+                ApiClient::new(&hub, None).post(
+                    "enroll",
+                    "/api/v1/enroll",
+                    &json!({ "device": id, "token": token }),
+                )?
+            }
+            DeviceCommand::Revoke { id, access } => access.client()?.post(
+                "revoke device",
+                &format!("/api/v1/devices/{id}/revoke"),
+                &json!({}),
+            )?,
+            DeviceCommand::Latest { id, access } => access
+                .client()?
+                .get("latest readings", &format!("/api/v1/devices/{id}/latest"))?,
+        };
+        print(&value);
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,72 @@
+//! `strata`: the one user-facing binary. Each role is a subcommand:
+//! `strata hub` runs the hub, `strata demo` a hub with a simulated fleet,
+//! `strata site` / `strata device` manage the registry over the hub's API,
+//! `strata bench` measures.
+
+mod api_client;
+mod cmd;
+mod fleet;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: an AIoT platform from pilot line to fleet.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub: MQTT broker, registry, ingestion, storage and HTTP API.
+    Hub(cmd::hub::HubArgs),
+    /// Run a hub with a simulated fleet publishing to it, and print where to look.
+    Demo(cmd::demo::DemoArgs),
+    /// Manage sites (through a running hub's API).
+    #[command(subcommand)]
+    Site(cmd::registry::SiteCommand),
+    /// Manage devices (through a running hub's API).
+    #[command(subcommand)]
+    Device(cmd::registry::DeviceCommand),
+    /// Measure the platform on this machine.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Hub(args) => cmd::hub::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Site(c) => cmd::registry::site(c).await,
+            Command::Device(c) => cmd::registry::device(c).await,
+            Command::Bench(c) => cmd::bench::run(c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Shared helpers for the end-to-end tests: run the `strata` binary as a
+//! real process, talk to it with third-party MQTT tools and over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A `strata hub` process.
+pub struct HubProcess {
+    pub child: Child,
+    pub mqtt: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token: String,
+    agent: ureq::Agent,
+}
+
+impl HubProcess {
+    /// Starts `strata hub` on free ports with `data_dir`, and waits until it is ready.
+    pub fn start(data_dir: &Path) -> HubProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Same, with extra arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> HubProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args([
+                "hub",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("STRATA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start strata hub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the hub prints its ready line");
+        let field = |name: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+                .to_owned()
+        };
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        HubProcess {
+            child,
+            mqtt: field("mqtt").parse().expect("mqtt address"),
+            http: field("http").parse().expect("http address"),
+            data_dir: data_dir.to_owned(),
+            token,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<Value>, auth: bool) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.http);
+        let bearer = format!("Bearer {}", self.token);
+        let response = match method {
+            "GET" => {
+                let mut r = self.agent.get(&url);
+                if auth {
+                    r = r.header("Authorization", &bearer);
+                }
+                r.call()
+            }
+            "PATCH" | "POST" => {
+                let mut r = if method == "POST" {
+                    self.agent.post(&url)
+                } else {
+                    self.agent.patch(&url)
+                };
+                if auth {
+                    r = r.header("Authorization", &bearer);
+                }
+                r.send_json(body.unwrap_or(json!({})))
+            }
+            _ => panic!("method {method}"),
+        };
+        let mut response = response.expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// An authenticated API call.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send(method, path, body, true)
+    }
+
+    /// An API call without the admin token.
+    pub fn api_anonymous(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send(method, path, body, false)
+    }
+
+    /// The Prometheus text.
+    pub fn metrics(&self) -> String {
+        let mut r = self
+            .agent
+            .get(format!("http://{}/metrics", self.http))
+            .call()
+            .expect("metrics");
+        r.body_mut().read_to_string().expect("metrics body")
+    }
+
+    /// One counter value from /metrics (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Creates a site (once) and a device, enrolls it, returns its credential.
+    pub fn provision(&self, device: &str, signals: Value) -> String {
+        let (status, _) = self.api(
+            "POST",
+            "/api/v1/sites",
+            Some(json!({"id": "site-1", "region": "eu-west"})),
+        );
+        assert!(status == 201 || status == 409, "create site: {status}");
+        let (status, created) = self.api(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"id": device, "site": "site-1", "signals": signals})),
+        );
+        assert_eq!(status, 201, "register {device}: {created}");
+        let token = created["enrollment_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let (status, enrolled) = self.api_anonymous(
+            "POST",
+            "/api/v1/enroll",
+            Some(json!({"device": device, "token": token})),
+        );
+        assert_eq!(status, 200, "enroll {device}: {enrolled}");
+        enrolled["credential"]
+            .as_str()
+            .expect("credential")
+            .to_owned()
+    }
+
+    /// Stored batches of a device, per the API's series/range view: the
+    /// number of readings of `signal` in all time.
+    pub fn readings(&self, device: &str, signal: &str) -> Vec<(i64, f64)> {
+        let (status, body) = self.api(
+            "GET",
+            &format!(
+                "/api/v1/devices/{device}/signals/{signal}?from=0&to={}&limit=100000",
+                i64::MAX
+            ),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| (p["ts_ns"].as_i64().unwrap(), p["value"].as_f64().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+/// Runs `mosquitto_pub` as `device` and returns its output.
+pub fn mosquitto_pub(
+    hub: &HubProcess,
+    device: &str,
+    credential: &str,
+    version: &str,
+    topic: &str,
+    payload: PubPayload<'_>,
+) -> Output {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &hub.mqtt.port().to_string(),
+        "-V",
+        version,
+        "-q",
+        "1",
+    ])
+    .args(["-i", device, "-u", device, "-P", credential, "-t", topic]);
+    match payload {
+        PubPayload::Text(m) => cmd.args(["-m", m]),
+        PubPayload::File(f) => cmd.arg("-f").arg(f),
+    };
+    cmd.output()
+        .expect("run mosquitto_pub (Debian package mosquitto-clients)")
+}
+
+/// What `mosquitto_pub` sends.
+pub enum PubPayload<'a> {
+    /// `-m`.
+    Text(&'a str),
+    /// `-f`.
+    File(&'a Path),
+}
+
+/// Current time in ns.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}

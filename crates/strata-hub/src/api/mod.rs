@@ -1,0 +1,143 @@
+//! The HTTP API: REST under `/api/v1`, its OpenAPI document at
+//! `/api-docs/openapi.json`, a Swagger page at `/swagger-ui`, `/healthz`
+//! and Prometheus `/metrics`.
+//!
+//! Everything under `/api/v1` needs the admin token as a bearer token,
+//! except `/api/v1/enroll`, which devices call with their one-time token.
+
+mod error;
+mod ops;
+mod registry;
+mod telemetry;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use strata_store::TelemetryStore;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ErrorBody, ErrorDetail};
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::secret;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The device registry.
+    pub registry: Arc<Registry>,
+    /// Telemetry storage.
+    pub store: Arc<dyn TelemetryStore>,
+    /// Hub counters.
+    pub metrics: Arc<Metrics>,
+    /// The broker, for its counters.
+    pub broker: strata_broker::BrokerHandle,
+    /// SHA-256 of the admin token.
+    pub admin_token_sha256: [u8; 32],
+    /// The MQTT address devices should connect to, as shown at enrollment.
+    pub mqtt_port: u16,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Strata hub API", description = "Devices, sites and telemetry of a Strata hub."),
+    paths(
+        registry::list_sites,
+        registry::create_site,
+        registry::list_devices,
+        registry::create_device,
+        registry::get_device,
+        registry::update_device,
+        registry::revoke_device,
+        registry::reissue_token,
+        registry::enroll,
+        telemetry::list_series,
+        telemetry::latest,
+        telemetry::range,
+        ops::healthz,
+        ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "registry", description = "Sites, devices, enrollment and revocation"),
+        (name = "telemetry", description = "Stored readings"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    let admin = Router::new()
+        .route(
+            "/sites",
+            get(registry::list_sites).post(registry::create_site),
+        )
+        .route(
+            "/devices",
+            get(registry::list_devices).post(registry::create_device),
+        )
+        .route(
+            "/devices/{id}",
+            get(registry::get_device).patch(registry::update_device),
+        )
+        .route("/devices/{id}/revoke", post(registry::revoke_device))
+        .route("/devices/{id}/token", post(registry::reissue_token))
+        .route("/devices/{id}/latest", get(telemetry::latest))
+        .route("/devices/{id}/signals/{signal}", get(telemetry::range))
+        .route("/series", get(telemetry::list_series))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let api = Router::new()
+        .route("/enroll", post(registry::enroll))
+        .merge(admin);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
+        .with_state(state)
+}
+
+async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if secret::same(&secret::hash(token.trim().as_bytes()), &state.admin_token_sha256) => {
+            next.run(request).await
+        }
+        Some(_) => Error::Unauthorized("the bearer token is not valid".into()).into_response(),
+        None => Error::Unauthorized(
+            "this route needs `Authorization: Bearer <admin token>`; the hub wrote the token to admin.token in its data directory".into(),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,148 @@
+//! Sites, devices, enrollment and revocation over HTTP.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use strata_proto::{DeviceId, SiteId};
+use strata_store::{Device, DeviceUpdate, Site};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiState, ErrorBody};
+use crate::error::{Error, Result};
+use crate::registry::{CreateDevice, CreateSite, CreatedDevice};
+
+pub(super) fn device_id(id: &str) -> Result<DeviceId> {
+    DeviceId::new(id).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+/// All sites.
+#[utoipa::path(get, path = "/api/v1/sites", tag = "registry", security(("admin_token" = [])),
+    responses((status = 200, body = [Site]), (status = 401, body = ErrorBody)))]
+pub async fn list_sites(State(s): State<ApiState>) -> Result<Json<Vec<Site>>> {
+    Ok(Json(s.registry.sites()?))
+}
+
+/// Creates a site.
+#[utoipa::path(post, path = "/api/v1/sites", tag = "registry", security(("admin_token" = [])), request_body = CreateSite,
+    responses((status = 201, body = Site), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_site(
+    State(s): State<ApiState>,
+    Json(req): Json<CreateSite>,
+) -> Result<(StatusCode, Json<Site>)> {
+    Ok((StatusCode::CREATED, Json(s.registry.create_site(req)?)))
+}
+
+/// Filter for the device list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeviceFilter {
+    /// Only devices of this site.
+    pub site: Option<String>,
+}
+
+/// All devices, optionally of one site.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "registry", security(("admin_token" = [])), params(DeviceFilter),
+    responses((status = 200, body = [Device]), (status = 400, body = ErrorBody)))]
+pub async fn list_devices(
+    State(s): State<ApiState>,
+    Query(f): Query<DeviceFilter>,
+) -> Result<Json<Vec<Device>>> {
+    let site = f
+        .site
+        .map(SiteId::new)
+        .transpose()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    Ok(Json(s.registry.devices(site.as_ref())?))
+}
+
+/// Registers a device; the answer holds its one-time enrollment token.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "registry", security(("admin_token" = [])), request_body = CreateDevice,
+    responses((status = 201, body = CreatedDevice), (status = 404, description = "No such site", body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_device(
+    State(s): State<ApiState>,
+    Json(req): Json<CreateDevice>,
+) -> Result<(StatusCode, Json<CreatedDevice>)> {
+    Ok((StatusCode::CREATED, Json(s.registry.create_device(req)?)))
+}
+
+/// One device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "registry", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
+pub async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Device>> {
+    Ok(Json(s.registry.device(&device_id(&id)?)?))
+}
+
+/// Changes a device's tags, versions or declared signals.
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "registry", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Device id")), request_body = DeviceUpdate,
+    responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
+pub async fn update_device(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Json(update): Json<DeviceUpdate>,
+) -> Result<Json<Device>> {
+    Ok(Json(s.registry.update_device(&device_id(&id)?, &update)?))
+}
+
+/// Revokes a device: its credential stops working and its live session closes.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "registry", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
+pub async fn revoke_device(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Device>> {
+    Ok(Json(s.registry.revoke(&device_id(&id)?)?))
+}
+
+/// Issues a new enrollment token to a device that has not enrolled yet.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/token", tag = "registry", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = CreatedDevice), (status = 409, body = ErrorBody)))]
+pub async fn reissue_token(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<CreatedDevice>> {
+    Ok(Json(s.registry.reissue_token(&device_id(&id)?)?))
+}
+
+/// A device's enrollment request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The device id.
+    pub device: String,
+    /// Its one-time enrollment token.
+    pub token: String,
+}
+
+/// What a device needs to connect.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Enrollment {
+    /// The device id: MQTT client id and username.
+    pub device: String,
+    /// The MQTT password. Shown once; the hub keeps only its hash.
+    pub credential: String,
+    /// The MQTT port of the hub.
+    pub mqtt_port: u16,
+    /// Prefix of every topic the device may use.
+    pub topic_prefix: String,
+}
+
+/// Trades a one-time enrollment token for the device's MQTT credential.
+#[utoipa::path(post, path = "/api/v1/enroll", tag = "registry", request_body = EnrollRequest,
+    responses((status = 200, body = Enrollment), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn enroll(
+    State(s): State<ApiState>,
+    Json(req): Json<EnrollRequest>,
+) -> Result<Json<Enrollment>> {
+    let id = device_id(&req.device)?;
+    let credential = s.registry.enroll(&id, &req.token)?;
+    Ok(Json(Enrollment {
+        topic_prefix: strata_proto::Topic::device_prefix(id.as_str()),
+        device: id.to_string(),
+        credential,
+        mqtt_port: s.mqtt_port,
+    }))
+}

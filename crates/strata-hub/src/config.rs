@@ -1,0 +1,204 @@
+//! The hub's configuration file (TOML) and its defaults.
+//!
+//! Every key has a default, so an empty file (or none) runs a working hub;
+//! unknown keys are refused so that a typo never silently does nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use strata_store::Durability;
+
+/// The whole hub configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Directory for the database, keys and artifacts.
+    pub data_dir: PathBuf,
+    /// The embedded MQTT broker.
+    pub mqtt: MqttConfig,
+    /// The HTTP API and dashboard.
+    pub http: HttpConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+    /// Validation and batching of incoming telemetry.
+    pub ingest: IngestConfig,
+    /// Device enrollment.
+    pub registry: RegistryConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            data_dir: PathBuf::from("data"),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+/// The embedded MQTT broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address to listen on for MQTT over TCP.
+    pub listen: SocketAddr,
+    /// Largest MQTT packet accepted, in bytes.
+    pub max_packet_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "0.0.0.0:1883".parse().expect("literal"),
+            max_packet_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("literal"),
+        }
+    }
+}
+
+/// Storage.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `fsync` (survives power loss) or `process` (survives the hub being
+    /// killed, not the machine losing power).
+    pub durability: Durability,
+}
+
+/// Validation and batching of incoming telemetry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most readings in one batch.
+    pub max_readings_per_batch: usize,
+    /// Most signals in one batch.
+    pub max_signals_per_batch: usize,
+    /// How far ahead of the hub's clock a reading may be stamped, seconds.
+    pub max_future_s: u64,
+    /// Most batches written in one storage transaction (group commit).
+    pub max_batches_per_commit: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_readings_per_batch: 100_000,
+            max_signals_per_batch: 1_000,
+            max_future_s: 300,
+            max_batches_per_commit: 1_024,
+        }
+    }
+}
+
+/// Device enrollment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// How long a one-time enrollment token stays valid, seconds.
+    pub enrollment_token_ttl_s: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            enrollment_token_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid for the hub; the message names line and key.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+impl HubConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error names the line, column and key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
+    }
+}
+
+/// Renders a TOML error as "line L, column C: message" (toml's own display
+/// spans several lines with a source excerpt, which logs poorly).
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(HubConfig::parse("").unwrap(), HubConfig::default());
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let err =
+            HubConfig::parse("data_dir = \"x\"\n[mqtt]\nlisten = \"0.0.0.0:1883\"\nlisen = 1\n")
+                .unwrap_err();
+        assert!(err.starts_with("line 4, column 1"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+        let err = HubConfig::parse("[storage]\ndurability = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("sometimes"), "{err}");
+        let err = HubConfig::parse("[mqtt]\nlisten = \"not an address\"\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

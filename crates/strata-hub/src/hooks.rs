@@ -1,0 +1,176 @@
+//! The hub's policy for its embedded broker: who may connect (device
+//! credentials), what each device may touch (its own topics only), and what
+//! happens to what it publishes (telemetry goes to ingest).
+
+use std::sync::Arc;
+
+use strata_broker::{
+    AuthDecision, ConnectInfo, DisconnectReason, Hooks, InboundPublish, PublishDecision,
+};
+use strata_proto::{DeviceId, Direction, Topic, TopicKind, payload};
+
+use crate::ingest::Ingest;
+use crate::metrics::{Metrics, RejectReason};
+use crate::registry::{CredentialCheck, Registry};
+
+/// The broker hooks of a hub.
+pub struct HubHooks {
+    registry: Arc<Registry>,
+    ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
+}
+
+impl HubHooks {
+    /// Hooks over the hub's registry and ingest.
+    pub fn new(registry: Arc<Registry>, ingest: Arc<Ingest>, metrics: Arc<Metrics>) -> Self {
+        HubHooks {
+            registry,
+            ingest,
+            metrics,
+        }
+    }
+}
+
+/// Whether `topic` is one a device may publish: `strata/v1/{device}/up/{kind}`.
+pub fn device_may_publish(device: &str, topic: &str) -> bool {
+    matches!(Topic::parse(topic), Ok(t) if t.device.as_str() == device && t.direction == Direction::Up)
+}
+
+/// Whether `filter` stays inside the device's own topics. Wildcards are fine
+/// after the prefix (`strata/v1/{device}/down/#`), never before it.
+pub fn device_may_subscribe(device: &str, filter: &str) -> bool {
+    let prefix = Topic::device_prefix(device);
+    filter
+        .strip_prefix(prefix.as_str())
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+impl Hooks for HubHooks {
+    fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
+        let refuse = |reason: RejectReason, decision: AuthDecision, why: &str| {
+            self.metrics.reject(reason, 1, || {
+                format!(
+                    "connection from {} as {:?}: {why}",
+                    info.peer, info.client_id
+                )
+            });
+            decision
+        };
+        let (Some(username), Some(password)) = (info.username, info.password) else {
+            return refuse(
+                RejectReason::BadCredentials,
+                AuthDecision::BadCredentials,
+                "no username or password",
+            );
+        };
+        if username != info.client_id {
+            return refuse(
+                RejectReason::BadCredentials,
+                AuthDecision::Deny,
+                "the client id must be the device id given as username",
+            );
+        }
+        match self.registry.check_credential(username, password) {
+            CredentialCheck::Valid => AuthDecision::Allow,
+            CredentialCheck::Unknown => refuse(
+                RejectReason::UnknownDevice,
+                AuthDecision::Deny,
+                "unknown device",
+            ),
+            CredentialCheck::Revoked => refuse(
+                RejectReason::RevokedDevice,
+                AuthDecision::Deny,
+                "device is revoked",
+            ),
+            CredentialCheck::Invalid => refuse(
+                RejectReason::BadCredentials,
+                AuthDecision::BadCredentials,
+                "wrong credential or device not enrolled",
+            ),
+        }
+    }
+
+    fn authorize_publish(&self, client_id: &str, topic: &str) -> bool {
+        let ok = device_may_publish(client_id, topic);
+        if !ok {
+            self.metrics.reject(RejectReason::AclPublish, 1, || {
+                format!("device {client_id} may not publish to {topic:?}")
+            });
+        }
+        ok
+    }
+
+    fn authorize_subscribe(&self, client_id: &str, filter: &str) -> bool {
+        let ok = device_may_subscribe(client_id, filter);
+        if !ok {
+            self.metrics.reject(RejectReason::AclSubscribe, 1, || {
+                format!("device {client_id} may not subscribe to {filter:?}")
+            });
+        }
+        ok
+    }
+
+    fn on_publish(&self, client_id: &str, msg: &InboundPublish) -> PublishDecision {
+        let Ok(topic) = Topic::parse(&msg.topic) else {
+            self.metrics.reject(RejectReason::UnknownTopic, 1, || {
+                format!("device {client_id}: topic {:?}", msg.topic)
+            });
+            return PublishDecision::Drop { v5_reason: 0x90 };
+        };
+        match topic.kind {
+            TopicKind::Telemetry | TopicKind::Inference => {
+                self.ingest.telemetry(&topic.device, &msg.payload)
+            }
+            TopicKind::Health => {
+                match payload::decode_health(&msg.payload) {
+                    Ok(health) => self.ingest.presence(&topic.device, health.online),
+                    Err(e) => {
+                        self.metrics.reject(RejectReason::Malformed, 1, || {
+                            format!("device {client_id}: {e}")
+                        });
+                        return PublishDecision::Drop {
+                            v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                        };
+                    }
+                }
+                PublishDecision::Route
+            }
+            _ => PublishDecision::Route,
+        }
+    }
+
+    fn on_connect(&self, client_id: &str) {
+        if let Ok(id) = DeviceId::new(client_id) {
+            self.ingest.presence(&id, true);
+        }
+    }
+
+    fn on_disconnect(&self, client_id: &str, _reason: DisconnectReason) {
+        if let Ok(id) = DeviceId::new(client_id) {
+            self.ingest.presence(&id, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_stay_in_their_own_topics() {
+        assert!(device_may_publish("gw-1", "strata/v1/gw-1/up/telemetry"));
+        assert!(!device_may_publish("gw-1", "strata/v1/gw-2/up/telemetry"));
+        assert!(!device_may_publish("gw-1", "strata/v1/gw-1/down/cmd"));
+        assert!(!device_may_publish("gw-1", "strata/v1/gw-1/up/unknown"));
+        assert!(!device_may_publish("gw-1", "other/topic"));
+
+        assert!(device_may_subscribe("gw-1", "strata/v1/gw-1/down/#"));
+        assert!(device_may_subscribe("gw-1", "strata/v1/gw-1/down/cmd"));
+        assert!(!device_may_subscribe("gw-1", "strata/v1/gw-2/down/#"));
+        assert!(!device_may_subscribe("gw-1", "strata/v1/+/down/#"));
+        assert!(!device_may_subscribe("gw-1", "strata/v1/#"));
+        assert!(!device_may_subscribe("gw-1", "#"));
+        assert!(!device_may_subscribe("gw-1", "strata/v1/gw-1/"));
+        assert!(!device_may_subscribe("gw-10", "strata/v1/gw-1/down/#"));
+    }
+}

@@ -1,0 +1,323 @@
+//! The Strata hub (fog/cloud layer): embedded MQTT broker, device registry,
+//! telemetry ingestion and storage, and the HTTP API.
+//!
+//! [`Hub::start`] wires the parts together:
+//!
+//! ```text
+//! device --MQTT--> broker --hooks--> ingest (decode, validate) --> writer thread --> store
+//!                    ^  PUBACK only after the writer's commit  <-------------'
+//! HTTP client --> api --> registry / store
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod hooks;
+pub mod ingest;
+pub mod metrics;
+pub mod registry;
+pub mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_proto::validate::Limits;
+use strata_store::SqliteStore;
+use tokio::sync::watch;
+
+pub use config::HubConfig;
+pub use error::{Error, Result};
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Name of the admin token file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or a file in it could not be used.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the hub was doing.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Storage could not be opened.
+    #[error(transparent)]
+    Store(#[from] strata_store::Error),
+    /// The registry could not be loaded.
+    #[error(transparent)]
+    Hub(#[from] Error),
+    /// The MQTT broker could not start (e.g. its port is taken).
+    #[error(transparent)]
+    Broker(#[from] strata_broker::BrokerError),
+    /// The HTTP listener could not bind.
+    #[error("HTTP listener cannot bind {addr}: {source}{hint}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+        /// Advice.
+        hint: &'static str,
+    },
+}
+
+/// A running hub.
+pub struct Hub {
+    mqtt_addr: SocketAddr,
+    http_addr: SocketAddr,
+    admin_token: String,
+    data_dir: PathBuf,
+    metrics: Arc<metrics::Metrics>,
+    broker: strata_broker::BrokerHandle,
+    stop: watch::Sender<bool>,
+    http_task: tokio::task::JoinHandle<()>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    writer_commands: tokio::sync::mpsc::UnboundedSender<ingest::writer::Command>,
+}
+
+impl Hub {
+    /// Starts every part of the hub; returns once it accepts connections.
+    pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
+        let data_dir = config.data_dir.clone();
+        let store = Arc::new(SqliteStore::open(&data_dir, config.storage.durability)?);
+        let admin_token = admin_token(&data_dir)?;
+
+        let registry = Arc::new(registry::Registry::load(
+            store.clone(),
+            config.registry.enrollment_token_ttl_s,
+        )?);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let (commands, writer) = ingest::writer::spawn(
+            store.clone(),
+            registry.clone(),
+            metrics.clone(),
+            config.ingest.max_batches_per_commit,
+        );
+        let limits = Limits {
+            max_readings: config.ingest.max_readings_per_batch,
+            max_signals: config.ingest.max_signals_per_batch,
+            max_future_ns: i64::try_from(config.ingest.max_future_s)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1_000_000_000),
+        };
+        let ingest = Arc::new(ingest::Ingest::new(
+            commands.clone(),
+            registry.clone(),
+            metrics.clone(),
+            limits,
+        ));
+        let hooks = Arc::new(hooks::HubHooks::new(
+            registry.clone(),
+            ingest,
+            metrics.clone(),
+        ));
+
+        let broker_config = strata_broker::Config {
+            bind: config.mqtt.listen,
+            max_packet_size: config.mqtt.max_packet_bytes,
+            ..strata_broker::Config::default()
+        };
+        let broker = strata_broker::Broker::start(broker_config, hooks).await?;
+        registry.attach_broker(broker.clone());
+        let mqtt_addr = broker.local_addr();
+
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| {
+                let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                    " (another program holds this port; set [http] listen to another address)"
+                } else {
+                    ""
+                };
+                StartError::Http {
+                    addr: config.http.listen,
+                    source,
+                    hint,
+                }
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Io {
+            context: "cannot read the HTTP listener's address".into(),
+            source,
+        })?;
+        let state = api::ApiState {
+            registry,
+            store,
+            metrics: metrics.clone(),
+            broker: broker.clone(),
+            admin_token_sha256: secret::hash(admin_token.as_bytes()),
+            mqtt_port: mqtt_addr.port(),
+        };
+        let (stop, mut stopped) = watch::channel(false);
+        let app = api::router(state);
+        let http_task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+        tracing::info!(%mqtt_addr, %http_addr, data_dir = %data_dir.display(), "hub started");
+        Ok(Hub {
+            mqtt_addr,
+            http_addr,
+            admin_token,
+            data_dir,
+            metrics,
+            broker,
+            stop,
+            http_task,
+            writer: Some(writer),
+            writer_commands: commands,
+        })
+    }
+
+    /// The MQTT listener's address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The admin token (also in `admin.token` in the data directory).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The hub's counters.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Stops accepting connections, stores what was queued, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.broker.shutdown().await;
+        let _ = (&mut self.http_task).await;
+        // The writer stores everything queued before the stop, then exits.
+        let _ = self.writer_commands.send(ingest::writer::Command::Stop);
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// Reads the admin token, creating it (readable by the owner only) on first start.
+fn admin_token(data_dir: &Path) -> Result<String, StartError> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StartError::Io {
+                context: format!("cannot read {}", path.display()),
+                source,
+            });
+        }
+    }
+    let token = secret::generate("stadm_");
+    write_private(&path, &token).map_err(|source| StartError::Io {
+        context: format!("cannot write {}", path.display()),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// Renders the broker's counters in the Prometheus text format.
+pub fn broker_metrics(broker: &strata_broker::BrokerHandle, out: &mut String) {
+    use std::fmt::Write as _;
+    let s = broker.stats();
+    let _ = writeln!(
+        out,
+        "# HELP strata_mqtt_connected_clients MQTT clients connected now."
+    );
+    let _ = writeln!(out, "# TYPE strata_mqtt_connected_clients gauge");
+    let _ = writeln!(
+        out,
+        "strata_mqtt_connected_clients {}",
+        broker.connected_clients()
+    );
+    let counters = [
+        (
+            "connections_accepted",
+            "Connections accepted.",
+            s.connections_accepted,
+        ),
+        (
+            "connections_refused",
+            "Connections refused at CONNECT.",
+            s.connections_refused,
+        ),
+        ("messages_in", "PUBLISH packets received.", s.messages_in),
+        ("messages_out", "PUBLISH packets delivered.", s.messages_out),
+        ("bytes_in", "Bytes received.", s.bytes_in),
+        ("bytes_out", "Bytes sent.", s.bytes_out),
+        (
+            "dropped_acl",
+            "Publishes refused by the topic ACL.",
+            s.dropped_acl,
+        ),
+        (
+            "subscriptions_denied",
+            "Subscriptions refused by the topic ACL.",
+            s.subscriptions_denied,
+        ),
+        (
+            "dropped_too_large",
+            "Packets over the size limit.",
+            s.dropped_too_large,
+        ),
+        (
+            "queue_drops",
+            "Messages dropped from full session queues.",
+            s.queue_drops,
+        ),
+        (
+            "malformed_packets",
+            "Connections closed for malformed packets.",
+            s.malformed_packets,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP strata_mqtt_{name}_total {help}");
+        let _ = writeln!(
+            out,
+            "# TYPE strata_mqtt_{name}_total counter\nstrata_mqtt_{name}_total {value}"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The hub's own counters, rendered in the Prometheus text format at
+//! `/metrics`, and the rate-limited log for refused input.
+//!
+//! Counters are plain atomics: the ingest hot path touches them for every
+//! message, so they must cost a few nanoseconds and take no lock.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::now_ns;
+
+/// Why a piece of input was refused. The label in `strata_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not valid protobuf/JSON.
+    Malformed,
+    /// A NaN or infinite value.
+    NonFinite,
+    /// A timestamp too far ahead of the hub's clock.
+    FutureTimestamp,
+    /// A batch over the size limits.
+    Oversized,
+    /// A batch with an invalid shape (names, column lengths, quality codes).
+    InvalidBatch,
+    /// A signal the device did not declare.
+    UnknownSignal,
+    /// A unit different from the declared one.
+    UnitMismatch,
+    /// A connection from a device the registry does not know.
+    UnknownDevice,
+    /// A connection from a revoked device.
+    RevokedDevice,
+    /// A wrong or missing credential, or a client id that is not the username.
+    BadCredentials,
+    /// A publish outside the device's own topics.
+    AclPublish,
+    /// A subscription outside the device's own topics.
+    AclSubscribe,
+    /// A message on a topic the hub does not accept from devices.
+    UnknownTopic,
+}
+
+impl RejectReason {
+    /// Every reason, in label order.
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::Malformed,
+        RejectReason::NonFinite,
+        RejectReason::FutureTimestamp,
+        RejectReason::Oversized,
+        RejectReason::InvalidBatch,
+        RejectReason::UnknownSignal,
+        RejectReason::UnitMismatch,
+        RejectReason::UnknownDevice,
+        RejectReason::RevokedDevice,
+        RejectReason::BadCredentials,
+        RejectReason::AclPublish,
+        RejectReason::AclSubscribe,
+        RejectReason::UnknownTopic,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::Oversized => "oversized",
+            RejectReason::InvalidBatch => "invalid_batch",
+            RejectReason::UnknownSignal => "unknown_signal",
+            RejectReason::UnitMismatch => "unit_mismatch",
+            RejectReason::UnknownDevice => "unknown_device",
+            RejectReason::RevokedDevice => "revoked_device",
+            RejectReason::BadCredentials => "bad_credentials",
+            RejectReason::AclPublish => "acl_publish",
+            RejectReason::AclSubscribe => "acl_subscribe",
+            RejectReason::UnknownTopic => "unknown_topic",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).expect("listed")
+    }
+}
+
+/// Seconds between two log lines for the same reason.
+const LOG_EVERY_NS: i64 = 10_000_000_000;
+
+/// Counters of the ingest path.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    rejected: [AtomicU64; 13],
+    last_logged_ns: [AtomicI64; 13],
+    suppressed: [AtomicU64; 13],
+    /// Batches stored.
+    pub batches_stored: AtomicU64,
+    /// Batches that were already stored (retries).
+    pub batches_duplicate: AtomicU64,
+    /// Readings stored.
+    pub readings_stored: AtomicU64,
+    /// Storage transactions committed.
+    pub commits: AtomicU64,
+    /// Storage transactions that failed (their batches were not acknowledged).
+    pub commit_failures: AtomicU64,
+    /// Total time spent committing, microseconds.
+    pub commit_micros: AtomicU64,
+    /// Batches waiting for the writer.
+    pub queue_depth: AtomicI64,
+}
+
+impl Metrics {
+    /// Counts `n` refusals for `reason` and logs `detail` unless a line for
+    /// the same reason was logged in the last ten seconds.
+    pub fn reject(&self, reason: RejectReason, n: u64, detail: impl FnOnce() -> String) {
+        let i = reason.index();
+        self.rejected[i].fetch_add(n, Relaxed);
+        let now = now_ns();
+        let last = self.last_logged_ns[i].load(Relaxed);
+        if now - last >= LOG_EVERY_NS
+            && self.last_logged_ns[i]
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed[i].swap(0, Relaxed);
+            tracing::warn!(
+                reason = reason.label(),
+                suppressed,
+                "refused input: {}",
+                detail()
+            );
+        } else {
+            self.suppressed[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// How many refusals were counted for `reason`.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()].load(Relaxed)
+    }
+
+    /// Renders the counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP strata_rejected_total Input refused by the hub, by reason."
+        );
+        let _ = writeln!(out, "# TYPE strata_rejected_total counter");
+        for r in RejectReason::ALL {
+            let _ = writeln!(
+                out,
+                "strata_rejected_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.rejected(r)
+            );
+        }
+        let counters = [
+            (
+                "strata_batches_stored_total",
+                "Telemetry batches stored.",
+                &self.batches_stored,
+            ),
+            (
+                "strata_batches_duplicate_total",
+                "Telemetry batches received again and not stored twice.",
+                &self.batches_duplicate,
+            ),
+            (
+                "strata_readings_stored_total",
+                "Readings stored.",
+                &self.readings_stored,
+            ),
+            (
+                "strata_store_commits_total",
+                "Storage transactions committed.",
+                &self.commits,
+            ),
+            (
+                "strata_store_commit_failures_total",
+                "Storage transactions that failed.",
+                &self.commit_failures,
+            ),
+            ("strata_store_commit_seconds_total", "", &self.commit_micros),
+        ];
+        for (name, help, value) in counters {
+            let value = value.load(Relaxed);
+            if name == "strata_store_commit_seconds_total" {
+                let _ = writeln!(out, "# HELP {name} Time spent committing telemetry.");
+                let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", value as f64 / 1e6);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_ingest_queue_depth Batches waiting for the storage writer.\n# TYPE strata_ingest_queue_depth gauge\nstrata_ingest_queue_depth {}",
+            self.queue_depth.load(Relaxed)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_every_rejection_but_logs_few() {
+        let m = Metrics::default();
+        let mut logged = 0;
+        for _ in 0..100 {
+            m.reject(RejectReason::NonFinite, 2, || {
+                logged += 1;
+                "x".into()
+            });
+        }
+        assert_eq!(m.rejected(RejectReason::NonFinite), 200);
+        assert_eq!(logged, 1);
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(text.contains("strata_rejected_total{reason=\"non_finite\"} 200"));
+        assert!(text.contains("strata_rejected_total{reason=\"malformed\"} 0"));
+    }
+}

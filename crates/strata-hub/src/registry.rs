@@ -1,0 +1,327 @@
+//! The device registry: sites, devices, enrollment and revocation, and the
+//! in-memory identity cache the broker authenticates against.
+//!
+//! The cache is filled from storage at start and updated on every change,
+//! so an MQTT CONNECT costs a hash and a map lookup, never a query.
+//! Revocation updates storage, then the cache, then kicks the live session:
+//! from that moment the device can neither publish nor reconnect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde::{Deserialize, Serialize};
+use strata_proto::{DeviceId, SiteId};
+use strata_store::{
+    Device, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore, Site,
+};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::{now_ns, secret};
+
+/// What the broker needs to know about a device.
+#[derive(Debug, Clone)]
+struct Identity {
+    state: DeviceState,
+    credential_sha256: Option<[u8; 32]>,
+    signals: Arc<BTreeMap<String, String>>,
+}
+
+/// The outcome of checking a device's MQTT credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialCheck {
+    /// Known, active, right credential.
+    Valid,
+    /// No such device.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Registered but not enrolled yet, or the credential is wrong.
+    Invalid,
+}
+
+/// A request to register a device.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDevice {
+    /// The device id: letters, digits, '.', '_' and '-', at most 64.
+    #[schema(value_type = String)]
+    pub id: DeviceId,
+    /// The site it belongs to.
+    #[schema(value_type = String)]
+    pub site: SiteId,
+    /// Tags for selecting rollout targets.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Declared signals (name to unit). When given, other signals are refused.
+    #[serde(default)]
+    pub signals: BTreeMap<String, String>,
+}
+
+/// A registered device and its one-time enrollment token (shown once).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedDevice {
+    /// The device.
+    pub device: Device,
+    /// One-time token the device trades for its credential at `/api/v1/enroll`.
+    pub enrollment_token: String,
+    /// When the token expires, ns since the Unix epoch.
+    pub token_expires_ns: i64,
+}
+
+/// A site to create.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSite {
+    /// The site id.
+    #[schema(value_type = String)]
+    pub id: SiteId,
+    /// Human name; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Region the site's data must stay in.
+    pub region: String,
+}
+
+/// The registry.
+pub struct Registry {
+    store: Arc<dyn RegistryStore>,
+    cache: RwLock<HashMap<DeviceId, Identity>>,
+    token_ttl_ns: i64,
+    broker: OnceLock<strata_broker::BrokerHandle>,
+}
+
+impl Registry {
+    /// Loads the registry from storage.
+    pub fn load(store: Arc<dyn RegistryStore>, token_ttl_s: u64) -> Result<Self> {
+        let mut cache = HashMap::new();
+        for c in store.credentials()? {
+            cache.insert(
+                c.device,
+                Identity {
+                    state: c.state,
+                    credential_sha256: c.credential_sha256,
+                    signals: Arc::new(c.signals),
+                },
+            );
+        }
+        Ok(Registry {
+            store,
+            cache: RwLock::new(cache),
+            token_ttl_ns: i64::try_from(token_ttl_s)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1_000_000_000),
+            broker: OnceLock::new(),
+        })
+    }
+
+    /// Gives the registry the broker, so revocation can cut live sessions.
+    pub fn attach_broker(&self, broker: strata_broker::BrokerHandle) {
+        let _ = self.broker.set(broker);
+    }
+
+    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<DeviceId, Identity>> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cache_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DeviceId, Identity>> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a site.
+    pub fn create_site(&self, req: CreateSite) -> Result<Site> {
+        if req.region.trim().is_empty() {
+            return Err(Error::BadRequest(
+                "a site needs a region (e.g. \"eu-west\")".into(),
+            ));
+        }
+        let site = Site {
+            name: req.name.unwrap_or_else(|| req.id.to_string()),
+            id: req.id,
+            region: req.region,
+            created_ns: now_ns(),
+        };
+        self.store.create_site(&site)?;
+        Ok(site)
+    }
+
+    /// All sites.
+    pub fn sites(&self) -> Result<Vec<Site>> {
+        Ok(self.store.sites()?)
+    }
+
+    /// Registers a device and returns its one-time enrollment token.
+    pub fn create_device(&self, req: CreateDevice) -> Result<CreatedDevice> {
+        let token = secret::generate(secret::TOKEN_PREFIX);
+        let now = now_ns();
+        let expires = now.saturating_add(self.token_ttl_ns);
+        self.store.create_device(&NewDevice {
+            id: req.id.clone(),
+            site: req.site,
+            tags: req.tags,
+            signals: req.signals.clone(),
+            token_sha256: secret::hash(token.as_bytes()),
+            token_expires_ns: expires,
+            created_ns: now,
+        })?;
+        self.cache_write().insert(
+            req.id.clone(),
+            Identity {
+                state: DeviceState::Pending,
+                credential_sha256: None,
+                signals: Arc::new(req.signals),
+            },
+        );
+        let device = self.device(&req.id)?;
+        Ok(CreatedDevice {
+            device,
+            enrollment_token: token,
+            token_expires_ns: expires,
+        })
+    }
+
+    /// One device.
+    pub fn device(&self, id: &DeviceId) -> Result<Device> {
+        self.store
+            .device(id)?
+            .ok_or_else(|| Error::NotFound(format!("device {id} is not registered")))
+    }
+
+    /// All devices, optionally of one site.
+    pub fn devices(&self, site: Option<&SiteId>) -> Result<Vec<Device>> {
+        Ok(self.store.devices(site)?)
+    }
+
+    /// Trades a one-time enrollment token for the device's credential.
+    pub fn enroll(&self, id: &DeviceId, token: &str) -> Result<String> {
+        let credential = secret::generate(secret::CREDENTIAL_PREFIX);
+        let credential_hash = secret::hash(credential.as_bytes());
+        let outcome = self.store.enroll(
+            id,
+            &secret::hash(token.as_bytes()),
+            &credential_hash,
+            now_ns(),
+        )?;
+        match outcome {
+            EnrollOutcome::Enrolled => {
+                if let Some(identity) = self.cache_write().get_mut(id) {
+                    identity.state = DeviceState::Active;
+                    identity.credential_sha256 = Some(credential_hash);
+                }
+                Ok(credential)
+            }
+            // Same answer for an unknown device and a bad token: the caller
+            // learns nothing about which device ids exist.
+            EnrollOutcome::UnknownDevice | EnrollOutcome::BadToken => Err(Error::Unauthorized(
+                format!("enrollment refused for {id}: unknown device or wrong token"),
+            )),
+            EnrollOutcome::Expired => Err(Error::Unauthorized(format!(
+                "enrollment token of {id} has expired; ask an operator to issue a new one"
+            ))),
+            EnrollOutcome::NotPending => Err(Error::Conflict(format!(
+                "device {id} is already enrolled or revoked; enrollment tokens work once"
+            ))),
+        }
+    }
+
+    /// Issues a new enrollment token to a device that has not enrolled yet.
+    pub fn reissue_token(&self, id: &DeviceId) -> Result<CreatedDevice> {
+        let token = secret::generate(secret::TOKEN_PREFIX);
+        let expires = now_ns().saturating_add(self.token_ttl_ns);
+        if !self
+            .store
+            .reissue_token(id, &secret::hash(token.as_bytes()), expires)?
+        {
+            let device = self.device(id)?;
+            return Err(Error::Conflict(format!(
+                "device {id} is {:?}; only pending devices get enrollment tokens",
+                device.state
+            )));
+        }
+        Ok(CreatedDevice {
+            device: self.device(id)?,
+            enrollment_token: token,
+            token_expires_ns: expires,
+        })
+    }
+
+    /// Revokes a device: its credential stops working and its live MQTT
+    /// session, if any, is closed now.
+    pub fn revoke(&self, id: &DeviceId) -> Result<Device> {
+        let changed = self.store.revoke(id, now_ns())?;
+        if !changed && self.store.device(id)?.is_none() {
+            return Err(Error::NotFound(format!("device {id} is not registered")));
+        }
+        if let Some(identity) = self.cache_write().get_mut(id) {
+            identity.state = DeviceState::Revoked;
+            identity.credential_sha256 = None;
+        }
+        if let Some(broker) = self.broker.get() {
+            broker.disconnect(id.as_str());
+        }
+        tracing::info!(device = %id, "device revoked");
+        self.device(id)
+    }
+
+    /// Changes tags, versions or declared signals.
+    pub fn update_device(&self, id: &DeviceId, update: &DeviceUpdate) -> Result<Device> {
+        if !self.store.update_device(id, update)? {
+            return Err(Error::NotFound(format!("device {id} is not registered")));
+        }
+        if let Some(signals) = &update.signals
+            && let Some(identity) = self.cache_write().get_mut(id)
+        {
+            identity.signals = Arc::new(signals.clone());
+        }
+        self.device(id)
+    }
+
+    /// Checks an MQTT password against the device's credential.
+    pub fn check_credential(&self, id: &str, password: &[u8]) -> CredentialCheck {
+        let Ok(id) = DeviceId::new(id) else {
+            return CredentialCheck::Unknown;
+        };
+        let cache = self.cache_read();
+        let Some(identity) = cache.get(&id) else {
+            return CredentialCheck::Unknown;
+        };
+        match (identity.state, identity.credential_sha256) {
+            (DeviceState::Revoked, _) => CredentialCheck::Revoked,
+            (DeviceState::Active, Some(expected))
+                if secret::same(&expected, &secret::hash(password)) =>
+            {
+                CredentialCheck::Valid
+            }
+            _ => CredentialCheck::Invalid,
+        }
+    }
+
+    /// Whether a device may use its credential right now.
+    pub fn is_active(&self, id: &DeviceId) -> bool {
+        self.cache_read()
+            .get(id)
+            .is_some_and(|i| i.state == DeviceState::Active)
+    }
+
+    /// The signals a device declared (empty: any signal is accepted).
+    pub fn declared_signals(&self, id: &DeviceId) -> Arc<BTreeMap<String, String>> {
+        self.cache_read()
+            .get(id)
+            .map(|i| i.signals.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records a device connecting or disconnecting.
+    pub fn set_presence(&self, id: &DeviceId, online: bool) {
+        if let Err(e) = self.store.set_presence(id, online, now_ns()) {
+            tracing::warn!(device = %id, "cannot record presence: {e}");
+        }
+    }
+
+    /// Records when devices were last heard from.
+    pub fn touch(&self, seen: &[(DeviceId, i64)]) {
+        if let Err(e) = self.store.touch(seen) {
+            tracing::warn!("cannot record last-seen times: {e}");
+        }
+    }
+}
