@@ -18,4 +18,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all --check
-cargo test --workspace --locked "$@"
+
+# Doc tests are left out (the docs hold no runnable examples); the summary
+# line at the end adds up every test binary's result.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --all-targets --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -113,22 +113,29 @@ impl Metrics {
     pub fn reject(&self, reason: RejectReason, n: u64, detail: impl FnOnce() -> String) {
         let i = reason.index();
         self.rejected[i].fetch_add(n, Relaxed);
-        let now = now_ns();
-        let last = self.last_logged_ns[i].load(Relaxed);
-        if now - last >= LOG_EVERY_NS
-            && self.last_logged_ns[i]
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            let suppressed = self.suppressed[i].swap(0, Relaxed);
+        if let Some(suppressed) = self.log_turn(i, now_ns()) {
             tracing::warn!(
                 reason = reason.label(),
                 suppressed,
                 "refused input: {}",
                 detail()
             );
+        }
+    }
+
+    /// Whether reason `i` may log at `now`: at most once per ten seconds.
+    /// Returns how many lines were suppressed since the last one.
+    fn log_turn(&self, i: usize, now: i64) -> Option<u64> {
+        let last = self.last_logged_ns[i].load(Relaxed);
+        if now - last >= LOG_EVERY_NS
+            && self.last_logged_ns[i]
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed[i].swap(0, Relaxed))
         } else {
             self.suppressed[i].fetch_add(1, Relaxed);
+            None
         }
     }
 
@@ -207,15 +214,16 @@ mod tests {
     #[test]
     fn counts_every_rejection_but_logs_few() {
         let m = Metrics::default();
-        let mut logged = 0;
         for _ in 0..100 {
-            m.reject(RejectReason::NonFinite, 2, || {
-                logged += 1;
-                "x".into()
-            });
+            m.reject(RejectReason::NonFinite, 2, || "x".into());
         }
         assert_eq!(m.rejected(RejectReason::NonFinite), 200);
-        assert_eq!(logged, 1);
+        // The first call logged; the next 99 were suppressed.
+        let i = RejectReason::NonFinite.index();
+        let t = m.last_logged_ns[i].load(Relaxed);
+        assert_eq!(m.log_turn(i, t + 1), None);
+        assert_eq!(m.log_turn(i, t + LOG_EVERY_NS), Some(100));
+        assert_eq!(m.log_turn(i, t + LOG_EVERY_NS + 1), None);
         let mut text = String::new();
         m.render(&mut text);
         assert!(text.contains("strata_rejected_total{reason=\"non_finite\"} 200"));

@@ -101,8 +101,10 @@ pub struct Removed {
     pub non_finite: usize,
     /// Readings stamped further ahead than [`Limits::max_future_ns`].
     pub future: usize,
-    /// Example of the first removal, for a log line.
-    pub first: Option<String>,
+    /// The first NaN or infinite reading, for a log line.
+    pub first_non_finite: Option<String>,
+    /// The first reading from the future, for a log line.
+    pub first_future: Option<String>,
 }
 
 impl Removed {
@@ -180,34 +182,27 @@ pub fn validate(
         let mut keep = 0;
         for i in 0..s.values.len() {
             let (t, v) = (s.ts_ns[i], s.values[i]);
-            let why = if !v.is_finite() {
+            if !v.is_finite() {
                 removed.non_finite += 1;
-                Some(format!(
-                    "signal {:?} value {v} at {t} is not finite",
-                    s.name
-                ))
+                removed.first_non_finite.get_or_insert_with(|| {
+                    format!("signal {:?} value {v} at {t} is not finite", s.name)
+                });
             } else if t > horizon {
                 removed.future += 1;
-                Some(format!(
-                    "signal {:?} timestamp {t} is more than {} s ahead of the hub clock",
-                    s.name,
-                    limits.max_future_ns / 1_000_000_000
-                ))
+                removed.first_future.get_or_insert_with(|| {
+                    let ahead = limits.max_future_ns / 1_000_000_000;
+                    format!(
+                        "signal {:?} timestamp {t} is more than {ahead} s ahead of the hub clock",
+                        s.name
+                    )
+                });
             } else {
-                None
-            };
-            match why {
-                Some(why) => {
-                    removed.first.get_or_insert(why);
+                s.ts_ns[keep] = t;
+                s.values[keep] = v;
+                if has_quality {
+                    s.quality[keep] = s.quality[i];
                 }
-                None => {
-                    s.ts_ns[keep] = t;
-                    s.values[keep] = v;
-                    if has_quality {
-                        s.quality[keep] = s.quality[i];
-                    }
-                    keep += 1;
-                }
+                keep += 1;
             }
         }
         s.ts_ns.truncate(keep);
@@ -257,7 +252,13 @@ mod tests {
         ]);
         let removed = validate(&mut b, &Limits::default(), now).unwrap();
         assert_eq!((removed.non_finite, removed.future), (3, 1));
-        assert!(removed.first.unwrap().contains("not finite"));
+        assert!(removed.first_non_finite.unwrap().contains("not finite"));
+        assert!(
+            removed
+                .first_future
+                .unwrap()
+                .contains("ahead of the hub clock")
+        );
         assert_eq!(b.signals.len(), 2, "signal c had no good reading left");
         assert_eq!(b.signals[0].values, vec![1.0, 4.0]);
         assert_eq!(b.signals[0].ts_ns, vec![1, 4]);

@@ -5,16 +5,18 @@
 //! [`RegistryStore`], so another engine (PostgreSQL at scale) is one more
 //! implementation of these traits, not a change to ingest.
 //!
-//! Readings are kept as compressed chunks (one per signal per batch, see
-//! [`chunk`]) rather than one row per reading: a batch of 100 readings costs a
-//! handful of rows, which is what lets one SQLite file keep up with a million
-//! readings a second.
+//! Readings are kept as one packed blob per batch (see [`blob`] and
+//! [`chunk`]) rather than one row per reading: a batch of 100 readings costs
+//! one row, which is what lets one SQLite file take millions of readings a
+//! second.
 
+pub mod blob;
 pub mod chunk;
 mod error;
 pub mod model;
 pub mod sqlite;
 
+pub use blob::EncodedBatch;
 pub use error::{Error, Result};
 pub use model::*;
 pub use sqlite::{Durability, SqliteStore};

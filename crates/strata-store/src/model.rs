@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use strata_proto::{DeviceId, SiteId, TelemetryBatch};
+use strata_proto::{DeviceId, SiteId};
 
-/// A batch to store, already decoded and validated.
+use crate::blob::EncodedBatch;
+
+/// A batch to store, already validated and packed (packing runs on the
+/// caller's thread, so the single storage writer only runs SQL).
 #[derive(Debug, Clone)]
 pub struct BatchWrite {
     /// The device that sent it (from the authenticated connection, never
@@ -13,8 +16,8 @@ pub struct BatchWrite {
     pub device: DeviceId,
     /// When the hub received it, nanoseconds since the Unix epoch.
     pub received_ns: i64,
-    /// The batch.
-    pub batch: TelemetryBatch,
+    /// The packed batch.
+    pub batch: EncodedBatch,
 }
 
 /// What happened to one batch of a write.

@@ -14,7 +14,7 @@ fn batch(device: &str, stream: &str, seq: u64, t0: i64, n: usize) -> BatchWrite 
     BatchWrite {
         device: dev(device),
         received_ns: 0,
-        batch: TelemetryBatch {
+        batch: EncodedBatch::encode(&TelemetryBatch {
             stream: stream.into(),
             seq,
             signals: vec![SignalSeries {
@@ -24,7 +24,7 @@ fn batch(device: &str, stream: &str, seq: u64, t0: i64, n: usize) -> BatchWrite 
                 values: (0..n).map(|i| (t0 as f64) + i as f64).collect(),
                 quality: vec![],
             }],
-        },
+        }),
     }
 }
 

@@ -49,6 +49,11 @@ pub struct IngestArgs {
     /// Times to run each side; the best run of each is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Measure the raw side against this external broker (e.g. a Mosquitto
+    /// started for the purpose, allowing anonymous clients) instead of
+    /// Strata's own broker.
+    #[arg(long)]
+    pub raw_broker: Option<std::net::SocketAddr>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -152,6 +157,9 @@ async fn raw_round(
     logins: &[Login],
     payloads: &[Vec<Bytes>],
 ) -> anyhow::Result<Duration> {
+    if let Some(addr) = args.raw_broker {
+        return publish_fleet(addr, logins, payloads, args.inflight).await;
+    }
     let config = strata_broker::Config::with_bind("127.0.0.1:0".parse()?);
     let broker = strata_broker::Broker::start(config, Arc::new(RawBroker)).await?;
     let elapsed = publish_fleet(broker.local_addr(), logins, payloads, args.inflight).await;
@@ -189,7 +197,15 @@ async fn hub_round(
         .metrics()
         .readings_stored
         .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let commits = hub
+        .metrics()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
     hub.shutdown().await;
+    eprintln!(
+        "  hub stored {stored} batches in {commits} transactions ({:.0} batches per commit)",
+        stored as f64 / commits.max(1) as f64
+    );
     let expected = args.devices * args.batches;
     ensure!(
         stored == expected,
@@ -304,8 +320,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             args.readings / args.signals * args.signals,
             args.durability
         );
+        let raw_name = match args.raw_broker {
+            Some(addr) => format!("raw broker at {addr}:"),
+            None => "raw broker (no storage):".to_owned(),
+        };
         println!(
-            "  raw broker (no storage):   {:>12.0} readings/s  ({:.0} batches/s)",
+            "  {raw_name:<26} {:>12.0} readings/s  ({:.0} batches/s)",
             raw_rate,
             raw_rate / args.readings as f64
         );

@@ -60,7 +60,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let api = ApiClient::new(&base, Some(hub.admin_token().to_owned()));
 
     let count = args.devices;
-    let logins = tokio::task::spawn_blocking(move || register_fleet(&api, count)).await??;
+    let saved = data_dir.join(FLEET_FILE);
+    let logins = tokio::task::spawn_blocking(move || fleet_logins(&api, count, &saved)).await??;
     let mqtt = hub.mqtt_addr();
     let mut fleet = tokio::task::JoinSet::new();
     for (i, login) in logins.into_iter().enumerate() {
@@ -110,6 +111,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     hub.shutdown().await;
     println!("demo stopped: {stored} readings stored");
     Ok(())
+}
+
+/// Where the demo keeps its machines' credentials, so a second run on the
+/// same data directory reconnects the same fleet.
+const FLEET_FILE: &str = "demo-fleet.json";
+
+fn fleet_logins(
+    api: &ApiClient,
+    count: usize,
+    saved: &std::path::Path,
+) -> anyhow::Result<Vec<Login>> {
+    if let Ok(text) = std::fs::read_to_string(saved) {
+        let pairs: Vec<(String, String)> = serde_json::from_str(&text)
+            .with_context(|| format!("cannot read {}", saved.display()))?;
+        if pairs.len() == count {
+            return Ok(pairs
+                .into_iter()
+                .map(|(device, credential)| Login { device, credential })
+                .collect());
+        }
+        anyhow::bail!(
+            "{} holds a fleet of {}, not {count}: use --devices {} or another --data-dir",
+            saved.display(),
+            pairs.len(),
+            pairs.len()
+        );
+    }
+    let logins = register_fleet(api, count)?;
+    let pairs: Vec<(&str, &str)> = logins
+        .iter()
+        .map(|l| (l.device.as_str(), l.credential.as_str()))
+        .collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(saved)
+        .with_context(|| format!("cannot write {}", saved.display()))?;
+    std::io::Write::write_all(&mut file, serde_json::to_string(&pairs)?.as_bytes())?;
+    Ok(logins)
 }
 
 fn register_fleet(api: &ApiClient, count: usize) -> anyhow::Result<Vec<Login>> {

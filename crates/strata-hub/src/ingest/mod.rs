@@ -2,9 +2,9 @@
 //! declarations, then hand the batch to the storage writer and acknowledge
 //! the MQTT publish only once the writer says it is durable.
 //!
-//! Decoding and validation run on the connection's own task (so they spread
-//! over cores with the connections); storage runs on one writer thread that
-//! commits many batches per transaction (see [`writer`]).
+//! Decoding, validation and packing run on the connection's own task (so
+//! they spread over cores with the connections); storage runs on one writer
+//! thread that commits many batches per transaction (see [`writer`]).
 
 pub mod writer;
 
@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use strata_broker::{IngestRefusal, PublishDecision};
 use strata_proto::validate::{BatchError, Limits, validate};
 use strata_proto::{DeviceId, TelemetryBatch, payload};
-use strata_store::BatchWrite;
+use strata_store::{BatchWrite, EncodedBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{Metrics, RejectReason};
@@ -79,7 +79,7 @@ impl Ingest {
         let write = BatchWrite {
             device: device.clone(),
             received_ns: now_ns(),
-            batch,
+            batch: EncodedBatch::encode(&batch),
         };
         self.metrics.queue_depth.fetch_add(1, Relaxed);
         if self.commands.send(Command::Batch { write, done }).is_err() {
@@ -100,7 +100,7 @@ impl Ingest {
                 .reject(RejectReason::NonFinite, removed.non_finite as u64, || {
                     format!(
                         "device {device}: {}",
-                        removed.first.clone().unwrap_or_default()
+                        removed.first_non_finite.clone().unwrap_or_default()
                     )
                 });
         }
@@ -109,7 +109,7 @@ impl Ingest {
                 .reject(RejectReason::FutureTimestamp, removed.future as u64, || {
                     format!(
                         "device {device}: {}",
-                        removed.first.clone().unwrap_or_default()
+                        removed.first_future.clone().unwrap_or_default()
                     )
                 });
         }

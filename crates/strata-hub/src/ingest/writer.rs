@@ -102,9 +102,9 @@ fn run(
                     match outcome {
                         WriteOutcome::Stored => {
                             metrics.batches_stored.fetch_add(1, Relaxed);
-                            let readings: usize =
-                                write.batch.signals.iter().map(|s| s.values.len()).sum();
-                            metrics.readings_stored.fetch_add(readings as u64, Relaxed);
+                            metrics
+                                .readings_stored
+                                .fetch_add(write.batch.readings, Relaxed);
                         }
                         WriteOutcome::Duplicate => {
                             metrics.batches_duplicate.fetch_add(1, Relaxed);

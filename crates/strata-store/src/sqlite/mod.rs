@@ -41,6 +41,8 @@ struct Writer {
     conn: Connection,
     /// device -> signal -> series id, so the hot path skips a lookup.
     series: HashMap<String, HashMap<String, i64>>,
+    /// device -> stream name -> stream id.
+    streams: HashMap<String, HashMap<String, i64>>,
 }
 
 /// Name of the database file inside the data directory.
@@ -63,6 +65,7 @@ impl SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
                 series: HashMap::new(),
+                streams: HashMap::new(),
             }),
             readers: Mutex::new(Vec::new()),
         })

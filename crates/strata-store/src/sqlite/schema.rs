@@ -34,23 +34,26 @@ CREATE TABLE series (
     unit        TEXT NOT NULL,
     UNIQUE (device_id, signal)
 );
--- One row per stored batch: the exactly-once ledger.
-CREATE TABLE batches (
+-- A producer stream inside a device.
+CREATE TABLE streams (
+    id          INTEGER PRIMARY KEY,
     device_id   TEXT NOT NULL,
-    stream      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    UNIQUE (device_id, name)
+);
+-- One row per stored batch, keyed by (stream, seq): the exactly-once ledger
+-- and the readings in one. `data` is the packed batch (blob.rs).
+CREATE TABLE batches (
+    stream_id   INTEGER NOT NULL,
     seq         INTEGER NOT NULL,
-    received_ns INTEGER NOT NULL,
-    readings    INTEGER NOT NULL,
-    PRIMARY KEY (device_id, stream, seq)
-) WITHOUT ROWID;
-CREATE TABLE chunks (
-    series_id   INTEGER NOT NULL,
     t_min       INTEGER NOT NULL,
     t_max       INTEGER NOT NULL,
-    n           INTEGER NOT NULL,
-    data        BLOB NOT NULL
+    readings    INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    PRIMARY KEY (stream_id, seq)
 );
-CREATE INDEX chunks_by_series_end ON chunks(series_id, t_max);
+CREATE INDEX batches_by_end ON batches(stream_id, t_max);
 CREATE TABLE latest (
     series_id   INTEGER PRIMARY KEY,
     ts_ns       INTEGER NOT NULL,

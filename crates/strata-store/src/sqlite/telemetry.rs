@@ -2,14 +2,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use strata_proto::DeviceId;
 
 use super::{SqliteStore, Writer};
 use crate::error::{Context, Result};
 use crate::{
     BatchWrite, Bucket, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
-    WriteOutcome, chunk,
+    WriteOutcome, blob,
 };
 
 impl TelemetryStore for SqliteStore {
@@ -17,8 +17,9 @@ impl TelemetryStore for SqliteStore {
         self.write(|w| {
             let result = write_in_transaction(w, batches);
             if result.is_err() {
-                // The transaction rolled back: series ids created in it are gone.
+                // The transaction rolled back: ids created in it are gone.
                 w.series.clear();
+                w.streams.clear();
             }
             result
         })
@@ -80,33 +81,23 @@ impl TelemetryStore for SqliteStore {
 
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
         self.read(|conn| {
-            let series_id: Option<i64> = conn
-                .query_row(
-                    "SELECT id FROM series WHERE device_id = ?1 AND signal = ?2",
-                    params![q.device.as_str(), q.signal],
-                    |r| r.get(0),
-                )
-                .optional()
-                .context(|| format!("cannot look up series {}/{}", q.device, q.signal))?;
-            let Some(series_id) = series_id else {
-                return Ok(RangeResult::default());
-            };
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT data FROM chunks WHERE series_id = ?1 AND t_max >= ?2 AND t_min <= ?3",
+                    "SELECT b.data FROM streams s JOIN batches b ON b.stream_id = s.id
+                     WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0",
                 )
-                .context(|| "cannot query chunks".into())?;
+                .context(|| "cannot query batches".into())?;
             let mut rows = stmt
-                .query(params![series_id, q.from_ns, q.to_ns])
+                .query(params![q.device.as_str(), q.from_ns, q.to_ns])
                 .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
             let mut points = Vec::new();
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
-            while let Some(row) = rows.next().context(|| "cannot read a chunk".into())? {
-                let data = row.get_ref(0).context(|| "cannot read a chunk".into())?;
+            while let Some(row) = rows.next().context(|| "cannot read a batch".into())? {
+                let data = row.get_ref(0).context(|| "cannot read a batch".into())?;
                 let data = data
                     .as_blob()
                     .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
-                chunk::decode(data, |p| {
+                blob::signal_points(data, &q.signal, |p| {
                     if p.ts_ns < q.from_ns || p.ts_ns > q.to_ns {
                         return;
                     }
@@ -140,7 +131,8 @@ impl TelemetryStore for SqliteStore {
     fn batch_count(&self, device: Option<&DeviceId>) -> Result<u64> {
         self.read(|conn| {
             conn.query_row(
-                "SELECT count(*) FROM batches WHERE ?1 IS NULL OR device_id = ?1",
+                "SELECT count(*) FROM batches b JOIN streams s ON s.id = b.stream_id
+                 WHERE ?1 IS NULL OR s.device_id = ?1",
                 params![device.map(|d| d.as_str())],
                 |r| r.get::<_, i64>(0),
             )
@@ -173,79 +165,49 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
         .context(|| "cannot begin a write transaction".into())?;
     let mut outcomes = Vec::with_capacity(batches.len());
     // Latest reading per series over the whole transaction: one upsert each.
-    let mut latest: HashMap<i64, (i64, f64, i32)> = HashMap::new();
-    let mut buf = Vec::new();
+    let mut latest: HashMap<i64, Point> = HashMap::new();
     {
-        let mut ledger = tx
+        let mut insert = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO batches (device_id, stream, seq, received_ns, readings)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO batches (stream_id, seq, t_min, t_max, readings, received_ns, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
-            .context(|| "cannot prepare the batch ledger insert".into())?;
-        let mut insert_chunk = tx
-            .prepare_cached(
-                "INSERT INTO chunks (series_id, t_min, t_max, n, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .context(|| "cannot prepare the chunk insert".into())?;
+            .context(|| "cannot prepare the batch insert".into())?;
         for b in batches {
-            let readings: usize = b.batch.signals.iter().map(|s| s.values.len()).sum();
+            let e = &b.batch;
+            let stream_id = cached_id(&tx, &mut w.streams, &b.device, &e.stream, Kind::Stream)?;
             // SQLite integers are signed; a seq above i64::MAX keeps its bits.
-            let seq = b.batch.seq as i64;
-            let inserted = ledger
+            let inserted = insert
                 .execute(params![
-                    b.device.as_str(),
-                    b.batch.stream,
-                    seq,
+                    stream_id,
+                    e.seq as i64,
+                    e.t_min,
+                    e.t_max,
+                    e.readings as i64,
                     b.received_ns,
-                    readings as i64
+                    &e.data
                 ])
-                .context(|| {
-                    format!(
-                        "cannot record batch {}/{}#{}",
-                        b.device, b.batch.stream, b.batch.seq
-                    )
-                })?;
+                .context(|| format!("cannot store batch {}/{}#{}", b.device, e.stream, e.seq))?;
             if inserted == 0 {
                 outcomes.push(WriteOutcome::Duplicate);
                 continue;
             }
-            for s in &b.batch.signals {
-                if s.values.is_empty() {
-                    continue;
-                }
-                let series_id = series_id(&tx, &mut w.series, &b.device, &s.name, &s.unit)?;
-                buf.clear();
-                chunk::encode(&s.ts_ns, &s.values, &s.quality, &mut buf);
-                let (t_min, t_max) = min_max(&s.ts_ns);
-                insert_chunk
-                    .execute(params![
-                        series_id,
-                        t_min,
-                        t_max,
-                        s.values.len() as i64,
-                        &buf
-                    ])
-                    .context(|| format!("cannot store readings of {}/{}", b.device, s.name))?;
-                let last = s
-                    .ts_ns
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, t)| **t)
-                    .map(|(i, _)| i)
-                    .expect("non-empty");
-                let candidate = (
-                    s.ts_ns[last],
-                    s.values[last],
-                    s.quality.get(last).copied().unwrap_or(0),
-                );
+            for s in &e.signals {
+                let series_id = cached_id(
+                    &tx,
+                    &mut w.series,
+                    &b.device,
+                    &s.name,
+                    Kind::Series(&s.unit),
+                )?;
                 latest
                     .entry(series_id)
                     .and_modify(|cur| {
-                        if candidate.0 >= cur.0 {
-                            *cur = candidate;
+                        if s.last.ts_ns >= cur.ts_ns {
+                            *cur = s.last;
                         }
                     })
-                    .or_insert(candidate);
+                    .or_insert(s.last);
             }
             outcomes.push(WriteOutcome::Stored);
         }
@@ -257,9 +219,9 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
                  WHERE excluded.ts_ns >= latest.ts_ns",
             )
             .context(|| "cannot prepare the latest-value upsert".into())?;
-        for (id, (ts, value, quality)) in latest {
+        for (id, p) in latest {
             upsert
-                .execute(params![id, ts, value, quality])
+                .execute(params![id, p.ts_ns, p.value, p.quality])
                 .context(|| "cannot update latest values".into())?;
         }
     }
@@ -267,37 +229,57 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
     Ok(outcomes)
 }
 
-fn min_max(ts: &[i64]) -> (i64, i64) {
-    ts.iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)))
+/// Which id table [`cached_id`] works on.
+enum Kind<'a> {
+    /// `streams (device_id, name)`.
+    Stream,
+    /// `series (device_id, signal, unit)`, with the unit first reported.
+    Series(&'a str),
 }
 
-fn series_id(
+/// The id of a stream or series, from the cache or created in `tx`.
+fn cached_id(
     tx: &rusqlite::Transaction<'_>,
     cache: &mut HashMap<String, HashMap<String, i64>>,
     device: &DeviceId,
-    signal: &str,
-    unit: &str,
+    name: &str,
+    kind: Kind<'_>,
 ) -> Result<i64> {
     // Two levels so that a hit allocates nothing.
-    if let Some(&id) = cache.get(device.as_str()).and_then(|m| m.get(signal)) {
+    if let Some(&id) = cache.get(device.as_str()).and_then(|m| m.get(name)) {
         return Ok(id);
     }
-    tx.prepare_cached(
-        "INSERT INTO series (device_id, signal, unit) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-    )
-    .and_then(|mut s| s.execute(params![device.as_str(), signal, unit]))
-    .context(|| format!("cannot create series {device}/{signal}"))?;
-    let id: i64 = tx
-        .query_row(
-            "SELECT id FROM series WHERE device_id = ?1 AND signal = ?2",
-            params![device.as_str(), signal],
-            |r| r.get(0),
-        )
-        .context(|| format!("cannot look up series {device}/{signal}"))?;
+    let id: i64 = match kind {
+        Kind::Stream => {
+            tx.execute(
+                "INSERT INTO streams (device_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![device.as_str(), name],
+            )
+            .context(|| format!("cannot create stream {device}/{name}"))?;
+            tx.query_row(
+                "SELECT id FROM streams WHERE device_id = ?1 AND name = ?2",
+                params![device.as_str(), name],
+                |r| r.get(0),
+            )
+            .context(|| format!("cannot look up stream {device}/{name}"))?
+        }
+        Kind::Series(unit) => {
+            tx.execute(
+                "INSERT INTO series (device_id, signal, unit) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![device.as_str(), name, unit],
+            )
+            .context(|| format!("cannot create series {device}/{name}"))?;
+            tx.query_row(
+                "SELECT id FROM series WHERE device_id = ?1 AND signal = ?2",
+                params![device.as_str(), name],
+                |r| r.get(0),
+            )
+            .context(|| format!("cannot look up series {device}/{name}"))?
+        }
+    };
     cache
         .entry(device.as_str().to_owned())
         .or_default()
-        .insert(signal.to_owned(), id);
+        .insert(name.to_owned(), id);
     Ok(id)
 }
