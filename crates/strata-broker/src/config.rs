@@ -23,6 +23,10 @@ pub struct Config {
     /// Messages queued per session (online but slow, or offline) before the
     /// oldest is dropped. Default 10,000.
     pub max_queued_messages: usize,
+    /// Subscriptions one session may hold; more are refused (v5 SUBACK
+    /// 0x97 quota exceeded), so one client cannot grow the routing tree
+    /// without bound. Default 1,000.
+    pub max_subscriptions_per_session: usize,
     /// v5 Topic Alias Maximum accepted from clients (0 disables). Default 64.
     pub topic_alias_maximum: u16,
     /// Time a new connection has to send CONNECT. Default 10 s.
@@ -39,6 +43,7 @@ impl Default for Config {
             max_inflight_inbound: 1024,
             max_inflight_outbound: 256,
             max_queued_messages: 10_000,
+            max_subscriptions_per_session: 1_000,
             topic_alias_maximum: 64,
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),

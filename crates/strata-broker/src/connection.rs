@@ -481,6 +481,11 @@ async fn run<S>(
         }
         conn.drain_outbound();
         let can_read = conn.pending.len() < conn.inbound_limit;
+        if !can_read {
+            // Reads are paused by our own backpressure, not by a silent
+            // client: the keep-alive clock must not run against it.
+            last_read = Instant::now();
+        }
         if can_read && conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 2 {
             conn.rbuf.reserve(READ_CHUNK);
         }
@@ -888,6 +893,16 @@ impl Conn {
                 add(&self.shared.counters.subscriptions_denied, 1);
                 tracing::debug!(client_id = %self.client_id, filter = f.filter, "subscription denied by ACL");
                 codes.push(failure(reason::NOT_AUTHORIZED));
+                continue;
+            }
+            let full = {
+                let state = self.session.state();
+                state.subscriptions.len() >= self.shared.config.max_subscriptions_per_session
+                    && !state.subscriptions.contains(&f.filter)
+            };
+            if full {
+                tracing::debug!(client_id = %self.client_id, filter = f.filter, "subscription quota exceeded");
+                codes.push(failure(reason::QUOTA_EXCEEDED));
                 continue;
             }
             let granted = f.options.qos.min(QoS::AtLeastOnce);

@@ -401,3 +401,34 @@ async fn unacked_qos1_is_redelivered_with_dup_on_reconnect() {
         other => panic!("expected redelivered PUBLISH, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_beyond_the_session_quota_are_refused() {
+    let config = Config {
+        max_subscriptions_per_session: 2,
+        ..Config::with_bind("127.0.0.1:0".parse().unwrap())
+    };
+    let b = start_with(config, Arc::new(TestHooks::default())).await;
+    let mut client = Raw::connect(b.local_addr().port(), "quota", V5).await;
+    client
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            // The third new filter is over the quota; repeating one held
+            // already is not a new subscription.
+            filters: ["q/1", "q/2", "q/3", "q/1"]
+                .iter()
+                .map(|f| SubscribeFilter {
+                    filter: (*f).into(),
+                    options: SubscriptionOptions::default(),
+                })
+                .collect(),
+        }))
+        .await;
+    match client.recv().await {
+        Some(Packet::SubAck(s)) => {
+            assert_eq!(s.return_codes, vec![0, 0, reason::QUOTA_EXCEEDED, 0])
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}

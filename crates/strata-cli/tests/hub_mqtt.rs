@@ -72,8 +72,29 @@ fn a_batch_published_twice_is_stored_once_in_both_protocol_versions() {
     assert!(out.status.success());
     assert_eq!(hub.readings("press-1", "temp").len(), 3);
 
+    // An inference batch with the same stream name and seq is another batch.
+    let out = mosquitto_pub(
+        &hub,
+        "press-1",
+        &cred,
+        "mqttv5",
+        "strata/v1/press-1/up/inference",
+        PubPayload::Text(
+            &json_batch("main", 1, t + 3, 0.9).replace("\"temp\"", "\"anomaly_score\""),
+        ),
+    );
+    assert!(out.status.success());
+    assert_eq!(hub.readings("press-1", "anomaly_score"), vec![(t + 3, 0.9)]);
+    assert_eq!(hub.metric("strata_batches_stored_total"), 3.0);
+
     let (_, latest) = hub.api("GET", "/api/v1/devices/press-1/latest", None);
-    assert_eq!(latest[0]["value"], 22.5);
+    let temp = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["signal"] == "temp")
+        .expect("temp");
+    assert_eq!(temp["value"], 22.5);
     let (_, device) = hub.api("GET", "/api/v1/devices/press-1", None);
     assert!(device["last_seen_ns"].as_i64().is_some(), "{device}");
 }

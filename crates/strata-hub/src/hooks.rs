@@ -45,6 +45,15 @@ pub fn device_may_subscribe(device: &str, filter: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty())
 }
 
+/// MQTT 5 reason code "not authorized".
+const NOT_AUTHORIZED: u8 = 0x87;
+
+impl HubHooks {
+    fn is_active(&self, client_id: &str) -> bool {
+        DeviceId::new(client_id).is_ok_and(|id| self.registry.is_active(&id))
+    }
+}
+
 impl Hooks for HubHooks {
     fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
         let refuse = |reason: RejectReason, decision: AuthDecision, why: &str| {
@@ -91,6 +100,15 @@ impl Hooks for HubHooks {
     }
 
     fn authorize_publish(&self, client_id: &str, topic: &str) -> bool {
+        // Asked for every publish and every will: a device revoked while
+        // connected (or while its connection was being set up) is cut off
+        // here even if its session outlived the kick.
+        if !self.is_active(client_id) {
+            self.metrics.reject(RejectReason::RevokedDevice, 1, || {
+                format!("device {client_id} is no longer active")
+            });
+            return false;
+        }
         let ok = device_may_publish(client_id, topic);
         if !ok {
             self.metrics.reject(RejectReason::AclPublish, 1, || {
@@ -101,6 +119,12 @@ impl Hooks for HubHooks {
     }
 
     fn authorize_subscribe(&self, client_id: &str, filter: &str) -> bool {
+        if !self.is_active(client_id) {
+            self.metrics.reject(RejectReason::RevokedDevice, 1, || {
+                format!("device {client_id} is no longer active")
+            });
+            return false;
+        }
         let ok = device_may_subscribe(client_id, filter);
         if !ok {
             self.metrics.reject(RejectReason::AclSubscribe, 1, || {
@@ -111,6 +135,11 @@ impl Hooks for HubHooks {
     }
 
     fn on_publish(&self, client_id: &str, msg: &InboundPublish) -> PublishDecision {
+        if !self.is_active(client_id) {
+            return PublishDecision::Drop {
+                v5_reason: NOT_AUTHORIZED,
+            };
+        }
         let Ok(topic) = Topic::parse(&msg.topic) else {
             self.metrics.reject(RejectReason::UnknownTopic, 1, || {
                 format!("device {client_id}: topic {:?}", msg.topic)
@@ -119,7 +148,8 @@ impl Hooks for HubHooks {
         };
         match topic.kind {
             TopicKind::Telemetry | TopicKind::Inference => {
-                self.ingest.telemetry(&topic.device, &msg.payload)
+                self.ingest
+                    .telemetry(&topic.device, topic.kind, &msg.payload)
             }
             TopicKind::Health => {
                 match payload::decode_health(&msg.payload) {

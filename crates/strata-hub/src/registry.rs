@@ -204,22 +204,26 @@ impl Registry {
         )?;
         match outcome {
             EnrollOutcome::Enrolled => {
-                if let Some(identity) = self.cache_write().get_mut(id) {
+                // Only a pending entry becomes active: a revocation that
+                // landed between the store update and this one wins.
+                if let Some(identity) = self.cache_write().get_mut(id)
+                    && identity.state == DeviceState::Pending
+                {
                     identity.state = DeviceState::Active;
                     identity.credential_sha256 = Some(credential_hash);
                 }
                 Ok(credential)
             }
-            // Same answer for an unknown device and a bad token: the caller
-            // learns nothing about which device ids exist.
-            EnrollOutcome::UnknownDevice | EnrollOutcome::BadToken => Err(Error::Unauthorized(
-                format!("enrollment refused for {id}: unknown device or wrong token"),
-            )),
+            // One answer for an unknown device, a wrong token and a device
+            // already enrolled or revoked: this route needs no admin token,
+            // so it must not tell which device ids exist.
+            EnrollOutcome::UnknownDevice | EnrollOutcome::BadToken | EnrollOutcome::NotPending => {
+                Err(Error::Unauthorized(format!(
+                    "enrollment refused for {id}: unknown device, wrong token, or token already used"
+                )))
+            }
             EnrollOutcome::Expired => Err(Error::Unauthorized(format!(
                 "enrollment token of {id} has expired; ask an operator to issue a new one"
-            ))),
-            EnrollOutcome::NotPending => Err(Error::Conflict(format!(
-                "device {id} is already enrolled or revoked; enrollment tokens work once"
             ))),
         }
     }
@@ -311,10 +315,10 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Records a device connecting or disconnecting.
-    pub fn set_presence(&self, id: &DeviceId, online: bool) {
-        if let Err(e) = self.store.set_presence(id, online, now_ns()) {
-            tracing::warn!(device = %id, "cannot record presence: {e}");
+    /// Records devices connecting or disconnecting, in order.
+    pub fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) {
+        if let Err(e) = self.store.set_presence(changes) {
+            tracing::warn!("cannot record presence of {} devices: {e}", changes.len());
         }
     }
 

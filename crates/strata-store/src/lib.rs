@@ -84,8 +84,8 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn revoke(&self, id: &DeviceId, now_ns: i64) -> Result<bool>;
     /// Updates tags and versions of a device.
     fn update_device(&self, id: &DeviceId, update: &DeviceUpdate) -> Result<bool>;
-    /// Records a device going online or offline.
-    fn set_presence(&self, id: &DeviceId, online: bool, now_ns: i64) -> Result<()>;
+    /// Records devices going online or offline, in order, in one transaction.
+    fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) -> Result<()>;
     /// Records that devices were heard from (batched by the caller).
     fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
 }

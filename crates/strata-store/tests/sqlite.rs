@@ -207,7 +207,9 @@ fn registry_lifecycle() {
     assert_eq!(cred[0].credential_sha256, Some([9; 32]));
     assert_eq!(cred[0].state, DeviceState::Active);
 
-    store.set_presence(&dev("d1"), true, 50).unwrap();
+    store
+        .set_presence(&[(dev("d1"), false, 45), (dev("d1"), true, 50)])
+        .unwrap();
     store.touch(&[(dev("d1"), 40), (dev("d1"), 60)]).unwrap();
     let d = store.device(&dev("d1")).unwrap().unwrap();
     assert!(d.online);

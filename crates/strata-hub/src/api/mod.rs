@@ -124,6 +124,16 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Runs storage work off the async threads, so a slow commit never stalls
+/// the tasks that serve MQTT connections.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("request task failed: {e}")))?
+}
+
 async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()

@@ -8,7 +8,7 @@ use strata_proto::{DeviceId, SiteId};
 use strata_store::{Device, DeviceUpdate, Site};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, ErrorBody};
+use super::{ApiState, ErrorBody, blocking};
 use crate::error::{Error, Result};
 use crate::registry::{CreateDevice, CreateSite, CreatedDevice};
 
@@ -20,7 +20,7 @@ pub(super) fn device_id(id: &str) -> Result<DeviceId> {
 #[utoipa::path(get, path = "/api/v1/sites", tag = "registry", security(("admin_token" = [])),
     responses((status = 200, body = [Site]), (status = 401, body = ErrorBody)))]
 pub async fn list_sites(State(s): State<ApiState>) -> Result<Json<Vec<Site>>> {
-    Ok(Json(s.registry.sites()?))
+    Ok(Json(blocking(move || s.registry.sites()).await?))
 }
 
 /// Creates a site.
@@ -30,7 +30,10 @@ pub async fn create_site(
     State(s): State<ApiState>,
     Json(req): Json<CreateSite>,
 ) -> Result<(StatusCode, Json<Site>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.create_site(req)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(blocking(move || s.registry.create_site(req)).await?),
+    ))
 }
 
 /// Filter for the device list.
@@ -52,7 +55,9 @@ pub async fn list_devices(
         .map(SiteId::new)
         .transpose()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
-    Ok(Json(s.registry.devices(site.as_ref())?))
+    Ok(Json(
+        blocking(move || s.registry.devices(site.as_ref())).await?,
+    ))
 }
 
 /// Registers a device; the answer holds its one-time enrollment token.
@@ -62,7 +67,10 @@ pub async fn create_device(
     State(s): State<ApiState>,
     Json(req): Json<CreateDevice>,
 ) -> Result<(StatusCode, Json<CreatedDevice>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.create_device(req)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(blocking(move || s.registry.create_device(req)).await?),
+    ))
 }
 
 /// One device.
@@ -70,7 +78,8 @@ pub async fn create_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
 pub async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Device>> {
-    Ok(Json(s.registry.device(&device_id(&id)?)?))
+    let id = device_id(&id)?;
+    Ok(Json(blocking(move || s.registry.device(&id)).await?))
 }
 
 /// Changes a device's tags, versions or declared signals.
@@ -82,7 +91,10 @@ pub async fn update_device(
     Path(id): Path<String>,
     Json(update): Json<DeviceUpdate>,
 ) -> Result<Json<Device>> {
-    Ok(Json(s.registry.update_device(&device_id(&id)?, &update)?))
+    let id = device_id(&id)?;
+    Ok(Json(
+        blocking(move || s.registry.update_device(&id, &update)).await?,
+    ))
 }
 
 /// Revokes a device: its credential stops working and its live session closes.
@@ -93,7 +105,8 @@ pub async fn revoke_device(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Device>> {
-    Ok(Json(s.registry.revoke(&device_id(&id)?)?))
+    let id = device_id(&id)?;
+    Ok(Json(blocking(move || s.registry.revoke(&id)).await?))
 }
 
 /// Issues a new enrollment token to a device that has not enrolled yet.
@@ -104,7 +117,8 @@ pub async fn reissue_token(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<CreatedDevice>> {
-    Ok(Json(s.registry.reissue_token(&device_id(&id)?)?))
+    let id = device_id(&id)?;
+    Ok(Json(blocking(move || s.registry.reissue_token(&id)).await?))
 }
 
 /// A device's enrollment request.
@@ -138,7 +152,9 @@ pub async fn enroll(
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<Enrollment>> {
     let id = device_id(&req.device)?;
-    let credential = s.registry.enroll(&id, &req.token)?;
+    let registry = s.registry.clone();
+    let enroll_id = id.clone();
+    let credential = blocking(move || registry.enroll(&enroll_id, &req.token)).await?;
     Ok(Json(Enrollment {
         topic_prefix: strata_proto::Topic::device_prefix(id.as_str()),
         device: id.to_string(),

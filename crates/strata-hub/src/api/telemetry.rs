@@ -8,7 +8,7 @@ use strata_store::{LatestReading, RangeQuery, RangeResult, SeriesInfo};
 use utoipa::IntoParams;
 
 use super::registry::device_id;
-use super::{ApiState, ErrorBody};
+use super::{ApiState, ErrorBody, blocking};
 use crate::error::{Error, Result};
 
 /// Most raw points or buckets one query returns.
@@ -103,13 +103,6 @@ pub async fn range(
     };
     let store = s.store.clone();
     Ok(Json(blocking(move || Ok(store.range(&query)?)).await?))
-}
-
-/// Runs a storage read off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Unavailable(format!("query task failed: {e}")))?
 }
 
 /// Parses ns since the epoch or an RFC 3339 time.

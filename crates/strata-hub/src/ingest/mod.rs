@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use strata_broker::{IngestRefusal, PublishDecision};
 use strata_proto::validate::{BatchError, Limits, validate};
-use strata_proto::{DeviceId, TelemetryBatch, payload};
+use strata_proto::{DeviceId, TelemetryBatch, TopicKind, payload};
 use strata_store::{BatchWrite, EncodedBatch};
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,7 +51,11 @@ impl Ingest {
     }
 
     /// Handles a telemetry (or inference) publish from `device`.
-    pub fn telemetry(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
+    ///
+    /// Inference batches are stored under the stream `inference/{stream}`
+    /// ('/' cannot occur in a stream name), so they never share an
+    /// exactly-once key with telemetry of the same stream name.
+    pub fn telemetry(&self, device: &DeviceId, kind: TopicKind, payload: &[u8]) -> PublishDecision {
         let mut batch = match payload::decode_telemetry(payload) {
             Ok(b) => b,
             Err(e) => {
@@ -74,6 +78,9 @@ impl Ingest {
             return PublishDecision::Drop {
                 v5_reason: PAYLOAD_FORMAT_INVALID,
             };
+        }
+        if kind == TopicKind::Inference {
+            batch.stream = format!("inference/{}", batch.stream);
         }
         let (done, acked) = oneshot::channel();
         let write = BatchWrite {

@@ -68,6 +68,7 @@ fn run(
     let mut waiters = Vec::with_capacity(max);
     let mut seen: HashMap<DeviceId, i64> = HashMap::new();
     let mut last_touch = Instant::now();
+    let mut presence: Vec<(DeviceId, bool, i64)> = Vec::new();
     let mut stopping = false;
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
@@ -81,11 +82,17 @@ fn run(
                     writes.push(write);
                     waiters.push(done);
                 }
-                Command::Presence { device, online } => registry.set_presence(&device, online),
+                Command::Presence { device, online } => presence.push((device, online, now_ns())),
             }
             if writes.len() < max {
                 next = rx.try_recv().ok();
             }
+        }
+        // Connects and disconnects of this round share one transaction, so
+        // a reconnect storm costs one fsync, not one per device.
+        if !presence.is_empty() {
+            registry.set_presence(&presence);
+            presence.clear();
         }
         if writes.is_empty() {
             continue;

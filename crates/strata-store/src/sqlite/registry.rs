@@ -293,15 +293,25 @@ impl RegistryStore for SqliteStore {
         })
     }
 
-    fn set_presence(&self, id: &DeviceId, online: bool, now_ns: i64) -> Result<()> {
+    fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         self.write(|w| {
-            w.conn
-                .execute(
-                    "UPDATE devices SET online = ?2, last_seen_ns = max(coalesce(last_seen_ns, 0), ?3) WHERE id = ?1",
-                    params![id.as_str(), online, now_ns],
-                )
-                .context(|| format!("cannot record presence of {id}"))?;
-            Ok(())
+            let tx = w.conn.transaction().context(|| "cannot record presence".into())?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE devices SET online = ?2, last_seen_ns = max(coalesce(last_seen_ns, 0), ?3)
+                         WHERE id = ?1",
+                    )
+                    .context(|| "cannot record presence".into())?;
+                for (id, online, ts) in changes {
+                    stmt.execute(params![id.as_str(), online, ts])
+                        .context(|| format!("cannot record presence of {id}"))?;
+                }
+            }
+            tx.commit().context(|| "cannot record presence".into())
         })
     }
 

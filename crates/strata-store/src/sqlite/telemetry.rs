@@ -144,7 +144,9 @@ impl TelemetryStore for SqliteStore {
 
 /// Accumulates `p` into its bucket; `avg` holds the running sum until the end.
 fn add_to_bucket(buckets: &mut BTreeMap<i64, Bucket>, width: i64, p: Point) {
-    let start = p.ts_ns.div_euclid(width) * width;
+    // In i128: near i64::MIN the bucket start would overflow i64.
+    let start = (i128::from(p.ts_ns).div_euclid(i128::from(width)) * i128::from(width))
+        .max(i128::from(i64::MIN)) as i64;
     let b = buckets.entry(start).or_insert(Bucket {
         start_ns: start,
         min: f64::INFINITY,
