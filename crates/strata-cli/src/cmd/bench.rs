@@ -54,6 +54,9 @@ pub struct IngestArgs {
     /// Strata's own broker.
     #[arg(long)]
     pub raw_broker: Option<std::net::SocketAddr>,
+    /// Run only the hub side (for profiling it alone).
+    #[arg(long)]
+    pub hub_only: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -284,9 +287,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let mut best_raw = Duration::MAX;
     let mut best_hub = Duration::MAX;
     for round in 1..=args.rounds {
-        let raw = raw_round(&args, &raw_logins, &payloads)
-            .await
-            .context("raw broker run")?;
+        let raw = if args.hub_only {
+            Duration::MAX
+        } else {
+            raw_round(&args, &raw_logins, &payloads)
+                .await
+                .context("raw broker run")?
+        };
         let hub = hub_round(&args, &names, &payloads)
             .await
             .context("hub run")?;
