@@ -1,5 +1,6 @@
 //! `strata`: the one user-facing binary. Each role is a subcommand:
-//! `strata hub` runs the hub, `strata demo` a hub with a simulated fleet,
+//! `strata hub` runs the hub, `strata edge` the agent on a gateway,
+//! `strata demo` a hub with a fleet of simulated edge agents,
 //! `strata site` / `strata device` manage the registry over the hub's API,
 //! `strata bench` measures.
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the hub: MQTT broker, registry, ingestion, storage and HTTP API.
     Hub(cmd::hub::HubArgs),
+    /// Run the edge agent on a gateway: sources, durable outbox, uplink.
+    Edge(cmd::edge::EdgeArgs),
     /// Run a hub with a simulated fleet publishing to it, and print where to look.
     Demo(cmd::demo::DemoArgs),
     /// Manage sites (through a running hub's API).
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Hub(args) => cmd::hub::run(args).await,
+            Command::Edge(args) => cmd::edge::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Site(c) => cmd::registry::site(c).await,
             Command::Device(c) => cmd::registry::device(c).await,

@@ -1,8 +1,9 @@
 //! `strata demo`: a hub and a simulated fleet in one command.
 //!
 //! Starts a hub, registers a site and N machines through the API, enrolls
-//! each with its one-time token, and lets every machine stream telemetry
-//! over MQTT. Prints where to look and how much has been stored.
+//! each with its one-time token, and runs one edge agent per machine (in
+//! this process, each with its own durable outbox) streaming simulated
+//! telemetry over MQTT. Prints where to look and how much has been stored.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,10 +13,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
+use strata_edge::config::{HubLink, OutboxConfig};
+use strata_edge::sources::SourceConfig;
+use strata_edge::sources::simulator::SimulatorConfig;
+use strata_edge::{Agent, EdgeConfig};
 use strata_hub::{Hub, HubConfig};
 
 use crate::api_client::ApiClient;
-use crate::fleet::{Login, simulate_machine};
+use crate::fleet::Login;
 
 /// Options of `strata demo`.
 #[derive(Debug, Args)]
@@ -65,10 +70,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mqtt = hub.mqtt_addr();
     let mut fleet = tokio::task::JoinSet::new();
     for (i, login) in logins.into_iter().enumerate() {
-        fleet.spawn(simulate_machine(mqtt, login, i as u64));
+        let agent = Agent::start(edge_config(&data_dir, mqtt, login, i as u64))
+            .context("cannot start a simulated edge agent")?;
+        fleet.spawn(async move {
+            agent.wait().await;
+            Ok::<(), anyhow::Error>(())
+        });
     }
 
-    println!("strata demo running: {count} simulated machines");
+    println!("strata demo running: {count} simulated machines, each with its own edge agent");
     println!("  API docs:   {base}/swagger-ui/");
     println!(
         "  devices:    curl -H \"Authorization: Bearer $(cat {}/admin.token)\" {base}/api/v1/devices",
@@ -111,6 +121,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     hub.shutdown().await;
     println!("demo stopped: {stored} readings stored");
     Ok(())
+}
+
+/// One in-process edge agent for a simulated machine, with its own outbox.
+fn edge_config(
+    data_dir: &std::path::Path,
+    mqtt: SocketAddr,
+    login: Login,
+    seed: u64,
+) -> EdgeConfig {
+    EdgeConfig {
+        data_dir: data_dir.join("edge").join(&login.device),
+        hub: HubLink {
+            mqtt,
+            credential: Some(login.credential),
+            credential_file: None,
+            window: 32,
+        },
+        outbox: OutboxConfig::default(),
+        sources: vec![SourceConfig::Simulator(SimulatorConfig {
+            stream: "sim".into(),
+            interval_ms: 1000,
+            readings_per_signal: 10,
+            seed,
+            max_batches: 0,
+        })],
+        device: login.device,
+    }
 }
 
 /// Where the demo keeps its machines' credentials, so a second run on the

@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod demo;
+pub mod edge;
 pub mod hub;
 pub mod registry;

@@ -1,0 +1,28 @@
+//! `strata edge`: run the edge agent on a gateway.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use strata_edge::{Agent, EdgeConfig};
+
+/// Options of `strata edge`.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Agent configuration (TOML); see config/edge.toml for every key.
+    #[arg(long, short, env = "STRATA_EDGE_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// Runs the agent until Ctrl-C or SIGTERM.
+pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
+    let config = EdgeConfig::load(&args.config)?;
+    let device = config.device.clone();
+    let agent = Agent::start(config).context("cannot start the edge agent")?;
+    println!("strata edge running: device={device}");
+    tokio::select! {
+        _ = agent.wait() => {}
+        _ = super::hub::wait_for_stop_signal() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The agent's configuration file (TOML). Errors name the file, line and key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::outbox::DropPolicy;
+use crate::sources::SourceConfig;
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// This gateway's device id, as registered at the hub.
+    pub device: String,
+    /// Directory for the outbox.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How to reach the hub.
+    pub hub: HubLink,
+    /// The store-and-forward outbox.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// Where readings come from.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("edge-data")
+}
+
+/// How to reach the hub.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubLink {
+    /// The hub's MQTT address.
+    pub mqtt: SocketAddr,
+    /// The device credential from enrollment. Prefer `credential_file`.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// A file holding the device credential (readable by the agent only).
+    #[serde(default)]
+    pub credential_file: Option<PathBuf>,
+    /// Unacknowledged batches in flight at once.
+    #[serde(default = "default_window")]
+    pub window: u16,
+}
+
+fn default_window() -> u16 {
+    32
+}
+
+/// The outbox.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Most bytes held while the hub is unreachable.
+    pub max_bytes: u64,
+    /// `drop_oldest` or `refuse_new` when full.
+    pub drop_policy: DropPolicy,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_bytes: 256 << 20,
+            drop_policy: DropPolicy::DropOldest,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid agent configuration.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What and where.
+        message: String,
+    },
+}
+
+impl EdgeConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error says line, column and key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: EdgeConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message,
+            }
+        })?;
+        strata_proto::DeviceId::new(config.device.as_str())
+            .map_err(|e| format!("key `device`: {e}"))?;
+        if config.hub.credential.is_none() && config.hub.credential_file.is_none() {
+            return Err("[hub] needs `credential` or `credential_file`".into());
+        }
+        let mut streams = std::collections::HashSet::new();
+        for s in &config.sources {
+            if !streams.insert(s.stream()) {
+                return Err(format!(
+                    "two sources use the stream {:?}; give each its own `stream`",
+                    s.stream()
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The credential, from the config or its file.
+    pub fn credential(&self) -> Result<String, ConfigError> {
+        if let Some(c) = &self.hub.credential {
+            return Ok(c.clone());
+        }
+        let path = self.hub.credential_file.as_ref().expect("checked at parse");
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(text.trim().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n\n[[sources]]\ntype = \"simulator\"\nintervall_ms = 5\n")
+            .unwrap_err();
+        // Inside a tagged table toml points at the table header (line 6).
+        assert!(
+            err.starts_with("line 6") && err.contains("intervall_ms"),
+            "{err}"
+        );
+        let err = EdgeConfig::parse(
+            "device = \"gw/1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("device"), "{err}");
+        let err =
+            EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\n").unwrap_err();
+        assert!(err.contains("credential"), "{err}");
+        let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n[[sources]]\ntype = \"opcua\"\n").unwrap_err();
+        assert!(err.contains("opcua"), "{err}");
+    }
+}

@@ -1,0 +1,23 @@
+//! The Strata edge agent (`strata edge`), which runs on a gateway: sources
+//! produce batches of readings, a durable outbox keeps them until the hub
+//! acknowledges them, and the uplink sends them over MQTT.
+//!
+//! The edge depends on the wire contract only, never on the hub, so a
+//! gateway build compiles no broker, web server or hub storage.
+
+pub mod agent;
+pub mod config;
+pub mod outbox;
+pub mod sources;
+pub mod uplink;
+
+pub use agent::Agent;
+pub use config::EdgeConfig;
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

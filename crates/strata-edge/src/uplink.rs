@@ -1,0 +1,186 @@
+//! The uplink: sends outbox batches to the hub over MQTT (QoS 1), in order,
+//! with a bounded window in flight, and removes each batch from the outbox
+//! only when the hub has acknowledged it.
+//!
+//! On any connection error everything unacknowledged is resent from the
+//! outbox after a reconnect with jittered exponential backoff (so a fleet
+//! that lost its hub does not come back as one synchronized storm).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use strata_proto::payload::{Encoding, encode_health};
+use strata_proto::{DeviceId, Direction, Health, Topic, TopicKind};
+use tokio::sync::Notify;
+
+use crate::outbox::Outbox;
+
+/// How the uplink connects.
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    /// The device id.
+    pub device: DeviceId,
+    /// The hub's MQTT address.
+    pub mqtt: SocketAddr,
+    /// The device credential.
+    pub credential: String,
+    /// Unacknowledged batches in flight at once.
+    pub window: u16,
+}
+
+/// Backoff between reconnects: exponential with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `base`, doubles up to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            attempt: 0,
+            base,
+            max,
+        }
+    }
+
+    /// The next delay: uniformly random in [0, min(max, base * 2^attempt)].
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let mut r = [0u8; 8];
+        let _ = getrandom::fill(&mut r);
+        ceiling.mul_f64(u64::from_le_bytes(r) as f64 / u64::MAX as f64)
+    }
+
+    /// After a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Runs the uplink until the task is dropped.
+pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        match session(&config, &outbox, &appended, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::info!(device = %config.device, "uplink down ({e}); reconnecting in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+fn options(config: &UplinkConfig) -> MqttOptions {
+    let mut o = MqttOptions::new(
+        config.device.as_str(),
+        config.mqtt.ip().to_string(),
+        config.mqtt.port(),
+    );
+    o.set_credentials(config.device.as_str(), config.credential.as_str());
+    o.set_keep_alive(Duration::from_secs(15));
+    o.set_inflight(config.window.max(1));
+    o.set_clean_session(true);
+    let will = Topic::new(config.device.clone(), Direction::Up, TopicKind::Health);
+    let offline = encode_health(
+        &Health {
+            online: false,
+            ts_ns: 0,
+            uptime_s: 0,
+        },
+        Encoding::Protobuf,
+    );
+    o.set_last_will(LastWill::new(
+        will.to_string(),
+        offline,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    o
+}
+
+/// One connection's life: returns an error when it ends.
+async fn session(
+    config: &UplinkConfig,
+    outbox: &Outbox,
+    appended: &Notify,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    let window = usize::from(config.window.max(1));
+    let (client, mut events) = AsyncClient::new(options(config), window + 4);
+    let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
+    // Outbox rows handed to the client, in order, until it assigns a packet id.
+    let mut queued: VecDeque<i64> = VecDeque::new();
+    let mut in_flight: HashMap<u16, i64> = HashMap::new();
+    let mut cursor = 0i64;
+    let mut connected = false;
+    let mut acked = Vec::new();
+    loop {
+        if connected {
+            if !acked.is_empty() {
+                outbox.remove(&acked).map_err(|e| e.to_string())?;
+                acked.clear();
+            }
+            let room = window.saturating_sub(queued.len() + in_flight.len());
+            if room > 0 {
+                for e in outbox.peek(cursor, room).map_err(|e| e.to_string())? {
+                    client
+                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, e.payload)
+                        .map_err(|e| format!("cannot queue a publish: {e}"))?;
+                    queued.push_back(e.id);
+                    cursor = e.id;
+                }
+            }
+        }
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    backoff.reset();
+                    tracing::info!(device = %config.device, "uplink connected");
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if let Some(id) = queued.pop_front() {
+                        in_flight.insert(pkid, id);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(id) = in_flight.remove(&ack.pkid) {
+                        acked.push(id);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            },
+            _ = appended.notified(), if connected => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_jittered_and_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..40).map(|_| b.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(delays[..1].iter().all(|d| *d <= Duration::from_millis(100)));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 30, "delays are jittered");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
