@@ -30,11 +30,16 @@ impl HubProcess {
 
     /// Same, with extra arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> HubProcess {
+        Self::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Same, with the MQTT listener on `mqtt` (to restart on the same port).
+    pub fn start_on(data_dir: &Path, mqtt: &str, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args([
                 "hub",
                 "--mqtt-listen",
-                "127.0.0.1:0",
+                mqtt,
                 "--http-listen",
                 "127.0.0.1:0",
                 "--data-dir",
@@ -254,6 +259,15 @@ pub enum PubPayload<'a> {
     Text(&'a str),
     /// `-f`.
     File(&'a Path),
+}
+
+/// A TCP port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Current time in ns.
