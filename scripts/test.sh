@@ -11,11 +11,25 @@ sudo_if_needed() {
 
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test peers: ${missing[*]}"
     sudo_if_needed apt-get update -qq
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+
+# Python reference peers (asyncua OPC UA server, pymodbus simulator,
+# scikit-learn + skl2onnx + onnxruntime for golden models) live in a
+# virtualenv under target/; tests find it through STRATA_PEERS_PYTHON.
+peers=target/peers
+if ! "$peers/bin/python" -c 'import asyncua, pymodbus, sklearn, skl2onnx, onnxruntime' 2>/dev/null \
+    || ! cmp -s scripts/peers-requirements.txt "$peers/requirements.txt"; then
+    echo "installing python test peers into $peers"
+    python3 -m venv "$peers"
+    "$peers/bin/pip" install -q --disable-pip-version-check -r scripts/peers-requirements.txt
+    cp scripts/peers-requirements.txt "$peers/requirements.txt"
+fi
+export STRATA_PEERS_PYTHON="$PWD/$peers/bin/python"
 
 cargo fmt --all --check
 
