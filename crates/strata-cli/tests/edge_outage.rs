@@ -86,13 +86,18 @@ fn hub_outage_and_agent_kills_lose_and_duplicate_nothing() {
 
     // Every sequence number from 1 to BATCHES is stored once: nothing lost.
     let db = rusqlite::Connection::open(hub_dir.path().join("strata.db")).unwrap();
-    let mut stmt = db
-        .prepare("SELECT b.seq FROM batches b JOIN streams s ON s.id = b.stream_id WHERE s.device_id = 'edge-1' ORDER BY b.seq")
-        .unwrap();
-    let seqs: Vec<u64> = stmt
-        .query_map([], |r| r.get::<_, i64>(0))
-        .unwrap()
-        .map(|r| r.unwrap() as u64)
-        .collect();
-    assert_eq!(seqs, (1..=BATCHES).collect::<Vec<_>>());
+    let seqs = |stream: &str| -> Vec<u64> {
+        let mut stmt = db
+            .prepare("SELECT b.seq FROM batches b JOIN streams s ON s.id = b.stream_id WHERE s.device_id = 'edge-1' AND s.name = ?1 ORDER BY b.seq")
+            .unwrap();
+        stmt.query_map([stream], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|r| r.unwrap() as u64)
+            .collect()
+    };
+    assert_eq!(seqs("line"), (1..=BATCHES).collect::<Vec<_>>());
+    // The heartbeats went through the same outbox: none lost or repeated.
+    let health = seqs("health");
+    assert!(health.len() >= 2, "{health:?}");
+    assert_eq!(health, (1..=health.len() as u64).collect::<Vec<_>>());
 }

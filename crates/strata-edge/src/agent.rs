@@ -1,17 +1,18 @@
-//! The agent: runs every source into the outbox and the uplink beside them.
+//! The agent: every source sends frames to one processing thread (the
+//! pipeline, then the durable outbox); the uplink drains the outbox to the
+//! hub; a heartbeat reports health through the same path.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_proto::DeviceId;
-use strata_proto::payload::{Encoding, encode_telemetry};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::config::EdgeConfig;
+use crate::health::{HEALTH_STREAM, HealthState};
 use crate::outbox::Outbox;
-use crate::sources::SourceConfig;
-use crate::sources::simulator::{SimulatorConfig, machine_batch};
+use crate::process::Processor;
+use crate::sources::{self, Frame, SourceStats};
 use crate::uplink::{self, UplinkConfig};
 
 /// Why the agent could not start.
@@ -23,33 +24,63 @@ pub enum AgentError {
     /// The outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] crate::outbox::OutboxError),
+    /// The processing thread could not be started.
+    #[error("cannot start the processing thread: {0}")]
+    Thread(std::io::Error),
 }
+
+/// Frames waiting for the processing thread; a slow disk slows the sources
+/// down rather than growing memory.
+const FRAME_QUEUE: usize = 64;
 
 /// A running agent.
 pub struct Agent {
     tasks: JoinSet<()>,
     outbox: Arc<Outbox>,
+    health: Arc<HealthState>,
 }
 
 impl Agent {
-    /// Starts the sources and the uplink.
+    /// Starts the sources, the processing thread, the heartbeat and the
+    /// uplink. Must be called inside a Tokio runtime.
     pub fn start(config: EdgeConfig) -> Result<Agent, AgentError> {
         let credential = config.credential()?;
-        let device = DeviceId::new(config.device.as_str()).expect("checked at parse");
+        let device = strata_proto::DeviceId::new(config.device.as_str()).expect("checked at parse");
         let outbox = Arc::new(Outbox::open(
             &config.data_dir,
             config.outbox.max_bytes,
             config.outbox.drop_policy,
         )?);
         let appended = Arc::new(Notify::new());
+        let (frames, mut frames_rx) = tokio::sync::mpsc::channel::<Frame>(FRAME_QUEUE);
+
         let mut tasks = JoinSet::new();
+        let mut source_stats = Vec::new();
         for source in config.sources {
-            match source {
-                SourceConfig::Simulator(sim) => {
-                    tasks.spawn(simulate(sim, outbox.clone(), appended.clone()));
-                }
-            }
+            let stats = Arc::new(SourceStats::default());
+            source_stats.push((source.stream().to_string(), stats.clone()));
+            let next_seq = outbox.next_seq(source.stream())?;
+            let (tx, data_dir) = (frames.clone(), config.data_dir.clone());
+            tasks.spawn(async move { sources::run(source, &data_dir, next_seq, tx, stats).await });
         }
+        let health = Arc::new(HealthState::new(source_stats, Vec::new()));
+
+        let mut processor = Processor::new(outbox.clone(), appended.clone(), health.clone());
+        std::thread::Builder::new()
+            .name("strata-pipeline".into())
+            .spawn(move || {
+                while let Some(frame) = frames_rx.blocking_recv() {
+                    processor.handle(frame);
+                }
+            })
+            .map_err(AgentError::Thread)?;
+
+        tasks.spawn(heartbeat(
+            Duration::from_millis(config.health.interval_ms.max(100)),
+            health.clone(),
+            outbox.clone(),
+            frames,
+        ));
         let uplink = UplinkConfig {
             device,
             mqtt: config.hub.mqtt,
@@ -57,7 +88,11 @@ impl Agent {
             window: config.hub.window,
         };
         tasks.spawn(uplink::run(uplink, outbox.clone(), appended));
-        Ok(Agent { tasks, outbox })
+        Ok(Agent {
+            tasks,
+            outbox,
+            health,
+        })
     }
 
     /// The outbox, for status.
@@ -65,50 +100,42 @@ impl Agent {
         &self.outbox
     }
 
-    /// Runs until every task ends (sources with a batch limit end; the
-    /// uplink does not) or the future is dropped.
+    /// Health counters, for status.
+    pub fn health(&self) -> &HealthState {
+        &self.health
+    }
+
+    /// Runs until every task ends (the uplink does not) or the future is
+    /// dropped.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
 }
 
-/// A simulator source: one batch per interval into the outbox.
-async fn simulate(config: SimulatorConfig, outbox: Arc<Outbox>, appended: Arc<Notify>) {
-    let interval = Duration::from_millis(config.interval_ms.max(1));
-    let step_ns = (interval.as_nanos() as i64 / config.readings_per_signal.max(1) as i64).max(1);
+/// Sends a heartbeat every `interval`, the first one right away.
+async fn heartbeat(
+    interval: Duration,
+    health: Arc<HealthState>,
+    outbox: Arc<Outbox>,
+    frames: sources::FrameSender,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream: Arc<str> = HEALTH_STREAM.into();
     loop {
         tick.tick().await;
-        let start = crate::now_ns() - interval.as_nanos() as i64;
-        let (outbox2, config2) = (outbox.clone(), config.clone());
-        let appended_seq = tokio::task::spawn_blocking(move || {
-            if config2.max_batches > 0 && outbox2.next_seq(&config2.stream)? > config2.max_batches {
-                return Ok(None);
-            }
-            outbox2
-                .append(&config2.stream, |seq| {
-                    let batch = machine_batch(
-                        &config2.stream,
-                        config2.seed,
-                        seq,
-                        start,
-                        step_ns,
-                        config2.readings_per_signal,
-                    );
-                    encode_telemetry(&batch, Encoding::Protobuf)
-                })
-                .map(Some)
-        })
-        .await;
-        match appended_seq {
-            Ok(Ok(Some(_))) => appended.notify_one(),
-            Ok(Ok(None)) => {
-                tracing::info!(stream = %config.stream, "simulator reached max_batches");
-                return;
-            }
-            Ok(Err(e)) => tracing::warn!(stream = %config.stream, "batch not kept: {e}"),
-            Err(e) => tracing::error!("simulator task failed: {e}"),
+        let outbox = outbox.clone();
+        let stats = tokio::task::spawn_blocking(move || outbox.stats().ok())
+            .await
+            .ok()
+            .flatten();
+        let signals = health.heartbeat(crate::now_ns(), stats);
+        let frame = Frame {
+            stream: stream.clone(),
+            signals,
+        };
+        if frames.send(frame).await.is_err() {
+            return;
         }
     }
 }

@@ -25,7 +25,29 @@ pub struct EdgeConfig {
     /// Where readings come from.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// The health heartbeat.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
+
+/// The health heartbeat.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A heartbeat every this many milliseconds (at least 100).
+    pub interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: 10_000,
+        }
+    }
+}
+
+/// Stream names the agent itself sends under.
+const RESERVED_STREAMS: &[&str] = &[crate::health::HEALTH_STREAM, "inference"];
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("edge-data")
@@ -125,7 +147,14 @@ impl EdgeConfig {
             return Err("[hub] needs `credential` or `credential_file`".into());
         }
         let mut streams = std::collections::HashSet::new();
-        for s in &config.sources {
+        for (i, s) in config.sources.iter().enumerate() {
+            s.validate().map_err(|e| format!("sources[{i}]: {e}"))?;
+            if RESERVED_STREAMS.contains(&s.stream()) {
+                return Err(format!(
+                    "sources[{i}]: the stream name {:?} is reserved for the agent",
+                    s.stream()
+                ));
+            }
             if !streams.insert(s.stream()) {
                 return Err(format!(
                     "two sources use the stream {:?}; give each its own `stream`",
@@ -171,7 +200,7 @@ mod tests {
         let err =
             EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\n").unwrap_err();
         assert!(err.contains("credential"), "{err}");
-        let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n[[sources]]\ntype = \"opcua\"\n").unwrap_err();
-        assert!(err.contains("opcua"), "{err}");
+        let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n[[sources]]\ntype = \"bacnet\"\n").unwrap_err();
+        assert!(err.contains("bacnet"), "{err}");
     }
 }

@@ -7,7 +7,9 @@
 
 pub mod agent;
 pub mod config;
+pub mod health;
 pub mod outbox;
+pub mod process;
 pub mod sources;
 pub mod uplink;
 

@@ -9,7 +9,9 @@ fn example_edge_config_parses() {
     let config = EdgeConfig::load(std::path::Path::new(path)).expect("config/edge.toml parses");
     assert_eq!(config.device, "machine-01");
     assert_eq!(config.sources.len(), 1);
-    let SourceConfig::Simulator(sim) = &config.sources[0];
+    let SourceConfig::Simulator(sim) = &config.sources[0] else {
+        panic!("the example's source is the simulator");
+    };
     assert_eq!((sim.interval_ms, sim.readings_per_signal), (1000, 10));
 }
 

@@ -140,12 +140,10 @@ fn edge_config(
         },
         outbox: OutboxConfig::default(),
         sources: vec![SourceConfig::Simulator(SimulatorConfig {
-            stream: "sim".into(),
-            interval_ms: 1000,
-            readings_per_signal: 10,
             seed,
-            max_batches: 0,
+            ..SimulatorConfig::default()
         })],
+        health: Default::default(),
         device: login.device,
     }
 }

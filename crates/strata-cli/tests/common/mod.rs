@@ -277,3 +277,148 @@ pub fn now_ns() -> i64 {
         .unwrap()
         .as_nanos() as i64
 }
+
+/// The Python with the reference peers (asyncua, pymodbus, scikit-learn,
+/// onnxruntime): `STRATA_PEERS_PYTHON`, else the virtualenv that
+/// scripts/test.sh makes under target/peers.
+pub fn peers_python() -> PathBuf {
+    let python = std::env::var_os("STRATA_PEERS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh once (it installs the Python test peers)",
+        python.display()
+    );
+    python
+}
+
+/// A third-party peer process (a Python server, a Mosquitto), killed on drop.
+pub struct Peer {
+    child: Child,
+}
+
+impl Peer {
+    /// Runs one of the scripts in tests/peers with `args` and waits until it
+    /// prints `ready`.
+    pub fn python(script: &str, args: &[&str]) -> Peer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers")
+            .join(script);
+        let mut cmd = Command::new(peers_python());
+        cmd.arg(path).args(args);
+        Self::spawn(cmd, "ready", script)
+    }
+
+    /// A Mosquitto broker (Debian package `mosquitto`) on 127.0.0.1:`port`,
+    /// anonymous access allowed, configured in `dir`.
+    pub fn mosquitto(dir: &Path, port: u16) -> Peer {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mosquitto (Debian package mosquitto)");
+        let peer = Peer { child };
+        // Its log is block-buffered on a pipe: wait for the port instead.
+        eventually(Duration::from_secs(30), "mosquitto listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        peer
+    }
+
+    fn spawn(mut cmd: Command, ready: &str, what: &str) -> Peer {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(ready) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("{what} did not print {ready:?} within 30 s");
+                }
+            }
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in rx {});
+        Peer { child }
+    }
+
+    /// Kills the peer (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `strata edge` process, killed on drop.
+pub struct EdgeProcess {
+    child: Child,
+}
+
+impl EdgeProcess {
+    /// Writes `config` (TOML) to `dir/edge.toml` and starts the agent on it.
+    pub fn start(dir: &Path, config: &str) -> EdgeProcess {
+        let path = dir.join("edge.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["edge", "--config"])
+            .arg(&path)
+            .env("STRATA_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start strata edge");
+        EdgeProcess { child }
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `[hub]` part of an edge config for a device provisioned at `hub`.
+pub fn edge_hub_config(hub: &HubProcess, dir: &Path, device: &str, credential: &str) -> String {
+    let cred = dir.join("credential");
+    std::fs::write(&cred, credential).unwrap();
+    format!(
+        "device = \"{device}\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{}\"\ncredential_file = {:?}\n[health]\ninterval_ms = 300\n",
+        dir.join("data"),
+        hub.mqtt,
+        cred
+    )
+}

@@ -1,9 +1,24 @@
-//! The built-in simulator source: a machine with temperature, vibration and
-//! motor current, deterministic for a given seed and sequence number so
-//! that tests and backtests can reproduce every reading.
+//! The built-in simulator source, for the two first use cases: a machine
+//! that wears towards failure (predictive maintenance) and a building zone
+//! (energy). Every value is a pure function of (seed, timestamp) plus noise
+//! seeded by (seed, batch), so tests and backtests reproduce every reading,
+//! and the ground truth (remaining useful life, failure label) travels with
+//! the data as `label.*` signals for training.
+
+mod building;
+mod machine;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::Deserialize;
 use strata_proto::{SignalSeries, TelemetryBatch};
+
+pub use building::BuildingZone;
+pub use machine::Machine;
+
+use super::frame::{Frame, FrameSender, SourceStats};
 
 /// Configuration of a simulator source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -12,10 +27,13 @@ pub struct SimulatorConfig {
     /// Stream name its batches are sent under.
     #[serde(default = "default_stream")]
     pub stream: String,
+    /// What is simulated.
+    #[serde(default)]
+    pub scenario: Scenario,
     /// One batch every this many milliseconds.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
-    /// Readings per signal in each batch, spread over the interval.
+    /// Readings per slow signal in each batch, spread over the interval.
     #[serde(default = "default_readings")]
     pub readings_per_signal: usize,
     /// Seed: machines with different seeds behave differently.
@@ -24,25 +42,122 @@ pub struct SimulatorConfig {
     /// Stop after this many batches in the stream (0: never stop).
     #[serde(default)]
     pub max_batches: u64,
+    /// Simulated seconds per real second, so a demo can watch a machine
+    /// wear out in minutes.
+    #[serde(default = "one")]
+    pub time_scale: f64,
+    /// Machine: mean simulated seconds from new to failure (each machine's
+    /// own life is 75–125 % of this, fixed by its seed).
+    #[serde(default = "default_lifetime")]
+    pub lifetime_s: f64,
+    /// Machine: a reading is labelled "failing" when the remaining useful
+    /// life is below this many simulated seconds.
+    #[serde(default = "default_horizon")]
+    pub failure_horizon_s: f64,
+    /// Machine: sample rate of the raw `vibration` waveform (shaft and
+    /// bearing-fault tones) in Hz; 0 sends no waveform.
+    #[serde(default)]
+    pub vibration_hz: u32,
+}
+
+/// What a simulator simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// A motor-driven machine whose bearing wears towards failure.
+    #[default]
+    Machine,
+    /// A building zone with occupancy, HVAC and weather.
+    Building,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
 }
 
 fn default_stream() -> String {
     "sim".into()
 }
-
 fn default_interval() -> u64 {
     1000
 }
-
 fn default_readings() -> usize {
     10
 }
+fn one() -> f64 {
+    1.0
+}
+fn default_lifetime() -> f64 {
+    7.0 * 86_400.0
+}
+fn default_horizon() -> f64 {
+    86_400.0
+}
 
-/// A deterministic noise source (xorshift).
-struct Noise(u64);
+impl SimulatorConfig {
+    /// Checks the configuration; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.stream;
+        if self.interval_ms == 0 || self.readings_per_signal == 0 {
+            return Err(format!(
+                "simulator {name:?}: interval_ms and readings_per_signal must be > 0"
+            ));
+        }
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(format!("simulator {name:?}: time_scale must be > 0"));
+        }
+        if !(self.lifetime_s.is_finite() && self.lifetime_s > 0.0) {
+            return Err(format!("simulator {name:?}: lifetime_s must be > 0"));
+        }
+        if !(self.failure_horizon_s.is_finite() && self.failure_horizon_s >= 0.0) {
+            return Err(format!(
+                "simulator {name:?}: failure_horizon_s must be >= 0"
+            ));
+        }
+        if self.vibration_hz > 100_000 {
+            return Err(format!("simulator {name:?}: vibration_hz above 100000"));
+        }
+        Ok(())
+    }
+
+    /// The batch `seq`: `readings_per_signal` readings of each slow signal
+    /// from `start_ns` to the end of the interval (and the waveform, if on).
+    pub fn batch(&self, seq: u64, start_ns: i64) -> TelemetryBatch {
+        let interval_ns = self.interval_ms as i64 * 1_000_000;
+        let mut noise = Noise::new(self.seed, seq);
+        let signals = match self.scenario {
+            Scenario::Machine => Machine::new(self).batch(start_ns, interval_ns, &mut noise),
+            Scenario::Building => BuildingZone::new(self).batch(start_ns, interval_ns, &mut noise),
+        };
+        TelemetryBatch {
+            stream: self.stream.clone(),
+            seq,
+            signals,
+        }
+    }
+
+    /// Timestamps of `n` evenly spaced readings in the interval.
+    fn timestamps(n: usize, start_ns: i64, interval_ns: i64) -> Vec<i64> {
+        let step = (interval_ns / n.max(1) as i64).max(1);
+        (0..n as i64).map(|i| start_ns + i * step).collect()
+    }
+}
+
+/// A deterministic noise source (xorshift), seeded per batch.
+pub(crate) struct Noise(u64);
 
 impl Noise {
-    fn next(&mut self) -> f64 {
+    fn new(seed: u64, seq: u64) -> Self {
+        Noise(
+            0x9e37_79b9_7f4a_7c15 ^ seed.rotate_left(32) ^ seq.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                | 1,
+        )
+    }
+
+    /// Uniform in [-0.5, 0.5).
+    pub(crate) fn next(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -50,58 +165,58 @@ impl Noise {
     }
 }
 
-/// The batch `seq` of a simulated machine: `per_signal` readings of each
-/// signal starting at `start_ns`, `step_ns` apart.
-pub fn machine_batch(
-    stream: &str,
-    seed: u64,
-    seq: u64,
-    start_ns: i64,
-    step_ns: i64,
-    per_signal: usize,
-) -> TelemetryBatch {
-    let mut noise = Noise(
-        0x9e37_79b9_7f4a_7c15 ^ seed.rotate_left(32) ^ seq.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
-    );
-    let ts: Vec<i64> = (0..per_signal as i64)
-        .map(|i| start_ns + i * step_ns)
-        .collect();
-    let t = |i: usize| (ts[i] as f64) / 1e9;
-    let phase = (seed % 97) as f64 * 0.7;
-    let mut series =
-        |name: &str, unit: &str, f: &dyn Fn(usize) -> f64, noise_scale: f64| SignalSeries {
-            name: name.into(),
-            unit: unit.into(),
-            ts_ns: ts.clone(),
-            values: (0..per_signal)
-                .map(|i| f(i) + noise_scale * noise.next())
-                .collect(),
-            quality: vec![],
+/// A uniform number in [0, 1) fixed by the seed and a purpose.
+pub(crate) fn seeded_unit(seed: u64, purpose: u64) -> f64 {
+    let mut n = Noise::new(seed, purpose.wrapping_add(0x51));
+    n.next();
+    n.next() + 0.5
+}
+
+/// A series with the given values at the given timestamps.
+pub(crate) fn series(name: &str, unit: &str, ts: &[i64], values: Vec<f64>) -> SignalSeries {
+    SignalSeries {
+        name: name.into(),
+        unit: unit.into(),
+        ts_ns: ts.to_vec(),
+        values,
+        quality: vec![],
+    }
+}
+
+/// Runs the simulator until it has produced `max_batches` in all (counting
+/// from `next_seq`, the outbox's next sequence number for the stream, so a
+/// restarted agent continues where the durable stream left off).
+pub async fn run(
+    config: SimulatorConfig,
+    next_seq: u64,
+    frames: FrameSender,
+    stats: Arc<SourceStats>,
+) {
+    let interval = Duration::from_millis(config.interval_ms.max(1));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stats.set_connected(true);
+    let stream: Arc<str> = config.stream.as_str().into();
+    let mut seq = next_seq.max(1);
+    loop {
+        if config.max_batches > 0 && seq > config.max_batches {
+            tracing::info!(stream = %config.stream, "simulator reached max_batches");
+            return;
+        }
+        tick.tick().await;
+        let start = crate::now_ns() - interval.as_nanos() as i64;
+        let batch = config.batch(seq, start);
+        let frame = Frame {
+            stream: stream.clone(),
+            signals: batch.signals,
         };
-    let signals = vec![
-        series(
-            "temperature",
-            "Cel",
-            &|i| 55.0 + 5.0 * (t(i) / 60.0 + phase).sin(),
-            1.0,
-        ),
-        series(
-            "vibration_rms",
-            "mm/s",
-            &|i| 2.0 + 0.5 * (t(i) / 7.0 + phase).sin().abs(),
-            0.2,
-        ),
-        series(
-            "current",
-            "A",
-            &|i| 12.0 + 1.5 * (t(i) / 30.0 + phase).cos(),
-            0.3,
-        ),
-    ];
-    TelemetryBatch {
-        stream: stream.into(),
-        seq,
-        signals,
+        stats
+            .readings
+            .fetch_add(frame.readings() as u64, Ordering::Relaxed);
+        if frames.send(frame).await.is_err() {
+            return;
+        }
+        seq += 1;
     }
 }
 
@@ -109,31 +224,34 @@ pub fn machine_batch(
 mod tests {
     use super::*;
 
+    fn config(scenario: Scenario) -> SimulatorConfig {
+        SimulatorConfig {
+            scenario,
+            seed: 3,
+            ..SimulatorConfig::default()
+        }
+    }
+
     #[test]
-    fn batches_are_valid_and_repeatable() {
-        let a = machine_batch("sim", 3, 7, 1_700_000_000_000_000_000, 100_000_000, 10);
-        assert_eq!(
-            a,
-            machine_batch("sim", 3, 7, 1_700_000_000_000_000_000, 100_000_000, 10)
-        );
-        assert_ne!(
-            a,
-            machine_batch("sim", 4, 7, 1_700_000_000_000_000_000, 100_000_000, 10)
-        );
-        assert_ne!(
-            a,
-            machine_batch("sim", 3, 8, 1_700_000_000_000_000_000, 100_000_000, 10)
-        );
-        let mut b = a.clone();
-        let removed = strata_proto::validate::validate(
-            &mut b,
-            &Default::default(),
-            1_800_000_000_000_000_000,
-        )
-        .unwrap();
-        assert_eq!(removed.total(), 0);
-        assert_eq!(b.signals.iter().map(|s| s.values.len()).sum::<usize>(), 30);
-        let temp = &b.signals[0].values;
-        assert!(temp.iter().all(|v| (45.0..65.0).contains(v)), "{temp:?}");
+    fn batches_are_valid_repeatable_and_differ_by_seed_and_seq() {
+        for scenario in [Scenario::Machine, Scenario::Building] {
+            let c = config(scenario);
+            let t0 = 1_700_000_000_000_000_000;
+            let a = c.batch(7, t0);
+            assert_eq!(a, c.batch(7, t0));
+            assert_ne!(a, c.batch(8, t0));
+            let mut other = c.clone();
+            other.seed = 4;
+            assert_ne!(a, other.batch(7, t0));
+            let mut b = a.clone();
+            let removed = strata_proto::validate::validate(
+                &mut b,
+                &Default::default(),
+                1_800_000_000_000_000_000,
+            )
+            .unwrap();
+            assert_eq!(removed.total(), 0, "{scenario:?}");
+            assert!(b.signals.iter().all(|s| s.values.len() == s.ts_ns.len()));
+        }
     }
 }

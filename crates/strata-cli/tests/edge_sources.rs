@@ -1,0 +1,261 @@
+//! The edge agent's protocol sources against real peers nobody here wrote:
+//! an OPC UA server (asyncua), a Modbus TCP server (pymodbus) and a
+//! Mosquitto broker. Readings go through `strata edge` to a real `strata
+//! hub` and must arrive correctly scaled; each peer is also killed and
+//! restarted, and readings must resume.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Values of `signal` stored at the hub for `device`.
+fn values(hub: &HubProcess, device: &str, signal: &str) -> Vec<f64> {
+    hub.readings(device, signal)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn is_multiple(v: f64, step: f64) -> bool {
+    let k = v / step;
+    (k - k.round()).abs() < 1e-6
+}
+
+#[test]
+fn opcua_subscription_values_arrive_scaled_and_resume_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let credential = hub.provision("gw-ua", json!({}));
+    let port = free_port().to_string();
+    let server = Peer::python("opcua_server.py", &[&port]);
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let config = format!(
+        "{}[[sources]]\ntype = \"opcua\"\nstream = \"ua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/strata/\"\n\
+         sampling_ms = 50\npublishing_ms = 100\nbatch_ms = 200\n\
+         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Temperature\"\nname = \"temperature\"\nunit = \"Cel\"\nscale = 2.0\noffset = 1.0\n\
+         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Pressure\"\nname = \"pressure\"\nunit = \"bar\"\nscale = 0.001\n\
+         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Running\"\nname = \"running\"\n",
+        edge_hub_config(&hub, &edge_dir, "gw-ua", &credential)
+    );
+    let _agent = EdgeProcess::start(&edge_dir, &config);
+
+    eventually(
+        Duration::from_secs(60),
+        "OPC UA readings at the hub",
+        || {
+            values(&hub, "gw-ua", "temperature").len() >= 10
+                && values(&hub, "gw-ua", "running").len() >= 4
+        },
+    );
+    // The server writes 20 + 0.25 k; scaled by 2 and offset 1: 41 + 0.5 k.
+    let temps = values(&hub, "gw-ua", "temperature");
+    assert!(
+        temps
+            .iter()
+            .all(|v| *v >= 41.0 && is_multiple(v - 41.0, 0.5)),
+        "{temps:?}"
+    );
+    let distinct: std::collections::BTreeSet<i64> =
+        temps.iter().map(|v| (v * 2.0) as i64).collect();
+    assert!(distinct.len() >= 5, "values change: {temps:?}");
+    // Int32 1000 + k, scaled to bar: a multiple of 0.001 above 1.0.
+    let pressures = values(&hub, "gw-ua", "pressure");
+    assert!(
+        pressures
+            .iter()
+            .all(|v| *v >= 1.0 && is_multiple(*v, 0.001)),
+        "{pressures:?}"
+    );
+    let running = values(&hub, "gw-ua", "running");
+    assert!(
+        running.iter().all(|v| *v == 0.0 || *v == 1.0),
+        "{running:?}"
+    );
+    assert!(running.contains(&0.0) && running.contains(&1.0));
+
+    // The server dies and comes back on the same port: the client library
+    // reconnects and recreates the subscription; readings resume.
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = values(&hub, "gw-ua", "temperature").len();
+    let _server = Peer::python("opcua_server.py", &[&port]);
+    eventually(
+        Duration::from_secs(60),
+        "readings after the server restart",
+        || values(&hub, "gw-ua", "temperature").len() >= before + 10,
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the reconnect counted in a heartbeat",
+        || {
+            values(&hub, "gw-ua", "health.source.ua.reconnects_total")
+                .last()
+                .is_some_and(|n| *n >= 1.0)
+        },
+    );
+}
+
+#[test]
+fn modbus_registers_arrive_decoded_and_scaled_and_resume_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let credential = hub.provision("gw-mb", json!({}));
+    let port = free_port().to_string();
+    let server = Peer::python("modbus_server.py", &[&port]);
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let register = |name: &str, kind: &str, address: u16, extra: &str| {
+        format!(
+            "[[sources.registers]]\nname = \"{name}\"\nkind = \"{kind}\"\naddress = {address}\n{extra}"
+        )
+    };
+    let config = format!(
+        "{}[[sources]]\ntype = \"modbus\"\nstream = \"plc\"\naddress = \"127.0.0.1:{port}\"\nunit_id = 1\npoll_ms = 50\nbatch_ms = 200\n{}{}{}{}{}{}{}",
+        edge_hub_config(&hub, &edge_dir, "gw-mb", &credential),
+        register(
+            "torque",
+            "holding",
+            0,
+            "data_type = \"i16\"\nscale = 0.1\nunit = \"N.m\"\n"
+        ),
+        register("flow", "holding", 1, "data_type = \"f32\"\n"),
+        register(
+            "level",
+            "holding",
+            3,
+            "data_type = \"f32\"\nword_order = \"little\"\n"
+        ),
+        register(
+            "energy",
+            "holding",
+            5,
+            "data_type = \"u32\"\nword_order = \"little\"\nscale = 0.001\n"
+        ),
+        register("counter", "holding", 7, ""),
+        register("position", "holding", 20, "data_type = \"f64\"\n"),
+        register("speed", "input", 0, "scale = 0.01\noffset = -1.0\n"),
+    );
+    let _agent = EdgeProcess::start(&edge_dir, &config);
+
+    eventually(
+        Duration::from_secs(60),
+        "Modbus readings at the hub",
+        || {
+            values(&hub, "gw-mb", "counter").len() >= 10
+                && values(&hub, "gw-mb", "speed").len() >= 3
+        },
+    );
+    let close = |signal: &str, want: f64| {
+        let got = values(&hub, "gw-mb", signal);
+        assert!(!got.is_empty(), "{signal}: no readings");
+        assert!(
+            got.iter().all(|v| (v - want).abs() < 1e-9),
+            "{signal}: want {want}, got {got:?}"
+        );
+    };
+    close("torque", -123.4);
+    close("flow", 12.5);
+    close("level", -3.25);
+    close("energy", 70.0);
+    close("position", -1234.5);
+    close("speed", 4.0);
+    let counter = values(&hub, "gw-mb", "counter");
+    assert!(
+        counter.windows(2).filter(|w| w[1] > w[0]).count() >= 5,
+        "the counter moves: {counter:?}"
+    );
+
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = values(&hub, "gw-mb", "counter").len();
+    let _server = Peer::python("modbus_server.py", &[&port]);
+    eventually(
+        Duration::from_secs(60),
+        "readings after the server restart",
+        || values(&hub, "gw-mb", "counter").len() >= before + 10,
+    );
+    eventually(
+        Duration::from_secs(30),
+        "errors and the reconnect counted",
+        || {
+            let errors = values(&hub, "gw-mb", "health.source.plc.errors_total");
+            let reconnects = values(&hub, "gw-mb", "health.source.plc.reconnects_total");
+            errors.last().is_some_and(|n| *n >= 1.0) && reconnects.last().is_some_and(|n| *n >= 1.0)
+        },
+    );
+}
+
+#[test]
+fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let credential = hub.provision("gw-mq", json!({}));
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let config = format!(
+        "{}[[sources]]\ntype = \"mqtt\"\nstream = \"floor\"\nbroker = \"127.0.0.1:{port}\"\nbatch_ms = 100\n\
+         [[sources.topics]]\nfilter = \"plant/+/temp_f\"\nsignal = \"{{1}}.temperature\"\nunit = \"Cel\"\nscale = 0.5555555555555556\noffset = -17.77777777777778\n\
+         [[sources.topics]]\nfilter = \"plant/+/status\"\nsignal = \"{{1}}.pressure\"\nformat = \"json\"\nvalue = \"/p/kpa\"\ntimestamp = \"/ts\"\nunit = \"kPa\"\n",
+        edge_hub_config(&hub, &edge_dir, "gw-mq", &credential)
+    );
+    let _agent = EdgeProcess::start(&edge_dir, &config);
+    // Publish until the source has subscribed and the readings arrive.
+    let base_ms: i64 = now_ns() / 1_000_000 - 60_000;
+    let publish = |topic: &str, payload: &str| {
+        let out = std::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                payload,
+            ])
+            .output()
+            .expect("mosquitto_pub");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let mut round = 0;
+    eventually(Duration::from_secs(60), "MQTT readings at the hub", || {
+        publish("plant/m1/temp_f", "212");
+        publish("plant/m2/temp_f", " 32.0 ");
+        publish(
+            "plant/m1/status",
+            &format!(r#"{{"ts": {}, "p": {{"kpa": 101.325}}}}"#, base_ms + round),
+        );
+        // Malformed messages are refused and counted; nothing else is lost.
+        publish("plant/m1/status", "{not json");
+        publish("plant/m1/temp_f", "NaN");
+        round += 1;
+        values(&hub, "gw-mq", "m2.temperature").len() >= 3
+            && values(&hub, "gw-mq", "m1.pressure").len() >= 3
+    });
+    let boiling = values(&hub, "gw-mq", "m1.temperature");
+    assert!(
+        boiling.iter().all(|v| (v - 100.0).abs() < 1e-9),
+        "{boiling:?}"
+    );
+    let freezing = values(&hub, "gw-mq", "m2.temperature");
+    assert!(freezing.iter().all(|v| v.abs() < 1e-9), "{freezing:?}");
+    let pressure = hub.readings("gw-mq", "m1.pressure");
+    assert!(pressure.iter().all(|(_, v)| *v == 101.325));
+    // The timestamp came from the payload, in milliseconds, exactly.
+    let (first_ts, _) = pressure[0];
+    assert_eq!(first_ts % 1_000_000, 0);
+    assert!((first_ts / 1_000_000 - base_ms) < 1000, "{first_ts}");
+    eventually(Duration::from_secs(30), "refused messages counted", || {
+        values(&hub, "gw-mq", "health.source.floor.errors_total")
+            .last()
+            .is_some_and(|n| *n >= 2.0)
+    });
+}

@@ -1,0 +1,358 @@
+//! The MQTT subscribe source: readings published by local devices to a
+//! broker on the shop floor (a Mosquitto on the gateway, say). Each topic
+//! filter maps its messages to a signal; the payload is a plain number or
+//! JSON with the value (and optionally the timestamp) at a JSON pointer.
+
+mod payload;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Deserialize;
+use strata_proto::Quality;
+
+pub use payload::{PayloadFormat, TimestampUnit};
+
+use super::frame::{FrameBuilder, FrameSender, SourceStats};
+
+/// Configuration of an MQTT subscribe source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Stream name its readings are sent under.
+    pub stream: String,
+    /// The local broker, `host:port`.
+    pub broker: String,
+    /// Client id (default: `strata-edge-{stream}`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name, when the broker wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Send what arrived every this many milliseconds.
+    #[serde(default = "default_batch")]
+    pub batch_ms: u64,
+    /// Messages larger than this many bytes are refused and counted.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// The topics to subscribe to.
+    pub topics: Vec<TopicConfig>,
+}
+
+/// One topic filter and how its messages become readings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// MQTT topic filter; `+` and `#` wildcards allowed.
+    pub filter: String,
+    /// Signal name; `{N}` is replaced by level N (from 0) of the topic, so
+    /// `line/+/temp` with `signal = "{1}.temp"` gives one signal per machine.
+    pub signal: String,
+    /// Unit of the scaled value.
+    #[serde(default)]
+    pub unit: String,
+    /// How the payload holds the value.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// JSON pointer to the value (JSON format), e.g. `/value`; the whole
+    /// document when absent.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// JSON pointer to the reading's timestamp; arrival time when absent.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// Unit of the timestamp number.
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+    /// The reading is `value * scale + offset`.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn default_batch() -> u64 {
+    1000
+}
+fn default_max_payload() -> usize {
+    64 * 1024
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// Distinct signals one source may create from topic levels; beyond this,
+/// messages are refused and counted so a misbehaving publisher cannot grow
+/// the agent's memory without bound.
+const MAX_SIGNALS: usize = 4096;
+
+impl MqttSourceConfig {
+    /// Checks the configuration; the message names the topic.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.topics.is_empty() {
+            return Err(format!("mqtt source {:?}: no topics", self.stream));
+        }
+        if self.batch_ms == 0 {
+            return Err(format!(
+                "mqtt source {:?}: batch_ms must be > 0",
+                self.stream
+            ));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if !rumqttc::valid_filter(&t.filter) {
+                return Err(format!(
+                    "mqtt source {:?}: topics[{i}].filter {:?} is not a valid MQTT filter",
+                    self.stream, t.filter
+                ));
+            }
+            for p in [&t.value, &t.timestamp].into_iter().flatten() {
+                if !p.starts_with('/') {
+                    return Err(format!(
+                        "mqtt source {:?}: topics[{i}]: JSON pointer {p:?} must start with '/'",
+                        self.stream
+                    ));
+                }
+            }
+            if t.format == PayloadFormat::Number && (t.value.is_some() || t.timestamp.is_some()) {
+                return Err(format!(
+                    "mqtt source {:?}: topics[{i}]: value/timestamp pointers need format = \"json\"",
+                    self.stream
+                ));
+            }
+            if t.signal.is_empty() {
+                return Err(format!(
+                    "mqtt source {:?}: topics[{i}].signal is empty",
+                    self.stream
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The signal name for a topic: `{N}` replaced by the topic's level N.
+fn signal_name(template: &str, topic: &str) -> Option<String> {
+    if !template.contains('{') {
+        return Some(template.to_string());
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}')? + open;
+        let level: usize = rest[open + 1..close].parse().ok()?;
+        out.push_str(levels.get(level)?);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Runs the source until the task is dropped.
+pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<SourceStats>) {
+    let mut builder = FrameBuilder::new(&config.stream, std::iter::empty());
+    let mut signals: HashMap<String, usize> = HashMap::new();
+    let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff =
+        crate::uplink::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let (host, port) = match config
+        .broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+    {
+        Some(hp) => hp,
+        None => {
+            tracing::error!(stream = %config.stream, "mqtt source: broker {:?} is not host:port", config.broker);
+            return;
+        }
+    };
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("strata-edge-{}", config.stream));
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_max_packet_size(
+        config.max_payload_bytes + 1024,
+        config.max_payload_bytes + 1024,
+    );
+    if let Some(user) = &config.username {
+        options.set_credentials(user, config.password.clone().unwrap_or_default());
+    }
+    let (client, mut events) = AsyncClient::new(options, 16);
+    loop {
+        tokio::select! {
+            _ = flush.tick() => {
+                if let Some(frame) = builder.take()
+                    && frames.send(frame).await.is_err()
+                {
+                    return;
+                }
+            }
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    stats.set_connected(true);
+                    backoff.reset();
+                    tracing::info!(stream = %config.stream, broker = %config.broker, "mqtt source connected");
+                    // Subscribing again on every connect: the session is clean.
+                    for t in &config.topics {
+                        if let Err(e) = client.try_subscribe(t.filter.as_str(), QoS::AtLeastOnce) {
+                            stats.error();
+                            tracing::warn!(stream = %config.stream, "cannot subscribe to {}: {e}", t.filter);
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = p.topic.as_str();
+                    match reading(&config, topic, &p.payload) {
+                        Ok((name, unit, ts, value)) => {
+                            let index = match signals.get(&name) {
+                                Some(&i) => i,
+                                None if signals.len() < MAX_SIGNALS => {
+                                    let i = builder.add_signal(name.clone(), unit.to_string());
+                                    signals.insert(name, i);
+                                    i
+                                }
+                                None => {
+                                    stats.error();
+                                    continue;
+                                }
+                            };
+                            builder.push(index, ts, value, Quality::Good);
+                            stats.readings.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            stats.error();
+                            tracing::debug!(stream = %config.stream, topic, "message refused: {e}");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    stats.set_connected(false);
+                    stats.error();
+                    let delay = backoff.next_delay();
+                    tracing::warn!(stream = %config.stream, broker = %config.broker, "mqtt source: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// One message as (signal, unit, timestamp, value), or why it was refused.
+fn reading<'a>(
+    config: &'a MqttSourceConfig,
+    topic: &str,
+    payload: &[u8],
+) -> Result<(String, &'a str, i64, f64), String> {
+    if payload.len() > config.max_payload_bytes {
+        return Err(format!("payload of {} bytes is too large", payload.len()));
+    }
+    let t = config
+        .topics
+        .iter()
+        .find(|t| rumqttc::matches(topic, &t.filter))
+        .ok_or("no topic filter matches")?;
+    let name =
+        signal_name(&t.signal, topic).ok_or("signal template names a missing topic level")?;
+    let (value, ts) = payload::parse(t, payload)?;
+    let value = value * t.scale + t.offset;
+    if !value.is_finite() {
+        return Err("value is not a finite number".into());
+    }
+    Ok((name, &t.unit, ts.unwrap_or_else(crate::now_ns), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_take_topic_levels() {
+        assert_eq!(signal_name("temp", "a/b").unwrap(), "temp");
+        assert_eq!(signal_name("{1}.temp", "line/m7/temp").unwrap(), "m7.temp");
+        assert_eq!(signal_name("{0}-{2}", "a/b/c").unwrap(), "a-c");
+        assert!(signal_name("{5}", "a/b").is_none());
+        assert!(signal_name("{x}", "a/b").is_none());
+        assert!(signal_name("{1", "a/b").is_none());
+    }
+
+    fn config(topics: Vec<TopicConfig>) -> MqttSourceConfig {
+        MqttSourceConfig {
+            stream: "local".into(),
+            broker: "127.0.0.1:1883".into(),
+            client_id: None,
+            username: None,
+            password: None,
+            batch_ms: 100,
+            max_payload_bytes: 64,
+            topics,
+        }
+    }
+
+    fn topic(filter: &str, format: PayloadFormat, value: Option<&str>) -> TopicConfig {
+        TopicConfig {
+            filter: filter.into(),
+            signal: "{1}".into(),
+            unit: "Cel".into(),
+            format,
+            value: value.map(Into::into),
+            timestamp: None,
+            timestamp_unit: TimestampUnit::Ms,
+            scale: 2.0,
+            offset: 1.0,
+        }
+    }
+
+    #[test]
+    fn messages_become_scaled_readings_or_clear_refusals() {
+        let c = config(vec![
+            topic("plain/+", PayloadFormat::Number, None),
+            topic("json/+", PayloadFormat::Json, Some("/v")),
+        ]);
+        c.validate().unwrap();
+        let (name, unit, _, v) = reading(&c, "plain/t1", b" 20.5\n").unwrap();
+        assert_eq!((name.as_str(), unit, v), ("t1", "Cel", 42.0));
+        let (name, _, _, v) = reading(&c, "json/t2", br#"{"v": 3}"#).unwrap();
+        assert_eq!((name.as_str(), v), ("t2", 7.0));
+        assert!(
+            reading(&c, "other/x", b"1")
+                .unwrap_err()
+                .contains("no topic filter")
+        );
+        assert!(reading(&c, "plain/t1", b"abc").is_err());
+        assert!(reading(&c, "plain/t1", b"NaN").is_err());
+        assert!(reading(&c, "json/t2", br#"{"w": 3}"#).is_err());
+        assert!(
+            reading(&c, "plain/t1", &[b'1'; 65])
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn bad_filters_and_pointers_are_refused_at_start() {
+        let e = config(vec![topic("a/#/b", PayloadFormat::Number, None)])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("topics[0].filter"), "{e}");
+        let e = config(vec![topic("a/+", PayloadFormat::Json, Some("v"))])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("must start with '/'"), "{e}");
+        let e = config(vec![topic("a/+", PayloadFormat::Number, Some("/v"))])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("format = \"json\""), "{e}");
+    }
+}

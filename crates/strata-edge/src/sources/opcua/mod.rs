@@ -1,0 +1,419 @@
+//! The OPC UA source: one client session to a server, one subscription
+//! with a monitored item per configured node. The server pushes changes;
+//! the client library reconnects and recreates the subscription by itself,
+//! and this source counts every loss and reconnection for health.
+//!
+//! Only the `None` security policy with anonymous identity is offered for
+//! now; signed and encrypted channels need the platform CA (security issue).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, SessionPollResult};
+use opcua::types::{
+    DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NodeId, ReadValueId, TimestampsToReturn, UserTokenPolicy, Variant,
+};
+use serde::Deserialize;
+use strata_proto::Quality;
+
+use super::frame::{FrameBuilder, FrameSender, SourceStats};
+
+/// Configuration of an OPC UA source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaConfig {
+    /// Stream name its readings are sent under.
+    pub stream: String,
+    /// The server's endpoint URL, e.g. `opc.tcp://plc:4840/`.
+    pub endpoint: String,
+    /// How often the server samples each node, in milliseconds.
+    #[serde(default = "default_sampling")]
+    pub sampling_ms: u64,
+    /// How often the server sends what changed, in milliseconds.
+    #[serde(default = "default_publishing")]
+    pub publishing_ms: u64,
+    /// Send what arrived every this many milliseconds.
+    #[serde(default = "default_batch")]
+    pub batch_ms: u64,
+    /// The nodes to monitor, one signal each.
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// One monitored node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node id in OPC UA text form, e.g. `ns=2;s=Line1.Temperature`.
+    pub node: String,
+    /// Signal name.
+    pub name: String,
+    /// Unit of the scaled value.
+    #[serde(default)]
+    pub unit: String,
+    /// The reading is `value * scale + offset`.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn default_sampling() -> u64 {
+    100
+}
+fn default_publishing() -> u64 {
+    500
+}
+fn default_batch() -> u64 {
+    1000
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// Values queued between the client's callback and this source; when full,
+/// values are counted and dropped rather than blocking the session.
+const QUEUE: usize = 65_536;
+
+impl OpcuaConfig {
+    /// Checks the configuration; the message names the node.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.endpoint.starts_with("opc.tcp://") {
+            return Err(format!(
+                "opcua source {:?}: endpoint {:?} must start with opc.tcp://",
+                self.stream, self.endpoint
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(format!("opcua source {:?}: no nodes", self.stream));
+        }
+        if self.sampling_ms == 0 || self.publishing_ms == 0 || self.batch_ms == 0 {
+            return Err(format!(
+                "opcua source {:?}: sampling_ms, publishing_ms and batch_ms must be > 0",
+                self.stream
+            ));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            NodeId::from_str(&n.node).map_err(|_| {
+                format!(
+                    "opcua source {:?}: nodes[{i}].node {:?} is not a node id (e.g. ns=2;s=Name or ns=2;i=42)",
+                    self.stream, n.node
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the source until the task is dropped. `pki_dir` holds the client's
+/// certificate store (the client library insists on one).
+pub async fn run(
+    config: OpcuaConfig,
+    pki_dir: PathBuf,
+    frames: FrameSender,
+    stats: Arc<SourceStats>,
+) {
+    let nodes: Vec<NodeId> = match config
+        .nodes
+        .iter()
+        .map(|n| NodeId::from_str(&n.node))
+        .collect::<Result<_, _>>()
+    {
+        Ok(n) => n,
+        Err(_) => {
+            tracing::error!(stream = %config.stream, "opcua source: invalid node id (checked at start)");
+            return;
+        }
+    };
+    let index: HashMap<NodeId, usize> = nodes.iter().cloned().zip(0..).collect();
+    let mut client = match ClientBuilder::new()
+        .application_name("Strata edge agent")
+        .application_uri("urn:strata:edge")
+        .product_uri("urn:strata")
+        .pki_dir(pki_dir)
+        .create_sample_keypair(false)
+        .trust_server_certs(true)
+        .session_retry_limit(-1)
+        .session_retry_initial(Duration::from_millis(200))
+        .session_retry_max(Duration::from_secs(10))
+        .keep_alive_interval(Duration::from_secs(2))
+        .max_failed_keep_alive_count(3)
+        .client()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(stream = %config.stream, "opcua client: {}", e.join("; "));
+            return;
+        }
+    };
+    let endpoint: opcua::types::EndpointDescription = (
+        config.endpoint.as_str(),
+        "http://opcfoundation.org/UA/SecurityPolicy#None",
+        MessageSecurityMode::None,
+        UserTokenPolicy::anonymous(),
+    )
+        .into();
+    let (session, event_loop) =
+        match client.connect_to_endpoint_directly(endpoint, IdentityToken::Anonymous) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(stream = %config.stream, "opcua endpoint: {e}");
+                return;
+            }
+        };
+
+    let (values_tx, mut values) = tokio::sync::mpsc::channel::<(usize, DataValue)>(QUEUE);
+    let index = Arc::new(index);
+    let callback = || {
+        let (index, values_tx, stats) = (index.clone(), values_tx.clone(), stats.clone());
+        DataChangeCallback::new(move |value, item| {
+            let Some(&i) = index.get(&item.item_to_monitor().node_id) else {
+                return;
+            };
+            if values_tx.try_send((i, value)).is_err() {
+                stats.error();
+            }
+        })
+    };
+
+    // The event loop drives the connection; its events tell us about losses.
+    let loop_stats = stats.clone();
+    let stream_name = config.stream.clone();
+    let loop_session = session.clone();
+    let events = tokio::spawn(async move {
+        let events = event_loop.enter();
+        tokio::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(SessionPollResult::ConnectionLost(code)) => {
+                    loop_stats.set_connected(false);
+                    loop_stats.error();
+                    tracing::warn!(stream = %stream_name, "opcua connection lost: {code}");
+                }
+                Ok(SessionPollResult::ReconnectFailed(code)) => {
+                    loop_stats.error();
+                    tracing::debug!(stream = %stream_name, "opcua reconnect failed: {code}");
+                }
+                Ok(SessionPollResult::Reconnected(mode)) => {
+                    loop_stats.set_connected(true);
+                    tracing::info!(stream = %stream_name, "opcua connected ({mode:?})");
+                    // The library recreates the subscription on a new session
+                    // but may not publish for it until its publish timeout
+                    // (a minute); ask for a publish now, and once more after
+                    // the recreation has settled.
+                    loop_session.trigger_publish_now();
+                    let session = loop_session.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        session.trigger_publish_now();
+                    });
+                }
+                Ok(_) => {}
+                Err(code) => {
+                    tracing::error!(stream = %stream_name, "opcua session ended: {code}");
+                    return;
+                }
+            }
+        }
+    });
+    // Dropping the source (agent shutdown) stops the session's event loop.
+    let _events = AbortOnDrop(events);
+
+    // Subscribe once; after a reconnect the client library recreates the
+    // subscription and its monitored items on the new session.
+    loop {
+        if !session.wait_for_connection().await {
+            tracing::error!(stream = %config.stream, "opcua session gave up connecting");
+            return;
+        }
+        match subscribe(&session, &config, &nodes, callback()).await {
+            Ok(refused) => {
+                for node in refused {
+                    stats.error();
+                    tracing::warn!(stream = %config.stream, node, "opcua server refused to monitor node");
+                }
+                stats.set_connected(true);
+                break;
+            }
+            Err(e) => {
+                stats.error();
+                tracing::warn!(stream = %config.stream, "opcua subscription failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    let mut builder = FrameBuilder::new(
+        &config.stream,
+        config
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.unit.clone())),
+    );
+    let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = flush.tick() => {
+                tracing::trace!(stream = %config.stream, readings = builder.readings(), "opcua frame");
+                if let Some(frame) = builder.take()
+                    && frames.send(frame).await.is_err()
+                {
+                    return;
+                }
+            }
+            value = values.recv() => {
+                let Some((i, value)) = value else { return };
+                let node = &config.nodes[i];
+                match reading(&value) {
+                    Some((ts, raw, quality)) => {
+                        let v = raw * node.scale + node.offset;
+                        if v.is_finite() {
+                            builder.push(i, ts, v, quality);
+                            stats.readings.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            stats.error();
+                        }
+                    }
+                    None => stats.error(),
+                }
+            }
+        }
+    }
+}
+
+/// Creates the subscription and its monitored items; returns the nodes the
+/// server refused to monitor.
+async fn subscribe<'a>(
+    session: &opcua::client::Session,
+    config: &'a OpcuaConfig,
+    nodes: &[NodeId],
+    callback: DataChangeCallback,
+) -> Result<Vec<&'a str>, opcua::types::Error> {
+    let id = session
+        .create_subscription(
+            Duration::from_millis(config.publishing_ms),
+            60,
+            10,
+            0,
+            0,
+            true,
+            callback,
+        )
+        .await?;
+    let items: Vec<MonitoredItemCreateRequest> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            MonitoredItemCreateRequest::new(
+                ReadValueId::from(node.clone()),
+                MonitoringMode::Reporting,
+                MonitoringParameters {
+                    client_handle: i as u32 + 1,
+                    sampling_interval: config.sampling_ms as f64,
+                    queue_size: 100,
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let results = session
+        .create_monitored_items(id, TimestampsToReturn::Both, items)
+        .await?;
+    Ok(results
+        .iter()
+        .zip(&config.nodes)
+        .filter(|(r, _)| !r.result.status_code.is_good())
+        .map(|(_, n)| n.node.as_str())
+        .collect())
+}
+
+/// (timestamp, value, quality) of a data change; `None` when the value is
+/// missing or not a number.
+fn reading(value: &DataValue) -> Option<(i64, f64, Quality)> {
+    let v = match value.value.as_ref()? {
+        Variant::Boolean(b) => f64::from(u8::from(*b)),
+        other => other.as_f64()?,
+    };
+    let quality = match value.status {
+        None => Quality::Good,
+        Some(s) if s.is_good() => Quality::Good,
+        Some(s) if s.is_uncertain() => Quality::Uncertain,
+        Some(_) => Quality::Bad,
+    };
+    let ts = value
+        .source_timestamp
+        .or(value.server_timestamp)
+        .and_then(|t| t.as_chrono().timestamp_nanos_opt())
+        .unwrap_or_else(crate::now_ns);
+    Some((ts, v, quality))
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(node: &str, endpoint: &str) -> OpcuaConfig {
+        OpcuaConfig {
+            stream: "ua".into(),
+            endpoint: endpoint.into(),
+            sampling_ms: 100,
+            publishing_ms: 100,
+            batch_ms: 100,
+            nodes: vec![NodeConfig {
+                node: node.into(),
+                name: "t".into(),
+                unit: String::new(),
+                scale: 1.0,
+                offset: 0.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn node_ids_and_endpoints_are_checked() {
+        config("ns=2;s=Line1.Temperature", "opc.tcp://h:4840/")
+            .validate()
+            .unwrap();
+        config("ns=2;i=42", "opc.tcp://h:4840").validate().unwrap();
+        let e = config("temperature", "opc.tcp://h:4840")
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("nodes[0].node"), "{e}");
+        let e = config("ns=2;i=1", "http://h").validate().unwrap_err();
+        assert!(e.contains("opc.tcp://"), "{e}");
+    }
+
+    #[test]
+    fn data_values_become_readings_with_quality() {
+        let mut dv = DataValue::new_now(Variant::Int16(-7));
+        let (_, v, q) = reading(&dv).unwrap();
+        assert_eq!((v, q), (-7.0, Quality::Good));
+        dv.status = Some(opcua::types::StatusCode::BadSensorFailure);
+        assert_eq!(reading(&dv).unwrap().2, Quality::Bad);
+        dv.status = Some(opcua::types::StatusCode::UncertainLastUsableValue);
+        assert_eq!(reading(&dv).unwrap().2, Quality::Uncertain);
+        dv.value = Some(Variant::Boolean(true));
+        assert_eq!(reading(&dv).unwrap().1, 1.0);
+        dv.value = Some(Variant::from("text"));
+        assert!(reading(&dv).is_none());
+        dv.value = None;
+        assert!(reading(&dv).is_none());
+    }
+}
