@@ -155,7 +155,7 @@ struct FlatNode {
 
 const MISSING_TRUE: u32 = 1 << 31;
 /// Trees walked side by side.
-const LANES: usize = 4;
+const LANES: usize = 8;
 
 /// What kind of ensemble, and its output layout.
 #[derive(Debug, Clone)]
@@ -601,7 +601,7 @@ impl TreeEnsemble {
         let mut groups = self.roots.chunks_exact(LANES);
         let mut tree = 0;
         for (group, &depth) in (&mut groups).zip(&self.group_depths) {
-            let mut at = [group[0], group[1], group[2], group[3]];
+            let mut at: [u32; LANES] = group.try_into().unwrap_or([0; LANES]);
             for _ in 0..depth {
                 for lane in &mut at {
                     *lane = self.step::<MISSING>(x, *lane, cmp);
