@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::config::EdgeConfig;
 use crate::health::{HEALTH_STREAM, HealthState};
+use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::process::Processor;
 use crate::sources::{self, Frame, SourceStats};
@@ -24,6 +25,9 @@ pub enum AgentError {
     /// The outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] crate::outbox::OutboxError),
+    /// The pipeline or a model could not be set up.
+    #[error("{0}")]
+    Pipeline(String),
     /// The processing thread could not be started.
     #[error("cannot start the processing thread: {0}")]
     Thread(std::io::Error),
@@ -63,9 +67,28 @@ impl Agent {
             let (tx, data_dir) = (frames.clone(), config.data_dir.clone());
             tasks.spawn(async move { sources::run(source, &data_dir, next_seq, tx, stats).await });
         }
-        let health = Arc::new(HealthState::new(source_stats, Vec::new()));
+        let pipeline = match &config.pipeline {
+            Some(p) => Some(
+                strata_pipeline::Pipeline::new(p)
+                    .map_err(|e| AgentError::Pipeline(format!("[pipeline]: {e}")))?,
+            ),
+            None => None,
+        };
+        let vectors: Vec<_> = pipeline
+            .iter()
+            .flat_map(|p| p.vector_schemas().cloned())
+            .collect();
+        let models = Models::load(&config.models, &config.base_dir, &vectors)
+            .map_err(AgentError::Pipeline)?;
+        let health = Arc::new(HealthState::new(source_stats, models.stats()));
 
-        let mut processor = Processor::new(outbox.clone(), appended.clone(), health.clone());
+        let mut processor = Processor::new(
+            outbox.clone(),
+            appended.clone(),
+            health.clone(),
+            pipeline,
+            models,
+        );
         std::thread::Builder::new()
             .name("strata-pipeline".into())
             .spawn(move || {

@@ -28,6 +28,17 @@ pub struct EdgeConfig {
     /// The health heartbeat.
     #[serde(default)]
     pub health: HealthConfig,
+    /// Stream preprocessing: transforms, windows, feature vectors. Without
+    /// it, readings are sent as the sources made them.
+    #[serde(default)]
+    pub pipeline: Option<strata_pipeline::PipelineConfig>,
+    /// Models, each bound to a pipeline feature vector.
+    #[serde(default)]
+    pub models: Vec<crate::inference::ModelConfig>,
+    /// Where relative model paths start: the config file's directory
+    /// (set by [`EdgeConfig::load`], not read from the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// The health heartbeat.
@@ -121,10 +132,12 @@ impl EdgeConfig {
             path: path.into(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.into(),
             message,
-        })
+        })?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(config)
     }
 
     /// Parses TOML text; the error says line, column and key.
@@ -155,12 +168,23 @@ impl EdgeConfig {
                     s.stream()
                 ));
             }
+            if s.stream().starts_with("model:") {
+                return Err(format!(
+                    "sources[{i}]: stream names starting with \"model:\" are reserved for models"
+                ));
+            }
             if !streams.insert(s.stream()) {
                 return Err(format!(
                     "two sources use the stream {:?}; give each its own `stream`",
                     s.stream()
                 ));
             }
+        }
+        if !config.models.is_empty() && config.pipeline.is_none() {
+            return Err("[[models]] need a [pipeline] with the vectors they read".into());
+        }
+        if let Some(p) = &config.pipeline {
+            strata_pipeline::Pipeline::new(p).map_err(|e| format!("[pipeline]: {e}"))?;
         }
         Ok(config)
     }

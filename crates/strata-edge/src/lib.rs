@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod health;
+pub mod inference;
 pub mod outbox;
 pub mod process;
 pub mod sources;

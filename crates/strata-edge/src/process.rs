@@ -1,16 +1,19 @@
-//! The processing stage between the sources and the outbox: runs on its
-//! own thread, takes frames in arrival order, and appends each stream's
-//! readings to the outbox as one batch with the stream's next sequence
-//! number. Health frames pass straight through.
+//! The processing stage between the sources and the outbox, on its own
+//! thread: each frame goes through the pipeline (transforms, windows,
+//! feature vectors), every completed vector through the models bound to
+//! it, and the results into the outbox, one batch per stream with the
+//! stream's next sequence number. Health frames pass straight through.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strata_pipeline::{Output, Pipeline};
 use strata_proto::payload::{Encoding, encode_telemetry};
 use strata_proto::{SignalSeries, TelemetryBatch};
 use tokio::sync::Notify;
 
-use crate::health::HealthState;
+use crate::health::{HEALTH_STREAM, HealthState};
+use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::sources::Frame;
 
@@ -19,21 +22,57 @@ pub struct Processor {
     outbox: Arc<Outbox>,
     appended: Arc<Notify>,
     health: Arc<HealthState>,
+    pipeline: Option<Pipeline>,
+    output: Output,
+    models: Models,
 }
 
 impl Processor {
-    /// A processor appending to `outbox` and waking the uplink.
-    pub fn new(outbox: Arc<Outbox>, appended: Arc<Notify>, health: Arc<HealthState>) -> Self {
+    /// A processor appending to `outbox` and waking the uplink. Without a
+    /// pipeline, frames are kept as the sources made them.
+    pub fn new(
+        outbox: Arc<Outbox>,
+        appended: Arc<Notify>,
+        health: Arc<HealthState>,
+        pipeline: Option<Pipeline>,
+        models: Models,
+    ) -> Self {
         Processor {
             outbox,
             appended,
             health,
+            pipeline,
+            output: Output::new(),
+            models,
         }
     }
 
     /// Handles one frame.
     pub fn handle(&mut self, frame: Frame) {
-        self.append(&frame.stream, frame.signals);
+        let Some(pipeline) = self
+            .pipeline
+            .as_mut()
+            .filter(|_| &*frame.stream != HEALTH_STREAM)
+        else {
+            self.append(&frame.stream, frame.signals);
+            return;
+        };
+        for series in &frame.signals {
+            pipeline.push_series(series, &mut self.output);
+        }
+        let dropped = dropped_readings(&pipeline.stats());
+        self.health
+            .pipeline_dropped
+            .store(dropped, Ordering::Relaxed);
+        let series = self.output.take_series();
+        for vector in self.output.vectors() {
+            self.models.run(vector);
+        }
+        self.output.clear();
+        self.append(&frame.stream, series);
+        for (stream, series) in self.models.take() {
+            self.append(&stream, series);
+        }
     }
 
     /// Appends one batch of `stream` to the outbox.
@@ -57,4 +96,17 @@ impl Processor {
             }
         }
     }
+}
+
+/// Readings the pipeline removed (not finite, late, out of range with the
+/// drop action) and series it refused, in all. Deadband suppression and
+/// resampling are asked for, so they are not counted as drops.
+fn dropped_readings(stats: &strata_pipeline::Stats) -> u64 {
+    stats.malformed_series
+        + stats.unknown_series
+        + stats
+            .signals
+            .iter()
+            .map(|(_, s)| s.late + s.bad_timestamp + s.non_finite + s.out_of_range_dropped)
+            .sum::<u64>()
 }

@@ -144,6 +144,9 @@ fn edge_config(
             ..SimulatorConfig::default()
         })],
         health: Default::default(),
+        pipeline: None,
+        models: Vec::new(),
+        base_dir: data_dir.to_path_buf(),
         device: login.device,
     }
 }

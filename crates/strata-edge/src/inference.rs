@@ -1,0 +1,259 @@
+//! Models on the edge: each configured ONNX model is bound to one of the
+//! pipeline's feature vectors and runs on every vector the pipeline
+//! completes. Its outputs become readings `{model}.{output}` (plus
+//! `{model}.latency_us`) on the stream `model:{name}:{version}`, so every
+//! stored prediction says which model version made it, and a new version
+//! starts a new stream with its own sequence numbers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde::Deserialize;
+use strata_infer::Model;
+use strata_pipeline::{FeatureVector, VectorSchema};
+use strata_proto::SignalSeries;
+
+use crate::health::ModelStats;
+
+/// Configuration of one model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model name, e.g. `rul`: 1..=64 of [A-Za-z0-9_-].
+    pub name: String,
+    /// The ONNX file; relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// The model version, e.g. `3` (1..=32 of [A-Za-z0-9_.-]).
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// The pipeline feature vector the model reads.
+    pub vector: String,
+    /// The model's inputs by feature name, in the model's order (default:
+    /// the whole vector, in the vector's order).
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// Names for the model's output values, in order (default: the ONNX
+    /// output names, with `.{i}` for outputs wider than one).
+    #[serde(default)]
+    pub outputs: Option<Vec<String>>,
+}
+
+fn default_version() -> String {
+    "1".into()
+}
+
+fn valid(s: &str, max: usize, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+}
+
+/// One loaded model bound to its vector.
+struct Bound {
+    name: String,
+    stream: Arc<str>,
+    vector: String,
+    picks: Vec<usize>,
+    model: Box<dyn Model>,
+    stats: Arc<ModelStats>,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    /// One series per output value, then latency.
+    pending: Vec<SignalSeries>,
+}
+
+/// Every model of the agent.
+#[derive(Default)]
+pub struct Models {
+    models: Vec<Bound>,
+}
+
+impl Models {
+    /// Loads and binds every model; the message names the model and what is
+    /// wrong (missing file, unsupported op, unknown feature, width).
+    pub fn load(
+        configs: &[ModelConfig],
+        base_dir: &Path,
+        vectors: &[VectorSchema],
+    ) -> Result<Models, String> {
+        let mut models = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let at = format!("models[{i}] ({})", c.name);
+            if !valid(&c.name, 64, &[]) {
+                return Err(format!("{at}: name must be 1..=64 of [A-Za-z0-9_-]"));
+            }
+            if !valid(&c.version, 32, &['.']) {
+                return Err(format!("{at}: version must be 1..=32 of [A-Za-z0-9_.-]"));
+            }
+            if configs[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("{at}: two models are named {:?}", c.name));
+            }
+            let schema = vectors
+                .iter()
+                .find(|v| v.name() == c.vector)
+                .ok_or_else(|| {
+                    format!(
+                        "{at}: the pipeline has no vector {:?} (it has: {})",
+                        c.vector,
+                        vectors
+                            .iter()
+                            .map(|v| v.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+            let path = base_dir.join(&c.path);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
+            let model = strata_infer::load_model(&bytes)
+                .map_err(|e| format!("{at}: {}: {e}", path.display()))?;
+            let picks: Vec<usize> = match &c.features {
+                None => (0..schema.width()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|f| {
+                        schema.position(f).ok_or_else(|| {
+                            format!("{at}: vector {:?} has no feature {f:?}", c.vector)
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            if picks.len() != model.input_len() {
+                return Err(format!(
+                    "{at}: the model takes {} inputs but is given {} features",
+                    model.input_len(),
+                    picks.len()
+                ));
+            }
+            let mut names = Vec::new();
+            for o in model.outputs() {
+                let base: String = o
+                    .name
+                    .chars()
+                    .map(|ch| {
+                        if ch.is_ascii_alphanumeric() || ch == '_' {
+                            ch
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                if o.len == 1 {
+                    names.push(base);
+                } else {
+                    names.extend((0..o.len).map(|k| format!("{base}.{k}")));
+                }
+            }
+            if let Some(given) = &c.outputs {
+                if given.len() != model.output_len() {
+                    return Err(format!(
+                        "{at}: `outputs` names {} values but the model gives {} ({})",
+                        given.len(),
+                        model.output_len(),
+                        names.join(", ")
+                    ));
+                }
+                if let Some(bad) = given.iter().find(|n| !valid(n, 64, &['.'])) {
+                    return Err(format!(
+                        "{at}: output name {bad:?} must be of [A-Za-z0-9_.-]"
+                    ));
+                }
+                names = given.clone();
+            }
+            let mut pending: Vec<SignalSeries> = names
+                .iter()
+                .map(|n| SignalSeries {
+                    name: format!("{}.{n}", c.name),
+                    ..Default::default()
+                })
+                .collect();
+            pending.push(SignalSeries {
+                name: format!("{}.latency_us", c.name),
+                unit: "us".into(),
+                ..Default::default()
+            });
+            models.push(Bound {
+                name: c.name.clone(),
+                stream: format!("model:{}:{}", c.name, c.version).into(),
+                vector: c.vector.clone(),
+                input: vec![0.0; picks.len()],
+                output: vec![0.0; model.output_len()],
+                picks,
+                model,
+                stats: Arc::new(ModelStats::default()),
+                pending,
+            });
+        }
+        Ok(Models { models })
+    }
+
+    /// Per model: (name, counters), for the heartbeat.
+    pub fn stats(&self) -> Vec<(String, Arc<ModelStats>)> {
+        self.models
+            .iter()
+            .map(|m| (m.name.clone(), m.stats.clone()))
+            .collect()
+    }
+
+    /// Whether there is no model.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Runs every model bound to `vector`'s name.
+    pub fn run(&mut self, vector: &FeatureVector) {
+        for m in self.models.iter_mut().filter(|m| *m.vector == *vector.name) {
+            for (slot, &i) in m.input.iter_mut().zip(&m.picks) {
+                *slot = vector.values[i];
+            }
+            let started = Instant::now();
+            let result = m.model.run(&m.input, &mut m.output);
+            let ns = started.elapsed().as_nanos() as u64;
+            m.stats.runs.fetch_add(1, Ordering::Relaxed);
+            m.stats.latency.record(ns);
+            if let Err(e) = result {
+                m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(model = %m.name, "inference failed: {e}");
+                continue;
+            }
+            let (outputs, latency) = m.pending.split_at_mut(m.output.len());
+            for (series, &v) in outputs.iter_mut().zip(&m.output) {
+                // A model may answer NaN (e.g. on a degenerate input); the
+                // hub refuses non-finite readings, so such values stay here.
+                if v.is_finite() {
+                    series.ts_ns.push(vector.ts_ns);
+                    series.values.push(f64::from(v));
+                }
+            }
+            latency[0].ts_ns.push(vector.ts_ns);
+            latency[0].values.push(ns as f64 / 1e3);
+        }
+    }
+
+    /// Takes the readings made since the last call, per model stream.
+    pub fn take(&mut self) -> Vec<(Arc<str>, Vec<SignalSeries>)> {
+        let mut out = Vec::new();
+        for m in &mut self.models {
+            if m.pending.iter().all(|s| s.values.is_empty()) {
+                continue;
+            }
+            let series = m
+                .pending
+                .iter_mut()
+                .filter(|s| !s.values.is_empty())
+                .map(|s| SignalSeries {
+                    name: s.name.clone(),
+                    unit: s.unit.clone(),
+                    ts_ns: std::mem::take(&mut s.ts_ns),
+                    values: std::mem::take(&mut s.values),
+                    quality: Vec::new(),
+                })
+                .collect();
+            out.push((m.stream.clone(), series));
+        }
+        out
+    }
+}
