@@ -8,6 +8,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The admin token's file in the hub's data directory (the hub's
+/// `ADMIN_TOKEN_FILE`, repeated so a gateway build needs no hub code).
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// Where the hub is and how to authenticate.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
@@ -32,7 +36,7 @@ impl ApiClient {
 
     /// Reads the admin token from a hub's data directory.
     pub fn token_from_data_dir(dir: &Path) -> anyhow::Result<String> {
-        let path = dir.join(strata_hub::ADMIN_TOKEN_FILE);
+        let path = dir.join(ADMIN_TOKEN_FILE);
         let token = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the admin token from {}", path.display()))?;
         Ok(token.trim().to_owned())
@@ -84,5 +88,13 @@ impl ApiClient {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         self.finish(what, req.send_json(body))
+    }
+}
+
+#[cfg(all(test, feature = "hub"))]
+mod tests {
+    #[test]
+    fn the_admin_token_file_is_the_hubs() {
+        assert_eq!(super::ADMIN_TOKEN_FILE, strata_hub::ADMIN_TOKEN_FILE);
     }
 }

@@ -6,6 +6,7 @@
 
 mod api_client;
 mod cmd;
+#[cfg(feature = "hub")]
 mod fleet;
 
 use clap::{Parser, Subcommand};
@@ -21,10 +22,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub: MQTT broker, registry, ingestion, storage and HTTP API.
+    #[cfg(feature = "hub")]
     Hub(cmd::hub::HubArgs),
-    /// Run the edge agent on a gateway: sources, durable outbox, uplink.
+    /// Run the edge agent on a gateway: sources, pipeline, models, durable
+    /// outbox, uplink.
+    #[cfg(feature = "edge")]
     Edge(cmd::edge::EdgeArgs),
     /// Run a hub with a simulated fleet publishing to it, and print where to look.
+    #[cfg(feature = "hub")]
     Demo(cmd::demo::DemoArgs),
     /// Manage sites (through a running hub's API).
     #[command(subcommand)]
@@ -33,17 +38,29 @@ enum Command {
     #[command(subcommand)]
     Device(cmd::registry::DeviceCommand),
     /// Measure the platform on this machine.
+    #[cfg(feature = "hub")]
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The OPC UA client logs errors about its missing application
+    // certificate even on unencrypted endpoints (the only ones offered
+    // now); they would only mislead.
+    for quiet in [
+        "opcua_crypto::certificate_store=off",
+        "opcua_core::comms::secure_channel=off",
+        "opcua_client::session::client=off",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -58,11 +75,15 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "hub")]
             Command::Hub(args) => cmd::hub::run(args).await,
+            #[cfg(feature = "edge")]
             Command::Edge(args) => cmd::edge::run(args).await,
+            #[cfg(feature = "hub")]
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Site(c) => cmd::registry::site(c).await,
             Command::Device(c) => cmd::registry::device(c).await,
+            #[cfg(feature = "hub")]
             Command::Bench(c) => cmd::bench::run(c).await,
         }
     });

@@ -1,12 +1,18 @@
-//! The example agent configuration in `config/` parses and has every key commented.
+//! The example agent configurations in `config/` parse and have every key
+//! commented.
 
 use strata_edge::EdgeConfig;
 use strata_edge::sources::SourceConfig;
 
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(name)
+}
+
 #[test]
 fn example_edge_config_parses() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/edge.toml");
-    let config = EdgeConfig::load(std::path::Path::new(path)).expect("config/edge.toml parses");
+    let config = EdgeConfig::load(&example("edge.toml")).expect("config/edge.toml parses");
     assert_eq!(config.device, "machine-01");
     assert_eq!(config.sources.len(), 1);
     let SourceConfig::Simulator(sim) = &config.sources[0] else {
@@ -16,18 +22,41 @@ fn example_edge_config_parses() {
 }
 
 #[test]
-fn every_key_in_the_example_is_commented() {
-    let text = include_str!("../../../config/edge.toml");
-    let lines: Vec<&str> = text.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') || l.starts_with('[') {
-            continue;
+fn plant_example_has_every_source_a_pipeline_and_two_models() {
+    let config =
+        EdgeConfig::load(&example("edge-plant.toml")).expect("config/edge-plant.toml parses");
+    let kinds: Vec<&str> = config
+        .sources
+        .iter()
+        .map(|s| match s {
+            SourceConfig::Opcua(_) => "opcua",
+            SourceConfig::Modbus(_) => "modbus",
+            SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::Simulator(_) => "simulator",
+        })
+        .collect();
+    assert_eq!(kinds, ["opcua", "modbus", "mqtt"]);
+    let pipeline = config.pipeline.as_ref().expect("a pipeline");
+    assert_eq!(pipeline.vectors[0].name, "press");
+    assert_eq!(config.models.len(), 2);
+    assert!(config.base_dir.ends_with("config"));
+}
+
+#[test]
+fn every_key_in_the_examples_is_commented() {
+    for name in ["edge.toml", "edge-plant.toml"] {
+        let text = std::fs::read_to_string(example(name)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') || l.starts_with('[') {
+                continue;
+            }
+            assert!(
+                i > 0 && lines[i - 1].trim().starts_with('#'),
+                "config/{name} line {}: no comment above {l}",
+                i + 1
+            );
         }
-        assert!(
-            i > 0 && lines[i - 1].trim().starts_with('#'),
-            "config/edge.toml line {}: no comment above {l}",
-            i + 1
-        );
     }
 }

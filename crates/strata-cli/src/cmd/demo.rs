@@ -92,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = async {
         match args.duration_s {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => super::hub::wait_for_stop_signal().await,
+            None => super::wait_for_stop_signal().await,
         }
     };
     tokio::pin!(stop);

@@ -22,7 +22,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     println!("strata edge running: device={device}");
     tokio::select! {
         _ = agent.wait() => {}
-        _ = super::hub::wait_for_stop_signal() => {}
+        _ = super::wait_for_stop_signal() => {}
     }
     Ok(())
 }

@@ -56,29 +56,8 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         hub.http_addr(),
         hub.data_dir().display()
     );
-    wait_for_stop_signal().await;
+    super::wait_for_stop_signal().await;
     eprintln!("stopping: finishing queued writes");
     hub.shutdown().await;
     Ok(())
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

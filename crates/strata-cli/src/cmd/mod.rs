@@ -1,7 +1,32 @@
 //! One module per subcommand.
 
+#[cfg(feature = "hub")]
 pub mod bench;
+#[cfg(feature = "hub")]
 pub mod demo;
+#[cfg(feature = "edge")]
 pub mod edge;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod registry;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
