@@ -13,8 +13,11 @@ work=$(mktemp -d)
 # leaves the hub's code out of the binary.
 cargo build --release --quiet --bin strata
 cp target/release/strata "$work/strata"
-cargo build --profile gateway --quiet -p strata-cli --no-default-features --features edge
-cp target/gateway/strata "$work/strata-gateway"
+# Non-PIE: no start-up relocations dirtying pages of the binary. Only the
+# target is built so (proc macros, which run in the compiler, stay PIC).
+RUSTFLAGS="-C relocation-model=static" cargo build --quiet --target x86_64-unknown-linux-gnu \
+    --profile gateway -p strata-cli --no-default-features --features edge
+cp target/x86_64-unknown-linux-gnu/gateway/strata "$work/strata-gateway"
 strata=$work/strata
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }

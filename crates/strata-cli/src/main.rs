@@ -63,10 +63,18 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The edge agent is I/O-bound (its pipeline and models have their own
+    // thread): one runtime thread keeps a gateway's memory small.
+    #[cfg(feature = "edge")]
+    let single = matches!(cli.command, Command::Edge(_));
+    #[cfg(not(feature = "edge"))]
+    let single = false;
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

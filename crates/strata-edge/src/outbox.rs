@@ -104,6 +104,9 @@ impl Outbox {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
+             -- A FIFO touches its head and tail only: a small page cache
+             -- keeps the agent's memory small on a gateway.
+             PRAGMA cache_size = -512;
              CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS outbox (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
