@@ -167,3 +167,45 @@ fn windows_features_and_two_models_run_in_the_agent_like_onnxruntime() {
         .collect();
     assert_eq!(streams, ["health", "model:anomaly:1", "model:rul:7", "sim"]);
 }
+
+#[test]
+fn a_model_that_does_not_fit_its_vector_stops_the_agent_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(peers_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/models.py"))
+        .arg("train")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.path().join("credential"), "x").unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device = \"gw\"\ndata_dir = {:?}\n[hub]\nmqtt = \"127.0.0.1:1\"\ncredential_file = {:?}\n\
+             [[sources]]\ntype = \"simulator\"\n[pipeline]\n\
+             [[pipeline.windows]]\nname = \"w\"\nsignals = [\"temperature\"]\nsize_ms = 1000\nfeatures = [\"mean\", \"max\"]\n\
+             [[pipeline.vectors]]\nname = \"machine\"\nfeatures = [\"w.temperature.mean\", \"w.temperature.max\"]\n\
+             [[models]]\nname = \"rul\"\npath = \"rul.onnx\"\nvector = \"machine\"\n",
+            dir.path().join("data"),
+            dir.path().join("credential"),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["edge", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("models[0] (rul): the model takes 4 inputs but is given 2 features"),
+        "{stderr}"
+    );
+}

@@ -58,15 +58,6 @@ impl Agent {
         let appended = Arc::new(Notify::new());
         let (frames, mut frames_rx) = tokio::sync::mpsc::channel::<Frame>(FRAME_QUEUE);
 
-        let mut tasks = JoinSet::new();
-        let mut source_stats = Vec::new();
-        for source in config.sources {
-            let stats = Arc::new(SourceStats::default());
-            source_stats.push((source.stream().to_string(), stats.clone()));
-            let next_seq = outbox.next_seq(source.stream())?;
-            let (tx, data_dir) = (frames.clone(), config.data_dir.clone());
-            tasks.spawn(async move { sources::run(source, &data_dir, next_seq, tx, stats).await });
-        }
         let pipeline = match &config.pipeline {
             Some(p) => Some(
                 strata_pipeline::Pipeline::new(p)
@@ -80,6 +71,16 @@ impl Agent {
             .collect();
         let models = Models::load(&config.models, &config.base_dir, &vectors)
             .map_err(AgentError::Pipeline)?;
+
+        let mut tasks = JoinSet::new();
+        let mut source_stats = Vec::new();
+        for source in config.sources {
+            let stats = Arc::new(SourceStats::default());
+            source_stats.push((source.stream().to_string(), stats.clone()));
+            let next_seq = outbox.next_seq(source.stream())?;
+            let (tx, data_dir) = (frames.clone(), config.data_dir.clone());
+            tasks.spawn(async move { sources::run(source, &data_dir, next_seq, tx, stats).await });
+        }
         let health = Arc::new(HealthState::new(source_stats, models.stats()));
 
         let mut processor = Processor::new(

@@ -79,6 +79,11 @@ impl Models {
         base_dir: &Path,
         vectors: &[VectorSchema],
     ) -> Result<Models, String> {
+        for (i, c) in configs.iter().enumerate() {
+            if configs[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("models[{i}] ({}): two models are named so", c.name));
+            }
+        }
         let mut models = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let at = format!("models[{i}] ({})", c.name);
@@ -87,9 +92,6 @@ impl Models {
             }
             if !valid(&c.version, 32, &['.']) {
                 return Err(format!("{at}: version must be 1..=32 of [A-Za-z0-9_.-]"));
-            }
-            if configs[..i].iter().any(|o| o.name == c.name) {
-                return Err(format!("{at}: two models are named {:?}", c.name));
             }
             let schema = vectors
                 .iter()
@@ -255,5 +257,56 @@ impl Models {
             out.push((m.stream.clone(), series));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, vector: &str) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            path: "missing.onnx".into(),
+            version: "1".into(),
+            vector: vector.into(),
+            features: None,
+            outputs: None,
+        }
+    }
+
+    #[test]
+    fn bad_model_configs_are_refused_with_the_model_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |c: ModelConfig| Models::load(&[c], dir.path(), &[]).err().unwrap();
+        let e = err(config("r ul", "machine"));
+        assert!(e.contains("models[0] (r ul): name"), "{e}");
+        let e = err(config("rul", "machine"));
+        assert!(e.contains("the pipeline has no vector \"machine\""), "{e}");
+        let mut c = config("rul", "machine");
+        c.version = "1/2".into();
+        assert!(err(c).contains("version"));
+        let pipeline: strata_pipeline::PipelineConfig = toml::from_str(
+            "[[windows]]\nname = \"w\"\nsignals = [\"t\"]\nsize_ms = 1000\nfeatures = [\"mean\"]\n\
+             [[vectors]]\nname = \"machine\"\nfeatures = [\"w.t.mean\"]\n",
+        )
+        .unwrap();
+        let p = strata_pipeline::Pipeline::new(&pipeline).unwrap();
+        let schemas: Vec<_> = p.vector_schemas().cloned().collect();
+        let e = Models::load(&[config("rul", "machine")], dir.path(), &schemas)
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("cannot read") && e.contains("missing.onnx"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("missing.onnx"), b"not onnx").unwrap();
+        let e = Models::load(&[config("rul", "machine")], dir.path(), &schemas)
+            .err()
+            .unwrap();
+        assert!(e.starts_with("models[0] (rul): "), "{e}");
+        let twice = [config("rul", "machine"), config("rul", "machine")];
+        let e = Models::load(&twice, dir.path(), &schemas).err().unwrap();
+        assert!(e.contains("models[1] (rul)"), "{e}");
     }
 }
