@@ -60,10 +60,9 @@ impl Processor {
         for series in &frame.signals {
             pipeline.push_series(series, &mut self.output);
         }
-        let dropped = dropped_readings(&pipeline.stats());
         self.health
             .pipeline_dropped
-            .store(dropped, Ordering::Relaxed);
+            .store(pipeline.dropped(), Ordering::Relaxed);
         let series = self.output.take_series();
         for vector in self.output.vectors() {
             self.models.run(vector);
@@ -96,17 +95,4 @@ impl Processor {
             }
         }
     }
-}
-
-/// Readings the pipeline removed (not finite, late, out of range with the
-/// drop action) and series it refused, in all. Deadband suppression and
-/// resampling are asked for, so they are not counted as drops.
-fn dropped_readings(stats: &strata_pipeline::Stats) -> u64 {
-    stats.malformed_series
-        + stats.unknown_series
-        + stats
-            .signals
-            .iter()
-            .map(|(_, s)| s.late + s.bad_timestamp + s.non_finite + s.out_of_range_dropped)
-            .sum::<u64>()
 }

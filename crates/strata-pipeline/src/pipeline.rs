@@ -602,6 +602,15 @@ impl Pipeline {
         }
     }
 
+    /// Readings and series dropped as unusable since the pipeline was built
+    /// (malformed or unknown series, plus every signal's
+    /// [`SignalStats::dropped`]), without building a [`Stats`] snapshot.
+    pub fn dropped(&self) -> u64 {
+        self.malformed_series
+            + self.unknown_series
+            + self.chains.iter().map(|c| c.stats.dropped()).sum::<u64>()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -876,6 +885,11 @@ mod tests {
         assert_eq!(out.series()[1].values, vec![1.0, 2.0, 3.0]);
         let stats = p.stats();
         assert_eq!(stats.signals[0].1.non_finite, 1);
+        assert_eq!(p.dropped(), 1);
+        // A late reading is a drop too.
+        p.push_series(&series("current", &[6], &[9.0]), &mut out);
+        assert_eq!(p.dropped(), 2);
+        assert_eq!(p.stats().signals[1].1.late, 1);
     }
 
     #[test]

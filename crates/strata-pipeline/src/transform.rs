@@ -58,6 +58,15 @@ pub struct SignalStats {
     pub bad_quality_skipped: u64,
 }
 
+impl SignalStats {
+    /// Readings removed as unusable: late, bad timestamp, not finite, or out
+    /// of range with `action = "drop"`. Deadband suppression and resampling
+    /// are asked for, so they are not drops.
+    pub fn dropped(&self) -> u64 {
+        self.late + self.bad_timestamp + self.non_finite + self.out_of_range_dropped
+    }
+}
+
 /// A reading leaving the chain.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Reading {
