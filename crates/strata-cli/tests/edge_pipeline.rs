@@ -15,16 +15,11 @@ use serde_json::{Value, json};
 
 const WINDOW_NS: i64 = 1_000_000_000;
 
-/// onnxruntime's outputs for `rows` (one list per output, one row each).
-fn onnxruntime(dir: &Path, model: &Path, rows: &[Vec<f32>]) -> Vec<Vec<Vec<f64>>> {
-    let file = dir.join("rows.json");
-    std::fs::write(&file, serde_json::to_vec(rows).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/models.py");
+/// Runs tests/peers/models.py with `args` and returns its standard output.
+fn models_py(args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = std::process::Command::new(peers_python())
-        .arg(script)
-        .arg("run")
-        .arg(model)
-        .arg(&file)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/models.py"))
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -32,7 +27,20 @@ fn onnxruntime(dir: &Path, model: &Path, rows: &[Vec<f32>]) -> Vec<Vec<Vec<f64>>
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice::<Value>(&out.stdout)
+    out.stdout
+}
+
+/// Trains the two reference models into `dir` (rul.onnx, anomaly.onnx).
+fn train_models(dir: &Path) {
+    models_py(&["train".as_ref(), dir.as_os_str()]);
+}
+
+/// onnxruntime's outputs for `rows` (one list per output, one row each).
+fn onnxruntime(dir: &Path, model: &Path, rows: &[Vec<f32>]) -> Vec<Vec<Vec<f64>>> {
+    let file = dir.join("rows.json");
+    std::fs::write(&file, serde_json::to_vec(rows).unwrap()).unwrap();
+    let stdout = models_py(&["run".as_ref(), model.as_os_str(), file.as_os_str()]);
+    serde_json::from_slice::<Value>(&stdout)
         .unwrap()
         .as_array()
         .unwrap()
@@ -61,17 +69,7 @@ fn windows_features_and_two_models_run_in_the_agent_like_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     std::fs::create_dir_all(&models).unwrap();
-    let out = std::process::Command::new(peers_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/models.py"))
-        .arg("train")
-        .arg(&models)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_models(&models);
 
     let hub = HubProcess::start(&dir.path().join("hub"));
     let credential = hub.provision("gw-ml", json!({}));
@@ -171,17 +169,7 @@ fn windows_features_and_two_models_run_in_the_agent_like_onnxruntime() {
 #[test]
 fn a_model_that_does_not_fit_its_vector_stops_the_agent_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(peers_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/models.py"))
-        .arg("train")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_models(dir.path());
     std::fs::write(dir.path().join("credential"), "x").unwrap();
     let config = dir.path().join("edge.toml");
     std::fs::write(

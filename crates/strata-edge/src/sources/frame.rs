@@ -103,9 +103,14 @@ impl FrameBuilder {
         self.readings += 1;
     }
 
-    /// Readings collected since the last take.
-    pub fn readings(&self) -> usize {
-        self.readings
+    /// Sends what was collected (if anything) to the pipeline; `false` when
+    /// the pipeline has gone and the source should stop.
+    pub async fn send(&mut self, frames: &FrameSender) -> bool {
+        tracing::trace!(stream = %self.stream, readings = self.readings, "frame");
+        match self.take() {
+            Some(frame) => frames.send(frame).await.is_ok(),
+            None => true,
+        }
     }
 
     /// The frame collected so far (signals without readings left out), or

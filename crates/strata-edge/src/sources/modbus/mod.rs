@@ -199,9 +199,7 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
     loop {
         tokio::select! {
             _ = flush.tick() => {
-                if let Some(frame) = builder.take()
-                    && frames.send(frame).await.is_err()
-                {
+                if !builder.send(&frames).await {
                     return;
                 }
                 continue;

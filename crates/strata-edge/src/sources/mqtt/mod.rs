@@ -192,9 +192,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
     loop {
         tokio::select! {
             _ = flush.tick() => {
-                if let Some(frame) = builder.take()
-                    && frames.send(frame).await.is_err()
-                {
+                if !builder.send(&frames).await {
                     return;
                 }
             }

@@ -261,10 +261,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = flush.tick() => {
-                tracing::trace!(stream = %config.stream, readings = builder.readings(), "opcua frame");
-                if let Some(frame) = builder.take()
-                    && frames.send(frame).await.is_err()
-                {
+                if !builder.send(&frames).await {
                     return;
                 }
             }
