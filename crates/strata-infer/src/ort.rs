@@ -13,7 +13,9 @@ use ort::value::{TensorRef, ValueType};
 
 use crate::error::{Error, Result};
 use crate::onnx;
-use crate::runtime::{InferenceRuntime, Model, OutputSpec, check_widths, input_width};
+use crate::runtime::{
+    FlatOutput, InferenceRuntime, Model, OutputSpec, check_widths, input_width, output_specs,
+};
 
 /// onnxruntime through the `ort` crate with `load-dynamic`.
 #[derive(Debug)]
@@ -86,15 +88,7 @@ impl InferenceRuntime for OrtRuntime {
             specs: Vec::new(),
         };
         let probe = model.run_raw(&vec![0.0; model.input_len()])?;
-        model.specs = graph
-            .output
-            .iter()
-            .zip(&probe)
-            .map(|(o, v)| OutputSpec {
-                name: o.name.clone(),
-                len: v.len(),
-            })
-            .collect();
+        model.specs = output_specs(graph, probe.iter().map(Vec::len));
         Ok(Box::new(model))
     }
 }
@@ -173,18 +167,7 @@ impl Model for OrtModel {
 
     fn run(&self, features: &[f32], out: &mut [f32]) -> Result<()> {
         check_widths(self, features, out)?;
-        let mut at = 0;
-        self.run_with(features, |v| {
-            let end = at + v.len();
-            if end > out.len() {
-                return Err(Error::OutputWidth {
-                    expected: end,
-                    got: out.len(),
-                });
-            }
-            out[at..end].copy_from_slice(v);
-            at = end;
-            Ok(())
-        })
+        let mut out = FlatOutput::new(out);
+        self.run_with(features, |v| out.push(v))
     }
 }

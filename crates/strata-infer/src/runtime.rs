@@ -159,6 +159,51 @@ pub(crate) fn input_width(graph: &pb::GraphProto) -> Result<(&str, Vec<usize>)> 
     Ok((input.name.as_str(), shape))
 }
 
+/// The output specs of a graph: each output's name with the width a probe
+/// run gave it (every runtime learns widths by running a row of zeros).
+pub(crate) fn output_specs(
+    graph: &pb::GraphProto,
+    widths: impl IntoIterator<Item = usize>,
+) -> Vec<OutputSpec> {
+    graph
+        .output
+        .iter()
+        .zip(widths)
+        .map(|(o, len)| OutputSpec {
+            name: o.name.clone(),
+            len,
+        })
+        .collect()
+}
+
+/// Writes a run's outputs one after another into the caller's flat buffer,
+/// refusing to run past its end.
+pub(crate) struct FlatOutput<'a> {
+    out: &'a mut [f32],
+    at: usize,
+}
+
+impl<'a> FlatOutput<'a> {
+    /// Starts at the beginning of `out`.
+    pub(crate) fn new(out: &'a mut [f32]) -> Self {
+        FlatOutput { out, at: 0 }
+    }
+
+    /// Appends one output's values.
+    pub(crate) fn push(&mut self, values: &[f32]) -> Result<()> {
+        let end = self.at + values.len();
+        if end > self.out.len() {
+            return Err(Error::OutputWidth {
+                expected: end,
+                got: self.out.len(),
+            });
+        }
+        self.out[self.at..end].copy_from_slice(values);
+        self.at = end;
+        Ok(())
+    }
+}
+
 /// The width checks every `run` starts with.
 pub(crate) fn check_widths(
     model: &(impl Model + ?Sized),

@@ -8,7 +8,9 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::onnx::{self, NodeCtx};
-use crate::runtime::{InferenceRuntime, Model, OutputSpec, check_widths, input_width};
+use crate::runtime::{
+    FlatOutput, InferenceRuntime, Model, OutputSpec, check_widths, input_width, output_specs,
+};
 
 /// tract (`tract-onnx`, default features off).
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,15 +69,7 @@ pub(crate) fn load_proto(proto: &pb::ModelProto) -> Result<Box<dyn Model>> {
         specs: Vec::new(),
     };
     let probe = model.run_raw(&vec![0.0; model.input_len()])?;
-    model.specs = graph
-        .output
-        .iter()
-        .zip(&probe)
-        .map(|(o, v)| OutputSpec {
-            name: o.name.clone(),
-            len: v.len(),
-        })
-        .collect();
+    model.specs = output_specs(graph, probe.iter().map(Vec::len));
     Ok(Box::new(model))
 }
 
@@ -111,17 +105,9 @@ impl Model for TractModel {
 
     fn run(&self, features: &[f32], out: &mut [f32]) -> Result<()> {
         check_widths(self, features, out)?;
-        let mut at = 0;
+        let mut out = FlatOutput::new(out);
         for v in self.run_raw(features)? {
-            let end = at + v.len();
-            if end > out.len() {
-                return Err(Error::OutputWidth {
-                    expected: end,
-                    got: out.len(),
-                });
-            }
-            out[at..end].copy_from_slice(&v);
-            at = end;
+            out.push(&v)?;
         }
         Ok(())
     }

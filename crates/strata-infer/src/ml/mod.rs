@@ -181,15 +181,7 @@ impl MlModel {
         // data-independent shapes, and a graph that cannot run fails now,
         // at upload, rather than on the first reading.
         let probe = model.eval(&vec![0.0; model.input_len()])?;
-        model.specs = graph
-            .output
-            .iter()
-            .zip(&probe)
-            .map(|(o, v)| OutputSpec {
-                name: o.name.clone(),
-                len: v.len(),
-            })
-            .collect();
+        model.specs = crate::runtime::output_specs(graph, probe.iter().map(|v| v.len()));
         model.direct = model.direct_plan();
         Ok(model)
     }
