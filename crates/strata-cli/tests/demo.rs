@@ -57,6 +57,29 @@ fn demo_streams_a_simulated_fleet_into_storage() {
         "only {stored} readings stored: {stdout}"
     );
     assert!(dir.path().join("strata.db").exists());
+    // Labels and heartbeats are stored beside the readings, not refused.
+    let db = rusqlite::Connection::open(dir.path().join("strata.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT signal FROM series WHERE device_id = 'machine-01' ORDER BY signal")
+        .unwrap();
+    let signals: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for want in [
+        "current",
+        "health.uptime_s",
+        "label.failure",
+        "label.rul_h",
+        "temperature",
+        "vibration_rms",
+    ] {
+        assert!(
+            signals.iter().any(|s| s == want),
+            "{want} not stored: {signals:?}"
+        );
+    }
 
     // A second run on the same data directory reconnects the same fleet.
     let stdout = run_demo(dir.path(), 2);

@@ -206,14 +206,16 @@ fn register_fleet(api: &ApiClient, count: usize) -> anyhow::Result<Vec<Login>> {
                 Err(e)
             }
         })?;
-    let signals = json!({ "temperature": "Cel", "vibration_rms": "mm/s", "current": "A" });
+    // No declared signals: the simulated machines also send ground-truth
+    // labels and their agent's heartbeat (`health.*`, named after its
+    // sources), which a fixed declaration would refuse.
     (1..=count)
         .map(|i| {
             let id = format!("machine-{i:02}");
             let created: serde_json::Value = api.post(
                 "register device",
                 "/api/v1/devices",
-                &json!({ "id": id, "site": "demo-plant", "tags": { "line": format!("{}", 1 + i % 2) }, "signals": signals }),
+                &json!({ "id": id, "site": "demo-plant", "tags": { "line": format!("{}", 1 + i % 2) } }),
             )?;
             let token = created["enrollment_token"].as_str().context("no enrollment token")?;
             let enrolled: serde_json::Value =
