@@ -76,6 +76,55 @@ impl ApiClient {
         self.finish(what, req.call())
     }
 
+    /// GET `path` as text (e.g. `/metrics`).
+    pub fn get_text(&self, what: &str, path: &str) -> anyhow::Result<String> {
+        let mut response = self
+            .agent
+            .get(self.url(path))
+            .call()
+            .with_context(|| format!("{what}: cannot reach the hub at {}", self.base))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("{what}: cannot read the answer"))?;
+        if !status.is_success() {
+            return Err(anyhow!("{what}: {status}"));
+        }
+        Ok(text)
+    }
+
+    /// PUT `body` as JSON to `path`.
+    pub fn put<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let mut req = self.agent.put(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(what, req.send_json(body))
+    }
+
+    /// POST raw bytes (e.g. an ONNX file) to `path`.
+    pub fn post_bytes<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<T> {
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .header("Content-Type", "application/octet-stream");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(what, req.send(bytes))
+    }
+
     /// POST `body` as JSON to `path`.
     pub fn post<T: DeserializeOwned>(
         &self,

@@ -1,6 +1,7 @@
 //! The agent: every source sends frames to one processing thread (the
 //! pipeline, then the durable outbox); the uplink drains the outbox to the
-//! hub; a heartbeat reports health through the same path.
+//! hub; a heartbeat reports health through the same path; the twin task
+//! swaps in the models the hub deploys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::process::Processor;
 use crate::sources::{self, Frame, SourceStats};
+use crate::twin::{Reported, TwinApplier};
 use crate::uplink::{self, UplinkConfig};
 
 /// Why the agent could not start.
@@ -90,14 +92,34 @@ impl Agent {
             pipeline,
             models,
         );
+        let (swap, swapped) = std::sync::mpsc::channel::<Models>();
         std::thread::Builder::new()
             .name("strata-pipeline".into())
             .spawn(move || {
                 while let Some(frame) = frames_rx.blocking_recv() {
+                    while let Ok(models) = swapped.try_recv() {
+                        processor.set_models(models);
+                    }
                     processor.handle(frame);
                 }
             })
             .map_err(AgentError::Thread)?;
+
+        let (desired, desired_rx) = tokio::sync::watch::channel(None);
+        let reported = Arc::new(Reported::default());
+        let applier = TwinApplier {
+            device: device.clone(),
+            credential: credential.clone(),
+            http: config.hub.http.clone(),
+            data_dir: config.data_dir.clone(),
+            base_dir: config.base_dir.clone(),
+            configured: config.models.clone(),
+            vectors,
+            swap,
+            health: health.clone(),
+            reported: reported.clone(),
+        };
+        tasks.spawn(applier.run(desired_rx));
 
         tasks.spawn(heartbeat(
             Duration::from_millis(config.health.interval_ms.max(100)),
@@ -111,7 +133,12 @@ impl Agent {
             credential,
             window: config.hub.window,
         };
-        tasks.spawn(uplink::run(uplink, outbox.clone(), appended));
+        tasks.spawn(uplink::run(
+            uplink,
+            outbox.clone(),
+            appended,
+            uplink::TwinLink { desired, reported },
+        ));
         Ok(Agent {
             tasks,
             outbox,

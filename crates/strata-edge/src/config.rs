@@ -79,6 +79,11 @@ pub struct HubLink {
     /// Unacknowledged batches in flight at once.
     #[serde(default = "default_window")]
     pub window: u16,
+    /// The hub's HTTP address (e.g. `http://hub:8080`), where the agent
+    /// downloads models deployed to it; without it, deployments are
+    /// reported as failed.
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 fn default_window() -> u16 {

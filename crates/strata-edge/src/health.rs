@@ -95,8 +95,8 @@ pub struct HealthState {
     started: Instant,
     /// Per source: (stream, counters).
     pub sources: Vec<(String, Arc<SourceStats>)>,
-    /// Per model: (name, counters).
-    pub models: Vec<(String, Arc<ModelStats>)>,
+    /// Per model: (name, counters); replaced when the hub deploys models.
+    models: Mutex<Vec<(String, Arc<ModelStats>)>>,
     /// Readings the pipeline refused (not finite, late, out of range with
     /// the drop action).
     pub pipeline_dropped: AtomicU64,
@@ -114,11 +114,16 @@ impl HealthState {
         HealthState {
             started: Instant::now(),
             sources,
-            models,
+            models: Mutex::new(models),
             pipeline_dropped: AtomicU64::new(0),
             outbox_errors: AtomicU64::new(0),
             cpu: Mutex::new(None),
         }
+    }
+
+    /// The models reported from now on (after a deployment).
+    pub fn set_models(&self, models: Vec<(String, Arc<ModelStats>)>) {
+        *self.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
     }
 
     /// One heartbeat's signals at `ts_ns`; resets the latency histograms.
@@ -184,7 +189,8 @@ impl HealthState {
                 s.reconnects.load(Ordering::Relaxed) as f64,
             );
         }
-        for (name, m) in &self.models {
+        let models = self.models.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (name, m) in &models {
             if let Some(p50) = m.latency.quantile(0.5) {
                 add(
                     format!("health.model.{name}.latency_p50_us"),

@@ -12,6 +12,7 @@ pub mod inference;
 pub mod outbox;
 pub mod process;
 pub mod sources;
+pub mod twin;
 pub mod uplink;
 
 pub use agent::Agent;

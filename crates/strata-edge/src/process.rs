@@ -47,6 +47,13 @@ impl Processor {
         }
     }
 
+    /// Replaces the models (a deployment from the hub); frames already
+    /// handled keep the predictions of the models that saw them.
+    pub fn set_models(&mut self, models: Models) {
+        self.health.set_models(models.stats());
+        self.models = models;
+    }
+
     /// Handles one frame.
     pub fn handle(&mut self, frame: Frame) {
         let Some(pipeline) = self

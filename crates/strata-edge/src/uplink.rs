@@ -31,6 +31,18 @@ pub struct UplinkConfig {
     pub window: u16,
 }
 
+/// The twin's side of the uplink: desired documents received go to
+/// `desired`; the reported document is published on every connect and
+/// whenever it changes.
+#[derive(Debug, Clone)]
+pub struct TwinLink {
+    /// The newest desired twin received (a newer one replaces one the
+    /// twin task has not read yet).
+    pub desired: tokio::sync::watch::Sender<Option<Vec<u8>>>,
+    /// What to report.
+    pub reported: Arc<crate::twin::Reported>,
+}
+
 /// Backoff between reconnects: exponential with full jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -67,11 +79,19 @@ impl Backoff {
     }
 }
 
+/// Marks a publish in flight that is not an outbox row.
+const NOT_OUTBOX: i64 = -1;
+
 /// Runs the uplink until the task is dropped.
-pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>) {
+pub async fn run(
+    config: UplinkConfig,
+    outbox: Arc<Outbox>,
+    appended: Arc<Notify>,
+    twin: TwinLink,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
-        match session(&config, &outbox, &appended, &mut backoff).await {
+        match session(&config, &outbox, &appended, &twin, &mut backoff).await {
             Ok(()) => return,
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -115,11 +135,27 @@ async fn session(
     config: &UplinkConfig,
     outbox: &Outbox,
     appended: &Notify,
+    twin: &TwinLink,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     let window = usize::from(config.window.max(1));
     let (client, mut events) = AsyncClient::new(options(config), window + 4);
     let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
+    let desired_topic =
+        Topic::new(config.device.clone(), Direction::Down, TopicKind::Twin).to_string();
+    let reported_topic =
+        Topic::new(config.device.clone(), Direction::Up, TopicKind::Twin).to_string();
+    // A publish that is not an outbox row (the reported twin) is queued as
+    // NOT_OUTBOX, so packet ids still pair with the right rows.
+    let report = |client: &AsyncClient, queued: &mut VecDeque<i64>| -> Result<(), String> {
+        if let Some(doc) = twin.reported.latest() {
+            client
+                .try_publish(reported_topic.as_str(), QoS::AtLeastOnce, false, doc)
+                .map_err(|e| format!("cannot queue the reported twin: {e}"))?;
+            queued.push_back(NOT_OUTBOX);
+        }
+        Ok(())
+    };
     // Outbox rows handed to the client, in order, until it assigns a packet id.
     let mut queued: VecDeque<i64> = VecDeque::new();
     let mut in_flight: HashMap<u16, i64> = HashMap::new();
@@ -149,6 +185,13 @@ async fn session(
                     connected = true;
                     backoff.reset();
                     tracing::info!(device = %config.device, "uplink connected");
+                    client
+                        .try_subscribe(desired_topic.as_str(), QoS::AtLeastOnce)
+                        .map_err(|e| format!("cannot subscribe to the twin: {e}"))?;
+                    report(&client, &mut queued)?;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
+                    twin.desired.send_replace(Some(p.payload.to_vec()));
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(id) = queued.pop_front() {
@@ -156,7 +199,7 @@ async fn session(
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(id) = in_flight.remove(&ack.pkid) {
+                    if let Some(id) = in_flight.remove(&ack.pkid).filter(|&id| id != NOT_OUTBOX) {
                         acked.push(id);
                     }
                 }
@@ -164,6 +207,7 @@ async fn session(
                 Err(e) => return Err(e.to_string()),
             },
             _ = appended.notified(), if connected => {}
+            _ = twin.reported.changed.notified(), if connected => report(&client, &mut queued)?,
         }
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use strata_broker::{
     AuthDecision, ConnectInfo, DisconnectReason, Hooks, InboundPublish, PublishDecision,
 };
-use strata_proto::{DeviceId, Direction, Topic, TopicKind, payload};
+use strata_proto::{DeviceId, Direction, ReportedTwin, Topic, TopicKind, payload};
+use strata_store::TwinStore;
 
 use crate::ingest::Ingest;
 use crate::metrics::{Metrics, RejectReason};
@@ -18,16 +19,50 @@ pub struct HubHooks {
     registry: Arc<Registry>,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
+    twins: Arc<dyn TwinStore>,
 }
 
 impl HubHooks {
     /// Hooks over the hub's registry and ingest.
-    pub fn new(registry: Arc<Registry>, ingest: Arc<Ingest>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        ingest: Arc<Ingest>,
+        metrics: Arc<Metrics>,
+        twins: Arc<dyn TwinStore>,
+    ) -> Self {
         HubHooks {
             registry,
             ingest,
             metrics,
+            twins,
         }
+    }
+
+    /// Stores a reported twin (off the connection's task: it is a write).
+    fn reported_twin(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
+        let reported: ReportedTwin = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.reject(RejectReason::Malformed, 1, || {
+                    format!("device {device}: reported twin: {e}")
+                });
+                return PublishDecision::Drop {
+                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                };
+            }
+        };
+        let value = serde_json::to_value(&reported).expect("JSON of a twin");
+        let (twins, device) = (self.twins.clone(), device.clone());
+        let store = move || {
+            if let Err(e) = twins.set_reported(&device, &value, crate::now_ns()) {
+                tracing::warn!(%device, "cannot store a reported twin: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(store)),
+            Err(_) => store(),
+        }
+        PublishDecision::Route
     }
 }
 
@@ -165,6 +200,7 @@ impl Hooks for HubHooks {
                 }
                 PublishDecision::Route
             }
+            TopicKind::Twin => self.reported_twin(&topic.device, &msg.payload),
             _ => PublishDecision::Route,
         }
     }

@@ -7,6 +7,7 @@
 //! device --MQTT--> broker --hooks--> ingest (decode, validate) --> writer thread --> store
 //!                    ^  PUBACK only after the writer's commit  <-------------'
 //! HTTP client --> api --> registry / store
+//!                     \-> models (registry, jobs: train / backtest, deploy via twins)
 //! ```
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod hooks;
 pub mod ingest;
 pub mod metrics;
+pub mod models;
 pub mod registry;
 pub mod secret;
 
@@ -54,7 +56,7 @@ pub enum StartError {
     /// Storage could not be opened.
     #[error(transparent)]
     Store(#[from] strata_store::Error),
-    /// The registry could not be loaded.
+    /// The registry or another hub component could not start.
     #[error(transparent)]
     Hub(#[from] Error),
     /// The MQTT broker could not start (e.g. its port is taken).
@@ -84,6 +86,7 @@ pub struct Hub {
     http_task: tokio::task::JoinHandle<()>,
     writer: Option<std::thread::JoinHandle<()>>,
     writer_commands: tokio::sync::mpsc::UnboundedSender<ingest::writer::Command>,
+    jobs: Arc<models::jobs::JobRunner>,
 }
 
 impl Hub {
@@ -121,6 +124,7 @@ impl Hub {
             registry.clone(),
             ingest,
             metrics.clone(),
+            store.clone(),
         ));
 
         let broker_config = strata_broker::Config {
@@ -131,6 +135,22 @@ impl Hub {
         let broker = strata_broker::Broker::start(broker_config, hooks).await?;
         registry.attach_broker(broker.clone());
         let mqtt_addr = broker.local_addr();
+
+        let models = Arc::new(models::ModelRegistry::open(store.clone(), &data_dir)?);
+        let deployer = Arc::new(models::deploy::Deployer::new(
+            store.clone(),
+            registry.clone(),
+            models.clone(),
+            broker.clone(),
+        ));
+        deployer.republish_all()?;
+        let jobs = Arc::new(models::jobs::JobRunner::start(models::jobs::JobDeps {
+            jobs: store.clone(),
+            telemetry: store.clone(),
+            models: models.clone(),
+            registry: registry.clone(),
+            dir: data_dir.join("jobs"),
+        })?);
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -155,6 +175,9 @@ impl Hub {
             store,
             metrics: metrics.clone(),
             broker: broker.clone(),
+            models,
+            deployer,
+            jobs: jobs.clone(),
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
@@ -183,6 +206,7 @@ impl Hub {
             http_task,
             writer: Some(writer),
             writer_commands: commands,
+            jobs,
         })
     }
 
@@ -214,6 +238,7 @@ impl Hub {
     /// Stops accepting connections, stores what was queued, and returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.jobs.stop();
         self.broker.shutdown().await;
         let _ = (&mut self.http_task).await;
         // The writer stores everything queued before the stop, then exits.

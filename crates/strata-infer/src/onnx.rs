@@ -32,6 +32,21 @@ pub fn decode(onnx: &[u8]) -> Result<pb::ModelProto> {
     Ok(proto)
 }
 
+/// The ops a model's graph uses, as sorted unique `domain:Op` strings
+/// (`ai.onnx:Sigmoid`, `ai.onnx.ml:TreeEnsembleRegressor`): what a model
+/// registry records so that a gateway's runtime can be checked against it.
+pub fn op_list(model: &pb::ModelProto) -> Vec<String> {
+    let mut ops: Vec<String> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .map(|n| format!("{}:{}", domain_of(n), n.op_type))
+        .collect();
+    ops.sort();
+    ops.dedup();
+    ops
+}
+
 /// The ONNX domain of a node, with the empty default spelled out.
 pub(crate) fn domain_of(node: &pb::NodeProto) -> &str {
     if node.domain.is_empty() {

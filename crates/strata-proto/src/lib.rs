@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod payload;
 pub mod topic;
+pub mod twin;
 pub mod validate;
 
 /// Generated protobuf types (`strata.v1`), compiled from
@@ -19,4 +20,5 @@ pub mod v1 {
 pub use ids::{DeviceId, IdError, SiteId};
 pub use payload::{DecodeError, Encoding};
 pub use topic::{Direction, Topic, TopicError, TopicKind};
+pub use twin::{DesiredTwin, ModelAssignment, ModelReport, ReportedTwin};
 pub use v1::{Health, Quality, SignalSeries, TelemetryBatch};

@@ -6,7 +6,7 @@
 //! length + name, varint length + unit, varint length + a [`chunk`]. A query
 //! for one signal skips the others by their lengths without decoding them.
 
-use strata_proto::TelemetryBatch;
+use strata_proto::{SignalSeries, TelemetryBatch};
 
 use crate::chunk::{self, get_varint, put_varint};
 use crate::{Error, Point, Result};
@@ -149,6 +149,34 @@ pub fn for_each_signal(
     Ok(())
 }
 
+/// A whole stored batch back as the batch it was (signals with readings).
+pub fn decode_batch(stream: &str, seq: u64, blob: &[u8]) -> Result<TelemetryBatch> {
+    let mut signals = Vec::new();
+    for_each_signal(
+        blob,
+        |_| true,
+        |name, unit, decode| {
+            let mut series = SignalSeries {
+                name: name.to_owned(),
+                unit: unit.to_owned(),
+                ..SignalSeries::default()
+            };
+            decode(&mut |p: Point| {
+                series.ts_ns.push(p.ts_ns);
+                series.values.push(p.value);
+                series.quality.push(p.quality);
+            })?;
+            signals.push(series);
+            Ok(())
+        },
+    )?;
+    Ok(TelemetryBatch {
+        stream: stream.to_owned(),
+        seq,
+        signals,
+    })
+}
+
 /// The readings of `signal` in a blob, in stored order.
 pub fn signal_points(blob: &[u8], signal: &str, mut each: impl FnMut(Point)) -> Result<()> {
     for_each_signal(
@@ -162,7 +190,6 @@ pub fn signal_points(blob: &[u8], signal: &str, mut each: impl FnMut(Point)) -> 
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use strata_proto::SignalSeries;
 
     fn series(name: &str, ts: Vec<i64>, values: Vec<f64>) -> SignalSeries {
         SignalSeries {
@@ -234,6 +261,24 @@ mod tests {
                 signal_points(&e.data, &format!("s{i}"), |p| got.push((p.ts_ns, p.value.to_bits()))).unwrap();
                 let want: Vec<_> = c.iter().map(|r| (r.0, r.1.to_bits())).collect();
                 prop_assert_eq!(got, want);
+            }
+        }
+
+        #[test]
+        fn whole_batches_decode_back(cols in prop::collection::vec(prop::collection::vec((any::<i64>(), any::<f64>()), 1..50), 1..6)) {
+            let batch = TelemetryBatch {
+                stream: "s".into(),
+                seq: 7,
+                signals: cols.iter().enumerate().map(|(i, c)| series(&format!("s{i}"), c.iter().map(|r| r.0).collect(), c.iter().map(|r| r.1).collect())).collect(),
+            };
+            let e = EncodedBatch::encode(&batch);
+            let back = decode_batch("s", 7, &e.data).unwrap();
+            prop_assert_eq!(back.signals.len(), batch.signals.len());
+            for (a, b) in back.signals.iter().zip(&batch.signals) {
+                prop_assert_eq!(&a.name, &b.name);
+                prop_assert_eq!(&a.ts_ns, &b.ts_ns);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&a.values), bits(&b.values));
             }
         }
     }

@@ -13,15 +13,21 @@
 pub mod blob;
 pub mod chunk;
 mod error;
+pub mod jobs;
 pub mod model;
+pub mod models;
 pub mod sqlite;
+pub mod twin;
 
 pub use blob::EncodedBatch;
 pub use error::{Error, Result};
+pub use jobs::{Job, JobLogLine, JobState};
 pub use model::*;
+pub use models::{Lineage, ModelInfo, ModelOutputInfo, ModelVersion};
 pub use sqlite::{Durability, SqliteStore};
+pub use twin::Twin;
 
-use strata_proto::{DeviceId, SiteId};
+use strata_proto::{DeviceId, SiteId, TelemetryBatch};
 
 /// Where telemetry goes and comes back from.
 ///
@@ -44,6 +50,18 @@ pub trait TelemetryStore: Send + Sync + 'static {
 
     /// How many batches are stored for `device` (all devices when `None`).
     fn batch_count(&self, device: Option<&DeviceId>) -> Result<u64>;
+
+    /// Replays the stored batches of `device` that overlap `[from_ns,
+    /// to_ns]` (of one stream, or all), decoded, in order of their first
+    /// reading: what a backtest or a training dataset is built from.
+    fn replay(
+        &self,
+        device: &DeviceId,
+        stream: Option<&str>,
+        from_ns: i64,
+        to_ns: i64,
+        each: &mut dyn FnMut(TelemetryBatch) -> Result<()>,
+    ) -> Result<()>;
 }
 
 /// Sites, devices and their credentials.
@@ -88,4 +106,73 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) -> Result<()>;
     /// Records that devices were heard from (batched by the caller).
     fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
+}
+
+/// The model registry: models, versions and aliases.
+pub trait ModelStore: Send + Sync + 'static {
+    /// Registers a version of `v.model` (creating the model if new) and
+    /// returns its number: one more than the newest so far. `v.version` is
+    /// ignored.
+    fn add_model_version(&self, v: &ModelVersion) -> Result<u32>;
+    /// All models.
+    fn models(&self) -> Result<Vec<ModelInfo>>;
+    /// One model.
+    fn model(&self, name: &str) -> Result<Option<ModelInfo>>;
+    /// The versions of a model, oldest first.
+    fn model_versions(&self, name: &str) -> Result<Vec<ModelVersion>>;
+    /// One version.
+    fn model_version(&self, name: &str, version: u32) -> Result<Option<ModelVersion>>;
+    /// Points `alias` at `version` (which must exist); returns the version
+    /// it pointed at before.
+    fn set_alias(&self, name: &str, alias: &str, version: u32, now_ns: i64)
+    -> Result<Option<u32>>;
+    /// Removes an alias; false when there was none.
+    fn remove_alias(&self, name: &str, alias: &str) -> Result<bool>;
+}
+
+/// Long-running jobs, durable across restarts.
+pub trait JobStore: Send + Sync + 'static {
+    /// Queues a job; returns its id.
+    fn create_job(&self, kind: &str, spec: &serde_json::Value, now_ns: i64) -> Result<i64>;
+    /// The newest jobs first, at most `limit`.
+    fn jobs(&self, limit: usize) -> Result<Vec<Job>>;
+    /// One job.
+    fn job(&self, id: i64) -> Result<Option<Job>>;
+    /// Takes the oldest queued job, marking it running.
+    fn claim_job(&self, now_ns: i64) -> Result<Option<Job>>;
+    /// Records progress (0..=1) and a status line of a running job, and
+    /// appends the line to its log.
+    fn job_progress(&self, id: i64, progress: f64, line: &str, now_ns: i64) -> Result<()>;
+    /// Ends a job.
+    fn finish_job(
+        &self,
+        id: i64,
+        state: JobState,
+        message: &str,
+        result: Option<&serde_json::Value>,
+        now_ns: i64,
+    ) -> Result<()>;
+    /// A job's log, oldest line first.
+    fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
+    /// Puts jobs left running by a previous process back in the queue;
+    /// returns how many.
+    fn requeue_running_jobs(&self) -> Result<u64>;
+}
+
+/// Device twins.
+pub trait TwinStore: Send + Sync + 'static {
+    /// A device's twin (empty documents when nothing was set).
+    fn twin(&self, device: &DeviceId) -> Result<Twin>;
+    /// Sets one top-level key of the desired document and bumps its
+    /// version; returns the new twin.
+    fn set_desired(
+        &self,
+        device: &DeviceId,
+        key: &str,
+        value: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<Twin>;
+    /// Stores what the device reported.
+    fn set_reported(&self, device: &DeviceId, reported: &serde_json::Value, now_ns: i64)
+    -> Result<()>;
 }

@@ -3,9 +3,11 @@
 //! and Prometheus `/metrics`.
 //!
 //! Everything under `/api/v1` needs the admin token as a bearer token,
-//! except `/api/v1/enroll`, which devices call with their one-time token.
+//! except `/api/v1/enroll`, which devices call with their one-time token,
+//! and `/api/v1/device/...`, which devices call with their credential.
 
 mod error;
+mod models;
 mod ops;
 mod registry;
 mod telemetry;
@@ -17,7 +19,8 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
 use strata_store::TelemetryStore;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -41,6 +44,12 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The broker, for its counters.
     pub broker: strata_broker::BrokerHandle,
+    /// The model registry.
+    pub models: Arc<crate::models::ModelRegistry>,
+    /// Deployments through device twins.
+    pub deployer: Arc<crate::models::deploy::Deployer>,
+    /// Training and backtest jobs.
+    pub jobs: Arc<crate::models::jobs::JobRunner>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// The MQTT address devices should connect to, as shown at enrollment.
@@ -63,6 +72,22 @@ pub struct ApiState {
         telemetry::list_series,
         telemetry::latest,
         telemetry::range,
+        models::list_models,
+        models::get_model,
+        models::upload_version,
+        models::get_version,
+        models::get_artifact,
+        models::get_tree_stats,
+        models::set_alias,
+        models::remove_alias,
+        models::deploy,
+        models::get_twin,
+        models::submit_training,
+        models::submit_backtest,
+        models::list_jobs,
+        models::get_job,
+        models::get_job_log,
+        models::device_artifact,
         ops::healthz,
         ops::metrics,
     ),
@@ -70,6 +95,8 @@ pub struct ApiState {
     tags(
         (name = "registry", description = "Sites, devices, enrollment and revocation"),
         (name = "telemetry", description = "Stored readings"),
+        (name = "models", description = "Model registry, aliases and deployment"),
+        (name = "jobs", description = "Training and backtest jobs"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -92,6 +119,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// Largest ONNX upload accepted.
+const MAX_MODEL_BYTES: usize = 256 << 20;
+
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
     let admin = Router::new()
@@ -112,9 +142,36 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{id}/latest", get(telemetry::latest))
         .route("/devices/{id}/signals/{signal}", get(telemetry::range))
         .route("/series", get(telemetry::list_series))
+        .route("/devices/{id}/twin", get(models::get_twin))
+        .route("/models", get(models::list_models))
+        .route("/models/{name}", get(models::get_model))
+        .route(
+            "/models/{name}/versions",
+            post(models::upload_version).layer(DefaultBodyLimit::max(MAX_MODEL_BYTES)),
+        )
+        .route("/models/{name}/versions/{version}", get(models::get_version))
+        .route(
+            "/models/{name}/versions/{version}/artifact",
+            get(models::get_artifact),
+        )
+        .route(
+            "/models/{name}/versions/{version}/tree-stats",
+            get(models::get_tree_stats),
+        )
+        .route(
+            "/models/{name}/aliases/{alias}",
+            put(models::set_alias).delete(models::remove_alias),
+        )
+        .route("/models/{name}/deploy", post(models::deploy))
+        .route("/jobs", get(models::list_jobs))
+        .route("/jobs/train", post(models::submit_training))
+        .route("/jobs/backtest", post(models::submit_backtest))
+        .route("/jobs/{id}", get(models::get_job))
+        .route("/jobs/{id}/log", get(models::get_job_log))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let api = Router::new()
         .route("/enroll", post(registry::enroll))
+        .route("/device/artifacts/{sha256}", get(models::device_artifact))
         .merge(admin);
     Router::new()
         .nest("/api/v1", api)

@@ -5,9 +5,12 @@
 //! main user) and a small pool of reader connections, which WAL lets run
 //! beside the writer without blocking it.
 
+mod jobs;
+mod models;
 mod registry;
 mod schema;
 mod telemetry;
+mod twins;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -60,6 +60,68 @@ CREATE TABLE latest (
     value       REAL NOT NULL,
     quality     INTEGER NOT NULL
 );
+"#, r#"
+-- The model registry (docs/design/models.md).
+CREATE TABLE models (
+    name        TEXT PRIMARY KEY,
+    created_ns  INTEGER NOT NULL
+);
+CREATE TABLE model_versions (
+    model           TEXT NOT NULL REFERENCES models(name),
+    version         INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    runtime         TEXT NOT NULL,
+    input_len       INTEGER NOT NULL,
+    outputs         TEXT NOT NULL,
+    ops             TEXT NOT NULL,
+    features        TEXT NOT NULL,
+    vector          TEXT,
+    lineage         TEXT NOT NULL,
+    metrics         TEXT NOT NULL,
+    has_tree_stats  INTEGER NOT NULL,
+    description     TEXT NOT NULL,
+    created_ns      INTEGER NOT NULL,
+    PRIMARY KEY (model, version)
+);
+CREATE TABLE model_aliases (
+    model       TEXT NOT NULL,
+    alias       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL,
+    PRIMARY KEY (model, alias),
+    FOREIGN KEY (model, version) REFERENCES model_versions(model, version)
+);
+-- Long-running jobs (training, backtests) and their logs.
+CREATE TABLE jobs (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    progress    REAL NOT NULL DEFAULT 0,
+    message     TEXT NOT NULL DEFAULT '',
+    result      TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created_ns  INTEGER NOT NULL,
+    started_ns  INTEGER,
+    finished_ns INTEGER
+);
+CREATE INDEX jobs_by_state ON jobs(state, id);
+CREATE TABLE job_log (
+    job_id      INTEGER NOT NULL REFERENCES jobs(id),
+    ts_ns       INTEGER NOT NULL,
+    line        TEXT NOT NULL
+);
+CREATE INDEX job_log_by_job ON job_log(job_id);
+-- Device twins: desired (set by the hub) and reported (by the device).
+CREATE TABLE twins (
+    device_id       TEXT PRIMARY KEY,
+    desired         TEXT NOT NULL DEFAULT '{}',
+    desired_version INTEGER NOT NULL DEFAULT 0,
+    desired_ns      INTEGER,
+    reported        TEXT NOT NULL DEFAULT '{}',
+    reported_ns     INTEGER
+);
 "#];
 
 /// Brings the schema up to date.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::params;
-use strata_proto::DeviceId;
+use strata_proto::{DeviceId, TelemetryBatch};
 
 use super::{SqliteStore, Writer};
 use crate::error::{Context, Result};
@@ -125,6 +125,39 @@ impl TelemetryStore for SqliteStore {
                 result.points = points;
             }
             Ok(result)
+        })
+    }
+
+    fn replay(
+        &self,
+        device: &DeviceId,
+        stream: Option<&str>,
+        from_ns: i64,
+        to_ns: i64,
+        each: &mut dyn FnMut(TelemetryBatch) -> Result<()>,
+    ) -> Result<()> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT s.name, b.seq, b.data FROM streams s JOIN batches b ON b.stream_id = s.id
+                     WHERE s.device_id = ?1 AND (?2 IS NULL OR s.name = ?2)
+                       AND b.t_max >= ?3 AND b.t_min <= ?4 AND b.readings > 0
+                     ORDER BY b.t_min, s.name, b.seq",
+                )
+                .context(|| "cannot query batches".into())?;
+            let mut rows = stmt
+                .query(params![device.as_str(), stream, from_ns, to_ns])
+                .context(|| format!("cannot replay {device}"))?;
+            while let Some(row) = rows.next().context(|| "cannot read a batch".into())? {
+                let name: String = row.get(0).context(|| "cannot read a batch".into())?;
+                let seq: i64 = row.get(1).context(|| "cannot read a batch".into())?;
+                let data = row.get_ref(2).context(|| "cannot read a batch".into())?;
+                let data = data
+                    .as_blob()
+                    .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
+                each(blob::decode_batch(&name, seq as u64, data)?)?;
+            }
+            Ok(())
         })
     }
 

@@ -1,12 +1,19 @@
-//! `strata demo`: a hub and a simulated fleet in one command.
+//! `strata demo`: the whole model lifecycle in one command.
 //!
 //! Starts a hub, registers a site and N machines through the API, enrolls
 //! each with its one-time token, and runs one edge agent per machine (in
-//! this process, each with its own durable outbox) streaming simulated
-//! telemetry over MQTT. Prints where to look and how much has been stored.
+//! this process, each with its own durable outbox and feature pipeline)
+//! streaming simulated telemetry over MQTT. Then, through the API: collects
+//! labelled data, trains a remaining-useful-life model, registers and
+//! deploys it to the fleet, and shows live predictions and alerts.
+
+mod lifecycle;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -40,6 +47,45 @@ pub struct DemoArgs {
     /// Stop after this many seconds (runs until Ctrl-C when absent).
     #[arg(long)]
     pub duration_s: Option<u64>,
+    /// Seconds of labelled telemetry collected before training.
+    #[arg(long, default_value_t = 60)]
+    pub collect_s: u64,
+    /// Only stream telemetry: no training, no deployment.
+    #[arg(long)]
+    pub stream_only: bool,
+}
+
+/// The feature pipeline every simulated machine runs: 5 s windows every
+/// second over the three sensor signals, joined into the vector `bearing`.
+const PIPELINE: &str = r#"
+unlisted = "pass"
+[[windows]]
+name = "w"
+signals = ["temperature", "vibration_rms", "current"]
+size_ms = 5000
+hop_ms = 1000
+features = ["mean", "std", "max"]
+[[vectors]]
+name = "bearing"
+features = [
+    "w.temperature.mean", "w.temperature.std", "w.temperature.max",
+    "w.vibration_rms.mean", "w.vibration_rms.std", "w.vibration_rms.max",
+    "w.current.mean", "w.current.std", "w.current.max",
+]
+"#;
+
+/// Simulated seconds per real second: a machine's two-day bearing life
+/// passes in under a minute, so the fleet shows every stage of wear while
+/// the demo collects.
+const TIME_SCALE: f64 = 3600.0;
+/// Mean simulated bearing life.
+const LIFETIME_S: f64 = 2.0 * 86_400.0;
+/// A machine with less remaining life than this is labelled failing, and a
+/// prediction below it raises an alert.
+const HORIZON_H: f64 = 8.0;
+
+fn pipeline() -> strata_pipeline::PipelineConfig {
+    toml::from_str(PIPELINE).expect("the demo pipeline parses")
 }
 
 /// Runs the demo.
@@ -66,11 +112,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let count = args.devices;
     let saved = data_dir.join(FLEET_FILE);
-    let logins = tokio::task::spawn_blocking(move || fleet_logins(&api, count, &saved)).await??;
+    let registering = api.clone();
+    let logins =
+        tokio::task::spawn_blocking(move || fleet_logins(&registering, count, &saved)).await??;
+    let devices: Vec<String> = logins.iter().map(|l| l.device.clone()).collect();
     let mqtt = hub.mqtt_addr();
     let mut fleet = tokio::task::JoinSet::new();
     for (i, login) in logins.into_iter().enumerate() {
-        let agent = Agent::start(edge_config(&data_dir, mqtt, login, i as u64))
+        let agent = Agent::start(edge_config(&data_dir, mqtt, &base, login, i as u64))
             .context("cannot start a simulated edge agent")?;
         fleet.spawn(async move {
             agent.wait().await;
@@ -89,6 +138,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  data:       {}", data_dir.display());
     println!("Ctrl-C stops the demo.");
 
+    let stop_lifecycle = Arc::new(AtomicBool::new(false));
+    let mut lifecycle = if args.stream_only {
+        None
+    } else {
+        let plan = lifecycle::Plan {
+            api,
+            devices,
+            collect: Duration::from_secs(args.collect_s),
+            pipeline: serde_json::to_value(pipeline()).expect("JSON of a pipeline"),
+            vector: "bearing".into(),
+            alert_below_h: HORIZON_H,
+            stop: stop_lifecycle.clone(),
+        };
+        Some(tokio::task::spawn_blocking(move || lifecycle::run(&plan)))
+    };
+
     let stop = async {
         match args.duration_s {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -101,7 +166,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = report.tick() => {
+            _ = report.tick(), if lifecycle.is_none() => {
                 let m = hub.metrics();
                 println!(
                     "  stored {} batches, {} readings",
@@ -109,12 +174,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     m.readings_stored.load(Relaxed)
                 );
             }
+            done = async { lifecycle.as_mut().expect("guarded").await }, if lifecycle.is_some() => {
+                lifecycle = None;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        stop_lifecycle.store(true, Relaxed);
+                        fleet.shutdown().await;
+                        hub.shutdown().await;
+                        return Err(e.context("the demo's model lifecycle failed"));
+                    }
+                    Err(e) => anyhow::bail!("the demo's model lifecycle panicked: {e}"),
+                }
+            }
             Some(done) = fleet.join_next() => {
                 if let Ok(Err(e)) = done {
                     eprintln!("a simulated machine stopped: {e:#}");
                 }
             }
         }
+    }
+    stop_lifecycle.store(true, Relaxed);
+    if let Some(task) = lifecycle {
+        let _ = task.await;
     }
     fleet.shutdown().await;
     let stored = hub.metrics().readings_stored.load(Relaxed);
@@ -127,6 +209,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 fn edge_config(
     data_dir: &std::path::Path,
     mqtt: SocketAddr,
+    http: &str,
     login: Login,
     seed: u64,
 ) -> EdgeConfig {
@@ -137,14 +220,18 @@ fn edge_config(
             credential: Some(login.credential),
             credential_file: None,
             window: 32,
+            http: Some(http.to_owned()),
         },
         outbox: OutboxConfig::default(),
         sources: vec![SourceConfig::Simulator(SimulatorConfig {
             seed,
+            time_scale: TIME_SCALE,
+            lifetime_s: LIFETIME_S,
+            failure_horizon_s: HORIZON_H * 3600.0,
             ..SimulatorConfig::default()
         })],
         health: Default::default(),
-        pipeline: None,
+        pipeline: Some(pipeline()),
         models: Vec::new(),
         base_dir: data_dir.to_path_buf(),
         device: login.device,

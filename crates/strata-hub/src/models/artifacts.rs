@@ -1,0 +1,125 @@
+//! Content-addressed artifacts on local disk: `artifacts/sha256/<hex>` in
+//! the hub's data directory. A file's name is its hash, so the same model
+//! uploaded twice is stored once, and every read is checked against the
+//! name: a file changed on disk is refused, never served.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The artifact directory.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` looks like a SHA-256 in lower-case hex.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Unavailable(format!("{context}: {e}"))
+}
+
+impl ArtifactStore {
+    /// Opens (creating) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let root = data_dir.join("artifacts").join("sha256");
+        std::fs::create_dir_all(&root)
+            .map_err(io(format!("cannot create {}", root.display())))?;
+        Ok(ArtifactStore { root })
+    }
+
+    /// Where the artifact with this hash lives.
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(sha256)
+    }
+
+    /// Stores `bytes` (durably: written to a temporary file, synced, then
+    /// renamed) and returns their hash. Storing what exists is a no-op.
+    pub fn put(&self, bytes: &[u8]) -> Result<String> {
+        let sha = sha256_hex(bytes);
+        self.put_named(&sha, bytes)?;
+        Ok(sha)
+    }
+
+    /// Stores a file beside the artifacts under a derived name (e.g. the
+    /// tree statistics of a model: `<sha>.tree-stats.json`).
+    pub fn put_named(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(name);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self.root.join(format!(".{name}.tmp"));
+        let mut file =
+            std::fs::File::create(&tmp).map_err(io(format!("cannot write {}", tmp.display())))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io(format!("cannot write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("cannot store {}", path.display())))?;
+        if let Ok(dir) = std::fs::File::open(&self.root) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The artifact with this hash, checked against it.
+    pub fn get(&self, sha256: &str) -> Result<Vec<u8>> {
+        if !is_sha256_hex(sha256) {
+            return Err(Error::BadRequest(format!(
+                "{sha256:?} is not a SHA-256 in lower-case hex"
+            )));
+        }
+        let bytes = self.get_named(sha256)?;
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            tracing::error!(expected = sha256, actual, "an artifact changed on disk");
+            return Err(Error::Conflict(format!(
+                "artifact {sha256} is damaged on disk (its content hashes to {actual}); re-upload it"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// A file stored with [`ArtifactStore::put_named`].
+    pub fn get_named(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.root.join(name);
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(format!("no artifact {name}")),
+            _ => Error::Unavailable(format!("cannot read {}: {e}", path.display())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_by_hash_and_refuses_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let sha = store.put(b"model bytes").unwrap();
+        assert!(is_sha256_hex(&sha));
+        assert_eq!(store.put(b"model bytes").unwrap(), sha);
+        assert_eq!(store.get(&sha).unwrap(), b"model bytes");
+        std::fs::write(store.path(&sha), b"model bytez").unwrap();
+        assert!(matches!(store.get(&sha), Err(Error::Conflict(m)) if m.contains("damaged")));
+        assert!(matches!(store.get(&"0".repeat(64)), Err(Error::NotFound(_))));
+        assert!(matches!(store.get("../etc"), Err(Error::BadRequest(_))));
+    }
+}

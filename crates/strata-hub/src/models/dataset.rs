@@ -1,0 +1,246 @@
+//! Training and evaluation datasets built from stored telemetry by
+//! replaying it through the edge's own pipeline (`strata-pipeline`), so a
+//! model is trained and backtested on exactly the features a gateway
+//! computes. Each row is one feature vector; its target is the newest
+//! reading of the target signal (e.g. the ground truth `label.rul_h`, or a
+//! maintenance label) before the vector's window ended.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Write as _;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use strata_pipeline::{Output, Pipeline, PipelineConfig};
+use strata_proto::DeviceId;
+use strata_store::TelemetryStore;
+
+use crate::error::{Error, Result};
+
+/// Where a dataset comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// The devices whose telemetry is used.
+    pub devices: Vec<String>,
+    /// Start of the window, ns (0: from the first reading).
+    #[serde(default)]
+    pub from_ns: i64,
+    /// End of the window, ns (0: up to now).
+    #[serde(default)]
+    pub to_ns: i64,
+    /// Only this stream of each device (all streams when absent).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// The edge pipeline that computes the features (the `[pipeline]`
+    /// table of an agent config, as JSON).
+    #[schema(value_type = Object)]
+    pub pipeline: PipelineConfig,
+    /// The pipeline's feature vector the model reads.
+    pub vector: String,
+    /// The signal to predict (e.g. `label.rul_h`).
+    pub target: String,
+}
+
+/// A dataset: one row per feature vector that had a target.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    /// Feature names, in column order.
+    pub features: Vec<String>,
+    /// Rows laid end to end, `features.len()` values each.
+    pub rows: Vec<f32>,
+    /// Target per row.
+    pub target: Vec<f32>,
+    /// Vector time per row, ns.
+    pub ts_ns: Vec<i64>,
+    /// Index into `devices` per row.
+    pub device: Vec<u32>,
+    /// The devices that gave rows.
+    pub devices: Vec<String>,
+    /// Vectors left out for want of a target reading before them.
+    pub unlabelled: u64,
+}
+
+impl Dataset {
+    /// Rows in the dataset.
+    pub fn len(&self) -> usize {
+        self.target.len()
+    }
+
+    /// Whether it has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.target.is_empty()
+    }
+
+    /// One row's features.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let w = self.features.len();
+        &self.rows[i * w..(i + 1) * w]
+    }
+
+    /// Writes the dataset as CSV (`ts_ns,device,<features...>,target`),
+    /// the format external trainers read; returns its SHA-256 in hex.
+    pub fn write_csv(&self, out: impl std::io::Write) -> std::io::Result<String> {
+        let mut hashing = HashingWriter {
+            inner: std::io::BufWriter::new(out),
+            hash: Sha256::new(),
+        };
+        let mut header = vec!["ts_ns".to_owned(), "device".to_owned()];
+        header.extend(self.features.iter().cloned());
+        header.push("target".to_owned());
+        writeln!(hashing, "{}", header.join(","))?;
+        for i in 0..self.len() {
+            write!(hashing, "{},{}", self.ts_ns[i], self.devices[self.device[i] as usize])?;
+            for v in self.row(i) {
+                write!(hashing, ",{v}")?;
+            }
+            writeln!(hashing, ",{}", self.target[i])?;
+        }
+        hashing.inner.flush()?;
+        Ok(super::artifacts::hex(&hashing.hash.finalize()))
+    }
+
+    /// The SHA-256 of the CSV form, without writing it anywhere.
+    pub fn digest(&self) -> String {
+        self.write_csv(std::io::sink())
+            .expect("writing to a sink cannot fail")
+    }
+
+    /// Splits rows into (train, hold-out) indices: for each device, its
+    /// last `holdout` share of rows in time is held out, so the model is
+    /// judged on data later than anything it saw.
+    pub fn split_by_time(&self, holdout: f64) -> (Vec<usize>, Vec<usize>) {
+        let mut train = Vec::new();
+        let mut test = Vec::new();
+        for d in 0..self.devices.len() as u32 {
+            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.device[i] == d).collect();
+            idx.sort_by_key(|&i| self.ts_ns[i]);
+            let cut = idx.len() - ((idx.len() as f64 * holdout).round() as usize).min(idx.len());
+            train.extend_from_slice(&idx[..cut]);
+            test.extend_from_slice(&idx[cut..]);
+        }
+        (train, test)
+    }
+
+    /// The rows at `idx`, as (features laid end to end, targets).
+    pub fn take(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let mut rows = Vec::with_capacity(idx.len() * self.features.len());
+        let mut target = Vec::with_capacity(idx.len());
+        for &i in idx {
+            rows.extend_from_slice(self.row(i));
+            target.push(self.target[i]);
+        }
+        (rows, target)
+    }
+}
+
+struct HashingWriter<W: std::io::Write> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Replays each device's stored telemetry through the pipeline and
+/// collects labelled rows. `progress(done, total)` is called per device.
+pub fn build(
+    store: &dyn TelemetryStore,
+    spec: &DatasetSpec,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Dataset> {
+    let features = vector_features(&spec.pipeline, &spec.vector)?;
+    if spec.devices.is_empty() {
+        return Err(Error::BadRequest("the dataset names no devices".into()));
+    }
+    let to_ns = if spec.to_ns == 0 { i64::MAX } else { spec.to_ns };
+    let mut ds = Dataset {
+        features,
+        ..Dataset::default()
+    };
+    let unique: BTreeSet<&String> = spec.devices.iter().collect();
+    for (n, device) in unique.iter().enumerate() {
+        let id = DeviceId::new(device.as_str()).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let index = ds.devices.len() as u32;
+        let before = ds.len();
+        replay_device(store, spec, &id, spec.from_ns, to_ns, &mut |ts, row, target| {
+            ds.rows.extend_from_slice(row);
+            ds.target.push(target);
+            ds.ts_ns.push(ts);
+            ds.device.push(index);
+        }, &mut ds.unlabelled)?;
+        if ds.len() > before {
+            ds.devices.push(device.to_string());
+        }
+        progress(n + 1, unique.len());
+    }
+    Ok(ds)
+}
+
+/// The feature names of a pipeline's vector (a clear error when the
+/// pipeline is invalid or has no such vector).
+pub fn vector_features(pipeline: &PipelineConfig, vector: &str) -> Result<Vec<String>> {
+    let p = Pipeline::new(pipeline).map_err(|e| Error::BadRequest(format!("pipeline: {e}")))?;
+    let schema = p.vector_schema(vector).ok_or_else(|| {
+        Error::BadRequest(format!("the pipeline has no feature vector {vector:?}"))
+    })?;
+    Ok(schema.features().to_vec())
+}
+
+/// Replays one device: calls `row(ts_ns, features, target)` for every
+/// vector with a target reading before it.
+pub fn replay_device(
+    store: &dyn TelemetryStore,
+    spec: &DatasetSpec,
+    device: &DeviceId,
+    from_ns: i64,
+    to_ns: i64,
+    row: &mut dyn FnMut(i64, &[f32], f32),
+    unlabelled: &mut u64,
+) -> Result<()> {
+    let mut pipeline =
+        Pipeline::new(&spec.pipeline).map_err(|e| Error::BadRequest(format!("pipeline: {e}")))?;
+    let mut out = Output::new();
+    // Target readings not yet matched to a vector, oldest first.
+    let mut targets: VecDeque<(i64, f64)> = VecDeque::new();
+    let mut emit = |out: &mut Output, targets: &mut VecDeque<(i64, f64)>| {
+        for v in out.take_vectors() {
+            if v.name.as_ref() != spec.vector {
+                continue;
+            }
+            while targets.len() > 1 && targets[1].0 < v.ts_ns {
+                targets.pop_front();
+            }
+            match targets.front() {
+                Some(&(ts, value)) if ts < v.ts_ns && value.is_finite() => {
+                    row(v.ts_ns, &v.values, value as f32)
+                }
+                _ => *unlabelled += 1,
+            }
+        }
+        out.clear();
+    };
+    store.replay(device, spec.stream.as_deref(), from_ns, to_ns, &mut |batch| {
+        for s in batch.signals.iter().filter(|s| s.name == spec.target) {
+            for (&ts, &v) in s.ts_ns.iter().zip(&s.values) {
+                if targets.back().is_none_or(|&(last, _)| ts > last) {
+                    targets.push_back((ts, v));
+                }
+            }
+        }
+        pipeline.push_batch(&batch, &mut out);
+        emit(&mut out, &mut targets);
+        Ok(())
+    })?;
+    pipeline.finish(&mut out);
+    emit(&mut out, &mut targets);
+    Ok(())
+}

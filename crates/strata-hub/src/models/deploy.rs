@@ -1,0 +1,215 @@
+//! Deploying a model version to devices through their twins: the hub sets
+//! the `models` key of each device's desired twin and publishes it,
+//! retained, on `strata/v1/{device}/down/twin`; the agent downloads the
+//! artifact (checked against its hash), swaps the model in, and reports
+//! back on `up/twin`.
+//!
+//! This is the direct path (all selected devices at once). Phased rollouts
+//! with signed manifests build on the same twin key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use strata_proto::{DesiredTwin, DeviceId, Direction, ModelAssignment, SiteId, Topic, TopicKind};
+use strata_store::{DeviceState, ModelVersion, Twin, TwinStore};
+
+use super::{ModelRegistry, VersionRef};
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+
+/// Which devices a deployment targets; all given filters must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSelector {
+    /// These devices.
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
+    /// Devices of this site.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Devices carrying all these tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A deployment request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Version number or alias (e.g. `champion`).
+    pub version: String,
+    /// The pipeline vector the model reads on the devices (defaults to the
+    /// one recorded with the version).
+    #[serde(default)]
+    pub vector: Option<String>,
+    /// Target devices (active devices only); all active devices when empty.
+    #[serde(default, flatten)]
+    pub target: DeviceSelector,
+}
+
+/// What a deployment did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeployResult {
+    /// The model.
+    pub model: String,
+    /// The version deployed.
+    pub version: u32,
+    /// Devices whose desired twin now names it.
+    pub devices: Vec<String>,
+}
+
+/// Sets desired twins and publishes them.
+pub struct Deployer {
+    twins: Arc<dyn TwinStore>,
+    registry: Arc<Registry>,
+    models: Arc<ModelRegistry>,
+    broker: strata_broker::BrokerHandle,
+}
+
+impl Deployer {
+    /// A deployer over the hub's stores and broker.
+    pub fn new(
+        twins: Arc<dyn TwinStore>,
+        registry: Arc<Registry>,
+        models: Arc<ModelRegistry>,
+        broker: strata_broker::BrokerHandle,
+    ) -> Self {
+        Deployer {
+            twins,
+            registry,
+            models,
+            broker,
+        }
+    }
+
+    /// The devices a selector picks (active ones only), in id order.
+    pub fn select(&self, target: &DeviceSelector) -> Result<Vec<DeviceId>> {
+        let site = target
+            .site
+            .as_deref()
+            .map(SiteId::new)
+            .transpose()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let mut picked = Vec::new();
+        for d in self.registry.devices(site.as_ref())? {
+            let listed = target
+                .devices
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|i| i == d.id.as_str()));
+            let tagged = target.tags.iter().all(|(k, v)| d.tags.get(k) == Some(v));
+            if listed && tagged && d.state == DeviceState::Active {
+                picked.push(d.id);
+            }
+        }
+        if let Some(ids) = &target.devices {
+            for id in ids {
+                if !picked.iter().any(|p| p.as_str() == id) {
+                    return Err(Error::BadRequest(format!(
+                        "device {id} is not an active device matching the selector"
+                    )));
+                }
+            }
+        }
+        Ok(picked)
+    }
+
+    /// Deploys a version of `model` to the selected devices.
+    pub fn deploy(&self, model: &str, req: &DeployRequest) -> Result<DeployResult> {
+        let v = self.models.version(model, &VersionRef::parse(&req.version)?)?;
+        let vector = req.vector.clone().or_else(|| v.vector.clone()).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{model} v{} is bound to no pipeline vector; say which one with \"vector\"",
+                v.version
+            ))
+        })?;
+        let devices = self.select(&req.target)?;
+        if devices.is_empty() {
+            return Err(Error::BadRequest("the selector matches no active device".into()));
+        }
+        let assignment = assignment(&v, vector);
+        for device in &devices {
+            self.assign(device, &assignment)?;
+        }
+        tracing::info!(model, version = v.version, devices = devices.len(), "model deployed");
+        Ok(DeployResult {
+            model: model.to_owned(),
+            version: v.version,
+            devices: devices.iter().map(|d| d.to_string()).collect(),
+        })
+    }
+
+    /// Replaces (or adds) the device's assignment for this model name.
+    fn assign(&self, device: &DeviceId, assignment: &ModelAssignment) -> Result<()> {
+        let twin = self.twins.twin(device)?;
+        let mut models: Vec<ModelAssignment> = twin
+            .desired
+            .get("models")
+            .map(|m| serde_json::from_value(m.clone()))
+            .transpose()
+            .map_err(|e| Error::Conflict(format!("the desired twin of {device} is damaged: {e}")))?
+            .unwrap_or_default();
+        models.retain(|m| m.name != assignment.name);
+        models.push(assignment.clone());
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        let value = serde_json::to_value(&models).expect("JSON of assignments");
+        let twin = self
+            .twins
+            .set_desired(device, "models", &value, crate::now_ns())?;
+        self.publish(&twin)
+    }
+
+    /// Publishes a device's desired twin (retained, so a device that
+    /// connects later gets it at once).
+    pub fn publish(&self, twin: &Twin) -> Result<()> {
+        let desired = DesiredTwin {
+            desired_version: twin.desired_version,
+            models: twin
+                .desired
+                .get("models")
+                .map(|m| serde_json::from_value(m.clone()))
+                .transpose()
+                .map_err(|e| {
+                    Error::Conflict(format!("the desired twin of {} is damaged: {e}", twin.device))
+                })?
+                .unwrap_or_default(),
+        };
+        let topic = Topic::new(twin.device.clone(), Direction::Down, TopicKind::Twin).to_string();
+        let payload = Bytes::from(serde_json::to_vec(&desired).expect("JSON of a twin"));
+        self.broker
+            .publish(&topic, payload, strata_broker::QoS::AtLeastOnce, true)
+            .map_err(|e| Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device)))
+    }
+
+    /// Publishes every desired twin again: the broker keeps retained
+    /// messages in memory, so a restarted hub restores them from storage.
+    pub fn republish_all(&self) -> Result<usize> {
+        let mut n = 0;
+        for d in self.registry.devices(None)? {
+            let twin = self.twins.twin(&d.id)?;
+            if twin.desired_version > 0 {
+                self.publish(&twin)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A device's twin.
+    pub fn twin(&self, device: &DeviceId) -> Result<Twin> {
+        self.registry.device(device)?;
+        Ok(self.twins.twin(device)?)
+    }
+}
+
+fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {
+    ModelAssignment {
+        name: v.model.clone(),
+        version: v.version,
+        sha256: v.sha256.clone(),
+        size: v.size,
+        vector,
+        features: v.features.clone(),
+    }
+}

@@ -1,0 +1,232 @@
+//! The job runner: training and backtest jobs run one at a time on a
+//! worker thread (the hub has other work; on two cores one job at a time
+//! keeps ingest responsive). Jobs, their progress and logs are stored, so a
+//! job cut short by a hub restart is queued again and run from the start.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_proto::{DeviceId, SiteId};
+use strata_store::{Job, JobLogLine, JobState, JobStore, TelemetryStore};
+
+use super::ModelRegistry;
+use super::backtest::{self, BacktestSpec};
+use super::train::{self, TrainSpec};
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+
+/// What a running job reports through: progress, log lines, lookups.
+#[derive(Clone)]
+pub struct JobCtx {
+    id: i64,
+    store: Arc<dyn JobStore>,
+    registry: Arc<Registry>,
+    last: Arc<Mutex<(Instant, f64)>>,
+}
+
+impl JobCtx {
+    /// The job's id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Records progress (0..=1) and a status line. Stored at most every
+    /// 200 ms (and always at 0 and 1), so a 1,000-tree job does not write
+    /// 1,000 rows.
+    pub fn progress(&self, fraction: f64, line: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let edge = fraction <= 0.0 || fraction >= 1.0;
+        if !edge && now.duration_since(last.0) < Duration::from_millis(200) && fraction >= last.1 {
+            return;
+        }
+        *last = (now, fraction);
+        if let Err(e) = self
+            .store
+            .job_progress(self.id, fraction, line, crate::now_ns())
+        {
+            tracing::warn!(job = self.id, "cannot record job progress: {e}");
+        }
+    }
+
+    /// Appends a line to the job's log (e.g. an external trainer's output)
+    /// without changing its progress.
+    pub fn log(&self, line: &str) {
+        let progress = self.last.lock().unwrap_or_else(|e| e.into_inner()).1;
+        if let Err(e) = self
+            .store
+            .job_progress(self.id, progress, line, crate::now_ns())
+        {
+            tracing::warn!(job = self.id, "cannot log for a job: {e}");
+        }
+    }
+
+    /// The site of a device, for lineage.
+    pub fn device_site(&self, device: &DeviceId) -> Option<String> {
+        self.registry
+            .device(device)
+            .ok()
+            .map(|d| SiteId::to_string(&d.site))
+    }
+}
+
+/// The runner.
+pub struct JobRunner {
+    store: Arc<dyn JobStore>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What a job needs.
+pub struct JobDeps {
+    /// Job records.
+    pub jobs: Arc<dyn JobStore>,
+    /// Telemetry, to build datasets.
+    pub telemetry: Arc<dyn TelemetryStore>,
+    /// The model registry.
+    pub models: Arc<ModelRegistry>,
+    /// The device registry.
+    pub registry: Arc<Registry>,
+    /// Where jobs keep files (`<data>/jobs/<id>/`).
+    pub dir: PathBuf,
+}
+
+impl JobRunner {
+    /// Requeues jobs a previous process left running and starts the worker.
+    pub fn start(deps: JobDeps) -> Result<JobRunner> {
+        let requeued = deps.jobs.requeue_running_jobs()?;
+        if requeued > 0 {
+            tracing::info!(requeued, "jobs cut short by a restart are queued again");
+        }
+        let wake = Arc::new((Mutex::new(true), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let runner = JobRunner {
+            store: deps.jobs.clone(),
+            wake: wake.clone(),
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("strata-jobs".into())
+            .spawn(move || worker(deps, wake, stop))
+            .map_err(|e| Error::Unavailable(format!("cannot start the job worker: {e}")))?;
+        Ok(runner)
+    }
+
+    /// Queues a training job after checking its spec.
+    pub fn submit_training(&self, spec: &TrainSpec) -> Result<Job> {
+        spec.validate()?;
+        self.submit("train", serde_json::to_value(spec).expect("JSON of a spec"))
+    }
+
+    /// Queues a backtest job.
+    pub fn submit_backtest(&self, spec: &BacktestSpec) -> Result<Job> {
+        if spec.versions.is_empty() {
+            return Err(Error::BadRequest("the backtest names no version".into()));
+        }
+        super::dataset::vector_features(&spec.dataset.pipeline, &spec.dataset.vector)?;
+        self.submit("backtest", serde_json::to_value(spec).expect("JSON of a spec"))
+    }
+
+    fn submit(&self, kind: &str, spec: serde_json::Value) -> Result<Job> {
+        let id = self.store.create_job(kind, &spec, crate::now_ns())?;
+        let (lock, cvar) = &*self.wake;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_one();
+        self.job(id)
+    }
+
+    /// One job.
+    pub fn job(&self, id: i64) -> Result<Job> {
+        self.store
+            .job(id)?
+            .ok_or_else(|| Error::NotFound(format!("no job {id}")))
+    }
+
+    /// The newest jobs.
+    pub fn jobs(&self, limit: usize) -> Result<Vec<Job>> {
+        Ok(self.store.jobs(limit)?)
+    }
+
+    /// A job's log.
+    pub fn log(&self, id: i64) -> Result<Vec<JobLogLine>> {
+        self.job(id)?;
+        Ok(self.store.job_log(id)?)
+    }
+
+    /// Stops the worker after the job it runs (if any).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (lock, cvar) = &*self.wake;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_one();
+    }
+}
+
+fn worker(deps: JobDeps, wake: Arc<(Mutex<bool>, Condvar)>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        match deps.jobs.claim_job(crate::now_ns()) {
+            Ok(Some(job)) => run_one(&deps, job),
+            Ok(None) => {
+                let (lock, cvar) = &*wake;
+                let mut woken = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if !*woken {
+                    woken = cvar
+                        .wait_timeout(woken, Duration::from_secs(5))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                *woken = false;
+            }
+            Err(e) => {
+                tracing::error!("cannot take a job: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn run_one(deps: &JobDeps, job: Job) {
+    let ctx = JobCtx {
+        id: job.id,
+        store: deps.jobs.clone(),
+        registry: deps.registry.clone(),
+        last: Arc::new(Mutex::new((Instant::now(), 0.0))),
+    };
+    tracing::info!(job = job.id, kind = job.kind, attempt = job.attempts, "job started");
+    let dir = deps.dir.join(job.id.to_string());
+    let outcome: Result<serde_json::Value> = (|| {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        match job.kind.as_str() {
+            "train" => {
+                let spec: TrainSpec = serde_json::from_value(job.spec.clone())
+                    .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
+                let v = train::run(&spec, &*deps.telemetry, &deps.models, &dir, &ctx)?;
+                Ok(serde_json::json!({ "model": v.model, "version": v.version, "metrics": v.metrics }))
+            }
+            "backtest" => {
+                let spec: BacktestSpec = serde_json::from_value(job.spec.clone())
+                    .map_err(|e| Error::BadRequest(format!("backtest spec: {e}")))?;
+                let report = backtest::run(&spec, &*deps.telemetry, &deps.models, &ctx)?;
+                Ok(serde_json::to_value(report).expect("JSON of a report"))
+            }
+            other => Err(Error::BadRequest(format!("unknown job kind {other:?}"))),
+        }
+    })();
+    let now = crate::now_ns();
+    let finished = match &outcome {
+        Ok(result) => deps
+            .jobs
+            .finish_job(job.id, JobState::Succeeded, "done", Some(result), now),
+        Err(e) => {
+            tracing::warn!(job = job.id, "job failed: {e}");
+            deps.jobs
+                .finish_job(job.id, JobState::Failed, &e.to_string(), None, now)
+        }
+    };
+    if let Err(e) = finished {
+        tracing::error!(job = job.id, "cannot record the end of a job: {e}");
+    }
+}

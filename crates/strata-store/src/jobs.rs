@@ -1,0 +1,84 @@
+//! The records of long-running hub jobs (training, backtests): state,
+//! progress and a log, stored so a job survives a hub restart.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished with an error (the message says why).
+    Failed,
+}
+
+impl JobState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// A job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Job {
+    /// Its id.
+    pub id: i64,
+    /// What it does (`train`, `backtest`).
+    pub kind: String,
+    /// What it was asked to do, as given.
+    pub spec: serde_json::Value,
+    /// Its state.
+    pub state: JobState,
+    /// Progress from 0 to 1.
+    pub progress: f64,
+    /// The latest status line, or the error of a failed job.
+    pub message: String,
+    /// What it produced (e.g. the registered model version, a report).
+    pub result: Option<serde_json::Value>,
+    /// How many times a worker started it (a restart of the hub starts an
+    /// unfinished job again).
+    pub attempts: u32,
+    /// Creation time, ns.
+    pub created_ns: i64,
+    /// When a worker last started it, ns.
+    pub started_ns: Option<i64>,
+    /// When it finished, ns.
+    pub finished_ns: Option<i64>,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobLogLine {
+    /// When, ns.
+    pub ts_ns: i64,
+    /// The line.
+    pub line: String,
+}

@@ -1,0 +1,129 @@
+//! [`TwinStore`] for SQLite.
+
+use rusqlite::{OptionalExtension, params};
+use strata_proto::DeviceId;
+
+use super::SqliteStore;
+use crate::error::{Context, Error, Result};
+use crate::{Twin, TwinStore};
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+fn read_twin(conn: &rusqlite::Connection, device: &DeviceId) -> Result<Twin> {
+    let row = conn
+        .query_row(
+            "SELECT desired, desired_version, desired_ns, reported, reported_ns
+             FROM twins WHERE device_id = ?1",
+            params![device.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .context(|| format!("cannot read the twin of {device}"))?;
+    let Some((desired, version, desired_ns, reported, reported_ns)) = row else {
+        return Ok(Twin::empty(device.clone()));
+    };
+    Ok(Twin {
+        device: device.clone(),
+        desired: serde_json::from_str(&desired).map_err(corrupt)?,
+        desired_version: version as u64,
+        desired_ns,
+        reported: serde_json::from_str(&reported).map_err(corrupt)?,
+        reported_ns,
+    })
+}
+
+impl TwinStore for SqliteStore {
+    fn twin(&self, device: &DeviceId) -> Result<Twin> {
+        self.read(|conn| read_twin(conn, device))
+    }
+
+    fn set_desired(
+        &self,
+        device: &DeviceId,
+        key: &str,
+        value: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<Twin> {
+        self.write(|w| {
+            let tx = w
+                .conn
+                .transaction()
+                .context(|| "cannot start a transaction".into())?;
+            let mut twin = read_twin(&tx, device)?;
+            let doc = twin
+                .desired
+                .as_object_mut()
+                .ok_or_else(|| corrupt(format!("desired twin of {device} is not an object")))?;
+            doc.insert(key.to_owned(), value.clone());
+            twin.desired_version += 1;
+            twin.desired_ns = Some(now_ns);
+            tx.execute(
+                "INSERT INTO twins (device_id, desired, desired_version, desired_ns)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (device_id) DO UPDATE
+                 SET desired = ?2, desired_version = ?3, desired_ns = ?4",
+                params![
+                    device.as_str(),
+                    twin.desired.to_string(),
+                    twin.desired_version as i64,
+                    now_ns
+                ],
+            )
+            .context(|| format!("cannot set the twin of {device}"))?;
+            tx.commit()
+                .context(|| format!("cannot set the twin of {device}"))?;
+            Ok(twin)
+        })
+    }
+
+    fn set_reported(
+        &self,
+        device: &DeviceId,
+        reported: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<()> {
+        self.write(|w| {
+            w.conn
+                .execute(
+                    "INSERT INTO twins (device_id, reported, reported_ns) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (device_id) DO UPDATE SET reported = ?2, reported_ns = ?3",
+                    params![device.as_str(), reported.to_string(), now_ns],
+                )
+                .context(|| format!("cannot store the reported twin of {device}"))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn desired_keys_merge_and_count_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), crate::Durability::Process).unwrap();
+        let d = DeviceId::new("m-1").unwrap();
+        assert_eq!(store.twin(&d).unwrap().desired_version, 0);
+        store.set_desired(&d, "models", &json!([1]), 1).unwrap();
+        let t = store.set_desired(&d, "config", &json!({"a": 2}), 2).unwrap();
+        assert_eq!(t.desired, json!({"models": [1], "config": {"a": 2}}));
+        assert_eq!(t.desired_version, 2);
+        store.set_reported(&d, &json!({"models": []}), 3).unwrap();
+        let t = store.twin(&d).unwrap();
+        assert_eq!(t.reported, json!({"models": []}));
+        assert_eq!(t.desired_version, 2);
+        assert_eq!(t.reported_ns, Some(3));
+    }
+}
