@@ -101,11 +101,11 @@ impl HubProcess {
                 }
                 r.call()
             }
-            "PATCH" | "POST" => {
-                let mut r = if method == "POST" {
-                    self.agent.post(&url)
-                } else {
-                    self.agent.patch(&url)
+            "PATCH" | "POST" | "PUT" => {
+                let mut r = match method {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
                 };
                 if auth {
                     r = r.header("Authorization", &bearer);
@@ -126,6 +126,49 @@ impl HubProcess {
     /// An authenticated API call.
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.send(method, path, body, true)
+    }
+
+    /// POSTs raw bytes (an ONNX file) with the admin token.
+    pub fn api_bytes(&self, path: &str, bytes: &[u8]) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(format!("http://{}{path}", self.http))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GETs raw bytes with the given `Authorization` header (or none).
+    pub fn get_bytes(&self, path: &str, authorization: Option<&str>) -> (u16, Vec<u8>) {
+        let mut request = self.agent.get(format!("http://{}{path}", self.http));
+        if let Some(a) = authorization {
+            request = request.header("Authorization", a);
+        }
+        let mut response = request.call().expect("HTTP request");
+        let status = response.status().as_u16();
+        let bytes = response.body_mut().read_to_vec().expect("body");
+        (status, bytes)
+    }
+
+    /// Waits for a job to finish; returns it (panics if it failed).
+    pub fn wait_job(&self, id: i64, timeout: Duration) -> Value {
+        let mut job = Value::Null;
+        eventually(timeout, &format!("job {id} finishes"), || {
+            job = self.api("GET", &format!("/api/v1/jobs/{id}"), None).1;
+            matches!(job["state"].as_str(), Some("succeeded" | "failed"))
+        });
+        if job["state"] != "succeeded" {
+            let log = self.api("GET", &format!("/api/v1/jobs/{id}/log"), None).1;
+            panic!("job {id} failed: {job}\nlog: {log}");
+        }
+        job
     }
 
     /// An API call without the admin token.
@@ -416,9 +459,10 @@ pub fn edge_hub_config(hub: &HubProcess, dir: &Path, device: &str, credential: &
     let cred = dir.join("credential");
     std::fs::write(&cred, credential).unwrap();
     format!(
-        "device = \"{device}\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{}\"\ncredential_file = {:?}\n[health]\ninterval_ms = 300\n",
+        "device = \"{device}\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{}\"\nhttp = \"http://{}\"\ncredential_file = {:?}\n[health]\ninterval_ms = 300\n",
         dir.join("data"),
         hub.mqtt,
+        hub.http,
         cred
     )
 }

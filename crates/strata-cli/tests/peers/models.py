@@ -3,8 +3,10 @@ runs onnxruntime on given rows: the reference for the edge inference test.
 
   models.py train OUTDIR    writes rul.onnx (GradientBoostingRegressor) and
                             anomaly.onnx (IsolationForest), 4 inputs each
-  models.py run MODEL ROWS  prints onnxruntime's first output for each row
-                            of the JSON file ROWS, as JSON
+  models.py run MODEL ROWS  prints onnxruntime's outputs for each row of
+                            the JSON file ROWS, as JSON
+  models.py unsupported OUT writes a valid ONNX model whose graph uses an op
+                            Strata's runtime does not run (ai.onnx.ml Imputer)
 """
 import json
 import sys
@@ -43,8 +45,29 @@ def run(model: str, rows: str) -> None:
     print(json.dumps([np.asarray(o).reshape(len(x), -1).astype(float).tolist() for o in outputs]))
 
 
+def unsupported(out: str) -> None:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(
+        "Imputer", ["x"], ["y"], domain="ai.onnx.ml",
+        imputed_value_floats=[0.0] * 4, replaced_value_float=float("nan"),
+    )
+    graph = helper.make_graph(
+        [node], "imputer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    with open(out, "wb") as f:
+        f.write(model.SerializeToString())
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "train":
         train(sys.argv[2])
+    elif sys.argv[1] == "unsupported":
+        unsupported(sys.argv[2])
     else:
         run(sys.argv[2], sys.argv[3])

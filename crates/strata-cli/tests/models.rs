@@ -1,0 +1,408 @@
+//! The model lifecycle at the hub, against the real `strata hub` binary:
+//! built-in trainers learn from simulated machines and buildings and
+//! export ONNX that our runtime and onnxruntime agree on; an external
+//! scikit-learn model is uploaded, refused when it cannot run, and deployed
+//! to a running agent whose predictions reach storage; an external trainer
+//! command and a champion/challenger backtest run as jobs; a job cut short
+//! by SIGKILL runs again after the restart.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use strata_edge::sources::simulator::{Scenario, SimulatorConfig};
+use strata_store::{BatchWrite, Durability, EncodedBatch, SqliteStore, TelemetryStore};
+
+/// The machines' pipeline: 5 s windows every second, vector `bearing`.
+const MACHINE_PIPELINE: &str = r#"
+[[windows]]
+name = "w"
+signals = ["temperature", "vibration_rms", "current"]
+size_ms = 5000
+hop_ms = 1000
+features = ["mean", "std", "max"]
+[[vectors]]
+name = "bearing"
+features = ["w.temperature.mean", "w.temperature.std", "w.temperature.max",
+            "w.vibration_rms.mean", "w.vibration_rms.std", "w.vibration_rms.max",
+            "w.current.mean", "w.current.std", "w.current.max"]
+"#;
+
+/// The buildings' pipeline: hourly-ish means of the drivers of HVAC load.
+const BUILDING_PIPELINE: &str = r#"
+[[windows]]
+name = "w"
+signals = ["outdoor_temperature", "occupancy", "setpoint"]
+size_ms = 5000
+hop_ms = 1000
+features = ["mean", "max"]
+[[vectors]]
+name = "zone"
+features = ["w.outdoor_temperature.mean", "w.outdoor_temperature.max",
+            "w.occupancy.mean", "w.occupancy.max", "w.setpoint.mean"]
+"#;
+
+fn pipeline(toml_text: &str) -> Value {
+    let p: strata_pipeline::PipelineConfig = toml::from_str(toml_text).unwrap();
+    serde_json::to_value(p).unwrap()
+}
+
+fn simulator(scenario: Scenario, seed: u64) -> SimulatorConfig {
+    SimulatorConfig {
+        scenario,
+        seed,
+        // A two-day bearing life passes in 48 s; a building week in 168 s.
+        time_scale: 3600.0,
+        lifetime_s: 2.0 * 86_400.0,
+        failure_horizon_s: 8.0 * 3600.0,
+        ..SimulatorConfig::default()
+    }
+}
+
+/// Registers `devices` and stores `seconds` of their simulated telemetry
+/// (one batch a second, ending now) straight into the hub's database, as
+/// if they had streamed it.
+fn seed(hub: &HubProcess, devices: &[&str], scenario: Scenario, seconds: i64) {
+    for d in devices {
+        hub.provision(d, json!({}));
+    }
+    let store = SqliteStore::open(&hub.data_dir, Durability::Process).unwrap();
+    let start = now_ns() - seconds * 1_000_000_000;
+    for (i, d) in devices.iter().enumerate() {
+        let sim = simulator(scenario, i as u64 + 1);
+        let writes: Vec<BatchWrite> = (1..=seconds)
+            .map(|seq| BatchWrite {
+                device: strata_proto::DeviceId::new(*d).unwrap(),
+                received_ns: now_ns(),
+                batch: EncodedBatch::encode(&sim.batch(seq as u64, start + seq * 1_000_000_000)),
+            })
+            .collect();
+        for chunk in writes.chunks(500) {
+            store.write_batches(chunk).unwrap();
+        }
+    }
+}
+
+fn train(hub: &HubProcess, spec: Value) -> Value {
+    let (status, job) = hub.api("POST", "/api/v1/jobs/train", Some(spec));
+    assert_eq!(status, 202, "{job}");
+    hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(240))
+}
+
+fn run_py(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = std::process::Command::new(peers_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Feature vectors as the edge computes them for a simulated device.
+fn vectors(toml_text: &str, sim: &SimulatorConfig, seconds: i64) -> Vec<Vec<f32>> {
+    let config: strata_pipeline::PipelineConfig = toml::from_str(toml_text).unwrap();
+    let mut p = strata_pipeline::Pipeline::new(&config).unwrap();
+    let mut out = strata_pipeline::Output::new();
+    let start = now_ns() - seconds * 1_000_000_000;
+    for seq in 1..=seconds {
+        p.push_batch(&sim.batch(seq as u64, start + seq * 1_000_000_000), &mut out);
+    }
+    out.take_vectors().into_iter().map(|v| v.values).collect()
+}
+
+/// Checks that our runtime and onnxruntime give the same outputs, to 1e-5
+/// of the output's scale (its largest magnitude over the rows, at least 1):
+/// a 100-tree sum in f32 rounds differently when added in another order.
+fn same_as_onnxruntime(dir: &Path, onnx: &[u8], rows: &[Vec<f32>]) -> f64 {
+    let model_path = dir.join("model.onnx");
+    std::fs::write(&model_path, onnx).unwrap();
+    let rows_path = dir.join("rows.json");
+    std::fs::write(&rows_path, serde_json::to_vec(rows).unwrap()).unwrap();
+    let reference: Vec<Vec<Vec<f64>>> = serde_json::from_slice(&run_py(
+        "models.py",
+        &["run".as_ref(), model_path.as_os_str(), rows_path.as_os_str()],
+    ))
+    .unwrap();
+    let want: Vec<f64> = reference[0].iter().map(|r| r[0]).collect();
+    let scale = want.iter().fold(1f64, |m, w| m.max(w.abs()));
+    let model = strata_infer::load_model(onnx).unwrap();
+    let mut out = vec![0f32; model.output_len()];
+    let mut worst = 0f64;
+    for (r, row) in rows.iter().enumerate() {
+        model.run(row, &mut out).unwrap();
+        let got = out[0] as f64;
+        worst = worst.max((got - want[r]).abs());
+        assert!(
+            (got - want[r]).abs() <= 1e-5 * scale,
+            "row {r}: ours {got}, onnxruntime {}",
+            want[r]
+        );
+    }
+    worst
+}
+
+#[test]
+fn built_in_trainers_learn_from_simulated_fleets_and_agree_with_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let machines = ["m-1", "m-2", "m-3", "m-4"];
+    seed(&hub, &machines, Scenario::Machine, 480);
+    let zones = ["zone-1", "zone-2"];
+    seed(&hub, &zones, Scenario::Building, 900);
+    let machine_rows = vectors(MACHINE_PIPELINE, &simulator(Scenario::Machine, 1), 120);
+    let zone_rows = vectors(BUILDING_PIPELINE, &simulator(Scenario::Building, 1), 120);
+
+    let dataset = |devices: &[&str], pipe: &str, vector: &str, target: &str| {
+        json!({ "devices": devices, "pipeline": pipeline(pipe), "vector": vector, "target": target })
+    };
+    let cases = [
+        (
+            "rul",
+            json!({"type": "gbt_regressor"}),
+            dataset(&machines, MACHINE_PIPELINE, "bearing", "label.rul_h"),
+            &machine_rows,
+        ),
+        (
+            "failure",
+            json!({"type": "gbt_classifier"}),
+            dataset(&machines, MACHINE_PIPELINE, "bearing", "label.failure"),
+            &machine_rows,
+        ),
+        (
+            "anomaly",
+            json!({"type": "isolation_forest"}),
+            dataset(&machines, MACHINE_PIPELINE, "bearing", "label.failure"),
+            &machine_rows,
+        ),
+        (
+            "load",
+            json!({"type": "ridge"}),
+            dataset(&zones, BUILDING_PIPELINE, "zone", "hvac_power"),
+            &zone_rows,
+        ),
+    ];
+    for (name, trainer, data, rows) in cases {
+        let job = train(
+            &hub,
+            json!({ "model": name, "trainer": trainer, "dataset": data }),
+        );
+        let m = &job["result"]["metrics"];
+        eprintln!("{name}: {m}");
+        match name {
+            "rul" | "load" => {
+                let (mae, base) = (m["mae"].as_f64().unwrap(), m["baseline_mae"].as_f64().unwrap());
+                assert!(mae < 0.5 * base, "{name}: MAE {mae} not below half the mean's {base}");
+            }
+            "failure" => {
+                assert!(m["roc_auc"].as_f64().unwrap() > 0.95, "{name}: {m}");
+                assert!(m["f1"].as_f64().unwrap() > m["baseline_f1"].as_f64().unwrap() + 0.3, "{m}");
+            }
+            _ => assert!(m["roc_auc"].as_f64().unwrap() > 0.8, "{name}: {m}"),
+        }
+        let version = job["result"]["version"].as_u64().unwrap();
+        let (status, v) = hub.api("GET", &format!("/api/v1/models/{name}/versions/{version}"), None);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["lineage"]["trigger"], "manual");
+        assert_eq!(v["lineage"]["devices"].as_array().unwrap().len(), data["devices"].as_array().unwrap().len());
+        assert_eq!(v["features"], data["pipeline"]["vectors"][0]["features"]);
+        assert!(v["lineage"]["data_sha256"].as_str().unwrap().len() == 64);
+        let (status, onnx) = hub.get_bytes(
+            &format!("/api/v1/models/{name}/versions/{version}/artifact"),
+            Some(&format!("Bearer {}", hub.token)),
+        );
+        assert_eq!(status, 200);
+        let worst = same_as_onnxruntime(dir.path(), &onnx, rows);
+        eprintln!("{name}: largest difference from onnxruntime {worst:e}");
+        // Trees keep their node sample counts beside the artifact.
+        let (status, stats) = hub.api("GET", &format!("/api/v1/models/{name}/versions/{version}/tree-stats"), None);
+        if name == "load" {
+            assert_eq!(status, 404, "{stats}");
+        } else {
+            assert_eq!(status, 200, "{stats}");
+            let trees = stats["trees"].as_array().unwrap();
+            assert_eq!(trees.len(), 100);
+            assert!(trees[0]["node_samples"][0].as_u64().unwrap() > 0);
+        }
+    }
+}
+
+#[test]
+fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    run_py("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+
+    // A schema of the wrong width is refused, naming both widths.
+    let (status, body) = hub.api_bytes("/api/v1/models/rul/versions?features=a,b,c", &onnx);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("names 3 features but the model takes 4"), "{body}");
+    // An op the edge cannot run is refused, naming the op.
+    run_py("models.py", &["unsupported".as_ref(), dir.path().join("bad.onnx").as_os_str()]);
+    let bad = std::fs::read(dir.path().join("bad.onnx")).unwrap();
+    let (status, body) = hub.api_bytes("/api/v1/models/bad/versions", &bad);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("\"Imputer\""), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("ai.onnx.ml"), "{body}");
+
+    let (status, v) = hub.api_bytes(
+        &format!("/api/v1/models/rul/versions?features={features}&vector=machine&alias=champion"),
+        &onnx,
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["runtime"], "strata-ml");
+    assert!(v["ops"].as_array().unwrap().iter().any(|o| o == "ai.onnx.ml:TreeEnsembleRegressor"), "{v}");
+    let sha = v["sha256"].as_str().unwrap().to_owned();
+    let (_, info) = hub.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(info["aliases"]["champion"], 1);
+
+    // An agent whose pipeline makes the `machine` vector gets it deployed.
+    let credential = hub.provision("press-1", json!({}));
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let config = format!(
+        "{}\n[[sources]]\ntype = \"simulator\"\ninterval_ms = 200\n\
+         [[pipeline.windows]]\nname = \"w\"\nsignals = [\"temperature\", \"current\"]\nsize_ms = 1000\nfeatures = [\"mean\", \"max\"]\n\
+         [[pipeline.vectors]]\nname = \"machine\"\nfeatures = [\"w.temperature.mean\", \"w.temperature.max\", \"w.current.mean\", \"w.current.max\"]\n",
+        edge_hub_config(&hub, &edge_dir, "press-1", &credential)
+    );
+    let _edge = EdgeProcess::start(&edge_dir, &config);
+    // Only a device the artifact is assigned to may download it.
+    let other = hub.provision("press-2", json!({}));
+    let basic = |device: &str, secret: &str| {
+        let raw = format!("{device}:{secret}");
+        format!("Basic {}", base64(raw.as_bytes()))
+    };
+    let path = format!("/api/v1/device/artifacts/{sha}");
+    assert_eq!(hub.get_bytes(&path, None).0, 401);
+    assert_eq!(hub.get_bytes(&path, Some(&basic("press-1", "wrong"))).0, 401);
+    assert_eq!(hub.get_bytes(&path, Some(&basic("press-1", &credential))).0, 403);
+
+    let (status, deployed) = hub.api(
+        "POST",
+        "/api/v1/models/rul/deploy",
+        Some(json!({ "version": "champion", "devices": ["press-1"] })),
+    );
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(hub.get_bytes(&path, Some(&basic("press-2", &other))).0, 403);
+    let (status, bytes) = hub.get_bytes(&path, Some(&basic("press-1", &credential)));
+    assert_eq!((status, bytes.len()), (200, onnx.len()));
+    eventually(Duration::from_secs(60), "the agent reports rul v1 running", || {
+        let (_, twin) = hub.api("GET", "/api/v1/devices/press-1/twin", None);
+        twin["reported"]["models"][0]["state"] == "running" && twin["reported"]["models"][0]["version"] == 1
+    });
+    eventually(Duration::from_secs(60), "predictions of rul v1 are stored", || {
+        !hub.readings("press-1", "rul.variable").is_empty()
+    });
+    // Predictions carry their version in the stream name.
+    let db = rusqlite::Connection::open(hub.data_dir.join("strata.db")).unwrap();
+    let streams: Vec<String> = db
+        .prepare("SELECT name FROM streams WHERE device_id = 'press-1'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(streams.iter().any(|s| s == "model:rul:1"), "{streams:?}");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = c.iter().enumerate().fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+#[test]
+fn an_external_trainer_runs_as_a_job_and_a_backtest_compares_champion_and_challenger() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let machines = ["m-1", "m-2", "m-3"];
+    seed(&hub, &machines, Scenario::Machine, 300);
+    let data = json!({
+        "devices": machines, "pipeline": pipeline(MACHINE_PIPELINE),
+        "vector": "bearing", "target": "label.rul_h",
+    });
+    let builtin = train(
+        &hub,
+        json!({ "model": "rul", "trainer": {"type": "gbt_regressor"}, "dataset": data, "alias": "champion" }),
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_trainer.py");
+    let external = train(
+        &hub,
+        json!({
+            "model": "rul",
+            "trainer": { "type": "external", "command": [peers_python(), script] },
+            "dataset": data,
+            "alias": "challenger",
+        }),
+    );
+    let v = external["result"]["version"].as_u64().unwrap();
+    assert_eq!(v, builtin["result"]["version"].as_u64().unwrap() + 1);
+    let m = &external["result"]["metrics"];
+    assert!(m["reported_train_mae"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(m["mae"].as_f64().unwrap() < m["baseline_mae"].as_f64().unwrap(), "{m}");
+    let (_, log) = hub.api("GET", &format!("/api/v1/jobs/{}/log", external["id"]), None);
+    assert!(log.to_string().contains("training on"), "{log}");
+    let (_, version) = hub.api("GET", &format!("/api/v1/models/rul/versions/{v}"), None);
+    assert_eq!(version["lineage"]["parent_version"], 1, "{version}");
+    assert!(version["lineage"]["trainer"].as_str().unwrap().starts_with("external:"));
+
+    let (status, job) = hub.api(
+        "POST",
+        "/api/v1/jobs/backtest",
+        Some(json!({ "model": "rul", "versions": ["champion", "challenger"], "dataset": data })),
+    );
+    assert_eq!(status, 202, "{job}");
+    let report = hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(120))["result"].clone();
+    assert_eq!(report["versions"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["versions"][0]["version"], 1);
+    assert_eq!(report["versions"][1]["version"], v);
+    assert_eq!(report["criterion"], "mae");
+    let maes: Vec<f64> = (0..2).map(|i| report["versions"][i]["metrics"]["mae"].as_f64().unwrap()).collect();
+    let best = if maes[0] <= maes[1] { "champion" } else { "challenger" };
+    assert_eq!(report["best"], best, "{report}");
+    assert!(maes.iter().all(|&mae| mae < report["baseline"]["mae"].as_f64().unwrap()), "{report}");
+}
+
+#[test]
+fn a_training_job_cut_short_by_a_hub_crash_runs_again_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("hub");
+    let hub = HubProcess::start(&data_dir);
+    let machines = ["m-1", "m-2"];
+    seed(&hub, &machines, Scenario::Machine, 200);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_trainer.py");
+    let (status, job) = hub.api(
+        "POST",
+        "/api/v1/jobs/train",
+        Some(json!({
+            "model": "rul",
+            "trainer": { "type": "external", "command": [peers_python(), script, "--sleep", "3"] },
+            "dataset": { "devices": machines, "pipeline": pipeline(MACHINE_PIPELINE), "vector": "bearing", "target": "label.rul_h" },
+        })),
+    );
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    eventually(Duration::from_secs(60), "the job runs the trainer", || {
+        let (_, log) = hub.api("GET", &format!("/api/v1/jobs/{id}/log"), None);
+        log.to_string().contains("waiting 3")
+    });
+    hub.kill();
+    let hub = HubProcess::start(&data_dir);
+    let job = hub.wait_job(id, Duration::from_secs(120));
+    assert_eq!(job["attempts"], 2, "{job}");
+    let (_, model) = hub.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(model["versions"].as_array().unwrap().len(), 1, "{model}");
+}
