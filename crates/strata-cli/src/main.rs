@@ -28,7 +28,8 @@ enum Command {
     /// outbox, uplink.
     #[cfg(feature = "edge")]
     Edge(cmd::edge::EdgeArgs),
-    /// Run a hub with a simulated fleet publishing to it, and print where to look.
+    /// The whole lifecycle in one command: a hub and a simulated fleet,
+    /// labelled data collected, a model trained, deployed, predicting.
     #[cfg(feature = "hub")]
     Demo(cmd::demo::DemoArgs),
     /// Manage sites (through a running hub's API).
@@ -37,6 +38,13 @@ enum Command {
     /// Manage devices (through a running hub's API).
     #[command(subcommand)]
     Device(cmd::registry::DeviceCommand),
+    /// Models: registry, upload, aliases, deployment, training, backtests
+    /// (through a running hub's API).
+    #[command(subcommand)]
+    Model(cmd::model::ModelCommand),
+    /// Training and backtest jobs (through a running hub's API).
+    #[command(subcommand)]
+    Job(cmd::model::JobCommand),
     /// Measure the platform on this machine.
     #[cfg(feature = "hub")]
     #[command(subcommand)]
@@ -91,6 +99,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Site(c) => cmd::registry::site(c).await,
             Command::Device(c) => cmd::registry::device(c).await,
+            Command::Model(c) => cmd::model::model(c).await,
+            Command::Job(c) => cmd::model::job(c).await,
             #[cfg(feature = "hub")]
             Command::Bench(c) => cmd::bench::run(c).await,
         }

@@ -406,3 +406,48 @@ fn a_training_job_cut_short_by_a_hub_crash_runs_again_after_restart() {
     let (_, model) = hub.api("GET", "/api/v1/models/rul", None);
     assert_eq!(model["versions"].as_array().unwrap().len(), 1, "{model}");
 }
+
+/// Runs `strata` with `args` against `hub`; returns (success, stdout, stderr).
+fn strata(hub: &HubProcess, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .args(["--hub", &format!("http://{}", hub.http), "--token", &hub.token])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_model_commands_drive_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    run_py("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let file = dir.path().join("anomaly.onnx");
+    let file = file.to_str().unwrap();
+    let (ok, out, err) = strata(&hub, &["model", "upload", "anomaly", file, "--vector", "machine"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["features"], json!(["f0", "f1", "f2", "f3"]));
+    let (ok, _, err) = strata(&hub, &["model", "upload", "anomaly", file, "--features", "a,b"]);
+    assert!(!ok);
+    assert!(err.contains("names 2 features but the model takes 4"), "{err}");
+    let (ok, out, err) = strata(&hub, &["model", "alias", "anomaly", "champion", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["previous"], Value::Null);
+    let (ok, out, _) = strata(&hub, &["model", "list"]);
+    assert!(ok);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["aliases"]["champion"], 1, "{list}");
+    // Deploying to a fleet that has no active device is refused, clearly.
+    let (ok, _, err) = strata(&hub, &["model", "deploy", "anomaly", "--version", "champion"]);
+    assert!(!ok);
+    assert!(err.contains("matches no active device"), "{err}");
+    let (ok, _, err) = strata(&hub, &["model", "show", "nothing"]);
+    assert!(!ok);
+    assert!(err.contains("no model nothing"), "{err}");
+}

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod edge;
 #[cfg(feature = "hub")]
 pub mod hub;
+pub mod model;
 pub mod registry;
 
 /// Resolves on Ctrl-C or SIGTERM.
