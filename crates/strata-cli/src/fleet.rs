@@ -1,13 +1,19 @@
-//! The benchmark's publisher: sends pre-encoded batches as fast as the
-//! broker acknowledges them, with `rumqttc`, a client written outside this
-//! project, so what it measures is the hub as any device would see it.
+//! Simulated fleets: registering and enrolling devices through the API,
+//! and publishing pre-encoded batches as fast as the broker acknowledges
+//! them, with `rumqttc`, a client written outside this project, so what the
+//! benchmark and the history backfill measure is the hub as any device
+//! would see it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::{Value, json};
+
+use crate::api_client::ApiClient;
 
 /// A device's MQTT identity.
 #[derive(Debug, Clone)]
@@ -78,4 +84,95 @@ pub async fn publish_all(
         }
     }
     Ok(())
+}
+
+/// A simulated fleet to register at a hub.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// The site (created if missing).
+    pub site: String,
+    /// Its human name.
+    pub site_name: String,
+    /// Device ids are `{prefix}{n:02}`, n from 1.
+    pub prefix: String,
+    /// How many devices.
+    pub count: usize,
+}
+
+/// The fleet's logins: read from `saved` when an earlier run registered it,
+/// else registered and enrolled through the API and saved there (readable
+/// by the owner only), so a second run reconnects the same devices.
+pub fn logins(api: &ApiClient, spec: &FleetSpec, saved: &Path) -> anyhow::Result<Vec<Login>> {
+    if let Ok(text) = std::fs::read_to_string(saved) {
+        let pairs: Vec<(String, String)> = serde_json::from_str(&text)
+            .with_context(|| format!("cannot read {}", saved.display()))?;
+        if pairs.len() == spec.count {
+            return Ok(pairs
+                .into_iter()
+                .map(|(device, credential)| Login { device, credential })
+                .collect());
+        }
+        bail!(
+            "{} holds a fleet of {}, not {}: ask for {} devices or use another directory",
+            saved.display(),
+            pairs.len(),
+            spec.count,
+            pairs.len()
+        );
+    }
+    let logins = register(api, spec)?;
+    let pairs: Vec<(&str, &str)> = logins
+        .iter()
+        .map(|l| (l.device.as_str(), l.credential.as_str()))
+        .collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(saved)
+        .with_context(|| format!("cannot write {}", saved.display()))?;
+    std::io::Write::write_all(&mut file, serde_json::to_string(&pairs)?.as_bytes())?;
+    Ok(logins)
+}
+
+fn register(api: &ApiClient, spec: &FleetSpec) -> anyhow::Result<Vec<Login>> {
+    let created: anyhow::Result<Value> = api.post(
+        "create site",
+        "/api/v1/sites",
+        &json!({ "id": spec.site, "name": spec.site_name, "region": "local" }),
+    );
+    if let Err(e) = created
+        && !e.to_string().contains("exists")
+    {
+        return Err(e);
+    }
+    // No declared signals: simulated machines also send ground-truth
+    // labels and their agent's heartbeat (`health.*`, named after its
+    // sources), which a fixed declaration would refuse.
+    (1..=spec.count)
+        .map(|i| {
+            let id = format!("{}{i:02}", spec.prefix);
+            let created: Value = api.post(
+                "register device",
+                "/api/v1/devices",
+                &json!({ "id": id, "site": spec.site, "tags": { "line": format!("{}", 1 + i % 2) } }),
+            )?;
+            let token = created["enrollment_token"]
+                .as_str()
+                .context("no enrollment token")?;
+            let enrolled: Value = api.post(
+                "enroll",
+                "/api/v1/enroll",
+                &json!({ "device": id, "token": token }),
+            )?;
+            Ok(Login {
+                device: id,
+                credential: enrolled["credential"]
+                    .as_str()
+                    .context("no credential")?
+                    .to_owned(),
+            })
+        })
+        .collect()
 }

@@ -38,6 +38,10 @@ enum Command {
     /// Manage devices (through a running hub's API).
     #[command(subcommand)]
     Device(cmd::registry::DeviceCommand),
+    /// A simulated fleet for a running hub: backfilled history and live
+    /// agents, to produce training data and load-test the platform.
+    #[cfg(feature = "hub")]
+    Simulate(cmd::simulate::SimulateArgs),
     /// Models: registry, upload, aliases, deployment, training, backtests
     /// (through a running hub's API).
     #[command(subcommand)]
@@ -99,6 +103,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Site(c) => cmd::registry::site(c).await,
             Command::Device(c) => cmd::registry::device(c).await,
+            #[cfg(feature = "hub")]
+            Command::Simulate(args) => cmd::simulate::run(args).await,
             Command::Model(c) => cmd::model::model(c).await,
             Command::Job(c) => cmd::model::job(c).await,
             #[cfg(feature = "hub")]

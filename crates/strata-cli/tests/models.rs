@@ -451,3 +451,39 @@ fn the_model_commands_drive_the_registry() {
     assert!(!ok);
     assert!(err.contains("no model nothing"), "{err}");
 }
+
+#[test]
+fn simulate_backfills_a_fleets_history_that_a_model_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let state = dir.path().join("sim");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["simulate", "--devices", "3", "--backfill-s", "240", "--duration-s", "0"])
+        .args(["--lifetime-h", "24", "--site", "plant-9", "--mqtt", &hub.mqtt.to_string()])
+        .args(["--hub", &format!("http://{}", hub.http), "--token", &hub.token, "--state-dir"])
+        .arg(&state)
+        .env("STRATA_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("backfill acknowledged"), "{stdout}");
+    // Every acknowledged batch is stored, once.
+    assert_eq!(hub.metric("strata_batches_stored_total"), 3.0 * 240.0);
+    let (_, devices) = hub.api("GET", "/api/v1/devices?site=plant-9", None);
+    let ids: Vec<&str> = devices.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["machine-01", "machine-02", "machine-03"]);
+
+    let job = train(
+        &hub,
+        json!({
+            "model": "rul",
+            "trainer": {"type": "gbt_regressor"},
+            "dataset": { "devices": ids, "pipeline": pipeline(MACHINE_PIPELINE), "vector": "bearing", "target": "label.rul_h" },
+        }),
+    );
+    let m = &job["result"]["metrics"];
+    assert!(m["mae"].as_f64().unwrap() < 0.5 * m["baseline_mae"].as_f64().unwrap(), "{m}");
+    let (_, v) = hub.api("GET", "/api/v1/models/rul/versions/1", None);
+    assert_eq!(v["lineage"]["sites"], json!(["plant-9"]), "{v}");
+}

@@ -10,6 +10,8 @@ pub mod edge;
 pub mod hub;
 pub mod model;
 pub mod registry;
+#[cfg(feature = "hub")]
+pub mod simulate;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn wait_for_stop_signal() {

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::json;
 use strata_edge::config::{HubLink, OutboxConfig};
 use strata_edge::sources::SourceConfig;
 use strata_edge::sources::simulator::SimulatorConfig;
@@ -27,7 +26,7 @@ use strata_edge::{Agent, EdgeConfig};
 use strata_hub::{Hub, HubConfig};
 
 use crate::api_client::ApiClient;
-use crate::fleet::Login;
+use crate::fleet::{self, Login};
 
 /// Options of `strata demo`.
 #[derive(Debug, Args)]
@@ -113,8 +112,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let count = args.devices;
     let saved = data_dir.join(FLEET_FILE);
     let registering = api.clone();
+    let spec = fleet::FleetSpec {
+        site: "demo-plant".into(),
+        site_name: "Demo plant".into(),
+        prefix: "machine-".into(),
+        count,
+    };
     let logins =
-        tokio::task::spawn_blocking(move || fleet_logins(&registering, count, &saved)).await??;
+        tokio::task::spawn_blocking(move || fleet::logins(&registering, &spec, &saved)).await??;
     let devices: Vec<String> = logins.iter().map(|l| l.device.clone()).collect();
     let mqtt = hub.mqtt_addr();
     let mut fleet = tokio::task::JoinSet::new();
@@ -241,73 +246,3 @@ fn edge_config(
 /// Where the demo keeps its machines' credentials, so a second run on the
 /// same data directory reconnects the same fleet.
 const FLEET_FILE: &str = "demo-fleet.json";
-
-fn fleet_logins(
-    api: &ApiClient,
-    count: usize,
-    saved: &std::path::Path,
-) -> anyhow::Result<Vec<Login>> {
-    if let Ok(text) = std::fs::read_to_string(saved) {
-        let pairs: Vec<(String, String)> = serde_json::from_str(&text)
-            .with_context(|| format!("cannot read {}", saved.display()))?;
-        if pairs.len() == count {
-            return Ok(pairs
-                .into_iter()
-                .map(|(device, credential)| Login { device, credential })
-                .collect());
-        }
-        anyhow::bail!(
-            "{} holds a fleet of {}, not {count}: use --devices {} or another --data-dir",
-            saved.display(),
-            pairs.len(),
-            pairs.len()
-        );
-    }
-    let logins = register_fleet(api, count)?;
-    let pairs: Vec<(&str, &str)> = logins
-        .iter()
-        .map(|l| (l.device.as_str(), l.credential.as_str()))
-        .collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(saved)
-        .with_context(|| format!("cannot write {}", saved.display()))?;
-    std::io::Write::write_all(&mut file, serde_json::to_string(&pairs)?.as_bytes())?;
-    Ok(logins)
-}
-
-fn register_fleet(api: &ApiClient, count: usize) -> anyhow::Result<Vec<Login>> {
-    let _: serde_json::Value = api
-        .post(
-            "create site",
-            "/api/v1/sites",
-            &json!({ "id": "demo-plant", "name": "Demo plant", "region": "local" }),
-        )
-        .or_else(|e| {
-            if e.to_string().contains("exists") {
-                Ok(json!({}))
-            } else {
-                Err(e)
-            }
-        })?;
-    // No declared signals: the simulated machines also send ground-truth
-    // labels and their agent's heartbeat (`health.*`, named after its
-    // sources), which a fixed declaration would refuse.
-    (1..=count)
-        .map(|i| {
-            let id = format!("machine-{i:02}");
-            let created: serde_json::Value = api.post(
-                "register device",
-                "/api/v1/devices",
-                &json!({ "id": id, "site": "demo-plant", "tags": { "line": format!("{}", 1 + i % 2) } }),
-            )?;
-            let token = created["enrollment_token"].as_str().context("no enrollment token")?;
-            let enrolled: serde_json::Value =
-                api.post("enroll", "/api/v1/enroll", &json!({ "device": id, "token": token }))?;
-            Ok(Login { device: id, credential: enrolled["credential"].as_str().context("no credential")?.to_owned() })
-        })
-        .collect()
-}
