@@ -97,7 +97,13 @@ fn demo_trains_deploys_and_predicts_on_the_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["demo", "--devices", "4", "--collect-s", "15"])
-        .args(["--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("STRATA_LOG", "warn")
         .stdout(Stdio::piped())
@@ -112,19 +118,28 @@ fn demo_trains_deploys_and_predicts_on_the_fleet() {
     });
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
-    while !seen.iter().any(|l: &String| l.contains("predictions flowing")) {
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("predictions flowing"))
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => seen.push(line),
             Err(_) => {
                 let _ = child.kill();
-                panic!("the demo never reached \"predictions flowing\":\n{}", seen.join("\n"));
+                panic!(
+                    "the demo never reached \"predictions flowing\":\n{}",
+                    seen.join("\n")
+                );
             }
         }
     }
     let all = seen.join("\n");
     assert!(all.contains("[1/4] collecting labelled telemetry"), "{all}");
-    let trained = seen.iter().find(|l| l.contains("hold-out MAE")).expect("training figures");
+    let trained = seen
+        .iter()
+        .find(|l| l.contains("hold-out MAE"))
+        .expect("training figures");
     // "rul v1: hold-out MAE 3.1 h (predicting the mean: 12.4 h), ..."
     let figure = |after: &str| -> f64 {
         let rest = &trained[trained.find(after).unwrap() + after.len()..];
@@ -143,7 +158,11 @@ fn demo_trains_deploys_and_predicts_on_the_fleet() {
         .unwrap();
     assert_eq!(devices, 4, "{all}");
     let versions: i64 = db
-        .query_row("SELECT count(*) FROM model_versions WHERE model = 'rul'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM model_versions WHERE model = 'rul'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(versions, 1);
 

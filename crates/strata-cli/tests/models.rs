@@ -94,11 +94,19 @@ fn train(hub: &HubProcess, spec: Value) -> Value {
 
 fn run_py(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = std::process::Command::new(peers_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/peers")
+                .join(script),
+        )
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -109,7 +117,10 @@ fn vectors(toml_text: &str, sim: &SimulatorConfig, seconds: i64) -> Vec<Vec<f32>
     let mut out = strata_pipeline::Output::new();
     let start = now_ns() - seconds * 1_000_000_000;
     for seq in 1..=seconds {
-        p.push_batch(&sim.batch(seq as u64, start + seq * 1_000_000_000), &mut out);
+        p.push_batch(
+            &sim.batch(seq as u64, start + seq * 1_000_000_000),
+            &mut out,
+        );
     }
     out.take_vectors().into_iter().map(|v| v.values).collect()
 }
@@ -124,7 +135,11 @@ fn same_as_onnxruntime(dir: &Path, onnx: &[u8], rows: &[Vec<f32>]) -> f64 {
     std::fs::write(&rows_path, serde_json::to_vec(rows).unwrap()).unwrap();
     let reference: Vec<Vec<Vec<f64>>> = serde_json::from_slice(&run_py(
         "models.py",
-        &["run".as_ref(), model_path.as_os_str(), rows_path.as_os_str()],
+        &[
+            "run".as_ref(),
+            model_path.as_os_str(),
+            rows_path.as_os_str(),
+        ],
     ))
     .unwrap();
     let want: Vec<f64> = reference[0].iter().map(|r| r[0]).collect();
@@ -156,9 +171,7 @@ fn built_in_trainers_learn_from_simulated_fleets_and_agree_with_onnxruntime() {
     let machine_rows = vectors(MACHINE_PIPELINE, &simulator(Scenario::Machine, 1), 120);
     let zone_rows = vectors(BUILDING_PIPELINE, &simulator(Scenario::Building, 1), 120);
 
-    let dataset = |devices: &[&str], pipe: &str, vector: &str, target: &str| {
-        json!({ "devices": devices, "pipeline": pipeline(pipe), "vector": vector, "target": target })
-    };
+    let dataset = |devices: &[&str], pipe: &str, vector: &str, target: &str| json!({ "devices": devices, "pipeline": pipeline(pipe), "vector": vector, "target": target });
     let cases = [
         (
             "rul",
@@ -194,20 +207,36 @@ fn built_in_trainers_learn_from_simulated_fleets_and_agree_with_onnxruntime() {
         eprintln!("{name}: {m}");
         match name {
             "rul" | "load" => {
-                let (mae, base) = (m["mae"].as_f64().unwrap(), m["baseline_mae"].as_f64().unwrap());
-                assert!(mae < 0.5 * base, "{name}: MAE {mae} not below half the mean's {base}");
+                let (mae, base) = (
+                    m["mae"].as_f64().unwrap(),
+                    m["baseline_mae"].as_f64().unwrap(),
+                );
+                assert!(
+                    mae < 0.5 * base,
+                    "{name}: MAE {mae} not below half the mean's {base}"
+                );
             }
             "failure" => {
                 assert!(m["roc_auc"].as_f64().unwrap() > 0.95, "{name}: {m}");
-                assert!(m["f1"].as_f64().unwrap() > m["baseline_f1"].as_f64().unwrap() + 0.3, "{m}");
+                assert!(
+                    m["f1"].as_f64().unwrap() > m["baseline_f1"].as_f64().unwrap() + 0.3,
+                    "{m}"
+                );
             }
             _ => assert!(m["roc_auc"].as_f64().unwrap() > 0.8, "{name}: {m}"),
         }
         let version = job["result"]["version"].as_u64().unwrap();
-        let (status, v) = hub.api("GET", &format!("/api/v1/models/{name}/versions/{version}"), None);
+        let (status, v) = hub.api(
+            "GET",
+            &format!("/api/v1/models/{name}/versions/{version}"),
+            None,
+        );
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["lineage"]["trigger"], "manual");
-        assert_eq!(v["lineage"]["devices"].as_array().unwrap().len(), data["devices"].as_array().unwrap().len());
+        assert_eq!(
+            v["lineage"]["devices"].as_array().unwrap().len(),
+            data["devices"].as_array().unwrap().len()
+        );
         assert_eq!(v["features"], data["pipeline"]["vectors"][0]["features"]);
         assert!(v["lineage"]["data_sha256"].as_str().unwrap().len() == 64);
         let (status, onnx) = hub.get_bytes(
@@ -218,7 +247,11 @@ fn built_in_trainers_learn_from_simulated_fleets_and_agree_with_onnxruntime() {
         let worst = same_as_onnxruntime(dir.path(), &onnx, rows);
         eprintln!("{name}: largest difference from onnxruntime {worst:e}");
         // Trees keep their node sample counts beside the artifact.
-        let (status, stats) = hub.api("GET", &format!("/api/v1/models/{name}/versions/{version}/tree-stats"), None);
+        let (status, stats) = hub.api(
+            "GET",
+            &format!("/api/v1/models/{name}/versions/{version}/tree-stats"),
+            None,
+        );
         if name == "load" {
             assert_eq!(status, 404, "{stats}");
         } else {
@@ -241,14 +274,38 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
     // A schema of the wrong width is refused, naming both widths.
     let (status, body) = hub.api_bytes("/api/v1/models/rul/versions?features=a,b,c", &onnx);
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("names 3 features but the model takes 4"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names 3 features but the model takes 4"),
+        "{body}"
+    );
     // An op the edge cannot run is refused, naming the op.
-    run_py("models.py", &["unsupported".as_ref(), dir.path().join("bad.onnx").as_os_str()]);
+    run_py(
+        "models.py",
+        &[
+            "unsupported".as_ref(),
+            dir.path().join("bad.onnx").as_os_str(),
+        ],
+    );
     let bad = std::fs::read(dir.path().join("bad.onnx")).unwrap();
     let (status, body) = hub.api_bytes("/api/v1/models/bad/versions", &bad);
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("\"Imputer\""), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("ai.onnx.ml"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"Imputer\""),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ai.onnx.ml"),
+        "{body}"
+    );
 
     let (status, v) = hub.api_bytes(
         &format!("/api/v1/models/rul/versions?features={features}&vector=machine&alias=champion"),
@@ -257,7 +314,14 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["version"], 1);
     assert_eq!(v["runtime"], "strata-ml");
-    assert!(v["ops"].as_array().unwrap().iter().any(|o| o == "ai.onnx.ml:TreeEnsembleRegressor"), "{v}");
+    assert!(
+        v["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "ai.onnx.ml:TreeEnsembleRegressor"),
+        "{v}"
+    );
     let sha = v["sha256"].as_str().unwrap().to_owned();
     let (_, info) = hub.api("GET", "/api/v1/models/rul", None);
     assert_eq!(info["aliases"]["champion"], 1);
@@ -281,8 +345,14 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
     };
     let path = format!("/api/v1/device/artifacts/{sha}");
     assert_eq!(hub.get_bytes(&path, None).0, 401);
-    assert_eq!(hub.get_bytes(&path, Some(&basic("press-1", "wrong"))).0, 401);
-    assert_eq!(hub.get_bytes(&path, Some(&basic("press-1", &credential))).0, 403);
+    assert_eq!(
+        hub.get_bytes(&path, Some(&basic("press-1", "wrong"))).0,
+        401
+    );
+    assert_eq!(
+        hub.get_bytes(&path, Some(&basic("press-1", &credential))).0,
+        403
+    );
 
     let (status, deployed) = hub.api(
         "POST",
@@ -293,13 +363,20 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
     assert_eq!(hub.get_bytes(&path, Some(&basic("press-2", &other))).0, 403);
     let (status, bytes) = hub.get_bytes(&path, Some(&basic("press-1", &credential)));
     assert_eq!((status, bytes.len()), (200, onnx.len()));
-    eventually(Duration::from_secs(60), "the agent reports rul v1 running", || {
-        let (_, twin) = hub.api("GET", "/api/v1/devices/press-1/twin", None);
-        twin["reported"]["models"][0]["state"] == "running" && twin["reported"]["models"][0]["version"] == 1
-    });
-    eventually(Duration::from_secs(60), "predictions of rul v1 are stored", || {
-        !hub.readings("press-1", "rul.variable").is_empty()
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the agent reports rul v1 running",
+        || {
+            let (_, twin) = hub.api("GET", "/api/v1/devices/press-1/twin", None);
+            twin["reported"]["models"][0]["state"] == "running"
+                && twin["reported"]["models"][0]["version"] == 1
+        },
+    );
+    eventually(
+        Duration::from_secs(60),
+        "predictions of rul v1 are stored",
+        || !hub.readings("press-1", "rul.variable").is_empty(),
+    );
     // Predictions carry their version in the stream name.
     let db = rusqlite::Connection::open(hub.data_dir.join("strata.db")).unwrap();
     let streams: Vec<String> = db
@@ -316,9 +393,16 @@ fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in bytes.chunks(3) {
-        let n = c.iter().enumerate().fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
         for i in 0..4 {
-            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
         }
     }
     out
@@ -352,12 +436,20 @@ fn an_external_trainer_runs_as_a_job_and_a_backtest_compares_champion_and_challe
     assert_eq!(v, builtin["result"]["version"].as_u64().unwrap() + 1);
     let m = &external["result"]["metrics"];
     assert!(m["reported_train_mae"].as_f64().unwrap() > 0.0, "{m}");
-    assert!(m["mae"].as_f64().unwrap() < m["baseline_mae"].as_f64().unwrap(), "{m}");
+    assert!(
+        m["mae"].as_f64().unwrap() < m["baseline_mae"].as_f64().unwrap(),
+        "{m}"
+    );
     let (_, log) = hub.api("GET", &format!("/api/v1/jobs/{}/log", external["id"]), None);
     assert!(log.to_string().contains("training on"), "{log}");
     let (_, version) = hub.api("GET", &format!("/api/v1/models/rul/versions/{v}"), None);
     assert_eq!(version["lineage"]["parent_version"], 1, "{version}");
-    assert!(version["lineage"]["trainer"].as_str().unwrap().starts_with("external:"));
+    assert!(
+        version["lineage"]["trainer"]
+            .as_str()
+            .unwrap()
+            .starts_with("external:")
+    );
 
     let (status, job) = hub.api(
         "POST",
@@ -365,15 +457,26 @@ fn an_external_trainer_runs_as_a_job_and_a_backtest_compares_champion_and_challe
         Some(json!({ "model": "rul", "versions": ["champion", "challenger"], "dataset": data })),
     );
     assert_eq!(status, 202, "{job}");
-    let report = hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(120))["result"].clone();
+    let report =
+        hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(120))["result"].clone();
     assert_eq!(report["versions"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(report["versions"][0]["version"], 1);
     assert_eq!(report["versions"][1]["version"], v);
     assert_eq!(report["criterion"], "mae");
-    let maes: Vec<f64> = (0..2).map(|i| report["versions"][i]["metrics"]["mae"].as_f64().unwrap()).collect();
-    let best = if maes[0] <= maes[1] { "champion" } else { "challenger" };
+    let maes: Vec<f64> = (0..2)
+        .map(|i| report["versions"][i]["metrics"]["mae"].as_f64().unwrap())
+        .collect();
+    let best = if maes[0] <= maes[1] {
+        "champion"
+    } else {
+        "challenger"
+    };
     assert_eq!(report["best"], best, "{report}");
-    assert!(maes.iter().all(|&mae| mae < report["baseline"]["mae"].as_f64().unwrap()), "{report}");
+    assert!(
+        maes.iter()
+            .all(|&mae| mae < report["baseline"]["mae"].as_f64().unwrap()),
+        "{report}"
+    );
 }
 
 #[test]
@@ -411,7 +514,12 @@ fn a_training_job_cut_short_by_a_hub_crash_runs_again_after_restart() {
 fn strata(hub: &HubProcess, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
-        .args(["--hub", &format!("http://{}", hub.http), "--token", &hub.token])
+        .args([
+            "--hub",
+            &format!("http://{}", hub.http),
+            "--token",
+            &hub.token,
+        ])
         .output()
         .unwrap();
     (
@@ -428,23 +536,38 @@ fn the_model_commands_drive_the_registry() {
     run_py("models.py", &["train".as_ref(), dir.path().as_os_str()]);
     let file = dir.path().join("anomaly.onnx");
     let file = file.to_str().unwrap();
-    let (ok, out, err) = strata(&hub, &["model", "upload", "anomaly", file, "--vector", "machine"]);
+    let (ok, out, err) = strata(
+        &hub,
+        &["model", "upload", "anomaly", file, "--vector", "machine"],
+    );
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["version"], 1);
     assert_eq!(v["features"], json!(["f0", "f1", "f2", "f3"]));
-    let (ok, _, err) = strata(&hub, &["model", "upload", "anomaly", file, "--features", "a,b"]);
+    let (ok, _, err) = strata(
+        &hub,
+        &["model", "upload", "anomaly", file, "--features", "a,b"],
+    );
     assert!(!ok);
-    assert!(err.contains("names 2 features but the model takes 4"), "{err}");
+    assert!(
+        err.contains("names 2 features but the model takes 4"),
+        "{err}"
+    );
     let (ok, out, err) = strata(&hub, &["model", "alias", "anomaly", "champion", "1"]);
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["previous"], Value::Null);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["previous"],
+        Value::Null
+    );
     let (ok, out, _) = strata(&hub, &["model", "list"]);
     assert!(ok);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["aliases"]["champion"], 1, "{list}");
     // Deploying to a fleet that has no active device is refused, clearly.
-    let (ok, _, err) = strata(&hub, &["model", "deploy", "anomaly", "--version", "champion"]);
+    let (ok, _, err) = strata(
+        &hub,
+        &["model", "deploy", "anomaly", "--version", "champion"],
+    );
     assert!(!ok);
     assert!(err.contains("matches no active device"), "{err}");
     let (ok, _, err) = strata(&hub, &["model", "show", "nothing"]);
@@ -458,20 +581,50 @@ fn simulate_backfills_a_fleets_history_that_a_model_trains_on() {
     let hub = HubProcess::start(&dir.path().join("hub"));
     let state = dir.path().join("sim");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["simulate", "--devices", "3", "--backfill-s", "240", "--duration-s", "0"])
-        .args(["--lifetime-h", "24", "--site", "plant-9", "--mqtt", &hub.mqtt.to_string()])
-        .args(["--hub", &format!("http://{}", hub.http), "--token", &hub.token, "--state-dir"])
+        .args([
+            "simulate",
+            "--devices",
+            "3",
+            "--backfill-s",
+            "240",
+            "--duration-s",
+            "0",
+        ])
+        .args([
+            "--lifetime-h",
+            "24",
+            "--site",
+            "plant-9",
+            "--mqtt",
+            &hub.mqtt.to_string(),
+        ])
+        .args([
+            "--hub",
+            &format!("http://{}", hub.http),
+            "--token",
+            &hub.token,
+            "--state-dir",
+        ])
         .arg(&state)
         .env("STRATA_LOG", "warn")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("backfill acknowledged"), "{stdout}");
     // Every acknowledged batch is stored, once.
     assert_eq!(hub.metric("strata_batches_stored_total"), 3.0 * 240.0);
     let (_, devices) = hub.api("GET", "/api/v1/devices?site=plant-9", None);
-    let ids: Vec<&str> = devices.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["machine-01", "machine-02", "machine-03"]);
 
     let job = train(
@@ -483,7 +636,10 @@ fn simulate_backfills_a_fleets_history_that_a_model_trains_on() {
         }),
     );
     let m = &job["result"]["metrics"];
-    assert!(m["mae"].as_f64().unwrap() < 0.5 * m["baseline_mae"].as_f64().unwrap(), "{m}");
+    assert!(
+        m["mae"].as_f64().unwrap() < 0.5 * m["baseline_mae"].as_f64().unwrap(),
+        "{m}"
+    );
     let (_, v) = hub.api("GET", "/api/v1/models/rul/versions/1", None);
     assert_eq!(v["lineage"]["sites"], json!(["plant-9"]), "{v}");
 }

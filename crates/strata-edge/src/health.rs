@@ -189,7 +189,11 @@ impl HealthState {
                 s.reconnects.load(Ordering::Relaxed) as f64,
             );
         }
-        let models = self.models.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (name, m) in &models {
             if let Some(p50) = m.latency.quantile(0.5) {
                 add(

@@ -39,7 +39,10 @@ pub struct Reported {
 impl Reported {
     /// The document to publish, if any.
     pub fn latest(&self) -> Option<Vec<u8>> {
-        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set(&self, twin: &ReportedTwin) {
@@ -211,20 +214,22 @@ impl TwinApplier {
         if !download {
             return Err("not downloaded yet".into());
         }
-        let base = self.http.clone().ok_or(
-            "the agent config has no [hub] http address to download models from",
-        )?;
-        let url = format!("{}/api/v1/device/artifacts/{}", base.trim_end_matches('/'), m.sha256);
-        let (device, credential, size) = (
-            self.device.to_string(),
-            self.credential.clone(),
-            m.size,
+        let base = self
+            .http
+            .clone()
+            .ok_or("the agent config has no [hub] http address to download models from")?;
+        let url = format!(
+            "{}/api/v1/device/artifacts/{}",
+            base.trim_end_matches('/'),
+            m.sha256
         );
+        let (device, credential, size) = (self.device.to_string(), self.credential.clone(), m.size);
         let bytes = tokio::task::spawn_blocking(move || fetch(&url, &device, &credential, size))
             .await
             .map_err(|e| format!("download task failed: {e}"))??;
         verify(&bytes, m)?;
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         write_atomic(&path, &bytes).map_err(|e| format!("cannot store {}: {e}", path.display()))?;
         tracing::info!(device = %self.device, model = m.name, version = m.version, "model artifact downloaded");
         Ok(path)
@@ -269,7 +274,10 @@ fn fetch(url: &str, device: &str, credential: &str, size: u64) -> Result<Vec<u8>
         .timeout_global(Some(Duration::from_secs(300)))
         .build()
         .into();
-    let auth = format!("Basic {}", base64(format!("{device}:{credential}").as_bytes()));
+    let auth = format!(
+        "Basic {}",
+        base64(format!("{device}:{credential}").as_bytes())
+    );
     let mut response = agent
         .get(url)
         .header("Authorization", &auth)

@@ -83,12 +83,7 @@ impl Backoff {
 const NOT_OUTBOX: i64 = -1;
 
 /// Runs the uplink until the task is dropped.
-pub async fn run(
-    config: UplinkConfig,
-    outbox: Arc<Outbox>,
-    appended: Arc<Notify>,
-    twin: TwinLink,
-) {
+pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>, twin: TwinLink) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         match session(&config, &outbox, &appended, &twin, &mut backoff).await {

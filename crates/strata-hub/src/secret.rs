@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn base64_decodes_basic_auth() {
-        assert_eq!(base64_decode("bWFjaGluZS0wMTpzZWNyZXQ=").unwrap(), b"machine-01:secret");
+        assert_eq!(
+            base64_decode("bWFjaGluZS0wMTpzZWNyZXQ=").unwrap(),
+            b"machine-01:secret"
+        );
         assert_eq!(base64_decode("YQ==").unwrap(), b"a");
         assert_eq!(base64_decode("YWI").unwrap(), b"ab");
         assert_eq!(base64_decode("").unwrap(), b"");

@@ -124,8 +124,7 @@ pub trait ModelStore: Send + Sync + 'static {
     fn model_version(&self, name: &str, version: u32) -> Result<Option<ModelVersion>>;
     /// Points `alias` at `version` (which must exist); returns the version
     /// it pointed at before.
-    fn set_alias(&self, name: &str, alias: &str, version: u32, now_ns: i64)
-    -> Result<Option<u32>>;
+    fn set_alias(&self, name: &str, alias: &str, version: u32, now_ns: i64) -> Result<Option<u32>>;
     /// Removes an alias; false when there was none.
     fn remove_alias(&self, name: &str, alias: &str) -> Result<bool>;
 }
@@ -173,6 +172,10 @@ pub trait TwinStore: Send + Sync + 'static {
         now_ns: i64,
     ) -> Result<Twin>;
     /// Stores what the device reported.
-    fn set_reported(&self, device: &DeviceId, reported: &serde_json::Value, now_ns: i64)
-    -> Result<()>;
+    fn set_reported(
+        &self,
+        device: &DeviceId,
+        reported: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<()>;
 }

@@ -215,8 +215,8 @@ pub async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
 fn submit(access: &HubAccess, path: &str, spec: &PathBuf, detach: bool) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(spec).with_context(|| format!("cannot read {}", spec.display()))?;
-    let body: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", spec.display()))?;
+    let body: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", spec.display()))?;
     let api = access.client()?;
     let job: Value = api.post("queue job", path, &body)?;
     if detach {

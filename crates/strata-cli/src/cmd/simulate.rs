@@ -220,8 +220,8 @@ fn read_pipeline(path: &Path) -> anyhow::Result<strata_pipeline::PipelineConfig>
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: File =
-        toml::from_str(&text).with_context(|| format!("{}: no valid [pipeline] table", path.display()))?;
+    let file: File = toml::from_str(&text)
+        .with_context(|| format!("{}: no valid [pipeline] table", path.display()))?;
     strata_pipeline::Pipeline::new(&file.pipeline)
         .map_err(|e| anyhow::anyhow!("{}: [pipeline]: {e}", path.display()))?;
     Ok(file.pipeline)

@@ -15,11 +15,11 @@ mod telemetry;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use strata_store::TelemetryStore;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -149,7 +149,10 @@ pub fn router(state: ApiState) -> Router {
             "/models/{name}/versions",
             post(models::upload_version).layer(DefaultBodyLimit::max(MAX_MODEL_BYTES)),
         )
-        .route("/models/{name}/versions/{version}", get(models::get_version))
+        .route(
+            "/models/{name}/versions/{version}",
+            get(models::get_version),
+        )
         .route(
             "/models/{name}/versions/{version}/artifact",
             get(models::get_artifact),

@@ -254,8 +254,8 @@ pub async fn submit_training(
     State(s): State<ApiState>,
     Json(spec): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Job>)> {
-    let spec: TrainSpec =
-        serde_json::from_value(spec).map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
+    let spec: TrainSpec = serde_json::from_value(spec)
+        .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
     let job = blocking(move || s.jobs.submit_training(&spec)).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
@@ -270,8 +270,8 @@ pub async fn submit_backtest(
     State(s): State<ApiState>,
     Json(spec): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Job>)> {
-    let spec: BacktestSpec =
-        serde_json::from_value(spec).map_err(|e| Error::BadRequest(format!("backtest spec: {e}")))?;
+    let spec: BacktestSpec = serde_json::from_value(spec)
+        .map_err(|e| Error::BadRequest(format!("backtest spec: {e}")))?;
     let job = blocking(move || s.jobs.submit_backtest(&spec)).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

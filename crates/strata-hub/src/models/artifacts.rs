@@ -39,8 +39,7 @@ impl ArtifactStore {
     /// Opens (creating) the store under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let root = data_dir.join("artifacts").join("sha256");
-        std::fs::create_dir_all(&root)
-            .map_err(io(format!("cannot create {}", root.display())))?;
+        std::fs::create_dir_all(&root).map_err(io(format!("cannot create {}", root.display())))?;
         Ok(ArtifactStore { root })
     }
 
@@ -119,7 +118,10 @@ mod tests {
         assert_eq!(store.get(&sha).unwrap(), b"model bytes");
         std::fs::write(store.path(&sha), b"model bytez").unwrap();
         assert!(matches!(store.get(&sha), Err(Error::Conflict(m)) if m.contains("damaged")));
-        assert!(matches!(store.get(&"0".repeat(64)), Err(Error::NotFound(_))));
+        assert!(matches!(
+            store.get(&"0".repeat(64)),
+            Err(Error::NotFound(_))
+        ));
         assert!(matches!(store.get("../etc"), Err(Error::BadRequest(_))));
     }
 }

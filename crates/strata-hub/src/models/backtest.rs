@@ -75,7 +75,12 @@ pub fn run(
     let versions = spec
         .versions
         .iter()
-        .map(|v| Ok((v.clone(), registry.version(&spec.model, &VersionRef::parse(v)?)?)))
+        .map(|v| {
+            Ok((
+                v.clone(),
+                registry.version(&spec.model, &VersionRef::parse(v)?)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     ctx.progress(0.0, "replaying stored telemetry through the pipeline");
     let data = dataset::build(telemetry, &spec.dataset, &mut |done, total| {
@@ -137,7 +142,12 @@ pub fn run(
     let (criterion, best) = if spec.threshold.is_some() {
         let best = scores
             .iter()
-            .max_by(|a, b| a.metrics.roc_auc.unwrap_or(0.0).total_cmp(&b.metrics.roc_auc.unwrap_or(0.0)))
+            .max_by(|a, b| {
+                a.metrics
+                    .roc_auc
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.metrics.roc_auc.unwrap_or(0.0))
+            })
             .expect("at least one version");
         ("roc_auc", best.asked.clone())
     } else {

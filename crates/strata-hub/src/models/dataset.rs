@@ -89,7 +89,11 @@ impl Dataset {
         header.push("target".to_owned());
         writeln!(hashing, "{}", header.join(","))?;
         for i in 0..self.len() {
-            write!(hashing, "{},{}", self.ts_ns[i], self.devices[self.device[i] as usize])?;
+            write!(
+                hashing,
+                "{},{}",
+                self.ts_ns[i], self.devices[self.device[i] as usize]
+            )?;
             for v in self.row(i) {
                 write!(hashing, ",{v}")?;
             }
@@ -161,7 +165,11 @@ pub fn build(
     if spec.devices.is_empty() {
         return Err(Error::BadRequest("the dataset names no devices".into()));
     }
-    let to_ns = if spec.to_ns == 0 { i64::MAX } else { spec.to_ns };
+    let to_ns = if spec.to_ns == 0 {
+        i64::MAX
+    } else {
+        spec.to_ns
+    };
     let mut ds = Dataset {
         features,
         ..Dataset::default()
@@ -171,12 +179,20 @@ pub fn build(
         let id = DeviceId::new(device.as_str()).map_err(|e| Error::BadRequest(e.to_string()))?;
         let index = ds.devices.len() as u32;
         let before = ds.len();
-        replay_device(store, spec, &id, spec.from_ns, to_ns, &mut |ts, row, target| {
-            ds.rows.extend_from_slice(row);
-            ds.target.push(target);
-            ds.ts_ns.push(ts);
-            ds.device.push(index);
-        }, &mut ds.unlabelled)?;
+        replay_device(
+            store,
+            spec,
+            &id,
+            spec.from_ns,
+            to_ns,
+            &mut |ts, row, target| {
+                ds.rows.extend_from_slice(row);
+                ds.target.push(target);
+                ds.ts_ns.push(ts);
+                ds.device.push(index);
+            },
+            &mut ds.unlabelled,
+        )?;
         if ds.len() > before {
             ds.devices.push(device.to_string());
         }
@@ -228,18 +244,24 @@ pub fn replay_device(
         }
         out.clear();
     };
-    store.replay(device, spec.stream.as_deref(), from_ns, to_ns, &mut |batch| {
-        for s in batch.signals.iter().filter(|s| s.name == spec.target) {
-            for (&ts, &v) in s.ts_ns.iter().zip(&s.values) {
-                if targets.back().is_none_or(|&(last, _)| ts > last) {
-                    targets.push_back((ts, v));
+    store.replay(
+        device,
+        spec.stream.as_deref(),
+        from_ns,
+        to_ns,
+        &mut |batch| {
+            for s in batch.signals.iter().filter(|s| s.name == spec.target) {
+                for (&ts, &v) in s.ts_ns.iter().zip(&s.values) {
+                    if targets.back().is_none_or(|&(last, _)| ts > last) {
+                        targets.push_back((ts, v));
+                    }
                 }
             }
-        }
-        pipeline.push_batch(&batch, &mut out);
-        emit(&mut out, &mut targets);
-        Ok(())
-    })?;
+            pipeline.push_batch(&batch, &mut out);
+            emit(&mut out, &mut targets);
+            Ok(())
+        },
+    )?;
     pipeline.finish(&mut out);
     emit(&mut out, &mut targets);
     Ok(())

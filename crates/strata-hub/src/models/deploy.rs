@@ -117,22 +117,35 @@ impl Deployer {
 
     /// Deploys a version of `model` to the selected devices.
     pub fn deploy(&self, model: &str, req: &DeployRequest) -> Result<DeployResult> {
-        let v = self.models.version(model, &VersionRef::parse(&req.version)?)?;
-        let vector = req.vector.clone().or_else(|| v.vector.clone()).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "{model} v{} is bound to no pipeline vector; say which one with \"vector\"",
-                v.version
-            ))
-        })?;
+        let v = self
+            .models
+            .version(model, &VersionRef::parse(&req.version)?)?;
+        let vector = req
+            .vector
+            .clone()
+            .or_else(|| v.vector.clone())
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{model} v{} is bound to no pipeline vector; say which one with \"vector\"",
+                    v.version
+                ))
+            })?;
         let devices = self.select(&req.target)?;
         if devices.is_empty() {
-            return Err(Error::BadRequest("the selector matches no active device".into()));
+            return Err(Error::BadRequest(
+                "the selector matches no active device".into(),
+            ));
         }
         let assignment = assignment(&v, vector);
         for device in &devices {
             self.assign(device, &assignment)?;
         }
-        tracing::info!(model, version = v.version, devices = devices.len(), "model deployed");
+        tracing::info!(
+            model,
+            version = v.version,
+            devices = devices.len(),
+            "model deployed"
+        );
         Ok(DeployResult {
             model: model.to_owned(),
             version: v.version,
@@ -171,7 +184,10 @@ impl Deployer {
                 .map(|m| serde_json::from_value(m.clone()))
                 .transpose()
                 .map_err(|e| {
-                    Error::Conflict(format!("the desired twin of {} is damaged: {e}", twin.device))
+                    Error::Conflict(format!(
+                        "the desired twin of {} is damaged: {e}",
+                        twin.device
+                    ))
                 })?
                 .unwrap_or_default(),
         };
@@ -179,7 +195,9 @@ impl Deployer {
         let payload = Bytes::from(serde_json::to_vec(&desired).expect("JSON of a twin"));
         self.broker
             .publish(&topic, payload, strata_broker::QoS::AtLeastOnce, true)
-            .map_err(|e| Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device)))
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device))
+            })
     }
 
     /// Publishes every desired twin again: the broker keeps retained

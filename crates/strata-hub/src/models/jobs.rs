@@ -126,7 +126,10 @@ impl JobRunner {
             return Err(Error::BadRequest("the backtest names no version".into()));
         }
         super::dataset::vector_features(&spec.dataset.pipeline, &spec.dataset.vector)?;
-        self.submit("backtest", serde_json::to_value(spec).expect("JSON of a spec"))
+        self.submit(
+            "backtest",
+            serde_json::to_value(spec).expect("JSON of a spec"),
+        )
     }
 
     fn submit(&self, kind: &str, spec: serde_json::Value) -> Result<Job> {
@@ -194,7 +197,12 @@ fn run_one(deps: &JobDeps, job: Job) {
         registry: deps.registry.clone(),
         last: Arc::new(Mutex::new((Instant::now(), 0.0))),
     };
-    tracing::info!(job = job.id, kind = job.kind, attempt = job.attempts, "job started");
+    tracing::info!(
+        job = job.id,
+        kind = job.kind,
+        attempt = job.attempts,
+        "job started"
+    );
     let dir = deps.dir.join(job.id.to_string());
     let outcome: Result<serde_json::Value> = (|| {
         std::fs::create_dir_all(&dir)
@@ -204,7 +212,9 @@ fn run_one(deps: &JobDeps, job: Job) {
                 let spec: TrainSpec = serde_json::from_value(job.spec.clone())
                     .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
                 let v = train::run(&spec, &*deps.telemetry, &deps.models, &dir, &ctx)?;
-                Ok(serde_json::json!({ "model": v.model, "version": v.version, "metrics": v.metrics }))
+                Ok(
+                    serde_json::json!({ "model": v.model, "version": v.version, "metrics": v.metrics }),
+                )
             }
             "backtest" => {
                 let spec: BacktestSpec = serde_json::from_value(job.spec.clone())

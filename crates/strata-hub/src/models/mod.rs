@@ -167,9 +167,11 @@ impl ModelRegistry {
     pub fn version(&self, name: &str, which: &VersionRef) -> Result<ModelVersion> {
         let number = match which {
             VersionRef::Number(n) => *n,
-            VersionRef::Alias(alias) => *self.model(name)?.aliases.get(alias).ok_or_else(|| {
-                Error::NotFound(format!("model {name} has no alias {alias:?}"))
-            })?,
+            VersionRef::Alias(alias) => {
+                *self.model(name)?.aliases.get(alias).ok_or_else(|| {
+                    Error::NotFound(format!("model {name} has no alias {alias:?}"))
+                })?
+            }
         };
         self.store
             .model_version(name, number)?
@@ -194,7 +196,9 @@ impl ModelRegistry {
         if self.store.remove_alias(name, alias)? {
             Ok(())
         } else {
-            Err(Error::NotFound(format!("model {name} has no alias {alias:?}")))
+            Err(Error::NotFound(format!(
+                "model {name} has no alias {alias:?}"
+            )))
         }
     }
 
@@ -231,10 +235,7 @@ impl ModelRegistry {
     /// A version loaded in the edge runtime.
     pub fn load(&self, v: &ModelVersion) -> Result<Box<dyn strata_infer::Model>> {
         strata_infer::load_model(&self.artifact(v)?).map_err(|e| {
-            Error::Conflict(format!(
-                "{} v{} no longer loads: {e}",
-                v.model, v.version
-            ))
+            Error::Conflict(format!("{} v{} no longer loads: {e}", v.model, v.version))
         })
     }
 }
@@ -249,7 +250,9 @@ struct Checked {
 
 /// Loads the model in the edge runtime and runs one row through it.
 fn validate(onnx: &[u8], features: Option<&[String]>) -> Result<Checked> {
-    let refuse = |e: strata_infer::Error| Error::BadRequest(format!("the model cannot run at the edge: {e}"));
+    let refuse = |e: strata_infer::Error| {
+        Error::BadRequest(format!("the model cannot run at the edge: {e}"))
+    };
     let proto = strata_infer::onnx::decode(onnx).map_err(refuse)?;
     let ops = strata_infer::onnx::op_list(&proto);
     let model = strata_infer::load_model(onnx).map_err(refuse)?;

@@ -137,9 +137,8 @@ impl Trainer {
     /// The classification threshold, or `None` for regressions.
     fn threshold(&self) -> Option<f32> {
         match self {
-            Trainer::GbtClassifier { threshold, .. } | Trainer::IsolationForest { threshold, .. } => {
-                Some(*threshold)
-            }
+            Trainer::GbtClassifier { threshold, .. }
+            | Trainer::IsolationForest { threshold, .. } => Some(*threshold),
             Trainer::External {
                 task, threshold, ..
             } if task == "classification" => Some(*threshold),
@@ -171,7 +170,9 @@ impl TrainSpec {
             Trainer::Ridge { params } => params.validate().map_err(bad),
             Trainer::External { command, task, .. } => {
                 if command.is_empty() {
-                    return Err(Error::BadRequest("the external trainer has no command".into()));
+                    return Err(Error::BadRequest(
+                        "the external trainer has no command".into(),
+                    ));
                 }
                 if task != "regression" && task != "classification" {
                     return Err(Error::BadRequest(format!(
@@ -238,11 +239,17 @@ pub fn run(
                 ctx,
             )?;
             let reported = read_reported_metrics(job_dir)?;
-            (onnx, serde_json::json!({ "command": command }), None, reported)
+            (
+                onnx,
+                serde_json::json!({ "command": command }),
+                None,
+                reported,
+            )
         }
         builtin => {
-            let set = strata_train::Dataset::new(data.features.clone(), train_rows, train_target.clone())
-                .map_err(|e| Error::BadRequest(format!("training set: {e}")))?;
+            let set =
+                strata_train::Dataset::new(data.features.clone(), train_rows, train_target.clone())
+                    .map_err(|e| Error::BadRequest(format!("training set: {e}")))?;
             let total = 0.6;
             let mut progress = |p: strata_train::Progress| {
                 ctx.progress(
@@ -277,11 +284,18 @@ pub fn run(
         .map_err(|e| Error::BadRequest(format!("the trained model cannot run at the edge: {e}")))?;
     let predicted = predict(&*model, &test_rows, data.features.len())?;
     let evaluation = match spec.trainer.threshold() {
-        Some(t) if both_classes(&test_target) => {
-            Some(Evaluation::classification(&train_target, &test_target, &predicted, t))
-        }
+        Some(t) if both_classes(&test_target) => Some(Evaluation::classification(
+            &train_target,
+            &test_target,
+            &predicted,
+            t,
+        )),
         Some(_) => None,
-        None => Some(Evaluation::regression(&train_target, &test_target, &predicted)),
+        None => Some(Evaluation::regression(
+            &train_target,
+            &test_target,
+            &predicted,
+        )),
     }
     .transpose()
     .map_err(|e| Error::BadRequest(format!("evaluation: {e}")))?;
@@ -300,12 +314,10 @@ pub fn run(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let parent = registry.model(&spec.model).ok().and_then(|m| {
-        m.aliases
-            .get("champion")
-            .copied()
-            .or(m.latest_version)
-    });
+    let parent = registry
+        .model(&spec.model)
+        .ok()
+        .and_then(|m| m.aliases.get("champion").copied().or(m.latest_version));
     let version = registry.register(NewVersion {
         model: spec.model.clone(),
         onnx,
@@ -378,9 +390,7 @@ fn score_index(model: &dyn strata_infer::Model) -> usize {
 }
 
 fn both_classes(labels: &[f32]) -> bool {
-    labels.iter().all(|&y| y == 0.0 || y == 1.0)
-        && labels.contains(&0.0)
-        && labels.contains(&1.0)
+    labels.iter().all(|&y| y == 0.0 || y == 1.0) && labels.contains(&0.0) && labels.contains(&1.0)
 }
 
 /// Metrics as flat `name -> number` entries.
@@ -445,7 +455,10 @@ fn external(
     ];
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| io("cannot wait for the trainer", e))? {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| io("cannot wait for the trainer", e))?
+        {
             break status;
         }
         if Instant::now() > deadline {

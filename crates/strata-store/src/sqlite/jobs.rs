@@ -6,8 +6,7 @@ use super::SqliteStore;
 use crate::error::{Context, Error, Result};
 use crate::{Job, JobLogLine, JobState, JobStore};
 
-const JOB_COLUMNS: &str =
-    "id, kind, spec, state, progress, message, result, attempts, created_ns, started_ns, finished_ns";
+const JOB_COLUMNS: &str = "id, kind, spec, state, progress, message, result, attempts, created_ns, started_ns, finished_ns";
 
 /// Lines kept per job: a runaway external trainer cannot fill the disk.
 const MAX_LOG_LINES: i64 = 10_000;
@@ -232,7 +231,9 @@ mod tests {
         let a = store
             .create_job("train", &serde_json::json!({"x": 1}), 1)
             .unwrap();
-        let b = store.create_job("backtest", &serde_json::json!({}), 2).unwrap();
+        let b = store
+            .create_job("backtest", &serde_json::json!({}), 2)
+            .unwrap();
         let got = store.claim_job(3).unwrap().unwrap();
         assert_eq!((got.id, got.state, got.attempts), (a, JobState::Running, 1));
         store.job_progress(a, 0.5, "half way", 4).unwrap();
@@ -241,13 +242,24 @@ mod tests {
         let again = store.claim_job(5).unwrap().unwrap();
         assert_eq!((again.id, again.attempts), (a, 2));
         store
-            .finish_job(a, JobState::Succeeded, "done", Some(&serde_json::json!({"v": 1})), 6)
+            .finish_job(
+                a,
+                JobState::Succeeded,
+                "done",
+                Some(&serde_json::json!({"v": 1})),
+                6,
+            )
             .unwrap();
         let done = store.job(a).unwrap().unwrap();
         assert_eq!(done.state, JobState::Succeeded);
         assert_eq!(done.progress, 1.0);
         assert_eq!(done.result, Some(serde_json::json!({"v": 1})));
-        let log: Vec<String> = store.job_log(a).unwrap().into_iter().map(|l| l.line).collect();
+        let log: Vec<String> = store
+            .job_log(a)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
         assert_eq!(log, ["half way", "succeeded: done"]);
         assert_eq!(store.claim_job(7).unwrap().unwrap().id, b);
         assert!(store.claim_job(8).unwrap().is_none());

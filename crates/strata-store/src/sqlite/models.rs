@@ -187,13 +187,7 @@ impl ModelStore for SqliteStore {
         })
     }
 
-    fn set_alias(
-        &self,
-        name: &str,
-        alias: &str,
-        version: u32,
-        now_ns: i64,
-    ) -> Result<Option<u32>> {
+    fn set_alias(&self, name: &str, alias: &str, version: u32, now_ns: i64) -> Result<Option<u32>> {
         self.write(|w| {
             let tx = w
                 .conn

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Migrations in order; the database's `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sites (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -60,7 +61,8 @@ CREATE TABLE latest (
     value       REAL NOT NULL,
     quality     INTEGER NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 -- The model registry (docs/design/models.md).
 CREATE TABLE models (
     name        TEXT PRIMARY KEY,
@@ -122,7 +124,8 @@ CREATE TABLE twins (
     reported        TEXT NOT NULL DEFAULT '{}',
     reported_ns     INTEGER
 );
-"#];
+"#,
+];
 
 /// Brings the schema up to date.
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

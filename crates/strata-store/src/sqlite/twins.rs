@@ -117,7 +117,9 @@ mod tests {
         let d = DeviceId::new("m-1").unwrap();
         assert_eq!(store.twin(&d).unwrap().desired_version, 0);
         store.set_desired(&d, "models", &json!([1]), 1).unwrap();
-        let t = store.set_desired(&d, "config", &json!({"a": 2}), 2).unwrap();
+        let t = store
+            .set_desired(&d, "config", &json!({"a": 2}), 2)
+            .unwrap();
         assert_eq!(t.desired, json!({"models": [1], "config": {"a": 2}}));
         assert_eq!(t.desired_version, 2);
         store.set_reported(&d, &json!({"models": []}), 3).unwrap();

@@ -65,7 +65,10 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
 }
 
 fn collect(plan: &Plan) -> anyhow::Result<()> {
-    let mut bar = Bar::new("[1/4] collecting labelled telemetry", plan.collect.as_secs());
+    let mut bar = Bar::new(
+        "[1/4] collecting labelled telemetry",
+        plan.collect.as_secs(),
+    );
     let start = Instant::now();
     while start.elapsed() < plan.collect {
         plan.sleep(Duration::from_secs(1))?;
@@ -125,7 +128,9 @@ fn train(plan: &Plan) -> anyhow::Result<u32> {
     };
     bar.finish("");
     let result = &job["result"];
-    let version = result["version"].as_u64().context("no version in the job result")? as u32;
+    let version = result["version"]
+        .as_u64()
+        .context("no version in the job result")? as u32;
     let m = &result["metrics"];
     println!(
         "      {MODEL} v{version}: hold-out MAE {:.1} h (predicting the mean: {:.1} h), trained in {:.1} s on {} rows",
@@ -151,7 +156,10 @@ fn deploy(plan: &Plan, version: u32) -> anyhow::Result<()> {
         let mut predicting = 0;
         for d in &plan.devices {
             let twin: Value = plan.api.get("twin", &format!("/api/v1/devices/{d}/twin"))?;
-            let models = twin["reported"]["models"].as_array().cloned().unwrap_or_default();
+            let models = twin["reported"]["models"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if let Some(failed) = models.iter().find(|m| m["state"] == "failed") {
                 bail!(
                     "{d} could not run {MODEL} v{version}: {}",
@@ -168,7 +176,10 @@ fn deploy(plan: &Plan, version: u32) -> anyhow::Result<()> {
                 }
             }
         }
-        bar.set(running, &format!("{running} running, {predicting} predicting"));
+        bar.set(
+            running,
+            &format!("{running} running, {predicting} predicting"),
+        );
         if predicting == total {
             break;
         }
@@ -200,11 +211,7 @@ fn watch(plan: &Plan) -> anyhow::Result<()> {
             let predicted = latest(&plan.api, d, PREDICTION)?;
             let truth = latest(&plan.api, d, TRUTH)?;
             if shown.contains(&d) {
-                println!(
-                    "  {d:<12} {:>12} {:>11}",
-                    hours(predicted),
-                    hours(truth)
-                );
+                println!("  {d:<12} {:>12} {:>11}", hours(predicted), hours(truth));
             }
             if let Some(p) = predicted.filter(|&p| p < plan.alert_below_h) {
                 println!(
