@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::registry::{HubAccess, blocking, parse_pair, print};
+use super::registry::{HubAccess, blocking, parse_pair, print, print_line};
 
 /// `strata model`.
 #[derive(Debug, Subcommand)]
@@ -261,7 +261,7 @@ pub async fn job(cmd: JobCommand) -> anyhow::Result<()> {
                     .client()?
                     .get("job log", &format!("/api/v1/jobs/{id}/log"))?;
                 for l in lines {
-                    println!("{}", l["line"].as_str().unwrap_or(""));
+                    print_line(l["line"].as_str().unwrap_or(""));
                 }
                 return Ok(());
             }

@@ -119,10 +119,17 @@ pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 pub(crate) fn print(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON value")
-    );
+    print_line(&serde_json::to_string_pretty(value).expect("JSON value"));
+}
+
+/// Prints a line; a closed pipe (`strata job log 3 | head`) ends the
+/// output quietly instead of panicking as `println!` would.
+pub(crate) fn print_line(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").is_err() {
+        std::process::exit(0);
+    }
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -132,11 +132,16 @@ fn train(plan: &Plan) -> anyhow::Result<u32> {
         .as_u64()
         .context("no version in the job result")? as u32;
     let m = &result["metrics"];
+    let seconds = m["train_seconds"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "      {MODEL} v{version}: hold-out MAE {:.1} h (predicting the mean: {:.1} h), trained in {:.1} s on {} rows",
+        "      {MODEL} v{version}: hold-out MAE {:.1} h (predicting the mean: {:.1} h), trained in {} on {} rows",
         m["mae"].as_f64().unwrap_or(f64::NAN),
         m["baseline_mae"].as_f64().unwrap_or(f64::NAN),
-        m["train_seconds"].as_f64().unwrap_or(f64::NAN),
+        if seconds < 1.0 {
+            format!("{:.0} ms", seconds * 1e3)
+        } else {
+            format!("{seconds:.1} s")
+        },
         m["train_rows"].as_f64().unwrap_or(0.0),
     );
     Ok(version)
@@ -204,6 +209,9 @@ fn latest(api: &ApiClient, device: &str, signal: &str) -> anyhow::Result<Option<
 
 fn watch(plan: &Plan) -> anyhow::Result<()> {
     let shown: Vec<&String> = plan.devices.iter().take(5).collect();
+    // Machines alerted and not yet back above the threshold (repaired): an
+    // alert is raised once per crossing, not at every look.
+    let mut alerted = std::collections::BTreeSet::new();
     loop {
         plan.sleep(Duration::from_secs(5))?;
         println!("  machine        predicted RUL    true RUL");
@@ -213,11 +221,23 @@ fn watch(plan: &Plan) -> anyhow::Result<()> {
             if shown.contains(&d) {
                 println!("  {d:<12} {:>12} {:>11}", hours(predicted), hours(truth));
             }
-            if let Some(p) = predicted.filter(|&p| p < plan.alert_below_h) {
-                println!(
-                    "  ALERT {d}: bearing predicted to fail in {p:.1} h (threshold {:.0} h)",
-                    plan.alert_below_h
-                );
+            match predicted {
+                Some(p) if p < plan.alert_below_h => {
+                    if alerted.insert(d.clone()) {
+                        println!(
+                            "  ALERT {d}: bearing predicted to fail in {p:.1} h (threshold {:.0} h)",
+                            plan.alert_below_h
+                        );
+                    }
+                }
+                Some(_) => {
+                    if alerted.remove(d) {
+                        println!(
+                            "  cleared {d}: predicted remaining life is above the threshold again"
+                        );
+                    }
+                }
+                None => {}
             }
         }
     }

@@ -11,6 +11,7 @@ pub struct Bar {
     total: u64,
     terminal: bool,
     last_line: Option<Instant>,
+    last_done: Option<u64>,
 }
 
 const WIDTH: usize = 24;
@@ -23,6 +24,7 @@ impl Bar {
             total: total.max(1),
             terminal: std::io::stdout().is_terminal(),
             last_line: None,
+            last_done: None,
         }
     }
 
@@ -50,6 +52,7 @@ impl Bar {
         {
             println!("{line}");
             self.last_line = Some(Instant::now());
+            self.last_done = Some(done.min(self.total));
         }
     }
 
@@ -58,7 +61,7 @@ impl Bar {
         let line = self.line(self.total, note);
         if self.terminal {
             println!("\r\x1b[2K{line}");
-        } else {
+        } else if self.last_done != Some(self.total) {
             println!("{line}");
         }
     }
