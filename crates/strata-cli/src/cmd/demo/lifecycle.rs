@@ -222,22 +222,14 @@ fn watch(plan: &Plan) -> anyhow::Result<()> {
                 println!("  {d:<12} {:>12} {:>11}", hours(predicted), hours(truth));
             }
             match predicted {
-                Some(p) if p < plan.alert_below_h => {
-                    if alerted.insert(d.clone()) {
-                        println!(
-                            "  ALERT {d}: bearing predicted to fail in {p:.1} h (threshold {:.0} h)",
-                            plan.alert_below_h
-                        );
-                    }
+                Some(p) if p < plan.alert_below_h && alerted.insert(d.clone()) => println!(
+                    "  ALERT {d}: bearing predicted to fail in {p:.1} h (threshold {:.0} h)",
+                    plan.alert_below_h
+                ),
+                Some(p) if p >= plan.alert_below_h && alerted.remove(d) => {
+                    println!("  cleared {d}: predicted remaining life is above the threshold again")
                 }
-                Some(_) => {
-                    if alerted.remove(d) {
-                        println!(
-                            "  cleared {d}: predicted remaining life is above the threshold again"
-                        );
-                    }
-                }
-                None => {}
+                _ => {}
             }
         }
     }
