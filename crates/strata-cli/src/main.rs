@@ -49,6 +49,10 @@ enum Command {
     /// Training and backtest jobs (through a running hub's API).
     #[command(subcommand)]
     Job(cmd::model::JobCommand),
+    /// Signed OTA releases, offline: make a release key, sign a release,
+    /// check one.
+    #[command(subcommand)]
+    Release(cmd::release::ReleaseCommand),
     /// Measure the platform on this machine.
     #[cfg(feature = "hub")]
     #[command(subcommand)]
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Simulate(args) => cmd::simulate::run(args).await,
             Command::Model(c) => cmd::model::model(c).await,
             Command::Job(c) => cmd::model::job(c).await,
+            Command::Release(c) => cmd::release::run(c),
             #[cfg(feature = "hub")]
             Command::Bench(c) => cmd::bench::run(c).await,
         }

@@ -17,17 +17,7 @@ const WINDOW_NS: i64 = 1_000_000_000;
 
 /// Runs tests/peers/models.py with `args` and returns its standard output.
 fn models_py(args: &[&std::ffi::OsStr]) -> Vec<u8> {
-    let out = std::process::Command::new(peers_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/models.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    peer_script("models.py", args)
 }
 
 /// Trains the two reference models into `dir` (rul.onnx, anomaly.onnx).

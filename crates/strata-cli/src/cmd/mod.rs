@@ -10,6 +10,7 @@ pub mod edge;
 pub mod hub;
 pub mod model;
 pub mod registry;
+pub mod release;
 #[cfg(feature = "hub")]
 pub mod simulate;
 

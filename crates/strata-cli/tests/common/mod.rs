@@ -338,6 +338,26 @@ pub fn peers_python() -> PathBuf {
     python
 }
 
+/// Runs tests/peers/`script` with the peers' Python and `args` to the end;
+/// returns its standard output (panics with its standard error on failure).
+pub fn peer_script(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new(peers_python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/peers")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .expect("run a Python peer script");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A third-party peer process (a Python server, a Mosquitto), killed on drop.
 pub struct Peer {
     child: Child,

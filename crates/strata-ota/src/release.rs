@@ -1,0 +1,121 @@
+//! What a release and an assignment say.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a release installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An inference model (ONNX).
+    Model,
+    /// An edge agent configuration.
+    Config,
+    /// An application or firmware bundle: a file and its install hook.
+    Bundle,
+}
+
+impl Kind {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Model => "model",
+            Kind::Config => "config",
+            Kind::Bundle => "bundle",
+        }
+    }
+}
+
+/// The artifact a release installs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// SHA-256 of its content, lower-case hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Which devices a release may be installed on; every given part must
+/// match (an empty selector matches every device).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Target {
+    /// These devices only.
+    pub devices: Vec<String>,
+    /// Devices of these sites only.
+    pub sites: Vec<String>,
+    /// Devices carrying all these tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A model release's details: what the agent binds it to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDetails {
+    /// The pipeline vector it reads.
+    pub vector: String,
+    /// Its input features, by name, in order.
+    pub features: Vec<String>,
+}
+
+/// A bundle release's details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleDetails {
+    /// The hook the agent runs to install it (a name from the agent's
+    /// config, never a command from the release).
+    pub install_hook: String,
+}
+
+/// What may be installed: signed with a release key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    /// What it installs.
+    pub kind: Kind,
+    /// Its name (a model's name, `agent`, ...).
+    pub name: String,
+    /// Grows with every release of (kind, name).
+    pub version: u64,
+    /// The artifact.
+    pub artifact: Artifact,
+    /// Where it may be installed.
+    #[serde(default)]
+    pub target: Target,
+    /// When it was made, ns since the epoch.
+    pub created_ns: i64,
+    /// After this, no device installs it.
+    pub expires_ns: i64,
+    /// Model details (kind `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelDetails>,
+    /// Bundle details (kind `bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleDetails>,
+}
+
+/// This device should install that release now: signed with the hub's
+/// rollout key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// The device.
+    pub device: String,
+    /// SHA-256 of the release envelope's payload.
+    pub release_digest: String,
+    /// The release's kind.
+    pub kind: Kind,
+    /// The release's name.
+    pub name: String,
+    /// The release's version.
+    pub version: u64,
+    /// The campaign that made it.
+    pub campaign: String,
+    /// When it was issued, ns.
+    pub issued_ns: i64,
+    /// After this it is refused (hours, so a frozen hub cannot keep a
+    /// device on stale instructions).
+    pub expires_ns: i64,
+}
