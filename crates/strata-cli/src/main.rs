@@ -49,8 +49,8 @@ enum Command {
     /// Training and backtest jobs (through a running hub's API).
     #[command(subcommand)]
     Job(cmd::model::JobCommand),
-    /// Signed OTA releases, offline: make a release key, sign a release,
-    /// check one.
+    /// Signed OTA releases: make a release key, sign a release (offline),
+    /// check one, submit one to a hub.
     #[command(subcommand)]
     Release(cmd::release::ReleaseCommand),
     /// Measure the platform on this machine.
@@ -111,7 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Simulate(args) => cmd::simulate::run(args).await,
             Command::Model(c) => cmd::model::model(c).await,
             Command::Job(c) => cmd::model::job(c).await,
-            Command::Release(c) => cmd::release::run(c),
+            Command::Release(c) => cmd::registry::blocking(move || cmd::release::run(c)).await,
             #[cfg(feature = "hub")]
             Command::Bench(c) => cmd::bench::run(c).await,
         }

@@ -25,6 +25,8 @@ pub struct HubConfig {
     pub ingest: IngestConfig,
     /// Device enrollment.
     pub registry: RegistryConfig,
+    /// Over-the-air updates.
+    pub ota: OtaConfig,
 }
 
 impl Default for HubConfig {
@@ -36,8 +38,18 @@ impl Default for HubConfig {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             registry: RegistryConfig::default(),
+            ota: OtaConfig::default(),
         }
     }
+}
+
+/// Over-the-air updates.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaConfig {
+    /// Public keys (64 hex characters each, from `strata release keygen`)
+    /// whose signed releases the hub accepts. None: no release is accepted.
+    pub release_keys: Vec<String>,
 }
 
 /// The embedded MQTT broker.

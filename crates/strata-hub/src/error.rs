@@ -31,6 +31,10 @@ pub enum Error {
     /// The hub is starting or stopping, or a component is down.
     #[error("{0}")]
     Unavailable(String),
+    /// An OTA release or artifact failed a check (signature, expiry,
+    /// version, hash...); the code names which.
+    #[error("refused: {0}")]
+    Refused(#[from] strata_ota::Refusal),
 }
 
 impl Error {
@@ -47,6 +51,7 @@ impl Error {
             Error::Store(e) if e.is_retryable() => 503,
             Error::Store(_) => 500,
             Error::Unavailable(_) => 503,
+            Error::Refused(_) => 422,
         }
     }
 
@@ -69,6 +74,7 @@ impl Error {
             Error::Conflict(_) | Error::Store(StoreError::Conflict(_)) => "conflict",
             Error::Store(_) => "storage",
             Error::Unavailable(_) => "unavailable",
+            Error::Refused(r) => r.code(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod ingest;
 pub mod metrics;
 pub mod models;
+pub mod ota;
 pub mod registry;
 pub mod secret;
 
@@ -144,6 +145,13 @@ impl Hub {
             broker.clone(),
         ));
         deployer.republish_all()?;
+        let ota = Arc::new(ota::Ota::open(
+            store.clone(),
+            models.artifacts().clone(),
+            &data_dir,
+            &config.ota.release_keys,
+            metrics.clone(),
+        )?);
         let jobs = Arc::new(models::jobs::JobRunner::start(models::jobs::JobDeps {
             jobs: store.clone(),
             telemetry: store.clone(),
@@ -178,6 +186,7 @@ impl Hub {
             models,
             deployer,
             jobs: jobs.clone(),
+            ota,
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
@@ -264,7 +273,7 @@ fn admin_token(data_dir: &Path) -> Result<String, StartError> {
         }
     }
     let token = secret::generate("stadm_");
-    write_private(&path, &token).map_err(|source| StartError::Io {
+    write_private(&path, token.as_bytes()).map_err(|source| StartError::Io {
         context: format!("cannot write {}", path.display()),
         source,
     })?;
@@ -272,14 +281,15 @@ fn admin_token(data_dir: &Path) -> Result<String, StartError> {
     Ok(token)
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a new file readable by the owner only, synced.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
+    file.write_all(bytes)?;
     file.sync_all()
 }
 

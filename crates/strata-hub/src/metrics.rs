@@ -105,6 +105,8 @@ pub struct Metrics {
     pub commit_micros: AtomicU64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
+    /// OTA releases refused, by reason code.
+    ota_refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -121,6 +123,16 @@ impl Metrics {
                 detail()
             );
         }
+    }
+
+    /// Counts a refused OTA release.
+    pub fn ota_refusal(&self, reason: &'static str) {
+        *self
+            .ota_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// Whether reason `i` may log at `now`: at most once per ten seconds.
@@ -204,6 +216,18 @@ impl Metrics {
             "# HELP strata_ingest_queue_depth Batches waiting for the storage writer.\n# TYPE strata_ingest_queue_depth gauge\nstrata_ingest_queue_depth {}",
             self.queue_depth.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP strata_ota_refusals_total OTA releases refused, by reason.\n# TYPE strata_ota_refusals_total counter"
+        );
+        for (reason, n) in self
+            .ota_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "strata_ota_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod error;
 pub mod jobs;
 pub mod model;
 pub mod models;
+pub mod releases;
 pub mod sqlite;
 pub mod twin;
 
@@ -24,6 +25,7 @@ pub use error::{Error, Result};
 pub use jobs::{Job, JobLogLine, JobState};
 pub use model::*;
 pub use models::{Lineage, ModelInfo, ModelOutputInfo, ModelVersion};
+pub use releases::ReleaseRecord;
 pub use sqlite::{Durability, SqliteStore};
 pub use twin::Twin;
 
@@ -178,4 +180,15 @@ pub trait TwinStore: Send + Sync + 'static {
         reported: &serde_json::Value,
         now_ns: i64,
     ) -> Result<()>;
+}
+
+/// Signed OTA releases the hub accepted.
+pub trait ReleaseStore: Send + Sync + 'static {
+    /// Stores a release; fails with `Conflict` if its (kind, name, version)
+    /// exists.
+    fn add_release(&self, release: &ReleaseRecord) -> Result<()>;
+    /// Releases, newest first, optionally of one kind and name.
+    fn releases(&self, kind: Option<&str>, name: Option<&str>) -> Result<Vec<ReleaseRecord>>;
+    /// The highest version of (kind, name), if any.
+    fn latest_release_version(&self, kind: &str, name: &str) -> Result<Option<u64>>;
 }

@@ -14,7 +14,9 @@ use strata_ota::{
     PublicKey, Release, Target,
 };
 
-use super::registry::parse_pair;
+use serde_json::Value;
+
+use super::registry::{HubAccess, parse_pair, print};
 
 /// `strata release`.
 #[derive(Debug, Subcommand)]
@@ -63,6 +65,17 @@ pub enum ReleaseCommand {
         /// Bundles: the install hook (a name from the agent's config).
         #[arg(long)]
         install_hook: Option<String>,
+    },
+    /// Upload an artifact and submit its signed release to a hub, which
+    /// checks both (trusted key, expiry, newer version, size and hash).
+    Submit {
+        /// The signed release (JSON from `strata release sign`).
+        release: PathBuf,
+        /// The artifact it names.
+        #[arg(long)]
+        artifact: PathBuf,
+        #[command(flatten)]
+        access: HubAccess,
     },
     /// Check a signed release: its signature by a trusted release key, its
     /// expiry, and (with --artifact) the artifact's size and hash.
@@ -154,6 +167,23 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             };
             let envelope = Envelope::sign(DocumentType::Release, &release, &key);
             println!("{}", serde_json::to_string_pretty(&envelope)?);
+            Ok(())
+        }
+        ReleaseCommand::Submit {
+            release,
+            artifact,
+            access,
+        } => {
+            let text = std::fs::read_to_string(&release)
+                .with_context(|| format!("cannot read {}", release.display()))?;
+            let envelope: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", release.display()))?;
+            let bytes = std::fs::read(&artifact)
+                .with_context(|| format!("cannot read {}", artifact.display()))?;
+            let api = access.client()?;
+            let _: Value = api.post_bytes("upload artifact", "/api/v1/artifacts", &bytes)?;
+            let record: Value = api.post("submit release", "/api/v1/releases", &envelope)?;
+            print(&record);
             Ok(())
         }
         ReleaseCommand::Verify {

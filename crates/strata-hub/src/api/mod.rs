@@ -9,6 +9,7 @@
 mod error;
 mod models;
 mod ops;
+mod ota;
 mod registry;
 mod telemetry;
 
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub deployer: Arc<crate::models::deploy::Deployer>,
     /// Training and backtest jobs.
     pub jobs: Arc<crate::models::jobs::JobRunner>,
+    /// OTA releases.
+    pub ota: Arc<crate::ota::Ota>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// The MQTT address devices should connect to, as shown at enrollment.
@@ -88,6 +91,10 @@ pub struct ApiState {
         models::get_job,
         models::get_job_log,
         models::device_artifact,
+        ota::upload_artifact,
+        ota::submit_release,
+        ota::list_releases,
+        ota::keys,
         ops::healthz,
         ops::metrics,
     ),
@@ -97,6 +104,7 @@ pub struct ApiState {
         (name = "telemetry", description = "Stored readings"),
         (name = "models", description = "Model registry, aliases and deployment"),
         (name = "jobs", description = "Training and backtest jobs"),
+        (name = "ota", description = "Signed releases and the keys devices trust"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -171,6 +179,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs/backtest", post(models::submit_backtest))
         .route("/jobs/{id}", get(models::get_job))
         .route("/jobs/{id}/log", get(models::get_job_log))
+        .route(
+            "/artifacts",
+            post(ota::upload_artifact).layer(DefaultBodyLimit::max(MAX_MODEL_BYTES)),
+        )
+        .route(
+            "/releases",
+            get(ota::list_releases).post(ota::submit_release),
+        )
+        .route("/ota/keys", get(ota::keys))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let api = Router::new()
         .route("/enroll", post(registry::enroll))

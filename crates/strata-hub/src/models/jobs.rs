@@ -204,7 +204,8 @@ fn run_one(deps: &JobDeps, job: Job) {
         "job started"
     );
     let dir = deps.dir.join(job.id.to_string());
-    let outcome: Result<serde_json::Value> = (|| {
+    // A panic in a trainer fails its job, not the worker: later jobs still run.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<serde_json::Value> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         match job.kind.as_str() {
@@ -224,7 +225,15 @@ fn run_one(deps: &JobDeps, job: Job) {
             }
             other => Err(Error::BadRequest(format!("unknown job kind {other:?}"))),
         }
-    })();
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(Error::Unavailable(format!("the job crashed: {why}")))
+    });
     let now = crate::now_ns();
     let finished = match &outcome {
         Ok(result) => deps

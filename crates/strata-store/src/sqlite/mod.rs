@@ -8,6 +8,7 @@
 mod jobs;
 mod models;
 mod registry;
+mod releases;
 mod schema;
 mod telemetry;
 mod twins;

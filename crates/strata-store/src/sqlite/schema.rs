@@ -125,6 +125,22 @@ CREATE TABLE twins (
     reported_ns     INTEGER
 );
 "#,
+    r#"
+-- Signed OTA releases the hub accepted (docs/design/ota.md).
+CREATE TABLE releases (
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    digest      TEXT NOT NULL UNIQUE,
+    key_id      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    expires_ns  INTEGER NOT NULL,
+    accepted_ns INTEGER NOT NULL,
+    envelope    TEXT NOT NULL,
+    PRIMARY KEY (kind, name, version)
+);
+"#,
 ];
 
 /// Brings the schema up to date.

@@ -1,0 +1,96 @@
+//! OTA over HTTP: artifact upload, signed release intake, the release list,
+//! and the keys an agent is configured to trust.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use strata_store::ReleaseRecord;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiState, ErrorBody, blocking};
+use crate::error::{Error, Result};
+
+/// A stored artifact.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StoredArtifact {
+    /// Its SHA-256, hex: what a release names.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Uploads an artifact (the body) to the content-addressed store.
+#[utoipa::path(post, path = "/api/v1/artifacts", tag = "ota", security(("admin_token" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = StoredArtifact)))]
+pub async fn upload_artifact(
+    State(s): State<ApiState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<StoredArtifact>)> {
+    let size = body.len() as u64;
+    let sha256 = blocking(move || s.models.artifacts().put(&body)).await?;
+    Ok((StatusCode::CREATED, Json(StoredArtifact { sha256, size })))
+}
+
+/// Submits a signed release (from `strata release sign`). It is accepted
+/// only when a trusted release key signed it, it has not expired, its
+/// version is above every earlier one of its kind and name, and its
+/// artifact was uploaded with exactly the signed size and hash; otherwise
+/// 422 with the reason (`bad_signature`, `unknown_key`, `expired`,
+/// `rollback`, `hash_mismatch`, `size_mismatch`...).
+#[utoipa::path(post, path = "/api/v1/releases", tag = "ota", security(("admin_token" = [])),
+    request_body(content = Object, description = "A signed release envelope: payload, key_id, signature"),
+    responses((status = 201, body = ReleaseRecord), (status = 422, body = ErrorBody)))]
+pub async fn submit_release(
+    State(s): State<ApiState>,
+    Json(envelope): Json<serde_json::Value>,
+) -> Result<(StatusCode, Json<ReleaseRecord>)> {
+    let envelope: strata_ota::Envelope = serde_json::from_value(envelope)
+        .map_err(|e| Error::BadRequest(format!("not a signed release: {e}")))?;
+    let record = blocking(move || s.ota.accept(&envelope)).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Filters of the release list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReleaseFilter {
+    /// Only this kind (`model`, `config`, `bundle`).
+    pub kind: Option<String>,
+    /// Only this name.
+    pub name: Option<String>,
+}
+
+/// Accepted releases, newest first.
+#[utoipa::path(get, path = "/api/v1/releases", tag = "ota", security(("admin_token" = [])), params(ReleaseFilter),
+    responses((status = 200, body = [ReleaseRecord])))]
+pub async fn list_releases(
+    State(s): State<ApiState>,
+    Query(f): Query<ReleaseFilter>,
+) -> Result<Json<Vec<ReleaseRecord>>> {
+    Ok(Json(
+        blocking(move || s.ota.releases(f.kind.as_deref(), f.name.as_deref())).await?,
+    ))
+}
+
+/// The keys an agent trusts: release keys (what may be installed) and the
+/// hub's rollout key (which release, now).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrustedKeys {
+    /// Release public keys, hex.
+    pub release_keys: Vec<String>,
+    /// The hub's rollout public key, hex.
+    pub rollout_key: String,
+}
+
+/// The public keys of this hub's OTA trust.
+#[utoipa::path(get, path = "/api/v1/ota/keys", tag = "ota", security(("admin_token" = [])),
+    responses((status = 200, body = TrustedKeys)))]
+pub async fn keys(State(s): State<ApiState>) -> Json<TrustedKeys> {
+    let (release, rollout) = s.ota.trust();
+    Json(TrustedKeys {
+        release_keys: release.iter().map(|k| k.to_hex()).collect(),
+        rollout_key: rollout.to_hex(),
+    })
+}

@@ -1,0 +1,155 @@
+//! Over-the-air updates at the hub (`docs/design/ota.md`): the intake of
+//! signed releases and the hub's own rollout key.
+//!
+//! A release is accepted only if a release key this hub trusts (from its
+//! config; the secret halves stay offline) signed it, it has not expired,
+//! its artifact is in the artifact store with exactly the signed size and
+//! hash, and its version is above every earlier release of its kind and
+//! name. Every refusal says why, and is counted by reason.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use strata_ota::{ArtifactCheck, DocumentType, Envelope, KeyPair, PublicKey, Refusal, Release};
+use strata_store::{ReleaseRecord, ReleaseStore};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::models::ArtifactStore;
+
+/// File in the data directory holding the hub's rollout key (PKCS#8).
+pub const ROLLOUT_KEY_FILE: &str = "rollout.key";
+
+/// The hub's OTA side.
+pub struct Ota {
+    store: Arc<dyn ReleaseStore>,
+    artifacts: ArtifactStore,
+    release_keys: Vec<PublicKey>,
+    rollout_key: KeyPair,
+    metrics: Arc<Metrics>,
+}
+
+impl Ota {
+    /// Loads the rollout key (making it on first start) and the trusted
+    /// release keys from the config.
+    pub fn open(
+        store: Arc<dyn ReleaseStore>,
+        artifacts: ArtifactStore,
+        data_dir: &Path,
+        release_keys: &[String],
+        metrics: Arc<Metrics>,
+    ) -> Result<Ota> {
+        let release_keys = release_keys
+            .iter()
+            .map(|k| PublicKey::from_hex(k))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::BadRequest(format!("[ota] release_keys: {e}")))?;
+        Ok(Ota {
+            store,
+            artifacts,
+            release_keys,
+            rollout_key: rollout_key(data_dir)?,
+            metrics,
+        })
+    }
+
+    /// The release keys trusted, and the rollout key's public half: what an
+    /// agent is configured to trust.
+    pub fn trust(&self) -> (Vec<PublicKey>, PublicKey) {
+        (self.release_keys.clone(), self.rollout_key.public())
+    }
+
+    /// Checks and stores a signed release.
+    pub fn accept(&self, envelope: &Envelope) -> Result<ReleaseRecord> {
+        let checked = self.check(envelope);
+        if let Err(e) = &checked {
+            let reason = match e {
+                Error::Refused(r) => r.code(),
+                other => other.code(),
+            };
+            self.metrics.ota_refusal(reason);
+            tracing::warn!(reason, "release refused: {e}");
+        }
+        let (release, record) = checked?;
+        self.store.add_release(&record)?;
+        tracing::info!(
+            kind = release.kind.as_str(),
+            name = release.name,
+            version = release.version,
+            "release accepted"
+        );
+        Ok(record)
+    }
+
+    fn check(&self, envelope: &Envelope) -> Result<(Release, ReleaseRecord)> {
+        let release: Release = envelope.open(DocumentType::Release, &self.release_keys)?;
+        let now = crate::now_ns();
+        if now >= release.expires_ns {
+            return Err(Refusal::Expired {
+                document: "release",
+                expired_ns: release.expires_ns,
+                now_ns: now,
+            }
+            .into());
+        }
+        let kind = release.kind.as_str();
+        if let Some(latest) = self.store.latest_release_version(kind, &release.name)?
+            && release.version <= latest
+        {
+            return Err(Refusal::Rollback {
+                kind: kind.into(),
+                name: release.name.clone(),
+                offered: release.version,
+                committed: latest,
+            }
+            .into());
+        }
+        let bytes = match self.artifacts.get_named(&release.artifact.sha256) {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "artifact {} is not uploaded; POST it to /api/v1/artifacts first",
+                    release.artifact.sha256
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        ArtifactCheck::whole(&release.artifact, &bytes)?;
+        let record = ReleaseRecord {
+            kind: kind.into(),
+            name: release.name.clone(),
+            version: release.version,
+            digest: envelope.digest(),
+            key_id: envelope.key_id.clone(),
+            sha256: release.artifact.sha256.clone(),
+            size: release.artifact.size,
+            expires_ns: release.expires_ns,
+            accepted_ns: now,
+            envelope: serde_json::to_string(envelope).expect("JSON of an envelope"),
+        };
+        Ok((release, record))
+    }
+
+    /// Accepted releases, newest first.
+    pub fn releases(&self, kind: Option<&str>, name: Option<&str>) -> Result<Vec<ReleaseRecord>> {
+        Ok(self.store.releases(kind, name)?)
+    }
+}
+
+/// Reads the rollout key, making it (readable by the hub only) on first start.
+fn rollout_key(data_dir: &Path) -> Result<KeyPair> {
+    let path = data_dir.join(ROLLOUT_KEY_FILE);
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!("{what} {}: {e}", path.display()))
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => KeyPair::from_pkcs8(&bytes).map_err(|e| unavailable("cannot use", &e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, pkcs8) = KeyPair::generate().map_err(|e| unavailable("cannot make", &e))?;
+            crate::write_private(&path, &pkcs8).map_err(|e| unavailable("cannot write", &e))?;
+            tracing::info!(path = %path.display(), key_id = key.public().key_id(), "created the rollout key");
+            Ok(key)
+        }
+        Err(e) => Err(unavailable("cannot read", &e)),
+    }
+}
