@@ -178,3 +178,203 @@ fn the_hub_accepts_only_signed_current_newer_intact_releases() {
         );
     }
 }
+
+/// An agent config for `device` trusting `release_key` and `rollout_key`,
+/// with the simulator and the `machine` vector the test model reads.
+fn agent_config(
+    hub: &HubProcess,
+    dir: &Path,
+    device: &str,
+    release_key: &str,
+    rollout_key: &str,
+) -> String {
+    let credential = hub.provision(device, json!({}));
+    std::fs::create_dir_all(dir).unwrap();
+    format!(
+        "{}\n[[sources]]\ntype = \"simulator\"\ninterval_ms = 200\n\
+         [[pipeline.windows]]\nname = \"w\"\nsignals = [\"temperature\", \"current\"]\nsize_ms = 1000\nfeatures = [\"mean\", \"max\"]\n\
+         [[pipeline.vectors]]\nname = \"machine\"\nfeatures = [\"w.temperature.mean\", \"w.temperature.max\", \"w.current.mean\", \"w.current.max\"]\n\
+         [ota]\nrelease_keys = [\"{release_key}\"]\nrollout_keys = [\"{rollout_key}\"]\nsite = \"site-1\"\n",
+        edge_hub_config(hub, dir, device, &credential)
+    )
+}
+
+/// The device's report of the update of `rul` at `version`, once there.
+fn update_state(hub: &HubProcess, device: &str, version: u64) -> Option<Value> {
+    let (_, twin) = hub.api("GET", &format!("/api/v1/devices/{device}/twin"), None);
+    twin["reported"]["updates"]
+        .as_array()?
+        .iter()
+        .find(|u| u["name"] == "rul" && u["version"] == version)
+        .cloned()
+}
+
+fn wait_update(hub: &HubProcess, device: &str, version: u64) -> Value {
+    let mut found = None;
+    eventually(
+        std::time::Duration::from_secs(60),
+        &format!("{device} reports rul v{version}"),
+        || {
+            found = update_state(hub, device, version);
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
+fn assign(hub: &HubProcess, version: u64, device: &str, expires_in_s: u64) {
+    let (status, body) = hub.api(
+        "POST",
+        &format!("/api/v1/releases/model/rul/{version}/assign"),
+        Some(json!({ "devices": [device], "expires_in_s": expires_in_s })),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let public = keygen(&key);
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
+    let data = dir.path().join("hub");
+    let hub = HubProcess::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
+    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+
+    // Three releases of the scikit-learn model: v1, v2 (same file), and v3,
+    // whose artifact is damaged in the hub's store after it was accepted.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let model = dir.path().join("rul.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    let sign_model = |version: u64, file: &Path| -> Value {
+        let out = strata(&[
+            "release".as_ref(),
+            "sign".as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--kind".as_ref(),
+            "model".as_ref(),
+            "--name".as_ref(),
+            "rul".as_ref(),
+            "--version".as_ref(),
+            version.to_string().as_ref(),
+            "--artifact".as_ref(),
+            file.as_os_str(),
+            "--vector".as_ref(),
+            "machine".as_ref(),
+            "--site".as_ref(),
+            "site-1".as_ref(),
+            "--features".as_ref(),
+            "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max".as_ref(),
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    upload(&hub, &bytes);
+    for v in [1, 2] {
+        assert_eq!(submit(&hub, &sign_model(v, &model)).0, 201);
+    }
+    let mut other = bytes.clone();
+    other.extend_from_slice(b"\0\0\0\0");
+    let v3_file = dir.path().join("rul3.onnx");
+    std::fs::write(&v3_file, &other).unwrap();
+    let v3_sha = upload(&hub, &other);
+    assert_eq!(submit(&hub, &sign_model(3, &v3_file)).0, 201);
+    let mut damaged = other.clone();
+    let last = damaged.len() - 1;
+    damaged[last] = 1;
+    std::fs::write(data.join("artifacts/sha256").join(&v3_sha), &damaged).unwrap();
+
+    // A device that trusts the hub installs v2 and predicts with it.
+    let a_dir = dir.path().join("a");
+    let _a = EdgeProcess::start(
+        &a_dir,
+        &agent_config(&hub, &a_dir, "press-a", &public, &rollout),
+    );
+    assign(&hub, 2, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 2);
+    assert_eq!(report["state"], "committed", "{report}");
+    eventually(
+        std::time::Duration::from_secs(60),
+        "predictions of rul v2",
+        || !hub.readings("press-a", "rul.variable").is_empty(),
+    );
+    // Back to v1: the device refuses a rollback.
+    assign(&hub, 1, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 1);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("refused"), Some("rollback")),
+        "{report}"
+    );
+    // v3's artifact was damaged in the hub's store: the hub will not serve
+    // it, and the device keeps asking.
+    assign(&hub, 3, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 3);
+    assert_eq!(report["reason"], "unavailable", "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains("damaged"),
+        "{report}"
+    );
+    // Still committed to v2, and still predicting.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    assert_eq!(state["committed"]["model/rul"], 2);
+
+    // A device configured with another rollout key refuses the hub's
+    // assignments; one that connects after its assignment expired refuses
+    // it as expired.
+    let (stranger_key, _) = (dir.path().join("stranger.key"), ());
+    let stranger = keygen(&stranger_key);
+    let b_dir = dir.path().join("b");
+    let _b = EdgeProcess::start(
+        &b_dir,
+        &agent_config(&hub, &b_dir, "press-b", &public, &stranger),
+    );
+    assign(&hub, 2, "press-b", 3600);
+    assert_eq!(wait_update(&hub, "press-b", 2)["reason"], "unknown_key");
+    // Tampered in transit: a device whose downloads pass through a
+    // malicious mirror gets v2's size with other bytes, and refuses them.
+    let mirror = tampering_mirror(bytes.len());
+    let d_dir = dir.path().join("d");
+    let d_config = agent_config(&hub, &d_dir, "press-d", &public, &rollout)
+        .replace(&format!("http://{}", hub.http), &format!("http://{mirror}"));
+    let _d = EdgeProcess::start(&d_dir, &d_config);
+    assign(&hub, 2, "press-d", 3600);
+    assert_eq!(wait_update(&hub, "press-d", 2)["reason"], "hash_mismatch");
+
+    let c_dir = dir.path().join("c");
+    let c_config = agent_config(&hub, &c_dir, "press-c", &public, &rollout);
+    assign(&hub, 2, "press-c", 1);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _c = EdgeProcess::start(&c_dir, &c_config);
+    assert_eq!(wait_update(&hub, "press-c", 2)["reason"], "expired");
+}
+
+/// An HTTP server that answers every request with `size` bytes that are
+/// not the artifact asked for; returns its address.
+fn tampering_mirror(size: usize) -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&vec![7u8; size]);
+        }
+    });
+    addr
+}

@@ -105,6 +105,12 @@ impl Agent {
             })
             .map_err(AgentError::Thread)?;
 
+        let trust = config.ota.trust().map_err(AgentError::Pipeline)?;
+        let identity = strata_ota::Device {
+            id: device.to_string(),
+            site: config.ota.site.clone(),
+            tags: config.ota.tags.clone(),
+        };
         let (desired, desired_rx) = tokio::sync::watch::channel(None);
         let reported = Arc::new(Reported::default());
         let applier = TwinApplier {
@@ -118,6 +124,8 @@ impl Agent {
             swap,
             health: health.clone(),
             reported: reported.clone(),
+            trust,
+            identity,
         };
         tasks.spawn(applier.run(desired_rx));
 

@@ -35,10 +35,46 @@ pub struct EdgeConfig {
     /// Models, each bound to a pipeline feature vector.
     #[serde(default)]
     pub models: Vec<crate::inference::ModelConfig>,
+    /// Signed updates: the keys they must be signed with, and this
+    /// device's site and tags as release targets see them.
+    #[serde(default)]
+    pub ota: OtaConfig,
     /// Where relative model paths start: the config file's directory
     /// (set by [`EdgeConfig::load`], not read from the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// Signed updates (`docs/design/ota.md`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaConfig {
+    /// Release public keys (hex): what may be installed.
+    pub release_keys: Vec<String>,
+    /// Rollout public keys (hex; the hub's, from `GET /api/v1/ota/keys`):
+    /// which release, now.
+    pub rollout_keys: Vec<String>,
+    /// This device's site, for releases that target sites.
+    pub site: String,
+    /// This device's tags, for releases that target tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl OtaConfig {
+    /// The trusted keys, parsed.
+    pub fn trust(&self) -> Result<strata_ota::Trust, String> {
+        let parse = |keys: &[String], what: &str| {
+            keys.iter()
+                .map(|k| {
+                    strata_ota::PublicKey::from_hex(k).map_err(|e| format!("[ota] {what}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(strata_ota::Trust {
+            release_keys: parse(&self.release_keys, "release_keys")?,
+            rollout_keys: parse(&self.rollout_keys, "rollout_keys")?,
+        })
+    }
 }
 
 /// The health heartbeat.

@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use strata_ota::{Artifact, ArtifactCheck, Kind, Refusal, SignedUpdate};
 use strata_pipeline::VectorSchema;
-use strata_proto::{DesiredTwin, DeviceId, ModelAssignment, ModelReport, ReportedTwin};
+use strata_proto::{
+    DesiredTwin, DeviceId, ModelAssignment, ModelReport, ReportedTwin, UpdateReport,
+};
 use tokio::sync::{Notify, watch};
 
 use crate::health::HealthState;
@@ -74,6 +76,10 @@ pub struct TwinApplier {
     pub health: Arc<HealthState>,
     /// The report slot the uplink publishes.
     pub reported: Arc<Reported>,
+    /// The keys signed updates must be signed with.
+    pub trust: strata_ota::Trust,
+    /// This device as release targets see it.
+    pub identity: strata_ota::Device,
 }
 
 impl TwinApplier {
@@ -125,17 +131,50 @@ impl TwinApplier {
         }
     }
 
-    /// Applies a twin; true when every model runs (false asks for a retry).
+    /// Applies a twin; true when every model runs and every signed update
+    /// was decided (false asks for a retry: a download failed).
     async fn apply(&self, twin: DesiredTwin, download: bool) -> bool {
         let mut reports = Vec::new();
         let mut ready = Vec::new();
-        for m in &twin.models {
+        let mut retry = false;
+        // Signed updates first: a model name they install is not also
+        // taken from `models`.
+        let mut committed = OtaState::load(&self.data_dir);
+        let mut updates = Vec::new();
+        let mut commits = Vec::new();
+        for value in &twin.updates {
+            match self.update(value, download, &committed).await {
+                Ok((config, key, version)) => {
+                    updates.push(update_report(&key, version, None));
+                    commits.push((key, version, config.name.clone()));
+                    ready.push(config);
+                }
+                Err(UpdateError::Retry(key, version, e)) => {
+                    tracing::info!(device = %self.device, update = key, "update postponed: {e}");
+                    retry = true;
+                    ready.extend(committed.running(&key));
+                    updates.push(update_report(&key, version, Some(("unavailable", e))));
+                }
+                Err(UpdateError::Refused(key, version, refusal)) => {
+                    tracing::warn!(device = %self.device, update = key, version, "update refused: {refusal}");
+                    // The committed version keeps running.
+                    ready.extend(committed.running(&key));
+                    updates.push(update_report(
+                        &key,
+                        version,
+                        Some((refusal.code(), refusal.to_string())),
+                    ));
+                }
+            }
+        }
+        let installed: Vec<String> = ready.iter().map(|c: &ModelConfig| c.name.clone()).collect();
+        for m in twin.models.iter().filter(|m| !installed.contains(&m.name)) {
             let result = match self.artifact(m, download).await {
-                Ok(path) => self.check_one(m, &path).map(|c| (c, path)),
-                Err(e) => Err(e),
+                Ok(path) => self.check_one(m, &path),
+                Err(e) => Err(e.to_string()),
             };
             match result {
-                Ok((config, _)) => {
+                Ok(config) => {
                     ready.push(config);
                     reports.push(report(m, None));
                 }
@@ -145,7 +184,7 @@ impl TwinApplier {
                 }
             }
         }
-        let assigned: Vec<&str> = twin.models.iter().map(|m| m.name.as_str()).collect();
+        let assigned: Vec<&str> = ready.iter().map(|c| c.name.as_str()).collect();
         let mut configs: Vec<ModelConfig> = self
             .configured
             .iter()
@@ -159,6 +198,18 @@ impl TwinApplier {
         match Models::load(&configs, Path::new("/"), &self.vectors) {
             Ok(models) => {
                 let _ = self.swap.send(models);
+                // The anti-rollback version moves only once the new
+                // version runs.
+                for (key, version, name) in &commits {
+                    if let Some(config) = configs.iter().find(|c| &c.name == name) {
+                        committed.set(key, *version, config);
+                    }
+                }
+                if !commits.is_empty()
+                    && let Err(e) = committed.save(&self.data_dir)
+                {
+                    tracing::warn!(device = %self.device, "cannot keep the committed versions: {e}");
+                }
             }
             Err(e) => {
                 // Each model loaded alone; together they clash (e.g. two
@@ -168,9 +219,13 @@ impl TwinApplier {
                     r.state = "failed".into();
                     r.error = Some(e.clone());
                 }
+                for u in updates.iter_mut().filter(|u| u.state == "committed") {
+                    u.state = "failed".into();
+                    u.error = Some(e.clone());
+                }
             }
         }
-        let ok = reports.iter().all(|r| r.state == "running");
+        let ok = !retry && reports.iter().all(|r| r.state == "running");
         if ok {
             let json = serde_json::to_vec(&twin).expect("JSON of a twin");
             if let Err(e) = write_atomic(&self.data_dir.join(TWIN_FILE), &json) {
@@ -180,8 +235,89 @@ impl TwinApplier {
         self.reported.set(&ReportedTwin {
             desired_version: twin.desired_version,
             models: reports,
+            updates,
         });
         ok
+    }
+
+    /// Verifies a signed update and makes its model ready to load; returns
+    /// the model's config, the update's `kind/name` and its version.
+    async fn update(
+        &self,
+        value: &serde_json::Value,
+        download: bool,
+        committed: &OtaState,
+    ) -> Result<(ModelConfig, String, u64), UpdateError> {
+        let unknown = || ("?".to_owned(), 0);
+        let signed: SignedUpdate = serde_json::from_value(value.clone()).map_err(|e| {
+            let (k, v) = unknown();
+            UpdateError::Refused(
+                k,
+                v,
+                Refusal::Malformed {
+                    what: "update",
+                    detail: e.to_string(),
+                },
+            )
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        // Reinstalling the committed version is allowed (idempotent);
+        // anything older is not.
+        let verified = strata_ota::verify(
+            &self.trust,
+            &self.identity,
+            &signed.assignment,
+            &signed.release,
+            |r| committed.get(&key_of(r)).filter(|&v| v != r.version),
+            now,
+        )
+        .map_err(|refusal| {
+            let (k, v) = peek(&signed.release).unwrap_or_else(unknown);
+            UpdateError::Refused(k, v, refusal)
+        })?;
+        let r = verified.release;
+        let key = key_of(&r);
+        let refuse = |refusal| UpdateError::Refused(key.clone(), r.version, refusal);
+        if r.kind != Kind::Model {
+            return Err(refuse(Refusal::Malformed {
+                what: "release",
+                detail: format!(
+                    "this agent installs model releases; {} releases are not supported yet",
+                    r.kind.as_str()
+                ),
+            }));
+        }
+        let details = r.model.clone().ok_or_else(|| {
+            refuse(Refusal::Malformed {
+                what: "release",
+                detail: "a model release without model details".into(),
+            })
+        })?;
+        let m = ModelAssignment {
+            name: r.name.clone(),
+            version: u32::try_from(r.version).unwrap_or(u32::MAX),
+            sha256: r.artifact.sha256.clone(),
+            size: r.artifact.size,
+            vector: details.vector,
+            features: details.features,
+        };
+        let path = match self.artifact(&m, download).await {
+            Ok(path) => path,
+            Err(ArtifactError::Refused(refusal)) => return Err(refuse(refusal)),
+            Err(ArtifactError::Unavailable(e)) => {
+                return Err(UpdateError::Retry(key, r.version, e));
+            }
+        };
+        let config = self.check_one(&m, &path).map_err(|e| {
+            refuse(Refusal::Malformed {
+                what: "model",
+                detail: e,
+            })
+        })?;
+        Ok((config, key, r.version))
     }
 
     /// Loads one assignment alone, to name the model that fails.
@@ -198,41 +334,184 @@ impl TwinApplier {
         Ok(config)
     }
 
-    /// The artifact on disk, downloaded first if needed.
-    async fn artifact(&self, m: &ModelAssignment, download: bool) -> Result<PathBuf, String> {
+    /// The artifact on disk, downloaded first if needed, and checked
+    /// against the size and SHA-256 it was announced with.
+    async fn artifact(
+        &self,
+        m: &ModelAssignment,
+        download: bool,
+    ) -> Result<PathBuf, ArtifactError> {
+        let signed = Artifact {
+            sha256: m.sha256.to_ascii_lowercase(),
+            size: m.size,
+        };
         if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("{:?} is not a SHA-256", m.sha256));
+            return Err(ArtifactError::Refused(Refusal::Malformed {
+                what: "artifact",
+                detail: format!("{:?} is not a SHA-256", m.sha256),
+            }));
         }
         let dir = self.data_dir.join("models");
-        let path = dir.join(format!("{}.onnx", m.sha256));
+        let path = dir.join(format!("{}.onnx", signed.sha256));
         if let Ok(bytes) = std::fs::read(&path) {
-            if verify(&bytes, m).is_ok() {
+            if ArtifactCheck::whole(&signed, &bytes).is_ok() {
                 return Ok(path);
             }
             tracing::warn!(path = %path.display(), "a kept model artifact is damaged; fetching it again");
         }
         if !download {
-            return Err("not downloaded yet".into());
+            return Err(ArtifactError::Unavailable("not downloaded yet".into()));
         }
-        let base = self
-            .http
-            .clone()
-            .ok_or("the agent config has no [hub] http address to download models from")?;
+        let base = self.http.clone().ok_or_else(|| {
+            ArtifactError::Unavailable(
+                "the agent config has no [hub] http address to download models from".into(),
+            )
+        })?;
         let url = format!(
             "{}/api/v1/device/artifacts/{}",
             base.trim_end_matches('/'),
-            m.sha256
+            signed.sha256
         );
         let (device, credential, size) = (self.device.to_string(), self.credential.clone(), m.size);
         let bytes = tokio::task::spawn_blocking(move || fetch(&url, &device, &credential, size))
             .await
-            .map_err(|e| format!("download task failed: {e}"))??;
-        verify(&bytes, m)?;
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        write_atomic(&path, &bytes).map_err(|e| format!("cannot store {}: {e}", path.display()))?;
+            .map_err(|e| ArtifactError::Unavailable(format!("download task failed: {e}")))?
+            .map_err(ArtifactError::Unavailable)?;
+        ArtifactCheck::whole(&signed, &bytes).map_err(ArtifactError::Refused)?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            ArtifactError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        write_atomic(&path, &bytes).map_err(|e| {
+            ArtifactError::Unavailable(format!("cannot store {}: {e}", path.display()))
+        })?;
         tracing::info!(device = %self.device, model = m.name, version = m.version, "model artifact downloaded");
         Ok(path)
+    }
+}
+
+/// Why an artifact is not ready.
+#[derive(Debug)]
+enum ArtifactError {
+    /// Its content is not the announced one: final.
+    Refused(Refusal),
+    /// Not reachable now: try again later.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ArtifactError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArtifactError::Refused(r) => write!(f, "refused: {r}"),
+            ArtifactError::Unavailable(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Why a signed update did not install: (`kind/name`, version, ...).
+enum UpdateError {
+    /// Refused for good.
+    Refused(String, u64, Refusal),
+    /// Try again later.
+    Retry(String, u64, String),
+}
+
+fn key_of(r: &strata_ota::Release) -> String {
+    format!("{}/{}", r.kind.as_str(), r.name)
+}
+
+/// The kind/name and version a release claims, before it is verified (for
+/// reports about refused updates only).
+fn peek(release: &strata_ota::Envelope) -> Option<(String, u64)> {
+    let r: strata_ota::Release = serde_json::from_str(&release.payload).ok()?;
+    Some((key_of(&r), r.version))
+}
+
+fn update_report(key: &str, version: u64, error: Option<(&str, String)>) -> UpdateReport {
+    let (kind, name) = key.split_once('/').unwrap_or(("?", key));
+    UpdateReport {
+        kind: kind.into(),
+        name: name.into(),
+        version,
+        state: if error.is_none() {
+            "committed"
+        } else {
+            "refused"
+        }
+        .into(),
+        reason: error.as_ref().map(|(code, _)| (*code).to_owned()),
+        error: error.map(|(_, e)| e),
+    }
+}
+
+/// The version committed per `kind/name` (the anti-rollback counters,
+/// raised only once a new version runs) and the model it installed, which
+/// keeps running when a later update is refused. Kept in `ota-state.json`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct OtaState {
+    committed: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    installed: std::collections::BTreeMap<String, InstalledModel>,
+}
+
+/// A model a committed update installed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct InstalledModel {
+    name: String,
+    path: PathBuf,
+    version: String,
+    vector: String,
+    features: Option<Vec<String>>,
+}
+
+/// File in the data directory holding the committed versions.
+pub const OTA_STATE_FILE: &str = "ota-state.json";
+
+impl OtaState {
+    fn load(dir: &Path) -> OtaState {
+        std::fs::read(dir.join(OTA_STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, key: &str) -> Option<u64> {
+        self.committed.get(key).copied()
+    }
+
+    fn set(&mut self, key: &str, version: u64, config: &ModelConfig) {
+        if self.get(key).is_some_and(|v| v > version) {
+            return;
+        }
+        self.committed.insert(key.to_owned(), version);
+        self.installed.insert(
+            key.to_owned(),
+            InstalledModel {
+                name: config.name.clone(),
+                path: config.path.clone(),
+                version: config.version.clone(),
+                vector: config.vector.clone(),
+                features: config.features.clone(),
+            },
+        );
+    }
+
+    /// The model the committed update of `key` installed, if any.
+    fn running(&self, key: &str) -> Option<ModelConfig> {
+        self.installed.get(key).map(|m| ModelConfig {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            version: m.version.clone(),
+            vector: m.vector.clone(),
+            features: m.features.clone(),
+            outputs: None,
+        })
+    }
+
+    fn save(&self, dir: &Path) -> std::io::Result<()> {
+        write_atomic(
+            &dir.join(OTA_STATE_FILE),
+            &serde_json::to_vec(self).expect("JSON of the OTA state"),
+        )
     }
 }
 
@@ -243,28 +522,6 @@ fn report(m: &ModelAssignment, error: Option<String>) -> ModelReport {
         state: if error.is_none() { "running" } else { "failed" }.into(),
         error,
     }
-}
-
-/// Checks size and hash against the assignment.
-fn verify(bytes: &[u8], m: &ModelAssignment) -> Result<(), String> {
-    if bytes.len() as u64 != m.size {
-        return Err(format!(
-            "the artifact has {} bytes, the hub announced {}",
-            bytes.len(),
-            m.size
-        ));
-    }
-    let actual: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if actual != m.sha256.to_ascii_lowercase() {
-        return Err(format!(
-            "the artifact hashes to {actual}, the hub announced {}: refused",
-            m.sha256
-        ));
-    }
-    Ok(())
 }
 
 /// Downloads at most `size` bytes (a larger answer is refused, not read).
@@ -339,25 +596,5 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
-
-    #[test]
-    fn artifacts_are_checked_by_size_and_hash() {
-        let bytes = b"onnx".to_vec();
-        let mut m = ModelAssignment {
-            name: "rul".into(),
-            version: 1,
-            sha256: Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            size: 4,
-            vector: "v".into(),
-            features: vec![],
-        };
-        assert!(verify(&bytes, &m).is_ok());
-        assert!(verify(b"onnX", &m).unwrap_err().contains("refused"));
-        m.size = 5;
-        assert!(verify(&bytes, &m).unwrap_err().contains("5"));
     }
 }

@@ -22,5 +22,7 @@ pub use artifact::{ArtifactCheck, sha256_hex};
 pub use envelope::{DocumentType, Envelope};
 pub use error::Refusal;
 pub use keys::{KeyPair, PublicKey};
-pub use release::{Artifact, Assignment, BundleDetails, Kind, ModelDetails, Release, Target};
+pub use release::{
+    Artifact, Assignment, BundleDetails, Kind, ModelDetails, Release, SignedUpdate, Target,
+};
 pub use verify::{Device, Trust, Verified, verify};

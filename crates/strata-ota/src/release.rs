@@ -119,3 +119,14 @@ pub struct Assignment {
     /// device on stale instructions).
     pub expires_ns: i64,
 }
+
+/// What the hub puts in a device's twin for each update: the assignment and
+/// the release it names, both as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedUpdate {
+    /// The assignment (rollout key).
+    pub assignment: crate::Envelope,
+    /// The release (release key).
+    pub release: crate::Envelope,
+}

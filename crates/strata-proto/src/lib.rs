@@ -20,5 +20,5 @@ pub mod v1 {
 pub use ids::{DeviceId, IdError, SiteId};
 pub use payload::{DecodeError, Encoding};
 pub use topic::{Direction, Topic, TopicError, TopicKind};
-pub use twin::{DesiredTwin, ModelAssignment, ModelReport, ReportedTwin};
+pub use twin::{DesiredTwin, ModelAssignment, ModelReport, ReportedTwin, UpdateReport};
 pub use v1::{Health, Quality, SignalSeries, TelemetryBatch};

@@ -16,6 +16,11 @@ pub struct DesiredTwin {
     /// Models to run, at most one version per model name.
     #[serde(default)]
     pub models: Vec<ModelAssignment>,
+    /// Signed updates (`strata_ota::SignedUpdate`: an assignment and its
+    /// release, as signed), at most one per release kind and name.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub updates: Vec<serde_json::Value>,
 }
 
 /// One model a device should run.
@@ -46,6 +51,29 @@ pub struct ReportedTwin {
     /// Each assigned model and how applying it went.
     #[serde(default)]
     pub models: Vec<ModelReport>,
+    /// Each signed update and how it went.
+    #[serde(default)]
+    pub updates: Vec<UpdateReport>,
+}
+
+/// How one signed update went on the device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateReport {
+    /// Release kind (`model`, `config`, `bundle`).
+    pub kind: String,
+    /// Release name.
+    pub name: String,
+    /// Release version offered.
+    pub version: u64,
+    /// `committed` or `refused`.
+    pub state: String,
+    /// The refusal's code (`rollback`, `hash_mismatch`, `expired`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What went wrong, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How one assigned model is doing on the device.

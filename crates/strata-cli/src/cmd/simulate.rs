@@ -138,6 +138,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             health: Default::default(),
             pipeline: pipeline.clone(),
             models: Vec::new(),
+            ota: Default::default(),
             base_dir: args.state_dir.clone(),
             device: login.device,
         };

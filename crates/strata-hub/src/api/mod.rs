@@ -94,6 +94,7 @@ pub struct ApiState {
         ota::upload_artifact,
         ota::submit_release,
         ota::list_releases,
+        ota::assign,
         ota::keys,
         ops::healthz,
         ops::metrics,
@@ -186,6 +187,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/releases",
             get(ota::list_releases).post(ota::submit_release),
+        )
+        .route(
+            "/releases/{kind}/{name}/{version}/assign",
+            post(ota::assign),
         )
         .route("/ota/keys", get(ota::keys))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));

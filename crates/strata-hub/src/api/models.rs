@@ -338,14 +338,23 @@ pub async fn device_artifact(
     let hash = sha256.clone();
     let bytes = blocking(move || {
         let twin = s.deployer.twin(&id)?;
-        let assigned = twin
-            .desired
-            .get("models")
-            .and_then(|m| m.as_array())
-            .is_some_and(|models| {
-                models
-                    .iter()
-                    .any(|m| m.get("sha256").and_then(|h| h.as_str()) == Some(hash.as_str()))
+        let named = |key: &str, sha: &dyn Fn(&serde_json::Value) -> Option<String>| {
+            twin.desired
+                .get(key)
+                .and_then(|m| m.as_array())
+                .is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|i| sha(i).as_deref() == Some(hash.as_str()))
+                })
+        };
+        // Directly deployed models, and the artifacts of signed updates'
+        // releases.
+        let assigned = named("models", &|m| m.get("sha256")?.as_str().map(str::to_owned))
+            || named("updates", &|u| {
+                let payload = u.get("release")?.get("payload")?.as_str()?;
+                let release: serde_json::Value = serde_json::from_str(payload).ok()?;
+                release["artifact"]["sha256"].as_str().map(str::to_owned)
             });
         if !assigned {
             return Err(Error::Forbidden(format!(

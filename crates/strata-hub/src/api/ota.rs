@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use strata_store::ReleaseRecord;
@@ -93,4 +93,68 @@ pub async fn keys(State(s): State<ApiState>) -> Json<TrustedKeys> {
         release_keys: release.iter().map(|k| k.to_hex()).collect(),
         rollout_key: rollout.to_hex(),
     })
+}
+
+/// Which devices get a release now.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AssignRequest {
+    /// Target devices (active ones); all active devices when empty.
+    #[serde(default, flatten)]
+    pub target: crate::models::deploy::DeviceSelector,
+    /// How long each signed assignment stays valid (default 6 h).
+    #[serde(default = "default_assignment_s")]
+    pub expires_in_s: u64,
+}
+
+fn default_assignment_s() -> u64 {
+    6 * 3600
+}
+
+/// What an assignment did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Assigned {
+    /// The campaign id written into every assignment.
+    pub campaign: String,
+    /// Devices whose twin now carries the signed update.
+    pub devices: Vec<String>,
+}
+
+/// Assigns a release to devices now: one assignment per device, signed
+/// with the hub's rollout key, delivered with the release through the
+/// device's twin. (Phased campaigns build on this.)
+#[utoipa::path(post, path = "/api/v1/releases/{kind}/{name}/{version}/assign", tag = "ota", security(("admin_token" = [])),
+    params(("kind" = String, Path), ("name" = String, Path), ("version" = u64, Path)), request_body = AssignRequest,
+    responses((status = 200, body = Assigned), (status = 404, body = ErrorBody)))]
+pub async fn assign(
+    State(s): State<ApiState>,
+    Path((kind, name, version)): Path<(String, String, u64)>,
+    Json(req): Json<AssignRequest>,
+) -> Result<Json<Assigned>> {
+    if req.expires_in_s == 0 {
+        return Err(Error::BadRequest("expires_in_s must be at least 1".into()));
+    }
+    Ok(Json(
+        blocking(move || {
+            let devices = s.deployer.select(&req.target)?;
+            if devices.is_empty() {
+                return Err(Error::BadRequest(
+                    "the selector matches no active device".into(),
+                ));
+            }
+            let campaign = format!("direct-{}", crate::now_ns());
+            let lifetime =
+                i64::try_from(req.expires_in_s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
+            for (device, update) in s
+                .ota
+                .assign(&kind, &name, version, &devices, &campaign, lifetime)?
+            {
+                s.deployer.assign_update(&device, &update)?;
+            }
+            Ok(Assigned {
+                campaign,
+                devices: devices.iter().map(|d| d.to_string()).collect(),
+            })
+        })
+        .await?,
+    ))
 }

@@ -156,13 +156,7 @@ impl Deployer {
     /// Replaces (or adds) the device's assignment for this model name.
     fn assign(&self, device: &DeviceId, assignment: &ModelAssignment) -> Result<()> {
         let twin = self.twins.twin(device)?;
-        let mut models: Vec<ModelAssignment> = twin
-            .desired
-            .get("models")
-            .map(|m| serde_json::from_value(m.clone()))
-            .transpose()
-            .map_err(|e| Error::Conflict(format!("the desired twin of {device} is damaged: {e}")))?
-            .unwrap_or_default();
+        let mut models: Vec<ModelAssignment> = desired_list(&twin, "models")?;
         models.retain(|m| m.name != assignment.name);
         models.push(assignment.clone());
         models.sort_by(|a, b| a.name.cmp(&b.name));
@@ -173,23 +167,39 @@ impl Deployer {
         self.publish(&twin)
     }
 
+    /// Replaces (or adds) the device's signed update for the same release
+    /// kind and name, and publishes the twin.
+    pub fn assign_update(
+        &self,
+        device: &DeviceId,
+        update: &strata_ota::SignedUpdate,
+    ) -> Result<()> {
+        let key = |u: &strata_ota::SignedUpdate| -> Option<(String, String)> {
+            let r: serde_json::Value = serde_json::from_str(&u.release.payload).ok()?;
+            Some((
+                r["kind"].as_str()?.to_owned(),
+                r["name"].as_str()?.to_owned(),
+            ))
+        };
+        let twin = self.twins.twin(device)?;
+        let mut updates: Vec<strata_ota::SignedUpdate> = desired_list(&twin, "updates")?;
+        let this = key(update);
+        updates.retain(|u| key(u) != this);
+        updates.push(update.clone());
+        let value = serde_json::to_value(&updates).expect("JSON of updates");
+        let twin = self
+            .twins
+            .set_desired(device, "updates", &value, crate::now_ns())?;
+        self.publish(&twin)
+    }
+
     /// Publishes a device's desired twin (retained, so a device that
     /// connects later gets it at once).
     pub fn publish(&self, twin: &Twin) -> Result<()> {
         let desired = DesiredTwin {
             desired_version: twin.desired_version,
-            models: twin
-                .desired
-                .get("models")
-                .map(|m| serde_json::from_value(m.clone()))
-                .transpose()
-                .map_err(|e| {
-                    Error::Conflict(format!(
-                        "the desired twin of {} is damaged: {e}",
-                        twin.device
-                    ))
-                })?
-                .unwrap_or_default(),
+            models: desired_list(twin, "models")?,
+            updates: desired_list(twin, "updates")?,
         };
         let topic = Topic::new(twin.device.clone(), Direction::Down, TopicKind::Twin).to_string();
         let payload = Bytes::from(serde_json::to_vec(&desired).expect("JSON of a twin"));
@@ -219,6 +229,21 @@ impl Deployer {
         self.registry.device(device)?;
         Ok(self.twins.twin(device)?)
     }
+}
+
+/// A list under `key` of a desired twin (empty when absent).
+fn desired_list<T: serde::de::DeserializeOwned>(twin: &Twin, key: &str) -> Result<Vec<T>> {
+    twin.desired
+        .get(key)
+        .map(|m| serde_json::from_value(m.clone()))
+        .transpose()
+        .map_err(|e| {
+            Error::Conflict(format!(
+                "the desired twin of {} is damaged ({key}): {e}",
+                twin.device
+            ))
+        })
+        .map(Option::unwrap_or_default)
 }
 
 fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {

@@ -130,6 +130,56 @@ impl Ota {
         Ok((release, record))
     }
 
+    /// Signs, for each device, an assignment of the release (kind, name,
+    /// version) valid for `lifetime_ns`.
+    pub fn assign(
+        &self,
+        kind: &str,
+        name: &str,
+        version: u64,
+        devices: &[strata_proto::DeviceId],
+        campaign: &str,
+        lifetime_ns: i64,
+    ) -> Result<Vec<(strata_proto::DeviceId, strata_ota::SignedUpdate)>> {
+        let record = self
+            .store
+            .releases(Some(kind), Some(name))?
+            .into_iter()
+            .find(|r| r.version == version)
+            .ok_or_else(|| {
+                Error::NotFound(format!("no release {kind} {name} version {version}"))
+            })?;
+        let release: Envelope = serde_json::from_str(&record.envelope)
+            .map_err(|e| Error::Conflict(format!("stored release is damaged: {e}")))?;
+        let r: Release = serde_json::from_str(&release.payload)
+            .map_err(|e| Error::Conflict(format!("stored release is damaged: {e}")))?;
+        let now = crate::now_ns();
+        Ok(devices
+            .iter()
+            .map(|d| {
+                let assignment = strata_ota::Assignment {
+                    device: d.to_string(),
+                    release_digest: record.digest.clone(),
+                    kind: r.kind,
+                    name: r.name.clone(),
+                    version: r.version,
+                    campaign: campaign.to_owned(),
+                    issued_ns: now,
+                    expires_ns: now.saturating_add(lifetime_ns),
+                };
+                let signed = strata_ota::SignedUpdate {
+                    assignment: Envelope::sign(
+                        DocumentType::Assignment,
+                        &assignment,
+                        &self.rollout_key,
+                    ),
+                    release: release.clone(),
+                };
+                (d.clone(), signed)
+            })
+            .collect())
+    }
+
     /// Accepted releases, newest first.
     pub fn releases(&self, kind: Option<&str>, name: Option<&str>) -> Result<Vec<ReleaseRecord>> {
         Ok(self.store.releases(kind, name)?)

@@ -238,6 +238,7 @@ fn edge_config(
         health: Default::default(),
         pipeline: Some(pipeline()),
         models: Vec::new(),
+        ota: Default::default(),
         base_dir: data_dir.to_path_buf(),
         device: login.device,
     }
