@@ -31,9 +31,18 @@ fn keygen(path: &Path) -> String {
         .to_owned()
 }
 
-/// Signs a model release of `artifact`; returns the envelope.
-fn sign(key: &Path, version: u64, artifact: &Path, expires_in: &str) -> Value {
-    let out = strata(&[
+/// Signs a model release of `artifact` (reading `features` of `vector`,
+/// plus any `extra` arguments); returns the envelope.
+fn sign_release(
+    key: &Path,
+    version: u64,
+    artifact: &Path,
+    vector: &str,
+    features: &str,
+    extra: &[&str],
+) -> Value {
+    let version = version.to_string();
+    let mut args: Vec<&OsStr> = vec![
         "release".as_ref(),
         "sign".as_ref(),
         "--key".as_ref(),
@@ -43,17 +52,28 @@ fn sign(key: &Path, version: u64, artifact: &Path, expires_in: &str) -> Value {
         "--name".as_ref(),
         "rul".as_ref(),
         "--version".as_ref(),
-        version.to_string().as_ref(),
+        version.as_ref(),
         "--artifact".as_ref(),
         artifact.as_os_str(),
-        "--expires-in".as_ref(),
-        expires_in.as_ref(),
         "--vector".as_ref(),
-        "bearing".as_ref(),
+        vector.as_ref(),
         "--features".as_ref(),
-        "a,b".as_ref(),
-    ]);
-    serde_json::from_str(&out).unwrap()
+        features.as_ref(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    serde_json::from_str(&strata(&args)).unwrap()
+}
+
+/// A release of a made-up model, valid for `expires_in`.
+fn sign(key: &Path, version: u64, artifact: &Path, expires_in: &str) -> Value {
+    sign_release(
+        key,
+        version,
+        artifact,
+        "bearing",
+        "a,b",
+        &["--expires-in", expires_in],
+    )
 }
 
 fn upload(hub: &HubProcess, bytes: &[u8]) -> String {
@@ -248,28 +268,16 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
     let model = dir.path().join("rul.onnx");
     let bytes = std::fs::read(&model).unwrap();
-    let sign_model = |version: u64, file: &Path| -> Value {
-        let out = strata(&[
-            "release".as_ref(),
-            "sign".as_ref(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--kind".as_ref(),
-            "model".as_ref(),
-            "--name".as_ref(),
-            "rul".as_ref(),
-            "--version".as_ref(),
-            version.to_string().as_ref(),
-            "--artifact".as_ref(),
-            file.as_os_str(),
-            "--vector".as_ref(),
-            "machine".as_ref(),
-            "--site".as_ref(),
-            "site-1".as_ref(),
-            "--features".as_ref(),
-            "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max".as_ref(),
-        ]);
-        serde_json::from_str(&out).unwrap()
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let sign_model = |version: u64, file: &Path| {
+        sign_release(
+            &key,
+            version,
+            file,
+            "machine",
+            features,
+            &["--site", "site-1"],
+        )
     };
     upload(&hub, &bytes);
     for v in [1, 2] {
@@ -288,10 +296,8 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
 
     // A device that trusts the hub installs v2 and predicts with it.
     let a_dir = dir.path().join("a");
-    let _a = EdgeProcess::start(
-        &a_dir,
-        &agent_config(&hub, &a_dir, "press-a", &public, &rollout),
-    );
+    let a_config = agent_config(&hub, &a_dir, "press-a", &public, &rollout);
+    let a = EdgeProcess::start(&a_dir, &a_config);
     assign(&hub, 2, "press-a", 3600);
     let report = wait_update(&hub, "press-a", 2);
     assert_eq!(report["state"], "committed", "{report}");
@@ -317,10 +323,18 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         report["error"].as_str().unwrap().contains("damaged"),
         "{report}"
     );
-    // Still committed to v2, and still predicting.
+    // Still committed to v2; after a restart (SIGKILL) it runs v2 again.
     let state: Value =
         serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
     assert_eq!(state["committed"]["model/rul"], 2);
+    drop(a);
+    let before = hub.readings("press-a", "rul.variable").len();
+    let _a = EdgeProcess::start(&a_dir, &a_config);
+    eventually(
+        std::time::Duration::from_secs(60),
+        "rul v2 predicts again after a restart",
+        || hub.readings("press-a", "rul.variable").len() > before + 3,
+    );
 
     // A device configured with another rollout key refuses the hub's
     // assignments; one that connects after its assignment expired refuses

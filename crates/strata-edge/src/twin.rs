@@ -260,18 +260,26 @@ impl TwinApplier {
                 },
             )
         })?;
+        // The committed version, named again (e.g. the twin kept from before
+        // a restart, its assignment since expired): it was verified when it
+        // was installed, and keeps running as it is.
+        if let Some((key, version)) = peek(&signed.release)
+            && committed.get(&key) == Some(version)
+            && let Some(config) = committed.running(&key)
+        {
+            return Ok((config, key, version));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        // Reinstalling the committed version is allowed (idempotent);
-        // anything older is not.
+        // Anything not above the committed version is a rollback.
         let verified = strata_ota::verify(
             &self.trust,
             &self.identity,
             &signed.assignment,
             &signed.release,
-            |r| committed.get(&key_of(r)).filter(|&v| v != r.version),
+            |r| committed.get(&key_of(r)),
             now,
         )
         .map_err(|refusal| {
