@@ -350,10 +350,7 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
     let _edge = EdgeProcess::start(&edge_dir, &config);
     // Only a device the artifact is assigned to may download it.
     let other = hub.provision("press-2", json!({}));
-    let basic = |device: &str, secret: &str| {
-        let raw = format!("{device}:{secret}");
-        format!("Basic {}", base64(raw.as_bytes()))
-    };
+    let basic = basic_auth;
     let path = format!("/api/v1/device/artifacts/{sha}");
     assert_eq!(hub.get_bytes(&path, None).0, 401);
     assert_eq!(
@@ -398,25 +395,6 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
         .map(Result::unwrap)
         .collect();
     assert!(streams.iter().any(|s| s == "model:rul:1"), "{streams:?}");
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 #[test]

@@ -306,6 +306,36 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         "predictions of rul v2",
         || !hub.readings("press-a", "rul.variable").is_empty(),
     );
+    // The hub serves ranges of an assigned artifact, for resumed downloads.
+    let credential = std::fs::read_to_string(a_dir.join("credential")).unwrap();
+    let sha = strata_ota::sha256_hex(&bytes);
+    let ranged = |range: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(format!("http://{}/api/v1/device/artifacts/{sha}", hub.http))
+            .header("Authorization", &basic_auth("press-a", &credential))
+            .header("Range", range)
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        let content_range = r
+            .headers()
+            .get("content-range")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, content_range, r.body_mut().read_to_vec().unwrap())
+    };
+    let (status, content_range, body) = ranged("bytes=10-");
+    assert_eq!(status, 206);
+    assert_eq!(
+        content_range.unwrap(),
+        format!("bytes 10-{}/{}", bytes.len() - 1, bytes.len())
+    );
+    assert_eq!(body, bytes[10..]);
+    assert_eq!(ranged(&format!("bytes={}-", bytes.len())).0, 416);
+
     // Back to v1: the device refuses a rollback.
     assign(&hub, 1, "press-a", 3600);
     let report = wait_update(&hub, "press-a", 1);
@@ -358,6 +388,23 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     assign(&hub, 2, "press-d", 3600);
     assert_eq!(wait_update(&hub, "press-d", 2)["reason"], "hash_mismatch");
 
+    // A connection that breaks half way: the agent keeps what arrived and
+    // asks for the rest (HTTP Range), then installs.
+    let (mirror, ranges) = breaking_mirror(bytes.clone());
+    let e_dir = dir.path().join("e");
+    let e_config = agent_config(&hub, &e_dir, "press-e", &public, &rollout)
+        .replace(&format!("http://{}", hub.http), &format!("http://{mirror}"));
+    let _e = EdgeProcess::start(&e_dir, &e_config);
+    assign(&hub, 2, "press-e", 3600);
+    eventually(
+        std::time::Duration::from_secs(60),
+        "press-e commits rul v2",
+        || update_state(&hub, "press-e", 2).is_some_and(|u| u["state"] == "committed"),
+    );
+    let asked = ranges.lock().unwrap().clone();
+    assert_eq!(asked[0], None, "{asked:?}");
+    assert_eq!(asked[1], Some(bytes.len() as u64 / 2), "{asked:?}");
+
     let c_dir = dir.path().join("c");
     let c_config = agent_config(&hub, &c_dir, "press-c", &public, &rollout);
     assign(&hub, 2, "press-c", 1);
@@ -391,4 +438,61 @@ fn tampering_mirror(size: usize) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// An HTTP server holding `body`: the first request gets half of it and a
+/// closed connection; a request with `Range: bytes=N-` gets the rest (206).
+/// Returns its address and the range start of every request.
+fn breaking_mirror(
+    body: Vec<u8>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<u64>>>>,
+) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let start = text
+                .lines()
+                .find_map(|l| l.strip_prefix("range: bytes="))
+                .and_then(|r| r.trim().trim_end_matches('-').parse::<u64>().ok());
+            seen.lock().unwrap().push(start);
+            let total = body.len();
+            match start {
+                None => {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&body[..total / 2]);
+                    // Dropped here: the connection breaks half way.
+                }
+                Some(from) => {
+                    let from = from as usize;
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nConnection: close\r\n\r\n",
+                        total - from,
+                        total - 1
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&body[from..]);
+                }
+            }
+        }
+    });
+    (addr, ranges)
 }

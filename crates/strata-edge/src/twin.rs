@@ -380,18 +380,23 @@ impl TwinApplier {
             base.trim_end_matches('/'),
             signed.sha256
         );
-        let (device, credential, size) = (self.device.to_string(), self.credential.clone(), m.size);
-        let bytes = tokio::task::spawn_blocking(move || fetch(&url, &device, &credential, size))
-            .await
-            .map_err(|e| ArtifactError::Unavailable(format!("download task failed: {e}")))?
-            .map_err(ArtifactError::Unavailable)?;
-        ArtifactCheck::whole(&signed, &bytes).map_err(ArtifactError::Refused)?;
         std::fs::create_dir_all(&dir).map_err(|e| {
             ArtifactError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
+        let part = dir.join(format!("{}.part", signed.sha256));
+        let (device, credential) = (self.device.to_string(), self.credential.clone());
+        let (expected, partial) = (signed.clone(), part.clone());
+        let bytes = tokio::task::spawn_blocking(move || {
+            fetch_resumable(&url, &device, &credential, &expected, &partial)
+        })
+        .await
+        .map_err(|e| ArtifactError::Unavailable(format!("download task failed: {e}")))??;
+        // Checked while streaming; checked again as a whole before install.
+        ArtifactCheck::whole(&signed, &bytes).map_err(ArtifactError::Refused)?;
         write_atomic(&path, &bytes).map_err(|e| {
             ArtifactError::Unavailable(format!("cannot store {}: {e}", path.display()))
         })?;
+        let _ = std::fs::remove_file(&part);
         tracing::info!(device = %self.device, model = m.name, version = m.version, "model artifact downloaded");
         Ok(path)
     }
@@ -532,8 +537,24 @@ fn report(m: &ModelAssignment, error: Option<String>) -> ModelReport {
     }
 }
 
-/// Downloads at most `size` bytes (a larger answer is refused, not read).
-fn fetch(url: &str, device: &str, credential: &str, size: u64) -> Result<Vec<u8>, String> {
+/// Downloads an artifact into `part`, resuming from what `part` already
+/// holds (HTTP Range), hashing and counting while streaming; returns the
+/// whole artifact once its size and SHA-256 are the announced ones. A
+/// broken connection keeps what arrived for the next attempt; a wrong
+/// size or hash discards it.
+fn fetch_resumable(
+    url: &str,
+    device: &str,
+    credential: &str,
+    expected: &Artifact,
+    part: &Path,
+) -> Result<Vec<u8>, ArtifactError> {
+    use std::io::Write as _;
+    let unavailable = ArtifactError::Unavailable;
+    let mut have = std::fs::read(part).unwrap_or_default();
+    if have.len() as u64 >= expected.size {
+        have.clear();
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(300)))
@@ -543,26 +564,68 @@ fn fetch(url: &str, device: &str, credential: &str, size: u64) -> Result<Vec<u8>
         "Basic {}",
         base64(format!("{device}:{credential}").as_bytes())
     );
-    let mut response = agent
-        .get(url)
-        .header("Authorization", &auth)
-        .call()
-        .map_err(|e| format!("cannot reach the hub at {url}: {e}"))?;
-    let status = response.status();
-    let mut body = Vec::new();
-    response
-        .body_mut()
-        .as_reader()
-        .take(size + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("download of {url} broke off: {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "the hub answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        ));
+    let mut request = agent.get(url).header("Authorization", &auth);
+    if !have.is_empty() {
+        request = request.header("Range", &format!("bytes={}-", have.len()));
     }
-    Ok(body)
+    let mut response = request
+        .call()
+        .map_err(|e| unavailable(format!("cannot reach the hub at {url}: {e}")))?;
+    let status = response.status();
+    if status.as_u16() != 206 {
+        if !status.is_success() {
+            let mut body = Vec::new();
+            let _ = response
+                .body_mut()
+                .as_reader()
+                .take(300)
+                .read_to_end(&mut body);
+            if status.as_u16() == 416 {
+                let _ = std::fs::remove_file(part);
+            }
+            return Err(unavailable(format!(
+                "the hub answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        // The whole artifact (no range asked, or the server ignored it).
+        have.clear();
+    }
+    let mut file = if have.is_empty() {
+        std::fs::File::create(part)
+    } else {
+        std::fs::OpenOptions::new().append(true).open(part)
+    }
+    .map_err(|e| unavailable(format!("cannot write {}: {e}", part.display())))?;
+    let discard = |refusal| {
+        let _ = std::fs::remove_file(part);
+        ArtifactError::Refused(refusal)
+    };
+    let mut check = ArtifactCheck::new(expected);
+    check.update(&have).map_err(discard)?;
+    let mut reader = response.body_mut().as_reader();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = file.sync_all();
+                return Err(unavailable(format!(
+                    "download of {url} broke off after {} of {} bytes (kept, to resume): {e}",
+                    check.seen(),
+                    expected.size
+                )));
+            }
+        };
+        check.update(&buf[..n]).map_err(discard)?;
+        file.write_all(&buf[..n])
+            .map_err(|e| unavailable(format!("cannot write {}: {e}", part.display())))?;
+        have.extend_from_slice(&buf[..n]);
+    }
+    let _ = file.sync_all();
+    check.finish().map_err(discard)?;
+    Ok(have)
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -31,6 +31,9 @@ pub enum Error {
     /// The hub is starting or stopping, or a component is down.
     #[error("{0}")]
     Unavailable(String),
+    /// A byte range outside the resource.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     /// An OTA release or artifact failed a check (signature, expiry,
     /// version, hash...); the code names which.
     #[error("refused: {0}")]
@@ -51,6 +54,7 @@ impl Error {
             Error::Store(e) if e.is_retryable() => 503,
             Error::Store(_) => 500,
             Error::Unavailable(_) => 503,
+            Error::RangeNotSatisfiable(_) => 416,
             Error::Refused(_) => 422,
         }
     }
@@ -74,6 +78,7 @@ impl Error {
             Error::Conflict(_) | Error::Store(StoreError::Conflict(_)) => "conflict",
             Error::Store(_) => "storage",
             Error::Unavailable(_) => "unavailable",
+            Error::RangeNotSatisfiable(_) => "range_not_satisfiable",
             Error::Refused(r) => r.code(),
         }
     }

@@ -486,3 +486,24 @@ pub fn edge_hub_config(hub: &HubProcess, dir: &Path, device: &str, credential: &
         cred
     )
 }
+
+/// An HTTP Basic `Authorization` value for a device and its credential.
+pub fn basic_auth(device: &str, secret: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{device}:{secret}");
+    let mut out = String::from("Basic ");
+    for c in raw.as_bytes().chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}

@@ -364,7 +364,58 @@ pub async fn device_artifact(
         s.models.artifacts().get(&hash)
     })
     .await?;
-    Ok(octets(&sha256, bytes))
+    let total = bytes.len() as u64;
+    match byte_range(&headers, total)? {
+        None => {
+            let mut response = octets(&sha256, bytes).into_response();
+            response.headers_mut().insert(
+                header::ACCEPT_RANGES,
+                header::HeaderValue::from_static("bytes"),
+            );
+            Ok(response)
+        }
+        Some((start, end)) => {
+            let part = bytes[start as usize..=end as usize].to_vec();
+            let mut response = octets(&sha256, part).into_response();
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let range = format!("bytes {start}-{end}/{total}");
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header::HeaderValue::from_str(&range).expect("ASCII header"),
+            );
+            Ok(response)
+        }
+    }
+}
+
+/// The one byte range asked for (`Range: bytes=START-` or
+/// `bytes=START-END`), clamped to the artifact; `None` for the whole.
+/// Resumed downloads ask for the rest of what they have.
+fn byte_range(headers: &HeaderMap, total: u64) -> Result<Option<(u64, u64)>> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || Error::BadRequest("Range must be bytes=START- or bytes=START-END".into());
+    let spec = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("bytes="))
+        .ok_or_else(bad)?;
+    let (start, end) = spec.split_once('-').ok_or_else(bad)?;
+    let start: u64 = start.trim().parse().map_err(|_| bad())?;
+    let end: u64 = match end.trim() {
+        "" => total.saturating_sub(1),
+        e => e
+            .parse::<u64>()
+            .map_err(|_| bad())?
+            .min(total.saturating_sub(1)),
+    };
+    if start >= total || start > end {
+        return Err(Error::RangeNotSatisfiable(format!(
+            "range {start}-{end} is outside the artifact's {total} bytes"
+        )));
+    }
+    Ok(Some((start, end)))
 }
 
 /// `Authorization: Basic base64(user:password)`.
