@@ -353,16 +353,61 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         report["error"].as_str().unwrap().contains("damaged"),
         "{report}"
     );
-    // Still committed to v2; after a restart (SIGKILL) it runs v2 again.
+    // Still committed to v2.
     let state: Value =
         serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
     assert_eq!(state["committed"]["model/rul"], 2);
+    // v4 carries golden cases (from onnxruntime) it must reproduce before
+    // it runs: it passes and commits. v5's golden outputs are wrong: it
+    // fails its health check and v4 keeps running.
+    let rows = dir.path().join("golden-rows.json");
+    std::fs::write(&rows, "[[60.0, 70.0, 12.0, 13.0], [45.0, 50.0, 9.0, 10.0]]").unwrap();
+    let reference: Vec<Vec<Vec<f64>>> = serde_json::from_slice(&peer_script(
+        "models.py",
+        &["run".as_ref(), model.as_os_str(), rows.as_os_str()],
+    ))
+    .unwrap();
+    let golden = |shift: f64| {
+        let cases: Vec<Value> = [[60.0, 70.0, 12.0, 13.0], [45.0, 50.0, 9.0, 10.0]]
+            .iter()
+            .zip(&reference[0])
+            .map(|(input, out)| json!({ "input": input, "output": [out[0] + shift] }))
+            .collect();
+        let path = dir.path().join(format!("golden-{shift}.json"));
+        std::fs::write(&path, serde_json::to_vec(&cases).unwrap()).unwrap();
+        path
+    };
+    let (good, wrong) = (golden(0.0), golden(10.0));
+    for (version, file) in [(4, &good), (5, &wrong)] {
+        let release = sign_release(
+            &key,
+            version,
+            &model,
+            "machine",
+            features,
+            &["--site", "site-1", "--golden", file.to_str().unwrap()],
+        );
+        assert_eq!(submit(&hub, &release).0, 201);
+    }
+    assign(&hub, 4, "press-a", 3600);
+    assert_eq!(wait_update(&hub, "press-a", 4)["state"], "committed");
+    assign(&hub, 5, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 5);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("failed"), Some("health_check")),
+        "{report}"
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    assert_eq!(state["committed"]["model/rul"], 4);
+    // After a restart (SIGKILL) the committed version runs again.
     drop(a);
     let before = hub.readings("press-a", "rul.variable").len();
     let _a = EdgeProcess::start(&a_dir, &a_config);
     eventually(
         std::time::Duration::from_secs(60),
-        "rul v2 predicts again after a restart",
+        "the committed rul v4 predicts again after a restart (SIGKILL)",
         || hub.readings("press-a", "rul.variable").len() > before + 3,
     );
 

@@ -155,6 +155,13 @@ impl TwinApplier {
                     ready.extend(committed.running(&key));
                     updates.push(update_report(&key, version, Some(("unavailable", e))));
                 }
+                Err(UpdateError::Unhealthy(key, version, e)) => {
+                    tracing::warn!(device = %self.device, update = key, version, "update fails its health check: {e}");
+                    ready.extend(committed.running(&key));
+                    let mut report = update_report(&key, version, Some(("health_check", e)));
+                    report.state = "failed".into();
+                    updates.push(report);
+                }
                 Err(UpdateError::Refused(key, version, refusal)) => {
                     tracing::warn!(device = %self.device, update = key, version, "update refused: {refusal}");
                     // The committed version keeps running.
@@ -304,6 +311,7 @@ impl TwinApplier {
                 detail: "a model release without model details".into(),
             })
         })?;
+        let details_golden = details.golden.clone();
         let m = ModelAssignment {
             name: r.name.clone(),
             version: u32::try_from(r.version).unwrap_or(u32::MAX),
@@ -319,6 +327,9 @@ impl TwinApplier {
                 return Err(UpdateError::Retry(key, r.version, e));
             }
         };
+        if let Err(e) = golden_check(&path, &details_golden) {
+            return Err(UpdateError::Unhealthy(key, r.version, e));
+        }
         let config = self.check_one(&m, &path).map_err(|e| {
             refuse(Refusal::Malformed {
                 what: "model",
@@ -426,6 +437,41 @@ enum UpdateError {
     Refused(String, u64, Refusal),
     /// Try again later.
     Retry(String, u64, String),
+    /// It loads but fails its health check (golden cases).
+    Unhealthy(String, u64, String),
+}
+
+/// The release's golden cases, run on the model before it may run: every
+/// output within 1e-4 (relative, at least 1e-4 absolute) of the signed one.
+fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), String> {
+    if cases.is_empty() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let model = strata_infer::load_model(&bytes).map_err(|e| e.to_string())?;
+    let mut out = vec![0f32; model.output_len()];
+    for (i, case) in cases.iter().enumerate() {
+        if case.input.len() != model.input_len() || case.output.len() != out.len() {
+            return Err(format!(
+                "golden case {i} has {} inputs and {} outputs; the model takes {} and gives {}",
+                case.input.len(),
+                case.output.len(),
+                model.input_len(),
+                out.len()
+            ));
+        }
+        model
+            .run(&case.input, &mut out)
+            .map_err(|e| format!("golden case {i}: {e}"))?;
+        for (j, (&got, &want)) in out.iter().zip(&case.output).enumerate() {
+            if !((got - want).abs() <= 1e-4 * want.abs().max(1.0)) {
+                return Err(format!(
+                    "golden case {i}, output {j}: the model gives {got}, the release expects {want}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn key_of(r: &strata_ota::Release) -> String {

@@ -23,6 +23,7 @@ pub use envelope::{DocumentType, Envelope};
 pub use error::Refusal;
 pub use keys::{KeyPair, PublicKey};
 pub use release::{
-    Artifact, Assignment, BundleDetails, Kind, ModelDetails, Release, SignedUpdate, Target,
+    Artifact, Assignment, BundleDetails, GoldenCase, Kind, ModelDetails, Release, SignedUpdate,
+    Target,
 };
 pub use verify::{Device, Trust, Verified, verify};

@@ -50,14 +50,29 @@ pub struct Target {
     pub tags: BTreeMap<String, String>,
 }
 
-/// A model release's details: what the agent binds it to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A model release's details: what the agent binds it to, and the golden
+/// cases it must reproduce before it may run (its health check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelDetails {
     /// The pipeline vector it reads.
     pub vector: String,
     /// Its input features, by name, in order.
     pub features: Vec<String>,
+    /// Inputs and the outputs they must give (all outputs, in order),
+    /// within 1e-4 relative; signed with the release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub golden: Vec<GoldenCase>,
+}
+
+/// One golden input and its expected outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenCase {
+    /// A feature row.
+    pub input: Vec<f32>,
+    /// Every output value, in order.
+    pub output: Vec<f32>,
 }
 
 /// A bundle release's details.
@@ -70,7 +85,7 @@ pub struct BundleDetails {
 }
 
 /// What may be installed: signed with a release key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
     /// What it installs.

@@ -29,7 +29,7 @@ pub struct Device {
 }
 
 /// An assignment and its release that passed every check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
     /// The assignment.
     pub assignment: Assignment,

@@ -62,6 +62,11 @@ pub enum ReleaseCommand {
         /// Models: its input features, comma-separated, in order.
         #[arg(long)]
         features: Option<String>,
+        /// Models: a JSON file of golden cases (`[{"input": [...],
+        /// "output": [...]}]`) the model must reproduce on the device
+        /// before it runs.
+        #[arg(long)]
+        golden: Option<PathBuf>,
         /// Bundles: the install hook (a name from the agent's config).
         #[arg(long)]
         install_hook: Option<String>,
@@ -117,6 +122,7 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             tags,
             vector,
             features,
+            golden,
             install_hook,
         } => {
             let kind = match kind.as_str() {
@@ -138,6 +144,16 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
                 (Kind::Model, Some(vector), Some(features)) => Some(ModelDetails {
                     vector,
                     features: features.split(',').map(|f| f.trim().to_owned()).collect(),
+                    golden: match &golden {
+                        Some(path) => {
+                            let text = std::fs::read_to_string(path)
+                                .with_context(|| format!("cannot read {}", path.display()))?;
+                            serde_json::from_str(&text).with_context(|| {
+                                format!("{}: not a list of golden cases", path.display())
+                            })?
+                        }
+                        None => Vec::new(),
+                    },
                 }),
                 (Kind::Model, _, _) => bail!("a model release needs --vector and --features"),
                 _ => None,
