@@ -464,7 +464,9 @@ fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), Str
             .run(&case.input, &mut out)
             .map_err(|e| format!("golden case {i}: {e}"))?;
         for (j, (&got, &want)) in out.iter().zip(&case.output).enumerate() {
-            if !((got - want).abs() <= 1e-4 * want.abs().max(1.0)) {
+            // Written so that a NaN output fails too.
+            let close = (got - want).abs() <= 1e-4 * want.abs().max(1.0);
+            if !close {
                 return Err(format!(
                     "golden case {i}, output {j}: the model gives {got}, the release expects {want}"
                 ));
