@@ -214,7 +214,9 @@ fn agent_config(
         "{}\n[[sources]]\ntype = \"simulator\"\ninterval_ms = 200\n\
          [[pipeline.windows]]\nname = \"w\"\nsignals = [\"temperature\", \"current\"]\nsize_ms = 1000\nfeatures = [\"mean\", \"max\"]\n\
          [[pipeline.vectors]]\nname = \"machine\"\nfeatures = [\"w.temperature.mean\", \"w.temperature.max\", \"w.current.mean\", \"w.current.max\"]\n\
-         [ota]\nrelease_keys = [\"{release_key}\"]\nrollout_keys = [\"{rollout_key}\"]\nsite = \"site-1\"\n",
+         [[pipeline.windows]]\nname = \"p\"\nsignals = [\"pressure\", \"flow\"]\nsize_ms = 1000\nfeatures = [\"mean\", \"max\"]\n\
+         [[pipeline.vectors]]\nname = \"idle\"\nfeatures = [\"p.pressure.mean\", \"p.pressure.max\", \"p.flow.mean\", \"p.flow.max\"]\n\
+         [ota]\nrelease_keys = [\"{release_key}\"]\nrollout_keys = [\"{rollout_key}\"]\nsite = \"site-1\"\nhealth_window_ms = 1500\n",
         edge_hub_config(hub, dir, device, &credential)
     )
 }
@@ -401,6 +403,41 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     let state: Value =
         serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
     assert_eq!(state["committed"]["model/rul"], 4);
+    // v6 reads a vector this device never completes (no such sensors): it
+    // loads and passes its checks, but makes no prediction in the health
+    // window, so the device rolls back to v4 by itself.
+    let v6 = sign_release(
+        &key,
+        6,
+        &model,
+        "idle",
+        "p.pressure.mean,p.pressure.max,p.flow.mean,p.flow.max",
+        &["--site", "site-1"],
+    );
+    assert_eq!(submit(&hub, &v6).0, 201);
+    assign(&hub, 6, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 6);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("rolled_back"), Some("health_check")),
+        "{report}"
+    );
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("no inference ran"),
+        "{report}"
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    assert_eq!(state["committed"]["model/rul"], 4);
+    let before = hub.readings("press-a", "rul.variable").len();
+    eventually(
+        std::time::Duration::from_secs(60),
+        "rul v4 predicts again after the rollback",
+        || hub.readings("press-a", "rul.variable").len() > before + 3,
+    );
     // After a restart (SIGKILL) the committed version runs again.
     drop(a);
     let before = hub.readings("press-a", "rul.variable").len();

@@ -126,6 +126,7 @@ impl Agent {
             reported: reported.clone(),
             trust,
             identity,
+            health_window: Duration::from_millis(config.ota.health_window_ms),
         };
         tasks.spawn(applier.run(desired_rx));
 

@@ -46,7 +46,7 @@ pub struct EdgeConfig {
 }
 
 /// Signed updates (`docs/design/ota.md`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtaConfig {
     /// Release public keys (hex): what may be installed.
@@ -58,6 +58,22 @@ pub struct OtaConfig {
     pub site: String,
     /// This device's tags, for releases that target tags.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// How long a newly installed model must run (at least one inference,
+    /// no errors) before its version is committed; else the committed
+    /// version comes back.
+    pub health_window_ms: u64,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        OtaConfig {
+            release_keys: Vec::new(),
+            rollout_keys: Vec::new(),
+            site: String::new(),
+            tags: Default::default(),
+            health_window_ms: 10_000,
+        }
+    }
 }
 
 impl OtaConfig {

@@ -80,6 +80,9 @@ pub struct TwinApplier {
     pub trust: strata_ota::Trust,
     /// This device as release targets see it.
     pub identity: strata_ota::Device,
+    /// How long a newly installed model must run well before it is
+    /// committed.
+    pub health_window: Duration,
 }
 
 impl TwinApplier {
@@ -204,10 +207,38 @@ impl TwinApplier {
         configs.extend(ready);
         match Models::load(&configs, Path::new("/"), &self.vectors) {
             Ok(models) => {
+                let stats = models.stats();
                 let _ = self.swap.send(models);
+                // A newly installed version must prove itself on live data
+                // before it is committed; else the committed one comes back.
+                let fresh: Vec<&(String, u64, String)> = commits
+                    .iter()
+                    .filter(|(key, version, _)| committed.get(key) != Some(*version))
+                    .collect();
+                let unhealthy = if fresh.is_empty() {
+                    Vec::new()
+                } else {
+                    self.health_window(&fresh, &stats).await
+                };
+                if !unhealthy.is_empty() {
+                    self.roll_back(&configs, &unhealthy, &committed);
+                    for (key, why) in &unhealthy {
+                        for u in updates
+                            .iter_mut()
+                            .filter(|u| &format!("{}/{}", u.kind, u.name) == key)
+                        {
+                            u.state = "rolled_back".into();
+                            u.reason = Some("health_check".into());
+                            u.error = Some(why.clone());
+                        }
+                    }
+                }
                 // The anti-rollback version moves only once the new
-                // version runs.
+                // version ran well.
                 for (key, version, name) in &commits {
+                    if unhealthy.iter().any(|(k, _)| k == key) {
+                        continue;
+                    }
                     if let Some(config) = configs.iter().find(|c| &c.name == name) {
                         committed.set(key, *version, config);
                     }
@@ -245,6 +276,71 @@ impl TwinApplier {
             updates,
         });
         ok
+    }
+
+    /// Watches newly installed models for the health window: each must
+    /// run at least once and never fail. Returns the `kind/name` of those
+    /// that did not, with why.
+    async fn health_window(
+        &self,
+        fresh: &[&(String, u64, String)],
+        stats: &[(String, Arc<crate::health::ModelStats>)],
+    ) -> Vec<(String, String)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        tokio::time::sleep(self.health_window).await;
+        let mut unhealthy = Vec::new();
+        for (key, version, name) in fresh {
+            let (runs, errors) = stats
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| (s.runs.load(Relaxed), s.errors.load(Relaxed)))
+                .unwrap_or((0, 0));
+            let why = if errors > 0 {
+                Some(format!(
+                    "{errors} of {runs} inferences failed in the health window"
+                ))
+            } else if runs == 0 {
+                Some(format!(
+                    "no inference ran in the {:.1} s health window",
+                    self.health_window.as_secs_f64()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::warn!(device = %self.device, update = key, version, "rolling back: {why}");
+                unhealthy.push((key.clone(), why));
+            }
+        }
+        unhealthy
+    }
+
+    /// Puts the committed versions of `unhealthy` updates back in place of
+    /// the new ones.
+    fn roll_back(
+        &self,
+        configs: &[ModelConfig],
+        unhealthy: &[(String, String)],
+        committed: &OtaState,
+    ) {
+        let names: Vec<String> = unhealthy
+            .iter()
+            .filter_map(|(key, _)| key.split_once('/').map(|(_, n)| n.to_owned()))
+            .collect();
+        let mut back: Vec<ModelConfig> = configs
+            .iter()
+            .filter(|c| !names.contains(&c.name))
+            .cloned()
+            .collect();
+        for (key, _) in unhealthy {
+            back.extend(committed.running(key));
+        }
+        match Models::load(&back, Path::new("/"), &self.vectors) {
+            Ok(models) => {
+                let _ = self.swap.send(models);
+            }
+            Err(e) => tracing::error!(device = %self.device, "cannot roll back: {e}"),
+        }
     }
 
     /// Verifies a signed update and makes its model ready to load; returns
