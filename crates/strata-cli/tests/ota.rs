@@ -244,13 +244,26 @@ fn wait_update(hub: &HubProcess, device: &str, version: u64) -> Value {
     found.unwrap()
 }
 
+/// Assigns rul `version` to `device` with `strata release assign`.
 fn assign(hub: &HubProcess, version: u64, device: &str, expires_in_s: u64) {
-    let (status, body) = hub.api(
-        "POST",
-        &format!("/api/v1/releases/model/rul/{version}/assign"),
-        Some(json!({ "devices": [device], "expires_in_s": expires_in_s })),
-    );
-    assert_eq!(status, 200, "{body}");
+    let hub_url = format!("http://{}", hub.http);
+    let out = strata(&[
+        "release".as_ref(),
+        "assign".as_ref(),
+        "model".as_ref(),
+        "rul".as_ref(),
+        version.to_string().as_ref(),
+        "--device".as_ref(),
+        device.as_ref(),
+        "--expires-in-s".as_ref(),
+        expires_in_s.to_string().as_ref(),
+        "--hub".as_ref(),
+        hub_url.as_ref(),
+        "--token".as_ref(),
+        hub.token.as_ref(),
+    ]);
+    let assigned: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(assigned["devices"], json!([device]), "{assigned}");
 }
 
 #[test]

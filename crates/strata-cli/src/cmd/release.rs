@@ -82,6 +82,42 @@ pub enum ReleaseCommand {
         #[command(flatten)]
         access: HubAccess,
     },
+    /// List the releases a hub accepted.
+    List {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        access: HubAccess,
+    },
+    /// Assign an accepted release to devices now: the hub signs one
+    /// assignment per device with its rollout key and sends it through
+    /// the device's twin.
+    Assign {
+        /// `model`, `config` or `bundle`.
+        kind: String,
+        /// The release's name.
+        name: String,
+        /// Its version.
+        version: u64,
+        /// These devices (repeatable).
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// Devices of this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Devices with this tag, key=value (repeatable).
+        #[arg(long = "tag", value_parser = parse_pair)]
+        tags: Vec<(String, String)>,
+        /// How long each assignment stays valid, in seconds.
+        #[arg(long, default_value_t = 6 * 3600)]
+        expires_in_s: u64,
+        #[command(flatten)]
+        access: HubAccess,
+    },
     /// Check a signed release: its signature by a trusted release key, its
     /// expiry, and (with --artifact) the artifact's size and hash.
     Verify {
@@ -200,6 +236,49 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             let _: Value = api.post_bytes("upload artifact", "/api/v1/artifacts", &bytes)?;
             let record: Value = api.post("submit release", "/api/v1/releases", &envelope)?;
             print(&record);
+            Ok(())
+        }
+        ReleaseCommand::List { kind, name, access } => {
+            let mut query = Vec::new();
+            if let Some(k) = kind {
+                query.push(format!("kind={k}"));
+            }
+            if let Some(n) = name {
+                query.push(format!("name={n}"));
+            }
+            let releases: Value = access.client()?.get(
+                "list releases",
+                &format!("/api/v1/releases?{}", query.join("&")),
+            )?;
+            print(&releases);
+            Ok(())
+        }
+        ReleaseCommand::Assign {
+            kind,
+            name,
+            version,
+            devices,
+            site,
+            tags,
+            expires_in_s,
+            access,
+        } => {
+            let mut body = serde_json::json!({
+                "tags": tags.into_iter().collect::<BTreeMap<_, _>>(),
+                "expires_in_s": expires_in_s,
+            });
+            if !devices.is_empty() {
+                body["devices"] = serde_json::json!(devices);
+            }
+            if let Some(s) = site {
+                body["site"] = serde_json::json!(s);
+            }
+            let assigned: Value = access.client()?.post(
+                "assign release",
+                &format!("/api/v1/releases/{kind}/{name}/{version}/assign"),
+                &body,
+            )?;
+            print(&assigned);
             Ok(())
         }
         ReleaseCommand::Verify {
