@@ -511,20 +511,13 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
 /// An HTTP server that answers every request with `size` bytes that are
 /// not the artifact asked for; returns its address.
 fn tampering_mirror(size: usize) -> std::net::SocketAddr {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
+            read_request(&mut stream);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
             );
@@ -544,7 +537,7 @@ fn breaking_mirror(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<Option<u64>>>>,
 ) {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -552,15 +545,7 @@ fn breaking_mirror(
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let text = read_request(&mut stream).to_ascii_lowercase();
             let start = text
                 .lines()
                 .find_map(|l| l.strip_prefix("range: bytes="))
@@ -590,4 +575,18 @@ fn breaking_mirror(
         }
     });
     (addr, ranges)
+}
+
+/// Reads an HTTP request's head.
+fn read_request(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&request).into_owned()
 }

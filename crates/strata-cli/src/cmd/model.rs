@@ -1,7 +1,6 @@
 //! `strata model ...` and `strata job ...`: the model registry, deployments,
 //! training and backtest jobs through a running hub's API.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::registry::{HubAccess, blocking, parse_pair, print, print_line};
+use super::registry::{HubAccess, TargetArgs, blocking, print, print_line};
 
 /// `strata model`.
 #[derive(Debug, Subcommand)]
@@ -60,15 +59,8 @@ pub enum ModelCommand {
         /// Version number or alias.
         #[arg(long)]
         version: String,
-        /// Target these devices (repeatable).
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// Target the devices of this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Target devices with this tag, as key=value (repeatable).
-        #[arg(long = "tag", value_parser = parse_pair)]
-        tags: Vec<(String, String)>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// The pipeline vector it reads on the devices (default: the one
         /// recorded with the version).
         #[arg(long)]
@@ -169,20 +161,12 @@ pub async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             ModelCommand::Deploy {
                 name,
                 version,
-                devices,
-                site,
-                tags,
+                target,
                 vector,
                 access,
             } => {
-                let tags: BTreeMap<_, _> = tags.into_iter().collect();
-                let mut body = json!({ "version": version, "tags": tags });
-                if !devices.is_empty() {
-                    body["devices"] = json!(devices);
-                }
-                if let Some(s) = site {
-                    body["site"] = json!(s);
-                }
+                let mut body = json!({ "version": version });
+                target.add_to(&mut body);
                 if let Some(v) = vector {
                     body["vector"] = json!(v);
                 }

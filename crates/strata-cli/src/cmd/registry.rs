@@ -34,6 +34,35 @@ impl HubAccess {
     }
 }
 
+/// Which devices a deployment or assignment targets (all given filters
+/// must match; every active device when none is given).
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// These devices (repeatable).
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// Devices of this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Devices with this tag, key=value (repeatable).
+    #[arg(long = "tag", value_parser = parse_pair)]
+    pub tags: Vec<(String, String)>,
+}
+
+impl TargetArgs {
+    /// Adds the selector's keys to a request body (the hub's
+    /// `DeviceSelector`).
+    pub fn add_to(self, body: &mut Value) {
+        body["tags"] = json!(self.tags.into_iter().collect::<BTreeMap<_, _>>());
+        if !self.devices.is_empty() {
+            body["devices"] = json!(self.devices);
+        }
+        if let Some(site) = self.site {
+            body["site"] = json!(site);
+        }
+    }
+}
+
 /// `strata site`.
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {

@@ -16,7 +16,7 @@ use strata_ota::{
 
 use serde_json::Value;
 
-use super::registry::{HubAccess, parse_pair, print};
+use super::registry::{HubAccess, TargetArgs, parse_pair, print};
 
 /// `strata release`.
 #[derive(Debug, Subcommand)]
@@ -103,15 +103,8 @@ pub enum ReleaseCommand {
         name: String,
         /// Its version.
         version: u64,
-        /// These devices (repeatable).
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// Devices of this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Devices with this tag, key=value (repeatable).
-        #[arg(long = "tag", value_parser = parse_pair)]
-        tags: Vec<(String, String)>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// How long each assignment stays valid, in seconds.
         #[arg(long, default_value_t = 6 * 3600)]
         expires_in_s: u64,
@@ -257,22 +250,12 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             kind,
             name,
             version,
-            devices,
-            site,
-            tags,
+            target,
             expires_in_s,
             access,
         } => {
-            let mut body = serde_json::json!({
-                "tags": tags.into_iter().collect::<BTreeMap<_, _>>(),
-                "expires_in_s": expires_in_s,
-            });
-            if !devices.is_empty() {
-                body["devices"] = serde_json::json!(devices);
-            }
-            if let Some(s) = site {
-                body["site"] = serde_json::json!(s);
-            }
+            let mut body = serde_json::json!({ "expires_in_s": expires_in_s });
+            target.add_to(&mut body);
             let assigned: Value = access.client()?.post(
                 "assign release",
                 &format!("/api/v1/releases/{kind}/{name}/{version}/assign"),
