@@ -173,6 +173,9 @@ pub trait TwinStore: Send + Sync + 'static {
         value: &serde_json::Value,
         now_ns: i64,
     ) -> Result<Twin>;
+    /// Every twin with a desired document (desired version above 0), in
+    /// one read: what the hub publishes again when it starts.
+    fn desired_twins(&self) -> Result<Vec<Twin>>;
     /// Stores what the device reported.
     fn set_reported(
         &self,

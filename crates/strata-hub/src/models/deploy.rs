@@ -213,15 +213,11 @@ impl Deployer {
     /// Publishes every desired twin again: the broker keeps retained
     /// messages in memory, so a restarted hub restores them from storage.
     pub fn republish_all(&self) -> Result<usize> {
-        let mut n = 0;
-        for d in self.registry.devices(None)? {
-            let twin = self.twins.twin(&d.id)?;
-            if twin.desired_version > 0 {
-                self.publish(&twin)?;
-                n += 1;
-            }
+        let twins = self.twins.desired_twins()?;
+        for twin in &twins {
+            self.publish(twin)?;
         }
-        Ok(n)
+        Ok(twins.len())
     }
 
     /// A device's twin.

@@ -11,29 +11,25 @@ fn corrupt(e: impl std::fmt::Display) -> Error {
     Error::Corrupt(e.to_string())
 }
 
-fn read_twin(conn: &rusqlite::Connection, device: &DeviceId) -> Result<Twin> {
-    let row = conn
-        .query_row(
-            "SELECT desired, desired_version, desired_ns, reported, reported_ns
-             FROM twins WHERE device_id = ?1",
-            params![device.as_str()],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            },
-        )
-        .optional()
-        .context(|| format!("cannot read the twin of {device}"))?;
-    let Some((desired, version, desired_ns, reported, reported_ns)) = row else {
-        return Ok(Twin::empty(device.clone()));
-    };
+/// The raw columns of a twin row, decoded by [`twin_from`].
+type TwinRow = (String, i64, Option<i64>, String, Option<i64>);
+
+const TWIN_COLUMNS: &str = "desired, desired_version, desired_ns, reported, reported_ns";
+
+fn twin_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<TwinRow> {
+    Ok((
+        r.get(first)?,
+        r.get(first + 1)?,
+        r.get(first + 2)?,
+        r.get(first + 3)?,
+        r.get(first + 4)?,
+    ))
+}
+
+fn twin_from(device: DeviceId, row: TwinRow) -> Result<Twin> {
+    let (desired, version, desired_ns, reported, reported_ns) = row;
     Ok(Twin {
-        device: device.clone(),
+        device,
         desired: serde_json::from_str(&desired).map_err(corrupt)?,
         desired_version: version as u64,
         desired_ns,
@@ -42,9 +38,43 @@ fn read_twin(conn: &rusqlite::Connection, device: &DeviceId) -> Result<Twin> {
     })
 }
 
+fn read_twin(conn: &rusqlite::Connection, device: &DeviceId) -> Result<Twin> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {TWIN_COLUMNS} FROM twins WHERE device_id = ?1"),
+            params![device.as_str()],
+            |r| twin_row(r, 0),
+        )
+        .optional()
+        .context(|| format!("cannot read the twin of {device}"))?;
+    match row {
+        Some(row) => twin_from(device.clone(), row),
+        None => Ok(Twin::empty(device.clone())),
+    }
+}
+
 impl TwinStore for SqliteStore {
     fn twin(&self, device: &DeviceId) -> Result<Twin> {
         self.read(|conn| read_twin(conn, device))
+    }
+
+    fn desired_twins(&self) -> Result<Vec<Twin>> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT device_id, {TWIN_COLUMNS} FROM twins WHERE desired_version > 0 ORDER BY device_id"
+            );
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .context(|| "cannot list twins".into())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, twin_row(r, 1)?)))
+                .context(|| "cannot list twins".into())?;
+            rows.map(|row| {
+                let (id, row) = row.context(|| "cannot read a twin".into())?;
+                twin_from(DeviceId::new(id).map_err(corrupt)?, row)
+            })
+            .collect()
+        })
     }
 
     fn set_desired(
@@ -127,5 +157,12 @@ mod tests {
         assert_eq!(t.reported, json!({"models": []}));
         assert_eq!(t.desired_version, 2);
         assert_eq!(t.reported_ns, Some(3));
+        // Only twins with a desired document are listed for republishing.
+        store
+            .set_reported(&DeviceId::new("m-2").unwrap(), &json!({}), 4)
+            .unwrap();
+        let desired = store.desired_twins().unwrap();
+        assert_eq!(desired.len(), 1);
+        assert_eq!(desired[0].device, d);
     }
 }
