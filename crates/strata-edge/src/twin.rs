@@ -146,11 +146,12 @@ impl TwinApplier {
         let mut updates = Vec::new();
         let mut commits = Vec::new();
         for value in &twin.updates {
+            let at = updates.len();
             match self.update(value, download, &committed).await {
-                Ok((config, key, version)) => {
-                    updates.push(update_report(&key, version, None));
-                    commits.push((key, version, config.name.clone()));
-                    ready.push(config);
+                Ok(u) => {
+                    updates.push(update_report(&u.key, u.version, None));
+                    commits.push((u.key, u.version, u.floor, u.config.name.clone()));
+                    ready.push(u.config);
                 }
                 Err(UpdateError::Retry(key, version, e)) => {
                     tracing::info!(device = %self.device, update = key, "update postponed: {e}");
@@ -158,10 +159,10 @@ impl TwinApplier {
                     ready.extend(committed.running(&key));
                     updates.push(update_report(&key, version, Some(("unavailable", e))));
                 }
-                Err(UpdateError::Unhealthy(key, version, e)) => {
-                    tracing::warn!(device = %self.device, update = key, version, "update fails its health check: {e}");
+                Err(UpdateError::Failed(key, version, code, e)) => {
+                    tracing::warn!(device = %self.device, update = key, version, "update fails ({code}): {e}");
                     ready.extend(committed.running(&key));
-                    let mut report = update_report(&key, version, Some(("health_check", e)));
+                    let mut report = update_report(&key, version, Some((code, e)));
                     report.state = "failed".into();
                     updates.push(report);
                 }
@@ -175,6 +176,10 @@ impl TwinApplier {
                         Some((refusal.code(), refusal.to_string())),
                     ));
                 }
+            }
+            // Which campaign asked, so the hub counts this answer there.
+            if let Some(u) = updates.get_mut(at) {
+                u.campaign = campaign_of(value);
             }
         }
         let installed: Vec<String> = ready.iter().map(|c: &ModelConfig| c.name.clone()).collect();
@@ -211,9 +216,9 @@ impl TwinApplier {
                 let _ = self.swap.send(models);
                 // A newly installed version must prove itself on live data
                 // before it is committed; else the committed one comes back.
-                let fresh: Vec<&(String, u64, String)> = commits
+                let fresh: Vec<&(String, u64, u64, String)> = commits
                     .iter()
-                    .filter(|(key, version, _)| committed.get(key) != Some(*version))
+                    .filter(|(key, version, _, _)| committed.get(key) != Some(*version))
                     .collect();
                 let unhealthy = if fresh.is_empty() {
                     Vec::new()
@@ -235,12 +240,12 @@ impl TwinApplier {
                 }
                 // The anti-rollback version moves only once the new
                 // version ran well.
-                for (key, version, name) in &commits {
+                for (key, version, floor, name) in &commits {
                     if unhealthy.iter().any(|(k, _)| k == key) {
                         continue;
                     }
                     if let Some(config) = configs.iter().find(|c| &c.name == name) {
-                        committed.set(key, *version, config);
+                        committed.set(key, *version, *floor, config);
                     }
                 }
                 if !commits.is_empty()
@@ -283,13 +288,13 @@ impl TwinApplier {
     /// that did not, with why.
     async fn health_window(
         &self,
-        fresh: &[&(String, u64, String)],
+        fresh: &[&(String, u64, u64, String)],
         stats: &[(String, Arc<crate::health::ModelStats>)],
     ) -> Vec<(String, String)> {
         use std::sync::atomic::Ordering::Relaxed;
         tokio::time::sleep(self.health_window).await;
         let mut unhealthy = Vec::new();
-        for (key, version, name) in fresh {
+        for (key, version, _, name) in fresh {
             let (runs, errors) = stats
                 .iter()
                 .find(|(n, _)| n == name)
@@ -343,14 +348,13 @@ impl TwinApplier {
         }
     }
 
-    /// Verifies a signed update and makes its model ready to load; returns
-    /// the model's config, the update's `kind/name` and its version.
+    /// Verifies a signed update and makes its model ready to load.
     async fn update(
         &self,
         value: &serde_json::Value,
         download: bool,
         committed: &OtaState,
-    ) -> Result<(ModelConfig, String, u64), UpdateError> {
+    ) -> Result<ReadyUpdate, UpdateError> {
         let unknown = || ("?".to_owned(), 0);
         let signed: SignedUpdate = serde_json::from_value(value.clone()).map_err(|e| {
             let (k, v) = unknown();
@@ -370,19 +374,25 @@ impl TwinApplier {
             && committed.get(&key) == Some(version)
             && let Some(config) = committed.running(&key)
         {
-            return Ok((config, key, version));
+            let floor = committed.floor(&key).unwrap_or(version);
+            return Ok(ReadyUpdate {
+                config,
+                key,
+                version,
+                floor,
+            });
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        // Anything not above the committed version is a rollback.
+        // Anything below the floor of the committed release is a rollback.
         let verified = strata_ota::verify(
             &self.trust,
             &self.identity,
             &signed.assignment,
             &signed.release,
-            |r| committed.get(&key_of(r)),
+            |r| committed.floor(&key_of(r)),
             now,
         )
         .map_err(|refusal| {
@@ -424,15 +434,18 @@ impl TwinApplier {
             }
         };
         if let Err(e) = golden_check(&path, &details_golden) {
-            return Err(UpdateError::Unhealthy(key, r.version, e));
+            return Err(UpdateError::Failed(key, r.version, "health_check", e));
         }
-        let config = self.check_one(&m, &path).map_err(|e| {
-            refuse(Refusal::Malformed {
-                what: "model",
-                detail: e,
-            })
-        })?;
-        Ok((config, key, r.version))
+        // E.g. the model reads a vector this device's pipeline lacks.
+        let config = self
+            .check_one(&m, &path)
+            .map_err(|e| UpdateError::Failed(key.clone(), r.version, "incompatible", e))?;
+        Ok(ReadyUpdate {
+            config,
+            key,
+            version: r.version,
+            floor: r.floor(),
+        })
     }
 
     /// Loads one assignment alone, to name the model that fails.
@@ -527,14 +540,25 @@ impl std::fmt::Display for ArtifactError {
     }
 }
 
+/// A verified update whose model is ready to load.
+struct ReadyUpdate {
+    config: ModelConfig,
+    /// `kind/name`.
+    key: String,
+    version: u64,
+    /// The anti-rollback floor its commit sets.
+    floor: u64,
+}
+
 /// Why a signed update did not install: (`kind/name`, version, ...).
 enum UpdateError {
     /// Refused for good.
     Refused(String, u64, Refusal),
     /// Try again later.
     Retry(String, u64, String),
-    /// It loads but fails its health check (golden cases).
-    Unhealthy(String, u64, String),
+    /// Verified, but it does not work here: fails its golden cases
+    /// (`health_check`), or does not load on this device (`incompatible`).
+    Failed(String, u64, &'static str, String),
 }
 
 /// The release's golden cases, run on the model before it may run: every
@@ -583,6 +607,13 @@ fn peek(release: &strata_ota::Envelope) -> Option<(String, u64)> {
     Some((key_of(&r), r.version))
 }
 
+/// The campaign an update's assignment names (unverified: for reports).
+fn campaign_of(update: &serde_json::Value) -> Option<String> {
+    let payload = update["assignment"]["payload"].as_str()?;
+    let a: serde_json::Value = serde_json::from_str(payload).ok()?;
+    a["campaign"].as_str().map(str::to_owned)
+}
+
 fn update_report(key: &str, version: u64, error: Option<(&str, String)>) -> UpdateReport {
     let (kind, name) = key.split_once('/').unwrap_or(("?", key));
     UpdateReport {
@@ -597,15 +628,19 @@ fn update_report(key: &str, version: u64, error: Option<(&str, String)>) -> Upda
         .into(),
         reason: error.as_ref().map(|(code, _)| (*code).to_owned()),
         error: error.map(|(_, e)| e),
+        campaign: None,
     }
 }
 
-/// The version committed per `kind/name` (the anti-rollback counters,
-/// raised only once a new version runs) and the model it installed, which
-/// keeps running when a later update is refused. Kept in `ota-state.json`.
+/// The version committed per `kind/name`, its anti-rollback floor (raised
+/// only once a new version runs, never lowered) and the model it
+/// installed, which keeps running when a later update is refused. Kept in
+/// `ota-state.json`.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct OtaState {
     committed: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    floors: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     installed: std::collections::BTreeMap<String, InstalledModel>,
 }
@@ -635,10 +670,16 @@ impl OtaState {
         self.committed.get(key).copied()
     }
 
-    fn set(&mut self, key: &str, version: u64, config: &ModelConfig) {
-        if self.get(key).is_some_and(|v| v > version) {
-            return;
-        }
+    /// The lowest version that may still be installed.
+    fn floor(&self, key: &str) -> Option<u64> {
+        self.floors.get(key).or(self.committed.get(key)).copied()
+    }
+
+    /// Commits `version` (verified against the floor), raising the floor
+    /// to the release's if that is higher.
+    fn set(&mut self, key: &str, version: u64, floor: u64, config: &ModelConfig) {
+        let floor = self.floor(key).unwrap_or(0).max(floor);
+        self.floors.insert(key.to_owned(), floor);
         self.committed.insert(key.to_owned(), version);
         self.installed.insert(
             key.to_owned(),

@@ -13,6 +13,7 @@ use strata_store::TwinStore;
 use crate::ingest::Ingest;
 use crate::metrics::{Metrics, RejectReason};
 use crate::registry::{CredentialCheck, Registry};
+use crate::wake::Wake;
 
 /// The broker hooks of a hub.
 pub struct HubHooks {
@@ -20,6 +21,8 @@ pub struct HubHooks {
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
     twins: Arc<dyn TwinStore>,
+    /// Woken when a device reports its twin (campaigns wait for that).
+    reported: Arc<Wake>,
 }
 
 impl HubHooks {
@@ -29,12 +32,14 @@ impl HubHooks {
         ingest: Arc<Ingest>,
         metrics: Arc<Metrics>,
         twins: Arc<dyn TwinStore>,
+        reported: Arc<Wake>,
     ) -> Self {
         HubHooks {
             registry,
             ingest,
             metrics,
             twins,
+            reported,
         }
     }
 
@@ -52,11 +57,10 @@ impl HubHooks {
             }
         };
         let value = serde_json::to_value(&reported).expect("JSON of a twin");
-        let (twins, device) = (self.twins.clone(), device.clone());
-        let store = move || {
-            if let Err(e) = twins.set_reported(&device, &value, crate::now_ns()) {
-                tracing::warn!(%device, "cannot store a reported twin: {e}");
-            }
+        let (twins, device, wake) = (self.twins.clone(), device.clone(), self.reported.clone());
+        let store = move || match twins.set_reported(&device, &value, crate::now_ns()) {
+            Ok(()) => wake.wake(),
+            Err(e) => tracing::warn!(%device, "cannot store a reported twin: {e}"),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(store)),

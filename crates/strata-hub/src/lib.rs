@@ -20,6 +20,7 @@ pub mod models;
 pub mod ota;
 pub mod registry;
 pub mod secret;
+pub mod wake;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,7 @@ pub struct Hub {
     writer: Option<std::thread::JoinHandle<()>>,
     writer_commands: tokio::sync::mpsc::UnboundedSender<ingest::writer::Command>,
     jobs: Arc<models::jobs::JobRunner>,
+    campaigns: Arc<ota::rollout::Campaigns>,
 }
 
 impl Hub {
@@ -121,11 +123,14 @@ impl Hub {
             metrics.clone(),
             limits,
         ));
+        // Reported twins wake the campaign worker.
+        let reported = Arc::new(wake::Wake::default());
         let hooks = Arc::new(hooks::HubHooks::new(
             registry.clone(),
             ingest,
             metrics.clone(),
             store.clone(),
+            reported.clone(),
         ));
 
         let broker_config = strata_broker::Config {
@@ -152,6 +157,13 @@ impl Hub {
             &config.ota.release_keys,
             metrics.clone(),
         )?);
+        let campaigns = ota::rollout::Campaigns::start(
+            store.clone(),
+            store.clone(),
+            ota.clone(),
+            deployer.clone(),
+            reported,
+        )?;
         let jobs = Arc::new(models::jobs::JobRunner::start(models::jobs::JobDeps {
             jobs: store.clone(),
             telemetry: store.clone(),
@@ -187,6 +199,7 @@ impl Hub {
             deployer,
             jobs: jobs.clone(),
             ota,
+            campaigns: campaigns.clone(),
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
@@ -216,6 +229,7 @@ impl Hub {
             writer: Some(writer),
             writer_commands: commands,
             jobs,
+            campaigns,
         })
     }
 
@@ -248,6 +262,7 @@ impl Hub {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.jobs.stop();
+        self.campaigns.stop();
         self.broker.shutdown().await;
         let _ = (&mut self.http_task).await;
         // The writer stores everything queued before the stop, then exits.

@@ -51,8 +51,8 @@ pub enum Refusal {
         /// The release's value.
         release: String,
     },
-    /// Not newer than what the device committed.
-    #[error("{kind} {name} version {offered} is not above the committed version {committed}")]
+    /// Older than what may still be installed (the anti-rollback floor).
+    #[error("{kind} {name} version {offered} is below {floor}, the lowest version allowed here")]
     Rollback {
         /// Release kind.
         kind: String,
@@ -60,8 +60,10 @@ pub enum Refusal {
         name: String,
         /// The version offered.
         offered: u64,
-        /// The version committed on the device.
-        committed: u64,
+        /// The lowest version allowed: at the hub, one above the newest
+        /// release accepted; on a device, the floor its committed release
+        /// set.
+        floor: u64,
     },
     /// The artifact's content is not the signed one.
     #[error("the artifact hashes to {actual}, the release says {expected}")]

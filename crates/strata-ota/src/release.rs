@@ -94,6 +94,11 @@ pub struct Release {
     pub name: String,
     /// Grows with every release of (kind, name).
     pub version: u64,
+    /// The lowest version a device that committed this release may go
+    /// back to (a fleet rollback); absent: this version, no going back.
+    /// This is the anti-rollback floor the device raises at commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<u64>,
     /// The artifact.
     pub artifact: Artifact,
     /// Where it may be installed.
@@ -109,6 +114,14 @@ pub struct Release {
     /// Bundle details (kind `bundle`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleDetails>,
+}
+
+impl Release {
+    /// The anti-rollback floor a device keeps once it committed this
+    /// release.
+    pub fn floor(&self) -> u64 {
+        self.min_version.unwrap_or(self.version).min(self.version)
+    }
 }
 
 /// This device should install that release now: signed with the hub's

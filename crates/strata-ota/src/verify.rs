@@ -37,14 +37,15 @@ pub struct Verified {
     pub release: Release,
 }
 
-/// Checks an assignment and its release for `device`, given the version
-/// it last committed for the release's (kind, name) (`None`: never).
+/// Checks an assignment and its release for `device`, given its
+/// anti-rollback floor for the release's (kind, name): the lowest version
+/// the release it last committed allows (`None`: it never committed one).
 pub fn verify(
     trust: &Trust,
     device: &Device,
     assignment: &Envelope,
     release: &Envelope,
-    committed: impl FnOnce(&Release) -> Option<u64>,
+    floor: impl FnOnce(&Release) -> Option<u64>,
     now_ns: i64,
 ) -> Result<Verified, Refusal> {
     let a: Assignment = assignment.open(DocumentType::Assignment, &trust.rollout_keys)?;
@@ -64,14 +65,14 @@ pub fn verify(
     agree("version", &a.version.to_string(), &r.version.to_string())?;
     not_expired("release", r.expires_ns, now_ns)?;
     targets(&r, device)?;
-    if let Some(installed) = committed(&r)
-        && r.version <= installed
+    if let Some(floor) = floor(&r)
+        && r.version < floor
     {
         return Err(Refusal::Rollback {
             kind: r.kind.as_str().into(),
             name: r.name.clone(),
             offered: r.version,
-            committed: installed,
+            floor,
         });
     }
     Ok(Verified {
@@ -166,6 +167,7 @@ mod tests {
             kind: Kind::Model,
             name: "rul".into(),
             version,
+            min_version: None,
             artifact: Artifact {
                 sha256: "ab".repeat(32),
                 size: 10,
@@ -198,10 +200,10 @@ mod tests {
         f: &Fixture,
         a: &Assignment,
         r: &Envelope,
-        committed: Option<u64>,
+        floor: Option<u64>,
     ) -> Result<Verified, Refusal> {
         let a = Envelope::sign(DocumentType::Assignment, a, &f.rollout_key);
-        verify(&f.trust, &f.device, &a, r, |_| committed, NOW)
+        verify(&f.trust, &f.device, &a, r, |_| floor, NOW)
     }
 
     #[test]
@@ -214,6 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn a_release_sets_how_far_back_a_device_may_go() {
+        let f = fixture();
+        let mut v5 = release(5);
+        assert_eq!(v5.floor(), 5);
+        v5.min_version = Some(3);
+        assert_eq!(v5.floor(), 3);
+        // A device that committed v5 (floor 3) may take v3 back, not v2.
+        let v3 = release(3);
+        let env3 = Envelope::sign(DocumentType::Release, &v3, &f.release_key);
+        assert!(check(&f, &assignment(&env3, &v3), &env3, Some(v5.floor())).is_ok());
+        let v2 = release(2);
+        let env2 = Envelope::sign(DocumentType::Release, &v2, &f.release_key);
+        let refused = check(&f, &assignment(&env2, &v2), &env2, Some(v5.floor())).unwrap_err();
+        assert_eq!(refused.code(), "rollback");
+        assert!(refused.to_string().contains("below 3"), "{refused}");
+        // A min_version above the version is no licence to go forward.
+        v5.min_version = Some(9);
+        assert_eq!(v5.floor(), 5);
+    }
+
+    #[test]
     fn each_attack_is_refused_with_its_reason() {
         let f = fixture();
         let r = release(3);
@@ -221,8 +244,8 @@ mod tests {
         let a = assignment(&env, &r);
         let code = |res: Result<Verified, Refusal>| res.unwrap_err().code();
 
-        // Rollback: not above the committed version.
-        assert_eq!(code(check(&f, &a, &env, Some(3))), "rollback");
+        // Rollback: below the floor the committed release set.
+        assert_eq!(code(check(&f, &a, &env, Some(4))), "rollback");
         // Tampered release: the signature breaks.
         let mut tampered = env.clone();
         tampered.payload = tampered.payload.replace(&"ab".repeat(32), &"cd".repeat(32));

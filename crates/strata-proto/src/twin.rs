@@ -66,7 +66,8 @@ pub struct UpdateReport {
     pub name: String,
     /// Release version offered.
     pub version: u64,
-    /// `committed` or `refused`.
+    /// `committed`, `refused`, `failed` (verified but fails here) or
+    /// `rolled_back` (failed its health window).
     pub state: String,
     /// The refusal's code (`rollback`, `hash_mismatch`, `expired`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +75,9 @@ pub struct UpdateReport {
     /// What went wrong, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The campaign whose assignment this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
 }
 
 /// How one assigned model is doing on the device.

@@ -11,6 +11,7 @@
 //! second.
 
 pub mod blob;
+pub mod campaigns;
 pub mod chunk;
 mod error;
 pub mod jobs;
@@ -21,6 +22,7 @@ pub mod sqlite;
 pub mod twin;
 
 pub use blob::EncodedBatch;
+pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
 pub use error::{Error, Result};
 pub use jobs::{Job, JobLogLine, JobState};
 pub use model::*;

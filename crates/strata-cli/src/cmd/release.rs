@@ -41,6 +41,10 @@ pub enum ReleaseCommand {
         /// Its version: above every earlier release of this kind and name.
         #[arg(long)]
         version: u64,
+        /// The lowest version a device running this release may go back to
+        /// (what a campaign's fleet rollback needs); default: no going back.
+        #[arg(long)]
+        min_version: Option<u64>,
         /// The artifact file.
         #[arg(long)]
         artifact: PathBuf,
@@ -144,6 +148,7 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             kind,
             name,
             version,
+            min_version,
             artifact,
             expires_in,
             devices,
@@ -192,10 +197,16 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
                 (Kind::Bundle, None) => bail!("a bundle release needs --install-hook"),
                 _ => None,
             };
+            if let Some(m) = min_version
+                && m > version
+            {
+                bail!("--min-version {m} is above --version {version}");
+            }
             let release = Release {
                 kind,
                 name,
                 version,
+                min_version,
                 artifact: Artifact {
                     sha256: strata_ota::sha256_hex(&bytes),
                     size: bytes.len() as u64,

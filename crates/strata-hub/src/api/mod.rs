@@ -53,6 +53,8 @@ pub struct ApiState {
     pub jobs: Arc<crate::models::jobs::JobRunner>,
     /// OTA releases.
     pub ota: Arc<crate::ota::Ota>,
+    /// Rollout campaigns.
+    pub campaigns: Arc<crate::ota::rollout::Campaigns>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// The MQTT address devices should connect to, as shown at enrollment.
@@ -96,6 +98,10 @@ pub struct ApiState {
         ota::list_releases,
         ota::assign,
         ota::keys,
+        ota::create_campaign,
+        ota::list_campaigns,
+        ota::get_campaign,
+        ota::campaign_action,
         ops::healthz,
         ops::metrics,
     ),
@@ -105,7 +111,7 @@ pub struct ApiState {
         (name = "telemetry", description = "Stored readings"),
         (name = "models", description = "Model registry, aliases and deployment"),
         (name = "jobs", description = "Training and backtest jobs"),
-        (name = "ota", description = "Signed releases and the keys devices trust"),
+        (name = "ota", description = "Signed releases, the keys devices trust, and rollout campaigns"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -193,6 +199,12 @@ pub fn router(state: ApiState) -> Router {
             post(ota::assign),
         )
         .route("/ota/keys", get(ota::keys))
+        .route(
+            "/campaigns",
+            get(ota::list_campaigns).post(ota::create_campaign),
+        )
+        .route("/campaigns/{id}", get(ota::get_campaign))
+        .route("/campaigns/{id}/{action}", post(ota::campaign_action))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let api = Router::new()
         .route("/enroll", post(registry::enroll))

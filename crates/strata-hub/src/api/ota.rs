@@ -1,5 +1,5 @@
 //! OTA over HTTP: artifact upload, signed release intake, the release list,
-//! and the keys an agent is configured to trust.
+//! the keys an agent is configured to trust, and rollout campaigns.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,6 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, ErrorBody, blocking};
 use crate::error::{Error, Result};
+use crate::ota::campaign::CampaignSpec;
+use crate::ota::rollout::CampaignView;
 
 /// A stored artifact.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -157,4 +159,54 @@ pub async fn assign(
         })
         .await?,
     ))
+}
+
+/// Starts a rollout campaign: the target's devices in a fixed shuffled
+/// order, a canary then waves; each wave opens once the one before
+/// committed enough, the failure threshold pauses or aborts it, and silent
+/// devices count as failed after the timeout.
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "ota", security(("admin_token" = [])),
+    request_body = CampaignSpec,
+    responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_campaign(
+    State(s): State<ApiState>,
+    Json(spec): Json<serde_json::Value>,
+) -> Result<(StatusCode, Json<CampaignView>)> {
+    let spec: CampaignSpec = serde_json::from_value(spec)
+        .map_err(|e| Error::BadRequest(format!("not a campaign spec: {e}")))?;
+    let view = blocking(move || s.campaigns.create(spec)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Every campaign, newest first.
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "ota", security(("admin_token" = [])),
+    responses((status = 200, body = [strata_store::Campaign])))]
+pub async fn list_campaigns(
+    State(s): State<ApiState>,
+) -> Result<Json<Vec<strata_store::Campaign>>> {
+    Ok(Json(blocking(move || s.campaigns.list()).await?))
+}
+
+/// A campaign with its progress per wave and the devices that failed.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "ota", security(("admin_token" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody)))]
+pub async fn get_campaign(
+    State(s): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<CampaignView>> {
+    Ok(Json(blocking(move || s.campaigns.view(id)).await?))
+}
+
+/// `pause`, `resume` (the failure threshold counts afresh; a finished
+/// wave that paused is accepted) or `abort` (with the campaign's
+/// `rollback`, devices that committed go back to the release they had).
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/{action}", tag = "ota", security(("admin_token" = [])),
+    params(("id" = i64, Path), ("action" = String, Path, description = "pause, resume or abort")),
+    responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn campaign_action(
+    State(s): State<ApiState>,
+    Path((id, action)): Path<(i64, String)>,
+) -> Result<Json<CampaignView>> {
+    Ok(Json(blocking(move || s.campaigns.act(id, &action)).await?))
 }

@@ -174,23 +174,51 @@ impl Deployer {
         device: &DeviceId,
         update: &strata_ota::SignedUpdate,
     ) -> Result<()> {
-        let key = |u: &strata_ota::SignedUpdate| -> Option<(String, String)> {
-            let r: serde_json::Value = serde_json::from_str(&u.release.payload).ok()?;
-            Some((
-                r["kind"].as_str()?.to_owned(),
-                r["name"].as_str()?.to_owned(),
-            ))
-        };
+        let (kind, name, _) = release_of(update).ok_or_else(|| {
+            Error::BadRequest("the signed update's release is not readable".into())
+        })?;
+        self.set_update(device, &kind, &name, Some(update))
+    }
+
+    /// Removes the device's signed update of a release kind and name.
+    pub fn remove_update(&self, device: &DeviceId, kind: &str, name: &str) -> Result<()> {
+        self.set_update(device, kind, name, None)
+    }
+
+    fn set_update(
+        &self,
+        device: &DeviceId,
+        kind: &str,
+        name: &str,
+        update: Option<&strata_ota::SignedUpdate>,
+    ) -> Result<()> {
         let twin = self.twins.twin(device)?;
         let mut updates: Vec<strata_ota::SignedUpdate> = desired_list(&twin, "updates")?;
-        let this = key(update);
-        updates.retain(|u| key(u) != this);
-        updates.push(update.clone());
+        updates.retain(|u| {
+            release_of(u).is_none_or(|(k, n, _)| (k.as_str(), n.as_str()) != (kind, name))
+        });
+        updates.extend(update.cloned());
         let value = serde_json::to_value(&updates).expect("JSON of updates");
         let twin = self
             .twins
             .set_desired(device, "updates", &value, crate::now_ns())?;
         self.publish(&twin)
+    }
+
+    /// The version of a release kind and name the device's desired twin
+    /// names, if any.
+    pub fn desired_version(
+        &self,
+        device: &DeviceId,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<u64>> {
+        let twin = self.twins.twin(device)?;
+        let updates: Vec<strata_ota::SignedUpdate> = desired_list(&twin, "updates")?;
+        Ok(updates
+            .iter()
+            .filter_map(release_of)
+            .find_map(|(k, n, v)| (k == kind && n == name).then_some(v)))
     }
 
     /// Publishes a device's desired twin (retained, so a device that
@@ -240,6 +268,17 @@ fn desired_list<T: serde::de::DeserializeOwned>(twin: &Twin, key: &str) -> Resul
             ))
         })
         .map(Option::unwrap_or_default)
+}
+
+/// The kind, name and version of a signed update's release (as the hub
+/// delivered it; devices verify it themselves).
+fn release_of(update: &strata_ota::SignedUpdate) -> Option<(String, String, u64)> {
+    let r: serde_json::Value = serde_json::from_str(&update.release.payload).ok()?;
+    Some((
+        r["kind"].as_str()?.to_owned(),
+        r["name"].as_str()?.to_owned(),
+        r["version"].as_u64()?,
+    ))
 }
 
 fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_proto::{DeviceId, SiteId};
@@ -16,6 +16,7 @@ use super::backtest::{self, BacktestSpec};
 use super::train::{self, TrainSpec};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::wake::Wake;
 
 /// What a running job reports through: progress, log lines, lookups.
 #[derive(Clone)]
@@ -75,7 +76,7 @@ impl JobCtx {
 /// The runner.
 pub struct JobRunner {
     store: Arc<dyn JobStore>,
-    wake: Arc<(Mutex<bool>, Condvar)>,
+    wake: Arc<Wake>,
     stop: Arc<AtomicBool>,
 }
 
@@ -100,7 +101,7 @@ impl JobRunner {
         if requeued > 0 {
             tracing::info!(requeued, "jobs cut short by a restart are queued again");
         }
-        let wake = Arc::new((Mutex::new(true), Condvar::new()));
+        let wake = Arc::new(Wake::set());
         let stop = Arc::new(AtomicBool::new(false));
         let runner = JobRunner {
             store: deps.jobs.clone(),
@@ -134,9 +135,7 @@ impl JobRunner {
 
     fn submit(&self, kind: &str, spec: serde_json::Value) -> Result<Job> {
         let id = self.store.create_job(kind, &spec, crate::now_ns())?;
-        let (lock, cvar) = &*self.wake;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cvar.notify_one();
+        self.wake.wake();
         self.job(id)
     }
 
@@ -161,27 +160,15 @@ impl JobRunner {
     /// Stops the worker after the job it runs (if any).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        let (lock, cvar) = &*self.wake;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cvar.notify_one();
+        self.wake.wake();
     }
 }
 
-fn worker(deps: JobDeps, wake: Arc<(Mutex<bool>, Condvar)>, stop: Arc<AtomicBool>) {
+fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match deps.jobs.claim_job(crate::now_ns()) {
             Ok(Some(job)) => run_one(&deps, job),
-            Ok(None) => {
-                let (lock, cvar) = &*wake;
-                let mut woken = lock.lock().unwrap_or_else(|e| e.into_inner());
-                if !*woken {
-                    woken = cvar
-                        .wait_timeout(woken, Duration::from_secs(5))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                *woken = false;
-            }
+            Ok(None) => wake.wait(Duration::from_secs(5)),
             Err(e) => {
                 tracing::error!("cannot take a job: {e}");
                 std::thread::sleep(Duration::from_secs(1));

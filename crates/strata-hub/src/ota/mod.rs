@@ -1,11 +1,15 @@
 //! Over-the-air updates at the hub (`docs/design/ota.md`): the intake of
-//! signed releases and the hub's own rollout key.
+//! signed releases, the hub's own rollout key, and rollout campaigns
+//! ([`campaign`] decides, [`rollout`] carries them out).
 //!
 //! A release is accepted only if a release key this hub trusts (from its
 //! config; the secret halves stay offline) signed it, it has not expired,
 //! its artifact is in the artifact store with exactly the signed size and
 //! hash, and its version is above every earlier release of its kind and
 //! name. Every refusal says why, and is counted by reason.
+
+pub mod campaign;
+pub mod rollout;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,6 +97,17 @@ impl Ota {
             .into());
         }
         let kind = release.kind.as_str();
+        if release.min_version.is_some_and(|m| m > release.version) {
+            return Err(Refusal::Malformed {
+                what: "release",
+                detail: format!(
+                    "its min_version {} is above its version {}",
+                    release.min_version.unwrap_or_default(),
+                    release.version
+                ),
+            }
+            .into());
+        }
         if let Some(latest) = self.store.latest_release_version(kind, &release.name)?
             && release.version <= latest
         {
@@ -100,7 +115,7 @@ impl Ota {
                 kind: kind.into(),
                 name: release.name.clone(),
                 offered: release.version,
-                committed: latest,
+                floor: latest + 1,
             }
             .into());
         }
@@ -141,18 +156,7 @@ impl Ota {
         campaign: &str,
         lifetime_ns: i64,
     ) -> Result<Vec<(strata_proto::DeviceId, strata_ota::SignedUpdate)>> {
-        let record = self
-            .store
-            .releases(Some(kind), Some(name))?
-            .into_iter()
-            .find(|r| r.version == version)
-            .ok_or_else(|| {
-                Error::NotFound(format!("no release {kind} {name} version {version}"))
-            })?;
-        let release: Envelope = serde_json::from_str(&record.envelope)
-            .map_err(|e| Error::Conflict(format!("stored release is damaged: {e}")))?;
-        let r: Release = serde_json::from_str(&release.payload)
-            .map_err(|e| Error::Conflict(format!("stored release is damaged: {e}")))?;
+        let (record, release, r) = self.stored(kind, name, version)?;
         let now = crate::now_ns();
         Ok(devices
             .iter()
@@ -178,6 +182,33 @@ impl Ota {
                 (d.clone(), signed)
             })
             .collect())
+    }
+
+    /// An accepted release.
+    pub fn release(&self, kind: &str, name: &str, version: u64) -> Result<Release> {
+        Ok(self.stored(kind, name, version)?.2)
+    }
+
+    /// An accepted release: its record, its envelope and what it says.
+    fn stored(
+        &self,
+        kind: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<(ReleaseRecord, Envelope, Release)> {
+        let record = self
+            .store
+            .releases(Some(kind), Some(name))?
+            .into_iter()
+            .find(|r| r.version == version)
+            .ok_or_else(|| {
+                Error::NotFound(format!("no release {kind} {name} version {version}"))
+            })?;
+        let damaged =
+            |e: serde_json::Error| Error::Conflict(format!("stored release is damaged: {e}"));
+        let envelope: Envelope = serde_json::from_str(&record.envelope).map_err(damaged)?;
+        let release: Release = serde_json::from_str(&envelope.payload).map_err(damaged)?;
+        Ok((record, envelope, release))
     }
 
     /// Accepted releases, newest first.

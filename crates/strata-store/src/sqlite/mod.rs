@@ -5,6 +5,7 @@
 //! main user) and a small pool of reader connections, which WAL lets run
 //! beside the writer without blocking it.
 
+mod campaigns;
 mod jobs;
 mod models;
 mod registry;

@@ -141,6 +141,33 @@ CREATE TABLE releases (
     PRIMARY KEY (kind, name, version)
 );
 "#,
+    r#"
+-- OTA rollout campaigns and where each targeted device is in them.
+CREATE TABLE campaigns (
+    id               INTEGER PRIMARY KEY,
+    spec             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    reason           TEXT NOT NULL DEFAULT '',
+    wave             INTEGER NOT NULL,
+    waves            INTEGER NOT NULL,
+    created_ns       INTEGER NOT NULL,
+    updated_ns       INTEGER NOT NULL,
+    baseline_decided INTEGER NOT NULL DEFAULT 0,
+    baseline_failed  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE campaign_devices (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    device_id   TEXT NOT NULL,
+    wave        INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    previous    INTEGER,
+    assigned_ns INTEGER,
+    expires_ns  INTEGER,
+    decided_ns  INTEGER,
+    reason      TEXT,
+    PRIMARY KEY (campaign_id, device_id)
+);
+"#,
 ];
 
 /// Brings the schema up to date.
