@@ -4,6 +4,7 @@
 //! benchmark and the history backfill measure is the hub as any device
 //! would see it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -136,6 +137,11 @@ pub fn logins(api: &ApiClient, spec: &FleetSpec, saved: &Path) -> anyhow::Result
     Ok(logins)
 }
 
+/// The tags of the `n`th device (from 1) of a fleet.
+pub fn tags(n: usize) -> BTreeMap<String, String> {
+    BTreeMap::from([("line".to_owned(), format!("{}", 1 + n % 2))])
+}
+
 fn register(api: &ApiClient, spec: &FleetSpec) -> anyhow::Result<Vec<Login>> {
     let created: anyhow::Result<Value> = api.post(
         "create site",
@@ -156,7 +162,7 @@ fn register(api: &ApiClient, spec: &FleetSpec) -> anyhow::Result<Vec<Login>> {
             let created: Value = api.post(
                 "register device",
                 "/api/v1/devices",
-                &json!({ "id": id, "site": spec.site, "tags": { "line": format!("{}", 1 + i % 2) } }),
+                &json!({ "id": id, "site": spec.site, "tags": tags(i) }),
             )?;
             let token = created["enrollment_token"]
                 .as_str()

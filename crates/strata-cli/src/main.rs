@@ -53,6 +53,10 @@ enum Command {
     /// check one, submit one to a hub.
     #[command(subcommand)]
     Release(cmd::release::ReleaseCommand),
+    /// Rollout campaigns of signed releases: canary, waves, thresholds;
+    /// follow, pause, resume or abort them (through a running hub's API).
+    #[command(subcommand)]
+    Campaign(cmd::campaign::CampaignCommand),
     /// Measure the platform on this machine.
     #[cfg(feature = "hub")]
     #[command(subcommand)]
@@ -112,6 +116,7 @@ fn main() -> std::process::ExitCode {
             Command::Model(c) => cmd::model::model(c).await,
             Command::Job(c) => cmd::model::job(c).await,
             Command::Release(c) => cmd::registry::blocking(move || cmd::release::run(c)).await,
+            Command::Campaign(c) => cmd::registry::blocking(move || cmd::campaign::run(c)).await,
             #[cfg(feature = "hub")]
             Command::Bench(c) => cmd::bench::run(c).await,
         }

@@ -56,6 +56,7 @@ impl Agent {
             &config.data_dir,
             config.outbox.max_bytes,
             config.outbox.drop_policy,
+            config.outbox.durability,
         )?);
         let appended = Arc::new(Notify::new());
         let (frames, mut frames_rx) = tokio::sync::mpsc::channel::<Frame>(FRAME_QUEUE);
@@ -117,8 +118,12 @@ impl Agent {
             device: device.clone(),
             credential: credential.clone(),
             http: config.hub.http.clone(),
-            data_dir: config.data_dir.clone(),
-            base_dir: config.base_dir.clone(),
+            // Installed models are loaded by absolute path: a relative
+            // data directory must not depend on where they are resolved.
+            data_dir: std::path::absolute(&config.data_dir)
+                .unwrap_or_else(|_| config.data_dir.clone()),
+            base_dir: std::path::absolute(&config.base_dir)
+                .unwrap_or_else(|_| config.base_dir.clone()),
             configured: config.models.clone(),
             vectors,
             swap,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::outbox::DropPolicy;
+use crate::outbox::{DropPolicy, Durability};
 use crate::sources::SourceConfig;
 
 /// The whole agent configuration.
@@ -150,6 +150,9 @@ pub struct OutboxConfig {
     pub max_bytes: u64,
     /// `drop_oldest` or `refuse_new` when full.
     pub drop_policy: DropPolicy,
+    /// `fsync` (a stored batch survives a power loss) or `process` (it
+    /// survives a crash of the agent only; no sync per batch).
+    pub durability: Durability,
 }
 
 impl Default for OutboxConfig {
@@ -157,6 +160,7 @@ impl Default for OutboxConfig {
         OutboxConfig {
             max_bytes: 256 << 20,
             drop_policy: DropPolicy::DropOldest,
+            durability: Durability::Fsync,
         }
     }
 }

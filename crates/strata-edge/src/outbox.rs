@@ -28,6 +28,19 @@ pub enum DropPolicy {
     RefuseNew,
 }
 
+/// What a stored batch survives before the hub has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A power loss: every batch is synced to disk before it counts as
+    /// stored.
+    #[default]
+    Fsync,
+    /// A crash or kill of the agent, not of the machine: no sync per
+    /// batch (less flash wear; for simulated fleets sharing one disk).
+    Process,
+}
+
 /// An outbox error.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -98,12 +111,22 @@ pub const OUTBOX_FILE: &str = "outbox.db";
 
 impl Outbox {
     /// Opens (creating) the outbox in `dir`.
-    pub fn open(dir: &Path, max_bytes: u64, policy: DropPolicy) -> Result<Self, OutboxError> {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        policy: DropPolicy,
+        durability: Durability,
+    ) -> Result<Self, OutboxError> {
         let _ = std::fs::create_dir_all(dir);
         let conn = Connection::open(dir.join(OUTBOX_FILE)).ctx("open")?;
-        conn.execute_batch(
+        let synchronous = match durability {
+            Durability::Fsync => "FULL",
+            // In WAL mode: no sync per commit, still atomic.
+            Durability::Process => "NORMAL",
+        };
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
+             PRAGMA synchronous = {synchronous};
              -- A FIFO touches its head and tail only: a small page cache
              -- keeps the agent's memory small on a gateway.
              PRAGMA cache_size = -512;
@@ -113,8 +136,8 @@ impl Outbox {
                  stream TEXT NOT NULL,
                  seq INTEGER NOT NULL,
                  payload BLOB NOT NULL
-             );",
-        )
+             );"
+        ))
         .ctx("prepare schema")?;
         let bytes: i64 = conn
             .query_row(
@@ -145,12 +168,12 @@ impl Outbox {
     ) -> Result<u64, OutboxError> {
         let mut conn = self.conn();
         let tx = conn.transaction().ctx("begin")?;
+        // Cached statements: a gateway appends a few batches a second for
+        // years, and parsing SQL would be most of the cost.
         let seq: u64 = tx
-            .query_row(
-                "SELECT next_seq FROM streams WHERE name = ?1",
-                params![stream],
-                |r| r.get::<_, i64>(0),
-            )
+            .prepare_cached("SELECT next_seq FROM streams WHERE name = ?1")
+            .ctx("read sequence")?
+            .query_row(params![stream], |r| r.get::<_, i64>(0))
             .optional()
             .ctx("read sequence")?
             .map_or(1, |s| s as u64);
@@ -193,16 +216,16 @@ impl Outbox {
                 }
             }
         }
-        tx.execute(
-            "INSERT INTO outbox (stream, seq, payload) VALUES (?1, ?2, ?3)",
-            params![stream, seq as i64, &payload],
-        )
-        .ctx("append")?;
-        tx.execute(
+        tx.prepare_cached("INSERT INTO outbox (stream, seq, payload) VALUES (?1, ?2, ?3)")
+            .ctx("append")?
+            .execute(params![stream, seq as i64, &payload])
+            .ctx("append")?;
+        tx.prepare_cached(
             "INSERT INTO streams (name, next_seq) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET next_seq = excluded.next_seq",
-            params![stream, (seq + 1) as i64],
         )
+        .ctx("advance sequence")?
+        .execute(params![stream, (seq + 1) as i64])
         .ctx("advance sequence")?;
         tx.commit().ctx("commit")?;
         self.bytes.store(bytes + payload.len() as u64, Relaxed);
@@ -294,7 +317,13 @@ mod tests {
     fn sequences_survive_reopen_and_never_repeat() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let o = Outbox::open(dir.path(), 1 << 20, DropPolicy::DropOldest).unwrap();
+            let o = Outbox::open(
+                dir.path(),
+                1 << 20,
+                DropPolicy::DropOldest,
+                Durability::Fsync,
+            )
+            .unwrap();
             assert_eq!(o.append("a", |s| vec![s as u8]).unwrap(), 1);
             assert_eq!(o.append("a", |s| vec![s as u8]).unwrap(), 2);
             assert_eq!(o.append("b", |s| vec![s as u8]).unwrap(), 1);
@@ -303,7 +332,13 @@ mod tests {
                 .unwrap();
             assert_eq!(o.stats().unwrap().depth, 0);
         }
-        let o = Outbox::open(dir.path(), 1 << 20, DropPolicy::DropOldest).unwrap();
+        let o = Outbox::open(
+            dir.path(),
+            1 << 20,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
         assert_eq!(
             o.append("a", |s| vec![s as u8]).unwrap(),
             3,
@@ -314,7 +349,13 @@ mod tests {
     #[test]
     fn peeks_in_order_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::open(dir.path(), 1 << 20, DropPolicy::DropOldest).unwrap();
+        let o = Outbox::open(
+            dir.path(),
+            1 << 20,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
         for _ in 0..5 {
             o.append("s", |s| vec![s as u8]).unwrap();
         }
@@ -330,7 +371,13 @@ mod tests {
     #[test]
     fn size_bound_drops_oldest_or_refuses_and_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::open(&dir.path().join("a"), 250, DropPolicy::DropOldest).unwrap();
+        let o = Outbox::open(
+            &dir.path().join("a"),
+            250,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
         for _ in 0..5 {
             o.append("s", |_| vec![0; 100]).unwrap();
         }
@@ -345,7 +392,13 @@ mod tests {
             vec![4, 5]
         );
 
-        let o = Outbox::open(&dir.path().join("b"), 250, DropPolicy::RefuseNew).unwrap();
+        let o = Outbox::open(
+            &dir.path().join("b"),
+            250,
+            DropPolicy::RefuseNew,
+            Durability::Fsync,
+        )
+        .unwrap();
         o.append("s", |_| vec![0; 100]).unwrap();
         o.append("s", |_| vec![0; 100]).unwrap();
         assert!(matches!(

@@ -284,30 +284,41 @@ impl TwinApplier {
     }
 
     /// Watches newly installed models for the health window: each must
-    /// run at least once and never fail. Returns the `kind/name` of those
-    /// that did not, with why.
+    /// never fail and must have run at least once. A model that has not
+    /// run yet (no data came, or the machine is busy) gets up to twice the
+    /// window more to run once. Returns the `kind/name` of those that did
+    /// not pass, with why.
     async fn health_window(
         &self,
         fresh: &[&(String, u64, u64, String)],
         stats: &[(String, Arc<crate::health::ModelStats>)],
     ) -> Vec<(String, String)> {
         use std::sync::atomic::Ordering::Relaxed;
-        tokio::time::sleep(self.health_window).await;
-        let mut unhealthy = Vec::new();
-        for (key, version, _, name) in fresh {
-            let (runs, errors) = stats
+        let counts = |name: &str| {
+            stats
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| (s.runs.load(Relaxed), s.errors.load(Relaxed)))
-                .unwrap_or((0, 0));
+                .unwrap_or((0, 0))
+        };
+        tokio::time::sleep(self.health_window).await;
+        let patience = tokio::time::Instant::now() + self.health_window * 2;
+        while tokio::time::Instant::now() < patience
+            && fresh.iter().any(|(_, _, _, name)| counts(name) == (0, 0))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut unhealthy = Vec::new();
+        for (key, version, _, name) in fresh {
+            let (runs, errors) = counts(name);
             let why = if errors > 0 {
                 Some(format!(
                     "{errors} of {runs} inferences failed in the health window"
                 ))
             } else if runs == 0 {
                 Some(format!(
-                    "no inference ran in the {:.1} s health window",
-                    self.health_window.as_secs_f64()
+                    "no inference ran in {:.1} s after the switch",
+                    self.health_window.as_secs_f64() * 3.0
                 ))
             } else {
                 None
@@ -505,18 +516,20 @@ impl TwinApplier {
         })?;
         let part = dir.join(format!("{}.part", signed.sha256));
         let (device, credential) = (self.device.to_string(), self.credential.clone());
-        let (expected, partial) = (signed.clone(), part.clone());
-        let bytes = tokio::task::spawn_blocking(move || {
-            fetch_resumable(&url, &device, &credential, &expected, &partial)
+        let (expected, partial, target) = (signed.clone(), part.clone(), path.clone());
+        // Off the runtime's threads: network, hashing and a synced write.
+        tokio::task::spawn_blocking(move || {
+            let bytes = fetch_resumable(&url, &device, &credential, &expected, &partial)?;
+            // Checked while streaming; checked again as a whole before install.
+            ArtifactCheck::whole(&expected, &bytes).map_err(ArtifactError::Refused)?;
+            write_atomic(&target, &bytes).map_err(|e| {
+                ArtifactError::Unavailable(format!("cannot store {}: {e}", target.display()))
+            })?;
+            let _ = std::fs::remove_file(&partial);
+            Ok(())
         })
         .await
         .map_err(|e| ArtifactError::Unavailable(format!("download task failed: {e}")))??;
-        // Checked while streaming; checked again as a whole before install.
-        ArtifactCheck::whole(&signed, &bytes).map_err(ArtifactError::Refused)?;
-        write_atomic(&path, &bytes).map_err(|e| {
-            ArtifactError::Unavailable(format!("cannot store {}: {e}", path.display()))
-        })?;
-        let _ = std::fs::remove_file(&part);
         tracing::info!(device = %self.device, model = m.name, version = m.version, "model artifact downloaded");
         Ok(path)
     }

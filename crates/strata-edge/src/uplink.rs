@@ -128,7 +128,7 @@ fn options(config: &UplinkConfig) -> MqttOptions {
 /// One connection's life: returns an error when it ends.
 async fn session(
     config: &UplinkConfig,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
     appended: &Notify,
     twin: &TwinLink,
     backoff: &mut Backoff,
@@ -160,8 +160,14 @@ async fn session(
     loop {
         if connected {
             if !acked.is_empty() {
-                outbox.remove(&acked).map_err(|e| e.to_string())?;
-                acked.clear();
+                // A durable delete waits for the disk: off the runtime's
+                // threads, which other agents' tasks (or this agent's
+                // twin) share.
+                let (o, ids) = (outbox.clone(), std::mem::take(&mut acked));
+                tokio::task::spawn_blocking(move || o.remove(&ids))
+                    .await
+                    .map_err(|e| format!("outbox task failed: {e}"))?
+                    .map_err(|e| e.to_string())?;
             }
             let room = window.saturating_sub(queued.len() + in_flight.len());
             if room > 0 {

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "hub")]
 pub mod bench;
+pub mod campaign;
 #[cfg(feature = "hub")]
 pub mod demo;
 #[cfg(feature = "edge")]

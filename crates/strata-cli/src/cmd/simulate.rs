@@ -68,6 +68,21 @@ pub struct SimulateArgs {
     /// deployed to the simulated devices have their features).
     #[arg(long)]
     pipeline: Option<PathBuf>,
+    /// Devices on an older configuration: this share of the devices
+    /// (spread evenly) runs the `[pipeline]` of `--legacy-pipeline`
+    /// instead, e.g. to rehearse a rollout part of the fleet cannot take.
+    #[arg(long, default_value_t = 0.0, requires = "legacy_pipeline")]
+    legacy_share: f64,
+    /// The pipeline of the legacy devices.
+    #[arg(long)]
+    legacy_pipeline: Option<PathBuf>,
+    /// Milliseconds between two readings batches of a device.
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// How long a model an update installed must run well on a device
+    /// before it is committed (the agents' `[ota] health_window_ms`).
+    #[arg(long, default_value_t = 10_000)]
+    health_window_ms: u64,
     /// Where the fleet's credentials and the agents' outboxes live.
     #[arg(long, default_value = "sim-state")]
     state_dir: PathBuf,
@@ -88,6 +103,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Some(path) => Some(read_pipeline(path)?),
         None => None,
     };
+    let legacy_pipeline = match &args.legacy_pipeline {
+        Some(path) => Some(read_pipeline(path)?),
+        None => None,
+    };
+    if !(0.0..=1.0).contains(&args.legacy_share) {
+        bail!("--legacy-share {}: a share from 0 to 1", args.legacy_share);
+    }
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let api = args.access.client()?;
@@ -101,13 +123,34 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         count: args.devices,
     };
     let saved = args.state_dir.join("fleet.json");
-    let logins = tokio::task::spawn_blocking(move || fleet::logins(&api, &spec, &saved)).await??;
+    let (logins, keys) = tokio::task::spawn_blocking(move || {
+        let logins = fleet::logins(&api, &spec, &saved)?;
+        // The agents trust what this hub trusts, as a real install would
+        // be configured from `GET /api/v1/ota/keys`.
+        let keys: serde_json::Value = api.get("read the OTA keys", "/api/v1/ota/keys")?;
+        anyhow::Ok((logins, keys))
+    })
+    .await??;
+    let ota = |i: usize| strata_edge::config::OtaConfig {
+        release_keys: serde_json::from_value(keys["release_keys"].clone()).unwrap_or_default(),
+        rollout_keys: keys["rollout_key"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        site: args.site.clone(),
+        tags: fleet::tags(i + 1),
+        health_window_ms: args.health_window_ms,
+    };
     let simulator = |seed: u64| SimulatorConfig {
         scenario,
         seed,
         time_scale: args.time_scale,
         lifetime_s: args.lifetime_h * 3600.0,
         failure_horizon_s: args.failure_horizon_h * 3600.0,
+        interval_ms: args
+            .interval_ms
+            .unwrap_or(SimulatorConfig::default().interval_ms),
         ..SimulatorConfig::default()
     };
     for (i, _) in logins.iter().enumerate() {
@@ -123,7 +166,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut fleet = tokio::task::JoinSet::new();
+    let mut legacy = 0;
     for (i, login) in logins.into_iter().enumerate() {
+        // Every 1/share-th device, so that exactly that share is legacy.
+        let is_legacy =
+            ((i + 1) as f64 * args.legacy_share).floor() > (i as f64 * args.legacy_share).floor();
+        legacy += usize::from(is_legacy);
         let config = EdgeConfig {
             data_dir: args.state_dir.join("edge").join(&login.device),
             hub: HubLink {
@@ -133,12 +181,21 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 window: 32,
                 http: Some(args.access.hub.clone()),
             },
-            outbox: OutboxConfig::default(),
+            // Simulated devices share this machine's disk: their outboxes
+            // survive a crash of the simulator, not a power loss.
+            outbox: OutboxConfig {
+                durability: strata_edge::outbox::Durability::Process,
+                ..OutboxConfig::default()
+            },
             sources: vec![SourceConfig::Simulator(simulator(i as u64))],
             health: Default::default(),
-            pipeline: pipeline.clone(),
+            pipeline: if is_legacy {
+                legacy_pipeline.clone()
+            } else {
+                pipeline.clone()
+            },
             models: Vec::new(),
-            ota: Default::default(),
+            ota: ota(i),
             base_dir: args.state_dir.clone(),
             device: login.device,
         };
@@ -146,7 +203,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         fleet.spawn(agent.wait());
     }
     println!(
-        "simulating {} {}s live against {}; Ctrl-C stops",
+        "simulating {} {}s live against {} ({legacy} on the legacy pipeline); Ctrl-C stops",
         args.devices, args.scenario, args.mqtt
     );
     match args.duration_s {

@@ -35,13 +35,19 @@ impl HubProcess {
 
     /// Same, with the MQTT listener on `mqtt` (to restart on the same port).
     pub fn start_on(data_dir: &Path, mqtt: &str, extra: &[&str]) -> HubProcess {
+        Self::start_at(data_dir, mqtt, "127.0.0.1:0", extra)
+    }
+
+    /// A hub on given MQTT and HTTP addresses (e.g. the ones a killed hub
+    /// had, so its devices find it again).
+    pub fn start_at(data_dir: &Path, mqtt: &str, http: &str, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args([
                 "hub",
                 "--mqtt-listen",
                 mqtt,
                 "--http-listen",
-                "127.0.0.1:0",
+                http,
                 "--data-dir",
             ])
             .arg(data_dir)

@@ -179,14 +179,14 @@ impl CampaignSpec {
             Waves::Exponential { start: Some(0), .. } => {
                 return Err(Error::BadRequest("waves: a start of at least 1".into()));
             }
-            Waves::Exponential { factor, .. } if !(factor >= 1.0 && factor <= 1000.0) => {
+            Waves::Exponential { factor, .. } if !(1.0..=1000.0).contains(&factor) => {
                 return Err(Error::BadRequest(format!(
                     "waves: a factor from 1 to 1000, not {factor}"
                 )));
             }
             _ => {}
         }
-        if !(self.success_percent >= 0.0 && self.success_percent <= 100.0) {
+        if !(0.0..=100.0).contains(&self.success_percent) {
             return Err(Error::BadRequest(format!(
                 "success_percent: from 0 to 100, not {}",
                 self.success_percent

@@ -195,6 +195,7 @@ impl Campaigns {
         let lifetime =
             i64::try_from(spec.assignment_ttl_s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
         for ((version, tag), targets) in assign {
+            let started = Instant::now();
             for (device, update) in self
                 .ota
                 .assign(&r.kind, &r.name, version, &targets, tag, lifetime)?
@@ -206,6 +207,7 @@ impl Campaigns {
                 version,
                 tag,
                 devices = targets.len(),
+                ms = started.elapsed().as_millis() as u64,
                 "assignments delivered"
             );
         }
