@@ -590,3 +590,146 @@ fn read_request(stream: &mut std::net::TcpStream) -> String {
     }
     String::from_utf8_lossy(&request).into_owned()
 }
+
+/// `model` with a `doc_string` appended: the same model in a file of its
+/// own (another SHA-256), as a new build of it would be.
+fn rebuilt(model: &[u8], label: &str) -> Vec<u8> {
+    // ModelProto field 6 (doc_string), length-delimited; the last wins.
+    let mut bytes = model.to_vec();
+    bytes.extend([0x32, label.len() as u8]);
+    bytes.extend(label.as_bytes());
+    bytes
+}
+
+/// An HTTP server that sends the first half of `body` and then holds the
+/// connection open without a byte more; returns its address and a flag
+/// raised once a half has gone out.
+fn stalling_mirror(
+    body: Vec<u8>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = sent.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            read_request(&mut stream);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[..body.len() / 2]);
+            let _ = stream.flush();
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (addr, sent)
+}
+
+/// The committed version of `rul` in the agent's state file.
+fn committed(data: &Path) -> u64 {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(data.join("ota-state.json")).unwrap()).unwrap();
+    state["committed"]["model/rul"].as_u64().unwrap()
+}
+
+#[test]
+fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let public = keygen(&key);
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
+    let hub = HubProcess::start_with(&dir.path().join("hub"), &["--config", config.to_str().unwrap()]);
+    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
+    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+
+    // Four builds of the scikit-learn model, each its own file.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let original = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let mut artifacts = Vec::new();
+    for version in 1..=4u64 {
+        let bytes = rebuilt(&original, &format!("build {version}"));
+        let file = dir.path().join(format!("rul-{version}.onnx"));
+        std::fs::write(&file, &bytes).unwrap();
+        let sha = upload(&hub, &bytes);
+        let release = sign_release(&key, version, &file, "machine", features, &["--site", "site-1"]);
+        assert_eq!(submit(&hub, &release).0, 201);
+        artifacts.push((sha, bytes));
+    }
+    let a_dir = dir.path().join("a");
+    let data = a_dir.join("data");
+    let a_config = agent_config(&hub, &a_dir, "press-a", &public, &rollout)
+        .replace("health_window_ms = 1500", "health_window_ms = 3000");
+    let mut agent = EdgeProcess::start(&a_dir, &a_config);
+    assign(&hub, 1, "press-a", 3600);
+    assert_eq!(wait_update(&hub, "press-a", 1)["state"], "committed");
+    // A restarted agent works when its committed model predicts again.
+    let predicting = |what: &str| {
+        let before = hub.readings("press-a", "rul.variable").len();
+        eventually(std::time::Duration::from_secs(60), what, || {
+            hub.readings("press-a", "rul.variable").len() > before + 2
+        });
+    };
+    let kill = |agent: EdgeProcess| drop(agent);
+
+    // 1. Killed during the download: half of v2 is on disk as `.part`.
+    let (mirror, half_sent) = stalling_mirror(artifacts[1].1.clone());
+    let stalled = a_config.replace(&format!("http://{}", hub.http), &format!("http://{mirror}"));
+    kill(agent);
+    agent = EdgeProcess::start(&a_dir, &stalled);
+    assign(&hub, 2, "press-a", 3600);
+    eventually(std::time::Duration::from_secs(60), "half of v2 is downloaded", || {
+        half_sent.load(std::sync::atomic::Ordering::SeqCst)
+            && data.join(format!("models/{}.part", artifacts[1].0)).exists()
+    });
+    kill(agent);
+    assert_eq!(committed(&data), 1);
+    agent = EdgeProcess::start(&a_dir, &a_config);
+    predicting("v1 predicts after a kill during the download");
+    eventually(std::time::Duration::from_secs(60), "v2 commits after the restart", || {
+        update_state(&hub, "press-a", 2).is_some_and(|u| u["state"] == "committed")
+    });
+    assert_eq!(committed(&data), 2);
+
+    // 2. Killed at the switch: the moment v3's file is in place, before
+    // the new model set has proven itself.
+    assign(&hub, 3, "press-a", 3600);
+    let v3 = data.join(format!("models/{}.onnx", artifacts[2].0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !v3.exists() {
+        assert!(std::time::Instant::now() < deadline, "v3 never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    kill(agent);
+    assert_eq!(committed(&data), 2);
+    agent = EdgeProcess::start(&a_dir, &a_config);
+    predicting("v2 predicts after a kill at the switch");
+    eventually(std::time::Duration::from_secs(60), "v3 commits after the restart", || {
+        update_state(&hub, "press-a", 3).is_some_and(|u| u["state"] == "committed")
+    });
+    assert_eq!(committed(&data), 3);
+
+    // 3. Killed in the health window: v4 runs, but is not committed yet.
+    assign(&hub, 4, "press-a", 3600);
+    let v4 = data.join(format!("models/{}.onnx", artifacts[3].0));
+    eventually(std::time::Duration::from_secs(60), "v4 is in place", || v4.exists());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    kill(agent);
+    assert_eq!(committed(&data), 3, "not committed inside the health window");
+    let _agent = EdgeProcess::start(&a_dir, &a_config);
+    predicting("v3 predicts after a kill in the health window");
+    eventually(std::time::Duration::from_secs(60), "v4 commits after the restart", || {
+        update_state(&hub, "press-a", 4).is_some_and(|u| u["state"] == "committed")
+    });
+    assert_eq!(committed(&data), 4);
+}

@@ -58,9 +58,10 @@ pub struct OtaConfig {
     pub site: String,
     /// This device's tags, for releases that target tags.
     pub tags: std::collections::BTreeMap<String, String>,
-    /// How long a newly installed model must run (at least one inference,
-    /// no errors) before its version is committed; else the committed
-    /// version comes back.
+    /// How long a newly installed model must run (no errors, at least one
+    /// inference; one that has had no data yet gets up to twice this more)
+    /// before its version is committed; else the committed version comes
+    /// back.
     pub health_window_ms: u64,
 }
 
