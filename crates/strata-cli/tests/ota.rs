@@ -648,7 +648,10 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     let public = keygen(&key);
     let config = dir.path().join("hub.toml");
     std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
-    let hub = HubProcess::start_with(&dir.path().join("hub"), &["--config", config.to_str().unwrap()]);
+    let hub = HubProcess::start_with(
+        &dir.path().join("hub"),
+        &["--config", config.to_str().unwrap()],
+    );
     let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
     let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
 
@@ -662,7 +665,14 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
         let file = dir.path().join(format!("rul-{version}.onnx"));
         std::fs::write(&file, &bytes).unwrap();
         let sha = upload(&hub, &bytes);
-        let release = sign_release(&key, version, &file, "machine", features, &["--site", "site-1"]);
+        let release = sign_release(
+            &key,
+            version,
+            &file,
+            "machine",
+            features,
+            &["--site", "site-1"],
+        );
         assert_eq!(submit(&hub, &release).0, 201);
         artifacts.push((sha, bytes));
     }
@@ -688,17 +698,25 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     kill(agent);
     agent = EdgeProcess::start(&a_dir, &stalled);
     assign(&hub, 2, "press-a", 3600);
-    eventually(std::time::Duration::from_secs(60), "half of v2 is downloaded", || {
-        half_sent.load(std::sync::atomic::Ordering::SeqCst)
-            && data.join(format!("models/{}.part", artifacts[1].0)).exists()
-    });
+    eventually(
+        std::time::Duration::from_secs(60),
+        "half of v2 is downloaded",
+        || {
+            half_sent.load(std::sync::atomic::Ordering::SeqCst)
+                && data
+                    .join(format!("models/{}.part", artifacts[1].0))
+                    .exists()
+        },
+    );
     kill(agent);
     assert_eq!(committed(&data), 1);
     agent = EdgeProcess::start(&a_dir, &a_config);
     predicting("v1 predicts after a kill during the download");
-    eventually(std::time::Duration::from_secs(60), "v2 commits after the restart", || {
-        update_state(&hub, "press-a", 2).is_some_and(|u| u["state"] == "committed")
-    });
+    eventually(
+        std::time::Duration::from_secs(60),
+        "v2 commits after the restart",
+        || update_state(&hub, "press-a", 2).is_some_and(|u| u["state"] == "committed"),
+    );
     assert_eq!(committed(&data), 2);
 
     // 2. Killed at the switch: the moment v3's file is in place, before
@@ -714,22 +732,32 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     assert_eq!(committed(&data), 2);
     agent = EdgeProcess::start(&a_dir, &a_config);
     predicting("v2 predicts after a kill at the switch");
-    eventually(std::time::Duration::from_secs(60), "v3 commits after the restart", || {
-        update_state(&hub, "press-a", 3).is_some_and(|u| u["state"] == "committed")
-    });
+    eventually(
+        std::time::Duration::from_secs(60),
+        "v3 commits after the restart",
+        || update_state(&hub, "press-a", 3).is_some_and(|u| u["state"] == "committed"),
+    );
     assert_eq!(committed(&data), 3);
 
     // 3. Killed in the health window: v4 runs, but is not committed yet.
     assign(&hub, 4, "press-a", 3600);
     let v4 = data.join(format!("models/{}.onnx", artifacts[3].0));
-    eventually(std::time::Duration::from_secs(60), "v4 is in place", || v4.exists());
+    eventually(std::time::Duration::from_secs(60), "v4 is in place", || {
+        v4.exists()
+    });
     std::thread::sleep(std::time::Duration::from_millis(1500));
     kill(agent);
-    assert_eq!(committed(&data), 3, "not committed inside the health window");
+    assert_eq!(
+        committed(&data),
+        3,
+        "not committed inside the health window"
+    );
     let _agent = EdgeProcess::start(&a_dir, &a_config);
     predicting("v3 predicts after a kill in the health window");
-    eventually(std::time::Duration::from_secs(60), "v4 commits after the restart", || {
-        update_state(&hub, "press-a", 4).is_some_and(|u| u["state"] == "committed")
-    });
+    eventually(
+        std::time::Duration::from_secs(60),
+        "v4 commits after the restart",
+        || update_state(&hub, "press-a", 4).is_some_and(|u| u["state"] == "committed"),
+    );
     assert_eq!(committed(&data), 4);
 }
