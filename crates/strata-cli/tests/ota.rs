@@ -761,3 +761,143 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     );
     assert_eq!(committed(&data), 4);
 }
+
+/// Assigns bundle `app` `version` to `device` with `strata release assign`.
+fn assign_bundle(hub: &HubProcess, version: u64, device: &str) {
+    let hub_url = format!("http://{}", hub.http);
+    let version = version.to_string();
+    strata(
+        &[
+            "release", "assign", "bundle", "app", &version, "--device", device, "--hub", &hub_url,
+            "--token", &hub.token,
+        ]
+        .map(OsStr::new),
+    );
+}
+
+/// The device's report of bundle `app` at `version`, once there.
+fn wait_bundle(hub: &HubProcess, device: &str, version: u64) -> Value {
+    let mut found = None;
+    eventually(
+        std::time::Duration::from_secs(60),
+        &format!("{device} reports app v{version}"),
+        || {
+            let (_, twin) = hub.api("GET", &format!("/api/v1/devices/{device}/twin"), None);
+            found = twin["reported"]["updates"].as_array().and_then(|u| {
+                u.iter()
+                    .find(|u| u["kind"] == "bundle" && u["version"] == version)
+                    .cloned()
+            });
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
+#[test]
+fn bundles_install_through_their_hook_and_roll_back_when_the_check_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let public = keygen(&key);
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
+    let hub = HubProcess::start_with(
+        &dir.path().join("hub"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
+    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+
+    // The "application": a file whose first word says whether it works.
+    // v4 names a hook this device does not have.
+    for (version, content, hook) in [
+        (1, "good 1", "app"),
+        (2, "good 2", "app"),
+        (3, "broken 3", "app"),
+        (4, "good 4", "firmware"),
+        (5, "good 5", "app"),
+    ] {
+        let file = dir.path().join(format!("app-{version}.bin"));
+        std::fs::write(&file, content).unwrap();
+        upload(&hub, content.as_bytes());
+        let v = version.to_string();
+        let args = [
+            "release",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--kind",
+            "bundle",
+            "--name",
+            "app",
+            "--version",
+            &v,
+            "--artifact",
+            file.to_str().unwrap(),
+            "--install-hook",
+            hook,
+        ];
+        let release: Value = serde_json::from_str(&strata(&args.map(OsStr::new))).unwrap();
+        assert_eq!(submit(&hub, &release).0, 201);
+    }
+    let slot = dir.path().join("slot");
+    std::fs::create_dir_all(&slot).unwrap();
+    let installed = slot.join("app");
+    let a_dir = dir.path().join("a");
+    let hooks = format!(
+        "[ota.hooks.app]\ninstall = [\"/bin/sh\", \"-c\", \"cp \\\"$STRATA_BUNDLE\\\" {0}/app.tmp && mv {0}/app.tmp {0}/app\"]\n\
+         check = [\"/bin/sh\", \"-c\", \"grep -q '^good' {0}/app\"]\n",
+        slot.display()
+    );
+    let a_config = format!(
+        "{}{hooks}",
+        agent_config(&hub, &a_dir, "press-a", &public, &rollout)
+    );
+    let agent = EdgeProcess::start(&a_dir, &a_config);
+    let data = a_dir.join("data");
+    let read = || std::fs::read_to_string(&installed).unwrap_or_default();
+    let committed_app = || {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(data.join("ota-state.json")).unwrap()).unwrap();
+        state["committed"]["bundle/app"].as_u64()
+    };
+
+    for version in [1, 2] {
+        assign_bundle(&hub, version, "press-a");
+        assert_eq!(wait_bundle(&hub, "press-a", version)["state"], "committed");
+        assert_eq!(read(), format!("good {version}"));
+    }
+    // v3 installs, fails its check, and v2 is installed again.
+    assign_bundle(&hub, 3, "press-a");
+    let report = wait_bundle(&hub, "press-a", 3);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("rolled_back"), Some("health_check")),
+        "{report}"
+    );
+    assert_eq!(read(), "good 2");
+    assert_eq!(committed_app(), Some(2));
+    // v4 wants a hook this device was not given: nothing runs.
+    assign_bundle(&hub, 4, "press-a");
+    let report = wait_bundle(&hub, "press-a", 4);
+    assert_eq!(report["reason"], "incompatible", "{report}");
+    assert_eq!(read(), "good 2");
+
+    // A power cut while v5 is installed but not yet committed: the next
+    // start puts the committed v2 back before anything else.
+    assign_bundle(&hub, 5, "press-a");
+    eventually(
+        std::time::Duration::from_secs(60),
+        "v5 is installed",
+        || read() == "good 5",
+    );
+    drop(agent);
+    assert_eq!(committed_app(), Some(2));
+    assign_bundle(&hub, 2, "press-a");
+    let _agent = EdgeProcess::start(&a_dir, &a_config);
+    eventually(std::time::Duration::from_secs(60), "v2 is back", || {
+        read() == "good 2"
+    });
+    assert_eq!(wait_bundle(&hub, "press-a", 2)["state"], "committed");
+    assert_eq!(committed_app(), Some(2));
+}

@@ -132,6 +132,7 @@ impl Agent {
             trust,
             identity,
             health_window: Duration::from_millis(config.ota.health_window_ms),
+            hooks: config.ota.hooks.clone(),
         };
         tasks.spawn(applier.run(desired_rx));
 

@@ -63,6 +63,9 @@ pub struct OtaConfig {
     /// before its version is committed; else the committed version comes
     /// back.
     pub health_window_ms: u64,
+    /// Install hooks for bundle releases, by the name a release gives
+    /// (`[ota.hooks.app] install = ["/usr/lib/app/install"]`).
+    pub hooks: std::collections::BTreeMap<String, crate::bundle::HookConfig>,
 }
 
 impl Default for OtaConfig {
@@ -73,6 +76,7 @@ impl Default for OtaConfig {
             site: String::new(),
             tags: Default::default(),
             health_window_ms: 10_000,
+            hooks: Default::default(),
         }
     }
 }
@@ -248,6 +252,8 @@ impl EdgeConfig {
         if let Some(p) = &config.pipeline {
             strata_pipeline::Pipeline::new(p).map_err(|e| format!("[pipeline]: {e}"))?;
         }
+        config.ota.trust()?;
+        crate::bundle::validate(&config.ota.hooks)?;
         Ok(config)
     }
 

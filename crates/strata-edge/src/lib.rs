@@ -6,6 +6,7 @@
 //! gateway build compiles no broker, web server or hub storage.
 
 pub mod agent;
+pub mod bundle;
 pub mod config;
 pub mod health;
 pub mod inference;

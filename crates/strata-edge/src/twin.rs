@@ -83,6 +83,8 @@ pub struct TwinApplier {
     /// How long a newly installed model must run well before it is
     /// committed.
     pub health_window: Duration,
+    /// Install hooks for bundle releases, by name.
+    pub hooks: std::collections::BTreeMap<String, crate::bundle::HookConfig>,
 }
 
 impl TwinApplier {
@@ -93,6 +95,9 @@ impl TwinApplier {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let mut applied_ok = false;
+        // A bundle whose install a power cut interrupted goes back to the
+        // committed one before anything else (slot A).
+        self.recover_bundles().await;
         if let Some(twin) = &current {
             applied_ok = self.apply(twin.clone(), false).await;
         }
@@ -147,34 +152,40 @@ impl TwinApplier {
         let mut commits = Vec::new();
         for value in &twin.updates {
             let at = updates.len();
-            match self.update(value, download, &committed).await {
-                Ok(u) => {
-                    updates.push(update_report(&u.key, u.version, None));
-                    commits.push((u.key, u.version, u.floor, u.config.name.clone()));
-                    ready.push(u.config);
-                }
-                Err(UpdateError::Retry(key, version, e)) => {
-                    tracing::info!(device = %self.device, update = key, "update postponed: {e}");
-                    retry = true;
-                    ready.extend(committed.running(&key));
-                    updates.push(update_report(&key, version, Some(("unavailable", e))));
-                }
-                Err(UpdateError::Failed(key, version, code, e)) => {
-                    tracing::warn!(device = %self.device, update = key, version, "update fails ({code}): {e}");
-                    ready.extend(committed.running(&key));
-                    let mut report = update_report(&key, version, Some((code, e)));
-                    report.state = "failed".into();
-                    updates.push(report);
-                }
-                Err(UpdateError::Refused(key, version, refusal)) => {
-                    tracing::warn!(device = %self.device, update = key, version, "update refused: {refusal}");
-                    // The committed version keeps running.
-                    ready.extend(committed.running(&key));
-                    updates.push(update_report(
-                        &key,
-                        version,
-                        Some((refusal.code(), refusal.to_string())),
-                    ));
+            if is_bundle(value) {
+                let (report, again) = self.bundle_update(value, download, &mut committed).await;
+                updates.push(report);
+                retry |= again;
+            } else {
+                match self.update(value, download, &committed).await {
+                    Ok(u) => {
+                        updates.push(update_report(&u.key, u.version, None));
+                        commits.push((u.key, u.version, u.floor, u.config.name.clone()));
+                        ready.push(u.config);
+                    }
+                    Err(UpdateError::Retry(key, version, e)) => {
+                        tracing::info!(device = %self.device, update = key, "update postponed: {e}");
+                        retry = true;
+                        ready.extend(committed.running(&key));
+                        updates.push(update_report(&key, version, Some(("unavailable", e))));
+                    }
+                    Err(UpdateError::Failed(key, version, code, e)) => {
+                        tracing::warn!(device = %self.device, update = key, version, "update fails ({code}): {e}");
+                        ready.extend(committed.running(&key));
+                        let mut report = update_report(&key, version, Some((code, e)));
+                        report.state = "failed".into();
+                        updates.push(report);
+                    }
+                    Err(UpdateError::Refused(key, version, refusal)) => {
+                        tracing::warn!(device = %self.device, update = key, version, "update refused: {refusal}");
+                        // The committed version keeps running.
+                        ready.extend(committed.running(&key));
+                        updates.push(update_report(
+                            &key,
+                            version,
+                            Some((refusal.code(), refusal.to_string())),
+                        ));
+                    }
                 }
             }
             // Which campaign asked, so the hub counts this answer there.
@@ -393,24 +404,10 @@ impl TwinApplier {
                 floor,
             });
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        // Anything below the floor of the committed release is a rollback.
-        let verified = strata_ota::verify(
-            &self.trust,
-            &self.identity,
-            &signed.assignment,
-            &signed.release,
-            |r| committed.floor(&key_of(r)),
-            now,
-        )
-        .map_err(|refusal| {
+        let r = self.check_signed(&signed, committed).map_err(|refusal| {
             let (k, v) = peek(&signed.release).unwrap_or_else(unknown);
             UpdateError::Refused(k, v, refusal)
         })?;
-        let r = verified.release;
         let key = key_of(&r);
         let refuse = |refusal| UpdateError::Refused(key.clone(), r.version, refusal);
         if r.kind != Kind::Model {
@@ -459,6 +456,185 @@ impl TwinApplier {
         })
     }
 
+    /// Every check of a signed update against this device's trust, identity
+    /// and anti-rollback floors; the release when it passes.
+    fn check_signed(
+        &self,
+        signed: &SignedUpdate,
+        committed: &OtaState,
+    ) -> Result<strata_ota::Release, Refusal> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        // Anything below the floor of the committed release is a rollback.
+        strata_ota::verify(
+            &self.trust,
+            &self.identity,
+            &signed.assignment,
+            &signed.release,
+            |r| committed.floor(&key_of(r)),
+            now,
+        )
+        .map(|v| v.release)
+    }
+
+    /// Verifies, downloads, installs (with the hook the release names),
+    /// waits the health window, runs the hook's check, and commits, or
+    /// installs the committed bundle again. Returns the report, and whether
+    /// to retry later (the artifact could not be fetched).
+    async fn bundle_update(
+        &self,
+        value: &serde_json::Value,
+        download: bool,
+        committed: &mut OtaState,
+    ) -> (UpdateReport, bool) {
+        let refused = |key: &str, version, refusal: Refusal| {
+            update_report(key, version, Some((refusal.code(), refusal.to_string())))
+        };
+        let failed = |key: &str, version, state: &str, code: &str, e: String| {
+            let mut r = update_report(key, version, Some((code, e)));
+            r.state = state.into();
+            r
+        };
+        let signed: SignedUpdate = match serde_json::from_value(value.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let malformed = Refusal::Malformed {
+                    what: "update",
+                    detail: e.to_string(),
+                };
+                return (refused("bundle/?", 0, malformed), false);
+            }
+        };
+        let (key, version) = peek(&signed.release).unwrap_or(("bundle/?".into(), 0));
+        if committed.get(&key) == Some(version) && committed.bundles.contains_key(&key) {
+            return (update_report(&key, version, None), false);
+        }
+        let r = match self.check_signed(&signed, committed) {
+            Ok(r) => r,
+            Err(refusal) => return (refused(&key, version, refusal), false),
+        };
+        let Some(hook_name) = r.bundle.as_ref().map(|b| b.install_hook.clone()) else {
+            let malformed = Refusal::Malformed {
+                what: "release",
+                detail: "a bundle release without an install hook".into(),
+            };
+            return (refused(&key, version, malformed), false);
+        };
+        let Some(hook) = self.hooks.get(&hook_name).cloned() else {
+            let e =
+                format!("this agent has no install hook {hook_name:?} ([ota.hooks.{hook_name}])");
+            return (failed(&key, version, "failed", "incompatible", e), false);
+        };
+        let file = match self
+            .artifact_at(&r.artifact, "bundles", &r.name, download)
+            .await
+        {
+            Ok(path) => path,
+            Err(ArtifactError::Refused(refusal)) => {
+                return (refused(&key, version, refusal), false);
+            }
+            Err(ArtifactError::Unavailable(e)) => {
+                return (update_report(&key, version, Some(("unavailable", e))), true);
+            }
+        };
+        // Marked before the hook runs: a power cut from here on brings the
+        // committed bundle back at the next start.
+        committed.installing.insert(key.clone(), version);
+        self.save(committed);
+        let timeout = Duration::from_secs(hook.timeout_s);
+        let bundle = crate::bundle::Bundle {
+            name: &r.name,
+            version,
+            file: &file,
+        };
+        if let Err(e) = self.hook(hook.install.clone(), &bundle, timeout).await {
+            tracing::warn!(device = %self.device, update = key, version, "bundle install failed: {e}");
+            self.restore_bundle(&key, committed).await;
+            return (failed(&key, version, "failed", "install", e), false);
+        }
+        tokio::time::sleep(self.health_window).await;
+        if let Err(e) = self.hook(hook.check.clone(), &bundle, timeout).await {
+            tracing::warn!(device = %self.device, update = key, version, "bundle check failed; rolling back: {e}");
+            self.restore_bundle(&key, committed).await;
+            return (
+                failed(&key, version, "rolled_back", "health_check", e),
+                false,
+            );
+        }
+        committed.set_bundle(&key, version, r.floor(), &file, &hook_name);
+        self.save(committed);
+        tracing::info!(device = %self.device, update = key, version, "bundle committed");
+        (update_report(&key, version, None), false)
+    }
+
+    /// Runs a hook command off the runtime's threads.
+    async fn hook(
+        &self,
+        command: Vec<String>,
+        bundle: &crate::bundle::Bundle<'_>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let (name, version, file) = (
+            bundle.name.to_owned(),
+            bundle.version,
+            bundle.file.to_owned(),
+        );
+        let dir = self.base_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let bundle = crate::bundle::Bundle {
+                name: &name,
+                version,
+                file: &file,
+            };
+            crate::bundle::run(&command, &bundle, &dir, timeout)
+        })
+        .await
+        .map_err(|e| format!("hook task failed: {e}"))?
+    }
+
+    /// Installs the committed bundle of `key` again (if there is one) and
+    /// clears the install mark.
+    async fn restore_bundle(&self, key: &str, committed: &mut OtaState) {
+        if let Some(b) = committed.bundles.get(key).cloned()
+            && let Some(hook) = self.hooks.get(&b.hook)
+        {
+            let bundle = crate::bundle::Bundle {
+                name: key.split_once('/').map_or(key, |(_, n)| n),
+                version: committed.get(key).unwrap_or(0),
+                file: &b.file,
+            };
+            let timeout = Duration::from_secs(hook.timeout_s);
+            match self.hook(hook.install.clone(), &bundle, timeout).await {
+                Ok(()) => {
+                    tracing::info!(device = %self.device, update = key, "committed bundle installed again")
+                }
+                Err(e) => {
+                    tracing::error!(device = %self.device, update = key, "cannot install the committed bundle again: {e}")
+                }
+            }
+        }
+        committed.installing.remove(key);
+        self.save(committed);
+    }
+
+    /// Brings back the committed bundles whose replacement was cut short.
+    async fn recover_bundles(&self) {
+        let mut state = OtaState::load(&self.data_dir);
+        let cut: Vec<String> = state.installing.keys().cloned().collect();
+        for key in cut {
+            tracing::warn!(device = %self.device, update = key, "an install was cut short; the committed bundle comes back");
+            self.restore_bundle(&key, &mut state).await;
+        }
+    }
+
+    fn save(&self, state: &OtaState) {
+        if let Err(e) = state.save(&self.data_dir) {
+            tracing::warn!(device = %self.device, "cannot keep the OTA state: {e}");
+        }
+    }
+
     /// Loads one assignment alone, to name the model that fails.
     fn check_one(&self, m: &ModelAssignment, path: &Path) -> Result<ModelConfig, String> {
         let config = ModelConfig {
@@ -481,17 +657,34 @@ impl TwinApplier {
         download: bool,
     ) -> Result<PathBuf, ArtifactError> {
         let signed = Artifact {
-            sha256: m.sha256.to_ascii_lowercase(),
+            sha256: m.sha256.clone(),
             size: m.size,
         };
-        if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        self.artifact_at(&signed, "models", &m.name, download).await
+    }
+
+    /// The artifact in `<data>/<dir>/`, downloaded first if needed, and
+    /// checked against its signed size and SHA-256.
+    async fn artifact_at(
+        &self,
+        signed: &Artifact,
+        dir: &str,
+        what: &str,
+        download: bool,
+    ) -> Result<PathBuf, ArtifactError> {
+        let signed = Artifact {
+            sha256: signed.sha256.to_ascii_lowercase(),
+            size: signed.size,
+        };
+        if signed.sha256.len() != 64 || !signed.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ArtifactError::Refused(Refusal::Malformed {
                 what: "artifact",
-                detail: format!("{:?} is not a SHA-256", m.sha256),
+                detail: format!("{:?} is not a SHA-256", signed.sha256),
             }));
         }
-        let dir = self.data_dir.join("models");
-        let path = dir.join(format!("{}.onnx", signed.sha256));
+        let extension = if dir == "models" { "onnx" } else { "bin" };
+        let dir = self.data_dir.join(dir);
+        let path = dir.join(format!("{}.{extension}", signed.sha256));
         if let Ok(bytes) = std::fs::read(&path) {
             if ArtifactCheck::whole(&signed, &bytes).is_ok() {
                 return Ok(path);
@@ -530,7 +723,7 @@ impl TwinApplier {
         })
         .await
         .map_err(|e| ArtifactError::Unavailable(format!("download task failed: {e}")))??;
-        tracing::info!(device = %self.device, model = m.name, version = m.version, "model artifact downloaded");
+        tracing::info!(device = %self.device, release = what, "artifact downloaded");
         Ok(path)
     }
 }
@@ -609,6 +802,14 @@ fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), Str
     Ok(())
 }
 
+/// Whether a signed update (unverified) is a bundle's.
+fn is_bundle(update: &serde_json::Value) -> bool {
+    update["release"]["payload"]
+        .as_str()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .is_some_and(|r| r["kind"] == "bundle")
+}
+
 fn key_of(r: &strata_ota::Release) -> String {
     format!("{}/{}", r.kind.as_str(), r.name)
 }
@@ -654,8 +855,21 @@ struct OtaState {
     committed: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     floors: std::collections::BTreeMap<String, u64>,
+    /// Committed bundles: their file and hook.
+    #[serde(default)]
+    bundles: std::collections::BTreeMap<String, InstalledBundle>,
+    /// Bundles whose install hook ran but which are not committed yet.
+    #[serde(default)]
+    installing: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     installed: std::collections::BTreeMap<String, InstalledModel>,
+}
+
+/// A bundle a committed update installed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct InstalledBundle {
+    file: PathBuf,
+    hook: String,
 }
 
 /// A model a committed update installed.
@@ -702,6 +916,21 @@ impl OtaState {
                 version: config.version.clone(),
                 vector: config.vector.clone(),
                 features: config.features.clone(),
+            },
+        );
+    }
+
+    /// Commits a bundle.
+    fn set_bundle(&mut self, key: &str, version: u64, floor: u64, file: &Path, hook: &str) {
+        let floor = self.floor(key).unwrap_or(0).max(floor);
+        self.floors.insert(key.to_owned(), floor);
+        self.committed.insert(key.to_owned(), version);
+        self.installing.remove(key);
+        self.bundles.insert(
+            key.to_owned(),
+            InstalledBundle {
+                file: file.to_owned(),
+                hook: hook.to_owned(),
             },
         );
     }

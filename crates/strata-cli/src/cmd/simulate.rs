@@ -141,6 +141,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         site: args.site.clone(),
         tags: fleet::tags(i + 1),
         health_window_ms: args.health_window_ms,
+        hooks: Default::default(),
     };
     let simulator = |seed: u64| SimulatorConfig {
         scenario,
