@@ -901,3 +901,111 @@ fn bundles_install_through_their_hook_and_roll_back_when_the_check_fails() {
     assert_eq!(wait_bundle(&hub, "press-a", 2)["state"], "committed");
     assert_eq!(committed_app(), Some(2));
 }
+
+#[test]
+fn config_releases_replace_the_pipeline_and_roll_back_when_it_gives_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let public = keygen(&key);
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
+    let hub = HubProcess::start_with(
+        &dir.path().join("hub"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
+    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+
+    // v1 renames the temperature signal; v2 is not a valid pipeline; v3
+    // keeps only a sensor this machine does not have, so it gives nothing.
+    let v1 = "[[pipeline.signals]]\nname = \"temperature\"\nrename = \"temp_v1\"\n".to_owned();
+    let bad = "[[pipeline.vectors]]\nname = \"v\"\nfeatures = [\"nowhere.mean\"]\n".to_owned();
+    let v3 =
+        "[pipeline]\nunlisted = \"drop\"\n[[pipeline.signals]]\nname = \"pressure\"\n".to_owned();
+    for (version, text) in [(1, v1), (2, bad), (3, v3)] {
+        let file = dir.path().join(format!("config-{version}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        upload(&hub, text.as_bytes());
+        let v = version.to_string();
+        let args = [
+            "release",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--kind",
+            "config",
+            "--name",
+            "pipeline",
+            "--version",
+            &v,
+            "--artifact",
+            file.to_str().unwrap(),
+        ];
+        let release: Value = serde_json::from_str(&strata(&args.map(OsStr::new))).unwrap();
+        assert_eq!(submit(&hub, &release).0, 201);
+    }
+    let a_dir = dir.path().join("a");
+    let a_config = agent_config(&hub, &a_dir, "press-a", &public, &rollout);
+    let agent = EdgeProcess::start(&a_dir, &a_config);
+    let hub_url = format!("http://{}", hub.http);
+    let assign_config = |version: u64| {
+        let v = version.to_string();
+        strata(
+            &[
+                "release", "assign", "config", "pipeline", &v, "--device", "press-a", "--hub",
+                &hub_url, "--token", &hub.token,
+            ]
+            .map(OsStr::new),
+        );
+    };
+    let wait_config = |version: u64| {
+        let mut found = None;
+        eventually(
+            std::time::Duration::from_secs(60),
+            &format!("config v{version} is reported"),
+            || {
+                let (_, twin) = hub.api("GET", "/api/v1/devices/press-a/twin", None);
+                found = twin["reported"]["updates"].as_array().and_then(|u| {
+                    u.iter()
+                        .find(|u| u["kind"] == "config" && u["version"] == version)
+                        .cloned()
+                });
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    };
+    let grows = |what: &str| {
+        let before = hub.readings("press-a", "temp_v1").len();
+        eventually(std::time::Duration::from_secs(60), what, || {
+            hub.readings("press-a", "temp_v1").len() > before + 2
+        });
+    };
+
+    assign_config(1);
+    assert_eq!(wait_config(1)["state"], "committed");
+    grows("the v1 pipeline's renamed signal arrives");
+    assign_config(2);
+    let report = wait_config(2);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("failed"), Some("invalid")),
+        "{report}"
+    );
+    assign_config(3);
+    let report = wait_config(3);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("rolled_back"), Some("health_check")),
+        "{report}"
+    );
+    assert!(
+        report["error"].as_str().unwrap().contains("no output"),
+        "{report}"
+    );
+    grows("the v1 pipeline runs again after the rollback");
+    // A restart (SIGKILL) runs the committed pipeline, not the file's.
+    drop(agent);
+    let _agent = EdgeProcess::start(&a_dir, &a_config);
+    grows("the committed v1 pipeline runs after a restart");
+}

@@ -15,7 +15,7 @@ use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::process::Processor;
 use crate::sources::{self, Frame, SourceStats};
-use crate::twin::{Reported, TwinApplier};
+use crate::twin::{Reported, Swap, TwinApplier};
 use crate::uplink::{self, UplinkConfig};
 
 /// Why the agent could not start.
@@ -61,7 +61,11 @@ impl Agent {
         let appended = Arc::new(Notify::new());
         let (frames, mut frames_rx) = tokio::sync::mpsc::channel::<Frame>(FRAME_QUEUE);
 
-        let pipeline = match &config.pipeline {
+        // A pipeline a config release installed and the device committed
+        // replaces the file's.
+        let file_pipeline = config.pipeline.clone();
+        let active = crate::twin::committed_pipeline(&config.data_dir).or(file_pipeline.clone());
+        let pipeline = match &active {
             Some(p) => Some(
                 strata_pipeline::Pipeline::new(p)
                     .map_err(|e| AgentError::Pipeline(format!("[pipeline]: {e}")))?,
@@ -93,13 +97,18 @@ impl Agent {
             pipeline,
             models,
         );
-        let (swap, swapped) = std::sync::mpsc::channel::<Models>();
+        let (swap, swapped) = std::sync::mpsc::channel::<Swap>();
         std::thread::Builder::new()
             .name("strata-pipeline".into())
             .spawn(move || {
                 while let Some(frame) = frames_rx.blocking_recv() {
-                    while let Ok(models) = swapped.try_recv() {
-                        processor.set_models(models);
+                    while let Ok(change) = swapped.try_recv() {
+                        match change {
+                            Swap::Models(models) => processor.set_models(models),
+                            Swap::Pipeline(pipeline, models) => {
+                                processor.set_pipeline(*pipeline, models)
+                            }
+                        }
                     }
                     processor.handle(frame);
                 }
@@ -125,7 +134,8 @@ impl Agent {
             base_dir: std::path::absolute(&config.base_dir)
                 .unwrap_or_else(|_| config.base_dir.clone()),
             configured: config.models.clone(),
-            vectors,
+            file_pipeline,
+            running: std::sync::Mutex::new(active),
             swap,
             health: health.clone(),
             reported: reported.clone(),

@@ -100,6 +100,9 @@ pub struct HealthState {
     /// Readings the pipeline refused (not finite, late, out of range with
     /// the drop action).
     pub pipeline_dropped: AtomicU64,
+    /// Frames the pipeline turned into output (series or vectors): whether
+    /// a new pipeline is up.
+    pub pipeline_outputs: AtomicU64,
     /// Frames or batches that could not be written to the outbox.
     pub outbox_errors: AtomicU64,
     cpu: Mutex<Option<(Instant, f64)>>,
@@ -116,6 +119,7 @@ impl HealthState {
             sources,
             models: Mutex::new(models),
             pipeline_dropped: AtomicU64::new(0),
+            pipeline_outputs: AtomicU64::new(0),
             outbox_errors: AtomicU64::new(0),
             cpu: Mutex::new(None),
         }

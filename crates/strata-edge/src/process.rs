@@ -54,6 +54,14 @@ impl Processor {
         self.models = models;
     }
 
+    /// Replaces the pipeline (a config release; its windows start empty)
+    /// and the models bound to its vectors.
+    pub fn set_pipeline(&mut self, pipeline: Option<Pipeline>, models: Models) {
+        self.pipeline = pipeline;
+        self.output = Output::new();
+        self.set_models(models);
+    }
+
     /// Handles one frame.
     pub fn handle(&mut self, frame: Frame) {
         let Some(pipeline) = self
@@ -71,6 +79,9 @@ impl Processor {
             .pipeline_dropped
             .store(pipeline.dropped(), Ordering::Relaxed);
         let series = self.output.take_series();
+        if !series.is_empty() || !self.output.vectors().is_empty() {
+            self.health.pipeline_outputs.fetch_add(1, Ordering::Relaxed);
+        }
         for vector in self.output.vectors() {
             self.models.run(vector);
         }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_ota::{Artifact, ArtifactCheck, Kind, Refusal, SignedUpdate};
-use strata_pipeline::VectorSchema;
+use strata_pipeline::{Pipeline, PipelineConfig, VectorSchema};
 use strata_proto::{
     DesiredTwin, DeviceId, ModelAssignment, ModelReport, ReportedTwin, UpdateReport,
 };
@@ -54,6 +54,14 @@ impl Reported {
     }
 }
 
+/// A change for the processing thread.
+pub enum Swap {
+    /// New models over the same pipeline.
+    Models(Models),
+    /// A new pipeline (a config release) and the models bound to it.
+    Pipeline(Box<Option<Pipeline>>, Models),
+}
+
 /// What applying a twin needs.
 pub struct TwinApplier {
     /// The device.
@@ -68,10 +76,13 @@ pub struct TwinApplier {
     pub base_dir: PathBuf,
     /// Models from the config file.
     pub configured: Vec<ModelConfig>,
-    /// The pipeline's feature vectors.
-    pub vectors: Vec<VectorSchema>,
-    /// Where new model sets go (the processing thread).
-    pub swap: std::sync::mpsc::Sender<Models>,
+    /// The `[pipeline]` of the config file (what runs when no config
+    /// release is committed).
+    pub file_pipeline: Option<PipelineConfig>,
+    /// The pipeline the processing thread runs now.
+    pub running: Mutex<Option<PipelineConfig>>,
+    /// Where new model sets and pipelines go (the processing thread).
+    pub swap: std::sync::mpsc::Sender<Swap>,
     /// Health, told about the new models by the processor.
     pub health: Arc<HealthState>,
     /// The report slot the uplink publishes.
@@ -150,14 +161,43 @@ impl TwinApplier {
         let mut committed = OtaState::load(&self.data_dir);
         let mut updates = Vec::new();
         let mut commits = Vec::new();
-        for value in &twin.updates {
+        // A config release decides the vectors models bind to: first.
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let fallback = committed.pipeline().or_else(|| self.file_pipeline.clone());
+        let mut target = fallback.clone();
+        let mut config_commit = None;
+        for value in twin.updates.iter().filter(|v| kind_of(v) == Some("config")) {
+            let report = match self.config_update(value, download, &committed).await {
+                Ok((key, version, floor, path, pipeline)) => {
+                    target = Some(pipeline);
+                    let report = update_report(&key, version, None);
+                    config_commit = Some((key, version, floor, path));
+                    report
+                }
+                Err(e) => {
+                    let (report, again) = error_report(&self.device, e);
+                    retry |= again;
+                    report
+                }
+            };
+            updates.push(UpdateReport {
+                campaign: campaign_of(value),
+                ..report
+            });
+        }
+        let vectors = vectors_of(&target);
+        for value in twin.updates.iter().filter(|v| kind_of(v) != Some("config")) {
             let at = updates.len();
             if is_bundle(value) {
                 let (report, again) = self.bundle_update(value, download, &mut committed).await;
                 updates.push(report);
                 retry |= again;
             } else {
-                match self.update(value, download, &committed).await {
+                match self.update(value, download, &committed, &vectors).await {
                     Ok(u) => {
                         updates.push(update_report(&u.key, u.version, None));
                         commits.push((u.key, u.version, u.floor, u.config.name.clone()));
@@ -196,7 +236,7 @@ impl TwinApplier {
         let installed: Vec<String> = ready.iter().map(|c: &ModelConfig| c.name.clone()).collect();
         for m in twin.models.iter().filter(|m| !installed.contains(&m.name)) {
             let result = match self.artifact(m, download).await {
-                Ok(path) => self.check_one(m, &path),
+                Ok(path) => self.check_one(m, &path, &vectors),
                 Err(e) => Err(e.to_string()),
             };
             match result {
@@ -221,23 +261,37 @@ impl TwinApplier {
             })
             .collect();
         configs.extend(ready);
-        match Models::load(&configs, Path::new("/"), &self.vectors) {
+        match Models::load(&configs, Path::new("/"), &vectors) {
             Ok(models) => {
                 let stats = models.stats();
-                let _ = self.swap.send(models);
+                let outputs = self
+                    .health
+                    .pipeline_outputs
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                self.send(&target, running.as_ref(), models);
                 // A newly installed version must prove itself on live data
                 // before it is committed; else the committed one comes back.
+                let config_entry = config_commit
+                    .as_ref()
+                    .map(|(key, version, floor, _)| (key.clone(), *version, *floor, String::new()));
                 let fresh: Vec<&(String, u64, u64, String)> = commits
                     .iter()
+                    .chain(config_entry.iter())
                     .filter(|(key, version, _, _)| committed.get(key) != Some(*version))
                     .collect();
                 let unhealthy = if fresh.is_empty() {
                     Vec::new()
                 } else {
-                    self.health_window(&fresh, &stats).await
+                    self.health_window(&fresh, &stats, outputs).await
                 };
                 if !unhealthy.is_empty() {
-                    self.roll_back(&configs, &unhealthy, &committed);
+                    let config_failed = unhealthy.iter().any(|(k, _)| k.starts_with("config/"));
+                    let back_pipeline = if config_failed {
+                        fallback.clone()
+                    } else {
+                        target.clone()
+                    };
+                    self.roll_back(&configs, &unhealthy, &committed, &back_pipeline, &target);
                     for (key, why) in &unhealthy {
                         for u in updates
                             .iter_mut()
@@ -259,7 +313,12 @@ impl TwinApplier {
                         committed.set(key, *version, *floor, config);
                     }
                 }
-                if !commits.is_empty()
+                if let Some((key, version, floor, path)) = &config_commit
+                    && !unhealthy.iter().any(|(k, _)| k == key)
+                {
+                    committed.set_config(key, *version, *floor, path);
+                }
+                if (!commits.is_empty() || config_commit.is_some())
                     && let Err(e) = committed.save(&self.data_dir)
                 {
                     tracing::warn!(device = %self.device, "cannot keep the committed versions: {e}");
@@ -275,6 +334,7 @@ impl TwinApplier {
                 }
                 for u in updates.iter_mut().filter(|u| u.state == "committed") {
                     u.state = "failed".into();
+                    u.reason = Some("incompatible".into());
                     u.error = Some(e.clone());
                 }
             }
@@ -303,9 +363,16 @@ impl TwinApplier {
         &self,
         fresh: &[&(String, u64, u64, String)],
         stats: &[(String, Arc<crate::health::ModelStats>)],
+        outputs_before: u64,
     ) -> Vec<(String, String)> {
         use std::sync::atomic::Ordering::Relaxed;
+        // A model: its runs and errors; a pipeline (no model name): the
+        // frames it turned into output since the switch.
         let counts = |name: &str| {
+            if name.is_empty() {
+                let outputs = self.health.pipeline_outputs.load(Relaxed);
+                return (outputs.saturating_sub(outputs_before), 0);
+            }
             stats
                 .iter()
                 .find(|(n, _)| n == name)
@@ -325,6 +392,11 @@ impl TwinApplier {
             let why = if errors > 0 {
                 Some(format!(
                     "{errors} of {runs} inferences failed in the health window"
+                ))
+            } else if runs == 0 && name.is_empty() {
+                Some(format!(
+                    "the new pipeline gave no output in {:.1} s",
+                    self.health_window.as_secs_f64() * 3.0
                 ))
             } else if runs == 0 {
                 Some(format!(
@@ -349,6 +421,8 @@ impl TwinApplier {
         configs: &[ModelConfig],
         unhealthy: &[(String, String)],
         committed: &OtaState,
+        pipeline: &Option<PipelineConfig>,
+        running: &Option<PipelineConfig>,
     ) {
         let names: Vec<String> = unhealthy
             .iter()
@@ -362,12 +436,75 @@ impl TwinApplier {
         for (key, _) in unhealthy {
             back.extend(committed.running(key));
         }
-        match Models::load(&back, Path::new("/"), &self.vectors) {
-            Ok(models) => {
-                let _ = self.swap.send(models);
-            }
+        match Models::load(&back, Path::new("/"), &vectors_of(pipeline)) {
+            Ok(models) => self.send(pipeline, running.as_ref(), models),
             Err(e) => tracing::error!(device = %self.device, "cannot roll back: {e}"),
         }
+    }
+
+    /// Sends models to the processing thread, with `pipeline` when it is
+    /// not the one running.
+    fn send(
+        &self,
+        pipeline: &Option<PipelineConfig>,
+        running: Option<&PipelineConfig>,
+        models: Models,
+    ) {
+        if pipeline.as_ref() == running {
+            let _ = self.swap.send(Swap::Models(models));
+            return;
+        }
+        match pipeline.as_ref().map(Pipeline::new).transpose() {
+            Ok(p) => {
+                let _ = self.swap.send(Swap::Pipeline(Box::new(p), models));
+                *self.running.lock().unwrap_or_else(|e| e.into_inner()) = pipeline.clone();
+            }
+            // Checked when the release was read; kept as it is otherwise.
+            Err(e) => tracing::error!(device = %self.device, "cannot start the pipeline: {e}"),
+        }
+    }
+
+    /// Verifies a config release and reads its `[pipeline]`.
+    async fn config_update(
+        &self,
+        value: &serde_json::Value,
+        download: bool,
+        committed: &OtaState,
+    ) -> Result<(String, u64, u64, PathBuf, PipelineConfig), UpdateError> {
+        let signed: SignedUpdate = serde_json::from_value(value.clone()).map_err(|e| {
+            UpdateError::Refused(
+                "config/?".into(),
+                0,
+                Refusal::Malformed {
+                    what: "update",
+                    detail: e.to_string(),
+                },
+            )
+        })?;
+        let (key, version) = peek(&signed.release).unwrap_or(("config/?".into(), 0));
+        if committed.get(&key) == Some(version)
+            && let Some(path) = committed.configs.get(&key)
+            && let Ok(pipeline) = read_pipeline(path)
+        {
+            let floor = committed.floor(&key).unwrap_or(version);
+            return Ok((key, version, floor, path.clone(), pipeline));
+        }
+        let r = self
+            .check_signed(&signed, committed)
+            .map_err(|refusal| UpdateError::Refused(key.clone(), version, refusal))?;
+        let path = match self
+            .artifact_at(&r.artifact, "configs", &r.name, download)
+            .await
+        {
+            Ok(path) => path,
+            Err(ArtifactError::Refused(refusal)) => {
+                return Err(UpdateError::Refused(key, version, refusal));
+            }
+            Err(ArtifactError::Unavailable(e)) => return Err(UpdateError::Retry(key, version, e)),
+        };
+        let pipeline = read_pipeline(&path)
+            .map_err(|e| UpdateError::Failed(key.clone(), version, "invalid", e))?;
+        Ok((key, version, r.floor(), path, pipeline))
     }
 
     /// Verifies a signed update and makes its model ready to load.
@@ -376,6 +513,7 @@ impl TwinApplier {
         value: &serde_json::Value,
         download: bool,
         committed: &OtaState,
+        vectors: &[VectorSchema],
     ) -> Result<ReadyUpdate, UpdateError> {
         let unknown = || ("?".to_owned(), 0);
         let signed: SignedUpdate = serde_json::from_value(value.clone()).map_err(|e| {
@@ -446,7 +584,7 @@ impl TwinApplier {
         }
         // E.g. the model reads a vector this device's pipeline lacks.
         let config = self
-            .check_one(&m, &path)
+            .check_one(&m, &path, vectors)
             .map_err(|e| UpdateError::Failed(key.clone(), r.version, "incompatible", e))?;
         Ok(ReadyUpdate {
             config,
@@ -636,7 +774,12 @@ impl TwinApplier {
     }
 
     /// Loads one assignment alone, to name the model that fails.
-    fn check_one(&self, m: &ModelAssignment, path: &Path) -> Result<ModelConfig, String> {
+    fn check_one(
+        &self,
+        m: &ModelAssignment,
+        path: &Path,
+        vectors: &[VectorSchema],
+    ) -> Result<ModelConfig, String> {
         let config = ModelConfig {
             name: m.name.clone(),
             path: path.to_owned(),
@@ -645,7 +788,7 @@ impl TwinApplier {
             features: Some(m.features.clone()),
             outputs: None,
         };
-        Models::load(std::slice::from_ref(&config), Path::new("/"), &self.vectors)?;
+        Models::load(std::slice::from_ref(&config), Path::new("/"), vectors)?;
         Ok(config)
     }
 
@@ -682,7 +825,11 @@ impl TwinApplier {
                 detail: format!("{:?} is not a SHA-256", signed.sha256),
             }));
         }
-        let extension = if dir == "models" { "onnx" } else { "bin" };
+        let extension = match dir {
+            "models" => "onnx",
+            "configs" => "toml",
+            _ => "bin",
+        };
         let dir = self.data_dir.join(dir);
         let path = dir.join(format!("{}.{extension}", signed.sha256));
         if let Ok(bytes) = std::fs::read(&path) {
@@ -802,12 +949,68 @@ fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), Str
     Ok(())
 }
 
+/// The kind a signed update's release claims (unverified).
+fn kind_of(update: &serde_json::Value) -> Option<&'static str> {
+    let payload = update["release"]["payload"].as_str()?;
+    let r: serde_json::Value = serde_json::from_str(payload).ok()?;
+    ["model", "config", "bundle"]
+        .into_iter()
+        .find(|k| r["kind"] == *k)
+}
+
 /// Whether a signed update (unverified) is a bundle's.
 fn is_bundle(update: &serde_json::Value) -> bool {
-    update["release"]["payload"]
-        .as_str()
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-        .is_some_and(|r| r["kind"] == "bundle")
+    kind_of(update) == Some("bundle")
+}
+
+/// The pipeline a committed config release installed, for the agent's
+/// start (it replaces the config file's `[pipeline]`).
+pub fn committed_pipeline(data_dir: &Path) -> Option<PipelineConfig> {
+    OtaState::load(data_dir).pipeline()
+}
+
+/// The `[pipeline]` of a config release's file, checked.
+fn read_pipeline(path: &Path) -> Result<PipelineConfig, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        pipeline: PipelineConfig,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: File = toml::from_str(&text)
+        .map_err(|e| format!("not a config with a [pipeline]: {}", e.message()))?;
+    Pipeline::new(&file.pipeline).map_err(|e| format!("[pipeline]: {e}"))?;
+    Ok(file.pipeline)
+}
+
+/// The feature vectors a pipeline makes.
+fn vectors_of(pipeline: &Option<PipelineConfig>) -> Vec<VectorSchema> {
+    pipeline
+        .as_ref()
+        .and_then(|p| Pipeline::new(p).ok())
+        .map(|p| p.vector_schemas().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The report of an update that did not install, and whether to retry.
+fn error_report(device: &DeviceId, e: UpdateError) -> (UpdateReport, bool) {
+    match e {
+        UpdateError::Retry(key, version, e) => {
+            tracing::info!(%device, update = key, "update postponed: {e}");
+            (update_report(&key, version, Some(("unavailable", e))), true)
+        }
+        UpdateError::Failed(key, version, code, e) => {
+            tracing::warn!(%device, update = key, version, "update fails ({code}): {e}");
+            let mut report = update_report(&key, version, Some((code, e)));
+            report.state = "failed".into();
+            (report, false)
+        }
+        UpdateError::Refused(key, version, refusal) => {
+            tracing::warn!(%device, update = key, version, "update refused: {refusal}");
+            let report = update_report(&key, version, Some((refusal.code(), refusal.to_string())));
+            (report, false)
+        }
+    }
 }
 
 fn key_of(r: &strata_ota::Release) -> String {
@@ -858,6 +1061,9 @@ struct OtaState {
     /// Committed bundles: their file and hook.
     #[serde(default)]
     bundles: std::collections::BTreeMap<String, InstalledBundle>,
+    /// Committed config releases: their file.
+    #[serde(default)]
+    configs: std::collections::BTreeMap<String, PathBuf>,
     /// Bundles whose install hook ran but which are not committed yet.
     #[serde(default)]
     installing: std::collections::BTreeMap<String, u64>,
@@ -918,6 +1124,21 @@ impl OtaState {
                 features: config.features.clone(),
             },
         );
+    }
+
+    /// Commits a config release.
+    fn set_config(&mut self, key: &str, version: u64, floor: u64, file: &Path) {
+        let floor = self.floor(key).unwrap_or(0).max(floor);
+        self.floors.insert(key.to_owned(), floor);
+        self.committed.insert(key.to_owned(), version);
+        self.configs.insert(key.to_owned(), file.to_owned());
+    }
+
+    /// The pipeline of the committed config release, if any.
+    fn pipeline(&self) -> Option<PipelineConfig> {
+        self.configs
+            .values()
+            .find_map(|path| read_pipeline(path).ok())
     }
 
     /// Commits a bundle.
