@@ -680,7 +680,7 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     let data = a_dir.join("data");
     let a_config = agent_config(&hub, &a_dir, "press-a", &public, &rollout)
         .replace("health_window_ms = 1500", "health_window_ms = 3000");
-    let mut agent = EdgeProcess::start(&a_dir, &a_config);
+    let agent = EdgeProcess::start(&a_dir, &a_config);
     assign(&hub, 1, "press-a", 3600);
     assert_eq!(wait_update(&hub, "press-a", 1)["state"], "committed");
     // A restarted agent works when its committed model predicts again.
@@ -691,12 +691,27 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
         });
     };
     let kill = |agent: EdgeProcess| drop(agent);
+    // After a kill: `before` is still the committed version, a restarted
+    // agent predicts again, then the update to `after` completes.
+    let recovers = |agent: EdgeProcess, before: u64, after: u64, step: &str| {
+        kill(agent);
+        assert_eq!(committed(&data), before, "committed early, {step}");
+        let agent = EdgeProcess::start(&a_dir, &a_config);
+        predicting(&format!("v{before} predicts after a kill {step}"));
+        eventually(
+            std::time::Duration::from_secs(60),
+            &format!("v{after} commits after a kill {step}"),
+            || update_state(&hub, "press-a", after).is_some_and(|u| u["state"] == "committed"),
+        );
+        assert_eq!(committed(&data), after);
+        agent
+    };
 
     // 1. Killed during the download: half of v2 is on disk as `.part`.
     let (mirror, half_sent) = stalling_mirror(artifacts[1].1.clone());
     let stalled = a_config.replace(&format!("http://{}", hub.http), &format!("http://{mirror}"));
     kill(agent);
-    agent = EdgeProcess::start(&a_dir, &stalled);
+    let agent = EdgeProcess::start(&a_dir, &stalled);
     assign(&hub, 2, "press-a", 3600);
     eventually(
         std::time::Duration::from_secs(60),
@@ -708,16 +723,7 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
                     .exists()
         },
     );
-    kill(agent);
-    assert_eq!(committed(&data), 1);
-    agent = EdgeProcess::start(&a_dir, &a_config);
-    predicting("v1 predicts after a kill during the download");
-    eventually(
-        std::time::Duration::from_secs(60),
-        "v2 commits after the restart",
-        || update_state(&hub, "press-a", 2).is_some_and(|u| u["state"] == "committed"),
-    );
-    assert_eq!(committed(&data), 2);
+    let agent = recovers(agent, 1, 2, "during the download");
 
     // 2. Killed at the switch: the moment v3's file is in place, before
     // the new model set has proven itself.
@@ -728,16 +734,7 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
         assert!(std::time::Instant::now() < deadline, "v3 never arrived");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    kill(agent);
-    assert_eq!(committed(&data), 2);
-    agent = EdgeProcess::start(&a_dir, &a_config);
-    predicting("v2 predicts after a kill at the switch");
-    eventually(
-        std::time::Duration::from_secs(60),
-        "v3 commits after the restart",
-        || update_state(&hub, "press-a", 3).is_some_and(|u| u["state"] == "committed"),
-    );
-    assert_eq!(committed(&data), 3);
+    let agent = recovers(agent, 2, 3, "at the switch");
 
     // 3. Killed in the health window: v4 runs, but is not committed yet.
     assign(&hub, 4, "press-a", 3600);
@@ -746,20 +743,7 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
         v4.exists()
     });
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    kill(agent);
-    assert_eq!(
-        committed(&data),
-        3,
-        "not committed inside the health window"
-    );
-    let _agent = EdgeProcess::start(&a_dir, &a_config);
-    predicting("v3 predicts after a kill in the health window");
-    eventually(
-        std::time::Duration::from_secs(60),
-        "v4 commits after the restart",
-        || update_state(&hub, "press-a", 4).is_some_and(|u| u["state"] == "committed"),
-    );
-    assert_eq!(committed(&data), 4);
+    recovers(agent, 3, 4, "in the health window");
 }
 
 /// Assigns bundle `app` `version` to `device` with `strata release assign`.
