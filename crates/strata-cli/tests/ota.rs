@@ -988,7 +988,18 @@ fn config_releases_replace_the_pipeline_and_roll_back_when_it_gives_nothing() {
         "{report}"
     );
     grows("the v1 pipeline runs again after the rollback");
-    // A restart (SIGKILL) runs the committed pipeline, not the file's.
+    // The device remembers that this assignment failed: a restart does not
+    // try it again. A restart (SIGKILL) runs the committed pipeline, not
+    // the file's.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    let failed: Vec<u64> = state["failed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(failed, [3], "{state}");
     drop(agent);
     let _agent = EdgeProcess::start(&a_dir, &a_config);
     grows("the committed v1 pipeline runs after a restart");

@@ -170,7 +170,16 @@ impl TwinApplier {
         let fallback = committed.pipeline().or_else(|| self.file_pipeline.clone());
         let mut target = fallback.clone();
         let mut config_commit = None;
+        // The assignment (by digest) each report answers, in order.
+        let mut answered = Vec::new();
         for value in twin.updates.iter().filter(|v| kind_of(v) == Some("config")) {
+            answered.push(assignment_digest(value));
+            // An assignment that already failed here is not tried again
+            // (e.g. after a restart): its report stands.
+            if let Some(known) = committed.failed_before(value) {
+                updates.push(known);
+                continue;
+            }
             let report = match self.config_update(value, download, &committed).await {
                 Ok((key, version, floor, path, pipeline)) => {
                     target = Some(pipeline);
@@ -192,6 +201,14 @@ impl TwinApplier {
         let vectors = vectors_of(&target);
         for value in twin.updates.iter().filter(|v| kind_of(v) != Some("config")) {
             let at = updates.len();
+            answered.push(assignment_digest(value));
+            if let Some(known) = committed.failed_before(value) {
+                // The committed model of that name keeps running.
+                let key = format!("{}/{}", known.kind, known.name);
+                ready.extend(committed.running(&key));
+                updates.push(known);
+                continue;
+            }
             if is_bundle(value) {
                 let (report, again) = self.bundle_update(value, download, &mut committed).await;
                 updates.push(report);
@@ -338,6 +355,12 @@ impl TwinApplier {
                     u.error = Some(e.clone());
                 }
             }
+        }
+        // Remember what failed for good, for the assignments the twin
+        // still names.
+        let mut state = OtaState::load(&self.data_dir);
+        if state.remember_failures(&answered, &updates) {
+            self.save(&state);
         }
         let ok = !retry && reports.iter().all(|r| r.state == "running");
         if ok {
@@ -949,6 +972,13 @@ fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), Str
     Ok(())
 }
 
+/// The SHA-256 of a signed update's assignment payload: which assignment
+/// it is.
+fn assignment_digest(update: &serde_json::Value) -> Option<String> {
+    let payload = update["assignment"]["payload"].as_str()?;
+    Some(strata_ota::sha256_hex(payload.as_bytes()))
+}
+
 /// The kind a signed update's release claims (unverified).
 fn kind_of(update: &serde_json::Value) -> Option<&'static str> {
     let payload = update["release"]["payload"].as_str()?;
@@ -1061,6 +1091,9 @@ struct OtaState {
     /// Committed bundles: their file and hook.
     #[serde(default)]
     bundles: std::collections::BTreeMap<String, InstalledBundle>,
+    /// Reports of assignments (by digest) that failed for good here.
+    #[serde(default)]
+    failed: std::collections::BTreeMap<String, UpdateReport>,
     /// Committed config releases: their file.
     #[serde(default)]
     configs: std::collections::BTreeMap<String, PathBuf>,
@@ -1124,6 +1157,34 @@ impl OtaState {
                 features: config.features.clone(),
             },
         );
+    }
+
+    /// The report of this signed update's assignment, if it failed here
+    /// for good before.
+    fn failed_before(&self, update: &serde_json::Value) -> Option<UpdateReport> {
+        self.failed.get(&assignment_digest(update)?).cloned()
+    }
+
+    /// Keeps the final failures among `reports` (answering the assignments
+    /// `answered`, in order) and forgets assignments no longer named;
+    /// true when something changed.
+    fn remember_failures(&mut self, answered: &[Option<String>], reports: &[UpdateReport]) -> bool {
+        let before = self.failed.clone();
+        self.failed
+            .retain(|digest, _| answered.iter().flatten().any(|a| a == digest));
+        for (digest, report) in answered.iter().zip(reports) {
+            let for_good = match report.state.as_str() {
+                "failed" | "rolled_back" => true,
+                "refused" => report.reason.as_deref() != Some("unavailable"),
+                _ => false,
+            };
+            if let Some(digest) = digest
+                && for_good
+            {
+                self.failed.insert(digest.clone(), report.clone());
+            }
+        }
+        self.failed != before
     }
 
     /// Commits a config release.
