@@ -220,28 +220,12 @@ impl TwinApplier {
                         commits.push((u.key, u.version, u.floor, u.config.name.clone()));
                         ready.push(u.config);
                     }
-                    Err(UpdateError::Retry(key, version, e)) => {
-                        tracing::info!(device = %self.device, update = key, "update postponed: {e}");
-                        retry = true;
-                        ready.extend(committed.running(&key));
-                        updates.push(update_report(&key, version, Some(("unavailable", e))));
-                    }
-                    Err(UpdateError::Failed(key, version, code, e)) => {
-                        tracing::warn!(device = %self.device, update = key, version, "update fails ({code}): {e}");
-                        ready.extend(committed.running(&key));
-                        let mut report = update_report(&key, version, Some((code, e)));
-                        report.state = "failed".into();
-                        updates.push(report);
-                    }
-                    Err(UpdateError::Refused(key, version, refusal)) => {
-                        tracing::warn!(device = %self.device, update = key, version, "update refused: {refusal}");
+                    Err(e) => {
                         // The committed version keeps running.
-                        ready.extend(committed.running(&key));
-                        updates.push(update_report(
-                            &key,
-                            version,
-                            Some((refusal.code(), refusal.to_string())),
-                        ));
+                        ready.extend(committed.running(e.key()));
+                        let (report, again) = error_report(&self.device, e);
+                        retry |= again;
+                        updates.push(report);
                     }
                 }
             }
@@ -912,6 +896,17 @@ impl std::fmt::Display for ArtifactError {
         match self {
             ArtifactError::Refused(r) => write!(f, "refused: {r}"),
             ArtifactError::Unavailable(e) => f.write_str(e),
+        }
+    }
+}
+
+impl UpdateError {
+    /// The update's `kind/name`.
+    fn key(&self) -> &str {
+        match self {
+            UpdateError::Refused(key, ..)
+            | UpdateError::Retry(key, ..)
+            | UpdateError::Failed(key, ..) => key,
         }
     }
 }

@@ -233,7 +233,7 @@ impl Campaigns {
                 r.kind, r.name, r.version
             )));
         }
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(busy) = self.store.campaigns()?.into_iter().find(|c| {
             ACTIVE.contains(&c.state.as_str())
                 && spec_of(c).is_ok_and(|s| s.release.kind == r.kind && s.release.name == r.name)
@@ -315,7 +315,7 @@ impl Campaigns {
             "campaign created"
         );
         self.wake.wake();
-        drop(_guard);
+        drop(guard);
         self.view(id)
     }
 
