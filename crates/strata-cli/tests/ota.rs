@@ -199,6 +199,24 @@ fn the_hub_accepts_only_signed_current_newer_intact_releases() {
     }
 }
 
+/// A hub trusting a fresh release key, with what agents are given: the
+/// hub, the release key file, its public half, and the hub's rollout key.
+fn ota_hub(dir: &Path) -> (HubProcess, std::path::PathBuf, String, String) {
+    let key = dir.join("release.key");
+    let public = keygen(&key);
+    let config = dir.join("hub.toml");
+    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
+    let hub = HubProcess::start_with(&dir.join("hub"), &["--config", config.to_str().unwrap()]);
+    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
+    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+    (hub, key, public, rollout)
+}
+
+/// An agent's `ota-state.json`.
+fn ota_state(data: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(data.join("ota-state.json")).unwrap()).unwrap()
+}
+
 /// An agent config for `device` trusting `release_key` and `rollout_key`,
 /// with the simulator and the `machine` vector the test model reads.
 fn agent_config(
@@ -269,14 +287,8 @@ fn assign(hub: &HubProcess, version: u64, device: &str, expires_in_s: u64) {
 #[test]
 fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("release.key");
-    let public = keygen(&key);
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
-    let data = dir.path().join("hub");
-    let hub = HubProcess::start_with(&data, &["--config", config.to_str().unwrap()]);
-    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
-    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+    let (hub, key, public, rollout) = ota_hub(dir.path());
+    let data = hub.data_dir.clone();
 
     // Three releases of the scikit-learn model: v1, v2 (same file), and v3,
     // whose artifact is damaged in the hub's store after it was accepted.
@@ -369,8 +381,7 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         "{report}"
     );
     // Still committed to v2.
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    let state: Value = ota_state(&a_dir.join("data"));
     assert_eq!(state["committed"]["model/rul"], 2);
     // v4 carries golden cases (from onnxruntime) it must reproduce before
     // it runs: it passes and commits. v5's golden outputs are wrong: it
@@ -413,8 +424,7 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         (Some("failed"), Some("health_check")),
         "{report}"
     );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    let state: Value = ota_state(&a_dir.join("data"));
     assert_eq!(state["committed"]["model/rul"], 4);
     // v6 reads a vector this device never completes (no such sensors): it
     // loads and passes its checks, but makes no prediction in the health
@@ -442,8 +452,7 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
             .contains("no inference ran"),
         "{report}"
     );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    let state: Value = ota_state(&a_dir.join("data"));
     assert_eq!(state["committed"]["model/rul"], 4);
     let before = hub.readings("press-a", "rul.variable").len();
     eventually(
@@ -636,24 +645,13 @@ fn stalling_mirror(
 
 /// The committed version of `rul` in the agent's state file.
 fn committed(data: &Path) -> u64 {
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(data.join("ota-state.json")).unwrap()).unwrap();
-    state["committed"]["model/rul"].as_u64().unwrap()
+    ota_state(data)["committed"]["model/rul"].as_u64().unwrap()
 }
 
 #[test]
 fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("release.key");
-    let public = keygen(&key);
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
-    let hub = HubProcess::start_with(
-        &dir.path().join("hub"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
-    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+    let (hub, key, public, rollout) = ota_hub(dir.path());
 
     // Four builds of the scikit-learn model, each its own file.
     peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
@@ -781,16 +779,7 @@ fn wait_bundle(hub: &HubProcess, device: &str, version: u64) -> Value {
 #[test]
 fn bundles_install_through_their_hook_and_roll_back_when_the_check_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("release.key");
-    let public = keygen(&key);
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
-    let hub = HubProcess::start_with(
-        &dir.path().join("hub"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
-    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+    let (hub, key, public, rollout) = ota_hub(dir.path());
 
     // The "application": a file whose first word says whether it works.
     // v4 names a hook this device does not have.
@@ -840,11 +829,7 @@ fn bundles_install_through_their_hook_and_roll_back_when_the_check_fails() {
     let agent = EdgeProcess::start(&a_dir, &a_config);
     let data = a_dir.join("data");
     let read = || std::fs::read_to_string(&installed).unwrap_or_default();
-    let committed_app = || {
-        let state: Value =
-            serde_json::from_slice(&std::fs::read(data.join("ota-state.json")).unwrap()).unwrap();
-        state["committed"]["bundle/app"].as_u64()
-    };
+    let committed_app = || ota_state(&data)["committed"]["bundle/app"].as_u64();
 
     for version in [1, 2] {
         assign_bundle(&hub, version, "press-a");
@@ -889,16 +874,7 @@ fn bundles_install_through_their_hook_and_roll_back_when_the_check_fails() {
 #[test]
 fn config_releases_replace_the_pipeline_and_roll_back_when_it_gives_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("release.key");
-    let public = keygen(&key);
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, format!("[ota]\nrelease_keys = [\"{public}\"]\n")).unwrap();
-    let hub = HubProcess::start_with(
-        &dir.path().join("hub"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let (_, keys) = hub.api("GET", "/api/v1/ota/keys", None);
-    let rollout = keys["rollout_key"].as_str().unwrap().to_owned();
+    let (hub, key, public, rollout) = ota_hub(dir.path());
 
     // v1 renames the temperature signal; v2 is not a valid pipeline; v3
     // keeps only a sensor this machine does not have, so it gives nothing.
@@ -991,8 +967,7 @@ fn config_releases_replace_the_pipeline_and_roll_back_when_it_gives_nothing() {
     // The device remembers that this assignment failed: a restart does not
     // try it again. A restart (SIGKILL) runs the committed pipeline, not
     // the file's.
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(a_dir.join("data/ota-state.json")).unwrap()).unwrap();
+    let state: Value = ota_state(&a_dir.join("data"));
     let failed: Vec<u64> = state["failed"]
         .as_object()
         .unwrap()
