@@ -174,13 +174,10 @@ pub fn run(cmd: CampaignCommand) -> anyhow::Result<()> {
                 .client()?
                 .get("list campaigns", "/api/v1/campaigns")?;
             for c in &list {
-                let r = &c["spec"]["release"];
                 print_line(&format!(
-                    "{:>4}  {} {} v{}  {}  wave {}/{}  {}",
+                    "{:>4}  {}  {}  wave {}/{}  {}",
                     c["id"],
-                    r["kind"].as_str().unwrap_or("?"),
-                    r["name"].as_str().unwrap_or("?"),
-                    r["version"],
+                    release(c),
                     c["state"].as_str().unwrap_or("?"),
                     c["wave"].as_u64().unwrap_or(0) + 1,
                     c["waves"],
@@ -277,15 +274,23 @@ fn summary(view: &Value) -> String {
     )
 }
 
-/// The campaign as a table of waves, then its failures.
-fn show(view: &Value) {
-    let r = &view["spec"]["release"];
-    print_line(&format!(
-        "campaign {}: {} {} v{} to {} devices: {}{}",
-        view["id"],
+/// A campaign's release: `model rul v3`.
+fn release(campaign: &Value) -> String {
+    let r = &campaign["spec"]["release"];
+    format!(
+        "{} {} v{}",
         r["kind"].as_str().unwrap_or("?"),
         r["name"].as_str().unwrap_or("?"),
-        r["version"],
+        r["version"]
+    )
+}
+
+/// The campaign as a table of waves, then its failures.
+fn show(view: &Value) {
+    print_line(&format!(
+        "campaign {}: {} to {} devices: {}{}",
+        view["id"],
+        release(view),
         view["devices"],
         view["state"].as_str().unwrap_or("?"),
         match view["reason"].as_str() {

@@ -7,7 +7,7 @@
 //! AWS IoT Jobs (exponential rollout, abort criteria after a minimum
 //! number of devices, timeouts).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, UpdateReport};
@@ -262,8 +262,8 @@ pub enum Todo {
 }
 
 /// Counts of a campaign's devices by state.
-pub fn counts<'a>(devices: impl IntoIterator<Item = &'a CampaignDevice>) -> HashMap<String, u64> {
-    let mut counts = HashMap::new();
+pub fn counts<'a>(devices: impl IntoIterator<Item = &'a CampaignDevice>) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
     for d in devices {
         *counts.entry(d.state.clone()).or_default() += 1;
     }

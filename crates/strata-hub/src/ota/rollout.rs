@@ -340,9 +340,7 @@ impl Campaigns {
                 finished_ns: None,
             })
             .collect();
-        let mut totals = BTreeMap::new();
         for d in &devices {
-            *totals.entry(d.state.clone()).or_default() += 1;
             if let Some(w) = progress.get_mut(d.wave as usize) {
                 w.devices += 1;
                 *w.states.entry(d.state.clone()).or_default() += 1;
@@ -369,7 +367,7 @@ impl Campaigns {
                 .take(100)
                 .cloned()
                 .collect(),
-            totals,
+            totals: campaign::counts(&devices),
             progress,
             campaign: c,
         })
