@@ -86,13 +86,17 @@ fn hub_outage_and_agent_kills_lose_and_duplicate_nothing() {
 
     // Every sequence number from 1 to BATCHES is stored once: nothing lost.
     let db = rusqlite::Connection::open(hub_dir.path().join("strata.db")).unwrap();
+    // The exactly-once ledger holds the stored seqs as intervals.
     let seqs = |stream: &str| -> Vec<u64> {
         let mut stmt = db
-            .prepare("SELECT b.seq FROM batches b JOIN streams s ON s.id = b.stream_id WHERE s.device_id = 'edge-1' AND s.name = ?1 ORDER BY b.seq")
+            .prepare("SELECT q.lo, q.hi FROM stream_seqs q JOIN streams s ON s.id = q.stream_id WHERE s.device_id = 'edge-1' AND s.name = ?1 ORDER BY q.lo")
             .unwrap();
-        stmt.query_map([stream], |r| r.get::<_, i64>(0))
+        stmt.query_map([stream], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
             .unwrap()
-            .map(|r| r.unwrap() as u64)
+            .flat_map(|r| {
+                let (lo, hi) = r.unwrap();
+                lo..=hi
+            })
             .collect()
     };
     assert_eq!(seqs("line"), (1..=BATCHES).collect::<Vec<_>>());

@@ -1,16 +1,27 @@
-//! The chunk format: the readings of one signal from one batch, packed.
+//! The chunk format: the readings of one signal from one batch, packed and
+//! compressed the way time-series engines do it (Gorilla, VLDB 2015):
+//! regular timestamps cost about a byte, a value that repeats costs a bit,
+//! and a slowly changing one a few bits more than its changed mantissa.
 //!
-//! Layout, little-endian:
-//! - 1 byte version (1), 1 byte flags (bit 0: quality column present)
+//! Layout of version 2 (what [`encode`] writes), little-endian varints:
+//! - 1 byte version (2), 1 byte flags (bit 0: quality column present)
 //! - varint count `n`
-//! - timestamps: the first as a zigzag varint, then zigzag varint deltas
-//!   (regular sampling makes every delta the same small number)
-//! - values: `n` × f64
+//! - timestamps: the first as a zigzag varint, the second as a zigzag delta,
+//!   then zigzag delta-of-deltas (0, one byte, for regular sampling)
+//! - values: varint byte length, then the Gorilla XOR bit stream: the first
+//!   value's 64 bits; then per value `0` (same bits as the one before), `10`
+//!   + the XOR's meaningful bits inside the previous window, or `11` + 5 bits
+//!   of leading zeros + 6 bits of (meaningful length - 1) + those bits
 //! - quality: `n` bytes, only when flagged (all-good chunks omit it)
+//!
+//! Version 1 (deltas as varints, values as raw `f64`) is still read: data
+//! stored before compression came in stays readable.
 
+use crate::bits::{BitReader, BitWriter};
 use crate::{Error, Point, Result};
 
-const VERSION: u8 = 1;
+const VERSION_PLAIN: u8 = 1;
+const VERSION: u8 = 2;
 const HAS_QUALITY: u8 = 1;
 
 fn zigzag(v: i64) -> u64 {
@@ -47,30 +58,104 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
 /// Encodes one signal's readings. `quality` is empty or as long as `values`.
 pub fn encode(ts_ns: &[i64], values: &[f64], quality: &[i32], out: &mut Vec<u8>) {
     debug_assert_eq!(ts_ns.len(), values.len());
+    let n = ts_ns.len();
     let has_quality = quality.iter().any(|&q| q != 0);
-    out.reserve(2 + 10 + ts_ns.len() * 10 + if has_quality { ts_ns.len() } else { 0 });
+    out.reserve(8 + n * 4 + if has_quality { n } else { 0 });
     out.push(VERSION);
     out.push(if has_quality { HAS_QUALITY } else { 0 });
-    put_varint(out, ts_ns.len() as u64);
-    let mut prev = 0i64;
-    for &t in ts_ns {
-        put_varint(out, zigzag(t.wrapping_sub(prev)));
-        prev = t;
+    put_varint(out, n as u64);
+    let (mut prev, mut prev_delta) = (0i64, 0i64);
+    for (i, &t) in ts_ns.iter().enumerate() {
+        let delta = t.wrapping_sub(prev);
+        let field = if i < 2 {
+            delta
+        } else {
+            delta.wrapping_sub(prev_delta)
+        };
+        put_varint(out, zigzag(field));
+        (prev, prev_delta) = (t, if i == 0 { 0 } else { delta });
     }
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut bits = Vec::with_capacity(n * 3 + 8);
+    encode_values(values, &mut bits);
+    put_varint(out, bits.len() as u64);
+    out.extend_from_slice(&bits);
     if has_quality {
         out.extend(quality.iter().map(|&q| q as u8));
     }
 }
 
+/// The Gorilla XOR stream of `values`.
+fn encode_values(values: &[f64], out: &mut Vec<u8>) {
+    let mut w = BitWriter::new(out);
+    let Some((first, rest)) = values.split_first() else {
+        return;
+    };
+    let mut prev = first.to_bits();
+    w.write(prev, 64);
+    // The window (leading, trailing zeros) of the last explicit XOR; a
+    // leading count of 64 means no window yet.
+    let (mut win_lead, mut win_trail) = (64u32, 0u32);
+    for v in rest {
+        let bits = v.to_bits();
+        let x = bits ^ prev;
+        prev = bits;
+        if x == 0 {
+            w.write(0, 1);
+            continue;
+        }
+        let lead = x.leading_zeros().min(31);
+        let trail = x.trailing_zeros();
+        if win_lead < 64 && lead >= win_lead && trail >= win_trail {
+            w.write(0b10, 2);
+            w.write(x >> win_trail, 64 - win_lead - win_trail);
+        } else {
+            let meaningful = 64 - lead - trail;
+            w.write(0b11, 2);
+            w.write(u64::from(lead), 5);
+            w.write(u64::from(meaningful - 1), 6);
+            w.write(x >> trail, meaningful);
+            (win_lead, win_trail) = (lead, trail);
+        }
+    }
+    w.finish();
+}
+
+/// Decodes `n` values from a Gorilla XOR stream.
+fn decode_values(buf: &[u8], n: usize, out: &mut Vec<f64>) -> Result<()> {
+    let mut r = BitReader::new(buf);
+    if n > 0 {
+        let mut prev = r.read(64)?;
+        out.push(f64::from_bits(prev));
+        let (mut win_lead, mut win_trail) = (64u32, 0u32);
+        for _ in 1..n {
+            if r.read(1)? == 1 {
+                if r.read(1)? == 1 {
+                    win_lead = r.read(5)? as u32;
+                    let meaningful = r.read(6)? as u32 + 1;
+                    if win_lead + meaningful > 64 {
+                        return Err(Error::Corrupt("chunk value window is too wide".into()));
+                    }
+                    win_trail = 64 - win_lead - meaningful;
+                } else if win_lead == 64 {
+                    return Err(Error::Corrupt(
+                        "chunk value reuses a window before any".into(),
+                    ));
+                }
+                prev ^= r.read(64 - win_lead - win_trail)? << win_trail;
+            }
+            out.push(f64::from_bits(prev));
+        }
+    }
+    r.finish()
+}
+
 /// Decodes a chunk, calling `each` for every reading in order.
 pub fn decode(buf: &[u8], mut each: impl FnMut(Point)) -> Result<()> {
     let corrupt = |what: &str| Error::Corrupt(format!("chunk {what}"));
-    if buf.len() < 2 || buf[0] != VERSION {
+    if buf.len() < 2 || (buf[0] != VERSION && buf[0] != VERSION_PLAIN) {
         return Err(corrupt("has an unknown version"));
     }
+    let compressed = buf[0] == VERSION;
     let has_quality = buf[1] & HAS_QUALITY != 0;
     let mut pos = 2;
     let n = get_varint(buf, &mut pos)? as usize;
@@ -78,21 +163,46 @@ pub fn decode(buf: &[u8], mut each: impl FnMut(Point)) -> Result<()> {
         return Err(corrupt("count exceeds its size"));
     }
     let mut ts = Vec::with_capacity(n);
-    let mut prev = 0i64;
-    for _ in 0..n {
-        prev = prev.wrapping_add(unzigzag(get_varint(buf, &mut pos)?));
+    let (mut prev, mut prev_delta) = (0i64, 0i64);
+    for i in 0..n {
+        let field = unzigzag(get_varint(buf, &mut pos)?);
+        let delta = if compressed && i >= 2 {
+            prev_delta.wrapping_add(field)
+        } else {
+            field
+        };
+        prev = prev.wrapping_add(delta);
+        prev_delta = if i == 0 { 0 } else { delta };
         ts.push(prev);
     }
-    let values_end = pos + n * 8;
-    let quality_end = values_end + if has_quality { n } else { 0 };
+    let mut values = Vec::with_capacity(n);
+    if compressed {
+        let len = get_varint(buf, &mut pos)? as usize;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= buf.len())
+            .ok_or_else(|| corrupt("values run past its end"))?;
+        decode_values(&buf[pos..end], n, &mut values)?;
+        pos = end;
+    } else {
+        let end = pos
+            .checked_add(n * 8)
+            .filter(|&e| e <= buf.len())
+            .ok_or_else(|| corrupt("length does not match its count"))?;
+        values.extend(
+            buf[pos..end]
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        );
+        pos = end;
+    }
+    let quality_end = pos + if has_quality { n } else { 0 };
     if buf.len() != quality_end {
         return Err(corrupt("length does not match its count"));
     }
-    for (i, &t) in ts.iter().enumerate() {
-        let at = pos + i * 8;
-        let value = f64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+    for (i, (&t, &value)) in ts.iter().zip(&values).enumerate() {
         let quality = if has_quality {
-            i32::from(buf[values_end + i])
+            i32::from(buf[pos + i])
         } else {
             0
         };
@@ -113,15 +223,44 @@ mod tests {
     #[test]
     fn fixture() {
         let mut out = Vec::new();
-        encode(&[1000, 1010], &[1.0, -2.0], &[], &mut out);
+        encode(&[1000, 1010, 1020], &[1.0, 1.0, -2.0], &[], &mut out);
         #[rustfmt::skip]
         let expected = [
-            1, 0, 2,                // version, flags, count
-            0xd0, 0x0f, 20,         // zigzag(1000) = 2000, zigzag(10) = 20
+            2, 0, 3,                // version, flags, count
+            0xd0, 0x0f, 20, 0,      // zigzag(1000) = 2000, zigzag(10) = 20, delta-of-delta 0
+            12,                     // 90 bits of values in 12 bytes:
+            0x3f, 0xf0, 0, 0, 0, 0, 0, 0, // 1.0 in 64 bits
+            // `0` (1.0 again); -2.0 ^ 1.0 = 0xfff0_0000_0000_0000: `11`,
+            // 0 leading zeros (5 bits), 12 - 1 meaningful (6 bits), 0xfff (12 bits)
+            0b0_11_00000, 0b001011_11, 0b1111_1111, 0b11_000000,
+        ];
+        assert_eq!(out, expected);
+        let mut back = Vec::new();
+        decode(&out, |p| back.push((p.ts_ns, p.value))).unwrap();
+        assert_eq!(back, [(1000, 1.0), (1010, 1.0), (1020, -2.0)]);
+    }
+
+    #[test]
+    fn version_1_chunks_still_read() {
+        #[rustfmt::skip]
+        let plain = [
+            1, 0, 2,
+            0xd0, 0x0f, 20,
             0, 0, 0, 0, 0, 0, 0xf0, 0x3f,
             0, 0, 0, 0, 0, 0, 0x00, 0xc0,
         ];
-        assert_eq!(out, expected);
+        let mut back = Vec::new();
+        decode(&plain, |p| back.push((p.ts_ns, p.value))).unwrap();
+        assert_eq!(back, [(1000, 1.0), (1010, -2.0)]);
+    }
+
+    #[test]
+    fn regular_slowly_changing_signals_compress() {
+        let ts: Vec<i64> = (0..100).map(|i| 1_764_064_800_000_000_000 + i * 1_000_000).collect();
+        let values: Vec<f64> = (0..100).map(|i| 20.0 + f64::from(i) * 0.25).collect();
+        let mut out = Vec::new();
+        encode(&ts, &values, &[], &mut out);
+        assert!(out.len() < 100 * 4, "{} bytes for 100 readings", out.len());
     }
 
     #[test]
@@ -150,6 +289,22 @@ mod tests {
                 prop_assert_eq!(p.value.to_bits(), r.1.to_bits());
                 prop_assert_eq!(p.quality, r.2);
             }
+        }
+
+        #[test]
+        fn round_trip_of_sensor_like_series(
+            start in any::<i64>(), step in 1i64..10_000_000, jitter in prop::collection::vec(-3i64..3, 1..200),
+            base in -1e6f64..1e6, noise in prop::collection::vec(-1.0f64..1.0, 1..200),
+        ) {
+            let n = jitter.len().min(noise.len());
+            let ts: Vec<i64> = (0..n).map(|i| start.wrapping_add(step * i as i64 + jitter[i])).collect();
+            let values: Vec<f64> = (0..n).map(|i| base + (noise[i] * 100.0).round() / 100.0).collect();
+            let mut buf = Vec::new();
+            encode(&ts, &values, &[], &mut buf);
+            let mut back = Vec::new();
+            decode(&buf, |p| back.push(p)).unwrap();
+            prop_assert_eq!(back.iter().map(|p| p.ts_ns).collect::<Vec<_>>(), ts);
+            prop_assert_eq!(back.iter().map(|p| p.value.to_bits()).collect::<Vec<_>>(), values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         }
     }
 }

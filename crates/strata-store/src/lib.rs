@@ -10,7 +10,9 @@
 //! one row, which is what lets one SQLite file take millions of readings a
 //! second.
 
+mod bits;
 pub mod blob;
+pub mod block;
 pub mod campaigns;
 pub mod chunk;
 mod error;
@@ -18,6 +20,7 @@ pub mod jobs;
 pub mod model;
 pub mod models;
 pub mod releases;
+pub mod seqset;
 pub mod sqlite;
 pub mod twin;
 

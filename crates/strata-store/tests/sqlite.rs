@@ -244,3 +244,116 @@ fn registry_lifecycle() {
     assert_eq!(store.credentials().unwrap()[0].credential_sha256, None);
     assert_eq!(store.devices(Some(&site.id)).unwrap().len(), 1);
 }
+
+#[test]
+fn replay_hands_batches_on_in_time_order_across_blocks_and_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    // One commit: a block per stream, each holding batches out of order.
+    store
+        .write_batches(&[
+            batch("d1", "a", 1, 300, 5),
+            batch("d1", "a", 2, 0, 5),
+            batch("d1", "b", 1, 100, 5),
+            batch("d1", "b", 2, 500, 5),
+        ])
+        .unwrap();
+    // A later commit with a batch that starts before all of them.
+    store.write_batches(&[batch("d1", "a", 3, -50, 5)]).unwrap();
+    let mut seen = Vec::new();
+    store
+        .replay(&dev("d1"), None, i64::MIN, i64::MAX, &mut |b| {
+            seen.push((b.signals[0].ts_ns[0], b.stream.clone(), b.seq));
+            Ok(())
+        })
+        .unwrap();
+    let starts: Vec<i64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(starts, [-50, 0, 100, 300, 500], "{seen:?}");
+    // A window that cuts through a block keeps only overlapping batches.
+    let mut inside = Vec::new();
+    store
+        .replay(&dev("d1"), Some("a"), 10, 320, &mut |b| {
+            inside.push(b.seq);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(inside, [2, 1]);
+    let q = RangeQuery {
+        device: dev("d1"),
+        signal: "temp".into(),
+        from_ns: 120,
+        to_ns: 310,
+        bucket_ns: None,
+        limit: 1000,
+    };
+    let ts: Vec<i64> = store.range(&q).unwrap().points.iter().map(|p| p.ts_ns).collect();
+    assert_eq!(ts, [120, 130, 140, 300, 310]);
+}
+
+/// A database written by the one-row-per-batch layout (schema version 5)
+/// opens with every batch readable and its seqs still refused as duplicates.
+#[test]
+fn batches_of_the_old_layout_move_into_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+        drop(store);
+    }
+    let db = rusqlite::Connection::open(dir.path().join("strata.db")).unwrap();
+    db.execute_batch(
+        "DROP TABLE blocks; DROP TABLE stream_seqs;
+         CREATE TABLE batches (
+            stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
+            t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
+            data BLOB NOT NULL, PRIMARY KEY (stream_id, seq));
+         INSERT INTO streams (id, device_id, name) VALUES (1, 'old', 'main');
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    // Version-1 batch blobs with version-1 (uncompressed) chunks, as stored then.
+    for seq in [1i64, 2, 4] {
+        #[rustfmt::skip]
+        let chunk = [
+            1u8, 0, 1,                       // version 1, no quality, 1 reading
+            (seq * 20) as u8,                // zigzag(seq * 10)
+            0, 0, 0, 0, 0, 0, 0xf0, 0x3f,    // 1.0
+        ];
+        let mut blob = vec![1u8, 1, 4, b't', b'e', b'm', b'p', 0, chunk.len() as u8];
+        blob.extend_from_slice(&chunk);
+        db.execute(
+            "INSERT INTO batches VALUES (1, ?1, ?2, ?2, 1, 0, ?3)",
+            rusqlite::params![seq, seq * 10, blob],
+        )
+        .unwrap();
+    }
+    drop(db);
+
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    assert_eq!(store.batch_count(Some(&dev("old"))).unwrap(), 3);
+    let q = RangeQuery {
+        device: dev("old"),
+        signal: "temp".into(),
+        from_ns: 0,
+        to_ns: 100,
+        bucket_ns: None,
+        limit: 10,
+    };
+    let ts: Vec<i64> = store.range(&q).unwrap().points.iter().map(|p| p.ts_ns).collect();
+    assert_eq!(ts, [10, 20, 40]);
+    let out = store
+        .write_batches(&[
+            batch("old", "main", 2, 0, 1),
+            batch("old", "main", 3, 30, 1),
+        ])
+        .unwrap();
+    assert_eq!(out, [WriteOutcome::Duplicate, WriteOutcome::Stored]);
+    let db = rusqlite::Connection::open(dir.path().join("strata.db")).unwrap();
+    let intervals: Vec<(i64, i64)> = db
+        .prepare("SELECT lo, hi FROM stream_seqs WHERE stream_id = 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(intervals, [(1, 4)], "seq 3 joined both intervals");
+}

@@ -4,6 +4,11 @@
 //! One writer connection (behind a mutex; the ingest writer thread is its
 //! main user) and a small pool of reader connections, which WAL lets run
 //! beside the writer without blocking it.
+//!
+//! Checkpoints (copying the WAL back into the database file) run on a
+//! thread of their own, not inside whichever commit crosses the WAL's size
+//! threshold: a commit, and so the acknowledgement of every batch in it,
+//! never waits for one.
 
 mod campaigns;
 mod jobs;
@@ -16,7 +21,8 @@ mod twins;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -40,6 +46,7 @@ pub struct SqliteStore {
     durability: Durability,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
+    checkpointer: Option<Checkpointer>,
 }
 
 struct Writer {
@@ -48,6 +55,8 @@ struct Writer {
     series: HashMap<String, HashMap<String, i64>>,
     /// device -> stream name -> stream id.
     streams: HashMap<String, HashMap<String, i64>>,
+    /// stream id -> its exactly-once ledger, for the streams written so far.
+    ledgers: HashMap<i64, crate::seqset::SeqSet>,
 }
 
 /// Name of the database file inside the data directory.
@@ -64,6 +73,9 @@ impl SqliteStore {
         let conn = open_connection(&path, durability)?;
         schema::migrate(&conn)
             .context(|| format!("cannot prepare the schema of {}", path.display()))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .context(|| format!("cannot configure database {}", path.display()))?;
+        let checkpointer = Checkpointer::start(open_connection(&path, durability)?)?;
         Ok(SqliteStore {
             path,
             durability,
@@ -71,8 +83,10 @@ impl SqliteStore {
                 conn,
                 series: HashMap::new(),
                 streams: HashMap::new(),
+                ledgers: HashMap::new(),
             }),
             readers: Mutex::new(Vec::new()),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -83,7 +97,11 @@ impl SqliteStore {
 
     fn write<T>(&self, f: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut w)
+        let out = f(&mut w);
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
+        out
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -101,6 +119,110 @@ impl SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+    }
+}
+
+/// WAL pages past which the checkpointer runs without waiting for its tick.
+const CHECKPOINT_PAGES: i64 = 1_000;
+/// How often the checkpointer looks at the WAL when nobody nudges it.
+const CHECKPOINT_TICK: Duration = Duration::from_millis(200);
+
+/// The checkpoint thread and the signal that wakes or stops it.
+struct Checkpointer {
+    signal: Arc<(Mutex<CheckpointSignal>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct CheckpointSignal {
+    writes: u64,
+    stop: bool,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> Result<Checkpointer> {
+        let signal = Arc::new((Mutex::new(CheckpointSignal::default()), Condvar::new()));
+        let shared = Arc::clone(&signal);
+        let thread = std::thread::Builder::new()
+            .name("strata-checkpoint".into())
+            .spawn(move || checkpoint_loop(&conn, &shared))
+            .map_err(|source| Error::Io {
+                context: "cannot start the checkpoint thread".into(),
+                source,
+            })?;
+        Ok(Checkpointer { signal, thread })
+    }
+
+    /// Tells the thread that something was written.
+    fn nudge(&self) {
+        let (lock, cond) = &*self.signal;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).writes += 1;
+        cond.notify_one();
+    }
+
+    /// Stops the thread after a last checkpoint that empties the WAL.
+    fn stop(self) {
+        let (lock, cond) = &*self.signal;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        cond.notify_one();
+        let _ = self.thread.join();
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, signal: &(Mutex<CheckpointSignal>, Condvar)) {
+    let (lock, cond) = signal;
+    let mut seen_writes = 0;
+    let mut backlog = 0i64;
+    let mut last_warning = None;
+    loop {
+        {
+            let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+            // Run at once while the WAL is long; otherwise when written to,
+            // at most once a tick, so small writes share one checkpoint.
+            if backlog < CHECKPOINT_PAGES && !st.stop {
+                st = cond
+                    .wait_timeout(st, CHECKPOINT_TICK)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if st.stop {
+                drop(st);
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                return;
+            }
+            if st.writes == seen_writes && backlog == 0 {
+                continue;
+            }
+            seen_writes = st.writes;
+        }
+        // (busy, frames in the WAL, frames copied back); a passive
+        // checkpoint never blocks the writer or the readers.
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((frames, copied)) => {
+                let left = (frames - copied).max(0);
+                // Frames a reader still needs cannot be copied yet: do not
+                // spin on them, wait for the next write or tick.
+                backlog = if left > 0 && left == backlog { 0 } else { left };
+            }
+            Err(e) => {
+                // Retried on the next write or tick; logged at most once a minute.
+                if last_warning.is_none_or(|t: std::time::Instant| t.elapsed().as_secs() >= 60) {
+                    tracing::warn!("a WAL checkpoint failed, will retry: {e}");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                backlog = 0;
+            }
+        }
+    }
+}
+
 fn open_connection(path: &Path, durability: Durability) -> Result<Connection> {
     let conn =
         Connection::open(path).context(|| format!("cannot open database {}", path.display()))?;
@@ -113,6 +235,7 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection> {
          PRAGMA synchronous = {synchronous};
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 10000;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA cache_size = -65536;"
     ))
     .context(|| format!("cannot configure database {}", path.display()))?;

@@ -1,10 +1,17 @@
 //! The schema and its migrations, tracked with `PRAGMA user_version`.
 
-use rusqlite::Connection;
+use std::collections::HashMap;
+
+use rusqlite::{Connection, Transaction, params};
+
+use crate::block::{BlockBuilder, BlockEntry};
+use crate::seqset::SeqSet;
 
 /// Migrations in order; the database's `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
-    r#"
+/// Each runs in one transaction: its SQL, then its Rust step if it has one.
+const MIGRATIONS: &[(&str, Option<RustStep>)] = &[
+    (
+        r#"
 CREATE TABLE sites (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -62,7 +69,10 @@ CREATE TABLE latest (
     quality     INTEGER NOT NULL
 );
 "#,
-    r#"
+        None,
+    ),
+    (
+        r#"
 -- The model registry (docs/design/models.md).
 CREATE TABLE models (
     name        TEXT PRIMARY KEY,
@@ -125,7 +135,10 @@ CREATE TABLE twins (
     reported_ns     INTEGER
 );
 "#,
-    r#"
+        None,
+    ),
+    (
+        r#"
 -- Signed OTA releases the hub accepted (docs/design/ota.md).
 CREATE TABLE releases (
     kind        TEXT NOT NULL,
@@ -141,7 +154,10 @@ CREATE TABLE releases (
     PRIMARY KEY (kind, name, version)
 );
 "#,
-    r#"
+        None,
+    ),
+    (
+        r#"
 -- OTA rollout campaigns and where each targeted device is in them.
 CREATE TABLE campaigns (
     id               INTEGER PRIMARY KEY,
@@ -168,16 +184,116 @@ CREATE TABLE campaign_devices (
     PRIMARY KEY (campaign_id, device_id)
 );
 "#,
+        None,
+    ),
+    (
+        r#"
+-- Telemetry in blocks: the batches of one stream that one commit stored, in
+-- one row (block.rs), instead of a row per batch.
+CREATE TABLE blocks (
+    id          INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL,
+    t_min       INTEGER NOT NULL,
+    t_max       INTEGER NOT NULL,
+    batches     INTEGER NOT NULL,
+    readings    INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE INDEX blocks_by_end ON blocks(stream_id, t_max);
+-- The exactly-once ledger: the stored seqs of each stream as inclusive
+-- intervals (seqset.rs); seqs keep their u64 bits in SQLite's i64.
+CREATE TABLE stream_seqs (
+    stream_id   INTEGER NOT NULL,
+    lo          INTEGER NOT NULL,
+    hi          INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, lo)
+) WITHOUT ROWID;
+"#,
+        Some(batches_to_blocks),
+    ),
 ];
 
 /// Brings the schema up to date.
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, (sql, step)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
+        if let Some(step) = step {
+            step(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+/// A migration step that SQL alone cannot do.
+type RustStep = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+
+/// Batches per block when old rows are regrouped.
+const MIGRATED_BLOCK_BATCHES: u64 = 256;
+
+/// Moves the rows of the old one-row-per-batch table into blocks and the
+/// exactly-once ledger, then drops it.
+fn batches_to_blocks(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let mut ledgers: HashMap<i64, SeqSet> = HashMap::new();
+    {
+        let mut rows = tx.prepare(
+            "SELECT stream_id, seq, t_min, t_max, readings, received_ns, data
+             FROM batches ORDER BY stream_id, t_min, seq",
+        )?;
+        let mut insert = tx.prepare(
+            "INSERT INTO blocks (stream_id, t_min, t_max, batches, readings, received_ns, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut store = |stream: i64, b: &BlockBuilder, received: i64| {
+            let (t_min, t_max) = b.time_range();
+            insert
+                .execute(params![
+                    stream,
+                    t_min,
+                    t_max,
+                    b.batches() as i64,
+                    b.readings() as i64,
+                    received,
+                    b.data()
+                ])
+                .map(drop)
+        };
+        let mut open: Option<(i64, BlockBuilder, i64)> = None;
+        let mut rows = rows.query([])?;
+        while let Some(r) = rows.next()? {
+            let stream: i64 = r.get(0)?;
+            let seq = r.get::<_, i64>(1)? as u64;
+            let received: i64 = r.get(5)?;
+            if let Some((s, b, rec)) = &open
+                && (*s != stream || b.batches() >= MIGRATED_BLOCK_BATCHES)
+            {
+                store(*s, b, *rec)?;
+                open = None;
+            }
+            let (_, block, rec) = open.get_or_insert_with(|| (stream, BlockBuilder::default(), 0));
+            *rec = (*rec).max(received);
+            block.push(BlockEntry {
+                seq,
+                t_min: r.get(2)?,
+                t_max: r.get(3)?,
+                readings: r.get::<_, i64>(4)? as u64,
+                data: r.get_ref(6)?.as_blob()?,
+            });
+            ledgers.entry(stream).or_default().insert(seq);
+        }
+        if let Some((s, b, rec)) = &open {
+            store(*s, b, *rec)?;
+        }
+    }
+    let mut interval = tx.prepare("INSERT INTO stream_seqs (stream_id, lo, hi) VALUES (?1, ?2, ?3)")?;
+    for (stream, ledger) in &ledgers {
+        for (lo, hi) in ledger.intervals() {
+            interval.execute(params![stream, lo as i64, hi as i64])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE batches;")
 }

@@ -1,12 +1,20 @@
 //! [`TelemetryStore`] for SQLite: the exactly-once write path and queries.
+//!
+//! A commit stores the batches of each stream as one block row
+//! ([`crate::block`]) and records their seqs in the stream's ledger
+//! ([`crate::seqset`]), which the writer keeps in memory for the streams it
+//! has seen: a duplicate is recognised without touching the database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use rusqlite::params;
 use strata_proto::{DeviceId, TelemetryBatch};
 
 use super::{SqliteStore, Writer};
+use crate::block::{self, BlockBuilder, BlockEntry};
 use crate::error::{Context, Result};
+use crate::seqset::{IntervalChange, SeqSet};
 use crate::{
     BatchWrite, Bucket, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
     WriteOutcome, blob,
@@ -17,9 +25,11 @@ impl TelemetryStore for SqliteStore {
         self.write(|w| {
             let result = write_in_transaction(w, batches);
             if result.is_err() {
-                // The transaction rolled back: ids created in it are gone.
+                // The transaction rolled back: ids created in it are gone,
+                // and so are the seqs it recorded.
                 w.series.clear();
                 w.streams.clear();
+                w.ledgers.clear();
             }
             result
         })
@@ -83,28 +93,33 @@ impl TelemetryStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT b.data FROM streams s JOIN batches b ON b.stream_id = s.id
+                    "SELECT b.data FROM streams s JOIN blocks b ON b.stream_id = s.id
                      WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0",
                 )
-                .context(|| "cannot query batches".into())?;
+                .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
                 .query(params![q.device.as_str(), q.from_ns, q.to_ns])
                 .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
             let mut points = Vec::new();
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
-            while let Some(row) = rows.next().context(|| "cannot read a batch".into())? {
-                let data = row.get_ref(0).context(|| "cannot read a batch".into())?;
+            while let Some(row) = rows.next().context(|| "cannot read a block".into())? {
+                let data = row.get_ref(0).context(|| "cannot read a block".into())?;
                 let data = data
                     .as_blob()
                     .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
-                blob::signal_points(data, &q.signal, |p| {
-                    if p.ts_ns < q.from_ns || p.ts_ns > q.to_ns {
-                        return;
+                block::for_each_entry(data, |e| {
+                    if e.readings == 0 || e.t_max < q.from_ns || e.t_min > q.to_ns {
+                        return Ok(());
                     }
-                    match q.bucket_ns {
-                        None => points.push(p),
-                        Some(width) => add_to_bucket(&mut buckets, width, p),
-                    }
+                    blob::signal_points(e.data, &q.signal, |p| {
+                        if p.ts_ns < q.from_ns || p.ts_ns > q.to_ns {
+                            return;
+                        }
+                        match q.bucket_ns {
+                            None => points.push(p),
+                            Some(width) => add_to_bucket(&mut buckets, width, p),
+                        }
+                    })
                 })?;
             }
             let mut result = RangeResult::default();
@@ -139,32 +154,54 @@ impl TelemetryStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT s.name, b.seq, b.data FROM streams s JOIN batches b ON b.stream_id = s.id
+                    "SELECT s.name, b.t_min, b.data FROM streams s JOIN blocks b ON b.stream_id = s.id
                      WHERE s.device_id = ?1 AND (?2 IS NULL OR s.name = ?2)
                        AND b.t_max >= ?3 AND b.t_min <= ?4 AND b.readings > 0
-                     ORDER BY b.t_min, s.name, b.seq",
+                     ORDER BY b.t_min",
                 )
-                .context(|| "cannot query batches".into())?;
+                .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
                 .query(params![device.as_str(), stream, from_ns, to_ns])
                 .context(|| format!("cannot replay {device}"))?;
-            while let Some(row) = rows.next().context(|| "cannot read a batch".into())? {
-                let name: String = row.get(0).context(|| "cannot read a batch".into())?;
-                let seq: i64 = row.get(1).context(|| "cannot read a batch".into())?;
-                let data = row.get_ref(2).context(|| "cannot read a batch".into())?;
+            // Blocks come in order of their first reading, and no batch of a
+            // later block starts before that block does: a batch can be
+            // handed on once the next block starts after it.
+            let mut ready: BinaryHeap<Reverse<ReplayItem>> = BinaryHeap::new();
+            let mut emit_until = |ready: &mut BinaryHeap<Reverse<ReplayItem>>, bound: i64| -> Result<()> {
+                while ready.peek().is_some_and(|Reverse(b)| b.t_min <= bound) {
+                    let Reverse(b) = ready.pop().expect("peeked");
+                    each(blob::decode_batch(&b.stream, b.seq, &b.data)?)?;
+                }
+                Ok(())
+            };
+            while let Some(row) = rows.next().context(|| "cannot read a block".into())? {
+                let name: String = row.get(0).context(|| "cannot read a block".into())?;
+                let block_start: i64 = row.get(1).context(|| "cannot read a block".into())?;
+                emit_until(&mut ready, block_start.saturating_sub(1))?;
+                let data = row.get_ref(2).context(|| "cannot read a block".into())?;
                 let data = data
                     .as_blob()
                     .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
-                each(blob::decode_batch(&name, seq as u64, data)?)?;
+                block::for_each_entry(data, |e| {
+                    if e.readings > 0 && e.t_max >= from_ns && e.t_min <= to_ns {
+                        ready.push(Reverse(ReplayItem {
+                            t_min: e.t_min,
+                            stream: name.clone(),
+                            seq: e.seq,
+                            data: e.data.to_vec(),
+                        }));
+                    }
+                    Ok(())
+                })?;
             }
-            Ok(())
+            emit_until(&mut ready, i64::MAX)
         })
     }
 
     fn batch_count(&self, device: Option<&DeviceId>) -> Result<u64> {
         self.read(|conn| {
             conn.query_row(
-                "SELECT count(*) FROM batches b JOIN streams s ON s.id = b.stream_id
+                "SELECT coalesce(sum(b.batches), 0) FROM blocks b JOIN streams s ON s.id = b.stream_id
                  WHERE ?1 IS NULL OR s.device_id = ?1",
                 params![device.map(|d| d.as_str())],
                 |r| r.get::<_, i64>(0),
@@ -173,6 +210,16 @@ impl TelemetryStore for SqliteStore {
             .context(|| "cannot count batches".into())
         })
     }
+}
+
+/// A batch waiting for its turn in [`TelemetryStore::replay`]: ordered by
+/// first reading, then stream, then seq.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct ReplayItem {
+    t_min: i64,
+    stream: String,
+    seq: u64,
+    data: Vec<u8>,
 }
 
 /// Accumulates `p` into its bucket; `avg` holds the running sum until the end.
@@ -201,50 +248,93 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
     let mut outcomes = Vec::with_capacity(batches.len());
     // Latest reading per series over the whole transaction: one upsert each.
     let mut latest: HashMap<i64, Point> = HashMap::new();
+    // One block per stream, in order of first appearance.
+    let mut blocks: Vec<(i64, BlockBuilder, i64)> = Vec::new();
+    let mut block_of: HashMap<i64, usize> = HashMap::new();
+    for b in batches {
+        let e = &b.batch;
+        let stream_id = cached_id(&tx, &mut w.streams, &b.device, &e.stream, Kind::Stream)?;
+        let ledger = match w.ledgers.entry(stream_id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(load_ledger(&tx, stream_id)?),
+        };
+        if !ledger.insert(e.seq) {
+            outcomes.push(WriteOutcome::Duplicate);
+            continue;
+        }
+        let at = *block_of.entry(stream_id).or_insert_with(|| {
+            blocks.push((stream_id, BlockBuilder::default(), b.received_ns));
+            blocks.len() - 1
+        });
+        let (_, block, received) = &mut blocks[at];
+        *received = (*received).max(b.received_ns);
+        block.push(BlockEntry {
+            seq: e.seq,
+            t_min: e.t_min,
+            t_max: e.t_max,
+            readings: e.readings,
+            data: &e.data,
+        });
+        for s in &e.signals {
+            let series_id = cached_id(
+                &tx,
+                &mut w.series,
+                &b.device,
+                &s.name,
+                Kind::Series(&s.unit),
+            )?;
+            latest
+                .entry(series_id)
+                .and_modify(|cur| {
+                    if s.last.ts_ns >= cur.ts_ns {
+                        *cur = s.last;
+                    }
+                })
+                .or_insert(s.last);
+        }
+        outcomes.push(WriteOutcome::Stored);
+    }
     {
         let mut insert = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO batches (stream_id, seq, t_min, t_max, readings, received_ns, data)
+                "INSERT INTO blocks (stream_id, t_min, t_max, batches, readings, received_ns, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
-            .context(|| "cannot prepare the batch insert".into())?;
-        for b in batches {
-            let e = &b.batch;
-            let stream_id = cached_id(&tx, &mut w.streams, &b.device, &e.stream, Kind::Stream)?;
-            // SQLite integers are signed; a seq above i64::MAX keeps its bits.
-            let inserted = insert
+            .context(|| "cannot prepare the block insert".into())?;
+        let mut upsert_interval = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO stream_seqs (stream_id, lo, hi) VALUES (?1, ?2, ?3)",
+            )
+            .context(|| "cannot prepare the ledger update".into())?;
+        let mut remove_interval = tx
+            .prepare_cached("DELETE FROM stream_seqs WHERE stream_id = ?1 AND lo = ?2")
+            .context(|| "cannot prepare the ledger update".into())?;
+        for (stream_id, block, received) in &blocks {
+            let (t_min, t_max) = block.time_range();
+            insert
                 .execute(params![
                     stream_id,
-                    e.seq as i64,
-                    e.t_min,
-                    e.t_max,
-                    e.readings as i64,
-                    b.received_ns,
-                    &e.data
+                    t_min,
+                    t_max,
+                    block.batches() as i64,
+                    block.readings() as i64,
+                    received,
+                    block.data()
                 ])
-                .context(|| format!("cannot store batch {}/{}#{}", b.device, e.stream, e.seq))?;
-            if inserted == 0 {
-                outcomes.push(WriteOutcome::Duplicate);
-                continue;
+                .context(|| format!("cannot store {} batches of stream {stream_id}", block.batches()))?;
+            let ledger = w.ledgers.get_mut(stream_id).expect("loaded above");
+            // SQLite integers are signed; a seq above i64::MAX keeps its bits.
+            for change in ledger.take_changes() {
+                match change {
+                    IntervalChange::Upsert { lo, hi } => {
+                        upsert_interval.execute(params![stream_id, lo as i64, hi as i64])
+                    }
+                    IntervalChange::Remove { lo } => {
+                        remove_interval.execute(params![stream_id, lo as i64])
+                    }
+                }
+                .context(|| format!("cannot update the ledger of stream {stream_id}"))?;
             }
-            for s in &e.signals {
-                let series_id = cached_id(
-                    &tx,
-                    &mut w.series,
-                    &b.device,
-                    &s.name,
-                    Kind::Series(&s.unit),
-                )?;
-                latest
-                    .entry(series_id)
-                    .and_modify(|cur| {
-                        if s.last.ts_ns >= cur.ts_ns {
-                            *cur = s.last;
-                        }
-                    })
-                    .or_insert(s.last);
-            }
-            outcomes.push(WriteOutcome::Stored);
         }
         let mut upsert = tx
             .prepare_cached(
@@ -262,6 +352,22 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
     }
     tx.commit().context(|| "cannot commit telemetry".into())?;
     Ok(outcomes)
+}
+
+/// A stream's ledger as stored.
+fn load_ledger(tx: &rusqlite::Transaction<'_>, stream_id: i64) -> Result<SeqSet> {
+    let mut stmt = tx
+        .prepare_cached("SELECT lo, hi FROM stream_seqs WHERE stream_id = ?1")
+        .context(|| "cannot prepare the ledger query".into())?;
+    let rows = stmt
+        .query_map(params![stream_id], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .context(|| format!("cannot read the ledger of stream {stream_id}"))?;
+    let intervals = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .context(|| format!("cannot read the ledger of stream {stream_id}"))?;
+    Ok(SeqSet::from_intervals(intervals))
 }
 
 /// Which id table [`cached_id`] works on.
