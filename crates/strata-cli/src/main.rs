@@ -63,6 +63,14 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
 }
 
+/// The hub moves every batch from a connection's thread to the storage
+/// writer's and frees it there; mimalloc handles that pattern (and the many
+/// small allocations of ingest) far better than the system allocator. The
+/// edge-only gateway build keeps the system allocator and its small footprint.
+#[cfg(feature = "hub")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")

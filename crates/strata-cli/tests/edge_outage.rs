@@ -91,13 +91,15 @@ fn hub_outage_and_agent_kills_lose_and_duplicate_nothing() {
         let mut stmt = db
             .prepare("SELECT q.lo, q.hi FROM stream_seqs q JOIN streams s ON s.id = q.stream_id WHERE s.device_id = 'edge-1' AND s.name = ?1 ORDER BY q.lo")
             .unwrap();
-        stmt.query_map([stream], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
-            .unwrap()
-            .flat_map(|r| {
-                let (lo, hi) = r.unwrap();
-                lo..=hi
-            })
-            .collect()
+        stmt.query_map([stream], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .unwrap()
+        .flat_map(|r| {
+            let (lo, hi) = r.unwrap();
+            lo..=hi
+        })
+        .collect()
     };
     assert_eq!(seqs("line"), (1..=BATCHES).collect::<Vec<_>>());
     // The heartbeats went through the same outbox: none lost or repeated.

@@ -9,6 +9,7 @@ pub mod payload;
 pub mod topic;
 pub mod twin;
 pub mod validate;
+pub mod view;
 
 /// Generated protobuf types (`strata.v1`), compiled from
 /// `proto/strata/v1/strata.proto` by `build.rs` without a system `protoc`.

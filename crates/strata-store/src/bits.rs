@@ -3,17 +3,21 @@
 
 use crate::{Error, Result};
 
-/// Appends bits to a byte vector.
+/// Appends bits to a byte vector, a 64-bit word at a time.
 pub(crate) struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
-    /// The low `n` bits are pending (at most 7 between calls).
-    acc: u128,
-    n: u32,
+    /// Pending bits, left-aligned: the top `used` bits are filled.
+    acc: u64,
+    used: u32,
 }
 
 impl<'a> BitWriter<'a> {
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        BitWriter { out, acc: 0, n: 0 }
+        BitWriter {
+            out,
+            acc: 0,
+            used: 0,
+        }
     }
 
     /// Writes the low `k` bits of `v` (`k` at most 64).
@@ -23,20 +27,23 @@ impl<'a> BitWriter<'a> {
         if k == 0 {
             return;
         }
-        self.acc = (self.acc << k) | u128::from(v);
-        self.n += k;
-        while self.n >= 8 {
-            self.n -= 8;
-            self.out.push((self.acc >> self.n) as u8);
+        let free = 64 - self.used;
+        if k < free {
+            self.acc |= v << (free - k);
+            self.used += k;
+        } else {
+            let rest = k - free;
+            self.acc |= v >> rest;
+            self.out.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = if rest == 0 { 0 } else { v << (64 - rest) };
+            self.used = rest;
         }
-        self.acc &= (1u128 << self.n) - 1;
     }
 
-    /// Pads the last byte with zero bits.
+    /// Writes the pending bits, the last byte padded with zero bits.
     pub(crate) fn finish(self) {
-        if self.n > 0 {
-            self.out.push((self.acc << (8 - self.n)) as u8);
-        }
+        let bytes = self.used.div_ceil(8) as usize;
+        self.out.extend_from_slice(&self.acc.to_be_bytes()[..bytes]);
     }
 }
 

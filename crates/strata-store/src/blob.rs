@@ -6,23 +6,25 @@
 //! length + name, varint length + unit, varint length + a [`chunk`]. A query
 //! for one signal skips the others by their lengths without decoding them.
 
+use strata_proto::view::Readings;
 use strata_proto::{SignalSeries, TelemetryBatch};
 
-use crate::chunk::{self, get_varint, put_varint};
+use crate::chunk::{self, get_varint, put_varint, varint_into};
 use crate::{Error, Point, Result};
 
 const VERSION: u8 = 1;
 
-/// The newest reading of one signal in a batch, kept beside the blob so the
-/// writer can maintain latest values and the series list without decoding.
-#[derive(Debug, Clone, PartialEq)]
+/// Where one signal of a batch sits in its blob, and its newest reading,
+/// kept so the writer can maintain latest values and the series list
+/// without decoding (see [`EncodedBatch::signals`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SignalSummary {
-    /// Signal name.
-    pub name: String,
-    /// Unit.
-    pub unit: String,
+    /// Byte range of the name in the blob.
+    name: (u32, u32),
+    /// Byte range of the unit in the blob.
+    unit: (u32, u32),
     /// Its newest reading in the batch.
-    pub last: Point,
+    last: Point,
 }
 
 /// A validated batch, packed for storage.
@@ -39,7 +41,7 @@ pub struct EncodedBatch {
     /// Number of readings.
     pub readings: u64,
     /// Per-signal summaries.
-    pub signals: Vec<SignalSummary>,
+    summaries: Vec<SignalSummary>,
     /// The packed readings.
     pub data: Vec<u8>,
 }
@@ -47,67 +49,100 @@ pub struct EncodedBatch {
 impl EncodedBatch {
     /// Packs a batch. Signals without readings are left out.
     pub fn encode(batch: &TelemetryBatch) -> EncodedBatch {
-        let mut data = Vec::with_capacity(
-            16 + batch
+        Self::pack(
+            &batch.stream,
+            batch.seq,
+            batch
                 .signals
                 .iter()
-                .map(|s| 24 + s.values.len() * 10)
-                .sum::<usize>(),
-        );
+                .map(|s| (s.name.as_str(), s.unit.as_str(), s)),
+        )
+    }
+
+    /// Packs the signals `(name, unit, readings)` of a batch, however their
+    /// readings are held (decoded, or borrowed from the payload). Signals
+    /// without readings are left out.
+    pub fn pack<'s, R: Readings + 's>(
+        stream: &str,
+        seq: u64,
+        signals: impl Iterator<Item = (&'s str, &'s str, &'s R)>,
+    ) -> EncodedBatch {
+        let mut data = Vec::with_capacity(512);
         data.push(VERSION);
-        let present: Vec<_> = batch
-            .signals
-            .iter()
-            .filter(|s| !s.values.is_empty())
-            .collect();
-        put_varint(&mut data, present.len() as u64);
         let (mut t_min, mut t_max, mut readings) = (i64::MAX, i64::MIN, 0u64);
-        let mut signals = Vec::with_capacity(present.len());
-        let mut column = Vec::new();
-        for s in present {
-            put_str(&mut data, &s.name);
-            put_str(&mut data, &s.unit);
-            column.clear();
-            chunk::encode(&s.ts_ns, &s.values, &s.quality, &mut column);
-            put_varint(&mut data, column.len() as u64);
-            data.extend_from_slice(&column);
+        let mut summaries = Vec::with_capacity(signals.size_hint().0);
+        for (name, unit, s) in signals {
+            let n = s.len();
+            if n == 0 {
+                continue;
+            }
+            let name = put_str(&mut data, name);
+            let unit = put_str(&mut data, unit);
+            // The chunk's length goes in front once it is written.
+            let start = data.len();
+            chunk::encode(s, &mut data);
+            let mut len = [0u8; 10];
+            let used = varint_into(&mut len, (data.len() - start) as u64);
+            data.splice(start..start, len[..used].iter().copied());
             let mut last = 0;
-            for (i, &t) in s.ts_ns.iter().enumerate() {
+            for i in 0..n {
+                let t = s.ts_ns(i);
                 t_min = t_min.min(t);
                 t_max = t_max.max(t);
-                if t >= s.ts_ns[last] {
+                if t >= s.ts_ns(last) {
                     last = i;
                 }
             }
-            readings += s.values.len() as u64;
-            signals.push(SignalSummary {
-                name: s.name.clone(),
-                unit: s.unit.clone(),
+            readings += n as u64;
+            summaries.push(SignalSummary {
+                name,
+                unit,
                 last: Point {
-                    ts_ns: s.ts_ns[last],
-                    value: s.values[last],
-                    quality: s.quality.get(last).copied().unwrap_or(0),
+                    ts_ns: s.ts_ns(last),
+                    value: s.value(last),
+                    quality: s.quality(last),
                 },
             });
+        }
+        let mut count = [0u8; 10];
+        let used = varint_into(&mut count, summaries.len() as u64);
+        data.splice(1..1, count[..used].iter().copied());
+        // Ranges were taken before the count went in front of them.
+        for s in &mut summaries {
+            s.name = (s.name.0 + used as u32, s.name.1 + used as u32);
+            s.unit = (s.unit.0 + used as u32, s.unit.1 + used as u32);
         }
         if readings == 0 {
             (t_min, t_max) = (0, 0);
         }
         EncodedBatch {
-            stream: batch.stream.clone(),
-            seq: batch.seq,
+            stream: stream.to_owned(),
+            seq,
             t_min,
             t_max,
             readings,
-            signals,
+            summaries,
             data,
         }
     }
+
+    /// Each signal's name, unit and newest reading.
+    pub fn signals(&self) -> impl Iterator<Item = (&str, &str, Point)> + '_ {
+        let text = |(from, to): (u32, u32)| {
+            std::str::from_utf8(&self.data[from as usize..to as usize]).expect("written from a str")
+        };
+        self.summaries
+            .iter()
+            .map(move |s| (text(s.name), text(s.unit), s.last))
+    }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+/// Writes a length-prefixed string; returns the byte range of its text.
+fn put_str(out: &mut Vec<u8>, s: &str) -> (u32, u32) {
     put_varint(out, s.len() as u64);
+    let from = out.len() as u32;
     out.extend_from_slice(s.as_bytes());
+    (from, out.len() as u32)
 }
 
 fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8]> {
@@ -214,9 +249,11 @@ mod tests {
         };
         let e = EncodedBatch::encode(&b);
         assert_eq!((e.t_min, e.t_max, e.readings), (1, 7, 4));
-        assert_eq!(e.signals.len(), 2, "empty signals are left out");
+        let signals: Vec<_> = e.signals().collect();
+        assert_eq!(signals.len(), 2, "empty signals are left out");
+        assert_eq!((signals[0].0, signals[0].1, signals[1].0), ("a", "u", "c"));
         assert_eq!(
-            e.signals[0].last,
+            signals[0].2,
             Point {
                 ts_ns: 7,
                 value: 3.0,

@@ -55,6 +55,9 @@ impl Default for BlockBuilder {
 impl BlockBuilder {
     /// Appends a batch.
     pub fn push(&mut self, e: BlockEntry<'_>) {
+        // Room for this entry and, as a guess, as many again: blocks under
+        // load hold hundreds of batches of about the same size.
+        self.data.reserve(2 * (e.data.len() + 40));
         put_varint(&mut self.data, e.seq);
         put_varint(&mut self.data, zigzag(e.t_min));
         put_varint(&mut self.data, e.t_max.wrapping_sub(e.t_min) as u64);

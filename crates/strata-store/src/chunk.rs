@@ -17,6 +17,8 @@
 //! Version 1 (deltas as varints, values as raw `f64`) is still read: data
 //! stored before compression came in stays readable.
 
+use strata_proto::view::Readings;
+
 use crate::bits::{BitReader, BitWriter};
 use crate::{Error, Point, Result};
 
@@ -40,6 +42,18 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Writes `v` as a varint into `buf`; returns the bytes used.
+pub(crate) fn varint_into(buf: &mut [u8; 10], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    i + 1
+}
+
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
@@ -55,17 +69,17 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
     Err(Error::Corrupt("chunk varint longer than 10 bytes".into()))
 }
 
-/// Encodes one signal's readings. `quality` is empty or as long as `values`.
-pub fn encode(ts_ns: &[i64], values: &[f64], quality: &[i32], out: &mut Vec<u8>) {
-    debug_assert_eq!(ts_ns.len(), values.len());
-    let n = ts_ns.len();
-    let has_quality = quality.iter().any(|&q| q != 0);
+/// Encodes one signal's readings.
+pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
+    let n = r.len();
+    let has_quality = r.has_quality();
     out.reserve(8 + n * 4 + if has_quality { n } else { 0 });
     out.push(VERSION);
     out.push(if has_quality { HAS_QUALITY } else { 0 });
     put_varint(out, n as u64);
     let (mut prev, mut prev_delta) = (0i64, 0i64);
-    for (i, &t) in ts_ns.iter().enumerate() {
+    for i in 0..n {
+        let t = r.ts_ns(i);
         let delta = t.wrapping_sub(prev);
         let field = if i < 2 {
             delta
@@ -75,28 +89,31 @@ pub fn encode(ts_ns: &[i64], values: &[f64], quality: &[i32], out: &mut Vec<u8>)
         put_varint(out, zigzag(field));
         (prev, prev_delta) = (t, if i == 0 { 0 } else { delta });
     }
-    let mut bits = Vec::with_capacity(n * 3 + 8);
-    encode_values(values, &mut bits);
-    put_varint(out, bits.len() as u64);
-    out.extend_from_slice(&bits);
+    // The bit stream goes straight into `out`; its length is put in front
+    // afterwards (moving a few hundred bytes costs less than a second buffer).
+    let start = out.len();
+    encode_values(r, out);
+    let mut len = [0u8; 10];
+    let used = varint_into(&mut len, (out.len() - start) as u64);
+    out.splice(start..start, len[..used].iter().copied());
     if has_quality {
-        out.extend(quality.iter().map(|&q| q as u8));
+        out.extend((0..n).map(|i| r.quality(i) as u8));
     }
 }
 
-/// The Gorilla XOR stream of `values`.
-fn encode_values(values: &[f64], out: &mut Vec<u8>) {
+/// The Gorilla XOR stream of the values.
+fn encode_values<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
     let mut w = BitWriter::new(out);
-    let Some((first, rest)) = values.split_first() else {
+    if r.is_empty() {
         return;
-    };
-    let mut prev = first.to_bits();
+    }
+    let mut prev = r.value(0).to_bits();
     w.write(prev, 64);
     // The window (leading, trailing zeros) of the last explicit XOR; a
     // leading count of 64 means no window yet.
     let (mut win_lead, mut win_trail) = (64u32, 0u32);
-    for v in rest {
-        let bits = v.to_bits();
+    for i in 1..r.len() {
+        let bits = r.value(i).to_bits();
         let x = bits ^ prev;
         prev = bits;
         if x == 0 {
@@ -219,6 +236,17 @@ pub fn decode(buf: &[u8], mut each: impl FnMut(Point)) -> Result<()> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use strata_proto::SignalSeries;
+
+    fn encode(ts: &[i64], values: &[f64], quality: &[i32], out: &mut Vec<u8>) {
+        let s = SignalSeries {
+            ts_ns: ts.to_vec(),
+            values: values.to_vec(),
+            quality: quality.to_vec(),
+            ..SignalSeries::default()
+        };
+        super::encode(&s, out);
+    }
 
     #[test]
     fn fixture() {
@@ -256,7 +284,9 @@ mod tests {
 
     #[test]
     fn regular_slowly_changing_signals_compress() {
-        let ts: Vec<i64> = (0..100).map(|i| 1_764_064_800_000_000_000 + i * 1_000_000).collect();
+        let ts: Vec<i64> = (0..100)
+            .map(|i| 1_764_064_800_000_000_000 + i * 1_000_000)
+            .collect();
         let values: Vec<f64> = (0..100).map(|i| 20.0 + f64::from(i) * 0.25).collect();
         let mut out = Vec::new();
         encode(&ts, &values, &[], &mut out);

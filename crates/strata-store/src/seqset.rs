@@ -56,7 +56,11 @@ impl SeqSet {
 
     /// Records `seq`; false if it was already there (a duplicate).
     pub fn insert(&mut self, seq: u64) -> bool {
-        let before = self.intervals.range(..=seq).next_back().map(|(&l, &h)| (l, h));
+        let before = self
+            .intervals
+            .range(..=seq)
+            .next_back()
+            .map(|(&l, &h)| (l, h));
         if let Some((_, hi)) = before
             && hi >= seq
         {

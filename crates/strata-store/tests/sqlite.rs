@@ -286,11 +286,17 @@ fn replay_hands_batches_on_in_time_order_across_blocks_and_streams() {
         bucket_ns: None,
         limit: 1000,
     };
-    let ts: Vec<i64> = store.range(&q).unwrap().points.iter().map(|p| p.ts_ns).collect();
+    let ts: Vec<i64> = store
+        .range(&q)
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.ts_ns)
+        .collect();
     assert_eq!(ts, [120, 130, 140, 300, 310]);
 }
 
-/// A database written by the one-row-per-batch layout (schema version 5)
+/// A database written by the one-row-per-batch layout (schema version 4)
 /// opens with every batch readable and its seqs still refused as duplicates.
 #[test]
 fn batches_of_the_old_layout_move_into_blocks() {
@@ -307,7 +313,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
             data BLOB NOT NULL, PRIMARY KEY (stream_id, seq));
          INSERT INTO streams (id, device_id, name) VALUES (1, 'old', 'main');
-         PRAGMA user_version = 5;",
+         PRAGMA user_version = 4;",
     )
     .unwrap();
     // Version-1 batch blobs with version-1 (uncompressed) chunks, as stored then.
@@ -338,7 +344,13 @@ fn batches_of_the_old_layout_move_into_blocks() {
         bucket_ns: None,
         limit: 10,
     };
-    let ts: Vec<i64> = store.range(&q).unwrap().points.iter().map(|p| p.ts_ns).collect();
+    let ts: Vec<i64> = store
+        .range(&q)
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.ts_ns)
+        .collect();
     assert_eq!(ts, [10, 20, 40]);
     let out = store
         .write_batches(&[

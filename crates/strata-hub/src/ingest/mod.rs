@@ -5,14 +5,22 @@
 //! Decoding, validation and packing run on the connection's own task (so
 //! they spread over cores with the connections); storage runs on one writer
 //! thread that commits many batches per transaction (see [`writer`]).
+//!
+//! A batch in the form agents send is packed straight from the payload
+//! bytes ([`TelemetryView`]); anything else (JSON, quality flags, readings to
+//! remove, a batch to refuse) is decoded and validated in full. Both paths
+//! store the same bytes.
 
 pub mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::collections::BTreeMap;
 use strata_broker::{IngestRefusal, PublishDecision};
+
 use strata_proto::validate::{BatchError, Limits, validate};
+use strata_proto::view::{Readings, TelemetryView};
 use strata_proto::{DeviceId, TelemetryBatch, TopicKind, payload};
 use strata_store::{BatchWrite, EncodedBatch};
 use tokio::sync::{mpsc, oneshot};
@@ -56,37 +64,22 @@ impl Ingest {
     /// ('/' cannot occur in a stream name), so they never share an
     /// exactly-once key with telemetry of the same stream name.
     pub fn telemetry(&self, device: &DeviceId, kind: TopicKind, payload: &[u8]) -> PublishDecision {
-        let mut batch = match payload::decode_telemetry(payload) {
-            Ok(b) => b,
-            Err(e) => {
-                self.metrics.reject(RejectReason::Malformed, 1, || {
-                    format!("device {device}: {e}")
-                });
-                return PublishDecision::Drop {
-                    v5_reason: PAYLOAD_FORMAT_INVALID,
-                };
-            }
+        let now = now_ns();
+        let mut packed = match TelemetryView::parse(payload, &self.limits, now) {
+            Some(view) => self.pack_view(device, &view),
+            None => match self.decode_and_check(device, payload, now) {
+                Ok(batch) => EncodedBatch::encode(&batch),
+                Err(refused) => return refused,
+            },
         };
-        if let Err(e) = self.check(device, &mut batch) {
-            let reason = match e {
-                BatchError::TooLarge { .. } => RejectReason::Oversized,
-                _ => RejectReason::InvalidBatch,
-            };
-            self.metrics.reject(reason, 1, || {
-                format!("device {device} stream {:?}: {e}", batch.stream)
-            });
-            return PublishDecision::Drop {
-                v5_reason: PAYLOAD_FORMAT_INVALID,
-            };
-        }
         if kind == TopicKind::Inference {
-            batch.stream = format!("inference/{}", batch.stream);
+            packed.stream = format!("inference/{}", packed.stream);
         }
         let (done, acked) = oneshot::channel();
         let write = BatchWrite {
             device: device.clone(),
-            received_ns: now_ns(),
-            batch: EncodedBatch::encode(&batch),
+            received_ns: now,
+            batch: packed,
         };
         self.metrics.queue_depth.fetch_add(1, Relaxed);
         if self.commands.send(Command::Batch { write, done }).is_err() {
@@ -99,9 +92,92 @@ impl Ingest {
         PublishDecision::RouteAfter(acked)
     }
 
+    /// The fast path: packs a clean batch from the payload's bytes, keeping
+    /// the device's declared signals.
+    fn pack_view(&self, device: &DeviceId, view: &TelemetryView<'_>) -> EncodedBatch {
+        let declared = self.registry.declared_signals(device);
+        let signals = view.signals.iter().filter_map(|s| {
+            let unit = self.declared_unit(device, &declared, s.name, s.unit, s.len())?;
+            Some((s.name, unit, s))
+        });
+        EncodedBatch::pack(view.stream, view.seq, signals)
+    }
+
+    /// The full path: decodes and validates, counting what is refused.
+    fn decode_and_check(
+        &self,
+        device: &DeviceId,
+        payload: &[u8],
+        now: i64,
+    ) -> Result<TelemetryBatch, PublishDecision> {
+        let mut batch = match payload::decode_telemetry(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                self.metrics.reject(RejectReason::Malformed, 1, || {
+                    format!("device {device}: {e}")
+                });
+                return Err(PublishDecision::Drop {
+                    v5_reason: PAYLOAD_FORMAT_INVALID,
+                });
+            }
+        };
+        if let Err(e) = self.check(device, &mut batch, now) {
+            let reason = match e {
+                BatchError::TooLarge { .. } => RejectReason::Oversized,
+                _ => RejectReason::InvalidBatch,
+            };
+            self.metrics.reject(reason, 1, || {
+                format!("device {device} stream {:?}: {e}", batch.stream)
+            });
+            return Err(PublishDecision::Drop {
+                v5_reason: PAYLOAD_FORMAT_INVALID,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// The unit to store a signal under, or `None` when the device's
+    /// declaration refuses it (counted). A device that declares nothing may
+    /// send any signal.
+    fn declared_unit<'u>(
+        &self,
+        device: &DeviceId,
+        declared: &'u BTreeMap<String, String>,
+        name: &str,
+        unit: &'u str,
+        readings: usize,
+    ) -> Option<&'u str> {
+        if declared.is_empty() {
+            return Some(unit);
+        }
+        match declared.get(name) {
+            None => {
+                self.metrics
+                    .reject(RejectReason::UnknownSignal, readings as u64, || {
+                        format!("device {device} sent undeclared signal {name:?}")
+                    });
+                None
+            }
+            Some(want) if unit.is_empty() => Some(want.as_str()),
+            Some(want) if !want.is_empty() && want != unit => {
+                self.metrics
+                    .reject(RejectReason::UnitMismatch, readings as u64, || {
+                        format!("device {device} signal {name:?} in {unit:?}, declared in {want:?}")
+                    });
+                None
+            }
+            Some(_) => Some(unit),
+        }
+    }
+
     /// Validates `batch` in place, counting what it removes.
-    fn check(&self, device: &DeviceId, batch: &mut TelemetryBatch) -> Result<(), BatchError> {
-        let removed = validate(batch, &self.limits, now_ns())?;
+    fn check(
+        &self,
+        device: &DeviceId,
+        batch: &mut TelemetryBatch,
+        now: i64,
+    ) -> Result<(), BatchError> {
+        let removed = validate(batch, &self.limits, now)?;
         if removed.non_finite > 0 {
             self.metrics
                 .reject(RejectReason::NonFinite, removed.non_finite as u64, || {
@@ -121,32 +197,15 @@ impl Ingest {
                 });
         }
         let declared = self.registry.declared_signals(device);
-        if declared.is_empty() {
-            return Ok(());
-        }
-        batch.signals.retain_mut(|s| match declared.get(&s.name) {
-            None => {
-                self.metrics
-                    .reject(RejectReason::UnknownSignal, s.values.len() as u64, || {
-                        format!("device {device} sent undeclared signal {:?}", s.name)
-                    });
-                false
+        batch.signals.retain_mut(|s| {
+            let Some(unit) = self.declared_unit(device, &declared, &s.name, &s.unit, s.len())
+            else {
+                return false;
+            };
+            if unit != s.unit {
+                s.unit = unit.to_owned();
             }
-            Some(unit) if s.unit.is_empty() => {
-                s.unit = unit.clone();
-                true
-            }
-            Some(unit) if !unit.is_empty() && *unit != s.unit => {
-                self.metrics
-                    .reject(RejectReason::UnitMismatch, s.values.len() as u64, || {
-                        format!(
-                            "device {device} signal {:?} in {:?}, declared in {unit:?}",
-                            s.name, s.unit
-                        )
-                    });
-                false
-            }
-            Some(_) => true,
+            true
         });
         Ok(())
     }

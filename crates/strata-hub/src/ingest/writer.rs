@@ -121,7 +121,13 @@ fn run(
                 }
                 let now = now_ns();
                 for w in &writes {
-                    seen.insert(w.device.clone(), now);
+                    // Cloning the id (an allocation) only for a device not yet in the round.
+                    match seen.get_mut(&w.device) {
+                        Some(t) => *t = now,
+                        None => {
+                            seen.insert(w.device.clone(), now);
+                        }
+                    }
                 }
             }
             Err(e) => {

@@ -289,7 +289,8 @@ fn batches_to_blocks(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             store(*s, b, *rec)?;
         }
     }
-    let mut interval = tx.prepare("INSERT INTO stream_seqs (stream_id, lo, hi) VALUES (?1, ?2, ?3)")?;
+    let mut interval =
+        tx.prepare("INSERT INTO stream_seqs (stream_id, lo, hi) VALUES (?1, ?2, ?3)")?;
     for (stream, ledger) in &ledgers {
         for (lo, hi) in ledger.intervals() {
             interval.execute(params![stream, lo as i64, hi as i64])?;

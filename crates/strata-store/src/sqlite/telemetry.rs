@@ -275,22 +275,16 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
             readings: e.readings,
             data: &e.data,
         });
-        for s in &e.signals {
-            let series_id = cached_id(
-                &tx,
-                &mut w.series,
-                &b.device,
-                &s.name,
-                Kind::Series(&s.unit),
-            )?;
+        for (name, unit, last) in e.signals() {
+            let series_id = cached_id(&tx, &mut w.series, &b.device, name, Kind::Series(unit))?;
             latest
                 .entry(series_id)
                 .and_modify(|cur| {
-                    if s.last.ts_ns >= cur.ts_ns {
-                        *cur = s.last;
+                    if last.ts_ns >= cur.ts_ns {
+                        *cur = last;
                     }
                 })
-                .or_insert(s.last);
+                .or_insert(last);
         }
         outcomes.push(WriteOutcome::Stored);
     }
@@ -321,7 +315,12 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
                     received,
                     block.data()
                 ])
-                .context(|| format!("cannot store {} batches of stream {stream_id}", block.batches()))?;
+                .context(|| {
+                    format!(
+                        "cannot store {} batches of stream {stream_id}",
+                        block.batches()
+                    )
+                })?;
             let ledger = w.ledgers.get_mut(stream_id).expect("loaded above");
             // SQLite integers are signed; a seq above i64::MAX keeps its bits.
             for change in ledger.take_changes() {
