@@ -10,8 +10,8 @@
 //!   then zigzag delta-of-deltas (0, one byte, for regular sampling)
 //! - values: varint byte length, then the Gorilla XOR bit stream: the first
 //!   value's 64 bits; then per value `0` (same bits as the one before), `10`
-//!   + the XOR's meaningful bits inside the previous window, or `11` + 5 bits
-//!   of leading zeros + 6 bits of (meaningful length - 1) + those bits
+//!   and the XOR's meaningful bits inside the previous window, or `11`, 5
+//!   bits of leading zeros, 6 bits of (meaningful length - 1) and those bits
 //! - quality: `n` bytes, only when flagged (all-good chunks omit it)
 //!
 //! Version 1 (deltas as varints, values as raw `f64`) is still read: data
@@ -249,6 +249,8 @@ mod tests {
     }
 
     #[test]
+    // The binary literals are grouped by bit field, not by nibble.
+    #[allow(clippy::unusual_byte_groupings)]
     fn fixture() {
         let mut out = Vec::new();
         encode(&[1000, 1010, 1020], &[1.0, 1.0, -2.0], &[], &mut out);

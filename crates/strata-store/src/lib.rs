@@ -38,13 +38,30 @@ use strata_proto::{DeviceId, SiteId, TelemetryBatch};
 
 /// Where telemetry goes and comes back from.
 ///
-/// Writes are synchronous and durable when they return: the ingest path calls
-/// them from a dedicated writer thread and acknowledges MQTT only afterwards.
+/// Writes are synchronous and durable when they return (or, through
+/// `write_batches_unsynced`, once `sync` returns): the ingest path calls them
+/// from dedicated threads and acknowledges MQTT only afterwards.
 pub trait TelemetryStore: Send + Sync + 'static {
     /// Stores `batches` in one transaction. Each batch is stored at most once
     /// per (device, stream, seq): the result says, batch by batch, whether it
     /// was new or a duplicate of one already stored.
     fn write_batches(&self, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>>;
+
+    /// Like [`TelemetryStore::write_batches`], but may return before the
+    /// transaction is on stable storage; [`TelemetryStore::sync`] with the
+    /// commit number returned makes it so. A writer can then start its next
+    /// transaction while the last one syncs. Stores that are durable on
+    /// commit need not override either.
+    fn write_batches_unsynced(&self, batches: &[BatchWrite]) -> Result<(Vec<WriteOutcome>, u64)> {
+        Ok((self.write_batches(batches)?, 0))
+    }
+
+    /// Returns once every write up to `commit` (a number from
+    /// [`TelemetryStore::write_batches_unsynced`]) is durable.
+    fn sync(&self, commit: u64) -> Result<()> {
+        let _ = commit;
+        Ok(())
+    }
 
     /// The series (device, signal) known, optionally for one device only.
     fn series(&self, device: Option<&DeviceId>) -> Result<Vec<SeriesInfo>>;

@@ -9,6 +9,16 @@
 //! thread of their own, not inside whichever commit crosses the WAL's size
 //! threshold: a commit, and so the acknowledgement of every batch in it,
 //! never waits for one.
+//!
+//! With [`Durability::Fsync`] the store syncs the WAL file itself after a
+//! commit instead of letting SQLite do it inside the commit
+//! (`synchronous = NORMAL` plus `fdatasync` of the WAL: the same guarantee,
+//! since SQLite still syncs around every checkpoint). That is what lets the
+//! telemetry writer start its next transaction while the last one syncs
+//! ([`TelemetryStore::write_batches_unsynced`]), and one sync cover every
+//! commit made meanwhile.
+//!
+//! [`TelemetryStore::write_batches_unsynced`]: crate::TelemetryStore::write_batches_unsynced
 
 mod campaigns;
 mod jobs;
@@ -20,7 +30,10 @@ mod telemetry;
 mod twins;
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -32,21 +45,23 @@ use crate::error::{Context, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
-    /// `synchronous = FULL`: each commit is fsynced; survives power loss.
+    /// Each commit is on stable storage (its WAL frames fsynced) before it
+    /// counts as done; survives power loss.
     #[default]
     Fsync,
-    /// `synchronous = NORMAL`: a commit survives the process being killed
-    /// but may be lost if the machine loses power before the next checkpoint.
+    /// A commit survives the process being killed but may be lost if the
+    /// machine loses power before the next checkpoint.
     Process,
 }
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     path: PathBuf,
-    durability: Durability,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Option<Checkpointer>,
+    /// Present with [`Durability::Fsync`].
+    wal_sync: Option<WalSync>,
 }
 
 struct Writer {
@@ -70,15 +85,16 @@ impl SqliteStore {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
-        let conn = open_connection(&path, durability)?;
+        let conn = open_connection(&path)?;
         schema::migrate(&conn)
             .context(|| format!("cannot prepare the schema of {}", path.display()))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .context(|| format!("cannot configure database {}", path.display()))?;
-        let checkpointer = Checkpointer::start(open_connection(&path, durability)?)?;
+        let checkpointer = Checkpointer::start(open_connection(&path)?)?;
+        let wal_sync = (durability == Durability::Fsync).then(|| WalSync::new(&path));
         Ok(SqliteStore {
+            wal_sync,
             path,
-            durability,
             writer: Mutex::new(Writer {
                 conn,
                 series: HashMap::new(),
@@ -95,20 +111,44 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Runs a write on the writer connection; durable when it returns.
     fn write<T>(&self, f: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T> {
+        let (out, commit) = self.write_unsynced(f);
+        let out = out?;
+        self.sync_through(commit)?;
+        Ok(out)
+    }
+
+    /// Runs a write on the writer connection; returns its result and the
+    /// commit number that [`SqliteStore::sync_through`] makes durable.
+    fn write_unsynced<T>(&self, f: impl FnOnce(&mut Writer) -> Result<T>) -> (Result<T>, u64) {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let out = f(&mut w);
+        let commit = match &self.wal_sync {
+            Some(s) => s.committed.fetch_add(1, Ordering::AcqRel) + 1,
+            None => 0,
+        };
+        drop(w);
         if let Some(c) = &self.checkpointer {
             c.nudge();
         }
-        out
+        (out, commit)
+    }
+
+    /// Returns once every write up to commit `commit` is on stable storage
+    /// (at once with [`Durability::Process`]).
+    fn sync_through(&self, commit: u64) -> Result<()> {
+        match &self.wal_sync {
+            Some(s) => s.sync_through(commit),
+            None => Ok(()),
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.path, self.durability)?,
+            None => open_connection(&self.path)?,
         };
         let out = f(&conn);
         let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -116,6 +156,67 @@ impl SqliteStore {
             pool.push(conn);
         }
         out
+    }
+}
+
+/// Syncs the WAL file on behalf of the commits made without a sync.
+struct WalSync {
+    wal: PathBuf,
+    dir: PathBuf,
+    /// Commits made so far (each one's frames are in the WAL file).
+    committed: AtomicU64,
+    state: Mutex<WalSyncState>,
+}
+
+#[derive(Default)]
+struct WalSyncState {
+    /// The WAL file and its inode, to notice it being replaced.
+    file: Option<(File, u64)>,
+    /// Commits known to be on stable storage.
+    synced: u64,
+}
+
+impl WalSync {
+    fn new(db: &Path) -> WalSync {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        WalSync {
+            wal: PathBuf::from(wal),
+            dir: db.parent().map(Path::to_owned).unwrap_or_default(),
+            committed: AtomicU64::new(0),
+            state: Mutex::new(WalSyncState::default()),
+        }
+    }
+
+    /// One `fdatasync` covers every commit made before it starts, so
+    /// callers that queue up behind a sync usually find their commit done.
+    fn sync_through(&self, commit: u64) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.synced >= commit {
+            return Ok(());
+        }
+        let target = self.committed.load(Ordering::Acquire);
+        let io = |source| Error::Io {
+            context: format!("cannot sync {}", self.wal.display()),
+            source,
+        };
+        let inode = std::fs::metadata(&self.wal).map_err(io)?.ino();
+        if st.file.as_ref().is_none_or(|(_, i)| *i != inode) {
+            let file = File::open(&self.wal).map_err(io)?;
+            // A new WAL file: its directory entry must survive a power cut too.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+            st.file = Some((file, inode));
+        }
+        st.file
+            .as_ref()
+            .expect("opened above")
+            .0
+            .sync_data()
+            .map_err(io)?;
+        st.synced = target;
+        Ok(())
     }
 }
 
@@ -130,7 +231,7 @@ impl Drop for SqliteStore {
 /// WAL pages past which the checkpointer runs without waiting for its tick.
 const CHECKPOINT_PAGES: i64 = 1_000;
 /// How often the checkpointer looks at the WAL when nobody nudges it.
-const CHECKPOINT_TICK: Duration = Duration::from_millis(200);
+const CHECKPOINT_TICK: Duration = Duration::from_secs(1);
 
 /// The checkpoint thread and the signal that wakes or stops it.
 struct Checkpointer {
@@ -158,14 +259,15 @@ impl Checkpointer {
         Ok(Checkpointer { signal, thread })
     }
 
-    /// Tells the thread that something was written.
+    /// Tells the thread that something was written (it looks at its next
+    /// tick: many commits share one checkpoint and its syncs).
     fn nudge(&self) {
-        let (lock, cond) = &*self.signal;
+        let (lock, _) = &*self.signal;
         lock.lock().unwrap_or_else(|e| e.into_inner()).writes += 1;
-        cond.notify_one();
     }
 
-    /// Stops the thread after a last checkpoint that empties the WAL.
+    /// Stops the thread after a last checkpoint (a passive one: stopping
+    /// never waits on a reader in another process).
     fn stop(self) {
         let (lock, cond) = &*self.signal;
         lock.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
@@ -182,8 +284,8 @@ fn checkpoint_loop(conn: &Connection, signal: &(Mutex<CheckpointSignal>, Condvar
     loop {
         {
             let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
-            // Run at once while the WAL is long; otherwise when written to,
-            // at most once a tick, so small writes share one checkpoint.
+            // Run again at once while the WAL is long; otherwise once a
+            // tick if anything was written.
             if backlog < CHECKPOINT_PAGES && !st.stop {
                 st = cond
                     .wait_timeout(st, CHECKPOINT_TICK)
@@ -192,7 +294,7 @@ fn checkpoint_loop(conn: &Connection, signal: &(Mutex<CheckpointSignal>, Condvar
             }
             if st.stop {
                 drop(st);
-                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 return;
             }
             if st.writes == seen_writes && backlog == 0 {
@@ -223,21 +325,19 @@ fn checkpoint_loop(conn: &Connection, signal: &(Mutex<CheckpointSignal>, Condvar
     }
 }
 
-fn open_connection(path: &Path, durability: Durability) -> Result<Connection> {
+fn open_connection(path: &Path) -> Result<Connection> {
     let conn =
         Connection::open(path).context(|| format!("cannot open database {}", path.display()))?;
-    let synchronous = match durability {
-        Durability::Fsync => "FULL",
-        Durability::Process => "NORMAL",
-    };
-    conn.execute_batch(&format!(
+    // NORMAL whatever the durability: SQLite syncs around checkpoints, and
+    // commits are synced by the store itself when asked to (WalSync).
+    conn.execute_batch(
         "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = {synchronous};
+         PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 10000;
          PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -65536;"
-    ))
+         PRAGMA cache_size = -65536;",
+    )
     .context(|| format!("cannot configure database {}", path.display()))?;
     Ok(conn)
 }

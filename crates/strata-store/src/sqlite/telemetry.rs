@@ -22,7 +22,13 @@ use crate::{
 
 impl TelemetryStore for SqliteStore {
     fn write_batches(&self, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>> {
-        self.write(|w| {
+        let (outcomes, commit) = self.write_batches_unsynced(batches)?;
+        self.sync(commit)?;
+        Ok(outcomes)
+    }
+
+    fn write_batches_unsynced(&self, batches: &[BatchWrite]) -> Result<(Vec<WriteOutcome>, u64)> {
+        let (result, commit) = self.write_unsynced(|w| {
             let result = write_in_transaction(w, batches);
             if result.is_err() {
                 // The transaction rolled back: ids created in it are gone,
@@ -32,7 +38,12 @@ impl TelemetryStore for SqliteStore {
                 w.ledgers.clear();
             }
             result
-        })
+        });
+        Ok((result?, commit))
+    }
+
+    fn sync(&self, commit: u64) -> Result<()> {
+        self.sync_through(commit)
     }
 
     fn series(&self, device: Option<&DeviceId>) -> Result<Vec<SeriesInfo>> {
