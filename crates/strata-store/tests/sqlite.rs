@@ -245,6 +245,25 @@ fn registry_lifecycle() {
     assert_eq!(store.devices(Some(&site.id)).unwrap().len(), 1);
 }
 
+/// The timestamps of `temp` readings of `device` in `[from_ns, to_ns]`.
+fn timestamps(store: &SqliteStore, device: &str, from_ns: i64, to_ns: i64) -> Vec<i64> {
+    let q = RangeQuery {
+        device: dev(device),
+        signal: "temp".into(),
+        from_ns,
+        to_ns,
+        bucket_ns: None,
+        limit: 1000,
+    };
+    store
+        .range(&q)
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.ts_ns)
+        .collect()
+}
+
 #[test]
 fn replay_hands_batches_on_in_time_order_across_blocks_and_streams() {
     let dir = tempfile::tempdir().unwrap();
@@ -278,21 +297,7 @@ fn replay_hands_batches_on_in_time_order_across_blocks_and_streams() {
         })
         .unwrap();
     assert_eq!(inside, [2, 1]);
-    let q = RangeQuery {
-        device: dev("d1"),
-        signal: "temp".into(),
-        from_ns: 120,
-        to_ns: 310,
-        bucket_ns: None,
-        limit: 1000,
-    };
-    let ts: Vec<i64> = store
-        .range(&q)
-        .unwrap()
-        .points
-        .iter()
-        .map(|p| p.ts_ns)
-        .collect();
+    let ts = timestamps(&store, "d1", 120, 310);
     assert_eq!(ts, [120, 130, 140, 300, 310]);
 }
 
@@ -336,21 +341,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
 
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
     assert_eq!(store.batch_count(Some(&dev("old"))).unwrap(), 3);
-    let q = RangeQuery {
-        device: dev("old"),
-        signal: "temp".into(),
-        from_ns: 0,
-        to_ns: 100,
-        bucket_ns: None,
-        limit: 10,
-    };
-    let ts: Vec<i64> = store
-        .range(&q)
-        .unwrap()
-        .points
-        .iter()
-        .map(|p| p.ts_ns)
-        .collect();
+    let ts = timestamps(&store, "old", 0, 100);
     assert_eq!(ts, [10, 20, 40]);
     let out = store
         .write_batches(&[

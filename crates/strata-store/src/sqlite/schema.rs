@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, Transaction, params};
 
+use super::telemetry::{INSERT_BLOCK, insert_block};
 use crate::block::{BlockBuilder, BlockEntry};
 use crate::seqset::SeqSet;
 
@@ -244,23 +245,9 @@ fn batches_to_blocks(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             "SELECT stream_id, seq, t_min, t_max, readings, received_ns, data
              FROM batches ORDER BY stream_id, t_min, seq",
         )?;
-        let mut insert = tx.prepare(
-            "INSERT INTO blocks (stream_id, t_min, t_max, batches, readings, received_ns, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        let mut insert = tx.prepare_cached(INSERT_BLOCK)?;
         let mut store = |stream: i64, b: &BlockBuilder, received: i64| {
-            let (t_min, t_max) = b.time_range();
-            insert
-                .execute(params![
-                    stream,
-                    t_min,
-                    t_max,
-                    b.batches() as i64,
-                    b.readings() as i64,
-                    received,
-                    b.data()
-                ])
-                .map(drop)
+            insert_block(&mut insert, stream, b, received).map(drop)
         };
         let mut open: Option<(i64, BlockBuilder, i64)> = None;
         let mut rows = rows.query([])?;

@@ -301,10 +301,7 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
     }
     {
         let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO blocks (stream_id, t_min, t_max, batches, readings, received_ns, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
+            .prepare_cached(INSERT_BLOCK)
             .context(|| "cannot prepare the block insert".into())?;
         let mut upsert_interval = tx
             .prepare_cached(
@@ -315,23 +312,12 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
             .prepare_cached("DELETE FROM stream_seqs WHERE stream_id = ?1 AND lo = ?2")
             .context(|| "cannot prepare the ledger update".into())?;
         for (stream_id, block, received) in &blocks {
-            let (t_min, t_max) = block.time_range();
-            insert
-                .execute(params![
-                    stream_id,
-                    t_min,
-                    t_max,
-                    block.batches() as i64,
-                    block.readings() as i64,
-                    received,
-                    block.data()
-                ])
-                .context(|| {
-                    format!(
-                        "cannot store {} batches of stream {stream_id}",
-                        block.batches()
-                    )
-                })?;
+            insert_block(&mut insert, *stream_id, block, *received).context(|| {
+                format!(
+                    "cannot store {} batches of stream {stream_id}",
+                    block.batches()
+                )
+            })?;
             let ledger = w.ledgers.get_mut(stream_id).expect("loaded above");
             // SQLite integers are signed; a seq above i64::MAX keeps its bits.
             for change in ledger.take_changes() {
@@ -363,6 +349,30 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
     tx.commit().context(|| "cannot commit telemetry".into())?;
     Ok(outcomes)
 }
+
+/// Stores one block; `stmt` is prepared from [`INSERT_BLOCK`].
+pub(super) fn insert_block(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    stream_id: i64,
+    block: &BlockBuilder,
+    received_ns: i64,
+) -> rusqlite::Result<usize> {
+    let (t_min, t_max) = block.time_range();
+    stmt.execute(params![
+        stream_id,
+        t_min,
+        t_max,
+        block.batches() as i64,
+        block.readings() as i64,
+        received_ns,
+        block.data()
+    ])
+}
+
+/// The statement [`insert_block`] runs.
+pub(super) const INSERT_BLOCK: &str = "INSERT INTO blocks
+    (stream_id, t_min, t_max, batches, readings, received_ns, data)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// A stream's ledger as stored.
 fn load_ledger(tx: &rusqlite::Transaction<'_>, stream_id: i64) -> Result<SeqSet> {
