@@ -331,6 +331,29 @@ mod tests {
             }
         }
 
+        /// The same for damaged agent batches: a byte changed anywhere.
+        #[test]
+        fn a_damaged_batch_is_read_as_the_slow_path_reads_it(
+            values in prop::collection::vec(-1e3f64..1e3, 1..10),
+            at in any::<prop::sample::Index>(), byte in any::<u8>(),
+        ) {
+            let batch = TelemetryBatch {
+                stream: "main".into(),
+                seq: 3,
+                signals: vec![
+                    series("a", (0..values.len() as i64).map(|i| NOW - i).collect(), values.clone()),
+                    series("b", vec![NOW], vec![1.0]),
+                ],
+            };
+            let mut payload = encode_telemetry(&batch, Encoding::Protobuf);
+            let i = at.index(payload.len());
+            payload[i] = byte;
+            if let Some(view) = TelemetryView::parse(&payload, &Limits::default(), NOW) {
+                let slow = slow(&payload);
+                prop_assert!(slow.as_ref().is_some_and(|b| same(&view, b)), "{view:?} vs {slow:?}");
+            }
+        }
+
         #[test]
         fn encoded_batches_read_the_same_both_ways(
             stream in "[a-z]{1,8}", seq in any::<u64>(),
