@@ -80,19 +80,13 @@ impl EncodedBatch {
             let unit = put_str(&mut data, unit);
             // The chunk's length goes in front once it is written.
             let start = data.len();
-            chunk::encode(s, &mut data);
+            let span = chunk::encode(s, &mut data);
             let mut len = [0u8; 10];
             let used = varint_into(&mut len, (data.len() - start) as u64);
             data.splice(start..start, len[..used].iter().copied());
-            let mut last = 0;
-            for i in 0..n {
-                let t = s.ts_ns(i);
-                t_min = t_min.min(t);
-                t_max = t_max.max(t);
-                if t >= s.ts_ns(last) {
-                    last = i;
-                }
-            }
+            t_min = t_min.min(span.t_min);
+            t_max = t_max.max(span.t_max);
+            let last = span.newest;
             readings += n as u64;
             summaries.push(SignalSummary {
                 name,

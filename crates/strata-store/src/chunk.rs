@@ -69,8 +69,19 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
     Err(Error::Corrupt("chunk varint longer than 10 bytes".into()))
 }
 
-/// Encodes one signal's readings.
-pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
+/// The time span of an encoded signal, found while encoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Earliest timestamp (`i64::MAX` without readings).
+    pub t_min: i64,
+    /// Latest timestamp (`i64::MIN` without readings).
+    pub t_max: i64,
+    /// Index of the newest reading (the last of those at `t_max`).
+    pub newest: usize,
+}
+
+/// Encodes one signal's readings; returns their time span.
+pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) -> Span {
     let n = r.len();
     let has_quality = r.has_quality();
     out.reserve(8 + n * 4 + if has_quality { n } else { 0 });
@@ -78,8 +89,17 @@ pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
     out.push(if has_quality { HAS_QUALITY } else { 0 });
     put_varint(out, n as u64);
     let (mut prev, mut prev_delta) = (0i64, 0i64);
+    let mut span = Span {
+        t_min: i64::MAX,
+        t_max: i64::MIN,
+        newest: 0,
+    };
     for i in 0..n {
         let t = r.ts_ns(i);
+        span.t_min = span.t_min.min(t);
+        if t >= span.t_max {
+            (span.t_max, span.newest) = (t, i);
+        }
         let delta = t.wrapping_sub(prev);
         let field = if i < 2 {
             delta
@@ -99,6 +119,7 @@ pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
     if has_quality {
         out.extend((0..n).map(|i| r.quality(i) as u8));
     }
+    span
 }
 
 /// The Gorilla XOR stream of the values.
@@ -123,13 +144,18 @@ fn encode_values<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
         let lead = x.leading_zeros().min(31);
         let trail = x.trailing_zeros();
         if win_lead < 64 && lead >= win_lead && trail >= win_trail {
-            w.write(0b10, 2);
-            w.write(x >> win_trail, 64 - win_lead - win_trail);
+            let meaningful = 64 - win_lead - win_trail;
+            if meaningful <= 62 {
+                // Control bits and value in one write.
+                w.write((0b10 << meaningful) | (x >> win_trail), meaningful + 2);
+            } else {
+                w.write(0b10, 2);
+                w.write(x >> win_trail, meaningful);
+            }
         } else {
             let meaningful = 64 - lead - trail;
-            w.write(0b11, 2);
-            w.write(u64::from(lead), 5);
-            w.write(u64::from(meaningful - 1), 6);
+            let header = (0b11 << 11) | (u64::from(lead) << 6) | u64::from(meaningful - 1);
+            w.write(header, 13);
             w.write(x >> trail, meaningful);
             (win_lead, win_trail) = (lead, trail);
         }
@@ -246,6 +272,18 @@ mod tests {
             ..SignalSeries::default()
         };
         super::encode(&s, out);
+    }
+
+    #[test]
+    fn the_span_names_the_newest_reading() {
+        let mut out = Vec::new();
+        let s = SignalSeries {
+            ts_ns: vec![5, 9, 2, 9, 7],
+            values: vec![0.0; 5],
+            ..SignalSeries::default()
+        };
+        let span = super::encode(&s, &mut out);
+        assert_eq!((span.t_min, span.t_max, span.newest), (2, 9, 3));
     }
 
     #[test]
