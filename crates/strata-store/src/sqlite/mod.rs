@@ -230,7 +230,8 @@ impl Drop for SqliteStore {
 
 /// WAL pages past which the checkpointer runs without waiting for its tick.
 const CHECKPOINT_PAGES: i64 = 1_000;
-/// How often the checkpointer looks at the WAL when nobody nudges it.
+/// How often the checkpointer runs when anything was written since its last
+/// run (writes only mark themselves; they never wake it).
 const CHECKPOINT_TICK: Duration = Duration::from_secs(1);
 
 /// The checkpoint thread and the signal that wakes or stops it.
@@ -310,11 +311,11 @@ fn checkpoint_loop(conn: &Connection, signal: &(Mutex<CheckpointSignal>, Condvar
             Ok((frames, copied)) => {
                 let left = (frames - copied).max(0);
                 // Frames a reader still needs cannot be copied yet: do not
-                // spin on them, wait for the next write or tick.
+                // spin on them, wait for the next tick.
                 backlog = if left > 0 && left == backlog { 0 } else { left };
             }
             Err(e) => {
-                // Retried on the next write or tick; logged at most once a minute.
+                // Retried on the next tick; logged at most once a minute.
                 if last_warning.is_none_or(|t: std::time::Instant| t.elapsed().as_secs() >= 60) {
                     tracing::warn!("a WAL checkpoint failed, will retry: {e}");
                     last_warning = Some(std::time::Instant::now());
