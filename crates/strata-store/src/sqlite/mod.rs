@@ -228,13 +228,13 @@ impl Drop for SqliteStore {
     }
 }
 
-/// WAL pages past which the checkpointer runs without waiting for its tick.
+/// WAL frames left uncopied past which the checkpointer runs again at once.
 const CHECKPOINT_PAGES: i64 = 1_000;
 /// How often the checkpointer runs when anything was written since its last
 /// run (writes only mark themselves; they never wake it).
 const CHECKPOINT_TICK: Duration = Duration::from_secs(1);
 
-/// The checkpoint thread and the signal that wakes or stops it.
+/// The checkpoint thread, the count of writes it looks at, and its stop flag.
 struct Checkpointer {
     signal: Arc<(Mutex<CheckpointSignal>, Condvar)>,
     thread: std::thread::JoinHandle<()>,
