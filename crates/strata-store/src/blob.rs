@@ -1,6 +1,6 @@
-//! The batch format: every signal of one batch in one blob, stored as one
-//! row. One row per batch (not per signal or per reading) is what keeps the
-//! storage writer at a few microseconds per batch.
+//! The batch format: every signal of one batch in one blob, packed on the
+//! connection's task so the storage writer only copies bytes; a commit puts
+//! the blobs of each stream into one [`crate::block`].
 //!
 //! Layout: 1 byte version (1), varint signal count, then per signal: varint
 //! length + name, varint length + unit, varint length + a [`chunk`]. A query

@@ -5,10 +5,11 @@
 //! [`RegistryStore`], so another engine (PostgreSQL at scale) is one more
 //! implementation of these traits, not a change to ingest.
 //!
-//! Readings are kept as one packed blob per batch (see [`blob`] and
-//! [`chunk`]) rather than one row per reading: a batch of 100 readings costs
-//! one row, which is what lets one SQLite file take millions of readings a
-//! second.
+//! Readings are kept as compressed packed batches ([`blob`], [`chunk`]),
+//! and a commit stores each stream's batches as one row ([`block`]) with
+//! the exactly-once ledger beside them ([`seqset`]), rather than a row per
+//! reading or per batch: that is what lets one SQLite file take millions of
+//! readings a second.
 
 mod bits;
 pub mod blob;
