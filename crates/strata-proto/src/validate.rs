@@ -114,6 +114,11 @@ impl Removed {
     }
 }
 
+/// Whether a unit is one validation accepts (possibly empty).
+pub(crate) fn valid_unit(s: &str) -> bool {
+    s.len() <= MAX_UNIT_LEN && !s.chars().any(char::is_control)
+}
+
 pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
@@ -145,7 +150,7 @@ pub fn validate(
         if !valid_name(&s.name) {
             return Err(BatchError::SignalName(s.name.clone()));
         }
-        if s.unit.len() > MAX_UNIT_LEN || s.unit.chars().any(char::is_control) {
+        if !valid_unit(&s.unit) {
             return Err(BatchError::Unit {
                 signal: s.name.clone(),
                 unit: s.unit.clone(),
@@ -216,11 +221,12 @@ pub fn validate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::v1::SignalSeries;
 
-    fn signal(name: &str, ts: Vec<i64>, values: Vec<f64>) -> SignalSeries {
+    /// A signal in `Cel` with all-good readings (shared with the view's tests).
+    pub(crate) fn signal(name: &str, ts: Vec<i64>, values: Vec<f64>) -> SignalSeries {
         SignalSeries {
             name: name.into(),
             unit: "Cel".into(),

@@ -11,7 +11,7 @@
 //! paths store the same bytes; the fast one allocates nothing per reading.
 
 use crate::v1::SignalSeries;
-use crate::validate::{Limits, MAX_UNIT_LEN, valid_name};
+use crate::validate::{Limits, valid_name, valid_unit};
 
 /// The readings of one signal, column by column, however they are held.
 pub trait Readings {
@@ -142,8 +142,7 @@ impl<'a> TelemetryView<'a> {
             && self.signals.len() <= limits.max_signals.min(MAX_VIEW_SIGNALS)
             && self.signals.iter().enumerate().all(|(i, s)| {
                 valid_name(s.name)
-                    && s.unit.len() <= MAX_UNIT_LEN
-                    && !s.unit.chars().any(char::is_control)
+                    && valid_unit(s.unit)
                     && self.signals[..i].iter().all(|o| o.name != s.name)
                     && (0..s.len()).all(|j| s.value(j).is_finite() && s.ts_ns(j) <= horizon)
             })
@@ -229,20 +228,11 @@ mod tests {
     use super::*;
     use crate::payload::{Encoding, decode_telemetry, encode_telemetry};
     use crate::v1::TelemetryBatch;
+    use crate::validate::tests::signal as series;
     use crate::validate::validate;
     use proptest::prelude::*;
 
     const NOW: i64 = 1_764_064_800_000_000_000;
-
-    fn series(name: &str, ts: Vec<i64>, values: Vec<f64>) -> SignalSeries {
-        SignalSeries {
-            name: name.into(),
-            unit: "Cel".into(),
-            ts_ns: ts,
-            values,
-            quality: vec![],
-        }
-    }
 
     /// What the slow path makes of `payload`, if it passes unchanged.
     fn slow(payload: &[u8]) -> Option<TelemetryBatch> {

@@ -9,7 +9,7 @@
 use strata_proto::view::Readings;
 use strata_proto::{SignalSeries, TelemetryBatch};
 
-use crate::chunk::{self, get_varint, put_varint, varint_into};
+use crate::chunk::{self, get_varint, insert_varint, put_varint};
 use crate::{Error, Point, Result};
 
 const VERSION: u8 = 1;
@@ -81,9 +81,8 @@ impl EncodedBatch {
             // The chunk's length goes in front once it is written.
             let start = data.len();
             let span = chunk::encode(s, &mut data);
-            let mut len = [0u8; 10];
-            let used = varint_into(&mut len, (data.len() - start) as u64);
-            data.splice(start..start, len[..used].iter().copied());
+            let chunk_len = (data.len() - start) as u64;
+            insert_varint(&mut data, start, chunk_len);
             t_min = t_min.min(span.t_min);
             t_max = t_max.max(span.t_max);
             let last = span.newest;
@@ -98,9 +97,7 @@ impl EncodedBatch {
                 },
             });
         }
-        let mut count = [0u8; 10];
-        let used = varint_into(&mut count, summaries.len() as u64);
-        data.splice(1..1, count[..used].iter().copied());
+        let used = insert_varint(&mut data, 1, summaries.len() as u64);
         // Ranges were taken before the count went in front of them.
         for s in &mut summaries {
             s.name = (s.name.0 + used as u32, s.name.1 + used as u32);

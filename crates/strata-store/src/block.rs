@@ -10,7 +10,7 @@
 //! zigzag varint first timestamp, varint (last - first timestamp), varint
 //! reading count, varint length + the packed batch ([`crate::blob`]).
 
-use crate::chunk::{get_varint, put_varint};
+use crate::chunk::{get_varint, put_varint, unzigzag, zigzag};
 use crate::{Error, Result};
 
 const VERSION: u8 = 1;
@@ -126,14 +126,6 @@ pub fn for_each_entry(
         pos = end;
     }
     Ok(())
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 #[cfg(test)]

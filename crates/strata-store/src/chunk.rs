@@ -26,11 +26,11 @@ const VERSION_PLAIN: u8 = 1;
 const VERSION: u8 = 2;
 const HAS_QUALITY: u8 = 1;
 
-fn zigzag(v: i64) -> u64 {
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
@@ -42,16 +42,18 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Writes `v` as a varint into `buf`; returns the bytes used.
-pub(crate) fn varint_into(buf: &mut [u8; 10], mut v: u64) -> usize {
-    let mut i = 0;
+/// Inserts `v` as a varint at `at` (a length known only once what follows
+/// was written); returns the bytes inserted.
+pub(crate) fn insert_varint(out: &mut Vec<u8>, at: usize, mut v: u64) -> usize {
+    let (mut buf, mut n) = ([0u8; 10], 0);
     while v >= 0x80 {
-        buf[i] = (v as u8) | 0x80;
+        buf[n] = (v as u8) | 0x80;
         v >>= 7;
-        i += 1;
+        n += 1;
     }
-    buf[i] = v as u8;
-    i + 1
+    buf[n] = v as u8;
+    out.splice(at..at, buf[..=n].iter().copied());
+    n + 1
 }
 
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
@@ -113,9 +115,8 @@ pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) -> Span {
     // afterwards (moving a few hundred bytes costs less than a second buffer).
     let start = out.len();
     encode_values(r, out);
-    let mut len = [0u8; 10];
-    let used = varint_into(&mut len, (out.len() - start) as u64);
-    out.splice(start..start, len[..used].iter().copied());
+    let bits_len = (out.len() - start) as u64;
+    insert_varint(out, start, bits_len);
     if has_quality {
         out.extend((0..n).map(|i| r.quality(i) as u8));
     }
