@@ -23,7 +23,7 @@ fi
 # scikit-learn + skl2onnx + onnxruntime for golden models) live in a
 # virtualenv under target/; tests find it through STRATA_PEERS_PYTHON.
 peers=target/peers
-if ! "$peers/bin/python" -c 'import asyncua, pymodbus, sklearn, skl2onnx, onnxruntime' 2>/dev/null \
+if ! "$peers/bin/python" -c 'import asyncua, pymodbus, sklearn, skl2onnx, onnxruntime, river, evidently' 2>/dev/null \
     || ! cmp -s scripts/peers-requirements.txt "$peers/requirements.txt"; then
     echo "installing python test peers into $peers"
     python3 -m venv "$peers"
