@@ -41,19 +41,20 @@ impl Default for AdwinParams {
     }
 }
 
-/// One bucket: the sum of its values and their sum of squared deviations.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    total: f64,
-    variance: f64,
-}
-
 /// An ADWIN detector.
 #[derive(Debug, Clone)]
 pub struct Adwin {
     params: AdwinParams,
-    /// rows[i]: buckets of 2^i values each, oldest first.
-    rows: Vec<Vec<Bucket>>,
+    /// Slots per row (`max_buckets + 1`: a row overflows by one, then
+    /// merges).
+    cap: usize,
+    /// Row i, slot k at `i * cap + k`: the sum of the bucket's 2^i values,
+    /// oldest bucket first.
+    totals: Vec<f64>,
+    /// The same slots: each bucket's sum of squared deviations.
+    variances: Vec<f64>,
+    /// Buckets held per row.
+    lens: Vec<usize>,
     /// Values in the window.
     width: f64,
     /// Their sum.
@@ -67,9 +68,13 @@ pub struct Adwin {
 impl Adwin {
     /// A fresh detector.
     pub fn new(params: AdwinParams) -> Self {
+        let cap = params.max_buckets.max(1) + 1;
         Adwin {
             params,
-            rows: vec![Vec::with_capacity(params.max_buckets + 1)],
+            cap,
+            totals: vec![0.0; cap],
+            variances: vec![0.0; cap],
+            lens: vec![0],
             width: 0.0,
             total: 0.0,
             variance: 0.0,
@@ -93,10 +98,10 @@ impl Adwin {
     }
 
     fn insert(&mut self, value: f64) {
-        self.rows[0].push(Bucket {
-            total: value,
-            variance: 0.0,
-        });
+        let len = self.lens[0];
+        self.totals[len] = value;
+        self.variances[len] = 0.0;
+        self.lens[0] = len + 1;
         self.width += 1.0;
         let mut incremental = 0.0;
         if self.width > 1.0 {
@@ -105,27 +110,44 @@ impl Adwin {
         }
         self.variance += incremental;
         self.total += value;
-        self.compress();
+        if len + 1 == self.cap {
+            self.compress();
+        }
+    }
+
+    /// Removes the `k` oldest buckets of row `i`.
+    fn shift_row(&mut self, i: usize, k: usize) {
+        let base = i * self.cap;
+        let len = self.lens[i];
+        self.totals.copy_within(base + k..base + len, base);
+        self.variances.copy_within(base + k..base + len, base);
+        self.lens[i] = len - k;
     }
 
     /// Merges the two oldest buckets of every full row into the next row.
     fn compress(&mut self) {
-        let full = self.params.max_buckets + 1;
+        let cap = self.cap;
         let mut i = 0;
-        while self.rows[i].len() == full {
+        while self.lens[i] == cap {
+            // Dividing by a power of two and multiplying by its inverse
+            // round the same exact value: the same floats as river's.
+            let inv = 1.0 / (1u64 << i) as f64;
             let n = (1u64 << i) as f64;
-            let (b0, b1) = (self.rows[i][0], self.rows[i][1]);
-            let (mu0, mu1) = (b0.total / n, b1.total / n);
-            let merged = Bucket {
-                total: b0.total + b1.total,
-                variance: b0.variance + b1.variance + n * 0.5 * (mu0 - mu1) * (mu0 - mu1),
-            };
-            if i + 1 == self.rows.len() {
-                self.rows.push(Vec::with_capacity(full));
+            let base = i * cap;
+            let (t0, t1) = (self.totals[base], self.totals[base + 1]);
+            let (v0, v1) = (self.variances[base], self.variances[base + 1]);
+            let (mu0, mu1) = (t0 * inv, t1 * inv);
+            if i + 1 == self.lens.len() {
+                self.lens.push(0);
+                self.totals.resize(self.totals.len() + cap, 0.0);
+                self.variances.resize(self.variances.len() + cap, 0.0);
             }
-            self.rows[i + 1].push(merged);
-            self.rows[i].drain(..2);
-            if self.rows[i + 1].len() <= self.params.max_buckets {
+            let next = (i + 1) * cap + self.lens[i + 1];
+            self.totals[next] = t0 + t1;
+            self.variances[next] = v0 + v1 + n * 0.5 * (mu0 - mu1) * (mu0 - mu1);
+            self.lens[i + 1] += 1;
+            self.shift_row(i, 2);
+            if self.lens[i + 1] <= self.params.max_buckets {
                 break;
             }
             i += 1;
@@ -134,18 +156,21 @@ impl Adwin {
 
     /// Drops the oldest bucket from the window.
     fn drop_oldest(&mut self) {
-        let last = self.rows.len() - 1;
+        let last = self.lens.len() - 1;
         let n = (1u64 << last) as f64;
-        let b = self.rows[last][0];
-        let mu = b.total / n;
+        let base = last * self.cap;
+        let (total, variance) = (self.totals[base], self.variances[base]);
+        let mu = total * (1.0 / n);
         self.width -= n;
-        self.total -= b.total;
+        self.total -= total;
         let mu_window = self.total / self.width;
         self.variance -=
-            b.variance + n * self.width * (mu - mu_window) * (mu - mu_window) / (n + self.width);
-        self.rows[last].remove(0);
-        if self.rows[last].is_empty() {
-            self.rows.pop();
+            variance + n * self.width * (mu - mu_window) * (mu - mu_window) / (n + self.width);
+        self.shift_row(last, 1);
+        if self.lens[last] == 0 {
+            self.lens.pop();
+            self.totals.truncate(last * self.cap);
+            self.variances.truncate(last * self.cap);
         }
     }
 
@@ -157,46 +182,52 @@ impl Adwin {
         if self.tick % u64::from(p.clock) != 0 || self.width <= f64::from(p.grace_period) {
             return false;
         }
-        let min_len = f64::from(p.min_window_length);
         let mut changed = false;
-        'retest: loop {
-            let (mut n0, mut n1) = (0.0, self.width);
-            let (mut u0, mut u1) = (0.0, self.total);
-            for i in (0..self.rows.len()).rev() {
-                let size = (1u64 << i) as f64;
-                let len = self.rows[i].len();
-                for k in 0..len {
-                    let t = self.rows[i][k].total;
-                    n0 += size;
-                    n1 -= size;
-                    u0 += t;
-                    u1 -= t;
-                    if i == 0 && k == len - 1 {
-                        break 'retest;
-                    }
-                    let delta_mean = u0 / n0 - u1 / n1;
-                    if n1 >= min_len && n0 >= min_len && self.cut(n0, n1, delta_mean) {
-                        changed = true;
-                        if self.width > 0.0 {
-                            self.drop_oldest();
-                            continue 'retest;
-                        }
-                    }
-                }
+        while self.has_cut() {
+            changed = true;
+            if self.width <= 0.0 {
+                break;
             }
-            break;
+            self.drop_oldest();
         }
         changed
     }
 
-    /// The cut test for a split into n0 older and n1 newer values.
-    fn cut(&self, n0: f64, n1: f64, delta_mean: f64) -> bool {
+    /// Whether any split of the window into older and newer buckets has
+    /// means further apart than the bound. The running sums advance in
+    /// river's order, so every split sees the same floats; the terms that
+    /// depend only on the window (ln ln width, the variance) are computed
+    /// once per test.
+    fn has_cut(&self) -> bool {
         let min_len = f64::from(self.params.min_window_length);
         let delta_prime = (2.0 * self.width.ln() / self.params.delta).ln();
-        let m_recip = 1.0 / (n0 - min_len + 1.0) + 1.0 / (n1 - min_len + 1.0);
-        let epsilon = (2.0 * m_recip * (self.variance / self.width) * delta_prime).sqrt()
-            + 2.0 / 3.0 * delta_prime * m_recip;
-        delta_mean.abs() > epsilon
+        let var = self.variance / self.width;
+        let (mut n0, mut n1) = (0.0, self.width);
+        let (mut u0, mut u1) = (0.0, self.total);
+        for i in (0..self.lens.len()).rev() {
+            let size = (1u64 << i) as f64;
+            let base = i * self.cap;
+            let len = self.lens[i];
+            for (k, &t) in self.totals[base..base + len].iter().enumerate() {
+                n0 += size;
+                n1 -= size;
+                u0 += t;
+                u1 -= t;
+                if i == 0 && k == len - 1 {
+                    return false;
+                }
+                if n1 >= min_len && n0 >= min_len {
+                    let delta_mean = u0 / n0 - u1 / n1;
+                    let m_recip = 1.0 / (n0 - min_len + 1.0) + 1.0 / (n1 - min_len + 1.0);
+                    let epsilon = (2.0 * m_recip * var * delta_prime).sqrt()
+                        + 2.0 / 3.0 * delta_prime * m_recip;
+                    if delta_mean.abs() > epsilon {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
     }
 }
 
@@ -242,12 +273,12 @@ mod tests {
             a.update(f64::from(i % 7));
         }
         let counted: f64 = a
-            .rows
+            .lens
             .iter()
             .enumerate()
-            .map(|(i, row)| row.len() as f64 * (1u64 << i) as f64)
+            .map(|(i, &len)| len as f64 * (1u64 << i) as f64)
             .sum();
         assert_eq!(counted, a.width());
-        assert!(a.rows.iter().all(|r| r.len() <= 5));
+        assert!(a.lens.iter().all(|&len| len <= 5));
     }
 }
