@@ -16,6 +16,7 @@
 //! and count them ([`Sample::new`] does both).
 
 pub mod detect;
+pub mod profile;
 mod error;
 mod sample;
 pub mod sketch;

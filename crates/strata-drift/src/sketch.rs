@@ -135,10 +135,37 @@ pub struct Sketch {
     pub sum: f64,
     /// Sum of their squares.
     pub sum_sq: f64,
-    /// Smallest value (+inf when empty).
+    /// Smallest value (+inf when empty; `null` in JSON).
+    #[serde(with = "finite_or_null::min")]
     pub min: f64,
-    /// Largest value (-inf when empty).
+    /// Largest value (-inf when empty; `null` in JSON).
+    #[serde(with = "finite_or_null::max")]
     pub max: f64,
+}
+
+/// JSON has no infinities: an empty sketch's min and max travel as null.
+mod finite_or_null {
+    macro_rules! side {
+        ($name:ident, $empty:expr) => {
+            pub mod $name {
+                use serde::{Deserialize, Deserializer, Serializer};
+
+                pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+                    if v.is_finite() {
+                        s.serialize_some(v)
+                    } else {
+                        s.serialize_none()
+                    }
+                }
+
+                pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+                    Ok(Option::<f64>::deserialize(d)?.unwrap_or($empty))
+                }
+            }
+        };
+    }
+    side!(min, f64::INFINITY);
+    side!(max, f64::NEG_INFINITY);
 }
 
 impl Sketch {
@@ -182,6 +209,11 @@ impl Sketch {
         if !self.sum.is_finite() || !self.sum_sq.is_finite() {
             return Err(DriftError::InvalidSketch("sum is not finite".into()));
         }
+        if self.n > 0 && !(self.min.is_finite() && self.max.is_finite() && self.min <= self.max) {
+            return Err(DriftError::InvalidSketch(
+                "min and max must be finite, min <= max".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -224,6 +256,12 @@ impl Sketch {
         Ok(())
     }
 
+    /// A fingerprint of the edges (FNV-1a over their bits), so a sketch
+    /// sent without its edges can be matched to the bins it was made over.
+    pub fn bins_id(&self) -> String {
+        bins_id(&self.edges)
+    }
+
     /// Mean of the values (NaN when empty).
     pub fn mean(&self) -> f64 {
         self.sum / self.n as f64
@@ -241,6 +279,18 @@ impl Sketch {
         }
         out
     }
+}
+
+/// The fingerprint of a set of edges (see [`Sketch::bins_id`]).
+pub fn bins_id(edges: &[f64]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for e in edges {
+        for b in e.to_bits().to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 fn ks_at_edges(a: &Sketch, b: &Sketch) -> f64 {

@@ -15,6 +15,9 @@ use strata_infer::Model;
 use strata_pipeline::{FeatureVector, VectorSchema};
 use strata_proto::SignalSeries;
 
+use strata_proto::SketchBatch;
+
+use crate::drift::ModelDrift;
 use crate::health::ModelStats;
 
 /// Configuration of one model.
@@ -38,6 +41,10 @@ pub struct ModelConfig {
     /// output names, with `.{i}` for outputs wider than one).
     #[serde(default)]
     pub outputs: Option<Vec<String>>,
+    /// Drift sketches (and a detector) for this model; deployments from
+    /// the hub fill it from the version's reference profile.
+    #[serde(default)]
+    pub drift: Option<strata_proto::DriftSettings>,
 }
 
 fn default_version() -> String {
@@ -63,6 +70,10 @@ struct Bound {
     output: Vec<f32>,
     /// One series per output value, then latency.
     pending: Vec<SignalSeries>,
+    /// Drift sketches of its inputs and outputs, when configured.
+    drift: Option<ModelDrift>,
+    /// Finished sketch windows not yet taken.
+    sketches: Vec<SketchBatch>,
 }
 
 /// Every model of the agent.
@@ -177,7 +188,25 @@ impl Models {
                 unit: "us".into(),
                 ..Default::default()
             });
+            let drift = match &c.drift {
+                None => None,
+                Some(settings) => {
+                    let version: u32 = c.version.parse().map_err(|_| {
+                        format!("{at}: drift sketches need a numeric version, not {:?}", c.version)
+                    })?;
+                    let inputs = c
+                        .features
+                        .clone()
+                        .unwrap_or_else(|| schema.features().to_vec());
+                    Some(
+                        ModelDrift::new(&c.name, version, settings, &inputs, &names)
+                            .map_err(|e| format!("{at}: {e}"))?,
+                    )
+                }
+            };
             models.push(Bound {
+                drift,
+                sketches: Vec::new(),
                 name: c.name.clone(),
                 stream: format!("model:{}:{}", c.name, c.version).into(),
                 vector: c.vector.clone(),
@@ -232,7 +261,31 @@ impl Models {
             }
             latency[0].ts_ns.push(vector.ts_ns);
             latency[0].values.push(ns as f64 / 1e3);
+            if let Some(d) = &mut m.drift
+                && let Some(done) = d.observe(vector.ts_ns, &m.input, &m.output)
+            {
+                m.sketches.push(done);
+            }
         }
+    }
+
+    /// Takes the sketch windows finished since the last call.
+    pub fn take_sketches(&mut self) -> Vec<SketchBatch> {
+        self.models
+            .iter_mut()
+            .flat_map(|m| std::mem::take(&mut m.sketches))
+            .collect()
+    }
+
+    /// Takes every sketch window, the open ones too (before the models are
+    /// replaced or the agent stops).
+    pub fn flush_sketches(&mut self) -> Vec<SketchBatch> {
+        for m in &mut self.models {
+            if let Some(open) = m.drift.as_mut().and_then(ModelDrift::take) {
+                m.sketches.push(open);
+            }
+        }
+        self.take_sketches()
     }
 
     /// Takes the readings made since the last call, per model stream.
@@ -272,6 +325,7 @@ mod tests {
             vector: vector.into(),
             features: None,
             outputs: None,
+            drift: None,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod config;
+pub mod drift;
 pub mod health;
 pub mod inference;
 pub mod outbox;

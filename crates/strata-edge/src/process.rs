@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use strata_pipeline::{Output, Pipeline};
 use strata_proto::payload::{Encoding, encode_telemetry};
-use strata_proto::{SignalSeries, TelemetryBatch};
+use strata_proto::{SignalSeries, SketchBatch, TelemetryBatch};
 use tokio::sync::Notify;
 
 use crate::health::{HEALTH_STREAM, HealthState};
@@ -50,6 +50,9 @@ impl Processor {
     /// Replaces the models (a deployment from the hub); frames already
     /// handled keep the predictions of the models that saw them.
     pub fn set_models(&mut self, models: Models) {
+        for batch in self.models.flush_sketches() {
+            self.append_sketch(batch);
+        }
         self.health.set_models(models.stats());
         self.models = models;
     }
@@ -89,6 +92,25 @@ impl Processor {
         self.append(&frame.stream, series);
         for (stream, series) in self.models.take() {
             self.append(&stream, series);
+        }
+        for batch in self.models.take_sketches() {
+            self.append_sketch(batch);
+        }
+    }
+
+    /// Appends one window of drift sketches to the outbox (its stream's
+    /// next seq; the uplink sends `sketch:` streams to `up/sketch`).
+    fn append_sketch(&self, batch: SketchBatch) {
+        let stream = batch.stream.clone();
+        let result = self.outbox.append(&stream, |seq| {
+            serde_json::to_vec(&SketchBatch { seq, ..batch }).expect("JSON of a sketch batch")
+        });
+        match result {
+            Ok(_) => self.appended.notify_one(),
+            Err(e) => {
+                self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(stream, "sketch batch not kept: {e}");
+            }
         }
     }
 

@@ -578,6 +578,8 @@ impl TwinApplier {
             size: r.artifact.size,
             vector: details.vector,
             features: details.features,
+            // Signed releases carry no reference profile (yet): no sketches.
+            drift: None,
         };
         let path = match self.artifact(&m, download).await {
             Ok(path) => path,
@@ -794,6 +796,7 @@ impl TwinApplier {
             vector: m.vector.clone(),
             features: Some(m.features.clone()),
             outputs: None,
+            drift: m.drift.clone(),
         };
         Models::load(std::slice::from_ref(&config), Path::new("/"), vectors)?;
         Ok(config)
@@ -1221,6 +1224,7 @@ impl OtaState {
             vector: m.vector.clone(),
             features: m.features.clone(),
             outputs: None,
+            drift: None,
         })
     }
 

@@ -136,6 +136,8 @@ async fn session(
     let window = usize::from(config.window.max(1));
     let (client, mut events) = AsyncClient::new(options(config), window + 4);
     let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
+    let sketch_topic =
+        Topic::new(config.device.clone(), Direction::Up, TopicKind::Sketch).to_string();
     let desired_topic =
         Topic::new(config.device.clone(), Direction::Down, TopicKind::Twin).to_string();
     let reported_topic =
@@ -172,8 +174,15 @@ async fn session(
             let room = window.saturating_sub(queued.len() + in_flight.len());
             if room > 0 {
                 for e in outbox.peek(cursor, room).map_err(|e| e.to_string())? {
+                    // Drift sketches have their own topic; everything else
+                    // in the outbox is telemetry.
+                    let to = if e.stream.starts_with("sketch:") {
+                        &sketch_topic
+                    } else {
+                        &topic
+                    };
                     client
-                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, e.payload)
+                        .try_publish(to.as_str(), QoS::AtLeastOnce, false, e.payload)
                         .map_err(|e| format!("cannot queue a publish: {e}"))?;
                     queued.push_back(e.id);
                     cursor = e.id;

@@ -6,6 +6,7 @@
 
 pub mod ids;
 pub mod payload;
+pub mod sketch;
 pub mod topic;
 pub mod twin;
 pub mod validate;
@@ -20,6 +21,7 @@ pub mod v1 {
 
 pub use ids::{DeviceId, IdError, SiteId};
 pub use payload::{DecodeError, Encoding};
+pub use sketch::{Detection, DriftSettings, SignalSketch, SketchBatch};
 pub use topic::{Direction, Topic, TopicError, TopicKind};
 pub use twin::{DesiredTwin, ModelAssignment, ModelReport, ReportedTwin, UpdateReport};
 pub use v1::{Health, Quality, SignalSeries, TelemetryBatch};

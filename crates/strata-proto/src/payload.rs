@@ -54,9 +54,12 @@ pub enum DecodeError {
         /// What the parser reported.
         reason: String,
     },
+    /// Well-formed, but not a valid message (the text says why).
+    #[error("{0}")]
+    Invalid(String),
 }
 
-fn json_error(message: &'static str, e: serde_json::Error) -> DecodeError {
+pub(crate) fn json_error(message: &'static str, e: serde_json::Error) -> DecodeError {
     let reason = e.to_string();
     // serde_json appends " at line L column C"; keep the reason itself.
     let reason = match reason.rfind(" at line ") {

@@ -40,6 +40,10 @@ pub struct ModelAssignment {
     pub vector: String,
     /// The features it reads, by name, in input order.
     pub features: Vec<String>,
+    /// Drift sketches and detectors for this model, when its version has a
+    /// reference profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::DriftSettings>,
 }
 
 /// What a device says it runs (`strata/v1/{device}/up/twin`).

@@ -16,6 +16,7 @@ pub mod blob;
 pub mod block;
 pub mod campaigns;
 pub mod chunk;
+pub mod drift;
 mod error;
 pub mod jobs;
 pub mod model;
@@ -27,6 +28,7 @@ pub mod twin;
 
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
+pub use drift::{DriftStore, StoredSketches};
 pub use error::{Error, Result};
 pub use jobs::{Job, JobLogLine, JobState};
 pub use model::*;

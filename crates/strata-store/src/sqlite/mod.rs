@@ -21,6 +21,7 @@
 //! [`TelemetryStore::write_batches_unsynced`]: crate::TelemetryStore::write_batches_unsynced
 
 mod campaigns;
+mod drift;
 mod jobs;
 mod models;
 mod registry;

@@ -213,6 +213,25 @@ CREATE TABLE stream_seqs (
 "#,
         Some(batches_to_blocks),
     ),
+    (
+        r#"
+-- Drift sketches: one row per batch a device sent, once per (stream, seq).
+CREATE TABLE sketch_batches (
+    device_id   TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    model       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    start_ns    INTEGER NOT NULL,
+    end_ns      INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    PRIMARY KEY (device_id, stream, seq)
+) WITHOUT ROWID;
+CREATE INDEX sketch_batches_by_model ON sketch_batches(model, version, end_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.
