@@ -16,8 +16,8 @@
 //! and count them ([`Sample::new`] does both).
 
 pub mod detect;
-pub mod profile;
 mod error;
+pub mod profile;
 mod sample;
 pub mod sketch;
 mod special;

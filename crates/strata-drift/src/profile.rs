@@ -67,7 +67,11 @@ impl ModelProfile {
         };
         let features_out = columns(features, rows)?;
         let outputs_out = columns(outputs, predictions)?;
-        let n = if features.is_empty() { 0 } else { rows.len() / features.len() };
+        let n = if features.is_empty() {
+            0
+        } else {
+            rows.len() / features.len()
+        };
         Ok(ModelProfile {
             rows: n as u64,
             features: features_out,
@@ -93,7 +97,9 @@ mod tests {
     fn columns_are_profiled_by_name() {
         let names = vec!["a".to_string(), "b".to_string()];
         // a = 0..100, b = 1000 + 2 i.
-        let rows: Vec<f32> = (0..100).flat_map(|i| [i as f32, 1000.0 + 2.0 * i as f32]).collect();
+        let rows: Vec<f32> = (0..100)
+            .flat_map(|i| [i as f32, 1000.0 + 2.0 * i as f32])
+            .collect();
         let preds: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
         let p = ModelProfile::build(&names, &rows, &["y".to_string()], &preds, 10).unwrap();
         assert_eq!(p.rows, 100);

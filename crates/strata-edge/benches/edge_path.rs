@@ -108,6 +108,7 @@ fn main() {
         vector: vector.into(),
         features: None,
         outputs: None,
+        drift: None,
     };
     let models_config = [model("rul", "machine"), model("anomaly", "machine")];
     let frames = frames();

@@ -73,9 +73,13 @@ impl ModelDrift {
                 .iter()
                 .map(|(name, e)| {
                     let index = names.iter().position(|n| n == name).ok_or_else(|| {
-                        format!("drift: the model has no {what} {name:?} (it has: {})", names.join(", "))
+                        format!(
+                            "drift: the model has no {what} {name:?} (it has: {})",
+                            names.join(", ")
+                        )
                     })?;
-                    let sketch = Sketch::new(e.clone()).map_err(|err| format!("drift: {name}: {err}"))?;
+                    let sketch =
+                        Sketch::new(e.clone()).map_err(|err| format!("drift: {name}: {err}"))?;
                     Ok(Watched {
                         index,
                         name: name.clone(),
@@ -148,7 +152,11 @@ impl ModelDrift {
             {
                 self.detections.push(Detection {
                     signal: w.name.clone(),
-                    detector: self.detector.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
+                    detector: self
+                        .detector
+                        .as_ref()
+                        .map(|(k, _)| k.clone())
+                        .unwrap_or_default(),
                     ts_ns,
                     value: v,
                 });
@@ -198,25 +206,44 @@ mod tests {
 
     #[test]
     fn windows_close_on_time_and_count_what_the_model_saw() {
-        let mut d = ModelDrift::new("m", 2, &settings(None), &names(&["a", "b"]), &names(&["y"])).unwrap();
+        let mut d =
+            ModelDrift::new("m", 2, &settings(None), &names(&["a", "b"]), &names(&["y"])).unwrap();
         let s = 1_000_000_000;
         assert!(d.observe(0, &[9.0, 0.5], &[1.0]).is_none());
         assert!(d.observe(5 * s, &[9.0, 1.5], &[20.0]).is_none());
-        let w = d.observe(10 * s, &[9.0, 5.0], &[f32::NAN]).expect("the first window closes");
-        assert_eq!((w.stream.as_str(), w.start_ns, w.end_ns, w.vectors), ("sketch:m:2", 0, 5 * s, 2));
+        let w = d
+            .observe(10 * s, &[9.0, 5.0], &[f32::NAN])
+            .expect("the first window closes");
+        assert_eq!(
+            (w.stream.as_str(), w.start_ns, w.end_ns, w.vectors),
+            ("sketch:m:2", 0, 5 * s, 2)
+        );
         assert_eq!(w.features[0].counts, vec![0, 1, 1, 0]);
         assert_eq!(w.outputs[0].counts, vec![0, 1, 1]);
-        assert_eq!((w.outputs[0].min, w.outputs[0].max), (Some(1.0), Some(20.0)));
+        assert_eq!(
+            (w.outputs[0].min, w.outputs[0].max),
+            (Some(1.0), Some(20.0))
+        );
         let w = d.take().unwrap();
         assert_eq!(w.features[0].counts, vec![0, 0, 0, 1]);
-        assert_eq!((w.outputs[0].n, w.outputs[0].dropped, w.outputs[0].min), (0, 1, None));
+        assert_eq!(
+            (w.outputs[0].n, w.outputs[0].dropped, w.outputs[0].min),
+            (0, 1, None)
+        );
         assert!(d.take().is_none());
     }
 
     #[test]
     fn a_detector_reports_a_shift_in_an_output() {
         let detector = serde_json::json!({"kind": "page_hinkley", "threshold": 5.0});
-        let mut d = ModelDrift::new("m", 1, &settings(Some(detector)), &names(&["b"]), &names(&["y"])).unwrap();
+        let mut d = ModelDrift::new(
+            "m",
+            1,
+            &settings(Some(detector)),
+            &names(&["b"]),
+            &names(&["y"]),
+        )
+        .unwrap();
         for i in 0..200 {
             let y = if i < 100 { 1.0 } else { 4.0 };
             d.observe(i, &[0.5], &[y]);
@@ -228,15 +255,25 @@ mod tests {
 
     #[test]
     fn bad_settings_name_what_is_wrong() {
-        let err = ModelDrift::new("m", 1, &settings(None), &names(&["a"]), &names(&["y"])).err().unwrap();
+        let err = ModelDrift::new("m", 1, &settings(None), &names(&["a"]), &names(&["y"]))
+            .err()
+            .unwrap();
         assert!(err.contains("no input \"b\""), "{err}");
         let mut s = settings(None);
         s.outputs.insert("y".into(), vec![1.0]);
-        let err = ModelDrift::new("m", 1, &s, &names(&["b"]), &names(&["y"])).err().unwrap();
-        assert!(err.contains("edges"), "{err}");
-        let err = ModelDrift::new("m", 1, &settings(Some(serde_json::json!({"kind": "cusum"}))), &names(&["b"]), &names(&["y"]))
+        let err = ModelDrift::new("m", 1, &s, &names(&["b"]), &names(&["y"]))
             .err()
             .unwrap();
+        assert!(err.contains("edges"), "{err}");
+        let err = ModelDrift::new(
+            "m",
+            1,
+            &settings(Some(serde_json::json!({"kind": "cusum"}))),
+            &names(&["b"]),
+            &names(&["y"]),
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("detector"), "{err}");
     }
 }

@@ -141,25 +141,7 @@ impl Models {
                     picks.len()
                 ));
             }
-            let mut names = Vec::new();
-            for o in model.outputs() {
-                let base: String = o
-                    .name
-                    .chars()
-                    .map(|ch| {
-                        if ch.is_ascii_alphanumeric() || ch == '_' {
-                            ch
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                if o.len == 1 {
-                    names.push(base);
-                } else {
-                    names.extend((0..o.len).map(|k| format!("{base}.{k}")));
-                }
-            }
+            let mut names = strata_infer::output_names(model.outputs());
             if let Some(given) = &c.outputs {
                 if given.len() != model.output_len() {
                     return Err(format!(
@@ -192,7 +174,10 @@ impl Models {
                 None => None,
                 Some(settings) => {
                     let version: u32 = c.version.parse().map_err(|_| {
-                        format!("{at}: drift sketches need a numeric version, not {:?}", c.version)
+                        format!(
+                            "{at}: drift sketches need a numeric version, not {:?}",
+                            c.version
+                        )
                     })?;
                     let inputs = c
                         .features

@@ -27,6 +27,8 @@ pub struct HubConfig {
     pub registry: RegistryConfig,
     /// Over-the-air updates.
     pub ota: OtaConfig,
+    /// Drift sketches and detectors for deployed models.
+    pub drift: DriftConfig,
 }
 
 impl Default for HubConfig {
@@ -39,7 +41,46 @@ impl Default for HubConfig {
             ingest: IngestConfig::default(),
             registry: RegistryConfig::default(),
             ota: OtaConfig::default(),
+            drift: DriftConfig::default(),
         }
+    }
+}
+
+/// Drift sketches and detectors for deployed models.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Length of an edge sketch window, seconds.
+    pub window_s: u64,
+    /// The detector the edge runs on every model output (`{ kind =
+    /// "adwin", delta = 0.002 }`, `{ kind = "page_hinkley", threshold =
+    /// 50.0 }`, river's names and defaults); `kind = "none"` for none.
+    pub detector: toml::Value,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            window_s: 60,
+            detector: toml::Value::Table(toml::map::Map::from_iter([(
+                "kind".to_string(),
+                toml::Value::String("adwin".into()),
+            )])),
+        }
+    }
+}
+
+impl DriftConfig {
+    /// The detector as the twin carries it, checked; None for `none`.
+    pub fn detector(&self) -> Result<Option<serde_json::Value>, String> {
+        let json =
+            serde_json::to_value(&self.detector).map_err(|e| format!("[drift] detector: {e}"))?;
+        if json.get("kind").and_then(|k| k.as_str()) == Some("none") {
+            return Ok(None);
+        }
+        serde_json::from_value::<strata_drift::detect::DetectorParams>(json.clone())
+            .map_err(|e| format!("[drift] detector: {e}"))?;
+        Ok(Some(json))
     }
 }
 
@@ -173,7 +214,12 @@ impl HubConfig {
 
     /// Parses TOML text; the error names the line, column and key.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
+        let config: HubConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        if config.drift.window_s == 0 {
+            return Err("[drift] window_s must be at least 1".into());
+        }
+        config.drift.detector()?;
+        Ok(config)
     }
 }
 

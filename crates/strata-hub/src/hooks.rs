@@ -10,6 +10,7 @@ use strata_broker::{
 use strata_proto::{DeviceId, Direction, ReportedTwin, Topic, TopicKind, payload};
 use strata_store::TwinStore;
 
+use crate::drift::{Drift, SketchRefusal};
 use crate::ingest::Ingest;
 use crate::metrics::{Metrics, RejectReason};
 use crate::registry::{CredentialCheck, Registry};
@@ -17,6 +18,7 @@ use crate::wake::Wake;
 
 /// The broker hooks of a hub.
 pub struct HubHooks {
+    drift: Arc<Drift>,
     registry: Arc<Registry>,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
@@ -28,6 +30,7 @@ pub struct HubHooks {
 impl HubHooks {
     /// Hooks over the hub's registry and ingest.
     pub fn new(
+        drift: Arc<Drift>,
         registry: Arc<Registry>,
         ingest: Arc<Ingest>,
         metrics: Arc<Metrics>,
@@ -35,6 +38,7 @@ impl HubHooks {
         reported: Arc<Wake>,
     ) -> Self {
         HubHooks {
+            drift,
             registry,
             ingest,
             metrics,
@@ -67,6 +71,52 @@ impl HubHooks {
             Err(_) => store(),
         }
         PublishDecision::Route
+    }
+}
+
+impl HubHooks {
+    /// Checks a drift sketch batch and stores it off the connection's task;
+    /// the PUBACK waits for the commit.
+    fn sketches(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
+        let batch = match self.drift.check(payload) {
+            Ok(b) => b,
+            Err(refusal) => {
+                let (reason, why) = match refusal {
+                    SketchRefusal::Malformed(why) => (RejectReason::Malformed, why),
+                    SketchRefusal::Mismatch(why) => (RejectReason::SketchMismatch, why),
+                };
+                self.metrics
+                    .reject(reason, 1, || format!("device {device}: sketches: {why}"));
+                return PublishDecision::Drop {
+                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                };
+            }
+        };
+        let (done, acked) = tokio::sync::oneshot::channel();
+        let (drift, metrics, device) = (self.drift.clone(), self.metrics.clone(), device.clone());
+        let store = move || {
+            let result = match drift.store_batch(&device, &batch) {
+                Ok(new) => {
+                    let counter = if new {
+                        &metrics.sketch_batches_stored
+                    } else {
+                        &metrics.sketch_batches_duplicate
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(%device, "cannot store sketches: {e}");
+                    Err(strata_broker::IngestRefusal::Retry)
+                }
+            };
+            let _ = done.send(result);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(store)),
+            Err(_) => store(),
+        }
+        PublishDecision::RouteAfter(acked)
     }
 }
 
@@ -205,6 +255,7 @@ impl Hooks for HubHooks {
                 PublishDecision::Route
             }
             TopicKind::Twin => self.reported_twin(&topic.device, &msg.payload),
+            TopicKind::Sketch => self.sketches(&topic.device, &msg.payload),
             _ => PublishDecision::Route,
         }
     }

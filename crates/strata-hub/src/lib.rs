@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod hooks;
 pub mod ingest;
@@ -123,9 +124,16 @@ impl Hub {
             metrics.clone(),
             limits,
         ));
+        let models = Arc::new(models::ModelRegistry::open(store.clone(), &data_dir)?);
+        let drift = Arc::new(drift::Drift::new(
+            store.clone(),
+            models.clone(),
+            config.drift.clone(),
+        ));
         // Reported twins wake the campaign worker.
         let reported = Arc::new(wake::Wake::default());
         let hooks = Arc::new(hooks::HubHooks::new(
+            drift.clone(),
             registry.clone(),
             ingest,
             metrics.clone(),
@@ -142,11 +150,11 @@ impl Hub {
         registry.attach_broker(broker.clone());
         let mqtt_addr = broker.local_addr();
 
-        let models = Arc::new(models::ModelRegistry::open(store.clone(), &data_dir)?);
         let deployer = Arc::new(models::deploy::Deployer::new(
             store.clone(),
             registry.clone(),
             models.clone(),
+            drift.clone(),
             broker.clone(),
         ));
         deployer.republish_all()?;
@@ -168,6 +176,7 @@ impl Hub {
             jobs: store.clone(),
             telemetry: store.clone(),
             models: models.clone(),
+            drift: drift.clone(),
             registry: registry.clone(),
             dir: data_dir.join("jobs"),
         })?);
@@ -196,6 +205,7 @@ impl Hub {
             metrics: metrics.clone(),
             broker: broker.clone(),
             models,
+            drift,
             deployer,
             jobs: jobs.clone(),
             ota,

@@ -38,11 +38,14 @@ pub enum RejectReason {
     AclSubscribe,
     /// A message on a topic the hub does not accept from devices.
     UnknownTopic,
+    /// Drift sketches not over the bins of their model version's profile
+    /// (or of a version without one).
+    SketchMismatch,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; REASONS] = [
         RejectReason::Malformed,
         RejectReason::NonFinite,
         RejectReason::FutureTimestamp,
@@ -56,6 +59,7 @@ impl RejectReason {
         RejectReason::AclPublish,
         RejectReason::AclSubscribe,
         RejectReason::UnknownTopic,
+        RejectReason::SketchMismatch,
     ];
 
     /// The metric label.
@@ -74,6 +78,7 @@ impl RejectReason {
             RejectReason::AclPublish => "acl_publish",
             RejectReason::AclSubscribe => "acl_subscribe",
             RejectReason::UnknownTopic => "unknown_topic",
+            RejectReason::SketchMismatch => "sketch_mismatch",
         }
     }
 
@@ -82,15 +87,18 @@ impl RejectReason {
     }
 }
 
+/// How many reasons there are.
+const REASONS: usize = 14;
+
 /// Seconds between two log lines for the same reason.
 const LOG_EVERY_NS: i64 = 10_000_000_000;
 
 /// Counters of the ingest path.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    rejected: [AtomicU64; 13],
-    last_logged_ns: [AtomicI64; 13],
-    suppressed: [AtomicU64; 13],
+    rejected: [AtomicU64; REASONS],
+    last_logged_ns: [AtomicI64; REASONS],
+    suppressed: [AtomicU64; REASONS],
     /// Batches stored.
     pub batches_stored: AtomicU64,
     /// Batches that were already stored (retries).
@@ -103,6 +111,10 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     /// Total time spent committing, microseconds.
     pub commit_micros: AtomicU64,
+    /// Drift sketch batches stored.
+    pub sketch_batches_stored: AtomicU64,
+    /// Drift sketch batches received again and not stored twice.
+    pub sketch_batches_duplicate: AtomicU64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -198,6 +210,16 @@ impl Metrics {
                 &self.commit_failures,
             ),
             ("strata_store_commit_seconds_total", "", &self.commit_micros),
+            (
+                "strata_sketch_batches_stored_total",
+                "Drift sketch batches stored.",
+                &self.sketch_batches_stored,
+            ),
+            (
+                "strata_sketch_batches_duplicate_total",
+                "Drift sketch batches received again and not stored twice.",
+                &self.sketch_batches_duplicate,
+            ),
         ];
         for (name, help, value) in counters {
             let value = value.load(Relaxed);

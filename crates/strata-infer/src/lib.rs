@@ -28,5 +28,7 @@ pub use error::{Error, Result};
 pub use ml::{MlModel, MlRuntime};
 #[cfg(feature = "ort")]
 pub use ort::OrtRuntime;
-pub use runtime::{InferenceRuntime, Model, ModelSet, OutputSpec, Prediction, load_model};
+pub use runtime::{
+    InferenceRuntime, Model, ModelSet, OutputSpec, Prediction, load_model, output_names,
+};
 pub use tract::TractRuntime;

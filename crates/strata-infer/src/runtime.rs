@@ -23,6 +23,32 @@ pub struct OutputSpec {
     pub len: usize,
 }
 
+/// A name per output value, as the edge names its predictions: the graph
+/// output's name with every character outside `[A-Za-z0-9_]` made `_`,
+/// and `.{k}` after it for outputs wider than one.
+pub fn output_names(outputs: &[OutputSpec]) -> Vec<String> {
+    let mut names = Vec::new();
+    for o in outputs {
+        let base: String = o
+            .name
+            .chars()
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || ch == '_' {
+                    ch
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if o.len == 1 {
+            names.push(base);
+        } else {
+            names.extend((0..o.len).map(|k| format!("{base}.{k}")));
+        }
+    }
+    names
+}
+
 /// Something that turns ONNX bytes into a runnable [`Model`].
 pub trait InferenceRuntime: Send + Sync {
     /// Short name, e.g. `strata-ml`, `tract`, `onnxruntime`.

@@ -131,10 +131,17 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
     }
     for s in batch.features.iter().chain(&batch.outputs) {
         if s.counts.len() < 3 {
-            return bad(format!("{}: {} counts, at least 3 expected", s.name, s.counts.len()));
+            return bad(format!(
+                "{}: {} counts, at least 3 expected",
+                s.name,
+                s.counts.len()
+            ));
         }
         if s.counts.iter().sum::<u64>() != s.n {
-            return bad(format!("{}: the counts do not add up to n = {}", s.name, s.n));
+            return bad(format!(
+                "{}: the counts do not add up to n = {}",
+                s.name, s.n
+            ));
         }
         if !(s.sum.is_finite() && s.sum_sq.is_finite()) {
             return bad(format!("{}: the sums must be finite", s.name));
@@ -145,12 +152,18 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
             _ => false,
         };
         if !range_ok {
-            return bad(format!("{}: min and max must be both set (finite, min <= max) exactly when n > 0", s.name));
+            return bad(format!(
+                "{}: min and max must be both set (finite, min <= max) exactly when n > 0",
+                s.name
+            ));
         }
     }
     for d in &batch.detections {
         if !d.value.is_finite() {
-            return bad(format!("detection on {}: the value must be finite", d.signal));
+            return bad(format!(
+                "detection on {}: the value must be finite",
+                d.signal
+            ));
         }
     }
     Ok(batch)

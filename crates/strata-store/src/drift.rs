@@ -20,8 +20,12 @@ pub struct StoredSketches {
 pub trait DriftStore: Send + Sync + 'static {
     /// Stores a batch durably; false when this (device, stream, seq) was
     /// stored before (a retry), which changes nothing.
-    fn add_sketches(&self, device: &DeviceId, batch: &SketchBatch, received_ns: i64)
-    -> Result<bool>;
+    fn add_sketches(
+        &self,
+        device: &DeviceId,
+        batch: &SketchBatch,
+        received_ns: i64,
+    ) -> Result<bool>;
 
     /// The batches of `model` v`version` whose window ends in
     /// `[from_ns, to_ns)`, oldest first.

@@ -6,6 +6,7 @@
 //! except `/api/v1/enroll`, which devices call with their one-time token,
 //! and `/api/v1/device/...`, which devices call with their credential.
 
+mod drift;
 mod error;
 mod models;
 mod ops;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub broker: strata_broker::BrokerHandle,
     /// The model registry.
     pub models: Arc<crate::models::ModelRegistry>,
+    /// Drift profiles, sketches and reports.
+    pub drift: Arc<crate::drift::Drift>,
     /// Deployments through device twins.
     pub deployer: Arc<crate::models::deploy::Deployer>,
     /// Training and backtest jobs.
@@ -83,6 +86,9 @@ pub struct ApiState {
         models::get_version,
         models::get_artifact,
         models::get_tree_stats,
+        drift::get_profile,
+        drift::build_profile,
+        drift::get_drift,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -111,6 +117,7 @@ pub struct ApiState {
         (name = "telemetry", description = "Stored readings"),
         (name = "models", description = "Model registry, aliases and deployment"),
         (name = "jobs", description = "Training and backtest jobs"),
+        (name = "drift", description = "Reference profiles, drift sketches and drift reports"),
         (name = "ota", description = "Signed releases, the keys devices trust, and rollout campaigns"),
         (name = "operations", description = "Health and metrics"),
     )
@@ -175,6 +182,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/models/{name}/versions/{version}/tree-stats",
             get(models::get_tree_stats),
+        )
+        .route(
+            "/models/{name}/versions/{version}/profile",
+            get(drift::get_profile).post(drift::build_profile),
+        )
+        .route(
+            "/models/{name}/versions/{version}/drift",
+            get(drift::get_drift),
         )
         .route(
             "/models/{name}/aliases/{alias}",

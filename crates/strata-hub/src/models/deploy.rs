@@ -65,6 +65,7 @@ pub struct Deployer {
     twins: Arc<dyn TwinStore>,
     registry: Arc<Registry>,
     models: Arc<ModelRegistry>,
+    drift: Arc<crate::drift::Drift>,
     broker: strata_broker::BrokerHandle,
 }
 
@@ -74,12 +75,14 @@ impl Deployer {
         twins: Arc<dyn TwinStore>,
         registry: Arc<Registry>,
         models: Arc<ModelRegistry>,
+        drift: Arc<crate::drift::Drift>,
         broker: strata_broker::BrokerHandle,
     ) -> Self {
         Deployer {
             twins,
             registry,
             models,
+            drift,
             broker,
         }
     }
@@ -136,7 +139,8 @@ impl Deployer {
                 "the selector matches no active device".into(),
             ));
         }
-        let assignment = assignment(&v, vector);
+        let mut assignment = assignment(&v, vector);
+        assignment.drift = self.drift.settings(&v)?;
         for device in &devices {
             self.assign(device, &assignment)?;
         }
@@ -289,5 +293,6 @@ fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {
         size: v.size,
         vector,
         features: v.features.clone(),
+        drift: None,
     }
 }

@@ -88,6 +88,8 @@ pub struct JobDeps {
     pub telemetry: Arc<dyn TelemetryStore>,
     /// The model registry.
     pub models: Arc<ModelRegistry>,
+    /// Drift profiles (a trained version gets one).
+    pub drift: Arc<crate::drift::Drift>,
     /// The device registry.
     pub registry: Arc<Registry>,
     /// Where jobs keep files (`<data>/jobs/<id>/`).
@@ -199,7 +201,14 @@ fn run_one(deps: &JobDeps, job: Job) {
             "train" => {
                 let spec: TrainSpec = serde_json::from_value(job.spec.clone())
                     .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
-                let v = train::run(&spec, &*deps.telemetry, &deps.models, &dir, &ctx)?;
+                let v = train::run(
+                    &spec,
+                    &*deps.telemetry,
+                    &deps.models,
+                    &deps.drift,
+                    &dir,
+                    &ctx,
+                )?;
                 Ok(
                     serde_json::json!({ "model": v.model, "version": v.version, "metrics": v.metrics }),
                 )

@@ -190,6 +190,7 @@ pub fn run(
     spec: &TrainSpec,
     telemetry: &dyn TelemetryStore,
     registry: &ModelRegistry,
+    drift: &crate::drift::Drift,
     job_dir: &Path,
     ctx: &JobCtx,
 ) -> Result<ModelVersion> {
@@ -345,6 +346,11 @@ pub fn run(
         metrics,
         tree_stats,
     })?;
+    // The reference for drift: the training rows and the model's outputs
+    // on them.
+    let (reference_rows, _) = data.take(&train_idx);
+    let profile = crate::drift::build_profile(&*model, &data.features, &reference_rows)?;
+    drift.save_profile(&version, profile)?;
     if let Some(alias) = &spec.alias {
         registry.set_alias(&version.model, alias, version.version)?;
     }

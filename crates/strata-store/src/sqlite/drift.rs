@@ -117,7 +117,10 @@ mod tests {
         let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
         let d = DeviceId::new("press-1").unwrap();
         assert!(store.add_sketches(&d, &batch(1, 100), 5).unwrap());
-        assert!(!store.add_sketches(&d, &batch(1, 100), 6).unwrap(), "a retry is a duplicate");
+        assert!(
+            !store.add_sketches(&d, &batch(1, 100), 6).unwrap(),
+            "a retry is a duplicate"
+        );
         assert!(store.add_sketches(&d, &batch(2, 200), 7).unwrap());
         let all = store.sketches("rul", 2, 0, 1000).unwrap();
         assert_eq!(all.len(), 2);

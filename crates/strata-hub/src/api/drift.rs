@@ -1,0 +1,197 @@
+//! Drift over HTTP: a model version's reference profile, building one for
+//! an uploaded version, and drift reports from the sketches devices sent.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiState, ErrorBody, blocking};
+use crate::drift::report::{self, Dimension, DriftReport, ReportSpec};
+use crate::error::{Error, Result};
+use crate::models::VersionRef;
+use crate::models::dataset::{self, DatasetSpec};
+
+/// A version's reference profile: bins and reference counts per feature
+/// and output.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/profile", tag = "drift", security(("admin_token" = [])),
+    params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn get_profile(
+    State(s): State<ApiState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>> {
+    Ok(Json(
+        blocking(move || {
+            let v = s.models.version(&name, &VersionRef::parse(&version)?)?;
+            let p = s.drift.profile(&v.model, v.version)?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} v{} has no drift profile (versions trained here get one; \
+                     POST a dataset to this path to build one)",
+                    v.model, v.version
+                ))
+            })?;
+            Ok(serde_json::to_value(&*p).expect("JSON of a profile"))
+        })
+        .await?,
+    ))
+}
+
+/// What building a profile did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProfileBuilt {
+    /// The model.
+    pub model: String,
+    /// Its version.
+    pub version: u32,
+    /// Reference rows.
+    pub rows: u64,
+    /// Features profiled.
+    pub features: Vec<String>,
+    /// Outputs profiled.
+    pub outputs: Vec<String>,
+}
+
+/// Builds the reference profile of a version (an uploaded one, typically)
+/// from a dataset replayed through the edge pipeline: its rows, and the
+/// version's outputs on them. A profile never changes once set.
+#[utoipa::path(post, path = "/api/v1/models/{name}/versions/{version}/profile", tag = "drift", security(("admin_token" = [])),
+    params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
+    request_body = DatasetSpec,
+    responses((status = 201, body = ProfileBuilt), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn build_profile(
+    State(s): State<ApiState>,
+    Path((name, version)): Path<(String, String)>,
+    Json(spec): Json<DatasetSpec>,
+) -> Result<(axum::http::StatusCode, Json<ProfileBuilt>)> {
+    let built = blocking(move || {
+        let v = s.models.version(&name, &VersionRef::parse(&version)?)?;
+        let data = dataset::build(&*s.store, &spec, &mut |_, _| {})?;
+        if data.features != v.features {
+            return Err(Error::BadRequest(format!(
+                "the dataset's features ({}) are not the version's ({})",
+                data.features.join(", "),
+                v.features.join(", ")
+            )));
+        }
+        if data.is_empty() {
+            return Err(Error::BadRequest(
+                "the dataset has no rows in the window".into(),
+            ));
+        }
+        let model = s.models.load(&v)?;
+        let profile = crate::drift::build_profile(&*model, &data.features, &data.rows)?;
+        let built = ProfileBuilt {
+            model: v.model.clone(),
+            version: v.version,
+            rows: profile.rows,
+            features: profile.features.iter().map(|p| p.name.clone()).collect(),
+            outputs: profile.outputs.iter().map(|p| p.name.clone()).collect(),
+        };
+        s.drift.save_profile(&v, profile)?;
+        Ok(built)
+    })
+    .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(built)))
+}
+
+/// Which sketches a report covers and how it judges them.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DriftParams {
+    /// Windows ending at or after this time, ns (default: an hour ago).
+    pub from_ns: Option<i64>,
+    /// Windows ending before this time, ns (default: now).
+    pub to_ns: Option<i64>,
+    /// Comma-separated dimensions: `device`, `site`, `firmware`,
+    /// `tag:<key>` (default `device,site,firmware`).
+    pub by: Option<String>,
+    /// PSI at which a segment drifts (default 0.1).
+    pub psi_threshold: Option<f64>,
+    /// Fewest values a segment needs to be judged (default 50).
+    pub min_count: Option<u64>,
+}
+
+/// Drift of a version's features and outputs against its profile, per
+/// segment, with where the drift is confined.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/drift", tag = "drift", security(("admin_token" = [])),
+    params(("name" = String, Path), ("version" = String, Path, description = "Number or alias"), DriftParams),
+    responses((status = 200, body = DriftReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_drift(
+    State(s): State<ApiState>,
+    Path((name, version)): Path<(String, String)>,
+    Query(q): Query<DriftParams>,
+) -> Result<Json<DriftReport>> {
+    Ok(Json(
+        blocking(move || {
+            let v = s.models.version(&name, &VersionRef::parse(&version)?)?;
+            let spec = report_spec(&q)?;
+            drift_report(&s, &v.model, v.version, &spec)
+        })
+        .await?,
+    ))
+}
+
+fn report_spec(q: &DriftParams) -> Result<ReportSpec> {
+    let now = crate::now_ns();
+    let to_ns = q.to_ns.unwrap_or(now);
+    let from_ns = q.from_ns.unwrap_or(to_ns - 3_600_000_000_000);
+    if from_ns >= to_ns {
+        return Err(Error::BadRequest("from_ns must be before to_ns".into()));
+    }
+    let by =
+        q.by.as_deref()
+            .unwrap_or("device,site,firmware")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                Dimension::parse(s).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "by: {s:?} is not device, site, firmware or tag:<key>"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+    let psi_threshold = q.psi_threshold.unwrap_or(report::DEFAULT_PSI_THRESHOLD);
+    if !(psi_threshold.is_finite() && psi_threshold > 0.0) {
+        return Err(Error::BadRequest(
+            "psi_threshold must be a positive number".into(),
+        ));
+    }
+    Ok(ReportSpec {
+        from_ns,
+        to_ns,
+        by,
+        psi_threshold,
+        min_count: q.min_count.unwrap_or(report::DEFAULT_MIN_COUNT).max(1),
+    })
+}
+
+/// A drift report of `model` v`version` (shared with the monitor).
+pub(crate) fn drift_report(
+    s: &ApiState,
+    model: &str,
+    version: u32,
+    spec: &ReportSpec,
+) -> Result<DriftReport> {
+    let profile = s
+        .drift
+        .profile(model, version)?
+        .ok_or_else(|| Error::NotFound(format!("{model} v{version} has no drift profile")))?;
+    let batches = s
+        .drift
+        .store()
+        .sketches(model, version, spec.from_ns, spec.to_ns)?;
+    let devices: BTreeMap<_, _> = s
+        .registry
+        .devices(None)?
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    Ok(report::build(
+        model, version, &profile, &batches, &devices, spec,
+    ))
+}

@@ -1,0 +1,212 @@
+//! Drift monitoring at the hub (docs/design/drift.md).
+//!
+//! - Every model version trained here gets a reference profile: quantile
+//!   bins and reference counts per input feature (its training rows) and
+//!   per output (its predictions on them). Uploaded versions get one from
+//!   a dataset on request.
+//! - A deployment hands the profile's bins to the devices (with the sketch
+//!   window and the edge detector); agents send a histogram per feature
+//!   and output per window on `up/sketch`.
+//! - Sketches are checked against the profile (same bins, by fingerprint)
+//!   and stored once per (device, stream, seq), acknowledged when durable.
+//! - A report merges them per segment (device, site, firmware, a tag) and
+//!   compares each with the profile, then says which segment the drift is
+//!   confined to ([`report`]).
+
+pub mod report;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use strata_drift::profile::ModelProfile;
+use strata_drift::sketch::bins_id;
+use strata_proto::{DeviceId, DriftSettings, SketchBatch};
+use strata_store::{DriftStore, ModelVersion};
+
+use crate::config::DriftConfig;
+use crate::error::{Error, Result};
+use crate::models::ModelRegistry;
+
+/// The profile of a model on reference rows (row-major, one value per
+/// feature): the rows' columns, and every output value the model gives on
+/// them, named as the edge names them.
+pub fn build_profile(
+    model: &dyn strata_infer::Model,
+    features: &[String],
+    rows: &[f32],
+) -> Result<ModelProfile> {
+    let width = features.len();
+    if width == 0 || rows.is_empty() || rows.len() % width != 0 {
+        return Err(Error::BadRequest(format!(
+            "a profile needs rows of {width} features; got {} values",
+            rows.len()
+        )));
+    }
+    let mut out = vec![0f32; model.output_len()];
+    let mut predictions = Vec::with_capacity(rows.len() / width * out.len());
+    for row in rows.chunks_exact(width) {
+        model
+            .run(row, &mut out)
+            .map_err(|e| Error::BadRequest(format!("the model failed on a reference row: {e}")))?;
+        predictions.extend_from_slice(&out);
+    }
+    let outputs = strata_infer::output_names(model.outputs());
+    ModelProfile::build(
+        features,
+        rows,
+        &outputs,
+        &predictions,
+        strata_drift::profile::DEFAULT_BINS,
+    )
+    .map_err(|e| Error::BadRequest(format!("cannot profile the reference rows: {e}")))
+}
+
+/// (model, version) -> its profile, or None when it has none.
+type ProfileCache = HashMap<(String, u32), Option<Arc<ModelProfile>>>;
+
+/// Profiles, sketch intake and reports.
+pub struct Drift {
+    store: Arc<dyn DriftStore>,
+    models: Arc<ModelRegistry>,
+    config: DriftConfig,
+    /// (model, version) -> its profile (None: it has none), read once.
+    profiles: Mutex<ProfileCache>,
+}
+
+/// Why a sketch batch was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SketchRefusal {
+    /// Not a valid sketch batch.
+    Malformed(String),
+    /// Not over the bins of its model version's profile.
+    Mismatch(String),
+}
+
+fn profile_file(model: &str, version: u32) -> String {
+    format!("profile-{model}-v{version}.json")
+}
+
+impl Drift {
+    /// The drift service over the hub's stores.
+    pub fn new(
+        store: Arc<dyn DriftStore>,
+        models: Arc<ModelRegistry>,
+        config: DriftConfig,
+    ) -> Self {
+        Drift {
+            store,
+            models,
+            config,
+            profiles: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store of sketches.
+    pub fn store(&self) -> &Arc<dyn DriftStore> {
+        &self.store
+    }
+
+    /// Keeps `profile` as the reference of `v`.
+    /// Profiles never change: a version that has one refuses another.
+    pub fn save_profile(&self, v: &ModelVersion, profile: ModelProfile) -> Result<()> {
+        if self.profile(&v.model, v.version)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "{} v{} has a profile already; profiles never change",
+                v.model, v.version
+            )));
+        }
+        let json = serde_json::to_vec(&profile).expect("JSON of a profile");
+        self.models
+            .artifacts()
+            .put_named(&profile_file(&v.model, v.version), &json)?;
+        self.profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((v.model.clone(), v.version), Some(Arc::new(profile)));
+        Ok(())
+    }
+
+    /// The reference profile of `model` v`version`, if it has one.
+    pub fn profile(&self, model: &str, version: u32) -> Result<Option<Arc<ModelProfile>>> {
+        let key = (model.to_owned(), version);
+        if let Some(p) = self
+            .profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let loaded = match self
+            .models
+            .artifacts()
+            .get_named(&profile_file(model, version))
+        {
+            Ok(bytes) => Some(Arc::new(serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Conflict(format!("the profile of {model} v{version} is damaged: {e}"))
+            })?)),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// What a deployment of `v` tells devices about drift (None without a
+    /// profile).
+    pub fn settings(&self, v: &ModelVersion) -> Result<Option<DriftSettings>> {
+        let Some(profile) = self.profile(&v.model, v.version)? else {
+            return Ok(None);
+        };
+        let edges = |list: &[strata_drift::profile::NamedProfile]| {
+            list.iter()
+                .map(|p| (p.name.clone(), p.profile.reference.edges.clone()))
+                .collect()
+        };
+        Ok(Some(DriftSettings {
+            window_s: self.config.window_s,
+            features: edges(&profile.features),
+            outputs: edges(&profile.outputs),
+            detector: self.config.detector().map_err(Error::BadRequest)?,
+        }))
+    }
+
+    /// Checks a sketch batch from `device` against its profile.
+    pub fn check(&self, payload: &[u8]) -> std::result::Result<SketchBatch, SketchRefusal> {
+        let batch = strata_proto::sketch::decode_sketch_batch(payload)
+            .map_err(|e| SketchRefusal::Malformed(e.to_string()))?;
+        let profile = self
+            .profile(&batch.model, batch.version)
+            .map_err(|e| SketchRefusal::Mismatch(e.to_string()))?
+            .ok_or_else(|| {
+                SketchRefusal::Mismatch(format!(
+                    "{} v{} has no drift profile at this hub",
+                    batch.model, batch.version
+                ))
+            })?;
+        for s in batch.features.iter().chain(&batch.outputs) {
+            let p = profile.get(&s.name).ok_or_else(|| {
+                SketchRefusal::Mismatch(format!(
+                    "{} v{} has no feature or output {:?}",
+                    batch.model, batch.version, s.name
+                ))
+            })?;
+            let edges = &p.reference.edges;
+            if s.bins != bins_id(edges) || s.counts.len() != edges.len() + 1 {
+                return Err(SketchRefusal::Mismatch(format!(
+                    "{}: the sketch is not over the bins of {} v{}",
+                    s.name, batch.model, batch.version
+                )));
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Stores a checked batch; false when it was stored before.
+    pub fn store_batch(&self, device: &DeviceId, batch: &SketchBatch) -> Result<bool> {
+        Ok(self.store.add_sketches(device, batch, crate::now_ns())?)
+    }
+}
