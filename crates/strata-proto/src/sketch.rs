@@ -207,13 +207,14 @@ mod tests {
 
     #[test]
     fn bad_batches_are_refused_with_the_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut SketchBatch)>, &str)> = vec![
-            (Box::new(|b| b.stream = "sketch:other:3".into()), "stream"),
-            (Box::new(|b| b.end_ns = -1), "ends before"),
-            (Box::new(|b| b.features[0].counts = vec![0, 1, 0]), "add up"),
-            (Box::new(|b| b.features[0].counts = vec![2]), "at least 3"),
-            (Box::new(|b| b.features[0].min = None), "min and max"),
-            (Box::new(|b| b.features[0].max = Some(0.5)), "min and max"),
+        type Change = fn(&mut SketchBatch);
+        let cases: [(Change, &str); 6] = [
+            (|b| b.stream = "sketch:other:3".into(), "stream"),
+            (|b| b.end_ns = -1, "ends before"),
+            (|b| b.features[0].counts = vec![0, 1, 0], "add up"),
+            (|b| b.features[0].counts = vec![2], "at least 3"),
+            (|b| b.features[0].min = None, "min and max"),
+            (|b| b.features[0].max = Some(0.5), "min and max"),
         ];
         for (change, why) in cases {
             let mut b = batch();
