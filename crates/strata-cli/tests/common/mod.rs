@@ -513,3 +513,72 @@ pub fn basic_auth(device: &str, secret: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------- history
+
+use strata_edge::sources::simulator::{Scenario, SimulatorConfig};
+use strata_store::{BatchWrite, Durability, EncodedBatch, SqliteStore, TelemetryStore};
+
+/// A pipeline's TOML as the JSON the API takes.
+pub fn pipeline(toml_text: &str) -> Value {
+    let p: strata_pipeline::PipelineConfig = toml::from_str(toml_text).unwrap();
+    serde_json::to_value(p).unwrap()
+}
+
+/// The simulator history is made with: time runs 3600 times fast.
+pub fn simulator(scenario: Scenario, seed: u64) -> SimulatorConfig {
+    SimulatorConfig {
+        scenario,
+        seed,
+        // A two-day bearing life passes in 48 s; a building week in 168 s.
+        time_scale: 3600.0,
+        lifetime_s: 2.0 * 86_400.0,
+        failure_horizon_s: 8.0 * 3600.0,
+        ..SimulatorConfig::default()
+    }
+}
+
+/// Where simulated history ends: a fixed instant, so that the buildings'
+/// days, weekdays and seasons (and so every figure) are the same in every
+/// run. Overridable to try other seasons: `STRATA_TEST_SIM_END_S`.
+pub fn history_end_ns() -> i64 {
+    std::env::var("STRATA_TEST_SIM_END_S")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(1_780_272_000) // 2026-06-01T00:00:00Z
+        * 1_000_000_000
+}
+
+/// Registers `devices` and stores `seconds` of their simulated telemetry
+/// (one batch a second, ending at [`history_end_ns`]) straight into the
+/// hub's database, as if they had streamed it. Returns the devices'
+/// credentials.
+pub fn seed(hub: &HubProcess, devices: &[&str], scenario: Scenario, seconds: i64) -> Vec<String> {
+    let credentials = devices
+        .iter()
+        .map(|d| hub.provision(d, json!({})))
+        .collect();
+    let store = SqliteStore::open(&hub.data_dir, Durability::Process).unwrap();
+    let start = history_end_ns() - seconds * 1_000_000_000;
+    for (i, d) in devices.iter().enumerate() {
+        let sim = simulator(scenario, i as u64 + 1);
+        let writes: Vec<BatchWrite> = (1..=seconds)
+            .map(|seq| BatchWrite {
+                device: strata_proto::DeviceId::new(*d).unwrap(),
+                received_ns: now_ns(),
+                batch: EncodedBatch::encode(&sim.batch(seq as u64, start + seq * 1_000_000_000)),
+            })
+            .collect();
+        for chunk in writes.chunks(500) {
+            store.write_batches(chunk).unwrap();
+        }
+    }
+    credentials
+}
+
+/// Runs a training job to its end; returns the job.
+pub fn train(hub: &HubProcess, spec: Value) -> Value {
+    let (status, job) = hub.api("POST", "/api/v1/jobs/train", Some(spec));
+    assert_eq!(status, 202, "{job}");
+    hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(240))
+}

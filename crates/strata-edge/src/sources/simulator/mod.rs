@@ -58,6 +58,27 @@ pub struct SimulatorConfig {
     /// bearing-fault tones) in Hz; 0 sends no waveform.
     #[serde(default)]
     pub vibration_hz: u32,
+    /// A faulty sensor (e.g. a recalibration gone wrong after a firmware
+    /// update): from a batch on, one signal reads `value * gain + offset`.
+    #[serde(default)]
+    pub degradation: Option<Degradation>,
+}
+
+/// A sensor that reads wrong from some batch on.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Degradation {
+    /// The signal that reads wrong.
+    pub signal: String,
+    /// The first batch (seq) that reads wrong; 0 or 1: all of them.
+    #[serde(default)]
+    pub from_batch: u64,
+    /// Factor applied to the true value.
+    #[serde(default = "one")]
+    pub gain: f64,
+    /// Added after the factor.
+    #[serde(default)]
+    pub offset: f64,
 }
 
 /// What a simulator simulates.
@@ -119,6 +140,14 @@ impl SimulatorConfig {
         if self.vibration_hz > 100_000 {
             return Err(format!("simulator {name:?}: vibration_hz above 100000"));
         }
+        if let Some(d) = &self.degradation
+            && !(d.gain.is_finite() && d.offset.is_finite())
+        {
+            return Err(format!(
+                "simulator {name:?}: degradation of {}: gain and offset must be finite",
+                d.signal
+            ));
+        }
         Ok(())
     }
 
@@ -127,10 +156,17 @@ impl SimulatorConfig {
     pub fn batch(&self, seq: u64, start_ns: i64) -> TelemetryBatch {
         let interval_ns = self.interval_ms as i64 * 1_000_000;
         let mut noise = Noise::new(self.seed, seq);
-        let signals = match self.scenario {
+        let mut signals = match self.scenario {
             Scenario::Machine => Machine::new(self).batch(start_ns, interval_ns, &mut noise),
             Scenario::Building => BuildingZone::new(self).batch(start_ns, interval_ns, &mut noise),
         };
+        if let Some(d) = self.degradation.as_ref().filter(|d| seq >= d.from_batch) {
+            for s in signals.iter_mut().filter(|s| s.name == d.signal) {
+                for v in &mut s.values {
+                    *v = *v * d.gain + d.offset;
+                }
+            }
+        }
         TelemetryBatch {
             stream: self.stream.clone(),
             seq,
@@ -252,6 +288,31 @@ mod tests {
             .unwrap();
             assert_eq!(removed.total(), 0, "{scenario:?}");
             assert!(b.signals.iter().all(|s| s.values.len() == s.ts_ns.len()));
+        }
+    }
+
+    #[test]
+    fn a_degraded_sensor_reads_wrong_from_its_batch_on() {
+        let mut c = config(Scenario::Machine);
+        let t0 = 1_700_000_000_000_000_000;
+        let healthy = [c.batch(4, t0), c.batch(5, t0)];
+        c.degradation = Some(Degradation {
+            signal: "temperature".into(),
+            from_batch: 5,
+            gain: 2.0,
+            offset: 10.0,
+        });
+        assert_eq!(c.batch(4, t0), healthy[0]);
+        let bad = c.batch(5, t0);
+        for (h, b) in healthy[1].signals.iter().zip(&bad.signals) {
+            for (x, y) in h.values.iter().zip(&b.values) {
+                let expected = if h.name == "temperature" {
+                    x * 2.0 + 10.0
+                } else {
+                    *x
+                };
+                assert_eq!(*y, expected, "{}", h.name);
+            }
         }
     }
 }

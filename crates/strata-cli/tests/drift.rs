@@ -1,0 +1,332 @@
+//! Drift monitoring end to end, against the real `strata hub` binary:
+//! a model trained at the hub gets a reference profile; deploying it hands
+//! the profile's bins to the devices; their sketches (made by the edge's
+//! own code, published by `mosquitto_pub` as each device, and sent by a
+//! real `strata edge` agent) are checked and stored once; the drift report
+//! finds that a faulty temperature sensor on the firmware 2.3 devices
+//! drifts, and says that the drift is confined to firmware 2.3. Bad
+//! sketches are refused and counted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use strata_edge::drift::ModelDrift;
+use strata_edge::sources::simulator::{Degradation, Scenario};
+use strata_proto::{DriftSettings, SketchBatch};
+
+/// The machines' pipeline: 5 s windows every second, vector `bearing`.
+const MACHINE_PIPELINE: &str = r#"
+[[windows]]
+name = "w"
+signals = ["temperature", "vibration_rms", "current"]
+size_ms = 5000
+hop_ms = 1000
+features = ["mean", "std", "max"]
+[[vectors]]
+name = "bearing"
+features = ["w.temperature.mean", "w.temperature.std", "w.temperature.max",
+            "w.vibration_rms.mean", "w.vibration_rms.std", "w.vibration_rms.max",
+            "w.current.mean", "w.current.std", "w.current.max"]
+"#;
+
+/// The faulty sensor: reads 12 degrees too warm.
+fn faulty() -> Degradation {
+    Degradation {
+        signal: "temperature".into(),
+        from_batch: 0,
+        gain: 1.0,
+        offset: 12.0,
+    }
+}
+
+/// Sketch batches of a device over `seconds` after the training history,
+/// made as the agent makes them: the edge pipeline, the deployed model,
+/// and `strata_edge::drift::ModelDrift` with the deployment's settings.
+fn sketches(
+    settings: &DriftSettings,
+    model: &dyn strata_infer::Model,
+    seed: u64,
+    degraded: bool,
+    seconds: i64,
+) -> Vec<SketchBatch> {
+    let mut sim = simulator(Scenario::Machine, seed);
+    if degraded {
+        sim.degradation = Some(faulty());
+    }
+    let config: strata_pipeline::PipelineConfig = toml::from_str(MACHINE_PIPELINE).unwrap();
+    let mut pipeline = strata_pipeline::Pipeline::new(&config).unwrap();
+    let mut out = strata_pipeline::Output::new();
+    let features: Vec<String> = config.vectors[0].features.clone();
+    let outputs = strata_infer::output_names(model.outputs());
+    let mut drift = ModelDrift::new("rul", 1, settings, &features, &outputs).unwrap();
+    let start = history_end_ns();
+    let mut batches = Vec::new();
+    let mut y = vec![0f32; model.output_len()];
+    for seq in 1..=seconds {
+        pipeline.push_batch(
+            &sim.batch(seq as u64, start + seq * 1_000_000_000),
+            &mut out,
+        );
+        for v in out.take_vectors() {
+            model.run(&v.values, &mut y).unwrap();
+            batches.extend(drift.observe(v.ts_ns, &v.values, &y));
+        }
+    }
+    batches.extend(drift.take());
+    for (i, b) in batches.iter_mut().enumerate() {
+        b.seq = i as u64 + 1;
+    }
+    batches
+}
+
+fn publish(hub: &HubProcess, device: &str, credential: &str, payload: &str) {
+    let out = mosquitto_pub(
+        hub,
+        device,
+        credential,
+        "mqttv5",
+        &format!("strata/v1/{device}/up/sketch"),
+        PubPayload::Text(payload),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn report(hub: &HubProcess, query: &str) -> Value {
+    let (status, r) = hub.api(
+        "GET",
+        &format!(
+            "/api/v1/models/rul/versions/1/drift?from_ns=0&to_ns={}&{query}",
+            i64::MAX
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{r}");
+    r
+}
+
+#[test]
+fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, "[drift]\nwindow_s = 5\n").unwrap();
+    let hub = HubProcess::start_with(
+        &dir.path().join("hub"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let devices = [
+        "press-1", "press-2", "press-3", "press-4", "press-5", "press-6",
+    ];
+    let credentials = seed(&hub, &devices, Scenario::Machine, 480);
+    for (i, d) in devices.iter().enumerate() {
+        let firmware = if i < 4 { "2.2" } else { "2.3" };
+        let (status, body) = hub.api(
+            "PATCH",
+            &format!("/api/v1/devices/{d}"),
+            Some(json!({ "firmware_version": firmware })),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Training profiles the version: 9 features and the prediction.
+    let job = train(
+        &hub,
+        json!({ "model": "rul", "trainer": {"type": "gbt_regressor"}, "dataset": {
+            "devices": devices, "pipeline": pipeline(MACHINE_PIPELINE),
+            "vector": "bearing", "target": "label.rul_h" } }),
+    );
+    assert_eq!(job["result"]["version"], 1, "{job}");
+    let (status, profile) = hub.api("GET", "/api/v1/models/rul/versions/1/profile", None);
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["features"].as_array().unwrap().len(), 9);
+    assert_eq!(profile["outputs"][0]["name"], "prediction");
+    assert!(
+        profile["rows"].as_u64().unwrap() > 1000,
+        "{}",
+        profile["rows"]
+    );
+    // A profile never changes.
+    let (status, _) = hub.api(
+        "POST",
+        "/api/v1/models/rul/versions/1/profile",
+        Some(
+            json!({ "devices": devices, "pipeline": pipeline(MACHINE_PIPELINE),
+                     "vector": "bearing", "target": "label.rul_h" }),
+        ),
+    );
+    assert_eq!(status, 409);
+
+    // Deploying hands the bins, the window and the detector to devices.
+    let (status, deployed) = hub.api(
+        "POST",
+        "/api/v1/models/rul/deploy",
+        Some(json!({ "version": "1" })),
+    );
+    assert_eq!(status, 200, "{deployed}");
+    let (_, twin) = hub.api("GET", "/api/v1/devices/press-1/twin", None);
+    let settings: DriftSettings =
+        serde_json::from_value(twin["desired"]["models"][0]["drift"].clone())
+            .expect("drift settings");
+    assert_eq!(settings.window_s, 5);
+    assert_eq!(settings.features.len(), 9);
+    assert_eq!(settings.detector.as_ref().unwrap()["kind"], "adwin");
+
+    // Each device's sketches of 300 s, published as the device.
+    let (status, onnx) = hub.get_bytes(
+        "/api/v1/models/rul/versions/1/artifact",
+        Some(&format!("Bearer {}", hub.token)),
+    );
+    assert_eq!(status, 200);
+    let model = strata_infer::load_model(&onnx).unwrap();
+    let mut sent = 0;
+    let mut first = None;
+    for (i, d) in devices.iter().enumerate() {
+        for b in sketches(&settings, &*model, 100 + i as u64, i >= 4, 300) {
+            let json = serde_json::to_string(&b).unwrap();
+            first.get_or_insert((i, json.clone()));
+            publish(&hub, d, &credentials[i], &json);
+            sent += 1;
+        }
+    }
+    assert_eq!(
+        hub.metric("strata_sketch_batches_stored_total"),
+        sent as f64
+    );
+
+    // Healthy machines differ from one another and from the training
+    // fleet by a PSI of up to about 0.8 on the noisiest features (window
+    // standard deviations over 300 windows); the faulty sensor moves the
+    // temperature features by about 7 and the prediction by about 1.6.
+    let r = report(&hub, "by=device,site,firmware&psi_threshold=1.25");
+    eprintln!("{}", serde_json::to_string_pretty(&r["findings"]).unwrap());
+    assert_eq!(
+        (r["batches"].as_u64(), r["devices"].as_u64()),
+        (Some(sent), Some(6))
+    );
+    let signals = r["signals"].as_array().unwrap();
+    let signal = |name: &str| signals.iter().find(|s| s["name"] == name).unwrap();
+    for name in ["w.temperature.mean", "w.temperature.max", "prediction"] {
+        let a = &signal(name)["attribution"];
+        assert_eq!(a["by"], "firmware", "{name}: {a}");
+        assert_eq!(a["drifting"], json!(["2.3"]), "{name}: {a}");
+        assert_eq!(a["steady"], json!(["2.2"]), "{name}: {a}");
+        let by_firmware = signal(name)["segments"]["firmware"].as_array().unwrap();
+        let psi = |v: &str| {
+            by_firmware.iter().find(|g| g["value"] == v).unwrap()["score"]["psi"]
+                .as_f64()
+                .unwrap()
+        };
+        assert!(
+            psi("2.3") > 1.25 && psi("2.2") < 0.25,
+            "{name}: 2.3 {} vs 2.2 {}",
+            psi("2.3"),
+            psi("2.2")
+        );
+    }
+    // The sensors that work do not drift anywhere.
+    for name in [
+        "w.temperature.std",
+        "w.vibration_rms.mean",
+        "w.vibration_rms.max",
+        "w.current.mean",
+        "w.current.std",
+        "w.current.max",
+    ] {
+        assert!(
+            signal(name)["attribution"].is_null(),
+            "{name}: {}",
+            signal(name)
+        );
+    }
+    assert!(
+        r["findings"].as_array().unwrap().iter().any(|f| f
+            .as_str()
+            .unwrap()
+            .starts_with("feature w.temperature.mean: drifts only on firmware 2.3 (2 of 6")),
+        "{}",
+        r["findings"]
+    );
+
+    // A retry is stored once; sketches over other bins and garbage are
+    // refused, counted, and change nothing.
+    let (i, again) = first.unwrap();
+    publish(&hub, devices[i], &credentials[i], &again);
+    assert_eq!(hub.metric("strata_sketch_batches_duplicate_total"), 1.0);
+    let mut wrong: SketchBatch = serde_json::from_str(&again).unwrap();
+    wrong.seq = 9999;
+    wrong.features[0].bins = "0123456789abcdef".into();
+    publish(
+        &hub,
+        devices[i],
+        &credentials[i],
+        &serde_json::to_string(&wrong).unwrap(),
+    );
+    let mut other_version = wrong.clone();
+    other_version.features[0].bins = serde_json::from_str::<SketchBatch>(&again)
+        .unwrap()
+        .features[0]
+        .bins
+        .clone();
+    other_version.version = 7;
+    other_version.stream = "sketch:rul:7".into();
+    publish(
+        &hub,
+        devices[i],
+        &credentials[i],
+        &serde_json::to_string(&other_version).unwrap(),
+    );
+    publish(&hub, devices[i], &credentials[i], "{\"stream\": ");
+    eventually(Duration::from_secs(10), "refusals counted", || {
+        hub.metric("strata_rejected_total{reason=\"sketch_mismatch\"}") == 2.0
+            && hub.metric("strata_rejected_total{reason=\"malformed\"}") == 1.0
+    });
+    assert_eq!(report(&hub, "by=firmware")["batches"].as_u64(), Some(sent));
+
+    // A real agent on firmware 2.3 with the faulty sensor sends its own
+    // sketches over MQTT once the model is deployed to it.
+    let credential = hub.provision("press-7", json!({}));
+    hub.api(
+        "PATCH",
+        "/api/v1/devices/press-7",
+        Some(json!({ "firmware_version": "2.3" })),
+    );
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let pipeline_toml = MACHINE_PIPELINE
+        .replace("[[windows]]", "[[pipeline.windows]]")
+        .replace("[[vectors]]", "[[pipeline.vectors]]");
+    let edge_config = format!(
+        "{}\n[[sources]]\ntype = \"simulator\"\nseed = 7\ntime_scale = 3600.0\nlifetime_s = 172800.0\n\
+         failure_horizon_s = 28800.0\n[sources.degradation]\nsignal = \"temperature\"\noffset = 12.0\n{pipeline_toml}",
+        edge_hub_config(&hub, &edge_dir, "press-7", &credential)
+    );
+    let _edge = EdgeProcess::start(&edge_dir, &edge_config);
+    let (status, deployed) = hub.api(
+        "POST",
+        "/api/v1/models/rul/deploy",
+        Some(json!({ "version": "1", "devices": ["press-7"] })),
+    );
+    assert_eq!(status, 200, "{deployed}");
+    eventually(
+        Duration::from_secs(90),
+        "press-7's sketches are stored",
+        || hub.metric("strata_sketch_batches_stored_total") >= sent as f64 + 2.0,
+    );
+    let r = report(&hub, "by=device&min_count=5");
+    let by_device = r["signals"][0]["segments"]["device"].as_array().unwrap();
+    let press7 = by_device
+        .iter()
+        .find(|g| g["value"] == "press-7")
+        .expect("press-7 in the report");
+    assert!(press7["score"]["psi"].as_f64().unwrap() > 1.0, "{press7}");
+    assert_eq!(
+        hub.metric("strata_rejected_total{reason=\"sketch_mismatch\"}"),
+        2.0
+    );
+}
