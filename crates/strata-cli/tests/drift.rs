@@ -288,8 +288,9 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
     });
     assert_eq!(report(&hub, "by=firmware")["batches"].as_u64(), Some(sent));
 
-    // A real agent on firmware 2.3 with the faulty sensor sends its own
-    // sketches over MQTT once the model is deployed to it.
+    // A real agent on firmware 2.3 sends its own sketches over MQTT once
+    // the model is deployed to it. Its vibration sensor has come loose
+    // and reads 60 % high.
     let credential = hub.provision("press-7", json!({}));
     hub.api(
         "PATCH",
@@ -303,7 +304,7 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
         .replace("[[vectors]]", "[[pipeline.vectors]]");
     let edge_config = format!(
         "{}\n[[sources]]\ntype = \"simulator\"\nseed = 7\ntime_scale = 3600.0\nlifetime_s = 172800.0\n\
-         failure_horizon_s = 28800.0\n[sources.degradation]\nsignal = \"temperature\"\noffset = 12.0\n{pipeline_toml}",
+         failure_horizon_s = 28800.0\n[sources.degradation]\nsignal = \"vibration_rms\"\ngain = 1.6\n{pipeline_toml}",
         edge_hub_config(&hub, &edge_dir, "press-7", &credential)
     );
     let _edge = EdgeProcess::start(&edge_dir, &edge_config);
@@ -319,7 +320,13 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
         || hub.metric("strata_sketch_batches_stored_total") >= sent as f64 + 2.0,
     );
     let r = report(&hub, "by=device&min_count=5");
-    let by_device = r["signals"][0]["segments"]["device"].as_array().unwrap();
+    let vibration = r["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "w.vibration_rms.mean")
+        .unwrap();
+    let by_device = vibration["segments"]["device"].as_array().unwrap();
     let press7 = by_device
         .iter()
         .find(|g| g["value"] == "press-7")
@@ -329,4 +336,61 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
         hub.metric("strata_rejected_total{reason=\"sketch_mismatch\"}"),
         2.0
     );
+
+    // Ground truth arrives late: the machine's true remaining life, here
+    // the simulator's own, posted as labels. Joined to the predictions
+    // made before each label, it shows the loose sensor's cost: press-7
+    // is scored far worse than the version's hold-out MAE.
+    eventually(
+        Duration::from_secs(60),
+        "press-7 has predictions and truth",
+        || {
+            hub.readings("press-7", "rul.prediction").len() >= 5
+                && hub.readings("press-7", "label.rul_h").len() >= 20
+        },
+    );
+    let truth = hub.readings("press-7", "label.rul_h");
+    let labels: Vec<Value> = truth
+        .iter()
+        .map(|(ts, v)| json!({"device": "press-7", "target": "label.rul_h", "ts_ns": ts, "value": v, "source": "cmms"}))
+        .collect();
+    let (status, stored) = hub.api("POST", "/api/v1/labels", Some(Value::Array(labels.clone())));
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["new"].as_u64(), Some(labels.len() as u64));
+    let (_, again) = hub.api("POST", "/api/v1/labels", Some(Value::Array(labels)));
+    assert_eq!(
+        again["new"], 0,
+        "labels sent again replace, not add: {again}"
+    );
+    let (status, refused) = hub.api(
+        "POST",
+        "/api/v1/labels",
+        Some(json!([{"device": "nobody", "target": "label.rul_h", "ts_ns": 1, "value": 1.0}])),
+    );
+    assert_eq!(status, 400, "{refused}");
+    let (status, accuracy) = hub.api(
+        "GET",
+        &format!(
+            "/api/v1/models/rul/accuracy?versions=1&from_ns=0&to_ns={}&by=device,firmware",
+            i64::MAX
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{accuracy}");
+    let v1 = &accuracy[0];
+    eprintln!("accuracy of v1: {v1}");
+    assert_eq!(
+        (v1["task"].as_str(), v1["prediction"].as_str()),
+        (Some("regression"), Some("rul.prediction"))
+    );
+    let pairs = v1["overall"]["pairs"].as_u64().unwrap();
+    assert!(pairs >= 5, "{v1}");
+    let registered = v1["registered"].as_f64().unwrap();
+    let mae = v1["overall"]["mae"].as_f64().unwrap();
+    assert!(
+        mae > 2.0 * registered,
+        "press-7 MAE {mae} vs registered {registered}"
+    );
+    assert!(v1["decay"].as_f64().unwrap() > 2.0, "{v1}");
+    assert_eq!(v1["segments"]["firmware"][0]["value"], "2.3");
 }

@@ -201,6 +201,7 @@ impl Hub {
         })?;
         let state = api::ApiState {
             registry,
+            labels: store.clone(),
             store,
             metrics: metrics.clone(),
             broker: broker.clone(),

@@ -1,5 +1,6 @@
 //! Drift over HTTP: a model version's reference profile, building one for
-//! an uploaded version, and drift reports from the sketches devices sent.
+//! an uploaded version, drift reports from the sketches devices sent, and
+//! accuracy from labels that arrive late.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, ErrorBody, blocking};
+use strata_store::Label;
+
+use crate::drift::accuracy::{self, AccuracySpec, VersionAccuracy};
 use crate::drift::report::{self, Dimension, DriftReport, ReportSpec};
 use crate::error::{Error, Result};
 use crate::models::VersionRef;
@@ -185,13 +189,156 @@ pub(crate) fn drift_report(
         .drift
         .store()
         .sketches(model, version, spec.from_ns, spec.to_ns)?;
-    let devices: BTreeMap<_, _> = s
-        .registry
-        .devices(None)?
-        .into_iter()
-        .map(|d| (d.id.clone(), d))
-        .collect();
+    let devices = devices(s)?;
     Ok(report::build(
         model, version, &profile, &batches, &devices, spec,
     ))
+}
+
+/// What storing labels did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LabelsStored {
+    /// Labels received.
+    pub received: usize,
+    /// Of which new (the rest replaced earlier ones).
+    pub new: usize,
+}
+
+/// Most labels one request may carry.
+const MAX_LABELS: usize = 100_000;
+
+/// Stores ground truth that arrived late (maintenance records,
+/// inspections). One label per (device, target, time); sending one again
+/// replaces it, so retries are harmless.
+#[utoipa::path(post, path = "/api/v1/labels", tag = "drift", security(("admin_token" = [])),
+    request_body = [Label],
+    responses((status = 200, body = LabelsStored), (status = 400, body = ErrorBody)))]
+pub async fn post_labels(
+    State(s): State<ApiState>,
+    Json(labels): Json<Vec<Label>>,
+) -> Result<Json<LabelsStored>> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::BadRequest(format!(
+            "{} labels in one request; at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if !l.value.is_finite() {
+            return Err(Error::BadRequest(format!(
+                "labels[{i}]: the value must be finite"
+            )));
+        }
+        if l.target.is_empty() || l.target.len() > 128 {
+            return Err(Error::BadRequest(format!(
+                "labels[{i}]: the target must be 1 to 128 characters"
+            )));
+        }
+    }
+    Ok(Json(
+        blocking(move || {
+            for (i, l) in labels.iter().enumerate() {
+                if s.registry.device(&l.device).is_err() {
+                    return Err(Error::BadRequest(format!(
+                        "labels[{i}]: no device {}",
+                        l.device
+                    )));
+                }
+            }
+            let new = s.labels.add_labels(&labels, crate::now_ns())?;
+            Ok(LabelsStored {
+                received: labels.len(),
+                new,
+            })
+        })
+        .await?,
+    ))
+}
+
+/// Which versions and labels an accuracy report covers.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AccuracyParams {
+    /// Comma-separated version numbers or aliases (default: every version).
+    pub versions: Option<String>,
+    /// Labels from this time, ns (default: a day ago).
+    pub from_ns: Option<i64>,
+    /// Labels up to this time, ns (default: now).
+    pub to_ns: Option<i64>,
+    /// Bucket length in seconds (default: a tenth of the window).
+    pub bucket_s: Option<u64>,
+    /// Oldest prediction a label pairs with, seconds before it (default 300).
+    pub max_lag_s: Option<u64>,
+    /// Comma-separated dimensions: `device`, `site`, `firmware`,
+    /// `tag:<key>` (default `site,firmware`).
+    pub by: Option<String>,
+}
+
+/// Accuracy of a model's versions over time and per segment, from labels
+/// joined to the predictions made before them.
+#[utoipa::path(get, path = "/api/v1/models/{name}/accuracy", tag = "drift", security(("admin_token" = [])),
+    params(("name" = String, Path), AccuracyParams),
+    responses((status = 200, body = [VersionAccuracy]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_accuracy(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<AccuracyParams>,
+) -> Result<Json<Vec<VersionAccuracy>>> {
+    Ok(Json(
+        blocking(move || {
+            let versions = match &q.versions {
+                None => s.models.versions(&name)?,
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| s.models.version(&name, &VersionRef::parse(v)?))
+                    .collect::<Result<_>>()?,
+            };
+            let to_ns = q.to_ns.unwrap_or_else(crate::now_ns);
+            let from_ns = q.from_ns.unwrap_or(to_ns - 86_400_000_000_000);
+            if from_ns >= to_ns {
+                return Err(Error::BadRequest("from_ns must be before to_ns".into()));
+            }
+            let by = dimensions(q.by.as_deref().unwrap_or("site,firmware"))?;
+            let spec = AccuracySpec {
+                from_ns,
+                to_ns,
+                bucket_ns: q
+                    .bucket_s
+                    .map(|b| (b.max(1) as i64).saturating_mul(1_000_000_000))
+                    .unwrap_or(((to_ns - from_ns) / 10).max(1)),
+                max_lag_ns: (q.max_lag_s.unwrap_or(300) as i64).saturating_mul(1_000_000_000),
+                by,
+            };
+            let devices = devices(&s)?;
+            versions
+                .iter()
+                .map(|v| accuracy::version_accuracy(v, &*s.labels, &*s.store, &devices, &spec))
+                .collect()
+        })
+        .await?,
+    ))
+}
+
+fn dimensions(list: &str) -> Result<Vec<Dimension>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Dimension::parse(s).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "by: {s:?} is not device, site, firmware or tag:<key>"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn devices(s: &ApiState) -> Result<BTreeMap<strata_proto::DeviceId, strata_store::Device>> {
+    Ok(s.registry
+        .devices(None)?
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect())
 }

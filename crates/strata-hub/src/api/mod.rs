@@ -48,6 +48,8 @@ pub struct ApiState {
     pub broker: strata_broker::BrokerHandle,
     /// The model registry.
     pub models: Arc<crate::models::ModelRegistry>,
+    /// Late labels (ground truth).
+    pub labels: Arc<dyn strata_store::LabelStore>,
     /// Drift profiles, sketches and reports.
     pub drift: Arc<crate::drift::Drift>,
     /// Deployments through device twins.
@@ -89,6 +91,8 @@ pub struct ApiState {
         drift::get_profile,
         drift::build_profile,
         drift::get_drift,
+        drift::post_labels,
+        drift::get_accuracy,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -191,6 +195,8 @@ pub fn router(state: ApiState) -> Router {
             "/models/{name}/versions/{version}/drift",
             get(drift::get_drift),
         )
+        .route("/models/{name}/accuracy", get(drift::get_accuracy))
+        .route("/labels", post(drift::post_labels))
         .route(
             "/models/{name}/aliases/{alias}",
             put(models::set_alias).delete(models::remove_alias),

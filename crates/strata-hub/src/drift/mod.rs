@@ -13,6 +13,7 @@
 //!   compares each with the profile, then says which segment the drift is
 //!   confined to ([`report`]).
 
+pub mod accuracy;
 pub mod report;
 
 use std::collections::HashMap;

@@ -73,7 +73,8 @@ impl Dimension {
         }
     }
 
-    fn value_of(&self, device: &DeviceId, info: Option<&Device>) -> String {
+    /// The segment `device` falls in.
+    pub fn value_of(&self, device: &DeviceId, info: Option<&Device>) -> String {
         match self {
             Dimension::Device => device.to_string(),
             Dimension::Site => info.map_or("unknown".into(), |d| d.site.to_string()),

@@ -23,6 +23,7 @@
 mod campaigns;
 mod drift;
 mod jobs;
+mod labels;
 mod models;
 mod registry;
 mod releases;

@@ -232,6 +232,22 @@ CREATE INDEX sketch_batches_by_model ON sketch_batches(model, version, end_ns);
 "#,
         None,
     ),
+    (
+        r#"
+-- Ground truth that arrives late, one value per (device, target, time).
+CREATE TABLE labels (
+    device_id   TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    value       REAL NOT NULL,
+    source      TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    PRIMARY KEY (device_id, target, ts_ns)
+) WITHOUT ROWID;
+CREATE INDEX labels_by_target ON labels(target, ts_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

@@ -1,0 +1,420 @@
+//! Accuracy decay: late labels joined to the predictions that were made
+//! before them, per model version, over time and per segment.
+//!
+//! A label says what the target (the version's training target, e.g.
+//! `label.rul_h`) really was on a device at a time. It is paired with the
+//! latest prediction of the version (stream `model:{name}:{version}`, its
+//! score output) at or before that time and at most `max_lag_ns` older.
+//! Regressions are scored by MAE, RMSE and bias; classifications (0/1
+//! labels, a classifier's probability) by accuracy, precision and recall
+//! at 0.5. The figure the version was registered with (its hold-out MAE
+//! or accuracy) is the baseline the decay is measured from.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strata_proto::DeviceId;
+use strata_store::{Device, Label, LabelStore, ModelVersion, TelemetryStore};
+
+use super::report::Dimension;
+use crate::error::{Error, Result};
+
+/// What an accuracy report covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracySpec {
+    /// Labels from this time, ns.
+    pub from_ns: i64,
+    /// Up to this time, ns (inclusive).
+    pub to_ns: i64,
+    /// Length of a time bucket, ns.
+    pub bucket_ns: i64,
+    /// Oldest prediction a label may be paired with, ns before it.
+    pub max_lag_ns: i64,
+    /// Segments to score separately.
+    pub by: Vec<Dimension>,
+}
+
+/// Scores of a set of (prediction, label) pairs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Scores {
+    /// Pairs scored.
+    pub pairs: u64,
+    /// Mean absolute error (regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Root mean squared error (regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    /// Mean of prediction minus truth (regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bias: Option<f64>,
+    /// Share of correct classes at 0.5 (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Precision of class 1 (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    /// Recall of class 1 (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall: Option<f64>,
+}
+
+/// Scores of one time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BucketScores {
+    /// Bucket start, ns.
+    pub start_ns: i64,
+    /// Its scores.
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
+/// Scores of one segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SegmentScores {
+    /// The segment's value.
+    pub value: String,
+    /// Its scores.
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
+/// The accuracy of one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionAccuracy {
+    /// The version.
+    pub version: u32,
+    /// `regression` or `classification`.
+    pub task: String,
+    /// The target its labels are of.
+    pub target: String,
+    /// The prediction signal paired with them.
+    pub prediction: String,
+    /// Labels with no prediction in reach.
+    pub unmatched: u64,
+    /// All pairs.
+    pub overall: Scores,
+    /// What the version scored on its hold-out at registration (MAE or
+    /// accuracy), when known.
+    pub registered: Option<f64>,
+    /// Latest bucket's MAE over the registered MAE (regression), or
+    /// registered accuracy minus the latest bucket's (classification):
+    /// how far it has decayed.
+    pub decay: Option<f64>,
+    /// Per time bucket, oldest first (buckets without pairs left out).
+    pub buckets: Vec<BucketScores>,
+    /// Per dimension, per value.
+    pub segments: BTreeMap<String, Vec<SegmentScores>>,
+}
+
+/// One (prediction, truth) pair.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    ts_ns: i64,
+    predicted: f64,
+    truth: f64,
+}
+
+/// The prediction signal of a version: its probability output if it has
+/// one (the last value of it), else its first output.
+pub fn prediction_signal(v: &ModelVersion) -> String {
+    let specs: Vec<strata_infer::OutputSpec> = v
+        .outputs
+        .iter()
+        .map(|o| strata_infer::OutputSpec {
+            name: o.name.clone(),
+            len: o.len as usize,
+        })
+        .collect();
+    let names = strata_infer::output_names(&specs);
+    let mut offset = 0;
+    for o in &specs {
+        if o.name.contains("prob") {
+            return format!("{}.{}", v.model, names[offset + o.len - 1]);
+        }
+        offset += o.len;
+    }
+    format!(
+        "{}.{}",
+        v.model,
+        names.first().map_or("prediction", String::as_str)
+    )
+}
+
+/// Scores `v` against the labels of its target.
+pub fn version_accuracy(
+    v: &ModelVersion,
+    labels: &dyn LabelStore,
+    telemetry: &dyn TelemetryStore,
+    devices: &BTreeMap<DeviceId, Device>,
+    spec: &AccuracySpec,
+) -> Result<VersionAccuracy> {
+    let target = v.lineage.target.clone().ok_or_else(|| {
+        Error::BadRequest(format!(
+            "{} v{} has no training target in its lineage, so no label applies to it",
+            v.model, v.version
+        ))
+    })?;
+    let signal = prediction_signal(v);
+    let stream = format!("model:{}:{}", v.model, v.version);
+    let all = labels.labels(&target, None, spec.from_ns, spec.to_ns)?;
+    let mut by_device: BTreeMap<DeviceId, Vec<Label>> = BTreeMap::new();
+    for l in all {
+        by_device.entry(l.device.clone()).or_default().push(l);
+    }
+    let mut pairs: Vec<(DeviceId, Pair)> = Vec::new();
+    let mut unmatched = 0u64;
+    for (device, labels) in &by_device {
+        let from = labels[0].ts_ns.saturating_sub(spec.max_lag_ns);
+        let to = labels[labels.len() - 1].ts_ns;
+        let mut predictions: Vec<(i64, f64)> = Vec::new();
+        telemetry.replay(device, Some(&stream), from, to, &mut |batch| {
+            for s in batch.signals.iter().filter(|s| s.name == signal) {
+                predictions.extend(s.ts_ns.iter().copied().zip(s.values.iter().copied()));
+            }
+            Ok(())
+        })?;
+        predictions.sort_by_key(|p| p.0);
+        for l in labels {
+            let at = predictions.partition_point(|p| p.0 <= l.ts_ns);
+            match at.checked_sub(1).map(|i| predictions[i]) {
+                Some((ts, predicted)) if l.ts_ns - ts <= spec.max_lag_ns => pairs.push((
+                    device.clone(),
+                    Pair {
+                        ts_ns: l.ts_ns,
+                        predicted,
+                        truth: l.value,
+                    },
+                )),
+                _ => unmatched += 1,
+            }
+        }
+    }
+    let classification = v.lineage.trainer.contains("classifier")
+        && pairs.iter().all(|(_, p)| p.truth == 0.0 || p.truth == 1.0);
+    let score = |ps: &[Pair]| scores(ps, classification);
+    let flat: Vec<Pair> = pairs.iter().map(|(_, p)| *p).collect();
+    let mut buckets: BTreeMap<i64, Vec<Pair>> = BTreeMap::new();
+    for p in &flat {
+        let start = spec.from_ns + (p.ts_ns - spec.from_ns) / spec.bucket_ns * spec.bucket_ns;
+        buckets.entry(start).or_default().push(*p);
+    }
+    let buckets: Vec<BucketScores> = buckets
+        .into_iter()
+        .map(|(start_ns, ps)| BucketScores {
+            start_ns,
+            scores: score(&ps),
+        })
+        .collect();
+    let mut segments = BTreeMap::new();
+    for dim in &spec.by {
+        let mut groups: BTreeMap<String, Vec<Pair>> = BTreeMap::new();
+        for (d, p) in &pairs {
+            groups
+                .entry(dim.value_of(d, devices.get(d)))
+                .or_default()
+                .push(*p);
+        }
+        segments.insert(
+            dim.name(),
+            groups
+                .into_iter()
+                .map(|(value, ps)| SegmentScores {
+                    value,
+                    scores: score(&ps),
+                })
+                .collect(),
+        );
+    }
+    let registered = if classification {
+        v.metrics.get("accuracy").copied()
+    } else {
+        v.metrics.get("mae").copied()
+    };
+    let latest = buckets.last().map(|b| &b.scores);
+    let decay = match (registered, latest) {
+        (Some(r), Some(s)) if classification => s.accuracy.map(|a| r - a),
+        (Some(r), Some(s)) if r > 0.0 => s.mae.map(|m| m / r),
+        _ => None,
+    };
+    Ok(VersionAccuracy {
+        version: v.version,
+        task: if classification {
+            "classification"
+        } else {
+            "regression"
+        }
+        .into(),
+        target,
+        prediction: signal,
+        unmatched,
+        overall: score(&flat),
+        registered,
+        decay,
+        buckets,
+        segments,
+    })
+}
+
+fn scores(pairs: &[Pair], classification: bool) -> Scores {
+    let n = pairs.len() as f64;
+    if pairs.is_empty() {
+        return Scores::default();
+    }
+    if classification {
+        let (mut tp, mut fp, mut fn_, mut right) = (0.0, 0.0, 0.0, 0.0);
+        for p in pairs {
+            let class = if p.predicted >= 0.5 { 1.0 } else { 0.0 };
+            right += f64::from(u8::from(class == p.truth));
+            match (class == 1.0, p.truth == 1.0) {
+                (true, true) => tp += 1.0,
+                (true, false) => fp += 1.0,
+                (false, true) => fn_ += 1.0,
+                _ => {}
+            }
+        }
+        Scores {
+            pairs: pairs.len() as u64,
+            accuracy: Some(right / n),
+            precision: (tp + fp > 0.0).then(|| tp / (tp + fp)),
+            recall: (tp + fn_ > 0.0).then(|| tp / (tp + fn_)),
+            ..Scores::default()
+        }
+    } else {
+        let (mut abs, mut sq, mut bias) = (0.0, 0.0, 0.0);
+        for p in pairs {
+            let e = p.predicted - p.truth;
+            abs += e.abs();
+            sq += e * e;
+            bias += e;
+        }
+        Scores {
+            pairs: pairs.len() as u64,
+            mae: Some(abs / n),
+            rmse: Some((sq / n).sqrt()),
+            bias: Some(bias / n),
+            ..Scores::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_proto::{SignalSeries, TelemetryBatch};
+    use strata_store::{
+        BatchWrite, Durability, EncodedBatch, Lineage, ModelOutputInfo, SqliteStore,
+    };
+
+    use super::*;
+
+    fn version(trainer: &str) -> ModelVersion {
+        ModelVersion {
+            model: "rul".into(),
+            version: 2,
+            sha256: String::new(),
+            size: 0,
+            runtime: "ml".into(),
+            input_len: 1,
+            outputs: vec![ModelOutputInfo {
+                name: "prediction".into(),
+                len: 1,
+            }],
+            ops: vec![],
+            features: vec!["x".into()],
+            vector: None,
+            lineage: Lineage {
+                trainer: trainer.into(),
+                target: Some("label.rul_h".into()),
+                ..Lineage::default()
+            },
+            metrics: BTreeMap::from([("mae".to_string(), 2.0)]),
+            has_tree_stats: false,
+            description: String::new(),
+            created_ns: 0,
+        }
+    }
+
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn labels_pair_with_the_last_prediction_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+        let d = DeviceId::new("press-1").unwrap();
+        // Predictions every 10 s from 0 to 190 s: 100 - t/10 for the first
+        // 100 s, then 8 too high (a faulty sensor).
+        let ts: Vec<i64> = (0..20).map(|i| i * 10 * S).collect();
+        let values: Vec<f64> = (0..20)
+            .map(|i| 100.0 - i as f64 + if i >= 10 { 8.0 } else { 0.0 })
+            .collect();
+        let batch = TelemetryBatch {
+            stream: "model:rul:2".into(),
+            seq: 1,
+            signals: vec![SignalSeries {
+                name: "rul.prediction".into(),
+                unit: String::new(),
+                ts_ns: ts,
+                values,
+                quality: vec![],
+            }],
+        };
+        store
+            .write_batches(&[BatchWrite {
+                device: d.clone(),
+                received_ns: 0,
+                batch: EncodedBatch::encode(&batch),
+            }])
+            .unwrap();
+        // Truth 100 - t/10, labelled 5 s after each prediction, plus one
+        // label long after the last prediction.
+        let labels: Vec<Label> = (0..20)
+            .map(|i| Label {
+                device: d.clone(),
+                target: "label.rul_h".into(),
+                ts_ns: i * 10 * S + 5 * S,
+                value: 100.0 - i as f64,
+                source: "test".into(),
+            })
+            .chain(std::iter::once(Label {
+                device: d.clone(),
+                target: "label.rul_h".into(),
+                ts_ns: 1000 * S,
+                value: 0.0,
+                source: "test".into(),
+            }))
+            .collect();
+        store.add_labels(&labels, 0).unwrap();
+        let spec = AccuracySpec {
+            from_ns: 0,
+            to_ns: 2000 * S,
+            bucket_ns: 100 * S,
+            max_lag_ns: 30 * S,
+            by: vec![Dimension::Device],
+        };
+        let a = version_accuracy(
+            &version("gbt_regressor"),
+            &store,
+            &store,
+            &BTreeMap::new(),
+            &spec,
+        )
+        .unwrap();
+        assert_eq!(
+            (a.task.as_str(), a.prediction.as_str()),
+            ("regression", "rul.prediction")
+        );
+        assert_eq!((a.overall.pairs, a.unmatched), (20, 1));
+        assert_eq!(a.overall.mae, Some(4.0));
+        assert_eq!(a.buckets.len(), 2);
+        assert_eq!(
+            (a.buckets[0].scores.mae, a.buckets[1].scores.mae),
+            (Some(0.0), Some(8.0))
+        );
+        assert_eq!(a.buckets[1].scores.bias, Some(8.0));
+        // Registered with MAE 2: the latest bucket is 4 times worse.
+        assert_eq!(a.decay, Some(4.0));
+        assert_eq!(a.segments["device"][0].scores.pairs, 20);
+    }
+}
