@@ -302,8 +302,9 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
     let pipeline_toml = MACHINE_PIPELINE
         .replace("[[windows]]", "[[pipeline.windows]]")
         .replace("[[vectors]]", "[[pipeline.vectors]]");
+    let edge_metrics = free_port();
     let edge_config = format!(
-        "{}\n[[sources]]\ntype = \"simulator\"\nseed = 7\ntime_scale = 3600.0\nlifetime_s = 172800.0\n\
+        "{}metrics_listen = \"127.0.0.1:{edge_metrics}\"\n[[sources]]\ntype = \"simulator\"\nseed = 7\ntime_scale = 3600.0\nlifetime_s = 172800.0\n\
          failure_horizon_s = 28800.0\n[sources.degradation]\nsignal = \"vibration_rms\"\ngain = 1.6\n{pipeline_toml}",
         edge_hub_config(&hub, &edge_dir, "press-7", &credential)
     );
@@ -393,4 +394,72 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
     );
     assert!(v1["decay"].as_f64().unwrap() > 2.0, "{v1}");
     assert_eq!(v1["segments"]["firmware"][0]["value"], "2.3");
+
+    // KPIs: the agent's own Prometheus endpoint, and the hub's fleet view
+    // (uptime, freshness, inference latency per model) on the API and
+    // on /metrics.
+    let scrape = || -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", edge_metrics)).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    let edge = scrape();
+    let edge_metric = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    assert!(edge.starts_with("HTTP/1.1 200 OK"), "{edge}");
+    assert!(
+        edge_metric(
+            &edge,
+            "strata_edge_inferences_total{device=\"press-7\",model=\"rul\"}"
+        ) > 0.0,
+        "{edge}"
+    );
+    assert!(
+        edge_metric(
+            &edge,
+            "strata_edge_sketch_batches_total{device=\"press-7\"}"
+        ) > 0.0,
+        "{edge}"
+    );
+    eventually(
+        Duration::from_secs(40),
+        "fleet KPIs with rul's latency",
+        || {
+            let (_, k) = hub.api("GET", "/api/v1/kpis", None);
+            k["models"].as_array().is_some_and(|m| {
+                m.iter().any(|m| {
+                    m["model"] == "rul"
+                        && m["scope"] == "fleet"
+                        && m["latency_p50_us"].as_f64() > Some(0.0)
+                })
+            })
+        },
+    );
+    let (_, k) = hub.api("GET", "/api/v1/kpis", None);
+    eprintln!("KPIs: {k}");
+    assert_eq!(k["fleet"]["devices"], 7);
+    assert!(k["fleet"]["online"].as_u64() >= Some(1), "{k}");
+    assert!(
+        k["sites"]["site-1"]["uptime"].as_f64().unwrap() > 0.0,
+        "{k}"
+    );
+    let rul = k["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["scope"] == "fleet")
+        .unwrap();
+    assert!(
+        rul["latency_p99_us"].as_f64() >= rul["latency_p50_us"].as_f64(),
+        "{rul}"
+    );
+    assert!(hub.metric("strata_kpi_inference_latency_microseconds{model=\"rul\",scope=\"fleet\",quantile=\"0.5\"}") > 0.0);
+    assert_eq!(hub.metric("strata_kpi_devices{scope=\"fleet\"}"), 7.0);
 }

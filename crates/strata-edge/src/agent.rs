@@ -33,6 +33,14 @@ pub enum AgentError {
     /// The processing thread could not be started.
     #[error("cannot start the processing thread: {0}")]
     Thread(std::io::Error),
+    /// The metrics listener could not bind.
+    #[error("[health] metrics_listen {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Frames waiting for the processing thread; a slow disk slows the sources
@@ -152,6 +160,18 @@ impl Agent {
             outbox.clone(),
             frames,
         ));
+        if let Some(addr) = config.health.metrics_listen {
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|source| AgentError::Metrics { addr, source })?;
+            tasks.spawn(crate::metrics::serve(
+                listener,
+                device.to_string(),
+                health.clone(),
+                outbox.clone(),
+            ));
+        }
         let uplink = UplinkConfig {
             device,
             mqtt: config.hub.mqtt,

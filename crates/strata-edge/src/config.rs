@@ -104,12 +104,16 @@ impl OtaConfig {
 pub struct HealthConfig {
     /// A heartbeat every this many milliseconds (at least 100).
     pub interval_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; none
+    /// when absent.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             interval_ms: 10_000,
+            metrics_listen: None,
         }
     }
 }

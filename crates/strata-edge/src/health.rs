@@ -105,6 +105,10 @@ pub struct HealthState {
     pub pipeline_outputs: AtomicU64,
     /// Frames or batches that could not be written to the outbox.
     pub outbox_errors: AtomicU64,
+    /// Drift sketch windows written to the outbox.
+    pub sketch_batches: AtomicU64,
+    /// Changes the edge's drift detectors found.
+    pub drift_detections: AtomicU64,
     cpu: Mutex<Option<(Instant, f64)>>,
 }
 
@@ -121,6 +125,8 @@ impl HealthState {
             pipeline_dropped: AtomicU64::new(0),
             pipeline_outputs: AtomicU64::new(0),
             outbox_errors: AtomicU64::new(0),
+            sketch_batches: AtomicU64::new(0),
+            drift_detections: AtomicU64::new(0),
             cpu: Mutex::new(None),
         }
     }
@@ -128,6 +134,19 @@ impl HealthState {
     /// The models reported from now on (after a deployment).
     pub fn set_models(&self, models: Vec<(String, Arc<ModelStats>)>) {
         *self.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+    }
+
+    /// The models reported now, with their counters.
+    pub fn models(&self) -> Vec<(String, Arc<ModelStats>)> {
+        self.models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Seconds since the agent started.
+    pub fn uptime_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 
     /// One heartbeat's signals at `ts_ns`; resets the latency histograms.

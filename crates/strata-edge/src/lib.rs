@@ -11,6 +11,7 @@ pub mod config;
 pub mod drift;
 pub mod health;
 pub mod inference;
+pub mod metrics;
 pub mod outbox;
 pub mod process;
 pub mod sources;

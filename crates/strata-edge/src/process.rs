@@ -102,11 +102,17 @@ impl Processor {
     /// next seq; the uplink sends `sketch:` streams to `up/sketch`).
     fn append_sketch(&self, batch: SketchBatch) {
         let stream = batch.stream.clone();
+        self.health
+            .drift_detections
+            .fetch_add(batch.detections.len() as u64, Ordering::Relaxed);
         let result = self.outbox.append(&stream, |seq| {
             serde_json::to_vec(&SketchBatch { seq, ..batch }).expect("JSON of a sketch batch")
         });
         match result {
-            Ok(_) => self.appended.notify_one(),
+            Ok(_) => {
+                self.health.sketch_batches.fetch_add(1, Ordering::Relaxed);
+                self.appended.notify_one();
+            }
             Err(e) => {
                 self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(stream, "sketch batch not kept: {e}");

@@ -16,6 +16,7 @@ pub mod drift;
 pub mod error;
 pub mod hooks;
 pub mod ingest;
+pub mod kpi;
 pub mod metrics;
 pub mod models;
 pub mod ota;
@@ -199,7 +200,17 @@ impl Hub {
             context: "cannot read the HTTP listener's address".into(),
             source,
         })?;
+        let (stop, mut stopped) = watch::channel(false);
+        let kpis = Arc::new(kpi::KpiCache::default());
+        kpi::spawn(
+            kpis.clone(),
+            registry.clone(),
+            models.clone(),
+            store.clone(),
+            stop.subscribe(),
+        );
         let state = api::ApiState {
+            kpis,
             registry,
             labels: store.clone(),
             store,
@@ -214,7 +225,6 @@ impl Hub {
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
-        let (stop, mut stopped) = watch::channel(false);
         let app = api::router(state);
         let http_task = tokio::spawn(async move {
             let shutdown = async move {

@@ -187,6 +187,11 @@ impl Registry {
             .ok_or_else(|| Error::NotFound(format!("device {id} is not registered")))
     }
 
+    /// Online/offline changes in a window (see `RegistryStore::presence_log`).
+    pub fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
+        Ok(self.store.presence_log(from_ns, to_ns)?)
+    }
+
     /// All devices, optionally of one site.
     pub fn devices(&self, site: Option<&SiteId>) -> Result<Vec<Device>> {
         Ok(self.store.devices(site)?)

@@ -131,8 +131,13 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn revoke(&self, id: &DeviceId, now_ns: i64) -> Result<bool>;
     /// Updates tags and versions of a device.
     fn update_device(&self, id: &DeviceId, update: &DeviceUpdate) -> Result<bool>;
-    /// Records devices going online or offline, in order, in one transaction.
+    /// Records devices going online or offline, in order, in one
+    /// transaction, and keeps each change in the presence history.
     fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) -> Result<()>;
+    /// The presence changes in `[from_ns, to_ns]` and the last one before
+    /// each device's first (the state the window opens in), by device then
+    /// time: (device, time, online).
+    fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>>;
     /// Records that devices were heard from (batched by the caller).
     fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
 }

@@ -15,6 +15,7 @@ use strata_store::Label;
 use crate::drift::accuracy::{self, AccuracySpec, VersionAccuracy};
 use crate::drift::report::{self, Dimension, DriftReport, ReportSpec};
 use crate::error::{Error, Result};
+use crate::kpi::KpiReport;
 use crate::models::VersionRef;
 use crate::models::dataset::{self, DatasetSpec};
 
@@ -341,4 +342,29 @@ fn devices(s: &ApiState) -> Result<BTreeMap<strata_proto::DeviceId, strata_store
         .into_iter()
         .map(|d| (d.id.clone(), d))
         .collect())
+}
+
+/// KPIs over the last hour, per site and fleet-wide: uptime, data
+/// freshness, inference latency per model (recomputed every 15 s).
+#[utoipa::path(get, path = "/api/v1/kpis", tag = "drift", security(("admin_token" = [])),
+    responses((status = 200, body = KpiReport)))]
+pub async fn get_kpis(State(s): State<ApiState>) -> Result<Json<KpiReport>> {
+    if let Some(r) = s.kpis.latest() {
+        return Ok(Json((*r).clone()));
+    }
+    Ok(Json(
+        blocking(move || {
+            let now = crate::now_ns();
+            let r = crate::kpi::compute(
+                &s.registry,
+                &s.models,
+                &*s.store,
+                now - crate::kpi::WINDOW_NS,
+                now,
+            )?;
+            s.kpis.set(r.clone());
+            Ok(r)
+        })
+        .await?,
+    ))
 }

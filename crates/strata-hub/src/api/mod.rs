@@ -48,6 +48,8 @@ pub struct ApiState {
     pub broker: strata_broker::BrokerHandle,
     /// The model registry.
     pub models: Arc<crate::models::ModelRegistry>,
+    /// The latest fleet KPIs.
+    pub kpis: Arc<crate::kpi::KpiCache>,
     /// Late labels (ground truth).
     pub labels: Arc<dyn strata_store::LabelStore>,
     /// Drift profiles, sketches and reports.
@@ -93,6 +95,7 @@ pub struct ApiState {
         drift::get_drift,
         drift::post_labels,
         drift::get_accuracy,
+        drift::get_kpis,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -197,6 +200,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/models/{name}/accuracy", get(drift::get_accuracy))
         .route("/labels", post(drift::post_labels))
+        .route("/kpis", get(drift::get_kpis))
         .route(
             "/models/{name}/aliases/{alias}",
             put(models::set_alias).delete(models::remove_alias),

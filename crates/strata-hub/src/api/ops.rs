@@ -18,5 +18,6 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let mut text = String::with_capacity(4096);
     state.metrics.render(&mut text);
     crate::broker_metrics(&state.broker, &mut text);
+    state.kpis.render(&mut text);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

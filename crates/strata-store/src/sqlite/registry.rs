@@ -306,12 +306,52 @@ impl RegistryStore for SqliteStore {
                          WHERE id = ?1",
                     )
                     .context(|| "cannot record presence".into())?;
+                let mut log = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO presence_log (device_id, ts_ns, online) VALUES (?1, ?2, ?3)",
+                    )
+                    .context(|| "cannot record presence".into())?;
                 for (id, online, ts) in changes {
                     stmt.execute(params![id.as_str(), online, ts])
                         .context(|| format!("cannot record presence of {id}"))?;
+                    log.execute(params![id.as_str(), ts, online])
+                        .context(|| format!("cannot log presence of {id}"))?;
                 }
             }
             tx.commit().context(|| "cannot record presence".into())
+        })
+    }
+
+    fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
+        self.read(|conn| {
+            // The last change before the window too: the state it opens in.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT device_id, ts_ns, online FROM presence_log p
+                     WHERE ts_ns BETWEEN ?1 AND ?2
+                        OR ts_ns = (SELECT max(ts_ns) FROM presence_log q
+                                    WHERE q.device_id = p.device_id AND q.ts_ns < ?1)
+                     ORDER BY device_id, ts_ns",
+                )
+                .context(|| "cannot read presence".into())?;
+            let rows = stmt
+                .query_map(params![from_ns, to_ns], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                })
+                .context(|| "cannot read presence".into())?;
+            rows.map(|row| {
+                let (id, ts, online) = row.context(|| "cannot read presence".into())?;
+                Ok((
+                    DeviceId::new(id).map_err(|e| Error::Corrupt(e.to_string()))?,
+                    ts,
+                    online,
+                ))
+            })
+            .collect()
         })
     }
 

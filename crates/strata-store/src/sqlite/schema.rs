@@ -245,6 +245,13 @@ CREATE TABLE labels (
     PRIMARY KEY (device_id, target, ts_ns)
 ) WITHOUT ROWID;
 CREATE INDEX labels_by_target ON labels(target, ts_ns);
+-- Every online/offline change of a device, for uptime.
+CREATE TABLE presence_log (
+    device_id   TEXT NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    online      INTEGER NOT NULL,
+    PRIMARY KEY (device_id, ts_ns)
+) WITHOUT ROWID;
 "#,
         None,
     ),

@@ -1,0 +1,379 @@
+//! Fleet KPIs, per site and fleet-wide: device uptime (from the presence
+//! history), data freshness (time since each device was last heard from),
+//! and inference latency p50/p99 per model (from the `{model}.latency_us`
+//! readings agents store with every prediction).
+//!
+//! A background task recomputes them every `interval` for the last
+//! `window` and keeps the result, so `/metrics` and the API serve them
+//! without scanning storage on every scrape.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use strata_proto::DeviceId;
+use strata_store::{Device, RangeQuery, TelemetryStore};
+
+use crate::error::Result;
+use crate::models::ModelRegistry;
+use crate::registry::Registry;
+
+/// A device unheard of for longer than this counts as stale.
+pub const STALE_AFTER_NS: i64 = 300_000_000_000;
+
+/// The window KPIs cover: the last hour.
+pub const WINDOW_NS: i64 = 3_600_000_000_000;
+
+/// How often the background task recomputes them.
+pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Most latency readings read per device and model.
+const MAX_LATENCY_POINTS: usize = 20_000;
+
+/// KPIs of a group of devices (a site, or the fleet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupKpis {
+    /// Active devices.
+    pub devices: usize,
+    /// Of which online now.
+    pub online: usize,
+    /// Mean share of the window the devices were online (0..=1).
+    pub uptime: f64,
+    /// Median seconds since a device was last heard from.
+    pub freshness_p50_s: Option<f64>,
+    /// Largest such time.
+    pub freshness_max_s: Option<f64>,
+    /// Devices unheard of for over five minutes (or never).
+    pub stale: usize,
+}
+
+/// Inference latency of one model in a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelKpis {
+    /// The model.
+    pub model: String,
+    /// `fleet` or a site id.
+    pub scope: String,
+    /// Inferences measured in the window.
+    pub runs: u64,
+    /// Median latency, microseconds.
+    pub latency_p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub latency_p99_us: f64,
+}
+
+/// Every KPI over a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KpiReport {
+    /// Window start, ns.
+    pub from_ns: i64,
+    /// Window end, ns.
+    pub to_ns: i64,
+    /// The whole fleet.
+    pub fleet: GroupKpis,
+    /// Per site.
+    pub sites: BTreeMap<String, GroupKpis>,
+    /// Per model, fleet-wide then per site.
+    pub models: Vec<ModelKpis>,
+}
+
+/// Computes KPIs for `[from_ns, to_ns]` (`to_ns` is "now" for freshness).
+pub fn compute(
+    registry: &Registry,
+    models: &ModelRegistry,
+    telemetry: &dyn TelemetryStore,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<KpiReport> {
+    let devices: Vec<Device> = registry
+        .devices(None)?
+        .into_iter()
+        .filter(|d| d.state == strata_store::DeviceState::Active)
+        .collect();
+    let mut log: BTreeMap<DeviceId, Vec<(i64, bool)>> = BTreeMap::new();
+    for (d, ts, online) in registry.presence_log(from_ns, to_ns)? {
+        log.entry(d).or_default().push((ts, online));
+    }
+    let uptime: BTreeMap<&DeviceId, f64> = devices
+        .iter()
+        .map(|d| {
+            (
+                &d.id,
+                uptime_share(
+                    log.get(&d.id).map_or(&[][..], Vec::as_slice),
+                    d,
+                    from_ns,
+                    to_ns,
+                ),
+            )
+        })
+        .collect();
+    let group = |members: &[&Device]| -> GroupKpis {
+        let mut fresh: Vec<f64> = members
+            .iter()
+            .filter_map(|d| d.last_seen_ns.map(|t| (to_ns - t).max(0) as f64 / 1e9))
+            .collect();
+        fresh.sort_by(f64::total_cmp);
+        GroupKpis {
+            devices: members.len(),
+            online: members.iter().filter(|d| d.online).count(),
+            uptime: if members.is_empty() {
+                0.0
+            } else {
+                members.iter().map(|d| uptime[&d.id]).sum::<f64>() / members.len() as f64
+            },
+            freshness_p50_s: quantile(&fresh, 0.5),
+            freshness_max_s: fresh.last().copied(),
+            stale: members
+                .iter()
+                .filter(|d| d.last_seen_ns.is_none_or(|t| to_ns - t > STALE_AFTER_NS))
+                .count(),
+        }
+    };
+    let all: Vec<&Device> = devices.iter().collect();
+    let mut by_site: BTreeMap<String, Vec<&Device>> = BTreeMap::new();
+    for d in &devices {
+        by_site.entry(d.site.to_string()).or_default().push(d);
+    }
+    let mut report = KpiReport {
+        from_ns,
+        to_ns,
+        fleet: group(&all),
+        sites: by_site.iter().map(|(s, m)| (s.clone(), group(m))).collect(),
+        models: Vec::new(),
+    };
+    for m in models.models()? {
+        let signal = format!("{}.latency_us", m.name);
+        let mut fleet = Vec::new();
+        let mut per_site: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for d in &devices {
+            let r = telemetry.range(&RangeQuery {
+                device: d.id.clone(),
+                signal: signal.clone(),
+                from_ns,
+                to_ns,
+                bucket_ns: None,
+                limit: MAX_LATENCY_POINTS,
+            })?;
+            let values: Vec<f64> = r.points.iter().map(|p| p.value).collect();
+            per_site
+                .entry(d.site.to_string())
+                .or_default()
+                .extend(&values);
+            fleet.extend(values);
+        }
+        let mut push = |scope: String, mut v: Vec<f64>| {
+            if v.is_empty() {
+                return;
+            }
+            v.sort_by(f64::total_cmp);
+            report.models.push(ModelKpis {
+                model: m.name.clone(),
+                scope,
+                runs: v.len() as u64,
+                latency_p50_us: quantile(&v, 0.5).unwrap_or(0.0),
+                latency_p99_us: quantile(&v, 0.99).unwrap_or(0.0),
+            });
+        };
+        push("fleet".into(), fleet);
+        for (site, v) in per_site {
+            push(site, v);
+        }
+    }
+    Ok(report)
+}
+
+/// Share of `[from, to]` a device was online, from its changes (the first
+/// may lie before the window). Without any change on record, its current
+/// state counts for the part of the window since it was created.
+fn uptime_share(changes: &[(i64, bool)], d: &Device, from: i64, to: i64) -> f64 {
+    let start = from.max(d.created_ns);
+    if to <= start {
+        return 0.0;
+    }
+    if changes.is_empty() {
+        return if d.online { 1.0 } else { 0.0 };
+    }
+    let mut online_ns = 0i64;
+    let mut state = false;
+    let mut at = start;
+    for &(ts, online) in changes {
+        let ts = ts.clamp(start, to);
+        if state {
+            online_ns += ts - at;
+        }
+        at = ts;
+        state = online;
+    }
+    if state {
+        online_ns += to - at;
+    }
+    online_ns as f64 / (to - start) as f64
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// Recomputes the KPIs every [`INTERVAL`] until `stop` turns true.
+pub fn spawn(
+    cache: Arc<KpiCache>,
+    registry: Arc<Registry>,
+    models: Arc<ModelRegistry>,
+    telemetry: Arc<dyn TelemetryStore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (c, r, m, t) = (
+                cache.clone(),
+                registry.clone(),
+                models.clone(),
+                telemetry.clone(),
+            );
+            let done = tokio::task::spawn_blocking(move || {
+                let now = crate::now_ns();
+                compute(&r, &m, &*t, now - WINDOW_NS, now).map(|report| c.set(report))
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cannot compute KPIs: {e}"),
+                Err(e) => tracing::warn!("KPI task failed: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}
+
+/// The latest KPIs, recomputed in the background.
+#[derive(Default)]
+pub struct KpiCache {
+    latest: Mutex<Option<Arc<KpiReport>>>,
+}
+
+impl KpiCache {
+    /// The latest report, if one was computed.
+    pub fn latest(&self) -> Option<Arc<KpiReport>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Keeps `report` as the latest.
+    pub fn set(&self, report: KpiReport) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+    }
+
+    /// Renders the latest KPIs in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let Some(r) = self.latest() else {
+            return;
+        };
+        let gauges: [(&str, &str, fn(&GroupKpis) -> Option<f64>); 6] = [
+            ("strata_kpi_devices", "Active devices.", |g| {
+                Some(g.devices as f64)
+            }),
+            ("strata_kpi_devices_online", "Devices online now.", |g| {
+                Some(g.online as f64)
+            }),
+            (
+                "strata_kpi_uptime_ratio",
+                "Mean share of the KPI window devices were online.",
+                |g| Some(g.uptime),
+            ),
+            (
+                "strata_kpi_freshness_p50_seconds",
+                "Median time since a device was last heard from.",
+                |g| g.freshness_p50_s,
+            ),
+            (
+                "strata_kpi_freshness_max_seconds",
+                "Longest time since a device was last heard from.",
+                |g| g.freshness_max_s,
+            ),
+            (
+                "strata_kpi_devices_stale",
+                "Devices unheard of for over five minutes.",
+                |g| Some(g.stale as f64),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            if let Some(v) = get(&r.fleet) {
+                let _ = writeln!(out, "{name}{{scope=\"fleet\"}} {v}");
+            }
+            for (site, g) in &r.sites {
+                if let Some(v) = get(g) {
+                    let _ = writeln!(out, "{name}{{scope=\"{site}\"}} {v}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_kpi_inference_latency_microseconds Inference latency at the edge over the KPI window.\n# TYPE strata_kpi_inference_latency_microseconds gauge"
+        );
+        for m in &r.models {
+            for (q, v) in [("0.5", m.latency_p50_us), ("0.99", m.latency_p99_us)] {
+                let _ = writeln!(
+                    out,
+                    "strata_kpi_inference_latency_microseconds{{model=\"{}\",scope=\"{}\",quantile=\"{q}\"}} {v}",
+                    m.model, m.scope
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(created_ns: i64, online: bool) -> Device {
+        Device {
+            id: DeviceId::new("d").unwrap(),
+            site: strata_proto::SiteId::new("s").unwrap(),
+            tags: BTreeMap::new(),
+            model_version: None,
+            firmware_version: None,
+            state: strata_store::DeviceState::Active,
+            online,
+            last_seen_ns: None,
+            created_ns,
+            revoked_ns: None,
+            signals: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn uptime_integrates_the_changes_over_the_window() {
+        let d = device(0, false);
+        // Online before the window, off at 40, on at 70: 70 of 100.
+        let changes = [(-5, true), (40, false), (70, true)];
+        assert!((uptime_share(&changes, &d, 0, 100) - 0.7).abs() < 1e-12);
+        // Created halfway: only its lifetime counts.
+        let d = device(50, false);
+        assert!((uptime_share(&[(50, true), (75, false)], &d, 0, 100) - 0.5).abs() < 1e-12);
+        // No history: its state now.
+        assert_eq!(uptime_share(&[], &device(0, true), 0, 100), 1.0);
+        assert_eq!(uptime_share(&[], &device(0, false), 0, 100), 0.0);
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50.0));
+        assert_eq!(quantile(&v, 0.99), Some(99.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}
