@@ -280,7 +280,8 @@ impl KpiCache {
         let Some(r) = self.latest() else {
             return;
         };
-        let gauges: [(&str, &str, fn(&GroupKpis) -> Option<f64>); 6] = [
+        type Gauge = (&'static str, &'static str, fn(&GroupKpis) -> Option<f64>);
+        let gauges: [Gauge; 6] = [
             ("strata_kpi_devices", "Active devices.", |g| {
                 Some(g.devices as f64)
             }),
