@@ -10,7 +10,9 @@
 //!    window to a sketch, merge per site, compare with the profile); and
 //!    Evidently's time per comparison on a sample of the same pairs.
 //!
-//! `cargo bench -p strata-drift --bench drift`
+//! `cargo bench -p strata-drift --bench drift`. Run without `--bench`
+//! (as `cargo test --all-targets` does), it runs a small version as a
+//! smoke test.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -23,12 +25,33 @@ use strata_drift::detect::{Adwin, AdwinParams, Detector, PageHinkley, PageHinkle
 use strata_drift::sketch::FeatureProfile;
 use strata_drift::stats::{StatTest, numeric_drift};
 
-const STREAM: usize = 1_000_000;
-const DEVICES: usize = 1_000;
-const FEATURES: usize = 20;
-const WINDOW: usize = 1_000;
-const REFERENCE: usize = 5_000;
-const EVIDENTLY_PAIRS: usize = 40;
+/// Sizes of a run.
+struct Sizes {
+    stream: usize,
+    devices: usize,
+    features: usize,
+    window: usize,
+    reference: usize,
+    evidently_pairs: usize,
+}
+
+const FULL: Sizes = Sizes {
+    stream: 1_000_000,
+    devices: 1_000,
+    features: 20,
+    window: 1_000,
+    reference: 5_000,
+    evidently_pairs: 40,
+};
+
+const SMOKE: Sizes = Sizes {
+    stream: 200_000,
+    devices: 5,
+    features: 4,
+    window: 200,
+    reference: 500,
+    evidently_pairs: 2,
+};
 
 /// A small deterministic generator (xorshift64*), Box-Muller normals.
 struct Rng(u64);
@@ -86,15 +109,15 @@ fn best_of(rounds: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn detectors(dir: &Path) {
+fn detectors(dir: &Path, z: &Sizes) {
     let mut rng = Rng(0x5eed);
-    let xs: Vec<f64> = (0..STREAM)
+    let xs: Vec<f64> = (0..z.stream)
         .map(|i| rng.normal([0.0, 1.5, -0.5, 2.0][(i / 50_000) % 4], 1.0))
         .collect();
     let path = dir.join("stream.f64");
     write_f64(&path, &xs);
     let river = peer(&["detectors".as_ref(), path.as_os_str()]);
-    println!("detector throughput, {STREAM} values (best of 3):");
+    println!("detector throughput, {} values (best of 3):", z.stream);
     type Make = fn() -> Box<dyn Detector>;
     let ours: [(&str, Make); 2] = [
         ("adwin", || Box::new(Adwin::new(AdwinParams::default()))),
@@ -105,7 +128,7 @@ fn detectors(dir: &Path) {
     for (name, make) in ours {
         let mut found = Vec::new();
         let secs = best_of(3, || found = make().detections(black_box(&xs)));
-        let rate = STREAM as f64 / secs;
+        let rate = z.stream as f64 / secs;
         let theirs = &river[name];
         let river_rate = theirs["values_per_s"].as_f64().unwrap();
         let same: Vec<usize> = theirs["detections"]
@@ -125,27 +148,28 @@ fn detectors(dir: &Path) {
     }
 }
 
-fn fleet(dir: &Path) {
+fn fleet(dir: &Path, z: &Sizes) {
     let mut rng = Rng(0xd1f7);
-    let references: Vec<Sample> = (0..FEATURES)
-        .map(|f| Sample::new((0..REFERENCE).map(|_| rng.normal(f as f64, 1.0 + f as f64 / 10.0))))
+    let references: Vec<Sample> = (0..z.features)
+        .map(|f| Sample::new((0..z.reference).map(|_| rng.normal(f as f64, 1.0 + f as f64 / 10.0))))
         .collect();
     // Every 10th device drifts on every 4th feature.
-    let windows: Vec<Vec<Vec<f64>>> = (0..DEVICES)
+    let windows: Vec<Vec<Vec<f64>>> = (0..z.devices)
         .map(|d| {
-            (0..FEATURES)
+            (0..z.features)
                 .map(|f| {
                     let shift = if d % 10 == 0 && f % 4 == 0 { 0.5 } else { 0.0 };
-                    (0..WINDOW)
+                    (0..z.window)
                         .map(|_| rng.normal(f as f64 + shift, 1.0 + f as f64 / 10.0))
                         .collect()
                 })
                 .collect()
         })
         .collect();
-    let pairs = DEVICES * FEATURES;
+    let pairs = z.devices * z.features;
     println!(
-        "fleet drift, {DEVICES} devices × {FEATURES} features, windows of {WINDOW} vs a reference of {REFERENCE}:"
+        "fleet drift, {} devices × {} features, windows of {} vs a reference of {}:",
+        z.devices, z.features, z.window, z.reference
     );
 
     let tests = [
@@ -197,17 +221,17 @@ fn fleet(dir: &Path) {
         secs_sketch / pairs as f64 * 1e6
     );
 
-    // Evidently on the first EVIDENTLY_PAIRS windows of feature 0.
+    // Evidently on the first z.evidently_pairs windows of feature 0.
     let ref_path = dir.join("reference.f64");
     let cur_path = dir.join("current.f64");
     write_f64(&ref_path, references[0].values());
     let sample: Vec<f64> = windows
         .iter()
-        .take(EVIDENTLY_PAIRS)
+        .take(z.evidently_pairs)
         .flat_map(|d| d[0].iter().copied())
         .collect();
     write_f64(&cur_path, &sample);
-    let n = EVIDENTLY_PAIRS.to_string();
+    let n = z.evidently_pairs.to_string();
     let evidently = peer(&[
         "stats".as_ref(),
         ref_path.as_os_str(),
@@ -219,11 +243,11 @@ fn fleet(dir: &Path) {
     for test in tests {
         let theirs = evidently[test.name()].as_f64().unwrap();
         let ours = best_of(3, || {
-            for d in windows.iter().take(EVIDENTLY_PAIRS) {
+            for d in windows.iter().take(z.evidently_pairs) {
                 let current = Sample::new(d[0].iter().copied());
                 black_box(numeric_drift(test, &references[0], &current, None).unwrap());
             }
-        }) / EVIDENTLY_PAIRS as f64;
+        }) / z.evidently_pairs as f64;
         ours_total += ours;
         theirs_total += theirs;
         println!(
@@ -245,6 +269,11 @@ fn fleet(dir: &Path) {
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/strata-drift-bench");
     std::fs::create_dir_all(&dir).expect("bench directory");
-    detectors(&dir);
-    fleet(&dir);
+    let sizes = if std::env::args().any(|a| a == "--bench") {
+        &FULL
+    } else {
+        &SMOKE
+    };
+    detectors(&dir, sizes);
+    fleet(&dir, sizes);
 }

@@ -13,9 +13,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use strata_infer::Model;
 use strata_pipeline::{FeatureVector, VectorSchema};
-use strata_proto::SignalSeries;
-
-use strata_proto::SketchBatch;
+use strata_proto::{SignalSeries, SketchBatch};
 
 use crate::drift::ModelDrift;
 use crate::health::ModelStats;
