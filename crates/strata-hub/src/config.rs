@@ -62,10 +62,10 @@ impl Default for DriftConfig {
     fn default() -> Self {
         DriftConfig {
             window_s: 60,
-            detector: toml::Value::Table(toml::map::Map::from_iter([(
-                "kind".to_string(),
-                toml::Value::String("adwin".into()),
-            )])),
+            detector: toml::Value::Table(toml::map::Map::from_iter([
+                ("kind".to_string(), toml::Value::String("adwin".into())),
+                ("delta".to_string(), toml::Value::Float(0.002)),
+            ])),
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_drift::detect::{Detector, PageHinkley, PageHinkleyParams};
 use strata_drift::profile::ModelProfile;
 use strata_drift::sketch::{FeatureProfile, Sketch, SketchDrift};
 use strata_proto::DeviceId;
@@ -182,6 +183,33 @@ pub struct DeviceDetection {
     pub value: f64,
 }
 
+/// A change the hub's detector found in a device's series of window
+/// means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HubDetection {
+    /// The device.
+    pub device: String,
+    /// The feature or output.
+    pub signal: String,
+    /// End of the window that completed the detection, ns.
+    pub window_end_ns: i64,
+    /// That window's mean, in reference standard deviations from the
+    /// reference mean.
+    pub z: f64,
+}
+
+/// The hub's detector over standardised window means: Page-Hinkley with
+/// a tolerance of 0.25 and an alarm at 4 reference standard deviations of
+/// accumulated shift, from the fifth window on.
+pub fn hub_detector() -> PageHinkleyParams {
+    PageHinkleyParams {
+        min_instances: 5,
+        delta: 0.25,
+        threshold: 4.0,
+        ..PageHinkleyParams::default()
+    }
+}
+
 /// A drift report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriftReport {
@@ -203,6 +231,10 @@ pub struct DriftReport {
     pub signals: Vec<SignalDrift>,
     /// Edge detections in the windows.
     pub detections: Vec<DeviceDetection>,
+    /// Hub detections: changes in each device's window means of a signal
+    /// (standardised by the reference), found by Page-Hinkley. Any change
+    /// counts, a machine's wear too: drift verdicts come from the profile.
+    pub hub_detections: Vec<HubDetection>,
     /// One line per drifting signal.
     pub findings: Vec<String>,
 }
@@ -229,14 +261,19 @@ pub fn build(
         }));
     }
     let mut signals = Vec::new();
+    let mut hub_detections = Vec::new();
     let named = profile
         .features
         .iter()
         .map(|p| (p, "feature"))
         .chain(profile.outputs.iter().map(|p| (p, "output")));
     for (p, kind) in named {
-        // Per device: its merged sketch of this signal.
+        // Per device: its merged sketch of this signal, and its series of
+        // standardised window means (batches come oldest first).
         let mut per_device: BTreeMap<DeviceId, Sketch> = BTreeMap::new();
+        let mut means: BTreeMap<DeviceId, Vec<(i64, f64)>> = BTreeMap::new();
+        let reference = &p.profile.reference;
+        let sd = p.profile.std.max(1e-12);
         for b in batches {
             let list = if kind == "feature" {
                 &b.batch.features
@@ -246,6 +283,13 @@ pub fn build(
             let Some(s) = list.iter().find(|s| s.name == p.name) else {
                 continue;
             };
+            if s.n > 0 {
+                let z = (s.sum / s.n as f64 - reference.mean()) / sd;
+                means
+                    .entry(b.device.clone())
+                    .or_default()
+                    .push((b.batch.end_ns, z));
+            }
             let sketch = per_device
                 .entry(b.device.clone())
                 .or_insert_with(|| p.profile.empty_sketch());
@@ -261,6 +305,19 @@ pub fn build(
                     max: s.max.unwrap_or(f64::NEG_INFINITY),
                 };
                 let _ = sketch.merge(&incoming);
+            }
+        }
+        for (device, series) in &means {
+            let mut ph = PageHinkley::new(hub_detector());
+            for &(end_ns, z) in series {
+                if ph.update(z) {
+                    hub_detections.push(HubDetection {
+                        device: device.to_string(),
+                        signal: p.name.clone(),
+                        window_end_ns: end_ns,
+                        z,
+                    });
+                }
             }
         }
         signals.push(signal_drift(
@@ -290,6 +347,7 @@ pub fn build(
         psi_threshold: spec.psi_threshold,
         signals,
         detections,
+        hub_detections,
         findings,
     }
 }
@@ -521,6 +579,10 @@ mod tests {
     }
 
     fn stored(p: &ModelProfile, id: &str, centre: f64) -> StoredSketches {
+        stored_at(p, id, centre, 10)
+    }
+
+    fn stored_at(p: &ModelProfile, id: &str, centre: f64, end_ns: i64) -> StoredSketches {
         let mut s = p.features[0].profile.empty_sketch();
         for v in values(centre, 400) {
             s.add(v);
@@ -533,8 +595,8 @@ mod tests {
                 seq: 1,
                 model: "m".into(),
                 version: 1,
-                start_ns: 0,
-                end_ns: 10,
+                start_ns: end_ns - 10,
+                end_ns,
                 vectors: 400,
                 features: vec![SignalSketch {
                     name: "x".into(),
@@ -655,6 +717,28 @@ mod tests {
         let a = s.attribution.unwrap();
         // Two devices on different sites, firmware and lines: only devices.
         assert_eq!((a.by.as_str(), a.drifting.len()), ("device", 2));
+    }
+
+    #[test]
+    fn the_hub_detector_finds_where_a_device_changed() {
+        let p = profile();
+        let mut batches = Vec::new();
+        for w in 0..20i64 {
+            let end = (w + 1) * 100;
+            batches.push(stored_at(&p, "press-1", 0.0, end));
+            let centre = if w < 10 { 0.0 } else { 1.5 };
+            batches.push(stored_at(&p, "press-2", centre, end));
+        }
+        let r = build("m", 1, &p, &batches, &fleet(), &spec());
+        assert!(
+            r.hub_detections.iter().all(|d| d.device == "press-2"),
+            "{:?}",
+            r.hub_detections
+        );
+        let first = &r.hub_detections[0];
+        // The shift starts with window 11 (ending at 1100).
+        assert!((1100..=1400).contains(&first.window_end_ns), "{first:?}");
+        assert!(first.z > 2.0, "{first:?}");
     }
 
     #[test]
