@@ -17,21 +17,6 @@ use strata_edge::drift::ModelDrift;
 use strata_edge::sources::simulator::{Degradation, Scenario};
 use strata_proto::{DriftSettings, SketchBatch};
 
-/// The machines' pipeline: 5 s windows every second, vector `bearing`.
-const MACHINE_PIPELINE: &str = r#"
-[[windows]]
-name = "w"
-signals = ["temperature", "vibration_rms", "current"]
-size_ms = 5000
-hop_ms = 1000
-features = ["mean", "std", "max"]
-[[vectors]]
-name = "bearing"
-features = ["w.temperature.mean", "w.temperature.std", "w.temperature.max",
-            "w.vibration_rms.mean", "w.vibration_rms.std", "w.vibration_rms.max",
-            "w.current.mean", "w.current.std", "w.current.max"]
-"#;
-
 /// The faulty sensor: reads 12 degrees too warm from the 150th second on.
 fn faulty() -> Degradation {
     Degradation {

@@ -15,21 +15,6 @@ use common::*;
 use serde_json::{Value, json};
 use strata_edge::sources::simulator::{Scenario, SimulatorConfig};
 
-/// The machines' pipeline: 5 s windows every second, vector `bearing`.
-const MACHINE_PIPELINE: &str = r#"
-[[windows]]
-name = "w"
-signals = ["temperature", "vibration_rms", "current"]
-size_ms = 5000
-hop_ms = 1000
-features = ["mean", "std", "max"]
-[[vectors]]
-name = "bearing"
-features = ["w.temperature.mean", "w.temperature.std", "w.temperature.max",
-            "w.vibration_rms.mean", "w.vibration_rms.std", "w.vibration_rms.max",
-            "w.current.mean", "w.current.std", "w.current.max"]
-"#;
-
 /// The buildings' pipeline: hourly-ish means of the drivers of HVAC load.
 const BUILDING_PIPELINE: &str = r#"
 [[windows]]

@@ -52,16 +52,7 @@ impl FeatureProfile {
 
     /// An empty sketch over this profile's bins.
     pub fn empty_sketch(&self) -> Sketch {
-        Sketch {
-            counts: vec![0; self.reference.counts.len()],
-            edges: self.reference.edges.clone(),
-            n: 0,
-            dropped: 0,
-            sum: 0.0,
-            sum_sq: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
+        Sketch::new(self.reference.edges.clone()).expect("a profile's edges are valid")
     }
 
     /// Compares a current sketch with the reference.

@@ -519,6 +519,21 @@ pub fn basic_auth(device: &str, secret: &str) -> String {
 use strata_edge::sources::simulator::{Scenario, SimulatorConfig};
 use strata_store::{BatchWrite, Durability, EncodedBatch, SqliteStore, TelemetryStore};
 
+/// The machines' pipeline: 5 s windows every second, vector `bearing`.
+pub const MACHINE_PIPELINE: &str = r#"
+[[windows]]
+name = "w"
+signals = ["temperature", "vibration_rms", "current"]
+size_ms = 5000
+hop_ms = 1000
+features = ["mean", "std", "max"]
+[[vectors]]
+name = "bearing"
+features = ["w.temperature.mean", "w.temperature.std", "w.temperature.max",
+            "w.vibration_rms.mean", "w.vibration_rms.std", "w.vibration_rms.max",
+            "w.current.mean", "w.current.std", "w.current.max"]
+"#;
+
 /// A pipeline's TOML as the JSON the API takes.
 pub fn pipeline(toml_text: &str) -> Value {
     let p: strata_pipeline::PipelineConfig = toml::from_str(toml_text).unwrap();

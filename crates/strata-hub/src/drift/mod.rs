@@ -143,9 +143,22 @@ impl Drift {
             .artifacts()
             .get_named(&profile_file(model, version))
         {
-            Ok(bytes) => Some(Arc::new(serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Conflict(format!("the profile of {model} v{version} is damaged: {e}"))
-            })?)),
+            Ok(bytes) => {
+                let damaged = |e: String| {
+                    Error::Conflict(format!("the profile of {model} v{version} is damaged: {e}"))
+                };
+                let p: ModelProfile =
+                    serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+                // Its sketches must be usable before anything builds on them.
+                for named in p.features.iter().chain(&p.outputs) {
+                    named
+                        .profile
+                        .reference
+                        .validate()
+                        .map_err(|e| damaged(format!("{}: {e}", named.name)))?;
+                }
+                Some(Arc::new(p))
+            }
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
