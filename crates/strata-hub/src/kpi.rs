@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use strata_proto::DeviceId;
-use strata_store::{Device, RangeQuery, TelemetryStore};
+use strata_store::{Device, LabelStore, RangeQuery, TelemetryStore};
 
 use crate::error::Result;
 use crate::models::ModelRegistry;
@@ -24,6 +24,9 @@ pub const STALE_AFTER_NS: i64 = 300_000_000_000;
 
 /// The window KPIs cover: the last hour.
 pub const WINDOW_NS: i64 = 3_600_000_000_000;
+
+/// The labels model accuracy is scored on: the last day's.
+pub const ACCURACY_WINDOW_NS: i64 = 86_400_000_000_000;
 
 /// How often the background task recomputes them.
 pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -63,6 +66,23 @@ pub struct ModelKpis {
     pub latency_p99_us: f64,
 }
 
+/// How a model's serving version scores on the labels of the last day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccuracyKpis {
+    /// The model.
+    pub model: String,
+    /// Its champion (or, without one, its latest version).
+    pub version: u32,
+    /// Labels paired with a prediction.
+    pub pairs: u64,
+    /// MAE over them (regressions).
+    pub mae: Option<f64>,
+    /// Accuracy over them (classifiers).
+    pub accuracy: Option<f64>,
+    /// Latest hour against the registered figure (see the accuracy API).
+    pub decay: Option<f64>,
+}
+
 /// Every KPI over a window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KpiReport {
@@ -76,6 +96,8 @@ pub struct KpiReport {
     pub sites: BTreeMap<String, GroupKpis>,
     /// Per model, fleet-wide then per site.
     pub models: Vec<ModelKpis>,
+    /// Per model with labels: its serving version's accuracy.
+    pub accuracy: Vec<AccuracyKpis>,
 }
 
 /// Computes KPIs for `[from_ns, to_ns]` (`to_ns` is "now" for freshness).
@@ -83,6 +105,7 @@ pub fn compute(
     registry: &Registry,
     models: &ModelRegistry,
     telemetry: &dyn TelemetryStore,
+    labels: &dyn LabelStore,
     from_ns: i64,
     to_ns: i64,
 ) -> Result<KpiReport> {
@@ -142,8 +165,37 @@ pub fn compute(
         fleet: group(&all),
         sites: by_site.iter().map(|(s, m)| (s.clone(), group(m))).collect(),
         models: Vec::new(),
+        accuracy: Vec::new(),
     };
+    let by_id: BTreeMap<DeviceId, Device> =
+        devices.iter().map(|d| (d.id.clone(), d.clone())).collect();
     for m in models.models()? {
+        let serving = m.aliases.get("champion").copied().or(m.latest_version);
+        if let Some(v) = serving.and_then(|n| {
+            models
+                .version(&m.name, &crate::models::VersionRef::Number(n))
+                .ok()
+        }) && v.lineage.target.is_some()
+        {
+            let spec = crate::drift::accuracy::AccuracySpec {
+                from_ns: to_ns - ACCURACY_WINDOW_NS,
+                to_ns,
+                bucket_ns: 3_600_000_000_000,
+                max_lag_ns: 300_000_000_000,
+                by: Vec::new(),
+            };
+            let a = crate::drift::accuracy::version_accuracy(&v, labels, telemetry, &by_id, &spec)?;
+            if a.overall.pairs > 0 {
+                report.accuracy.push(AccuracyKpis {
+                    model: m.name.clone(),
+                    version: v.version,
+                    pairs: a.overall.pairs,
+                    mae: a.overall.mae,
+                    accuracy: a.overall.accuracy,
+                    decay: a.decay,
+                });
+            }
+        }
         let signal = format!("{}.latency_us", m.name);
         let mut fleet = Vec::new();
         let mut per_site: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -227,6 +279,7 @@ pub fn spawn(
     registry: Arc<Registry>,
     models: Arc<ModelRegistry>,
     telemetry: Arc<dyn TelemetryStore>,
+    labels: Arc<dyn LabelStore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -237,9 +290,10 @@ pub fn spawn(
                 models.clone(),
                 telemetry.clone(),
             );
+            let l = labels.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let now = crate::now_ns();
-                compute(&r, &m, &*t, now - WINDOW_NS, now).map(|report| c.set(report))
+                compute(&r, &m, &*t, &*l, now - WINDOW_NS, now).map(|report| c.set(report))
             })
             .await;
             match done {
@@ -331,6 +385,36 @@ impl KpiCache {
                     "strata_kpi_inference_latency_microseconds{{model=\"{}\",scope=\"{}\",quantile=\"{q}\"}} {v}",
                     m.model, m.scope
                 );
+            }
+        }
+        type AccuracyGauge = (&'static str, &'static str, fn(&AccuracyKpis) -> Option<f64>);
+        let accuracy: [AccuracyGauge; 3] = [
+            (
+                "strata_kpi_model_mae",
+                "MAE of a model's serving version on the last day's labels.",
+                |a| a.mae,
+            ),
+            (
+                "strata_kpi_model_accuracy",
+                "Accuracy of a model's serving version on the last day's labels.",
+                |a| a.accuracy,
+            ),
+            (
+                "strata_kpi_model_decay",
+                "Latest hour's MAE over the registered one (or accuracy lost).",
+                |a| a.decay,
+            ),
+        ];
+        for (name, help, get) in accuracy {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for a in &r.accuracy {
+                if let Some(v) = get(a) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{model=\"{}\",version=\"{}\"}} {v}",
+                        a.model, a.version
+                    );
+                }
             }
         }
     }

@@ -207,6 +207,7 @@ impl Hub {
             registry.clone(),
             models.clone(),
             store.clone(),
+            store.clone(),
             stop.subscribe(),
         );
         let state = api::ApiState {

@@ -359,6 +359,7 @@ pub async fn get_kpis(State(s): State<ApiState>) -> Result<Json<KpiReport>> {
                 &s.registry,
                 &s.models,
                 &*s.store,
+                &*s.labels,
                 now - crate::kpi::WINDOW_NS,
                 now,
             )?;
