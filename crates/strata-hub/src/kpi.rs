@@ -1,7 +1,8 @@
 //! Fleet KPIs, per site and fleet-wide: device uptime (from the presence
 //! history), data freshness (time since each device was last heard from),
-//! and inference latency p50/p99 per model (from the `{model}.latency_us`
-//! readings agents store with every prediction).
+//! inference latency p50/p99 per model (from the `{model}.latency_us`
+//! readings agents store with every prediction), and each model's serving
+//! version scored on the last day's labels (accuracy decay).
 //!
 //! A background task recomputes them every `interval` for the last
 //! `window` and keeps the result, so `/metrics` and the API serve them
