@@ -115,8 +115,8 @@ struct Pair {
     truth: f64,
 }
 
-/// The prediction signal of a version: its probability output if it has
-/// one (the last value of it), else its first output.
+/// The prediction signal of a version: the value training scores it on
+/// (`train::score_index`), named as the edge names its readings.
 pub fn prediction_signal(v: &ModelVersion) -> String {
     let specs: Vec<strata_infer::OutputSpec> = v
         .outputs
@@ -127,17 +127,11 @@ pub fn prediction_signal(v: &ModelVersion) -> String {
         })
         .collect();
     let names = strata_infer::output_names(&specs);
-    let mut offset = 0;
-    for o in &specs {
-        if o.name.contains("prob") {
-            return format!("{}.{}", v.model, names[offset + o.len - 1]);
-        }
-        offset += o.len;
-    }
+    let score = crate::models::train::score_index(&specs);
     format!(
         "{}.{}",
         v.model,
-        names.first().map_or("prediction", String::as_str)
+        names.get(score).map_or("prediction", String::as_str)
     )
 }
 

@@ -371,7 +371,7 @@ pub fn predict(model: &dyn strata_infer::Model, rows: &[f32], width: usize) -> R
             model.input_len()
         )));
     }
-    let pick = score_index(model);
+    let pick = score_index(model.outputs());
     let mut out = vec![0f32; model.output_len()];
     rows.chunks_exact(width.max(1))
         .map(|row| {
@@ -383,10 +383,11 @@ pub fn predict(model: &dyn strata_infer::Model, rows: &[f32], width: usize) -> R
         .collect()
 }
 
-/// Which flat output value is the score.
-fn score_index(model: &dyn strata_infer::Model) -> usize {
+/// Which flat output value is the score: the last value of the first
+/// output named like a probability, else the first value.
+pub fn score_index(outputs: &[strata_infer::OutputSpec]) -> usize {
     let mut offset = 0;
-    for o in model.outputs() {
+    for o in outputs {
         if o.name.contains("prob") {
             return offset + o.len - 1;
         }
