@@ -109,6 +109,7 @@ fn main() {
         features: None,
         outputs: None,
         drift: None,
+        shadow: false,
     };
     let models_config = [model("rul", "machine"), model("anomaly", "machine")];
     let frames = frames();

@@ -43,6 +43,23 @@ pub struct ModelConfig {
     /// the hub fill it from the version's reference profile.
     #[serde(default)]
     pub drift: Option<strata_proto::DriftSettings>,
+    /// A shadow challenger: runs beside the model of the same name, its
+    /// readings are `{name}.shadow.{output}` so they never mix with the
+    /// serving model's.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+impl ModelConfig {
+    /// The name its readings and counters go by: `{name}`, or
+    /// `{name}.shadow` for a shadow challenger.
+    pub fn signal_prefix(&self) -> String {
+        if self.shadow {
+            format!("{}.shadow", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 fn default_version() -> String {
@@ -89,8 +106,15 @@ impl Models {
         vectors: &[VectorSchema],
     ) -> Result<Models, String> {
         for (i, c) in configs.iter().enumerate() {
-            if configs[..i].iter().any(|o| o.name == c.name) {
-                return Err(format!("models[{i}] ({}): two models are named so", c.name));
+            if configs[..i]
+                .iter()
+                .any(|o| o.name == c.name && o.shadow == c.shadow)
+            {
+                let what = if c.shadow { "shadow " } else { "" };
+                return Err(format!(
+                    "models[{i}] ({}): two {what}models are named so",
+                    c.name
+                ));
             }
         }
         let mut models = Vec::new();
@@ -156,15 +180,16 @@ impl Models {
                 }
                 names = given.clone();
             }
+            let prefix = c.signal_prefix();
             let mut pending: Vec<SignalSeries> = names
                 .iter()
                 .map(|n| SignalSeries {
-                    name: format!("{}.{n}", c.name),
+                    name: format!("{prefix}.{n}"),
                     ..Default::default()
                 })
                 .collect();
             pending.push(SignalSeries {
-                name: format!("{}.latency_us", c.name),
+                name: format!("{prefix}.latency_us"),
                 unit: "us".into(),
                 ..Default::default()
             });
@@ -190,7 +215,7 @@ impl Models {
             models.push(Bound {
                 drift,
                 sketches: Vec::new(),
-                name: c.name.clone(),
+                name: prefix,
                 stream: format!("model:{}:{}", c.name, c.version).into(),
                 vector: c.vector.clone(),
                 input: vec![0.0; picks.len()],
@@ -309,6 +334,7 @@ mod tests {
             features: None,
             outputs: None,
             drift: None,
+            shadow: false,
         }
     }
 

@@ -235,7 +235,12 @@ impl TwinApplier {
             }
         }
         let installed: Vec<String> = ready.iter().map(|c: &ModelConfig| c.name.clone()).collect();
-        for m in twin.models.iter().filter(|m| !installed.contains(&m.name)) {
+        // A shadow challenger runs beside whatever serves under its name.
+        for m in twin
+            .models
+            .iter()
+            .filter(|m| m.shadow || !installed.contains(&m.name))
+        {
             let result = match self.artifact(m, download).await {
                 Ok(path) => self.check_one(m, &path, &vectors),
                 Err(e) => Err(e.to_string()),
@@ -251,7 +256,11 @@ impl TwinApplier {
                 }
             }
         }
-        let assigned: Vec<&str> = ready.iter().map(|c| c.name.as_str()).collect();
+        let assigned: Vec<&str> = ready
+            .iter()
+            .filter(|c| !c.shadow)
+            .map(|c| c.name.as_str())
+            .collect();
         let mut configs: Vec<ModelConfig> = self
             .configured
             .iter()
@@ -580,6 +589,7 @@ impl TwinApplier {
             features: details.features,
             // Signed releases carry no reference profile (yet): no sketches.
             drift: None,
+            shadow: false,
         };
         let path = match self.artifact(&m, download).await {
             Ok(path) => path,
@@ -797,6 +807,7 @@ impl TwinApplier {
             features: Some(m.features.clone()),
             outputs: None,
             drift: m.drift.clone(),
+            shadow: m.shadow,
         };
         Models::load(std::slice::from_ref(&config), Path::new("/"), vectors)?;
         Ok(config)
@@ -1225,6 +1236,7 @@ impl OtaState {
             features: m.features.clone(),
             outputs: None,
             drift: None,
+            shadow: false,
         })
     }
 
@@ -1242,6 +1254,7 @@ fn report(m: &ModelAssignment, error: Option<String>) -> ModelReport {
         version: m.version,
         state: if error.is_none() { "running" } else { "failed" }.into(),
         error,
+        shadow: m.shadow,
     }
 }
 

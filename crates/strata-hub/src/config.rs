@@ -29,6 +29,8 @@ pub struct HubConfig {
     pub ota: OtaConfig,
     /// Drift sketches and detectors for deployed models.
     pub drift: DriftConfig,
+    /// Automated retraining, one policy per model.
+    pub retrain: Vec<crate::retrain::RetrainPolicy>,
 }
 
 impl Default for HubConfig {
@@ -42,6 +44,7 @@ impl Default for HubConfig {
             registry: RegistryConfig::default(),
             ota: OtaConfig::default(),
             drift: DriftConfig::default(),
+            retrain: Vec::new(),
         }
     }
 }
@@ -219,6 +222,12 @@ impl HubConfig {
             return Err("[drift] window_s must be at least 1".into());
         }
         config.drift.detector()?;
+        for (i, p) in config.retrain.iter().enumerate() {
+            p.validate()?;
+            if config.retrain[..i].iter().any(|o| o.model == p.model) {
+                return Err(format!("[[retrain]]: two policies for model {:?}", p.model));
+            }
+        }
         Ok(config)
     }
 }

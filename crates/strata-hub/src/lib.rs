@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod models;
 pub mod ota;
 pub mod registry;
+pub mod retrain;
 pub mod secret;
 pub mod wake;
 
@@ -92,6 +93,7 @@ pub struct Hub {
     writer_commands: tokio::sync::mpsc::UnboundedSender<ingest::writer::Command>,
     jobs: Arc<models::jobs::JobRunner>,
     campaigns: Arc<ota::rollout::Campaigns>,
+    retrainer: Arc<retrain::Retrainer>,
 }
 
 impl Hub {
@@ -182,6 +184,20 @@ impl Hub {
             dir: data_dir.join("jobs"),
         })?);
 
+        let retrainer = Arc::new(retrain::Retrainer::start(
+            retrain::RetrainDeps {
+                cycles: store.clone(),
+                jobs: jobs.clone(),
+                models: models.clone(),
+                drift: drift.clone(),
+                deployer: deployer.clone(),
+                registry: registry.clone(),
+                labels: store.clone(),
+                telemetry: store.clone(),
+            },
+            config.retrain.clone(),
+        )?);
+
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| {
@@ -223,6 +239,7 @@ impl Hub {
             jobs: jobs.clone(),
             ota,
             campaigns: campaigns.clone(),
+            retrainer: retrainer.clone(),
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
@@ -252,6 +269,7 @@ impl Hub {
             writer_commands: commands,
             jobs,
             campaigns,
+            retrainer,
         })
     }
 
@@ -284,6 +302,7 @@ impl Hub {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.jobs.stop();
+        self.retrainer.stop();
         self.campaigns.stop();
         self.broker.shutdown().await;
         let _ = (&mut self.http_task).await;

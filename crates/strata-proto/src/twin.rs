@@ -44,6 +44,11 @@ pub struct ModelAssignment {
     /// reference profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<crate::DriftSettings>,
+    /// A shadow challenger: it runs beside the model's serving version on
+    /// the same feature vectors, its predictions are kept (readings
+    /// `{name}.shadow.{output}` on its own stream) but nothing acts on them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// What a device says it runs (`strata/v1/{device}/up/twin`).
@@ -97,4 +102,7 @@ pub struct ModelReport {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether it runs as a shadow challenger.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }

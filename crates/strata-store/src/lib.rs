@@ -23,6 +23,7 @@ pub mod labels;
 pub mod model;
 pub mod models;
 pub mod releases;
+pub mod retrain;
 pub mod seqset;
 pub mod sqlite;
 pub mod twin;
@@ -36,6 +37,7 @@ pub use labels::{Label, LabelStore};
 pub use model::*;
 pub use models::{Lineage, ModelInfo, ModelOutputInfo, ModelVersion};
 pub use releases::ReleaseRecord;
+pub use retrain::{RetrainStore, StoredCycle};
 pub use sqlite::{Durability, SqliteStore};
 pub use twin::Twin;
 

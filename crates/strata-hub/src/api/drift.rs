@@ -311,6 +311,7 @@ pub async fn get_accuracy(
                     .unwrap_or(((to_ns - from_ns) / 10).max(1)),
                 max_lag_ns: (q.max_lag_s.unwrap_or(300) as i64).saturating_mul(1_000_000_000),
                 by,
+                devices: Vec::new(),
             };
             let devices = devices(&s)?;
             versions

@@ -12,6 +12,7 @@ mod models;
 mod ops;
 mod ota;
 mod registry;
+mod retrain;
 mod telemetry;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub ota: Arc<crate::ota::Ota>,
     /// Rollout campaigns.
     pub campaigns: Arc<crate::ota::rollout::Campaigns>,
+    /// The retraining loop's cycles.
+    pub retrainer: Arc<crate::retrain::Retrainer>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// The MQTT address devices should connect to, as shown at enrollment.
@@ -96,6 +99,8 @@ pub struct ApiState {
         drift::post_labels,
         drift::get_accuracy,
         drift::get_kpis,
+        retrain::list_cycles,
+        retrain::get_cycle,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -201,6 +206,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/models/{name}/accuracy", get(drift::get_accuracy))
         .route("/labels", post(drift::post_labels))
         .route("/kpis", get(drift::get_kpis))
+        .route("/retraining", get(retrain::list_cycles))
+        .route("/retraining/{id}", get(retrain::get_cycle))
         .route(
             "/models/{name}/aliases/{alias}",
             put(models::set_alias).delete(models::remove_alias),

@@ -32,6 +32,8 @@ pub struct AccuracySpec {
     pub max_lag_ns: i64,
     /// Segments to score separately.
     pub by: Vec<Dimension>,
+    /// Only these devices' labels (all devices when empty).
+    pub devices: Vec<DeviceId>,
 }
 
 /// Scores of a set of (prediction, label) pairs.
@@ -150,8 +152,13 @@ pub fn version_accuracy(
         ))
     })?;
     let signal = prediction_signal(v);
+    // What it predicted while it ran as a shadow challenger counts too.
+    let shadow_signal = signal.replacen('.', ".shadow.", 1);
     let stream = format!("model:{}:{}", v.model, v.version);
-    let all = labels.labels(&target, None, spec.from_ns, spec.to_ns)?;
+    let mut all = labels.labels(&target, None, spec.from_ns, spec.to_ns)?;
+    if !spec.devices.is_empty() {
+        all.retain(|l| spec.devices.contains(&l.device));
+    }
     let mut by_device: BTreeMap<DeviceId, Vec<Label>> = BTreeMap::new();
     for l in all {
         by_device.entry(l.device.clone()).or_default().push(l);
@@ -163,7 +170,11 @@ pub fn version_accuracy(
         let to = labels[labels.len() - 1].ts_ns;
         let mut predictions: Vec<(i64, f64)> = Vec::new();
         telemetry.replay(device, Some(&stream), from, to, &mut |batch| {
-            for s in batch.signals.iter().filter(|s| s.name == signal) {
+            for s in batch
+                .signals
+                .iter()
+                .filter(|s| s.name == signal || s.name == shadow_signal)
+            {
                 predictions.extend(s.ts_ns.iter().copied().zip(s.values.iter().copied()));
             }
             Ok(())
@@ -386,6 +397,7 @@ mod tests {
             bucket_ns: 100 * S,
             max_lag_ns: 30 * S,
             by: vec![Dimension::Device],
+            devices: Vec::new(),
         };
         let a = version_accuracy(
             &version("gbt_regressor"),

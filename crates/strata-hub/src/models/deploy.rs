@@ -47,6 +47,11 @@ pub struct DeployRequest {
     /// Target devices (active devices only); all active devices when empty.
     #[serde(default, flatten)]
     pub target: DeviceSelector,
+    /// Run it as a shadow challenger beside the serving version: its
+    /// predictions are kept (`{model}.shadow.{output}`) and nothing acts on
+    /// them.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// What a deployment did.
@@ -141,13 +146,18 @@ impl Deployer {
         }
         let mut assignment = assignment(&v, vector);
         assignment.drift = self.drift.settings(&v)?;
+        assignment.shadow = req.shadow;
         for device in &devices {
-            self.assign(device, &assignment)?;
+            self.edit_models(device, |models| {
+                models.retain(|m| (m.name.as_str(), m.shadow) != (model, req.shadow));
+                models.push(assignment.clone());
+            })?;
         }
         tracing::info!(
             model,
             version = v.version,
             devices = devices.len(),
+            shadow = req.shadow,
             "model deployed"
         );
         Ok(DeployResult {
@@ -157,13 +167,68 @@ impl Deployer {
         })
     }
 
-    /// Replaces (or adds) the device's assignment for this model name.
-    fn assign(&self, device: &DeviceId, assignment: &ModelAssignment) -> Result<()> {
+    /// Promotes a shadow challenger: `version` serves on `devices` (the
+    /// shadow's drift settings and vector kept), and no device shadows
+    /// `model` any more. One twin change per device.
+    pub fn promote(&self, model: &str, version: u32, devices: &[DeviceId]) -> Result<()> {
+        let v = self.models.version(model, &VersionRef::Number(version))?;
+        let vector = v.vector.clone().ok_or_else(|| {
+            Error::BadRequest(format!("{model} v{version} is bound to no pipeline vector"))
+        })?;
+        let mut serving = assignment(&v, vector);
+        serving.drift = self.drift.settings(&v)?;
+        for twin in self.twins.desired_twins()? {
+            let device = &twin.device;
+            let promoted = devices.contains(device);
+            let shadows = desired_list::<ModelAssignment>(&twin, "models")?
+                .iter()
+                .any(|m| m.name == model && m.shadow);
+            if !promoted && !shadows {
+                continue;
+            }
+            self.edit_models(device, |models| {
+                models.retain(|m| m.name != model || (!m.shadow && !promoted));
+                if promoted {
+                    models.push(serving.clone());
+                }
+            })?;
+        }
+        tracing::info!(model, version, devices = devices.len(), "model promoted");
+        Ok(())
+    }
+
+    /// Stops every shadow of `model` (a challenger that lost).
+    pub fn end_shadow(&self, model: &str) -> Result<usize> {
+        let mut ended = 0;
+        for twin in self.twins.desired_twins()? {
+            let shadows = desired_list::<ModelAssignment>(&twin, "models")?
+                .iter()
+                .any(|m| m.name == model && m.shadow);
+            if shadows {
+                self.edit_models(&twin.device, |models| {
+                    models.retain(|m| m.name != model || !m.shadow)
+                })?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The models a device's desired twin assigns.
+    pub fn assignments(&self, device: &DeviceId) -> Result<Vec<ModelAssignment>> {
+        desired_list(&self.twins.twin(device)?, "models")
+    }
+
+    /// Changes the device's model assignments and publishes its twin.
+    fn edit_models(
+        &self,
+        device: &DeviceId,
+        edit: impl FnOnce(&mut Vec<ModelAssignment>),
+    ) -> Result<()> {
         let twin = self.twins.twin(device)?;
         let mut models: Vec<ModelAssignment> = desired_list(&twin, "models")?;
-        models.retain(|m| m.name != assignment.name);
-        models.push(assignment.clone());
-        models.sort_by(|a, b| a.name.cmp(&b.name));
+        edit(&mut models);
+        models.sort_by(|a, b| (&a.name, a.shadow).cmp(&(&b.name, b.shadow)));
         let value = serde_json::to_value(&models).expect("JSON of assignments");
         let twin = self
             .twins
@@ -294,5 +359,6 @@ fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {
         vector,
         features: v.features.clone(),
         drift: None,
+        shadow: false,
     }
 }

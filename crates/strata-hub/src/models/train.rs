@@ -135,7 +135,7 @@ impl Trainer {
     }
 
     /// The classification threshold, or `None` for regressions.
-    fn threshold(&self) -> Option<f32> {
+    pub fn threshold(&self) -> Option<f32> {
         match self {
             Trainer::GbtClassifier { threshold, .. }
             | Trainer::IsolationForest { threshold, .. } => Some(*threshold),

@@ -24,6 +24,7 @@ mod campaigns;
 mod drift;
 mod jobs;
 mod labels;
+mod retrain;
 mod models;
 mod registry;
 mod releases;

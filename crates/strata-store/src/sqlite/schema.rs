@@ -255,6 +255,22 @@ CREATE TABLE presence_log (
 "#,
         None,
     ),
+    (
+        r#"
+-- The retraining loop's cycles: trigger, state and every step.
+CREATE TABLE retrain_cycles (
+    id          INTEGER PRIMARY KEY,
+    model       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    done        INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX retrain_cycles_by_model ON retrain_cycles(model, id);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

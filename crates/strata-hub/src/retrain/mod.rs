@@ -1,0 +1,572 @@
+//! The automated retraining loop (docs/design/drift.md): per model, a
+//! policy watches the champion's drift and accuracy (or a schedule); when
+//! it fires, the loop collects fresh data, trains a challenger with the
+//! champion's own recipe (its training job's spec) on a fresh window,
+//! scores champion and challenger on the newest share of that window,
+//! lets a better challenger shadow the champion on the canary devices,
+//! compares them there on the labels that arrive, and promotes it or lets
+//! it go. Every step is a stored, timestamped record (`GET
+//! /api/v1/retraining`), and the challenger's lineage names the cycle.
+//!
+//! The loop is a state machine over stored cycles, advanced every
+//! `check_s`: a hub restarted mid-cycle carries on from the stored state
+//! (its jobs are stored and re-run too).
+
+pub mod cycle;
+pub mod policy;
+mod trigger;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use strata_proto::DeviceId;
+use strata_store::{Device, JobState, LabelStore, RetrainStore, StoredCycle, TelemetryStore};
+
+pub use cycle::{Comparison, Cycle, CycleState, Trigger};
+pub use policy::{Canary, RetrainPolicy};
+
+use crate::drift::Drift;
+use crate::drift::accuracy::{self, AccuracySpec};
+use crate::error::{Error, Result};
+use crate::models::backtest::{BacktestReport, BacktestSpec};
+use crate::models::deploy::{DeployRequest, Deployer, DeviceSelector};
+use crate::models::jobs::JobRunner;
+use crate::models::train::TrainSpec;
+use crate::models::{ModelRegistry, VersionRef};
+use crate::registry::Registry;
+use crate::wake::Wake;
+
+const S: i64 = 1_000_000_000;
+
+/// What the loop works with.
+pub struct RetrainDeps {
+    /// Where cycles are kept.
+    pub cycles: Arc<dyn RetrainStore>,
+    /// Training and backtest jobs.
+    pub jobs: Arc<JobRunner>,
+    /// The model registry.
+    pub models: Arc<ModelRegistry>,
+    /// Profiles and sketches.
+    pub drift: Arc<Drift>,
+    /// Twins: shadow, promotion.
+    pub deployer: Arc<Deployer>,
+    /// Devices.
+    pub registry: Arc<Registry>,
+    /// Late labels.
+    pub labels: Arc<dyn LabelStore>,
+    /// Predictions.
+    pub telemetry: Arc<dyn TelemetryStore>,
+}
+
+/// The running loop; reads of its cycles.
+pub struct Retrainer {
+    cycles: Arc<dyn RetrainStore>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<Wake>,
+}
+
+impl Retrainer {
+    /// Starts the loop over `policies` (none: nothing runs, cycles can
+    /// still be read).
+    pub fn start(deps: RetrainDeps, policies: Vec<RetrainPolicy>) -> Result<Retrainer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Wake::set());
+        let retrainer = Retrainer {
+            cycles: deps.cycles.clone(),
+            stop: stop.clone(),
+            wake: wake.clone(),
+        };
+        if !policies.is_empty() {
+            std::thread::Builder::new()
+                .name("strata-retrain".into())
+                .spawn(move || run(deps, policies, stop, wake))
+                .map_err(|e| {
+                    Error::Unavailable(format!("cannot start the retraining loop: {e}"))
+                })?;
+        }
+        Ok(retrainer)
+    }
+
+    /// The newest cycles first, optionally of one model.
+    pub fn cycles(&self, model: Option<&str>, limit: usize) -> Result<Vec<Cycle>> {
+        self.cycles
+            .cycles(model, limit)?
+            .into_iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// One cycle.
+    pub fn cycle(&self, id: i64) -> Result<Cycle> {
+        decode(
+            self.cycles
+                .cycle(id)?
+                .ok_or_else(|| Error::NotFound(format!("no retraining cycle {id}")))?,
+        )
+    }
+
+    /// Stops the loop after its current step.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.wake();
+    }
+}
+
+fn decode(stored: StoredCycle) -> Result<Cycle> {
+    serde_json::from_value(stored.body)
+        .map_err(|e| Error::Conflict(format!("retraining cycle {} is damaged: {e}", stored.id)))
+}
+
+fn run(deps: RetrainDeps, policies: Vec<RetrainPolicy>, stop: Arc<AtomicBool>, wake: Arc<Wake>) {
+    let mut next_check: BTreeMap<String, i64> = BTreeMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = crate::now_ns();
+        for p in &policies {
+            if next_check.get(&p.model).is_some_and(|&at| at > now) {
+                continue;
+            }
+            next_check.insert(p.model.clone(), now + p.check_s as i64 * S);
+            if let Err(e) = check(&deps, p, now) {
+                tracing::warn!(model = p.model, "retraining check failed: {e}");
+            }
+        }
+        let soonest = next_check.values().min().copied().unwrap_or(now + S);
+        let wait = (soonest - crate::now_ns()).clamp(50_000_000, 5 * S);
+        wake.wait(Duration::from_nanos(wait as u64));
+    }
+}
+
+/// One look at a policy: advance its open cycle, or see whether a trigger
+/// fires.
+fn check(deps: &RetrainDeps, p: &RetrainPolicy, now: i64) -> Result<()> {
+    let latest = deps.cycles.cycles(Some(&p.model), 1)?.into_iter().next();
+    if let Some(stored) = &latest
+        && !stored.done
+    {
+        let mut c = decode(stored.clone())?;
+        let before = c.clone();
+        if let Err(e) = advance(deps, p, &mut c, now) {
+            c.step(CycleState::Failed, e.to_string(), now);
+            // A shadow of a failed cycle stops.
+            if c.shadow_from_ns.is_some() {
+                let _ = deps.deployer.end_shadow(&p.model);
+            }
+        }
+        if c != before {
+            save(deps, &c)?;
+        }
+        return Ok(());
+    }
+    if latest
+        .as_ref()
+        .is_some_and(|l| now - l.updated_ns < p.cooldown_s as i64 * S)
+    {
+        return Ok(());
+    }
+    let Some(champion) = serving_version(&deps.models, &p.model)? else {
+        return Ok(());
+    };
+    let last_start = latest.as_ref().map(|l| l.created_ns);
+    let Some(trigger) = trigger::fire(deps, p, &champion, last_start, now)? else {
+        return Ok(());
+    };
+    let mut c = Cycle {
+        id: 0,
+        model: p.model.clone(),
+        state: CycleState::Collecting,
+        trigger,
+        champion: champion.version,
+        challenger: None,
+        train_job: None,
+        backtest_job: None,
+        window_ns: None,
+        devices: Vec::new(),
+        canary: Vec::new(),
+        shadow_from_ns: None,
+        offline: None,
+        live: None,
+        steps: Vec::new(),
+        created_ns: now,
+        updated_ns: now,
+    };
+    c.id = deps.cycles.create_cycle(&stored(&c))?;
+    let detail = c.trigger.detail.clone();
+    c.step(
+        CycleState::Collecting,
+        format!(
+            "{detail}; collecting {} s of fresh data before training",
+            p.collect_s
+        ),
+        now,
+    );
+    save(deps, &c)
+}
+
+fn stored(c: &Cycle) -> StoredCycle {
+    StoredCycle {
+        id: c.id,
+        model: c.model.clone(),
+        state: c.state.as_str().into(),
+        done: c.state.is_done(),
+        created_ns: c.created_ns,
+        updated_ns: c.updated_ns,
+        body: serde_json::to_value(c).expect("JSON of a cycle"),
+    }
+}
+
+fn save(deps: &RetrainDeps, c: &Cycle) -> Result<()> {
+    Ok(deps.cycles.update_cycle(&stored(c))?)
+}
+
+/// The version a model serves: its champion, else its latest.
+pub fn serving_version(
+    models: &ModelRegistry,
+    model: &str,
+) -> Result<Option<strata_store::ModelVersion>> {
+    let info = match models.model(model) {
+        Ok(info) => info,
+        Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(number) = info.aliases.get("champion").copied().or(info.latest_version) else {
+        return Ok(None);
+    };
+    Ok(Some(models.version(model, &VersionRef::Number(number))?))
+}
+
+/// Moves an open cycle on as far as it can go now.
+fn advance(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
+    match c.state {
+        CycleState::Collecting if now >= c.trigger.at_ns + p.collect_s as i64 * S => {
+            start_training(deps, p, c, now)
+        }
+        CycleState::Training => {
+            let Some(job) = finished_job(deps, c.train_job)? else {
+                return Ok(());
+            };
+            let version = job
+                .result
+                .as_ref()
+                .and_then(|r| r["version"].as_u64())
+                .ok_or_else(|| Error::Conflict(format!("training job {} gave no version", job.id)))?
+                as u32;
+            c.challenger = Some(version);
+            start_backtest(deps, c, now)
+        }
+        CycleState::Evaluating => {
+            let Some(job) = finished_job(deps, c.backtest_job)? else {
+                return Ok(());
+            };
+            let report: BacktestReport = serde_json::from_value(job.result.unwrap_or_default())
+                .map_err(|e| Error::Conflict(format!("backtest job {}: {e}", job.id)))?;
+            decide_offline(deps, p, c, &report, now)
+        }
+        CycleState::Shadowing => {
+            let from = c.shadow_from_ns.unwrap_or(now);
+            if now < from + p.shadow_s as i64 * S {
+                return Ok(());
+            }
+            decide_live(deps, p, c, now)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The devices whose desired twin serves `model` (not as a shadow).
+fn serving_devices(deps: &RetrainDeps, model: &str) -> Result<Vec<DeviceId>> {
+    let mut out = Vec::new();
+    for d in deps.registry.devices(None)? {
+        if deps
+            .deployer
+            .assignments(&d.id)?
+            .iter()
+            .any(|m| m.name == model && !m.shadow)
+        {
+            out.push(d.id);
+        }
+    }
+    Ok(out)
+}
+
+fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
+    let champion = deps
+        .models
+        .version(&c.model, &VersionRef::Number(c.champion))?;
+    let recipe = champion.lineage.job.ok_or_else(|| {
+        Error::BadRequest(format!(
+            "{} v{} was not trained here, so there is no recipe to retrain it with",
+            c.model, c.champion
+        ))
+    })?;
+    let job = deps.jobs.job(recipe)?;
+    let mut spec: TrainSpec = serde_json::from_value(job.spec).map_err(|e| {
+        Error::Conflict(format!("the training spec of job {recipe} is unreadable: {e}"))
+    })?;
+    let devices = serving_devices(deps, &c.model)?;
+    if !devices.is_empty() {
+        spec.dataset.devices = devices.iter().map(|d| d.to_string()).collect();
+    }
+    let from = now - p.train_window_s as i64 * S;
+    let split = now - ((now - from) as f64 * p.eval_share) as i64;
+    spec.dataset.from_ns = from;
+    spec.dataset.to_ns = split;
+    spec.alias = Some("challenger".into());
+    spec.trigger = c.lineage_trigger();
+    spec.description = format!(
+        "retrained by cycle {} ({}): {}",
+        c.id, c.trigger.kind, c.trigger.detail
+    );
+    let submitted = deps.jobs.submit_training(&spec)?;
+    c.train_job = Some(submitted.id);
+    c.window_ns = Some([from, split, now]);
+    c.devices = spec.dataset.devices.clone();
+    c.step(
+        CycleState::Training,
+        format!(
+            "training job {} on {} devices' data of the last {} s with job {recipe}'s recipe \
+             ({}); the newest {:.0} % is kept for evaluation",
+            submitted.id,
+            c.devices.len(),
+            p.train_window_s - (p.train_window_s as f64 * p.eval_share) as u64,
+            job.kind,
+            p.eval_share * 100.0
+        ),
+        now,
+    );
+    Ok(())
+}
+
+fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
+    let challenger = c.challenger.expect("trained");
+    let champion = deps
+        .models
+        .version(&c.model, &VersionRef::Number(c.champion))?;
+    let recipe = deps.jobs.job(champion.lineage.job.expect("checked at training"))?;
+    let train: TrainSpec = serde_json::from_value(recipe.spec)
+        .map_err(|e| Error::Conflict(format!("training spec of job {}: {e}", recipe.id)))?;
+    let [_, split, to] = c.window_ns.expect("set at training");
+    let mut dataset = train.dataset.clone();
+    dataset.devices = c.devices.clone();
+    dataset.from_ns = split;
+    dataset.to_ns = to;
+    let spec = BacktestSpec {
+        model: c.model.clone(),
+        versions: vec![c.champion.to_string(), challenger.to_string()],
+        dataset,
+        threshold: train.trainer.threshold(),
+    };
+    let job = deps.jobs.submit_backtest(&spec)?;
+    c.backtest_job = Some(job.id);
+    c.step(
+        CycleState::Evaluating,
+        format!(
+            "registered v{challenger}; backtest job {} scores v{} and v{challenger} on the held-out {} s",
+            job.id,
+            c.champion,
+            (to - split) / S
+        ),
+        now,
+    );
+    Ok(())
+}
+
+/// The job when it has ended; an error when it failed.
+fn finished_job(deps: &RetrainDeps, id: Option<i64>) -> Result<Option<strata_store::Job>> {
+    let id = id.ok_or_else(|| Error::Conflict("the cycle lost its job".into()))?;
+    let job = deps.jobs.job(id)?;
+    match job.state {
+        JobState::Succeeded => Ok(Some(job)),
+        JobState::Failed => Err(Error::Conflict(format!(
+            "job {id} failed: {}",
+            job.message
+        ))),
+        _ => Ok(None),
+    }
+}
+
+fn decide_offline(
+    deps: &RetrainDeps,
+    p: &RetrainPolicy,
+    c: &mut Cycle,
+    report: &BacktestReport,
+    now: i64,
+) -> Result<()> {
+    let challenger = c.challenger.expect("trained");
+    let figure = |version: u32| -> Result<f64> {
+        let m = &report
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::Conflict(format!("the backtest lacks v{version}")))?
+            .metrics;
+        let value = if report.criterion == "roc_auc" {
+            m.roc_auc
+        } else {
+            m.mae
+        };
+        value.ok_or_else(|| Error::Conflict(format!("the backtest has no {}", report.criterion)))
+    };
+    let (champ, chall) = (figure(c.champion)?, figure(challenger)?);
+    let error = |x: f64| if report.criterion == "roc_auc" { 1.0 - x } else { x };
+    let gain = cycle::improvement(error(champ), error(chall));
+    c.offline = Some(Comparison {
+        criterion: report.criterion.clone(),
+        champion: champ,
+        challenger: chall,
+        improvement: gain,
+        n: report.rows as u64,
+    });
+    let figures = format!(
+        "{} v{}: {champ:.4}, v{challenger}: {chall:.4} on {} held-out rows ({:+.1} %)",
+        report.criterion,
+        c.champion,
+        report.rows,
+        gain * 100.0
+    );
+    if gain < p.min_improvement {
+        c.step(
+            CycleState::Rejected,
+            format!(
+                "{figures}: short of the {:.0} % required; v{} stays champion",
+                p.min_improvement * 100.0,
+                c.champion
+            ),
+            now,
+        );
+        return Ok(());
+    }
+    let serving = serving_devices(deps, &c.model)?;
+    let named: Vec<DeviceId> = c
+        .trigger
+        .devices
+        .iter()
+        .filter_map(|d| DeviceId::new(d.as_str()).ok())
+        .filter(|d| serving.contains(d))
+        .collect();
+    let canary = match p.canary {
+        Canary::Drifting if !named.is_empty() => named,
+        _ => serving,
+    };
+    if canary.is_empty() {
+        c.step(
+            CycleState::Abandoned,
+            format!("{figures}; but no device serves {} to shadow on", c.model),
+            now,
+        );
+        return Ok(());
+    }
+    deps.deployer.deploy(
+        &c.model,
+        &DeployRequest {
+            version: challenger.to_string(),
+            vector: None,
+            target: DeviceSelector {
+                devices: Some(canary.iter().map(|d| d.to_string()).collect()),
+                ..DeviceSelector::default()
+            },
+            shadow: true,
+        },
+    )?;
+    c.canary = canary.iter().map(|d| d.to_string()).collect();
+    c.shadow_from_ns = Some(now);
+    c.step(
+        CycleState::Shadowing,
+        format!(
+            "{figures}; v{challenger} shadows v{} on {} for {} s",
+            c.champion,
+            c.canary.join(", "),
+            p.shadow_s
+        ),
+        now,
+    );
+    Ok(())
+}
+
+fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
+    let challenger = c.challenger.expect("trained");
+    let devices: BTreeMap<DeviceId, Device> = deps
+        .registry
+        .devices(None)?
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    let from = c.shadow_from_ns.unwrap_or(now);
+    let spec = AccuracySpec {
+        from_ns: from,
+        to_ns: now,
+        bucket_ns: (now - from).max(1),
+        max_lag_ns: 300 * S,
+        by: Vec::new(),
+        devices: c
+            .canary
+            .iter()
+            .filter_map(|d| DeviceId::new(d.as_str()).ok())
+            .collect(),
+    };
+    let score = |version: u32| -> Result<accuracy::VersionAccuracy> {
+        let v = deps.models.version(&c.model, &VersionRef::Number(version))?;
+        accuracy::version_accuracy(&v, &*deps.labels, &*deps.telemetry, &devices, &spec)
+    };
+    let (champ, chall) = (score(c.champion)?, score(challenger)?);
+    let pairs = chall.overall.pairs.min(champ.overall.pairs);
+    if pairs < p.min_pairs {
+        deps.deployer.end_shadow(&c.model)?;
+        c.step(
+            CycleState::Abandoned,
+            format!(
+                "only {pairs} labels matched both versions' predictions in the shadow (at least {} needed); \
+                 v{} stays champion",
+                p.min_pairs, c.champion
+            ),
+            now,
+        );
+        return Ok(());
+    }
+    let (criterion, a, b, gain) = match (champ.overall.mae, chall.overall.mae) {
+        (Some(a), Some(b)) => ("mae", a, b, cycle::improvement(a, b)),
+        _ => {
+            let a = champ.overall.accuracy.unwrap_or(0.0);
+            let b = chall.overall.accuracy.unwrap_or(0.0);
+            ("accuracy", a, b, cycle::improvement(1.0 - a, 1.0 - b))
+        }
+    };
+    c.live = Some(Comparison {
+        criterion: criterion.into(),
+        champion: a,
+        challenger: b,
+        improvement: gain,
+        n: chall.overall.pairs,
+    });
+    let figures = format!(
+        "live {criterion} on the canary's labels: v{}: {a:.4}, v{challenger}: {b:.4} ({} pairs, {:+.1} %)",
+        c.champion,
+        chall.overall.pairs,
+        gain * 100.0
+    );
+    if gain <= 0.0 {
+        deps.deployer.end_shadow(&c.model)?;
+        c.step(
+            CycleState::Abandoned,
+            format!(
+                "{figures}: not better; the shadow ends, v{} stays champion",
+                c.champion
+            ),
+            now,
+        );
+        return Ok(());
+    }
+    deps.models.set_alias(&c.model, "champion", challenger)?;
+    let serving = serving_devices(deps, &c.model)?;
+    deps.deployer.promote(&c.model, challenger, &serving)?;
+    c.step(
+        CycleState::Promoted,
+        format!(
+            "{figures}: v{challenger} is champion and serves on {} devices",
+            serving.len()
+        ),
+        now,
+    );
+    Ok(())
+}
