@@ -438,13 +438,22 @@ fn decide_offline(
         return Ok(());
     }
     let serving = serving_devices(deps, &c.model)?;
-    let named: Vec<DeviceId> = c
+    // The devices the trigger named, and those that drift by now (a fault
+    // spreads, or reached its second device a window later).
+    let champion = deps
+        .models
+        .version(&c.model, &VersionRef::Number(c.champion))?;
+    let mut named: Vec<DeviceId> = c
         .trigger
         .devices
         .iter()
+        .cloned()
+        .chain(trigger::drifting_now(deps, p, &champion, now)?)
         .filter_map(|d| DeviceId::new(d.as_str()).ok())
         .filter(|d| serving.contains(d))
         .collect();
+    named.sort();
+    named.dedup();
     let canary = match p.canary {
         Canary::Drifting if !named.is_empty() => named,
         _ => serving,

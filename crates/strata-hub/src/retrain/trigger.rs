@@ -56,6 +56,28 @@ pub(super) fn fire(
     Ok(None)
 }
 
+/// The devices on which `champion` drifts now: in each of the last
+/// `drift_windows` windows (none when the policy has no drift trigger).
+pub(super) fn drifting_now(
+    deps: &RetrainDeps,
+    p: &RetrainPolicy,
+    champion: &ModelVersion,
+    now: i64,
+) -> Result<Vec<String>> {
+    let Some(psi) = p.drift_psi else {
+        return Ok(Vec::new());
+    };
+    let devices: BTreeMap<DeviceId, Device> = deps
+        .registry
+        .devices(None)?
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    Ok(drift(deps, p, champion, psi, &devices, now)?
+        .map(|t| t.devices)
+        .unwrap_or_default())
+}
+
 /// Fires when some device drifts in each of the last `drift_windows`
 /// windows; names the devices that drift in all of them, and what the
 /// report over those windows says about where the drift is.
@@ -71,11 +93,20 @@ fn drift(
         return Ok(None);
     };
     let window = p.drift_window_s as i64 * S;
-    let from = now - window * i64::from(p.drift_windows);
-    let batches = deps
-        .drift
-        .store()
-        .sketches(&champion.model, champion.version, from, now)?;
+    // Windows end at the newest sketch stored, not at the clock: the
+    // sketches of the last moments are still on their way.
+    let span = window * i64::from(p.drift_windows);
+    let mut batches = deps.drift.store().sketches(
+        &champion.model,
+        champion.version,
+        now - span - window,
+        now + 1,
+    )?;
+    let Some(end) = batches.iter().map(|b| b.batch.end_ns).max() else {
+        return Ok(None);
+    };
+    let from = end - span;
+    batches.retain(|b| b.batch.end_ns > from);
     let spec = |from_ns, to_ns, by| ReportSpec {
         from_ns,
         to_ns,
@@ -86,10 +117,10 @@ fn drift(
     let mut steady_in_all: Option<BTreeSet<String>> = None;
     let mut worst: BTreeMap<String, (f64, String)> = BTreeMap::new();
     for k in 0..i64::from(p.drift_windows) {
-        let (to_ns, from_ns) = (now - k * window, now - (k + 1) * window);
+        let (to_ns, from_ns) = (end - k * window, end - (k + 1) * window);
         let in_window: Vec<_> = batches
             .iter()
-            .filter(|b| (from_ns..to_ns).contains(&b.batch.end_ns))
+            .filter(|b| b.batch.end_ns > from_ns && b.batch.end_ns <= to_ns)
             .cloned()
             .collect();
         let r = report::build(
@@ -129,7 +160,7 @@ fn drift(
         devices,
         &spec(
             from,
-            now,
+            end,
             vec![Dimension::Device, Dimension::Site, Dimension::Firmware],
         ),
     );
