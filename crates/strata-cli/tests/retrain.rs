@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use strata_edge::sources::simulator::Scenario;
+use strata_edge::sources::simulator::{Scenario, SimulatorConfig};
 
 const DEVICES: [&str; 4] = ["press-1", "press-2", "press-3", "press-4"];
 /// The devices whose vibration sensor fails.
 const FAULTY: [&str; 2] = ["press-3", "press-4"];
 
-/// The hub's retraining policy for `rul`, scaled to a test: simulated
-/// time runs 3,600 times fast, so a bearing's life passes in about 48 s.
+/// A bearing's mean life, simulated seconds: with simulated time running
+/// 3,600 times fast, about 24 s, so the fresh window holds a few lives.
+const LIFETIME_S: f64 = 86_400.0;
+
+/// The hub's retraining policy for `rul`, scaled to a test.
 const POLICY: &str = r#"
 [drift]
 window_s = 2
@@ -94,7 +97,10 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
     );
     // The champion: trained on the machines' history, by a job (whose spec
     // is the recipe the loop retrains with).
-    let credentials = seed(&hub, &DEVICES, Scenario::Machine, 300);
+    let credentials = seed_with(&hub, &DEVICES, 300, &|i| SimulatorConfig {
+        lifetime_s: LIFETIME_S,
+        ..simulator(Scenario::Machine, i as u64 + 1)
+    });
     let job = train(
         &hub,
         json!({ "model": "rul", "trainer": {"type": "gbt_regressor"}, "dataset": {
@@ -126,7 +132,7 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
         let edge_dir = dir.path().join(device);
         std::fs::create_dir_all(&edge_dir).unwrap();
         let edge_config = format!(
-            "{}[[sources]]\ntype = \"simulator\"\nstream = \"live\"\nseed = {}\ntime_scale = 3600.0\nlifetime_s = 172800.0\n\
+            "{}[[sources]]\ntype = \"simulator\"\nstream = \"live\"\nseed = {}\ntime_scale = 3600.0\nlifetime_s = {LIFETIME_S:.1}\n\
              failure_horizon_s = 28800.0\n{fault}{pipeline_toml}",
             edge_hub_config(&hub, &edge_dir, device, &credentials[i]),
             i + 1

@@ -370,6 +370,18 @@ mod tests {
         assert!(e.starts_with("models[0] (rul): "), "{e}");
         let twice = [config("rul", "machine"), config("rul", "machine")];
         let e = Models::load(&twice, dir.path(), &schemas).err().unwrap();
-        assert!(e.contains("models[1] (rul)"), "{e}");
+        assert!(e.contains("models[1] (rul): two models"), "{e}");
+        // A shadow challenger may share its champion's name (and then
+        // fails here only for its file), but not another shadow's.
+        let mut shadow = config("rul", "machine");
+        shadow.shadow = true;
+        assert_eq!(shadow.signal_prefix(), "rul.shadow");
+        let pair = [config("rul", "machine"), shadow.clone()];
+        let e = Models::load(&pair, dir.path(), &schemas).err().unwrap();
+        assert!(e.starts_with("models[0] (rul): "), "{e}");
+        let e = Models::load(&[shadow.clone(), shadow], dir.path(), &schemas)
+            .err()
+            .unwrap();
+        assert!(e.contains("two shadow models"), "{e}");
     }
 }

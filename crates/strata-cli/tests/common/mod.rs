@@ -569,6 +569,16 @@ pub fn history_end_ns() -> i64 {
 /// hub's database, as if they had streamed it. Returns the devices'
 /// credentials.
 pub fn seed(hub: &HubProcess, devices: &[&str], scenario: Scenario, seconds: i64) -> Vec<String> {
+    seed_with(hub, devices, seconds, &|i| simulator(scenario, i as u64 + 1))
+}
+
+/// [`seed`] with the simulator of the `i`th device given.
+pub fn seed_with(
+    hub: &HubProcess,
+    devices: &[&str],
+    seconds: i64,
+    simulator: &dyn Fn(usize) -> SimulatorConfig,
+) -> Vec<String> {
     let credentials = devices
         .iter()
         .map(|d| hub.provision(d, json!({})))
@@ -576,7 +586,7 @@ pub fn seed(hub: &HubProcess, devices: &[&str], scenario: Scenario, seconds: i64
     let store = SqliteStore::open(&hub.data_dir, Durability::Process).unwrap();
     let start = history_end_ns() - seconds * 1_000_000_000;
     for (i, d) in devices.iter().enumerate() {
-        let sim = simulator(scenario, i as u64 + 1);
+        let sim = simulator(i);
         let writes: Vec<BatchWrite> = (1..=seconds)
             .map(|seq| BatchWrite {
                 device: strata_proto::DeviceId::new(*d).unwrap(),

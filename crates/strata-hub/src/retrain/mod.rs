@@ -325,12 +325,12 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     c.step(
         CycleState::Training,
         format!(
-            "training job {} on {} devices' data of the last {} s with job {recipe}'s recipe \
-             ({}); the newest {:.0} % is kept for evaluation",
+            "training job {} on {} devices' data of the last {} s with the recipe of job {recipe}, \
+             which trained v{}; the newest {:.0} % of the window is kept for evaluation",
             submitted.id,
             c.devices.len(),
             p.train_window_s - (p.train_window_s as f64 * p.eval_share) as u64,
-            job.kind,
+            c.champion,
             p.eval_share * 100.0
         ),
         now,
