@@ -71,7 +71,9 @@ fn post_labels(hub: &HubProcess, after: &mut BTreeMap<&'static str, i64>) {
 fn mae(hub: &HubProcess, version: u32, devices: &[&str], from: i64, to: i64) -> (f64, u64) {
     let (status, a) = hub.api(
         "GET",
-        &format!("/api/v1/models/rul/accuracy?versions={version}&from_ns={from}&to_ns={to}&by=device"),
+        &format!(
+            "/api/v1/models/rul/accuracy?versions={version}&from_ns={from}&to_ns={to}&by=device"
+        ),
         None,
     );
     assert_eq!(status, 200, "{a}");
@@ -154,7 +156,9 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
     let mut shadow_readings = 0;
     let deadline = Instant::now() + Duration::from_secs(400);
     let cycle = loop {
-        if Instant::now() >= deadline || (seen_states.is_empty() && now_ns() - started > 90_000_000_000) {
+        if Instant::now() >= deadline
+            || (seen_states.is_empty() && now_ns() - started > 90_000_000_000)
+        {
             let (_, r) = hub.api(
                 "GET",
                 &format!(
@@ -175,11 +179,16 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
         if let Some(c) = cycles.as_array().unwrap().first() {
             let state = c["state"].as_str().unwrap().to_owned();
             if seen_states.last() != Some(&state) {
-                eprintln!("cycle {}: {state}: {}", c["id"], c["steps"].as_array().unwrap().last().unwrap()["message"]);
+                eprintln!(
+                    "cycle {}: {state}: {}",
+                    c["id"],
+                    c["steps"].as_array().unwrap().last().unwrap()["message"]
+                );
                 seen_states.push(state.clone());
             }
             if state == "shadowing" {
-                shadow_readings = shadow_readings.max(hub.readings("press-3", "rul.shadow.prediction").len());
+                shadow_readings =
+                    shadow_readings.max(hub.readings("press-3", "rul.shadow.prediction").len());
             }
             match state.as_str() {
                 "promoted" => break c.clone(),
@@ -226,7 +235,13 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
         .collect();
     assert_eq!(
         states,
-        ["collecting", "training", "evaluating", "shadowing", "promoted"]
+        [
+            "collecting",
+            "training",
+            "evaluating",
+            "shadowing",
+            "promoted"
+        ]
     );
     // Trained on the fresh window with lineage to the cycle; better on
     // the held-out share; shadowed on the faulty machines and better there.
@@ -238,14 +253,20 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
         v2["lineage"]["data_from_ns"].as_i64().unwrap() >= started - 100_000_000_000,
         "{v2}"
     );
-    assert!(cycle["offline"]["improvement"].as_f64().unwrap() >= 0.05, "{cycle}");
+    assert!(
+        cycle["offline"]["improvement"].as_f64().unwrap() >= 0.05,
+        "{cycle}"
+    );
     assert_eq!(cycle["canary"], json!(FAULTY));
     assert!(
         shadow_readings > 0,
         "the agents kept the shadow's predictions apart"
     );
     assert!(hub.readings("press-1", "rul.shadow.prediction").is_empty());
-    assert!(cycle["live"]["improvement"].as_f64().unwrap() > 0.0, "{cycle}");
+    assert!(
+        cycle["live"]["improvement"].as_f64().unwrap() > 0.0,
+        "{cycle}"
+    );
     assert!(cycle["live"]["n"].as_u64().unwrap() >= 20, "{cycle}");
 
     // Promoted: champion alias, every twin serves v2, no shadow left.
@@ -255,17 +276,24 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
         let (_, twin) = hub.api("GET", &format!("/api/v1/devices/{d}/twin"), None);
         let models = twin["desired"]["models"].as_array().unwrap();
         assert_eq!(models.len(), 1, "{twin}");
-        assert_eq!((models[0]["version"].as_u64(), models[0].get("shadow")), (Some(2), None));
+        assert_eq!(
+            (models[0]["version"].as_u64(), models[0].get("shadow")),
+            (Some(2), None)
+        );
     }
 
     // Accuracy recovers: on the faulty machines, v2 after the promotion
     // against v1 while the fault lasted and before the shadow began.
     let promoted_at = cycle["steps"][4]["at_ns"].as_i64().unwrap();
     let shadow_from = cycle["shadow_from_ns"].as_i64().unwrap();
-    eventually(Duration::from_secs(60), "labels after the promotion", || {
-        post_labels(&hub, &mut posted);
-        mae(&hub, 2, &FAULTY, promoted_at, i64::MAX).1 >= 20
-    });
+    eventually(
+        Duration::from_secs(60),
+        "labels after the promotion",
+        || {
+            post_labels(&hub, &mut posted);
+            mae(&hub, 2, &FAULTY, promoted_at, i64::MAX).1 >= 20
+        },
+    );
     let (before, n_before) = mae(&hub, 1, &FAULTY, started + 20_000_000_000, shadow_from);
     let (after, n_after) = mae(&hub, 2, &FAULTY, promoted_at, i64::MAX);
     let (healthy, _) = mae(&hub, 1, &["press-1", "press-2"], started, shadow_from);

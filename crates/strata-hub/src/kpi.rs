@@ -184,7 +184,7 @@ pub fn compute(
                 bucket_ns: 3_600_000_000_000,
                 max_lag_ns: 300_000_000_000,
                 by: Vec::new(),
-            devices: Vec::new(),
+                devices: Vec::new(),
             };
             let a = crate::drift::accuracy::version_accuracy(&v, labels, telemetry, &by_id, &spec)?;
             if a.overall.pairs > 0 {

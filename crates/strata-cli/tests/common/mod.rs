@@ -569,7 +569,9 @@ pub fn history_end_ns() -> i64 {
 /// hub's database, as if they had streamed it. Returns the devices'
 /// credentials.
 pub fn seed(hub: &HubProcess, devices: &[&str], scenario: Scenario, seconds: i64) -> Vec<String> {
-    seed_with(hub, devices, seconds, &|i| simulator(scenario, i as u64 + 1))
+    seed_with(hub, devices, seconds, &|i| {
+        simulator(scenario, i as u64 + 1)
+    })
 }
 
 /// [`seed`] with the simulator of the `i`th device given.

@@ -230,7 +230,12 @@ pub fn serving_version(
         Err(Error::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Some(number) = info.aliases.get("champion").copied().or(info.latest_version) else {
+    let Some(number) = info
+        .aliases
+        .get("champion")
+        .copied()
+        .or(info.latest_version)
+    else {
         return Ok(None);
     };
     Ok(Some(models.version(model, &VersionRef::Number(number))?))
@@ -250,8 +255,9 @@ fn advance(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Re
                 .result
                 .as_ref()
                 .and_then(|r| r["version"].as_u64())
-                .ok_or_else(|| Error::Conflict(format!("training job {} gave no version", job.id)))?
-                as u32;
+                .ok_or_else(|| {
+                    Error::Conflict(format!("training job {} gave no version", job.id))
+                })? as u32;
             c.challenger = Some(version);
             start_backtest(deps, c, now)
         }
@@ -302,7 +308,9 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     })?;
     let job = deps.jobs.job(recipe)?;
     let mut spec: TrainSpec = serde_json::from_value(job.spec).map_err(|e| {
-        Error::Conflict(format!("the training spec of job {recipe} is unreadable: {e}"))
+        Error::Conflict(format!(
+            "the training spec of job {recipe} is unreadable: {e}"
+        ))
     })?;
     let devices = serving_devices(deps, &c.model)?;
     if !devices.is_empty() {
@@ -343,7 +351,9 @@ fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
     let champion = deps
         .models
         .version(&c.model, &VersionRef::Number(c.champion))?;
-    let recipe = deps.jobs.job(champion.lineage.job.expect("checked at training"))?;
+    let recipe = deps
+        .jobs
+        .job(champion.lineage.job.expect("checked at training"))?;
     let train: TrainSpec = serde_json::from_value(recipe.spec)
         .map_err(|e| Error::Conflict(format!("training spec of job {}: {e}", recipe.id)))?;
     let [_, split, to] = c.window_ns.expect("set at training");
@@ -378,10 +388,7 @@ fn finished_job(deps: &RetrainDeps, id: Option<i64>) -> Result<Option<strata_sto
     let job = deps.jobs.job(id)?;
     match job.state {
         JobState::Succeeded => Ok(Some(job)),
-        JobState::Failed => Err(Error::Conflict(format!(
-            "job {id} failed: {}",
-            job.message
-        ))),
+        JobState::Failed => Err(Error::Conflict(format!("job {id} failed: {}", job.message))),
         _ => Ok(None),
     }
 }
@@ -409,7 +416,13 @@ fn decide_offline(
         value.ok_or_else(|| Error::Conflict(format!("the backtest has no {}", report.criterion)))
     };
     let (champ, chall) = (figure(c.champion)?, figure(challenger)?);
-    let error = |x: f64| if report.criterion == "roc_auc" { 1.0 - x } else { x };
+    let error = |x: f64| {
+        if report.criterion == "roc_auc" {
+            1.0 - x
+        } else {
+            x
+        }
+    };
     let gain = cycle::improvement(error(champ), error(chall));
     c.offline = Some(Comparison {
         criterion: report.criterion.clone(),
@@ -515,7 +528,9 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
             .collect(),
     };
     let score = |version: u32| -> Result<accuracy::VersionAccuracy> {
-        let v = deps.models.version(&c.model, &VersionRef::Number(version))?;
+        let v = deps
+            .models
+            .version(&c.model, &VersionRef::Number(version))?;
         accuracy::version_accuracy(&v, &*deps.labels, &*deps.telemetry, &devices, &spec)
     };
     let (champ, chall) = (score(c.champion)?, score(challenger)?);

@@ -38,7 +38,9 @@ pub(super) fn fire(
         return Ok(Some(t));
     }
     if let Some(every) = p.every_s {
-        let since = last_start_ns.unwrap_or(champion.created_ns).max(champion.created_ns);
+        let since = last_start_ns
+            .unwrap_or(champion.created_ns)
+            .max(champion.created_ns);
         if now - since >= every as i64 * S {
             return Ok(Some(Trigger {
                 kind: "schedule".into(),
@@ -223,7 +225,8 @@ fn accuracy(
             )
         }
         (None, Some(acc)) => (
-            p.max_accuracy_drop.is_some_and(|max| registered - acc >= max),
+            p.max_accuracy_drop
+                .is_some_and(|max| registered - acc >= max),
             format!(
                 "v{}'s accuracy on {} late labels is {acc:.3}, registered {registered:.3}",
                 champion.version, a.overall.pairs
