@@ -450,9 +450,10 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
         ) > 0.0,
         "{edge}"
     );
+    // (KPIs are recomputed every 15 s: wait for one made after the labels.)
     eventually(
         Duration::from_secs(40),
-        "fleet KPIs with rul's latency",
+        "fleet KPIs with rul's latency and accuracy",
         || {
             let (_, k) = hub.api("GET", "/api/v1/kpis", None);
             k["models"].as_array().is_some_and(|m| {
@@ -461,7 +462,7 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
                         && m["scope"] == "fleet"
                         && m["latency_p50_us"].as_f64() > Some(0.0)
                 })
-            })
+            }) && k["accuracy"].as_array().is_some_and(|a| !a.is_empty())
         },
     );
     let (_, k) = hub.api("GET", "/api/v1/kpis", None);

@@ -269,6 +269,11 @@ fn drift_triggers_retraining_and_a_shadowed_challenger_is_promoted() {
     );
     assert!(cycle["live"]["n"].as_u64().unwrap() >= 20, "{cycle}");
 
+    assert_eq!(
+        hub.metric("strata_retrain_cycles{model=\"rul\",state=\"promoted\"}"),
+        1.0
+    );
+
     // Promoted: champion alias, every twin serves v2, no shadow left.
     let (_, model) = hub.api("GET", "/api/v1/models/rul", None);
     assert_eq!(model["aliases"]["champion"], 2, "{model}");

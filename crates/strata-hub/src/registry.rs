@@ -197,6 +197,15 @@ impl Registry {
         Ok(self.store.devices(site)?)
     }
 
+    /// Every device, by id (what drift and accuracy segment by).
+    pub fn devices_by_id(&self) -> Result<BTreeMap<DeviceId, Device>> {
+        Ok(self
+            .devices(None)?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect())
+    }
+
     /// Trades a one-time enrollment token for the device's credential.
     pub fn enroll(&self, id: &DeviceId, token: &str) -> Result<String> {
         let credential = secret::generate(secret::CREDENTIAL_PREFIX);

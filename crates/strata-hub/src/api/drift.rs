@@ -338,11 +338,7 @@ fn dimensions(list: &str) -> Result<Vec<Dimension>> {
 }
 
 fn devices(s: &ApiState) -> Result<BTreeMap<strata_proto::DeviceId, strata_store::Device>> {
-    Ok(s.registry
-        .devices(None)?
-        .into_iter()
-        .map(|d| (d.id.clone(), d))
-        .collect())
+    s.registry.devices_by_id()
 }
 
 /// KPIs over the last hour, per site and fleet-wide: uptime, data

@@ -19,5 +19,11 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     state.metrics.render(&mut text);
     crate::broker_metrics(&state.broker, &mut text);
     state.kpis.render(&mut text);
+    let retrainer = state.retrainer.clone();
+    match tokio::task::spawn_blocking(move || retrainer.render()).await {
+        Ok(Ok(cycles)) => text.push_str(&cycles),
+        Ok(Err(e)) => tracing::warn!("cannot count retraining cycles: {e}"),
+        Err(e) => tracing::warn!("cannot count retraining cycles: {e}"),
+    }
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use strata_proto::DeviceId;
-use strata_store::{Device, JobState, LabelStore, RetrainStore, StoredCycle, TelemetryStore};
+use strata_store::{JobState, LabelStore, RetrainStore, StoredCycle, TelemetryStore};
 
 pub use cycle::{Comparison, Cycle, CycleState, Trigger};
 pub use policy::{Canary, RetrainPolicy};
@@ -105,6 +105,28 @@ impl Retrainer {
                 .cycle(id)?
                 .ok_or_else(|| Error::NotFound(format!("no retraining cycle {id}")))?,
         )
+    }
+
+    /// `strata_retrain_cycles{model, state}`: cycles per model and state
+    /// (the newest 10,000), in the Prometheus text format.
+    pub fn render(&self) -> Result<String> {
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for c in self.cycles.cycles(None, 10_000)? {
+            *counts.entry((c.model, c.state)).or_default() += 1;
+        }
+        let mut out = String::new();
+        if !counts.is_empty() {
+            out.push_str(
+                "# HELP strata_retrain_cycles Retraining cycles by model and state.\n\
+                 # TYPE strata_retrain_cycles gauge\n",
+            );
+        }
+        for ((model, state), n) in counts {
+            out.push_str(&format!(
+                "strata_retrain_cycles{{model=\"{model}\",state=\"{state}\"}} {n}\n"
+            ));
+        }
+        Ok(out)
     }
 
     /// Stops the loop after its current step.
@@ -508,12 +530,7 @@ fn decide_offline(
 
 fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
-    let devices: BTreeMap<DeviceId, Device> = deps
-        .registry
-        .devices(None)?
-        .into_iter()
-        .map(|d| (d.id.clone(), d))
-        .collect();
+    let devices = deps.registry.devices_by_id()?;
     let from = c.shadow_from_ns.unwrap_or(now);
     let spec = AccuracySpec {
         from_ns: from,

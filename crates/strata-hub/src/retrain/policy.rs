@@ -183,6 +183,22 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_policy_parses() {
+        let text = include_str!("../../../../config/hub.toml");
+        let at = text.find("# [[retrain]]").expect("an example policy");
+        let policy: String = text[at..]
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let p = parse(&policy).unwrap();
+        assert_eq!((p.model.as_str(), p.drift_psi), ("rul", Some(12.0)));
+        assert_eq!(p.every_s, Some(604_800));
+    }
+
+    #[test]
     fn policies_are_checked() {
         let p = parse("model = \"rul\"\ndrift_psi = 3.0\n").unwrap();
         assert_eq!((p.drift_windows, p.canary), (3, Canary::Drifting));

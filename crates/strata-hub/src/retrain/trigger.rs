@@ -20,12 +20,7 @@ pub(super) fn fire(
     last_start_ns: Option<i64>,
     now: i64,
 ) -> Result<Option<Trigger>> {
-    let devices: BTreeMap<DeviceId, Device> = deps
-        .registry
-        .devices(None)?
-        .into_iter()
-        .map(|d| (d.id.clone(), d))
-        .collect();
+    let devices = deps.registry.devices_by_id()?;
     if let Some(psi) = p.drift_psi
         && let Some(t) = drift(deps, p, champion, psi, &devices, now)?
     {
@@ -69,12 +64,7 @@ pub(super) fn drifting_now(
     let Some(psi) = p.drift_psi else {
         return Ok(Vec::new());
     };
-    let devices: BTreeMap<DeviceId, Device> = deps
-        .registry
-        .devices(None)?
-        .into_iter()
-        .map(|d| (d.id.clone(), d))
-        .collect();
+    let devices = deps.registry.devices_by_id()?;
     Ok(drift(deps, p, champion, psi, &devices, now)?
         .map(|t| t.devices)
         .unwrap_or_default())
