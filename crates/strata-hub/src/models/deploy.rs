@@ -214,9 +214,20 @@ impl Deployer {
         Ok(ended)
     }
 
-    /// The models a device's desired twin assigns.
-    pub fn assignments(&self, device: &DeviceId) -> Result<Vec<ModelAssignment>> {
-        desired_list(&self.twins.twin(device)?, "models")
+    /// The devices whose desired twin serves `model` (not as a shadow),
+    /// in id order.
+    pub fn serving(&self, model: &str) -> Result<Vec<DeviceId>> {
+        let mut out = Vec::new();
+        for twin in self.twins.desired_twins()? {
+            if desired_list::<ModelAssignment>(&twin, "models")?
+                .iter()
+                .any(|m| m.name == model && !m.shadow)
+            {
+                out.push(twin.device);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Changes the device's model assignments and publishes its twin.

@@ -302,39 +302,26 @@ fn advance(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Re
     }
 }
 
-/// The devices whose desired twin serves `model` (not as a shadow).
-fn serving_devices(deps: &RetrainDeps, model: &str) -> Result<Vec<DeviceId>> {
-    let mut out = Vec::new();
-    for d in deps.registry.devices(None)? {
-        if deps
-            .deployer
-            .assignments(&d.id)?
-            .iter()
-            .any(|m| m.name == model && !m.shadow)
-        {
-            out.push(d.id);
-        }
-    }
-    Ok(out)
-}
-
-fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
+/// The champion's recipe: the id and spec of the job that trained it.
+fn recipe(deps: &RetrainDeps, c: &Cycle) -> Result<(i64, TrainSpec)> {
     let champion = deps
         .models
         .version(&c.model, &VersionRef::Number(c.champion))?;
-    let recipe = champion.lineage.job.ok_or_else(|| {
+    let id = champion.lineage.job.ok_or_else(|| {
         Error::BadRequest(format!(
             "{} v{} was not trained here, so there is no recipe to retrain it with",
             c.model, c.champion
         ))
     })?;
-    let job = deps.jobs.job(recipe)?;
-    let mut spec: TrainSpec = serde_json::from_value(job.spec).map_err(|e| {
-        Error::Conflict(format!(
-            "the training spec of job {recipe} is unreadable: {e}"
-        ))
+    let spec = serde_json::from_value(deps.jobs.job(id)?.spec).map_err(|e| {
+        Error::Conflict(format!("the training spec of job {id} is unreadable: {e}"))
     })?;
-    let devices = serving_devices(deps, &c.model)?;
+    Ok((id, spec))
+}
+
+fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
+    let (recipe, mut spec) = recipe(deps, c)?;
+    let devices = deps.deployer.serving(&c.model)?;
     if !devices.is_empty() {
         spec.dataset.devices = devices.iter().map(|d| d.to_string()).collect();
     }
@@ -359,7 +346,7 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
              which trained v{}; the newest {:.0} % of the window is kept for evaluation",
             submitted.id,
             c.devices.len(),
-            p.train_window_s - (p.train_window_s as f64 * p.eval_share) as u64,
+            (split - from) / S,
             c.champion,
             p.eval_share * 100.0
         ),
@@ -370,14 +357,7 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
 
 fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
-    let champion = deps
-        .models
-        .version(&c.model, &VersionRef::Number(c.champion))?;
-    let recipe = deps
-        .jobs
-        .job(champion.lineage.job.expect("checked at training"))?;
-    let train: TrainSpec = serde_json::from_value(recipe.spec)
-        .map_err(|e| Error::Conflict(format!("training spec of job {}: {e}", recipe.id)))?;
+    let (_, train) = recipe(deps, c)?;
     let [_, split, to] = c.window_ns.expect("set at training");
     let mut dataset = train.dataset.clone();
     dataset.devices = c.devices.clone();
@@ -472,7 +452,7 @@ fn decide_offline(
         );
         return Ok(());
     }
-    let serving = serving_devices(deps, &c.model)?;
+    let serving = deps.deployer.serving(&c.model)?;
     // The devices the trigger named, and those that drift by now (a fault
     // spreads, or reached its second device a window later).
     let champion = deps
@@ -599,7 +579,7 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         return Ok(());
     }
     deps.models.set_alias(&c.model, "champion", challenger)?;
-    let serving = serving_devices(deps, &c.model)?;
+    let serving = deps.deployer.serving(&c.model)?;
     deps.deployer.promote(&c.model, challenger, &serving)?;
     c.step(
         CycleState::Promoted,
