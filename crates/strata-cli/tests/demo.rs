@@ -96,7 +96,7 @@ fn demo_streams_a_simulated_fleet_into_storage() {
 fn demo_trains_deploys_and_predicts_on_the_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["demo", "--devices", "4", "--collect-s", "15"])
+        .args(["demo", "--devices", "4", "--collect-s", "30"])
         .args([
             "--mqtt-listen",
             "127.0.0.1:0",

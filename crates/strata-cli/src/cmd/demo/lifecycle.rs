@@ -64,19 +64,32 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     watch(plan)
 }
 
+/// Collects until every machine has `plan.collect` of labelled telemetry
+/// stored, counted from its first stored label: on a loaded machine the
+/// agents may start streaming late, and a model trained on less would be
+/// judged on too few rows.
 fn collect(plan: &Plan) -> anyhow::Result<()> {
-    let mut bar = Bar::new(
-        "[1/4] collecting labelled telemetry",
-        plan.collect.as_secs(),
-    );
-    let start = Instant::now();
-    while start.elapsed() < plan.collect {
+    let goal = plan.collect.as_secs();
+    let mut bar = Bar::new("[1/4] collecting labelled telemetry", goal);
+    let mut first_label: Vec<Option<i64>> = vec![None; plan.devices.len()];
+    loop {
         plan.sleep(Duration::from_secs(1))?;
-        let metrics = stored_readings(&plan.api).unwrap_or(0);
-        bar.set(
-            start.elapsed().as_secs().min(plan.collect.as_secs()),
-            &format!("{metrics} readings stored"),
-        );
+        let mut shortest = u64::MAX;
+        for (device, first) in plan.devices.iter().zip(&mut first_label) {
+            let labelled_s = match latest_reading(&plan.api, device, TRUTH)? {
+                Some(newest) => {
+                    let first = *first.get_or_insert(newest.ts_ns);
+                    ((newest.ts_ns - first).max(0) / 1_000_000_000) as u64
+                }
+                None => 0,
+            };
+            shortest = shortest.min(labelled_s);
+        }
+        let stored = stored_readings(&plan.api).unwrap_or(0);
+        bar.set(shortest.min(goal), &format!("{stored} readings stored"));
+        if shortest >= goal {
+            break;
+        }
     }
     bar.finish("");
     Ok(())
@@ -200,11 +213,18 @@ fn deploy(plan: &Plan, version: u32) -> anyhow::Result<()> {
 
 /// The newest value of a signal of a device.
 fn latest(api: &ApiClient, device: &str, signal: &str) -> anyhow::Result<Option<f64>> {
-    let readings: Vec<Value> = api.get("latest", &format!("/api/v1/devices/{device}/latest"))?;
-    Ok(readings
-        .iter()
-        .find(|r| r["signal"] == signal)
-        .and_then(|r| r["value"].as_f64()))
+    Ok(latest_reading(api, device, signal)?.map(|r| r.value))
+}
+
+/// The newest stored reading of a signal of a device.
+fn latest_reading(
+    api: &ApiClient,
+    device: &str,
+    signal: &str,
+) -> anyhow::Result<Option<strata_store::LatestReading>> {
+    let readings: Vec<strata_store::LatestReading> =
+        api.get("latest", &format!("/api/v1/devices/{device}/latest"))?;
+    Ok(readings.into_iter().find(|r| r.signal == signal))
 }
 
 fn watch(plan: &Plan) -> anyhow::Result<()> {

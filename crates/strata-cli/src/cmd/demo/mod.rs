@@ -46,7 +46,8 @@ pub struct DemoArgs {
     /// Stop after this many seconds (runs until Ctrl-C when absent).
     #[arg(long)]
     pub duration_s: Option<u64>,
-    /// Seconds of labelled telemetry collected before training.
+    /// Seconds of labelled telemetry collected from every machine before
+    /// training.
     #[arg(long, default_value_t = 60)]
     pub collect_s: u64,
     /// Only stream telemetry: no training, no deployment.
