@@ -31,6 +31,10 @@ pub struct HubConfig {
     pub drift: DriftConfig,
     /// Automated retraining, one policy per model.
     pub retrain: Vec<crate::retrain::RetrainPolicy>,
+    /// Alert rules.
+    pub alerts: Vec<crate::alerts::rules::AlertRule>,
+    /// Webhook endpoints that receive alert changes.
+    pub webhooks: Vec<crate::webhooks::WebhookEndpoint>,
 }
 
 impl Default for HubConfig {
@@ -45,6 +49,8 @@ impl Default for HubConfig {
             ota: OtaConfig::default(),
             drift: DriftConfig::default(),
             retrain: Vec::new(),
+            alerts: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -226,6 +232,13 @@ impl HubConfig {
             p.validate()?;
             if config.retrain[..i].iter().any(|o| o.model == p.model) {
                 return Err(format!("[[retrain]]: two policies for model {:?}", p.model));
+            }
+        }
+        crate::alerts::rules::validate_all(&config.alerts)?;
+        for (i, w) in config.webhooks.iter().enumerate() {
+            w.validate()?;
+            if config.webhooks[..i].iter().any(|o| o.name == w.name) {
+                return Err(format!("[[webhooks]]: two endpoints named {:?}", w.name));
             }
         }
         Ok(config)

@@ -10,6 +10,7 @@
 //!                     \-> models (registry, jobs: train / backtest, deploy via twins)
 //! ```
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod drift;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod retrain;
 pub mod secret;
 pub mod wake;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,6 +96,8 @@ pub struct Hub {
     jobs: Arc<models::jobs::JobRunner>,
     campaigns: Arc<ota::rollout::Campaigns>,
     retrainer: Arc<retrain::Retrainer>,
+    alerts: Arc<alerts::Alerts>,
+    webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl Hub {
@@ -108,10 +112,18 @@ impl Hub {
             config.registry.enrollment_token_ttl_s,
         )?);
         let metrics = Arc::new(metrics::Metrics::default());
+        let webhooks = webhooks::Webhooks::start(store.clone(), &config.webhooks, &data_dir)?;
+        let alerts = alerts::Alerts::start(
+            config.alerts.clone(),
+            store.clone(),
+            registry.clone(),
+            webhooks.clone(),
+        )?;
         let (commands, writer) = ingest::writer::spawn(
             store.clone(),
             registry.clone(),
             metrics.clone(),
+            alerts.clone(),
             config.ingest.max_batches_per_commit,
         );
         let limits = Limits {
@@ -240,6 +252,8 @@ impl Hub {
             ota,
             campaigns: campaigns.clone(),
             retrainer: retrainer.clone(),
+            alerts: alerts.clone(),
+            webhooks: webhooks.clone(),
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
@@ -270,6 +284,8 @@ impl Hub {
             jobs,
             campaigns,
             retrainer,
+            alerts,
+            webhooks,
         })
     }
 
@@ -304,6 +320,8 @@ impl Hub {
         self.jobs.stop();
         self.retrainer.stop();
         self.campaigns.stop();
+        self.alerts.stop();
+        self.webhooks.stop();
         self.broker.shutdown().await;
         let _ = (&mut self.http_task).await;
         // The writer stores everything queued before the stop, then exits.

@@ -11,6 +11,7 @@
 //! reading or per batch: that is what lets one SQLite file take millions of
 //! readings a second.
 
+pub mod alerts;
 mod bits;
 pub mod blob;
 pub mod block;
@@ -28,6 +29,7 @@ pub mod seqset;
 pub mod sqlite;
 pub mod twin;
 
+pub use alerts::{AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert};
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
 pub use drift::{DriftStore, StoredSketches};

@@ -314,7 +314,8 @@ fn batches_of_the_old_layout_move_into_blocks() {
     db.execute_batch(
         "DROP TABLE blocks; DROP TABLE stream_seqs;
          DROP TABLE sketch_batches; DROP TABLE labels; DROP TABLE presence_log;
-         DROP TABLE retrain_cycles;
+         DROP TABLE retrain_cycles; DROP TABLE alerts; DROP TABLE alert_events;
+         DROP TABLE webhook_deliveries;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,

@@ -6,6 +6,7 @@
 //! except `/api/v1/enroll`, which devices call with their one-time token,
 //! and `/api/v1/device/...`, which devices call with their credential.
 
+mod alerts;
 mod drift;
 mod error;
 mod models;
@@ -65,6 +66,10 @@ pub struct ApiState {
     pub campaigns: Arc<crate::ota::rollout::Campaigns>,
     /// The retraining loop's cycles.
     pub retrainer: Arc<crate::retrain::Retrainer>,
+    /// Alerts and their rules.
+    pub alerts: Arc<crate::alerts::Alerts>,
+    /// Webhook deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// The MQTT address devices should connect to, as shown at enrollment.
@@ -101,6 +106,11 @@ pub struct ApiState {
         drift::get_kpis,
         retrain::list_cycles,
         retrain::get_cycle,
+        alerts::list_alerts,
+        alerts::get_alert,
+        alerts::acknowledge,
+        alerts::list_rules,
+        alerts::list_deliveries,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -130,6 +140,7 @@ pub struct ApiState {
         (name = "models", description = "Model registry, aliases and deployment"),
         (name = "jobs", description = "Training and backtest jobs"),
         (name = "drift", description = "Reference profiles, drift sketches and drift reports"),
+        (name = "alerts", description = "Alerts, their rules and history, and the webhook deliveries they cause"),
         (name = "ota", description = "Signed releases, the keys devices trust, and rollout campaigns"),
         (name = "operations", description = "Health and metrics"),
     )
@@ -208,6 +219,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/kpis", get(drift::get_kpis))
         .route("/retraining", get(retrain::list_cycles))
         .route("/retraining/{id}", get(retrain::get_cycle))
+        .route("/alerts", get(alerts::list_alerts))
+        .route("/alerts/{id}", get(alerts::get_alert))
+        .route("/alerts/{id}/ack", post(alerts::acknowledge))
+        .route("/alert-rules", get(alerts::list_rules))
+        .route("/webhooks/deliveries", get(alerts::list_deliveries))
         .route(
             "/models/{name}/aliases/{alias}",
             put(models::set_alias).delete(models::remove_alias),

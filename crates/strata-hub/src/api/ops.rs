@@ -19,6 +19,8 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     state.metrics.render(&mut text);
     crate::broker_metrics(&state.broker, &mut text);
     state.kpis.render(&mut text);
+    state.alerts.render(&mut text);
+    state.webhooks.render(&mut text);
     let retrainer = state.retrainer.clone();
     match tokio::task::spawn_blocking(move || retrainer.render()).await {
         Ok(Ok(cycles)) => text.push_str(&cycles),

@@ -20,6 +20,7 @@ use strata_proto::DeviceId;
 use strata_store::{BatchWrite, TelemetryStore, WriteOutcome};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alerts::Alerts;
 use crate::metrics::Metrics;
 use crate::now_ns;
 use crate::registry::Registry;
@@ -51,6 +52,7 @@ pub fn spawn(
     store: Arc<dyn TelemetryStore>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    alerts: Arc<Alerts>,
     max_batches_per_commit: usize,
 ) -> (mpsc::UnboundedSender<Command>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -70,6 +72,7 @@ pub fn spawn(
                 store,
                 registry,
                 metrics,
+                &alerts,
                 max_batches_per_commit.max(1),
                 to_sync,
             );
@@ -133,6 +136,7 @@ fn run(
     store: Arc<dyn TelemetryStore>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    alerts: &Alerts,
     max: usize,
     to_sync: std::sync::mpsc::Sender<Committed>,
 ) {
@@ -177,6 +181,11 @@ fn run(
                 metrics
                     .commit_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                for (w, outcome) in writes.iter().zip(&outcomes) {
+                    if *outcome == WriteOutcome::Stored {
+                        alerts.offer(&w.device, &w.batch);
+                    }
+                }
                 let batches = writes
                     .iter()
                     .zip(outcomes)

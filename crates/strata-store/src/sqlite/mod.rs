@@ -20,6 +20,7 @@
 //!
 //! [`TelemetryStore::write_batches_unsynced`]: crate::TelemetryStore::write_batches_unsynced
 
+mod alerts;
 mod campaigns;
 mod drift;
 mod jobs;

@@ -271,6 +271,45 @@ CREATE INDEX retrain_cycles_by_model ON retrain_cycles(model, id);
 "#,
         None,
     ),
+    (
+        r#"
+-- Alerts: lifecycle state and keys as columns, the rest as JSON.
+CREATE TABLE alerts (
+    id          INTEGER PRIMARY KEY,
+    rule        TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    raised_ns   INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX alerts_by_state ON alerts(state, id);
+CREATE INDEX alerts_by_device ON alerts(device_id, id);
+-- Every change in an alert's life.
+CREATE TABLE alert_events (
+    alert_id    INTEGER NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX alert_events_by_alert ON alert_events(alert_id, ts_ns);
+-- Webhook deliveries, written with the change that causes them.
+CREATE TABLE webhook_deliveries (
+    id           INTEGER PRIMARY KEY,
+    endpoint     TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_ns   INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    next_ns      INTEGER NOT NULL,
+    last_error   TEXT,
+    delivered_ns INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

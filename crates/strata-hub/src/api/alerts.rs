@@ -1,0 +1,118 @@
+//! Alerts over HTTP: list and read them with their history, acknowledge
+//! them, read the rules, and follow the webhook deliveries they caused.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use strata_store::{AlertFilter, Delivery};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiState, ErrorBody, blocking};
+use crate::alerts::rules::AlertRule;
+use crate::alerts::{Alert, AlertDetail};
+use crate::error::Result;
+
+/// Which alerts to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AlertQuery {
+    /// Only in this state (`active`, `acknowledged`, `cleared`).
+    pub state: Option<String>,
+    /// Only of this device.
+    pub device: Option<String>,
+    /// Only of this rule.
+    pub rule: Option<String>,
+    /// Only open ones (active or acknowledged).
+    #[serde(default)]
+    pub open: bool,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<usize>,
+}
+
+/// Alerts, newest first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", security(("admin_token" = [])),
+    params(AlertQuery), responses((status = 200, body = Vec<Alert>)))]
+pub async fn list_alerts(
+    State(s): State<ApiState>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Vec<Alert>>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let filter = AlertFilter {
+        state: q.state,
+        device: q.device,
+        rule: q.rule,
+        open: q.open,
+    };
+    Ok(Json(
+        blocking(move || s.alerts.alerts(&filter, limit)).await?,
+    ))
+}
+
+/// One alert with its history.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", security(("admin_token" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = AlertDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_alert(
+    State(s): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<AlertDetail>> {
+    Ok(Json(blocking(move || s.alerts.alert(id)).await?))
+}
+
+/// Who acknowledges an alert, and why.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Acknowledge {
+    /// Who takes it on.
+    pub by: String,
+    /// A note for the history.
+    pub note: Option<String>,
+}
+
+/// Acknowledges an active alert.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("admin_token" = [])),
+    params(("id" = i64, Path)), request_body = Acknowledge,
+    responses((status = 200, body = Alert), (status = 404, body = ErrorBody),
+        (status = 409, description = "Cleared or already acknowledged", body = ErrorBody)))]
+pub async fn acknowledge(
+    State(s): State<ApiState>,
+    Path(id): Path<i64>,
+    Json(req): Json<Acknowledge>,
+) -> Result<Json<Alert>> {
+    Ok(Json(
+        blocking(move || s.alerts.acknowledge(id, &req.by, req.note)).await?,
+    ))
+}
+
+/// The alert rules in force.
+#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<AlertRule>)))]
+pub async fn list_rules(State(s): State<ApiState>) -> Json<Vec<AlertRule>> {
+    Json(s.alerts.rules())
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeliveryQuery {
+    /// Only to this endpoint.
+    pub endpoint: Option<String>,
+    /// Only in this state (`pending`, `delivered`, `failed`).
+    pub state: Option<String>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<usize>,
+}
+
+/// Webhook deliveries, newest first.
+#[utoipa::path(get, path = "/api/v1/webhooks/deliveries", tag = "alerts", security(("admin_token" = [])),
+    params(DeliveryQuery), responses((status = 200, body = Vec<Object>)))]
+pub async fn list_deliveries(
+    State(s): State<ApiState>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<Vec<Delivery>>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(
+        blocking(move || {
+            s.webhooks
+                .deliveries(q.endpoint.as_deref(), q.state.as_deref(), limit)
+        })
+        .await?,
+    ))
+}

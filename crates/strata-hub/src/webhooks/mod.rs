@@ -1,0 +1,449 @@
+//! Webhooks: signed HTTP notifications of hub events (an alert raised,
+//! acknowledged or cleared) for ticketing, maintenance and chat systems.
+//!
+//! Deliveries are queued in storage in the same transaction as the change
+//! they announce, and a worker thread sends them: at least once, in order
+//! of due time, retried with exponential backoff while the receiver is down
+//! or answers anything but 2xx, until `max_attempts` (then `failed`). Each
+//! request carries `X-Strata-Delivery` (a stable id, for the receiver to
+//! drop repeats), `X-Strata-Event`, `X-Strata-Timestamp` and
+//! `X-Strata-Signature` (see [`signature`]).
+
+pub mod signature;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_store::{AlertStore, Delivery, NewDelivery};
+
+use crate::error::{Error, Result};
+use crate::now_ns;
+use crate::wake::Wake;
+
+/// The events a webhook can subscribe to.
+pub const EVENTS: &[&str] = &["alert.raised", "alert.acknowledged", "alert.cleared"];
+
+/// One `[[webhooks]]` endpoint of the hub's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Its name, used in deliveries, metrics and the secret's file name.
+    pub name: String,
+    /// Where to POST (`http://`).
+    pub url: String,
+    /// The events it receives; every event when empty.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// The file holding its signing secret (relative to the data
+    /// directory); `webhooks/{name}.secret` by default, created with a
+    /// random secret (owner-readable only) when absent.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Attempts before a delivery is given up as `failed`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the first retry, seconds; doubled at each retry.
+    #[serde(default = "default_backoff_s")]
+    pub backoff_s: f64,
+    /// The longest wait between retries, seconds.
+    #[serde(default = "default_max_backoff_s")]
+    pub max_backoff_s: f64,
+    /// Time allowed for one request, seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+}
+
+fn default_max_attempts() -> u32 {
+    20
+}
+fn default_backoff_s() -> f64 {
+    1.0
+}
+fn default_max_backoff_s() -> f64 {
+    300.0
+}
+fn default_timeout_s() -> f64 {
+    10.0
+}
+
+impl WebhookEndpoint {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let at = format!("[[webhooks]] {:?}", self.name);
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "{at}: name must be letters, digits, '-' or '_' (it names the secret's file)"
+            ));
+        }
+        if self.url.starts_with("https://") {
+            return Err(format!(
+                "{at}: https URLs are not supported yet; use http:// to a local TLS proxy"
+            ));
+        }
+        if !self.url.starts_with("http://") || self.url.len() <= "http://".len() {
+            return Err(format!(
+                "{at}: url must start with http://, got {:?}",
+                self.url
+            ));
+        }
+        if let Some(e) = self.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+            return Err(format!("{at}: unknown event {e:?} (known: {EVENTS:?})"));
+        }
+        if self.max_attempts == 0 {
+            return Err(format!("{at}: max_attempts must be at least 1"));
+        }
+        for (key, v) in [
+            ("backoff_s", self.backoff_s),
+            ("max_backoff_s", self.max_backoff_s),
+            ("timeout_s", self.timeout_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{at}: {key} must be a positive number of seconds"));
+            }
+        }
+        if self.max_backoff_s < self.backoff_s {
+            return Err(format!("{at}: max_backoff_s must be at least backoff_s"));
+        }
+        Ok(())
+    }
+
+    /// Whether it receives `event`.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event)
+    }
+
+    /// The wait after the `attempts`-th failed attempt.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+        Duration::from_secs_f64((self.backoff_s * factor).min(self.max_backoff_s))
+    }
+
+    fn secret_path(&self, data_dir: &Path) -> PathBuf {
+        match &self.secret_file {
+            Some(p) => data_dir.join(p),
+            None => data_dir
+                .join("webhooks")
+                .join(format!("{}.secret", self.name)),
+        }
+    }
+}
+
+/// An endpoint with its secret.
+struct Endpoint {
+    config: WebhookEndpoint,
+    secret: Vec<u8>,
+}
+
+/// The webhook deliverer.
+pub struct Webhooks {
+    endpoints: BTreeMap<String, Endpoint>,
+    store: Arc<dyn AlertStore>,
+    wake: Arc<Wake>,
+    stopping: AtomicBool,
+    /// Attempts by (endpoint, outcome): `delivered`, `retry`, `failed`.
+    outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Webhooks {
+    /// Reads (or creates) each endpoint's secret and starts the worker,
+    /// which first sends whatever an earlier run left pending.
+    pub fn start(
+        store: Arc<dyn AlertStore>,
+        endpoints: &[WebhookEndpoint],
+        data_dir: &Path,
+    ) -> Result<Arc<Webhooks>> {
+        let mut by_name = BTreeMap::new();
+        for config in endpoints {
+            let secret = load_secret(&config.secret_path(data_dir))?;
+            by_name.insert(
+                config.name.clone(),
+                Endpoint {
+                    config: config.clone(),
+                    secret,
+                },
+            );
+        }
+        let hooks = Arc::new(Webhooks {
+            endpoints: by_name,
+            store,
+            wake: Arc::new(Wake::set()),
+            stopping: AtomicBool::new(false),
+            outcomes: Mutex::new(BTreeMap::new()),
+            worker: Mutex::new(None),
+        });
+        if !hooks.endpoints.is_empty() {
+            let worker = Arc::clone(&hooks);
+            let handle = std::thread::Builder::new()
+                .name("strata-webhooks".into())
+                .spawn(move || worker.run())
+                .map_err(|e| Error::Unavailable(format!("cannot start the webhook worker: {e}")))?;
+            *hooks.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        }
+        Ok(hooks)
+    }
+
+    /// The deliveries announcing `event` with `body`, one per endpoint that
+    /// wants it; queue them (with the change they announce), then call
+    /// [`Webhooks::queued`].
+    pub fn deliveries_for(&self, event: &str, body: &serde_json::Value) -> Vec<NewDelivery> {
+        let text = body.to_string();
+        self.endpoints
+            .values()
+            .filter(|e| e.config.wants(event))
+            .map(|e| NewDelivery {
+                endpoint: e.config.name.clone(),
+                event: event.to_owned(),
+                body: text.clone(),
+            })
+            .collect()
+    }
+
+    /// Tells the worker that deliveries were queued.
+    pub fn queued(&self) {
+        self.wake.wake();
+    }
+
+    /// Stops the worker after its current attempt.
+    pub fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+        self.wake.wake();
+        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// Deliveries, newest first.
+    pub fn deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        Ok(self.store.deliveries(endpoint, state, limit)?)
+    }
+
+    /// `strata_webhook_attempts_total{endpoint, outcome}`.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str(
+            "# HELP strata_webhook_attempts_total Webhook delivery attempts by endpoint and outcome.\n\
+             # TYPE strata_webhook_attempts_total counter\n",
+        );
+        let outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        for name in self.endpoints.keys() {
+            for outcome in ["delivered", "retry", "failed"] {
+                let n = outcomes.get(&(name.clone(), outcome)).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "strata_webhook_attempts_total{{endpoint=\"{name}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+    }
+
+    fn run(&self) {
+        let agents: BTreeMap<&str, ureq::Agent> = self
+            .endpoints
+            .iter()
+            .map(|(name, e)| {
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs_f64(e.config.timeout_s)))
+                    .build()
+                    .into();
+                (name.as_str(), agent)
+            })
+            .collect();
+        while !self.stopping.load(Relaxed) {
+            let due = match self.store.due_deliveries(now_ns(), 64) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!("webhooks: cannot read due deliveries: {e}");
+                    self.wake.wait(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            for mut d in due {
+                if self.stopping.load(Relaxed) {
+                    return;
+                }
+                self.attempt(&agents, &mut d);
+                if let Err(e) = self.store.record_attempt(&d) {
+                    tracing::warn!("webhooks: cannot record delivery {}: {e}", d.id);
+                }
+            }
+            let wait = match self.store.next_delivery_ns() {
+                Ok(Some(next)) => Duration::from_nanos((next - now_ns()).max(0) as u64),
+                _ => Duration::from_secs(60),
+            };
+            if !wait.is_zero() {
+                self.wake.wait(wait.min(Duration::from_secs(60)));
+            }
+        }
+    }
+
+    /// Makes one attempt at `d` and updates it with the outcome.
+    fn attempt(&self, agents: &BTreeMap<&str, ureq::Agent>, d: &mut Delivery) {
+        let (Some(endpoint), Some(agent)) = (
+            self.endpoints.get(&d.endpoint),
+            agents.get(d.endpoint.as_str()),
+        ) else {
+            // The endpoint left the configuration: nothing can deliver it.
+            d.state = "failed".into();
+            d.last_error = Some(format!(
+                "no webhook endpoint {:?} is configured",
+                d.endpoint
+            ));
+            return;
+        };
+        let timestamp_s = now_ns() / 1_000_000_000;
+        let signature = signature::sign(&endpoint.secret, timestamp_s, d.body.as_bytes());
+        d.attempts += 1;
+        let result = agent
+            .post(&endpoint.config.url)
+            .header("Content-Type", "application/json")
+            .header(
+                "User-Agent",
+                concat!("strata-hub/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("X-Strata-Delivery", d.id.to_string())
+            .header("X-Strata-Event", &d.event)
+            .header("X-Strata-Timestamp", timestamp_s.to_string())
+            .header("X-Strata-Signature", &signature)
+            .send(d.body.as_bytes());
+        let error = match result {
+            Ok(r) if r.status().is_success() => None,
+            Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+            Err(e) => Some(format!("cannot reach {}: {e}", endpoint.config.url)),
+        };
+        let outcome = match error {
+            None => {
+                d.state = "delivered".into();
+                d.delivered_ns = Some(now_ns());
+                d.last_error = None;
+                "delivered"
+            }
+            Some(e) if d.attempts >= endpoint.config.max_attempts => {
+                tracing::warn!(
+                    "webhook {}: giving up delivery {} after {} attempts: {e}",
+                    d.endpoint,
+                    d.id,
+                    d.attempts
+                );
+                d.state = "failed".into();
+                d.last_error = Some(e);
+                "failed"
+            }
+            Some(e) => {
+                let wait = endpoint.config.backoff(d.attempts);
+                d.next_ns = now_ns() + wait.as_nanos() as i64;
+                d.last_error = Some(e);
+                "retry"
+            }
+        };
+        *self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((d.endpoint.clone(), outcome))
+            .or_default() += 1;
+    }
+}
+
+/// Reads a secret file, or creates it with a new random secret.
+fn load_secret(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(Error::BadRequest(format!(
+                "webhook secret file {} is empty",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Unavailable(format!(
+                "cannot read webhook secret {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    let secret = crate::secret::generate("stwh_");
+    let created = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::write_private(path, secret.as_bytes()));
+    created.map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot write webhook secret {}: {e}",
+            path.display()
+        ))
+    })?;
+    tracing::info!(path = %path.display(), "created a webhook secret");
+    Ok(secret.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(toml_text: &str) -> WebhookEndpoint {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let e = endpoint("name = \"cmms\"\nurl = \"http://127.0.0.1:9/hook\"\n");
+        assert!(e.validate().is_ok());
+        assert!(e.wants("alert.cleared"));
+        assert_eq!(e.max_attempts, 20);
+        let bad = |extra: &str| {
+            endpoint(&format!("name = \"cmms\"\nurl = \"http://h/\"\n{extra}"))
+                .validate()
+                .unwrap_err()
+        };
+        assert!(bad("events = [\"alert.exploded\"]").contains("alert.exploded"));
+        assert!(bad("max_attempts = 0").contains("max_attempts"));
+        assert!(bad("backoff_s = -1").contains("backoff_s"));
+        assert!(bad("backoff_s = 10\nmax_backoff_s = 5").contains("max_backoff_s"));
+        let e = endpoint("name = \"a b\"\nurl = \"http://h/\"\n");
+        assert!(e.validate().unwrap_err().contains("name"));
+        let e = endpoint("name = \"a\"\nurl = \"ftp://h/\"\n");
+        assert!(e.validate().unwrap_err().contains("http://"));
+        let e = endpoint("name = \"a\"\nurl = \"https://h/\"\n");
+        assert!(e.validate().unwrap_err().contains("https"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let e = endpoint("name = \"a\"\nurl = \"http://h/\"\nbackoff_s = 0.5\nmax_backoff_s = 3\n");
+        let waits: Vec<f64> = (1..=5).map(|n| e.backoff(n).as_secs_f64()).collect();
+        assert_eq!(waits, [0.5, 1.0, 2.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn a_missing_secret_is_created_private_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks/a.secret");
+        let first = load_secret(&path).unwrap();
+        assert!(first.starts_with(b"stwh_"));
+        assert_eq!(load_secret(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+    }
+}

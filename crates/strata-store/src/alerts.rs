@@ -1,0 +1,131 @@
+//! Alerts and webhook deliveries as stored.
+//!
+//! An alert is one row (its lifecycle state and keys as columns, the rest as
+//! the hub's JSON document) plus its history, one row per change. The
+//! webhook deliveries an alert change causes are written in the same
+//! transaction as the change, so a crash can lose neither the change nor the
+//! notification of it: the delivery worker finds them on restart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    /// Assigned by the hub (one writer), so deliveries can name it before
+    /// the row exists.
+    pub id: i64,
+    /// The rule that raised it.
+    pub rule: String,
+    /// The device it is about.
+    pub device: String,
+    /// `active`, `acknowledged` or `cleared`.
+    pub state: String,
+    /// When it was raised, ns.
+    pub raised_ns: i64,
+    /// When it last changed, ns.
+    pub updated_ns: i64,
+    /// Everything else (severity, values, who acknowledged it ...).
+    pub body: serde_json::Value,
+}
+
+/// One change in an alert's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// When, ns.
+    pub ts_ns: i64,
+    /// `raised`, `acknowledged`, `cleared`.
+    pub kind: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Only in this state.
+    pub state: Option<String>,
+    /// Only of this device.
+    pub device: Option<String>,
+    /// Only of this rule.
+    pub rule: Option<String>,
+    /// Only those still open (active or acknowledged).
+    pub open: bool,
+}
+
+/// A webhook delivery to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDelivery {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The event, e.g. `alert.raised`.
+    pub event: String,
+    /// The JSON body, exactly as it will be signed and sent.
+    pub body: String,
+}
+
+/// A webhook delivery and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Assigned by the store; also the receiver's idempotency key.
+    pub id: i64,
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The event.
+    pub event: String,
+    /// The JSON body.
+    pub body: String,
+    /// When it was queued, ns.
+    pub created_ns: i64,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due, ns.
+    pub next_ns: i64,
+    /// The last attempt's outcome, e.g. `HTTP 503` or a connection error.
+    pub last_error: Option<String>,
+    /// When it was delivered, ns.
+    pub delivered_ns: Option<i64>,
+}
+
+/// Where alerts and webhook deliveries go.
+pub trait AlertStore: Send + Sync + 'static {
+    /// Inserts or replaces an alert, appends `event` to its history and
+    /// queues `deliveries` (due at once), all in one transaction.
+    fn record_alert(
+        &self,
+        alert: &StoredAlert,
+        event: &AlertEvent,
+        deliveries: &[NewDelivery],
+    ) -> Result<()>;
+    /// Replaces an alert's document without a history entry (its latest
+    /// value and count, flushed now and then).
+    fn touch_alert(&self, alert: &StoredAlert) -> Result<()>;
+    /// One alert.
+    fn alert(&self, id: i64) -> Result<Option<StoredAlert>>;
+    /// Alerts matching `filter`, newest first, at most `limit`.
+    fn alerts(&self, filter: &AlertFilter, limit: usize) -> Result<Vec<StoredAlert>>;
+    /// The largest alert id given so far (0 when none).
+    fn max_alert_id(&self) -> Result<i64>;
+    /// An alert's history, oldest first.
+    fn alert_events(&self, id: i64) -> Result<Vec<AlertEvent>>;
+    /// Queues deliveries that belong to no alert change (e.g. a workflow
+    /// step); returns their ids.
+    fn queue_deliveries(&self, deliveries: &[NewDelivery], now_ns: i64) -> Result<Vec<i64>>;
+    /// Pending deliveries due by `now_ns`, oldest first, at most `limit`.
+    fn due_deliveries(&self, now_ns: i64, limit: usize) -> Result<Vec<Delivery>>;
+    /// The earliest `next_ns` of any pending delivery.
+    fn next_delivery_ns(&self) -> Result<Option<i64>>;
+    /// Records an attempt's outcome (state, attempts, next_ns, last_error,
+    /// delivered_ns).
+    fn record_attempt(&self, delivery: &Delivery) -> Result<()>;
+    /// Deliveries, newest first, optionally of one endpoint or state.
+    fn deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+}
