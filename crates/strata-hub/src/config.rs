@@ -269,6 +269,25 @@ mod tests {
         assert_eq!(HubConfig::parse("").unwrap(), HubConfig::default());
     }
 
+    /// The example config's commented `[[alerts]]` and `[[webhooks]]`
+    /// tables, uncommented, make a valid config.
+    #[test]
+    fn the_commented_example_alert_and_webhook_parse() {
+        let text = include_str!("../../../config/hub.toml");
+        let mut uncommented = String::new();
+        for table in ["# [[alerts]]", "# [[webhooks]]"] {
+            let at = text.find(table).expect("an example table");
+            for l in text[at..].lines().take_while(|l| !l.trim().is_empty()) {
+                uncommented.push_str(l.strip_prefix("# ").unwrap_or(l));
+                uncommented.push('\n');
+            }
+        }
+        let config = HubConfig::parse(&uncommented).unwrap();
+        assert_eq!(config.alerts[0].name, "bearing-failing");
+        assert_eq!(config.alerts[0].for_s, 30.0);
+        assert_eq!(config.webhooks[0].events.len(), 2);
+    }
+
     #[test]
     fn errors_name_line_and_key() {
         let err =

@@ -114,9 +114,12 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Queues deliveries that belong to no alert change (e.g. a workflow
     /// step); returns their ids.
     fn queue_deliveries(&self, deliveries: &[NewDelivery], now_ns: i64) -> Result<Vec<i64>>;
-    /// Pending deliveries due by `now_ns`, oldest first, at most `limit`.
+    /// The oldest pending delivery of each endpoint, where due by `now_ns`
+    /// (an endpoint gets its deliveries in queue order: a later one waits
+    /// while an earlier one is retried), at most `limit`.
     fn due_deliveries(&self, now_ns: i64, limit: usize) -> Result<Vec<Delivery>>;
-    /// The earliest `next_ns` of any pending delivery.
+    /// The earliest `next_ns` of the deliveries [`AlertStore::due_deliveries`]
+    /// would return.
     fn next_delivery_ns(&self) -> Result<Option<i64>>;
     /// Records an attempt's outcome (state, attempts, next_ns, last_error,
     /// delivered_ns).

@@ -363,3 +363,103 @@ fn batches_of_the_old_layout_move_into_blocks() {
         .collect();
     assert_eq!(intervals, [(1, 4)], "seq 3 joined both intervals");
 }
+
+/// An alert change, its history and its deliveries are stored together;
+/// each endpoint gets its deliveries in queue order, a retried one holding
+/// back the later ones, and a given-up one releasing them.
+#[test]
+fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    assert_eq!(store.max_alert_id().unwrap(), 0);
+    let mut alert = StoredAlert {
+        id: 7,
+        rule: "hot".into(),
+        device: "m1".into(),
+        state: "active".into(),
+        raised_ns: 100,
+        updated_ns: 100,
+        body: serde_json::json!({"breaches": 1}),
+    };
+    let event = |ts_ns: i64, kind: &str| AlertEvent {
+        ts_ns,
+        kind: kind.into(),
+        detail: format!("{kind} at {ts_ns}"),
+    };
+    let delivery = |endpoint: &str, ev: &str| NewDelivery {
+        endpoint: endpoint.into(),
+        event: ev.into(),
+        body: format!("{{\"event\":\"{ev}\"}}"),
+    };
+    store
+        .record_alert(
+            &alert,
+            &event(100, "raised"),
+            &[delivery("a", "alert.raised"), delivery("b", "alert.raised")],
+        )
+        .unwrap();
+    alert.state = "cleared".into();
+    alert.updated_ns = 200;
+    store
+        .record_alert(
+            &alert,
+            &event(200, "cleared"),
+            &[delivery("a", "alert.cleared")],
+        )
+        .unwrap();
+    assert_eq!(store.max_alert_id().unwrap(), 7);
+    assert_eq!(store.alert(7).unwrap().unwrap().state, "cleared");
+    let kinds: Vec<String> = store
+        .alert_events(7)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["raised", "cleared"]);
+    let open = AlertFilter {
+        open: true,
+        ..AlertFilter::default()
+    };
+    assert!(store.alerts(&open, 10).unwrap().is_empty());
+
+    // Heads: a's first and b's only delivery.
+    let due = store.due_deliveries(1_000, 10).unwrap();
+    let heads: Vec<(&str, &str)> = due
+        .iter()
+        .map(|d| (d.endpoint.as_str(), d.event.as_str()))
+        .collect();
+    assert_eq!(heads, [("a", "alert.raised"), ("b", "alert.raised")]);
+    // a's first is retried later: a's second waits behind it.
+    let mut first = due[0].clone();
+    first.attempts = 1;
+    first.next_ns = 5_000;
+    first.last_error = Some("HTTP 503".into());
+    store.record_attempt(&first).unwrap();
+    let due: Vec<String> = store
+        .due_deliveries(1_000, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.endpoint)
+        .collect();
+    assert_eq!(due, ["b"]);
+    // b's head is due since it was queued; a's second (queued at 200) is
+    // not a head.
+    assert_eq!(store.next_delivery_ns().unwrap(), Some(100));
+    let mut b = store.due_deliveries(1_000, 10).unwrap().remove(0);
+    b.state = "delivered".into();
+    store.record_attempt(&b).unwrap();
+    assert_eq!(store.next_delivery_ns().unwrap(), Some(5_000));
+    // Given up: the next one of a is due.
+    first.state = "failed".into();
+    store.record_attempt(&first).unwrap();
+    let due = store.due_deliveries(1_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].event, "alert.cleared");
+    assert_eq!(
+        store
+            .deliveries(Some("a"), Some("failed"), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -189,6 +189,7 @@ mod tests {
         let policy: String = text[at..]
             .lines()
             .skip(1)
+            .take_while(|l| !l.trim().is_empty())
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| l.contains(" = "))
             .map(|l| format!("{l}\n"))

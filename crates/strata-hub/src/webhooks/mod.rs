@@ -2,8 +2,8 @@
 //! acknowledged or cleared) for ticketing, maintenance and chat systems.
 //!
 //! Deliveries are queued in storage in the same transaction as the change
-//! they announce, and a worker thread sends them: at least once, in order
-//! of due time, retried with exponential backoff while the receiver is down
+//! they announce, and a worker thread sends them: at least once, to each
+//! endpoint in the order they were queued, retried with exponential backoff while the receiver is down
 //! or answers anything but 2xx, until `max_attempts` (then `failed`). Each
 //! request carries `X-Strata-Delivery` (a stable id, for the receiver to
 //! drop repeats), `X-Strata-Event`, `X-Strata-Timestamp` and

@@ -10,6 +10,12 @@ const ALERT_COLUMNS: &str = "id, rule, device_id, state, raised_ns, updated_ns, 
 const DELIVERY_COLUMNS: &str =
     "id, endpoint, event, body, created_ns, state, attempts, next_ns, last_error, delivered_ns";
 
+/// The oldest pending delivery of each endpoint: an endpoint receives its
+/// deliveries in the order they were queued, so a later one waits while an
+/// earlier one is being retried.
+const HEADS: &str =
+    "SELECT min(id) FROM webhook_deliveries WHERE state = 'pending' GROUP BY endpoint";
+
 fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredAlert, String)> {
     Ok((
         StoredAlert {
@@ -199,7 +205,7 @@ impl AlertStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
-                     WHERE state = 'pending' AND next_ns <= ?1 ORDER BY next_ns, id LIMIT ?2"
+                     WHERE id IN ({HEADS}) AND next_ns <= ?1 ORDER BY id LIMIT ?2"
                 ))
                 .context(|| "cannot prepare a delivery query".into())?;
             let rows = stmt
@@ -213,7 +219,7 @@ impl AlertStore for SqliteStore {
     fn next_delivery_ns(&self) -> Result<Option<i64>> {
         self.read(|conn| {
             conn.query_row(
-                "SELECT min(next_ns) FROM webhook_deliveries WHERE state = 'pending'",
+                &format!("SELECT min(next_ns) FROM webhook_deliveries WHERE id IN ({HEADS})"),
                 [],
                 |r| r.get(0),
             )

@@ -306,7 +306,7 @@ CREATE TABLE webhook_deliveries (
     last_error   TEXT,
     delivered_ns INTEGER
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_ns);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(state, endpoint, id);
 "#,
         None,
     ),

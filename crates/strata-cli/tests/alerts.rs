@@ -1,0 +1,328 @@
+//! Alerts and webhooks end to end: a hub with alert rules and a webhook
+//! endpoint, devices publishing with `mosquitto_pub` / `mosquitto_sub`, and a
+//! webhook receiver in Python (http.server + hmac) that checks signatures.
+//!
+//! An over-temperature alert is raised once (however many readings breach),
+//! acknowledged over the API, and cleared by a normal reading; an offline
+//! alert follows a device's connection. The receiver is down while all this
+//! happens, and the hub is killed with SIGKILL before it comes up: after a
+//! restart every notification still arrives, signed, once per change.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{HubProcess, Peer, PubPayload, eventually, free_port, mosquitto_pub, now_ns};
+use serde_json::{Value, json};
+
+fn batch(seq: u64, t0: i64, values: &[f64]) -> String {
+    let ts: Vec<String> = (0..values.len())
+        .map(|i| (t0 + i as i64 * 100_000_000).to_string())
+        .collect();
+    let vs: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    format!(
+        r#"{{"stream":"main","seq":{seq},"signals":[{{"name":"temperature","unit":"Cel","ts_ns":[{}],"values":[{}]}}]}}"#,
+        ts.join(","),
+        vs.join(",")
+    )
+}
+
+fn publish(hub: &HubProcess, cred: &str, payload: &str) {
+    let out = mosquitto_pub(
+        hub,
+        "press-1",
+        cred,
+        "mqttv5",
+        "strata/v1/press-1/up/telemetry",
+        PubPayload::Text(payload),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A device held connected by `mosquitto_sub`; disconnected on drop.
+struct Connected(std::process::Child);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn connect(hub: &HubProcess, device: &str, cred: &str) -> Connected {
+    let child = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtt.port().to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .args(["-i", device, "-u", device, "-P", cred])
+        .args(["-t", &format!("strata/v1/{device}/down/#")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run mosquitto_sub");
+    Connected(child)
+}
+
+fn alerts(hub: &HubProcess, query: &str) -> Vec<Value> {
+    let (status, body) = hub.api("GET", &format!("/api/v1/alerts{query}"), None);
+    assert_eq!(status, 200, "{body}");
+    body.as_array().expect("a list").clone()
+}
+
+#[test]
+fn alerts_are_deduplicated_acknowledged_cleared_and_webhooks_survive_a_receiver_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_port = free_port();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[alerts]]
+name = "overheat"
+severity = "critical"
+signal = "temperature"
+condition = "above"
+value = 80.0
+
+[[alerts]]
+name = "press-2-offline"
+condition = "offline"
+for_s = 1.0
+devices = ["press-2"]
+
+[[webhooks]]
+name = "cmms"
+url = "http://127.0.0.1:{receiver_port}/hooks/strata"
+backoff_s = 0.2
+max_backoff_s = 1.0
+"#
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let hub = HubProcess::start_with(dir.path(), &["--config", config_arg]);
+    let (status, rules) = hub.api("GET", "/api/v1/alert-rules", None);
+    assert_eq!(status, 200);
+    assert_eq!(rules.as_array().unwrap().len(), 2, "{rules}");
+
+    let cred = hub.provision("press-1", json!({}));
+    let cred2 = hub.provision("press-2", json!({}));
+
+    // Normal, then two breaching readings in one batch, then the same batch
+    // again (a duplicate, stored and evaluated once), then more breaches.
+    let t = now_ns();
+    publish(&hub, &cred, &batch(1, t, &[70.0, 71.0]));
+    publish(&hub, &cred, &batch(2, t + 1_000_000_000, &[85.0, 90.0]));
+    publish(&hub, &cred, &batch(2, t + 1_000_000_000, &[85.0, 90.0]));
+    eventually(Duration::from_secs(20), "the overheat alert", || {
+        !alerts(&hub, "?rule=overheat").is_empty()
+    });
+    publish(&hub, &cred, &batch(3, t + 2_000_000_000, &[95.0]));
+    eventually(Duration::from_secs(20), "the third breach counted", || {
+        alerts(&hub, "?rule=overheat")[0]["breaches"] == 3
+    });
+    let open = alerts(&hub, "?rule=overheat");
+    assert_eq!(open.len(), 1, "one alert, not one per reading: {open:?}");
+    let alert = &open[0];
+    let id = alert["id"].as_i64().unwrap();
+    assert_eq!(alert["state"], "active");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["device"], "press-1");
+    assert_eq!(alert["raised_value"], 85.0);
+    assert_eq!(alert["last_value"], 95.0);
+    assert_eq!(
+        hub.metric("strata_alerts_open{severity=\"critical\",state=\"active\"}"),
+        1.0
+    );
+
+    // Acknowledge it; a second acknowledgement is refused.
+    let (status, acked) = hub.api(
+        "POST",
+        &format!("/api/v1/alerts/{id}/ack"),
+        Some(json!({"by": "maria", "note": "bearing ordered"})),
+    );
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "maria");
+    let (status, again) = hub.api(
+        "POST",
+        &format!("/api/v1/alerts/{id}/ack"),
+        Some(json!({"by": "joe"})),
+    );
+    assert_eq!(status, 409, "{again}");
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maria")
+    );
+    let (status, _) = hub.api("POST", "/api/v1/alerts/9999/ack", Some(json!({"by": "x"})));
+    assert_eq!(status, 404);
+
+    // A normal reading clears it; the next breach is a new alert.
+    publish(&hub, &cred, &batch(4, t + 3_000_000_000, &[60.0]));
+    eventually(Duration::from_secs(20), "the alert cleared", || {
+        alerts(&hub, &format!("?state=cleared&rule=overheat"))
+            .iter()
+            .any(|a| a["id"] == id)
+    });
+    publish(&hub, &cred, &batch(5, t + 4_000_000_000, &[99.0]));
+    eventually(Duration::from_secs(20), "a second overheat alert", || {
+        alerts(&hub, "?rule=overheat&open=true")
+            .first()
+            .is_some_and(|a| a["id"].as_i64() != Some(id))
+    });
+    let (status, detail) = hub.api("GET", &format!("/api/v1/alerts/{id}"), None);
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["raised", "acknowledged", "cleared"], "{detail}");
+
+    // press-2 connects (mosquitto_sub stays connected), then drops.
+    let sub = connect(&hub, "press-2", &cred2);
+    eventually(Duration::from_secs(20), "press-2 online", || {
+        hub.api("GET", "/api/v1/devices/press-2", None).1["online"] == true
+    });
+    drop(sub);
+    eventually(Duration::from_secs(20), "the offline alert", || {
+        !alerts(&hub, "?rule=press-2-offline&open=true").is_empty()
+    });
+    // press-1 comes and goes with every mosquitto_pub, but the rule is
+    // only for press-2.
+    assert!(alerts(&hub, "?device=press-1&rule=press-2-offline").is_empty());
+
+    // Every change so far is queued for the receiver, which is down: the
+    // deliveries are being retried.
+    eventually(
+        Duration::from_secs(20),
+        "retries of a failing delivery",
+        || {
+            let (_, d) = hub.api("GET", "/api/v1/webhooks/deliveries?state=pending", None);
+            d.as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["attempts"].as_u64().unwrap_or(0) >= 2)
+        },
+    );
+    assert!(
+        hub.metric("strata_webhook_attempts_total{endpoint=\"cmms\",outcome=\"retry\"}") >= 2.0
+    );
+
+    // The hub dies with deliveries pending, and comes back.
+    let (mqtt, http) = (hub.mqtt.to_string(), hub.http.to_string());
+    hub.kill();
+    let hub = HubProcess::start_at(dir.path(), &mqtt, &http, &["--config", config_arg]);
+
+    // press-2 reconnects: its offline alert clears (deduplication survived
+    // the restart: no second offline alert was raised meanwhile).
+    let sub = connect(&hub, "press-2", &cred2);
+    eventually(Duration::from_secs(20), "the offline alert cleared", || {
+        alerts(&hub, "?rule=press-2-offline&open=true").is_empty()
+    });
+    assert_eq!(alerts(&hub, "?rule=press-2-offline").len(), 1);
+
+    // The receiver comes up, failing its first two requests with 503.
+    let secret = dir.path().join("webhooks/cmms.secret");
+    let log = dir.path().join("received.jsonl");
+    let _receiver = Peer::python(
+        "webhook_receiver.py",
+        &[
+            &receiver_port.to_string(),
+            secret.to_str().unwrap(),
+            "2",
+            log.to_str().unwrap(),
+        ],
+    );
+    // raised, acknowledged, cleared (alert 1); raised (alert 2); raised,
+    // cleared (offline).
+    let wanted = 6;
+    eventually(Duration::from_secs(60), "every delivery made", || {
+        let (_, d) = hub.api("GET", "/api/v1/webhooks/deliveries?state=delivered", None);
+        d.as_array().unwrap().len() == wanted
+    });
+    drop(sub);
+
+    let received: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(received.iter().all(|r| r["valid"] == true), "{received:?}");
+    assert_eq!(received.iter().filter(|r| r["status"] == 503).count(), 2);
+    let accepted: Vec<&Value> = received.iter().filter(|r| r["status"] == 200).collect();
+    let mut ids: Vec<&str> = accepted
+        .iter()
+        .map(|r| r["delivery"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        wanted,
+        "each change delivered once: {accepted:?}"
+    );
+    let of_first: Vec<&str> = accepted
+        .iter()
+        .filter(|r| r["body"]["alert"]["id"] == id)
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        of_first,
+        ["alert.raised", "alert.acknowledged", "alert.cleared"],
+        "in the order they happened"
+    );
+    let offline: Vec<&str> = accepted
+        .iter()
+        .filter(|r| r["body"]["alert"]["rule"] == "press-2-offline")
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(offline, ["alert.raised", "alert.cleared"]);
+    let acked = accepted
+        .iter()
+        .find(|r| r["event"] == "alert.acknowledged")
+        .unwrap();
+    assert_eq!(acked["body"]["alert"]["note"], "bearing ordered");
+    let (_, failed) = hub.api("GET", "/api/v1/webhooks/deliveries?state=failed", None);
+    assert_eq!(failed.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn an_invalid_alert_rule_or_webhook_stops_the_hub_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expect) in [
+        (
+            "[[alerts]]\nname = \"hot\"\ncondition = \"above\"\nvalue = 1\n",
+            "needs a signal",
+        ),
+        (
+            "[[webhooks]]\nname = \"x\"\nurl = \"ftp://h/\"\n",
+            "http://",
+        ),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["hub", "--config", config.to_str().unwrap(), "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{err}");
+    }
+}
