@@ -173,7 +173,7 @@ max_backoff_s = 1.0
     // A normal reading clears it; the next breach is a new alert.
     publish(&hub, &cred, &batch(4, t + 3_000_000_000, &[60.0]));
     eventually(Duration::from_secs(20), "the alert cleared", || {
-        alerts(&hub, &format!("?state=cleared&rule=overheat"))
+        alerts(&hub, "?state=cleared&rule=overheat")
             .iter()
             .any(|a| a["id"] == id)
     });

@@ -6,6 +6,7 @@
 //! ```text
 //! device --MQTT--> broker --hooks--> ingest (decode, validate) --> writer thread --> store
 //!                    ^  PUBACK only after the writer's commit  <-------------'
+//!                          writer --> alerts (rules, lifecycle) --> webhooks (signed, retried)
 //! HTTP client --> api --> registry / store
 //!                     \-> models (registry, jobs: train / backtest, deploy via twins)
 //! ```
