@@ -301,6 +301,172 @@ max_backoff_s = 1.0
     assert_eq!(failed.as_array().unwrap().len(), 0);
 }
 
+/// Predicted failure -> work order in a maintenance system (its first
+/// answer a 503) -> a reduced-load command to the line's controller that
+/// names the work order -> a chat message that names it too.
+#[test]
+fn a_workflow_chains_a_work_order_a_command_and_a_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cmms_port, chat_port) = (free_port(), free_port());
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[alerts]]
+name = "overheat"
+signal = "temperature"
+condition = "above"
+value = 80.0
+
+[[webhooks]]
+name = "cmms"
+url = "http://127.0.0.1:{cmms_port}/api/work-orders"
+events = ["alert.acknowledged"]
+backoff_s = 0.2
+
+[[webhooks]]
+name = "chat"
+url = "http://127.0.0.1:{chat_port}/strata"
+events = ["alert.cleared"]
+
+[[workflows]]
+name = "overheat-response"
+rules = ["overheat"]
+[[workflows.steps]]
+name = "work_order"
+webhook = "cmms"
+body = {{ title = "Overheat on {{alert.device}}", reading = "{{alert.raised_value}}" }}
+[[workflows.steps]]
+name = "reduce_load"
+device = "controller-1"
+command = {{ name = "set_load", percent = 60, work_order = "{{steps.work_order.id}}" }}
+[[workflows.steps]]
+name = "notify"
+webhook = "chat"
+body = {{ text = "{{alert.message}}: work order {{steps.work_order.id}}, load cut to 60 %" }}
+"#
+        ),
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let cred = hub.provision("press-1", json!({}));
+    let controller = hub.provision("controller-1", json!({}));
+    let (status, workflows) = hub.api("GET", "/api/v1/workflows", None);
+    assert_eq!(status, 200);
+    assert_eq!(workflows[0]["steps"].as_array().unwrap().len(), 3);
+
+    let webhooks = dir.path().join("webhooks");
+    let (cmms_log, chat_log) = (dir.path().join("cmms.jsonl"), dir.path().join("chat.jsonl"));
+    let _cmms = Peer::python(
+        "webhook_receiver.py",
+        &[
+            &cmms_port.to_string(),
+            webhooks.join("cmms.secret").to_str().unwrap(),
+            "1",
+            cmms_log.to_str().unwrap(),
+        ],
+    );
+    let _chat = Peer::python(
+        "webhook_receiver.py",
+        &[
+            &chat_port.to_string(),
+            webhooks.join("chat.secret").to_str().unwrap(),
+            "0",
+            chat_log.to_str().unwrap(),
+        ],
+    );
+    // The controller listens for commands.
+    let listener = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtt.port().to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .args([
+            "-i",
+            "controller-1",
+            "-u",
+            "controller-1",
+            "-P",
+            &controller,
+        ])
+        .args([
+            "-t",
+            "strata/v1/controller-1/down/cmd",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run mosquitto_sub");
+    eventually(Duration::from_secs(20), "the controller online", || {
+        hub.api("GET", "/api/v1/devices/controller-1", None).1["online"] == true
+    });
+
+    publish(&hub, &cred, &batch(1, now_ns(), &[70.0, 88.0]));
+    let run = || hub.api("GET", "/api/v1/workflows/runs", None).1[0].clone();
+    eventually(Duration::from_secs(60), "the run finished", || {
+        run()["state"] == "succeeded" || run()["state"] == "failed"
+    });
+    let run = run();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["trigger"]["alert"]["device"], "press-1");
+    let steps = run["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["attempts"], 2, "the 503 was retried: {run}");
+    assert_eq!(steps[0]["output"]["id"], "WO-2");
+    assert_eq!(steps[1]["output"]["device"], "controller-1");
+    let (status, same) = hub.api(
+        "GET",
+        &format!("/api/v1/workflows/runs/{}", run["id"]),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(same["id"], run["id"]);
+
+    let out = listener.wait_with_output().unwrap();
+    let command: Value = serde_json::from_slice(&out.stdout).expect("one command, as JSON");
+    assert_eq!(
+        command["command"],
+        json!({"name": "set_load", "percent": 60, "work_order": "WO-2"})
+    );
+    assert_eq!(command["workflow"], "overheat-response");
+
+    let lines = |path: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let cmms = lines(&cmms_log);
+    assert_eq!(cmms.len(), 2, "{cmms:?}");
+    assert!(
+        cmms.iter()
+            .all(|r| r["valid"] == true && r["event"] == "workflow.step")
+    );
+    assert_eq!(
+        cmms[1]["body"],
+        json!({"title": "Overheat on press-1", "reading": 88.0})
+    );
+    let chat = lines(&chat_log);
+    assert_eq!(chat.len(), 1, "{chat:?}");
+    assert_eq!(chat[0]["valid"], true);
+    let text = chat[0]["body"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("press-1") && text.contains("work order WO-2"),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_invalid_alert_rule_or_webhook_stops_the_hub_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -312,6 +478,10 @@ fn an_invalid_alert_rule_or_webhook_stops_the_hub_with_a_clear_error() {
         (
             "[[webhooks]]\nname = \"x\"\nurl = \"ftp://h/\"\n",
             "http://",
+        ),
+        (
+            "[[workflows]]\nname = \"w\"\n[[workflows.steps]]\nname = \"a\"\nwebhook = \"nowhere\"\n",
+            "no [[webhooks]] endpoint named \"nowhere\"",
         ),
     ] {
         let config = dir.path().join("bad.toml");

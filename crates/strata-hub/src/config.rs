@@ -35,6 +35,8 @@ pub struct HubConfig {
     pub alerts: Vec<crate::alerts::rules::AlertRule>,
     /// Webhook endpoints that receive alert changes.
     pub webhooks: Vec<crate::webhooks::WebhookEndpoint>,
+    /// Workflows started by alert changes.
+    pub workflows: Vec<crate::workflows::Workflow>,
 }
 
 impl Default for HubConfig {
@@ -51,6 +53,7 @@ impl Default for HubConfig {
             retrain: Vec::new(),
             alerts: Vec::new(),
             webhooks: Vec::new(),
+            workflows: Vec::new(),
         }
     }
 }
@@ -241,6 +244,7 @@ impl HubConfig {
                 return Err(format!("[[webhooks]]: two endpoints named {:?}", w.name));
             }
         }
+        crate::workflows::validate_all(&config.workflows, &config.webhooks)?;
         Ok(config)
     }
 }
@@ -269,13 +273,13 @@ mod tests {
         assert_eq!(HubConfig::parse("").unwrap(), HubConfig::default());
     }
 
-    /// The example config's commented `[[alerts]]` and `[[webhooks]]`
-    /// tables, uncommented, make a valid config.
+    /// The example config's commented `[[alerts]]`, `[[webhooks]]` and
+    /// `[[workflows]]` tables, uncommented, make a valid config.
     #[test]
     fn the_commented_example_alert_and_webhook_parse() {
         let text = include_str!("../../../config/hub.toml");
         let mut uncommented = String::new();
-        for table in ["# [[alerts]]", "# [[webhooks]]"] {
+        for table in ["# [[alerts]]", "# [[webhooks]]", "# [[workflows]]"] {
             let at = text.find(table).expect("an example table");
             for l in text[at..].lines().take_while(|l| !l.trim().is_empty()) {
                 uncommented.push_str(l.strip_prefix("# ").unwrap_or(l));
@@ -286,6 +290,7 @@ mod tests {
         assert_eq!(config.alerts[0].name, "bearing-failing");
         assert_eq!(config.alerts[0].for_s, 30.0);
         assert_eq!(config.webhooks[0].events.len(), 2);
+        assert_eq!(config.workflows[0].steps.len(), 3);
     }
 
     #[test]

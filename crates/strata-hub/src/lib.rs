@@ -7,6 +7,7 @@
 //! device --MQTT--> broker --hooks--> ingest (decode, validate) --> writer thread --> store
 //!                    ^  PUBACK only after the writer's commit  <-------------'
 //!                          writer --> alerts (rules, lifecycle) --> webhooks (signed, retried)
+//!                                                               \-> workflows (webhook / command steps)
 //! HTTP client --> api --> registry / store
 //!                     \-> models (registry, jobs: train / backtest, deploy via twins)
 //! ```
@@ -27,6 +28,7 @@ pub mod retrain;
 pub mod secret;
 pub mod wake;
 pub mod webhooks;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,7 @@ pub struct Hub {
     retrainer: Arc<retrain::Retrainer>,
     alerts: Arc<alerts::Alerts>,
     webhooks: Arc<webhooks::Webhooks>,
+    workflows: Arc<workflows::Workflows>,
 }
 
 impl Hub {
@@ -114,11 +117,14 @@ impl Hub {
         )?);
         let metrics = Arc::new(metrics::Metrics::default());
         let webhooks = webhooks::Webhooks::start(store.clone(), &config.webhooks, &data_dir)?;
+        let workflows =
+            workflows::Workflows::new(config.workflows.clone(), store.clone(), webhooks.clone());
         let alerts = alerts::Alerts::start(
             config.alerts.clone(),
             store.clone(),
             registry.clone(),
             webhooks.clone(),
+            workflows.clone(),
         )?;
         let (commands, writer) = ingest::writer::spawn(
             store.clone(),
@@ -164,6 +170,7 @@ impl Hub {
         };
         let broker = strata_broker::Broker::start(broker_config, hooks).await?;
         registry.attach_broker(broker.clone());
+        workflows.start(broker.clone())?;
         let mqtt_addr = broker.local_addr();
 
         let deployer = Arc::new(models::deploy::Deployer::new(
@@ -255,6 +262,7 @@ impl Hub {
             retrainer: retrainer.clone(),
             alerts: alerts.clone(),
             webhooks: webhooks.clone(),
+            workflows: workflows.clone(),
             admin_token_sha256: secret::hash(admin_token.as_bytes()),
             mqtt_port: mqtt_addr.port(),
         };
@@ -287,6 +295,7 @@ impl Hub {
             retrainer,
             alerts,
             webhooks,
+            workflows,
         })
     }
 
@@ -322,6 +331,7 @@ impl Hub {
         self.retrainer.stop();
         self.campaigns.stop();
         self.alerts.stop();
+        self.workflows.stop();
         self.webhooks.stop();
         self.broker.shutdown().await;
         let _ = (&mut self.http_task).await;

@@ -4,7 +4,8 @@
 //! the hub's JSON document) plus its history, one row per change. The
 //! webhook deliveries an alert change causes are written in the same
 //! transaction as the change, so a crash can lose neither the change nor the
-//! notification of it: the delivery worker finds them on restart.
+//! notification of it: the delivery worker finds them on restart. The same
+//! holds for the workflow runs an alert change starts.
 
 use serde::{Deserialize, Serialize};
 
@@ -90,15 +91,36 @@ pub struct Delivery {
     pub delivered_ns: Option<i64>,
 }
 
-/// Where alerts and webhook deliveries go.
+/// A workflow run as stored: its state and when its next step is due as
+/// columns, the rest (trigger, every step's outcome) as the hub's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    /// Assigned by the store (ignored when created).
+    pub id: i64,
+    /// The workflow.
+    pub workflow: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// When the next attempt of its current step is due, ns.
+    pub next_ns: i64,
+    /// When it started, ns.
+    pub created_ns: i64,
+    /// When it last changed, ns.
+    pub updated_ns: i64,
+    /// Everything else.
+    pub body: serde_json::Value,
+}
+
+/// Where alerts, webhook deliveries and workflow runs go.
 pub trait AlertStore: Send + Sync + 'static {
-    /// Inserts or replaces an alert, appends `event` to its history and
-    /// queues `deliveries` (due at once), all in one transaction.
+    /// Inserts or replaces an alert, appends `event` to its history, queues
+    /// `deliveries` and starts `runs` (all due at once), in one transaction.
     fn record_alert(
         &self,
         alert: &StoredAlert,
         event: &AlertEvent,
         deliveries: &[NewDelivery],
+        runs: &[StoredRun],
     ) -> Result<()>;
     /// Replaces an alert's document without a history entry (its latest
     /// value and count, flushed now and then).
@@ -131,4 +153,15 @@ pub trait AlertStore: Send + Sync + 'static {
         state: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Delivery>>;
+    /// Running workflow runs whose next step is due by `now_ns`, oldest
+    /// first, at most `limit`.
+    fn due_runs(&self, now_ns: i64, limit: usize) -> Result<Vec<StoredRun>>;
+    /// The earliest `next_ns` of any running workflow run.
+    fn next_run_ns(&self) -> Result<Option<i64>>;
+    /// Replaces a run's state, due time and document.
+    fn update_run(&self, run: &StoredRun) -> Result<()>;
+    /// One run.
+    fn run(&self, id: i64) -> Result<Option<StoredRun>>;
+    /// Runs, newest first, optionally of one workflow.
+    fn runs(&self, workflow: Option<&str>, limit: usize) -> Result<Vec<StoredRun>>;
 }

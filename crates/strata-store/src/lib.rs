@@ -29,7 +29,9 @@ pub mod seqset;
 pub mod sqlite;
 pub mod twin;
 
-pub use alerts::{AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert};
+pub use alerts::{
+    AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert, StoredRun,
+};
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
 pub use drift::{DriftStore, StoredSketches};

@@ -315,7 +315,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
         "DROP TABLE blocks; DROP TABLE stream_seqs;
          DROP TABLE sketch_batches; DROP TABLE labels; DROP TABLE presence_log;
          DROP TABLE retrain_cycles; DROP TABLE alerts; DROP TABLE alert_events;
-         DROP TABLE webhook_deliveries;
+         DROP TABLE webhook_deliveries; DROP TABLE workflow_runs;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
@@ -396,6 +396,15 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
             &alert,
             &event(100, "raised"),
             &[delivery("a", "alert.raised"), delivery("b", "alert.raised")],
+            &[StoredRun {
+                id: 0,
+                workflow: "respond".into(),
+                state: "running".into(),
+                next_ns: 100,
+                created_ns: 100,
+                updated_ns: 100,
+                body: serde_json::json!({"step": 0}),
+            }],
         )
         .unwrap();
     alert.state = "cleared".into();
@@ -405,6 +414,7 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
             &alert,
             &event(200, "cleared"),
             &[delivery("a", "alert.cleared")],
+            &[],
         )
         .unwrap();
     assert_eq!(store.max_alert_id().unwrap(), 7);

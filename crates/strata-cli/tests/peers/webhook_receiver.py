@@ -8,7 +8,8 @@ secret file's text, sent as "X-Strata-Signature: sha256=<hex>". The first
 FAIL_FIRST requests are answered 503 (a receiver that is up but failing).
 Every request is appended to OUT_FILE as one JSON line: delivery id, event, whether the
 signature verified, the status answered, and the body. Valid deliveries are
-answered 200; bad signatures 401. Prints "ready" once listening.
+answered 200 with {"id": "WO-<request number>"} (a work order, as a
+maintenance system would create); bad signatures 401. Prints "ready" once listening.
 """
 import hashlib
 import hmac
@@ -42,9 +43,12 @@ class Handler(BaseHTTPRequestHandler):
         })
         with open(OUT_FILE, "a") as out:
             out.write(line + "\n")
+        answer = json.dumps({"id": "WO-%d" % seen}).encode() if status == 200 else b""
         self.send_response(status)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
+        self.wfile.write(answer)
 
     def log_message(self, *args):
         pass

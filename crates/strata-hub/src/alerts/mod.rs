@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::now_ns;
 use crate::registry::Registry;
 use crate::webhooks::Webhooks;
+use crate::workflows::Workflows;
 use eval::{Evaluator, Verdict};
 use rules::{AlertRule, Condition, Severity};
 
@@ -157,6 +158,7 @@ pub struct Alerts {
     store: Arc<dyn AlertStore>,
     registry: Arc<Registry>,
     webhooks: Arc<Webhooks>,
+    workflows: Arc<Workflows>,
     queue: SyncSender<Offered>,
     dropped: AtomicU64,
     raised: Mutex<BTreeMap<String, u64>>,
@@ -171,6 +173,7 @@ impl Alerts {
         store: Arc<dyn AlertStore>,
         registry: Arc<Registry>,
         webhooks: Arc<Webhooks>,
+        workflows: Arc<Workflows>,
     ) -> Result<Arc<Alerts>> {
         rules::validate_all(&rules).map_err(Error::BadRequest)?;
         let mut by_signal: HashMap<String, Vec<usize>> = HashMap::new();
@@ -206,6 +209,7 @@ impl Alerts {
             store,
             registry,
             webhooks,
+            workflows,
             queue,
             dropped: AtomicU64::new(0),
             raised: Mutex::new(BTreeMap::new()),
@@ -427,25 +431,28 @@ impl Alerts {
         }
     }
 
-    /// Stores a change with its history entry and webhooks; false (logged)
-    /// when storage refused it.
+    /// Stores a change with its history entry, webhooks and the workflow
+    /// runs it starts; false (logged) when storage refused it.
     fn record(&self, alert: &Alert, kind: &str, detail: String) -> bool {
         let event = AlertEvent {
             ts_ns: alert.updated_ns,
             kind: kind.into(),
             detail,
         };
-        let body = serde_json::json!({ "event": format!("alert.{kind}"), "alert": alert });
-        let deliveries = self
-            .webhooks
-            .deliveries_for(&format!("alert.{kind}"), &body);
+        let name = format!("alert.{kind}");
+        let body = serde_json::json!({ "event": name, "alert": alert });
+        let deliveries = self.webhooks.deliveries_for(&name, &body);
+        let runs = self.workflows.runs_for(&name, &alert.rule, &body["alert"]);
         match self
             .store
-            .record_alert(&alert.stored(), &event, &deliveries)
+            .record_alert(&alert.stored(), &event, &deliveries, &runs)
         {
             Ok(()) => {
                 if !deliveries.is_empty() {
                     self.webhooks.queued();
+                }
+                if !runs.is_empty() {
+                    self.workflows.queued();
                 }
                 true
             }
@@ -470,11 +477,16 @@ impl Alerts {
             .find(|(_, a)| a.id == id)
             .map(|(k, _)| k.clone())
         else {
-            let stored = self.alert(id)?;
-            return Err(Error::Conflict(format!(
-                "alert {id} is {}: only an active alert can be acknowledged",
-                stored.alert.state.as_str()
-            )));
+            let stored = self.alert(id)?.alert;
+            return Err(Error::Conflict(match stored.state {
+                AlertState::Cleared => {
+                    format!("alert {id} is cleared: only an open alert can be acknowledged")
+                }
+                _ => format!(
+                    "alert {id} belongs to rule {:?}, which is no longer configured",
+                    stored.rule
+                ),
+            }));
         };
         let alert = state.open.get_mut(&key).expect("found above");
         if alert.state == AlertState::Acknowledged {

@@ -1,5 +1,6 @@
 //! Alerts over HTTP: list and read them with their history, acknowledge
-//! them, read the rules, and follow the webhook deliveries they caused.
+//! them, read the rules, and follow the webhook deliveries and workflow
+//! runs they caused.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -11,6 +12,7 @@ use super::{ApiState, ErrorBody, blocking};
 use crate::alerts::rules::AlertRule;
 use crate::alerts::{Alert, AlertDetail};
 use crate::error::Result;
+use crate::workflows::{Run, Workflow};
 
 /// Which alerts to list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -115,4 +117,41 @@ pub async fn list_deliveries(
         })
         .await?,
     ))
+}
+
+/// The workflows in force.
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "alerts", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<Workflow>)))]
+pub async fn list_workflows(State(s): State<ApiState>) -> Json<Vec<Workflow>> {
+    Json(s.workflows.workflows().to_vec())
+}
+
+/// Which runs to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RunQuery {
+    /// Only of this workflow.
+    pub workflow: Option<String>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<usize>,
+}
+
+/// Workflow runs, newest first, each with every step's outcome.
+#[utoipa::path(get, path = "/api/v1/workflows/runs", tag = "alerts", security(("admin_token" = [])),
+    params(RunQuery), responses((status = 200, body = Vec<Run>)))]
+pub async fn list_runs(
+    State(s): State<ApiState>,
+    Query(q): Query<RunQuery>,
+) -> Result<Json<Vec<Run>>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(
+        blocking(move || s.workflows.runs(q.workflow.as_deref(), limit)).await?,
+    ))
+}
+
+/// One workflow run.
+#[utoipa::path(get, path = "/api/v1/workflows/runs/{id}", tag = "alerts", security(("admin_token" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
+pub async fn get_run(State(s): State<ApiState>, Path(id): Path<i64>) -> Result<Json<Run>> {
+    Ok(Json(blocking(move || s.workflows.run_by_id(id)).await?))
 }

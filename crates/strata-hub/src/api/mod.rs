@@ -70,6 +70,8 @@ pub struct ApiState {
     pub alerts: Arc<crate::alerts::Alerts>,
     /// Webhook deliveries.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Workflow runs.
+    pub workflows: Arc<crate::workflows::Workflows>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// The MQTT address devices should connect to, as shown at enrollment.
@@ -111,6 +113,9 @@ pub struct ApiState {
         alerts::acknowledge,
         alerts::list_rules,
         alerts::list_deliveries,
+        alerts::list_workflows,
+        alerts::list_runs,
+        alerts::get_run,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -140,7 +145,7 @@ pub struct ApiState {
         (name = "models", description = "Model registry, aliases and deployment"),
         (name = "jobs", description = "Training and backtest jobs"),
         (name = "drift", description = "Reference profiles, drift sketches and drift reports"),
-        (name = "alerts", description = "Alerts, their rules and history, and the webhook deliveries they cause"),
+        (name = "alerts", description = "Alerts, their rules and history, the webhook deliveries and workflow runs they cause"),
         (name = "ota", description = "Signed releases, the keys devices trust, and rollout campaigns"),
         (name = "operations", description = "Health and metrics"),
     )
@@ -224,6 +229,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/alert-rules", get(alerts::list_rules))
         .route("/webhooks/deliveries", get(alerts::list_deliveries))
+        .route("/workflows", get(alerts::list_workflows))
+        .route("/workflows/runs", get(alerts::list_runs))
+        .route("/workflows/runs/{id}", get(alerts::get_run))
         .route(
             "/models/{name}/aliases/{alias}",
             put(models::set_alias).delete(models::remove_alias),

@@ -137,10 +137,42 @@ impl WebhookEndpoint {
     }
 }
 
-/// An endpoint with its secret.
+/// An endpoint with its secret and HTTP client.
 struct Endpoint {
     config: WebhookEndpoint,
     secret: Vec<u8>,
+    agent: ureq::Agent,
+}
+
+impl Endpoint {
+    /// POSTs `body` signed; the response body on a 2xx answer.
+    fn post(&self, id: &str, event: &str, body: &str) -> std::result::Result<String, String> {
+        let timestamp_s = now_ns() / 1_000_000_000;
+        let signature = signature::sign(&self.secret, timestamp_s, body.as_bytes());
+        let result = self
+            .agent
+            .post(&self.config.url)
+            .header("Content-Type", "application/json")
+            .header(
+                "User-Agent",
+                concat!("strata-hub/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("X-Strata-Delivery", id)
+            .header("X-Strata-Event", event)
+            .header("X-Strata-Timestamp", timestamp_s.to_string())
+            .header("X-Strata-Signature", &signature)
+            .send(body.as_bytes());
+        match result {
+            Ok(mut r) if r.status().is_success() => Ok(r
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default()),
+            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Err(e) => Err(format!("cannot reach {}: {e}", self.config.url)),
+        }
+    }
 }
 
 /// The webhook deliverer.
@@ -165,11 +197,17 @@ impl Webhooks {
         let mut by_name = BTreeMap::new();
         for config in endpoints {
             let secret = load_secret(&config.secret_path(data_dir))?;
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs_f64(config.timeout_s)))
+                .build()
+                .into();
             by_name.insert(
                 config.name.clone(),
                 Endpoint {
                     config: config.clone(),
                     secret,
+                    agent,
                 },
             );
         }
@@ -252,19 +290,29 @@ impl Webhooks {
         }
     }
 
-    fn run(&self) {
-        let agents: BTreeMap<&str, ureq::Agent> = self
+    /// An endpoint's configuration.
+    pub fn endpoint(&self, name: &str) -> Option<&WebhookEndpoint> {
+        self.endpoints.get(name).map(|e| &e.config)
+    }
+
+    /// POSTs `body` to `endpoint` now, signed like a delivery, with `id` as
+    /// its `X-Strata-Delivery` (a workflow step, whose answer the next steps
+    /// use); returns the answer's body, or why it failed.
+    pub fn call(
+        &self,
+        endpoint: &str,
+        id: &str,
+        event: &str,
+        body: &str,
+    ) -> std::result::Result<String, String> {
+        let e = self
             .endpoints
-            .iter()
-            .map(|(name, e)| {
-                let agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs_f64(e.config.timeout_s)))
-                    .build()
-                    .into();
-                (name.as_str(), agent)
-            })
-            .collect();
+            .get(endpoint)
+            .ok_or_else(|| format!("no webhook endpoint {endpoint:?} is configured"))?;
+        e.post(id, event, body)
+    }
+
+    fn run(&self) {
         while !self.stopping.load(Relaxed) {
             let due = match self.store.due_deliveries(now_ns(), 64) {
                 Ok(d) => d,
@@ -278,7 +326,7 @@ impl Webhooks {
                 if self.stopping.load(Relaxed) {
                     return;
                 }
-                self.attempt(&agents, &mut d);
+                self.attempt(&mut d);
                 if let Err(e) = self.store.record_attempt(&d) {
                     tracing::warn!("webhooks: cannot record delivery {}: {e}", d.id);
                 }
@@ -294,11 +342,8 @@ impl Webhooks {
     }
 
     /// Makes one attempt at `d` and updates it with the outcome.
-    fn attempt(&self, agents: &BTreeMap<&str, ureq::Agent>, d: &mut Delivery) {
-        let (Some(endpoint), Some(agent)) = (
-            self.endpoints.get(&d.endpoint),
-            agents.get(d.endpoint.as_str()),
-        ) else {
+    fn attempt(&self, d: &mut Delivery) {
+        let Some(endpoint) = self.endpoints.get(&d.endpoint) else {
             // The endpoint left the configuration: nothing can deliver it.
             d.state = "failed".into();
             d.last_error = Some(format!(
@@ -307,26 +352,8 @@ impl Webhooks {
             ));
             return;
         };
-        let timestamp_s = now_ns() / 1_000_000_000;
-        let signature = signature::sign(&endpoint.secret, timestamp_s, d.body.as_bytes());
         d.attempts += 1;
-        let result = agent
-            .post(&endpoint.config.url)
-            .header("Content-Type", "application/json")
-            .header(
-                "User-Agent",
-                concat!("strata-hub/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("X-Strata-Delivery", d.id.to_string())
-            .header("X-Strata-Event", &d.event)
-            .header("X-Strata-Timestamp", timestamp_s.to_string())
-            .header("X-Strata-Signature", &signature)
-            .send(d.body.as_bytes());
-        let error = match result {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-            Err(e) => Some(format!("cannot reach {}: {e}", endpoint.config.url)),
-        };
+        let error = endpoint.post(&d.id.to_string(), &d.event, &d.body).err();
         let outcome = match error {
             None => {
                 d.state = "delivered".into();

@@ -3,7 +3,9 @@
 use rusqlite::{OptionalExtension as _, Transaction, params};
 
 use super::SqliteStore;
-use crate::alerts::{AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert};
+use crate::alerts::{
+    AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert, StoredRun,
+};
 use crate::error::{Context, Error, Result};
 
 const ALERT_COLUMNS: &str = "id, rule, device_id, state, raised_ns, updated_ns, body";
@@ -72,6 +74,29 @@ fn upsert_alert(tx: &Transaction<'_>, a: &StoredAlert) -> Result<()> {
     Ok(())
 }
 
+const RUN_COLUMNS: &str = "id, workflow, state, next_ns, created_ns, updated_ns, body";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRun, String)> {
+    Ok((
+        StoredRun {
+            id: r.get(0)?,
+            workflow: r.get(1)?,
+            state: r.get(2)?,
+            next_ns: r.get(3)?,
+            created_ns: r.get(4)?,
+            updated_ns: r.get(5)?,
+            body: serde_json::Value::Null,
+        },
+        r.get(6)?,
+    ))
+}
+
+fn parse_run((mut run, body): (StoredRun, String)) -> Result<StoredRun> {
+    run.body = serde_json::from_str(&body)
+        .map_err(|e| Error::Corrupt(format!("workflow run {}: {e}", run.id)))?;
+    Ok(run)
+}
+
 fn insert_deliveries(tx: &Transaction<'_>, ds: &[NewDelivery], now_ns: i64) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(ds.len());
     for d in ds {
@@ -93,6 +118,7 @@ impl AlertStore for SqliteStore {
         alert: &StoredAlert,
         event: &AlertEvent,
         deliveries: &[NewDelivery],
+        runs: &[StoredRun],
     ) -> Result<()> {
         self.write(|w| {
             let tx = w
@@ -106,6 +132,21 @@ impl AlertStore for SqliteStore {
             )
             .context(|| format!("cannot record the history of alert {}", alert.id))?;
             insert_deliveries(&tx, deliveries, event.ts_ns)?;
+            for r in runs {
+                tx.execute(
+                    "INSERT INTO workflow_runs (workflow, state, next_ns, created_ns, updated_ns, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        r.workflow,
+                        r.state,
+                        r.next_ns,
+                        r.created_ns,
+                        r.updated_ns,
+                        r.body.to_string()
+                    ],
+                )
+                .context(|| format!("cannot start a run of workflow {}", r.workflow))?;
+            }
             tx.commit()
                 .context(|| format!("cannot commit alert {}", alert.id))
         })
@@ -265,6 +306,76 @@ impl AlertStore for SqliteStore {
                 .query_map(params![endpoint, state, limit as i64], delivery_row)
                 .context(|| "cannot read deliveries".into())?;
             rows.map(|r| r.context(|| "cannot read a delivery".into()))
+                .collect()
+        })
+    }
+
+    fn due_runs(&self, now_ns: i64, limit: usize) -> Result<Vec<StoredRun>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM workflow_runs
+                     WHERE state = 'running' AND next_ns <= ?1 ORDER BY next_ns, id LIMIT ?2"
+                ))
+                .context(|| "cannot prepare a workflow run query".into())?;
+            let rows = stmt
+                .query_map(params![now_ns, limit as i64], run_row)
+                .context(|| "cannot read due workflow runs".into())?;
+            rows.map(|r| parse_run(r.context(|| "cannot read a workflow run".into())?))
+                .collect()
+        })
+    }
+
+    fn next_run_ns(&self) -> Result<Option<i64>> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT min(next_ns) FROM workflow_runs WHERE state = 'running'",
+                [],
+                |r| r.get(0),
+            )
+            .context(|| "cannot read the next workflow step time".into())
+        })
+    }
+
+    fn update_run(&self, r: &StoredRun) -> Result<()> {
+        self.write(|w| {
+            w.conn
+                .execute(
+                    "UPDATE workflow_runs SET state = ?2, next_ns = ?3, updated_ns = ?4, body = ?5
+                     WHERE id = ?1",
+                    params![r.id, r.state, r.next_ns, r.updated_ns, r.body.to_string()],
+                )
+                .context(|| format!("cannot update workflow run {}", r.id))?;
+            Ok(())
+        })
+    }
+
+    fn run(&self, id: i64) -> Result<Option<StoredRun>> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ?1"),
+                params![id],
+                run_row,
+            )
+            .optional()
+            .context(|| format!("cannot read workflow run {id}"))?
+            .map(parse_run)
+            .transpose()
+        })
+    }
+
+    fn runs(&self, workflow: Option<&str>, limit: usize) -> Result<Vec<StoredRun>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE ?1 IS NULL OR workflow = ?1
+                     ORDER BY id DESC LIMIT ?2"
+                ))
+                .context(|| "cannot prepare a workflow run query".into())?;
+            let rows = stmt
+                .query_map(params![workflow, limit as i64], run_row)
+                .context(|| "cannot read workflow runs".into())?;
+            rows.map(|r| parse_run(r.context(|| "cannot read a workflow run".into())?))
                 .collect()
         })
     }

@@ -310,6 +310,22 @@ CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(state, endpoint, i
 "#,
         None,
     ),
+    (
+        r#"
+-- Workflow runs: state and due time as columns, steps and trigger as JSON.
+CREATE TABLE workflow_runs (
+    id          INTEGER PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    next_ns     INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX workflow_runs_due ON workflow_runs(state, next_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.
