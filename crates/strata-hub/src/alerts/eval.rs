@@ -4,8 +4,9 @@
 //!
 //! Deduplication lives here: while an alert of a (rule, device) is open,
 //! further breaches are reported as [`Verdict::Breach`] (counted on the
-//! open alert), never as a second alert. A reading that no longer meets the
-//! condition clears it; the next breach after that raises a new alert.
+//! open alert), never as a second alert. Readings that no longer meet the
+//! condition for `clear_for_s` clear it (at once by default); the next
+//! breach after that raises a new alert.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -40,6 +41,8 @@ struct Track {
     prev: Option<(i64, f64)>,
     /// Since when the condition has held without a break.
     breach_since: Option<i64>,
+    /// Since when an open alert's condition has not held.
+    normal_since: Option<i64>,
     /// Whether an alert is open.
     open: bool,
     /// `anomaly`: the recent normal readings, with their sum and sum of
@@ -120,6 +123,7 @@ impl Evaluator {
         let t = self.track(rule, device);
         t.open = false;
         t.breach_since = None;
+        t.normal_since = None;
     }
 
     fn track(&mut self, rule: usize, device: &str) -> &mut Track {
@@ -131,7 +135,7 @@ impl Evaluator {
     pub fn reading(&mut self, rule: usize, device: &str, ts_ns: i64, v: f64) -> Option<Verdict> {
         let r = &self.rules[rule];
         let (condition, threshold, window) = (r.condition, r.threshold(), r.window);
-        let for_ns = (r.for_s * 1e9) as i64;
+        let (for_ns, clear_ns) = ((r.for_s * 1e9) as i64, (r.clear_for_s * 1e9) as i64);
         let t = self.track(rule, device);
         if t.prev.is_some_and(|(pt, _)| ts_ns <= pt) {
             return None;
@@ -157,7 +161,7 @@ impl Evaluator {
             Condition::Offline => None,
         };
         let (breach, value) = measured?;
-        Some(Self::step(t, breach, value, ts_ns, for_ns)).flatten()
+        Self::step(t, breach, value, ts_ns, for_ns, clear_ns)
     }
 
     /// Evaluates an `offline` rule for `device`: `offline_since_ns` is when
@@ -169,23 +173,41 @@ impl Evaluator {
         offline_since_ns: Option<i64>,
         now_ns: i64,
     ) -> Option<Verdict> {
-        let for_ns = (self.rules[rule].for_s * 1e9) as i64;
+        let r = &self.rules[rule];
+        let (for_ns, clear_ns) = ((r.for_s * 1e9) as i64, (r.clear_for_s * 1e9) as i64);
         let t = self.track(rule, device);
         match offline_since_ns {
             Some(since) => {
                 t.breach_since = Some(since);
                 let held_s = (now_ns - since) as f64 / 1e9;
-                Self::step(t, true, held_s, now_ns, for_ns)
+                Self::step(t, true, held_s, now_ns, for_ns, clear_ns)
             }
-            None => Self::step(t, false, 0.0, now_ns, for_ns),
+            None => Self::step(t, false, 0.0, now_ns, for_ns, clear_ns),
         }
     }
 
-    fn step(t: &mut Track, breach: bool, value: f64, ts_ns: i64, for_ns: i64) -> Option<Verdict> {
+    fn step(
+        t: &mut Track,
+        breach: bool,
+        value: f64,
+        ts_ns: i64,
+        for_ns: i64,
+        clear_ns: i64,
+    ) -> Option<Verdict> {
         if !breach {
             t.breach_since = None;
-            return std::mem::take(&mut t.open).then_some(Verdict::Clear { value });
+            if !t.open {
+                return None;
+            }
+            let normal_since = *t.normal_since.get_or_insert(ts_ns);
+            if ts_ns - normal_since < clear_ns {
+                return None;
+            }
+            t.open = false;
+            t.normal_since = None;
+            return Some(Verdict::Clear { value });
         }
+        t.normal_since = None;
         let since = *t.breach_since.get_or_insert(ts_ns);
         if t.open {
             Some(Verdict::Breach { value })
@@ -268,6 +290,36 @@ mod tests {
                     since_ns: 4 * S
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn clear_for_s_keeps_a_hovering_signal_from_flapping() {
+        let mut e = evaluator(
+            "name = \"hot\"\nsignal = \"t\"\ncondition = \"above\"\nvalue = 80\nclear_for_s = 2\n",
+        );
+        // Dips below 80 for under 2 s do not clear; 2 s below does.
+        let got = feed(&mut e, "m", &[85.0, 79.0, 81.0, 79.0, 78.0, 77.0, 90.0]);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    0,
+                    Verdict::Raise {
+                        value: 85.0,
+                        since_ns: 0
+                    }
+                ),
+                (2, Verdict::Breach { value: 81.0 }),
+                (5, Verdict::Clear { value: 77.0 }),
+                (
+                    6,
+                    Verdict::Raise {
+                        value: 90.0,
+                        since_ns: 6 * S
+                    }
+                ),
+            ]
         );
     }
 

@@ -76,6 +76,10 @@ pub struct AlertRule {
     /// The condition must hold this many seconds before the alert is raised.
     #[serde(default)]
     pub for_s: f64,
+    /// The condition must stay away this many seconds before the alert
+    /// clears (so a signal hovering at the threshold does not flap).
+    #[serde(default)]
+    pub clear_for_s: f64,
     /// Only these devices; every device when empty.
     #[serde(default)]
     pub devices: Vec<String>,
@@ -135,6 +139,9 @@ impl AlertRule {
         }
         if !(self.for_s.is_finite() && self.for_s >= 0.0) {
             return Err(format!("{at}: for_s must be 0 or more seconds"));
+        }
+        if !(self.clear_for_s.is_finite() && self.clear_for_s >= 0.0) {
+            return Err(format!("{at}: clear_for_s must be 0 or more seconds"));
         }
         Ok(())
     }
