@@ -54,20 +54,25 @@ impl Drop for Connected {
     }
 }
 
+/// `mosquitto_sub` logged in as `device`, subscribed to `topic`.
+fn subscriber(hub: &HubProcess, device: &str, cred: &str, topic: &str) -> Command {
+    let mut cmd = Command::new("mosquitto_sub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &hub.mqtt.port().to_string(),
+        "-V",
+        "mqttv5",
+    ])
+    .args(["-i", device, "-u", device, "-P", cred, "-t", topic])
+    .stderr(Stdio::null());
+    cmd
+}
+
 fn connect(hub: &HubProcess, device: &str, cred: &str) -> Connected {
-    let child = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &hub.mqtt.port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
-        .args(["-i", device, "-u", device, "-P", cred])
-        .args(["-t", &format!("strata/v1/{device}/down/#")])
+    let child = subscriber(hub, device, cred, &format!("strata/v1/{device}/down/#"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("run mosquitto_sub");
     Connected(child)
@@ -377,37 +382,16 @@ body = {{ text = "{{alert.message}}: work order {{steps.work_order.id}}, load cu
         ],
     );
     // The controller listens for commands.
-    let listener = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &hub.mqtt.port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
-        .args([
-            "-i",
-            "controller-1",
-            "-u",
-            "controller-1",
-            "-P",
-            &controller,
-        ])
-        .args([
-            "-t",
-            "strata/v1/controller-1/down/cmd",
-            "-q",
-            "1",
-            "-C",
-            "1",
-            "-W",
-            "60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run mosquitto_sub");
+    let listener = subscriber(
+        &hub,
+        "controller-1",
+        &controller,
+        "strata/v1/controller-1/down/cmd",
+    )
+    .args(["-q", "1", "-C", "1", "-W", "60"])
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("run mosquitto_sub");
     eventually(Duration::from_secs(20), "the controller online", || {
         hub.api("GET", "/api/v1/devices/controller-1", None).1["online"] == true
     });

@@ -14,7 +14,7 @@ pub mod eval;
 pub mod rules;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 use crate::error::{Error, Result};
 use crate::now_ns;
 use crate::registry::Registry;
+use crate::wake::Worker;
 use crate::webhooks::Webhooks;
 use crate::workflows::Workflows;
 use eval::{Evaluator, Verdict};
@@ -162,8 +163,10 @@ pub struct Alerts {
     queue: SyncSender<Offered>,
     dropped: AtomicU64,
     raised: Mutex<BTreeMap<String, u64>>,
-    stopping: AtomicBool,
-    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether a rule needs the device list (an `offline` rule, or one
+    /// limited to a site): otherwise the tick does not read it.
+    needs_devices: bool,
+    worker: Worker,
 }
 
 impl Alerts {
@@ -196,6 +199,9 @@ impl Alerts {
                 open.insert((i, alert.device.clone()), alert);
             }
         }
+        let needs_devices = rules
+            .iter()
+            .any(|r| r.condition == Condition::Offline || r.site.is_some());
         let (queue, offered) = std::sync::mpsc::sync_channel(QUEUE);
         let alerts = Arc::new(Alerts {
             by_signal,
@@ -213,16 +219,15 @@ impl Alerts {
             queue,
             dropped: AtomicU64::new(0),
             raised: Mutex::new(BTreeMap::new()),
-            stopping: AtomicBool::new(false),
-            worker: Mutex::new(None),
+            needs_devices,
+            worker: Worker::default(),
         });
         if !rules.is_empty() {
             let worker = Arc::clone(&alerts);
-            let handle = std::thread::Builder::new()
-                .name("strata-alerts".into())
-                .spawn(move || worker.run(&offered))
+            alerts
+                .worker
+                .spawn("strata-alerts", move || worker.run(&offered))
                 .map_err(|e| Error::Unavailable(format!("cannot start the alert thread: {e}")))?;
-            *alerts.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         }
         Ok(alerts)
     }
@@ -254,11 +259,7 @@ impl Alerts {
 
     /// Stops the alert thread.
     pub fn stop(&self) {
-        self.stopping.store(true, Relaxed);
-        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        self.worker.stop();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -267,7 +268,7 @@ impl Alerts {
 
     fn run(&self, offered: &Receiver<Offered>) {
         let mut last_tick = Instant::now() - Duration::from_secs(1);
-        while !self.stopping.load(Relaxed) {
+        while !self.worker.stopping() {
             match offered.recv_timeout(Duration::from_millis(200)) {
                 Ok(o) => self.evaluate(&o),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -319,13 +320,19 @@ impl Alerts {
     /// Once a second: presence for `offline` rules, sites, and the latest
     /// values of open alerts.
     fn tick(&self) -> Result<()> {
-        let devices = self.registry.devices(None)?;
+        let devices = if self.needs_devices {
+            self.registry.devices(None)?
+        } else {
+            Vec::new()
+        };
         let now = now_ns();
         let mut state = self.lock();
-        state.sites = devices
-            .iter()
-            .map(|d| (d.id.to_string(), d.site.to_string()))
-            .collect();
+        if self.needs_devices {
+            state.sites = devices
+                .iter()
+                .map(|d| (d.id.to_string(), d.site.to_string()))
+                .collect();
+        }
         let offline_rules: Vec<usize> = (0..state.eval.rules().len())
             .filter(|&i| state.eval.rules()[i].condition == Condition::Offline)
             .collect();
@@ -522,34 +529,36 @@ impl Alerts {
             .store
             .alert(id)?
             .ok_or_else(|| Error::NotFound(format!("no alert {id}")))?;
+        let alert = self.fresh(vec![Alert::from_stored(stored)?]).remove(0);
         Ok(AlertDetail {
-            alert: self.fresh(Alert::from_stored(stored)?),
+            alert,
             history: self.store.alert_events(id)?,
         })
     }
 
     /// Alerts, newest first.
     pub fn alerts(&self, filter: &AlertFilter, limit: usize) -> Result<Vec<Alert>> {
-        self.store
+        let stored = self
+            .store
             .alerts(filter, limit)?
             .into_iter()
-            .map(|s| Alert::from_stored(s).map(|a| self.fresh(a)))
-            .collect()
+            .map(Alert::from_stored)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.fresh(stored))
     }
 
-    /// The in-memory version of an open alert (its latest value and count
-    /// may not be flushed yet).
-    fn fresh(&self, alert: Alert) -> Alert {
-        if alert.state == AlertState::Cleared {
-            return alert;
-        }
+    /// Stored alerts with each open one replaced by its in-memory version
+    /// (whose latest value and count may not be flushed yet).
+    fn fresh(&self, alerts: Vec<Alert>) -> Vec<Alert> {
         let state = self.lock();
-        state
-            .open
-            .values()
-            .find(|a| a.id == alert.id)
-            .cloned()
-            .unwrap_or(alert)
+        let open: HashMap<i64, &Alert> = state.open.values().map(|a| (a.id, a)).collect();
+        alerts
+            .into_iter()
+            .map(|a| match open.get(&a.id) {
+                Some(live) => (*live).clone(),
+                None => a,
+            })
+            .collect()
     }
 
     /// `strata_alerts_open{severity}`, `strata_alerts_raised_total{rule}`,

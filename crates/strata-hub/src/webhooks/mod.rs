@@ -13,7 +13,6 @@ pub mod signature;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use strata_store::{AlertStore, Delivery, NewDelivery};
 
 use crate::error::{Error, Result};
 use crate::now_ns;
-use crate::wake::Wake;
+use crate::wake::Worker;
 
 /// The events a webhook can subscribe to.
 pub const EVENTS: &[&str] = &["alert.raised", "alert.acknowledged", "alert.cleared"];
@@ -179,11 +178,9 @@ impl Endpoint {
 pub struct Webhooks {
     endpoints: BTreeMap<String, Endpoint>,
     store: Arc<dyn AlertStore>,
-    wake: Arc<Wake>,
-    stopping: AtomicBool,
+    worker: Worker,
     /// Attempts by (endpoint, outcome): `delivered`, `retry`, `failed`.
     outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
-    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Webhooks {
@@ -214,18 +211,15 @@ impl Webhooks {
         let hooks = Arc::new(Webhooks {
             endpoints: by_name,
             store,
-            wake: Arc::new(Wake::set()),
-            stopping: AtomicBool::new(false),
+            worker: Worker::default(),
             outcomes: Mutex::new(BTreeMap::new()),
-            worker: Mutex::new(None),
         });
         if !hooks.endpoints.is_empty() {
             let worker = Arc::clone(&hooks);
-            let handle = std::thread::Builder::new()
-                .name("strata-webhooks".into())
-                .spawn(move || worker.run())
+            hooks
+                .worker
+                .spawn("strata-webhooks", move || worker.run())
                 .map_err(|e| Error::Unavailable(format!("cannot start the webhook worker: {e}")))?;
-            *hooks.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         }
         Ok(hooks)
     }
@@ -248,17 +242,12 @@ impl Webhooks {
 
     /// Tells the worker that deliveries were queued.
     pub fn queued(&self) {
-        self.wake.wake();
+        self.worker.wake();
     }
 
     /// Stops the worker after its current attempt.
     pub fn stop(&self) {
-        self.stopping.store(true, Relaxed);
-        self.wake.wake();
-        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        self.worker.stop();
     }
 
     /// Deliveries, newest first.
@@ -313,17 +302,17 @@ impl Webhooks {
     }
 
     fn run(&self) {
-        while !self.stopping.load(Relaxed) {
+        while !self.worker.stopping() {
             let due = match self.store.due_deliveries(now_ns(), 64) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!("webhooks: cannot read due deliveries: {e}");
-                    self.wake.wait(Duration::from_secs(1));
+                    self.worker.wait(Duration::from_secs(1));
                     continue;
                 }
             };
             for mut d in due {
-                if self.stopping.load(Relaxed) {
+                if self.worker.stopping() {
                     return;
                 }
                 self.attempt(&mut d);
@@ -331,13 +320,8 @@ impl Webhooks {
                     tracing::warn!("webhooks: cannot record delivery {}: {e}", d.id);
                 }
             }
-            let wait = match self.store.next_delivery_ns() {
-                Ok(Some(next)) => Duration::from_nanos((next - now_ns()).max(0) as u64),
-                _ => Duration::from_secs(60),
-            };
-            if !wait.is_zero() {
-                self.wake.wait(wait.min(Duration::from_secs(60)));
-            }
+            self.worker
+                .wait_until(self.store.next_delivery_ns().ok().flatten());
         }
     }
 

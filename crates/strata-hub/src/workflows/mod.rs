@@ -27,7 +27,6 @@
 
 pub mod template;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 use crate::now_ns;
-use crate::wake::Wake;
+use crate::wake::Worker;
 use crate::webhooks::{EVENTS, Webhooks};
 
 /// Attempts of a command step before the run fails.
@@ -248,9 +247,7 @@ pub struct Workflows {
     store: Arc<dyn AlertStore>,
     webhooks: Arc<Webhooks>,
     broker: Mutex<Option<strata_broker::BrokerHandle>>,
-    wake: Arc<Wake>,
-    stopping: AtomicBool,
-    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    worker: Worker,
 }
 
 impl Workflows {
@@ -266,9 +263,7 @@ impl Workflows {
             store,
             webhooks,
             broker: Mutex::new(None),
-            wake: Arc::new(Wake::set()),
-            stopping: AtomicBool::new(false),
-            worker: Mutex::new(None),
+            worker: Worker::default(),
         })
     }
 
@@ -280,22 +275,14 @@ impl Workflows {
             return Ok(());
         }
         let worker = Arc::clone(self);
-        let handle = std::thread::Builder::new()
-            .name("strata-workflows".into())
-            .spawn(move || worker.run())
-            .map_err(|e| Error::Unavailable(format!("cannot start the workflow runner: {e}")))?;
-        *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        Ok(())
+        self.worker
+            .spawn("strata-workflows", move || worker.run())
+            .map_err(|e| Error::Unavailable(format!("cannot start the workflow runner: {e}")))
     }
 
     /// Stops the runner after its current step.
     pub fn stop(&self) {
-        self.stopping.store(true, Relaxed);
-        self.wake.wake();
-        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        self.worker.stop();
     }
 
     /// The runs `event` about `alert` (its rule `rule`) starts; store them
@@ -334,7 +321,7 @@ impl Workflows {
 
     /// Tells the runner that runs were started.
     pub fn queued(&self) {
-        self.wake.wake();
+        self.worker.wake();
     }
 
     /// The configured workflows.
@@ -361,11 +348,11 @@ impl Workflows {
     }
 
     fn run(&self) {
-        while !self.stopping.load(Relaxed) {
+        while !self.worker.stopping() {
             match self.store.due_runs(now_ns(), 32) {
                 Ok(due) => {
                     for stored in due {
-                        if self.stopping.load(Relaxed) {
+                        if self.worker.stopping() {
                             return;
                         }
                         if let Err(e) = self.advance(stored) {
@@ -375,13 +362,8 @@ impl Workflows {
                 }
                 Err(e) => tracing::warn!("workflows: cannot read due runs: {e}"),
             }
-            let wait = match self.store.next_run_ns() {
-                Ok(Some(next)) => Duration::from_nanos((next - now_ns()).max(0) as u64),
-                _ => Duration::from_secs(60),
-            };
-            if !wait.is_zero() {
-                self.wake.wait(wait.min(Duration::from_secs(60)));
-            }
+            self.worker
+                .wait_until(self.store.next_run_ns().ok().flatten());
         }
     }
 
