@@ -105,6 +105,26 @@ impl Agent {
             pipeline,
             models,
         );
+        let (gate, gate_rx) = tokio::sync::watch::channel(None);
+        let (approvals, approvals_rx) = tokio::sync::mpsc::channel(64);
+        let mut control_stats = None;
+        if !config.control.rules.is_empty() {
+            let (feed, control) = crate::control::start(
+                &config.control,
+                &config.data_dir,
+                outbox.clone(),
+                appended.clone(),
+                health.clone(),
+                crate::control::Inputs {
+                    gate: gate_rx,
+                    approvals: approvals_rx,
+                },
+            )
+            .map_err(|e| AgentError::Pipeline(format!("[control]: {e}")))?;
+            control_stats = Some(control.stats());
+            processor = processor.with_control(feed);
+            tasks.spawn(control.run());
+        }
         let (swap, swapped) = std::sync::mpsc::channel::<Swap>();
         std::thread::Builder::new()
             .name("strata-pipeline".into())
@@ -170,6 +190,7 @@ impl Agent {
                 device.to_string(),
                 health.clone(),
                 outbox.clone(),
+                control_stats,
             ));
         }
         let uplink = UplinkConfig {
@@ -182,7 +203,12 @@ impl Agent {
             uplink,
             outbox.clone(),
             appended,
-            uplink::TwinLink { desired, reported },
+            uplink::Downlink {
+                desired,
+                reported,
+                gate,
+                approvals,
+            },
         ));
         Ok(Agent {
             tasks,

@@ -39,6 +39,9 @@ pub struct EdgeConfig {
     /// device's site and tags as release targets see them.
     #[serde(default)]
     pub ota: OtaConfig,
+    /// Closed-loop rules and the outputs they write.
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
     /// Where relative model paths start: the config file's directory
     /// (set by [`EdgeConfig::load`], not read from the file).
     #[serde(skip)]
@@ -119,7 +122,11 @@ impl Default for HealthConfig {
 }
 
 /// Stream names the agent itself sends under.
-const RESERVED_STREAMS: &[&str] = &[crate::health::HEALTH_STREAM, "inference"];
+const RESERVED_STREAMS: &[&str] = &[
+    crate::health::HEALTH_STREAM,
+    "inference",
+    crate::control::CONTROL_STREAM,
+];
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("edge-data")
@@ -258,6 +265,10 @@ impl EdgeConfig {
         }
         config.ota.trust()?;
         crate::bundle::validate(&config.ota.hooks)?;
+        config
+            .control
+            .validate()
+            .map_err(|e| format!("[control]: {e}"))?;
         Ok(config)
     }
 

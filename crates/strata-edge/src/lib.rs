@@ -1,6 +1,8 @@
 //! The Strata edge agent (`strata edge`), which runs on a gateway: sources
 //! produce batches of readings, a durable outbox keeps them until the hub
-//! acknowledges them, and the uplink sends them over MQTT.
+//! acknowledges them, and the uplink sends them over MQTT. Closed-loop
+//! rules ([`control`]) write setpoints back to the machines, behind safety
+//! interlocks and the site's phase gate.
 //!
 //! The edge depends on the wire contract only, never on the hub, so a
 //! gateway build compiles no broker, web server or hub storage.
@@ -8,6 +10,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod config;
+pub mod control;
 pub mod drift;
 pub mod health;
 pub mod inference;

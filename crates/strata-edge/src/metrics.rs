@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::control::ControlStats;
 use crate::health::HealthState;
 use crate::outbox::Outbox;
 
@@ -16,7 +17,12 @@ use crate::outbox::Outbox;
 const MAX_REQUEST: usize = 8192;
 
 /// The metrics in the Prometheus text format.
-pub fn render(device: &str, health: &HealthState, outbox: &Outbox) -> String {
+pub fn render(
+    device: &str,
+    health: &HealthState,
+    outbox: &Outbox,
+    control: Option<&ControlStats>,
+) -> String {
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, series: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -136,6 +142,36 @@ pub fn render(device: &str, health: &HealthState, outbox: &Outbox) -> String {
         "Inference latency over the current heartbeat interval.",
         &latency,
     );
+    if let Some(c) = control {
+        let per_outcome: Vec<(String, f64)> = crate::control::OUTCOMES
+            .iter()
+            .zip(&c.actions)
+            .map(|(o, n)| {
+                (
+                    format!(",outcome=\"{}\"", o.as_str()),
+                    n.load(Relaxed) as f64,
+                )
+            })
+            .collect();
+        metric(
+            "strata_edge_control_actions_total",
+            "counter",
+            "Closed-loop rule decisions, by outcome.",
+            &per_outcome,
+        );
+        metric(
+            "strata_edge_control_readings_dropped_total",
+            "counter",
+            "Readings the closed-loop rules could not keep up with.",
+            &one(c.dropped.load(Relaxed) as f64),
+        );
+        metric(
+            "strata_edge_control_approvals_refused_total",
+            "counter",
+            "Approvals that matched no open proposal.",
+            &one(c.approvals_refused.load(Relaxed) as f64),
+        );
+    }
     out
 }
 
@@ -145,12 +181,14 @@ pub async fn serve(
     device: String,
     health: Arc<HealthState>,
     outbox: Arc<Outbox>,
+    control: Option<Arc<ControlStats>>,
 ) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
         let (device, health, outbox) = (device.clone(), health.clone(), outbox.clone());
+        let control = control.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
@@ -162,7 +200,10 @@ pub async fn serve(
             }
             let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
             let (status, body) = if line.starts_with(b"GET /metrics ") {
-                ("200 OK", render(&device, &health, &outbox))
+                (
+                    "200 OK",
+                    render(&device, &health, &outbox, control.as_deref()),
+                )
             } else {
                 (
                     "404 Not Found",

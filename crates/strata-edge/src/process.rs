@@ -3,6 +3,8 @@
 //! feature vectors), every completed vector through the models bound to
 //! it, and the results into the outbox, one batch per stream with the
 //! stream's next sequence number. Health frames pass straight through.
+//! Readings as sent on, and predictions, are offered to the closed-loop
+//! rules.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +27,7 @@ pub struct Processor {
     pipeline: Option<Pipeline>,
     output: Output,
     models: Models,
+    control: Option<crate::control::Feed>,
 }
 
 impl Processor {
@@ -44,7 +47,14 @@ impl Processor {
             pipeline,
             output: Output::new(),
             models,
+            control: None,
         }
+    }
+
+    /// Offers readings and predictions to the closed-loop rules too.
+    pub fn with_control(mut self, feed: crate::control::Feed) -> Self {
+        self.control = Some(feed);
+        self
     }
 
     /// Replaces the models (a deployment from the hub); frames already
@@ -72,6 +82,13 @@ impl Processor {
             .as_mut()
             .filter(|_| &*frame.stream != HEALTH_STREAM)
         else {
+            // Rules see readings as the pipeline sends them on: here, as
+            // the sources made them.
+            if let Some(feed) = &self.control
+                && &*frame.stream != HEALTH_STREAM
+            {
+                feed.offer(&frame.signals);
+            }
             self.append(&frame.stream, frame.signals);
             return;
         };
@@ -89,8 +106,14 @@ impl Processor {
             self.models.run(vector);
         }
         self.output.clear();
+        if let Some(feed) = &self.control {
+            feed.offer(&series);
+        }
         self.append(&frame.stream, series);
         for (stream, series) in self.models.take() {
+            if let Some(feed) = &self.control {
+                feed.offer(&series);
+            }
             self.append(&stream, series);
         }
         for batch in self.models.take_sketches() {

@@ -31,16 +31,21 @@ pub struct UplinkConfig {
     pub window: u16,
 }
 
-/// The twin's side of the uplink: desired documents received go to
-/// `desired`; the reported document is published on every connect and
-/// whenever it changes.
+/// What the hub sends down, and the twin's reports back: desired
+/// documents received go to `desired`; the reported document is published
+/// on every connect and whenever it changes; the site gate and approvals
+/// go to the closed-loop rules.
 #[derive(Debug, Clone)]
-pub struct TwinLink {
+pub struct Downlink {
     /// The newest desired twin received (a newer one replaces one the
     /// twin task has not read yet).
     pub desired: tokio::sync::watch::Sender<Option<Vec<u8>>>,
     /// What to report.
     pub reported: Arc<crate::twin::Reported>,
+    /// The newest site gate received (`down/control`).
+    pub gate: tokio::sync::watch::Sender<Option<strata_proto::ControlGate>>,
+    /// Approvals of proposed actions (`down/cmd`).
+    pub approvals: tokio::sync::mpsc::Sender<strata_proto::Approval>,
 }
 
 /// Backoff between reconnects: exponential with full jitter.
@@ -83,7 +88,7 @@ impl Backoff {
 const NOT_OUTBOX: i64 = -1;
 
 /// Runs the uplink until the task is dropped.
-pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>, twin: TwinLink) {
+pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>, twin: Downlink) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         match session(&config, &outbox, &appended, &twin, &mut backoff).await {
@@ -130,7 +135,7 @@ async fn session(
     config: &UplinkConfig,
     outbox: &Arc<Outbox>,
     appended: &Notify,
-    twin: &TwinLink,
+    twin: &Downlink,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     let window = usize::from(config.window.max(1));
@@ -142,6 +147,11 @@ async fn session(
         Topic::new(config.device.clone(), Direction::Down, TopicKind::Twin).to_string();
     let reported_topic =
         Topic::new(config.device.clone(), Direction::Up, TopicKind::Twin).to_string();
+    let events_topic =
+        Topic::new(config.device.clone(), Direction::Up, TopicKind::Events).to_string();
+    let gate_topic =
+        Topic::new(config.device.clone(), Direction::Down, TopicKind::Control).to_string();
+    let cmd_topic = Topic::new(config.device.clone(), Direction::Down, TopicKind::Cmd).to_string();
     // A publish that is not an outbox row (the reported twin) is queued as
     // NOT_OUTBOX, so packet ids still pair with the right rows.
     let report = |client: &AsyncClient, queued: &mut VecDeque<i64>| -> Result<(), String> {
@@ -174,10 +184,12 @@ async fn session(
             let room = window.saturating_sub(queued.len() + in_flight.len());
             if room > 0 {
                 for e in outbox.peek(cursor, room).map_err(|e| e.to_string())? {
-                    // Drift sketches have their own topic; everything else
-                    // in the outbox is telemetry.
+                    // Drift sketches and closed-loop action records have
+                    // their own topics; everything else is telemetry.
                     let to = if e.stream.starts_with("sketch:") {
                         &sketch_topic
+                    } else if e.stream == crate::control::CONTROL_STREAM {
+                        &events_topic
                     } else {
                         &topic
                     };
@@ -195,13 +207,33 @@ async fn session(
                     connected = true;
                     backoff.reset();
                     tracing::info!(device = %config.device, "uplink connected");
-                    client
-                        .try_subscribe(desired_topic.as_str(), QoS::AtLeastOnce)
-                        .map_err(|e| format!("cannot subscribe to the twin: {e}"))?;
+                    for t in [&desired_topic, &gate_topic, &cmd_topic] {
+                        client
+                            .try_subscribe(t.as_str(), QoS::AtLeastOnce)
+                            .map_err(|e| format!("cannot subscribe to {t}: {e}"))?;
+                    }
                     report(&client, &mut queued)?;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
                     twin.desired.send_replace(Some(p.payload.to_vec()));
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == gate_topic => {
+                    match serde_json::from_slice::<strata_proto::ControlGate>(&p.payload) {
+                        Ok(gate) => {
+                            twin.gate.send_replace(Some(gate));
+                        }
+                        Err(e) => tracing::warn!(device = %config.device, "ignoring a malformed site gate: {e}"),
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                    match serde_json::from_slice::<strata_proto::Approval>(&p.payload) {
+                        Ok(a) => {
+                            if twin.approvals.try_send(a).is_err() {
+                                tracing::warn!(device = %config.device, "approval dropped: the control task is busy or not running");
+                            }
+                        }
+                        Err(_) => tracing::debug!(device = %config.device, "command is not an approval; no handler for it here"),
+                    }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(id) = queued.pop_front() {

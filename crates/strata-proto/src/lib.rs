@@ -4,6 +4,7 @@
 //! Devices, the hub and the CLI all speak through this crate, so a change to
 //! the contract is a change in one place. See `docs/design/wire.md`.
 
+pub mod control;
 pub mod ids;
 pub mod payload;
 pub mod sketch;
@@ -19,6 +20,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/strata.v1.rs"));
 }
 
+pub use control::{ActionOutcome, Approval, ControlAction, ControlGate, GateCheck};
 pub use ids::{DeviceId, IdError, SiteId};
 pub use payload::{DecodeError, Encoding};
 pub use sketch::{Detection, DriftSettings, SignalSketch, SketchBatch};

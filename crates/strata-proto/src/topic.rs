@@ -38,6 +38,9 @@ pub enum TopicKind {
     CmdResult,
     /// `down/cmd`: a command for the device.
     Cmd,
+    /// `down/control`: the site's phase gate for closed-loop rules
+    /// ([`crate::ControlGate`], retained).
+    Control,
 }
 
 impl TopicKind {
@@ -52,6 +55,7 @@ impl TopicKind {
             TopicKind::Twin => "twin",
             TopicKind::CmdResult => "cmd-result",
             TopicKind::Cmd => "cmd",
+            TopicKind::Control => "control",
         }
     }
 
@@ -67,6 +71,7 @@ impl TopicKind {
             (Direction::Up, "cmd-result") => CmdResult,
             (Direction::Down, "twin") => Twin,
             (Direction::Down, "cmd") => Cmd,
+            (Direction::Down, "control") => Control,
             _ => return None,
         };
         Some(kind)

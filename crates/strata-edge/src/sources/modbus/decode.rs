@@ -70,6 +70,44 @@ impl DataType {
             DataType::F64 => f64::from_bits(bits),
         }
     }
+
+    /// The registers that hold `value` (the inverse of [`Self::decode`]);
+    /// integers are rounded to the nearest, and a value the type cannot
+    /// hold is an error.
+    pub fn encode(self, value: f64, order: WordOrder, byte_swap: bool) -> Result<Vec<u16>, String> {
+        if !value.is_finite() {
+            return Err(format!("{value} is not a number a register can hold"));
+        }
+        let r = value.round();
+        let fits = |lo: f64, hi: f64| {
+            if r < lo || r > hi {
+                Err(format!("{value} does not fit in {self:?}"))
+            } else {
+                Ok(())
+            }
+        };
+        let bits: u64 = match self {
+            DataType::U16 => fits(0.0, 65535.0).map(|()| r as u64)?,
+            DataType::I16 => fits(-32768.0, 32767.0).map(|()| r as i16 as u16 as u64)?,
+            DataType::U32 => fits(0.0, 4_294_967_295.0).map(|()| r as u64)?,
+            DataType::I32 => {
+                fits(-2_147_483_648.0, 2_147_483_647.0).map(|()| r as i32 as u32 as u64)?
+            }
+            DataType::F32 => u64::from((value as f32).to_bits()),
+            DataType::U64 => fits(0.0, 1.8e19).map(|()| r as u64)?,
+            DataType::I64 => fits(-9.2e18, 9.2e18).map(|()| r as i64 as u64)?,
+            DataType::F64 => value.to_bits(),
+        };
+        let n = usize::from(self.registers());
+        let mut words: Vec<u16> = (0..n)
+            .map(|i| (bits >> (16 * (n - 1 - i))) as u16)
+            .map(|w| if byte_swap { w.swap_bytes() } else { w })
+            .collect();
+        if order == WordOrder::Little {
+            words.reverse();
+        }
+        Ok(words)
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +167,59 @@ mod tests {
         assert_eq!(
             DataType::U64.decode(&[0, 0, 1, 0], WordOrder::Big, false),
             65536.0
+        );
+    }
+
+    #[test]
+    fn encode_is_the_inverse_of_decode() {
+        let types = [
+            DataType::U16,
+            DataType::I16,
+            DataType::U32,
+            DataType::I32,
+            DataType::F32,
+            DataType::U64,
+            DataType::I64,
+            DataType::F64,
+        ];
+        for t in types {
+            for order in [WordOrder::Big, WordOrder::Little] {
+                for swap in [false, true] {
+                    for v in [0.0f64, 1.0, 12.5, 300.0, 65535.0] {
+                        let v = if matches!(t, DataType::F32 | DataType::F64) {
+                            v
+                        } else {
+                            v.round()
+                        };
+                        if t == DataType::I16 && v > 32767.0 {
+                            continue;
+                        }
+                        let words = t.encode(v, order, swap).unwrap();
+                        assert_eq!(words.len(), usize::from(t.registers()));
+                        let back = t.decode(&words, order, swap);
+                        assert_eq!(back, v, "{t:?} {order:?} {swap}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            DataType::I16.encode(-2.0, WordOrder::Big, false).unwrap(),
+            [0xfffe]
+        );
+        assert_eq!(
+            DataType::U16.encode(2.4, WordOrder::Big, false).unwrap(),
+            [2]
+        );
+        assert!(DataType::U16.encode(-1.0, WordOrder::Big, false).is_err());
+        assert!(
+            DataType::I16
+                .encode(40_000.0, WordOrder::Big, false)
+                .is_err()
+        );
+        assert!(
+            DataType::F32
+                .encode(f64::NAN, WordOrder::Big, false)
+                .is_err()
         );
     }
 }

@@ -132,41 +132,13 @@ pub async fn run(
         }
     };
     let index: HashMap<NodeId, usize> = nodes.iter().cloned().zip(0..).collect();
-    let mut client = match ClientBuilder::new()
-        .application_name("Strata edge agent")
-        .application_uri("urn:strata:edge")
-        .product_uri("urn:strata")
-        .pki_dir(pki_dir)
-        .create_sample_keypair(false)
-        .trust_server_certs(true)
-        .session_retry_limit(-1)
-        .session_retry_initial(Duration::from_millis(200))
-        .session_retry_max(Duration::from_secs(10))
-        .keep_alive_interval(Duration::from_secs(2))
-        .max_failed_keep_alive_count(3)
-        .client()
-    {
-        Ok(c) => c,
+    let (session, event_loop) = match connect(&config.endpoint, pki_dir) {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!(stream = %config.stream, "opcua client: {}", e.join("; "));
+            tracing::error!(stream = %config.stream, "{e}");
             return;
         }
     };
-    let endpoint: opcua::types::EndpointDescription = (
-        config.endpoint.as_str(),
-        "http://opcfoundation.org/UA/SecurityPolicy#None",
-        MessageSecurityMode::None,
-        UserTokenPolicy::anonymous(),
-    )
-        .into();
-    let (session, event_loop) =
-        match client.connect_to_endpoint_directly(endpoint, IdentityToken::Anonymous) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(stream = %config.stream, "opcua endpoint: {e}");
-                return;
-            }
-        };
 
     let (values_tx, mut values) = tokio::sync::mpsc::channel::<(usize, DataValue)>(QUEUE);
     let index = Arc::new(index);
@@ -283,6 +255,45 @@ pub async fn run(
             }
         }
     }
+}
+
+/// A client session to `endpoint` (security policy `None`, anonymous)
+/// that reconnects by itself; the event loop must be polled to drive it.
+/// `pki_dir` holds the client's certificate store.
+pub(crate) fn connect(
+    endpoint: &str,
+    pki_dir: PathBuf,
+) -> Result<
+    (
+        Arc<opcua::client::Session>,
+        opcua::client::SessionEventLoop<opcua::client::transport::TcpConnector>,
+    ),
+    String,
+> {
+    let mut client = ClientBuilder::new()
+        .application_name("Strata edge agent")
+        .application_uri("urn:strata:edge")
+        .product_uri("urn:strata")
+        .pki_dir(pki_dir)
+        .create_sample_keypair(false)
+        .trust_server_certs(true)
+        .session_retry_limit(-1)
+        .session_retry_initial(Duration::from_millis(200))
+        .session_retry_max(Duration::from_secs(10))
+        .keep_alive_interval(Duration::from_secs(2))
+        .max_failed_keep_alive_count(3)
+        .client()
+        .map_err(|e| format!("opcua client: {}", e.join("; ")))?;
+    let endpoint: opcua::types::EndpointDescription = (
+        endpoint,
+        "http://opcfoundation.org/UA/SecurityPolicy#None",
+        MessageSecurityMode::None,
+        UserTokenPolicy::anonymous(),
+    )
+        .into();
+    client
+        .connect_to_endpoint_directly(endpoint, IdentityToken::Anonymous)
+        .map_err(|e| format!("opcua endpoint: {e}"))
 }
 
 /// Creates the subscription and its monitored items; returns the nodes the

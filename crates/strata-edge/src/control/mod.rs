@@ -1,0 +1,395 @@
+//! Closed-loop control at the edge (`[control]`): rules watch readings and
+//! predictions and write setpoints to outputs (OPC UA, Modbus, MQTT),
+//! behind safety interlocks ([`rules`]). Armed only while the site's phase
+//! gate from the hub (`down/control`) is open.
+//!
+//! The processing thread offers every watched signal's readings through a
+//! [`Feed`] (never blocking: a full queue drops and counts); one task owns
+//! the [`rules::Engine`] and the output connections, does one write at a
+//! time, and appends every decision to the outbox as a
+//! [`strata_proto::ControlAction`] on stream `control`, which the uplink
+//! sends to `up/events`: the action record, durable at the edge until the
+//! hub has it.
+
+pub mod outputs;
+pub mod rules;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_proto::{ActionOutcome, Approval, ControlAction, ControlGate, Quality, SignalSeries};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::health::HealthState;
+use crate::outbox::Outbox;
+use outputs::{OutputConfig, Writer};
+use rules::{Decision, Engine, RuleConfig};
+
+/// The outbox stream action records are kept under.
+pub const CONTROL_STREAM: &str = "control";
+
+/// A model with an inference error within this long is unhealthy.
+const MODEL_ERROR_WINDOW: Duration = Duration::from_secs(30);
+
+/// Batches of readings queued for the control task.
+const FEED_QUEUE: usize = 1024;
+
+/// `[control]`: outputs and the rules that drive them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Where setpoints go.
+    pub outputs: Vec<OutputConfig>,
+    /// When and what to write.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl ControlConfig {
+    /// Checks names and references; the message names the rule or output.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut outputs = HashMap::new();
+        for o in &self.outputs {
+            o.validate()?;
+            if outputs.insert(o.name(), o).is_some() {
+                return Err(format!("two outputs are named {:?}", o.name()));
+            }
+        }
+        let mut names = HashSet::new();
+        for r in &self.rules {
+            r.validate()?;
+            if !names.insert(&r.name) {
+                return Err(format!("two rules are named {:?}", r.name));
+            }
+            let Some(o) = outputs.get(r.output.as_str()) else {
+                return Err(format!(
+                    "rule {:?}: no output named {:?} in [[control.outputs]]",
+                    r.name, r.output
+                ));
+            };
+            if r.max_rate.is_some() && !o.knows_current_value() {
+                return Err(format!(
+                    "rule {:?}: `max_rate` needs the current value of {:?}; give the output `initial`",
+                    r.name, r.output
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the control task, for metrics.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    /// Records per outcome, in [`OUTCOMES`] order.
+    pub actions: [AtomicU64; 8],
+    /// Readings the control task could not keep up with.
+    pub dropped: AtomicU64,
+    /// Approvals that matched no open proposal.
+    pub approvals_refused: AtomicU64,
+}
+
+/// Every outcome, in the order of [`ControlStats::actions`].
+pub const OUTCOMES: [ActionOutcome; 8] = [
+    ActionOutcome::Written,
+    ActionOutcome::DryRun,
+    ActionOutcome::Proposed,
+    ActionOutcome::Expired,
+    ActionOutcome::Blocked,
+    ActionOutcome::Failed,
+    ActionOutcome::Disarmed,
+    ActionOutcome::Rearmed,
+];
+
+impl ControlStats {
+    fn count(&self, outcome: ActionOutcome) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.actions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One reading of a watched signal.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    signal: String,
+    value: f64,
+    quality: Quality,
+}
+
+/// The processing thread's side: offers readings of watched signals.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    watched: Arc<HashSet<String>>,
+    tx: mpsc::Sender<Vec<Observation>>,
+    stats: Arc<ControlStats>,
+}
+
+impl Feed {
+    /// Offers the readings of `series` that some rule watches.
+    pub fn offer(&self, series: &[SignalSeries]) {
+        let mut batch = Vec::new();
+        for s in series.iter().filter(|s| self.watched.contains(&s.name)) {
+            for (i, v) in s.values.iter().enumerate() {
+                let quality = s
+                    .quality
+                    .get(i)
+                    .and_then(|q| Quality::try_from(*q).ok())
+                    .unwrap_or(Quality::Good);
+                batch.push(Observation {
+                    signal: s.name.clone(),
+                    value: *v,
+                    quality,
+                });
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if self.tx.try_send(batch).is_err() {
+            self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the control task listens to besides readings.
+pub struct Inputs {
+    /// The site gate, as the uplink last received it.
+    pub gate: watch::Receiver<Option<ControlGate>>,
+    /// Approvals from operators.
+    pub approvals: mpsc::Receiver<Approval>,
+}
+
+/// The control task, ready to run.
+pub struct Control {
+    engine: Engine,
+    writers: Vec<(String, Writer)>,
+    known: HashSet<String>,
+    observations: mpsc::Receiver<Vec<Observation>>,
+    inputs: Inputs,
+    outbox: Arc<Outbox>,
+    appended: Arc<Notify>,
+    health: Arc<HealthState>,
+    stats: Arc<ControlStats>,
+    /// Per model: (errors seen, when they last grew).
+    model_errors: HashMap<String, (u64, std::time::Instant)>,
+    models_watched: Vec<String>,
+}
+
+/// Sets up the control task for validated `config`; returns its feed for
+/// the processing thread. Must be called inside a Tokio runtime.
+pub fn start(
+    config: &ControlConfig,
+    data_dir: &Path,
+    outbox: Arc<Outbox>,
+    appended: Arc<Notify>,
+    health: Arc<HealthState>,
+    inputs: Inputs,
+) -> Result<(Feed, Control), String> {
+    let engine = Engine::new(config.rules.clone());
+    let mut writers = Vec::new();
+    let mut known = HashSet::new();
+    let now = crate::now_ns();
+    let mut engine = engine;
+    for o in &config.outputs {
+        writers.push((o.name().to_string(), Writer::new(o, data_dir)?));
+        if let OutputConfig::Mqtt(m) = o
+            && let Some(v) = m.initial
+        {
+            engine.set_output(&m.name, v, now);
+            known.insert(m.name.clone());
+        }
+    }
+    let (tx, observations) = mpsc::channel(FEED_QUEUE);
+    let stats = Arc::new(ControlStats::default());
+    let feed = Feed {
+        watched: Arc::new(engine.watched()),
+        tx,
+        stats: stats.clone(),
+    };
+    let models_watched = config
+        .rules
+        .iter()
+        .filter_map(|r| r.model.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    Ok((
+        feed,
+        Control {
+            engine,
+            writers,
+            known,
+            observations,
+            inputs,
+            outbox,
+            appended,
+            health,
+            stats,
+            model_errors: HashMap::new(),
+            models_watched,
+        },
+    ))
+}
+
+impl Control {
+    /// The task's counters.
+    pub fn stats(&self) -> Arc<ControlStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until the agent stops.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = self.observations.recv() => {
+                    let Some(batch) = batch else { return };
+                    for o in batch {
+                        let now = crate::now_ns();
+                        let decisions = self.engine.observe(&o.signal, o.value, o.quality, now);
+                        self.carry_out(decisions).await;
+                    }
+                }
+                changed = self.inputs.gate.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let gate = self.inputs.gate.borrow_and_update().clone();
+                    if let Some(g) = gate {
+                        tracing::info!(site = %g.site, open = g.open, "control gate: {}", if g.open { "open" } else { g.reason.as_str() });
+                        self.engine.set_gate(g);
+                    }
+                }
+                approval = self.inputs.approvals.recv() => {
+                    let Some(a) = approval else { return };
+                    match self.engine.approve(&a.approve, &a.by, crate::now_ns()) {
+                        Ok(d) => self.carry_out(vec![d]).await,
+                        Err(e) => {
+                            self.stats.approvals_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(action = %a.approve, by = %a.by, "approval refused: {e}");
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    self.read_back().await;
+                    self.check_models();
+                    let decisions = self.engine.tick(crate::now_ns());
+                    self.carry_out(decisions).await;
+                }
+            }
+        }
+    }
+
+    /// Reads the outputs whose value is not known yet.
+    async fn read_back(&mut self) {
+        for (name, w) in &mut self.writers {
+            if self.known.contains(name) {
+                continue;
+            }
+            match w.current().await {
+                Ok(v) => {
+                    tracing::info!(output = %name, "output holds {v}");
+                    self.engine.set_output(name, v, crate::now_ns());
+                    self.known.insert(name.clone());
+                }
+                Err(e) => tracing::debug!(output = %name, "cannot read the output yet: {e}"),
+            }
+        }
+    }
+
+    /// Marks the watched models unhealthy when they are not running or
+    /// failed an inference lately.
+    fn check_models(&mut self) {
+        let running: HashMap<String, u64> = self
+            .health
+            .models()
+            .into_iter()
+            .map(|(n, s)| (n, s.errors.load(Ordering::Relaxed)))
+            .collect();
+        for m in &self.models_watched {
+            let problem = match running.get(m) {
+                None => Some("not running on this device".to_string()),
+                Some(&errors) => {
+                    let entry = self
+                        .model_errors
+                        .entry(m.clone())
+                        .or_insert((errors, std::time::Instant::now() - MODEL_ERROR_WINDOW));
+                    if errors > entry.0 {
+                        *entry = (errors, std::time::Instant::now());
+                    }
+                    (entry.1.elapsed() < MODEL_ERROR_WINDOW).then(|| {
+                        format!(
+                            "inference errors within the last {} s",
+                            MODEL_ERROR_WINDOW.as_secs()
+                        )
+                    })
+                }
+            };
+            self.engine.set_model_health(m, problem);
+        }
+    }
+
+    async fn carry_out(&mut self, decisions: Vec<Decision>) {
+        for d in decisions {
+            let action = match d {
+                Decision::Record(a) => a,
+                Decision::Write(mut a) => {
+                    let writer = self
+                        .writers
+                        .iter_mut()
+                        .find(|(n, _)| *n == a.output)
+                        .map(|(_, w)| w);
+                    let result = match writer {
+                        Some(w) => w.write(&a).await,
+                        None => Err(format!("no output named {:?}", a.output)),
+                    };
+                    match result {
+                        Ok(()) => self.engine.written(&a, crate::now_ns()),
+                        Err(e) => {
+                            a.outcome = ActionOutcome::Failed;
+                            a.reason = format!("{}; write failed: {e}", a.reason);
+                            // What the output holds is unknown now.
+                            self.known.remove(&a.output);
+                        }
+                    }
+                    a
+                }
+            };
+            self.record(action).await;
+        }
+    }
+
+    /// Counts, logs and keeps one record in the outbox.
+    async fn record(&mut self, action: ControlAction) {
+        self.stats.count(action.outcome);
+        tracing::info!(
+            rule = %action.rule,
+            output = %action.output,
+            outcome = action.outcome.as_str(),
+            value = ?action.value,
+            "control: {}",
+            action.reason
+        );
+        let outbox = self.outbox.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            outbox.append(CONTROL_STREAM, |seq| {
+                serde_json::to_vec(&ControlAction { seq, ..action }).expect("JSON of an action")
+            })
+        })
+        .await;
+        match kept {
+            Ok(Ok(_)) => self.appended.notify_one(),
+            Ok(Err(e)) => {
+                self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("control record not kept: {e}");
+            }
+            Err(e) => tracing::warn!("control record task failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! Outputs closed-loop rules write to: an OPC UA variable, a Modbus
+//! holding register (or several, for wide types), or an MQTT command topic.
+//! Each is `type`-tagged in `[[control.outputs]]`; each can say what it
+//! holds now (OPC UA and Modbus read the device, MQTT uses `initial`), so
+//! the rate limit starts from the machine's real state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_proto::ControlAction;
+
+/// One output, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputConfig {
+    /// A variable on an OPC UA server.
+    #[cfg(feature = "opcua")]
+    Opcua(OpcuaOutput),
+    /// Holding registers of a Modbus TCP unit.
+    #[cfg(feature = "modbus")]
+    Modbus(ModbusOutput),
+    /// A command published on an MQTT broker.
+    Mqtt(MqttOutput),
+}
+
+/// An OPC UA variable.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg(feature = "opcua")]
+pub struct OpcuaOutput {
+    /// Name rules refer to.
+    pub name: String,
+    /// The server, `opc.tcp://...`.
+    pub endpoint: String,
+    /// The variable, e.g. `ns=2;s=Line1.FanSetpoint`.
+    pub node: String,
+    /// A setpoint is written as `(value - offset) / scale`, in the
+    /// variable's own type.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+    /// A write not confirmed within this many milliseconds fails.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// Holding registers of a Modbus unit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg(feature = "modbus")]
+pub struct ModbusOutput {
+    /// Name rules refer to.
+    pub name: String,
+    /// The server, `host:port`.
+    pub address: String,
+    /// Unit (slave) id.
+    #[serde(default = "default_unit")]
+    pub unit_id: u8,
+    /// Address of the first holding register (0-based, as on the wire).
+    pub register: u16,
+    /// How the registers encode the value.
+    #[serde(default)]
+    pub data_type: crate::sources::modbus::DataType,
+    /// Which register holds the most significant word.
+    #[serde(default)]
+    pub word_order: crate::sources::modbus::WordOrder,
+    /// Swap the two bytes inside every register.
+    #[serde(default)]
+    pub byte_swap: bool,
+    /// A setpoint is written as `(value - offset) / scale`.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+    /// A request not answered within this many milliseconds fails.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// An MQTT command topic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttOutput {
+    /// Name rules refer to.
+    pub name: String,
+    /// The broker, `host:port`.
+    pub broker: std::net::SocketAddr,
+    /// The topic; the payload is
+    /// `{"setpoint": v, "rule": ..., "action": ..., "ts_ns": ...}`.
+    pub topic: String,
+    /// What the receiver holds at start (MQTT cannot be read back); a
+    /// rule with `max_rate` on this output needs it.
+    #[serde(default)]
+    pub initial: Option<f64>,
+    /// A publish not acknowledged (QoS 1) within this many milliseconds
+    /// fails.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+#[cfg(any(feature = "opcua", feature = "modbus"))]
+fn one() -> f64 {
+    1.0
+}
+#[cfg(feature = "modbus")]
+fn default_unit() -> u8 {
+    1
+}
+fn default_timeout() -> u64 {
+    2000
+}
+
+impl OutputConfig {
+    /// The name rules refer to.
+    pub fn name(&self) -> &str {
+        match self {
+            #[cfg(feature = "opcua")]
+            OutputConfig::Opcua(o) => &o.name,
+            #[cfg(feature = "modbus")]
+            OutputConfig::Modbus(o) => &o.name,
+            OutputConfig::Mqtt(o) => &o.name,
+        }
+    }
+
+    /// Whether the current value is known at start (read back or
+    /// configured).
+    pub fn knows_current_value(&self) -> bool {
+        match self {
+            OutputConfig::Mqtt(o) => o.initial.is_some(),
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name();
+        let scale_ok = |scale: f64, offset: f64| {
+            if scale.is_finite() && scale != 0.0 && offset.is_finite() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "output {name:?}: `scale` must be finite and not 0, `offset` finite"
+                ))
+            }
+        };
+        match self {
+            #[cfg(feature = "opcua")]
+            OutputConfig::Opcua(o) => {
+                if !o.endpoint.starts_with("opc.tcp://") {
+                    return Err(format!(
+                        "output {name:?}: endpoint must start with opc.tcp://"
+                    ));
+                }
+                <opcua::types::NodeId as std::str::FromStr>::from_str(&o.node)
+                    .map_err(|_| format!("output {name:?}: {:?} is not a node id", o.node))?;
+                scale_ok(o.scale, o.offset)
+            }
+            #[cfg(feature = "modbus")]
+            OutputConfig::Modbus(o) => {
+                if u32::from(o.register) + u32::from(o.data_type.registers()) > 65536 {
+                    return Err(format!("output {name:?}: registers run past address 65535"));
+                }
+                scale_ok(o.scale, o.offset)
+            }
+            OutputConfig::Mqtt(o) => {
+                if o.topic.is_empty() || o.topic.contains(['+', '#']) {
+                    return Err(format!(
+                        "output {name:?}: `topic` must be a topic name without wildcards"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A connected (or connecting) output.
+pub enum Writer {
+    /// See [`OpcuaOutput`].
+    #[cfg(feature = "opcua")]
+    Opcua(opcua_out::OpcuaWriter),
+    /// See [`ModbusOutput`].
+    #[cfg(feature = "modbus")]
+    Modbus(modbus_out::ModbusWriter),
+    /// See [`MqttOutput`].
+    Mqtt(mqtt_out::MqttWriter),
+}
+
+impl Writer {
+    /// Sets up the output; connections are made (and remade) on use.
+    /// `data_dir` holds the OPC UA client's certificate store.
+    pub fn new(config: &OutputConfig, data_dir: &Path) -> Result<Writer, String> {
+        #[cfg(not(feature = "opcua"))]
+        let _ = data_dir;
+        Ok(match config {
+            #[cfg(feature = "opcua")]
+            OutputConfig::Opcua(o) => {
+                Writer::Opcua(opcua_out::OpcuaWriter::new(o, data_dir.join("opcua-pki"))?)
+            }
+            #[cfg(feature = "modbus")]
+            OutputConfig::Modbus(o) => Writer::Modbus(modbus_out::ModbusWriter::new(o)),
+            OutputConfig::Mqtt(o) => Writer::Mqtt(mqtt_out::MqttWriter::new(o)),
+        })
+    }
+
+    /// What the output holds now, in setpoint units.
+    pub async fn current(&mut self) -> Result<f64, String> {
+        match self {
+            #[cfg(feature = "opcua")]
+            Writer::Opcua(w) => w.current().await,
+            #[cfg(feature = "modbus")]
+            Writer::Modbus(w) => w.current().await,
+            Writer::Mqtt(w) => w.current(),
+        }
+    }
+
+    /// Writes `action.value`; `Ok` once the device confirmed it.
+    pub async fn write(&mut self, action: &ControlAction) -> Result<(), String> {
+        let Some(value) = action.value else {
+            return Err("nothing to write".into());
+        };
+        match self {
+            #[cfg(feature = "opcua")]
+            Writer::Opcua(w) => w.write(value).await,
+            #[cfg(feature = "modbus")]
+            Writer::Modbus(w) => w.write(value).await,
+            Writer::Mqtt(w) => w.write(value, action).await,
+        }
+    }
+}
+
+/// Runs `f` with a timeout; the error says what timed out.
+async fn within<T>(
+    ms: u64,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_millis(ms), f)
+        .await
+        .map_err(|_| format!("{what} timed out after {ms} ms"))?
+}
+
+#[cfg(feature = "opcua")]
+mod opcua_out {
+    use std::path::PathBuf;
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use opcua::client::Session;
+    use opcua::types::{
+        AttributeId, DataValue, NodeId, NumericRange, ReadValueId, TimestampsToReturn, Variant,
+        VariantScalarTypeId, WriteValue,
+    };
+
+    use super::{OpcuaOutput, within};
+
+    pub struct OpcuaWriter {
+        config: OpcuaOutput,
+        node: NodeId,
+        session: Arc<Session>,
+        /// The variable's type, learnt from the first read.
+        scalar: Option<VariantScalarTypeId>,
+        _events: AbortOnDrop,
+    }
+
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    impl OpcuaWriter {
+        pub fn new(config: &OpcuaOutput, pki: PathBuf) -> Result<Self, String> {
+            let node = NodeId::from_str(&config.node)
+                .map_err(|_| format!("{:?} is not a node id", config.node))?;
+            let (session, event_loop) = crate::sources::opcua::connect(&config.endpoint, pki)?;
+            let name = config.name.clone();
+            let events = tokio::spawn(async move {
+                use futures_util::StreamExt;
+                let events = event_loop.enter();
+                tokio::pin!(events);
+                while let Some(e) = events.next().await {
+                    if let Err(code) = e {
+                        tracing::error!(output = %name, "opcua session ended: {code}");
+                        return;
+                    }
+                }
+            });
+            Ok(OpcuaWriter {
+                config: config.clone(),
+                node,
+                session,
+                scalar: None,
+                _events: AbortOnDrop(events),
+            })
+        }
+
+        async fn connected(&self) -> Result<(), String> {
+            if self.session.wait_for_connection().await {
+                Ok(())
+            } else {
+                Err("opcua session gave up connecting".into())
+            }
+        }
+
+        pub async fn current(&mut self) -> Result<f64, String> {
+            let ms = self.config.timeout_ms;
+            within(ms, "opcua read", async {
+                self.connected().await?;
+                let read = ReadValueId {
+                    node_id: self.node.clone(),
+                    attribute_id: AttributeId::Value as u32,
+                    ..Default::default()
+                };
+                let values = self
+                    .session
+                    .read(&[read], TimestampsToReturn::Neither, 0.0)
+                    .await
+                    .map_err(|e| format!("opcua read {}: {e}", self.config.node))?;
+                let value = values
+                    .into_iter()
+                    .next()
+                    .and_then(|v| v.value)
+                    .ok_or_else(|| format!("opcua read {}: no value", self.config.node))?;
+                self.scalar = value.scalar_type_id();
+                let raw = value
+                    .as_f64()
+                    .ok_or_else(|| format!("opcua {} does not hold a number", self.config.node))?;
+                Ok(raw * self.config.scale + self.config.offset)
+            })
+            .await
+        }
+
+        pub async fn write(&mut self, value: f64) -> Result<(), String> {
+            if self.scalar.is_none() {
+                self.current().await?;
+            }
+            let raw = (value - self.config.offset) / self.config.scale;
+            let variant = match self.scalar {
+                Some(VariantScalarTypeId::Double) | None => Variant::Double(raw),
+                Some(VariantScalarTypeId::Float) => Variant::Float(raw as f32),
+                Some(t) => match Variant::Double(raw.round()).cast(t) {
+                    Variant::Empty => {
+                        return Err(format!("{raw} cannot be written as {t:?}"));
+                    }
+                    v => v,
+                },
+            };
+            let ms = self.config.timeout_ms;
+            within(ms, "opcua write", async {
+                self.connected().await?;
+                let write = WriteValue {
+                    node_id: self.node.clone(),
+                    attribute_id: AttributeId::Value as u32,
+                    index_range: NumericRange::None,
+                    value: DataValue::value_only(variant),
+                };
+                let status = self
+                    .session
+                    .write(&[write])
+                    .await
+                    .map_err(|e| format!("opcua write {}: {e}", self.config.node))?;
+                match status.first() {
+                    Some(s) if s.is_good() => Ok(()),
+                    Some(s) => Err(format!("opcua write {}: {s}", self.config.node)),
+                    None => Err(format!("opcua write {}: no status", self.config.node)),
+                }
+            })
+            .await
+        }
+    }
+}
+
+#[cfg(feature = "modbus")]
+mod modbus_out {
+    use tokio_modbus::client::{Context, Reader, Writer as _};
+    use tokio_modbus::prelude::{Slave, tcp};
+
+    use super::{ModbusOutput, within};
+
+    pub struct ModbusWriter {
+        config: ModbusOutput,
+        ctx: Option<Context>,
+    }
+
+    impl ModbusWriter {
+        pub fn new(config: &ModbusOutput) -> Self {
+            ModbusWriter {
+                config: config.clone(),
+                ctx: None,
+            }
+        }
+
+        async fn client(&mut self) -> Result<&mut Context, String> {
+            if self.ctx.is_none() {
+                let addr = tokio::net::lookup_host(&self.config.address)
+                    .await
+                    .map_err(|e| format!("modbus {}: {e}", self.config.address))?
+                    .next()
+                    .ok_or_else(|| {
+                        format!("modbus {}: resolves to nothing", self.config.address)
+                    })?;
+                let c = tcp::connect_slave(addr, Slave(self.config.unit_id))
+                    .await
+                    .map_err(|e| format!("modbus connect {}: {e}", self.config.address))?;
+                self.ctx = Some(c);
+            }
+            Ok(self.ctx.as_mut().expect("just set"))
+        }
+
+        /// Runs one request; a failed connection is dropped so the next
+        /// request reconnects.
+        async fn request(&mut self, op: Op) -> Result<Vec<u16>, String> {
+            let ms = self.config.timeout_ms;
+            let register = self.config.register;
+            let n = self.config.data_type.registers();
+            let what = match op {
+                Op::Read => "modbus read",
+                Op::Write(_) => "modbus write",
+            };
+            let result = within(ms, what, async {
+                let ctx = self.client().await?;
+                let answer = match op {
+                    Op::Read => ctx.read_holding_registers(register, n).await,
+                    // A single register goes with function 6, which every
+                    // device supports; wide values with function 16.
+                    Op::Write(words) => match words[..] {
+                        [w] => ctx.write_single_register(register, w).await,
+                        _ => ctx.write_multiple_registers(register, &words).await,
+                    }
+                    .map(|r| r.map(|()| Vec::new())),
+                };
+                match answer {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(code)) => Err(format!("{what} {register}: exception {code:?}")),
+                    Err(e) => Err(format!("{what} {register}: {e}")),
+                }
+            })
+            .await;
+            if result.is_err() {
+                self.ctx = None;
+            }
+            result
+        }
+
+        pub async fn current(&mut self) -> Result<f64, String> {
+            let words = self.request(Op::Read).await?;
+            let c = &self.config;
+            Ok(c.data_type.decode(&words, c.word_order, c.byte_swap) * c.scale + c.offset)
+        }
+
+        pub async fn write(&mut self, value: f64) -> Result<(), String> {
+            let c = &self.config;
+            let raw = (value - c.offset) / c.scale;
+            let words = c.data_type.encode(raw, c.word_order, c.byte_swap)?;
+            self.request(Op::Write(words)).await.map(|_| ())
+        }
+    }
+
+    /// One request to the unit.
+    enum Op {
+        Read,
+        Write(Vec<u16>),
+    }
+}
+
+mod mqtt_out {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use strata_proto::ControlAction;
+    use tokio::sync::mpsc;
+
+    use super::{MqttOutput, within};
+
+    pub struct MqttWriter {
+        config: MqttOutput,
+        client: AsyncClient,
+        acks: mpsc::UnboundedReceiver<()>,
+        _events: AbortOnDrop,
+    }
+
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    impl MqttWriter {
+        pub fn new(config: &MqttOutput) -> Self {
+            let id = format!("strata-control-{}", config.name);
+            let mut options =
+                MqttOptions::new(id, config.broker.ip().to_string(), config.broker.port());
+            options.set_keep_alive(Duration::from_secs(15));
+            let (client, mut events) = AsyncClient::new(options, 16);
+            let (tx, acks) = mpsc::unbounded_channel();
+            let name = config.name.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Packet::PubAck(_))) => {
+                            let _ = tx.send(());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(output = %name, "mqtt output: {e}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            });
+            MqttWriter {
+                config: config.clone(),
+                client,
+                acks,
+                _events: AbortOnDrop(task),
+            }
+        }
+
+        pub fn current(&self) -> Result<f64, String> {
+            self.config
+                .initial
+                .ok_or_else(|| "an MQTT output cannot be read back and has no `initial`".into())
+        }
+
+        pub async fn write(&mut self, value: f64, action: &ControlAction) -> Result<(), String> {
+            while self.acks.try_recv().is_ok() {}
+            let payload = serde_json::json!({
+                "setpoint": value,
+                "rule": action.rule,
+                "action": action.action,
+                "ts_ns": action.ts_ns,
+            });
+            let topic = self.config.topic.clone();
+            within(self.config.timeout_ms, "mqtt publish", async {
+                self.client
+                    .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+                    .await
+                    .map_err(|e| format!("mqtt publish: {e}"))?;
+                self.acks
+                    .recv()
+                    .await
+                    .ok_or_else(|| "mqtt connection task ended".to_string())
+            })
+            .await
+        }
+    }
+}

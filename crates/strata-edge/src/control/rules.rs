@@ -1,0 +1,899 @@
+//! Closed-loop rules and their safety interlocks, as pure logic: readings,
+//! model health, the site gate and approvals go in; decisions (write this
+//! setpoint, or a record of why not) come out. No I/O and no clock of its
+//! own, so every interlock is tested here with made-up times.
+//!
+//! For a rule to write, in this order:
+//! 1. it is armed: its signals are fresh and of good quality and its model
+//!    is healthy (else it disarms itself, once, with the reason, and arms
+//!    again when all is well);
+//! 2. its condition holds, for `for_s` seconds;
+//! 3. its cooldown since its last action has passed;
+//! 4. the setpoint (fixed, or another signal's value) is clamped into
+//!    `[min, max]` and moved at most `max_rate` per second from the
+//!    output's current value;
+//! 5. the site gate is open (unless the rule opts out);
+//! 6. its mode allows it: `armed` writes, `dry_run` only records what it
+//!    would write, `approval` proposes and writes once an operator
+//!    approves (checking 1, 4 and 5 again at that moment).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use strata_proto::{ActionOutcome, ControlAction, ControlGate, Quality};
+
+/// What a rule may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Only record what it would write (the default: a new rule proves
+    /// itself before it touches a machine).
+    #[default]
+    DryRun,
+    /// Propose; write when an operator approves.
+    Approval,
+    /// Write.
+    Armed,
+}
+
+/// One closed-loop rule (`[[control.rules]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Name, in records.
+    pub name: String,
+    /// The reading or prediction the condition watches (a signal name,
+    /// e.g. `temperature` or `failure.probability`).
+    pub signal: String,
+    /// The condition: the signal is above this...
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// ...or below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// For at least this many seconds.
+    #[serde(default)]
+    pub for_s: f64,
+    /// The output to write.
+    pub output: String,
+    /// A fixed setpoint...
+    #[serde(default)]
+    pub setpoint: Option<f64>,
+    /// ...or the value of this signal (e.g. a model's recommended load).
+    #[serde(default)]
+    pub setpoint_signal: Option<String>,
+    /// Lowest value ever written.
+    pub min: f64,
+    /// Highest value ever written.
+    pub max: f64,
+    /// Most change per second of the written value; none when absent.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    /// Seconds between two actions of this rule.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_s: f64,
+    /// `dry_run` (default), `approval` or `armed`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Act only while the site's phase gate is open (default true).
+    #[serde(default = "yes")]
+    pub require_gate: bool,
+    /// Disarm while this model is unhealthy (errors, or not running).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Disarm when a watched signal has not been heard for this long.
+    #[serde(default = "default_stale")]
+    pub stale_s: f64,
+    /// A proposal not approved within this many seconds expires.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_s: f64,
+}
+
+fn default_cooldown() -> f64 {
+    10.0
+}
+fn default_stale() -> f64 {
+    30.0
+}
+fn default_approval_timeout() -> f64 {
+    300.0
+}
+fn yes() -> bool {
+    true
+}
+
+impl RuleConfig {
+    /// Checks what serde cannot; the message names the rule and key.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if self.above.is_some() == self.below.is_some() {
+            return Err(format!(
+                "rule {name:?}: give exactly one of `above` or `below`"
+            ));
+        }
+        if self.setpoint.is_some() == self.setpoint_signal.is_some() {
+            return Err(format!(
+                "rule {name:?}: give exactly one of `setpoint` or `setpoint_signal`"
+            ));
+        }
+        let finite = [
+            ("min", Some(self.min)),
+            ("max", Some(self.max)),
+            ("above", self.above),
+            ("below", self.below),
+            ("setpoint", self.setpoint),
+            ("max_rate", self.max_rate),
+        ];
+        for (key, v) in finite {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return Err(format!("rule {name:?}: `{key}` must be a finite number"));
+            }
+        }
+        if self.min > self.max {
+            return Err(format!("rule {name:?}: `min` is above `max`"));
+        }
+        if let Some(s) = self.setpoint.filter(|s| *s < self.min || *s > self.max) {
+            return Err(format!(
+                "rule {name:?}: setpoint {s} lies outside [{}, {}]",
+                self.min, self.max
+            ));
+        }
+        if self.max_rate.is_some_and(|r| r <= 0.0) {
+            return Err(format!("rule {name:?}: `max_rate` must be above 0"));
+        }
+        for (key, v) in [
+            ("for_s", self.for_s),
+            ("cooldown_s", self.cooldown_s),
+            ("stale_s", self.stale_s),
+            ("approval_timeout_s", self.approval_timeout_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("rule {name:?}: `{key}` must be 0 or more seconds"));
+            }
+        }
+        if self.stale_s == 0.0 {
+            return Err(format!("rule {name:?}: `stale_s` must be above 0"));
+        }
+        Ok(())
+    }
+
+    fn condition(&self, v: f64) -> bool {
+        match (self.above, self.below) {
+            (Some(a), _) => v > a,
+            (_, Some(b)) => v < b,
+            _ => false,
+        }
+    }
+
+    fn condition_text(&self, v: f64) -> String {
+        match (self.above, self.below) {
+            (Some(a), _) => format!("{} {v} > {a}", self.signal),
+            (_, Some(b)) => format!("{} {v} < {b}", self.signal),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The latest reading of a signal, and when it arrived (the engine's
+/// clock, not the device's, so a wrong device clock cannot keep a dead
+/// signal fresh).
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    value: f64,
+    quality: Quality,
+    at_ns: i64,
+}
+
+/// What the engine wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Write `value` to the rule's output, then record `action` with the
+    /// outcome (written or failed) through [`Engine::written`] or
+    /// [`Engine::failed`].
+    Write(ControlAction),
+    /// Record this; nothing to write.
+    Record(ControlAction),
+}
+
+/// A proposal waiting for an operator.
+#[derive(Debug, Clone)]
+struct Proposal {
+    action: String,
+    requested: f64,
+    at_ns: i64,
+}
+
+#[derive(Debug, Default)]
+struct RuleState {
+    /// Since when the condition holds.
+    since_ns: Option<i64>,
+    /// The last action (any outcome but blocked), for the cooldown.
+    last_action_ns: Option<i64>,
+    /// Why the rule is disarmed.
+    disarmed: Option<String>,
+    /// The last blocked record: (reason, when), so a lasting block is
+    /// recorded once a minute, not at every reading.
+    last_blocked: Option<(String, i64)>,
+    proposal: Option<Proposal>,
+    actions: u64,
+}
+
+/// A blocked action is recorded again after this long if still blocked.
+const BLOCKED_REPEAT_NS: i64 = 60_000_000_000;
+
+/// The closed-loop engine of one agent.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<RuleConfig>,
+    state: Vec<RuleState>,
+    signals: HashMap<String, Latest>,
+    /// Each output's current value and since when (written, or read back).
+    outputs: HashMap<String, (f64, i64)>,
+    /// What dry runs would have left on each output.
+    dry: HashMap<String, (f64, i64)>,
+    /// Models that are unhealthy now, and why.
+    unhealthy_models: HashMap<String, String>,
+    gate: Option<ControlGate>,
+}
+
+fn seconds(ns: i64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Engine {
+    /// An engine for validated rules.
+    pub fn new(rules: Vec<RuleConfig>) -> Self {
+        let state = rules.iter().map(|_| RuleState::default()).collect();
+        Engine {
+            rules,
+            state,
+            signals: HashMap::new(),
+            outputs: HashMap::new(),
+            dry: HashMap::new(),
+            unhealthy_models: HashMap::new(),
+            gate: None,
+        }
+    }
+
+    /// Every signal some rule reads.
+    pub fn watched(&self) -> std::collections::HashSet<String> {
+        self.rules
+            .iter()
+            .flat_map(|r| std::iter::once(r.signal.clone()).chain(r.setpoint_signal.clone()))
+            .collect()
+    }
+
+    /// The output's current value, as read back from the device at start.
+    pub fn set_output(&mut self, output: &str, value: f64, now_ns: i64) {
+        self.outputs.insert(output.to_string(), (value, now_ns));
+    }
+
+    /// The site gate the hub sent.
+    pub fn set_gate(&mut self, gate: ControlGate) {
+        self.gate = Some(gate);
+    }
+
+    /// Marks a model unhealthy (with why) or healthy (`None`).
+    pub fn set_model_health(&mut self, model: &str, problem: Option<String>) {
+        match problem {
+            Some(p) => self.unhealthy_models.insert(model.to_string(), p),
+            None => self.unhealthy_models.remove(model),
+        };
+    }
+
+    /// A new reading; returns what the rules watching it decide.
+    pub fn observe(
+        &mut self,
+        signal: &str,
+        value: f64,
+        quality: Quality,
+        now_ns: i64,
+    ) -> Vec<Decision> {
+        self.signals.insert(
+            signal.to_string(),
+            Latest {
+                value,
+                quality,
+                at_ns: now_ns,
+            },
+        );
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let r = &self.rules[i];
+            if r.signal == signal || r.setpoint_signal.as_deref() == Some(signal) {
+                self.evaluate(i, now_ns, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Time passing: staleness, expired proposals, `for_s` conditions.
+    pub fn tick(&mut self, now_ns: i64) -> Vec<Decision> {
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            self.expire(i, now_ns, &mut out);
+            self.evaluate(i, now_ns, &mut out);
+        }
+        out
+    }
+
+    /// An operator approved `action`.
+    pub fn approve(&mut self, action: &str, by: &str, now_ns: i64) -> Result<Decision, String> {
+        let Some(i) = self
+            .state
+            .iter()
+            .position(|s| s.proposal.as_ref().is_some_and(|p| p.action == action))
+        else {
+            return Err(format!(
+                "no open proposal {action:?} (expired, superseded or unknown)"
+            ));
+        };
+        let mut out = Vec::new();
+        self.expire(i, now_ns, &mut out);
+        let proposal = self.state[i]
+            .proposal
+            .take()
+            .ok_or_else(|| format!("proposal {action:?} expired"))?;
+        let rule = &self.rules[i];
+        let mut reason = format!("approved by {by}");
+        let previous = self.outputs.get(&rule.output).map(|o| o.0);
+        let record = |outcome, value, reason: String| ControlAction {
+            seq: 0,
+            ts_ns: now_ns,
+            rule: rule.name.clone(),
+            output: rule.output.clone(),
+            action: proposal.action.clone(),
+            outcome,
+            requested: Some(proposal.requested),
+            value,
+            previous,
+            reason,
+            approved_by: Some(by.to_string()),
+        };
+        if let Some(why) = self.health_problem(rule, now_ns) {
+            return Ok(Decision::Record(record(
+                ActionOutcome::Blocked,
+                None,
+                format!("{reason}, but {why}"),
+            )));
+        }
+        if let Some(why) = self.gate_problem(rule) {
+            return Ok(Decision::Record(record(
+                ActionOutcome::Blocked,
+                None,
+                format!("{reason}, but {why}"),
+            )));
+        }
+        let (value, notes) = self.shape(rule, proposal.requested, &self.outputs, now_ns);
+        let Some(value) = value else {
+            return Ok(Decision::Record(record(
+                ActionOutcome::Blocked,
+                None,
+                format!("{reason}, but {notes}"),
+            )));
+        };
+        if !notes.is_empty() {
+            reason = format!("{reason}; {notes}");
+        }
+        self.state[i].last_action_ns = Some(now_ns);
+        Ok(Decision::Write(record(
+            ActionOutcome::Written,
+            Some(value),
+            reason,
+        )))
+    }
+
+    /// The write of `action` succeeded: the output now holds its value.
+    pub fn written(&mut self, action: &ControlAction, now_ns: i64) {
+        if let Some(v) = action.value {
+            self.outputs.insert(action.output.clone(), (v, now_ns));
+        }
+    }
+
+    fn expire(&mut self, i: usize, now_ns: i64, out: &mut Vec<Decision>) {
+        let rule = &self.rules[i];
+        let timeout = (rule.approval_timeout_s * 1e9) as i64;
+        let state = &mut self.state[i];
+        if let Some(p) = state.proposal.take_if(|p| now_ns - p.at_ns > timeout) {
+            out.push(Decision::Record(ControlAction {
+                seq: 0,
+                ts_ns: now_ns,
+                rule: rule.name.clone(),
+                output: rule.output.clone(),
+                action: p.action,
+                outcome: ActionOutcome::Expired,
+                requested: Some(p.requested),
+                value: None,
+                previous: None,
+                reason: format!("not approved within {} s", rule.approval_timeout_s),
+                approved_by: None,
+            }));
+        }
+    }
+
+    /// Why the rule may not act now because of its inputs, if so.
+    fn health_problem(&self, rule: &RuleConfig, now_ns: i64) -> Option<String> {
+        if let Some(m) = &rule.model
+            && let Some(p) = self.unhealthy_models.get(m)
+        {
+            return Some(format!("model {m} is unhealthy: {p}"));
+        }
+        let stale_ns = (rule.stale_s * 1e9) as i64;
+        for name in std::iter::once(&rule.signal).chain(rule.setpoint_signal.as_ref()) {
+            let Some(l) = self.signals.get(name) else {
+                continue;
+            };
+            if l.quality != Quality::Good {
+                return Some(format!("{name} has {:?} quality", l.quality).to_lowercase());
+            }
+            if now_ns - l.at_ns > stale_ns {
+                return Some(format!(
+                    "{name} not heard for {:.1} s (stale after {} s)",
+                    seconds(now_ns - l.at_ns),
+                    rule.stale_s
+                ));
+            }
+        }
+        None
+    }
+
+    fn gate_problem(&self, rule: &RuleConfig) -> Option<String> {
+        if !rule.require_gate {
+            return None;
+        }
+        match &self.gate {
+            None => Some("no site gate received from the hub yet".into()),
+            Some(g) if !g.open => Some(format!(
+                "site {} gate is closed (phase {}): {}",
+                g.site, g.phase, g.reason
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// The value to write for `requested`: clamped into range and rate
+    /// limited from the output's current value. `None` (with why) when it
+    /// cannot be written at all; the notes say what was changed.
+    fn shape(
+        &self,
+        rule: &RuleConfig,
+        requested: f64,
+        outputs: &HashMap<String, (f64, i64)>,
+        now_ns: i64,
+    ) -> (Option<f64>, String) {
+        let mut notes = Vec::new();
+        if !requested.is_finite() {
+            return (None, format!("the setpoint {requested} is not a number"));
+        }
+        let mut v = requested.clamp(rule.min, rule.max);
+        if v != requested {
+            notes.push(format!(
+                "clamped {requested} to {} {v}",
+                if requested > rule.max { "max" } else { "min" }
+            ));
+        }
+        if let Some(rate) = rule.max_rate {
+            let Some(&(current, since)) = outputs.get(&rule.output) else {
+                return (
+                    None,
+                    format!(
+                        "the current value of {} is unknown, so max_rate cannot hold",
+                        rule.output
+                    ),
+                );
+            };
+            let step = rate * seconds((now_ns - since).max(0));
+            if (v - current).abs() > step {
+                v = current + step.copysign(v - current);
+                notes.push(format!("rate limited to {rate}/s: {current} -> {v}"));
+            }
+        }
+        (Some(v), notes.join("; "))
+    }
+
+    fn evaluate(&mut self, i: usize, now_ns: i64, out: &mut Vec<Decision>) {
+        let rule = &self.rules[i];
+        let record = |state: &RuleState, outcome, value, reason: String| ControlAction {
+            seq: 0,
+            ts_ns: now_ns,
+            rule: rule.name.clone(),
+            output: rule.output.clone(),
+            action: format!("{}-{}", rule.name, state.actions + 1),
+            outcome,
+            requested: None,
+            value,
+            previous: None,
+            reason,
+            approved_by: None,
+        };
+        // 1. Armed?
+        let problem = self.health_problem(rule, now_ns);
+        let state = &mut self.state[i];
+        match (&state.disarmed, problem) {
+            (None, Some(why)) => {
+                out.push(Decision::Record(record(
+                    state,
+                    ActionOutcome::Disarmed,
+                    None,
+                    why.clone(),
+                )));
+                state.disarmed = Some(why);
+                state.since_ns = None;
+                state.proposal = None;
+                return;
+            }
+            (Some(_), Some(_)) => return,
+            (Some(was), None) => {
+                let reason = format!("inputs healthy again (was: {was})");
+                out.push(Decision::Record(record(
+                    state,
+                    ActionOutcome::Rearmed,
+                    None,
+                    reason,
+                )));
+                state.disarmed = None;
+            }
+            (None, None) => {}
+        }
+        // 2. The condition, for long enough.
+        let Some(latest) = self.signals.get(&rule.signal).copied() else {
+            return;
+        };
+        if !rule.condition(latest.value) {
+            state.since_ns = None;
+            return;
+        }
+        let since = *state.since_ns.get_or_insert(now_ns);
+        if now_ns - since < (rule.for_s * 1e9) as i64 {
+            return;
+        }
+        // 3. Cooldown.
+        if state
+            .last_action_ns
+            .is_some_and(|t| now_ns - t < (rule.cooldown_s * 1e9) as i64)
+        {
+            return;
+        }
+        let mut reason = rule.condition_text(latest.value);
+        if rule.for_s > 0.0 {
+            reason.push_str(&format!(" for {:.1} s", seconds(now_ns - since)));
+        }
+        // 4. The setpoint, shaped by the interlocks.
+        let requested = match (&rule.setpoint, &rule.setpoint_signal) {
+            (Some(s), _) => *s,
+            (None, Some(name)) => match self.signals.get(name) {
+                Some(l) => l.value,
+                None => return,
+            },
+            (None, None) => return,
+        };
+        let outputs = if rule.mode == Mode::DryRun {
+            // A dry run goes on from what earlier dry runs would have left.
+            let mut o = self.outputs.clone();
+            o.extend(self.dry.iter().map(|(k, v)| (k.clone(), *v)));
+            o
+        } else {
+            self.outputs.clone()
+        };
+        let previous = outputs.get(&rule.output).map(|o| o.0);
+        let (value, notes) = self.shape(rule, requested, &outputs, now_ns);
+        let gate = self.gate_problem(rule);
+        let state = &mut self.state[i];
+        let blocked = match (value, gate) {
+            (None, _) => Some(notes.clone()),
+            (Some(_), Some(gate)) => Some(gate),
+            (Some(_), None) => None,
+        };
+        if let Some(why) = blocked {
+            let repeat = match &state.last_blocked {
+                Some((last, at)) => *last != why || now_ns - at >= BLOCKED_REPEAT_NS,
+                None => true,
+            };
+            if repeat {
+                let mut a = record(
+                    state,
+                    ActionOutcome::Blocked,
+                    None,
+                    format!("{reason}; {why}"),
+                );
+                a.requested = Some(requested);
+                a.previous = previous;
+                out.push(Decision::Record(a));
+                state.last_blocked = Some((why, now_ns));
+            }
+            return;
+        }
+        state.last_blocked = None;
+        let value = value.expect("checked above");
+        if previous.is_some_and(|p| p == value) {
+            // Already there: nothing to do, nothing to record.
+            return;
+        }
+        if !notes.is_empty() {
+            reason = format!("{reason}; {notes}");
+        }
+        let (outcome, write) = match rule.mode {
+            Mode::DryRun => (ActionOutcome::DryRun, false),
+            Mode::Approval => (ActionOutcome::Proposed, false),
+            Mode::Armed => (ActionOutcome::Written, true),
+        };
+        let mut a = record(state, outcome, Some(value), reason);
+        a.requested = Some(requested);
+        a.previous = previous;
+        state.actions += 1;
+        state.last_action_ns = Some(now_ns);
+        match rule.mode {
+            Mode::DryRun => {
+                self.dry.insert(rule.output.clone(), (value, now_ns));
+            }
+            Mode::Approval => {
+                state.proposal = Some(Proposal {
+                    action: a.action.clone(),
+                    requested,
+                    at_ns: now_ns,
+                });
+            }
+            Mode::Armed => {}
+        }
+        out.push(if write {
+            Decision::Write(a)
+        } else {
+            Decision::Record(a)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn rule(mode: Mode) -> RuleConfig {
+        RuleConfig {
+            name: "cool".into(),
+            signal: "temperature".into(),
+            above: Some(80.0),
+            below: None,
+            for_s: 0.0,
+            output: "fan".into(),
+            setpoint: None,
+            setpoint_signal: Some("fan_wanted".into()),
+            min: 0.0,
+            max: 100.0,
+            max_rate: Some(10.0),
+            cooldown_s: 5.0,
+            mode,
+            require_gate: true,
+            model: None,
+            stale_s: 30.0,
+            approval_timeout_s: 60.0,
+        }
+    }
+
+    fn open() -> ControlGate {
+        ControlGate {
+            site: "plant".into(),
+            phase: 2,
+            open: true,
+            ..Default::default()
+        }
+    }
+
+    fn engine(r: RuleConfig) -> Engine {
+        r.validate().unwrap();
+        let mut e = Engine::new(vec![r]);
+        e.set_gate(open());
+        e.set_output("fan", 20.0, 0);
+        e
+    }
+
+    fn outcomes(d: &[Decision]) -> Vec<(ActionOutcome, Option<f64>)> {
+        d.iter()
+            .map(|d| match d {
+                Decision::Write(a) | Decision::Record(a) => (a.outcome, a.value),
+            })
+            .collect()
+    }
+
+    /// Feeds the wanted setpoint then the temperature at `t` seconds.
+    fn feed(e: &mut Engine, t: i64, wanted: f64, temperature: f64) -> Vec<Decision> {
+        let mut d = e.observe("fan_wanted", wanted, Quality::Good, t * S);
+        d.extend(e.observe("temperature", temperature, Quality::Good, t * S));
+        d
+    }
+
+    #[test]
+    fn writes_within_range_at_the_rate_limit_and_after_the_cooldown() {
+        let mut e = engine(rule(Mode::Armed));
+        // Below the threshold: nothing.
+        assert!(feed(&mut e, 10, 90.0, 70.0).is_empty());
+        // Above: wants 150, clamped to 100, moved at most 10/s from 20
+        // (written at t=0, now t=11: up to 110 away, so 100).
+        let d = feed(&mut e, 11, 150.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(100.0))]);
+        let Decision::Write(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("clamped 150 to max 100"), "{}", a.reason);
+        assert_eq!((a.requested, a.previous), (Some(150.0), Some(20.0)));
+        e.written(a, 11 * S);
+        // Cooldown: 5 s of silence.
+        for t in 12..16 {
+            assert!(feed(&mut e, t, 10.0, 85.0).is_empty(), "t={t}");
+        }
+        // Then down to 10, rate limited: 5 s at 10/s = 50 from 100.
+        let d = feed(&mut e, 16, 10.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(50.0))]);
+        let Decision::Write(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("rate limited"), "{}", a.reason);
+        // A failed write leaves the output where it was.
+        let d = feed(&mut e, 21, 10.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(10.0))]);
+    }
+
+    #[test]
+    fn dry_run_records_what_it_would_do_and_writes_nothing() {
+        let mut e = engine(rule(Mode::DryRun));
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        // From 20 at 10/s for 1 s: 30.
+        assert_eq!(outcomes(&d), [(ActionOutcome::DryRun, Some(30.0))]);
+        // The next dry run goes on from 30, not from the real 20.
+        let d = feed(&mut e, 6, 90.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::DryRun, Some(80.0))]);
+    }
+
+    #[test]
+    fn a_closed_or_missing_gate_blocks_and_is_recorded_once() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = None;
+        r.stale_s = 600.0;
+        let mut e = Engine::new(vec![r]);
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Blocked, None)]);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("no site gate"), "{}", a.reason);
+        e.set_gate(ControlGate {
+            open: false,
+            reason: "uptime 0.95 < 0.99".into(),
+            ..open()
+        });
+        let d = feed(&mut e, 2, 90.0, 85.0);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("uptime 0.95 < 0.99"), "{}", a.reason);
+        // The same block again within a minute: not recorded again.
+        assert!(feed(&mut e, 3, 90.0, 85.0).is_empty());
+        assert_eq!(outcomes(&feed(&mut e, 63, 90.0, 85.0)).len(), 1);
+        e.set_gate(open());
+        assert_eq!(
+            outcomes(&feed(&mut e, 64, 90.0, 85.0)),
+            [(ActionOutcome::Written, Some(90.0))]
+        );
+    }
+
+    #[test]
+    fn for_duration_must_hold_without_a_break() {
+        let mut r = rule(Mode::Armed);
+        r.for_s = 3.0;
+        r.setpoint_signal = None;
+        r.setpoint = Some(50.0);
+        let mut e = engine(r);
+        let mut temperature =
+            |t: i64, v: f64| outcomes(&e.observe("temperature", v, Quality::Good, t * S));
+        assert!(temperature(100, 85.0).is_empty());
+        assert!(temperature(102, 85.0).is_empty());
+        assert!(temperature(103, 70.0).is_empty(), "a break");
+        assert!(temperature(104, 85.0).is_empty());
+        assert!(temperature(106, 85.0).is_empty());
+        assert_eq!(
+            temperature(107, 85.0),
+            [(ActionOutcome::Written, Some(50.0))]
+        );
+    }
+
+    #[test]
+    fn unhealthy_inputs_disarm_once_and_healthy_ones_rearm() {
+        let mut r = rule(Mode::Armed);
+        r.model = Some("failure".into());
+        r.max_rate = None;
+        let mut e = engine(r);
+        e.set_model_health("failure", Some("3 inference errors".into()));
+        let d = feed(&mut e, 1, 50.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
+        assert!(feed(&mut e, 2, 50.0, 85.0).is_empty(), "disarmed once");
+        e.set_model_health("failure", None);
+        let d = feed(&mut e, 3, 50.0, 85.0);
+        assert_eq!(
+            outcomes(&d),
+            [
+                (ActionOutcome::Rearmed, None),
+                (ActionOutcome::Written, Some(50.0))
+            ]
+        );
+        // A bad-quality reading disarms too.
+        let d = e.observe("temperature", 85.0, Quality::Bad, 20 * S);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("bad quality"), "{}", a.reason);
+        // So does silence, noticed by the tick.
+        let mut e = engine(rule(Mode::Armed));
+        feed(&mut e, 1, 20.0, 70.0);
+        assert!(e.tick(30 * S).is_empty());
+        let d = e.tick(32 * S);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
+    }
+
+    #[test]
+    fn approval_proposes_then_writes_what_holds_at_approval_time() {
+        let mut e = engine(rule(Mode::Approval));
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Proposed, Some(30.0))]);
+        let Decision::Record(p) = &d[0] else { panic!() };
+        assert!(e.approve("nope", "ops", 2 * S).is_err());
+        // Approved at 5 s: the rate limit now allows 20 + 5 * 10.
+        let Decision::Write(a) = e.approve(&p.action, "ops", 5 * S).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.value, a.approved_by.as_deref()),
+            (Some(70.0), Some("ops"))
+        );
+        assert!(a.reason.starts_with("approved by ops"), "{}", a.reason);
+        assert!(e.approve(&p.action, "ops", 6 * S).is_err(), "used once");
+        // An unapproved proposal expires.
+        let d = feed(&mut e, 11, 90.0, 85.0);
+        let Decision::Record(p) = &d[0] else { panic!() };
+        let d = e.tick(72 * S);
+        assert!(
+            outcomes(&d).contains(&(ActionOutcome::Expired, None)),
+            "{d:?}"
+        );
+        assert!(e.approve(&p.action, "ops", 73 * S).is_err());
+    }
+
+    #[test]
+    fn approval_is_refused_when_the_gate_closed_meanwhile() {
+        let mut e = engine(rule(Mode::Approval));
+        let Decision::Record(p) = feed(&mut e, 1, 90.0, 85.0).remove(0) else {
+            panic!()
+        };
+        e.set_gate(ControlGate {
+            open: false,
+            reason: "phase 1".into(),
+            ..open()
+        });
+        let Decision::Record(a) = e.approve(&p.action, "ops", 2 * S).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.outcome, ActionOutcome::Blocked);
+    }
+
+    #[test]
+    fn rate_limit_needs_a_known_current_value() {
+        let mut r = rule(Mode::Armed);
+        r.require_gate = false;
+        let mut e = Engine::new(vec![r]);
+        let d = feed(&mut e, 1, 50.0, 85.0);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert_eq!(a.outcome, ActionOutcome::Blocked);
+        assert!(a.reason.contains("unknown"), "{}", a.reason);
+    }
+
+    #[test]
+    fn invalid_rules_say_why() {
+        let mut r = rule(Mode::Armed);
+        r.below = Some(1.0);
+        assert!(r.validate().unwrap_err().contains("exactly one of `above`"));
+        let mut r = rule(Mode::Armed);
+        r.setpoint_signal = None;
+        assert!(r.validate().unwrap_err().contains("`setpoint`"));
+        let mut r = rule(Mode::Armed);
+        r.min = 200.0;
+        assert!(r.validate().unwrap_err().contains("`min` is above"));
+        let mut r = rule(Mode::Armed);
+        r.setpoint_signal = None;
+        r.setpoint = Some(120.0);
+        assert!(r.validate().unwrap_err().contains("outside"));
+        let mut r = rule(Mode::Armed);
+        r.max_rate = Some(f64::NAN);
+        assert!(r.validate().unwrap_err().contains("finite"));
+    }
+}
