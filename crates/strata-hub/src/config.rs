@@ -37,6 +37,8 @@ pub struct HubConfig {
     pub webhooks: Vec<crate::webhooks::WebhookEndpoint>,
     /// Workflows started by alert changes.
     pub workflows: Vec<crate::workflows::Workflow>,
+    /// Site phases and the gates that arm closed-loop rules.
+    pub control: crate::control::ControlConfig,
 }
 
 impl Default for HubConfig {
@@ -54,6 +56,7 @@ impl Default for HubConfig {
             alerts: Vec::new(),
             webhooks: Vec::new(),
             workflows: Vec::new(),
+            control: Default::default(),
         }
     }
 }
@@ -245,6 +248,7 @@ impl HubConfig {
             }
         }
         crate::workflows::validate_all(&config.workflows, &config.webhooks)?;
+        config.control.validate()?;
         Ok(config)
     }
 }

@@ -25,6 +25,8 @@ pub struct HubHooks {
     twins: Arc<dyn TwinStore>,
     /// Woken when a device reports its twin (campaigns wait for that).
     reported: Arc<Wake>,
+    /// Where closed-loop action records go.
+    actions: Arc<dyn strata_store::ControlStore>,
 }
 
 impl HubHooks {
@@ -36,6 +38,7 @@ impl HubHooks {
         metrics: Arc<Metrics>,
         twins: Arc<dyn TwinStore>,
         reported: Arc<Wake>,
+        actions: Arc<dyn strata_store::ControlStore>,
     ) -> Self {
         HubHooks {
             drift,
@@ -44,6 +47,7 @@ impl HubHooks {
             metrics,
             twins,
             reported,
+            actions,
         }
     }
 
@@ -77,6 +81,52 @@ impl HubHooks {
 impl HubHooks {
     /// Checks a drift sketch batch and stores it off the connection's task;
     /// the PUBACK waits for the commit.
+    /// A closed-loop action record: kept once per (device, seq), then
+    /// acknowledged.
+    fn control_action(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
+        let action: strata_proto::ControlAction = match serde_json::from_slice(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.reject(RejectReason::Malformed, 1, || {
+                    format!("device {device}: control action: {e}")
+                });
+                return PublishDecision::Drop {
+                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                };
+            }
+        };
+        let (done, acked) = tokio::sync::oneshot::channel();
+        let (store, metrics) = (self.actions.clone(), self.metrics.clone());
+        let record = strata_store::StoredAction {
+            device: device.clone(),
+            received_ns: crate::now_ns(),
+            action,
+        };
+        let keep = move || {
+            let result = match store.record_action(&record) {
+                Ok(new) => {
+                    let counter = if new {
+                        &metrics.control_actions_stored
+                    } else {
+                        &metrics.control_actions_duplicate
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(device = %record.device, "cannot store a control action: {e}");
+                    Err(strata_broker::IngestRefusal::Retry)
+                }
+            };
+            let _ = done.send(result);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(keep)),
+            Err(_) => keep(),
+        }
+        PublishDecision::RouteAfter(acked)
+    }
+
     fn sketches(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
         let batch = match self.drift.check(payload) {
             Ok(b) => b,
@@ -256,6 +306,7 @@ impl Hooks for HubHooks {
             }
             TopicKind::Twin => self.reported_twin(&topic.device, &msg.payload),
             TopicKind::Sketch => self.sketches(&topic.device, &msg.payload),
+            TopicKind::Events => self.control_action(&topic.device, &msg.payload),
             _ => PublishDecision::Route,
         }
     }

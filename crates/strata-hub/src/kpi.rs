@@ -241,7 +241,7 @@ pub fn compute(
 /// Share of `[from, to]` a device was online, from its changes (the first
 /// may lie before the window). Without any change on record, its current
 /// state counts for the part of the window since it was created.
-fn uptime_share(changes: &[(i64, bool)], d: &Device, from: i64, to: i64) -> f64 {
+pub(crate) fn uptime_share(changes: &[(i64, bool)], d: &Device, from: i64, to: i64) -> f64 {
     let start = from.max(d.created_ns);
     if to <= start {
         return 0.0;

@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod drift;
 pub mod error;
 pub mod hooks;
@@ -161,6 +162,7 @@ impl Hub {
             metrics.clone(),
             store.clone(),
             reported.clone(),
+            store.clone(),
         ));
 
         let broker_config = strata_broker::Config {
@@ -172,6 +174,7 @@ impl Hub {
         registry.attach_broker(broker.clone());
         workflows.start(broker.clone())?;
         let mqtt_addr = broker.local_addr();
+        let gates = control::Gates::new(config.control.clone(), broker.clone(), store.clone());
 
         let deployer = Arc::new(models::deploy::Deployer::new(
             store.clone(),
@@ -246,8 +249,17 @@ impl Hub {
             store.clone(),
             stop.subscribe(),
         );
+        control::spawn(
+            gates.clone(),
+            registry.clone(),
+            models.clone(),
+            store.clone(),
+            store.clone(),
+            stop.subscribe(),
+        );
         let state = api::ApiState {
             kpis,
+            gates,
             registry,
             labels: store.clone(),
             store,

@@ -115,6 +115,10 @@ pub struct Metrics {
     pub sketch_batches_stored: AtomicU64,
     /// Drift sketch batches received again and not stored twice.
     pub sketch_batches_duplicate: AtomicU64,
+    /// Closed-loop action records stored.
+    pub control_actions_stored: AtomicU64,
+    /// Action records received again and not stored twice.
+    pub control_actions_duplicate: AtomicU64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -219,6 +223,16 @@ impl Metrics {
                 "strata_sketch_batches_duplicate_total",
                 "Drift sketch batches received again and not stored twice.",
                 &self.sketch_batches_duplicate,
+            ),
+            (
+                "strata_control_actions_stored_total",
+                "Closed-loop action records stored.",
+                &self.control_actions_stored,
+            ),
+            (
+                "strata_control_actions_duplicate_total",
+                "Closed-loop action records received again and not stored twice.",
+                &self.control_actions_duplicate,
             ),
         ];
         for (name, help, value) in counters {

@@ -17,6 +17,7 @@ pub mod blob;
 pub mod block;
 pub mod campaigns;
 pub mod chunk;
+pub mod control;
 pub mod drift;
 mod error;
 pub mod jobs;
@@ -34,6 +35,7 @@ pub use alerts::{
 };
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
+pub use control::{ActionFilter, ControlStore, StoredAction};
 pub use drift::{DriftStore, StoredSketches};
 pub use error::{Error, Result};
 pub use jobs::{Job, JobLogLine, JobState};

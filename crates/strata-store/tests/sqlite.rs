@@ -315,7 +315,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
         "DROP TABLE blocks; DROP TABLE stream_seqs;
          DROP TABLE sketch_batches; DROP TABLE labels; DROP TABLE presence_log;
          DROP TABLE retrain_cycles; DROP TABLE alerts; DROP TABLE alert_events;
-         DROP TABLE webhook_deliveries; DROP TABLE workflow_runs;
+         DROP TABLE webhook_deliveries; DROP TABLE workflow_runs; DROP TABLE control_actions;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
@@ -471,5 +471,71 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+#[test]
+fn control_actions_are_kept_once_per_device_and_seq_newest_first() {
+    use strata_proto::{ActionOutcome, ControlAction};
+    use strata_store::{ActionFilter, ControlStore, StoredAction};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    let record = |device: &str, seq: u64, rule: &str, outcome| StoredAction {
+        device: DeviceId::new(device).unwrap(),
+        received_ns: 99,
+        action: ControlAction {
+            seq,
+            ts_ns: seq as i64 * 10,
+            rule: rule.into(),
+            output: "fan".into(),
+            action: format!("{rule}-{seq}"),
+            outcome,
+            requested: Some(1.0),
+            value: Some(1.0),
+            previous: None,
+            reason: "because".into(),
+            approved_by: None,
+        },
+    };
+    assert!(
+        store
+            .record_action(&record("gw-1", 1, "cool", ActionOutcome::Written))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_action(&record("gw-1", 1, "cool", ActionOutcome::Written))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_action(&record("gw-2", 1, "cool", ActionOutcome::DryRun))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_action(&record("gw-1", 2, "load", ActionOutcome::Blocked))
+            .unwrap()
+    );
+    let all = store
+        .actions(&ActionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].action.rule, "load", "newest first");
+    let gw1_cool = store
+        .actions(&ActionFilter {
+            device: Some(DeviceId::new("gw-1").unwrap()),
+            rule: Some("cool".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(gw1_cool.len(), 1);
+    assert_eq!(
+        gw1_cool[0],
+        record("gw-1", 1, "cool", ActionOutcome::Written)
     );
 }

@@ -197,6 +197,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             },
             models: Vec::new(),
             ota: ota(i),
+            control: Default::default(),
             base_dir: args.state_dir.clone(),
             device: login.device,
         };

@@ -66,7 +66,8 @@ pub struct RuleConfig {
     pub min: f64,
     /// Highest value ever written.
     pub max: f64,
-    /// Most change per second of the written value; none when absent.
+    /// Most change per second of the written value (one write moves it at
+    /// most `max_rate * max(cooldown_s, 1)`); none when absent.
     #[serde(default)]
     pub max_rate: Option<f64>,
     /// Seconds between two actions of this rule.
@@ -234,6 +235,8 @@ pub struct Engine {
     /// Models that are unhealthy now, and why.
     unhealthy_models: HashMap<String, String>,
     gate: Option<ControlGate>,
+    /// Starts every action id, so ids stay unique across restarts.
+    epoch: String,
 }
 
 fn seconds(ns: i64) -> f64 {
@@ -252,6 +255,7 @@ impl Engine {
             dry: HashMap::new(),
             unhealthy_models: HashMap::new(),
             gate: None,
+            epoch: format!("{:x}", crate::now_ns() / 1_000_000),
         }
     }
 
@@ -482,7 +486,12 @@ impl Engine {
                     ),
                 );
             };
-            let step = rate * seconds((now_ns - since).max(0));
+            // Between two writes the value moves at most `max_rate` per
+            // second, and one write at most what a cooldown (or a second,
+            // if longer) allows: a long quiet spell does not save up for
+            // one big jump.
+            let window = seconds((now_ns - since).max(0)).min(rule.cooldown_s.max(1.0));
+            let step = rate * window;
             if (v - current).abs() > step {
                 v = current + step.copysign(v - current);
                 notes.push(format!("rate limited to {rate}/s: {current} -> {v}"));
@@ -493,12 +502,14 @@ impl Engine {
 
     fn evaluate(&mut self, i: usize, now_ns: i64, out: &mut Vec<Decision>) {
         let rule = &self.rules[i];
+        let epoch = &self.epoch;
+        // Every record gets its own id: the caller bumps `actions` after.
         let record = |state: &RuleState, outcome, value, reason: String| ControlAction {
             seq: 0,
             ts_ns: now_ns,
             rule: rule.name.clone(),
             output: rule.output.clone(),
-            action: format!("{}-{}", rule.name, state.actions + 1),
+            action: format!("{}-{epoch}-{}", rule.name, state.actions + 1),
             outcome,
             requested: None,
             value,
@@ -517,6 +528,7 @@ impl Engine {
                     None,
                     why.clone(),
                 )));
+                state.actions += 1;
                 state.disarmed = Some(why);
                 state.since_ns = None;
                 state.proposal = None;
@@ -531,6 +543,7 @@ impl Engine {
                     None,
                     reason,
                 )));
+                state.actions += 1;
                 state.disarmed = None;
             }
             (None, None) => {}
@@ -547,7 +560,11 @@ impl Engine {
         if now_ns - since < (rule.for_s * 1e9) as i64 {
             return;
         }
-        // 3. Cooldown.
+        // 3. One open proposal at a time (until approved or expired), and
+        // the cooldown.
+        if state.proposal.is_some() {
+            return;
+        }
         if state
             .last_action_ns
             .is_some_and(|t| now_ns - t < (rule.cooldown_s * 1e9) as i64)
@@ -599,6 +616,7 @@ impl Engine {
                 a.requested = Some(requested);
                 a.previous = previous;
                 out.push(Decision::Record(a));
+                state.actions += 1;
                 state.last_blocked = Some((why, now_ns));
             }
             return;
@@ -708,10 +726,10 @@ mod tests {
         let mut e = engine(rule(Mode::Armed));
         // Below the threshold: nothing.
         assert!(feed(&mut e, 10, 90.0, 70.0).is_empty());
-        // Above: wants 150, clamped to 100, moved at most 10/s from 20
-        // (written at t=0, now t=11: up to 110 away, so 100).
+        // Above: wants 150, clamped to 100, moved at most 10/s from 20,
+        // and at most one cooldown's worth (5 s) however long it held 20.
         let d = feed(&mut e, 11, 150.0, 85.0);
-        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(100.0))]);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(70.0))]);
         let Decision::Write(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("clamped 150 to max 100"), "{}", a.reason);
         assert_eq!((a.requested, a.previous), (Some(150.0), Some(20.0)));
@@ -720,12 +738,13 @@ mod tests {
         for t in 12..16 {
             assert!(feed(&mut e, t, 10.0, 85.0).is_empty(), "t={t}");
         }
-        // Then down to 10, rate limited: 5 s at 10/s = 50 from 100.
+        // Then down to 10, rate limited: 5 s at 10/s = 50 from 70.
         let d = feed(&mut e, 16, 10.0, 85.0);
-        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(50.0))]);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(20.0))]);
         let Decision::Write(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("rate limited"), "{}", a.reason);
-        // A failed write leaves the output where it was.
+        let Decision::Write(a) = &d[0] else { panic!() };
+        e.written(a, 16 * S);
         let d = feed(&mut e, 21, 10.0, 85.0);
         assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(10.0))]);
     }

@@ -7,6 +7,7 @@
 //! and `/api/v1/device/...`, which devices call with their credential.
 
 mod alerts;
+mod control;
 mod drift;
 mod error;
 mod models;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub retrainer: Arc<crate::retrain::Retrainer>,
     /// Alerts and their rules.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// Site phase gates and closed-loop action records.
+    pub gates: Arc<crate::control::Gates>,
     /// Webhook deliveries.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Workflow runs.
@@ -116,6 +119,9 @@ pub struct ApiState {
         alerts::list_workflows,
         alerts::list_runs,
         alerts::get_run,
+        control::list_gates,
+        control::list_actions,
+        control::approve,
         models::set_alias,
         models::remove_alias,
         models::deploy,
@@ -145,6 +151,7 @@ pub struct ApiState {
         (name = "models", description = "Model registry, aliases and deployment"),
         (name = "jobs", description = "Training and backtest jobs"),
         (name = "drift", description = "Reference profiles, drift sketches and drift reports"),
+        (name = "control", description = "Site phase gates, the closed-loop action record, approvals"),
         (name = "alerts", description = "Alerts, their rules and history, the webhook deliveries and workflow runs they cause"),
         (name = "ota", description = "Signed releases, the keys devices trust, and rollout campaigns"),
         (name = "operations", description = "Health and metrics"),
@@ -232,6 +239,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/workflows", get(alerts::list_workflows))
         .route("/workflows/runs", get(alerts::list_runs))
         .route("/workflows/runs/{id}", get(alerts::get_run))
+        .route("/control/gates", get(control::list_gates))
+        .route("/control/actions", get(control::list_actions))
+        .route(
+            "/control/actions/{device}/{action}/approve",
+            post(control::approve),
+        )
         .route(
             "/models/{name}/aliases/{alias}",
             put(models::set_alias).delete(models::remove_alias),

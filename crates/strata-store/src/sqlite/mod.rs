@@ -22,6 +22,7 @@
 
 mod alerts;
 mod campaigns;
+mod control;
 mod drift;
 mod jobs;
 mod labels;

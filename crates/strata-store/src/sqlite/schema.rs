@@ -326,6 +326,25 @@ CREATE INDEX workflow_runs_due ON workflow_runs(state, next_ns);
 "#,
         None,
     ),
+    (
+        r#"
+-- Closed-loop action records from devices, once per (device, seq).
+CREATE TABLE control_actions (
+    id          INTEGER PRIMARY KEY,
+    device      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    rule        TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    UNIQUE (device, seq)
+);
+CREATE INDEX control_actions_time ON control_actions(ts_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

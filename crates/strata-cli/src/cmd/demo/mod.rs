@@ -240,6 +240,7 @@ fn edge_config(
         pipeline: Some(pipeline()),
         models: Vec::new(),
         ota: Default::default(),
+        control: Default::default(),
         base_dir: data_dir.to_path_buf(),
         device: login.device,
     }
