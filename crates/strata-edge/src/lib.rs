@@ -24,6 +24,16 @@ pub mod uplink;
 pub use agent::Agent;
 pub use config::EdgeConfig;
 
+/// A spawned task that is aborted when this is dropped (a connection's
+/// event loop that must end with its owner).
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Now, in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()

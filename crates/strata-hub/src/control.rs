@@ -144,11 +144,14 @@ pub struct GateInputs<'a> {
     pub telemetry: &'a dyn TelemetryStore,
 }
 
-/// Measures the gate of `site` (whose active devices are `devices`).
+/// Measures the gate of `site` (whose active devices are `devices`);
+/// `presence` holds the devices' presence changes over at least the
+/// gate's window.
 pub fn measure(
     config: &ControlConfig,
     site: &str,
     devices: &[Device],
+    presence: &BTreeMap<DeviceId, Vec<(i64, bool)>>,
     inputs: &GateInputs<'_>,
     now_ns: i64,
 ) -> Result<ControlGate> {
@@ -184,15 +187,11 @@ pub fn measure(
         measured,
     };
     if let Some(min) = g.min_uptime {
-        let mut log: BTreeMap<DeviceId, Vec<(i64, bool)>> = BTreeMap::new();
-        for (d, ts, online) in inputs.registry.presence_log(from_ns, now_ns)? {
-            log.entry(d).or_default().push((ts, online));
-        }
         let uptime = (!devices.is_empty()).then(|| {
             devices
                 .iter()
                 .map(|d| {
-                    let changes = log.get(&d.id).map_or(&[][..], Vec::as_slice);
+                    let changes = presence.get(&d.id).map_or(&[][..], Vec::as_slice);
                     crate::kpi::uptime_share(changes, d, from_ns, now_ns)
                 })
                 .sum::<f64>()
@@ -346,8 +345,19 @@ impl Gates {
                 by_site.entry(d.site.to_string()).or_default().push(d);
             }
         }
+        // One read of the presence history, over the longest gate window,
+        // serves every site (changes before a window are clamped to it).
+        let longest = self
+            .config
+            .gates
+            .values()
+            .map(|g| g.window_days)
+            .fold(0.0, f64::max);
+        let presence = inputs
+            .registry
+            .presence_by_device(now - (longest * DAY_NS) as i64, now)?;
         for (site, devices) in &by_site {
-            let gate = measure(&self.config, site, devices, inputs, now)?;
+            let gate = measure(&self.config, site, devices, &presence, inputs, now)?;
             for d in devices {
                 let unchanged = self
                     .sent

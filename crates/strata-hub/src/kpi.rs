@@ -115,10 +115,7 @@ pub fn compute(
         .into_iter()
         .filter(|d| d.state == strata_store::DeviceState::Active)
         .collect();
-    let mut log: BTreeMap<DeviceId, Vec<(i64, bool)>> = BTreeMap::new();
-    for (d, ts, online) in registry.presence_log(from_ns, to_ns)? {
-        log.entry(d).or_default().push((ts, online));
-    }
+    let log = registry.presence_by_device(from_ns, to_ns)?;
     let uptime: BTreeMap<&DeviceId, f64> = devices
         .iter()
         .map(|d| {

@@ -192,6 +192,19 @@ impl Registry {
         Ok(self.store.presence_log(from_ns, to_ns)?)
     }
 
+    /// The presence changes of `[from_ns, to_ns]`, per device, oldest first.
+    pub fn presence_by_device(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<BTreeMap<DeviceId, Vec<(i64, bool)>>> {
+        let mut log: BTreeMap<DeviceId, Vec<(i64, bool)>> = BTreeMap::new();
+        for (d, ts, online) in self.presence_log(from_ns, to_ns)? {
+            log.entry(d).or_default().push((ts, online));
+        }
+        Ok(log)
+    }
+
     /// All devices, optionally of one site.
     pub fn devices(&self, site: Option<&SiteId>) -> Result<Vec<Device>> {
         Ok(self.store.devices(site)?)

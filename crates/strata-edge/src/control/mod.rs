@@ -168,7 +168,6 @@ pub struct Inputs {
 pub struct Control {
     engine: Engine,
     writers: Vec<(String, Writer)>,
-    known: HashSet<String>,
     observations: mpsc::Receiver<Vec<Observation>>,
     inputs: Inputs,
     outbox: Arc<Outbox>,
@@ -190,18 +189,15 @@ pub fn start(
     health: Arc<HealthState>,
     inputs: Inputs,
 ) -> Result<(Feed, Control), String> {
-    let engine = Engine::new(config.rules.clone());
+    let mut engine = Engine::new(config.rules.clone());
     let mut writers = Vec::new();
-    let mut known = HashSet::new();
     let now = crate::now_ns();
-    let mut engine = engine;
     for o in &config.outputs {
         writers.push((o.name().to_string(), Writer::new(o, data_dir)?));
         if let OutputConfig::Mqtt(m) = o
             && let Some(v) = m.initial
         {
             engine.set_output(&m.name, v, now);
-            known.insert(m.name.clone());
         }
     }
     let (tx, observations) = mpsc::channel(FEED_QUEUE);
@@ -223,7 +219,6 @@ pub fn start(
         Control {
             engine,
             writers,
-            known,
             observations,
             inputs,
             outbox,
@@ -289,14 +284,13 @@ impl Control {
     /// Reads the outputs whose value is not known yet.
     async fn read_back(&mut self) {
         for (name, w) in &mut self.writers {
-            if self.known.contains(name) {
+            if self.engine.knows_output(name) {
                 continue;
             }
             match w.current().await {
                 Ok(v) => {
                     tracing::info!(output = %name, "output holds {v}");
                     self.engine.set_output(name, v, crate::now_ns());
-                    self.known.insert(name.clone());
                 }
                 Err(e) => tracing::debug!(output = %name, "cannot read the output yet: {e}"),
             }
@@ -354,8 +348,7 @@ impl Control {
                         Err(e) => {
                             a.outcome = ActionOutcome::Failed;
                             a.reason = format!("{}; write failed: {e}", a.reason);
-                            // What the output holds is unknown now.
-                            self.known.remove(&a.output);
+                            self.engine.forget_output(&a.output);
                         }
                     }
                     a

@@ -258,6 +258,7 @@ mod opcua_out {
     };
 
     use super::{OpcuaOutput, within};
+    use crate::AbortOnDrop;
 
     pub struct OpcuaWriter {
         config: OpcuaOutput,
@@ -266,14 +267,6 @@ mod opcua_out {
         /// The variable's type, learnt from the first read.
         scalar: Option<VariantScalarTypeId>,
         _events: AbortOnDrop,
-    }
-
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
     }
 
     impl OpcuaWriter {
@@ -479,20 +472,13 @@ mod mqtt_out {
     use tokio::sync::mpsc;
 
     use super::{MqttOutput, within};
+    use crate::AbortOnDrop;
 
     pub struct MqttWriter {
         config: MqttOutput,
         client: AsyncClient,
         acks: mpsc::UnboundedReceiver<()>,
         _events: AbortOnDrop,
-    }
-
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
     }
 
     impl MqttWriter {

@@ -272,6 +272,17 @@ impl Engine {
         self.outputs.insert(output.to_string(), (value, now_ns));
     }
 
+    /// Whether the output's current value is known.
+    pub fn knows_output(&self, output: &str) -> bool {
+        self.outputs.contains_key(output)
+    }
+
+    /// Forgets the output's value (after a failed write it may hold
+    /// either); rate-limited rules wait until it is read back.
+    pub fn forget_output(&mut self, output: &str) {
+        self.outputs.remove(output);
+    }
+
     /// The site gate the hub sent.
     pub fn set_gate(&mut self, gate: ControlGate) {
         self.gate = Some(gate);
@@ -368,7 +379,8 @@ impl Engine {
                 format!("{reason}, but {why}"),
             )));
         }
-        let (value, notes) = self.shape(rule, proposal.requested, &self.outputs, now_ns);
+        let current = self.outputs.get(&rule.output).copied();
+        let (value, notes) = Self::shape(rule, proposal.requested, current, now_ns);
         let Some(value) = value else {
             return Ok(Decision::Record(record(
                 ActionOutcome::Blocked,
@@ -459,10 +471,9 @@ impl Engine {
     /// limited from the output's current value. `None` (with why) when it
     /// cannot be written at all; the notes say what was changed.
     fn shape(
-        &self,
         rule: &RuleConfig,
         requested: f64,
-        outputs: &HashMap<String, (f64, i64)>,
+        current: Option<(f64, i64)>,
         now_ns: i64,
     ) -> (Option<f64>, String) {
         let mut notes = Vec::new();
@@ -477,7 +488,7 @@ impl Engine {
             ));
         }
         if let Some(rate) = rule.max_rate {
-            let Some(&(current, since)) = outputs.get(&rule.output) else {
+            let Some((current, since)) = current else {
                 return (
                     None,
                     format!(
@@ -584,16 +595,17 @@ impl Engine {
             },
             (None, None) => return,
         };
-        let outputs = if rule.mode == Mode::DryRun {
+        let current = match rule.mode {
             // A dry run goes on from what earlier dry runs would have left.
-            let mut o = self.outputs.clone();
-            o.extend(self.dry.iter().map(|(k, v)| (k.clone(), *v)));
-            o
-        } else {
-            self.outputs.clone()
-        };
-        let previous = outputs.get(&rule.output).map(|o| o.0);
-        let (value, notes) = self.shape(rule, requested, &outputs, now_ns);
+            Mode::DryRun => self
+                .dry
+                .get(&rule.output)
+                .or(self.outputs.get(&rule.output)),
+            _ => self.outputs.get(&rule.output),
+        }
+        .copied();
+        let previous = current.map(|o| o.0);
+        let (value, notes) = Self::shape(rule, requested, current, now_ns);
         let gate = self.gate_problem(rule);
         let state = &mut self.state[i];
         let blocked = match (value, gate) {

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use strata_proto::Quality;
 
 use super::frame::{FrameBuilder, FrameSender, SourceStats};
+use crate::AbortOnDrop;
 
 /// Configuration of an OPC UA source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -362,15 +363,6 @@ fn reading(value: &DataValue) -> Option<(i64, f64, Quality)> {
         .and_then(|t| t.as_chrono().timestamp_nanos_opt())
         .unwrap_or_else(crate::now_ns);
     Some((ts, v, quality))
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
