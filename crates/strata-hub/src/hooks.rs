@@ -65,10 +65,28 @@ impl HubHooks {
             }
         };
         let value = serde_json::to_value(&reported).expect("JSON of a twin");
+        let running = running_models(&reported);
         let (twins, device, wake) = (self.twins.clone(), device.clone(), self.reported.clone());
-        let store = move || match twins.set_reported(&device, &value, crate::now_ns()) {
-            Ok(()) => wake.wake(),
-            Err(e) => tracing::warn!(%device, "cannot store a reported twin: {e}"),
+        let registry = self.registry.clone();
+        let store = move || {
+            match twins.set_reported(&device, &value, crate::now_ns()) {
+                Ok(()) => wake.wake(),
+                Err(e) => tracing::warn!(%device, "cannot store a reported twin: {e}"),
+            }
+            // The registry's model version follows what the device runs.
+            let changed = registry.device(&device).is_ok_and(|d| {
+                d.model_version.as_deref() != Some(running.as_str())
+                    && !(running.is_empty() && d.model_version.is_none())
+            });
+            if changed {
+                let update = strata_store::DeviceUpdate {
+                    model_version: Some(running),
+                    ..Default::default()
+                };
+                if let Err(e) = registry.update_device(&device, &update) {
+                    tracing::warn!(%device, "cannot record the model version it runs: {e}");
+                }
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(store)),
@@ -324,6 +342,19 @@ impl Hooks for HubHooks {
     }
 }
 
+/// The serving models a device reports running, as `name@version`, comma
+/// separated in name order ("" when none).
+fn running_models(reported: &ReportedTwin) -> String {
+    let mut running: Vec<String> = reported
+        .models
+        .iter()
+        .filter(|m| m.state == "running" && !m.shadow)
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect();
+    running.sort();
+    running.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +375,29 @@ mod tests {
         assert!(!device_may_subscribe("gw-1", "#"));
         assert!(!device_may_subscribe("gw-1", "strata/v1/gw-1/"));
         assert!(!device_may_subscribe("gw-10", "strata/v1/gw-1/down/#"));
+    }
+
+    #[test]
+    fn the_running_serving_models_are_the_devices_model_version() {
+        let report =
+            |name: &str, version: u32, state: &str, shadow: bool| strata_proto::ModelReport {
+                name: name.into(),
+                version,
+                state: state.into(),
+                error: None,
+                shadow,
+            };
+        let twin = ReportedTwin {
+            desired_version: 3,
+            models: vec![
+                report("rul", 2, "running", false),
+                report("rul", 3, "running", true),
+                report("anomaly", 1, "running", false),
+                report("spares", 4, "failed", false),
+            ],
+            updates: vec![],
+        };
+        assert_eq!(running_models(&twin), "anomaly@1,rul@2");
+        assert_eq!(running_models(&ReportedTwin::default()), "");
     }
 }

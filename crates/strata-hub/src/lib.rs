@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod drift;
 pub mod error;
 pub mod hooks;

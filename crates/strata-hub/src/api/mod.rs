@@ -10,6 +10,7 @@ mod alerts;
 mod control;
 mod drift;
 mod error;
+mod fleet;
 mod models;
 mod ops;
 mod ota;
@@ -94,6 +95,7 @@ pub struct ApiState {
         registry::revoke_device,
         registry::reissue_token,
         registry::enroll,
+        fleet::get_fleet,
         telemetry::list_series,
         telemetry::latest,
         telemetry::range,
@@ -194,6 +196,7 @@ pub fn router(state: ApiState) -> Router {
             "/devices/{id}",
             get(registry::get_device).patch(registry::update_device),
         )
+        .route("/fleet", get(fleet::get_fleet))
         .route("/devices/{id}/revoke", post(registry::revoke_device))
         .route("/devices/{id}/token", post(registry::reissue_token))
         .route("/devices/{id}/latest", get(telemetry::latest))
@@ -283,6 +286,7 @@ pub fn router(state: ApiState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
+        .merge(crate::dashboard::router())
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .with_state(state)
 }

@@ -53,7 +53,44 @@ pub struct DemoArgs {
     /// Only stream telemetry: no training, no deployment.
     #[arg(long)]
     pub stream_only: bool,
+    /// A hub configuration file (as for `strata hub --config`); the demo
+    /// sets its listen addresses and data directory. Without one, the hub
+    /// has the demo's alert rules and phase gate.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
+
+/// The demo hub's configuration when no `--config` is given: alerts on a
+/// machine whose predicted remaining life falls under the failure horizon
+/// and on a machine offline for 30 s; the plant in phase 2, its closed-loop
+/// gate open while the machines are up and the model's error is small.
+const DEMO_CONFIG: &str = r#"
+[[alerts]]
+name = "bearing-failing"
+severity = "critical"
+signal = "rul.prediction"
+condition = "below"
+value = 8.0
+for_s = 5
+message = "bearing of {device} predicted to fail in {value} h"
+
+[[alerts]]
+name = "machine-offline"
+severity = "warning"
+condition = "offline"
+for_s = 30
+message = "{device} is offline"
+
+[control]
+phases = { demo-plant = 2 }
+interval_s = 5
+
+[control.gates.2]
+window_days = 1
+min_uptime = 0.9
+model = "rul"
+max_mae = 8.0
+"#;
 
 /// The feature pipeline every simulated machine runs: 5 s windows every
 /// second over the three sensor signals, joined into the vector `bearing`.
@@ -98,10 +135,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| temp.as_ref().expect("temp dir").path().to_owned());
-    let mut config = HubConfig {
-        data_dir: data_dir.clone(),
-        ..HubConfig::default()
+    let mut config = match &args.config {
+        Some(path) => HubConfig::load(path)
+            .with_context(|| format!("cannot read the hub configuration {}", path.display()))?,
+        None => HubConfig::parse(DEMO_CONFIG)
+            .map_err(|e| anyhow::anyhow!("the demo's hub configuration does not parse: {e}"))?,
     };
+    config.data_dir = data_dir.clone();
     config.mqtt.listen = args.mqtt_listen;
     config.http.listen = args.http_listen;
     let hub = Hub::start(config)
@@ -134,6 +174,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     println!("strata demo running: {count} simulated machines, each with its own edge agent");
+    println!("  dashboard:  {base}/ui/#token={}", hub.admin_token());
     println!("  API docs:   {base}/swagger-ui/");
     println!(
         "  devices:    curl -H \"Authorization: Bearer $(cat {}/admin.token)\" {base}/api/v1/devices",
