@@ -39,6 +39,102 @@ window_days = 1
 min_uptime = 0.5
 "#;
 
+/// Runs the `strata` CLI; answers its standard output.
+fn strata(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Signs the registry's `rul` v1 again as release 2 with the demo's key
+/// and rolls it out to the plant in waves (a canary of one, then the rest);
+/// answers the campaign id.
+fn roll_out_rul(dir: &Path, base: &str, token: &str) -> String {
+    let get = |path: &str| {
+        ureq::get(format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    };
+    let version: Value = get("/api/v1/models/rul/versions/1")
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let features: Vec<&str> = version["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let artifact = dir.join("rul.onnx");
+    let bytes = get("/api/v1/models/rul/versions/1/artifact")
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    std::fs::write(&artifact, bytes).unwrap();
+    let (key, artifact) = (
+        dir.join("release.key"),
+        artifact.to_str().unwrap().to_owned(),
+    );
+    let features = features.join(",");
+    let signed = strata(&[
+        "release",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--kind",
+        "model",
+        "--name",
+        "rul",
+        "--version",
+        "2",
+        "--artifact",
+        &artifact,
+        "--vector",
+        "bearing",
+        "--features",
+        &features,
+    ]);
+    let signed_file = dir.join("rul-2.json");
+    std::fs::write(&signed_file, signed).unwrap();
+    let access = ["--hub", base, "--token", token];
+    let mut submit = vec![
+        "release",
+        "submit",
+        signed_file.to_str().unwrap(),
+        "--artifact",
+        &artifact,
+    ];
+    submit.extend(access);
+    strata(&submit);
+    let mut start = vec![
+        "campaign",
+        "start",
+        "model",
+        "rul",
+        "2",
+        "--site",
+        "demo-plant",
+        "--canary",
+        "1",
+    ];
+    start.extend(access);
+    let out = strata(&start);
+    out.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("campaign "))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no campaign id in {out}"))
+        .to_owned()
+}
+
 /// A process killed and reaped on drop.
 struct Killed(Child);
 
@@ -52,8 +148,14 @@ impl Drop for Killed {
 /// `strata demo` with 3 machines; answers the dashboard URL it prints and
 /// keeps the rest of its output flowing.
 fn start_demo(dir: &Path) -> (Killed, String, mpsc::Receiver<String>) {
+    let public = strata(&[
+        "release",
+        "keygen",
+        dir.join("release.key").to_str().unwrap(),
+    ]);
     let config = dir.join("hub.toml");
-    std::fs::write(&config, HUB_CONFIG).unwrap();
+    let ota = format!("\n[ota]\nrelease_keys = [\"{}\"]\n", public.trim());
+    std::fs::write(&config, format!("{HUB_CONFIG}{ota}")).unwrap();
     let data = dir.join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["demo", "--devices", "3", "--collect-s", "20"])
@@ -418,12 +520,29 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     browser.settled("device with predictions");
     browser.screenshot(&shots.join("device-predictions.png"));
 
+    // A phased rollout: its waves fill in on the page until it completes.
+    let campaign = roll_out_rul(dir.path(), &base, &token);
+    browser.open(&format!("{base}/ui/#/rollouts"));
+    let card = format!("[data-campaign='{campaign}']");
+    eventually(Duration::from_secs(20), "the campaign's waves", || {
+        browser.count(&format!("{card} tbody tr")) >= 2
+            && browser.count(&format!("{card} .bar")) >= 2
+    });
+    browser.settled("rollouts");
+    browser.screenshot(&shots.join("rollouts-running.png"));
+    eventually(
+        Duration::from_secs(120),
+        "the campaign completes on the page",
+        || {
+            browser
+                .text(&format!("{card} h2 .pill"))
+                .is_some_and(|t| t == "completed")
+        },
+    );
+    browser.screenshot(&shots.join("rollouts.png"));
+
     // The other pages load without an error.
-    for (page, heading) in [
-        ("rollouts", "Rollouts"),
-        ("drift", "Drift"),
-        ("audit", "Audit"),
-    ] {
+    for (page, heading) in [("drift", "Drift"), ("audit", "Audit")] {
         browser.open(&format!("{base}/ui/#/{page}"));
         eventually(Duration::from_secs(20), page, || {
             browser.text("h1").is_some_and(|t| t.contains(heading))
@@ -451,6 +570,12 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     );
     eventually(Duration::from_secs(10), "every device again", || {
         browser.count("tr[data-device]") == 3
+    });
+    // The release the campaign committed is what the devices run.
+    eventually(Duration::from_secs(20), "the fleet runs rul@2", || {
+        browser
+            .text("main .grid section:nth-of-type(2) table")
+            .is_some_and(|t| t.contains("rul@2"))
     });
     browser.settled("fleet on a tablet");
     let overflow = browser.js(

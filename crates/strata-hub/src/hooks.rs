@@ -342,17 +342,22 @@ impl Hooks for HubHooks {
     }
 }
 
-/// The serving models a device reports running, as `name@version`, comma
+/// The serving models a device reports running, deployed through its twin
+/// or installed by a signed release it committed, as `name@version`, comma
 /// separated in name order ("" when none).
 fn running_models(reported: &ReportedTwin) -> String {
-    let mut running: Vec<String> = reported
+    let deployed = reported
         .models
         .iter()
         .filter(|m| m.state == "running" && !m.shadow)
-        .map(|m| format!("{}@{}", m.name, m.version))
-        .collect();
-    running.sort();
-    running.join(",")
+        .map(|m| format!("{}@{}", m.name, m.version));
+    let released = reported
+        .updates
+        .iter()
+        .filter(|u| u.kind == "model" && u.state == "committed")
+        .map(|u| format!("{}@{}", u.name, u.version));
+    let running: std::collections::BTreeSet<String> = deployed.chain(released).collect();
+    running.into_iter().collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -387,6 +392,16 @@ mod tests {
                 error: None,
                 shadow,
             };
+        let update =
+            |kind: &str, name: &str, version: u64, state: &str| strata_proto::UpdateReport {
+                kind: kind.into(),
+                name: name.into(),
+                version,
+                state: state.into(),
+                reason: None,
+                error: None,
+                campaign: None,
+            };
         let twin = ReportedTwin {
             desired_version: 3,
             models: vec![
@@ -395,9 +410,13 @@ mod tests {
                 report("anomaly", 1, "running", false),
                 report("spares", 4, "failed", false),
             ],
-            updates: vec![],
+            updates: vec![
+                update("model", "vib", 5, "committed"),
+                update("model", "vib", 6, "failed"),
+                update("bundle", "app", 2, "committed"),
+            ],
         };
-        assert_eq!(running_models(&twin), "anomaly@1,rul@2");
+        assert_eq!(running_models(&twin), "anomaly@1,rul@2,vib@5");
         assert_eq!(running_models(&ReportedTwin::default()), "");
     }
 }

@@ -92,6 +92,9 @@ model = "rul"
 max_mae = 8.0
 "#;
 
+/// The site of the demo's machines.
+const SITE: &str = "demo-plant";
+
 /// The feature pipeline every simulated machine runs: 5 s windows every
 /// second over the three sensor signals, joined into the vector `bearing`.
 const PIPELINE: &str = r#"
@@ -154,18 +157,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let saved = data_dir.join(FLEET_FILE);
     let registering = api.clone();
     let spec = fleet::FleetSpec {
-        site: "demo-plant".into(),
+        site: SITE.into(),
         site_name: "Demo plant".into(),
         prefix: "machine-".into(),
         count,
     };
-    let logins =
-        tokio::task::spawn_blocking(move || fleet::logins(&registering, &spec, &saved)).await??;
+    let (logins, keys) = tokio::task::spawn_blocking(move || {
+        let logins = fleet::logins(&registering, &spec, &saved)?;
+        // The machines trust what this hub trusts, as a real install would
+        // be configured from `GET /api/v1/ota/keys`.
+        let keys: serde_json::Value = registering.get("read the OTA keys", "/api/v1/ota/keys")?;
+        anyhow::Ok((logins, keys))
+    })
+    .await??;
+    let ota = |i: usize| strata_edge::config::OtaConfig {
+        release_keys: serde_json::from_value(keys["release_keys"].clone()).unwrap_or_default(),
+        rollout_keys: keys["rollout_key"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        site: SITE.into(),
+        tags: fleet::tags(i + 1),
+        ..Default::default()
+    };
     let devices: Vec<String> = logins.iter().map(|l| l.device.clone()).collect();
     let mqtt = hub.mqtt_addr();
     let mut fleet = tokio::task::JoinSet::new();
     for (i, login) in logins.into_iter().enumerate() {
-        let agent = Agent::start(edge_config(&data_dir, mqtt, &base, login, i as u64))
+        let agent = Agent::start(edge_config(&data_dir, mqtt, &base, login, i as u64, ota(i)))
             .context("cannot start a simulated edge agent")?;
         fleet.spawn(async move {
             agent.wait().await;
@@ -259,6 +279,7 @@ fn edge_config(
     http: &str,
     login: Login,
     seed: u64,
+    ota: strata_edge::config::OtaConfig,
 ) -> EdgeConfig {
     EdgeConfig {
         data_dir: data_dir.join("edge").join(&login.device),
@@ -280,7 +301,7 @@ fn edge_config(
         health: Default::default(),
         pipeline: Some(pipeline()),
         models: Vec::new(),
-        ota: Default::default(),
+        ota,
         control: Default::default(),
         base_dir: data_dir.to_path_buf(),
         device: login.device,
