@@ -142,6 +142,29 @@ pub fn tags(n: usize) -> BTreeMap<String, String> {
     BTreeMap::from([("line".to_owned(), format!("{}", 1 + n % 2))])
 }
 
+/// The OTA settings of the `n`th simulated device (from 1) of `site`: it
+/// trusts the keys the hub trusts, as `GET /api/v1/ota/keys` answered them,
+/// as a real install would be configured.
+pub fn ota_config(
+    keys: &Value,
+    site: &str,
+    n: usize,
+    health_window_ms: u64,
+) -> strata_edge::config::OtaConfig {
+    strata_edge::config::OtaConfig {
+        release_keys: serde_json::from_value(keys["release_keys"].clone()).unwrap_or_default(),
+        rollout_keys: keys["rollout_key"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        site: site.to_owned(),
+        tags: tags(n),
+        health_window_ms,
+        hooks: Default::default(),
+    }
+}
+
 fn register(api: &ApiClient, spec: &FleetSpec) -> anyhow::Result<Vec<Login>> {
     let created: anyhow::Result<Value> = api.post(
         "create site",

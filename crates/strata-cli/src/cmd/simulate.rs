@@ -131,18 +131,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         anyhow::Ok((logins, keys))
     })
     .await??;
-    let ota = |i: usize| strata_edge::config::OtaConfig {
-        release_keys: serde_json::from_value(keys["release_keys"].clone()).unwrap_or_default(),
-        rollout_keys: keys["rollout_key"]
-            .as_str()
-            .map(str::to_owned)
-            .into_iter()
-            .collect(),
-        site: args.site.clone(),
-        tags: fleet::tags(i + 1),
-        health_window_ms: args.health_window_ms,
-        hooks: Default::default(),
-    };
+    let ota = |i: usize| fleet::ota_config(&keys, &args.site, i + 1, args.health_window_ms);
     let simulator = |seed: u64| SimulatorConfig {
         scenario,
         seed,

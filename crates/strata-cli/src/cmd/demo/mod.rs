@@ -164,23 +164,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let (logins, keys) = tokio::task::spawn_blocking(move || {
         let logins = fleet::logins(&registering, &spec, &saved)?;
-        // The machines trust what this hub trusts, as a real install would
-        // be configured from `GET /api/v1/ota/keys`.
         let keys: serde_json::Value = registering.get("read the OTA keys", "/api/v1/ota/keys")?;
         anyhow::Ok((logins, keys))
     })
     .await??;
-    let ota = |i: usize| strata_edge::config::OtaConfig {
-        release_keys: serde_json::from_value(keys["release_keys"].clone()).unwrap_or_default(),
-        rollout_keys: keys["rollout_key"]
-            .as_str()
-            .map(str::to_owned)
-            .into_iter()
-            .collect(),
-        site: SITE.into(),
-        tags: fleet::tags(i + 1),
-        ..Default::default()
-    };
+    let health_window_ms = strata_edge::config::OtaConfig::default().health_window_ms;
+    let ota = |i: usize| fleet::ota_config(&keys, SITE, i + 1, health_window_ms);
     let devices: Vec<String> = logins.iter().map(|l| l.device.clone()).collect();
     let mqtt = hub.mqtt_addr();
     let mut fleet = tokio::task::JoinSet::new();
