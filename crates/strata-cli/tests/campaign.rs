@@ -17,19 +17,6 @@ use serde_json::{Value, json};
 
 const DEVICES: usize = 1000;
 
-fn strata(args: &[&OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `strata simulate`, stopped when dropped.
 struct Fleet(Child);
 

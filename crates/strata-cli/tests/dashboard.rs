@@ -39,20 +39,6 @@ window_days = 1
 min_uptime = 0.5
 "#;
 
-/// Runs the `strata` CLI; answers its standard output.
-fn strata(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Signs the registry's `rul` v1 again as release 2 with the demo's key
 /// and rolls it out to the plant in waves (a canary of one, then the rest);
 /// answers the campaign id.
@@ -133,6 +119,11 @@ fn roll_out_rul(dir: &Path, base: &str, token: &str) -> String {
         .and_then(|rest| rest.split(':').next())
         .unwrap_or_else(|| panic!("no campaign id in {out}"))
         .to_owned()
+}
+
+/// Runs the `strata` CLI; answers its standard output.
+fn strata(args: &[&str]) -> String {
+    common::strata(&args.iter().map(std::ffi::OsStr::new).collect::<Vec<_>>())
 }
 
 /// A process killed and reaped on drop.

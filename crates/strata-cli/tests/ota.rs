@@ -12,19 +12,6 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-fn strata(args: &[&OsStr]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn keygen(path: &Path) -> String {
     strata(&["release".as_ref(), "keygen".as_ref(), path.as_os_str()])
         .trim()
