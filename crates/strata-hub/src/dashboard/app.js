@@ -376,7 +376,11 @@ views.drift = {
 function driftTable(r) {
   const scored = r.signals.filter(s => s.overall);
   const note = h('p', { class: 'muted' }, `${r.devices} devices, ${r.batches} sketches, ${time(r.from_ns)} – ${time(r.to_ns)}; PSI threshold ${r.psi_threshold}`);
-  if (!scored.length) return h('div', {}, note, h('p', { class: 'muted' }, 'No sketch from the edge in this window yet.'));
+  if (!scored.length) {
+    return h('div', {}, note, h('p', { class: 'muted' }, r.batches
+      ? 'Too few values in the sketches so far to judge drift (a feature needs 50 in the window).'
+      : 'No sketch from the edge in this window yet.'));
+  }
   return h('div', {}, note, table(['Signal', 'Kind', 'n#', 'PSI#', 'Jensen-Shannon#', 'Wasserstein (normed)#', 'KS lower bound#', 'Mean shift#', 'Drift', 'Attribution'],
     scored.map(s => h('tr', { 'data-drift': s.name }, td(s.name), td(s.kind), tdn(s.overall.n), tdn(num(s.overall.psi, 4)),
       tdn(num(s.overall.jensen_shannon, 4)), tdn(num(s.overall.wasserstein_normed, 4)), tdn(num(s.overall.ks_lower_bound, 4)),
