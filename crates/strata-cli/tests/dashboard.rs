@@ -295,6 +295,14 @@ impl Browser {
         self.call("POST", &format!("/element/{id}/click"), json!({}));
     }
 
+    /// Types `text` into the fleet's device search, as a user would.
+    fn search(&self, text: &str) {
+        self.js(
+            "const i = document.querySelector('input[type=search]'); i.value = arguments[0]; i.dispatchEvent(new Event('input'));",
+            json!([text]),
+        );
+    }
+
     fn resize(&self, width: u32, height: u32) {
         self.call(
             "POST",
@@ -395,10 +403,7 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     browser.screenshot(&shots.join("fleet.png"));
 
     // Searching narrows the device table without a reload.
-    browser.js(
-        "const i = document.querySelector('input[type=search]'); i.value = 'machine-02'; i.dispatchEvent(new Event('input'));",
-        json!([]),
-    );
+    browser.search("machine-02");
     eventually(Duration::from_secs(10), "search narrows to one", || {
         browser.count("tr[data-device]") == 1
             && browser.text("tr[data-device] a").as_deref() == Some("machine-02")
@@ -555,10 +560,7 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
         browser.count("tr[data-device]") == 1
     });
     // The search was kept while browsing; clearing it shows every device.
-    browser.js(
-        "const i = document.querySelector('input[type=search]'); i.value = ''; i.dispatchEvent(new Event('input'));",
-        json!([]),
-    );
+    browser.search("");
     eventually(Duration::from_secs(10), "every device again", || {
         browser.count("tr[data-device]") == 3
     });
@@ -653,10 +655,7 @@ fn the_fleet_page_pages_ten_thousand_devices() {
         browser.text("main .toolbar span").as_deref() == Some("51–100 of 10,000")
             && browser.text("tr[data-device] a").as_deref() == Some("dev-00050")
     });
-    browser.js(
-        "const i = document.querySelector('input[type=search]'); i.value = 'dev-0999'; i.dispatchEvent(new Event('input'));",
-        json!([]),
-    );
+    browser.search("dev-0999");
     eventually(Duration::from_secs(10), "the search over all pages", || {
         browser.text("main .toolbar span").as_deref() == Some("1–10 of 10")
             && browser.count("tr[data-device]") == 10

@@ -80,15 +80,19 @@ async function api(path, options = {}) {
   if (res.status === 401) throw new Unauthorized('the token was refused');
   const text = await res.text();
   const body = text ? JSON.parse(text) : null;
-  if (!res.ok) throw new Error((body && body.error && body.error.message) || res.status + ' ' + res.statusText);
+  if (!res.ok) {
+    const e = new Error((body && body.error && body.error.message) || res.status + ' ' + res.statusText);
+    e.status = res.status;
+    throw e;
+  }
   return body;
 }
 
 /** Calls the API, answering `fallback` where the hub does not have it (404). */
 async function apiOr(path, fallback) {
   try { return await api(path); } catch (e) {
-    if (e instanceof Unauthorized) throw e;
-    return fallback;
+    if (e.status === 404) return fallback;
+    throw e;
   }
 }
 
