@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod dashboard;

@@ -11,7 +11,9 @@
 //! reading or per batch: that is what lets one SQLite file take millions of
 //! readings a second.
 
+pub mod access;
 pub mod alerts;
+pub mod audit;
 mod bits;
 pub mod blob;
 pub mod block;
@@ -30,9 +32,11 @@ pub mod seqset;
 pub mod sqlite;
 pub mod twin;
 
+pub use access::{AccessStore, ApiToken, User};
 pub use alerts::{
     AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert, StoredRun,
 };
+pub use audit::{AuditCheckpoint, AuditEntry, AuditStore};
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
 pub use control::{ActionFilter, ControlStore, StoredAction};

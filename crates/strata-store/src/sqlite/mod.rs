@@ -20,7 +20,9 @@
 //!
 //! [`TelemetryStore::write_batches_unsynced`]: crate::TelemetryStore::write_batches_unsynced
 
+mod access;
 mod alerts;
+mod audit;
 mod campaigns;
 mod control;
 mod drift;

@@ -345,6 +345,50 @@ CREATE INDEX control_actions_time ON control_actions(ts_ns);
 "#,
         None,
     ),
+    (
+        r#"
+-- The hash-chained audit log and signed checkpoints of its head.
+CREATE TABLE audit_log (
+    seq         INTEGER PRIMARY KEY,
+    ts_ns       INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    sha256      TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_actor ON audit_log(actor, seq);
+CREATE INDEX audit_log_by_action ON audit_log(action, seq);
+CREATE TABLE audit_checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    sha256      TEXT NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    key_id      TEXT NOT NULL,
+    signature   TEXT NOT NULL
+);
+-- Users, service accounts and their API tokens (hashes only).
+CREATE TABLE users (
+    name         TEXT PRIMARY KEY,
+    role         TEXT NOT NULL,
+    service      INTEGER NOT NULL,
+    password_phc TEXT,
+    created_ns   INTEGER NOT NULL,
+    disabled_ns  INTEGER
+);
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY,
+    user_name    TEXT NOT NULL REFERENCES users(name),
+    label        TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ns   INTEGER NOT NULL,
+    expires_ns   INTEGER,
+    revoked_ns   INTEGER
+);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

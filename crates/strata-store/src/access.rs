@@ -1,0 +1,64 @@
+//! People and services as stored: users (with an argon2 password hash, or
+//! none for a service account) and their API tokens (only as hashes).
+//!
+//! Roles and scopes are kept as the hub's names for them; what they allow
+//! is the hub's business (`strata_hub::auth`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// A user or a service account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// The login name.
+    pub name: String,
+    /// The role's name, e.g. `operator`.
+    pub role: String,
+    /// A service account: no password, API tokens only.
+    pub service: bool,
+    /// The password as an argon2 PHC string; `None` for service accounts.
+    pub password_phc: Option<String>,
+    /// When it was created, ns.
+    pub created_ns: i64,
+    /// When it was disabled, ns; a disabled account's tokens stop working.
+    pub disabled_ns: Option<i64>,
+}
+
+/// An API token, without the token itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Its id (public, used to revoke it).
+    pub id: String,
+    /// The user or service account it acts as.
+    pub user: String,
+    /// What it is for, e.g. `grafana` or `dashboard session`.
+    pub label: String,
+    /// The permissions it carries (a subset of its user's role).
+    pub scopes: Vec<String>,
+    /// SHA-256 of the token, in hex.
+    pub token_sha256: String,
+    /// When it was made, ns.
+    pub created_ns: i64,
+    /// When it stops working, ns; `None` never.
+    pub expires_ns: Option<i64>,
+    /// When it was revoked, ns.
+    pub revoked_ns: Option<i64>,
+}
+
+/// Where users and tokens go.
+pub trait AccessStore: Send + Sync + 'static {
+    /// Adds a user; `Conflict` when the name is taken.
+    fn create_user(&self, user: &User) -> Result<()>;
+    /// Replaces a user's role, password and disabled time; `NotFound` when
+    /// there is no such user.
+    fn update_user(&self, user: &User) -> Result<()>;
+    /// Every user, by name.
+    fn users(&self) -> Result<Vec<User>>;
+    /// Adds a token.
+    fn create_token(&self, token: &ApiToken) -> Result<()>;
+    /// Every token, oldest first.
+    fn tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Marks a token revoked; false when there is no such live token.
+    fn revoke_token(&self, id: &str, at_ns: i64) -> Result<bool>;
+}

@@ -1,0 +1,183 @@
+//! [`AccessStore`] for SQLite.
+
+use rusqlite::{ErrorCode, params};
+
+use super::SqliteStore;
+use crate::access::{AccessStore, ApiToken, User};
+use crate::error::{Context, Error, Result};
+
+impl AccessStore for SqliteStore {
+    fn create_user(&self, u: &User) -> Result<()> {
+        self.write(|w| {
+            let done = w.conn.execute(
+                "INSERT INTO users (name, role, service, password_phc, created_ns, disabled_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![u.name, u.role, u.service, u.password_phc, u.created_ns, u.disabled_ns],
+            );
+            match done {
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => Err(
+                    Error::Conflict(format!("there is already a user named {:?}", u.name)),
+                ),
+                other => other
+                    .map(drop)
+                    .context(|| format!("cannot store user {:?}", u.name)),
+            }
+        })
+    }
+
+    fn update_user(&self, u: &User) -> Result<()> {
+        self.write(|w| {
+            let n = w
+                .conn
+                .execute(
+                    "UPDATE users SET role = ?2, password_phc = ?3, disabled_ns = ?4 WHERE name = ?1",
+                    params![u.name, u.role, u.password_phc, u.disabled_ns],
+                )
+                .context(|| format!("cannot update user {:?}", u.name))?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("no user named {:?}", u.name)));
+            }
+            Ok(())
+        })
+    }
+
+    fn users(&self) -> Result<Vec<User>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, role, service, password_phc, created_ns, disabled_ns
+                     FROM users ORDER BY name",
+                )
+                .context(|| "cannot read users".into())?;
+            stmt.query_map([], |r| {
+                Ok(User {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    service: r.get(2)?,
+                    password_phc: r.get(3)?,
+                    created_ns: r.get(4)?,
+                    disabled_ns: r.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .context(|| "cannot read users".into())
+        })
+    }
+
+    fn create_token(&self, t: &ApiToken) -> Result<()> {
+        let scopes = serde_json::to_string(&t.scopes).expect("JSON of scopes");
+        self.write(|w| {
+            w.conn
+                .execute(
+                    "INSERT INTO api_tokens
+                        (id, user_name, label, scopes, token_sha256, created_ns, expires_ns, revoked_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        t.id,
+                        t.user,
+                        t.label,
+                        scopes,
+                        t.token_sha256,
+                        t.created_ns,
+                        t.expires_ns,
+                        t.revoked_ns
+                    ],
+                )
+                .map(drop)
+                .context(|| format!("cannot store a token of {:?}", t.user))
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<ApiToken>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, user_name, label, scopes, token_sha256, created_ns, expires_ns, revoked_ns
+                     FROM api_tokens ORDER BY created_ns, id",
+                )
+                .context(|| "cannot read tokens".into())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        ApiToken {
+                            id: r.get(0)?,
+                            user: r.get(1)?,
+                            label: r.get(2)?,
+                            scopes: Vec::new(),
+                            token_sha256: r.get(4)?,
+                            created_ns: r.get(5)?,
+                            expires_ns: r.get(6)?,
+                            revoked_ns: r.get(7)?,
+                        },
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .context(|| "cannot read tokens".into())?;
+            rows.into_iter()
+                .map(|(mut t, scopes)| {
+                    t.scopes = serde_json::from_str(&scopes)
+                        .map_err(|e| Error::Corrupt(format!("scopes of token {}: {e}", t.id)))?;
+                    Ok(t)
+                })
+                .collect()
+        })
+    }
+
+    fn revoke_token(&self, id: &str, at_ns: i64) -> Result<bool> {
+        self.write(|w| {
+            let n = w
+                .conn
+                .execute(
+                    "UPDATE api_tokens SET revoked_ns = ?2 WHERE id = ?1 AND revoked_ns IS NULL",
+                    params![id, at_ns],
+                )
+                .context(|| format!("cannot revoke token {id}"))?;
+            Ok(n == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Durability;
+
+    #[test]
+    fn users_and_tokens_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+        let mut alice = User {
+            name: "alice".into(),
+            role: "operator".into(),
+            service: false,
+            password_phc: Some("$argon2id$...".into()),
+            created_ns: 1,
+            disabled_ns: None,
+        };
+        store.create_user(&alice).unwrap();
+        assert!(matches!(store.create_user(&alice), Err(Error::Conflict(_))));
+        alice.role = "viewer".into();
+        alice.disabled_ns = Some(5);
+        store.update_user(&alice).unwrap();
+        assert_eq!(store.users().unwrap(), vec![alice.clone()]);
+        alice.name = "bob".into();
+        assert!(matches!(store.update_user(&alice), Err(Error::NotFound(_))));
+
+        let token = ApiToken {
+            id: "tok1".into(),
+            user: "alice".into(),
+            label: "grafana".into(),
+            scopes: vec!["read".into()],
+            token_sha256: "ab".repeat(32),
+            created_ns: 2,
+            expires_ns: Some(10),
+            revoked_ns: None,
+        };
+        store.create_token(&token).unwrap();
+        assert_eq!(store.tokens().unwrap(), vec![token.clone()]);
+        assert!(store.revoke_token("tok1", 7).unwrap());
+        assert!(!store.revoke_token("tok1", 8).unwrap());
+        assert_eq!(store.tokens().unwrap()[0].revoked_ns, Some(7));
+    }
+}
