@@ -108,6 +108,29 @@ impl ApiClient {
         self.finish(what, req.send_json(body))
     }
 
+    /// PATCH `body` as JSON to `path`.
+    pub fn patch<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let mut req = self.agent.patch(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(what, req.send_json(body))
+    }
+
+    /// DELETE `path`.
+    pub fn delete<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<T> {
+        let mut req = self.agent.delete(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(what, req.call())
+    }
+
     /// POST raw bytes (e.g. an ONNX file) to `path`.
     pub fn post_bytes<T: DeserializeOwned>(
         &self,

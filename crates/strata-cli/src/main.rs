@@ -57,6 +57,15 @@ enum Command {
     /// follow, pause, resume or abort them (through a running hub's API).
     #[command(subcommand)]
     Campaign(cmd::campaign::CampaignCommand),
+    /// Users and service accounts (through a running hub's API).
+    #[command(subcommand)]
+    User(cmd::access::UserCommand),
+    /// API tokens: issue, list, revoke (through a running hub's API).
+    #[command(subcommand)]
+    Token(cmd::access::TokenCommand),
+    /// The tamper-evident audit log: read it, take its signed head, verify it.
+    #[command(subcommand)]
+    Audit(cmd::access::AuditCommand),
     /// Measure the platform on this machine.
     #[cfg(feature = "hub")]
     #[command(subcommand)]
@@ -126,6 +135,9 @@ fn main() -> std::process::ExitCode {
             Command::Release(c) => cmd::registry::blocking(move || cmd::release::run(c)).await,
             Command::Campaign(c) => cmd::registry::blocking(move || cmd::campaign::run(c)).await,
             #[cfg(feature = "hub")]
+            Command::User(c) => cmd::access::user(c).await,
+            Command::Token(c) => cmd::access::token(c).await,
+            Command::Audit(c) => cmd::access::audit(c).await,
             Command::Bench(c) => cmd::bench::run(c).await,
         }
     });

@@ -25,6 +25,8 @@ pub struct HubConfig {
     pub ingest: IngestConfig,
     /// Device enrollment.
     pub registry: RegistryConfig,
+    /// People's sessions and tokens.
+    pub auth: AuthConfig,
     /// Over-the-air updates.
     pub ota: OtaConfig,
     /// Drift sketches and detectors for deployed models.
@@ -50,6 +52,7 @@ impl Default for HubConfig {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             registry: RegistryConfig::default(),
+            auth: AuthConfig::default(),
             ota: OtaConfig::default(),
             drift: DriftConfig::default(),
             retrain: Vec::new(),
@@ -189,6 +192,22 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             enrollment_token_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// People's sessions and tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a session from `POST /api/v1/login` lasts, seconds.
+    pub session_ttl_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_s: 12 * 3600,
         }
     }
 }

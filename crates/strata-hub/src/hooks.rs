@@ -27,6 +27,8 @@ pub struct HubHooks {
     reported: Arc<Wake>,
     /// Where closed-loop action records go.
     actions: Arc<dyn strata_store::ControlStore>,
+    /// Where closed-loop actions are also recorded as fleet changes.
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl HubHooks {
@@ -39,6 +41,7 @@ impl HubHooks {
         twins: Arc<dyn TwinStore>,
         reported: Arc<Wake>,
         actions: Arc<dyn strata_store::ControlStore>,
+        audit: Arc<crate::audit::Audit>,
     ) -> Self {
         HubHooks {
             drift,
@@ -48,6 +51,7 @@ impl HubHooks {
             twins,
             reported,
             actions,
+            audit,
         }
     }
 
@@ -114,7 +118,11 @@ impl HubHooks {
             }
         };
         let (done, acked) = tokio::sync::oneshot::channel();
-        let (store, metrics) = (self.actions.clone(), self.metrics.clone());
+        let (store, metrics, audit) = (
+            self.actions.clone(),
+            self.metrics.clone(),
+            self.audit.clone(),
+        );
         let record = strata_store::StoredAction {
             device: device.clone(),
             received_ns: crate::now_ns(),
@@ -123,6 +131,17 @@ impl HubHooks {
         let keep = move || {
             let result = match store.record_action(&record) {
                 Ok(new) => {
+                    if new {
+                        let a = &record.action;
+                        let event = crate::audit::Event::ok(
+                            format!("device:{}", record.device),
+                            "control.action",
+                            format!("{}/{}", record.device, a.action),
+                        )
+                        .outcome(a.outcome.as_str())
+                        .detail(serde_json::json!({"rule": a.rule, "seq": a.seq}));
+                        let _ = audit.record(event);
+                    }
                     let counter = if new {
                         &metrics.control_actions_stored
                     } else {

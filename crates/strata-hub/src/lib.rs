@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod dashboard;
@@ -113,6 +114,13 @@ impl Hub {
         let data_dir = config.data_dir.clone();
         let store = Arc::new(SqliteStore::open(&data_dir, config.storage.durability)?);
         let admin_token = admin_token(&data_dir)?;
+        let audit = audit::Audit::open(store.clone(), &data_dir)?;
+        let access = Arc::new(auth::Access::load(
+            store.clone(),
+            secret::hash(admin_token.as_bytes()),
+            config.auth.session_ttl_s,
+        )?);
+        tracing::info!(public_key = audit.public_key_hex(), "audit log open");
 
         let registry = Arc::new(registry::Registry::load(
             store.clone(),
@@ -165,6 +173,7 @@ impl Hub {
             store.clone(),
             reported.clone(),
             store.clone(),
+            audit.clone(),
         ));
 
         let broker_config = strata_broker::Config {
@@ -219,6 +228,7 @@ impl Hub {
                 registry: registry.clone(),
                 labels: store.clone(),
                 telemetry: store.clone(),
+                audit: audit.clone(),
             },
             config.retrain.clone(),
         )?);
@@ -277,7 +287,8 @@ impl Hub {
             alerts: alerts.clone(),
             webhooks: webhooks.clone(),
             workflows: workflows.clone(),
-            admin_token_sha256: secret::hash(admin_token.as_bytes()),
+            access,
+            audit,
             mqtt_port: mqtt_addr.port(),
         };
         let app = api::router(state);

@@ -119,6 +119,12 @@ pub struct Metrics {
     pub control_actions_stored: AtomicU64,
     /// Action records received again and not stored twice.
     pub control_actions_duplicate: AtomicU64,
+    /// Logins refused (wrong name or password, disabled account).
+    pub login_failures: AtomicU64,
+    /// API requests refused for a missing, unknown, expired or revoked token.
+    pub api_unauthorized: AtomicU64,
+    /// API requests refused because the caller lacks the permission.
+    pub api_forbidden: AtomicU64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -233,6 +239,21 @@ impl Metrics {
                 "strata_control_actions_duplicate_total",
                 "Closed-loop action records received again and not stored twice.",
                 &self.control_actions_duplicate,
+            ),
+            (
+                "strata_login_failures_total",
+                "Logins refused.",
+                &self.login_failures,
+            ),
+            (
+                "strata_api_unauthorized_total",
+                "API requests refused for a missing, unknown, expired or revoked token.",
+                &self.api_unauthorized,
+            ),
+            (
+                "strata_api_forbidden_total",
+                "API requests refused because the caller lacks the permission.",
+                &self.api_forbidden,
             ),
         ];
         for (name, help, value) in counters {

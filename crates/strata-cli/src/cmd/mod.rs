@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod access;
 #[cfg(feature = "hub")]
 pub mod bench;
 pub mod campaign;

@@ -97,11 +97,38 @@ impl HubProcess {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<Value>, auth: bool) -> (u16, Value) {
+        let token = auth.then_some(self.token.as_str());
+        self.send_as(token, method, path, body)
+    }
+
+    /// An API call with `token` (none: anonymous).
+    pub fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.send_as(Some(token), method, path, body)
+    }
+
+    fn send_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("http://{}{path}", self.http);
-        let bearer = format!("Bearer {}", self.token);
+        let bearer = format!("Bearer {}", token.unwrap_or_default());
+        let auth = token.is_some();
         let response = match method {
-            "GET" => {
-                let mut r = self.agent.get(&url);
+            "GET" | "DELETE" => {
+                let mut r = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
                 if auth {
                     r = r.header("Authorization", &bearer);
                 }
@@ -120,7 +147,7 @@ impl HubProcess {
             }
             _ => panic!("method {method}"),
         };
-        let mut response = response.expect("HTTP request");
+        let mut response = response.unwrap_or_else(|e| panic!("HTTP {method} {path}: {e}"));
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().expect("body");
         (

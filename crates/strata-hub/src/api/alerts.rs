@@ -2,8 +2,8 @@
 //! them, read the rules, and follow the webhook deliveries and workflow
 //! runs they caused.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use strata_store::{AlertFilter, Delivery};
 use utoipa::{IntoParams, ToSchema};
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiState, ErrorBody, blocking};
 use crate::alerts::rules::AlertRule;
 use crate::alerts::{Alert, AlertDetail};
+use crate::auth::Principal;
 use crate::error::Result;
 use crate::workflows::{Run, Workflow};
 
@@ -63,8 +64,10 @@ pub async fn get_alert(
 /// Who acknowledges an alert, and why.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Acknowledge {
-    /// Who takes it on.
-    pub by: String,
+    /// Who takes it on. The hub records the caller's name; only the
+    /// shared bootstrap admin token may name someone else here.
+    #[serde(default)]
+    pub by: Option<String>,
     /// A note for the history.
     pub note: Option<String>,
 }
@@ -76,11 +79,13 @@ pub struct Acknowledge {
         (status = 409, description = "Cleared or already acknowledged", body = ErrorBody)))]
 pub async fn acknowledge(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<i64>,
     Json(req): Json<Acknowledge>,
 ) -> Result<Json<Alert>> {
+    let by = super::acting_as(&p, req.by.as_deref());
     Ok(Json(
-        blocking(move || s.alerts.acknowledge(id, &req.by, req.note)).await?,
+        blocking(move || s.alerts.acknowledge(id, &by, req.note)).await?,
     ))
 }
 

@@ -2,13 +2,14 @@
 //! measured, the action record devices send, and approving an action a
 //! rule in approval mode proposed.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use strata_proto::{ControlAction, ControlGate, DeviceId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, ErrorBody, blocking};
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 
 /// Every site's gate as last measured.
@@ -76,8 +77,10 @@ pub async fn list_actions(
 /// Who approves an action.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Approve {
-    /// Who approves it (in the record).
-    pub by: String,
+    /// Who approves it (in the record). The hub records the caller's name;
+    /// only the shared bootstrap admin token may name someone else here.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// Approves an action a rule proposed; the device checks its interlocks
@@ -89,13 +92,12 @@ pub struct Approve {
         (status = 409, description = "No longer a proposal", body = ErrorBody)))]
 pub async fn approve(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Path((device, action)): Path<(String, String)>,
     Json(req): Json<Approve>,
 ) -> Result<axum::http::StatusCode> {
     let device = DeviceId::new(device).map_err(|e| Error::NotFound(e.to_string()))?;
-    if req.by.trim().is_empty() {
-        return Err(Error::BadRequest("`by` must name who approves".into()));
-    }
-    blocking(move || s.gates.approve(&device, &action, req.by.trim())).await?;
+    let by = super::acting_as(&p, req.by.as_deref());
+    blocking(move || s.gates.approve(&device, &action, &by)).await?;
     Ok(axum::http::StatusCode::ACCEPTED)
 }

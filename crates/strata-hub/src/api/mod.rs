@@ -2,10 +2,15 @@
 //! `/api-docs/openapi.json`, a Swagger page at `/swagger-ui`, `/healthz`
 //! and Prometheus `/metrics`.
 //!
-//! Everything under `/api/v1` needs the admin token as a bearer token,
-//! except `/api/v1/enroll`, which devices call with their one-time token,
-//! and `/api/v1/device/...`, which devices call with their credential.
+//! Everything under `/api/v1` needs a bearer token (a user's session or
+//! API token, a service account's token, or the hub's bootstrap admin
+//! token) with the permission that [`crate::auth::policy`] names for the
+//! route; every change is written to the audit log. The exceptions are
+//! `/api/v1/login`, `/api/v1/enroll`, which devices call with their
+//! one-time token, and `/api/v1/device/...`, which devices call with their
+//! credential.
 
+mod access;
 mod alerts;
 mod control;
 mod drift;
@@ -19,10 +24,11 @@ mod retrain;
 mod telemetry;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -34,10 +40,11 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ErrorBody, ErrorDetail};
 
+use crate::audit::{Audit, Event};
+use crate::auth::{Access, policy};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::secret;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -76,8 +83,10 @@ pub struct ApiState {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Workflow runs.
     pub workflows: Arc<crate::workflows::Workflows>,
-    /// SHA-256 of the admin token.
-    pub admin_token_sha256: [u8; 32],
+    /// Users, service accounts and tokens.
+    pub access: Arc<Access>,
+    /// The audit log.
+    pub audit: Arc<Audit>,
     /// The MQTT address devices should connect to, as shown at enrollment.
     pub mqtt_port: u16,
 }
@@ -86,6 +95,17 @@ pub struct ApiState {
 #[openapi(
     info(title = "Strata hub API", description = "Devices, sites and telemetry of a Strata hub."),
     paths(
+        access::login,
+        access::whoami,
+        access::list_users,
+        access::create_user,
+        access::update_user,
+        access::issue_token,
+        access::list_tokens,
+        access::revoke_token,
+        access::list_audit,
+        access::audit_head,
+        access::verify_audit,
         registry::list_sites,
         registry::create_site,
         registry::list_devices,
@@ -148,6 +168,7 @@ pub struct ApiState {
     ),
     modifiers(&BearerAuth),
     tags(
+        (name = "access", description = "Logins, users, service accounts, API tokens and the audit log"),
         (name = "registry", description = "Sites, devices, enrollment and revocation"),
         (name = "telemetry", description = "Stored readings"),
         (name = "models", description = "Model registry, aliases and deployment"),
@@ -183,7 +204,18 @@ const MAX_MODEL_BYTES: usize = 256 << 20;
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
-    let admin = Router::new()
+    let authorized = Router::new()
+        .route("/whoami", get(access::whoami))
+        .route("/users", get(access::list_users).post(access::create_user))
+        .route("/users/{name}", axum::routing::patch(access::update_user))
+        .route(
+            "/tokens",
+            get(access::list_tokens).post(access::issue_token),
+        )
+        .route("/tokens/{id}", axum::routing::delete(access::revoke_token))
+        .route("/audit", get(access::list_audit))
+        .route("/audit/head", get(access::audit_head))
+        .route("/audit/verify", get(access::verify_audit))
         .route(
             "/sites",
             get(registry::list_sites).post(registry::create_site),
@@ -277,11 +309,12 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/campaigns/{id}", get(ota::get_campaign))
         .route("/campaigns/{id}/{action}", post(ota::campaign_action))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let api = Router::new()
+        .route("/login", post(access::login))
         .route("/enroll", post(registry::enroll))
         .route("/device/artifacts/{sha256}", get(models::device_artifact))
-        .merge(admin);
+        .merge(authorized);
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(ops::healthz))
@@ -289,6 +322,16 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::dashboard::router())
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .with_state(state)
+}
+
+/// The name an acknowledgement or approval is recorded under: the
+/// caller's, except that the shared bootstrap admin token (not a person)
+/// may name the person acting.
+pub(crate) fn acting_as(p: &crate::auth::Principal, named: Option<&str>) -> String {
+    match named.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(n) if p.name == crate::auth::BOOTSTRAP_ADMIN && p.token_id.is_none() => n.to_owned(),
+        _ => p.name.clone(),
+    }
 }
 
 /// Runs storage work off the async threads, so a slow commit never stalls
@@ -301,20 +344,83 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Unavailable(format!("request task failed: {e}")))?
 }
 
-async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+/// Authenticates the bearer token, checks the route's rule, and audits
+/// refusals and every change.
+async fn authorize(
+    State(state): State<ApiState>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let template = matched
+        .as_ref()
+        .map(|m| m.as_str().trim_start_matches("/api/v1").to_owned())
+        .unwrap_or_default();
+    let Some(rule) = policy::lookup(&method, &template) else {
+        state.metrics.api_forbidden.fetch_add(1, Relaxed);
+        let refusal = Error::Forbidden(format!(
+            "{method} {template} has no access rule, so nobody may call it"
+        ));
+        return refuse(request, refusal).await;
+    };
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if secret::same(&secret::hash(token.trim().as_bytes()), &state.admin_token_sha256) => {
-            next.run(request).await
+    let principal = match presented.map(|t| state.access.authenticate(t)) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            state.metrics.api_unauthorized.fetch_add(1, Relaxed);
+            return refuse(request, e).await;
         }
-        Some(_) => Error::Unauthorized("the bearer token is not valid".into()).into_response(),
-        None => Error::Unauthorized(
-            "this route needs `Authorization: Bearer <admin token>`; the hub wrote the token to admin.token in its data directory".into(),
-        )
-        .into_response(),
+        None => {
+            state.metrics.api_unauthorized.fetch_add(1, Relaxed);
+            let refusal = Error::Unauthorized(
+                "this route needs `Authorization: Bearer <token>`: log in at /api/v1/login, use an API token, or the hub's admin.token from its data directory".into(),
+            );
+            return refuse(request, refusal).await;
+        }
+    };
+    let target = request.uri().path().to_owned();
+    let event = |outcome: String| {
+        let mut e = Event::ok(principal.name.clone(), rule.action, target.clone()).outcome(outcome);
+        if let Some(id) = &principal.token_id {
+            e = e.detail(serde_json::json!({ "token": id }));
+        }
+        e
+    };
+    if let Err(refusal) = principal.require(rule.permission) {
+        state.metrics.api_forbidden.fetch_add(1, Relaxed);
+        record(&state, event("denied".into())).await;
+        return refuse(request, refusal).await;
     }
+    request.extensions_mut().insert(principal.clone());
+    let response = next.run(request).await;
+    if method != "GET" {
+        let status = response.status();
+        let outcome = if status.is_success() {
+            "ok".to_owned()
+        } else {
+            status.as_u16().to_string()
+        };
+        record(&state, event(outcome)).await;
+    }
+    response
+}
+
+/// Answers a refused request. A small body is read first, so the client's
+/// connection stays usable (a server that answers before reading the body
+/// must close the connection, and clients that reuse it then fail).
+async fn refuse(request: Request, refusal: Error) -> Response {
+    let _ = axum::body::to_bytes(request.into_body(), 64 << 10).await;
+    refusal.into_response()
+}
+
+/// Appends to the audit log off the async threads; a failure is logged
+/// there (the action has happened either way).
+async fn record(state: &ApiState, event: Event) {
+    let audit = state.audit.clone();
+    let _ = tokio::task::spawn_blocking(move || audit.record(event)).await;
 }

@@ -1,15 +1,16 @@
 //! OTA over HTTP: artifact upload, signed release intake, the release list,
 //! the keys an agent is configured to trust, and rollout campaigns.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use strata_store::ReleaseRecord;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, ErrorBody, blocking};
+use crate::auth::{Principal, release_permission};
 use crate::error::{Error, Result};
 use crate::ota::campaign::CampaignSpec;
 use crate::ota::rollout::CampaignView;
@@ -47,10 +48,14 @@ pub async fn upload_artifact(
     responses((status = 201, body = ReleaseRecord), (status = 422, body = ErrorBody)))]
 pub async fn submit_release(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Json(envelope): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ReleaseRecord>)> {
     let envelope: strata_ota::Envelope = serde_json::from_value(envelope)
         .map_err(|e| Error::BadRequest(format!("not a signed release: {e}")))?;
+    let payload: serde_json::Value = serde_json::from_str(&envelope.payload)
+        .map_err(|e| Error::BadRequest(format!("the release's payload is not JSON: {e}")))?;
+    p.require(release_permission(payload["kind"].as_str().unwrap_or("")))?;
     let record = blocking(move || s.ota.accept(&envelope)).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -129,9 +134,11 @@ pub struct Assigned {
     responses((status = 200, body = Assigned), (status = 404, body = ErrorBody)))]
 pub async fn assign(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Path((kind, name, version)): Path<(String, String, u64)>,
     Json(req): Json<AssignRequest>,
 ) -> Result<Json<Assigned>> {
+    p.require(release_permission(&kind))?;
     if req.expires_in_s == 0 {
         return Err(Error::BadRequest("expires_in_s must be at least 1".into()));
     }
@@ -170,10 +177,12 @@ pub async fn assign(
     responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_campaign(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Json(spec): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<CampaignView>)> {
     let spec: CampaignSpec = serde_json::from_value(spec)
         .map_err(|e| Error::BadRequest(format!("not a campaign spec: {e}")))?;
+    p.require(release_permission(&spec.release.kind))?;
     let view = blocking(move || s.campaigns.create(spec)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -206,7 +215,17 @@ pub async fn get_campaign(
     responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn campaign_action(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Path((id, action)): Path<(i64, String)>,
 ) -> Result<Json<CampaignView>> {
-    Ok(Json(blocking(move || s.campaigns.act(id, &action)).await?))
+    Ok(Json(
+        blocking(move || {
+            let campaign = s.campaigns.view(id)?.campaign;
+            p.require(release_permission(
+                campaign.spec["release"]["kind"].as_str().unwrap_or(""),
+            ))?;
+            s.campaigns.act(id, &action)
+        })
+        .await?,
+    ))
 }

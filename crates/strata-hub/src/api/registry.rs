@@ -154,7 +154,24 @@ pub async fn enroll(
     let id = device_id(&req.device)?;
     let registry = s.registry.clone();
     let enroll_id = id.clone();
-    let credential = blocking(move || registry.enroll(&enroll_id, &req.token)).await?;
+    let audit = s.audit.clone();
+    let credential = blocking(move || {
+        let result = registry.enroll(&enroll_id, &req.token);
+        let event = crate::audit::Event::ok(
+            format!("device:{enroll_id}"),
+            "device.enroll",
+            enroll_id.to_string(),
+        );
+        let event = match &result {
+            Ok(_) => event,
+            Err(e) => event
+                .outcome("denied")
+                .detail(serde_json::json!({"reason": e.to_string()})),
+        };
+        audit.record(event)?;
+        result
+    })
+    .await?;
     Ok(Json(Enrollment {
         topic_prefix: strata_proto::Topic::device_prefix(id.as_str()),
         device: id.to_string(),

@@ -80,7 +80,9 @@ pub struct Audit {
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Audit").field("key_id", &self.key_id).finish()
+        f.debug_struct("Audit")
+            .field("key_id", &self.key_id)
+            .finish()
     }
 }
 
@@ -90,9 +92,12 @@ impl Audit {
         let key = audit_key(data_dir)?;
         let key_id = chain::key_id(key.public_key().as_ref());
         let head = match store.audit_head()? {
-            Some(e) => (e.seq, chain::unhex32(&e.sha256).ok_or_else(|| {
-                Error::Unavailable(format!("audit entry {} has a malformed hash", e.seq))
-            })?),
+            Some(e) => (
+                e.seq,
+                chain::unhex32(&e.sha256).ok_or_else(|| {
+                    Error::Unavailable(format!("audit entry {} has a malformed hash", e.seq))
+                })?,
+            ),
             None => (0, chain::GENESIS),
         };
         Ok(Arc::new(Audit {
@@ -186,6 +191,20 @@ impl Audit {
         let key = chain::unhex32(&self.public_key_hex()).expect("our own key");
         verify(self.store.as_ref(), &key, anchor)
     }
+}
+
+/// The public half of the audit key in `data_dir`, without making one.
+pub fn read_public_key(data_dir: &Path) -> Result<[u8; 32]> {
+    let path = data_dir.join(AUDIT_KEY_FILE);
+    let pkcs8 = std::fs::read(&path)
+        .map_err(|e| Error::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+    let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
+        .map_err(|e| Error::Unavailable(format!("cannot use {}: {e}", path.display())))?;
+    Ok(key
+        .public_key()
+        .as_ref()
+        .try_into()
+        .expect("an Ed25519 public key is 32 bytes"))
 }
 
 /// Reads the audit key, making it (readable by the hub only) on first start.

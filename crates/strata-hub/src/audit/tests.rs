@@ -23,8 +23,12 @@ impl Log {
             let batch = (1 + i % 3).min(n - i);
             let events = (i..i + batch)
                 .map(|k| {
-                    Event::ok(format!("user{}", k % 4), "device.revoke", format!("dev-{k}"))
-                        .detail(json!({"k": k}))
+                    Event::ok(
+                        format!("user{}", k % 4),
+                        "device.revoke",
+                        format!("dev-{k}"),
+                    )
+                    .detail(json!({"k": k}))
                 })
                 .collect();
             audit.record_all(events).unwrap();
@@ -56,7 +60,12 @@ fn an_untouched_log_verifies_and_survives_a_reopen() {
     let store = Arc::new(SqliteStore::open(log.dir.path(), Durability::Process).unwrap());
     let again = Audit::open(store, log.dir.path()).unwrap();
     assert_eq!(again.public_key_hex(), log.audit.public_key_hex());
-    assert_eq!(again.record(Event::ok("admin", "auth.login", "admin")).unwrap(), 21);
+    assert_eq!(
+        again
+            .record(Event::ok("admin", "auth.login", "admin"))
+            .unwrap(),
+        21
+    );
     let report = again.verify(None).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     let head = again.head().unwrap().unwrap();
@@ -68,7 +77,11 @@ fn editing_any_field_of_any_entry_is_detected() {
     for column in ["ts_ns", "actor", "action", "target", "outcome", "detail"] {
         for seq in [1, 7, 20] {
             let log = Log::new(20);
-            let value = if column == "ts_ns" { "ts_ns + 1" } else { "'x'" };
+            let value = if column == "ts_ns" {
+                "ts_ns + 1"
+            } else {
+                "'x'"
+            };
             log.sql(&format!(
                 "UPDATE audit_log SET {column} = {value} WHERE seq = {seq}"
             ));
@@ -100,7 +113,9 @@ fn rewriting_the_chain_after_an_edit_is_caught_by_the_signatures() {
     let problems = log.problems();
     assert!(!problems.is_empty());
     assert!(
-        problems.iter().all(|p| p.contains("is not signed by audit key")),
+        problems
+            .iter()
+            .all(|p| p.contains("is not signed by audit key")),
         "{problems:?}"
     );
 }
@@ -133,7 +148,11 @@ fn cutting_off_the_tail_is_detected_by_its_checkpoint_or_an_anchor() {
         "{problems:?}"
     );
     let problems = log.audit.verify(Some(&anchor)).unwrap().problems;
-    assert!(problems.iter().any(|p| p.contains("the anchor names entry 10")));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("the anchor names entry 10"))
+    );
 }
 
 #[test]

@@ -79,7 +79,10 @@ pub fn verify(
     };
     let mut prev = GENESIS;
     let mut seq = 0u64;
-    let mut checkpoints = store.audit_checkpoints(0, usize::MAX >> 1)?.into_iter().peekable();
+    let mut checkpoints = store
+        .audit_checkpoints(0, usize::MAX >> 1)?
+        .into_iter()
+        .peekable();
     let mut last_checkpoint = 0u64;
     let mut anchor_seen = anchor.is_none();
     loop {

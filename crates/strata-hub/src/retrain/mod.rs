@@ -58,6 +58,8 @@ pub struct RetrainDeps {
     pub labels: Arc<dyn LabelStore>,
     /// Predictions.
     pub telemetry: Arc<dyn TelemetryStore>,
+    /// Where promotions are recorded.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// The running loop; reads of its cycles.
@@ -581,6 +583,14 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
     deps.models.set_alias(&c.model, "champion", challenger)?;
     let serving = deps.deployer.serving(&c.model)?;
     deps.deployer.promote(&c.model, challenger, &serving)?;
+    deps.audit.record(
+        crate::audit::Event::ok(
+            "retrainer",
+            "model.promote",
+            format!("{}@{challenger}", c.model),
+        )
+        .detail(serde_json::json!({"cycle": c.id, "devices": serving.len()})),
+    )?;
     c.step(
         CycleState::Promoted,
         format!(

@@ -12,7 +12,14 @@ impl AccessStore for SqliteStore {
             let done = w.conn.execute(
                 "INSERT INTO users (name, role, service, password_phc, created_ns, disabled_ns)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![u.name, u.role, u.service, u.password_phc, u.created_ns, u.disabled_ns],
+                params![
+                    u.name,
+                    u.role,
+                    u.service,
+                    u.password_phc,
+                    u.created_ns,
+                    u.disabled_ns
+                ],
             );
             match done {
                 Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => Err(

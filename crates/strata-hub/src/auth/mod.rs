@@ -1,0 +1,709 @@
+//! Who may do what: users with argon2 passwords, service accounts, scoped
+//! expiring API tokens, and the roles that bound them.
+//!
+//! A request's bearer token is looked up by its SHA-256 in a cache filled
+//! from storage, so checking it costs a hash and a map lookup. What each
+//! route needs is the table in [`policy`]; a route missing from it is
+//! refused. The hub's bootstrap token (`admin.token`) acts as the built-in
+//! `admin` account and never expires.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use serde::{Deserialize, Serialize};
+use strata_store::{AccessStore, ApiToken, User};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::{now_ns, secret};
+
+/// Prefix of API tokens, so secret scanners can recognise them.
+pub const API_TOKEN_PREFIX: &str = "stapi_";
+/// The name the bootstrap admin token acts as.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+/// Longest lifetime of an API token: a year.
+pub const MAX_TOKEN_TTL_S: u64 = 365 * 24 * 3600;
+/// Lifetime of an API token when none is asked for: 90 days.
+pub const DEFAULT_TOKEN_TTL_S: u64 = 90 * 24 * 3600;
+
+/// One thing a token may allow.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Read the fleet, telemetry, models, alerts and rollouts.
+    Read,
+    /// Acknowledge alerts, approve closed-loop actions.
+    Operate,
+    /// Upload, promote and deploy models; train; roll out model releases.
+    Ml,
+    /// Devices, sites, users, tokens, keys, non-model releases, the audit log.
+    Admin,
+}
+
+impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 4] = [
+        Permission::Read,
+        Permission::Operate,
+        Permission::Ml,
+        Permission::Admin,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// Its name, as scopes are written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Operate => "operate",
+            Permission::Ml => "ml",
+            Permission::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Permission> {
+        Permission::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "unknown scope {s:?}: use read, operate, ml or admin"
+                ))
+            })
+    }
+}
+
+/// A set of permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    /// The set of `ps`.
+    pub fn of(ps: &[Permission]) -> Permissions {
+        Permissions(ps.iter().fold(0, |acc, p| acc | p.bit()))
+    }
+
+    /// Whether `p` is in it.
+    pub fn has(self, p: Permission) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    /// Those in both.
+    pub fn and(self, other: Permissions) -> Permissions {
+        Permissions(self.0 & other.0)
+    }
+
+    /// Whether every one of `self` is in `other`.
+    pub fn within(self, other: Permissions) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The permissions, in order.
+    pub fn list(self) -> Vec<Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(|p| self.has(*p))
+            .collect()
+    }
+}
+
+/// What a person or service is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything but secrets and the audit log.
+    Viewer,
+    /// A viewer who handles alerts and approves closed-loop actions.
+    Operator,
+    /// A viewer who manages models, training and model rollouts.
+    MlEngineer,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// What the role allows.
+    pub fn permissions(self) -> Permissions {
+        use Permission::*;
+        Permissions::of(match self {
+            Role::Viewer => &[Read],
+            Role::Operator => &[Read, Operate],
+            Role::MlEngineer => &[Read, Ml],
+            Role::Admin => &[Read, Operate, Ml, Admin],
+        })
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::MlEngineer => "ml_engineer",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Role> {
+        [Role::Viewer, Role::Operator, Role::MlEngineer, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Error::Unavailable(format!("stored role {s:?} is unknown")))
+    }
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Principal {
+    /// The user or service account.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Whether it is a service account.
+    pub service: bool,
+    /// What this request may do: the token's scopes within the role.
+    #[schema(value_type = Vec<Permission>)]
+    #[serde(serialize_with = "serialize_permissions")]
+    pub permissions: Permissions,
+    /// The token used (none for the bootstrap token).
+    pub token_id: Option<String>,
+    /// When the token expires, ns.
+    pub expires_ns: Option<i64>,
+}
+
+fn serialize_permissions<S: serde::Serializer>(p: &Permissions, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(p.list())
+}
+
+impl Principal {
+    /// Refuses with 403 unless the principal has `p`.
+    pub fn require(&self, p: Permission) -> Result<()> {
+        if self.permissions.has(p) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "{} ({}) may not do this: it needs the {} permission",
+                self.name,
+                self.role.as_str(),
+                p.as_str()
+            )))
+        }
+    }
+}
+
+/// What rolling out a release of `kind` needs: model releases are the ML
+/// engineers'; config and bundle releases change the gateway and are admins'.
+pub fn release_permission(kind: &str) -> Permission {
+    if kind == "model" {
+        Permission::Ml
+    } else {
+        Permission::Admin
+    }
+}
+
+/// A user or service account as the API shows it (no password hash).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserInfo {
+    /// The login name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// A service account (tokens only).
+    pub service: bool,
+    /// When it was created, ns.
+    pub created_ns: i64,
+    /// When it was disabled, ns.
+    pub disabled_ns: Option<i64>,
+}
+
+/// A token as the API lists it (never the token).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenInfo {
+    /// Its id.
+    pub id: String,
+    /// Whom it acts as.
+    pub user: String,
+    /// What it is for.
+    pub label: String,
+    /// Its scopes.
+    pub scopes: Vec<Permission>,
+    /// When it was made, ns.
+    pub created_ns: i64,
+    /// When it expires, ns.
+    pub expires_ns: Option<i64>,
+    /// When it was revoked, ns.
+    pub revoked_ns: Option<i64>,
+}
+
+/// A new token: shown once.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IssuedToken {
+    /// The bearer token. Only its hash is kept.
+    pub token: String,
+    /// Its record.
+    pub info: TokenInfo,
+}
+
+/// A user or service account to create.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Letters, digits, '.', '_', '-' and '@', at most 64.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// A password of at least 12 characters, for people; none for service accounts.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A service account: no password, API tokens only.
+    #[serde(default)]
+    pub service: bool,
+}
+
+/// A change to a user.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// A new role; tokens already issued shrink to it.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// A new password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Disable (true) or enable (false); a disabled account's tokens stop working.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+struct Cache {
+    users: HashMap<String, User>,
+    /// token SHA-256 -> token.
+    tokens: HashMap<[u8; 32], ApiToken>,
+}
+
+/// Users, service accounts and tokens.
+pub struct Access {
+    store: Arc<dyn AccessStore>,
+    bootstrap_sha256: [u8; 32],
+    session_ttl_s: u64,
+    cache: RwLock<Cache>,
+    /// A hash to verify against when the user is unknown, so a login takes
+    /// as long whether or not the name exists.
+    dummy_phc: String,
+}
+
+impl Access {
+    /// Loads users and tokens from `store`. `bootstrap_sha256` is the hash
+    /// of the hub's admin token; logins get sessions of `session_ttl_s`.
+    pub fn load(
+        store: Arc<dyn AccessStore>,
+        bootstrap_sha256: [u8; 32],
+        session_ttl_s: u64,
+    ) -> Result<Access> {
+        let users = store
+            .users()?
+            .into_iter()
+            .map(|u| (u.name.clone(), u))
+            .collect();
+        let mut tokens = HashMap::new();
+        for t in store.tokens()? {
+            let hash = crate::audit::chain::unhex32(&t.token_sha256).ok_or_else(|| {
+                Error::Unavailable(format!("token {} has a malformed hash", t.id))
+            })?;
+            tokens.insert(hash, t);
+        }
+        Ok(Access {
+            store,
+            bootstrap_sha256,
+            session_ttl_s,
+            cache: RwLock::new(Cache { users, tokens }),
+            dummy_phc: hash_password("not a password of anyone")?,
+        })
+    }
+
+    /// Who presents `bearer`; 401 when it is unknown, expired or revoked,
+    /// or its account is disabled.
+    pub fn authenticate(&self, bearer: &str) -> Result<Principal> {
+        let hash = secret::hash(bearer.trim().as_bytes());
+        if secret::same(&hash, &self.bootstrap_sha256) {
+            return Ok(Principal {
+                name: BOOTSTRAP_ADMIN.into(),
+                role: Role::Admin,
+                service: true,
+                permissions: Role::Admin.permissions(),
+                token_id: None,
+                expires_ns: None,
+            });
+        }
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let invalid = || Error::Unauthorized("the bearer token is not valid".into());
+        let token = cache.tokens.get(&hash).ok_or_else(invalid)?;
+        if token.revoked_ns.is_some() {
+            return Err(Error::Unauthorized(format!(
+                "token {} was revoked",
+                token.id
+            )));
+        }
+        if token.expires_ns.is_some_and(|e| e <= now_ns()) {
+            return Err(Error::Unauthorized(format!(
+                "token {} has expired; log in again or ask for a new token",
+                token.id
+            )));
+        }
+        let user = cache.users.get(&token.user).ok_or_else(invalid)?;
+        if user.disabled_ns.is_some() {
+            return Err(Error::Unauthorized(format!(
+                "account {} is disabled",
+                user.name
+            )));
+        }
+        let role = Role::parse(&user.role)?;
+        let scopes = token
+            .scopes
+            .iter()
+            .map(|s| Permission::parse(s))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Error::Unavailable(format!("token {}: {e}", token.id)))?;
+        Ok(Principal {
+            name: user.name.clone(),
+            role,
+            service: user.service,
+            permissions: Permissions::of(&scopes).and(role.permissions()),
+            token_id: Some(token.id.clone()),
+            expires_ns: token.expires_ns,
+        })
+    }
+
+    /// Checks a password and opens a session: a token with the role's
+    /// permissions for the configured session lifetime.
+    pub fn login(&self, name: &str, password: &str) -> Result<IssuedToken> {
+        let user = self.user(name);
+        let phc = user
+            .as_ref()
+            .filter(|u| u.disabled_ns.is_none())
+            .and_then(|u| u.password_phc.clone());
+        let matches = verify_password(password, phc.as_deref().unwrap_or(&self.dummy_phc));
+        let refused = || Error::Unauthorized("wrong user name or password".into());
+        let user = match (user, phc, matches) {
+            (Some(u), Some(_), true) => u,
+            _ => return Err(refused()),
+        };
+        let role = Role::parse(&user.role)?;
+        self.issue(
+            &user.name,
+            "login session",
+            role.permissions(),
+            self.session_ttl_s,
+        )
+    }
+
+    fn user(&self, name: &str) -> Option<User> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .get(name)
+            .cloned()
+    }
+
+    /// Creates a user or service account.
+    pub fn create_user(&self, req: CreateUser) -> Result<UserInfo> {
+        check_name(&req.name)?;
+        if req.name == BOOTSTRAP_ADMIN {
+            return Err(Error::Conflict(format!(
+                "{BOOTSTRAP_ADMIN:?} is the hub's built-in account"
+            )));
+        }
+        let password_phc = match (req.service, req.password) {
+            (true, Some(_)) => {
+                return Err(Error::BadRequest(
+                    "a service account has no password: issue it a token instead".into(),
+                ));
+            }
+            (true, None) => None,
+            (false, None) => {
+                return Err(Error::BadRequest(
+                    "a user needs a password (or make it a service account)".into(),
+                ));
+            }
+            (false, Some(p)) => Some(hash_password(&check_password(p)?)?),
+        };
+        let user = User {
+            name: req.name,
+            role: req.role.as_str().into(),
+            service: req.service,
+            password_phc,
+            created_ns: now_ns(),
+            disabled_ns: None,
+        };
+        self.store.create_user(&user)?;
+        let info = user_info(&user)?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .insert(user.name.clone(), user);
+        Ok(info)
+    }
+
+    /// Changes a user's role, password or whether it is disabled.
+    pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
+        let mut user = self
+            .user(name)
+            .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
+        if let Some(role) = req.role {
+            user.role = role.as_str().into();
+        }
+        if let Some(p) = req.password {
+            if user.service {
+                return Err(Error::BadRequest(
+                    "a service account has no password".into(),
+                ));
+            }
+            user.password_phc = Some(hash_password(&check_password(p)?)?);
+        }
+        match req.disabled {
+            Some(true) if user.disabled_ns.is_none() => user.disabled_ns = Some(now_ns()),
+            Some(false) => user.disabled_ns = None,
+            _ => {}
+        }
+        self.store.update_user(&user)?;
+        let info = user_info(&user)?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .insert(user.name.clone(), user);
+        Ok(info)
+    }
+
+    /// Every user and service account.
+    pub fn users(&self) -> Result<Vec<UserInfo>> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let mut users = cache
+            .users
+            .values()
+            .map(user_info)
+            .collect::<Result<Vec<_>>>()?;
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
+    }
+
+    /// Issues a token for `user` with `scopes` (all of the role's when
+    /// `None`) for `ttl_s` seconds. `by` is who asks: anyone may issue
+    /// tokens for themselves within their own permissions; only an admin
+    /// for someone else.
+    pub fn issue_token(
+        &self,
+        by: &Principal,
+        user: Option<&str>,
+        label: &str,
+        scopes: Option<&[String]>,
+        ttl_s: Option<u64>,
+    ) -> Result<IssuedToken> {
+        let name = user.unwrap_or(&by.name);
+        if name != by.name {
+            by.require(Permission::Admin)?;
+        }
+        let account = self
+            .user(name)
+            .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
+        if account.disabled_ns.is_some() {
+            return Err(Error::Conflict(format!("account {name} is disabled")));
+        }
+        let role = Role::parse(&account.role)?.permissions();
+        let wanted = match scopes {
+            Some(s) => Permissions::of(
+                &s.iter()
+                    .map(|s| Permission::parse(s))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => role,
+        };
+        if !wanted.within(role) {
+            return Err(Error::Forbidden(format!(
+                "{name} is {} and cannot hold a token with scopes {:?}",
+                account.role,
+                wanted.list()
+            )));
+        }
+        if name == by.name && !wanted.within(by.permissions) {
+            return Err(Error::Forbidden(
+                "a token cannot issue a token with more permissions than it has".into(),
+            ));
+        }
+        let ttl_s = ttl_s.unwrap_or(DEFAULT_TOKEN_TTL_S);
+        if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
+            return Err(Error::BadRequest(format!(
+                "a token lives 1 s to {MAX_TOKEN_TTL_S} s (a year), not {ttl_s} s"
+            )));
+        }
+        if label.len() > 128 {
+            return Err(Error::BadRequest(
+                "a token label is at most 128 bytes".into(),
+            ));
+        }
+        self.issue(name, label, wanted, ttl_s)
+    }
+
+    fn issue(
+        &self,
+        user: &str,
+        label: &str,
+        scopes: Permissions,
+        ttl_s: u64,
+    ) -> Result<IssuedToken> {
+        let token = secret::generate(API_TOKEN_PREFIX);
+        let hash = secret::hash(token.as_bytes());
+        let now = now_ns();
+        let record = ApiToken {
+            id: format!(
+                "tok_{}",
+                &crate::audit::chain::hex(&secret::hash(&hash))[..16]
+            ),
+            user: user.to_owned(),
+            label: label.to_owned(),
+            scopes: scopes
+                .list()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            token_sha256: crate::audit::chain::hex(&hash),
+            created_ns: now,
+            expires_ns: Some(now.saturating_add((ttl_s as i64).saturating_mul(1_000_000_000))),
+            revoked_ns: None,
+        };
+        self.store.create_token(&record)?;
+        let info = token_info(&record);
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .insert(hash, record);
+        Ok(IssuedToken { token, info })
+    }
+
+    /// Tokens, of one user or of all.
+    pub fn tokens(&self, user: Option<&str>) -> Vec<TokenInfo> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = cache
+            .tokens
+            .values()
+            .filter(|t| user.is_none_or(|u| t.user == u))
+            .map(token_info)
+            .collect();
+        out.sort_by(|a, b| (a.created_ns, &a.id).cmp(&(b.created_ns, &b.id)));
+        out
+    }
+
+    /// Revokes token `id`; anyone may revoke their own, an admin any.
+    /// It stops working at once.
+    pub fn revoke_token(&self, by: &Principal, id: &str) -> Result<TokenInfo> {
+        let owner = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache
+                .tokens
+                .values()
+                .find(|t| t.id == id)
+                .map(|t| t.user.clone())
+        }
+        .ok_or_else(|| Error::NotFound(format!("no token {id}")))?;
+        if owner != by.name {
+            by.require(Permission::Admin)?;
+        }
+        let now = now_ns();
+        if !self.store.revoke_token(id, now)? {
+            return Err(Error::Conflict(format!("token {id} was already revoked")));
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let token = cache
+            .tokens
+            .values_mut()
+            .find(|t| t.id == id)
+            .expect("a token just found");
+        token.revoked_ns = Some(now);
+        Ok(token_info(token))
+    }
+}
+
+fn user_info(u: &User) -> Result<UserInfo> {
+    Ok(UserInfo {
+        name: u.name.clone(),
+        role: Role::parse(&u.role)?,
+        service: u.service,
+        created_ns: u.created_ns,
+        disabled_ns: u.disabled_ns,
+    })
+}
+
+fn token_info(t: &ApiToken) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        user: t.user.clone(),
+        label: t.label.clone(),
+        scopes: t
+            .scopes
+            .iter()
+            .filter_map(|s| Permission::parse(s).ok())
+            .collect(),
+        created_ns: t.created_ns,
+        expires_ns: t.expires_ns,
+        revoked_ns: t.revoked_ns,
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "user name {name:?} must be 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+fn check_password(p: String) -> Result<String> {
+    if p.chars().count() < 12 {
+        return Err(Error::BadRequest(
+            "a password needs at least 12 characters".into(),
+        ));
+    }
+    if p.len() > 1024 {
+        return Err(Error::BadRequest("a password is at most 1024 bytes".into()));
+    }
+    Ok(p)
+}
+
+/// An argon2id PHC string of `password` with a random salt (OWASP's
+/// parameters: 19 MiB, 2 passes).
+fn hash_password(password: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| Error::Unavailable(format!("no random salt: {e}")))?;
+    argon2::Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Unavailable(format!("cannot hash a password: {e}")))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    let Ok(hash) = argon2::password_hash::phc::PasswordHash::new(phc) else {
+        return false;
+    };
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests;

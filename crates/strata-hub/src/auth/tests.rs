@@ -1,0 +1,198 @@
+//! Passwords, tokens, scopes, expiry and revocation.
+
+use std::sync::Arc;
+
+use strata_store::{Durability, SqliteStore};
+
+use super::*;
+
+fn access(dir: &std::path::Path) -> Access {
+    let store = Arc::new(SqliteStore::open(dir, Durability::Process).unwrap());
+    Access::load(store, secret::hash(b"bootstrap"), 3600).unwrap()
+}
+
+fn user(name: &str, role: Role) -> CreateUser {
+    CreateUser {
+        name: name.into(),
+        role,
+        password: Some(format!("{name} has a long password")),
+        service: false,
+    }
+}
+
+#[test]
+fn a_login_gives_a_session_with_the_role_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    a.create_user(user("olga", Role::Operator)).unwrap();
+    let session = a.login("olga", "olga has a long password").unwrap();
+    let p = a.authenticate(&session.token).unwrap();
+    assert_eq!((p.name.as_str(), p.role), ("olga", Role::Operator));
+    assert!(p.permissions.has(Permission::Operate) && !p.permissions.has(Permission::Ml));
+    assert!(p.require(Permission::Admin).is_err());
+    assert!(matches!(
+        a.login("olga", "wrong password!!"),
+        Err(Error::Unauthorized(_))
+    ));
+    assert!(matches!(
+        a.login("nobody", "olga has a long password"),
+        Err(Error::Unauthorized(_))
+    ));
+    // Only the hash is stored.
+    let mut stored = std::fs::read(dir.path().join("strata.db")).unwrap();
+    stored.extend(std::fs::read(dir.path().join("strata.db-wal")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&stored);
+    assert!(!text.contains("olga has a long password"));
+    assert!(!text.contains(&session.token));
+    assert!(text.contains("$argon2id$"));
+}
+
+#[test]
+fn the_bootstrap_token_is_the_admin_and_unknown_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    let p = a.authenticate("bootstrap").unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.permissions),
+        (BOOTSTRAP_ADMIN, Role::Admin.permissions())
+    );
+    assert!(matches!(
+        a.authenticate("stapi_nope"),
+        Err(Error::Unauthorized(_))
+    ));
+}
+
+#[test]
+fn scopes_narrow_a_token_and_cannot_widen_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    let admin = a.authenticate("bootstrap").unwrap();
+    a.create_user(user("mia", Role::MlEngineer)).unwrap();
+    let read_only = a
+        .issue_token(
+            &admin,
+            Some("mia"),
+            "grafana",
+            Some(&["read".into()]),
+            Some(60),
+        )
+        .unwrap();
+    let p = a.authenticate(&read_only.token).unwrap();
+    assert!(p.permissions.has(Permission::Read) && !p.permissions.has(Permission::Ml));
+    // Beyond her role: refused.
+    let err = a
+        .issue_token(&admin, Some("mia"), "x", Some(&["admin".into()]), None)
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err}");
+    // A read-only token cannot mint an ml token, nor one for someone else.
+    assert!(matches!(
+        a.issue_token(&p, None, "x", Some(&["ml".into()]), None),
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        a.issue_token(&p, Some("admin"), "x", None, None),
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        a.issue_token(&admin, Some("mia"), "x", Some(&["root".into()]), None),
+        Err(Error::BadRequest(_))
+    ));
+    // Demoting her shrinks the tokens she already has.
+    let full = a
+        .issue_token(&admin, Some("mia"), "ci", None, None)
+        .unwrap();
+    assert!(
+        a.authenticate(&full.token)
+            .unwrap()
+            .permissions
+            .has(Permission::Ml)
+    );
+    a.update_user(
+        "mia",
+        UpdateUser {
+            role: Some(Role::Viewer),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        !a.authenticate(&full.token)
+            .unwrap()
+            .permissions
+            .has(Permission::Ml)
+    );
+}
+
+#[test]
+fn expired_revoked_and_disabled_are_refused_and_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    let admin = a.authenticate("bootstrap").unwrap();
+    a.create_user(CreateUser {
+        name: "etl".into(),
+        role: Role::Viewer,
+        password: None,
+        service: true,
+    })
+    .unwrap();
+    let short = a
+        .issue_token(&admin, Some("etl"), "short", None, Some(1))
+        .unwrap();
+    let kept = a
+        .issue_token(&admin, Some("etl"), "kept", None, None)
+        .unwrap();
+    let revoked = a
+        .issue_token(&admin, Some("etl"), "gone", None, None)
+        .unwrap();
+    a.authenticate(&short.token).unwrap();
+    a.revoke_token(&admin, &revoked.info.id).unwrap();
+    assert!(matches!(
+        a.authenticate(&revoked.token),
+        Err(Error::Unauthorized(_))
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let err = a.authenticate(&short.token).unwrap_err().to_string();
+    assert!(err.contains("expired"), "{err}");
+
+    let again = access(dir.path());
+    assert!(again.authenticate(&short.token).is_err());
+    assert!(again.authenticate(&revoked.token).is_err());
+    assert_eq!(again.authenticate(&kept.token).unwrap().name, "etl");
+    again
+        .update_user(
+            "etl",
+            UpdateUser {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        again
+            .authenticate(&kept.token)
+            .unwrap_err()
+            .to_string()
+            .contains("disabled")
+    );
+    // A service account cannot log in.
+    assert!(again.login("etl", "anything at all").is_err());
+}
+
+#[test]
+fn bad_users_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    let mut short = user("sam", Role::Viewer);
+    short.password = Some("short".into());
+    assert!(matches!(a.create_user(short), Err(Error::BadRequest(_))));
+    assert!(matches!(
+        a.create_user(user("bad name", Role::Viewer)),
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        a.create_user(user("admin", Role::Viewer)),
+        Err(Error::Conflict(_))
+    ));
+    a.create_user(user("sam", Role::Viewer)).unwrap();
+    assert!(a.create_user(user("sam", Role::Viewer)).is_err());
+}
