@@ -82,11 +82,33 @@ impl Broker {
                 "max_packet_size must be at least 16 bytes",
             ));
         }
-        let listener = crate::listener::bind(config.bind).await?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+        if !config.plaintext && config.tls.is_none() {
+            return Err(BrokerError::Config(
+                "no listener: enable plain text or configure TLS",
+            ));
+        }
+        let plain = match config.plaintext {
+            true => Some(crate::listener::bind(config.bind).await?),
+            false => None,
+        };
+        let tls = match &config.tls {
+            Some(t) => Some((
+                crate::listener::bind(t.bind).await?,
+                tokio_rustls::TlsAcceptor::from(Arc::clone(&t.server)),
+                t.bind,
+            )),
+            None => None,
+        };
+        let addr_of = |l: &tokio::net::TcpListener, addr: SocketAddr| {
+            l.local_addr()
+                .map_err(|source| BrokerError::Bind { addr, source })
+        };
+        let plain_addr = plain
+            .as_ref()
+            .map(|l| addr_of(l, config.bind))
+            .transpose()?;
+        let tls_addr = tls.as_ref().map(|(l, _, a)| addr_of(l, *a)).transpose()?;
+        let local_addr = plain_addr.or(tls_addr).expect("one listener");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
@@ -98,14 +120,30 @@ impl Broker {
             next_conn_id: AtomicU64::new(1),
             shutdown: shutdown_rx,
         });
-        let accept = tokio::spawn(crate::listener::accept_loop(listener, Arc::clone(&shared)));
-        tracing::info!(%local_addr, "MQTT broker listening");
+        let mut accept = Vec::new();
+        if let Some(l) = plain {
+            accept.push(tokio::spawn(crate::listener::accept_loop(
+                l,
+                None,
+                Arc::clone(&shared),
+            )));
+            tracing::info!(%local_addr, "MQTT broker listening (plain text)");
+        }
+        if let Some((l, acceptor, _)) = tls {
+            accept.push(tokio::spawn(crate::listener::accept_loop(
+                l,
+                Some(acceptor),
+                Arc::clone(&shared),
+            )));
+            tracing::info!(tls_addr = %tls_addr.expect("bound"), "MQTT broker listening (TLS)");
+        }
         Ok(BrokerHandle {
             inner: Arc::new(HandleInner {
                 shared,
                 local_addr,
+                tls_addr,
                 shutdown_tx,
-                accept: AsyncMutex::new(Some(accept)),
+                accept: AsyncMutex::new(accept),
             }),
         })
     }
@@ -114,8 +152,9 @@ impl Broker {
 struct HandleInner {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
-    accept: AsyncMutex<Option<JoinHandle<()>>>,
+    accept: AsyncMutex<Vec<JoinHandle<()>>>,
 }
 
 /// Control handle of a running broker; cheap to clone.
@@ -133,9 +172,15 @@ impl std::fmt::Debug for BrokerHandle {
 }
 
 impl BrokerHandle {
-    /// The address the listener is bound to (the real port when 0 was asked).
+    /// The plain-text listener's bound address (the real port when 0 was
+    /// asked), or the TLS listener's when there is no plain-text one.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The TLS listener's bound address, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.tls_addr
     }
 
     /// Publishes from inside the process: routed (QoS capped at 1) and
@@ -199,8 +244,9 @@ impl BrokerHandle {
     /// wills) and waits for them to finish, up to the configured grace.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown_tx.send(true);
-        if let Some(accept) = self.inner.accept.lock().await.take() {
-            let _ = accept.await;
+        let accept = std::mem::take(&mut *self.inner.accept.lock().await);
+        for task in accept {
+            let _ = task.await;
         }
     }
 }

@@ -4,12 +4,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Settings of an embedded broker. `Config::default()` listens on
-/// 127.0.0.1:1883.
+/// 127.0.0.1:1883 in plain text.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address of the TCP listener; port 0 picks a free port (see
-    /// [`crate::BrokerHandle::local_addr`]).
+    /// Address of the plain-text TCP listener; port 0 picks a free port (see
+    /// [`crate::BrokerHandle::local_addr`]). Used only with `plaintext`.
     pub bind: SocketAddr,
+    /// Whether to run the plain-text listener at all.
+    pub plaintext: bool,
+    /// A TLS listener (with client certificates when its rustls config
+    /// asks for them), beside or instead of the plain-text one.
+    pub tls: Option<TlsListener>,
     /// Largest packet accepted from a client, fixed header included
     /// (default 1 MiB). Also advertised in the v5 CONNACK.
     pub max_packet_size: usize,
@@ -35,10 +40,22 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// A TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Its address; port 0 picks a free port (see
+    /// [`crate::BrokerHandle::tls_addr`]).
+    pub bind: SocketAddr,
+    /// The server's certificate, key and client-certificate policy.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            plaintext: true,
+            tls: None,
             max_packet_size: strata_mqtt::DEFAULT_MAX_PACKET_SIZE,
             max_inflight_inbound: 1024,
             max_inflight_outbound: 256,

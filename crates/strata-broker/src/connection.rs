@@ -117,8 +117,12 @@ fn outcome_of(result: Result<Result<(), IngestRefusal>, oneshot::error::RecvErro
 }
 
 /// Serves one accepted stream until it closes.
-pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
-where
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    peer_certificate: Option<Vec<u8>>,
+    shared: Arc<Shared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -138,8 +142,17 @@ where
         }
     };
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let Some((conn, kick_rx, release_tx)) =
-        handshake(connect, conn_id, peer, rbuf, decoder, &mut wr, &shared).await
+    let Some((conn, kick_rx, release_tx)) = handshake(
+        connect,
+        conn_id,
+        peer,
+        peer_certificate.as_deref(),
+        rbuf,
+        decoder,
+        &mut wr,
+        &shared,
+    )
+    .await
     else {
         return;
     };
@@ -252,6 +265,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
     connect: Connect,
     conn_id: u64,
     peer: SocketAddr,
+    peer_certificate: Option<&[u8]>,
     rbuf: BytesMut,
     decoder: Decoder,
     wr: &mut W,
@@ -283,6 +297,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         protocol: version,
         peer,
         clean_start: connect.clean_start,
+        peer_certificate,
     });
     let refusal = match (decision, v5) {
         (AuthDecision::Allow, _) => None,

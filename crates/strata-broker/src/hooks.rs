@@ -24,6 +24,10 @@ pub struct ConnectInfo<'a> {
     pub peer: SocketAddr,
     /// Clean session (3.1.1) / clean start (5) flag.
     pub clean_start: bool,
+    /// The client's certificate (DER), when it connected over TLS with one;
+    /// the TLS layer has already checked it chains to a trusted CA and is
+    /// within its validity.
+    pub peer_certificate: Option<&'a [u8]>,
 }
 
 /// Answer of [`Hooks::authenticate`].

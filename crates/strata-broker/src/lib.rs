@@ -21,7 +21,7 @@ mod session;
 mod stats;
 
 pub use broker::{Broker, BrokerHandle};
-pub use config::Config;
+pub use config::{Config, TlsListener};
 pub use error::BrokerError;
 pub use hooks::{
     AuthDecision, ConnectInfo, DisconnectReason, Hooks, InboundPublish, IngestRefusal,
@@ -29,3 +29,4 @@ pub use hooks::{
 };
 pub use stats::Stats;
 pub use strata_mqtt::{ProtocolVersion, QoS};
+pub use tokio_rustls::rustls;

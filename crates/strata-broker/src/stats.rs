@@ -29,6 +29,11 @@ pub struct Stats {
     pub queue_drops: u64,
     /// Connections closed for a malformed packet or protocol violation.
     pub malformed_packets: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed (no or a bad client certificate, a
+    /// protocol error, a timeout).
+    pub tls_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +49,8 @@ pub(crate) struct Counters {
     pub dropped_too_large: AtomicU64,
     pub queue_drops: AtomicU64,
     pub malformed_packets: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_failures: AtomicU64,
     pub connected: AtomicUsize,
 }
 
@@ -67,6 +74,8 @@ impl Counters {
             dropped_too_large: get(&self.dropped_too_large),
             queue_drops: get(&self.queue_drops),
             malformed_packets: get(&self.malformed_packets),
+            tls_handshakes: get(&self.tls_handshakes),
+            tls_failures: get(&self.tls_failures),
         }
     }
 }

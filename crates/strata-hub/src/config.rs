@@ -115,18 +115,59 @@ pub struct OtaConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// Address to listen on for MQTT over TCP.
+    /// Address of the plain-text listener, used only with `plaintext`.
     pub listen: SocketAddr,
+    /// Plain-text MQTT with device passwords: for development only. Off by
+    /// default; devices then connect over TLS with certificates.
+    pub plaintext: bool,
     /// Largest MQTT packet accepted, in bytes.
     pub max_packet_bytes: usize,
+    /// MQTT over TLS with device certificates from the platform CA.
+    pub tls: MqttTlsConfig,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: "0.0.0.0:1883".parse().expect("literal"),
+            plaintext: false,
             max_packet_bytes: 1 << 20,
+            tls: MqttTlsConfig::default(),
         }
+    }
+}
+
+/// MQTT over TLS (mutual: devices present certificates).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttTlsConfig {
+    /// Address of the TLS listener. Unset: 0.0.0.0:8883 when plain text is
+    /// off, no TLS listener when it is on (a development hub).
+    pub listen: Option<SocketAddr>,
+    /// Names and addresses devices reach the hub by, for its server
+    /// certificate (localhost and 127.0.0.1 are always in).
+    pub server_names: Vec<String>,
+    /// Lifetime of a device certificate, seconds (default 7 days); agents
+    /// renew at two thirds of it.
+    pub device_cert_ttl_s: u64,
+}
+
+impl Default for MqttTlsConfig {
+    fn default() -> Self {
+        MqttTlsConfig {
+            listen: None,
+            server_names: Vec::new(),
+            device_cert_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Where the TLS listener goes, if there is one.
+    pub fn tls_listen(&self) -> Option<SocketAddr> {
+        self.tls
+            .listen
+            .or((!self.plaintext).then(|| "0.0.0.0:8883".parse().expect("literal")))
     }
 }
 

@@ -241,6 +241,33 @@ impl Hooks for HubHooks {
             });
             decision
         };
+        if let Some(der) = info.peer_certificate {
+            if info.username.is_some_and(|u| u != info.client_id) {
+                return refuse(
+                    RejectReason::BadCredentials,
+                    AuthDecision::Deny,
+                    "the username, if any, must be the client id",
+                );
+            }
+            return match self.registry.check_certificate(info.client_id, der) {
+                CredentialCheck::Valid => AuthDecision::Allow,
+                CredentialCheck::Unknown => refuse(
+                    RejectReason::UnknownDevice,
+                    AuthDecision::Deny,
+                    "a certificate this hub did not issue or no longer knows",
+                ),
+                CredentialCheck::Revoked => refuse(
+                    RejectReason::RevokedDevice,
+                    AuthDecision::Deny,
+                    "the certificate's device is revoked",
+                ),
+                CredentialCheck::Invalid => refuse(
+                    RejectReason::BadCredentials,
+                    AuthDecision::Deny,
+                    "the client id is not the device the certificate names",
+                ),
+            };
+        }
         let (Some(username), Some(password)) = (info.username, info.password) else {
             return refuse(
                 RejectReason::BadCredentials,

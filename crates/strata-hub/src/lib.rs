@@ -27,6 +27,7 @@ pub mod kpi;
 pub mod metrics;
 pub mod models;
 pub mod ota;
+pub mod pki;
 pub mod registry;
 pub mod retrain;
 pub mod secret;
@@ -91,6 +92,7 @@ pub enum StartError {
 /// A running hub.
 pub struct Hub {
     mqtt_addr: SocketAddr,
+    mqtt_tls_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
     admin_token: String,
     data_dir: PathBuf,
@@ -121,11 +123,21 @@ impl Hub {
             config.auth.session_ttl_s,
         )?);
         tracing::info!(public_key = audit.public_key_hex(), "audit log open");
+        let pki = Arc::new(pki::Pki::open(
+            &data_dir,
+            store.clone(),
+            config.mqtt.tls.device_cert_ttl_s,
+        )?);
 
         let registry = Arc::new(registry::Registry::load(
             store.clone(),
             config.registry.enrollment_token_ttl_s,
         )?);
+        for c in pki.valid_certificates()? {
+            if let Some(sha) = audit::chain::unhex32(&c.sha256) {
+                registry.add_certificate(sha, c.device, c.not_after_ns);
+            }
+        }
         let metrics = Arc::new(metrics::Metrics::default());
         let webhooks = webhooks::Webhooks::start(store.clone(), &config.webhooks, &data_dir)?;
         let workflows =
@@ -176,8 +188,20 @@ impl Hub {
             audit.clone(),
         ));
 
+        let tls = match config.mqtt.tls_listen() {
+            Some(bind) => Some(strata_broker::TlsListener {
+                bind,
+                server: pki.server_config(&config.mqtt.tls.server_names)?,
+            }),
+            None => None,
+        };
+        if config.mqtt.plaintext {
+            tracing::warn!(listen = %config.mqtt.listen, "plain-text MQTT is on: for development only");
+        }
         let broker_config = strata_broker::Config {
             bind: config.mqtt.listen,
+            plaintext: config.mqtt.plaintext,
+            tls,
             max_packet_size: config.mqtt.max_packet_bytes,
             ..strata_broker::Config::default()
         };
@@ -185,6 +209,7 @@ impl Hub {
         registry.attach_broker(broker.clone());
         workflows.start(broker.clone())?;
         let mqtt_addr = broker.local_addr();
+        let mqtt_tls_addr = broker.tls_addr();
         let gates = control::Gates::new(config.control.clone(), broker.clone(), store.clone());
 
         let deployer = Arc::new(models::deploy::Deployer::new(
@@ -289,7 +314,9 @@ impl Hub {
             workflows: workflows.clone(),
             access,
             audit,
+            pki,
             mqtt_port: mqtt_addr.port(),
+            mqtt_tls_port: mqtt_tls_addr.map(|a| a.port()),
         };
         let app = api::router(state);
         let http_task = tokio::spawn(async move {
@@ -306,6 +333,7 @@ impl Hub {
         tracing::info!(%mqtt_addr, %http_addr, data_dir = %data_dir.display(), "hub started");
         Ok(Hub {
             mqtt_addr,
+            mqtt_tls_addr,
             http_addr,
             admin_token,
             data_dir,
@@ -327,6 +355,11 @@ impl Hub {
     /// The MQTT listener's address.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// The MQTT TLS listener's address, when there is one.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls_addr
     }
 
     /// The HTTP listener's address.
@@ -456,6 +489,16 @@ pub fn broker_metrics(broker: &strata_broker::BrokerHandle, out: &mut String) {
             "malformed_packets",
             "Connections closed for malformed packets.",
             s.malformed_packets,
+        ),
+        (
+            "tls_handshakes",
+            "TLS handshakes completed.",
+            s.tls_handshakes,
+        ),
+        (
+            "tls_failures",
+            "TLS handshakes that failed (no or a bad client certificate, a timeout).",
+            s.tls_failures,
         ),
     ];
     for (name, help, value) in counters {

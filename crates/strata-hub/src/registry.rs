@@ -87,6 +87,8 @@ pub struct CreateSite {
 pub struct Registry {
     store: Arc<dyn RegistryStore>,
     cache: RwLock<HashMap<DeviceId, Identity>>,
+    /// SHA-256 of each valid certificate the CA issued -> (device, not after ns).
+    certificates: RwLock<HashMap<[u8; 32], (DeviceId, i64)>>,
     token_ttl_ns: i64,
     broker: OnceLock<strata_broker::BrokerHandle>,
 }
@@ -108,6 +110,7 @@ impl Registry {
         Ok(Registry {
             store,
             cache: RwLock::new(cache),
+            certificates: RwLock::new(HashMap::new()),
             token_ttl_ns: i64::try_from(token_ttl_s)
                 .unwrap_or(i64::MAX / 2)
                 .saturating_mul(1_000_000_000),
@@ -323,6 +326,37 @@ impl Registry {
             {
                 CredentialCheck::Valid
             }
+            _ => CredentialCheck::Invalid,
+        }
+    }
+
+    /// Records a certificate issued to `device`, so it can connect with it.
+    pub fn add_certificate(&self, sha256: [u8; 32], device: DeviceId, not_after_ns: i64) {
+        self.certificates
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256, (device, not_after_ns));
+    }
+
+    /// Checks a client certificate (DER; the TLS layer verified its chain
+    /// and validity) for client id `id`: it must be one the CA issued to
+    /// that very device, and the device must be active.
+    pub fn check_certificate(&self, id: &str, der: &[u8]) -> CredentialCheck {
+        let owner = self
+            .certificates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&secret::hash(der))
+            .cloned();
+        let Some((device, not_after_ns)) = owner else {
+            return CredentialCheck::Unknown;
+        };
+        if device.as_str() != id || not_after_ns <= crate::now_ns() {
+            return CredentialCheck::Invalid;
+        }
+        match self.cache_read().get(&device).map(|i| i.state) {
+            Some(DeviceState::Active) => CredentialCheck::Valid,
+            Some(DeviceState::Revoked) => CredentialCheck::Revoked,
             _ => CredentialCheck::Invalid,
         }
     }

@@ -18,6 +18,7 @@ mod bits;
 pub mod blob;
 pub mod block;
 pub mod campaigns;
+pub mod certs;
 pub mod chunk;
 pub mod control;
 pub mod drift;
@@ -39,6 +40,7 @@ pub use alerts::{
 pub use audit::{AuditCheckpoint, AuditEntry, AuditStore};
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
+pub use certs::{CertificateStore, DeviceCertificate};
 pub use control::{ActionFilter, ControlStore, StoredAction};
 pub use drift::{DriftStore, StoredSketches};
 pub use error::{Error, Result};

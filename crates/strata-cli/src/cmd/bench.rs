@@ -182,6 +182,7 @@ async fn hub_round(
         ..HubConfig::default()
     };
     config.mqtt.listen = "127.0.0.1:0".parse()?;
+    config.mqtt.plaintext = true;
     config.http.listen = "127.0.0.1:0".parse()?;
     config.storage.durability = args.durability;
     let hub = Hub::start(config).await?;

@@ -16,9 +16,15 @@ pub struct HubArgs {
     /// Data directory (database, admin token).
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// MQTT listen address, e.g. 0.0.0.0:1883.
+    /// Plain-text MQTT listen address, e.g. 0.0.0.0:1883 (with --mqtt-plaintext).
     #[arg(long)]
     pub mqtt_listen: Option<SocketAddr>,
+    /// Turn on plain-text MQTT with device passwords: for development only.
+    #[arg(long)]
+    pub mqtt_plaintext: bool,
+    /// MQTT over TLS listen address (device certificates), e.g. 0.0.0.0:8883.
+    #[arg(long)]
+    pub mqtt_tls_listen: Option<SocketAddr>,
     /// HTTP listen address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
@@ -37,6 +43,12 @@ impl HubArgs {
         if let Some(a) = self.mqtt_listen {
             config.mqtt.listen = a;
         }
+        if self.mqtt_plaintext {
+            config.mqtt.plaintext = true;
+        }
+        if let Some(a) = self.mqtt_tls_listen {
+            config.mqtt.tls.listen = Some(a);
+        }
         if let Some(a) = self.http_listen {
             config.http.listen = a;
         }
@@ -50,8 +62,12 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start the hub")?;
     // One line a script can wait for and parse.
+    let tls = hub
+        .mqtt_tls_addr()
+        .map(|a| format!(" mqtts={a}"))
+        .unwrap_or_default();
     println!(
-        "strata hub ready: mqtt={} http={} data_dir={}",
+        "strata hub ready: mqtt={}{tls} http={} data_dir={}",
         hub.mqtt_addr(),
         hub.http_addr(),
         hub.data_dir().display()

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 pub struct HubProcess {
     pub child: Child,
     pub mqtt: SocketAddr,
+    /// The MQTT TLS listener, when the hub has one.
+    pub mqtts: Option<SocketAddr>,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub token: String,
@@ -41,17 +43,36 @@ impl HubProcess {
     /// A hub on given MQTT and HTTP addresses (e.g. the ones a killed hub
     /// had, so its devices find it again).
     pub fn start_at(data_dir: &Path, mqtt: &str, http: &str, extra: &[&str]) -> HubProcess {
+        let mut args = vec![
+            "--mqtt-listen",
+            mqtt,
+            "--http-listen",
+            http,
+            "--mqtt-plaintext",
+        ];
+        args.extend(extra);
+        Self::spawn(data_dir, &args)
+    }
+
+    /// A hub as in production: MQTT over TLS with device certificates
+    /// only, no plain-text listener.
+    pub fn start_secure(data_dir: &Path, extra: &[&str]) -> HubProcess {
+        let mut args = vec![
+            "--mqtt-tls-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend(extra);
+        Self::spawn(data_dir, &args)
+    }
+
+    fn spawn(data_dir: &Path, args: &[&str]) -> HubProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "hub",
-                "--mqtt-listen",
-                mqtt,
-                "--http-listen",
-                http,
-                "--data-dir",
-            ])
+            .arg("hub")
+            .arg("--data-dir")
             .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env("STRATA_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -80,6 +101,10 @@ impl HubProcess {
         HubProcess {
             child,
             mqtt: field("mqtt").parse().expect("mqtt address"),
+            mqtts: line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("mqtts="))
+                .map(|a| a.parse().expect("mqtts address")),
             http: field("http").parse().expect("http address"),
             data_dir: data_dir.to_owned(),
             token,

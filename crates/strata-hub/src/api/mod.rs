@@ -87,8 +87,12 @@ pub struct ApiState {
     pub access: Arc<Access>,
     /// The audit log.
     pub audit: Arc<Audit>,
+    /// The platform CA.
+    pub pki: Arc<crate::pki::Pki>,
     /// The MQTT address devices should connect to, as shown at enrollment.
     pub mqtt_port: u16,
+    /// The MQTT TLS port, when there is a TLS listener.
+    pub mqtt_tls_port: Option<u16>,
 }
 
 #[derive(OpenApi)]
@@ -115,6 +119,7 @@ pub struct ApiState {
         registry::revoke_device,
         registry::reissue_token,
         registry::enroll,
+        registry::renew_certificate,
         fleet::get_fleet,
         telemetry::list_series,
         telemetry::latest,
@@ -313,6 +318,7 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/login", post(access::login))
         .route("/enroll", post(registry::enroll))
+        .route("/device/certificate", post(registry::renew_certificate))
         .route("/device/artifacts/{sha256}", get(models::device_artifact))
         .merge(authorized);
     Router::new()

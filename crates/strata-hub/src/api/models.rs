@@ -322,19 +322,7 @@ pub async fn device_artifact(
     Path(sha256): Path<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse> {
-    let (device, credential) = basic_auth(&headers)?;
-    match s.registry.check_credential(&device, credential.as_bytes()) {
-        CredentialCheck::Valid => {}
-        CredentialCheck::Revoked => {
-            return Err(Error::Forbidden(format!("device {device} is revoked")));
-        }
-        _ => {
-            return Err(Error::Unauthorized(
-                "unknown device or wrong credential".into(),
-            ));
-        }
-    }
-    let id = device_id(&device)?;
+    let id = authenticated_device(&s, &headers)?;
     let hash = sha256.clone();
     let bytes = blocking(move || {
         let twin = s.deployer.twin(&id)?;
@@ -419,6 +407,22 @@ fn byte_range(headers: &HeaderMap, total: u64) -> Result<Option<(u64, u64)>> {
 }
 
 /// `Authorization: Basic base64(user:password)`.
+/// The device calling with HTTP Basic auth (its id and credential), if it
+/// is active.
+pub(super) fn authenticated_device(
+    s: &ApiState,
+    headers: &HeaderMap,
+) -> Result<strata_proto::DeviceId> {
+    let (device, credential) = basic_auth(headers)?;
+    match s.registry.check_credential(&device, credential.as_bytes()) {
+        CredentialCheck::Valid => device_id(&device),
+        CredentialCheck::Revoked => Err(Error::Forbidden(format!("device {device} is revoked"))),
+        _ => Err(Error::Unauthorized(
+            "unknown device or wrong credential".into(),
+        )),
+    }
+}
+
 fn basic_auth(headers: &HeaderMap) -> Result<(String, String)> {
     let missing = || {
         Error::Unauthorized(

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, SiteId};
@@ -10,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, ErrorBody, blocking};
 use crate::error::{Error, Result};
+use crate::pki::IssuedCertificate;
 use crate::registry::{CreateDevice, CreateSite, CreatedDevice};
 
 pub(super) fn device_id(id: &str) -> Result<DeviceId> {
@@ -129,6 +131,18 @@ pub struct EnrollRequest {
     pub device: String,
     /// Its one-time enrollment token.
     pub token: String,
+    /// The device's public key (DER SubjectPublicKeyInfo, ECDSA P-256 or
+    /// Ed25519, base64), for a certificate from the platform CA.
+    #[serde(default)]
+    pub public_key: Option<String>,
+}
+
+/// A device's request for a new certificate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// The device's new public key (DER SubjectPublicKeyInfo, base64).
+    pub public_key: String,
 }
 
 /// What a device needs to connect.
@@ -142,6 +156,10 @@ pub struct Enrollment {
     pub mqtt_port: u16,
     /// Prefix of every topic the device may use.
     pub topic_prefix: String,
+    /// The hub's MQTT TLS port, when it has a TLS listener.
+    pub mqtt_tls_port: Option<u16>,
+    /// The device's certificate, when it sent a public key.
+    pub certificate: Option<IssuedCertificate>,
 }
 
 /// Trades a one-time enrollment token for the device's MQTT credential.
@@ -155,8 +173,21 @@ pub async fn enroll(
     let registry = s.registry.clone();
     let enroll_id = id.clone();
     let audit = s.audit.clone();
-    let credential = blocking(move || {
-        let result = registry.enroll(&enroll_id, &req.token);
+    let public_key = req
+        .public_key
+        .as_deref()
+        .map(decode_public_key)
+        .transpose()?;
+    let (pki, registry_for_cert) = (s.pki.clone(), s.registry.clone());
+    let (credential, certificate) = blocking(move || {
+        let result = registry
+            .enroll(&enroll_id, &req.token)
+            .and_then(|credential| {
+                let certificate = public_key
+                    .map(|k| issue_certificate(&pki, &registry_for_cert, &enroll_id, &k))
+                    .transpose()?;
+                Ok((credential, certificate))
+            });
         let event = crate::audit::Event::ok(
             format!("device:{enroll_id}"),
             "device.enroll",
@@ -177,5 +208,56 @@ pub async fn enroll(
         device: id.to_string(),
         credential,
         mqtt_port: s.mqtt_port,
+        mqtt_tls_port: s.mqtt_tls_port,
+        certificate,
     }))
+}
+
+fn decode_public_key(b64: &str) -> Result<Vec<u8>> {
+    crate::secret::base64_decode(b64.trim())
+        .ok_or_else(|| Error::BadRequest("public_key is not base64".into()))
+}
+
+/// Issues a certificate and lets the broker accept it.
+fn issue_certificate(
+    pki: &crate::pki::Pki,
+    registry: &crate::registry::Registry,
+    device: &DeviceId,
+    spki_der: &[u8],
+) -> Result<IssuedCertificate> {
+    let issued = pki.issue(device, spki_der)?;
+    let sha = crate::audit::chain::unhex32(&issued.sha256).expect("our own hash");
+    registry.add_certificate(sha, device.clone(), issued.not_after_ns);
+    Ok(issued)
+}
+
+/// Renews a device's certificate: HTTP Basic auth with the device id and
+/// its credential, a new public key in the body. The old certificate stays
+/// valid until it expires, so the device can switch over without a gap.
+#[utoipa::path(post, path = "/api/v1/device/certificate", tag = "registry", request_body = CertificateRequest,
+    responses((status = 201, body = IssuedCertificate), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn renew_certificate(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Json(req): Json<CertificateRequest>,
+) -> Result<(StatusCode, Json<IssuedCertificate>)> {
+    let device = super::models::authenticated_device(&s, &headers)?;
+    let key = decode_public_key(&req.public_key)?;
+    let issued = blocking(move || {
+        let issued = issue_certificate(&s.pki, &s.registry, &device, &key)?;
+        s.audit.record(
+            crate::audit::Event::ok(
+                format!("device:{device}"),
+                "device.certificate",
+                device.to_string(),
+            )
+            .detail(
+                serde_json::json!({"sha256": issued.sha256, "not_after_ns": issued.not_after_ns}),
+            ),
+        )?;
+        Ok(issued)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
 }

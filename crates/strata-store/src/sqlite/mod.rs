@@ -24,6 +24,7 @@ mod access;
 mod alerts;
 mod audit;
 mod campaigns;
+mod certs;
 mod control;
 mod drift;
 mod jobs;

@@ -389,6 +389,19 @@ CREATE TABLE api_tokens (
 "#,
         None,
     ),
+    (
+        r#"
+-- Device certificates issued by the platform CA, by their SHA-256.
+CREATE TABLE device_certificates (
+    sha256       TEXT PRIMARY KEY,
+    device_id    TEXT NOT NULL,
+    issued_ns    INTEGER NOT NULL,
+    not_after_ns INTEGER NOT NULL
+);
+CREATE INDEX device_certificates_by_device ON device_certificates(device_id);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

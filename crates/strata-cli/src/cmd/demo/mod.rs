@@ -146,6 +146,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     config.data_dir = data_dir.clone();
     config.mqtt.listen = args.mqtt_listen;
+    // The demo runs on one machine with simulated devices that use passwords.
+    config.mqtt.plaintext = true;
     config.http.listen = args.http_listen;
     let hub = Hub::start(config)
         .await

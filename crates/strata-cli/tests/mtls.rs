@@ -1,0 +1,404 @@
+//! Device identity over mutual TLS, checked with clients nobody here
+//! wrote: keys and a self-signed certificate from `openssl`, connections
+//! from `mosquitto_pub` / `mosquitto_sub`. A device without a valid
+//! certificate from the platform CA cannot connect, cannot use another
+//! device's client id or topics, and a revoked device is refused at once,
+//! its live session closed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{HubProcess, eventually, now_ns};
+use serde_json::{Value, json};
+
+/// A device's files: its own key, the certificate the hub issued, the CA.
+struct DeviceFiles {
+    key: PathBuf,
+    cert: PathBuf,
+    ca: PathBuf,
+    credential: String,
+}
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        for _ in chunk.len()..3 {
+            out.push('=');
+        }
+    }
+    out
+}
+
+/// A P-256 key made by openssl; returns its path and its public key (DER, base64).
+fn device_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.key"));
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let spki = openssl(&[
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-outform",
+        "DER",
+    ]);
+    (key, base64(&spki))
+}
+
+/// Registers and enrolls `device` with a public key; writes its files.
+fn enroll(hub: &HubProcess, dir: &Path, device: &str) -> DeviceFiles {
+    hub.api(
+        "POST",
+        "/api/v1/sites",
+        Some(json!({"id": "plant", "region": "eu"})),
+    );
+    let (status, created) = hub.api(
+        "POST",
+        "/api/v1/devices",
+        Some(json!({"id": device, "site": "plant"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let (key, public_key) = device_key(dir, device);
+    let (status, enrolled) = hub.api_anonymous(
+        "POST",
+        "/api/v1/enroll",
+        Some(json!({"device": device, "token": created["enrollment_token"], "public_key": public_key})),
+    );
+    assert_eq!(status, 200, "{enrolled}");
+    assert_eq!(enrolled["mqtt_tls_port"], hub.mqtts.unwrap().port());
+    let cert = dir.join(format!("{device}.pem"));
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &cert,
+        enrolled["certificate"]["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&ca, enrolled["certificate"]["ca_pem"].as_str().unwrap()).unwrap();
+    DeviceFiles {
+        key,
+        cert,
+        ca,
+        credential: enrolled["credential"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn batch(seq: u64, ts: i64, value: f64) -> String {
+    json!({"stream": "main", "seq": seq,
+        "signals": [{"name": "temp", "unit": "Cel", "ts_ns": [ts], "values": [value]}]})
+    .to_string()
+}
+
+/// mosquitto_pub over TLS with the given identity files (any may be absent).
+fn publish(
+    hub: &HubProcess,
+    client_id: &str,
+    files: (&Path, Option<&Path>, Option<&Path>),
+    topic: &str,
+    payload: &str,
+) -> Output {
+    let (ca, cert, key) = files;
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &hub.mqtts.unwrap().port().to_string(),
+        "-V",
+        "mqttv5",
+        "-q",
+        "1",
+    ])
+    .arg("--cafile")
+    .arg(ca)
+    .args(["-i", client_id, "-t", topic, "-m", payload]);
+    if let Some(c) = cert {
+        cmd.arg("--cert").arg(c);
+    }
+    if let Some(k) = key {
+        cmd.arg("--key").arg(k);
+    }
+    cmd.output().expect("run mosquitto_pub")
+}
+
+fn own(files: &DeviceFiles) -> (&Path, Option<&Path>, Option<&Path>) {
+    (&files.ca, Some(&files.cert), Some(&files.key))
+}
+
+#[test]
+fn only_a_device_with_its_own_certificate_from_the_platform_ca_gets_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start_secure(dir.path(), &[]);
+    // No plain-text listener: the one MQTT address is the TLS one.
+    assert_eq!(Some(hub.mqtt), hub.mqtts);
+    let press = enroll(&hub, dir.path(), "press-1");
+    let other = enroll(&hub, dir.path(), "press-2");
+    let t = now_ns();
+
+    // Its own certificate, its own client id and topic: stored.
+    let out = publish(
+        &hub,
+        "press-1",
+        own(&press),
+        "strata/v1/press-1/up/telemetry",
+        &batch(1, t, 20.5),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hub.readings("press-1", "temp"), vec![(t, 20.5)]);
+
+    // No certificate: the TLS handshake fails.
+    let out = publish(
+        &hub,
+        "press-1",
+        (&press.ca, None, None),
+        "strata/v1/press-1/up/telemetry",
+        &batch(2, t + 1, 1.0),
+    );
+    assert!(!out.status.success());
+    // The password over TLS is not enough either.
+    let mut cmd = Command::new("mosquitto_pub");
+    let out = cmd
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtts.unwrap().port().to_string(),
+            "-q",
+            "1",
+        ])
+        .arg("--cafile")
+        .arg(&press.ca)
+        .args([
+            "-i",
+            "press-1",
+            "-u",
+            "press-1",
+            "-P",
+            &press.credential,
+            "-t",
+            "strata/v1/press-1/up/telemetry",
+            "-m",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // A certificate openssl signed itself, for the same key and name: refused.
+    let forged = dir.path().join("forged.pem");
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        press.key.to_str().unwrap(),
+        "-subj",
+        "/CN=press-1",
+        "-days",
+        "1",
+        "-out",
+        forged.to_str().unwrap(),
+    ]);
+    let out = publish(
+        &hub,
+        "press-1",
+        (&press.ca, Some(&forged), Some(&press.key)),
+        "strata/v1/press-1/up/telemetry",
+        &batch(3, t + 2, 1.0),
+    );
+    assert!(!out.status.success());
+
+    // press-2's certificate cannot act as press-1 ...
+    let out = publish(
+        &hub,
+        "press-1",
+        own(&other),
+        "strata/v1/press-1/up/telemetry",
+        &batch(4, t + 3, 1.0),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("authorised") || stderr.contains("authorized"),
+        "{stderr}"
+    );
+    // ... nor write under press-1's topics with its own id.
+    let _ = publish(
+        &hub,
+        "press-2",
+        own(&other),
+        "strata/v1/press-1/up/telemetry",
+        &batch(5, t + 4, 99.0),
+    );
+    assert_eq!(
+        hub.metric("strata_rejected_total{reason=\"acl_publish\"}"),
+        1.0
+    );
+    assert_eq!(hub.readings("press-1", "temp"), vec![(t, 20.5)]);
+    // Nor read them.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtts.unwrap().port().to_string(),
+            "-V",
+            "mqttv5",
+            "-W",
+            "3",
+        ])
+        .arg("--cafile")
+        .arg(&other.ca)
+        .arg("--cert")
+        .arg(&other.cert)
+        .arg("--key")
+        .arg(&other.key)
+        .args(["-i", "press-2", "-t", "strata/v1/press-1/down/#"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("denied"),
+        "press-2 subscribed to press-1's topics: {text:?}"
+    );
+
+    assert!(hub.metric("strata_mqtt_tls_failures_total") >= 3.0);
+    assert!(hub.metric("strata_mqtt_tls_handshakes_total") >= 3.0);
+    hub.kill();
+}
+
+#[test]
+fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 4\n").unwrap();
+    let data = dir.path().join("data");
+    let hub = HubProcess::start_secure(&data, &["--config", config.to_str().unwrap()]);
+    let press = enroll(&hub, dir.path(), "press-1");
+    let short = enroll(&hub, dir.path(), "press-3");
+
+    // A live session: mosquitto_sub on its own command topic.
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtts.unwrap().port().to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .arg("--cafile")
+        .arg(&press.ca)
+        .arg("--cert")
+        .arg(&press.cert)
+        .arg("--key")
+        .arg(&press.key)
+        .args(["-i", "press-1", "-t", "strata/v1/press-1/down/#"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(10), "press-1 is online", || {
+        hub.api("GET", "/api/v1/devices/press-1", None).1["online"] == true
+    });
+    let (status, body) = hub.api("POST", "/api/v1/devices/press-1/revoke", None);
+    assert_eq!(status, 200, "{body}");
+    // The broker closes the session; mosquitto_sub, refused on reconnecting, gives up.
+    eventually(Duration::from_secs(10), "the session is closed", || {
+        hub.api("GET", "/api/v1/devices/press-1", None).1["online"] == false
+    });
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let out = publish(
+        &hub,
+        "press-1",
+        own(&press),
+        "strata/v1/press-1/up/telemetry",
+        &batch(1, now_ns(), 1.0),
+    );
+    assert!(!out.status.success(), "a revoked device connected");
+
+    // Renewal: the device's credential and a new key get a new certificate.
+    let (new_key, public_key) = device_key(dir.path(), "press-3-next");
+    let auth = common::basic_auth("press-3", &short.credential);
+    let mut response = ureq::post(format!("http://{}/api/v1/device/certificate", hub.http))
+        .header("Authorization", &auth)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(json!({"public_key": public_key}))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let renewed: Value = response.body_mut().read_json().unwrap();
+    let new_cert = dir.path().join("press-3-next.pem");
+    std::fs::write(&new_cert, renewed["certificate_pem"].as_str().unwrap()).unwrap();
+    let renewed_files = (
+        short.ca.as_path(),
+        Some(new_cert.as_path()),
+        Some(new_key.as_path()),
+    );
+    let out = publish(
+        &hub,
+        "press-3",
+        renewed_files,
+        "strata/v1/press-3/up/telemetry",
+        &batch(1, now_ns(), 2.0),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // After its 4 s, the first certificate no longer gets in.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = publish(
+        &hub,
+        "press-3",
+        own(&short),
+        "strata/v1/press-3/up/telemetry",
+        &batch(2, now_ns(), 3.0),
+    );
+    assert!(!out.status.success(), "an expired certificate connected");
+    let (_, log) = hub.api("GET", "/api/v1/audit?action=device.certificate", None);
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    hub.kill();
+}
