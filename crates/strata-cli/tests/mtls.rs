@@ -402,3 +402,85 @@ fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
     assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
     hub.kill();
 }
+
+#[test]
+fn an_edge_agent_enrolled_with_a_key_streams_over_tls_and_renews_before_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 6\n").unwrap();
+    let hub = HubProcess::start_secure(
+        &dir.path().join("hub"),
+        &["--config", config.to_str().unwrap()],
+    );
+    hub.api(
+        "POST",
+        "/api/v1/sites",
+        Some(json!({"id": "plant", "region": "eu"})),
+    );
+    let (_, created) = hub.api(
+        "POST",
+        "/api/v1/devices",
+        Some(json!({"id": "gw-1", "site": "plant"})),
+    );
+    let identity = dir.path().join("identity");
+    let url = format!("http://{}", hub.http);
+    let token = created["enrollment_token"].as_str().unwrap();
+    let enrolled: Value = serde_json::from_str(&common::strata(&[
+        "device".as_ref(),
+        "enroll".as_ref(),
+        "gw-1".as_ref(),
+        "--token".as_ref(),
+        token.as_ref(),
+        "--hub".as_ref(),
+        url.as_ref(),
+        "--identity-dir".as_ref(),
+        identity.as_os_str(),
+    ]))
+    .unwrap();
+    assert_eq!(enrolled["mqtt_tls_port"], hub.mqtts.unwrap().port());
+    for file in ["device.key", "device.pem", "ca.pem", "credential"] {
+        assert!(identity.join(file).exists(), "{file}");
+    }
+
+    let agent_config = format!(
+        "device = \"gw-1\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{}\"\nhttp = \"{url}\"\ncredential_file = {:?}\ntls_dir = {:?}\n\
+         [[sources]]\ntype = \"simulator\"\nstream = \"line\"\ninterval_ms = 100\n",
+        dir.path().join("edge"),
+        hub.mqtts.unwrap(),
+        identity.join("credential"),
+        identity,
+    );
+    let first_cert = std::fs::read_to_string(identity.join("device.pem")).unwrap();
+    let agent = common::EdgeProcess::start(dir.path(), &agent_config);
+    let stored = || {
+        hub.api("GET", "/api/v1/series", None)
+            .1
+            .as_array()
+            .map_or(0, |s| s.len())
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the agent's readings arrive over TLS",
+        || stored() > 0,
+    );
+    // At two thirds of its 6 s, the agent renews with a new key.
+    eventually(
+        Duration::from_secs(20),
+        "the agent renews its certificate",
+        || std::fs::read_to_string(identity.join("device.pem")).unwrap() != first_cert,
+    );
+    let (_, log) = hub.api("GET", "/api/v1/audit?action=device.certificate", None);
+    assert_eq!(log[0]["actor"], "device:gw-1", "{log}");
+    // Restarted after the first certificate expired, it connects with the renewed one.
+    agent.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    let before = hub.metric("strata_mqtt_connections_accepted_total");
+    let agent = common::EdgeProcess::start(dir.path(), &agent_config);
+    eventually(
+        Duration::from_secs(30),
+        "the restarted agent connects",
+        || hub.metric("strata_mqtt_connections_accepted_total") > before,
+    );
+    agent.kill();
+    hub.kill();
+}

@@ -196,9 +196,21 @@ impl Agent {
         let uplink = UplinkConfig {
             device,
             mqtt: config.hub.mqtt,
-            credential,
+            credential: credential.clone(),
             window: config.hub.window,
+            tls_dir: config.hub.tls_dir.clone(),
         };
+        if let (Some(dir), Some(http)) = (&config.hub.tls_dir, &config.hub.http) {
+            tasks.spawn(
+                crate::identity::Renewal {
+                    dir: dir.clone(),
+                    hub_http: http.clone(),
+                    device: config.device.clone(),
+                    credential,
+                }
+                .run(),
+            );
+        }
         tasks.spawn(uplink::run(
             uplink,
             outbox.clone(),

@@ -148,10 +148,16 @@ pub struct HubLink {
     #[serde(default = "default_window")]
     pub window: u16,
     /// The hub's HTTP address (e.g. `http://hub:8080`), where the agent
-    /// downloads models deployed to it; without it, deployments are
-    /// reported as failed.
+    /// downloads models deployed to it and renews its certificate; without
+    /// it, deployments are reported as failed.
     #[serde(default)]
     pub http: Option<String>,
+    /// Connect over TLS with the identity in this directory (from
+    /// `strata device enroll --identity-dir`): the device key and
+    /// certificate and the hub's CA. The agent renews the certificate
+    /// through `http` before it expires.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
 }
 
 fn default_window() -> u16 {
@@ -233,6 +239,11 @@ impl EdgeConfig {
         })?;
         strata_proto::DeviceId::new(config.device.as_str())
             .map_err(|e| format!("key `device`: {e}"))?;
+        if config.hub.tls_dir.is_some() && config.hub.http.is_none() {
+            return Err(
+                "[hub] tls_dir needs `http`, where the agent renews its certificate".into(),
+            );
+        }
         if config.hub.credential.is_none() && config.hub.credential_file.is_none() {
             return Err("[hub] needs `credential` or `credential_file`".into());
         }

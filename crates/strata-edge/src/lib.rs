@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod drift;
 pub mod health;
+pub mod identity;
 pub mod inference;
 pub mod metrics;
 pub mod outbox;

@@ -29,6 +29,9 @@ pub struct UplinkConfig {
     pub credential: String,
     /// Unacknowledged batches in flight at once.
     pub window: u16,
+    /// TLS with the identity in this directory (read again at every
+    /// connect, so a renewed certificate is used from the next one).
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// What the hub sends down, and the twin's reports back: desired
@@ -102,13 +105,24 @@ pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify
     }
 }
 
-fn options(config: &UplinkConfig) -> MqttOptions {
+fn options(config: &UplinkConfig) -> Result<MqttOptions, String> {
     let mut o = MqttOptions::new(
         config.device.as_str(),
         config.mqtt.ip().to_string(),
         config.mqtt.port(),
     );
-    o.set_credentials(config.device.as_str(), config.credential.as_str());
+    match &config.tls_dir {
+        // The certificate is the identity; no password goes over the wire.
+        Some(dir) => {
+            let tls = crate::identity::client_config(dir)?;
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls),
+            ));
+        }
+        None => {
+            o.set_credentials(config.device.as_str(), config.credential.as_str());
+        }
+    }
     o.set_keep_alive(Duration::from_secs(15));
     o.set_inflight(config.window.max(1));
     o.set_clean_session(true);
@@ -127,7 +141,7 @@ fn options(config: &UplinkConfig) -> MqttOptions {
         QoS::AtLeastOnce,
         false,
     ));
-    o
+    Ok(o)
 }
 
 /// One connection's life: returns an error when it ends.
@@ -139,7 +153,7 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     let window = usize::from(config.window.max(1));
-    let (client, mut events) = AsyncClient::new(options(config), window + 4);
+    let (client, mut events) = AsyncClient::new(options(config)?, window + 4);
     let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
     let sketch_topic =
         Topic::new(config.device.clone(), Direction::Up, TopicKind::Sketch).to_string();

@@ -120,6 +120,13 @@ pub enum DeviceCommand {
         /// The hub's HTTP address.
         #[arg(long, env = "STRATA_HUB", default_value = "http://127.0.0.1:8080")]
         hub: String,
+        /// Make a key here and get a certificate from the hub's platform
+        /// CA, for MQTT over TLS: writes device.key (owner-only),
+        /// device.pem, ca.pem and credential into this directory (the edge
+        /// agent's `[hub] tls_dir`).
+        #[cfg(feature = "edge")]
+        #[arg(long)]
+        identity_dir: Option<PathBuf>,
     },
     /// Revoke a device: its credential stops working, its session closes.
     Revoke {
@@ -217,15 +224,36 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                     &json!({ "id": id, "site": site, "tags": tags, "signals": signals }),
                 )?
             }
-            DeviceCommand::Enroll { id, token, hub } => {
+            DeviceCommand::Enroll {
+                id,
+                token,
+                hub,
+                #[cfg(feature = "edge")]
+                identity_dir,
+            } => {
                 if token.is_empty() {
                     bail!("the enrollment token is empty");
                 }
-                ApiClient::new(&hub, None).post(
-                    "enroll",
-                    "/api/v1/enroll",
-                    &json!({ "device": id, "token": token }),
-                )?
+                #[cfg(not(feature = "edge"))]
+                let identity_dir: Option<PathBuf> = None;
+                let mut body = json!({ "device": id, "token": token });
+                let key = match &identity_dir {
+                    Some(_) => Some(new_device_key(&mut body)?),
+                    None => None,
+                };
+                let enrolled: Value =
+                    ApiClient::new(&hub, None).post("enroll", "/api/v1/enroll", &body)?;
+                if let (Some(dir), Some(key)) = (identity_dir, key) {
+                    store_identity(&dir, &key, &enrolled)?;
+                    json!({
+                        "device": enrolled["device"],
+                        "identity_dir": dir,
+                        "mqtt_tls_port": enrolled["mqtt_tls_port"],
+                        "not_after_ns": enrolled["certificate"]["not_after_ns"],
+                    })
+                } else {
+                    enrolled
+                }
             }
             DeviceCommand::Revoke { id, access } => access.client()?.post(
                 "revoke device",
@@ -240,4 +268,45 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+/// Makes the device's key and puts its public half in the enrollment request.
+#[cfg(feature = "edge")]
+fn new_device_key(body: &mut Value) -> anyhow::Result<Vec<u8>> {
+    let (pkcs8, spki) = strata_edge::identity::generate_key().map_err(anyhow::Error::msg)?;
+    body["public_key"] = json!(strata_edge::identity::base64(&spki));
+    Ok(pkcs8)
+}
+
+#[cfg(not(feature = "edge"))]
+fn new_device_key(_: &mut Value) -> anyhow::Result<Vec<u8>> {
+    bail!("this build has no edge agent to keep a device identity")
+}
+
+/// Writes the key, the issued certificate and the credential (owner-only).
+#[cfg(feature = "edge")]
+fn store_identity(dir: &std::path::Path, pkcs8: &[u8], enrolled: &Value) -> anyhow::Result<()> {
+    let issued: strata_edge::identity::Issued =
+        serde_json::from_value(enrolled["certificate"].clone())
+            .context("the hub sent no certificate: is its MQTT TLS listener on?")?;
+    strata_edge::identity::store(dir, pkcs8, &issued, strata_edge::now_ns())
+        .map_err(anyhow::Error::msg)?;
+    let credential = enrolled["credential"]
+        .as_str()
+        .context("no credential in the answer")?;
+    let path = dir.join("credential");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write as _;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(credential.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(not(feature = "edge"))]
+fn store_identity(_: &std::path::Path, _: &[u8], _: &Value) -> anyhow::Result<()> {
+    bail!("this build has no edge agent to keep a device identity")
 }

@@ -170,6 +170,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 credential_file: None,
                 window: 32,
                 http: Some(args.access.hub.clone()),
+                tls_dir: None,
             },
             // Simulated devices share this machine's disk: their outboxes
             // survive a crash of the simulator, not a power loss.

@@ -537,6 +537,12 @@ impl EdgeProcess {
             .expect("start strata edge");
         EdgeProcess { child }
     }
+
+    /// Kills the agent (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for EdgeProcess {

@@ -280,6 +280,7 @@ fn edge_config(
             credential_file: None,
             window: 32,
             http: Some(http.to_owned()),
+            tls_dir: None,
         },
         outbox: OutboxConfig::default(),
         sources: vec![SourceConfig::Simulator(SimulatorConfig {
