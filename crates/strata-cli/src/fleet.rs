@@ -23,6 +23,9 @@ pub struct Login {
     pub device: String,
     /// Its credential (password).
     pub credential: String,
+    /// Connect over TLS with this client configuration (the device's
+    /// certificate) instead of a password.
+    pub tls: Option<std::sync::Arc<strata_broker::rustls::ClientConfig>>,
 }
 
 fn options(addr: SocketAddr, client_id: &str, login: Option<&Login>, inflight: u16) -> MqttOptions {
@@ -30,10 +33,38 @@ fn options(addr: SocketAddr, client_id: &str, login: Option<&Login>, inflight: u
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(inflight);
     o.set_clean_session(true);
-    if let Some(l) = login {
-        o.set_credentials(&l.device, &l.credential);
+    match login {
+        Some(Login { tls: Some(tls), .. }) => {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
+        Some(l) => {
+            o.set_credentials(&l.device, &l.credential);
+        }
+        None => {}
     }
     o
+}
+
+/// Connects as `login`, waits for the CONNACK, disconnects.
+pub async fn connect_once(addr: SocketAddr, login: &Login) -> anyhow::Result<()> {
+    let (client, mut eventloop) = AsyncClient::new(options(addr, &login.device, Some(login), 1), 4);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => bail!("{}: cannot connect: {e}", login.device),
+        }
+    }
+    let _ = client.disconnect().await;
+    for _ in 0..4 {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Publishes `payloads` to `topic` with QoS 1, at most `inflight` unacknowledged
@@ -110,7 +141,11 @@ pub fn logins(api: &ApiClient, spec: &FleetSpec, saved: &Path) -> anyhow::Result
         if pairs.len() == spec.count {
             return Ok(pairs
                 .into_iter()
-                .map(|(device, credential)| Login { device, credential })
+                .map(|(device, credential)| Login {
+                    device,
+                    credential,
+                    tls: None,
+                })
                 .collect());
         }
         bail!(
@@ -201,6 +236,7 @@ fn register(api: &ApiClient, spec: &FleetSpec) -> anyhow::Result<Vec<Login>> {
                     .as_str()
                     .context("no credential")?
                     .to_owned(),
+                tls: None,
             })
         })
         .collect()

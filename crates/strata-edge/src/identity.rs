@@ -79,7 +79,8 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// `der` as a PEM block labelled `label`.
+pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
@@ -145,17 +146,27 @@ pub fn client_config(dir: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    let bad = |name: &str, e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(name).display());
+    let (ca, cert, key) = (read(CA_FILE)?, read(CERT_FILE)?, read(KEY_FILE)?);
+    client_config_from_pem(&ca, &cert, &key).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The same from PEM text: the CA, the device certificate, its key.
+pub fn client_config_from_pem(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let bad = |name: &str, e: &dyn std::fmt::Display| format!("{name}: {e}");
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(&read(CA_FILE)?) {
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
         roots
             .add(ca.map_err(|e| bad(CA_FILE, &e))?)
             .map_err(|e| bad(CA_FILE, &e))?;
     }
-    let chain = CertificateDer::pem_slice_iter(&read(CERT_FILE)?)
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(CERT_FILE, &e))?;
-    let key = PrivateKeyDer::from_pem_slice(&read(KEY_FILE)?).map_err(|e| bad(KEY_FILE, &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad(KEY_FILE, &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

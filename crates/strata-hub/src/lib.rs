@@ -357,6 +357,11 @@ impl Hub {
         self.mqtt_addr
     }
 
+    /// The embedded broker's counters.
+    pub fn broker_stats(&self) -> strata_broker::Stats {
+        self.broker.stats()
+    }
+
     /// The MQTT TLS listener's address, when there is one.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.mqtt_tls_addr

@@ -1,6 +1,8 @@
 //! `strata bench ingest`: readings per second from MQTT publish to durable
 //! storage, beside the raw rate of the same publishers against the same
-//! broker with no storage behind it.
+//! broker with no storage behind it (with `--tls`, the devices publish to
+//! the hub over mutual TLS). `strata bench tls`: MQTT connections per
+//! second over mutual TLS beside plain text, against the same hub.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +25,23 @@ use crate::fleet::{Login, publish_all};
 pub enum BenchCommand {
     /// Ingest throughput: MQTT publish to durable storage vs the raw broker.
     Ingest(IngestArgs),
+    /// Connection rate: full TLS handshakes with client certificates and
+    /// MQTT CONNECT, beside plain-text connections with passwords.
+    Tls(TlsArgs),
+}
+
+/// Options of `strata bench tls`.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Connections to make on each side.
+    #[arg(long, default_value_t = 2000)]
+    pub connections: usize,
+    /// Connections made at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Times to run each side; the best run of each is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// Options of `strata bench ingest`.
@@ -58,6 +77,10 @@ pub struct IngestArgs {
     /// Run only the hub side (for profiling it alone).
     #[arg(long)]
     pub hub_only: bool,
+    /// The devices publish to the hub over mutual TLS (each with its own
+    /// certificate from the hub's CA) instead of plain text.
+    #[arg(long)]
+    pub tls: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -75,6 +98,7 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Tls(args) => tls(args).await,
     }
 }
 
@@ -182,7 +206,8 @@ async fn hub_round(
         ..HubConfig::default()
     };
     config.mqtt.listen = "127.0.0.1:0".parse()?;
-    config.mqtt.plaintext = true;
+    config.mqtt.plaintext = !args.tls;
+    config.mqtt.tls.listen = args.tls.then(|| "127.0.0.1:0".parse()).transpose()?;
     config.http.listen = "127.0.0.1:0".parse()?;
     config.storage.durability = args.durability;
     let hub = Hub::start(config).await?;
@@ -191,9 +216,11 @@ async fn hub_round(
         Some(hub.admin_token().to_owned()),
     );
     let names = names.to_vec();
-    let logins = tokio::task::spawn_blocking(move || enroll_fleet(&api, &names)).await??;
+    let tls = args.tls;
+    let logins = tokio::task::spawn_blocking(move || enroll_fleet(&api, &names, tls)).await??;
+    let addr = hub.mqtt_tls_addr().unwrap_or(hub.mqtt_addr());
 
-    let elapsed = publish_fleet(hub.mqtt_addr(), &logins, payloads, args.inflight).await?;
+    let elapsed = publish_fleet(addr, &logins, payloads, args.inflight).await?;
     let stored = hub
         .metrics()
         .batches_stored
@@ -226,7 +253,9 @@ async fn hub_round(
 }
 
 /// Registers and enrolls `names` through the API; returns their logins.
-pub fn enroll_fleet(api: &ApiClient, names: &[String]) -> anyhow::Result<Vec<Login>> {
+/// With `tls`, each device makes a key and gets a certificate, and its
+/// login connects over TLS with them.
+fn enroll_fleet(api: &ApiClient, names: &[String], tls: bool) -> anyhow::Result<Vec<Login>> {
     let _: serde_json::Value = api
         .post(
             "create site",
@@ -251,18 +280,40 @@ pub fn enroll_fleet(api: &ApiClient, names: &[String]) -> anyhow::Result<Vec<Log
             let token = created["enrollment_token"]
                 .as_str()
                 .context("no enrollment token")?;
-            let enrolled: serde_json::Value = api.post(
-                "enroll",
-                "/api/v1/enroll",
-                &json!({ "device": name, "token": token }),
-            )?;
+            let mut request = json!({ "device": name, "token": token });
+            let key = if tls {
+                let (pkcs8, spki) =
+                    strata_edge::identity::generate_key().map_err(anyhow::Error::msg)?;
+                request["public_key"] = json!(strata_edge::identity::base64(&spki));
+                Some(pkcs8)
+            } else {
+                None
+            };
+            let enrolled: serde_json::Value = api.post("enroll", "/api/v1/enroll", &request)?;
             let credential = enrolled["credential"]
                 .as_str()
                 .context("no credential")?
                 .to_owned();
+            let tls = match key {
+                Some(pkcs8) => {
+                    let cert = &enrolled["certificate"];
+                    let pem = |k: &str| cert[k].as_str().unwrap_or_default().as_bytes().to_vec();
+                    let key_pem = strata_edge::identity::pem("PRIVATE KEY", &pkcs8);
+                    Some(
+                        strata_edge::identity::client_config_from_pem(
+                            &pem("ca_pem"),
+                            &pem("certificate_pem"),
+                            key_pem.as_bytes(),
+                        )
+                        .map_err(anyhow::Error::msg)?,
+                    )
+                }
+                None => None,
+            };
             Ok(Login {
                 device: name.clone(),
                 credential,
+                tls,
             })
         })
         .collect()
@@ -281,6 +332,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .map(|n| Login {
             device: n.clone(),
             credential: "unused".into(),
+            tls: None,
         })
         .collect();
     let readings =
@@ -323,11 +375,16 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "ingest benchmark: {} devices x {} batches x {} readings, QoS 1, durability {:?}",
+            "ingest benchmark: {} devices x {} batches x {} readings, QoS 1, durability {:?}{}",
             args.devices,
             args.batches,
             args.readings / args.signals * args.signals,
-            args.durability
+            args.durability,
+            if args.tls {
+                ", devices on mutual TLS"
+            } else {
+                ""
+            }
         );
         let raw_name = match args.raw_broker {
             Some(addr) => format!("raw broker at {addr}:"),
@@ -349,5 +406,108 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             println!("  hub / raw:                 {:>12.1} %", ratio * 100.0);
         }
     }
+    Ok(())
+}
+
+/// Connects `logins[i % len]` `n` times, `concurrency` at a time, each up
+/// to its CONNACK and a DISCONNECT; returns the elapsed time.
+async fn connect_many(
+    addr: std::net::SocketAddr,
+    logins: &[Login],
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, logins) = (next.clone(), logins.to_vec());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let login = &logins[i % logins.len()];
+                crate::fleet::connect_once(addr, login).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("connect task failed")??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn tls(args: TlsArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+    let mut config = HubConfig {
+        data_dir: dir.path().to_owned(),
+        ..HubConfig::default()
+    };
+    config.mqtt.listen = "127.0.0.1:0".parse()?;
+    config.mqtt.plaintext = true;
+    config.mqtt.tls.listen = Some("127.0.0.1:0".parse()?);
+    config.http.listen = "127.0.0.1:0".parse()?;
+    let hub = Hub::start(config).await?;
+    let api = ApiClient::new(
+        &format!("http://{}", hub.http_addr()),
+        Some(hub.admin_token().to_owned()),
+    );
+    let names: Vec<String> = (0..args.concurrency.max(1))
+        .map(|d| format!("tls-{d:03}"))
+        .collect();
+    let with_certs =
+        tokio::task::spawn_blocking(move || enroll_fleet(&api, &names, true)).await??;
+    let with_passwords: Vec<Login> = with_certs
+        .iter()
+        .map(|l| Login {
+            tls: None,
+            ..l.clone()
+        })
+        .collect();
+    let tls_addr = hub.mqtt_tls_addr().context("no TLS listener")?;
+    let (mut best_plain, mut best_tls) = (Duration::MAX, Duration::MAX);
+    for round in 1..=args.rounds {
+        let plain = connect_many(
+            hub.mqtt_addr(),
+            &with_passwords,
+            args.connections,
+            args.concurrency,
+        )
+        .await?;
+        let tls = connect_many(tls_addr, &with_certs, args.connections, args.concurrency).await?;
+        let rate = |d: Duration| args.connections as f64 / d.as_secs_f64();
+        eprintln!(
+            "round {round}: plain text {:.0} connections/s, mutual TLS {:.0} connections/s",
+            rate(plain),
+            rate(tls)
+        );
+        best_plain = best_plain.min(plain);
+        best_tls = best_tls.min(tls);
+    }
+    let stats = hub.broker_stats();
+    hub.shutdown().await;
+    let rate = |d: Duration| args.connections as f64 / d.as_secs_f64();
+    println!(
+        "connection benchmark: {} connections, {} at a time, each to CONNACK and DISCONNECT",
+        args.connections, args.concurrency
+    );
+    println!(
+        "  plain text, password:        {:>8.0} connections/s",
+        rate(best_plain)
+    );
+    println!(
+        "  mutual TLS, certificate:     {:>8.0} connections/s (TLS 1.3, ECDSA P-256)",
+        rate(best_tls)
+    );
+    println!(
+        "  TLS / plain:                 {:>8.1} %",
+        rate(best_tls) / rate(best_plain) * 100.0
+    );
+    println!(
+        "  TLS handshakes completed: {}, failed: {}",
+        stats.tls_handshakes, stats.tls_failures
+    );
     Ok(())
 }
