@@ -117,12 +117,14 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/campaigns/{id}/{action}", "MA"),
 ];
 
-/// Routes that are not for people: a device's enrollment and artifact
-/// download, and the login itself.
+/// Routes that are not for people: a device's enrollment, artifact
+/// download and certificate renewal (HTTP Basic with its credential), and
+/// the login itself.
 const NOT_BEARER: &[&str] = &[
     "/api/v1/login",
     "/api/v1/enroll",
     "/api/v1/device/artifacts/{sha256}",
+    "/api/v1/device/certificate",
 ];
 
 /// Makes one user per role, logs each in; returns (role letter, session token).

@@ -295,6 +295,25 @@ impl Browser {
         self.call("POST", &format!("/element/{id}/click"), json!({}));
     }
 
+    /// Signs out, then in with the form: a user name and password, or
+    /// (with an empty name) a token.
+    fn sign_in(&self, base: &str, user: &str, secret: &str) {
+        self.open(&format!("{base}/ui/#/fleet"));
+        eventually(Duration::from_secs(10), "the page", || {
+            self.count("#login-form") == 1 || self.count("#signout:not([hidden])") == 1
+        });
+        if self.count("#login-form") == 0 {
+            self.click("#signout");
+        }
+        eventually(Duration::from_secs(10), "the sign-in form", || {
+            self.count("#login-form") == 1
+        });
+        self.js(
+            "document.getElementById('user').value = arguments[0]; document.getElementById('token').value = arguments[1]; document.querySelector('#login-form button').click();",
+            json!([user, secret]),
+        );
+    }
+
     /// Types `text` into the fleet's device search, as a user would.
     fn search(&self, text: &str) {
         self.js(
@@ -356,6 +375,15 @@ fn number(text: &str) -> f64 {
     text.replace(',', "")
         .parse()
         .unwrap_or_else(|_| panic!("{text:?} is not a number"))
+}
+
+/// Creates a user through the API with the admin token.
+fn create_user(base: &str, token: &str, name: &str, role: &str) {
+    let r = ureq::post(format!("{base}/api/v1/users"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({"name": name, "role": role, "password": format!("{name}'s long password")}))
+        .expect("POST user");
+    assert_eq!(r.status().as_u16(), 201);
 }
 
 /// The hub's own record of alert `id`, through its API.
@@ -439,7 +467,20 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     );
     browser.screenshot(&shots.join("device.png"));
 
-    // Alerts: acknowledge the first active one with a click.
+    // Alerts: an operator signs in with a password and acknowledges the
+    // first active one with a click.
+    create_user(&base, &token, "olga", "operator");
+    create_user(&base, &token, "vic", "viewer");
+    browser.sign_in(&base, "olga", "not olga's password");
+    eventually(Duration::from_secs(10), "the wrong password refused", || {
+        browser
+            .text("#login-error")
+            .is_some_and(|t| t.contains("wrong user name or password"))
+    });
+    browser.sign_in(&base, "olga", "olga's long password");
+    eventually(Duration::from_secs(10), "signed in as olga", || {
+        browser.text("#whoami").as_deref() == Some("olga · operator")
+    });
     browser.open(&format!("{base}/ui/#/alerts"));
     let active = "tr[data-state=active] button.ack";
     eventually(Duration::from_secs(30), "an active alert", || {
@@ -463,7 +504,7 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     );
     let alert = alert_from_api(&base, &token, &id);
     assert_eq!(alert["state"], "acknowledged", "{alert}");
-    assert_eq!(alert["acknowledged_by"], "operator", "{alert}");
+    assert_eq!(alert["acknowledged_by"], "olga", "{alert}");
     let history: Vec<&str> = alert["history"]
         .as_array()
         .unwrap()
@@ -552,6 +593,40 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
             .is_some_and(|t| t.contains("alert acknowledged")),
         "the audit page lists the acknowledgement"
     );
+    // The signed log is the admins'; the operator does not see it.
+    assert_eq!(browser.count("#audit-verify"), 0);
+
+    // A viewer sees the alerts but is offered no action on them.
+    browser.sign_in(&base, "vic", "vic's long password");
+    eventually(Duration::from_secs(10), "signed in as vic", || {
+        browser.text("#whoami").as_deref() == Some("vic · viewer")
+    });
+    browser.open(&format!("{base}/ui/#/alerts"));
+    eventually(Duration::from_secs(20), "the alerts, for a viewer", || {
+        browser.count("tr[data-alert]") >= 1
+    });
+    browser.settled("alerts for a viewer");
+    assert_eq!(browser.count("button.ack"), 0, "a viewer is offered Acknowledge");
+    browser.screenshot(&shots.join("alerts-viewer.png"));
+
+    // The admin checks the signed audit log from the dashboard.
+    browser.open(&url);
+    eventually(Duration::from_secs(10), "signed in as admin", || {
+        browser.text("#whoami").as_deref() == Some("admin · admin")
+    });
+    browser.open(&format!("{base}/ui/#/audit"));
+    eventually(Duration::from_secs(20), "the signed log", || {
+        browser
+            .text("main table")
+            .is_some_and(|t| t.contains("alert.acknowledge") && t.contains("olga"))
+    });
+    browser.click("#audit-verify");
+    eventually(Duration::from_secs(20), "the chain verifies", || {
+        browser
+            .text("#audit-verdict")
+            .is_some_and(|t| t.starts_with("intact"))
+    });
+    browser.screenshot(&shots.join("audit-signed.png"));
 
     // A tablet in portrait: the fleet still fits, navigation scrolls.
     browser.resize(768, 1024);

@@ -67,6 +67,12 @@ const alertStatePill = s => pill(s, s === 'active' ? 'bad' : s === 'acknowledged
 const auth = {
   get token() { return localStorage.getItem('strata.token'); },
   set token(t) { t ? localStorage.setItem('strata.token', t) : localStorage.removeItem('strata.token'); },
+  /** Who the token is (GET /whoami): name, role, permissions, token_id. */
+  me: null,
+  /** Whether the signed-in token has permission `p` (the hub checks again). */
+  can(p) { return !!(this.me && this.me.permissions.includes(p)); },
+  /** The shared bootstrap token is nobody in particular: it names who acts. */
+  get shared() { return !!(this.me && this.me.name === 'admin' && !this.me.token_id); },
 };
 
 class Unauthorized extends Error {}
@@ -398,7 +404,7 @@ function alertTable(alerts, withDevice = true) {
     alerts.map(a => h('tr', { 'data-alert': a.id, 'data-state': a.state },
       td(severityPill(a.severity)), td(a.rule), ...(withDevice ? [td(deviceLink(a.device))] : []),
       td(alertStatePill(a.state)), td(a.message), tdn(num(a.last_value, 2)), tdn(a.breaches), td(ago(a.raised_ns)),
-      td(a.state === 'active' ? h('button', { class: 'ack', onclick: e => acknowledge(a, e.target) }, 'Acknowledge')
+      td(a.state === 'active' && auth.can('operate') ? h('button', { class: 'ack', onclick: e => acknowledge(a, e.target) }, 'Acknowledge')
         : a.acknowledged_by ? h('span', { class: 'muted' }, 'by ' + a.acknowledged_by) : ''))),
     'No alerts.');
 }
@@ -424,8 +430,9 @@ views.alerts = {
     const choose = h('select', { 'aria-label': 'Which alerts', onchange: e => { this.filter = e.target.value; this.refresh(); } },
       [['open', 'Open (active or acknowledged)'], ['active', 'Active'], ['acknowledged', 'Acknowledged'], ['cleared', 'Cleared'], ['all', 'All']]
         .map(([v, t]) => h('option', { value: v, selected: v === this.filter }, t)));
-    const who = h('input', { placeholder: 'acknowledge as', value: localStorage.getItem('strata.operator') || 'operator', 'aria-label': 'Acknowledge as',
-      onchange: e => localStorage.setItem('strata.operator', e.target.value.trim() || 'operator') });
+    // Only the shared admin token names who acts; everyone else acts as themselves.
+    const who = auth.shared ? h('input', { placeholder: 'acknowledge as', value: localStorage.getItem('strata.operator') || 'operator', 'aria-label': 'Acknowledge as',
+      onchange: e => localStorage.setItem('strata.operator', e.target.value.trim() || 'operator') }) : '';
     root.append(h('h1', {}, 'Alerts'),
       h('section', { class: 'card' }, h('div', { class: 'toolbar' }, choose, who), this.list),
       h('div', { class: 'grid' },
@@ -455,7 +462,7 @@ function actionTable(actions, withDevice = true) {
       const kind = a.outcome === 'written' ? 'ok' : a.outcome === 'blocked' || a.outcome === 'failed' ? 'bad' : 'warn';
       return h('tr', {}, td(time(a.ts_ns)), ...(withDevice ? [td(deviceLink(r.device))] : []), td(a.rule), td(a.output),
         td(pill(a.outcome, kind)), tdn(a.value !== null && a.value !== undefined ? num(a.value, 2) : a.requested !== null && a.requested !== undefined ? num(a.requested, 2) : '–'),
-        td(a.reason), td(a.outcome === 'proposed' ? h('button', { onclick: e => approve(r, e.target) }, 'Approve') : a.approved_by ? 'by ' + a.approved_by : ''));
+        td(a.reason), td(a.outcome === 'proposed' && auth.can('operate') ? h('button', { class: 'approve', onclick: e => approve(r, e.target) }, 'Approve') : a.approved_by ? 'by ' + a.approved_by : ''));
     }), 'No closed-loop action recorded.');
 }
 
@@ -495,11 +502,29 @@ views.control = {
 views.audit = {
   build(root) {
     this.list = h('div');
+    this.signed = h('div');
+    this.verdict = h('span', { id: 'audit-verdict' });
+    const verify = h('button', { id: 'audit-verify', onclick: () => this.verify() }, 'Verify the chain');
     root.append(h('h1', {}, 'Audit'),
+      ...(auth.can('admin') ? [h('section', { class: 'card' }, h('h2', {}, 'Audit log (hash-chained, signed)'),
+        h('div', { class: 'toolbar' }, verify, this.verdict), this.signed)] : []),
       h('p', { class: 'muted' }, 'What changed in the fleet, newest first: alerts raised, acknowledged and cleared, closed-loop actions, rollouts, training and retraining.'),
       h('section', { class: 'card' }, this.list));
   },
+  async verify() {
+    try {
+      const r = await api('/audit/verify');
+      this.verdict.replaceChildren(r.problems.length ? pill(r.problems.length + ' problem(s): ' + r.problems[0], 'bad')
+        : pill(`intact: ${r.entries} entries, ${r.checkpoints} signed checkpoints`, 'ok'));
+    } catch (e) { showError('Could not verify the audit log: ' + e.message); }
+  },
   async refresh() {
+    if (auth.can('admin')) {
+      const log = await api('/audit?limit=100');
+      this.signed.replaceChildren(table(['Seq#', 'At', 'Who', 'Action', 'Target', 'Outcome'],
+        log.map(e => h('tr', { 'data-seq': e.seq }, tdn(e.seq), td(time(e.ts_ns)), td(e.actor), td(e.action), td(e.target),
+          td(pill(e.outcome, e.outcome === 'ok' ? 'ok' : e.outcome === 'denied' ? 'bad' : 'warn'))))), 'Nothing recorded yet.'));
+    }
     const [alerts, actions, campaigns, jobs, cycles] = await Promise.all([
       api('/alerts?limit=200'), apiOr('/control/actions?limit=200', []), apiOr('/campaigns', []),
       apiOr('/jobs', []), apiOr('/retraining', [])]);
@@ -561,9 +586,11 @@ function route() {
   const fromUrl = location.hash.match(/token=([^&]+)/);
   if (fromUrl) {
     auth.token = decodeURIComponent(fromUrl[1]);
+    auth.me = null;
     history.replaceState(null, '', location.pathname + '#/fleet');
   }
   if (!auth.token) { signIn(); return; }
+  if (!auth.me) { whoami(); return; }
   const [name, ...args] = (location.hash.replace(/^#\/?/, '') || 'fleet').split('/').map(decodeURIComponent);
   const view = views[name] || views.fleet;
   generation += 1;
@@ -578,18 +605,42 @@ function route() {
   timer = setInterval(refreshNow, REFRESH_MS);
 }
 
+/** Learns who the token is, then shows the page; a refused token signs out. */
+async function whoami() {
+  try {
+    auth.me = await api('/whoami');
+    document.getElementById('whoami').textContent = `${auth.me.name} · ${auth.me.role.replace('_', ' ')}`;
+    route();
+  } catch (e) {
+    if (e instanceof Unauthorized) signIn('The hub refused the token; sign in again.');
+    else showError('Cannot reach the hub: ' + e.message);
+  }
+}
+
 function signIn(message) {
   clearInterval(timer);
   current = null;
   auth.token = null;
+  auth.me = null;
+  document.getElementById('whoami').textContent = '';
   const main = document.getElementById('main');
   main.replaceChildren(document.getElementById('login').content.cloneNode(true));
   document.getElementById('signout').hidden = true;
   setLive(false, 'signed out');
   if (message) document.getElementById('login-error').textContent = message;
-  document.getElementById('login-form').addEventListener('submit', e => {
+  document.getElementById('login-form').addEventListener('submit', async e => {
     e.preventDefault();
-    auth.token = document.getElementById('token').value.trim();
+    const user = document.getElementById('user').value.trim();
+    const secret = document.getElementById('token').value;
+    if (!user) { auth.token = secret.trim(); route(); return; }
+    const res = await fetch('/api/v1/login', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user, password: secret }) });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) {
+      document.getElementById('login-error').textContent = (body && body.error && body.error.message) || 'sign-in failed';
+      return;
+    }
+    auth.token = body.token;
     route();
   });
 }
