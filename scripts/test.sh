@@ -47,4 +47,11 @@ cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$l
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+
+# The fuzz targets (MQTT decoder, device payloads, gateway config), briefly:
+# STRATA_FUZZ_SECONDS each (default 10; 0 skips). A finding fails the run.
+fuzz_seconds="${STRATA_FUZZ_SECONDS:-10}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+    scripts/fuzz.sh "$fuzz_seconds"
+fi

@@ -145,8 +145,10 @@ pub(crate) async fn serve<S>(
     let Some((conn, kick_rx, release_tx)) = handshake(
         connect,
         conn_id,
-        peer,
-        peer_certificate.as_deref(),
+        Remote {
+            addr: peer,
+            certificate: peer_certificate.as_deref(),
+        },
         rbuf,
         decoder,
         &mut wr,
@@ -260,17 +262,24 @@ async fn refuse<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Who is on the other end of a connection.
+struct Remote<'a> {
+    addr: SocketAddr,
+    /// Its TLS client certificate (DER), if it sent one.
+    certificate: Option<&'a [u8]>,
+}
+
 /// Authenticates, attaches the session and queues CONNACK.
 async fn handshake<W: AsyncWrite + Unpin>(
     connect: Connect,
     conn_id: u64,
-    peer: SocketAddr,
-    peer_certificate: Option<&[u8]>,
+    remote: Remote<'_>,
     rbuf: BytesMut,
     decoder: Decoder,
     wr: &mut W,
     shared: &Arc<Shared>,
 ) -> Option<(Conn, oneshot::Receiver<Kick>, oneshot::Sender<()>)> {
+    let (peer, peer_certificate) = (remote.addr, remote.certificate);
     let version = connect.protocol;
     let v5 = version.is_v5();
     let mut assigned = None;

@@ -381,7 +381,9 @@ fn number(text: &str) -> f64 {
 fn create_user(base: &str, token: &str, name: &str, role: &str) {
     let r = ureq::post(format!("{base}/api/v1/users"))
         .header("Authorization", &format!("Bearer {token}"))
-        .send_json(json!({"name": name, "role": role, "password": format!("{name}'s long password")}))
+        .send_json(
+            json!({"name": name, "role": role, "password": format!("{name}'s long password")}),
+        )
         .expect("POST user");
     assert_eq!(r.status().as_u16(), 201);
 }
@@ -472,11 +474,15 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     create_user(&base, &token, "olga", "operator");
     create_user(&base, &token, "vic", "viewer");
     browser.sign_in(&base, "olga", "not olga's password");
-    eventually(Duration::from_secs(10), "the wrong password refused", || {
-        browser
-            .text("#login-error")
-            .is_some_and(|t| t.contains("wrong user name or password"))
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the wrong password refused",
+        || {
+            browser
+                .text("#login-error")
+                .is_some_and(|t| t.contains("wrong user name or password"))
+        },
+    );
     browser.sign_in(&base, "olga", "olga's long password");
     eventually(Duration::from_secs(10), "signed in as olga", || {
         browser.text("#whoami").as_deref() == Some("olga · operator")
@@ -606,7 +612,11 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
         browser.count("tr[data-alert]") >= 1
     });
     browser.settled("alerts for a viewer");
-    assert_eq!(browser.count("button.ack"), 0, "a viewer is offered Acknowledge");
+    assert_eq!(
+        browser.count("button.ack"),
+        0,
+        "a viewer is offered Acknowledge"
+    );
     browser.screenshot(&shots.join("alerts-viewer.png"));
 
     // The admin checks the signed audit log from the dashboard.

@@ -16,45 +16,28 @@ use crate::metrics::{Metrics, RejectReason};
 use crate::registry::{CredentialCheck, Registry};
 use crate::wake::Wake;
 
-/// The broker hooks of a hub.
+/// The broker hooks of a hub: what they check against and where they
+/// hand what devices send.
 pub struct HubHooks {
-    drift: Arc<Drift>,
-    registry: Arc<Registry>,
-    ingest: Arc<Ingest>,
-    metrics: Arc<Metrics>,
-    twins: Arc<dyn TwinStore>,
+    /// Drift sketches.
+    pub drift: Arc<Drift>,
+    /// Device identities (credentials, certificates, state).
+    pub registry: Arc<Registry>,
+    /// Telemetry ingest.
+    pub ingest: Arc<Ingest>,
+    /// Counters of refusals.
+    pub metrics: Arc<Metrics>,
+    /// Reported twins.
+    pub twins: Arc<dyn TwinStore>,
     /// Woken when a device reports its twin (campaigns wait for that).
-    reported: Arc<Wake>,
+    pub reported: Arc<Wake>,
     /// Where closed-loop action records go.
-    actions: Arc<dyn strata_store::ControlStore>,
+    pub actions: Arc<dyn strata_store::ControlStore>,
     /// Where closed-loop actions are also recorded as fleet changes.
-    audit: Arc<crate::audit::Audit>,
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 impl HubHooks {
-    /// Hooks over the hub's registry and ingest.
-    pub fn new(
-        drift: Arc<Drift>,
-        registry: Arc<Registry>,
-        ingest: Arc<Ingest>,
-        metrics: Arc<Metrics>,
-        twins: Arc<dyn TwinStore>,
-        reported: Arc<Wake>,
-        actions: Arc<dyn strata_store::ControlStore>,
-        audit: Arc<crate::audit::Audit>,
-    ) -> Self {
-        HubHooks {
-            drift,
-            registry,
-            ingest,
-            metrics,
-            twins,
-            reported,
-            actions,
-            audit,
-        }
-    }
-
     /// Stores a reported twin (off the connection's task: it is a write).
     fn reported_twin(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
         let reported: ReportedTwin = match serde_json::from_slice(payload) {

@@ -177,16 +177,16 @@ impl Hub {
         ));
         // Reported twins wake the campaign worker.
         let reported = Arc::new(wake::Wake::default());
-        let hooks = Arc::new(hooks::HubHooks::new(
-            drift.clone(),
-            registry.clone(),
+        let hooks = Arc::new(hooks::HubHooks {
+            drift: drift.clone(),
+            registry: registry.clone(),
             ingest,
-            metrics.clone(),
-            store.clone(),
-            reported.clone(),
-            store.clone(),
-            audit.clone(),
-        ));
+            metrics: metrics.clone(),
+            twins: store.clone(),
+            reported: reported.clone(),
+            actions: store.clone(),
+            audit: audit.clone(),
+        });
 
         let tls = match config.mqtt.tls_listen() {
             Some(bind) => Some(strata_broker::TlsListener {

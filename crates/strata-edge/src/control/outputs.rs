@@ -139,6 +139,10 @@ impl OutputConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         let name = self.name();
+        #[cfg_attr(
+            not(any(feature = "opcua", feature = "modbus")),
+            allow(unused_variables)
+        )]
         let scale_ok = |scale: f64, offset: f64| {
             if scale.is_finite() && scale != 0.0 && offset.is_finite() {
                 Ok(())
