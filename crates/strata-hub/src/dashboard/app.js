@@ -523,7 +523,7 @@ views.audit = {
       const log = await api('/audit?limit=100');
       this.signed.replaceChildren(table(['Seq#', 'At', 'Who', 'Action', 'Target', 'Outcome'],
         log.map(e => h('tr', { 'data-seq': e.seq }, tdn(e.seq), td(time(e.ts_ns)), td(e.actor), td(e.action), td(e.target),
-          td(pill(e.outcome, e.outcome === 'ok' ? 'ok' : e.outcome === 'denied' ? 'bad' : 'warn'))))), 'Nothing recorded yet.'));
+          td(pill(e.outcome, e.outcome === 'ok' ? 'ok' : e.outcome === 'denied' ? 'bad' : 'warn')))), 'Nothing recorded yet.'));
     }
     const [alerts, actions, campaigns, jobs, cycles] = await Promise.all([
       api('/alerts?limit=200'), apiOr('/control/actions?limit=200', []), apiOr('/campaigns', []),
