@@ -181,14 +181,23 @@ fn a_taken_port_gives_a_clear_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    for flag in ["--mqtt-listen", "--http-listen"] {
-        let other = if flag == "--mqtt-listen" {
-            "--http-listen"
-        } else {
-            "--mqtt-listen"
-        };
+    // Each listener in turn on the taken port, the others on free ones.
+    let cases: [(&str, &[&str]); 3] = [
+        (
+            "--mqtt-listen",
+            &["--mqtt-plaintext", "--http-listen", "127.0.0.1:0"],
+        ),
+        ("--mqtt-tls-listen", &["--http-listen", "127.0.0.1:0"]),
+        (
+            "--http-listen",
+            &["--mqtt-plaintext", "--mqtt-listen", "127.0.0.1:0"],
+        ),
+    ];
+    for (flag, others) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["hub", flag, &addr, other, "127.0.0.1:0", "--data-dir"])
+            .args(["hub", flag, &addr])
+            .args(others)
+            .arg("--data-dir")
             .arg(dir.path())
             .output()
             .unwrap();
