@@ -57,13 +57,7 @@ pub async fn connect_once(addr: SocketAddr, login: &Login) -> anyhow::Result<()>
             Err(e) => bail!("{}: cannot connect: {e}", login.device),
         }
     }
-    let _ = client.disconnect().await;
-    for _ in 0..4 {
-        match eventloop.poll().await {
-            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    disconnect(&client, &mut eventloop).await;
     Ok(())
 }
 
@@ -107,15 +101,19 @@ pub async fn publish_all(
         }
     }
     let _ = feeder.await;
+    disconnect(&client, &mut eventloop).await;
+    Ok(())
+}
+
+/// Sends DISCONNECT and lets it go out before the connection is dropped.
+async fn disconnect(client: &AsyncClient, eventloop: &mut rumqttc::EventLoop) {
     let _ = client.disconnect().await;
-    // Let the DISCONNECT go out before dropping the connection.
     for _ in 0..4 {
         match eventloop.poll().await {
             Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
             Ok(_) => {}
         }
     }
-    Ok(())
 }
 
 /// A simulated fleet to register at a hub.

@@ -443,13 +443,7 @@ impl Access {
             disabled_ns: None,
         };
         self.store.create_user(&user)?;
-        let info = user_info(&user)?;
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .users
-            .insert(user.name.clone(), user);
-        Ok(info)
+        self.cached(user)
     }
 
     /// Changes a user's role, password or whether it is disabled.
@@ -474,6 +468,11 @@ impl Access {
             _ => {}
         }
         self.store.update_user(&user)?;
+        self.cached(user)
+    }
+
+    /// Puts a stored user in the cache; returns what the API shows of it.
+    fn cached(&self, user: User) -> Result<UserInfo> {
         let info = user_info(&user)?;
         self.cache
             .write()
