@@ -7,7 +7,11 @@
 //!
 //! The arithmetic (the streaming variance update, the merge of two
 //! buckets, the cut bound) is river's, in the same order, so detections
-//! land on the same indices as `river.drift.ADWIN`.
+//! land on the same indices as `river.drift.ADWIN`. Two things make it
+//! fast without changing an answer: the rows take the values between two
+//! tests in one pass (the same merges, in the same order), and a screen
+//! without divisions or roots clears the splits that provably do not cut,
+//! so river's own test runs only on the few near the bound.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +45,28 @@ impl Default for AdwinParams {
     }
 }
 
+/// Values put in the bucket rows at a time: a row then receives at most
+/// this many buckets, and passes at most half as many (plus one) on.
+const RUN: usize = 32;
+
+/// Buckets arriving at a row: sums and squared deviations.
+#[derive(Debug, Clone, Copy)]
+struct Arriving {
+    totals: [f64; RUN],
+    variances: [f64; RUN],
+    len: usize,
+}
+
+impl Default for Arriving {
+    fn default() -> Self {
+        Arriving {
+            totals: [0.0; RUN],
+            variances: [0.0; RUN],
+            len: 0,
+        }
+    }
+}
+
 /// An ADWIN detector.
 #[derive(Debug, Clone)]
 pub struct Adwin {
@@ -63,14 +89,11 @@ pub struct Adwin {
     variance: f64,
     tick: u64,
     detected: bool,
-    /// Scratch for [`Adwin::add_buckets`]: the buckets one row merges
-    /// into the next (sums, squared deviations), and the next row's.
-    merged: (Vec<f64>, Vec<f64>),
-    next_merged: (Vec<f64>, Vec<f64>),
-    /// Scratch for [`Adwin::has_cut`]: each split's `n0`, `u0` and `u1`.
+    /// Scratch for [`Adwin::has_cut`]: the buckets oldest first, and each
+    /// split's `n0` and `u0`.
+    split_totals: Vec<f64>,
     n0s: Vec<f64>,
     u0s: Vec<f64>,
-    u1s: Vec<f64>,
 }
 
 impl Adwin {
@@ -88,11 +111,9 @@ impl Adwin {
             variance: 0.0,
             tick: 0,
             detected: false,
-            merged: (Vec::new(), Vec::new()),
-            next_merged: (Vec::new(), Vec::new()),
+            split_totals: Vec::new(),
             n0s: Vec::new(),
             u0s: Vec::new(),
-            u1s: Vec::new(),
         }
     }
 
@@ -132,33 +153,39 @@ impl Adwin {
     /// value by value: whenever a row reaches `cap` buckets its two oldest
     /// become one bucket of the next row. A row's buckets arrive in the
     /// same order whether values come one at a time or many, so each row
-    /// takes a whole run at once ([`Adwin::fill_row`]).
+    /// takes a whole run at once ([`Adwin::fill_row`]), up to [`RUN`]
+    /// values at a time.
     fn add_buckets(&mut self, values: &[f64]) {
-        let mut merged = std::mem::take(&mut self.merged);
-        let mut next = std::mem::take(&mut self.next_merged);
-        let mut more = self.fill_row(0, values, None, &mut merged);
-        let mut i = 1;
-        while more {
-            more = self.fill_row(i, &merged.0, Some(&merged.1), &mut next);
-            std::mem::swap(&mut merged, &mut next);
-            i += 1;
+        let mut bufs = [Arriving::default(), Arriving::default()];
+        for run in values.chunks(RUN) {
+            bufs[0].totals[..run.len()].copy_from_slice(run);
+            bufs[0].len = run.len();
+            // Row i reads bufs[i % 2] and passes its merges on in the other.
+            let mut i = 0;
+            loop {
+                let [a, b] = &mut bufs;
+                let (arriving, merged) = if i % 2 == 0 { (&*a, b) } else { (&*b, a) };
+                if arriving.len == 0 {
+                    break;
+                }
+                self.fill_row(i, arriving, i > 0, merged);
+                i += 1;
+            }
         }
-        self.merged = merged;
-        self.next_merged = next;
     }
 
-    /// Appends buckets of row `i`'s size (sums `totals`, squared deviations
-    /// `variances`, or none for single values) to the row. Of the row's old
-    /// buckets and the new ones, the oldest `2m` pair up into buckets of
-    /// the next row, put in `merged` (`m` as many merges as river's would
-    /// make), and the rest stay. Returns whether anything was merged.
+    /// Appends the `arriving` buckets (of row `i`'s size; their squared
+    /// deviations are zero unless `with_variances`) to row `i`. Of the
+    /// row's old buckets and the new ones, the oldest `2m` pair up into
+    /// buckets of the next row, put in `merged` (`m` as many merges as
+    /// river's would make), and the rest stay.
     fn fill_row(
         &mut self,
         i: usize,
-        totals: &[f64],
-        variances: Option<&[f64]>,
-        merged: &mut (Vec<f64>, Vec<f64>),
-    ) -> bool {
+        arriving: &Arriving,
+        with_variances: bool,
+        merged: &mut Arriving,
+    ) {
         let cap = self.cap;
         if i == self.lens.len() {
             self.lens.push(0);
@@ -166,21 +193,14 @@ impl Adwin {
             self.variances.resize(self.variances.len() + cap, 0.0);
         }
         let base = i * cap;
-        let (held, all) = (self.lens[i], self.lens[i] + totals.len());
-        let put = |adwin: &mut Adwin, at: usize, from: usize| {
-            let n = totals.len() - from;
-            adwin.totals[at..at + n].copy_from_slice(&totals[from..]);
-            match variances {
-                Some(v) => adwin.variances[at..at + n].copy_from_slice(&v[from..]),
-                None => adwin.variances[at..at + n].fill(0.0),
-            }
-        };
-        if all < cap {
-            put(self, base + held, 0);
-            self.lens[i] = all;
-            return false;
-        }
-        let merges = (all + 2 - cap) / 2;
+        let (new_t, new_v) = (
+            &arriving.totals[..arriving.len],
+            &arriving.variances[..arriving.len],
+        );
+        let held = self.lens[i];
+        let all = held + new_t.len();
+        let merges = if all < cap { 0 } else { (all + 2 - cap) / 2 };
+        merged.len = merges;
         // Dividing by a power of two and multiplying by its inverse round
         // the same exact value: the same floats as river's.
         let inv = 1.0 / (1u64 << i) as f64;
@@ -189,49 +209,46 @@ impl Adwin {
             let (mu0, mu1) = (t0 * inv, t1 * inv);
             (t0 + t1, v0 + v1 + n * 0.5 * (mu0 - mu1) * (mu0 - mu1))
         };
-        let (out_t, out_v) = merged;
-        out_t.resize(merges, 0.0);
-        out_v.resize(merges, 0.0);
         // Bucket j of the row's old and new buckets together.
-        let bucket = |adwin: &Adwin, j: usize| {
+        let bucket = |j: usize| {
             if j < held {
-                (adwin.totals[base + j], adwin.variances[base + j])
+                (self.totals[base + j], self.variances[base + j])
             } else {
-                let v = variances.map_or(0.0, |v| v[j - held]);
-                (totals[j - held], v)
+                (new_t[j - held], new_v[j - held])
             }
         };
         // The pairs that take an old bucket, then those of new ones only.
         let with_old = merges.min(held.div_ceil(2));
         for p in 0..with_old {
-            let ((t0, v0), (t1, v1)) = (bucket(self, 2 * p), bucket(self, 2 * p + 1));
-            (out_t[p], out_v[p]) = merge(t0, t1, v0, v1);
+            let ((t0, v0), (t1, v1)) = (bucket(2 * p), bucket(2 * p + 1));
+            (merged.totals[p], merged.variances[p]) = merge(t0, t1, v0, v1);
         }
         let from = (2 * with_old).saturating_sub(held);
-        let new_t = totals[from..from + 2 * (merges - with_old)].chunks_exact(2);
-        let outs = out_t[with_old..].iter_mut().zip(&mut out_v[with_old..]);
-        match variances {
-            Some(vs) => {
-                let new_v = vs[from..].chunks_exact(2);
-                for ((t, v), (ot, ov)) in new_t.zip(new_v).zip(outs) {
-                    (*ot, *ov) = merge(t[0], t[1], v[0], v[1]);
-                }
+        let to = from + 2 * (merges - with_old);
+        let outs = merged.totals[with_old..merges]
+            .iter_mut()
+            .zip(&mut merged.variances[with_old..merges]);
+        let pairs = new_t[from..to].chunks_exact(2);
+        if with_variances {
+            for ((t, v), (ot, ov)) in pairs.zip(new_v[from..to].chunks_exact(2)).zip(outs) {
+                (*ot, *ov) = merge(t[0], t[1], v[0], v[1]);
             }
-            None => {
-                for (t, (ot, ov)) in new_t.zip(outs) {
-                    (*ot, *ov) = merge(t[0], t[1], 0.0, 0.0);
-                }
+        } else {
+            for (t, (ot, ov)) in pairs.zip(outs) {
+                (*ot, *ov) = merge(t[0], t[1], 0.0, 0.0);
             }
         }
         // The rest stay, oldest first.
-        if 2 * merges < held {
+        let (at, from) = if 2 * merges < held {
             self.shift_row(i, 2 * merges);
-            put(self, base + held - 2 * merges, 0);
+            (base + held - 2 * merges, 0)
         } else {
-            put(self, base, 2 * merges - held);
-        }
+            (base, 2 * merges - held)
+        };
+        let rest = new_t.len() - from;
+        self.totals[at..at + rest].copy_from_slice(&new_t[from..]);
+        self.variances[at..at + rest].copy_from_slice(&new_v[from..]);
         self.lens[i] = all - 2 * merges;
-        true
     }
 
     /// Removes the `k` oldest buckets of row `i`.
@@ -297,72 +314,91 @@ impl Adwin {
         let delta_prime = (2.0 * self.width.ln() / self.params.delta).ln();
         let var = self.variance / self.width;
         self.split_sums();
-        let (width, n0s, u0s, u1s) = (self.width, &self.n0s, &self.u0s, &self.u1s);
-        let cuts = |j: usize| {
-            let (n0, u0, u1) = (n0s[j], u0s[j], u1s[j]);
+        let (width, total) = (self.width, self.total);
+        let (ts, n0s, u0s) = (&self.split_totals, &self.n0s, &self.u0s);
+        // River tests the splits whose parts both hold `min_len` values:
+        // `n0` grows split by split, so they are a range.
+        let first = n0s.partition_point(|&n0| n0 < min_len);
+        let end = n0s.partition_point(|&n0| width - n0 >= min_len);
+        // River's test of split j, with the newer part's sum as river's
+        // loop has it (the window's sum less each older bucket in turn).
+        let cuts = |j: usize, u1: f64| {
+            let (n0, u0) = (n0s[j], u0s[j]);
             let n1 = width - n0;
-            if n1 < min_len || n0 < min_len {
-                return false;
-            }
             let delta_mean = u0 / n0 - u1 / n1;
             let m_recip = 1.0 / (n0 - min_len + 1.0) + 1.0 / (n1 - min_len + 1.0);
             let epsilon =
                 (2.0 * m_recip * var * delta_prime).sqrt() + 2.0 / 3.0 * delta_prime * m_recip;
             delta_mean.abs() > epsilon
         };
-        let splits = n0s.len();
-        let Some(screen) = Screen::new(var, delta_prime, width, min_len) else {
-            return (0..splits).any(cuts);
+        let u1_at = |j: usize| ts[..=j].iter().fold(total, |u1, &t| u1 - t);
+        let abs_sum = ts.iter().map(|t| t.abs()).sum::<f64>() + self.newest_total().abs();
+        let Some(screen) = Screen::new(var, delta_prime, width, total, abs_sum, min_len, ts.len())
+        else {
+            let mut u1 = total;
+            return (0..end).any(|j| {
+                u1 -= ts[j];
+                j >= first && cuts(j, u1)
+            });
         };
         const LANES: usize = 8;
-        let clears = |j: usize| screen.clears(n0s[j], u0s[j], u1s[j]);
-        let mut start = 0;
-        while start < splits {
-            let end = (start + LANES).min(splits);
-            let (n0, u0, u1) = (&n0s[start..end], &u0s[start..end], &u1s[start..end]);
-            let cleared = n0
+        let mut start = first;
+        while start < end {
+            let stop = (start + LANES).min(end);
+            let cleared = n0s[start..stop]
                 .iter()
-                .zip(u0)
-                .zip(u1)
-                .fold(true, |all, ((&n0, &u0), &u1)| {
-                    all & screen.clears(n0, u0, u1)
-                });
-            if !cleared && (start..end).any(|j| !clears(j) && cuts(j)) {
+                .zip(&u0s[start..stop])
+                .fold(true, |all, (&n0, &u0)| all & screen.clears(n0, u0));
+            if !cleared
+                && (start..stop).any(|j| !screen.clears(n0s[j], u0s[j]) && cuts(j, u1_at(j)))
+            {
                 return true;
             }
-            start = end;
+            start = stop;
         }
         false
     }
 
-    /// Every split's size and sums, oldest buckets first, as river's loop
-    /// accumulates them: the older part's width `n0` and sum `u0`, and the
-    /// newer part's sum `u1` (its width is the window's less `n0`, exactly:
-    /// widths are whole numbers). The split before the newest bucket is
-    /// the last; river tests none after it.
+    /// The sum of the newest bucket (row 0's last), which no split leaves
+    /// in the older part.
+    fn newest_total(&self) -> f64 {
+        match self.lens[0] {
+            0 => 0.0,
+            len => self.totals[len - 1],
+        }
+    }
+
+    /// Every split's bucket and sums, oldest buckets first, as river's loop
+    /// accumulates them: the bucket it moves to the older part, and that
+    /// part's width `n0` and sum `u0` (the newer part's width is the
+    /// window's less `n0`, exactly: widths are whole numbers). The split
+    /// before the newest bucket is the last; river tests none after it.
     fn split_sums(&mut self) {
-        let buckets: usize = self.lens.iter().sum();
-        let splits = buckets.saturating_sub(1);
+        self.split_totals.clear();
+        for i in (0..self.lens.len()).rev() {
+            let base = i * self.cap;
+            self.split_totals
+                .extend_from_slice(&self.totals[base..base + self.lens[i]]);
+        }
+        self.split_totals.pop();
+        let splits = self.split_totals.len();
         self.n0s.resize(splits, 0.0);
         self.u0s.resize(splits, 0.0);
-        self.u1s.resize(splits, 0.0);
-        let (mut n0, mut u0, mut u1) = (0.0, 0.0, self.total);
+        let (mut n0, mut u0) = (0.0, 0.0);
         let mut j = 0;
         for i in (0..self.lens.len()).rev() {
             let size = (1u64 << i) as f64;
-            let base = i * self.cap;
-            for &t in &self.totals[base..base + self.lens[i]] {
-                if j == splits {
-                    return;
-                }
+            let count = self.lens[i].min(splits - j);
+            for (&t, (n, u)) in self.split_totals[j..j + count].iter().zip(
+                self.n0s[j..j + count]
+                    .iter_mut()
+                    .zip(&mut self.u0s[j..j + count]),
+            ) {
                 n0 += size;
                 u0 += t;
-                u1 -= t;
-                self.n0s[j] = n0;
-                self.u0s[j] = u0;
-                self.u1s[j] = u1;
-                j += 1;
+                (*n, *u) = (n0, u0);
             }
+            j += count;
         }
     }
 }
@@ -371,57 +407,73 @@ impl Adwin {
 /// does not cut in river's arithmetic.
 ///
 /// River cuts where `|u0/n0 - u1/n1| > sqrt(2 m var δ') + 2/3 δ' m`, with
-/// `m = 1/a + 1/b`. Leaving out the second term (which only raises the
-/// bound), multiplying by `n0 n1` and squaring, then multiplying by `a b`,
-/// a split cannot cut where
+/// `m = 1/a + 1/b`, `a = n0 - min + 1`, `b = n1 - min + 1`. In real numbers
+/// `u1 = T - u0` and `u0/n0 - u1/n1 = (u0 W - T n0) / (n0 n1)` (`T`, `W`
+/// the window's sum and width). Leaving out the second term of the bound
+/// (which only raises it), multiplying by `n0 n1`, squaring and
+/// multiplying by `a b`, a split cannot cut where
 ///
 /// ```text
-/// (|u0 n1 - u1 n0| + slack)² · a b  <  2 var δ' (a + b) n0² n1² · (1 - 1e-12)
+/// (|u0 W - T n0| + slack)² · a b  <  2 var δ' (a + b) n0² n1² · (1 - 1e-12)
 /// ```
 ///
-/// `slack = 1e-14 (|u0| n1 + |u1| n0)` covers the rounding of the two
-/// products and of river's own divisions and subtraction (each within
-/// 2^-53 of its operands, some 5·10⁻¹⁶ in all), and the factor
-/// `1 - 1e-12` covers the roundings of both sides and of river's bound.
-/// A side that overflows fails the comparison (and the split is tested
-/// exactly); the screen is off unless the variance is between 1e-100 and
-/// 1e100, so the right side is far from underflow and a left side that
-/// underflows is far below it.
+/// `slack = 1e-11 · W · Σ|bucket sums|` covers every rounding between
+/// this and river's arithmetic: river's `u1` is the window's sum less one
+/// bucket at a time (at most 1,000 roundings here, each within 2^-53 of
+/// `Σ|bucket sums|`), the two products, and river's divisions and
+/// subtraction; the factor `1 - 1e-12` covers the roundings of both sides
+/// and of river's bound. A side that overflows fails the comparison (and
+/// the split is tested exactly); the screen is off unless the variance is
+/// between 1e-100 and 1e100, so the right side is far from underflow and
+/// a left side that underflows is far below it.
 #[derive(Debug, Clone, Copy)]
 struct Screen {
-    /// `2 var δ' (1 - 1e-12)`.
+    /// `2 var δ' (a + b) (1 - 1e-12)`, the same for every split.
     k: f64,
-    /// The window's width.
     width: f64,
-    /// `min_window_length`.
-    min_len: f64,
+    total: f64,
+    slack: f64,
+    /// `min_window_length - 1`.
+    less: f64,
 }
 
 impl Screen {
-    fn new(var: f64, delta_prime: f64, width: f64, min_len: f64) -> Option<Screen> {
-        let k = 2.0 * var * delta_prime * (1.0 - 1e-12);
-        ((1e-100..=1e100).contains(&var) && k.is_finite() && k > 0.0).then_some(Screen {
+    fn new(
+        var: f64,
+        delta_prime: f64,
+        width: f64,
+        total: f64,
+        abs_sum: f64,
+        min_len: f64,
+        buckets: usize,
+    ) -> Option<Screen> {
+        let a_plus_b = width - 2.0 * min_len + 2.0;
+        let k = 2.0 * var * delta_prime * a_plus_b * (1.0 - 1e-12);
+        let slack = 1e-11 * width * abs_sum;
+        let usable = (1e-100..=1e100).contains(&var)
+            && k.is_finite()
+            && k > 0.0
+            && slack.is_finite()
+            && buckets <= 1000;
+        usable.then_some(Screen {
             k,
             width,
-            min_len,
+            total,
+            slack,
+            less: min_len - 1.0,
         })
     }
 
-    /// True when the split (older part's width and sum, newer part's sum)
-    /// provably does not cut, or is not tested because a part is shorter
-    /// than `min_window_length`. Branch-free, so the compiler can run
-    /// several splits side by side.
+    /// True when the split (the older part's width and sum) provably does
+    /// not cut. Branch-free, so the compiler runs several side by side.
     #[inline]
-    fn clears(&self, n0: f64, u0: f64, u1: f64) -> bool {
+    fn clears(&self, n0: f64, u0: f64) -> bool {
         let n1 = self.width - n0;
-        let (a, b) = (n0 - self.min_len + 1.0, n1 - self.min_len + 1.0);
-        let d = (u0 * n1 - u1 * n0).abs();
-        let slack = 1e-14 * (u0.abs() * n1 + u1.abs() * n0);
-        let lhs = (d + slack) * (d + slack) * (a * b);
+        let d = (u0 * self.width - self.total * n0).abs() + self.slack;
+        let lhs = d * d * ((n0 - self.less) * (n1 - self.less));
         let nn = n0 * n1;
-        let rhs = self.k * (a + b) * (nn * nn);
-        let short = (n1 < self.min_len) | (n0 < self.min_len);
-        short | ((lhs < rhs) & (rhs < f64::INFINITY))
+        let rhs = self.k * (nn * nn);
+        (lhs < rhs) & (rhs < f64::INFINITY)
     }
 }
 
@@ -525,7 +577,7 @@ mod tests {
                 (state >> 11) as f64 / (1u64 << 53) as f64 + [0.0, 0.8, 0.2][(i / 3000) % 3]
             })
             .collect();
-        for clock in [1, 7, 32] {
+        for clock in [1, 7, 32, 100] {
             let params = AdwinParams {
                 clock,
                 ..AdwinParams::default()
@@ -596,9 +648,6 @@ mod tests {
             let n1 = width - n0;
             let var = scale * scale * (1e-3 + rng.uniform());
             let dp = (2.0 * width.ln() / 0.002).ln();
-            let Some(screen) = Screen::new(var, dp, width, min_len) else {
-                continue;
-            };
             let m = 1.0 / (n0 - min_len + 1.0) + 1.0 / (n1 - min_len + 1.0);
             let eps = (2.0 * m * var * dp).sqrt() + 2.0 / 3.0 * dp * m;
             let rel = [1e-6, 1e-10, 1e-13, 1e-15][(rng.uniform() * 4.0) as usize];
@@ -606,8 +655,16 @@ mod tests {
             let mean1 = offset + scale * (rng.uniform() - 0.5);
             let mean0 = mean1 + if rng.uniform() < 0.5 { gap } else { -gap };
             let (u0, u1) = (mean0 * n0, mean1 * n1);
+            // The smallest slack the screen can have: no bucket sums cancel.
+            let abs_sum = u0.abs() + u1.abs();
+            let Some(screen) = Screen::new(var, dp, width, u0 + u1, abs_sum, min_len, 100) else {
+                continue;
+            };
             near += 1;
-            if screen.clears(n0, u0, u1) {
+            if n0 < min_len || n1 < min_len {
+                continue;
+            }
+            if screen.clears(n0, u0) {
                 cleared += 1;
                 assert!(
                     !river_cuts(n0, n1, u0, u1, var, dp, min_len),
@@ -643,9 +700,11 @@ mod tests {
                 let dp = (2.0 * a.width.ln() / a.params.delta).ln();
                 let var = a.variance / a.width;
                 a.split_sums();
+                let mut u1 = a.total;
                 let exact = (0..a.n0s.len()).any(|j| {
+                    u1 -= a.split_totals[j];
                     let n0 = a.n0s[j];
-                    river_cuts(n0, a.width - n0, a.u0s[j], a.u1s[j], var, dp, min_len)
+                    river_cuts(n0, a.width - n0, a.u0s[j], u1, var, dp, min_len)
                 });
                 assert_eq!(a.has_cut(), exact, "scale {scale:e}, value {i}");
                 tested += 1;
