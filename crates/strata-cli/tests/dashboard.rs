@@ -194,6 +194,14 @@ struct Browser {
     session: String,
 }
 
+impl Drop for Browser {
+    /// Ends the session, so chromedriver closes Chromium before it is
+    /// killed (killed first, it would leave Chromium running).
+    fn drop(&mut self) {
+        let _ = self.agent.delete(self.session.as_str()).call();
+    }
+}
+
 impl Browser {
     fn start() -> Browser {
         let port = free_port();

@@ -92,6 +92,7 @@ pub struct Adwin {
     /// Scratch for [`Adwin::has_cut`]: the buckets oldest first, and each
     /// split's `n0` and `u0`.
     split_totals: Vec<f64>,
+    newest: f64,
     n0s: Vec<f64>,
     u0s: Vec<f64>,
 }
@@ -112,6 +113,7 @@ impl Adwin {
             tick: 0,
             detected: false,
             split_totals: Vec::new(),
+            newest: 0.0,
             n0s: Vec::new(),
             u0s: Vec::new(),
         }
@@ -332,7 +334,7 @@ impl Adwin {
             delta_mean.abs() > epsilon
         };
         let u1_at = |j: usize| ts[..=j].iter().fold(total, |u1, &t| u1 - t);
-        let abs_sum = ts.iter().map(|t| t.abs()).sum::<f64>() + self.newest_total().abs();
+        let abs_sum = ts.iter().map(|t| t.abs()).sum::<f64>() + self.newest.abs();
         let Some(screen) = Screen::new(var, delta_prime, width, total, abs_sum, min_len, ts.len())
         else {
             let mut u1 = total;
@@ -359,20 +361,12 @@ impl Adwin {
         false
     }
 
-    /// The sum of the newest bucket (row 0's last), which no split leaves
-    /// in the older part.
-    fn newest_total(&self) -> f64 {
-        match self.lens[0] {
-            0 => 0.0,
-            len => self.totals[len - 1],
-        }
-    }
-
     /// Every split's bucket and sums, oldest buckets first, as river's loop
     /// accumulates them: the bucket it moves to the older part, and that
     /// part's width `n0` and sum `u0` (the newer part's width is the
     /// window's less `n0`, exactly: widths are whole numbers). The split
-    /// before the newest bucket is the last; river tests none after it.
+    /// before row 0's newest bucket is the last; river tests none after it
+    /// (that bucket's sum is kept in `newest`).
     fn split_sums(&mut self) {
         self.split_totals.clear();
         for i in (0..self.lens.len()).rev() {
@@ -380,7 +374,12 @@ impl Adwin {
             self.split_totals
                 .extend_from_slice(&self.totals[base..base + self.lens[i]]);
         }
-        self.split_totals.pop();
+        // Like river's loop, only a newest bucket in row 0 is left out (with
+        // one bucket per row, row 0 can be empty).
+        self.newest = match self.lens[0] {
+            0 => 0.0,
+            _ => self.split_totals.pop().unwrap_or(0.0),
+        };
         let splits = self.split_totals.len();
         self.n0s.resize(splits, 0.0);
         self.u0s.resize(splits, 0.0);

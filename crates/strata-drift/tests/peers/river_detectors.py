@@ -34,6 +34,7 @@ CONFIGS = [
     ("adwin", {}),
     ("adwin", {"delta": 0.01, "clock": 1}),
     ("adwin", {"delta": 0.0001, "clock": 16, "max_buckets": 3, "min_window_length": 10, "grace_period": 50}),
+    ("adwin", {"delta": 0.05, "clock": 4, "max_buckets": 2, "min_window_length": 1, "grace_period": 5}),
     ("page_hinkley", {}),
     ("page_hinkley", {"min_instances": 10, "delta": 0.01, "threshold": 20, "alpha": 0.999}),
     ("page_hinkley", {"threshold": 10, "mode": "up"}),
