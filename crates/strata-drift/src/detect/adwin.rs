@@ -160,7 +160,10 @@ impl Adwin {
     fn add_buckets(&mut self, values: &[f64]) {
         let mut bufs = [Arriving::default(), Arriving::default()];
         for run in values.chunks(RUN) {
+            // Single values: their squared deviations are zero (the buffer
+            // may hold a higher row's from the last run).
             bufs[0].totals[..run.len()].copy_from_slice(run);
+            bufs[0].variances[..run.len()].fill(0.0);
             bufs[0].len = run.len();
             // Row i reads bufs[i % 2] and passes its merges on in the other.
             let mut i = 0;
@@ -587,6 +590,21 @@ mod tests {
             assert!(!by_value.is_empty());
             assert_eq!(all.detections(&xs), by_value, "clock {clock}");
             assert_eq!((all.width(), all.variance), (one.width(), one.variance));
+            // The same buckets, down to their squared deviations.
+            assert_eq!(all.lens, one.lens, "clock {clock}");
+            for (i, &len) in all.lens.iter().enumerate() {
+                let row = i * all.cap..i * all.cap + len;
+                assert_eq!(
+                    all.totals[row.clone()],
+                    one.totals[row.clone()],
+                    "clock {clock}"
+                );
+                assert_eq!(
+                    all.variances[row.clone()],
+                    one.variances[row],
+                    "clock {clock}"
+                );
+            }
         }
     }
 
