@@ -21,7 +21,7 @@ mod verify;
 pub use artifact::{ArtifactCheck, sha256_hex};
 pub use envelope::{DocumentType, Envelope};
 pub use error::Refusal;
-pub use keys::{KeyPair, PublicKey};
+pub use keys::{KeyPair, PublicKey, hex, unhex};
 pub use release::{
     Artifact, Assignment, BundleDetails, GoldenCase, Kind, ModelDetails, Release, SignedUpdate,
     Target,

@@ -42,21 +42,7 @@ pub fn key_id(public_key: &[u8]) -> String {
     hex(&Sha256::digest(public_key)[..16])
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes from hex; `None` when it is not hex.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
+pub use strata_ota::{hex, unhex};
 
 /// 32 bytes from 64 hex characters.
 pub fn unhex32(text: &str) -> Option<[u8; 32]> {

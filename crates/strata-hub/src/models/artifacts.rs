@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use strata_ota::sha256_hex;
 
 use crate::error::{Error, Result};
 
@@ -14,16 +14,6 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `s` looks like a SHA-256 in lower-case hex.

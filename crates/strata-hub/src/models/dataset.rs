@@ -100,7 +100,7 @@ impl Dataset {
             writeln!(hashing, ",{}", self.target[i])?;
         }
         hashing.inner.flush()?;
-        Ok(super::artifacts::hex(&hashing.hash.finalize()))
+        Ok(strata_ota::hex(&hashing.hash.finalize()))
     }
 
     /// The SHA-256 of the CSV form, without writing it anywhere.

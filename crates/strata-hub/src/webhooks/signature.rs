@@ -29,7 +29,7 @@ pub fn verify(secret: &[u8], timestamp_s: i64, body: &[u8], signature: &str) -> 
     let Some(hex) = signature.strip_prefix("sha256=") else {
         return false;
     };
-    let Some(tag) = decode_hex(hex) else {
+    let Some(tag) = strata_ota::unhex(hex) else {
         return false;
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -37,16 +37,6 @@ pub fn verify(secret: &[u8], timestamp_s: i64, body: &[u8], signature: &str) -> 
     message.push(b'.');
     message.extend_from_slice(body);
     hmac::verify(&key, &message, &tag).is_ok()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
