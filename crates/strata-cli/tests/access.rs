@@ -354,6 +354,77 @@ fn expired_and_revoked_tokens_and_disabled_accounts_are_refused() {
     hub.kill();
 }
 
+#[test]
+fn wrong_passwords_in_a_row_get_429_with_retry_after_then_the_wait_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let (status, _) = hub.api(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"name": "olga", "role": "viewer", "password": "olga's long password"})),
+    );
+    assert_eq!(status, 201);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let login = |password: &str| {
+        let mut r = agent
+            .post(format!("http://{}/api/v1/login", hub.http))
+            .send_json(json!({"user": "olga", "password": password}))
+            .unwrap();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = r.body_mut().read_json().unwrap();
+        (r.status().as_u16(), retry_after, body)
+    };
+    // The hub's default: five free attempts.
+    for _ in 0..5 {
+        assert_eq!(login("a wrong guess").0, 401);
+    }
+    // Now even the right password waits, unchecked.
+    let (status, retry_after, body) = login("olga's long password");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "too_many_requests");
+    assert_eq!(body["error"]["retryable"], true);
+    assert_eq!(hub.metric("strata_logins_throttled_total"), 1.0);
+    assert_eq!(hub.metric("strata_login_failures_total"), 5.0);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(login("olga's long password").0, 201);
+    // The right password cleared the count.
+    assert_eq!(login("a wrong guess").0, 401);
+    assert_eq!(login("olga's long password").0, 201);
+
+    let (_, log) = hub.api("GET", "/api/v1/audit", None);
+    let outcomes: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|e| e["action"] == "auth.login")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "denied",
+            "denied",
+            "denied",
+            "denied",
+            "denied",
+            "throttled",
+            "ok",
+            "denied",
+            "ok"
+        ]
+    );
+    hub.kill();
+}
+
 fn hub_url(hub: &HubProcess) -> String {
     format!("http://{}", hub.http)
 }

@@ -243,12 +243,19 @@ impl Default for RegistryConfig {
 pub struct AuthConfig {
     /// How long a session from `POST /api/v1/login` lasts, seconds.
     pub session_ttl_s: u64,
+    /// Wrong passwords in a row for one user name before its logins must
+    /// wait (1 s, doubling after each further failure).
+    pub login_free_attempts: u32,
+    /// The longest such wait, seconds.
+    pub login_max_wait_s: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             session_ttl_s: 12 * 3600,
+            login_free_attempts: 5,
+            login_max_wait_s: 15 * 60,
         }
     }
 }

@@ -31,6 +31,14 @@ pub enum Error {
     /// The hub is starting or stopping, or a component is down.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many attempts: try again after `retry_after_s`.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was refused and for how long.
+        message: String,
+        /// Seconds until a new attempt is considered.
+        retry_after_s: u64,
+    },
     /// A byte range outside the resource.
     #[error("{0}")]
     RangeNotSatisfiable(String),
@@ -56,6 +64,7 @@ impl Error {
             Error::Unavailable(_) => 503,
             Error::RangeNotSatisfiable(_) => 416,
             Error::Refused(_) => 422,
+            Error::TooManyRequests { .. } => 429,
         }
     }
 
@@ -63,7 +72,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Store(e) => e.is_retryable(),
-            Error::Unavailable(_) => true,
+            Error::Unavailable(_) | Error::TooManyRequests { .. } => true,
             _ => false,
         }
     }
@@ -79,6 +88,7 @@ impl Error {
             Error::Store(_) => "storage",
             Error::Unavailable(_) => "unavailable",
             Error::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            Error::TooManyRequests { .. } => "too_many_requests",
             Error::Refused(r) => r.code(),
         }
     }

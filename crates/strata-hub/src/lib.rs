@@ -120,7 +120,7 @@ impl Hub {
         let access = Arc::new(auth::Access::load(
             store.clone(),
             secret::hash(admin_token.as_bytes()),
-            config.auth.session_ttl_s,
+            &config.auth,
         )?);
         tracing::info!(public_key = audit.public_key_hex(), "audit log open");
         let pki = Arc::new(pki::Pki::open(

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub control_actions_duplicate: AtomicU64,
     /// Logins refused (wrong name or password, disabled account).
     pub login_failures: AtomicU64,
+    /// Logins refused unchecked: too many wrong passwords in a row.
+    pub logins_throttled: AtomicU64,
     /// API requests refused for a missing, unknown, expired or revoked token.
     pub api_unauthorized: AtomicU64,
     /// API requests refused because the caller lacks the permission.
@@ -244,6 +246,11 @@ impl Metrics {
                 "strata_login_failures_total",
                 "Logins refused.",
                 &self.login_failures,
+            ),
+            (
+                "strata_logins_throttled_total",
+                "Logins refused unchecked after too many wrong passwords in a row.",
+                &self.logins_throttled,
             ),
             (
                 "strata_api_unauthorized_total",

@@ -23,9 +23,14 @@ pub struct Login {
 }
 
 /// Trades a user name and password for a session token (the hub's
-/// `auth.session_ttl_s`, 12 h by default). Every attempt is audited.
+/// `auth.session_ttl_s`, 12 h by default). Every attempt is audited. After
+/// `auth.login_free_attempts` wrong passwords in a row for a name (5 by
+/// default), its logins get 429 with `Retry-After` until a wait of 1 s,
+/// doubling after each further failure up to `auth.login_max_wait_s`, is
+/// over; the password is not checked meanwhile.
 #[utoipa::path(post, path = "/api/v1/login", tag = "access", request_body = Login,
-    responses((status = 201, body = IssuedToken), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = IssuedToken), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(s): State<ApiState>,
     Json(req): Json<Login>,
@@ -36,13 +41,17 @@ pub async fn login(
         let event = Event::ok(req.user.clone(), "auth.login", req.user.clone());
         let event = match &result {
             Ok(t) => event.detail(serde_json::json!({"token": t.info.id})),
+            Err(Error::TooManyRequests { .. }) => event.outcome("throttled"),
             Err(_) => event.outcome("denied"),
         };
         s.audit.record(event)?;
-        if result.is_err() {
-            s.metrics
-                .login_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let counter = match &result {
+            Ok(_) => None,
+            Err(Error::TooManyRequests { .. }) => Some(&s.metrics.logins_throttled),
+            Err(_) => Some(&s.metrics.login_failures),
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         result
     })

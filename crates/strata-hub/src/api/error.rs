@@ -33,6 +33,10 @@ impl IntoResponse for Error {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let (code, retryable) = (self.code(), self.is_retryable());
+        let retry_after = match &self {
+            Error::TooManyRequests { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         let message = match self {
             Error::Store(e) if status.is_server_error() => {
                 tracing::error!("request failed in storage: {e}");
@@ -40,7 +44,7 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: ErrorDetail {
@@ -50,6 +54,12 @@ impl IntoResponse for Error {
                 },
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }

@@ -8,6 +8,7 @@
 //! `admin` account and never expires.
 
 pub mod policy;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use strata_store::{AccessStore, ApiToken, User};
 use utoipa::ToSchema;
 
+use crate::config::AuthConfig;
 use crate::error::{Error, Result};
 use crate::{now_ns, secret};
 
@@ -296,15 +298,18 @@ pub struct Access {
     /// A hash to verify against when the user is unknown, so a login takes
     /// as long whether or not the name exists.
     dummy_phc: String,
+    /// Wrong passwords in a row, per name.
+    throttle: throttle::LoginThrottle,
 }
 
 impl Access {
     /// Loads users and tokens from `store`. `bootstrap_sha256` is the hash
-    /// of the hub's admin token; logins get sessions of `session_ttl_s`.
+    /// of the hub's admin token; `config` sets how long sessions last and
+    /// how logins are throttled.
     pub fn load(
         store: Arc<dyn AccessStore>,
         bootstrap_sha256: [u8; 32],
-        session_ttl_s: u64,
+        config: &AuthConfig,
     ) -> Result<Access> {
         let users = store
             .users()?
@@ -321,9 +326,13 @@ impl Access {
         Ok(Access {
             store,
             bootstrap_sha256,
-            session_ttl_s,
+            session_ttl_s: config.session_ttl_s,
             cache: RwLock::new(Cache { users, tokens }),
             dummy_phc: hash_password("not a password of anyone")?,
+            throttle: throttle::LoginThrottle::new(
+                config.login_free_attempts,
+                std::time::Duration::from_secs(config.login_max_wait_s),
+            ),
         })
     }
 
@@ -381,8 +390,19 @@ impl Access {
     }
 
     /// Checks a password and opens a session: a token with the role's
-    /// permissions for the configured session lifetime.
+    /// permissions for the configured session lifetime. After too many
+    /// wrong passwords in a row for `name`, refuses with
+    /// [`Error::TooManyRequests`] until its wait is over (see [`throttle`]).
     pub fn login(&self, name: &str, password: &str) -> Result<IssuedToken> {
+        if let Err(wait) = self.throttle.check(name, std::time::Instant::now()) {
+            return Err(Error::TooManyRequests {
+                message: format!(
+                    "too many wrong passwords for {name:?}: try again in {} s",
+                    wait.as_secs_f64().ceil()
+                ),
+                retry_after_s: wait.as_secs_f64().ceil() as u64,
+            });
+        }
         let user = self.user(name);
         let phc = user
             .as_ref()
@@ -392,8 +412,13 @@ impl Access {
         let refused = || Error::Unauthorized("wrong user name or password".into());
         let user = match (user, phc, matches) {
             (Some(u), Some(_), true) => u,
-            _ => return Err(refused()),
+            _ => {
+                // The wait counts from the refusal, not from the request.
+                self.throttle.failed(name, std::time::Instant::now());
+                return Err(refused());
+            }
         };
+        self.throttle.succeeded(name);
         let role = Role::parse(&user.role)?;
         self.issue(
             &user.name,

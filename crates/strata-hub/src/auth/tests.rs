@@ -8,7 +8,11 @@ use super::*;
 
 fn access(dir: &std::path::Path) -> Access {
     let store = Arc::new(SqliteStore::open(dir, Durability::Process).unwrap());
-    Access::load(store, secret::hash(b"bootstrap"), 3600).unwrap()
+    let config = AuthConfig {
+        session_ttl_s: 3600,
+        ..AuthConfig::default()
+    };
+    Access::load(store, secret::hash(b"bootstrap"), &config).unwrap()
 }
 
 fn user(name: &str, role: Role) -> CreateUser {
@@ -45,6 +49,41 @@ fn a_login_gives_a_session_with_the_role_and_a_wrong_password_is_refused() {
     assert!(!text.contains("olga has a long password"));
     assert!(!text.contains(&session.token));
     assert!(text.contains("$argon2id$"));
+}
+
+#[test]
+fn wrong_passwords_in_a_row_make_a_name_wait_even_for_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    a.create_user(user("olga", Role::Operator)).unwrap();
+    for _ in 0..AuthConfig::default().login_free_attempts {
+        assert!(matches!(
+            a.login("olga", "wrong password!!"),
+            Err(Error::Unauthorized(_))
+        ));
+    }
+    let refused = a.login("olga", "olga has a long password").unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::TooManyRequests {
+                retry_after_s: 1,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.status(), 429);
+    // Unknown names wait the same way; other names are not held up.
+    for _ in 0..AuthConfig::default().login_free_attempts {
+        let _ = a.login("nobody", "guess");
+    }
+    assert!(matches!(
+        a.login("nobody", "guess"),
+        Err(Error::TooManyRequests { .. })
+    ));
+    a.create_user(user("piet", Role::Viewer)).unwrap();
+    assert!(a.login("piet", "piet has a long password").is_ok());
 }
 
 #[test]
