@@ -225,6 +225,8 @@ struct Conn {
     peer: SocketAddr,
     version: ProtocolVersion,
     keep_alive: Option<Duration>,
+    /// When the connection must end ([`AuthDecision::AllowUntil`]).
+    ends_at: Option<Instant>,
     decoder: Decoder,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -309,7 +311,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         peer_certificate,
     });
     let refusal = match (decision, v5) {
-        (AuthDecision::Allow, _) => None,
+        (AuthDecision::Allow | AuthDecision::AllowUntil(_), _) => None,
         (AuthDecision::Deny, false) => Some(reason::v311::NOT_AUTHORIZED),
         (AuthDecision::Deny, true) => Some(reason::NOT_AUTHORIZED),
         (AuthDecision::BadCredentials, false) => Some(reason::v311::BAD_USERNAME_OR_PASSWORD),
@@ -368,6 +370,14 @@ async fn handshake<W: AsyncWrite + Unpin>(
         version,
         keep_alive: (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500)),
+        ends_at: match decision {
+            AuthDecision::AllowUntil(at) => Some(
+                Instant::now()
+                    + at.duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default(),
+            ),
+            _ => None,
+        },
         decoder,
         rbuf,
         wbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -492,6 +502,8 @@ async fn run<S>(
     let mut last_read = Instant::now();
     let keepalive = tokio::time::sleep(idle);
     tokio::pin!(keepalive);
+    let ends = tokio::time::sleep_until(conn.ends_at.unwrap_or(last_read + idle).into());
+    tokio::pin!(ends);
 
     let close = loop {
         if *shutdown.borrow() {
@@ -557,6 +569,10 @@ async fn run<S>(
                 }
             },
             _ = session.notify.notified() => {}
+            _ = &mut ends, if conn.ends_at.is_some() => {
+                tracing::info!(peer = %conn.peer, client_id = %conn.client_id, "MQTT connection reached the end of its allowed time");
+                break Close::new(DisconnectReason::Expired, Some(reason::MAXIMUM_CONNECT_TIME));
+            }
             _ = &mut keepalive, if conn.keep_alive.is_some() => {
                 let deadline = last_read + idle;
                 if deadline <= Instant::now() {

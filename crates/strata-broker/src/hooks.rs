@@ -35,6 +35,10 @@ pub struct ConnectInfo<'a> {
 pub enum AuthDecision {
     /// Accept the connection.
     Allow,
+    /// Accept the connection until this time (when the client's certificate
+    /// expires, say); the broker then closes it (v5 DISCONNECT 0xA0, maximum
+    /// connect time), and the client must connect again with what is valid.
+    AllowUntil(std::time::SystemTime),
     /// Not authorized (3.1.1 code 5, v5 0x87).
     Deny,
     /// Bad user name or password (3.1.1 code 4, v5 0x86).
@@ -115,6 +119,8 @@ pub enum DisconnectReason {
     TakenOver,
     /// [`crate::BrokerHandle::disconnect`] revoked the client; no will.
     Kicked,
+    /// The time [`AuthDecision::AllowUntil`] gave ran out; will published.
+    Expired,
     /// The broker is shutting down; no will.
     Shutdown,
 }

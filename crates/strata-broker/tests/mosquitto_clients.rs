@@ -263,6 +263,43 @@ async fn disconnect_kicks_a_live_client_and_drops_its_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_allowed_until_a_time_is_closed_then_with_its_will() {
+    let (b, hooks) = start().await;
+    let port = b.local_addr().port();
+    let mut watcher = Sub::spawn(port, "mqttv5", &["-t", "will/#"]);
+    watcher.wait_ready(&b, "will/ready").await;
+    // The hooks allow "brief" clients one second (as the hub allows a
+    // device until its certificate expires).
+    let mut brief = Sub::spawn(
+        port,
+        "mqttv5",
+        &[
+            "-i",
+            "brief",
+            "-t",
+            "x",
+            "--will-topic",
+            "will/brief",
+            "--will-payload",
+            "expired",
+            "-k",
+            "60",
+        ],
+    );
+    wait_until("the client connects", || hooks.has_event("connect:brief")).await;
+    // mosquitto_sub ends on the server's DISCONNECT (0xA0) without our help.
+    assert!(brief.wait_exit().await.success());
+    assert_eq!(
+        hooks.disconnect_reason("brief"),
+        Some(DisconnectReason::Expired)
+    );
+    assert_eq!(
+        watcher.next_line().await.as_deref(),
+        Some("will/brief expired")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_id_takeover_closes_the_old_connection() {
     let (b, hooks) = start().await;
     let port = b.local_addr().port();

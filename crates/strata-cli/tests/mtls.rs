@@ -106,6 +106,31 @@ fn batch(seq: u64, ts: i64, value: f64) -> String {
     .to_string()
 }
 
+/// A live MQTT 5 session of `device` over TLS with its own files:
+/// mosquitto_sub on its command topics.
+fn subscribe_own(hub: &HubProcess, files: &DeviceFiles, device: &str) -> std::process::Child {
+    Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtts.unwrap().port().to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .arg("--cafile")
+        .arg(&files.ca)
+        .arg("--cert")
+        .arg(&files.cert)
+        .arg("--key")
+        .arg(&files.key)
+        .args(["-i", device, "-t", &format!("strata/v1/{device}/down/#")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// mosquitto_pub over TLS with the given identity files (any may be absent).
 fn publish(
     hub: &HubProcess,
@@ -303,26 +328,7 @@ fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
     let short = enroll(&hub, dir.path(), "press-3");
 
     // A live session: mosquitto_sub on its own command topic.
-    let mut sub = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &hub.mqtts.unwrap().port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
-        .arg("--cafile")
-        .arg(&press.ca)
-        .arg("--cert")
-        .arg(&press.cert)
-        .arg("--key")
-        .arg(&press.key)
-        .args(["-i", "press-1", "-t", "strata/v1/press-1/down/#"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = subscribe_own(&hub, &press, "press-1");
     eventually(Duration::from_secs(10), "press-1 is online", || {
         hub.api("GET", "/api/v1/devices/press-1", None).1["online"] == true
     });
@@ -387,6 +393,30 @@ fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
     assert!(!out.status.success(), "an expired certificate connected");
     let (_, log) = hub.api("GET", "/api/v1/audit?action=device.certificate", None);
     assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    hub.kill();
+}
+
+#[test]
+fn a_live_session_ends_when_its_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 4\n").unwrap();
+    let data = dir.path().join("data");
+    let hub = HubProcess::start_secure(&data, &["--config", config.to_str().unwrap()]);
+    let press = enroll(&hub, dir.path(), "press-5");
+    let mut sub = subscribe_own(&hub, &press, "press-5");
+    eventually(Duration::from_secs(10), "press-5 is online", || {
+        hub.api("GET", "/api/v1/devices/press-5", None).1["online"] == true
+    });
+    // Nobody acts: the hub closes the session when the certificate's 4 s
+    // are over (MQTT 5 DISCONNECT, maximum connect time), and
+    // mosquitto_sub, told why, ends.
+    eventually(Duration::from_secs(15), "the session is closed", || {
+        sub.try_wait().unwrap().is_some()
+    });
+    eventually(Duration::from_secs(10), "press-5 is offline", || {
+        hub.api("GET", "/api/v1/devices/press-5", None).1["online"] == false
+    });
     hub.kill();
 }
 

@@ -233,7 +233,13 @@ impl Hooks for HubHooks {
                 );
             }
             return match self.registry.check_certificate(info.client_id, der) {
-                CredentialCheck::Valid => AuthDecision::Allow,
+                // A session lasts no longer than its certificate.
+                CredentialCheck::Valid => match self.registry.certificate_expiry(der) {
+                    Some(ns) => AuthDecision::AllowUntil(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64),
+                    ),
+                    None => AuthDecision::Deny,
+                },
                 CredentialCheck::Unknown => refuse(
                     RejectReason::UnknownDevice,
                     AuthDecision::Deny,

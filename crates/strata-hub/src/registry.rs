@@ -361,6 +361,15 @@ impl Registry {
         }
     }
 
+    /// When a certificate this hub issued expires (ns since the Unix epoch).
+    pub fn certificate_expiry(&self, der: &[u8]) -> Option<i64> {
+        self.certificates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&secret::hash(der))
+            .map(|(_, not_after_ns)| *not_after_ns)
+    }
+
     /// Whether a device may use its credential right now.
     pub fn is_active(&self, id: &DeviceId) -> bool {
         self.cache_read()

@@ -77,3 +77,5 @@ pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
 pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
 /// Shared subscriptions not supported.
 pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
+/// Maximum connect time (the server ends a connection it allowed only so long).
+pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;

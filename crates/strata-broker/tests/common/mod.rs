@@ -16,8 +16,9 @@ use tokio::process::{Child, ChildStdout, Command};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Hooks that record what happened. Users named "bad" have bad credentials,
-/// client id "banned" is not authorized; topics under `denied/` cannot be
-/// published and filters under `secret/` cannot be subscribed.
+/// client id "banned" is not authorized, client ids starting with "brief"
+/// are allowed for one second; topics under `denied/` cannot be published
+/// and filters under `secret/` cannot be subscribed.
 #[derive(Default)]
 pub struct TestHooks {
     pub events: Mutex<Vec<String>>,
@@ -45,6 +46,8 @@ impl Hooks for TestHooks {
             AuthDecision::BadCredentials
         } else if info.client_id == "banned" {
             AuthDecision::Deny
+        } else if info.client_id.starts_with("brief") {
+            AuthDecision::AllowUntil(std::time::SystemTime::now() + Duration::from_secs(1))
         } else {
             AuthDecision::Allow
         }
