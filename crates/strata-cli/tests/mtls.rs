@@ -106,25 +106,39 @@ fn batch(seq: u64, ts: i64, value: f64) -> String {
     .to_string()
 }
 
-/// A live MQTT 5 session of `device` over TLS with its own files:
-/// mosquitto_sub on its command topics.
-fn subscribe_own(hub: &HubProcess, files: &DeviceFiles, device: &str) -> std::process::Child {
-    Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &hub.mqtts.unwrap().port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
-        .arg("--cafile")
-        .arg(&files.ca)
-        .arg("--cert")
+/// `program` (mosquitto_pub or mosquitto_sub) to the hub's TLS port over
+/// MQTT 5 as `client_id`, trusting `ca`.
+fn mosquitto_tls(program: &str, hub: &HubProcess, ca: &Path, client_id: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &hub.mqtts.unwrap().port().to_string(),
+        "-V",
+        "mqttv5",
+        "-i",
+        client_id,
+    ])
+    .arg("--cafile")
+    .arg(ca);
+    cmd
+}
+
+/// mosquitto_sub as `client_id` with `files`, on `filter`.
+fn mosquitto_sub(hub: &HubProcess, files: &DeviceFiles, client_id: &str, filter: &str) -> Command {
+    let mut sub = mosquitto_tls("mosquitto_sub", hub, &files.ca, client_id);
+    sub.arg("--cert")
         .arg(&files.cert)
         .arg("--key")
         .arg(&files.key)
-        .args(["-i", device, "-t", &format!("strata/v1/{device}/down/#")])
+        .args(["-t", filter]);
+    sub
+}
+
+/// A live session of `device` with its own files, on its command topics.
+fn subscribe_own(hub: &HubProcess, files: &DeviceFiles, device: &str) -> std::process::Child {
+    mosquitto_sub(hub, files, device, &format!("strata/v1/{device}/down/#"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,20 +154,8 @@ fn publish(
     payload: &str,
 ) -> Output {
     let (ca, cert, key) = files;
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &hub.mqtts.unwrap().port().to_string(),
-        "-V",
-        "mqttv5",
-        "-q",
-        "1",
-    ])
-    .arg("--cafile")
-    .arg(ca)
-    .args(["-i", client_id, "-t", topic, "-m", payload]);
+    let mut cmd = mosquitto_tls("mosquitto_pub", hub, ca, client_id);
+    cmd.args(["-q", "1", "-t", topic, "-m", payload]);
     if let Some(c) = cert {
         cmd.arg("--cert").arg(c);
     }
@@ -282,24 +284,8 @@ fn only_a_device_with_its_own_certificate_from_the_platform_ca_gets_in() {
     );
     assert_eq!(hub.readings("press-1", "temp"), vec![(t, 20.5)]);
     // Nor read them.
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &hub.mqtts.unwrap().port().to_string(),
-            "-V",
-            "mqttv5",
-            "-W",
-            "3",
-        ])
-        .arg("--cafile")
-        .arg(&other.ca)
-        .arg("--cert")
-        .arg(&other.cert)
-        .arg("--key")
-        .arg(&other.key)
-        .args(["-i", "press-2", "-t", "strata/v1/press-1/down/#"])
+    let out = mosquitto_sub(&hub, &other, "press-2", "strata/v1/press-1/down/#")
+        .args(["-W", "3"])
         .output()
         .unwrap();
     let text = format!(
