@@ -166,6 +166,23 @@ fn api_serves_registry_queries_and_its_own_documentation() {
     ] {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
+    // Every secured operation names the one scheme the document defines:
+    // a bearer token of any kind (admin, session or API token).
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes.keys().collect::<Vec<_>>(), ["bearer_token"]);
+    assert_eq!(schemes["bearer_token"]["scheme"], "bearer");
+    let mut secured = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for requirement in op["security"].as_array().into_iter().flatten() {
+                for name in requirement.as_object().unwrap().keys() {
+                    assert!(schemes.contains_key(name), "{method} {path} uses {name}");
+                    secured += 1;
+                }
+            }
+        }
+    }
+    assert!(secured > 40, "only {secured} secured operations");
     let (status, page) = hub.api_anonymous("GET", "/swagger-ui/", None);
     assert_eq!(status, 200);
     assert!(

@@ -63,21 +63,21 @@ pub async fn login(
 }
 
 /// Who the bearer token belongs to and what it may do.
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "access", security(("bearer_token" = [])),
     responses((status = 200, body = Principal), (status = 401, body = ErrorBody)))]
 pub async fn whoami(Extension(p): Extension<Principal>) -> Json<Principal> {
     Json(p)
 }
 
 /// Every user and service account.
-#[utoipa::path(get, path = "/api/v1/users", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/users", tag = "access", security(("bearer_token" = [])),
     responses((status = 200, body = [UserInfo]), (status = 403, body = ErrorBody)))]
 pub async fn list_users(State(s): State<ApiState>) -> Result<Json<Vec<UserInfo>>> {
     Ok(Json(s.access.users()?))
 }
 
 /// Creates a user (with a password) or a service account (without).
-#[utoipa::path(post, path = "/api/v1/users", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/users", tag = "access", security(("bearer_token" = [])),
     request_body = CreateUser,
     responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_user(
@@ -89,7 +89,7 @@ pub async fn create_user(
 }
 
 /// Changes a user's role or password, or disables it (its tokens stop at once).
-#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "access", security(("bearer_token" = [])),
     params(("name" = String, Path)), request_body = UpdateUser,
     responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 pub async fn update_user(
@@ -122,7 +122,7 @@ pub struct IssueToken {
 }
 
 /// Issues an API token. The token is in this answer only.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "access", security(("bearer_token" = [])),
     request_body = IssueToken,
     responses((status = 201, body = IssuedToken), (status = 403, body = ErrorBody)))]
 pub async fn issue_token(
@@ -144,7 +144,7 @@ pub async fn issue_token(
 }
 
 /// Tokens: your own, or everyone's for an admin (never the tokens themselves).
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "access", security(("bearer_token" = [])),
     responses((status = 200, body = [TokenInfo])))]
 pub async fn list_tokens(
     State(s): State<ApiState>,
@@ -155,7 +155,7 @@ pub async fn list_tokens(
 }
 
 /// Revokes a token (your own, or any for an admin); it stops working at once.
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", security(("bearer_token" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
@@ -180,7 +180,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/audit", tag = "access", security(("bearer_token" = [])),
     params(AuditQuery), responses((status = 200, body = [AuditEntry])))]
 pub async fn list_audit(
     State(s): State<ApiState>,
@@ -198,7 +198,7 @@ pub async fn list_audit(
 
 /// The latest signed checkpoint: keep a copy elsewhere and pass it to
 /// `strata audit verify --anchor seq:sha256` later.
-#[utoipa::path(get, path = "/api/v1/audit/head", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/audit/head", tag = "access", security(("bearer_token" = [])),
     responses((status = 200, body = AuditCheckpoint), (status = 404, body = ErrorBody)))]
 pub async fn audit_head(State(s): State<ApiState>) -> Result<Json<AuditCheckpoint>> {
     blocking(move || s.audit.head())
@@ -215,7 +215,7 @@ pub struct VerifyQuery {
 }
 
 /// Recomputes the whole chain and checks every checkpoint's signature.
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "access", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "access", security(("bearer_token" = [])),
     params(VerifyQuery), responses((status = 200, body = Report)))]
 pub async fn verify_audit(
     State(s): State<ApiState>,

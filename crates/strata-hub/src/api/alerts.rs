@@ -32,7 +32,7 @@ pub struct AlertQuery {
 }
 
 /// Alerts, newest first.
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", security(("bearer_token" = [])),
     params(AlertQuery), responses((status = 200, body = Vec<Alert>)))]
 pub async fn list_alerts(
     State(s): State<ApiState>,
@@ -51,7 +51,7 @@ pub async fn list_alerts(
 }
 
 /// One alert with its history.
-#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", security(("bearer_token" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, body = AlertDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_alert(
@@ -73,7 +73,7 @@ pub struct Acknowledge {
 }
 
 /// Acknowledges an active alert.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer_token" = [])),
     params(("id" = i64, Path)), request_body = Acknowledge,
     responses((status = 200, body = Alert), (status = 404, body = ErrorBody),
         (status = 409, description = "Cleared or already acknowledged", body = ErrorBody)))]
@@ -90,7 +90,7 @@ pub async fn acknowledge(
 }
 
 /// The alert rules in force.
-#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts", security(("bearer_token" = [])),
     responses((status = 200, body = Vec<AlertRule>)))]
 pub async fn list_rules(State(s): State<ApiState>) -> Json<Vec<AlertRule>> {
     Json(s.alerts.rules())
@@ -108,7 +108,7 @@ pub struct DeliveryQuery {
 }
 
 /// Webhook deliveries, newest first.
-#[utoipa::path(get, path = "/api/v1/webhooks/deliveries", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/webhooks/deliveries", tag = "alerts", security(("bearer_token" = [])),
     params(DeliveryQuery), responses((status = 200, body = Vec<Object>)))]
 pub async fn list_deliveries(
     State(s): State<ApiState>,
@@ -125,7 +125,7 @@ pub async fn list_deliveries(
 }
 
 /// The workflows in force.
-#[utoipa::path(get, path = "/api/v1/workflows", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "alerts", security(("bearer_token" = [])),
     responses((status = 200, body = Vec<Workflow>)))]
 pub async fn list_workflows(State(s): State<ApiState>) -> Json<Vec<Workflow>> {
     Json(s.workflows.workflows().to_vec())
@@ -141,7 +141,7 @@ pub struct RunQuery {
 }
 
 /// Workflow runs, newest first, each with every step's outcome.
-#[utoipa::path(get, path = "/api/v1/workflows/runs", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/workflows/runs", tag = "alerts", security(("bearer_token" = [])),
     params(RunQuery), responses((status = 200, body = Vec<Run>)))]
 pub async fn list_runs(
     State(s): State<ApiState>,
@@ -154,7 +154,7 @@ pub async fn list_runs(
 }
 
 /// One workflow run.
-#[utoipa::path(get, path = "/api/v1/workflows/runs/{id}", tag = "alerts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/workflows/runs/{id}", tag = "alerts", security(("bearer_token" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
 pub async fn get_run(State(s): State<ApiState>, Path(id): Path<i64>) -> Result<Json<Run>> {

@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 
 /// Every site's gate as last measured.
-#[utoipa::path(get, path = "/api/v1/control/gates", tag = "control", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/control/gates", tag = "control", security(("bearer_token" = [])),
     responses((status = 200, body = Vec<ControlGate>)))]
 pub async fn list_gates(State(s): State<ApiState>) -> Json<Vec<ControlGate>> {
     Json(s.gates.latest())
@@ -45,7 +45,7 @@ pub struct ActionRecord {
 }
 
 /// Closed-loop action records, newest first.
-#[utoipa::path(get, path = "/api/v1/control/actions", tag = "control", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/control/actions", tag = "control", security(("bearer_token" = [])),
     params(ActionQuery), responses((status = 200, body = Vec<ActionRecord>)))]
 pub async fn list_actions(
     State(s): State<ApiState>,
@@ -86,7 +86,7 @@ pub struct Approve {
 /// Approves an action a rule proposed; the device checks its interlocks
 /// and the gate again before it writes.
 #[utoipa::path(post, path = "/api/v1/control/actions/{device}/{action}/approve", tag = "control",
-    security(("admin_token" = [])),
+    security(("bearer_token" = [])),
     params(("device" = String, Path), ("action" = String, Path)), request_body = Approve,
     responses((status = 202, description = "Sent to the device"), (status = 404, body = ErrorBody),
         (status = 409, description = "No longer a proposal", body = ErrorBody)))]

@@ -21,7 +21,7 @@ use crate::models::dataset::{self, DatasetSpec};
 
 /// A version's reference profile: bins and reference counts per feature
 /// and output.
-#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/profile", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/profile", tag = "drift", security(("bearer_token" = [])),
     params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn get_profile(
@@ -62,7 +62,7 @@ pub struct ProfileBuilt {
 /// Builds the reference profile of a version (an uploaded one, typically)
 /// from a dataset replayed through the edge pipeline: its rows, and the
 /// version's outputs on them. A profile never changes once set.
-#[utoipa::path(post, path = "/api/v1/models/{name}/versions/{version}/profile", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/models/{name}/versions/{version}/profile", tag = "drift", security(("bearer_token" = [])),
     params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
     request_body = DatasetSpec,
     responses((status = 201, body = ProfileBuilt), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -121,7 +121,7 @@ pub struct DriftParams {
 
 /// Drift of a version's features and outputs against its profile, per
 /// segment, with where the drift is confined.
-#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/drift", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/drift", tag = "drift", security(("bearer_token" = [])),
     params(("name" = String, Path), ("version" = String, Path, description = "Number or alias"), DriftParams),
     responses((status = 200, body = DriftReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_drift(
@@ -211,7 +211,7 @@ const MAX_LABELS: usize = 100_000;
 /// Stores ground truth that arrived late (maintenance records,
 /// inspections). One label per (device, target, time); sending one again
 /// replaces it, so retries are harmless.
-#[utoipa::path(post, path = "/api/v1/labels", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/labels", tag = "drift", security(("bearer_token" = [])),
     request_body = [Label],
     responses((status = 200, body = LabelsStored), (status = 400, body = ErrorBody)))]
 pub async fn post_labels(
@@ -277,7 +277,7 @@ pub struct AccuracyParams {
 
 /// Accuracy of a model's versions over time and per segment, from labels
 /// joined to the predictions made before them.
-#[utoipa::path(get, path = "/api/v1/models/{name}/accuracy", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}/accuracy", tag = "drift", security(("bearer_token" = [])),
     params(("name" = String, Path), AccuracyParams),
     responses((status = 200, body = [VersionAccuracy]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_accuracy(
@@ -343,7 +343,7 @@ fn devices(s: &ApiState) -> Result<BTreeMap<strata_proto::DeviceId, strata_store
 
 /// KPIs over the last hour, per site and fleet-wide: uptime, data
 /// freshness, inference latency per model (recomputed every 15 s).
-#[utoipa::path(get, path = "/api/v1/kpis", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/kpis", tag = "drift", security(("bearer_token" = [])),
     responses((status = 200, body = KpiReport)))]
 pub async fn get_kpis(State(s): State<ApiState>) -> Result<Json<KpiReport>> {
     if let Some(r) = s.kpis.latest() {

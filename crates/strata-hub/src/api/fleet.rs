@@ -157,7 +157,7 @@ fn overview(
 }
 
 /// Counts per site, state and version, and one page of matching devices.
-#[utoipa::path(get, path = "/api/v1/fleet", tag = "registry", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "registry", security(("bearer_token" = [])),
     params(FleetQuery), responses((status = 200, body = FleetOverview), (status = 400, body = super::ErrorBody)))]
 pub async fn get_fleet(
     State(s): State<ApiState>,

@@ -192,8 +192,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        // Any bearer token: the admin token, a login session or an API
+        // token; what each may call depends on its permissions.
         components.add_security_scheme(
-            "admin_token",
+            "bearer_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }

@@ -30,14 +30,14 @@ pub struct ModelDetail {
 }
 
 /// All models.
-#[utoipa::path(get, path = "/api/v1/models", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", security(("bearer_token" = [])),
     responses((status = 200, body = [ModelInfo])))]
 pub async fn list_models(State(s): State<ApiState>) -> Result<Json<Vec<ModelInfo>>> {
     Ok(Json(blocking(move || s.models.models()).await?))
 }
 
 /// One model and its versions.
-#[utoipa::path(get, path = "/api/v1/models/{name}", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, body = ModelDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_model(
@@ -72,7 +72,7 @@ pub struct UploadParams {
 /// Uploads an ONNX model (the request body) as a new version. It is loaded
 /// by the edge runtime first: an unsupported op or a feature list of the
 /// wrong width is refused with a message naming it.
-#[utoipa::path(post, path = "/api/v1/models/{name}/versions", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/models/{name}/versions", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path, description = "Model name"), UploadParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The ONNX file"),
     responses((status = 201, body = ModelVersion), (status = 400, body = ErrorBody)))]
@@ -111,7 +111,7 @@ pub async fn upload_version(
 }
 
 /// One version, by number or alias.
-#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
     responses((status = 200, body = ModelVersion), (status = 404, body = ErrorBody)))]
 pub async fn get_version(
@@ -124,7 +124,7 @@ pub async fn get_version(
 }
 
 /// A version's ONNX file.
-#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/artifact", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/artifact", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 pub async fn get_artifact(
@@ -151,7 +151,7 @@ fn octets(sha256: &str, bytes: Vec<u8>) -> impl IntoResponse + use<> {
 }
 
 /// A version's tree node sample counts (models trained by the hub).
-#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/tree-stats", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/tree-stats", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path), ("version" = String, Path, description = "Number or alias")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn get_tree_stats(
@@ -186,7 +186,7 @@ pub struct AliasMoved {
 }
 
 /// Points an alias (`champion`, `challenger`, ...) at a version.
-#[utoipa::path(put, path = "/api/v1/models/{name}/aliases/{alias}", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(put, path = "/api/v1/models/{name}/aliases/{alias}", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path), ("alias" = String, Path)), request_body = AliasTarget,
     responses((status = 200, body = AliasMoved), (status = 404, body = ErrorBody)))]
 pub async fn set_alias(
@@ -208,7 +208,7 @@ pub async fn set_alias(
 }
 
 /// Removes an alias.
-#[utoipa::path(delete, path = "/api/v1/models/{name}/aliases/{alias}", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(delete, path = "/api/v1/models/{name}/aliases/{alias}", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path), ("alias" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove_alias(
@@ -222,7 +222,7 @@ pub async fn remove_alias(
 /// Deploys a version to devices (by ids, site or tags) through their
 /// twins; each agent downloads the artifact, checks its hash, and swaps
 /// the model in.
-#[utoipa::path(post, path = "/api/v1/models/{name}/deploy", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/models/{name}/deploy", tag = "models", security(("bearer_token" = [])),
     params(("name" = String, Path)), request_body = DeployRequest,
     responses((status = 200, body = DeployResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn deploy(
@@ -236,7 +236,7 @@ pub async fn deploy(
 }
 
 /// A device's twin: what it should run and what it reports.
-#[utoipa::path(get, path = "/api/v1/devices/{id}/twin", tag = "models", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/devices/{id}/twin", tag = "models", security(("bearer_token" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Twin), (status = 404, body = ErrorBody)))]
 pub async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Twin>> {
@@ -247,7 +247,7 @@ pub async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> Resu
 /// Queues a training job: dataset from stored telemetry through the edge
 /// pipeline, a built-in or external trainer, hold-out evaluation,
 /// registration with lineage.
-#[utoipa::path(post, path = "/api/v1/jobs/train", tag = "jobs", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/jobs/train", tag = "jobs", security(("bearer_token" = [])),
     request_body(content = Object, description = "A training spec (see docs/design/models.md)"),
     responses((status = 202, body = Job), (status = 400, body = ErrorBody)))]
 pub async fn submit_training(
@@ -263,7 +263,7 @@ pub async fn submit_training(
 /// Queues a backtest: stored telemetry replayed through the pipeline and
 /// each named version (e.g. champion and challenger), scored on the same
 /// rows.
-#[utoipa::path(post, path = "/api/v1/jobs/backtest", tag = "jobs", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/jobs/backtest", tag = "jobs", security(("bearer_token" = [])),
     request_body(content = Object, description = "A backtest spec"),
     responses((status = 202, body = Job), (status = 400, body = ErrorBody)))]
 pub async fn submit_backtest(
@@ -284,7 +284,7 @@ pub struct JobListParams {
 }
 
 /// The newest jobs.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("admin_token" = [])), params(JobListParams),
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer_token" = [])), params(JobListParams),
     responses((status = 200, body = [Job])))]
 pub async fn list_jobs(
     State(s): State<ApiState>,
@@ -295,14 +295,14 @@ pub async fn list_jobs(
 }
 
 /// One job: state, progress, result.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer_token" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(s): State<ApiState>, Path(id): Path<i64>) -> Result<Json<Job>> {
     Ok(Json(blocking(move || s.jobs.job(id)).await?))
 }
 
 /// A job's log.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", security(("bearer_token" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = [JobLogLine]), (status = 404, body = ErrorBody)))]
 pub async fn get_job_log(
     State(s): State<ApiState>,

@@ -25,7 +25,7 @@ pub struct StoredArtifact {
 }
 
 /// Uploads an artifact (the body) to the content-addressed store.
-#[utoipa::path(post, path = "/api/v1/artifacts", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/artifacts", tag = "ota", security(("bearer_token" = [])),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = StoredArtifact)))]
 pub async fn upload_artifact(
@@ -43,7 +43,7 @@ pub async fn upload_artifact(
 /// artifact was uploaded with exactly the signed size and hash; otherwise
 /// 422 with the reason (`bad_signature`, `unknown_key`, `expired`,
 /// `rollback`, `hash_mismatch`, `size_mismatch`...).
-#[utoipa::path(post, path = "/api/v1/releases", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/releases", tag = "ota", security(("bearer_token" = [])),
     request_body(content = Object, description = "A signed release envelope: payload, key_id, signature"),
     responses((status = 201, body = ReleaseRecord), (status = 422, body = ErrorBody)))]
 pub async fn submit_release(
@@ -70,7 +70,7 @@ pub struct ReleaseFilter {
 }
 
 /// Accepted releases, newest first.
-#[utoipa::path(get, path = "/api/v1/releases", tag = "ota", security(("admin_token" = [])), params(ReleaseFilter),
+#[utoipa::path(get, path = "/api/v1/releases", tag = "ota", security(("bearer_token" = [])), params(ReleaseFilter),
     responses((status = 200, body = [ReleaseRecord])))]
 pub async fn list_releases(
     State(s): State<ApiState>,
@@ -92,7 +92,7 @@ pub struct TrustedKeys {
 }
 
 /// The public keys of this hub's OTA trust.
-#[utoipa::path(get, path = "/api/v1/ota/keys", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/ota/keys", tag = "ota", security(("bearer_token" = [])),
     responses((status = 200, body = TrustedKeys)))]
 pub async fn keys(State(s): State<ApiState>) -> Json<TrustedKeys> {
     let (release, rollout) = s.ota.trust();
@@ -129,7 +129,7 @@ pub struct Assigned {
 /// Assigns a release to devices now: one assignment per device, signed
 /// with the hub's rollout key, delivered with the release through the
 /// device's twin. (Phased campaigns build on this.)
-#[utoipa::path(post, path = "/api/v1/releases/{kind}/{name}/{version}/assign", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/releases/{kind}/{name}/{version}/assign", tag = "ota", security(("bearer_token" = [])),
     params(("kind" = String, Path), ("name" = String, Path), ("version" = u64, Path)), request_body = AssignRequest,
     responses((status = 200, body = Assigned), (status = 404, body = ErrorBody)))]
 pub async fn assign(
@@ -172,7 +172,7 @@ pub async fn assign(
 /// order, a canary then waves; each wave opens once the one before
 /// committed enough, the failure threshold pauses or aborts it, and silent
 /// devices count as failed after the timeout.
-#[utoipa::path(post, path = "/api/v1/campaigns", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "ota", security(("bearer_token" = [])),
     request_body = CampaignSpec,
     responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_campaign(
@@ -188,7 +188,7 @@ pub async fn create_campaign(
 }
 
 /// Every campaign, newest first.
-#[utoipa::path(get, path = "/api/v1/campaigns", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "ota", security(("bearer_token" = [])),
     responses((status = 200, body = [strata_store::Campaign])))]
 pub async fn list_campaigns(
     State(s): State<ApiState>,
@@ -197,7 +197,7 @@ pub async fn list_campaigns(
 }
 
 /// A campaign with its progress per wave and the devices that failed.
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "ota", security(("bearer_token" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody)))]
 pub async fn get_campaign(
@@ -210,7 +210,7 @@ pub async fn get_campaign(
 /// `pause`, `resume` (the failure threshold counts afresh; a finished
 /// wave that paused is accepted) or `abort` (with the campaign's
 /// `rollback`, devices that committed go back to the release they had).
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/{action}", tag = "ota", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/{action}", tag = "ota", security(("bearer_token" = [])),
     params(("id" = i64, Path), ("action" = String, Path, description = "pause, resume or abort")),
     responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn campaign_action(

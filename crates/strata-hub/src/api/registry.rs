@@ -19,14 +19,14 @@ pub(super) fn device_id(id: &str) -> Result<DeviceId> {
 }
 
 /// All sites.
-#[utoipa::path(get, path = "/api/v1/sites", tag = "registry", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/sites", tag = "registry", security(("bearer_token" = [])),
     responses((status = 200, body = [Site]), (status = 401, body = ErrorBody)))]
 pub async fn list_sites(State(s): State<ApiState>) -> Result<Json<Vec<Site>>> {
     Ok(Json(blocking(move || s.registry.sites()).await?))
 }
 
 /// Creates a site.
-#[utoipa::path(post, path = "/api/v1/sites", tag = "registry", security(("admin_token" = [])), request_body = CreateSite,
+#[utoipa::path(post, path = "/api/v1/sites", tag = "registry", security(("bearer_token" = [])), request_body = CreateSite,
     responses((status = 201, body = Site), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_site(
     State(s): State<ApiState>,
@@ -46,7 +46,7 @@ pub struct DeviceFilter {
 }
 
 /// All devices, optionally of one site.
-#[utoipa::path(get, path = "/api/v1/devices", tag = "registry", security(("admin_token" = [])), params(DeviceFilter),
+#[utoipa::path(get, path = "/api/v1/devices", tag = "registry", security(("bearer_token" = [])), params(DeviceFilter),
     responses((status = 200, body = [Device]), (status = 400, body = ErrorBody)))]
 pub async fn list_devices(
     State(s): State<ApiState>,
@@ -63,7 +63,7 @@ pub async fn list_devices(
 }
 
 /// Registers a device; the answer holds its one-time enrollment token.
-#[utoipa::path(post, path = "/api/v1/devices", tag = "registry", security(("admin_token" = [])), request_body = CreateDevice,
+#[utoipa::path(post, path = "/api/v1/devices", tag = "registry", security(("bearer_token" = [])), request_body = CreateDevice,
     responses((status = 201, body = CreatedDevice), (status = 404, description = "No such site", body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_device(
     State(s): State<ApiState>,
@@ -76,7 +76,7 @@ pub async fn create_device(
 }
 
 /// One device.
-#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "registry", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "registry", security(("bearer_token" = [])),
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
 pub async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Device>> {
@@ -85,7 +85,7 @@ pub async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Re
 }
 
 /// Changes a device's tags, versions or declared signals.
-#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "registry", security(("admin_token" = [])),
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "registry", security(("bearer_token" = [])),
     params(("id" = String, Path, description = "Device id")), request_body = DeviceUpdate,
     responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
 pub async fn update_device(
@@ -100,7 +100,7 @@ pub async fn update_device(
 }
 
 /// Revokes a device: its credential stops working and its live session closes.
-#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "registry", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "registry", security(("bearer_token" = [])),
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
 pub async fn revoke_device(
@@ -112,7 +112,7 @@ pub async fn revoke_device(
 }
 
 /// Issues a new enrollment token to a device that has not enrolled yet.
-#[utoipa::path(post, path = "/api/v1/devices/{id}/token", tag = "registry", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/devices/{id}/token", tag = "registry", security(("bearer_token" = [])),
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = CreatedDevice), (status = 409, body = ErrorBody)))]
 pub async fn reissue_token(

@@ -20,7 +20,7 @@ pub struct CycleQuery {
 }
 
 /// Retraining cycles, newest first.
-#[utoipa::path(get, path = "/api/v1/retraining", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/retraining", tag = "drift", security(("bearer_token" = [])),
     params(CycleQuery), responses((status = 200, body = Vec<Cycle>)))]
 pub async fn list_cycles(
     State(s): State<ApiState>,
@@ -33,7 +33,7 @@ pub async fn list_cycles(
 }
 
 /// One retraining cycle.
-#[utoipa::path(get, path = "/api/v1/retraining/{id}", tag = "drift", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/retraining/{id}", tag = "drift", security(("bearer_token" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, body = Cycle), (status = 404, body = ErrorBody)))]
 pub async fn get_cycle(State(s): State<ApiState>, Path(id): Path<i64>) -> Result<Json<Cycle>> {

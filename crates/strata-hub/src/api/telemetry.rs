@@ -22,7 +22,7 @@ pub struct SeriesFilter {
 }
 
 /// The series (device, signal) stored, with their latest readings.
-#[utoipa::path(get, path = "/api/v1/series", tag = "telemetry", security(("admin_token" = [])), params(SeriesFilter),
+#[utoipa::path(get, path = "/api/v1/series", tag = "telemetry", security(("bearer_token" = [])), params(SeriesFilter),
     responses((status = 200, body = [SeriesInfo]), (status = 400, body = ErrorBody)))]
 pub async fn list_series(
     State(s): State<ApiState>,
@@ -36,7 +36,7 @@ pub async fn list_series(
 }
 
 /// The latest reading of every signal of a device.
-#[utoipa::path(get, path = "/api/v1/devices/{id}/latest", tag = "telemetry", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/devices/{id}/latest", tag = "telemetry", security(("bearer_token" = [])),
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = [LatestReading]), (status = 400, body = ErrorBody)))]
 pub async fn latest(
@@ -62,7 +62,7 @@ pub struct RangeParams {
 }
 
 /// Readings of one signal in a time range, raw or downsampled.
-#[utoipa::path(get, path = "/api/v1/devices/{id}/signals/{signal}", tag = "telemetry", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/devices/{id}/signals/{signal}", tag = "telemetry", security(("bearer_token" = [])),
     params(("id" = String, Path, description = "Device id"), ("signal" = String, Path, description = "Signal name"), RangeParams),
     responses((status = 200, body = RangeResult), (status = 400, body = ErrorBody)))]
 pub async fn range(
