@@ -5,7 +5,8 @@
 //! from storage, so checking it costs a hash and a map lookup. What each
 //! route needs is the table in [`policy`]; a route missing from it is
 //! refused. The hub's bootstrap token (`admin.token`) acts as the built-in
-//! `admin` account and never expires.
+//! `admin` account and never expires. Logins are throttled per user name
+//! after wrong passwords in a row ([`throttle`]).
 
 pub mod policy;
 pub mod throttle;
