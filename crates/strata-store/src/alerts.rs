@@ -129,6 +129,8 @@ pub trait AlertStore: Send + Sync + 'static {
     fn alert(&self, id: i64) -> Result<Option<StoredAlert>>;
     /// Alerts matching `filter`, newest first, at most `limit`.
     fn alerts(&self, filter: &AlertFilter, limit: usize) -> Result<Vec<StoredAlert>>;
+    /// How many alerts match `filter` (all of them, without reading them).
+    fn count_alerts(&self, filter: &AlertFilter) -> Result<u64>;
     /// The largest alert id given so far (0 when none).
     fn max_alert_id(&self) -> Result<i64>;
     /// An alert's history, oldest first.

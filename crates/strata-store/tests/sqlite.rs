@@ -409,6 +409,16 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
             }],
         )
         .unwrap();
+    let open = AlertFilter {
+        open: true,
+        ..AlertFilter::default()
+    };
+    let of_device = |device: &str| AlertFilter {
+        device: Some(device.into()),
+        ..AlertFilter::default()
+    };
+    assert_eq!(store.count_alerts(&open).unwrap(), 1);
+    assert_eq!(store.count_alerts(&of_device("m2")).unwrap(), 0);
     alert.state = "cleared".into();
     alert.updated_ns = 200;
     store
@@ -428,11 +438,9 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, ["raised", "cleared"]);
-    let open = AlertFilter {
-        open: true,
-        ..AlertFilter::default()
-    };
     assert!(store.alerts(&open, 10).unwrap().is_empty());
+    assert_eq!(store.count_alerts(&open).unwrap(), 0);
+    assert_eq!(store.count_alerts(&of_device("m1")).unwrap(), 1);
 
     // Heads: a's first and b's only delivery.
     let due = store.due_deliveries(1_000, 10).unwrap();

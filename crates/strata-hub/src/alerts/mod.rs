@@ -547,6 +547,12 @@ impl Alerts {
         Ok(self.fresh(stored))
     }
 
+    /// How many alerts match `filter` (their states are always stored at
+    /// once, so this agrees with [`Alerts::alerts`]).
+    pub fn count(&self, filter: &AlertFilter) -> Result<u64> {
+        Ok(self.store.count_alerts(filter)?)
+    }
+
     /// Stored alerts with each open one replaced by its in-memory version
     /// (whose latest value and count may not be flushed yet).
     fn fresh(&self, alerts: Vec<Alert>) -> Vec<Alert> {

@@ -177,7 +177,7 @@ pub async fn get_fleet(
             open: true,
             ..AlertFilter::default()
         };
-        let open_alerts = s.alerts.alerts(&open, 100_000)?.len();
+        let open_alerts = s.alerts.count(&open)? as usize;
         Ok(overview(sites, devices, open_alerts, &q))
     })
     .await?;

@@ -112,6 +112,11 @@ fn insert_deliveries(tx: &Transaction<'_>, ds: &[NewDelivery], now_ns: i64) -> R
     Ok(ids)
 }
 
+/// The `WHERE` of an [`AlertFilter`]: `?1` state, `?2` device, `?3` rule,
+/// `?4` only open ones (1) or not (0).
+const ALERT_FILTER: &str = "(?1 IS NULL OR state = ?1) AND (?2 IS NULL OR device_id = ?2)
+    AND (?3 IS NULL OR rule = ?3) AND (?4 = 0 OR state != 'cleared')";
+
 impl AlertStore for SqliteStore {
     fn record_alert(
         &self,
@@ -182,9 +187,7 @@ impl AlertStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {ALERT_COLUMNS} FROM alerts
-                     WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR device_id = ?2)
-                       AND (?3 IS NULL OR rule = ?3) AND (?4 = 0 OR state != 'cleared')
+                    "SELECT {ALERT_COLUMNS} FROM alerts WHERE {ALERT_FILTER}
                      ORDER BY id DESC LIMIT ?5"
                 ))
                 .context(|| "cannot prepare an alert query".into())?;
@@ -196,6 +199,20 @@ impl AlertStore for SqliteStore {
                 .context(|| "cannot read alerts".into())?;
             rows.map(|r| parse_alert(r.context(|| "cannot read an alert".into())?))
                 .collect()
+        })
+    }
+
+    fn count_alerts(&self, f: &AlertFilter) -> Result<u64> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT count(*) FROM alerts WHERE {ALERT_FILTER}"))
+                .context(|| "cannot prepare an alert count".into())?;
+            let n: i64 = stmt
+                .query_row(params![f.state, f.device, f.rule, i64::from(f.open)], |r| {
+                    r.get(0)
+                })
+                .context(|| "cannot count alerts".into())?;
+            Ok(n as u64)
         })
     }
 
