@@ -395,7 +395,7 @@ impl Access {
     /// wrong passwords in a row for `name`, refuses with
     /// [`Error::TooManyRequests`] until its wait is over (see [`throttle`]).
     pub fn login(&self, name: &str, password: &str) -> Result<IssuedToken> {
-        if let Err(wait) = self.throttle.check(name, std::time::Instant::now()) {
+        if let Err(wait) = self.throttle.begin(name, std::time::Instant::now()) {
             return Err(Error::TooManyRequests {
                 message: format!(
                     "too many wrong passwords for {name:?}: try again in {} s",
@@ -414,7 +414,6 @@ impl Access {
         let user = match (user, phc, matches) {
             (Some(u), Some(_), true) => u,
             _ => {
-                // The wait counts from the refusal, not from the request.
                 self.throttle.failed(name, std::time::Instant::now());
                 return Err(refused());
             }

@@ -1,10 +1,16 @@
 //! Login throttling: password guessing gets slower the more it fails.
 //!
-//! Each user name has a count of wrong passwords in a row. Once it reaches
-//! the free attempts, the name must wait before the next try: one second,
-//! then twice as long after each further failure, up to a ceiling. A try
-//! made while waiting is refused without checking the password, so it costs
-//! neither an argon2 hash nor a guess. A right password clears the count.
+//! Each user name has a count of attempts since its last right password.
+//! Once it reaches the free attempts, the name must wait before the next
+//! try: one second, then twice as long after each further one, up to a
+//! ceiling. A try made while waiting is refused without checking the
+//! password, so it costs neither an argon2 hash nor a guess. A right
+//! password clears the count.
+//!
+//! An attempt is counted when it starts, before its password is checked, so
+//! guesses sent all at once are held to the free attempts as well: the
+//! check and the count are one step under the table's lock. A wrong
+//! password then starts the wait again from the moment it was refused.
 //!
 //! Names that do not exist are counted the same way, so the throttle tells
 //! nobody which names are real. The table keeps at most [`MAX_TRACKED`]
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 /// Names tracked at most (a spray of random names cannot grow memory).
 pub const MAX_TRACKED: usize = 10_000;
 
-/// Wrong passwords in a row, per user name.
+/// Attempts since the last right password, per user name.
 pub struct LoginThrottle {
     free_attempts: u32,
     max_wait: Duration,
@@ -34,8 +40,8 @@ struct Failures {
 }
 
 impl LoginThrottle {
-    /// `free_attempts` wrong passwords in a row before the first wait
-    /// (at least 1); waits double up to `max_wait`.
+    /// `free_attempts` attempts without a right password before the first
+    /// wait (at least 1); waits double up to `max_wait`.
     pub fn new(free_attempts: u32, max_wait: Duration) -> LoginThrottle {
         LoginThrottle {
             free_attempts: free_attempts.max(1),
@@ -44,19 +50,15 @@ impl LoginThrottle {
         }
     }
 
-    /// `Err(wait)` when `name` may not try again for `wait`.
-    pub fn check(&self, name: &str, now: Instant) -> Result<(), Duration> {
-        match self.lock().get(name) {
-            Some(f) if f.until > now => Err(f.until - now),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a wrong password for `name`; returns the wait it now has.
-    pub fn failed(&self, name: &str, now: Instant) -> Duration {
+    /// Starts an attempt for `name`: `Err(wait)` when it may not try again
+    /// for `wait` (nothing is counted then); otherwise counts the attempt.
+    pub fn begin(&self, name: &str, now: Instant) -> Result<(), Duration> {
         let mut names = self.lock();
-        if !names.contains_key(name) && names.len() >= MAX_TRACKED {
-            self.make_room(&mut names, now);
+        match names.get(name) {
+            Some(f) if f.until > now => return Err(f.until - now),
+            Some(_) => {}
+            None if names.len() >= MAX_TRACKED => self.make_room(&mut names, now),
+            None => {}
         }
         let f = names.entry(name.to_owned()).or_insert(Failures {
             count: 0,
@@ -65,9 +67,15 @@ impl LoginThrottle {
         });
         f.count = f.count.saturating_add(1);
         f.last = now;
-        let wait = self.wait_after(f.count);
-        f.until = now + wait;
-        wait
+        f.until = now + self.wait_after(f.count);
+        Ok(())
+    }
+
+    /// After a wrong password for `name`: its wait runs from `now`.
+    pub fn failed(&self, name: &str, now: Instant) {
+        if let Some(f) = self.lock().get_mut(name) {
+            f.until = f.until.max(now + self.wait_after(f.count));
+        }
     }
 
     /// Clears `name`'s count after a right password.
@@ -75,7 +83,7 @@ impl LoginThrottle {
         self.lock().remove(name);
     }
 
-    /// The wait after `count` wrong passwords in a row.
+    /// The wait after `count` attempts without a right password.
     fn wait_after(&self, count: u32) -> Duration {
         if count < self.free_attempts {
             return Duration::ZERO;
@@ -110,12 +118,18 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    /// The wait `name` has right after an attempt at `at`.
+    fn wait_after_attempt(t: &LoginThrottle, name: &str, at: Instant) -> u64 {
+        t.begin(name, at).unwrap();
+        (t.lock()[name].until - at).as_secs()
+    }
+
     #[test]
     fn waits_start_after_the_free_attempts_and_double_to_the_ceiling() {
         let t = LoginThrottle::new(3, Duration::from_secs(10));
         let now = Instant::now();
         let waits: Vec<u64> = (0..8)
-            .map(|i| t.failed("olga", now + 20 * S * i).as_secs())
+            .map(|i| wait_after_attempt(&t, "olga", now + 20 * S * i))
             .collect();
         assert_eq!(waits, [0, 0, 1, 2, 4, 8, 10, 10]);
     }
@@ -124,25 +138,51 @@ mod tests {
     fn a_waiting_name_is_refused_until_its_wait_ends() {
         let t = LoginThrottle::new(2, Duration::from_secs(60));
         let now = Instant::now();
-        t.failed("olga", now);
-        assert_eq!(t.check("olga", now), Ok(()));
-        assert_eq!(t.failed("olga", now), S);
-        assert_eq!(t.check("olga", now), Err(S));
-        assert_eq!(t.check("olga", now + S / 2), Err(S / 2));
-        assert_eq!(t.check("olga", now + S), Ok(()));
+        assert_eq!(t.begin("olga", now), Ok(()));
+        assert_eq!(t.begin("olga", now), Ok(()));
+        assert_eq!(t.begin("olga", now), Err(S));
+        assert_eq!(t.begin("olga", now + S / 2), Err(S / 2));
         // Other names are not held up.
-        assert_eq!(t.check("piet", now), Ok(()));
-        // The next failure waits twice as long.
-        assert_eq!(t.failed("olga", now + S), 2 * S);
+        assert_eq!(t.begin("piet", now), Ok(()));
+        // Refused attempts are not counted: the next one waits twice as long.
+        assert_eq!(t.begin("olga", now + S), Ok(()));
+        assert_eq!(t.begin("olga", now + S), Err(2 * S));
+    }
+
+    #[test]
+    fn a_wrong_password_starts_the_wait_from_its_refusal() {
+        let t = LoginThrottle::new(1, Duration::from_secs(60));
+        let now = Instant::now();
+        t.begin("olga", now).unwrap();
+        // The password check took half a second.
+        t.failed("olga", now + S / 2);
+        assert_eq!(t.begin("olga", now + S), Err(S / 2));
+        assert_eq!(t.begin("olga", now + S + S / 2), Ok(()));
+    }
+
+    #[test]
+    fn guesses_sent_at_once_get_only_the_free_attempts() {
+        let t = std::sync::Arc::new(LoginThrottle::new(5, Duration::from_secs(60)));
+        let now = Instant::now();
+        let admitted: usize = (0..50)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || t.begin("olga", now).is_ok())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| usize::from(h.join().unwrap()))
+            .sum();
+        assert_eq!(admitted, 5);
     }
 
     #[test]
     fn a_right_password_clears_the_count() {
         let t = LoginThrottle::new(2, Duration::from_secs(60));
         let now = Instant::now();
-        t.failed("olga", now);
+        t.begin("olga", now).unwrap();
         t.succeeded("olga");
-        assert_eq!(t.failed("olga", now), Duration::ZERO);
+        assert_eq!(wait_after_attempt(&t, "olga", now), 0);
     }
 
     #[test]
@@ -150,13 +190,14 @@ mod tests {
         let t = LoginThrottle::new(1, Duration::from_secs(60));
         let now = Instant::now();
         for i in 0..MAX_TRACKED + 10 {
-            t.failed(&format!("name-{i}"), now + Duration::from_millis(i as u64));
+            t.begin(&format!("name-{i}"), now + Duration::from_millis(i as u64))
+                .unwrap();
         }
         assert_eq!(t.lock().len(), MAX_TRACKED);
         let last = format!("name-{}", MAX_TRACKED + 9);
-        assert!(t.check(&last, now + Duration::from_secs(11)).is_err());
+        assert!(t.begin(&last, now + Duration::from_secs(11)).is_err());
         // Names that waited out their time long ago go first.
-        t.failed("late", now + Duration::from_secs(3600));
+        t.begin("late", now + Duration::from_secs(3600)).unwrap();
         assert_eq!(t.lock().len(), 1);
     }
 }
