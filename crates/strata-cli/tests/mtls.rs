@@ -386,7 +386,7 @@ fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
 fn a_live_session_ends_when_its_certificate_expires() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hub.toml");
-    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 4\n").unwrap();
+    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 6\n").unwrap();
     let data = dir.path().join("data");
     let hub = HubProcess::start_secure(&data, &["--config", config.to_str().unwrap()]);
     let press = enroll(&hub, dir.path(), "press-5");
@@ -394,7 +394,7 @@ fn a_live_session_ends_when_its_certificate_expires() {
     eventually(Duration::from_secs(10), "press-5 is online", || {
         hub.api("GET", "/api/v1/devices/press-5", None).1["online"] == true
     });
-    // Nobody acts: the hub closes the session when the certificate's 4 s
+    // Nobody acts: the hub closes the session when the certificate's 6 s
     // are over (MQTT 5 DISCONNECT, maximum connect time), and
     // mosquitto_sub, told why, ends.
     eventually(Duration::from_secs(15), "the session is closed", || {
