@@ -474,7 +474,21 @@ fn an_edge_agent_enrolled_with_a_key_streams_over_tls_and_renews_before_expiry()
     );
     let (_, log) = hub.api("GET", "/api/v1/audit?action=device.certificate", None);
     assert_eq!(log[0]["actor"], "device:gw-1", "{log}");
-    // Restarted after the first certificate expired, it connects with the renewed one.
+    // When the first certificate expires the hub ends the session; the
+    // agent reconnects with the renewed one and its readings keep coming.
+    let connections = hub.metric("strata_mqtt_connections_accepted_total");
+    eventually(
+        Duration::from_secs(20),
+        "the agent reconnects after its first certificate expires",
+        || hub.metric("strata_mqtt_connections_accepted_total") > connections,
+    );
+    let so_far = hub.metric("strata_readings_stored_total");
+    eventually(
+        Duration::from_secs(20),
+        "readings keep arriving on the new session",
+        || hub.metric("strata_readings_stored_total") > so_far,
+    );
+    // Restarted, it connects with the renewed certificate it kept.
     agent.kill();
     std::thread::sleep(Duration::from_secs(3));
     let before = hub.metric("strata_mqtt_connections_accepted_total");
