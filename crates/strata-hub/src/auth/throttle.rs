@@ -13,9 +13,10 @@
 //! password then starts the wait again from the moment it was refused.
 //!
 //! Names that do not exist are counted the same way, so the throttle tells
-//! nobody which names are real. The table keeps at most [`MAX_TRACKED`]
-//! names; when it is full, names whose wait ended long ago go first, then
-//! the one that failed least recently.
+//! nobody which names are real. The table holds each name's SHA-256, not
+//! the name (a request may send a name megabytes long), and keeps at most
+//! [`MAX_TRACKED`] names; when it is full, names whose wait ended long ago
+//! go first, then the one that failed least recently.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,8 +29,11 @@ pub const MAX_TRACKED: usize = 10_000;
 pub struct LoginThrottle {
     free_attempts: u32,
     max_wait: Duration,
-    names: Mutex<HashMap<String, Failures>>,
+    names: Mutex<HashMap<Key, Failures>>,
 }
+
+/// A name's SHA-256.
+type Key = [u8; 32];
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -53,14 +57,15 @@ impl LoginThrottle {
     /// Starts an attempt for `name`: `Err(wait)` when it may not try again
     /// for `wait` (nothing is counted then); otherwise counts the attempt.
     pub fn begin(&self, name: &str, now: Instant) -> Result<(), Duration> {
+        let key = crate::secret::hash(name.as_bytes());
         let mut names = self.lock();
-        match names.get(name) {
+        match names.get(&key) {
             Some(f) if f.until > now => return Err(f.until - now),
             Some(_) => {}
             None if names.len() >= MAX_TRACKED => self.make_room(&mut names, now),
             None => {}
         }
-        let f = names.entry(name.to_owned()).or_insert(Failures {
+        let f = names.entry(key).or_insert(Failures {
             count: 0,
             last: now,
             until: now,
@@ -73,14 +78,14 @@ impl LoginThrottle {
 
     /// After a wrong password for `name`: its wait runs from `now`.
     pub fn failed(&self, name: &str, now: Instant) {
-        if let Some(f) = self.lock().get_mut(name) {
+        if let Some(f) = self.lock().get_mut(&crate::secret::hash(name.as_bytes())) {
             f.until = f.until.max(now + self.wait_after(f.count));
         }
     }
 
     /// Clears `name`'s count after a right password.
     pub fn succeeded(&self, name: &str) {
-        self.lock().remove(name);
+        self.lock().remove(&crate::secret::hash(name.as_bytes()));
     }
 
     /// The wait after `count` attempts without a right password.
@@ -94,20 +99,17 @@ impl LoginThrottle {
 
     /// Forgets names whose wait ended over `max_wait` ago; if none did,
     /// the one that failed least recently.
-    fn make_room(&self, names: &mut HashMap<String, Failures>, now: Instant) {
+    fn make_room(&self, names: &mut HashMap<Key, Failures>, now: Instant) {
         names.retain(|_, f| f.until + self.max_wait > now);
         if names.len() >= MAX_TRACKED {
-            let oldest = names
-                .iter()
-                .min_by_key(|(_, f)| f.last)
-                .map(|(n, _)| n.clone());
+            let oldest = names.iter().min_by_key(|(_, f)| f.last).map(|(n, _)| *n);
             if let Some(n) = oldest {
                 names.remove(&n);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
         self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -121,7 +123,7 @@ mod tests {
     /// The wait `name` has right after an attempt at `at`.
     fn wait_after_attempt(t: &LoginThrottle, name: &str, at: Instant) -> u64 {
         t.begin(name, at).unwrap();
-        (t.lock()[name].until - at).as_secs()
+        (t.lock()[&crate::secret::hash(name.as_bytes())].until - at).as_secs()
     }
 
     #[test]
