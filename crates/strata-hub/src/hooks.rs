@@ -232,14 +232,13 @@ impl Hooks for HubHooks {
                     "the username, if any, must be the client id",
                 );
             }
-            return match self.registry.check_certificate(info.client_id, der) {
+            let (check, not_after_ns) = self.registry.check_certificate(info.client_id, der);
+            return match check {
                 // A session lasts no longer than its certificate.
-                CredentialCheck::Valid => match self.registry.certificate_expiry(der) {
-                    Some(ns) => AuthDecision::AllowUntil(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64),
-                    ),
-                    None => AuthDecision::Deny,
-                },
+                CredentialCheck::Valid => AuthDecision::AllowUntil(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_nanos(not_after_ns.max(0) as u64),
+                ),
                 CredentialCheck::Unknown => refuse(
                     RejectReason::UnknownDevice,
                     AuthDecision::Deny,

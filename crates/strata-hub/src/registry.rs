@@ -340,8 +340,9 @@ impl Registry {
 
     /// Checks a client certificate (DER; the TLS layer verified its chain
     /// and validity) for client id `id`: it must be one the CA issued to
-    /// that very device, and the device must be active.
-    pub fn check_certificate(&self, id: &str, der: &[u8]) -> CredentialCheck {
+    /// that very device, and the device must be active. Also returns when
+    /// the certificate expires (ns since the Unix epoch; 0 when unknown).
+    pub fn check_certificate(&self, id: &str, der: &[u8]) -> (CredentialCheck, i64) {
         let owner = self
             .certificates
             .read()
@@ -349,25 +350,17 @@ impl Registry {
             .get(&secret::hash(der))
             .cloned();
         let Some((device, not_after_ns)) = owner else {
-            return CredentialCheck::Unknown;
+            return (CredentialCheck::Unknown, 0);
         };
         if device.as_str() != id || not_after_ns <= crate::now_ns() {
-            return CredentialCheck::Invalid;
+            return (CredentialCheck::Invalid, not_after_ns);
         }
-        match self.cache_read().get(&device).map(|i| i.state) {
+        let check = match self.cache_read().get(&device).map(|i| i.state) {
             Some(DeviceState::Active) => CredentialCheck::Valid,
             Some(DeviceState::Revoked) => CredentialCheck::Revoked,
             _ => CredentialCheck::Invalid,
-        }
-    }
-
-    /// When a certificate this hub issued expires (ns since the Unix epoch).
-    pub fn certificate_expiry(&self, der: &[u8]) -> Option<i64> {
-        self.certificates
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&secret::hash(der))
-            .map(|(_, not_after_ns)| *not_after_ns)
+        };
+        (check, not_after_ns)
     }
 
     /// Whether a device may use its credential right now.

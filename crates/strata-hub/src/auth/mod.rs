@@ -396,12 +396,12 @@ impl Access {
     /// [`Error::TooManyRequests`] until its wait is over (see [`throttle`]).
     pub fn login(&self, name: &str, password: &str) -> Result<IssuedToken> {
         if let Err(wait) = self.throttle.begin(name, std::time::Instant::now()) {
+            let retry_after_s = wait.as_secs_f64().ceil() as u64;
             return Err(Error::TooManyRequests {
                 message: format!(
-                    "too many wrong passwords for {name:?}: try again in {} s",
-                    wait.as_secs_f64().ceil()
+                    "too many wrong passwords for {name:?}: try again in {retry_after_s} s"
                 ),
-                retry_after_s: wait.as_secs_f64().ceil() as u64,
+                retry_after_s,
             });
         }
         let user = self.user(name);
