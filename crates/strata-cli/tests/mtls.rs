@@ -165,6 +165,18 @@ fn publish(
     cmd.output().expect("run mosquitto_pub")
 }
 
+/// A hub with mTLS whose device certificates last `ttl_s` seconds; its
+/// config and data live in `dir`.
+fn hub_with_cert_ttl(dir: &Path, ttl_s: u64) -> HubProcess {
+    let config = dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!("[mqtt.tls]\ndevice_cert_ttl_s = {ttl_s}\n"),
+    )
+    .unwrap();
+    HubProcess::start_secure(&dir.join("hub"), &["--config", config.to_str().unwrap()])
+}
+
 fn own(files: &DeviceFiles) -> (&Path, Option<&Path>, Option<&Path>) {
     (&files.ca, Some(&files.cert), Some(&files.key))
 }
@@ -306,10 +318,7 @@ fn only_a_device_with_its_own_certificate_from_the_platform_ca_gets_in() {
 #[test]
 fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 4\n").unwrap();
-    let data = dir.path().join("data");
-    let hub = HubProcess::start_secure(&data, &["--config", config.to_str().unwrap()]);
+    let hub = hub_with_cert_ttl(dir.path(), 4);
     let press = enroll(&hub, dir.path(), "press-1");
     let short = enroll(&hub, dir.path(), "press-3");
 
@@ -385,10 +394,7 @@ fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
 #[test]
 fn a_live_session_ends_when_its_certificate_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 6\n").unwrap();
-    let data = dir.path().join("data");
-    let hub = HubProcess::start_secure(&data, &["--config", config.to_str().unwrap()]);
+    let hub = hub_with_cert_ttl(dir.path(), 6);
     let press = enroll(&hub, dir.path(), "press-5");
     let mut sub = subscribe_own(&hub, &press, "press-5");
     eventually(Duration::from_secs(10), "press-5 is online", || {
@@ -409,12 +415,7 @@ fn a_live_session_ends_when_its_certificate_expires() {
 #[test]
 fn an_edge_agent_enrolled_with_a_key_streams_over_tls_and_renews_before_expiry() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, "[mqtt.tls]\ndevice_cert_ttl_s = 6\n").unwrap();
-    let hub = HubProcess::start_secure(
-        &dir.path().join("hub"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let hub = hub_with_cert_ttl(dir.path(), 6);
     hub.api(
         "POST",
         "/api/v1/sites",
