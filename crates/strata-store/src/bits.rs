@@ -3,7 +3,9 @@
 
 use crate::{Error, Result};
 
-/// Appends bits to a byte vector, a 64-bit word at a time.
+/// Appends bits to a byte vector, a 64-bit word at a time (version 2
+/// chunks; only the tests write those now).
+#[cfg(test)]
 pub(crate) struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Pending bits, left-aligned: the top `used` bits are filled.
@@ -11,6 +13,7 @@ pub(crate) struct BitWriter<'a> {
     used: u32,
 }
 
+#[cfg(test)]
 impl<'a> BitWriter<'a> {
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
         BitWriter {
