@@ -28,7 +28,8 @@ use tokio::sync::oneshot;
 
 use crate::broker::Shared;
 use crate::hooks::{
-    AuthDecision, ConnectInfo, DisconnectReason, InboundPublish, IngestRefusal, PublishDecision,
+    Acks, AuthDecision, Client, ConnectInfo, DisconnectReason, InboundPublish, IngestRefusal,
+    PublishDecision,
 };
 use crate::message::{Delivery, Message};
 use crate::router::Subscriber;
@@ -69,6 +70,8 @@ enum Outcome {
 enum PendingState {
     Ready(Outcome),
     Waiting(IngestReceiver),
+    /// Waiting for this ticket of the connection's [`Acks`].
+    Ticket(u64),
 }
 
 #[derive(Debug)]
@@ -240,6 +243,10 @@ struct Conn {
     topic_aliases: HashMap<u16, String>,
     will: Option<LastWill>,
     batch: Vec<Delivery>,
+    /// What the hooks attached to this connection ([`crate::Hooks::attach`]).
+    attached: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The connection's acknowledgement tickets.
+    acks: Arc<Acks>,
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(
@@ -331,6 +338,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
     } else {
         NEVER_EXPIRES
     };
+    let attached = shared.hooks.attach(&client_id);
     let (kick_tx, kick_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
     let (session, present) = attach(
@@ -394,6 +402,8 @@ async fn handshake<W: AsyncWrite + Unpin>(
         topic_aliases: HashMap::new(),
         will: connect.will,
         batch: Vec::with_capacity(DRAIN_BATCH),
+        attached,
+        acks: Arc::default(),
     };
     conn.write(&Packet::ConnAck(ConnAck {
         session_present: present,
@@ -504,6 +514,7 @@ async fn run<S>(
     tokio::pin!(keepalive);
     let ends = tokio::time::sleep_until(conn.ends_at.unwrap_or(last_read + idle).into());
     tokio::pin!(ends);
+    let acks = Arc::clone(&conn.acks);
 
     let close = loop {
         if *shutdown.borrow() {
@@ -525,12 +536,22 @@ async fn run<S>(
         if can_read && conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 2 {
             conn.rbuf.reserve(READ_CHUNK);
         }
+        // The oldest pending acknowledgement, when it waits on something:
+        // its receiver's answer, or a change of the tickets (`None`; the next
+        // `process_input` looks at them).
         let head = async {
             match conn.pending.front_mut() {
                 Some(PendingAck {
                     state: PendingState::Waiting(rx),
                     ..
-                }) => rx.await,
+                }) => Some(rx.await),
+                Some(PendingAck {
+                    state: PendingState::Ticket(_),
+                    ..
+                }) => {
+                    acks.changed().await;
+                    None
+                }
                 _ => std::future::pending().await,
             }
         };
@@ -557,7 +578,7 @@ async fn run<S>(
                 }
             },
             resolved = head => {
-                if let Some(front) = conn.pending.front_mut() {
+                if let (Some(resolved), Some(front)) = (resolved, conn.pending.front_mut()) {
                     front.state = PendingState::Ready(outcome_of(resolved));
                 }
             }
@@ -747,6 +768,17 @@ impl Conn {
                         true
                     }
                 },
+                PendingState::Ticket(ticket) => match self.acks.state(*ticket) {
+                    Some(true) => {
+                        front.state = PendingState::Ready(outcome_of(Ok(Ok(()))));
+                        true
+                    }
+                    Some(false) => {
+                        front.state = PendingState::Ready(Outcome::Retry);
+                        true
+                    }
+                    None => false,
+                },
             };
             if !ready {
                 return Ok(());
@@ -862,7 +894,12 @@ impl Conn {
             });
         }
         let hooks = Arc::clone(&self.shared.hooks);
-        if !hooks.authorize_publish(&self.client_id, &topic) {
+        let client = Client {
+            id: &self.client_id,
+            session: self.attached.as_deref(),
+            acks: Some(&self.acks),
+        };
+        if !hooks.authorize_publish(client, &topic) {
             add(&self.shared.counters.dropped_acl, 1);
             tracing::debug!(client_id = %self.client_id, topic, "publish denied by ACL");
             if !self.v5() {
@@ -884,7 +921,7 @@ impl Conn {
             properties,
             protocol: self.version,
         };
-        let decision = hooks.on_publish(&self.client_id, &inbound);
+        let decision = hooks.on_publish(client, &inbound);
         let InboundPublish {
             topic,
             payload,
@@ -895,6 +932,7 @@ impl Conn {
         let (msg, state) = match decision {
             PublishDecision::Route => (Some(msg), ready(reason::SUCCESS, true)),
             PublishDecision::RouteAfter(rx) => (Some(msg), PendingState::Waiting(rx)),
+            PublishDecision::AfterTicket(ticket) => (Some(msg), PendingState::Ticket(ticket)),
             PublishDecision::Drop { v5_reason } => (None, ready(v5_reason, false)),
         };
         self.push_ack(PendingAck {
@@ -929,7 +967,12 @@ impl Conn {
                 codes.push(failure(reason::TOPIC_FILTER_INVALID));
                 continue;
             }
-            if !hooks.authorize_subscribe(&self.client_id, &f.filter) {
+            let client = Client {
+                id: &self.client_id,
+                session: self.attached.as_deref(),
+                acks: Some(&self.acks),
+            };
+            if !hooks.authorize_subscribe(client, &f.filter) {
                 add(&self.shared.counters.subscriptions_denied, 1);
                 tracing::debug!(client_id = %self.client_id, filter = f.filter, "subscription denied by ACL");
                 codes.push(failure(reason::NOT_AUTHORIZED));
@@ -1222,7 +1265,10 @@ fn schedule_will(
 }
 
 fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: ProtocolVersion) {
-    if !shared.hooks.authorize_publish(client_id, &will.topic) {
+    if !shared
+        .hooks
+        .authorize_publish(Client::id(client_id), &will.topic)
+    {
         add(&shared.counters.dropped_acl, 1);
         return;
     }
@@ -1245,7 +1291,7 @@ fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: 
         properties,
         protocol: version,
     };
-    let decision = shared.hooks.on_publish(client_id, &inbound);
+    let decision = shared.hooks.on_publish(Client::id(client_id), &inbound);
     let msg = Message::new(
         inbound.topic,
         inbound.payload,
@@ -1264,6 +1310,7 @@ fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: 
                 }
             });
         }
-        PublishDecision::Drop { .. } => {}
+        // A will has no tickets: nothing would mark one done.
+        PublishDecision::AfterTicket(_) | PublishDecision::Drop { .. } => {}
     }
 }

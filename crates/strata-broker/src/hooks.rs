@@ -1,13 +1,17 @@
 //! The hub's extension points: authentication, per-topic ACLs, the publish
 //! hook that can hold an acknowledgement until data is durable, and
 //! connect/disconnect notifications. Hooks run on the connection's task and
-//! must return quickly; slow work belongs behind [`PublishDecision::RouteAfter`].
+//! must return quickly; slow work belongs behind [`PublishDecision::RouteAfter`]
+//! or [`PublishDecision::AfterTicket`].
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use strata_mqtt::{Properties, ProtocolVersion, QoS};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// What the broker knows about a connecting client when asking to authenticate.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +32,95 @@ pub struct ConnectInfo<'a> {
     /// the TLS layer has already checked it chains to a trusted CA and is
     /// within its validity.
     pub peer_certificate: Option<&'a [u8]>,
+}
+
+/// The connection a hook is asked about.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    /// Client identifier.
+    pub id: &'a str,
+    /// What [`Hooks::attach`] kept for this connection (`None` for a will,
+    /// which is published after its connection ended).
+    pub session: Option<&'a (dyn Any + Send + Sync)>,
+    /// The connection's acknowledgement tickets (`None` for a will).
+    pub acks: Option<&'a Arc<Acks>>,
+}
+
+impl<'a> Client<'a> {
+    /// A client known by its id only.
+    pub fn id(id: &'a str) -> Self {
+        Client {
+            id,
+            session: None,
+            acks: None,
+        }
+    }
+
+    /// The attached session data, if it is a `T`.
+    pub fn session<T: 'static>(&self) -> Option<&'a T> {
+        self.session.and_then(|s| s.downcast_ref())
+    }
+}
+
+impl std::fmt::Debug for Client<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("id", &self.id).finish()
+    }
+}
+
+/// One connection's acknowledgement tickets: a publish whose PUBACK must
+/// wait takes the next ticket ([`Acks::issue`], then
+/// [`PublishDecision::AfterTicket`]), and whoever stores the data marks
+/// tickets done, in order, from any thread. A counter per connection
+/// instead of a channel per publish: the storing side wakes a connection
+/// once for everything it made durable.
+#[derive(Debug, Default)]
+pub struct Acks {
+    issued: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicBool,
+    wake: Notify,
+}
+
+impl Acks {
+    /// The next ticket (tickets start at 1 and count up).
+    pub fn issue(&self) -> u64 {
+        self.issued.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Every ticket up to `ticket` is durable: their publishes are
+    /// acknowledged (in order) and routed.
+    pub fn done_through(&self, ticket: u64) {
+        self.done.fetch_max(ticket, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// A ticket not yet done can no longer be: the connection closes
+    /// without acknowledging it, so the client sends it again.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether `ticket` is done (`Some(true)`), failed (`Some(false)`) or
+    /// still waiting. After a failure every ticket not yet acknowledged
+    /// counts as failed, even one marked done later: the client sends them
+    /// all again, and what was stored is recognised as a duplicate.
+    pub(crate) fn state(&self, ticket: u64) -> Option<bool> {
+        if self.failed.load(Ordering::Acquire) {
+            Some(false)
+        } else if self.done.load(Ordering::Acquire) >= ticket {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// Resolves after the next [`Acks::done_through`] or [`Acks::fail`]
+    /// (at once if one came since the last wait).
+    pub(crate) async fn changed(&self) {
+        self.wake.notified().await;
+    }
 }
 
 /// Answer of [`Hooks::authenticate`].
@@ -93,6 +186,10 @@ pub enum PublishDecision {
     /// acknowledges; see [`IngestRefusal`] for errors. A dropped sender counts
     /// as [`IngestRefusal::Retry`].
     RouteAfter(oneshot::Receiver<Result<(), IngestRefusal>>),
+    /// Acknowledge and route once the ticket (from this connection's
+    /// [`Client::acks`]) is done; if it fails, close the connection without
+    /// acknowledging ([`IngestRefusal::Retry`]).
+    AfterTicket(u64),
     /// Do not route; still acknowledge (v5 with the reason code).
     Drop {
         /// v5 reason code for the PUBACK/PUBREC.
@@ -136,14 +233,21 @@ impl DisconnectReason {
 pub trait Hooks: Send + Sync + 'static {
     /// Decides whether a client may connect.
     fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision;
-    /// May `client_id` publish to `topic`? Also asked for its will message.
-    fn authorize_publish(&self, client_id: &str, topic: &str) -> bool;
-    /// May `client_id` subscribe to `filter` (exactly as sent, including any
+    /// What to keep for an accepted connection (what the hooks would
+    /// otherwise look up on every publish); handed back as
+    /// [`Client::session`].
+    fn attach(&self, client_id: &str) -> Option<Box<dyn Any + Send + Sync>> {
+        let _ = client_id;
+        None
+    }
+    /// May the client publish to `topic`? Also asked for its will message.
+    fn authorize_publish(&self, client: Client<'_>, topic: &str) -> bool;
+    /// May the client subscribe to `filter` (exactly as sent, including any
     /// `$share/{group}/` prefix)?
-    fn authorize_subscribe(&self, client_id: &str, filter: &str) -> bool;
+    fn authorize_subscribe(&self, client: Client<'_>, filter: &str) -> bool;
     /// Called for every authorized PUBLISH a client sends (QoS 0/1/2), and for
     /// a will message about to be published, BEFORE routing.
-    fn on_publish(&self, client_id: &str, msg: &InboundPublish) -> PublishDecision;
+    fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision;
     /// A client connected (after its CONNACK was queued).
     fn on_connect(&self, client_id: &str) {
         let _ = client_id;

@@ -24,8 +24,8 @@ pub use broker::{Broker, BrokerHandle};
 pub use config::{Config, TlsListener};
 pub use error::BrokerError;
 pub use hooks::{
-    AuthDecision, ConnectInfo, DisconnectReason, Hooks, InboundPublish, IngestRefusal,
-    PublishDecision,
+    Acks, AuthDecision, Client, ConnectInfo, DisconnectReason, Hooks, InboundPublish,
+    IngestRefusal, PublishDecision,
 };
 pub use stats::Stats;
 pub use strata_mqtt::{ProtocolVersion, QoS};

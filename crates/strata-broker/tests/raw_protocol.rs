@@ -99,13 +99,13 @@ impl Hooks for HoldingHooks {
     fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
         self.base.authenticate(info)
     }
-    fn authorize_publish(&self, c: &str, t: &str) -> bool {
+    fn authorize_publish(&self, c: Client<'_>, t: &str) -> bool {
         self.base.authorize_publish(c, t)
     }
-    fn authorize_subscribe(&self, c: &str, f: &str) -> bool {
+    fn authorize_subscribe(&self, c: Client<'_>, f: &str) -> bool {
         self.base.authorize_subscribe(c, f)
     }
-    fn on_publish(&self, _client_id: &str, msg: &InboundPublish) -> PublishDecision {
+    fn on_publish(&self, _client: Client<'_>, msg: &InboundPublish) -> PublishDecision {
         if !msg.topic.starts_with("ingest/") {
             return PublishDecision::Route;
         }
@@ -199,6 +199,110 @@ async fn route_after_retry_closes_without_ack() {
     .await;
     assert_eq!(
         hooks.base.disconnect_reason("retry"),
+        Some(DisconnectReason::IngestRetry)
+    );
+}
+
+/// Holds `ingest/` publishes on tickets: keeps each connection's tickets
+/// (and what `attach` gave it, to show it comes back) until the test marks
+/// them done or failed.
+#[derive(Default)]
+struct TicketHooks {
+    issued: Mutex<Vec<(String, Arc<Acks>, u64)>>,
+    base: TestHooks,
+}
+
+impl Hooks for TicketHooks {
+    fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
+        self.base.authenticate(info)
+    }
+    fn attach(&self, client_id: &str) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(format!("session of {client_id}")))
+    }
+    fn authorize_publish(&self, c: Client<'_>, t: &str) -> bool {
+        self.base.authorize_publish(c, t)
+    }
+    fn authorize_subscribe(&self, c: Client<'_>, f: &str) -> bool {
+        self.base.authorize_subscribe(c, f)
+    }
+    fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision {
+        if !msg.topic.starts_with("ingest/") {
+            return PublishDecision::Route;
+        }
+        assert_eq!(
+            client.session::<String>().map(String::as_str),
+            Some(format!("session of {}", client.id).as_str())
+        );
+        let acks = client.acks.expect("a live connection has tickets");
+        let ticket = acks.issue();
+        self.issued
+            .lock()
+            .unwrap()
+            .push((msg.topic.clone(), Arc::clone(acks), ticket));
+        PublishDecision::AfterTicket(ticket)
+    }
+    fn on_disconnect(&self, c: &str, r: DisconnectReason) {
+        self.base.on_disconnect(c, r);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_acknowledge_in_order_as_they_are_done() {
+    let hooks = Arc::new(TicketHooks::default());
+    let b = start_with(
+        Config::with_bind("127.0.0.1:0".parse().unwrap()),
+        hooks.clone(),
+    )
+    .await;
+    let port = b.local_addr().port();
+    let mut watcher = Sub::spawn(port, "mqttv5", &["-t", "ingest/#"]);
+    watcher.wait_ready(&b, "ingest/ready").await;
+    let mut client = Raw::connect(port, "ticketed", V5).await;
+    for id in 1..=5u16 {
+        client
+            .send(&publish(&format!("ingest/{id}"), id, b"data"))
+            .await;
+    }
+    wait_until("five tickets", || hooks.issued.lock().unwrap().len() == 5).await;
+    let issued = std::mem::take(&mut *hooks.issued.lock().unwrap());
+    let tickets: Vec<u64> = issued.iter().map(|(_, _, t)| *t).collect();
+    assert_eq!(tickets, [1, 2, 3, 4, 5]);
+    let acks = Arc::clone(&issued[0].1);
+    // Three done: exactly those are acknowledged and routed, in order.
+    acks.done_through(3);
+    for id in 1..=3u16 {
+        match client.recv().await {
+            Some(Packet::PubAck(ack)) => assert_eq!((ack.packet_id, ack.reason_code), (id, 0)),
+            other => panic!("expected PUBACK {id}, got {other:?}"),
+        }
+    }
+    for id in 1..=3 {
+        assert_eq!(watcher.next_line().await, Some(format!("ingest/{id} data")));
+    }
+    // Marking an older ticket done again changes nothing; the rest follow.
+    acks.done_through(2);
+    acks.done_through(5);
+    for id in 4..=5u16 {
+        match client.recv().await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, id),
+            other => panic!("expected PUBACK {id}, got {other:?}"),
+        }
+    }
+    // A failed ticket closes the connection without acknowledging it.
+    client.send(&publish("ingest/6", 6, b"data")).await;
+    wait_until("sixth ticket", || hooks.issued.lock().unwrap().len() == 1).await;
+    acks.fail();
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::SERVER_BUSY),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert_eq!(client.recv().await, None, "closed without PUBACK");
+    wait_until("disconnect hook", || {
+        hooks.base.disconnect_reason("ticketed").is_some()
+    })
+    .await;
+    assert_eq!(
+        hooks.base.disconnect_reason("ticketed"),
         Some(DisconnectReason::IngestRetry)
     );
 }

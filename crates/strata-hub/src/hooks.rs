@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use strata_broker::{
-    AuthDecision, ConnectInfo, DisconnectReason, Hooks, InboundPublish, PublishDecision,
+    AuthDecision, Client, ConnectInfo, DisconnectReason, Hooks, InboundPublish, PublishDecision,
 };
 use strata_proto::{DeviceId, Direction, ReportedTwin, Topic, TopicKind, payload};
 use strata_store::TwinStore;
@@ -13,7 +15,7 @@ use strata_store::TwinStore;
 use crate::drift::{Drift, SketchRefusal};
 use crate::ingest::Ingest;
 use crate::metrics::{Metrics, RejectReason};
-use crate::registry::{CredentialCheck, Registry};
+use crate::registry::{CredentialCheck, DeviceSnapshot, Registry};
 use crate::wake::Wake;
 
 /// The broker hooks of a hub: what they check against and where they
@@ -211,6 +213,49 @@ impl HubHooks {
     fn is_active(&self, client_id: &str) -> bool {
         DeviceId::new(client_id).is_ok_and(|id| self.registry.is_active(&id))
     }
+
+    fn refuse_inactive(&self, client_id: &str) {
+        self.metrics.reject(RejectReason::RevokedDevice, 1, || {
+            format!("device {client_id} is no longer active")
+        });
+    }
+}
+
+/// What the hooks keep for a device's connection ([`Hooks::attach`]): its
+/// id and topic prefix, parsed once, and what the registry says about it,
+/// looked up again only when the registry has changed since.
+struct DeviceSession {
+    device: DeviceId,
+    /// `strata/v1/{device}/`.
+    prefix: String,
+    /// Only the connection's task locks it.
+    known: Mutex<DeviceSnapshot>,
+}
+
+impl DeviceSession {
+    fn new(device: DeviceId, registry: &Registry) -> Self {
+        DeviceSession {
+            prefix: Topic::device_prefix(device.as_str()),
+            known: Mutex::new(registry.snapshot(&device)),
+            device,
+        }
+    }
+
+    /// The device's state, as the registry has it now.
+    fn current(&self, registry: &Registry) -> std::sync::MutexGuard<'_, DeviceSnapshot> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.generation != registry.generation() {
+            *known = registry.snapshot(&self.device);
+        }
+        known
+    }
+
+    /// What an uplink topic of this device carries (`None`: not one).
+    fn uplink(&self, topic: &str) -> Option<TopicKind> {
+        topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(Topic::uplink_kind)
+    }
 }
 
 impl Hooks for HubHooks {
@@ -290,17 +335,32 @@ impl Hooks for HubHooks {
         }
     }
 
-    fn authorize_publish(&self, client_id: &str, topic: &str) -> bool {
+    fn attach(&self, client_id: &str) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        let device = DeviceId::new(client_id).ok()?;
+        Some(Box::new(DeviceSession::new(device, &self.registry)))
+    }
+
+    fn authorize_publish(&self, client: Client<'_>, topic: &str) -> bool {
+        let client_id = client.id;
         // Asked for every publish and every will: a device revoked while
         // connected (or while its connection was being set up) is cut off
         // here even if its session outlived the kick.
-        if !self.is_active(client_id) {
-            self.metrics.reject(RejectReason::RevokedDevice, 1, || {
-                format!("device {client_id} is no longer active")
-            });
-            return false;
-        }
-        let ok = device_may_publish(client_id, topic);
+        let ok = match client.session::<DeviceSession>() {
+            Some(session) => {
+                if !session.current(&self.registry).active {
+                    self.refuse_inactive(client_id);
+                    return false;
+                }
+                session.uplink(topic).is_some()
+            }
+            None => {
+                if !self.is_active(client_id) {
+                    self.refuse_inactive(client_id);
+                    return false;
+                }
+                device_may_publish(client_id, topic)
+            }
+        };
         if !ok {
             self.metrics.reject(RejectReason::AclPublish, 1, || {
                 format!("device {client_id} may not publish to {topic:?}")
@@ -309,11 +369,10 @@ impl Hooks for HubHooks {
         ok
     }
 
-    fn authorize_subscribe(&self, client_id: &str, filter: &str) -> bool {
+    fn authorize_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
+        let client_id = client.id;
         if !self.is_active(client_id) {
-            self.metrics.reject(RejectReason::RevokedDevice, 1, || {
-                format!("device {client_id} is no longer active")
-            });
+            self.refuse_inactive(client_id);
             return false;
         }
         let ok = device_may_subscribe(client_id, filter);
@@ -325,23 +384,50 @@ impl Hooks for HubHooks {
         ok
     }
 
-    fn on_publish(&self, client_id: &str, msg: &InboundPublish) -> PublishDecision {
-        if !self.is_active(client_id) {
-            return PublishDecision::Drop {
-                v5_reason: NOT_AUTHORIZED,
-            };
-        }
-        let Ok(topic) = Topic::parse(&msg.topic) else {
+    fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision {
+        let client_id = client.id;
+        let unknown_topic = || {
             self.metrics.reject(RejectReason::UnknownTopic, 1, || {
                 format!("device {client_id}: topic {:?}", msg.topic)
             });
-            return PublishDecision::Drop { v5_reason: 0x90 };
+            PublishDecision::Drop { v5_reason: 0x90 }
         };
-        match topic.kind {
-            TopicKind::Telemetry | TopicKind::Inference => {
-                self.ingest
-                    .telemetry(&topic.device, topic.kind, &msg.payload)
+        let inactive = PublishDecision::Drop {
+            v5_reason: NOT_AUTHORIZED,
+        };
+        // A connection's publishes take its session's device and registry
+        // state; a will (its connection gone) looks them up.
+        let (device, kind, snapshot) = match client.session::<DeviceSession>() {
+            Some(session) => {
+                let known = session.current(&self.registry);
+                if !known.active {
+                    return inactive;
+                }
+                let Some(kind) = session.uplink(&msg.topic) else {
+                    return unknown_topic();
+                };
+                (session.device.clone(), kind, known.clone())
             }
+            None => {
+                if !self.is_active(client_id) {
+                    return inactive;
+                }
+                let Ok(topic) = Topic::parse(&msg.topic) else {
+                    return unknown_topic();
+                };
+                let snapshot = self.registry.snapshot(&topic.device);
+                (topic.device, topic.kind, snapshot)
+            }
+        };
+        let topic = Topic::new(device, strata_proto::Direction::Up, kind);
+        match topic.kind {
+            TopicKind::Telemetry | TopicKind::Inference => self.ingest.telemetry(
+                &topic.device,
+                topic.kind,
+                &msg.payload,
+                &snapshot.signals,
+                client.acks,
+            ),
             TopicKind::Health => {
                 match payload::decode_health(&msg.payload) {
                     Ok(health) => self.ingest.presence(&topic.device, health.online),

@@ -165,7 +165,6 @@ impl Hub {
         };
         let ingest = Arc::new(ingest::Ingest::new(
             commands.clone(),
-            registry.clone(),
             metrics.clone(),
             limits,
         ));

@@ -7,6 +7,7 @@
 //! from that moment the device can neither publish nor reconnect.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -83,10 +84,51 @@ pub struct CreateSite {
     pub region: String,
 }
 
+/// A device's state as ingest needs it, as of a registry generation.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceSnapshot {
+    /// [`Registry::generation`] when it was taken.
+    pub generation: u64,
+    /// Whether the device may send data.
+    pub active: bool,
+    /// The signals it declared (empty: any).
+    pub signals: Arc<BTreeMap<String, String>>,
+}
+
+/// Write access to the registry's cache; counts a change when it ends,
+/// still holding the lock, so a reader that sees the new count sees the
+/// change.
+struct CacheWrite<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, HashMap<DeviceId, Identity>>,
+    generation: &'a AtomicU64,
+}
+
+impl std::ops::Deref for CacheWrite<'_> {
+    type Target = HashMap<DeviceId, Identity>;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for CacheWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
+    }
+}
+
+impl Drop for CacheWrite<'_> {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// The registry.
 pub struct Registry {
     store: Arc<dyn RegistryStore>,
     cache: RwLock<HashMap<DeviceId, Identity>>,
+    /// Counts changes of `cache`, so that a connection can keep what it
+    /// looked up about its device until the next change ([`Registry::snapshot`]).
+    generation: AtomicU64,
     /// SHA-256 of each valid certificate the CA issued -> (device, not after ns).
     certificates: RwLock<HashMap<[u8; 32], (DeviceId, i64)>>,
     token_ttl_ns: i64,
@@ -110,6 +152,7 @@ impl Registry {
         Ok(Registry {
             store,
             cache: RwLock::new(cache),
+            generation: AtomicU64::new(0),
             certificates: RwLock::new(HashMap::new()),
             token_ttl_ns: i64::try_from(token_ttl_s)
                 .unwrap_or(i64::MAX / 2)
@@ -123,8 +166,30 @@ impl Registry {
         let _ = self.broker.set(broker);
     }
 
-    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<DeviceId, Identity>> {
-        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    fn cache_write(&self) -> CacheWrite<'_> {
+        CacheWrite {
+            guard: self.cache.write().unwrap_or_else(|e| e.into_inner()),
+            generation: &self.generation,
+        }
+    }
+
+    /// The count of registry changes so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// What ingest needs about a device, with the generation it is from.
+    pub fn snapshot(&self, id: &DeviceId) -> DeviceSnapshot {
+        // The generation first: a change after it makes the snapshot look
+        // stale, never the other way round.
+        let generation = self.generation();
+        let cache = self.cache_read();
+        let identity = cache.get(id);
+        DeviceSnapshot {
+            generation,
+            active: identity.is_some_and(|i| i.state == DeviceState::Active),
+            signals: identity.map(|i| i.signals.clone()).unwrap_or_default(),
+        }
     }
 
     fn cache_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DeviceId, Identity>> {

@@ -5,6 +5,7 @@
 //! hub builds well-formed and every ACL check exact.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,14 +67,17 @@ macro_rules! id_type {
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        pub struct $name(String);
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        // Shared, so that the ingest path can hand an id around without
+        // copying it.
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps an id.
             pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
                 let id = id.into();
                 check($kind, &id)?;
-                Ok(Self(id))
+                Ok(Self(id.into()))
             }
 
             /// The id as a string slice.
@@ -104,7 +108,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 

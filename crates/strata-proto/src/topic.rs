@@ -153,6 +153,13 @@ impl Topic {
     pub fn device_prefix(device: &str) -> String {
         format!("{ROOT}/{device}/")
     }
+
+    /// What a device's uplink topic carries, from what follows its prefix
+    /// (`up/{kind}`); `None` for anything [`Topic::parse`] would not read
+    /// as an uplink topic.
+    pub fn uplink_kind(after_prefix: &str) -> Option<TopicKind> {
+        TopicKind::parse(Direction::Up, after_prefix.strip_prefix("up/")?)
+    }
 }
 
 impl fmt::Display for Topic {
@@ -190,6 +197,26 @@ mod tests {
             Topic::new(dev, Direction::Up, TopicKind::CmdResult).to_string(),
             "strata/v1/gw-1/up/cmd-result"
         );
+    }
+
+    #[test]
+    fn uplink_kinds_read_as_parse_reads_them() {
+        let prefix = Topic::device_prefix("gw-1");
+        for rest in [
+            "up/telemetry",
+            "up/cmd-result",
+            "down/cmd",
+            "up",
+            "up/",
+            "up/telemetry/x",
+            "up/unknown",
+        ] {
+            let parsed = Topic::parse(&format!("{prefix}{rest}"))
+                .ok()
+                .filter(|t| t.direction == Direction::Up)
+                .map(|t| t.kind);
+            assert_eq!(Topic::uplink_kind(rest), parsed, "{rest}");
+        }
     }
 
     #[test]

@@ -62,6 +62,21 @@ pub struct SignalView<'a> {
     values: &'a [u8],
 }
 
+impl SignalView<'_> {
+    /// Whether every value is finite and no timestamp is after `horizon`:
+    /// one pass without branches over the packed columns.
+    fn readings_ok(&self, horizon: i64) -> bool {
+        self.values
+            .chunks_exact(8)
+            .zip(self.ts.chunks_exact(8))
+            .fold(true, |ok, (v, t)| {
+                let v = f64::from_le_bytes(v.try_into().expect("8 bytes"));
+                let t = i64::from_le_bytes(t.try_into().expect("8 bytes"));
+                ok & v.is_finite() & (t <= horizon)
+            })
+    }
+}
+
 impl Readings for SignalView<'_> {
     fn len(&self) -> usize {
         self.values.len() / 8
@@ -144,7 +159,7 @@ impl<'a> TelemetryView<'a> {
                 valid_name(s.name)
                     && valid_unit(s.unit)
                     && self.signals[..i].iter().all(|o| o.name != s.name)
-                    && (0..s.len()).all(|j| s.value(j).is_finite() && s.ts_ns(j) <= horizon)
+                    && s.readings_ok(horizon)
             })
     }
 }

@@ -52,13 +52,13 @@ impl Hooks for TestHooks {
             AuthDecision::Allow
         }
     }
-    fn authorize_publish(&self, _client_id: &str, topic: &str) -> bool {
+    fn authorize_publish(&self, _client: Client<'_>, topic: &str) -> bool {
         !topic.starts_with("denied/")
     }
-    fn authorize_subscribe(&self, _client_id: &str, filter: &str) -> bool {
+    fn authorize_subscribe(&self, _client: Client<'_>, filter: &str) -> bool {
         !filter.starts_with("secret/")
     }
-    fn on_publish(&self, _client_id: &str, _msg: &InboundPublish) -> PublishDecision {
+    fn on_publish(&self, _client: Client<'_>, _msg: &InboundPublish) -> PublishDecision {
         PublishDecision::Route
     }
     fn on_connect(&self, client_id: &str) {

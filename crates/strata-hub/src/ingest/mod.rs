@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use std::collections::BTreeMap;
-use strata_broker::{IngestRefusal, PublishDecision};
+use strata_broker::{Acks, IngestRefusal, PublishDecision};
 
 use strata_proto::validate::{BatchError, Limits, validate};
 use strata_proto::view::{Readings, TelemetryView};
@@ -27,8 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{Metrics, RejectReason};
 use crate::now_ns;
-use crate::registry::Registry;
-use writer::Command;
+use writer::{Command, Done};
 
 /// MQTT 5 reason code "payload format invalid", sent with the PUBACK of a
 /// refused batch (MQTT 3.1.1 has no negative acknowledgement).
@@ -37,7 +36,6 @@ pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
 /// The front half of ingestion, called from the broker's hooks.
 pub struct Ingest {
     commands: mpsc::UnboundedSender<Command>,
-    registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     limits: Limits,
 }
@@ -46,28 +44,36 @@ impl Ingest {
     /// Creates the ingest front end feeding `commands` (the writer's queue).
     pub fn new(
         commands: mpsc::UnboundedSender<Command>,
-        registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
         Ingest {
             commands,
-            registry,
             metrics,
             limits,
         }
     }
 
-    /// Handles a telemetry (or inference) publish from `device`.
+    /// Handles a telemetry (or inference) publish from `device`, which
+    /// declared the signals `declared` (empty: any). With the connection's
+    /// tickets (`acks`), its acknowledgement waits on one of them;
+    /// otherwise on a channel of its own.
     ///
     /// Inference batches are stored under the stream `inference/{stream}`
     /// ('/' cannot occur in a stream name), so they never share an
     /// exactly-once key with telemetry of the same stream name.
-    pub fn telemetry(&self, device: &DeviceId, kind: TopicKind, payload: &[u8]) -> PublishDecision {
+    pub fn telemetry(
+        &self,
+        device: &DeviceId,
+        kind: TopicKind,
+        payload: &[u8],
+        declared: &BTreeMap<String, String>,
+        acks: Option<&Arc<Acks>>,
+    ) -> PublishDecision {
         let now = now_ns();
         let mut packed = match TelemetryView::parse(payload, &self.limits, now) {
-            Some(view) => self.pack_view(device, &view),
-            None => match self.decode_and_check(device, payload, now) {
+            Some(view) => self.pack_view(device, declared, &view),
+            None => match self.decode_and_check(device, declared, payload, now) {
                 Ok(batch) => EncodedBatch::encode(&batch),
                 Err(refused) => return refused,
             },
@@ -75,29 +81,45 @@ impl Ingest {
         if kind == TopicKind::Inference {
             packed.stream = format!("inference/{}", packed.stream);
         }
-        let (done, acked) = oneshot::channel();
         let write = BatchWrite {
             device: device.clone(),
             received_ns: now,
             batch: packed,
         };
+        let (done, decision) = match acks {
+            Some(acks) => {
+                let ticket = acks.issue();
+                (
+                    Done::Ticket(Arc::clone(acks), ticket),
+                    PublishDecision::AfterTicket(ticket),
+                )
+            }
+            None => {
+                let (done, acked) = oneshot::channel();
+                (Done::Channel(done), PublishDecision::RouteAfter(acked))
+            }
+        };
         self.metrics.queue_depth.fetch_add(1, Relaxed);
-        if self.commands.send(Command::Batch { write, done }).is_err() {
+        if let Err(refused) = self.commands.send(Command::Batch { write, done }) {
             // The writer is gone (the hub is stopping): let the client resend.
             self.metrics.queue_depth.fetch_sub(1, Relaxed);
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Err(IngestRefusal::Retry));
-            return PublishDecision::RouteAfter(rx);
+            if let Command::Batch { done, .. } = refused.0 {
+                done.send(Err(IngestRefusal::Retry));
+            }
         }
-        PublishDecision::RouteAfter(acked)
+        decision
     }
 
     /// The fast path: packs a clean batch from the payload's bytes, keeping
     /// the device's declared signals.
-    fn pack_view(&self, device: &DeviceId, view: &TelemetryView<'_>) -> EncodedBatch {
-        let declared = self.registry.declared_signals(device);
+    fn pack_view(
+        &self,
+        device: &DeviceId,
+        declared: &BTreeMap<String, String>,
+        view: &TelemetryView<'_>,
+    ) -> EncodedBatch {
         let signals = view.signals.iter().filter_map(|s| {
-            let unit = self.declared_unit(device, &declared, s.name, s.unit, s.len())?;
+            let unit = self.declared_unit(device, declared, s.name, s.unit, s.len())?;
             Some((s.name, unit, s))
         });
         EncodedBatch::pack(view.stream, view.seq, signals)
@@ -107,6 +129,7 @@ impl Ingest {
     fn decode_and_check(
         &self,
         device: &DeviceId,
+        declared: &BTreeMap<String, String>,
         payload: &[u8],
         now: i64,
     ) -> Result<TelemetryBatch, PublishDecision> {
@@ -121,7 +144,7 @@ impl Ingest {
                 });
             }
         };
-        if let Err(e) = self.check(device, &mut batch, now) {
+        if let Err(e) = self.check(device, declared, &mut batch, now) {
             let reason = match e {
                 BatchError::TooLarge { .. } => RejectReason::Oversized,
                 _ => RejectReason::InvalidBatch,
@@ -174,6 +197,7 @@ impl Ingest {
     fn check(
         &self,
         device: &DeviceId,
+        declared: &BTreeMap<String, String>,
         batch: &mut TelemetryBatch,
         now: i64,
     ) -> Result<(), BatchError> {
@@ -196,10 +220,8 @@ impl Ingest {
                     )
                 });
         }
-        let declared = self.registry.declared_signals(device);
         batch.signals.retain_mut(|s| {
-            let Some(unit) = self.declared_unit(device, &declared, &s.name, &s.unit, s.len())
-            else {
+            let Some(unit) = self.declared_unit(device, declared, &s.name, &s.unit, s.len()) else {
                 return false;
             };
             if unit != s.unit {

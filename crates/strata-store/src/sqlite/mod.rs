@@ -13,10 +13,11 @@
 //! With [`Durability::Fsync`] the store syncs the WAL file itself after a
 //! commit instead of letting SQLite do it inside the commit
 //! (`synchronous = NORMAL` plus `fdatasync` of the WAL: the same guarantee,
-//! since SQLite still syncs around every checkpoint). That is what lets the
-//! telemetry writer start its next transaction while the last one syncs
-//! ([`TelemetryStore::write_batches_unsynced`]), and one sync cover every
-//! commit made meanwhile.
+//! since SQLite still syncs around every checkpoint). That lets a writer
+//! start its next transaction while the last one syncs
+//! ([`TelemetryStore::write_batches_unsynced`]) and one sync cover every
+//! commit made meanwhile (the hub's ingest writer syncs each commit
+//! itself: on two cores a sync thread cost more than it saved).
 //!
 //! [`TelemetryStore::write_batches_unsynced`]: crate::TelemetryStore::write_batches_unsynced
 
@@ -75,12 +76,16 @@ pub struct SqliteStore {
 struct Writer {
     conn: Connection,
     /// device -> signal -> series id, so the hot path skips a lookup.
-    series: HashMap<String, HashMap<String, i64>>,
-    /// device -> stream name -> stream id.
-    streams: HashMap<String, HashMap<String, i64>>,
+    series: FastMap<String, FastMap<String, i64>>,
+    /// device -> stream name -> the stream's id and its series so far.
+    streams: FastMap<String, FastMap<String, telemetry::StreamIds>>,
     /// stream id -> its exactly-once ledger, for the streams written so far.
-    ledgers: HashMap<i64, crate::seqset::SeqSet>,
+    ledgers: FastMap<i64, crate::seqset::SeqSet>,
 }
+
+/// The writer's maps: a fast hash (keys are ids and names of
+/// authenticated devices, bounded in length, not attacker-chosen floods).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "strata.db";
@@ -105,9 +110,9 @@ impl SqliteStore {
             path,
             writer: Mutex::new(Writer {
                 conn,
-                series: HashMap::new(),
-                streams: HashMap::new(),
-                ledgers: HashMap::new(),
+                series: FastMap::default(),
+                streams: FastMap::default(),
+                ledgers: FastMap::default(),
             }),
             readers: Mutex::new(Vec::new()),
             checkpointer: Some(checkpointer),

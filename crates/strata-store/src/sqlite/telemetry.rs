@@ -6,12 +6,12 @@
 //! has seen: a duplicate is recognised without touching the database.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use rusqlite::params;
 use strata_proto::{DeviceId, TelemetryBatch};
 
-use super::{SqliteStore, Writer};
+use super::{FastMap, SqliteStore, Writer};
 use crate::block::{self, BlockBuilder, BlockEntry};
 use crate::error::{Context, Result};
 use crate::seqset::{IntervalChange, SeqSet};
@@ -251,6 +251,15 @@ fn add_to_bucket(buckets: &mut BTreeMap<i64, Bucket>, width: i64, p: Point) {
     b.count += 1;
 }
 
+/// What the writer keeps about a stream it has written to: its id, and
+/// the ids of the series its batches carried (a handful, so a batch finds
+/// each of its signals' ids by name without hashing).
+#[derive(Debug, Clone)]
+pub(super) struct StreamIds {
+    id: i64,
+    series: Vec<(String, i64)>,
+}
+
 fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>> {
     let tx = w
         .conn
@@ -258,13 +267,31 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
         .context(|| "cannot begin a write transaction".into())?;
     let mut outcomes = Vec::with_capacity(batches.len());
     // Latest reading per series over the whole transaction: one upsert each.
-    let mut latest: HashMap<i64, Point> = HashMap::new();
+    let mut latest: FastMap<i64, Point> = FastMap::default();
     // One block per stream, in order of first appearance.
     let mut blocks: Vec<(i64, BlockBuilder, i64)> = Vec::new();
-    let mut block_of: HashMap<i64, usize> = HashMap::new();
+    let mut block_of: FastMap<i64, usize> = FastMap::default();
     for b in batches {
         let e = &b.batch;
-        let stream_id = cached_id(&tx, &mut w.streams, &b.device, &e.stream, Kind::Stream)?;
+        let known = w
+            .streams
+            .get_mut(b.device.as_str())
+            .and_then(|m| m.get_mut(e.stream.as_str()));
+        let stream = match known {
+            Some(s) => s,
+            None => {
+                let id = stream_id(&tx, &b.device, &e.stream)?;
+                w.streams
+                    .entry(b.device.as_str().to_owned())
+                    .or_default()
+                    .entry(e.stream.clone())
+                    .or_insert(StreamIds {
+                        id,
+                        series: Vec::new(),
+                    })
+            }
+        };
+        let stream_id = stream.id;
         let ledger = match w.ledgers.entry(stream_id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(load_ledger(&tx, stream_id)?),
@@ -287,7 +314,14 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
             data: &e.data,
         });
         for (name, unit, last) in e.signals() {
-            let series_id = cached_id(&tx, &mut w.series, &b.device, name, Kind::Series(unit))?;
+            let series_id = match stream.series.iter().find(|(n, _)| n == name) {
+                Some(&(_, id)) => id,
+                None => {
+                    let id = series_id(&tx, &mut w.series, &b.device, name, unit)?;
+                    stream.series.push((name.to_owned(), id));
+                    id
+                }
+            };
             latest
                 .entry(series_id)
                 .and_modify(|cur| {
@@ -390,54 +424,46 @@ fn load_ledger(tx: &rusqlite::Transaction<'_>, stream_id: i64) -> Result<SeqSet>
     Ok(SeqSet::from_intervals(intervals))
 }
 
-/// Which id table [`cached_id`] works on.
-enum Kind<'a> {
-    /// `streams (device_id, name)`.
-    Stream,
-    /// `series (device_id, signal, unit)`, with the unit first reported.
-    Series(&'a str),
+/// The id of a stream, created in `tx` if new.
+fn stream_id(tx: &rusqlite::Transaction<'_>, device: &DeviceId, name: &str) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO streams (device_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![device.as_str(), name],
+    )
+    .context(|| format!("cannot create stream {device}/{name}"))?;
+    tx.query_row(
+        "SELECT id FROM streams WHERE device_id = ?1 AND name = ?2",
+        params![device.as_str(), name],
+        |r| r.get(0),
+    )
+    .context(|| format!("cannot look up stream {device}/{name}"))
 }
 
-/// The id of a stream or series, from the cache or created in `tx`.
-fn cached_id(
+/// The id of a series (with `unit`, the unit first reported), from the
+/// cache or created in `tx`.
+fn series_id(
     tx: &rusqlite::Transaction<'_>,
-    cache: &mut HashMap<String, HashMap<String, i64>>,
+    cache: &mut FastMap<String, FastMap<String, i64>>,
     device: &DeviceId,
     name: &str,
-    kind: Kind<'_>,
+    unit: &str,
 ) -> Result<i64> {
     // Two levels so that a hit allocates nothing.
     if let Some(&id) = cache.get(device.as_str()).and_then(|m| m.get(name)) {
         return Ok(id);
     }
-    let id: i64 = match kind {
-        Kind::Stream => {
-            tx.execute(
-                "INSERT INTO streams (device_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![device.as_str(), name],
-            )
-            .context(|| format!("cannot create stream {device}/{name}"))?;
-            tx.query_row(
-                "SELECT id FROM streams WHERE device_id = ?1 AND name = ?2",
-                params![device.as_str(), name],
-                |r| r.get(0),
-            )
-            .context(|| format!("cannot look up stream {device}/{name}"))?
-        }
-        Kind::Series(unit) => {
-            tx.execute(
-                "INSERT INTO series (device_id, signal, unit) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![device.as_str(), name, unit],
-            )
-            .context(|| format!("cannot create series {device}/{name}"))?;
-            tx.query_row(
-                "SELECT id FROM series WHERE device_id = ?1 AND signal = ?2",
-                params![device.as_str(), name],
-                |r| r.get(0),
-            )
-            .context(|| format!("cannot look up series {device}/{name}"))?
-        }
-    };
+    tx.execute(
+        "INSERT INTO series (device_id, signal, unit) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![device.as_str(), name, unit],
+    )
+    .context(|| format!("cannot create series {device}/{name}"))?;
+    let id: i64 = tx
+        .query_row(
+            "SELECT id FROM series WHERE device_id = ?1 AND signal = ?2",
+            params![device.as_str(), name],
+            |r| r.get(0),
+        )
+        .context(|| format!("cannot look up series {device}/{name}"))?;
     cache
         .entry(device.as_str().to_owned())
         .or_default()
