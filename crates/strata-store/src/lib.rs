@@ -29,6 +29,7 @@ pub mod model;
 pub mod models;
 pub mod releases;
 pub mod retrain;
+pub mod segment;
 pub mod seqset;
 pub mod sqlite;
 pub mod twin;

@@ -150,6 +150,43 @@ fn data_survives_reopen() {
 }
 
 #[test]
+fn blocks_live_in_segment_files_and_a_crashed_append_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join("telemetry").join("00000000.seg");
+    let written = {
+        let store = SqliteStore::open(dir.path(), Durability::Fsync).unwrap();
+        store
+            .write_batches(&[batch("d1", "s", 1, 0, 5), batch("d2", "s", 1, 0, 3)])
+            .unwrap();
+        std::fs::metadata(&segment).unwrap().len()
+    };
+    assert!(written > 0, "the blocks went to the segment");
+    // What a crash between the segment append and the commit leaves.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(&[42; 100]);
+    std::fs::write(&segment, &bytes).unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Fsync).unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), written);
+    assert_eq!(timestamps(&store, "d1", 0, 1000).len(), 5);
+    store.write_batches(&[batch("d1", "s", 2, 50, 5)]).unwrap();
+    assert_eq!(timestamps(&store, "d1", 0, 1000).len(), 10);
+    assert_eq!(timestamps(&store, "d2", 0, 1000).len(), 3);
+    // A damaged block is an error, not wrong readings.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let q = RangeQuery {
+        device: dev("d1"),
+        signal: "temp".into(),
+        from_ns: 0,
+        to_ns: 1000,
+        bucket_ns: None,
+        limit: 100,
+    };
+    assert!(matches!(store.range(&q), Err(Error::Corrupt(_))));
+}
+
+#[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension as _};
 
 use crate::error::{Context, Error, Result};
 
@@ -66,6 +66,8 @@ pub enum Durability {
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     path: PathBuf,
+    /// The bytes of telemetry blocks (their rows say where).
+    segments: crate::segment::Segments,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Option<Checkpointer>,
@@ -90,6 +92,9 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "strata.db";
 
+/// Directory of the telemetry segment files inside the data directory.
+pub const SEGMENTS_DIR: &str = "telemetry";
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Self> {
@@ -105,8 +110,29 @@ impl SqliteStore {
             .context(|| format!("cannot configure database {}", path.display()))?;
         let checkpointer = Checkpointer::start(open_connection(&path)?)?;
         let wal_sync = (durability == Durability::Fsync).then(|| WalSync::new(&path));
+        // The newest row is in the newest segment with anything recorded.
+        let last: Option<(i64, i64)> = conn
+            .query_row(
+                "SELECT segment, seg_offset + seg_length FROM blocks
+                 WHERE segment IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context(|| format!("cannot read the telemetry blocks of {}", path.display()))?;
+        let segments = crate::segment::Segments::open(
+            &data_dir.join(SEGMENTS_DIR),
+            durability == Durability::Fsync,
+            |segment| {
+                Ok(match last {
+                    Some((s, end)) if s == i64::from(segment) => end as u64,
+                    _ => 0,
+                })
+            },
+        )?;
         Ok(SqliteStore {
             wal_sync,
+            segments,
             path,
             writer: Mutex::new(Writer {
                 conn,

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, Transaction, params};
 
-use super::telemetry::{INSERT_BLOCK, insert_block};
 use crate::block::{BlockBuilder, BlockEntry};
 use crate::seqset::SeqSet;
 
@@ -402,6 +401,17 @@ CREATE INDEX device_certificates_by_device ON device_certificates(device_id);
 "#,
         None,
     ),
+    (
+        r#"
+-- Blocks written since segments came in keep their bytes in a segment file
+-- (segment.rs): the row has the place of the block's record, and an empty
+-- `data`. Older rows keep their bytes in `data`.
+ALTER TABLE blocks ADD COLUMN segment INTEGER;
+ALTER TABLE blocks ADD COLUMN seg_offset INTEGER;
+ALTER TABLE blocks ADD COLUMN seg_length INTEGER;
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.
@@ -434,9 +444,24 @@ fn batches_to_blocks(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             "SELECT stream_id, seq, t_min, t_max, readings, received_ns, data
              FROM batches ORDER BY stream_id, t_min, seq",
         )?;
-        let mut insert = tx.prepare_cached(INSERT_BLOCK)?;
+        // The table as this migration left it (later ones add columns).
+        let mut insert = tx.prepare(
+            "INSERT INTO blocks (stream_id, t_min, t_max, batches, readings, received_ns, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
         let mut store = |stream: i64, b: &BlockBuilder, received: i64| {
-            insert_block(&mut insert, stream, b, received).map(drop)
+            let (t_min, t_max) = b.time_range();
+            insert
+                .execute(params![
+                    stream,
+                    t_min,
+                    t_max,
+                    b.batches() as i64,
+                    b.readings() as i64,
+                    received,
+                    b.data()
+                ])
+                .map(drop)
         };
         let mut open: Option<(i64, BlockBuilder, i64)> = None;
         let mut rows = rows.query([])?;

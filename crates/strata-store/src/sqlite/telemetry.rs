@@ -14,6 +14,7 @@ use strata_proto::{DeviceId, TelemetryBatch};
 use super::{FastMap, SqliteStore, Writer};
 use crate::block::{self, BlockBuilder, BlockEntry};
 use crate::error::{Context, Result};
+use crate::segment::{Place, Segments};
 use crate::seqset::{IntervalChange, SeqSet};
 use crate::{
     BatchWrite, Bucket, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
@@ -29,7 +30,7 @@ impl TelemetryStore for SqliteStore {
 
     fn write_batches_unsynced(&self, batches: &[BatchWrite]) -> Result<(Vec<WriteOutcome>, u64)> {
         let (result, commit) = self.write_unsynced(|w| {
-            let result = write_in_transaction(w, batches);
+            let result = write_in_transaction(w, &self.segments, batches);
             if result.is_err() {
                 // The transaction rolled back: ids created in it are gone,
                 // and so are the seqs it recorded.
@@ -103,10 +104,10 @@ impl TelemetryStore for SqliteStore {
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT b.data FROM streams s JOIN blocks b ON b.stream_id = s.id
-                     WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
+                     WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0"
+                ))
                 .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
                 .query(params![q.device.as_str(), q.from_ns, q.to_ns])
@@ -114,11 +115,8 @@ impl TelemetryStore for SqliteStore {
             let mut points = Vec::new();
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
             while let Some(row) = rows.next().context(|| "cannot read a block".into())? {
-                let data = row.get_ref(0).context(|| "cannot read a block".into())?;
-                let data = data
-                    .as_blob()
-                    .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
-                block::for_each_entry(data, |e| {
+                let data = block_bytes(&self.segments, row, 0)?;
+                block::for_each_entry(&data, |e| {
                     if e.readings == 0 || e.t_max < q.from_ns || e.t_min > q.to_ns {
                         return Ok(());
                     }
@@ -164,12 +162,12 @@ impl TelemetryStore for SqliteStore {
     ) -> Result<()> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT s.name, b.t_min, b.data FROM streams s JOIN blocks b ON b.stream_id = s.id
+                .prepare_cached(&format!(
+                    "SELECT s.name, b.t_min, {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
                      WHERE s.device_id = ?1 AND (?2 IS NULL OR s.name = ?2)
                        AND b.t_max >= ?3 AND b.t_min <= ?4 AND b.readings > 0
-                     ORDER BY b.t_min",
-                )
+                     ORDER BY b.t_min"
+                ))
                 .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
                 .query(params![device.as_str(), stream, from_ns, to_ns])
@@ -189,11 +187,8 @@ impl TelemetryStore for SqliteStore {
                 let name: String = row.get(0).context(|| "cannot read a block".into())?;
                 let block_start: i64 = row.get(1).context(|| "cannot read a block".into())?;
                 emit_until(&mut ready, block_start.saturating_sub(1))?;
-                let data = row.get_ref(2).context(|| "cannot read a block".into())?;
-                let data = data
-                    .as_blob()
-                    .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
-                block::for_each_entry(data, |e| {
+                let data = block_bytes(&self.segments, row, 2)?;
+                block::for_each_entry(&data, |e| {
                     if e.readings > 0 && e.t_max >= from_ns && e.t_min <= to_ns {
                         ready.push(Reverse(ReplayItem {
                             t_min: e.t_min,
@@ -260,7 +255,11 @@ pub(super) struct StreamIds {
     series: Vec<(String, i64)>,
 }
 
-fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>> {
+fn write_in_transaction(
+    w: &mut Writer,
+    segments: &Segments,
+    batches: &[BatchWrite],
+) -> Result<Vec<WriteOutcome>> {
     let tx = w
         .conn
         .transaction()
@@ -345,8 +344,18 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
         let mut remove_interval = tx
             .prepare_cached("DELETE FROM stream_seqs WHERE stream_id = ?1 AND lo = ?2")
             .context(|| "cannot prepare the ledger update".into())?;
-        for (stream_id, block, received) in &blocks {
-            insert_block(&mut insert, *stream_id, block, *received).context(|| {
+        // The blocks' bytes go to the segment, on disk before any row
+        // points at them (segment.rs).
+        let bytes: Vec<&[u8]> = blocks.iter().map(|(_, block, _)| block.data()).collect();
+        let places = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            let places = segments.append(&bytes)?;
+            segments.sync()?;
+            places
+        };
+        for ((stream_id, block, received), place) in blocks.iter().zip(places) {
+            insert_block(&mut insert, *stream_id, block, *received, place).context(|| {
                 format!(
                     "cannot store {} batches of stream {stream_id}",
                     block.batches()
@@ -384,12 +393,14 @@ fn write_in_transaction(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<Wr
     Ok(outcomes)
 }
 
-/// Stores one block; `stmt` is prepared from [`INSERT_BLOCK`].
-pub(super) fn insert_block(
+/// Stores one block's row, its bytes being at `place` in a segment;
+/// `stmt` is prepared from [`INSERT_BLOCK`].
+fn insert_block(
     stmt: &mut rusqlite::CachedStatement<'_>,
     stream_id: i64,
     block: &BlockBuilder,
     received_ns: i64,
+    place: Place,
 ) -> rusqlite::Result<usize> {
     let (t_min, t_max) = block.time_range();
     stmt.execute(params![
@@ -399,14 +410,50 @@ pub(super) fn insert_block(
         block.batches() as i64,
         block.readings() as i64,
         received_ns,
-        block.data()
+        &[] as &[u8],
+        place.segment,
+        place.offset as i64,
+        place.length as i64,
     ])
 }
 
 /// The statement [`insert_block`] runs.
-pub(super) const INSERT_BLOCK: &str = "INSERT INTO blocks
-    (stream_id, t_min, t_max, batches, readings, received_ns, data)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_BLOCK: &str = "INSERT INTO blocks
+    (stream_id, t_min, t_max, batches, readings, received_ns, data, segment, seg_offset, seg_length)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// The columns that say where a block's bytes are, after the block's
+/// other columns in a query: `data, segment, seg_offset, seg_length`.
+const BLOCK_BYTES: &str = "b.data, b.segment, b.seg_offset, b.seg_length";
+
+/// A block's bytes from a row whose columns from `at` on are
+/// [`BLOCK_BYTES`]: in the row, or read from its segment.
+fn block_bytes<'r>(
+    segments: &Segments,
+    row: &'r rusqlite::Row<'_>,
+    at: usize,
+) -> Result<std::borrow::Cow<'r, [u8]>> {
+    let cannot = |e: rusqlite::Error| crate::Error::Corrupt(format!("a block row: {e}"));
+    let segment: Option<u32> = row.get(at + 1).map_err(cannot)?;
+    match segment {
+        None => {
+            let data = row.get_ref(at).map_err(cannot)?;
+            let data = data
+                .as_blob()
+                .map_err(|e| crate::Error::Corrupt(e.to_string()))?;
+            Ok(std::borrow::Cow::Borrowed(data))
+        }
+        Some(segment) => {
+            let offset: i64 = row.get(at + 2).map_err(cannot)?;
+            let length: i64 = row.get(at + 3).map_err(cannot)?;
+            Ok(std::borrow::Cow::Owned(segments.read(Place {
+                segment,
+                offset: offset as u64,
+                length: length as u64,
+            })?))
+        }
+    }
+}
 
 /// A stream's ledger as stored.
 fn load_ledger(tx: &rusqlite::Transaction<'_>, stream_id: i64) -> Result<SeqSet> {

@@ -1,0 +1,333 @@
+//! Telemetry blocks on disk beside the database: append-only segment files.
+//!
+//! A block (the batches of one stream that one commit stored, see
+//! [`crate::block`]) is most of what ingest writes. Kept as a blob in
+//! SQLite it is written twice (to the WAL, then by the checkpoint into the
+//! database file) and in 4 KiB pages with a header and a checksum each.
+//! Here the blocks of a commit go to the end of the current segment file
+//! in one write, once; the `blocks` row in SQLite keeps the block's place
+//! (segment number, offset, length) instead of its bytes.
+//!
+//! Order makes it crash-safe without recovery work: the writer appends a
+//! commit's blocks and syncs the segment *before* the SQLite transaction
+//! that points at them commits. A row therefore only ever points at bytes
+//! already on disk; a crash in between leaves bytes no row points at
+//! (their batches were not acknowledged, so the devices send them again),
+//! and opening the store cuts them off the end of the segment.
+//!
+//! File `{n:08}.seg` in `telemetry/` of the data directory; a new one is
+//! started when the current one passes [`SEGMENT_BYTES`]. A record is a
+//! 4-byte little-endian length, the CRC-32 of the block, then the block.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// A segment grows to about this size before the next one starts.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Bytes of a record before its block: length and CRC-32.
+const HEADER: u64 = 8;
+
+/// Where a block is: its segment and the offset and length of its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Segment number.
+    pub segment: u32,
+    /// Offset of the record in the segment.
+    pub offset: u64,
+    /// Length of the record (header and block).
+    pub length: u64,
+}
+
+/// The segment files of a store.
+#[derive(Debug)]
+pub struct Segments {
+    dir: PathBuf,
+    /// Sync appended records before returning from [`Segments::sync`].
+    durable: bool,
+    /// The segment appends go to (the writer's only).
+    active: Mutex<Active>,
+    /// Files open for reading, by number.
+    open: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+#[derive(Debug)]
+struct Active {
+    number: u32,
+    file: File,
+    len: u64,
+    /// Appended since the last sync.
+    dirty: bool,
+    /// A segment started since the last sync: its directory entry must be
+    /// synced too.
+    new_file: bool,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+fn segment_path(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("{number:08}.seg"))
+}
+
+impl Segments {
+    /// Opens the segments in `dir` (creating it). `end_of` tells, for a
+    /// segment, where the last record a row points at ends: anything
+    /// after it in the newest segment was appended by a commit that never
+    /// happened, and is cut off.
+    pub fn open(dir: &Path, durable: bool, end_of: impl Fn(u32) -> Result<u64>) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io(format!(
+            "cannot create the segment directory {}",
+            dir.display()
+        )))?;
+        let newest = std::fs::read_dir(dir)
+            .map_err(io(format!("cannot list {}", dir.display())))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse::<u32>().ok()
+            })
+            .max();
+        let number = newest.unwrap_or(0);
+        let path = segment_path(dir, number);
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(format!("cannot open {}", path.display())))?;
+        let on_disk = file
+            .metadata()
+            .map_err(io(format!("cannot read {}", path.display())))?
+            .len();
+        let end = end_of(number)?;
+        if on_disk > end {
+            tracing::info!(
+                segment = %path.display(),
+                bytes = on_disk - end,
+                "dropping telemetry a commit appended but never recorded (a crash)"
+            );
+            file.set_len(end)
+                .and_then(|()| file.sync_all())
+                .map_err(io(format!("cannot truncate {}", path.display())))?;
+        } else if on_disk < end {
+            tracing::warn!(
+                segment = %path.display(),
+                "telemetry segment is shorter than the database says; \
+                 blocks past its end cannot be read (was power lost without fsync durability?)"
+            );
+        }
+        Ok(Segments {
+            dir: dir.to_owned(),
+            durable,
+            active: Mutex::new(Active {
+                number,
+                file,
+                len: on_disk.min(end),
+                dirty: false,
+                new_file: newest.is_none(),
+            }),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Appends `blocks` to the current segment in one write; returns where
+    /// each went. Not durable before [`Segments::sync`].
+    pub fn append(&self, blocks: &[&[u8]]) -> Result<Vec<Place>> {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.len >= SEGMENT_BYTES {
+            self.start_next(&mut active)?;
+        }
+        let size: usize = blocks.iter().map(|b| b.len() + HEADER as usize).sum();
+        let mut buf = Vec::with_capacity(size);
+        let mut places = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            let len = u32::try_from(block.len())
+                .map_err(|_| Error::Corrupt("a telemetry block over 4 GiB".into()))?;
+            places.push(Place {
+                segment: active.number,
+                offset: active.len + buf.len() as u64,
+                length: HEADER + u64::from(len),
+            });
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(block).to_le_bytes());
+            buf.extend_from_slice(block);
+        }
+        let at = active.len;
+        let path = segment_path(&self.dir, active.number);
+        active
+            .file
+            .write_all_at(&buf, at)
+            .map_err(io(format!("cannot append to {}", path.display())))?;
+        active.len += buf.len() as u64;
+        active.dirty = true;
+        Ok(places)
+    }
+
+    /// Makes every appended record durable (with fsync durability).
+    pub fn sync(&self) -> Result<()> {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.durable || !active.dirty {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, active.number);
+        active
+            .file
+            .sync_data()
+            .map_err(io(format!("cannot sync {}", path.display())))?;
+        if active.new_file {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(format!("cannot sync {}", self.dir.display())))?;
+            active.new_file = false;
+        }
+        active.dirty = false;
+        Ok(())
+    }
+
+    /// Closes the full segment (synced) and starts the next one.
+    fn start_next(&self, active: &mut Active) -> Result<()> {
+        if self.durable && active.dirty {
+            let path = segment_path(&self.dir, active.number);
+            active
+                .file
+                .sync_data()
+                .map_err(io(format!("cannot sync {}", path.display())))?;
+        }
+        let number = active.number + 1;
+        let path = segment_path(&self.dir, number);
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io(format!("cannot create {}", path.display())))?;
+        *active = Active {
+            number,
+            file,
+            len: 0,
+            dirty: false,
+            new_file: true,
+        };
+        Ok(())
+    }
+
+    /// Reads the block at `place`, checking its length and CRC.
+    pub fn read(&self, place: Place) -> Result<Vec<u8>> {
+        let file = self.file(place.segment)?;
+        let path = || segment_path(&self.dir, place.segment).display().to_string();
+        let corrupt = |what: &str| {
+            Error::Corrupt(format!(
+                "telemetry block at {}:{}: {what}",
+                path(),
+                place.offset
+            ))
+        };
+        let length = usize::try_from(place.length)
+            .ok()
+            .filter(|&l| l as u64 >= HEADER)
+            .ok_or_else(|| corrupt("impossible length"))?;
+        let mut record = vec![0; length];
+        file.read_exact_at(&mut record, place.offset)
+            .map_err(|e| corrupt(&format!("cannot read it: {e}")))?;
+        let (head, block) = record.split_at(HEADER as usize);
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len as usize != block.len() {
+            return Err(corrupt("its length does not match its row"));
+        }
+        if crc32fast::hash(block) != crc {
+            return Err(corrupt("its checksum does not match"));
+        }
+        record.drain(..HEADER as usize);
+        Ok(record)
+    }
+
+    fn file(&self, number: u32) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&number) {
+            return Ok(Arc::clone(f));
+        }
+        let path = segment_path(&self.dir, number);
+        let file =
+            Arc::new(File::open(&path).map_err(io(format!("cannot open {}", path.display())))?);
+        open.insert(number, Arc::clone(&file));
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_read_back_and_damage_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
+        let places = segs.append(&[b"first block", b"", b"third"]).unwrap();
+        segs.sync().unwrap();
+        assert_eq!(places[0].offset, 0);
+        assert_eq!(places[1].offset, 8 + 11);
+        assert_eq!(segs.read(places[0]).unwrap(), b"first block");
+        assert_eq!(segs.read(places[1]).unwrap(), b"");
+        assert_eq!(segs.read(places[2]).unwrap(), b"third");
+        // A flipped byte fails the checksum; a wrong length the header.
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(segs.read(places[0]).is_err());
+        let wrong = Place {
+            length: places[2].length + 1,
+            ..places[2]
+        };
+        assert!(segs.read(wrong).is_err());
+    }
+
+    #[test]
+    fn opening_cuts_what_no_row_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = {
+            let segs = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
+            let kept = segs.append(&[b"recorded"]).unwrap()[0];
+            segs.append(&[b"appended, then a crash before the commit"])
+                .unwrap();
+            kept
+        };
+        let end = kept.offset + kept.length;
+        let segs = Segments::open(dir.path(), true, |n| Ok(if n == 0 { end } else { 0 })).unwrap();
+        assert_eq!(
+            std::fs::metadata(segment_path(dir.path(), 0))
+                .unwrap()
+                .len(),
+            end
+        );
+        assert_eq!(segs.read(kept).unwrap(), b"recorded");
+        let next = segs.append(&[b"after"]).unwrap()[0];
+        assert_eq!(next.offset, end);
+    }
+
+    #[test]
+    fn a_full_segment_is_followed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = Segments::open(dir.path(), false, |_| Ok(0)).unwrap();
+        let big = vec![7u8; SEGMENT_BYTES as usize];
+        let first = segs.append(&[&big]).unwrap()[0];
+        let second = segs.append(&[b"next"]).unwrap()[0];
+        assert_eq!((first.segment, second.segment, second.offset), (0, 1, 0));
+        assert_eq!(segs.read(second).unwrap(), b"next");
+        assert_eq!(segs.read(first).unwrap().len(), big.len());
+        drop(segs);
+        // Reopened: appends go on in the newest segment.
+        let segs = Segments::open(dir.path(), false, |n| Ok(if n == 1 { 12 } else { 0 })).unwrap();
+        assert_eq!(segs.append(&[b"more"]).unwrap()[0].segment, 1);
+    }
+}
