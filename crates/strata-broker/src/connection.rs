@@ -1215,23 +1215,22 @@ impl Conn {
                 }
             });
         }
-        if close.reason.publishes_will()
-            || (close.reason == DisconnectReason::Clean && self.will.is_some())
+        if (close.reason.publishes_will()
+            || (close.reason == DisconnectReason::Clean && self.will.is_some()))
+            && let Some(will) = self.will.take()
         {
-            if let Some(will) = self.will.take() {
-                let delay = will
-                    .properties
-                    .will_delay_interval
-                    .unwrap_or(0)
-                    .min(session.state().expiry_secs);
-                schedule_will(
-                    &shared,
-                    Arc::clone(&self.client_id),
-                    will,
-                    self.version,
-                    delay,
-                );
-            }
+            let delay = will
+                .properties
+                .will_delay_interval
+                .unwrap_or(0)
+                .min(session.state().expiry_secs);
+            schedule_will(
+                &shared,
+                Arc::clone(&self.client_id),
+                will,
+                self.version,
+                delay,
+            );
         }
         shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(peer = %self.peer, client_id = %self.client_id, reason = ?close.reason, "MQTT client disconnected");

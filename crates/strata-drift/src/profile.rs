@@ -47,7 +47,7 @@ impl ModelProfile {
             if width == 0 {
                 return Ok(Vec::new());
             }
-            if data.len() % width != 0 {
+            if !data.len().is_multiple_of(width) {
                 return Err(DriftError::InvalidSketch(format!(
                     "{} values do not divide into rows of {width}",
                     data.len()

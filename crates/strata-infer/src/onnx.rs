@@ -186,10 +186,10 @@ impl<'a> NodeCtx<'a> {
     /// A float list given either as `name` (floats) or `name_as_tensor`
     /// (a double tensor): `Some(values, was_double)`.
     pub fn floats_or_tensor(&self, name: &str) -> Result<Option<(Vec<f64>, bool)>> {
-        if let Some(v) = self.floats(name) {
-            if !v.is_empty() || self.tensor(&format!("{name}_as_tensor")).is_none() {
-                return Ok(Some((v.iter().map(|&x| x as f64).collect(), false)));
-            }
+        if let Some(v) = self.floats(name)
+            && (!v.is_empty() || self.tensor(&format!("{name}_as_tensor")).is_none())
+        {
+            return Ok(Some((v.iter().map(|&x| x as f64).collect(), false)));
         }
         match self.tensor(&format!("{name}_as_tensor")) {
             None => Ok(None),
@@ -236,7 +236,7 @@ fn check_inline(t: &pb::TensorProto) -> Result<(), String> {
 }
 
 fn raw_chunks<const N: usize>(t: &pb::TensorProto) -> Result<Vec<[u8; N]>, String> {
-    if t.raw_data.len() % N != 0 {
+    if !t.raw_data.len().is_multiple_of(N) {
         return Err(format!(
             "raw data of {} bytes is not a whole number of {N}-byte values",
             t.raw_data.len()

@@ -83,7 +83,7 @@ pub trait Model: Send + Sync {
     /// `output_len` values per row.
     fn run_batch(&self, rows: &[f32], out: &mut [f32]) -> Result<()> {
         let (width, out_width) = (self.input_len(), self.output_len());
-        if width == 0 || rows.len() % width != 0 {
+        if width == 0 || !rows.len().is_multiple_of(width) {
             return Err(Error::InputWidth {
                 expected: width,
                 got: rows.len() % width.max(1),

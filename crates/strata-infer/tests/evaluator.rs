@@ -501,7 +501,7 @@ fn random_ensembles_match_a_naive_walk() {
         let m = MlRuntime.load(&bytes).unwrap();
         for _ in 0..50 {
             let pick = |r: u64| {
-                if r % 10 == 0 {
+                if r.is_multiple_of(10) {
                     f32::NAN
                 } else {
                     ((r % 9) as f32 - 4.0) / 2.0

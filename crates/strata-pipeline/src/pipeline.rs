@@ -183,20 +183,20 @@ impl Pipeline {
                     ),
                 ));
             }
-            if let Some(unit) = &chain.unit {
-                if unit.len() > MAX_UNIT_LEN || unit.chars().any(char::is_control) {
-                    let field = if s.convert.is_some() {
-                        "convert"
-                    } else {
-                        "unit"
-                    };
-                    return Err(Error::config(
-                        key(field),
-                        format!(
-                            "unit {unit:?} is longer than {MAX_UNIT_LEN} bytes or has control characters"
-                        ),
-                    ));
-                }
+            if let Some(unit) = &chain.unit
+                && (unit.len() > MAX_UNIT_LEN || unit.chars().any(char::is_control))
+            {
+                let field = if s.convert.is_some() {
+                    "convert"
+                } else {
+                    "unit"
+                };
+                return Err(Error::config(
+                    key(field),
+                    format!(
+                        "unit {unit:?} is longer than {MAX_UNIT_LEN} bytes or has control characters"
+                    ),
+                ));
             }
             self.add_slot(&s.name, chain);
         }

@@ -224,26 +224,27 @@ impl Chain {
             self.stats.non_finite += 1;
             return None;
         }
-        if let Some((min, max, action)) = self.range {
-            if !(min..=max).contains(&value) {
-                match action {
-                    RangeAction::Flag => {
-                        self.stats.out_of_range_flagged += 1;
-                        quality = BAD;
-                    }
-                    RangeAction::Drop => {
-                        self.stats.out_of_range_dropped += 1;
-                        return None;
-                    }
+        if let Some((min, max, action)) = self.range
+            && !(min..=max).contains(&value)
+        {
+            match action {
+                RangeAction::Flag => {
+                    self.stats.out_of_range_flagged += 1;
+                    quality = BAD;
+                }
+                RangeAction::Drop => {
+                    self.stats.out_of_range_dropped += 1;
+                    return None;
                 }
             }
         }
         if let Some(band) = self.deadband {
-            if let Some((last, last_quality)) = self.last_passed {
-                if last_quality == quality && (value - last).abs() <= band {
-                    self.stats.deadband_suppressed += 1;
-                    return None;
-                }
+            if let Some((last, last_quality)) = self.last_passed
+                && last_quality == quality
+                && (value - last).abs() <= band
+            {
+                self.stats.deadband_suppressed += 1;
+                return None;
             }
             self.last_passed = Some((value, quality));
         }

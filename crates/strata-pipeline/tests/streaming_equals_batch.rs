@@ -335,19 +335,20 @@ fn reference_a(p: &Params, input: &[Raw]) -> Vec<Raw> {
         if !y.is_finite() {
             continue;
         }
-        if let Some((min, max, action)) = p.range {
-            if y < min || y > max {
-                if action == RangeAction::Drop {
-                    continue;
-                }
-                q = BAD;
+        if let Some((min, max, action)) = p.range
+            && (y < min || y > max)
+        {
+            if action == RangeAction::Drop {
+                continue;
             }
+            q = BAD;
         }
         if let Some(band) = p.deadband {
-            if let Some((last, last_q)) = last_passed {
-                if q == last_q && (y - last).abs() <= band {
-                    continue;
-                }
+            if let Some((last, last_q)) = last_passed
+                && q == last_q
+                && (y - last).abs() <= band
+            {
+                continue;
             }
             last_passed = Some((y, q));
         }

@@ -15,6 +15,12 @@
 //! (their batches were not acknowledged, so the devices send them again),
 //! and opening the store cuts them off the end of the segment.
 //!
+//! More than one process may open a data directory (the hub, and a tool
+//! beside it). Appending and committing happen under an exclusive lock on
+//! `telemetry/LOCK` ([`Segments::lock`]), which also re-reads where the
+//! newest segment ends; opening takes it too, so it only ever cuts bytes
+//! whose commit is not coming.
+//!
 //! File `{n:08}.seg` in `telemetry/` of the data directory; a new one is
 //! started when the current one passes [`SEGMENT_BYTES`]. A record is a
 //! 4-byte little-endian length, the CRC-32 of the block, then the block.
@@ -48,12 +54,22 @@ pub struct Place {
 #[derive(Debug)]
 pub struct Segments {
     dir: PathBuf,
-    /// Sync appended records before returning from [`Segments::sync`].
+    /// Sync appended records before returning from [`Appender::sync`].
     durable: bool,
-    /// The segment appends go to (the writer's only).
+    /// The segment appends go to; its mutex also holds the lock file,
+    /// locked across processes while an [`Appender`] lives.
     active: Mutex<Active>,
+    lock_file: File,
     /// Files open for reading, by number.
     open: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+/// The right to append, held from before a commit's blocks are written
+/// until its transaction has committed (this process's writers and other
+/// processes' wait).
+pub struct Appender<'a> {
+    segments: &'a Segments,
+    active: std::sync::MutexGuard<'a, Active>,
 }
 
 #[derive(Debug)]
@@ -80,29 +96,40 @@ impl Segments {
     /// Opens the segments in `dir` (creating it). `end_of` tells, for a
     /// segment, where the last record a row points at ends: anything
     /// after it in the newest segment was appended by a commit that never
-    /// happened, and is cut off.
+    /// happened, and is cut off. It is asked under the lock, so no commit
+    /// is under way.
     pub fn open(dir: &Path, durable: bool, end_of: impl Fn(u32) -> Result<u64>) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io(format!(
             "cannot create the segment directory {}",
             dir.display()
         )))?;
-        let newest = std::fs::read_dir(dir)
-            .map_err(io(format!("cannot list {}", dir.display())))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse::<u32>().ok()
-            })
-            .max();
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("cannot open {}", lock_path.display())))?;
+        lock_file
+            .lock()
+            .map_err(io(format!("cannot lock {}", lock_path.display())))?;
+        let opened = Self::open_locked(dir, end_of);
+        let _ = lock_file.unlock();
+        let active = opened?;
+        Ok(Segments {
+            dir: dir.to_owned(),
+            durable,
+            active: Mutex::new(active),
+            lock_file,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn open_locked(dir: &Path, end_of: impl Fn(u32) -> Result<u64>) -> Result<Active> {
+        let newest = newest_segment(dir)?;
         let number = newest.unwrap_or(0);
         let path = segment_path(dir, number);
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(format!("cannot open {}", path.display())))?;
+        let file = open_segment(&path, false)?;
         let on_disk = file
             .metadata()
             .map_err(io(format!("cannot read {}", path.display())))?
@@ -124,100 +151,29 @@ impl Segments {
                  blocks past its end cannot be read (was power lost without fsync durability?)"
             );
         }
-        Ok(Segments {
-            dir: dir.to_owned(),
-            durable,
-            active: Mutex::new(Active {
-                number,
-                file,
-                len: on_disk.min(end),
-                dirty: false,
-                new_file: newest.is_none(),
-            }),
-            open: Mutex::new(HashMap::new()),
+        Ok(Active {
+            number,
+            file,
+            len: on_disk.min(end),
+            dirty: false,
+            new_file: newest.is_none(),
         })
     }
 
-    /// Appends `blocks` to the current segment in one write; returns where
-    /// each went. Not durable before [`Segments::sync`].
-    pub fn append(&self, blocks: &[&[u8]]) -> Result<Vec<Place>> {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.len >= SEGMENT_BYTES {
-            self.start_next(&mut active)?;
-        }
-        let size: usize = blocks.iter().map(|b| b.len() + HEADER as usize).sum();
-        let mut buf = Vec::with_capacity(size);
-        let mut places = Vec::with_capacity(blocks.len());
-        for block in blocks {
-            let len = u32::try_from(block.len())
-                .map_err(|_| Error::Corrupt("a telemetry block over 4 GiB".into()))?;
-            places.push(Place {
-                segment: active.number,
-                offset: active.len + buf.len() as u64,
-                length: HEADER + u64::from(len),
-            });
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(block).to_le_bytes());
-            buf.extend_from_slice(block);
-        }
-        let at = active.len;
-        let path = segment_path(&self.dir, active.number);
-        active
-            .file
-            .write_all_at(&buf, at)
-            .map_err(io(format!("cannot append to {}", path.display())))?;
-        active.len += buf.len() as u64;
-        active.dirty = true;
-        Ok(places)
-    }
-
-    /// Makes every appended record durable (with fsync durability).
-    pub fn sync(&self) -> Result<()> {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.durable || !active.dirty {
-            return Ok(());
-        }
-        let path = segment_path(&self.dir, active.number);
-        active
-            .file
-            .sync_data()
-            .map_err(io(format!("cannot sync {}", path.display())))?;
-        if active.new_file {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(format!("cannot sync {}", self.dir.display())))?;
-            active.new_file = false;
-        }
-        active.dirty = false;
-        Ok(())
-    }
-
-    /// Closes the full segment (synced) and starts the next one.
-    fn start_next(&self, active: &mut Active) -> Result<()> {
-        if self.durable && active.dirty {
-            let path = segment_path(&self.dir, active.number);
-            active
-                .file
-                .sync_data()
-                .map_err(io(format!("cannot sync {}", path.display())))?;
-        }
-        let number = active.number + 1;
-        let path = segment_path(&self.dir, number);
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io(format!("cannot create {}", path.display())))?;
-        *active = Active {
-            number,
-            file,
-            len: 0,
-            dirty: false,
-            new_file: true,
+    /// Takes the right to append (waiting for a commit under way here or
+    /// in another process), and finds where the newest segment ends now.
+    pub fn lock(&self) -> Result<Appender<'_>> {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        self.lock_file.lock().map_err(io(format!(
+            "cannot lock {}",
+            self.dir.join("LOCK").display()
+        )))?;
+        let mut appender = Appender {
+            segments: self,
+            active,
         };
-        Ok(())
+        appender.refresh()?;
+        Ok(appender)
     }
 
     /// Reads the block at `place`, checking its length and CRC.
@@ -264,6 +220,125 @@ impl Segments {
     }
 }
 
+fn newest_segment(dir: &Path) -> Result<Option<u32>> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(io(format!("cannot list {}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".seg")?.parse::<u32>().ok()
+        })
+        .max())
+}
+
+fn open_segment(path: &Path, truncate: bool) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(truncate)
+        .open(path)
+        .map_err(io(format!("cannot open {}", path.display())))
+}
+
+impl Appender<'_> {
+    /// Another process may have appended, or started the next segment,
+    /// since this one last held the lock.
+    fn refresh(&mut self) -> Result<()> {
+        let dir = &self.segments.dir;
+        let next = segment_path(dir, self.active.number + 1);
+        if next.exists() {
+            let number = newest_segment(dir)?.unwrap_or(self.active.number + 1);
+            let path = segment_path(dir, number);
+            self.active.file = open_segment(&path, false)?;
+            self.active.number = number;
+            self.active.dirty = false;
+        }
+        let path = segment_path(dir, self.active.number);
+        self.active.len = self
+            .active
+            .file
+            .metadata()
+            .map_err(io(format!("cannot read {}", path.display())))?
+            .len();
+        Ok(())
+    }
+
+    /// Appends `blocks` to the current segment in one write; returns where
+    /// each went. Not durable before [`Appender::sync`].
+    pub fn append(&mut self, blocks: &[&[u8]]) -> Result<Vec<Place>> {
+        if self.active.len >= SEGMENT_BYTES {
+            self.start_next()?;
+        }
+        let size: usize = blocks.iter().map(|b| b.len() + HEADER as usize).sum();
+        let mut buf = Vec::with_capacity(size);
+        let mut places = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            let len = u32::try_from(block.len())
+                .map_err(|_| Error::Corrupt("a telemetry block over 4 GiB".into()))?;
+            places.push(Place {
+                segment: self.active.number,
+                offset: self.active.len + buf.len() as u64,
+                length: HEADER + u64::from(len),
+            });
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(block).to_le_bytes());
+            buf.extend_from_slice(block);
+        }
+        let at = self.active.len;
+        let path = segment_path(&self.segments.dir, self.active.number);
+        self.active
+            .file
+            .write_all_at(&buf, at)
+            .map_err(io(format!("cannot append to {}", path.display())))?;
+        self.active.len += buf.len() as u64;
+        self.active.dirty = true;
+        Ok(places)
+    }
+
+    /// Makes every appended record durable (with fsync durability).
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.segments.durable || !self.active.dirty {
+            return Ok(());
+        }
+        let path = segment_path(&self.segments.dir, self.active.number);
+        self.active
+            .file
+            .sync_data()
+            .map_err(io(format!("cannot sync {}", path.display())))?;
+        if self.active.new_file {
+            let dir = &self.segments.dir;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(format!("cannot sync {}", dir.display())))?;
+            self.active.new_file = false;
+        }
+        self.active.dirty = false;
+        Ok(())
+    }
+
+    /// Closes the full segment (synced) and starts the next one.
+    fn start_next(&mut self) -> Result<()> {
+        self.sync()?;
+        let number = self.active.number + 1;
+        let file = open_segment(&segment_path(&self.segments.dir, number), true)?;
+        *self.active = Active {
+            number,
+            file,
+            len: 0,
+            dirty: false,
+            new_file: true,
+        };
+        Ok(())
+    }
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        let _ = self.segments.lock_file.unlock();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,8 +347,12 @@ mod tests {
     fn blocks_read_back_and_damage_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let segs = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
-        let places = segs.append(&[b"first block", b"", b"third"]).unwrap();
-        segs.sync().unwrap();
+        let places = {
+            let mut a = segs.lock().unwrap();
+            let places = a.append(&[b"first block", b"", b"third"]).unwrap();
+            a.sync().unwrap();
+            places
+        };
         assert_eq!(places[0].offset, 0);
         assert_eq!(places[1].offset, 8 + 11);
         assert_eq!(segs.read(places[0]).unwrap(), b"first block");
@@ -297,8 +376,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kept = {
             let segs = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
-            let kept = segs.append(&[b"recorded"]).unwrap()[0];
-            segs.append(&[b"appended, then a crash before the commit"])
+            let mut a = segs.lock().unwrap();
+            let kept = a.append(&[b"recorded"]).unwrap()[0];
+            a.append(&[b"appended, then a crash before the commit"])
                 .unwrap();
             kept
         };
@@ -311,7 +391,7 @@ mod tests {
             end
         );
         assert_eq!(segs.read(kept).unwrap(), b"recorded");
-        let next = segs.append(&[b"after"]).unwrap()[0];
+        let next = segs.lock().unwrap().append(&[b"after"]).unwrap()[0];
         assert_eq!(next.offset, end);
     }
 
@@ -320,14 +400,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let segs = Segments::open(dir.path(), false, |_| Ok(0)).unwrap();
         let big = vec![7u8; SEGMENT_BYTES as usize];
-        let first = segs.append(&[&big]).unwrap()[0];
-        let second = segs.append(&[b"next"]).unwrap()[0];
+        let first = segs.lock().unwrap().append(&[&big]).unwrap()[0];
+        let second = segs.lock().unwrap().append(&[b"next"]).unwrap()[0];
         assert_eq!((first.segment, second.segment, second.offset), (0, 1, 0));
         assert_eq!(segs.read(second).unwrap(), b"next");
         assert_eq!(segs.read(first).unwrap().len(), big.len());
         drop(segs);
         // Reopened: appends go on in the newest segment.
         let segs = Segments::open(dir.path(), false, |n| Ok(if n == 1 { 12 } else { 0 })).unwrap();
-        assert_eq!(segs.append(&[b"more"]).unwrap()[0].segment, 1);
+        assert_eq!(
+            segs.lock().unwrap().append(&[b"more"]).unwrap()[0].segment,
+            1
+        );
+    }
+
+    #[test]
+    fn two_openers_append_one_after_the_other() {
+        // The hub and a tool on the same data directory: each appends
+        // under the lock, where the other left the segment.
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
+        let tool = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
+        let a = hub.lock().unwrap().append(&[b"from the hub"]).unwrap()[0];
+        let b = tool.lock().unwrap().append(&[b"from the tool"]).unwrap()[0];
+        let c = hub.lock().unwrap().append(&[b"hub again"]).unwrap()[0];
+        assert_eq!(b.offset, a.offset + a.length);
+        assert_eq!(c.offset, b.offset + b.length);
+        for (place, bytes) in [
+            (a, &b"from the hub"[..]),
+            (b, b"from the tool"),
+            (c, b"hub again"),
+        ] {
+            assert_eq!(hub.read(place).unwrap(), bytes);
+            assert_eq!(tool.read(place).unwrap(), bytes);
+        }
     }
 }

@@ -60,7 +60,7 @@ impl Dataset {
         if features.is_empty() {
             return Err(Error::Shape("the table has no rows".into()));
         }
-        if features.len() % width != 0 {
+        if !features.len().is_multiple_of(width) {
             return Err(Error::Shape(format!(
                 "{} feature values are not a whole number of rows of {width} features",
                 features.len()

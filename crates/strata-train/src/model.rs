@@ -124,7 +124,7 @@ impl TrainedModel {
     /// The output for every row of a row-major batch.
     pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>> {
         let width = self.feature_names.len();
-        if features.len() % width != 0 {
+        if !features.len().is_multiple_of(width) {
             return Err(Error::Shape(format!(
                 "{} values are not a whole number of rows of {width} features",
                 features.len()

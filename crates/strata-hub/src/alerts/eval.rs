@@ -64,7 +64,7 @@ impl Track {
             self.sum_sq -= old * old;
         }
         self.pushes += 1;
-        if self.pushes % window == 0 {
+        if self.pushes.is_multiple_of(window) {
             self.sum = self.baseline.iter().sum();
             self.sum_sq = self.baseline.iter().map(|x| x * x).sum();
         }

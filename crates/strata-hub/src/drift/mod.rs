@@ -37,7 +37,7 @@ pub fn build_profile(
     rows: &[f32],
 ) -> Result<ModelProfile> {
     let width = features.len();
-    if width == 0 || rows.is_empty() || rows.len() % width != 0 {
+    if width == 0 || rows.is_empty() || !rows.len().is_multiple_of(width) {
         return Err(Error::BadRequest(format!(
             "a profile needs rows of {width} features; got {} values",
             rows.len()

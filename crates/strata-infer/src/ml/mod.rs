@@ -285,20 +285,20 @@ impl Model for MlModel {
 
     fn run(&self, features: &[f32], out: &mut [f32]) -> Result<()> {
         crate::runtime::check_widths(self, features, out)?;
-        if let (Some(direct), [step]) = (&self.direct, self.steps.as_slice()) {
-            if let Op::Tree(tree) = &step.op {
-                let n = tree.n_outputs();
-                let mut discard = [0.0f32; 32];
-                let label = match direct.scores_at {
-                    Some(at) => tree.eval_row(features, &mut out[at..at + n]),
-                    None if n <= discard.len() => tree.eval_row(features, &mut discard[..n]),
-                    None => tree.eval_row(features, &mut vec![0.0; n]),
-                };
-                if let (Some(at), Some(label)) = (direct.label_at, label) {
-                    out[at] = label as f32;
-                }
-                return Ok(());
+        if let (Some(direct), [step]) = (&self.direct, self.steps.as_slice())
+            && let Op::Tree(tree) = &step.op
+        {
+            let n = tree.n_outputs();
+            let mut discard = [0.0f32; 32];
+            let label = match direct.scores_at {
+                Some(at) => tree.eval_row(features, &mut out[at..at + n]),
+                None if n <= discard.len() => tree.eval_row(features, &mut discard[..n]),
+                None => tree.eval_row(features, &mut vec![0.0; n]),
+            };
+            if let (Some(at), Some(label)) = (direct.label_at, label) {
+                out[at] = label as f32;
             }
+            return Ok(());
         }
         let values = self.eval(features)?;
         let mut at = 0;

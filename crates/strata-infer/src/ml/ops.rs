@@ -673,7 +673,7 @@ fn reshape_dims(
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(ctx.err(format!("cannot reshape {from:?} to {spec:?}")));
         }
         out[i] = total / known;

@@ -132,7 +132,7 @@ mod tests {
             seq,
             ts_ns: seq as i64,
             actor: "alice".into(),
-            action: if seq % 2 == 0 { "even" } else { "odd" }.into(),
+            action: if seq.is_multiple_of(2) { "even" } else { "odd" }.into(),
             target: format!("t{seq}"),
             outcome: "ok".into(),
             detail: "{}".into(),

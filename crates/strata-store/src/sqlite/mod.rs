@@ -110,20 +110,23 @@ impl SqliteStore {
             .context(|| format!("cannot configure database {}", path.display()))?;
         let checkpointer = Checkpointer::start(open_connection(&path)?)?;
         let wal_sync = (durability == Durability::Fsync).then(|| WalSync::new(&path));
-        // The newest row is in the newest segment with anything recorded.
-        let last: Option<(i64, i64)> = conn
-            .query_row(
-                "SELECT segment, seg_offset + seg_length FROM blocks
-                 WHERE segment IS NOT NULL ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .context(|| format!("cannot read the telemetry blocks of {}", path.display()))?;
         let segments = crate::segment::Segments::open(
             &data_dir.join(SEGMENTS_DIR),
             durability == Durability::Fsync,
             |segment| {
+                // The newest row is in the newest segment with anything
+                // recorded.
+                let last: Option<(i64, i64)> = conn
+                    .query_row(
+                        "SELECT segment, seg_offset + seg_length FROM blocks
+                         WHERE segment IS NOT NULL ORDER BY id DESC LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .context(|| {
+                        format!("cannot read the telemetry blocks of {}", path.display())
+                    })?;
                 Ok(match last {
                     Some((s, end)) if s == i64::from(segment) => end as u64,
                     _ => 0,

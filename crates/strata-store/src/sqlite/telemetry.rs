@@ -14,7 +14,7 @@ use strata_proto::{DeviceId, TelemetryBatch};
 use super::{FastMap, SqliteStore, Writer};
 use crate::block::{self, BlockBuilder, BlockEntry};
 use crate::error::{Context, Result};
-use crate::segment::{Place, Segments};
+use crate::segment::{Appender, Place, Segments};
 use crate::seqset::{IntervalChange, SeqSet};
 use crate::{
     BatchWrite, Bucket, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
@@ -29,8 +29,11 @@ impl TelemetryStore for SqliteStore {
     }
 
     fn write_batches_unsynced(&self, batches: &[BatchWrite]) -> Result<(Vec<WriteOutcome>, u64)> {
+        // Held until the transaction has committed: segment appends and
+        // their rows go in the same order here and in any other process.
+        let mut segments = self.segments.lock()?;
         let (result, commit) = self.write_unsynced(|w| {
-            let result = write_in_transaction(w, &self.segments, batches);
+            let result = write_in_transaction(w, &mut segments, batches);
             if result.is_err() {
                 // The transaction rolled back: ids created in it are gone,
                 // and so are the seqs it recorded.
@@ -257,7 +260,7 @@ pub(super) struct StreamIds {
 
 fn write_in_transaction(
     w: &mut Writer,
-    segments: &Segments,
+    segments: &mut Appender<'_>,
     batches: &[BatchWrite],
 ) -> Result<Vec<WriteOutcome>> {
     let tx = w

@@ -173,7 +173,7 @@ impl Adwin {
     fn insert_run(&mut self, run: &[f64]) {
         let mut rest = run;
         while !rest.is_empty() {
-            let aligned = self.buckets.count() % BLOCK as u64 == 0;
+            let aligned = self.buckets.count().is_multiple_of(BLOCK as u64);
             match rest.split_first_chunk::<BLOCK>() {
                 Some((block, tail)) if aligned => {
                     self.insert_block(block);
@@ -193,7 +193,7 @@ impl Adwin {
     #[inline(always)]
     fn test(&mut self) -> bool {
         let p = self.params;
-        if self.buckets.count() % u64::from(p.clock) != 0
+        if !self.buckets.count().is_multiple_of(u64::from(p.clock))
             || self.window.width <= f64::from(p.grace_period)
             || !self.cut.has_cut(&self.buckets, self.window, &p)
         {

@@ -73,7 +73,9 @@ impl Oracle {
     fn detect(&mut self) -> bool {
         self.tick += 1;
         let p = self.params;
-        if self.tick % u64::from(p.clock) != 0 || self.window.width <= f64::from(p.grace_period) {
+        if !self.tick.is_multiple_of(u64::from(p.clock))
+            || self.window.width <= f64::from(p.grace_period)
+        {
             return false;
         }
         let mut changed = false;

@@ -264,7 +264,7 @@ fn screened_tests_answer_as_river_s_test_of_every_split() {
         for i in 0..30_000 {
             let x = offset + scale * rng.uniform() + step * f64::from((i / 4000) % 2);
             a.insert(x);
-            if a.buckets.count() % 32 != 0 || a.window.width <= 10.0 {
+            if !a.buckets.count().is_multiple_of(32) || a.window.width <= 10.0 {
                 continue;
             }
             let rows = Rows {
