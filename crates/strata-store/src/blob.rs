@@ -5,11 +5,36 @@
 //! Layout: 1 byte version (1), varint signal count, then per signal: varint
 //! length + name, varint length + unit, varint length + a [`chunk`]. A query
 //! for one signal skips the others by their lengths without decoding them.
+//!
+//! The signal count and the chunk lengths are known only once what follows
+//! is written, so they go in two bytes kept for them (a varint with a
+//! continuation byte, `0x80 | low, high`, even below 128; readers take any
+//! varint), and only a chunk of 16 KiB or more moves the bytes after its
+//! length to make room.
 
 use strata_proto::view::Readings;
 use strata_proto::{SignalSeries, TelemetryBatch};
 
 use crate::chunk::{self, get_varint, insert_varint, put_varint};
+
+/// Keeps two bytes at the end of `out` for a length written later with
+/// [`fill_length`]; returns where.
+fn keep_length(out: &mut Vec<u8>) -> usize {
+    out.extend_from_slice(&[0x80, 0]);
+    out.len() - 2
+}
+
+/// Writes `len` into the two bytes kept at `at` (making room for a longer
+/// varint when it needs more than 14 bits).
+fn fill_length(out: &mut Vec<u8>, at: usize, len: u64) {
+    if len < 1 << 14 {
+        out[at] = 0x80 | (len & 0x7f) as u8;
+        out[at + 1] = (len >> 7) as u8;
+    } else {
+        out.drain(at..at + 2);
+        insert_varint(out, at, len);
+    }
+}
 use crate::{Error, Point, Result};
 
 const VERSION: u8 = 1;
@@ -69,6 +94,7 @@ impl EncodedBatch {
     ) -> EncodedBatch {
         let mut data = Vec::with_capacity(512);
         data.push(VERSION);
+        let count_at = keep_length(&mut data);
         let (mut t_min, mut t_max, mut readings) = (i64::MAX, i64::MIN, 0u64);
         let mut summaries = Vec::with_capacity(signals.size_hint().0);
         for (name, unit, s) in signals {
@@ -79,10 +105,10 @@ impl EncodedBatch {
             let name = put_str(&mut data, name);
             let unit = put_str(&mut data, unit);
             // The chunk's length goes in front once it is written.
-            let start = data.len();
+            let length_at = keep_length(&mut data);
             let span = chunk::encode(s, &mut data);
-            let chunk_len = (data.len() - start) as u64;
-            insert_varint(&mut data, start, chunk_len);
+            let chunk_len = (data.len() - length_at - 2) as u64;
+            fill_length(&mut data, length_at, chunk_len);
             t_min = t_min.min(span.t_min);
             t_max = t_max.max(span.t_max);
             let last = span.newest;
@@ -97,11 +123,16 @@ impl EncodedBatch {
                 },
             });
         }
-        let used = insert_varint(&mut data, 1, summaries.len() as u64);
-        // Ranges were taken before the count went in front of them.
-        for s in &mut summaries {
-            s.name = (s.name.0 + used as u32, s.name.1 + used as u32);
-            s.unit = (s.unit.0 + used as u32, s.unit.1 + used as u32);
+        let count = summaries.len() as u64;
+        let grown = data.len();
+        fill_length(&mut data, count_at, count);
+        // A count past two bytes moved the ranges taken before it.
+        let moved = (data.len() - grown) as u32;
+        if moved > 0 {
+            for s in &mut summaries {
+                s.name = (s.name.0 + moved, s.name.1 + moved);
+                s.unit = (s.unit.0 + moved, s.unit.1 + moved);
+            }
         }
         if readings == 0 {
             (t_min, t_max) = (0, 0);
@@ -257,6 +288,51 @@ mod tests {
         got.clear();
         signal_points(&e.data, "zz", |p| got.push(p.value)).unwrap();
         assert!(got.is_empty());
+    }
+
+    #[test]
+    fn lengths_that_outgrow_their_two_bytes_make_room() {
+        // A chunk over 16 KiB (its length needs three bytes), then a small
+        // one; and a batch of 20,000 signals (so does the count).
+        let mut state = 0x9e37_79b9_u64;
+        let mut noise = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            f64::from_bits(state >> 2)
+        };
+        let big = series(
+            "big",
+            (0..3000).map(|i| i * 7 + (i % 5)).collect(),
+            (0..3000).map(|_| noise()).collect(),
+        );
+        let many: Vec<SignalSeries> = (0..20_000)
+            .map(|i| series(&format!("s{i}"), vec![i], vec![i as f64]))
+            .collect();
+        for signals in [
+            vec![big, series("small", vec![1, 2], vec![0.5, 0.25])],
+            many,
+        ] {
+            let batch = TelemetryBatch {
+                stream: "s".into(),
+                seq: 1,
+                signals,
+            };
+            let e = EncodedBatch::encode(&batch);
+            let names: Vec<&str> = e.signals().map(|(n, _, _)| n).collect();
+            let expected: Vec<&str> = batch.signals.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, expected);
+            let last = e.signals().last().unwrap().2;
+            let want = batch.signals.last().unwrap();
+            assert_eq!(last.value, *want.values.last().unwrap());
+            let back = decode_batch("s", 1, &e.data).unwrap();
+            assert_eq!(back.signals.len(), batch.signals.len());
+            for (b, want) in back.signals.iter().zip(&batch.signals) {
+                assert_eq!(b.ts_ns, want.ts_ns);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&b.values), bits(&want.values));
+            }
+        }
     }
 
     #[test]
