@@ -435,14 +435,6 @@ impl Registry {
             .is_some_and(|i| i.state == DeviceState::Active)
     }
 
-    /// The signals a device declared (empty: any signal is accepted).
-    pub fn declared_signals(&self, id: &DeviceId) -> Arc<BTreeMap<String, String>> {
-        self.cache_read()
-            .get(id)
-            .map(|i| i.signals.clone())
-            .unwrap_or_default()
-    }
-
     /// Records devices connecting or disconnecting, in order.
     pub fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) {
         if let Err(e) = self.store.set_presence(changes) {

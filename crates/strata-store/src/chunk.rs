@@ -334,34 +334,15 @@ mod tests {
     use strata_proto::SignalSeries;
 
     /// Version 2, as earlier releases wrote it: what `decode` must still read.
-    fn encode_v2<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) -> Span {
+    fn encode_v2<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
         let n = r.len();
         let has_quality = r.has_quality();
         out.reserve(8 + n * 4 + if has_quality { n } else { 0 });
         out.push(VERSION_GORILLA);
         out.push(if has_quality { HAS_QUALITY } else { 0 });
         put_varint(out, n as u64);
-        let (mut prev, mut prev_delta) = (0i64, 0i64);
-        let mut span = Span {
-            t_min: i64::MAX,
-            t_max: i64::MIN,
-            newest: 0,
-        };
-        for i in 0..n {
-            let t = r.ts_ns(i);
-            span.t_min = span.t_min.min(t);
-            if t >= span.t_max {
-                (span.t_max, span.newest) = (t, i);
-            }
-            let delta = t.wrapping_sub(prev);
-            let field = if i < 2 {
-                delta
-            } else {
-                delta.wrapping_sub(prev_delta)
-            };
-            put_varint(out, zigzag(field));
-            (prev, prev_delta) = (t, if i == 0 { 0 } else { delta });
-        }
+        // Version 2 wrote every timestamp as version 3 writes irregular ones.
+        put_deltas(r, out);
         // The bit stream goes straight into `out`; its length is put in front
         // afterwards (moving a few hundred bytes costs less than a second buffer).
         let start = out.len();
@@ -371,7 +352,6 @@ mod tests {
         if has_quality {
             out.extend((0..n).map(|i| r.quality(i) as u8));
         }
-        span
     }
 
     /// The Gorilla XOR stream of the values.

@@ -106,15 +106,25 @@ impl Done {
 #[derive(Default)]
 struct Answers {
     tickets: Vec<(Arc<Acks>, u64)>,
+    /// Where each connection's entry is in `tickets`, by its address: a
+    /// commit may hold batches of thousands of connections.
+    index: HashMap<usize, usize, foldhash::fast::RandomState>,
 }
 
 impl Answers {
     fn ok(&mut self, done: Done) {
         match done {
             Done::Ticket(acks, ticket) => {
-                match self.tickets.iter_mut().find(|(a, _)| Arc::ptr_eq(a, &acks)) {
-                    Some((_, last)) => *last = (*last).max(ticket),
-                    None => self.tickets.push((acks, ticket)),
+                let key = Arc::as_ptr(&acks) as usize;
+                match self.index.get(&key) {
+                    Some(&at) => {
+                        let last = &mut self.tickets[at].1;
+                        *last = (*last).max(ticket);
+                    }
+                    None => {
+                        self.index.insert(key, self.tickets.len());
+                        self.tickets.push((acks, ticket));
+                    }
                 }
             }
             channel => channel.send(Ok(())),
@@ -122,6 +132,7 @@ impl Answers {
     }
 
     fn send(&mut self) {
+        self.index.clear();
         for (acks, ticket) in self.tickets.drain(..) {
             acks.done_through(ticket);
         }
