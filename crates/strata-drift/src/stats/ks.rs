@@ -120,6 +120,8 @@ fn outer_prob_inside(m: i64, n: i64, g: i64, h: i64) -> f64 {
     for v in &mut a[minj as usize..(maxj as usize).min(len)] {
         *v = 0.0;
     }
+    // 1/(i + j) for every cell, looked up rather than divided.
+    let reciprocals: Vec<f64> = (0..=m + n).map(|k| 1.0 / k as f64).collect();
     for i in 1..=m {
         let (lastminj, lastlen) = (minj, curlen);
         minj = ((((ng * i - h) as f64 / mg as f64).floor() as i64) + 1).max(0);
@@ -129,10 +131,33 @@ fn outer_prob_inside(m: i64, n: i64, g: i64, h: i64) -> f64 {
             return 1.0;
         }
         let mut val = if minj == 0 { 0.0 } else { 1.0 };
-        for jj in 0..(maxj - minj) {
-            let j = jj + minj;
-            val = (a[(jj + minj - lastminj) as usize] * i as f64 + val * j as f64) / (i + j) as f64;
-            a[jj as usize] = val;
+        // SciPy sets each cell to `(a·i + val·j) / (i + j)`, from the cell
+        // before. Here it is `b + c·val`, with b = a·i·r and c = j·r for
+        // r = 1/(i + j) from the table: no division, and two cells in a
+        // row fold into one step from the cell before them, so the chain
+        // from cell to cell is a multiplication and an addition every two
+        // cells. That rounds differently from SciPy by a few ulps of a
+        // value between 0 and 1, and each cell is a weighted mean of two
+        // earlier ones, so the differences do not grow.
+        let (fi, off, cells) = (i as f64, (minj - lastminj) as usize, (maxj - minj) as usize);
+        let step = |jj: usize, a: &[f64]| {
+            let j = jj as i64 + minj;
+            let r = reciprocals[(i + j) as usize];
+            (a[jj + off] * (fi * r), j as f64 * r)
+        };
+        let mut jj = 0;
+        while jj + 1 < cells {
+            let (b0, c0) = step(jj, &a);
+            let (b1, c1) = step(jj + 1, &a);
+            let first = b0 + c0 * val;
+            val = (b1 + c1 * b0) + (c1 * c0) * val;
+            (a[jj], a[jj + 1]) = (first, val);
+            jj += 2;
+        }
+        if jj < cells {
+            let (b, c) = step(jj, &a);
+            val = b + c * val;
+            a[jj] = val;
         }
         curlen = maxj - minj;
         if lastlen > curlen {
