@@ -3,7 +3,10 @@
 //! 1. detector throughput: ADWIN and Page-Hinkley (river's defaults) over
 //!    one stream of 1,000,000 values with mean steps, ours vs river 0.26
 //!    (`benches/river_time.py`, the test peers' Python), with a check that
-//!    both flag the same indices;
+//!    both flag the same indices. The two take turns, round after round,
+//!    each round running ours for as long as river's one run took: this
+//!    machine's speed drifts by a third from one minute to the next, and
+//!    a ratio is only fair between runs made in the same few seconds;
 //! 2. drift computation for a fleet: 1,000 devices × 20 features, each a
 //!    window of 1,000 values against a 5,000-value reference: all four
 //!    numeric statistics on raw windows, then the sketch path (add the
@@ -15,8 +18,9 @@
 //! smoke test.
 
 use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use serde_json::Value as Json;
@@ -33,6 +37,8 @@ struct Sizes {
     window: usize,
     reference: usize,
     evidently_pairs: usize,
+    /// Rounds of river's run, then ours, for each detector.
+    rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -42,6 +48,7 @@ const FULL: Sizes = Sizes {
     window: 1_000,
     reference: 5_000,
     evidently_pairs: 40,
+    rounds: 7,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -51,6 +58,7 @@ const SMOKE: Sizes = Sizes {
     window: 200,
     reference: 500,
     evidently_pairs: 2,
+    rounds: 1,
 };
 
 /// A small deterministic generator (xorshift64*), Box-Muller normals.
@@ -83,10 +91,13 @@ fn write_f64(path: &Path, values: &[f64]) {
     std::fs::write(path, bytes).expect("write bench input");
 }
 
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/river_time.py")
+}
+
 fn peer(args: &[&std::ffi::OsStr]) -> Json {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/river_time.py");
     let out = Command::new(python())
-        .arg(script)
+        .arg(script())
         .args(args)
         .output()
         .expect("run the reference Python (STRATA_PEERS_PYTHON)");
@@ -96,6 +107,73 @@ fn peer(args: &[&std::ffi::OsStr]) -> Json {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON from river_time.py")
+}
+
+/// River's detectors in one Python process kept open, which runs a
+/// detector over the stream when asked.
+struct River {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+}
+
+impl River {
+    fn start(stream: &Path) -> River {
+        let mut child = Command::new(python())
+            .arg(script())
+            .arg("detectors")
+            .arg(stream)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run the reference Python (STRATA_PEERS_PYTHON)");
+        let input = child.stdin.take();
+        let output = BufReader::new(child.stdout.take().expect("piped stdout"));
+        River {
+            child,
+            input,
+            output,
+        }
+    }
+
+    /// One run of river's detector `name` over the stream: its seconds
+    /// and the indices it flagged.
+    fn run(&mut self, name: &str) -> (f64, Vec<usize>) {
+        let input = self.input.as_mut().expect("open stdin");
+        writeln!(input, "{name}")
+            .and_then(|()| input.flush())
+            .expect("ask river_time.py");
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .expect("read river_time.py");
+        assert!(
+            !line.is_empty(),
+            "river_time.py ended early (see its error above)"
+        );
+        let out: Json = serde_json::from_str(&line).expect("JSON from river_time.py");
+        let found = out["detections"]
+            .as_array()
+            .expect("detections")
+            .iter()
+            .map(|v| v.as_u64().expect("an index") as usize)
+            .collect();
+        (out["seconds"].as_f64().expect("seconds"), found)
+    }
+}
+
+impl Drop for River {
+    fn drop(&mut self) {
+        // Closing its input ends the loop.
+        self.input.take();
+        let _ = self.child.wait();
+    }
+}
+
+/// The middle of `xs` (the upper one of the two for an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 /// Best of `rounds` timings of `f`, in seconds.
@@ -116,8 +194,11 @@ fn detectors(dir: &Path, z: &Sizes) {
         .collect();
     let path = dir.join("stream.f64");
     write_f64(&path, &xs);
-    let river = peer(&["detectors".as_ref(), path.as_os_str()]);
-    println!("detector throughput, {} values (best of 3):", z.stream);
+    let mut river = River::start(&path);
+    println!(
+        "detector throughput, {} values (medians of {} rounds: river's run, then ours for as long):",
+        z.stream, z.rounds
+    );
     type Make = fn() -> Box<dyn Detector>;
     let ours: [(&str, Make); 2] = [
         ("adwin", || Box::new(Adwin::new(AdwinParams::default()))),
@@ -126,23 +207,30 @@ fn detectors(dir: &Path, z: &Sizes) {
         }),
     ];
     for (name, make) in ours {
+        let (mut theirs, mut mine, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut found = Vec::new();
-        let secs = best_of(3, || found = make().detections(black_box(&xs)));
-        let rate = z.stream as f64 / secs;
-        let theirs = &river[name];
-        let river_rate = theirs["values_per_s"].as_f64().unwrap();
-        let same: Vec<usize> = theirs["detections"]
-            .as_array()
-            .unwrap()
+        for _ in 0..z.rounds {
+            let (river_secs, same) = river.run(name);
+            // Ours, run after run, until as much time has passed.
+            let (start, mut runs) = (Instant::now(), 0);
+            while runs == 0 || start.elapsed().as_secs_f64() < river_secs {
+                found = make().detections(black_box(&xs));
+                runs += 1;
+            }
+            let secs = start.elapsed().as_secs_f64() / f64::from(runs);
+            assert_eq!(found, same, "{name}: detections differ from river's");
+            theirs.push(river_secs);
+            mine.push(secs);
+            ratios.push(river_secs / secs);
+        }
+        let (low, high) = ratios
             .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        assert_eq!(found, same, "{name}: detections differ from river's");
+            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
         println!(
-            "  {name:<13} ours {:>7.1} M values/s   river {:>6.3} M values/s   ratio {:>6.1}x   ({} detections, same as river)",
-            rate / 1e6,
-            river_rate / 1e6,
-            rate / river_rate,
+            "  {name:<13} ours {:>7.1} M values/s   river {:>6.3} M values/s   ratio {:>6.1}x (rounds {low:.1}x to {high:.1}x)   ({} detections, same as river)",
+            z.stream as f64 / median(mine) / 1e6,
+            z.stream as f64 / median(theirs) / 1e6,
+            median(ratios),
             found.len()
         );
     }

@@ -3,9 +3,14 @@
 usage: river_time.py detectors STREAM.f64
        river_time.py stats REFERENCE.f64 CURRENT.f64 PAIRS
 
-Prints JSON: for detectors, values/s and detections per configuration
-(best of 3 runs over the whole stream); for stats, seconds per
-(reference, current) comparison for each Evidently test.
+detectors: reads detector names (adwin, page_hinkley) from standard
+input, one a line; for each, runs river's detector once over the whole
+stream and prints one JSON line: the seconds it took and the indices it
+flagged. The bench alternates these runs with its own, so both sides are
+timed on the machine as it is at that moment.
+
+stats: prints JSON, seconds per (reference, current) comparison for each
+Evidently test.
 """
 
 import json
@@ -19,22 +24,17 @@ def detectors(path):
     from river import drift
 
     xs = np.fromfile(path, dtype="<f8").tolist()
-    out = {}
-    for name, make in [("adwin", drift.ADWIN), ("page_hinkley", drift.PageHinkley)]:
-        best = None
+    makers = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley}
+    for line in sys.stdin:
+        det = makers[line.strip()]()
         found = []
-        for _ in range(3):
-            det = make()
-            found = []
-            start = time.perf_counter()
-            for i, x in enumerate(xs):
-                det.update(x)
-                if det.drift_detected:
-                    found.append(i)
-            elapsed = time.perf_counter() - start
-            best = elapsed if best is None else min(best, elapsed)
-        out[name] = {"values_per_s": len(xs) / best, "detections": found}
-    json.dump(out, sys.stdout)
+        start = time.perf_counter()
+        for i, x in enumerate(xs):
+            det.update(x)
+            if det.drift_detected:
+                found.append(i)
+        elapsed = time.perf_counter() - start
+        print(json.dumps({"seconds": elapsed, "detections": found}), flush=True)
 
 
 def stats(ref_path, cur_path, pairs):
