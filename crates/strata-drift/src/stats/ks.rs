@@ -137,8 +137,9 @@ fn outer_prob_inside(m: i64, n: i64, g: i64, h: i64) -> f64 {
         // row fold into one step from the cell before them, so the chain
         // from cell to cell is a multiplication and an addition every two
         // cells. That rounds differently from SciPy by a few ulps of a
-        // value between 0 and 1, and each cell is a weighted mean of two
-        // earlier ones, so the differences do not grow.
+        // value between 0 and 1; each cell is a weighted mean of two
+        // earlier ones, so those differences add up but are never
+        // amplified.
         let (fi, off, cells) = (i as f64, (minj - lastminj) as usize, (maxj - minj) as usize);
         let step = |jj: usize, a: &[f64]| {
             let j = jj as i64 + minj;
