@@ -408,3 +408,48 @@ fn bad_input_is_refused_counted_and_good_data_still_flows() {
     assert_eq!(hub.readings("line-3", "speed"), vec![(t, 1500.0)]);
     assert!(hub.readings("line-3", "pressure").is_empty());
 }
+
+#[test]
+fn telemetry_past_its_retention_period_is_deleted_and_stays_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nretention_days = 7\nretention_check_s = 1\n",
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let cred = hub.provision("press-1", json!({}));
+    let topic = "strata/v1/press-1/up/telemetry";
+    let now = now_ns();
+    let old = now - 10 * 86_400 * 1_000_000_000;
+    let publish = |seq: u64, ts: i64, value: f64| {
+        let out = mosquitto_pub(
+            &hub,
+            "press-1",
+            &cred,
+            "mqttv311",
+            topic,
+            PubPayload::Text(&json_batch("main", seq, ts, value)),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A reading from ten days ago (a gateway that was offline), then a
+    // recent one.
+    publish(1, old, 1.5);
+    publish(2, now, 2.5);
+    eventually(Duration::from_secs(30), "a retention pass", || {
+        hub.metric("strata_retention_batches_deleted_total") == 1.0
+    });
+    assert_eq!(hub.readings("press-1", "temp"), vec![(now, 2.5)]);
+    assert_eq!(hub.metric("strata_retention_readings_deleted_total"), 1.0);
+    assert_eq!(hub.metric("strata_retention_failures_total"), 0.0);
+    // Sent again, the expired batch is still a duplicate: not stored twice.
+    publish(1, old, 1.5);
+    assert_eq!(hub.metric("strata_batches_duplicate_total"), 1.0);
+    assert_eq!(hub.readings("press-1", "temp"), vec![(now, 2.5)]);
+}

@@ -188,12 +188,48 @@ impl Default for HttpConfig {
 }
 
 /// Storage.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `fsync` (survives power loss) or `process` (survives the hub being
     /// killed, not the machine losing power).
     pub durability: Durability,
+    /// Telemetry older than this many days is deleted, and the space it
+    /// took freed; unset keeps it forever.
+    pub retention_days: Option<u64>,
+    /// How often retention runs, seconds (also once at start).
+    pub retention_check_s: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::default(),
+            retention_days: None,
+            retention_check_s: 600,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// How long telemetry is kept, in nanoseconds (`None`: forever).
+    pub fn retention_ns(&self) -> Option<i64> {
+        self.retention_days.map(|d| {
+            i64::try_from(d)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(86_400_000_000_000)
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.retention_days == Some(0) {
+            return Err("[storage] retention_days must be at least 1 (or left out to keep telemetry forever)".into());
+        }
+        if self.retention_check_s == 0 {
+            return Err("[storage] retention_check_s must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// Validation and batching of incoming telemetry.
@@ -301,6 +337,7 @@ impl HubConfig {
             return Err("[drift] window_s must be at least 1".into());
         }
         config.drift.detector()?;
+        config.storage.validate()?;
         for (i, p) in config.retrain.iter().enumerate() {
             p.validate()?;
             if config.retrain[..i].iter().any(|o| o.model == p.model) {
@@ -375,5 +412,19 @@ mod tests {
         assert!(err.contains("line 2") && err.contains("sometimes"), "{err}");
         let err = HubConfig::parse("[mqtt]\nlisten = \"not an address\"\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_off_unless_set_and_never_zero() {
+        assert_eq!(HubConfig::default().storage.retention_ns(), None);
+        let config = HubConfig::parse("[storage]\nretention_days = 30\n").unwrap();
+        assert_eq!(
+            config.storage.retention_ns(),
+            Some(30 * 86_400 * 1_000_000_000)
+        );
+        let err = HubConfig::parse("[storage]\nretention_days = 0\n").unwrap_err();
+        assert!(err.contains("retention_days"), "{err}");
+        let err = HubConfig::parse("[storage]\nretention_check_s = 0\n").unwrap_err();
+        assert!(err.contains("retention_check_s"), "{err}");
     }
 }

@@ -29,6 +29,7 @@ pub mod models;
 pub mod ota;
 pub mod pki;
 pub mod registry;
+pub mod retention;
 pub mod retrain;
 pub mod secret;
 pub mod wake;
@@ -283,6 +284,12 @@ impl Hub {
             models.clone(),
             store.clone(),
             store.clone(),
+            stop.subscribe(),
+        );
+        retention::spawn(
+            &config.storage,
+            store.clone(),
+            metrics.clone(),
             stop.subscribe(),
         );
         control::spawn(

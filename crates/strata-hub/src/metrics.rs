@@ -111,6 +111,17 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     /// Total time spent committing, microseconds.
     pub commit_micros: AtomicU64,
+    /// Retention: telemetry batches deleted for being older than the
+    /// retention period.
+    pub batches_expired: AtomicU64,
+    /// Retention: readings deleted.
+    pub readings_expired: AtomicU64,
+    /// Retention: telemetry segment files removed.
+    pub segments_removed: AtomicU64,
+    /// Retention: bytes of the segment files removed.
+    pub segment_bytes_freed: AtomicU64,
+    /// Retention passes that failed.
+    pub retention_failures: AtomicU64,
     /// Drift sketch batches stored.
     pub sketch_batches_stored: AtomicU64,
     /// Drift sketch batches received again and not stored twice.
@@ -222,6 +233,31 @@ impl Metrics {
                 &self.commit_failures,
             ),
             ("strata_store_commit_seconds_total", "", &self.commit_micros),
+            (
+                "strata_retention_batches_deleted_total",
+                "Telemetry batches deleted for being older than the retention period.",
+                &self.batches_expired,
+            ),
+            (
+                "strata_retention_readings_deleted_total",
+                "Readings deleted for being older than the retention period.",
+                &self.readings_expired,
+            ),
+            (
+                "strata_retention_segments_removed_total",
+                "Telemetry segment files removed by retention.",
+                &self.segments_removed,
+            ),
+            (
+                "strata_retention_bytes_freed_total",
+                "Bytes of the telemetry segment files retention removed.",
+                &self.segment_bytes_freed,
+            ),
+            (
+                "strata_retention_failures_total",
+                "Retention passes that failed (retried at the next check).",
+                &self.retention_failures,
+            ),
             (
                 "strata_sketch_batches_stored_total",
                 "Drift sketch batches stored.",

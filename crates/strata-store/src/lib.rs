@@ -95,6 +95,13 @@ pub trait TelemetryStore: Send + Sync + 'static {
     /// How many batches are stored for `device` (all devices when `None`).
     fn batch_count(&self, device: Option<&DeviceId>) -> Result<u64>;
 
+    /// Retention: deletes the telemetry whose newest reading is older than
+    /// `before_ns`, in whole blocks (a block reaching past `before_ns` stays
+    /// whole), and frees the space it took. Latest values and the
+    /// exactly-once ledger stay: a batch sent again after its readings
+    /// expired is still recognised as a duplicate.
+    fn expire(&self, before_ns: i64) -> Result<Expired>;
+
     /// Replays the stored batches of `device` that overlap `[from_ns,
     /// to_ns]` (of one stream, or all), decoded, in order of their first
     /// reading: what a backtest or a training dataset is built from.

@@ -29,6 +29,21 @@ pub enum WriteOutcome {
     Duplicate,
 }
 
+/// What one retention pass deleted ([`crate::TelemetryStore::expire`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    /// Blocks (a stream's batches of one commit) deleted.
+    pub blocks: u64,
+    /// Batches in them.
+    pub batches: u64,
+    /// Readings in them.
+    pub readings: u64,
+    /// Segment files removed.
+    pub segments: u64,
+    /// Bytes those files held.
+    pub bytes: u64,
+}
+
 /// A series: one signal of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -24,6 +24,9 @@
 //! File `{n:08}.seg` in `telemetry/` of the data directory; a new one is
 //! started when the current one passes [`SEGMENT_BYTES`]. A record is a
 //! 4-byte little-endian length, the CRC-32 of the block, then the block.
+//! Retention deletes rows, then the older segments no row points at any
+//! more ([`Appender::remove_unused`]): space comes back a segment at a
+//! time.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -62,6 +65,8 @@ pub struct Segments {
     lock_file: File,
     /// Files open for reading, by number.
     open: Mutex<HashMap<u32, Arc<File>>>,
+    /// A segment grows to about this size ([`SEGMENT_BYTES`]; less in tests).
+    segment_bytes: u64,
 }
 
 /// The right to append, held from before a commit's blocks are written
@@ -122,7 +127,14 @@ impl Segments {
             active: Mutex::new(active),
             lock_file,
             open: Mutex::new(HashMap::new()),
+            segment_bytes: SEGMENT_BYTES,
         })
+    }
+
+    /// Starts new segments at `bytes` instead (tests that need several).
+    #[cfg(test)]
+    pub(crate) fn set_segment_bytes(&mut self, bytes: u64) {
+        self.segment_bytes = bytes;
     }
 
     fn open_locked(dir: &Path, end_of: impl Fn(u32) -> Result<u64>) -> Result<Active> {
@@ -221,6 +233,11 @@ impl Segments {
 }
 
 fn newest_segment(dir: &Path) -> Result<Option<u32>> {
+    Ok(segment_numbers(dir)?.into_iter().max())
+}
+
+/// The numbers of the segment files in `dir`.
+fn segment_numbers(dir: &Path) -> Result<Vec<u32>> {
     Ok(std::fs::read_dir(dir)
         .map_err(io(format!("cannot list {}", dir.display())))?
         .filter_map(|e| e.ok())
@@ -228,7 +245,7 @@ fn newest_segment(dir: &Path) -> Result<Option<u32>> {
             let name = e.file_name().into_string().ok()?;
             name.strip_suffix(".seg")?.parse::<u32>().ok()
         })
-        .max())
+        .collect())
 }
 
 fn open_segment(path: &Path, truncate: bool) -> Result<File> {
@@ -247,7 +264,9 @@ impl Appender<'_> {
     fn refresh(&mut self) -> Result<()> {
         let dir = &self.segments.dir;
         let next = segment_path(dir, self.active.number + 1);
-        if next.exists() {
+        // Retention in another process may also have removed the segment
+        // this one last appended to (it was no longer the newest).
+        if next.exists() || !segment_path(dir, self.active.number).exists() {
             let number = newest_segment(dir)?.unwrap_or(self.active.number + 1);
             let path = segment_path(dir, number);
             self.active.file = open_segment(&path, false)?;
@@ -267,7 +286,7 @@ impl Appender<'_> {
     /// Appends `blocks` to the current segment in one write; returns where
     /// each went. Not durable before [`Appender::sync`].
     pub fn append(&mut self, blocks: &[&[u8]]) -> Result<Vec<Place>> {
-        if self.active.len >= SEGMENT_BYTES {
+        if self.active.len >= self.segments.segment_bytes {
             self.start_next()?;
         }
         let size: usize = blocks.iter().map(|b| b.len() + HEADER as usize).sum();
@@ -315,6 +334,41 @@ impl Appender<'_> {
         }
         self.active.dirty = false;
         Ok(())
+    }
+
+    /// Removes the segment files older than the one appends go to that
+    /// `in_use` says no block needs any more (retention); returns how many
+    /// files and bytes went. Only the newest segment is ever appended to,
+    /// so an older one that no row points at never will be again.
+    pub fn remove_unused(&mut self, in_use: impl Fn(u32) -> Result<bool>) -> Result<(u64, u64)> {
+        let dir = &self.segments.dir;
+        let mut older: Vec<u32> = segment_numbers(dir)?
+            .into_iter()
+            .filter(|&n| n < self.active.number)
+            .collect();
+        older.sort_unstable();
+        let (mut files, mut bytes) = (0, 0);
+        for number in older {
+            if in_use(number)? {
+                continue;
+            }
+            let path = segment_path(dir, number);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))?;
+            self.segments
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&number);
+            files += 1;
+            bytes += len;
+        }
+        if files > 0 && self.segments.durable {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(format!("cannot sync {}", dir.display())))?;
+        }
+        Ok((files, bytes))
     }
 
     /// Closes the full segment (synced) and starts the next one.
@@ -412,6 +466,37 @@ mod tests {
             segs.lock().unwrap().append(&[b"more"]).unwrap()[0].segment,
             1
         );
+    }
+
+    #[test]
+    fn retention_removes_unused_older_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Segments::open(dir.path(), false, |_| Ok(0)).unwrap();
+        let tool = Segments::open(dir.path(), false, |_| Ok(0)).unwrap();
+        let big = vec![1u8; SEGMENT_BYTES as usize];
+        // Segments 0, 1 and 2 (the active one); the tool last appended to 0.
+        let kept = tool.lock().unwrap().append(&[b"still used"]).unwrap()[0];
+        hub.lock().unwrap().append(&[&big]).unwrap();
+        hub.lock().unwrap().append(&[&big]).unwrap();
+        let active = hub.lock().unwrap().append(&[b"newest"]).unwrap()[0];
+        assert_eq!((kept.segment, active.segment), (0, 2));
+        // Nothing points at segment 1; segment 0 is in use; 2 is active
+        // and is never removed, whatever `in_use` says.
+        let (files, bytes) = hub.lock().unwrap().remove_unused(|n| Ok(n == 0)).unwrap();
+        assert_eq!((files, bytes), (1, SEGMENT_BYTES + 8));
+        assert!(!segment_path(dir.path(), 1).exists());
+        assert_eq!(hub.read(kept).unwrap(), b"still used");
+        assert_eq!(hub.read(active).unwrap(), b"newest");
+        // Then segment 0 goes too: the tool, which last appended there,
+        // finds the newest segment and appends after the hub.
+        hub.lock().unwrap().remove_unused(|_| Ok(false)).unwrap();
+        assert!(!segment_path(dir.path(), 0).exists());
+        let next = tool.lock().unwrap().append(&[b"from the tool"]).unwrap()[0];
+        assert_eq!(
+            (next.segment, next.offset),
+            (2, active.offset + active.length)
+        );
+        assert_eq!(hub.read(next).unwrap(), b"from the tool");
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod labels;
 mod models;
 mod registry;
 mod releases;
+mod retention;
 mod retrain;
 mod schema;
 mod telemetry;

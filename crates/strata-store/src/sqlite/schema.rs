@@ -412,6 +412,13 @@ ALTER TABLE blocks ADD COLUMN seg_length INTEGER;
 "#,
         None,
     ),
+    (
+        r#"
+-- Retention removes a segment file once no block row points into it.
+CREATE INDEX blocks_by_segment ON blocks(segment) WHERE segment IS NOT NULL;
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

@@ -17,8 +17,8 @@ use crate::error::{Context, Result};
 use crate::segment::{Appender, Place, Segments};
 use crate::seqset::{IntervalChange, SeqSet};
 use crate::{
-    BatchWrite, Bucket, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
-    WriteOutcome, blob,
+    BatchWrite, Bucket, Expired, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo,
+    TelemetryStore, WriteOutcome, blob,
 };
 
 impl TelemetryStore for SqliteStore {
@@ -153,6 +153,10 @@ impl TelemetryStore for SqliteStore {
             }
             Ok(result)
         })
+    }
+
+    fn expire(&self, before_ns: i64) -> Result<Expired> {
+        self.expire_before(before_ns)
     }
 
     fn replay(
