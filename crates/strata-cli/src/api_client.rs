@@ -34,6 +34,43 @@ impl ApiClient {
         }
     }
 
+    /// A client for a hub whose API may be served over HTTPS: `ca` is the
+    /// PEM file of the CA its certificate must chain to (the hub's
+    /// `ca.pem`); no other CA is trusted.
+    pub fn with_ca(base: &str, token: Option<String>, ca: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(ca) = ca else {
+            return Ok(Self::new(base, token));
+        };
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("cannot read the CA file {}", ca.display()))?;
+        let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        anyhow::ensure!(
+            !certificates.is_empty(),
+            "{} holds no PEM certificate",
+            ca.display()
+        );
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(
+                certificates,
+            )))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .build()
+            .into();
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            agent,
+        })
+    }
+
     /// Reads the admin token from a hub's data directory.
     pub fn token_from_data_dir(dir: &Path) -> anyhow::Result<String> {
         let path = dir.join(ADMIN_TOKEN_FILE);

@@ -165,13 +165,13 @@ fn publish(
     cmd.output().expect("run mosquitto_pub")
 }
 
-/// A hub with mTLS whose device certificates last `ttl_s` seconds; its
-/// config and data live in `dir`.
+/// A hub with mTLS whose device certificates last `ttl_s` seconds, and
+/// its API over HTTPS; its config and data live in `dir`.
 fn hub_with_cert_ttl(dir: &Path, ttl_s: u64) -> HubProcess {
     let config = dir.join("hub.toml");
     std::fs::write(
         &config,
-        format!("[mqtt.tls]\ndevice_cert_ttl_s = {ttl_s}\n"),
+        format!("[http]\ntls = true\n[mqtt.tls]\ndevice_cert_ttl_s = {ttl_s}\n"),
     )
     .unwrap();
     HubProcess::start_secure(&dir.join("hub"), &["--config", config.to_str().unwrap()])
@@ -347,11 +347,9 @@ fn a_revoked_device_is_cut_off_and_refused_and_an_expired_certificate_fails() {
     // Renewal: the device's credential and a new key get a new certificate.
     let (new_key, public_key) = device_key(dir.path(), "press-3-next");
     let auth = common::basic_auth("press-3", &short.credential);
-    let mut response = ureq::post(format!("http://{}/api/v1/device/certificate", hub.http))
+    let mut response = common::api_agent(&hub.api, &hub.data_dir)
+        .post(format!("{}/api/v1/device/certificate", hub.api))
         .header("Authorization", &auth)
-        .config()
-        .http_status_as_error(false)
-        .build()
         .send_json(json!({"public_key": public_key}))
         .unwrap();
     assert_eq!(response.status().as_u16(), 201);
@@ -427,7 +425,11 @@ fn an_edge_agent_enrolled_with_a_key_streams_over_tls_and_renews_before_expiry()
         Some(json!({"id": "gw-1", "site": "plant"})),
     );
     let identity = dir.path().join("identity");
-    let url = format!("http://{}", hub.http);
+    // Enrollment, renewal and the rest of the API over HTTPS, trusting the
+    // hub's CA (handed out with the token; then kept in the identity).
+    let url = hub.api.clone();
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = hub.data_dir.join("ca.pem");
     let token = created["enrollment_token"].as_str().unwrap();
     let enrolled: Value = serde_json::from_str(&common::strata(&[
         "device".as_ref(),
@@ -437,6 +439,8 @@ fn an_edge_agent_enrolled_with_a_key_streams_over_tls_and_renews_before_expiry()
         token.as_ref(),
         "--hub".as_ref(),
         url.as_ref(),
+        "--ca-file".as_ref(),
+        ca.as_os_str(),
         "--identity-dir".as_ref(),
         identity.as_os_str(),
     ]))

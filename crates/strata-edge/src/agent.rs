@@ -155,6 +155,7 @@ impl Agent {
             device: device.clone(),
             credential: credential.clone(),
             http: config.hub.http.clone(),
+            tls_dir: config.hub.tls_dir.clone(),
             // Installed models are loaded by absolute path: a relative
             // data directory must not depend on where they are resolved.
             data_dir: std::path::absolute(&config.data_dir)

@@ -149,7 +149,8 @@ pub struct HubLink {
     pub window: u16,
     /// The hub's HTTP address (e.g. `http://hub:8080`), where the agent
     /// downloads models deployed to it and renews its certificate; without
-    /// it, deployments are reported as failed.
+    /// it, deployments are reported as failed. An `https://` address needs
+    /// `tls_dir`, whose `ca.pem` is the only CA trusted.
     #[serde(default)]
     pub http: Option<String>,
     /// Connect over TLS with the identity in this directory (from

@@ -185,6 +185,36 @@ pub fn renewal_due_ns(dir: &Path) -> Option<i64> {
     Some(meta.issued_ns + (meta.not_after_ns - meta.issued_ns) * 2 / 3)
 }
 
+/// An HTTP client for the hub's API. With an identity directory (`[hub]
+/// tls_dir`), an `https://` hub must present a certificate that chains to
+/// the directory's `ca.pem`, and no other CA is trusted; without one, only
+/// `http://` works.
+pub fn hub_agent(tls_dir: Option<&Path>, timeout: Option<Duration>) -> Result<ureq::Agent, String> {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(timeout);
+    if let Some(dir) = tls_dir {
+        let path = dir.join(CA_FILE);
+        let pem =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certificates.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certificates)))
+                .build(),
+        );
+    }
+    Ok(config.build().into())
+}
+
 /// Where and as whom to renew.
 #[derive(Debug, Clone)]
 pub struct Renewal {
@@ -211,12 +241,10 @@ impl Renewal {
             base64(format!("{}:{}", self.device, self.credential).as_bytes())
         );
         let body = serde_json::json!({ "public_key": base64(&spki) }).to_string();
-        let mut response = ureq::post(&url)
+        let mut response = hub_agent(Some(&self.dir), None)?
+            .post(&url)
             .header("Authorization", &auth)
             .header("Content-Type", "application/json")
-            .config()
-            .http_status_as_error(false)
-            .build()
             .send(body.as_bytes())
             .map_err(|e| format!("cannot reach {url}: {e}"))?;
         let status = response.status();

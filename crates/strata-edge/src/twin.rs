@@ -71,6 +71,9 @@ pub struct TwinApplier {
     pub credential: String,
     /// The hub's HTTP base URL.
     pub http: Option<String>,
+    /// The identity directory, whose `ca.pem` an `https://` hub's
+    /// certificate must chain to.
+    pub tls_dir: Option<PathBuf>,
     /// The agent's data directory (artifacts go to `models/`).
     pub data_dir: PathBuf,
     /// Where relative model paths of the config file are resolved.
@@ -879,9 +882,12 @@ impl TwinApplier {
         let part = dir.join(format!("{}.part", signed.sha256));
         let (device, credential) = (self.device.to_string(), self.credential.clone());
         let (expected, partial, target) = (signed.clone(), part.clone(), path.clone());
+        let tls_dir = self.tls_dir.clone();
         // Off the runtime's threads: network, hashing and a synced write.
         tokio::task::spawn_blocking(move || {
-            let bytes = fetch_resumable(&url, &device, &credential, &expected, &partial)?;
+            let agent = crate::identity::hub_agent(tls_dir.as_deref(), Some(DOWNLOAD_TIMEOUT))
+                .map_err(ArtifactError::Unavailable)?;
+            let bytes = fetch_resumable(&agent, &url, &device, &credential, &expected, &partial)?;
             // Checked while streaming; checked again as a whole before install.
             ArtifactCheck::whole(&expected, &bytes).map_err(ArtifactError::Refused)?;
             write_atomic(&target, &bytes).map_err(|e| {
@@ -1259,12 +1265,16 @@ fn report(m: &ModelAssignment, error: Option<String>) -> ModelReport {
     }
 }
 
+/// Longest a model download may take before it is retried (resuming).
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Downloads an artifact into `part`, resuming from what `part` already
 /// holds (HTTP Range), hashing and counting while streaming; returns the
 /// whole artifact once its size and SHA-256 are the announced ones. A
 /// broken connection keeps what arrived for the next attempt; a wrong
 /// size or hash discards it.
 fn fetch_resumable(
+    agent: &ureq::Agent,
     url: &str,
     device: &str,
     credential: &str,
@@ -1277,11 +1287,6 @@ fn fetch_resumable(
     if have.len() as u64 >= expected.size {
         have.clear();
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into();
     let auth = format!(
         "Basic {}",
         base64(format!("{device}:{credential}").as_bytes())

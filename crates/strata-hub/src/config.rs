@@ -144,8 +144,9 @@ pub struct MqttTlsConfig {
     /// Address of the TLS listener. Unset: 0.0.0.0:8883 when plain text is
     /// off, no TLS listener when it is on (a development hub).
     pub listen: Option<SocketAddr>,
-    /// Names and addresses devices reach the hub by, for its server
-    /// certificate (localhost and 127.0.0.1 are always in).
+    /// Names and addresses devices and people reach the hub by, for its
+    /// server certificates, MQTT's and (with `[http] tls`) HTTPS's
+    /// (localhost and 127.0.0.1 are always in).
     pub server_names: Vec<String>,
     /// Lifetime of a device certificate, seconds (default 7 days); agents
     /// renew at two thirds of it.
@@ -177,12 +178,17 @@ impl MqttConfig {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Serve HTTPS only, with a server certificate from the platform CA
+    /// (clients trust `ca.pem` of the data directory). Off by default: the
+    /// API then listens on localhost in plain text.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("literal"),
+            tls: false,
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Hub {
     mqtt_addr: SocketAddr,
     mqtt_tls_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
+    /// The API is served over HTTPS.
+    https: bool,
     admin_token: String,
     data_dir: PathBuf,
     metrics: Arc<metrics::Metrics>,
@@ -276,6 +278,10 @@ impl Hub {
             context: "cannot read the HTTP listener's address".into(),
             source,
         })?;
+        let https = match config.http.tls {
+            true => Some(pki.https_config(&config.mqtt.tls.server_names)?),
+            false => None,
+        };
         let (stop, mut stopped) = watch::channel(false);
         let kpis = Arc::new(kpi::KpiCache::default());
         kpi::spawn(
@@ -325,14 +331,24 @@ impl Hub {
             mqtt_tls_port: mqtt_tls_addr.map(|a| a.port()),
         };
         let app = api::router(state);
+        let listener = match https {
+            Some(tls) => ApiListener::Tls(api::https::HttpsListener::new(listener, tls).map_err(
+                |source| StartError::Io {
+                    context: "cannot start the HTTPS listener".into(),
+                    source,
+                },
+            )?),
+            None => ApiListener::Plain(listener),
+        };
         let http_task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            let served = match listener {
+                ApiListener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+                ApiListener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+            };
+            if let Err(e) = served {
                 tracing::error!("HTTP server stopped: {e}");
             }
         });
@@ -341,6 +357,7 @@ impl Hub {
             mqtt_addr,
             mqtt_tls_addr,
             http_addr,
+            https: config.http.tls,
             admin_token,
             data_dir,
             metrics,
@@ -378,6 +395,12 @@ impl Hub {
         self.http_addr
     }
 
+    /// The API's base URL: `https://` with `[http] tls`, else `http://`.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
     /// The admin token (also in `admin.token` in the data directory).
     pub fn admin_token(&self) -> &str {
         &self.admin_token
@@ -410,6 +433,13 @@ impl Hub {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
     }
+}
+
+/// Where the API is served: plain text, or TLS with the platform CA's
+/// server certificate.
+enum ApiListener {
+    Plain(tokio::net::TcpListener),
+    Tls(api::https::HttpsListener),
 }
 
 /// Reads the admin token, creating it (readable by the owner only) on first start.

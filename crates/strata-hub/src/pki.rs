@@ -193,6 +193,21 @@ impl Pki {
     /// for `names` (and localhost) signed by the CA, and client
     /// certificates required, chained to the CA.
     pub fn server_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
+        self.make_server_config(names, true)
+    }
+
+    /// The HTTPS listener's configuration: the same kind of server
+    /// certificate, and no client certificate asked for (API callers
+    /// authenticate with tokens, devices with their credential).
+    pub fn https_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
+        self.make_server_config(names, false)
+    }
+
+    fn make_server_config(
+        &self,
+        names: &[String],
+        client_certificates: bool,
+    ) -> Result<Arc<rustls::ServerConfig>> {
         let key =
             KeyPair::generate().map_err(|e| Error::Unavailable(format!("server key: {e}")))?;
         let mut p = CertificateParams::default();
@@ -234,10 +249,15 @@ impl Pki {
         )
         .build()
         .map_err(|e| Error::Unavailable(format!("client certificate verifier: {e}")))?;
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(tls_error)?
-            .with_client_cert_verifier(verifier)
+            .map_err(tls_error)?;
+        let builder = if client_certificates {
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
             .with_single_cert(
                 vec![cert.der().clone(), self.ca_der.clone().into()],
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),

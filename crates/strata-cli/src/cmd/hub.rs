@@ -67,9 +67,10 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         .map(|a| format!(" mqtts={a}"))
         .unwrap_or_default();
     println!(
-        "strata hub ready: mqtt={}{tls} http={} data_dir={}",
+        "strata hub ready: mqtt={}{tls} http={} api={} data_dir={}",
         hub.mqtt_addr(),
         hub.http_addr(),
+        hub.api_url(),
         hub.data_dir().display()
     );
     super::wait_for_stop_signal().await;

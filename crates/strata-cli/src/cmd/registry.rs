@@ -21,6 +21,10 @@ pub struct HubAccess {
     /// The hub's data directory, to read the admin token from.
     #[arg(long, env = "STRATA_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// With an https:// hub: the CA its certificate must chain to; by
+    /// default <data-dir>/ca.pem.
+    #[arg(long, env = "STRATA_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HubAccess {
@@ -30,7 +34,12 @@ impl HubAccess {
             None => ApiClient::token_from_data_dir(&self.data_dir)
                 .context("give --token or --data-dir of the hub")?,
         };
-        Ok(ApiClient::new(&self.hub, Some(token)))
+        let ca = match &self.ca_file {
+            Some(f) => Some(f.clone()),
+            None if self.hub.starts_with("https://") => Some(self.data_dir.join("ca.pem")),
+            None => None,
+        };
+        ApiClient::with_ca(&self.hub, Some(token), ca.as_deref())
     }
 }
 
@@ -120,6 +129,10 @@ pub enum DeviceCommand {
         /// The hub's HTTP address.
         #[arg(long, env = "STRATA_HUB", default_value = "http://127.0.0.1:8080")]
         hub: String,
+        /// With an https:// hub: the CA its certificate must chain to (the
+        /// hub's ca.pem, handed out with the token).
+        #[arg(long, env = "STRATA_CA_FILE")]
+        ca_file: Option<PathBuf>,
         /// Make a key here and get a certificate from the hub's platform
         /// CA, for MQTT over TLS: writes device.key (owner-only),
         /// device.pem, ca.pem and credential into this directory (the edge
@@ -201,69 +214,71 @@ pub async fn site(cmd: SiteCommand) -> anyhow::Result<()> {
 /// Runs `strata device ...`.
 pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
     blocking(move || {
-        let value: Value = match cmd {
-            DeviceCommand::List { site, access } => {
-                let path = match site {
-                    Some(s) => format!("/api/v1/devices?site={s}"),
-                    None => "/api/v1/devices".into(),
-                };
-                access.client()?.get("list devices", &path)?
-            }
-            DeviceCommand::Create {
-                id,
-                site,
-                tags,
-                signals,
-                access,
-            } => {
-                let tags: BTreeMap<_, _> = tags.into_iter().collect();
-                let signals: BTreeMap<_, _> = signals.into_iter().collect();
-                access.client()?.post(
-                    "register device",
-                    "/api/v1/devices",
-                    &json!({ "id": id, "site": site, "tags": tags, "signals": signals }),
-                )?
-            }
-            DeviceCommand::Enroll {
-                id,
-                token,
-                hub,
-                #[cfg(feature = "edge")]
-                identity_dir,
-            } => {
-                if token.is_empty() {
-                    bail!("the enrollment token is empty");
+        let value: Value =
+            match cmd {
+                DeviceCommand::List { site, access } => {
+                    let path = match site {
+                        Some(s) => format!("/api/v1/devices?site={s}"),
+                        None => "/api/v1/devices".into(),
+                    };
+                    access.client()?.get("list devices", &path)?
                 }
-                #[cfg(not(feature = "edge"))]
-                let identity_dir: Option<PathBuf> = None;
-                let mut body = json!({ "device": id, "token": token });
-                let key = match &identity_dir {
-                    Some(_) => Some(new_device_key(&mut body)?),
-                    None => None,
-                };
-                let enrolled: Value =
-                    ApiClient::new(&hub, None).post("enroll", "/api/v1/enroll", &body)?;
-                if let (Some(dir), Some(key)) = (identity_dir, key) {
-                    store_identity(&dir, &key, &enrolled)?;
-                    json!({
-                        "device": enrolled["device"],
-                        "identity_dir": dir,
-                        "mqtt_tls_port": enrolled["mqtt_tls_port"],
-                        "not_after_ns": enrolled["certificate"]["not_after_ns"],
-                    })
-                } else {
-                    enrolled
+                DeviceCommand::Create {
+                    id,
+                    site,
+                    tags,
+                    signals,
+                    access,
+                } => {
+                    let tags: BTreeMap<_, _> = tags.into_iter().collect();
+                    let signals: BTreeMap<_, _> = signals.into_iter().collect();
+                    access.client()?.post(
+                        "register device",
+                        "/api/v1/devices",
+                        &json!({ "id": id, "site": site, "tags": tags, "signals": signals }),
+                    )?
                 }
-            }
-            DeviceCommand::Revoke { id, access } => access.client()?.post(
-                "revoke device",
-                &format!("/api/v1/devices/{id}/revoke"),
-                &json!({}),
-            )?,
-            DeviceCommand::Latest { id, access } => access
-                .client()?
-                .get("latest readings", &format!("/api/v1/devices/{id}/latest"))?,
-        };
+                DeviceCommand::Enroll {
+                    id,
+                    token,
+                    hub,
+                    ca_file,
+                    #[cfg(feature = "edge")]
+                    identity_dir,
+                } => {
+                    if token.is_empty() {
+                        bail!("the enrollment token is empty");
+                    }
+                    #[cfg(not(feature = "edge"))]
+                    let identity_dir: Option<PathBuf> = None;
+                    let mut body = json!({ "device": id, "token": token });
+                    let key = match &identity_dir {
+                        Some(_) => Some(new_device_key(&mut body)?),
+                        None => None,
+                    };
+                    let enrolled: Value = ApiClient::with_ca(&hub, None, ca_file.as_deref())?
+                        .post("enroll", "/api/v1/enroll", &body)?;
+                    if let (Some(dir), Some(key)) = (identity_dir, key) {
+                        store_identity(&dir, &key, &enrolled)?;
+                        json!({
+                            "device": enrolled["device"],
+                            "identity_dir": dir,
+                            "mqtt_tls_port": enrolled["mqtt_tls_port"],
+                            "not_after_ns": enrolled["certificate"]["not_after_ns"],
+                        })
+                    } else {
+                        enrolled
+                    }
+                }
+                DeviceCommand::Revoke { id, access } => access.client()?.post(
+                    "revoke device",
+                    &format!("/api/v1/devices/{id}/revoke"),
+                    &json!({}),
+                )?,
+                DeviceCommand::Latest { id, access } => access
+                    .client()?
+                    .get("latest readings", &format!("/api/v1/devices/{id}/latest"))?,
+            };
         print(&value);
         Ok(())
     })

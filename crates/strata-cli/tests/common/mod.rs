@@ -19,6 +19,8 @@ pub struct HubProcess {
     /// The MQTT TLS listener, when the hub has one.
     pub mqtts: Option<SocketAddr>,
     pub http: SocketAddr,
+    /// The API's base URL (`https://` when the hub serves TLS).
+    pub api: String,
     pub data_dir: PathBuf,
     pub token: String,
     agent: ureq::Agent,
@@ -106,12 +108,10 @@ impl HubProcess {
                 .find_map(|w| w.strip_prefix("mqtts="))
                 .map(|a| a.parse().expect("mqtts address")),
             http: field("http").parse().expect("http address"),
+            agent: api_agent(&field("api"), data_dir),
+            api: field("api"),
             data_dir: data_dir.to_owned(),
             token,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into(),
         }
     }
 
@@ -144,7 +144,7 @@ impl HubProcess {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let url = format!("http://{}{path}", self.http);
+        let url = format!("{}{path}", self.api);
         let bearer = format!("Bearer {}", token.unwrap_or_default());
         let auth = token.is_some();
         let response = match method {
@@ -190,7 +190,7 @@ impl HubProcess {
     pub fn api_bytes(&self, path: &str, bytes: &[u8]) -> (u16, Value) {
         let mut response = self
             .agent
-            .post(format!("http://{}{path}", self.http))
+            .post(format!("{}{path}", self.api))
             .header("Authorization", &format!("Bearer {}", self.token))
             .header("Content-Type", "application/octet-stream")
             .send(bytes)
@@ -205,7 +205,7 @@ impl HubProcess {
 
     /// GETs raw bytes with the given `Authorization` header (or none).
     pub fn get_bytes(&self, path: &str, authorization: Option<&str>) -> (u16, Vec<u8>) {
-        let mut request = self.agent.get(format!("http://{}{path}", self.http));
+        let mut request = self.agent.get(format!("{}{path}", self.api));
         if let Some(a) = authorization {
             request = request.header("Authorization", a);
         }
@@ -238,7 +238,7 @@ impl HubProcess {
     pub fn metrics(&self) -> String {
         let mut r = self
             .agent
-            .get(format!("http://{}/metrics", self.http))
+            .get(format!("{}/metrics", self.api))
             .call()
             .expect("metrics");
         r.body_mut().read_to_string().expect("metrics body")
@@ -304,6 +304,29 @@ impl HubProcess {
             .map(|p| (p["ts_ns"].as_i64().unwrap(), p["value"].as_f64().unwrap()))
             .collect()
     }
+}
+
+/// The harness's HTTP client: for an `https://` API, one that trusts the
+/// hub's CA (`ca.pem` in its data directory) and nothing else.
+pub fn api_agent(api: &str, data_dir: &Path) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+    if api.starts_with("https://") {
+        let pem = std::fs::read(data_dir.join("ca.pem")).expect("the hub's ca.pem");
+        let certificates = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(
+                    certificates,
+                )))
+                .build(),
+        );
+    }
+    config.build().into()
 }
 
 impl Drop for HubProcess {
@@ -557,10 +580,10 @@ pub fn edge_hub_config(hub: &HubProcess, dir: &Path, device: &str, credential: &
     let cred = dir.join("credential");
     std::fs::write(&cred, credential).unwrap();
     format!(
-        "device = \"{device}\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{}\"\nhttp = \"http://{}\"\ncredential_file = {:?}\n[health]\ninterval_ms = 300\n",
+        "device = \"{device}\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{}\"\nhttp = \"{}\"\ncredential_file = {:?}\n[health]\ninterval_ms = 300\n",
         dir.join("data"),
         hub.mqtt,
-        hub.http,
+        hub.api,
         cred
     )
 }

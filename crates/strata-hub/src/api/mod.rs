@@ -16,6 +16,7 @@ mod control;
 mod drift;
 mod error;
 mod fleet;
+pub mod https;
 mod models;
 mod ops;
 mod ota;
