@@ -480,3 +480,145 @@ fn an_invalid_alert_rule_or_webhook_stops_the_hub_with_a_clear_error() {
         assert!(err.contains(expect), "{err}");
     }
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn webhooks_go_over_https_to_endpoints_whose_certificate_chains_to_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    // An internal system's own CA and its server certificate, made with
+    // openssl; the receiver serves them with Python's ssl module.
+    let tls = dir.path().join("cmms-tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=CMMS test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&tls, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&tls, &csr);
+    std::fs::write(
+        tls.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &tls,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+
+    let port = free_port();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[alerts]]
+name = "overheat"
+signal = "temperature"
+condition = "above"
+value = 80.0
+
+# Trusts the CMMS's CA.
+[[webhooks]]
+name = "cmms"
+url = "https://127.0.0.1:{port}/hooks/strata"
+ca_file = {ca:?}
+backoff_s = 0.2
+
+# The same server, trusted against the public web's CAs only: refused.
+[[webhooks]]
+name = "stranger"
+url = "https://127.0.0.1:{port}/hooks/strata"
+max_attempts = 2
+backoff_s = 0.2
+"#,
+            ca = tls.join("ca.pem"),
+        ),
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let log = dir.path().join("received.jsonl");
+    let _receiver = Peer::python(
+        "webhook_receiver.py",
+        &[
+            &port.to_string(),
+            dir.path().join("webhooks/cmms.secret").to_str().unwrap(),
+            "0",
+            log.to_str().unwrap(),
+            tls.join("server.pem").to_str().unwrap(),
+            tls.join("server.key").to_str().unwrap(),
+        ],
+    );
+    let cred = hub.provision("press-1", json!({}));
+    publish(&hub, &cred, &batch(1, now_ns(), &[85.0]));
+
+    let deliveries = |state: &str| -> Vec<Value> {
+        let (_, d) = hub.api(
+            "GET",
+            &format!("/api/v1/webhooks/deliveries?state={state}"),
+            None,
+        );
+        d.as_array().cloned().unwrap_or_default()
+    };
+    eventually(Duration::from_secs(30), "both deliveries settled", || {
+        deliveries("delivered").len() == 1 && deliveries("failed").len() == 1
+    });
+    let delivered = &deliveries("delivered")[0];
+    assert_eq!(delivered["endpoint"], "cmms", "{delivered}");
+    let failed = &deliveries("failed")[0];
+    assert_eq!(failed["endpoint"], "stranger", "{failed}");
+    assert_eq!(failed["attempts"], 2, "{failed}");
+    let error = failed["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        error.contains("certificate") || error.contains("issuer"),
+        "{failed}"
+    );
+    // The receiver saw one request, over TLS, signed.
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "alert.raised");
+    assert_eq!(lines[0]["valid"], true);
+}

@@ -1,7 +1,7 @@
 """A webhook receiver (Python's http.server and hmac, not ours) that checks
 each delivery's signature the way a ticketing system would.
 
-Usage: webhook_receiver.py PORT SECRET_FILE FAIL_FIRST OUT_FILE
+Usage: webhook_receiver.py PORT SECRET_FILE FAIL_FIRST OUT_FILE [CERT KEY]
 
 The signature is HMAC-SHA256 over "{X-Strata-Timestamp}.{body}" with the
 secret file's text, sent as "X-Strata-Signature: sha256=<hex>". The first
@@ -10,10 +10,12 @@ Every request is appended to OUT_FILE as one JSON line: delivery id, event, whet
 signature verified, the status answered, and the body. Valid deliveries are
 answered 200 with {"id": "WO-<request number>"} (a work order, as a
 maintenance system would create); bad signatures 401. Prints "ready" once listening.
+With CERT and KEY (PEM files), it serves HTTPS with Python's ssl module.
 """
 import hashlib
 import hmac
 import json
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -55,5 +57,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = HTTPServer(("127.0.0.1", PORT), Handler)
+if len(sys.argv) > 6:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()

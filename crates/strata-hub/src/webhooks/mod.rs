@@ -32,8 +32,13 @@ pub const EVENTS: &[&str] = &["alert.raised", "alert.acknowledged", "alert.clear
 pub struct WebhookEndpoint {
     /// Its name, used in deliveries, metrics and the secret's file name.
     pub name: String,
-    /// Where to POST (`http://`).
+    /// Where to POST (`https://` or `http://`).
     pub url: String,
+    /// For an `https://` URL: the PEM file of the CA the endpoint's
+    /// certificate must chain to (relative to the data directory), trusted
+    /// instead of the public web's CAs (an internal system's own CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The events it receives; every event when empty.
     #[serde(default)]
     pub events: Vec<String>,
@@ -83,16 +88,19 @@ impl WebhookEndpoint {
                 "{at}: name must be letters, digits, '-' or '_' (it names the secret's file)"
             ));
         }
-        if self.url.starts_with("https://") {
+        let https = self.url.starts_with("https://");
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"));
+        if rest.is_none_or(str::is_empty) {
             return Err(format!(
-                "{at}: https URLs are not supported yet; use http:// to a local TLS proxy"
-            ));
-        }
-        if !self.url.starts_with("http://") || self.url.len() <= "http://".len() {
-            return Err(format!(
-                "{at}: url must start with http://, got {:?}",
+                "{at}: url must start with https:// or http://, got {:?}",
                 self.url
             ));
+        }
+        if self.ca_file.is_some() && !https {
+            return Err(format!("{at}: ca_file is for https:// URLs only"));
         }
         if let Some(e) = self.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
             return Err(format!("{at}: unknown event {e:?} (known: {EVENTS:?})"));
@@ -194,9 +202,16 @@ impl Webhooks {
         let mut by_name = BTreeMap::new();
         for config in endpoints {
             let secret = load_secret(&config.secret_path(data_dir))?;
+            let roots = match &config.ca_file {
+                Some(file) => {
+                    ureq::tls::RootCerts::Specific(Arc::new(load_ca(&data_dir.join(file))?))
+                }
+                None => ureq::tls::RootCerts::WebPki,
+            };
             let agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs_f64(config.timeout_s)))
+                .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
                 .build()
                 .into();
             by_name.insert(
@@ -373,6 +388,30 @@ impl Webhooks {
 }
 
 /// Reads a secret file, or creates it with a new random secret.
+/// The certificates of a CA file (PEM) an endpoint's certificate must
+/// chain to.
+fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::BadRequest(format!(
+            "cannot read webhook CA file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certificates.is_empty() {
+        return Err(Error::BadRequest(format!(
+            "webhook CA file {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certificates)
+}
+
 fn load_secret(path: &Path) -> Result<Vec<u8>> {
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().as_bytes().to_vec()),
@@ -432,8 +471,15 @@ mod tests {
         assert!(e.validate().unwrap_err().contains("name"));
         let e = endpoint("name = \"a\"\nurl = \"ftp://h/\"\n");
         assert!(e.validate().unwrap_err().contains("http://"));
-        let e = endpoint("name = \"a\"\nurl = \"https://h/\"\n");
-        assert!(e.validate().unwrap_err().contains("https"));
+        assert!(
+            endpoint("name = \"a\"\nurl = \"https://h/\"\n")
+                .validate()
+                .is_ok()
+        );
+        let e = endpoint("name = \"a\"\nurl = \"https://\"\n");
+        assert!(e.validate().unwrap_err().contains("https://"));
+        let e = endpoint("name = \"a\"\nurl = \"http://h/\"\nca_file = \"ca.pem\"\n");
+        assert!(e.validate().unwrap_err().contains("ca_file"));
     }
 
     #[test]
