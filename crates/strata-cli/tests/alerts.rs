@@ -13,7 +13,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{HubProcess, Peer, PubPayload, eventually, free_port, mosquitto_pub, now_ns};
+use common::{HubProcess, Peer, PubPayload, eventually, free_port, mosquitto_pub, now_ns, openssl};
 use serde_json::{Value, json};
 
 fn batch(seq: u64, t0: i64, values: &[f64]) -> String {
@@ -481,19 +481,6 @@ fn an_invalid_alert_rule_or_webhook_stops_the_hub_with_a_clear_error() {
     }
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn webhooks_go_over_https_to_endpoints_whose_certificate_chains_to_their_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,6 +488,14 @@ fn webhooks_go_over_https_to_endpoints_whose_certificate_chains_to_their_ca() {
     // openssl; the receiver serves them with Python's ssl module.
     let tls = dir.path().join("cmms-tls");
     std::fs::create_dir_all(&tls).unwrap();
+    let at = |file: &str| tls.join(file).to_str().unwrap().to_owned();
+    let (ca_key, ca_pem) = (at("ca.key"), at("ca.pem"));
+    let (key, csr, cert, ext) = (
+        at("server.key"),
+        at("server.csr"),
+        at("server.pem"),
+        at("server.ext"),
+    );
     let ec = [
         "-newkey",
         "ec",
@@ -510,37 +505,35 @@ fn webhooks_go_over_https_to_endpoints_whose_certificate_chains_to_their_ca() {
     ];
     let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=CMMS test CA"];
     ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&tls, &ca);
-    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
-    openssl(&tls, &csr);
+    ca.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+    openssl(&ca);
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(ec);
+    request.extend(["-keyout", &key, "-out", &csr]);
+    openssl(&request);
     std::fs::write(
-        tls.join("server.ext"),
+        &ext,
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(
-        &tls,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ];
+    openssl(&sign);
 
     let port = free_port();
     let config = dir.path().join("hub.toml");
@@ -568,7 +561,7 @@ url = "https://127.0.0.1:{port}/hooks/strata"
 max_attempts = 2
 backoff_s = 0.2
 "#,
-            ca = tls.join("ca.pem"),
+            ca = ca_pem,
         ),
     )
     .unwrap();
@@ -581,8 +574,8 @@ backoff_s = 0.2
             dir.path().join("webhooks/cmms.secret").to_str().unwrap(),
             "0",
             log.to_str().unwrap(),
-            tls.join("server.pem").to_str().unwrap(),
-            tls.join("server.key").to_str().unwrap(),
+            &cert,
+            &key,
         ],
     );
     let cred = hub.provision("press-1", json!({}));

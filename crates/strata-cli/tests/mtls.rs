@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{HubProcess, eventually, now_ns};
+use common::{HubProcess, eventually, now_ns, openssl};
 use serde_json::{Value, json};
 
 /// A device's files: its own key, the certificate the hub issued, the CA.
@@ -20,19 +20,6 @@ struct DeviceFiles {
     cert: PathBuf,
     ca: PathBuf,
     credential: String,
-}
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn base64(bytes: &[u8]) -> String {
