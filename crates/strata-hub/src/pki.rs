@@ -1,6 +1,8 @@
 //! The platform CA: the hub's own certificate authority (`rcgen`), which
 //! signs a short-lived certificate for every enrolled device and the
-//! server certificate of the MQTT TLS listener.
+//! server certificates of the MQTT TLS and HTTPS listeners (90 days each,
+//! made anew at two thirds of their life by the first handshake after,
+//! so a hub that runs for years never presents an expired one).
 //!
 //! The CA key stays in `ca.key` (PKCS#8, readable by the hub only); its
 //! certificate, the trust anchor devices pin, is `ca.pem`. A device keeps
@@ -189,25 +191,58 @@ impl Pki {
         Ok(self.store.valid_certificates(now_ns())?)
     }
 
-    /// The MQTT TLS listener's configuration: a fresh server certificate
-    /// for `names` (and localhost) signed by the CA, and client
-    /// certificates required, chained to the CA.
-    pub fn server_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
+    /// The MQTT TLS listener's configuration: a server certificate for
+    /// `names` (and localhost) signed by the CA, renewed before it expires
+    /// ([`ServerCertificate`]), and client certificates required, chained
+    /// to the CA.
+    pub fn server_config(self: &Arc<Self>, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
         self.make_server_config(names, true)
     }
 
     /// The HTTPS listener's configuration: the same kind of server
     /// certificate, and no client certificate asked for (API callers
     /// authenticate with tokens, devices with their credential).
-    pub fn https_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
+    pub fn https_config(self: &Arc<Self>, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
         self.make_server_config(names, false)
     }
 
     fn make_server_config(
-        &self,
+        self: &Arc<Self>,
         names: &[String],
         client_certificates: bool,
     ) -> Result<Arc<rustls::ServerConfig>> {
+        let certificate = ServerCertificate::new(self.clone(), names, SERVER_CERT_LIFETIME_S)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.ca_der.clone().into())
+            .map_err(|e| Error::Unavailable(format!("the CA certificate is unusable: {e}")))?;
+        let tls_error = |e: rustls::Error| Error::Unavailable(format!("TLS configuration: {e}"));
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::Unavailable(format!("client certificate verifier: {e}")))?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let builder = if client_certificates {
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        Ok(Arc::new(builder.with_cert_resolver(Arc::new(certificate))))
+    }
+
+    /// A new server certificate for `names` (and localhost) and its key,
+    /// valid from a little before `now_ns` for `lifetime_s`.
+    fn new_server_certificate(
+        &self,
+        names: &[String],
+        now_ns: i64,
+        lifetime_s: i64,
+    ) -> Result<rustls::sign::CertifiedKey> {
         let key =
             KeyPair::generate().map_err(|e| Error::Unavailable(format!("server key: {e}")))?;
         let mut p = CertificateParams::default();
@@ -230,40 +265,99 @@ impl Pki {
             });
         }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let now = time::OffsetDateTime::now_utc();
+        let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ns))
+            .map_err(|e| Error::Unavailable(format!("the clock: {e}")))?;
         p.not_before = now - time::Duration::seconds(CLOCK_SKEW_S);
-        p.not_after = now + time::Duration::days(90);
+        p.not_after = now + time::Duration::seconds(lifetime_s);
         let cert = p
             .signed_by(&key, &self.issuer())
             .map_err(|e| Error::Unavailable(format!("cannot sign the server certificate: {e}")))?;
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(self.ca_der.clone().into())
-            .map_err(|e| Error::Unavailable(format!("the CA certificate is unusable: {e}")))?;
-        let tls_error = |e: rustls::Error| Error::Unavailable(format!("TLS configuration: {e}"));
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
+        rustls::sign::CertifiedKey::from_der(
+            vec![cert.der().clone(), self.ca_der.clone().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            &rustls::crypto::ring::default_provider(),
         )
-        .build()
-        .map_err(|e| Error::Unavailable(format!("client certificate verifier: {e}")))?;
-        let builder = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(tls_error)?;
-        let builder = if client_certificates {
-            builder.with_client_cert_verifier(verifier)
-        } else {
-            builder.with_no_client_auth()
-        };
-        let config = builder
-            .with_single_cert(
-                vec![cert.der().clone(), self.ca_der.clone().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .map_err(tls_error)?;
-        Ok(Arc::new(config))
+        .map_err(|e| Error::Unavailable(format!("TLS configuration: {e}")))
+    }
+}
+
+/// How long a server certificate lasts.
+const SERVER_CERT_LIFETIME_S: i64 = 90 * 24 * 3600;
+
+/// The hub's server certificate for one listener, made anew by the CA
+/// before it expires: each TLS handshake takes the current one, and the
+/// first handshake past two thirds of its life makes the next, so a hub
+/// that runs for years never serves an expired certificate. If making one
+/// fails, the current one stays and the next handshake a minute later
+/// tries again.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    pki: Arc<Pki>,
+    names: Vec<String>,
+    lifetime_s: i64,
+    current: std::sync::RwLock<Current>,
+}
+
+#[derive(Debug)]
+struct Current {
+    key: Arc<rustls::sign::CertifiedKey>,
+    not_after_ns: i64,
+    renew_at_ns: i64,
+}
+
+impl ServerCertificate {
+    /// A certificate for `names` lasting `lifetime_s`, made now.
+    pub fn new(pki: Arc<Pki>, names: &[String], lifetime_s: i64) -> Result<ServerCertificate> {
+        let current = Self::make(&pki, names, lifetime_s, now_ns())?;
+        Ok(ServerCertificate {
+            pki,
+            names: names.to_vec(),
+            lifetime_s,
+            current: std::sync::RwLock::new(current),
+        })
+    }
+
+    fn make(pki: &Pki, names: &[String], lifetime_s: i64, now: i64) -> Result<Current> {
+        let key = pki.new_server_certificate(names, now, lifetime_s)?;
+        let life_ns = lifetime_s.saturating_mul(NS);
+        Ok(Current {
+            key: Arc::new(key),
+            not_after_ns: now.saturating_add(life_ns),
+            renew_at_ns: now.saturating_add(life_ns / 3 * 2),
+        })
+    }
+
+    /// The certificate to present at `now`, and when it expires.
+    pub fn at(&self, now: i64) -> (Arc<rustls::sign::CertifiedKey>, i64) {
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if now < current.renew_at_ns {
+                return (current.key.clone(), current.not_after_ns);
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if now >= current.renew_at_ns {
+            match Self::make(&self.pki, &self.names, self.lifetime_s, now) {
+                Ok(next) => {
+                    *current = next;
+                    tracing::info!("renewed the hub's TLS server certificate");
+                }
+                Err(e) => {
+                    current.renew_at_ns = now.saturating_add(60 * NS);
+                    tracing::error!("cannot renew the hub's TLS server certificate: {e}");
+                }
+            }
+        }
+        (current.key.clone(), current.not_after_ns)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCertificate {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.at(now_ns()).0)
     }
 }
 
@@ -334,6 +428,46 @@ mod tests {
     use strata_store::{Durability, SqliteStore};
 
     #[test]
+    fn the_server_certificate_is_made_anew_before_it_expires() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
+        let pki = Arc::new(Pki::open(dir.path(), store, 3600).unwrap());
+        let server =
+            ServerCertificate::new(pki.clone(), &["hub.plant.example".into()], 3000).unwrap();
+        let now = now_ns();
+        let (first, first_end) = server.at(now);
+        // Until two thirds of its life, the same certificate.
+        let (same, _) = server.at(now + 1999 * NS);
+        assert!(Arc::ptr_eq(&first, &same));
+        // Past them, a new one, which lasts longer.
+        let (second, second_end) = server.at(now + 2001 * NS);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(second_end > first_end);
+        assert!(Arc::ptr_eq(&server.at(now + 2002 * NS).0, &second));
+
+        // When the first has expired, a client that trusts the CA refuses
+        // it and accepts the second, for the configured name.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pem_body(pki.ca_pem()).unwrap().into()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let at =
+            UnixTime::since_unix_epoch(std::time::Duration::from_nanos((now + 3100 * NS) as u64));
+        let name = ServerName::try_from("hub.plant.example").unwrap();
+        let check = |key: &rustls::sign::CertifiedKey| {
+            verifier.verify_server_cert(&key.cert[0], &key.cert[1..], &name, &[], at)
+        };
+        assert!(check(&first).is_err());
+        assert!(check(&second).is_ok());
+    }
+
+    #[test]
     fn device_certificates_chain_to_the_ca_and_the_ca_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
@@ -369,7 +503,7 @@ mod tests {
             .unwrap();
 
         // Reopened: the same CA, the certificate still recorded.
-        let again = Pki::open(dir.path(), store, 3600).unwrap();
+        let again = Arc::new(Pki::open(dir.path(), store, 3600).unwrap());
         assert_eq!(again.ca_pem(), pki.ca_pem());
         assert_eq!(again.valid_certificates().unwrap()[0].sha256, issued.sha256);
         let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
