@@ -336,6 +336,30 @@ impl Appender<'_> {
         Ok(())
     }
 
+    /// Where appends go now: what [`Appender::cut_back`] returns to.
+    pub fn mark(&self) -> (u32, u64) {
+        (self.active.number, self.active.len)
+    }
+
+    /// Drops what was appended since `mark` (a commit whose transaction
+    /// failed: no row will ever point at it), so the next commit's records
+    /// take its place instead of leaving dead bytes in the segment.
+    pub fn cut_back(&mut self, mark: (u32, u64)) -> Result<()> {
+        let (number, len) = mark;
+        // A segment started since holds nothing else.
+        let keep = if self.active.number == number { len } else { 0 };
+        if self.active.len == keep {
+            return Ok(());
+        }
+        let path = segment_path(&self.segments.dir, self.active.number);
+        self.active
+            .file
+            .set_len(keep)
+            .map_err(io(format!("cannot truncate {}", path.display())))?;
+        self.active.len = keep;
+        Ok(())
+    }
+
     /// Removes the segment files older than the one appends go to that
     /// `in_use` says no block needs any more (retention); returns how many
     /// files and bytes went. Only the newest segment is ever appended to,
@@ -447,6 +471,26 @@ mod tests {
         assert_eq!(segs.read(kept).unwrap(), b"recorded");
         let next = segs.lock().unwrap().append(&[b"after"]).unwrap()[0];
         assert_eq!(next.offset, end);
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_no_dead_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = Segments::open(dir.path(), true, |_| Ok(0)).unwrap();
+        let mut a = segs.lock().unwrap();
+        let kept = a.append(&[b"committed"]).unwrap()[0];
+        let mark = a.mark();
+        a.append(&[b"a commit that failed", b"twice"]).unwrap();
+        a.cut_back(mark).unwrap();
+        let next = a.append(&[b"the next commit"]).unwrap()[0];
+        assert_eq!(next.offset, kept.offset + kept.length);
+        a.sync().unwrap();
+        drop(a);
+        assert_eq!(segs.read(next).unwrap(), b"the next commit");
+        assert_eq!(
+            std::fs::metadata(segment_path(dir.path(), 0)).unwrap().len(),
+            next.offset + next.length
+        );
     }
 
     #[test]

@@ -32,14 +32,19 @@ impl TelemetryStore for SqliteStore {
         // Held until the transaction has committed: segment appends and
         // their rows go in the same order here and in any other process.
         let mut segments = self.segments.lock()?;
+        let mark = segments.mark();
         let (result, commit) = self.write_unsynced(|w| {
             let result = write_in_transaction(w, &mut segments, batches);
             if result.is_err() {
                 // The transaction rolled back: ids created in it are gone,
-                // and so are the seqs it recorded.
+                // and so are the seqs it recorded, and no row points at
+                // the blocks it appended.
                 w.series.clear();
                 w.streams.clear();
                 w.ledgers.clear();
+                if let Err(e) = segments.cut_back(mark) {
+                    tracing::warn!("cannot drop the blocks of a failed commit: {e}");
+                }
             }
             result
         });
