@@ -290,6 +290,11 @@ pub struct AuthConfig {
     pub login_free_attempts: u32,
     /// The longest such wait, seconds.
     pub login_max_wait_s: u64,
+    /// Logins from one source address (an IPv6 /64) without a right
+    /// password before that address must wait the same way, whatever the
+    /// names it tries; 0 turns this off (behind a reverse proxy every
+    /// client has the proxy's address).
+    pub login_free_attempts_per_address: u32,
 }
 
 impl Default for AuthConfig {
@@ -298,6 +303,7 @@ impl Default for AuthConfig {
             session_ttl_s: 12 * 3600,
             login_free_attempts: 5,
             login_max_wait_s: 15 * 60,
+            login_free_attempts_per_address: 30,
         }
     }
 }

@@ -344,6 +344,8 @@ impl Hub {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            // Handlers see the caller's address (the login throttle).
+            let app = app.into_make_service_with_connect_info::<api::https::Peer>();
             let served = match listener {
                 ApiListener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
                 ApiListener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,

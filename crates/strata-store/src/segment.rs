@@ -488,7 +488,9 @@ mod tests {
         drop(a);
         assert_eq!(segs.read(next).unwrap(), b"the next commit");
         assert_eq!(
-            std::fs::metadata(segment_path(dir.path(), 0)).unwrap().len(),
+            std::fs::metadata(segment_path(dir.path(), 0))
+                .unwrap()
+                .len(),
             next.offset + next.length
         );
     }

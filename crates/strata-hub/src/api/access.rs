@@ -33,11 +33,13 @@ pub struct Login {
         (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(s): State<ApiState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<super::https::Peer>,
     Json(req): Json<Login>,
 ) -> Result<(StatusCode, Json<IssuedToken>)> {
     let user = req.user.clone();
+    let source = Some(peer.0.ip());
     let outcome = blocking(move || {
-        let result = s.access.login(&req.user, &req.password);
+        let result = s.access.login(&req.user, &req.password, source);
         let event = Event::ok(req.user.clone(), "auth.login", req.user.clone());
         let event = match &result {
             Ok(t) => event.detail(serde_json::json!({"token": t.info.id})),

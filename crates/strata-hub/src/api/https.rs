@@ -1,5 +1,5 @@
 //! HTTPS for the API (`[http] tls`): a listener that hands axum TLS
-//! streams. Handshakes run each in a task of its own, with a deadline, so
+//! streams; and [`Peer`], the caller's address on either listener. Handshakes run each in a task of its own, with a deadline, so
 //! one slow or silent client never holds up the next; a failed handshake
 //! is logged at debug level and costs nothing else.
 
@@ -75,5 +75,24 @@ impl axum::serve::Listener for HttpsListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+/// The address a request came from, for handlers that need it (the login
+/// throttle), whichever listener the API is served on.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
     }
 }

@@ -6,12 +6,15 @@
 //! route needs is the table in [`policy`]; a route missing from it is
 //! refused. The hub's bootstrap token (`admin.token`) acts as the built-in
 //! `admin` account and never expires. Logins are throttled per user name
-//! after wrong passwords in a row ([`throttle`]).
+//! after wrong passwords in a row, and per source address after logins
+//! without a right password whatever the names ([`throttle`], one table
+//! for each).
 
 pub mod policy;
 pub mod throttle;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -290,6 +293,21 @@ struct Cache {
     tokens: HashMap<[u8; 32], ApiToken>,
 }
 
+/// The throttle's key for a source address: an IPv4 address, or the /64
+/// an IPv6 address is in (the least a site gets, so one attacker's).
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// Users, service accounts and tokens.
 pub struct Access {
     store: Arc<dyn AccessStore>,
@@ -301,6 +319,8 @@ pub struct Access {
     dummy_phc: String,
     /// Wrong passwords in a row, per name.
     throttle: throttle::LoginThrottle,
+    /// Logins without a right password, per source address (none: off).
+    address_throttle: Option<throttle::LoginThrottle>,
 }
 
 impl Access {
@@ -334,6 +354,12 @@ impl Access {
                 config.login_free_attempts,
                 std::time::Duration::from_secs(config.login_max_wait_s),
             ),
+            address_throttle: (config.login_free_attempts_per_address > 0).then(|| {
+                throttle::LoginThrottle::new(
+                    config.login_free_attempts_per_address,
+                    std::time::Duration::from_secs(config.login_max_wait_s),
+                )
+            }),
         })
     }
 
@@ -392,18 +418,28 @@ impl Access {
 
     /// Checks a password and opens a session: a token with the role's
     /// permissions for the configured session lifetime. After too many
-    /// wrong passwords in a row for `name`, refuses with
-    /// [`Error::TooManyRequests`] until its wait is over (see [`throttle`]).
-    pub fn login(&self, name: &str, password: &str) -> Result<IssuedToken> {
-        if let Err(wait) = self.throttle.begin(name, std::time::Instant::now()) {
+    /// wrong passwords in a row for `name`, or from `source`'s address,
+    /// refuses with [`Error::TooManyRequests`] until its wait is over (see
+    /// [`throttle`]).
+    pub fn login(&self, name: &str, password: &str, source: Option<IpAddr>) -> Result<IssuedToken> {
+        let now = std::time::Instant::now();
+        let too_many = |wait: std::time::Duration, whose: String| {
             let retry_after_s = wait.as_secs_f64().ceil() as u64;
-            return Err(Error::TooManyRequests {
+            Error::TooManyRequests {
                 message: format!(
-                    "too many wrong passwords for {name:?}: try again in {retry_after_s} s"
+                    "too many wrong passwords {whose}: try again in {retry_after_s} s"
                 ),
                 retry_after_s,
-            });
+            }
+        };
+        let address = source.map(address_key);
+        if let (Some(t), Some(a)) = (&self.address_throttle, &address) {
+            t.begin(a, now)
+                .map_err(|wait| too_many(wait, "from this address".into()))?;
         }
+        self.throttle
+            .begin(name, now)
+            .map_err(|wait| too_many(wait, format!("for {name:?}")))?;
         let user = self.user(name);
         let phc = user
             .as_ref()
@@ -414,11 +450,18 @@ impl Access {
         let user = match (user, phc, matches) {
             (Some(u), Some(_), true) => u,
             _ => {
-                self.throttle.failed(name, std::time::Instant::now());
+                let now = std::time::Instant::now();
+                self.throttle.failed(name, now);
+                if let (Some(t), Some(a)) = (&self.address_throttle, &address) {
+                    t.failed(a, now);
+                }
                 return Err(refused());
             }
         };
         self.throttle.succeeded(name);
+        if let (Some(t), Some(a)) = (&self.address_throttle, &address) {
+            t.succeeded(a);
+        }
         let role = Role::parse(&user.role)?;
         self.issue(
             &user.name,

@@ -29,17 +29,17 @@ fn a_login_gives_a_session_with_the_role_and_a_wrong_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = access(dir.path());
     a.create_user(user("olga", Role::Operator)).unwrap();
-    let session = a.login("olga", "olga has a long password").unwrap();
+    let session = a.login("olga", "olga has a long password", None).unwrap();
     let p = a.authenticate(&session.token).unwrap();
     assert_eq!((p.name.as_str(), p.role), ("olga", Role::Operator));
     assert!(p.permissions.has(Permission::Operate) && !p.permissions.has(Permission::Ml));
     assert!(p.require(Permission::Admin).is_err());
     assert!(matches!(
-        a.login("olga", "wrong password!!"),
+        a.login("olga", "wrong password!!", None),
         Err(Error::Unauthorized(_))
     ));
     assert!(matches!(
-        a.login("nobody", "olga has a long password"),
+        a.login("nobody", "olga has a long password", None),
         Err(Error::Unauthorized(_))
     ));
     // Only the hash is stored.
@@ -58,11 +58,13 @@ fn wrong_passwords_in_a_row_make_a_name_wait_even_for_the_right_one() {
     a.create_user(user("olga", Role::Operator)).unwrap();
     for _ in 0..AuthConfig::default().login_free_attempts {
         assert!(matches!(
-            a.login("olga", "wrong password!!"),
+            a.login("olga", "wrong password!!", None),
             Err(Error::Unauthorized(_))
         ));
     }
-    let refused = a.login("olga", "olga has a long password").unwrap_err();
+    let refused = a
+        .login("olga", "olga has a long password", None)
+        .unwrap_err();
     assert!(
         matches!(
             refused,
@@ -76,14 +78,59 @@ fn wrong_passwords_in_a_row_make_a_name_wait_even_for_the_right_one() {
     assert_eq!(refused.status(), 429);
     // Unknown names wait the same way; other names are not held up.
     for _ in 0..AuthConfig::default().login_free_attempts {
-        let _ = a.login("nobody", "guess");
+        let _ = a.login("nobody", "guess", None);
     }
     assert!(matches!(
-        a.login("nobody", "guess"),
+        a.login("nobody", "guess", None),
         Err(Error::TooManyRequests { .. })
     ));
     a.create_user(user("piet", Role::Viewer)).unwrap();
-    assert!(a.login("piet", "piet has a long password").is_ok());
+    assert!(a.login("piet", "piet has a long password", None).is_ok());
+}
+
+#[test]
+fn one_address_spraying_guesses_over_many_names_is_made_to_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = access(dir.path());
+    a.create_user(user("olga", Role::Operator)).unwrap();
+    let sprayer: std::net::IpAddr = "2001:db8:1:2::77".parse().unwrap();
+    let free = AuthConfig::default().login_free_attempts_per_address;
+    // One guess per name: no name's own throttle ever triggers.
+    for i in 0..free {
+        assert!(matches!(
+            a.login(&format!("name-{i}"), "guess", Some(sprayer)),
+            Err(Error::Unauthorized(_))
+        ));
+    }
+    // The next guess from that address waits, whichever name it tries,
+    // and so does the rest of its /64 ...
+    let neighbour: std::net::IpAddr = "2001:db8:1:2::99".parse().unwrap();
+    for (name, from) in [("fresh-name", sprayer), ("olga", neighbour)] {
+        let refused = a.login(name, "guess", Some(from)).unwrap_err();
+        assert!(
+            matches!(refused, Error::TooManyRequests { .. }),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("address"), "{refused}");
+    }
+    // ... while olga, from elsewhere, logs in.
+    let office: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    assert!(
+        a.login("olga", "olga has a long password", Some(office))
+            .is_ok()
+    );
+    // A right password clears an address's count.
+    for i in 0..free - 1 {
+        let _ = a.login(&format!("other-{i}"), "guess", Some(office));
+    }
+    assert!(
+        a.login("olga", "olga has a long password", Some(office))
+            .is_ok()
+    );
+    assert!(matches!(
+        a.login("nobody", "guess", Some(office)),
+        Err(Error::Unauthorized(_))
+    ));
 }
 
 #[test]
@@ -214,7 +261,7 @@ fn expired_revoked_and_disabled_are_refused_and_survive_a_reload() {
             .contains("disabled")
     );
     // A service account cannot log in.
-    assert!(again.login("etl", "anything at all").is_err());
+    assert!(again.login("etl", "anything at all", None).is_err());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Login throttling: password guessing gets slower the more it fails.
 //!
-//! Each user name has a count of attempts since its last right password.
+//! Each user name has a count of attempts since its last right password
+//! (the hub keeps a second table the same way for source addresses).
 //! Once it reaches the free attempts, the name must wait before the next
 //! try: one second, then twice as long after each further one, up to a
 //! ceiling. A try made while waiting is refused without checking the
