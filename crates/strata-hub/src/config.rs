@@ -203,6 +203,10 @@ pub struct StorageConfig {
     /// Telemetry older than this many days is deleted, and the space it
     /// took freed; unset keeps it forever.
     pub retention_days: Option<u64>,
+    /// At most this many MB of telemetry files: past it the oldest
+    /// telemetry is deleted, a segment file (64 MB) at a time; unset, no
+    /// limit.
+    pub retention_max_mb: Option<u64>,
     /// How often retention runs, seconds (also once at start).
     pub retention_check_s: u64,
 }
@@ -212,6 +216,7 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::default(),
             retention_days: None,
+            retention_max_mb: None,
             retention_check_s: 600,
         }
     }
@@ -227,7 +232,17 @@ impl StorageConfig {
         })
     }
 
+    /// The most bytes telemetry files may take (`None`: no limit).
+    pub fn retention_max_bytes(&self) -> Option<u64> {
+        self.retention_max_mb.map(|mb| mb.saturating_mul(1 << 20))
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if self.retention_max_mb == Some(0) {
+            return Err(
+                "[storage] retention_max_mb must be at least 1 (or left out for no limit)".into(),
+            );
+        }
         if self.retention_days == Some(0) {
             return Err("[storage] retention_days must be at least 1 (or left out to keep telemetry forever)".into());
         }
@@ -436,6 +451,10 @@ mod tests {
         );
         let err = HubConfig::parse("[storage]\nretention_days = 0\n").unwrap_err();
         assert!(err.contains("retention_days"), "{err}");
+        let config = HubConfig::parse("[storage]\nretention_max_mb = 2048\n").unwrap();
+        assert_eq!(config.storage.retention_max_bytes(), Some(2048 << 20));
+        let err = HubConfig::parse("[storage]\nretention_max_mb = 0\n").unwrap_err();
+        assert!(err.contains("retention_max_mb"), "{err}");
         let err = HubConfig::parse("[storage]\nretention_check_s = 0\n").unwrap_err();
         assert!(err.contains("retention_check_s"), "{err}");
     }

@@ -111,8 +111,8 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     /// Total time spent committing, microseconds.
     pub commit_micros: AtomicU64,
-    /// Retention: telemetry batches deleted for being older than the
-    /// retention period.
+    /// Retention: telemetry batches deleted (past the period or over the
+    /// size limit).
     pub batches_expired: AtomicU64,
     /// Retention: readings deleted.
     pub readings_expired: AtomicU64,
@@ -235,12 +235,12 @@ impl Metrics {
             ("strata_store_commit_seconds_total", "", &self.commit_micros),
             (
                 "strata_retention_batches_deleted_total",
-                "Telemetry batches deleted for being older than the retention period.",
+                "Telemetry batches deleted by retention (past its period or over its size limit).",
                 &self.batches_expired,
             ),
             (
                 "strata_retention_readings_deleted_total",
-                "Readings deleted for being older than the retention period.",
+                "Readings deleted by retention.",
                 &self.readings_expired,
             ),
             (

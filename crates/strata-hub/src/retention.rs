@@ -1,6 +1,7 @@
 //! Telemetry retention: every `retention_check_s` (and once at start), the
 //! telemetry older than `retention_days` is deleted and the disk space it
-//! took is freed ([`TelemetryStore::expire`]). Counted in `/metrics`; a
+//! took is freed ([`TelemetryStore::expire`]), then, past
+//! `retention_max_mb`, the oldest ([`TelemetryStore::shrink_to`]). Counted in `/metrics`; a
 //! failed pass is logged and tried again at the next check.
 
 use std::sync::Arc;
@@ -13,19 +14,25 @@ use crate::config::StorageConfig;
 use crate::metrics::Metrics;
 
 /// Starts the retention task, if the configuration keeps telemetry for a
-/// limited time; it ends when `stop` turns true.
+/// limited time or up to a size; it ends when `stop` turns true.
 pub fn spawn(
     config: &StorageConfig,
     store: Arc<dyn TelemetryStore>,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let keep_ns = config.retention_ns()?;
+    let policy = Policy {
+        keep_ns: config.retention_ns(),
+        max_bytes: config.retention_max_bytes(),
+    };
+    if policy.keep_ns.is_none() && policy.max_bytes.is_none() {
+        return None;
+    }
     let every = Duration::from_secs(config.retention_check_s);
     Some(tokio::spawn(async move {
         loop {
             let (store, m) = (store.clone(), metrics.clone());
-            let pass = tokio::task::spawn_blocking(move || run_once(&*store, &m, keep_ns)).await;
+            let pass = tokio::task::spawn_blocking(move || run_once(&*store, &m, policy)).await;
             if let Err(e) = pass {
                 metrics.retention_failures.fetch_add(1, Relaxed);
                 tracing::warn!("telemetry retention task failed: {e}");
@@ -38,10 +45,31 @@ pub fn spawn(
     }))
 }
 
-/// One pass: deletes what is older than `keep_ns` before now.
-fn run_once(store: &dyn TelemetryStore, metrics: &Metrics, keep_ns: i64) {
-    let before_ns = crate::now_ns().saturating_sub(keep_ns);
-    match store.expire(before_ns) {
+/// What to keep.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    keep_ns: Option<i64>,
+    max_bytes: Option<u64>,
+}
+
+/// One pass: deletes what is older than the period, then the oldest until
+/// the files fit the size limit.
+fn run_once(store: &dyn TelemetryStore, metrics: &Metrics, policy: Policy) {
+    if let Some(keep_ns) = policy.keep_ns {
+        let before_ns = crate::now_ns().saturating_sub(keep_ns);
+        count(
+            metrics,
+            "past its retention period",
+            store.expire(before_ns),
+        );
+    }
+    if let Some(max_bytes) = policy.max_bytes {
+        count(metrics, "over the size limit", store.shrink_to(max_bytes));
+    }
+}
+
+fn count(metrics: &Metrics, why: &str, pass: strata_store::Result<strata_store::Expired>) {
+    match pass {
         Ok(expired) => {
             metrics.batches_expired.fetch_add(expired.batches, Relaxed);
             metrics
@@ -59,7 +87,7 @@ fn run_once(store: &dyn TelemetryStore, metrics: &Metrics, keep_ns: i64) {
                     readings = expired.readings,
                     segment_files = expired.segments,
                     bytes_freed = expired.bytes,
-                    "telemetry retention deleted what was past its retention period"
+                    "telemetry retention deleted what was {why}"
                 );
             }
         }

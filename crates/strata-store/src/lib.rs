@@ -102,6 +102,12 @@ pub trait TelemetryStore: Send + Sync + 'static {
     /// expired is still recognised as a duplicate.
     fn expire(&self, before_ns: i64) -> Result<Expired>;
 
+    /// Retention by size: deletes the oldest telemetry, a segment file at a
+    /// time, until the files take at most `max_bytes` (the newest stays,
+    /// whatever its size). Latest values and the ledger stay, as with
+    /// [`TelemetryStore::expire`].
+    fn shrink_to(&self, max_bytes: u64) -> Result<Expired>;
+
     /// Replays the stored batches of `device` that overlap `[from_ns,
     /// to_ns]` (of one stream, or all), decoded, in order of their first
     /// reading: what a backtest or a training dataset is built from.

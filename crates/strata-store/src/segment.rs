@@ -188,6 +188,19 @@ impl Segments {
         Ok(appender)
     }
 
+    /// The segment files and their sizes, oldest first.
+    pub fn files(&self) -> Result<Vec<(u32, u64)>> {
+        let mut numbers = segment_numbers(&self.dir)?;
+        numbers.sort_unstable();
+        Ok(numbers
+            .into_iter()
+            .filter_map(|n| {
+                let len = std::fs::metadata(segment_path(&self.dir, n)).ok()?.len();
+                Some((n, len))
+            })
+            .collect())
+    }
+
     /// Reads the block at `place`, checking its length and CRC.
     pub fn read(&self, place: Place) -> Result<Vec<u8>> {
         let file = self.file(place.segment)?;

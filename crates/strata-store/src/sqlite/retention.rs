@@ -1,6 +1,7 @@
-//! Retention for SQLite: old blocks are deleted stream by stream, in small
-//! transactions so that ingest never waits long for the writer connection;
-//! then the segment files no row points at any more are removed.
+//! Retention for SQLite: old blocks are deleted (by age, stream by stream;
+//! by size, the oldest segment's at a time) in small transactions so that
+//! ingest never waits long for the writer connection; then the segment
+//! files no row points at any more are removed.
 //!
 //! The order makes it crash-safe: rows go first, so a row never points at
 //! a removed file; a crash between the two leaves unused files, which the
@@ -29,49 +30,94 @@ impl SqliteStore {
         })?;
         let mut expired = Expired::default();
         for stream in streams {
-            loop {
-                let (blocks, batches, readings) = self.write(|w| {
-                    let tx = w
-                        .conn
-                        .transaction()
-                        .context(|| "cannot begin a retention transaction".into())?;
-                    let counts = {
-                        // Served by the (stream_id, t_max) index.
-                        let mut stmt = tx
-                            .prepare_cached(
-                                "DELETE FROM blocks WHERE id IN (
-                                     SELECT id FROM blocks WHERE stream_id = ?1 AND t_max < ?2
-                                     LIMIT ?3)
-                                 RETURNING batches, readings",
-                            )
-                            .context(|| "cannot prepare the retention delete".into())?;
-                        let rows = stmt
-                            .query_map(params![stream, before_ns, BLOCKS_PER_TRANSACTION], |r| {
-                                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                            })
-                            .context(|| format!("cannot expire blocks of stream {stream}"))?;
-                        let mut counts = (0u64, 0u64, 0u64);
-                        for row in rows {
-                            let (b, r) =
-                                row.context(|| format!("cannot expire blocks of stream {stream}"))?;
-                            counts.0 += 1;
-                            counts.1 += b as u64;
-                            counts.2 += r as u64;
-                        }
-                        counts
-                    };
-                    tx.commit()
-                        .context(|| "cannot commit a retention transaction".into())?;
-                    Ok(counts)
-                })?;
-                expired.blocks += blocks;
-                expired.batches += batches;
-                expired.readings += readings;
-                if blocks < BLOCKS_PER_TRANSACTION as u64 {
-                    break;
-                }
+            // Served by the (stream_id, t_max) index.
+            self.delete_blocks(
+                "stream_id = ?1 AND t_max < ?2",
+                [stream, before_ns],
+                &mut expired,
+            )?;
+        }
+        self.remove_unused_segments(&mut expired)?;
+        Ok(expired)
+    }
+
+    /// Deletes the oldest telemetry, a segment file at a time (its blocks,
+    /// then the file), until the segment files take at most `max_bytes`;
+    /// the newest segment is never removed.
+    pub(super) fn shrink_to_bytes(&self, max_bytes: u64) -> Result<Expired> {
+        let mut expired = Expired::default();
+        loop {
+            let files = self.segments.files()?;
+            let total: u64 = files.iter().map(|&(_, len)| len).sum();
+            let Some(&(oldest, _)) = files.first().filter(|_| files.len() > 1) else {
+                break;
+            };
+            if total <= max_bytes {
+                break;
+            }
+            // Served by the blocks_by_segment index.
+            self.delete_blocks("segment = ?1", [i64::from(oldest)], &mut expired)?;
+            let removed = expired.segments;
+            self.remove_unused_segments(&mut expired)?;
+            if expired.segments == removed {
+                // Nothing could go (another process is appending there?).
+                break;
             }
         }
+        Ok(expired)
+    }
+
+    /// Deletes the blocks `condition` (on `args`) selects, in transactions
+    /// of at most [`BLOCKS_PER_TRANSACTION`], counting them in `expired`.
+    fn delete_blocks<const N: usize>(
+        &self,
+        condition: &str,
+        args: [i64; N],
+        expired: &mut Expired,
+    ) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM blocks WHERE id IN (SELECT id FROM blocks WHERE {condition} LIMIT {BLOCKS_PER_TRANSACTION})
+             RETURNING batches, readings"
+        );
+        loop {
+            let deleted = self.write(|w| {
+                let tx = w
+                    .conn
+                    .transaction()
+                    .context(|| "cannot begin a retention transaction".into())?;
+                let mut counts = (0u64, 0u64, 0u64);
+                {
+                    let mut stmt = tx
+                        .prepare_cached(&sql)
+                        .context(|| "cannot prepare the retention delete".into())?;
+                    let rows = stmt
+                        .query_map(rusqlite::params_from_iter(args), |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        })
+                        .context(|| format!("cannot delete blocks where {condition}"))?;
+                    for row in rows {
+                        let (b, r) =
+                            row.context(|| format!("cannot delete blocks where {condition}"))?;
+                        counts.0 += 1;
+                        counts.1 += b as u64;
+                        counts.2 += r as u64;
+                    }
+                }
+                tx.commit()
+                    .context(|| "cannot commit a retention transaction".into())?;
+                Ok(counts)
+            })?;
+            expired.blocks += deleted.0;
+            expired.batches += deleted.1;
+            expired.readings += deleted.2;
+            if deleted.0 < BLOCKS_PER_TRANSACTION as u64 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Removes the segment files no row points at any more, counting them.
+    fn remove_unused_segments(&self, expired: &mut Expired) -> Result<()> {
         // Under the append lock: no commit is under way, and appends only
         // ever go to the newest segment, which is never removed.
         let mut appender = self.segments.lock()?;
@@ -85,9 +131,9 @@ impl SqliteStore {
                 .context(|| format!("cannot tell whether segment {segment} is in use"))
             })
         })?;
-        expired.segments = segments;
-        expired.bytes = bytes;
-        Ok(expired)
+        expired.segments += segments;
+        expired.bytes += bytes;
+        Ok(())
     }
 }
 
@@ -156,6 +202,55 @@ mod tests {
             .iter()
             .map(|p| p.ts_ns)
             .collect()
+    }
+
+    #[test]
+    fn over_its_size_limit_the_oldest_segments_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+        store.segments.set_segment_bytes(4096);
+        for seq in 1..=60 {
+            let t0 = BASE + seq as i64 * 100 * SECOND;
+            store
+                .write_batches(&[batch("d1", seq, t0), batch("d2", seq, t0)])
+                .unwrap();
+        }
+        let before = segment_files(dir.path());
+        let total: u64 = before.iter().map(|f| f.1).sum();
+        let all = store.batch_count(None).unwrap();
+        let limit = 4 * 4096;
+        assert!(total > 2 * limit, "{before:?}");
+
+        let expired = store.shrink_to(limit).unwrap();
+        let after = segment_files(dir.path());
+        let left: u64 = after.iter().map(|f| f.1).sum();
+        assert!(left <= limit, "{after:?}");
+        // Only the oldest went, and no more than needed: with the next
+        // oldest too, the rest would have fit.
+        assert_eq!(after[..], before[before.len() - after.len()..]);
+        assert!(left + before[before.len() - after.len() - 1].1 > limit);
+        assert_eq!(expired.segments as usize, before.len() - after.len());
+        assert_eq!(
+            expired.bytes,
+            before[..before.len() - after.len()]
+                .iter()
+                .map(|f| f.1)
+                .sum::<u64>()
+        );
+        assert_eq!(store.batch_count(None).unwrap(), all - expired.batches);
+        // What is left is the newest, every reading of it.
+        let kept = timestamps(&store, "d1", 0, i64::MAX);
+        assert_eq!(kept.len() as u64, (all - expired.batches) / 2 * 50);
+        assert_eq!(
+            *kept.last().unwrap(),
+            BASE + 60 * 100 * SECOND + 49 * SECOND
+        );
+        assert!(kept[0] > BASE + 100 * SECOND);
+        // Already small enough: nothing more goes.
+        assert_eq!(store.shrink_to(limit).unwrap(), crate::Expired::default());
+        // Even a limit of zero keeps the newest segment.
+        store.shrink_to(0).unwrap();
+        assert_eq!(segment_files(dir.path()), after[after.len() - 1..]);
     }
 
     #[test]

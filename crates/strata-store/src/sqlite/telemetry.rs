@@ -164,6 +164,10 @@ impl TelemetryStore for SqliteStore {
         self.expire_before(before_ns)
     }
 
+    fn shrink_to(&self, max_bytes: u64) -> Result<Expired> {
+        self.shrink_to_bytes(max_bytes)
+    }
+
     fn replay(
         &self,
         device: &DeviceId,
