@@ -36,6 +36,31 @@ if ! "$peers/bin/python" -c 'import asyncua, pymodbus, sklearn, skl2onnx, onnxru
 fi
 export STRATA_PEERS_PYTHON="$PWD/$peers/bin/python"
 
+# PostgreSQL for the scale-out telemetry store's tests: the server on
+# 127.0.0.1:5432 (user postgres, trusted from localhost, database test),
+# or, where none runs, one installed from Debian and started here.
+# STRATA_TEST_POSTGRES names another (a libpq connection string).
+if [ -z "${STRATA_TEST_POSTGRES:-}" ]; then
+    if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+        echo "installing and starting PostgreSQL for the tests"
+        sudo_if_needed apt-get update -qq
+        sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+        for hba in /etc/postgresql/*/main/pg_hba.conf; do
+            sudo_if_needed sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+        done
+        sudo_if_needed service postgresql restart
+        for _ in $(seq 1 30); do
+            (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break
+            sleep 1
+        done
+    fi
+    if command -v psql >/dev/null 2>&1 \
+        && ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+        psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
+    fi
+    export STRATA_TEST_POSTGRES="host=127.0.0.1 port=5432 user=postgres dbname=test"
+fi
+
 cargo fmt --all --check
 
 # Doc tests are left out (the docs hold no runnable examples); the summary

@@ -453,3 +453,99 @@ fn telemetry_past_its_retention_period_is_deleted_and_stays_deduplicated() {
     assert_eq!(hub.metric("strata_batches_duplicate_total"), 1.0);
     assert_eq!(hub.readings("press-1", "temp"), vec![(now, 2.5)]);
 }
+
+/// A schema of the test's own in this machine's PostgreSQL
+/// (`STRATA_TEST_POSTGRES`, or `host=127.0.0.1 user=postgres dbname=test`),
+/// dropped at the end.
+struct PgSchema {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PgSchema {
+    fn new(test: &str) -> PgSchema {
+        let server = std::env::var("STRATA_TEST_POSTGRES")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let name = format!("strata_hub_{test}_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&server, postgres::NoTls)
+            .expect("PostgreSQL runs here (scripts/test.sh starts it)");
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .unwrap();
+        let url = format!("{server} options='-c search_path={name}'");
+        PgSchema { server, name, url }
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+#[test]
+fn with_postgres_telemetry_lands_there_once_and_a_killed_hub_loses_none() {
+    let schema = PgSchema::new("ingest");
+    let (url, mut db) = (&schema.url, schema.client());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("[storage]\npostgres = {url:?}\n")).unwrap();
+    let start = || HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let hub = start();
+    let cred = hub.provision("press-1", json!({}));
+    let topic = "strata/v1/press-1/up/telemetry";
+    let t = now_ns();
+    let publish = |hub: &HubProcess, seq: u64, ts: i64, value: f64| {
+        let out = mosquitto_pub(
+            hub,
+            "press-1",
+            &cred,
+            "mqttv5",
+            topic,
+            PubPayload::Text(&json_batch("main", seq, ts, value)),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    publish(&hub, 1, t, 21.5);
+    publish(&hub, 1, t, 21.5);
+    publish(&hub, 2, t + 1, 22.0);
+    // Acknowledged means committed in PostgreSQL.
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM telemetry_batches", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
+    assert_eq!(
+        hub.readings("press-1", "temp"),
+        vec![(t, 21.5), (t + 1, 22.0)]
+    );
+    assert_eq!(hub.metric("strata_batches_duplicate_total"), 1.0);
+    let (_, latest) = hub.api("GET", "/api/v1/devices/press-1/latest", None);
+    assert_eq!(latest[0]["value"], 22.0, "{latest}");
+
+    // SIGKILL, restart: everything acknowledged is there, and a resend is
+    // still a duplicate.
+    hub.kill();
+    let hub = start();
+    publish(&hub, 2, t + 1, 22.0);
+    publish(&hub, 3, t + 2, 22.5);
+    assert_eq!(
+        hub.readings("press-1", "temp"),
+        vec![(t, 21.5), (t + 1, 22.0), (t + 2, 22.5)]
+    );
+    assert_eq!(hub.metric("strata_batches_duplicate_total"), 1.0);
+    assert_eq!(hub.metric("strata_batches_stored_total"), 1.0);
+}

@@ -209,6 +209,11 @@ pub struct StorageConfig {
     pub retention_max_mb: Option<u64>,
     /// How often retention runs, seconds (also once at start).
     pub retention_check_s: u64,
+    /// Keep telemetry in this PostgreSQL database
+    /// (`postgres://user@host/db`, or `host=... user=... dbname=...`)
+    /// instead of the data directory: for hubs at scale, several replicas
+    /// can share it. Everything else stays in the data directory.
+    pub postgres: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -218,6 +223,7 @@ impl Default for StorageConfig {
             retention_days: None,
             retention_max_mb: None,
             retention_check_s: 600,
+            postgres: None,
         }
     }
 }

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_proto::validate::Limits;
-use strata_store::SqliteStore;
+use strata_store::{SqliteStore, TelemetryStore};
 use tokio::sync::watch;
 
 pub use config::HubConfig;
@@ -118,6 +118,11 @@ impl Hub {
     pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
         let data_dir = config.data_dir.clone();
         let store = Arc::new(SqliteStore::open(&data_dir, config.storage.durability)?);
+        // Telemetry in the data directory beside the rest, or in PostgreSQL.
+        let telemetry: Arc<dyn TelemetryStore> = match &config.storage.postgres {
+            Some(url) => Arc::new(strata_store::postgres::PostgresTelemetry::connect(url)?),
+            None => store.clone(),
+        };
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
         let access = Arc::new(auth::Access::load(
@@ -153,7 +158,7 @@ impl Hub {
             workflows.clone(),
         )?;
         let (commands, writer) = ingest::writer::spawn(
-            store.clone(),
+            telemetry.clone(),
             registry.clone(),
             metrics.clone(),
             alerts.clone(),
@@ -238,7 +243,7 @@ impl Hub {
         )?;
         let jobs = Arc::new(models::jobs::JobRunner::start(models::jobs::JobDeps {
             jobs: store.clone(),
-            telemetry: store.clone(),
+            telemetry: telemetry.clone(),
             models: models.clone(),
             drift: drift.clone(),
             registry: registry.clone(),
@@ -254,7 +259,7 @@ impl Hub {
                 deployer: deployer.clone(),
                 registry: registry.clone(),
                 labels: store.clone(),
-                telemetry: store.clone(),
+                telemetry: telemetry.clone(),
                 audit: audit.clone(),
             },
             config.retrain.clone(),
@@ -288,13 +293,13 @@ impl Hub {
             kpis.clone(),
             registry.clone(),
             models.clone(),
-            store.clone(),
+            telemetry.clone(),
             store.clone(),
             stop.subscribe(),
         );
         retention::spawn(
             &config.storage,
-            store.clone(),
+            telemetry.clone(),
             metrics.clone(),
             stop.subscribe(),
         );
@@ -303,7 +308,7 @@ impl Hub {
             registry.clone(),
             models.clone(),
             store.clone(),
-            store.clone(),
+            telemetry.clone(),
             stop.subscribe(),
         );
         let state = api::ApiState {
@@ -311,7 +316,7 @@ impl Hub {
             gates,
             registry,
             labels: store.clone(),
-            store,
+            store: telemetry,
             metrics: metrics.clone(),
             broker: broker.clone(),
             models,

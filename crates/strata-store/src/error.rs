@@ -22,6 +22,15 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// PostgreSQL reported an error (or could not be reached).
+    #[cfg(feature = "postgres")]
+    #[error("{context}: {source}")]
+    Postgres {
+        /// What the store was doing.
+        context: String,
+        /// The database's error.
+        source: postgres::Error,
+    },
     /// Something asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -49,6 +58,15 @@ impl Error {
                 )
             ),
             Error::Io { .. } => true,
+            // A lost connection, a serialization failure, a deadlock: the
+            // transaction did not commit and may be tried again.
+            #[cfg(feature = "postgres")]
+            Error::Postgres { source, .. } => {
+                source.is_closed()
+                    || source
+                        .code()
+                        .is_some_and(|c| c.code().starts_with("40") || c.code().starts_with("08"))
+            }
             Error::NotFound(_) | Error::Conflict(_) | Error::Corrupt(_) => false,
         }
     }
@@ -62,6 +80,16 @@ pub(crate) trait Context<T> {
 impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Sqlite {
+            context: what(),
+            source,
+        })
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl<T> Context<T> for std::result::Result<T, postgres::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Postgres {
             context: what(),
             source,
         })

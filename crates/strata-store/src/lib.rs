@@ -27,6 +27,9 @@ pub mod jobs;
 pub mod labels;
 pub mod model;
 pub mod models;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod range;
 pub mod releases;
 pub mod retrain;
 pub mod segment;

@@ -6,7 +6,7 @@
 //! has seen: a duplicate is recognised without touching the database.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 
 use rusqlite::params;
 use strata_proto::{DeviceId, TelemetryBatch};
@@ -17,8 +17,8 @@ use crate::error::{Context, Result};
 use crate::segment::{Appender, Place, Segments};
 use crate::seqset::{IntervalChange, SeqSet};
 use crate::{
-    BatchWrite, Bucket, Expired, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo,
-    TelemetryStore, WriteOutcome, blob,
+    BatchWrite, Expired, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
+    WriteOutcome, blob,
 };
 
 impl TelemetryStore for SqliteStore {
@@ -120,43 +120,17 @@ impl TelemetryStore for SqliteStore {
             let mut rows = stmt
                 .query(params![q.device.as_str(), q.from_ns, q.to_ns])
                 .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
-            let mut points = Vec::new();
-            let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
+            let mut answer = crate::range::Collector::new(q);
             while let Some(row) = rows.next().context(|| "cannot read a block".into())? {
                 let data = block_bytes(&self.segments, row, 0)?;
                 block::for_each_entry(&data, |e| {
                     if e.readings == 0 || e.t_max < q.from_ns || e.t_min > q.to_ns {
                         return Ok(());
                     }
-                    blob::signal_points(e.data, &q.signal, |p| {
-                        if p.ts_ns < q.from_ns || p.ts_ns > q.to_ns {
-                            return;
-                        }
-                        match q.bucket_ns {
-                            None => points.push(p),
-                            Some(width) => add_to_bucket(&mut buckets, width, p),
-                        }
-                    })
+                    blob::signal_points(e.data, &q.signal, |p| answer.add(p))
                 })?;
             }
-            let mut result = RangeResult::default();
-            if q.bucket_ns.is_some() {
-                result.truncated = buckets.len() > q.limit;
-                result.buckets = buckets
-                    .into_values()
-                    .take(q.limit)
-                    .map(|mut b| {
-                        b.avg /= b.count as f64;
-                        b
-                    })
-                    .collect();
-            } else {
-                points.sort_by_key(|p: &Point| p.ts_ns);
-                result.truncated = points.len() > q.limit;
-                points.truncate(q.limit);
-                result.points = points;
-            }
-            Ok(result)
+            Ok(answer.finish())
         })
     }
 
@@ -242,24 +216,6 @@ struct ReplayItem {
     stream: String,
     seq: u64,
     data: Vec<u8>,
-}
-
-/// Accumulates `p` into its bucket; `avg` holds the running sum until the end.
-fn add_to_bucket(buckets: &mut BTreeMap<i64, Bucket>, width: i64, p: Point) {
-    // In i128: near i64::MIN the bucket start would overflow i64.
-    let start = (i128::from(p.ts_ns).div_euclid(i128::from(width)) * i128::from(width))
-        .max(i128::from(i64::MIN)) as i64;
-    let b = buckets.entry(start).or_insert(Bucket {
-        start_ns: start,
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-        avg: 0.0,
-        count: 0,
-    });
-    b.min = b.min.min(p.value);
-    b.max = b.max.max(p.value);
-    b.avg += p.value;
-    b.count += 1;
 }
 
 /// What the writer keeps about a stream it has written to: its id, and

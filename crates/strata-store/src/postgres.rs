@@ -1,0 +1,675 @@
+//! Telemetry in PostgreSQL, for hubs at scale (feature `postgres`): what
+//! [`TelemetryStore`] promises, on tables that several hub replicas can
+//! share.
+//!
+//! - `telemetry_batches`: one row per stored batch, its readings packed as
+//!   [`crate::blob`] packs them, partitioned by the UTC day of its first
+//!   reading (`telemetry_batches_YYYYMMDD`, made when a day's first batch
+//!   arrives), so queries touch only the days asked for and retention
+//!   drops whole days.
+//! - `telemetry_seqs (stream_id, seq)`: the exactly-once ledger. A batch is
+//!   stored by the transaction whose insert of its key succeeds, so two
+//!   replicas handed the same batch store it once.
+//! - `telemetry_streams`, `telemetry_series` and `telemetry_latest`.
+//!
+//! A write is one transaction, durable when it returns (PostgreSQL's
+//! `synchronous_commit`); `sync` has nothing left to do.
+//!
+//! The client blocks on a runtime of its own, which tokio refuses inside
+//! another runtime: a call made where a runtime is current (the hub's async
+//! code, its blocking pool) runs on a thread of its own ([`off_runtime`]);
+//! the ingest writer's plain thread calls straight through.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use postgres::{Client, NoTls, Transaction};
+use strata_proto::{DeviceId, TelemetryBatch};
+
+use crate::error::{Context, Error, Result};
+use crate::{
+    BatchWrite, Expired, LatestReading, Point, RangeQuery, RangeResult, SeriesInfo, TelemetryStore,
+    WriteOutcome, blob,
+};
+
+const DAY_NS: i64 = 86_400_000_000_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS telemetry_streams (
+    id        BIGSERIAL PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    UNIQUE (device_id, name)
+);
+CREATE TABLE IF NOT EXISTS telemetry_seqs (
+    stream_id BIGINT NOT NULL,
+    seq       BIGINT NOT NULL,
+    PRIMARY KEY (stream_id, seq)
+);
+CREATE TABLE IF NOT EXISTS telemetry_batches (
+    stream_id   BIGINT NOT NULL,
+    seq         BIGINT NOT NULL,
+    t_min       BIGINT NOT NULL,
+    t_max       BIGINT NOT NULL,
+    readings    BIGINT NOT NULL,
+    received_ns BIGINT NOT NULL,
+    data        BYTEA NOT NULL
+) PARTITION BY RANGE (t_min);
+CREATE INDEX IF NOT EXISTS telemetry_batches_by_end ON telemetry_batches (stream_id, t_max);
+CREATE TABLE IF NOT EXISTS telemetry_series (
+    id        BIGSERIAL PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    signal    TEXT NOT NULL,
+    unit      TEXT NOT NULL,
+    UNIQUE (device_id, signal)
+);
+CREATE TABLE IF NOT EXISTS telemetry_latest (
+    series_id BIGINT PRIMARY KEY,
+    ts_ns     BIGINT NOT NULL,
+    value     DOUBLE PRECISION NOT NULL,
+    quality   INTEGER NOT NULL
+);
+";
+
+/// The PostgreSQL telemetry store.
+pub struct PostgresTelemetry {
+    writer: Mutex<Writer>,
+    reader: Mutex<Client>,
+}
+
+struct Writer {
+    client: Client,
+    /// (device, stream) -> id, for the streams written so far.
+    streams: HashMap<(String, String), i64>,
+    /// (device, signal) -> series id.
+    series: HashMap<(String, String), i64>,
+    /// Days whose partition exists.
+    days: HashSet<i64>,
+}
+
+/// Runs `f` where the client may block: here, unless a runtime is
+/// current, else on a scoped thread of its own.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn connect(url: &str) -> Result<Client> {
+    Client::connect(url, NoTls)
+        .context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user_info = &url[scheme + 3..at];
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.split("password=").next().unwrap_or(url).to_owned(),
+    }
+}
+
+impl PostgresTelemetry {
+    /// Connects to the database at `url` (`postgres://user@host/db` or
+    /// `host=... user=... dbname=...`) and makes the tables if needed.
+    pub fn connect(url: &str) -> Result<Self> {
+        let (client, reader) = off_runtime(|| {
+            let mut client = connect(url)?;
+            client
+                .batch_execute(SCHEMA)
+                .context(|| "cannot create the telemetry tables".into())?;
+            Ok::<_, Error>((client, connect(url)?))
+        })?;
+        Ok(PostgresTelemetry {
+            writer: Mutex::new(Writer {
+                client,
+                streams: HashMap::new(),
+                series: HashMap::new(),
+                days: HashSet::new(),
+            }),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn read<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+        off_runtime(|| f(&mut self.reader.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    fn write<T: Send>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send) -> Result<T> {
+        off_runtime(|| f(&mut self.writer.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+/// The partition of day `day` (days since 1970-01-01, UTC).
+fn partition_name(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("telemetry_batches_{y:04}{m:02}{d:02}")
+}
+
+/// The day of a partition named by [`partition_name`].
+fn partition_day(name: &str) -> Option<i64> {
+    let date = name.strip_prefix("telemetry_batches_")?;
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d) = (&date[..4], &date[4..6], &date[6..]);
+    Some(days_from_civil(
+        y.parse().ok()?,
+        m.parse().ok()?,
+        d.parse().ok()?,
+    ))
+}
+
+/// (year, month, day) of day `z` since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = y - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl Writer {
+    /// Makes the partition of each day in `days` that does not exist yet.
+    fn ensure_days(&mut self, days: impl Iterator<Item = i64>) -> Result<()> {
+        for day in days {
+            if self.days.contains(&day) {
+                continue;
+            }
+            let name = partition_name(day);
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF telemetry_batches
+                 FOR VALUES FROM ({}) TO ({})",
+                day.saturating_mul(DAY_NS),
+                (day + 1).saturating_mul(DAY_NS)
+            );
+            // Two replicas may race to make it: the loser's error says so.
+            if let Err(e) = self.client.batch_execute(&sql) {
+                let exists = e.code().is_some_and(|c| {
+                    c == &postgres::error::SqlState::DUPLICATE_TABLE
+                        || c == &postgres::error::SqlState::UNIQUE_VIOLATION
+                });
+                if !exists {
+                    return Err(e).context(|| format!("cannot create partition {name}"));
+                }
+            }
+            self.days.insert(day);
+        }
+        Ok(())
+    }
+}
+
+fn stream_id(
+    tx: &mut Transaction<'_>,
+    cache: &mut HashMap<(String, String), i64>,
+    device: &DeviceId,
+    name: &str,
+) -> Result<i64> {
+    let key = (device.as_str().to_owned(), name.to_owned());
+    if let Some(&id) = cache.get(&key) {
+        return Ok(id);
+    }
+    let id = find_or_insert(
+        tx,
+        "SELECT id FROM telemetry_streams WHERE device_id = $1 AND name = $2",
+        "INSERT INTO telemetry_streams (device_id, name) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING RETURNING id",
+        &[&device.as_str(), &name],
+    )
+    .context(|| format!("cannot find stream {device}/{name}"))?;
+    cache.insert(key, id);
+    Ok(id)
+}
+
+fn series_id(
+    tx: &mut Transaction<'_>,
+    cache: &mut HashMap<(String, String), i64>,
+    device: &DeviceId,
+    signal: &str,
+    unit: &str,
+) -> Result<i64> {
+    let key = (device.as_str().to_owned(), signal.to_owned());
+    if let Some(&id) = cache.get(&key) {
+        return Ok(id);
+    }
+    let id = find_or_insert(
+        tx,
+        "SELECT id FROM telemetry_series WHERE device_id = $1 AND signal = $2",
+        "INSERT INTO telemetry_series (device_id, signal, unit) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING RETURNING id",
+        &[&device.as_str(), &signal, &unit],
+    )
+    .context(|| format!("cannot find series {device}/{signal}"))?;
+    cache.insert(key, id);
+    Ok(id)
+}
+
+/// The id `find` returns, or that `insert` makes. Another replica may
+/// insert the same row at the same moment: then `insert` waits for it and
+/// does nothing, and a `find` after (a statement of its own, so it sees
+/// what committed meanwhile) returns it.
+fn find_or_insert(
+    tx: &mut Transaction<'_>,
+    find: &str,
+    insert: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> std::result::Result<i64, postgres::Error> {
+    let find_params = &params[..2];
+    if let Some(row) = tx.query_opt(find, find_params)? {
+        return Ok(row.get(0));
+    }
+    if let Some(row) = tx.query_opt(insert, params)? {
+        return Ok(row.get(0));
+    }
+    Ok(tx.query_one(find, find_params)?.get(0))
+}
+
+/// The `telemetry_batches` rows of a write, column by column (sent as
+/// arrays and unnested: one statement whatever the number of batches).
+#[derive(Default)]
+struct Columns<'a> {
+    stream_id: Vec<i64>,
+    seq: Vec<i64>,
+    t_min: Vec<i64>,
+    t_max: Vec<i64>,
+    readings: Vec<i64>,
+    received_ns: Vec<i64>,
+    data: Vec<&'a [u8]>,
+}
+
+/// One write: a transaction storing the batches not stored before.
+fn write_batches(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>> {
+    let days: HashSet<i64> = batches
+        .iter()
+        .map(|b| b.batch.t_min.div_euclid(DAY_NS))
+        .collect();
+    w.ensure_days(days.into_iter())?;
+    let result = (|| {
+        let mut tx = w
+            .client
+            .transaction()
+            .context(|| "cannot begin a telemetry transaction".into())?;
+        let mut streams = Vec::with_capacity(batches.len());
+        for b in batches {
+            streams.push(stream_id(
+                &mut tx,
+                &mut w.streams,
+                &b.device,
+                &b.batch.stream,
+            )?);
+        }
+        // SQL integers are signed; a seq above i64::MAX keeps its bits.
+        let seqs: Vec<i64> = batches.iter().map(|b| b.batch.seq as i64).collect();
+        let new: HashSet<(i64, i64)> = tx
+            .query(
+                "INSERT INTO telemetry_seqs (stream_id, seq)
+                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])
+                 ON CONFLICT DO NOTHING RETURNING stream_id, seq",
+                &[&streams, &seqs],
+            )
+            .context(|| "cannot record the batches' seqs".into())?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        // A key stored now is stored by its first batch in this call.
+        let mut taken = HashSet::new();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut latest: HashMap<i64, Point> = HashMap::new();
+        let mut rows = Columns::default();
+        for (i, b) in batches.iter().enumerate() {
+            let key = (streams[i], seqs[i]);
+            if !new.contains(&key) || !taken.insert(key) {
+                outcomes.push(WriteOutcome::Duplicate);
+                continue;
+            }
+            outcomes.push(WriteOutcome::Stored);
+            let e = &b.batch;
+            rows.stream_id.push(key.0);
+            rows.seq.push(key.1);
+            rows.t_min.push(e.t_min);
+            rows.t_max.push(e.t_max);
+            rows.readings.push(e.readings as i64);
+            rows.received_ns.push(b.received_ns);
+            rows.data.push(&e.data);
+            for (name, unit, last) in e.signals() {
+                let id = series_id(&mut tx, &mut w.series, &b.device, name, unit)?;
+                let cur = latest.entry(id).or_insert(last);
+                if last.ts_ns >= cur.ts_ns {
+                    *cur = last;
+                }
+            }
+        }
+        if !rows.data.is_empty() {
+            tx.execute(
+                "INSERT INTO telemetry_batches
+                     (stream_id, seq, t_min, t_max, readings, received_ns, data)
+                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[],
+                     $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BYTEA[])",
+                &[
+                    &rows.stream_id,
+                    &rows.seq,
+                    &rows.t_min,
+                    &rows.t_max,
+                    &rows.readings,
+                    &rows.received_ns,
+                    &rows.data,
+                ],
+            )
+            .context(|| format!("cannot store {} batches", rows.data.len()))?;
+        }
+        // In id order, so two replicas updating the same series lock
+        // their rows in the same order (no deadlock).
+        let mut latest: Vec<(i64, Point)> = latest.into_iter().collect();
+        latest.sort_by_key(|&(id, _)| id);
+        let (ids, points): (Vec<i64>, Vec<Point>) = latest.into_iter().unzip();
+        let ts: Vec<i64> = points.iter().map(|p| p.ts_ns).collect();
+        let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+        let quality: Vec<i32> = points.iter().map(|p| p.quality).collect();
+        tx.execute(
+            "INSERT INTO telemetry_latest (series_id, ts_ns, value, quality)
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::FLOAT8[], $4::INT[])
+             ON CONFLICT (series_id) DO UPDATE SET
+                 ts_ns = excluded.ts_ns, value = excluded.value, quality = excluded.quality
+             WHERE excluded.ts_ns >= telemetry_latest.ts_ns",
+            &[&ids, &ts, &values, &quality],
+        )
+        .context(|| "cannot update latest values".into())?;
+        tx.commit().context(|| "cannot commit telemetry".into())?;
+        Ok(outcomes)
+    })();
+    if result.is_err() {
+        // Ids made by a transaction that rolled back are gone.
+        w.streams.clear();
+        w.series.clear();
+    }
+    result
+}
+
+impl TelemetryStore for PostgresTelemetry {
+    fn write_batches(&self, batches: &[BatchWrite]) -> Result<Vec<WriteOutcome>> {
+        self.write(|w| write_batches(w, batches))
+    }
+
+    fn series(&self, device: Option<&DeviceId>) -> Result<Vec<SeriesInfo>> {
+        self.read(|c| {
+            let rows = c
+                .query(
+                    "SELECT s.device_id, s.signal, s.unit, l.ts_ns, l.value, l.quality
+                     FROM telemetry_series s LEFT JOIN telemetry_latest l ON l.series_id = s.id
+                     WHERE $1::TEXT IS NULL OR s.device_id = $1
+                     ORDER BY s.device_id, s.signal",
+                    &[&device.map(|d| d.as_str())],
+                )
+                .context(|| "cannot list series".into())?;
+            rows.iter()
+                .map(|r| {
+                    let device: String = r.get(0);
+                    let (signal, unit): (String, String) = (r.get(1), r.get(2));
+                    let ts: Option<i64> = r.get(3);
+                    let latest = ts.map(|ts_ns| LatestReading {
+                        signal: signal.clone(),
+                        unit: unit.clone(),
+                        ts_ns,
+                        value: r.get(4),
+                        quality: r.get(5),
+                    });
+                    Ok(SeriesInfo {
+                        device: DeviceId::new(device).map_err(|e| Error::Corrupt(e.to_string()))?,
+                        signal,
+                        unit,
+                        latest,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn latest(&self, device: &DeviceId) -> Result<Vec<LatestReading>> {
+        Ok(self
+            .series(Some(device))?
+            .into_iter()
+            .filter_map(|s| s.latest)
+            .collect())
+    }
+
+    fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
+        self.read(|c| {
+            let rows = c
+                .query(
+                    "SELECT b.data FROM telemetry_streams s
+                     JOIN telemetry_batches b ON b.stream_id = s.id
+                     WHERE s.device_id = $1 AND b.t_max >= $2 AND b.t_min <= $3 AND b.readings > 0",
+                    &[&q.device.as_str(), &q.from_ns, &q.to_ns],
+                )
+                .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
+            let mut answer = crate::range::Collector::new(q);
+            for row in &rows {
+                blob::signal_points(row.get(0), &q.signal, |p| answer.add(p))?;
+            }
+            Ok(answer.finish())
+        })
+    }
+
+    fn batch_count(&self, device: Option<&DeviceId>) -> Result<u64> {
+        self.read(|c| {
+            let row = c
+                .query_one(
+                    "SELECT count(*) FROM telemetry_batches b
+                     JOIN telemetry_streams s ON s.id = b.stream_id
+                     WHERE $1::TEXT IS NULL OR s.device_id = $1",
+                    &[&device.map(|d| d.as_str())],
+                )
+                .context(|| "cannot count batches".into())?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn expire(&self, before_ns: i64) -> Result<Expired> {
+        self.write(|w| {
+            let mut expired = Expired::default();
+            let row = w
+                .client
+                .query_one(
+                    "WITH gone AS (DELETE FROM telemetry_batches
+                     WHERE t_max < $1 AND t_min < $1 RETURNING readings)
+                 SELECT count(*), coalesce(sum(readings), 0)::BIGINT FROM gone",
+                    &[&before_ns],
+                )
+                .context(|| "cannot delete expired telemetry".into())?;
+            let (batches, readings): (i64, i64) = (row.get(0), row.get(1));
+            expired.blocks = batches as u64;
+            expired.batches = batches as u64;
+            expired.readings = readings as u64;
+            // Days wholly before the cutoff that are empty now go (a batch
+            // that began on one and reaches past the cutoff keeps its day).
+            let last_day = before_ns.div_euclid(DAY_NS);
+            for (name, day) in partitions(&mut w.client)? {
+                if day >= last_day {
+                    continue;
+                }
+                let empty: bool = w
+                    .client
+                    .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"), &[])
+                    .context(|| format!("cannot read {name}"))?
+                    .get(0);
+                if empty {
+                    drop_partition(w, &name, day, &mut expired)?;
+                }
+            }
+            Ok(expired)
+        })
+    }
+
+    fn shrink_to(&self, max_bytes: u64) -> Result<Expired> {
+        self.write(|w| {
+            let mut expired = Expired::default();
+            let mut days = partitions(&mut w.client)?;
+            // The newest day always stays.
+            while days.len() > 1 {
+                let row = w
+                    .client
+                    .query_one(
+                        "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::BIGINT
+                     FROM pg_inherits WHERE inhparent = 'telemetry_batches'::regclass",
+                        &[],
+                    )
+                    .context(|| "cannot measure the telemetry tables".into())?;
+                if row.get::<_, i64>(0) as u64 <= max_bytes {
+                    break;
+                }
+                let (name, day) = days.remove(0);
+                let row = w
+                    .client
+                    .query_one(
+                        &format!("SELECT count(*), coalesce(sum(readings), 0)::BIGINT FROM {name}"),
+                        &[],
+                    )
+                    .context(|| format!("cannot count {name}"))?;
+                let (batches, readings): (i64, i64) = (row.get(0), row.get(1));
+                expired.blocks += batches as u64;
+                expired.batches += batches as u64;
+                expired.readings += readings as u64;
+                drop_partition(w, &name, day, &mut expired)?;
+            }
+            Ok(expired)
+        })
+    }
+
+    fn replay(
+        &self,
+        device: &DeviceId,
+        stream: Option<&str>,
+        from_ns: i64,
+        to_ns: i64,
+        each: &mut dyn FnMut(TelemetryBatch) -> Result<()>,
+    ) -> Result<()> {
+        // The rows stream in from a thread of the reader's; batches are
+        // decoded and handed on here, so a long replay never sits in memory.
+        let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<(String, i64, Vec<u8>)>(256);
+        std::thread::scope(|s| {
+            let reader = s.spawn(move || -> Result<()> {
+                use postgres::fallible_iterator::FallibleIterator as _;
+                let mut c = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+                let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+                    [&device.as_str(), &stream, &from_ns, &to_ns];
+                let mut rows = c
+                    .query_raw(
+                        "SELECT s.name, b.seq, b.data FROM telemetry_streams s
+                         JOIN telemetry_batches b ON b.stream_id = s.id
+                         WHERE s.device_id = $1 AND ($2::TEXT IS NULL OR s.name = $2)
+                           AND b.t_max >= $3 AND b.t_min <= $4 AND b.readings > 0
+                         ORDER BY b.t_min, s.name, b.seq",
+                        params,
+                    )
+                    .context(|| format!("cannot replay {device}"))?;
+                while let Some(row) = rows.next().context(|| format!("cannot replay {device}"))? {
+                    if rows_tx.send((row.get(0), row.get(1), row.get(2))).is_err() {
+                        break; // The caller stopped.
+                    }
+                }
+                Ok(())
+            });
+            for (name, seq, data) in rows_rx {
+                each(blob::decode_batch(&name, seq as u64, &data)?)?;
+            }
+            reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+/// The day partitions, oldest first.
+fn partitions(client: &mut Client) -> Result<Vec<(String, i64)>> {
+    let rows = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'telemetry_batches'::regclass",
+            &[],
+        )
+        .context(|| "cannot list the telemetry partitions".into())?;
+    let mut days: Vec<(String, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let name: String = r.get(0);
+            partition_day(&name).map(|day| (name, day))
+        })
+        .collect();
+    days.sort_by_key(|&(_, day)| day);
+    Ok(days)
+}
+
+/// Drops a day's partition, counting its size as freed.
+fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -> Result<()> {
+    let row = w
+        .client
+        .query_one(
+            "SELECT pg_total_relation_size($1::TEXT::regclass)::BIGINT",
+            &[&name],
+        )
+        .context(|| format!("cannot measure {name}"))?;
+    let bytes: i64 = row.get(0);
+    w.client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+        .context(|| format!("cannot drop {name}"))?;
+    w.days.remove(&day);
+    expired.segments += 1;
+    expired.bytes += bytes as u64;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_named_by_their_utc_day() {
+        assert_eq!(partition_name(0), "telemetry_batches_19700101");
+        // 2026-12-05 is day 20,792; 2000-02-29 day 11,016.
+        assert_eq!(partition_name(20_792), "telemetry_batches_20261205");
+        assert_eq!(partition_name(11_016), "telemetry_batches_20000229");
+        assert_eq!(partition_name(-1), "telemetry_batches_19691231");
+        for day in (-100_000..100_000).step_by(7) {
+            assert_eq!(partition_day(&partition_name(day)), Some(day));
+        }
+        assert_eq!(partition_day("telemetry_batches_2026120"), None);
+        assert_eq!(partition_day("telemetry_seqs"), None);
+    }
+
+    #[test]
+    fn messages_leave_the_password_out() {
+        assert_eq!(
+            redact("postgres://strata:secret@db.plant:5432/strata"),
+            "postgres://strata@db.plant:5432/strata"
+        );
+        assert_eq!(
+            redact("host=db user=strata password=secret"),
+            "host=db user=strata "
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The PostgreSQL telemetry store against the real server (this machine's,
+//! `STRATA_TEST_POSTGRES` or `host=127.0.0.1 user=postgres dbname=test`),
+//! each test in a schema of its own: exactly-once writes, also from two
+//! replicas at once, queries, replay, retention by age and by size.
+#![cfg(feature = "postgres")]
+
+use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
+use strata_store::postgres::PostgresTelemetry;
+use strata_store::*;
+
+const SECOND: i64 = 1_000_000_000;
+const DAY: i64 = 86_400 * SECOND;
+const BASE: i64 = 1_764_000_000 * SECOND;
+
+fn server() -> String {
+    std::env::var("STRATA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+}
+
+/// A schema of the test's own, dropped at the end.
+struct Schema {
+    name: String,
+    url: String,
+}
+
+impl Schema {
+    fn new(test: &str) -> Schema {
+        let name = format!("strata_test_{test}_{}", std::process::id());
+        let mut admin = ::postgres::Client::connect(&server(), ::postgres::NoTls)
+            .expect("PostgreSQL runs here (scripts/test.sh starts it)");
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .unwrap();
+        let url = format!("{} options='-c search_path={name}'", server());
+        Schema { name, url }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = ::postgres::Client::connect(&server(), ::postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+/// `n` readings of "temp" a second apart from `t0`.
+fn batch(device: &str, stream: &str, seq: u64, t0: i64, n: usize) -> BatchWrite {
+    BatchWrite {
+        device: dev(device),
+        received_ns: t0,
+        batch: EncodedBatch::encode(&TelemetryBatch {
+            stream: stream.into(),
+            seq,
+            signals: vec![SignalSeries {
+                name: "temp".into(),
+                unit: "Cel".into(),
+                ts_ns: (0..n).map(|i| t0 + i as i64 * SECOND).collect(),
+                values: (0..n)
+                    .map(|i| (seq * 100 + i as u64) as f64 * 0.5)
+                    .collect(),
+                quality: vec![],
+            }],
+        }),
+    }
+}
+
+fn query(device: &str, from_ns: i64, to_ns: i64, bucket_ns: Option<i64>) -> RangeQuery {
+    RangeQuery {
+        device: dev(device),
+        signal: "temp".into(),
+        from_ns,
+        to_ns,
+        bucket_ns,
+        limit: 100_000,
+    }
+}
+
+#[test]
+fn each_batch_is_stored_exactly_once_and_reads_back() {
+    let schema = Schema::new("once");
+    let url = &schema.url;
+    let store = PostgresTelemetry::connect(url).unwrap();
+    let a = batch("d1", "main", 1, BASE, 10);
+    let out = store
+        .write_batches(&[
+            a.clone(),
+            a.clone(),
+            batch("d1", "main", 2, BASE + 100 * SECOND, 10),
+        ])
+        .unwrap();
+    use WriteOutcome::{Duplicate, Stored};
+    assert_eq!(out, vec![Stored, Duplicate, Stored]);
+    assert_eq!(store.write_batches(&[a]).unwrap(), vec![Duplicate]);
+    // The same stream and seq from another device is another batch.
+    assert_eq!(
+        store
+            .write_batches(&[batch("d2", "main", 1, BASE, 10)])
+            .unwrap(),
+        vec![Stored]
+    );
+    assert_eq!(store.batch_count(Some(&dev("d1"))).unwrap(), 2);
+    assert_eq!(store.batch_count(None).unwrap(), 3);
+
+    let raw = store.range(&query("d1", 0, i64::MAX, None)).unwrap();
+    assert_eq!(raw.points.len(), 20);
+    assert!(raw.points.windows(2).all(|w| w[0].ts_ns < w[1].ts_ns));
+    assert_eq!(raw.points[0].value, 50.0);
+    // Buckets of 5 s: min, max and mean of each.
+    let buckets = store
+        .range(&query("d1", BASE, BASE + 9 * SECOND, Some(5 * SECOND)))
+        .unwrap()
+        .buckets;
+    assert_eq!(buckets.len(), 2, "{buckets:?}");
+    assert_eq!(
+        (buckets[0].count, buckets[0].min, buckets[0].max),
+        (5, 50.0, 52.0)
+    );
+    assert_eq!(buckets[0].avg, 51.0);
+    // Latest: the newest reading, whatever order batches came in.
+    store
+        .write_batches(&[batch("d1", "main", 0, BASE - 100 * SECOND, 1)])
+        .unwrap();
+    let latest = store.latest(&dev("d1")).unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].ts_ns, BASE + 109 * SECOND);
+    assert_eq!(latest[0].unit, "Cel");
+    let series = store.series(None).unwrap();
+    assert_eq!(series.len(), 2);
+
+    // Reconnected (a restarted hub): the ledger holds.
+    drop(store);
+    let store = PostgresTelemetry::connect(url).unwrap();
+    assert_eq!(
+        store
+            .write_batches(&[batch("d1", "main", 2, BASE, 10)])
+            .unwrap(),
+        vec![Duplicate]
+    );
+}
+
+#[test]
+fn two_replicas_given_the_same_batches_store_each_once() {
+    let schema = Schema::new("replicas");
+    let url = &schema.url;
+    let stores: Vec<PostgresTelemetry> = (0..2)
+        .map(|_| PostgresTelemetry::connect(url).unwrap())
+        .collect();
+    let batches: Vec<BatchWrite> = (1..=200)
+        .map(|seq| batch("d1", "main", seq, BASE + seq as i64 * 10 * SECOND, 5))
+        .collect();
+    let outcomes: Vec<Vec<WriteOutcome>> = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let batches = &batches;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for chunk in batches.chunks(10) {
+                        // A conflict between the two is retryable.
+                        loop {
+                            match store.write_batches(chunk) {
+                                Ok(o) => {
+                                    out.extend(o);
+                                    break;
+                                }
+                                Err(e) if e.is_retryable() => continue,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for i in 0..batches.len() {
+        let stored = outcomes
+            .iter()
+            .filter(|o| o[i] == WriteOutcome::Stored)
+            .count();
+        assert_eq!(stored, 1, "batch {i}");
+    }
+    assert_eq!(stores[0].batch_count(None).unwrap(), 200);
+    let points = stores[1]
+        .range(&query("d1", 0, i64::MAX, None))
+        .unwrap()
+        .points;
+    assert_eq!(points.len(), 1000);
+}
+
+#[test]
+fn replay_hands_batches_on_in_time_order() {
+    let schema = Schema::new("replay");
+    let url = &schema.url;
+    let store = PostgresTelemetry::connect(url).unwrap();
+    store
+        .write_batches(&[
+            batch("d1", "b", 1, BASE + 20 * SECOND, 3),
+            batch("d1", "a", 1, BASE, 3),
+            batch("d1", "a", 2, BASE + 40 * SECOND, 3),
+            batch("d2", "a", 1, BASE + 10 * SECOND, 3),
+        ])
+        .unwrap();
+    let mut seen = Vec::new();
+    store
+        .replay(&dev("d1"), None, 0, i64::MAX, &mut |b| {
+            seen.push((b.stream.clone(), b.seq, b.signals[0].ts_ns[0]));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            ("a".into(), 1, BASE),
+            ("b".into(), 1, BASE + 20 * SECOND),
+            ("a".into(), 2, BASE + 40 * SECOND),
+        ]
+    );
+    let mut only_a = 0;
+    store
+        .replay(&dev("d1"), Some("a"), 0, i64::MAX, &mut |_| {
+            only_a += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(only_a, 2);
+}
+
+#[test]
+fn retention_drops_whole_days_and_keeps_the_ledger() {
+    let schema = Schema::new("retention");
+    let url = &schema.url;
+    let store = PostgresTelemetry::connect(url).unwrap();
+    let day0 = BASE - BASE.rem_euclid(DAY);
+    for day in 0..10 {
+        store
+            .write_batches(&[batch(
+                "d1",
+                "main",
+                day as u64 + 1,
+                day0 + day * DAY + 3600 * SECOND,
+                10,
+            )])
+            .unwrap();
+    }
+    // A batch starting just before midnight of day 6 and ending after it.
+    store
+        .write_batches(&[batch("d1", "main", 100, day0 + 7 * DAY - 5 * SECOND, 10)])
+        .unwrap();
+    let cutoff = day0 + 7 * DAY;
+    let expired = store.expire(cutoff).unwrap();
+    assert_eq!((expired.batches, expired.readings), (7, 70));
+    // Days 0..=5 are dropped; day 6 keeps the batch reaching past the cutoff.
+    assert_eq!(expired.segments, 6);
+    assert!(expired.bytes > 0);
+    let left = store
+        .range(&query("d1", 0, cutoff - 1, None))
+        .unwrap()
+        .points;
+    assert_eq!(left.len(), 5);
+    assert_eq!(store.batch_count(None).unwrap(), 4);
+    assert_eq!(
+        store
+            .write_batches(&[batch("d1", "main", 1, day0, 10)])
+            .unwrap(),
+        vec![WriteOutcome::Duplicate]
+    );
+    // By size: down to the newest day, whatever the limit.
+    let shrunk = store.shrink_to(0).unwrap();
+    assert_eq!(shrunk.batches, 3);
+    let kept = store.range(&query("d1", 0, i64::MAX, None)).unwrap().points;
+    assert_eq!(kept.len(), 10);
+    assert_eq!(kept[0].ts_ns, day0 + 9 * DAY + 3600 * SECOND);
+}
