@@ -24,7 +24,7 @@ pub enum Error {
     },
     /// PostgreSQL reported an error (or could not be reached).
     #[cfg(feature = "postgres")]
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", postgres_message(.source))]
     Postgres {
         /// What the store was doing.
         context: String,
@@ -61,12 +61,17 @@ impl Error {
             // A lost connection, a serialization failure, a deadlock: the
             // transaction did not commit and may be tried again.
             #[cfg(feature = "postgres")]
-            Error::Postgres { source, .. } => {
-                source.is_closed()
-                    || source
-                        .code()
-                        .is_some_and(|c| c.code().starts_with("40") || c.code().starts_with("08"))
-            }
+            // Whatever the server did not refuse itself (a lost or broken
+            // connection), and what it refused for the moment: 40 a
+            // serialization failure or deadlock, 08 the connection, 57P0x
+            // shutting down or restarting, 53 out of resources.
+            Error::Postgres { source, .. } => match source.code() {
+                None => true,
+                Some(c) => {
+                    let c = c.code();
+                    ["40", "08", "57P0", "53"].iter().any(|p| c.starts_with(p))
+                }
+            },
             Error::NotFound(_) | Error::Conflict(_) | Error::Corrupt(_) => false,
         }
     }
@@ -93,5 +98,15 @@ impl<T> Context<T> for std::result::Result<T, postgres::Error> {
             context: what(),
             source,
         })
+    }
+}
+
+/// The server's own message where there is one (the client's display of a
+/// database error is only "db error").
+#[cfg(feature = "postgres")]
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS telemetry_latest (
 
 /// The PostgreSQL telemetry store.
 pub struct PostgresTelemetry {
+    url: String,
     writer: Mutex<Writer>,
     reader: Mutex<Client>,
 }
@@ -129,6 +130,7 @@ impl PostgresTelemetry {
             Ok::<_, Error>((client, connect(url)?))
         })?;
         Ok(PostgresTelemetry {
+            url: url.to_owned(),
             writer: Mutex::new(Writer {
                 client,
                 streams: HashMap::new(),
@@ -139,12 +141,28 @@ impl PostgresTelemetry {
         })
     }
 
+    /// Runs `f` with the reader connection, made again if it was lost
+    /// (the server restarted, say).
     fn read<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        off_runtime(|| f(&mut self.reader.lock().unwrap_or_else(|e| e.into_inner())))
+        off_runtime(|| {
+            let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+            if reader.is_closed() {
+                *reader = connect(&self.url)?;
+            }
+            f(&mut reader)
+        })
     }
 
+    /// Runs `f` with the writer connection, made again if it was lost:
+    /// what a failed write held was not acknowledged, and comes again.
     fn write<T: Send>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send) -> Result<T> {
-        off_runtime(|| f(&mut self.writer.lock().unwrap_or_else(|e| e.into_inner())))
+        off_runtime(|| {
+            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if writer.client.is_closed() {
+                writer.client = connect(&self.url)?;
+            }
+            f(&mut writer)
+        })
     }
 }
 
@@ -575,6 +593,9 @@ impl TelemetryStore for PostgresTelemetry {
             let reader = s.spawn(move || -> Result<()> {
                 use postgres::fallible_iterator::FallibleIterator as _;
                 let mut c = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+                if c.is_closed() {
+                    *c = connect(&self.url)?;
+                }
                 let params: [&(dyn postgres::types::ToSql + Sync); 4] =
                     [&device.as_str(), &stream, &from_ns, &to_ns];
                 let mut rows = c

@@ -280,3 +280,43 @@ fn retention_drops_whole_days_and_keeps_the_ledger() {
     assert_eq!(kept.len(), 10);
     assert_eq!(kept[0].ts_ns, day0 + 9 * DAY + 3600 * SECOND);
 }
+
+#[test]
+fn a_lost_connection_is_made_again() {
+    let schema = Schema::new("reconnect");
+    let name = format!("strata_reconnect_{}", std::process::id());
+    let url = format!("{} application_name={name}", schema.url);
+    let store = PostgresTelemetry::connect(&url).unwrap();
+    store
+        .write_batches(&[batch("d1", "main", 1, BASE, 5)])
+        .unwrap();
+    // The server ends the store's sessions (a restart, a failover).
+    let mut admin = ::postgres::Client::connect(&server(), ::postgres::NoTls).unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) t",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 2);
+    // The next calls may fail once each, as retryable, then work again.
+    let mut write = || store.write_batches(&[batch("d1", "main", 2, BASE + 10 * SECOND, 5)]);
+    let written = match write() {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(e.is_retryable(), "{e}");
+            write().unwrap()
+        }
+    };
+    assert_eq!(written, vec![WriteOutcome::Stored]);
+    let count = match store.batch_count(None) {
+        Ok(n) => n,
+        Err(e) => {
+            assert!(e.is_retryable(), "{e}");
+            store.batch_count(None).unwrap()
+        }
+    };
+    assert_eq!(count, 2);
+}

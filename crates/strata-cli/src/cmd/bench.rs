@@ -80,6 +80,10 @@ pub struct IngestArgs {
     /// Run only the hub side (for profiling it alone).
     #[arg(long)]
     pub hub_only: bool,
+    /// Store the hub side's telemetry in this PostgreSQL database (a
+    /// connection string) instead of the data directory.
+    #[arg(long)]
+    pub postgres: Option<String>,
     /// The devices publish to the hub over mutual TLS (each with its own
     /// certificate from the hub's CA) instead of plain text.
     #[arg(long)]
@@ -250,6 +254,7 @@ async fn hub_round(
     config.mqtt.tls.listen = args.tls.then(|| "127.0.0.1:0".parse()).transpose()?;
     config.http.listen = "127.0.0.1:0".parse()?;
     config.storage.durability = args.durability;
+    config.storage.postgres = args.postgres.clone();
     let hub = Hub::start(config).await?;
     let api = ApiClient::new(
         &format!("http://{}", hub.http_addr()),
@@ -418,6 +423,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                 "devices": args.devices, "batches_per_device": args.batches,
                 "readings_per_batch": args.readings / args.signals * args.signals,
                 "durability": format!("{:?}", args.durability).to_lowercase(),
+                "postgres": args.postgres.is_some(),
                 "raw_broker_readings_per_s": raw_rate.round(), "hub_readings_per_s": hub_rate.round(),
                 "hub_vs_raw": (ratio * 1000.0).round() / 1000.0,
                 "raw_cpu_us_per_batch": raw_cpu, "hub_cpu_us_per_batch": hub_cpu,
@@ -425,11 +431,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "ingest benchmark: {} devices x {} batches x {} readings, QoS 1, durability {:?}{}",
+            "ingest benchmark: {} devices x {} batches x {} readings, QoS 1, {}{}",
             args.devices,
             args.batches,
             args.readings / args.signals * args.signals,
-            args.durability,
+            match args.postgres {
+                Some(_) => "telemetry in PostgreSQL".to_owned(),
+                None => format!("durability {:?}", args.durability),
+            },
             if args.tls {
                 ", devices on mutual TLS"
             } else {
