@@ -302,7 +302,7 @@ fn a_lost_connection_is_made_again() {
         .get(0);
     assert_eq!(ended, 2);
     // The next calls may fail once each, as retryable, then work again.
-    let mut write = || store.write_batches(&[batch("d1", "main", 2, BASE + 10 * SECOND, 5)]);
+    let write = || store.write_batches(&[batch("d1", "main", 2, BASE + 10 * SECOND, 5)]);
     let written = match write() {
         Ok(o) => o,
         Err(e) => {
