@@ -90,7 +90,13 @@ pub trait TelemetryStore: Send + Sync + 'static {
     fn series(&self, device: Option<&DeviceId>) -> Result<Vec<SeriesInfo>>;
 
     /// The most recent reading of every signal of `device`.
-    fn latest(&self, device: &DeviceId) -> Result<Vec<LatestReading>>;
+    fn latest(&self, device: &DeviceId) -> Result<Vec<LatestReading>> {
+        Ok(self
+            .series(Some(device))?
+            .into_iter()
+            .filter_map(|s| s.latest)
+            .collect())
+    }
 
     /// Readings of one signal in `[from_ns, to_ns]`, raw or downsampled.
     fn range(&self, query: &RangeQuery) -> Result<RangeResult>;

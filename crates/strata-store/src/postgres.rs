@@ -81,9 +81,9 @@ pub struct PostgresTelemetry {
 struct Writer {
     client: Client,
     /// (device, stream) -> id, for the streams written so far.
-    streams: HashMap<(String, String), i64>,
+    streams: IdCache,
     /// (device, signal) -> series id.
-    series: HashMap<(String, String), i64>,
+    series: IdCache,
     /// Days whose partition exists.
     days: HashSet<i64>,
 }
@@ -244,67 +244,73 @@ impl Writer {
 
 fn stream_id(
     tx: &mut Transaction<'_>,
-    cache: &mut HashMap<(String, String), i64>,
+    cache: &mut IdCache,
     device: &DeviceId,
     name: &str,
 ) -> Result<i64> {
-    let key = (device.as_str().to_owned(), name.to_owned());
-    if let Some(&id) = cache.get(&key) {
-        return Ok(id);
-    }
-    let id = find_or_insert(
+    find_or_insert(
         tx,
+        cache,
+        (device.as_str(), name),
         "SELECT id FROM telemetry_streams WHERE device_id = $1 AND name = $2",
         "INSERT INTO telemetry_streams (device_id, name) VALUES ($1, $2)
          ON CONFLICT DO NOTHING RETURNING id",
-        &[&device.as_str(), &name],
+        &[],
     )
-    .context(|| format!("cannot find stream {device}/{name}"))?;
-    cache.insert(key, id);
-    Ok(id)
+    .context(|| format!("cannot find stream {device}/{name}"))
 }
 
 fn series_id(
     tx: &mut Transaction<'_>,
-    cache: &mut HashMap<(String, String), i64>,
+    cache: &mut IdCache,
     device: &DeviceId,
     signal: &str,
     unit: &str,
 ) -> Result<i64> {
-    let key = (device.as_str().to_owned(), signal.to_owned());
-    if let Some(&id) = cache.get(&key) {
-        return Ok(id);
-    }
-    let id = find_or_insert(
+    find_or_insert(
         tx,
+        cache,
+        (device.as_str(), signal),
         "SELECT id FROM telemetry_series WHERE device_id = $1 AND signal = $2",
         "INSERT INTO telemetry_series (device_id, signal, unit) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING RETURNING id",
-        &[&device.as_str(), &signal, &unit],
+        &[&unit],
     )
-    .context(|| format!("cannot find series {device}/{signal}"))?;
-    cache.insert(key, id);
-    Ok(id)
+    .context(|| format!("cannot find series {device}/{signal}"))
 }
 
-/// The id `find` returns, or that `insert` makes. Another replica may
-/// insert the same row at the same moment: then `insert` waits for it and
-/// does nothing, and a `find` after (a statement of its own, so it sees
-/// what committed meanwhile) returns it.
+/// Ids of rows keyed by (device, name), as the writer has seen them.
+type IdCache = HashMap<(String, String), i64>;
+
+/// The id of the row keyed by `key` (device, name; `$1` and `$2` of both
+/// statements, `more` after them in `insert`): from `cache`, or what
+/// `find` returns, or what `insert` makes. Another replica may insert the
+/// same row at the same moment: then `insert` waits for it and does
+/// nothing, and a `find` after (a statement of its own, so it sees what
+/// committed meanwhile) returns it.
 fn find_or_insert(
     tx: &mut Transaction<'_>,
+    cache: &mut IdCache,
+    key: (&str, &str),
     find: &str,
     insert: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
+    more: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> std::result::Result<i64, postgres::Error> {
-    let find_params = &params[..2];
-    if let Some(row) = tx.query_opt(find, find_params)? {
-        return Ok(row.get(0));
+    if let Some(&id) = cache.get(&(key.0.to_owned(), key.1.to_owned())) {
+        return Ok(id);
     }
-    if let Some(row) = tx.query_opt(insert, params)? {
-        return Ok(row.get(0));
-    }
-    Ok(tx.query_one(find, find_params)?.get(0))
+    let find_params: [&(dyn postgres::types::ToSql + Sync); 2] = [&key.0, &key.1];
+    let mut insert_params = find_params.to_vec();
+    insert_params.extend_from_slice(more);
+    let id = match tx.query_opt(find, &find_params)? {
+        Some(row) => row.get(0),
+        None => match tx.query_opt(insert, &insert_params)? {
+            Some(row) => row.get(0),
+            None => tx.query_one(find, &find_params)?.get(0),
+        },
+    };
+    cache.insert((key.0.to_owned(), key.1.to_owned()), id);
+    Ok(id)
 }
 
 /// The `telemetry_batches` rows of a write, column by column (sent as
@@ -465,14 +471,6 @@ impl TelemetryStore for PostgresTelemetry {
                 })
                 .collect()
         })
-    }
-
-    fn latest(&self, device: &DeviceId) -> Result<Vec<LatestReading>> {
-        Ok(self
-            .series(Some(device))?
-            .into_iter()
-            .filter_map(|s| s.latest)
-            .collect())
     }
 
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {

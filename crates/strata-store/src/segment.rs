@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -276,23 +276,23 @@ impl Appender<'_> {
     /// since this one last held the lock.
     fn refresh(&mut self) -> Result<()> {
         let dir = &self.segments.dir;
-        let next = segment_path(dir, self.active.number + 1);
-        // Retention in another process may also have removed the segment
-        // this one last appended to (it was no longer the newest).
-        if next.exists() || !segment_path(dir, self.active.number).exists() {
+        let read = |file: &File, number: u32| {
+            file.metadata().map_err(io(format!(
+                "cannot read {}",
+                segment_path(dir, number).display()
+            )))
+        };
+        let mut meta = read(&self.active.file, self.active.number)?;
+        // Another process started the next segment, or its retention
+        // removed this one (no longer the newest: its file has no name).
+        if meta.nlink() == 0 || segment_path(dir, self.active.number + 1).exists() {
             let number = newest_segment(dir)?.unwrap_or(self.active.number + 1);
-            let path = segment_path(dir, number);
-            self.active.file = open_segment(&path, false)?;
+            self.active.file = open_segment(&segment_path(dir, number), false)?;
             self.active.number = number;
             self.active.dirty = false;
+            meta = read(&self.active.file, number)?;
         }
-        let path = segment_path(dir, self.active.number);
-        self.active.len = self
-            .active
-            .file
-            .metadata()
-            .map_err(io(format!("cannot read {}", path.display())))?
-            .len();
+        self.active.len = meta.len();
         Ok(())
     }
 

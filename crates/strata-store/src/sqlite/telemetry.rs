@@ -101,14 +101,6 @@ impl TelemetryStore for SqliteStore {
         })
     }
 
-    fn latest(&self, device: &DeviceId) -> Result<Vec<LatestReading>> {
-        Ok(self
-            .series(Some(device))?
-            .into_iter()
-            .filter_map(|s| s.latest)
-            .collect())
-    }
-
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
         self.read(|conn| {
             let mut stmt = conn
