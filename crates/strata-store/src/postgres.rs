@@ -101,6 +101,19 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Whether `out` failed because the connection broke or the server ended
+/// the session (a failure the server did not report itself, 08 connection
+/// errors, 57P0x shutdown): the client may not know it yet, so it is made
+/// again at once rather than failing the next call too.
+fn connection_lost<T>(out: &Result<T>) -> bool {
+    let Err(Error::Postgres { source, .. }) = out else {
+        return false;
+    };
+    source
+        .code()
+        .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57P0"))
+}
+
 fn connect(url: &str) -> Result<Client> {
     Client::connect(url, NoTls)
         .context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
@@ -149,7 +162,13 @@ impl PostgresTelemetry {
             if reader.is_closed() {
                 *reader = connect(&self.url)?;
             }
-            f(&mut reader)
+            let out = f(&mut reader);
+            if connection_lost(&out)
+                && let Ok(fresh) = connect(&self.url)
+            {
+                *reader = fresh;
+            }
+            out
         })
     }
 
@@ -161,7 +180,13 @@ impl PostgresTelemetry {
             if writer.client.is_closed() {
                 writer.client = connect(&self.url)?;
             }
-            f(&mut writer)
+            let out = f(&mut writer);
+            if connection_lost(&out)
+                && let Ok(fresh) = connect(&self.url)
+            {
+                writer.client = fresh;
+            }
+            out
         })
     }
 }
