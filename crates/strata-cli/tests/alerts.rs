@@ -13,7 +13,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{HubProcess, Peer, PubPayload, eventually, free_port, mosquitto_pub, now_ns, openssl};
+use common::{
+    HubProcess, Peer, PubPayload, ServerCertificate, eventually, free_port, mosquitto_pub, now_ns,
+};
 use serde_json::{Value, json};
 
 fn batch(seq: u64, t0: i64, values: &[f64]) -> String {
@@ -486,54 +488,11 @@ fn webhooks_go_over_https_to_endpoints_whose_certificate_chains_to_their_ca() {
     let dir = tempfile::tempdir().unwrap();
     // An internal system's own CA and its server certificate, made with
     // openssl; the receiver serves them with Python's ssl module.
-    let tls = dir.path().join("cmms-tls");
-    std::fs::create_dir_all(&tls).unwrap();
-    let at = |file: &str| tls.join(file).to_str().unwrap().to_owned();
-    let (ca_key, ca_pem) = (at("ca.key"), at("ca.pem"));
-    let (key, csr, cert, ext) = (
-        at("server.key"),
-        at("server.csr"),
-        at("server.pem"),
-        at("server.ext"),
-    );
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=CMMS test CA"];
-    ca.extend(ec);
-    ca.extend(["-keyout", &ca_key, "-out", &ca_pem]);
-    openssl(&ca);
-    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
-    request.extend(ec);
-    request.extend(["-keyout", &key, "-out", &csr]);
-    openssl(&request);
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let sign = [
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_pem,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ];
-    openssl(&sign);
+    let ServerCertificate {
+        ca: ca_pem,
+        cert,
+        key,
+    } = ServerCertificate::make(&dir.path().join("cmms-tls"), "CMMS test CA");
 
     let port = free_port();
     let config = dir.path().join("hub.toml");

@@ -454,44 +454,6 @@ fn telemetry_past_its_retention_period_is_deleted_and_stays_deduplicated() {
     assert_eq!(hub.readings("press-1", "temp"), vec![(now, 2.5)]);
 }
 
-/// A schema of the test's own in this machine's PostgreSQL
-/// (`STRATA_TEST_POSTGRES`, or `host=127.0.0.1 user=postgres dbname=test`),
-/// dropped at the end.
-struct PgSchema {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl PgSchema {
-    fn new(test: &str) -> PgSchema {
-        let server = std::env::var("STRATA_TEST_POSTGRES")
-            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
-        let name = format!("strata_hub_{test}_{}", std::process::id());
-        let mut admin = postgres::Client::connect(&server, postgres::NoTls)
-            .expect("PostgreSQL runs here (scripts/test.sh starts it)");
-        admin
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-            ))
-            .unwrap();
-        let url = format!("{server} options='-c search_path={name}'");
-        PgSchema { server, name, url }
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-        }
-    }
-}
-
 #[test]
 fn with_postgres_telemetry_lands_there_once_and_a_killed_hub_loses_none() {
     let schema = PgSchema::new("ingest");

@@ -41,6 +41,8 @@ pub struct HubConfig {
     pub workflows: Vec<crate::workflows::Workflow>,
     /// Site phases and the gates that arm closed-loop rules.
     pub control: crate::control::ControlConfig,
+    /// An upstream MQTT broker to take device messages from (scale-out).
+    pub upstream: crate::upstream::UpstreamConfig,
 }
 
 impl Default for HubConfig {
@@ -60,6 +62,7 @@ impl Default for HubConfig {
             webhooks: Vec::new(),
             workflows: Vec::new(),
             control: Default::default(),
+            upstream: Default::default(),
         }
     }
 }
@@ -386,6 +389,7 @@ impl HubConfig {
         }
         crate::workflows::validate_all(&config.workflows, &config.webhooks)?;
         config.control.validate()?;
+        config.upstream.validate()?;
         Ok(config)
     }
 }

@@ -258,6 +258,47 @@ impl DeviceSession {
     }
 }
 
+impl HubHooks {
+    /// What a device's message on one of its uplink topics does, wherever
+    /// it came from (the embedded broker, or an upstream broker): the
+    /// device is known and active, `snapshot` is its registry state.
+    /// Telemetry is acknowledged through the connection's tickets when it
+    /// has them (`acks`), else through a channel of its own.
+    pub fn uplink(
+        &self,
+        device: &DeviceId,
+        kind: TopicKind,
+        payload: &[u8],
+        snapshot: &DeviceSnapshot,
+        acks: Option<&Arc<strata_broker::Acks>>,
+    ) -> PublishDecision {
+        match kind {
+            TopicKind::Telemetry | TopicKind::Inference => {
+                self.ingest
+                    .telemetry(device, kind, payload, &snapshot.signals, acks)
+            }
+            TopicKind::Health => {
+                match payload::decode_health(payload) {
+                    Ok(health) => self.ingest.presence(device, health.online),
+                    Err(e) => {
+                        self.metrics.reject(RejectReason::Malformed, 1, || {
+                            format!("device {device}: {e}")
+                        });
+                        return PublishDecision::Drop {
+                            v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                        };
+                    }
+                }
+                PublishDecision::Route
+            }
+            TopicKind::Twin => self.reported_twin(device, payload),
+            TopicKind::Sketch => self.sketches(device, payload),
+            TopicKind::Events => self.control_action(device, payload),
+            _ => PublishDecision::Route,
+        }
+    }
+}
+
 impl Hooks for HubHooks {
     fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
         let refuse = |reason: RejectReason, decision: AuthDecision, why: &str| {
@@ -419,34 +460,7 @@ impl Hooks for HubHooks {
                 (topic.device, topic.kind, snapshot)
             }
         };
-        let topic = Topic::new(device, strata_proto::Direction::Up, kind);
-        match topic.kind {
-            TopicKind::Telemetry | TopicKind::Inference => self.ingest.telemetry(
-                &topic.device,
-                topic.kind,
-                &msg.payload,
-                &snapshot.signals,
-                client.acks,
-            ),
-            TopicKind::Health => {
-                match payload::decode_health(&msg.payload) {
-                    Ok(health) => self.ingest.presence(&topic.device, health.online),
-                    Err(e) => {
-                        self.metrics.reject(RejectReason::Malformed, 1, || {
-                            format!("device {client_id}: {e}")
-                        });
-                        return PublishDecision::Drop {
-                            v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
-                        };
-                    }
-                }
-                PublishDecision::Route
-            }
-            TopicKind::Twin => self.reported_twin(&topic.device, &msg.payload),
-            TopicKind::Sketch => self.sketches(&topic.device, &msg.payload),
-            TopicKind::Events => self.control_action(&topic.device, &msg.payload),
-            _ => PublishDecision::Route,
-        }
+        self.uplink(&device, kind, &msg.payload, &snapshot, client.acks)
     }
 
     fn on_connect(&self, client_id: &str) {

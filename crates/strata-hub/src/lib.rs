@@ -8,6 +8,7 @@
 //!                    ^  PUBACK only after the writer's commit  <-------------'
 //!                          writer --> alerts (rules, lifecycle) --> webhooks (signed, retried)
 //!                                                               \-> workflows (webhook / command steps)
+//! upstream MQTT broker --> upstream (shared subscription) --> the same hooks, ack after the commit
 //! HTTP client --> api --> registry / store
 //!                     \-> models (registry, jobs: train / backtest, deploy via twins)
 //! ```
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod retention;
 pub mod retrain;
 pub mod secret;
+pub mod upstream;
 pub mod wake;
 pub mod webhooks;
 pub mod workflows;
@@ -78,6 +80,9 @@ pub enum StartError {
     /// The MQTT broker could not start (e.g. its port is taken).
     #[error(transparent)]
     Broker(#[from] strata_broker::BrokerError),
+    /// The upstream broker's settings could not be used (e.g. its CA file).
+    #[error("{0}")]
+    Upstream(String),
     /// The HTTP listener could not bind.
     #[error("HTTP listener cannot bind {addr}: {source}{hint}")]
     Http {
@@ -212,7 +217,7 @@ impl Hub {
             max_packet_size: config.mqtt.max_packet_bytes,
             ..strata_broker::Config::default()
         };
-        let broker = strata_broker::Broker::start(broker_config, hooks).await?;
+        let broker = strata_broker::Broker::start(broker_config, hooks.clone()).await?;
         registry.attach_broker(broker.clone());
         workflows.start(broker.clone())?;
         let mqtt_addr = broker.local_addr();
@@ -311,6 +316,15 @@ impl Hub {
             telemetry.clone(),
             stop.subscribe(),
         );
+        upstream::spawn(
+            &config.upstream,
+            &data_dir,
+            hooks,
+            registry.clone(),
+            metrics.clone(),
+            stop.subscribe(),
+        )
+        .map_err(StartError::Upstream)?;
         let state = api::ApiState {
             kpis,
             gates,

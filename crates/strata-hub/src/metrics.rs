@@ -138,6 +138,13 @@ pub struct Metrics {
     pub api_unauthorized: AtomicU64,
     /// API requests refused because the caller lacks the permission.
     pub api_forbidden: AtomicU64,
+    /// Messages received from the upstream broker (`[upstream]`).
+    pub upstream_messages: AtomicU64,
+    /// Connections made to the upstream broker (the first and every
+    /// reconnection).
+    pub upstream_connections: AtomicU64,
+    /// 1 while the hub is connected to the upstream broker.
+    pub upstream_connected: AtomicI64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -279,6 +286,16 @@ impl Metrics {
                 &self.control_actions_duplicate,
             ),
             (
+                "strata_upstream_messages_total",
+                "Messages received from the upstream broker.",
+                &self.upstream_messages,
+            ),
+            (
+                "strata_upstream_connections_total",
+                "Connections made to the upstream broker.",
+                &self.upstream_connections,
+            ),
+            (
                 "strata_login_failures_total",
                 "Logins refused.",
                 &self.login_failures,
@@ -315,6 +332,11 @@ impl Metrics {
             out,
             "# HELP strata_ingest_queue_depth Batches waiting for the storage writer.\n# TYPE strata_ingest_queue_depth gauge\nstrata_ingest_queue_depth {}",
             self.queue_depth.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_upstream_connected 1 while the hub is connected to its upstream broker.\n# TYPE strata_upstream_connected gauge\nstrata_upstream_connected {}",
+            self.upstream_connected.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -365,6 +365,68 @@ pub fn openssl(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// A server certificate for 127.0.0.1 from a CA of its own, made with
+/// `openssl` in a directory: the PEM files' paths.
+pub struct ServerCertificate {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl ServerCertificate {
+    /// Makes a CA named `ca_name` and its certificate for 127.0.0.1 in `dir`.
+    pub fn make(dir: &Path, ca_name: &str) -> ServerCertificate {
+        std::fs::create_dir_all(dir).unwrap();
+        let at = |file: &str| dir.join(file).to_str().unwrap().to_owned();
+        let (ca_key, ca) = (at("ca.key"), at("ca.pem"));
+        let (key, csr, cert, ext) = (
+            at("server.key"),
+            at("server.csr"),
+            at("server.pem"),
+            at("server.ext"),
+        );
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let subject = format!("/CN={ca_name}");
+        let mut request = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+        request.extend(ec);
+        request.extend(["-keyout", &ca_key, "-out", &ca]);
+        openssl(&request);
+        let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+        request.extend(ec);
+        request.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&request);
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+        ServerCertificate { ca, cert, key }
+    }
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -488,12 +550,25 @@ impl Peer {
     /// A Mosquitto broker (Debian package `mosquitto`) on 127.0.0.1:`port`,
     /// anonymous access allowed, configured in `dir`.
     pub fn mosquitto(dir: &Path, port: u16) -> Peer {
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        Self::mosquitto_with(
+            dir,
+            port,
+            &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+    }
+
+    /// A Mosquitto broker with the configuration `conf`, which must open a
+    /// listener on 127.0.0.1:`port`.
+    pub fn mosquitto_with(dir: &Path, port: u16, conf: &str) -> Peer {
+        let path = dir.join(format!("mosquitto-{port}.conf"));
+        // As root it would switch to its own user, who cannot read the
+        // test's files.
         std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
+            &path,
+            format!("{conf}\npersistence false\nlog_dest none\nuser root\n"),
         )
         .unwrap();
+        let conf = path;
         let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -718,4 +793,45 @@ pub fn train(hub: &HubProcess, spec: Value) -> Value {
     let (status, job) = hub.api("POST", "/api/v1/jobs/train", Some(spec));
     assert_eq!(status, 202, "{job}");
     hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(240))
+}
+
+/// A schema of the test's own in this machine's PostgreSQL
+/// (`STRATA_TEST_POSTGRES`, or `host=127.0.0.1 user=postgres dbname=test`),
+/// dropped at the end.
+pub struct PgSchema {
+    server: String,
+    name: String,
+    /// A connection string for the schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    /// Makes the schema, dropping one of the same name first.
+    pub fn new(test: &str) -> PgSchema {
+        let server = std::env::var("STRATA_TEST_POSTGRES")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let name = format!("strata_hub_{test}_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&server, postgres::NoTls)
+            .expect("PostgreSQL runs here (scripts/test.sh starts it)");
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .unwrap();
+        let url = format!("{server} options='-c search_path={name}'");
+        PgSchema { server, name, url }
+    }
+
+    /// A connection to it.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
 }

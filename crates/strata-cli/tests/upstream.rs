@@ -1,0 +1,341 @@
+//! End to end, the scale-out path: devices publish to a Mosquitto broker
+//! (Debian's `mosquitto`, on a free port), and `strata hub` processes take
+//! their messages from it (`[upstream]`), acknowledging each only once
+//! stored.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn json_batch(stream: &str, seq: u64, ts: i64, value: f64) -> String {
+    format!(
+        r#"{{"stream":"{stream}","seq":{seq},"signals":[{{"name":"temp","unit":"Cel","ts_ns":[{ts}],"values":[{value}]}}]}}"#
+    )
+}
+
+/// Publishes each of `messages` to `topic` at QoS 1, as a device would,
+/// with one `mosquitto_pub` reading them a line each.
+fn publish(port: u16, topic: &str, messages: &[String]) {
+    publish_with(port, &[], topic, messages);
+}
+
+/// The same, with more arguments to `mosquitto_pub` (credentials, TLS).
+fn publish_with(port: u16, args: &[&str], topic: &str, messages: &[String]) {
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(args)
+        .args(["-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub (Debian package mosquitto-clients)");
+    let mut stdin = child.stdin.take().unwrap();
+    for m in messages {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A hub whose upstream is the broker on `port`, with more `[upstream]`
+/// and other settings.
+fn start_hub(dir: &Path, port: u16, upstream: &str, more: &str) -> HubProcess {
+    start_hub_at(dir, &format!("mqtt://127.0.0.1:{port}"), upstream, more)
+}
+
+/// A hub whose upstream is the broker at `url`.
+fn start_hub_at(dir: &Path, url: &str, upstream: &str, more: &str) -> HubProcess {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!("{more}\n[upstream]\nurl = {url:?}\n{upstream}\n"),
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(dir, &["--config", config.to_str().unwrap()]);
+    eventually(Duration::from_secs(30), "subscribed upstream", || {
+        hub.metric("strata_upstream_connected") == 1.0
+    });
+    hub
+}
+
+#[test]
+fn messages_from_an_upstream_broker_are_stored_once_and_bad_ones_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let hub_dir = dir.path().join("hub");
+    let hub = start_hub(&hub_dir, port, "client_id = \"hub-a\"", "");
+    hub.provision("press-1", json!({"temp": "Cel"}));
+    hub.provision("press-2", json!({}));
+    let (status, _) = hub.api("POST", "/api/v1/devices/press-2/revoke", None);
+    assert_eq!(status, 200);
+
+    let t = now_ns();
+    let telemetry = "strata/v1/press-1/up/telemetry";
+    // Sent twice (a device retrying): stored once.
+    publish(port, telemetry, &[json_batch("main", 1, t, 21.5)]);
+    publish(
+        port,
+        telemetry,
+        &[
+            json_batch("main", 1, t, 21.5),
+            json_batch("main", 2, t + 1, 22.0),
+        ],
+    );
+    // Refused, each for its reason, without holding up what follows.
+    publish(port, telemetry, &["{\"stream\": oops".into()]);
+    publish(
+        port,
+        "strata/v1/ghost-7/up/telemetry",
+        &[json_batch("main", 1, t, 1.0)],
+    );
+    publish(
+        port,
+        "strata/v1/press-2/up/telemetry",
+        &[json_batch("main", 1, t, 1.0)],
+    );
+    publish(port, telemetry, &[json_batch("main", 3, t + 3, 22.5)]);
+
+    eventually(Duration::from_secs(30), "three batches stored", || {
+        hub.metric("strata_batches_stored_total") == 3.0
+    });
+    assert_eq!(
+        hub.readings("press-1", "temp"),
+        vec![(t, 21.5), (t + 1, 22.0), (t + 3, 22.5)]
+    );
+    assert_eq!(hub.metric("strata_batches_duplicate_total"), 1.0);
+    let rejected =
+        |reason: &str| hub.metric(&format!("strata_rejected_total{{reason=\"{reason}\"}}"));
+    assert_eq!(rejected("malformed"), 1.0);
+    assert_eq!(rejected("unknown_device"), 1.0);
+    assert_eq!(rejected("revoked_device"), 1.0);
+    assert_eq!(hub.metric("strata_upstream_messages_total"), 7.0);
+    assert_eq!(hub.metric("strata_upstream_connections_total"), 1.0);
+
+    // A device's health message sets its presence, as over the embedded
+    // broker.
+    publish(
+        port,
+        "strata/v1/press-1/up/health",
+        &[r#"{"online":true,"ts_ns":1,"uptime_s":5}"#.into()],
+    );
+    eventually(Duration::from_secs(30), "press-1 online", || {
+        let (_, device) = hub.api("GET", "/api/v1/devices/press-1", None);
+        device["online"] == true
+    });
+}
+
+#[test]
+fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let hub_dir = dir.path().join("hub");
+    // One hub, a plain subscription: the broker keeps what comes while
+    // the hub is down for the hub's session.
+    let upstream = "client_id = \"hub-a\"\ngroup = \"\"";
+    let hub = start_hub(&hub_dir, port, upstream, "");
+    hub.provision("press-1", json!({}));
+    let t = now_ns();
+    let batches: Vec<String> = (1..=600)
+        .map(|seq| json_batch("main", seq, t + seq as i64, seq as f64))
+        .collect();
+    let publisher = std::thread::spawn(move || {
+        for chunk in batches.chunks(100) {
+            publish(port, "strata/v1/press-1/up/telemetry", chunk);
+        }
+    });
+    eventually(Duration::from_secs(60), "some batches stored", || {
+        hub.metric("strata_batches_stored_total") >= 50.0
+    });
+    hub.kill();
+    publisher.join().unwrap();
+
+    let hub = start_hub(&hub_dir, port, upstream, "");
+    eventually(Duration::from_secs(60), "every batch stored", || {
+        hub.readings("press-1", "temp").len() == 600
+    });
+    let values: Vec<f64> = hub
+        .readings("press-1", "temp")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, (1..=600).map(f64::from).collect::<Vec<_>>());
+}
+
+#[test]
+fn replicas_share_the_stream_and_postgres_stores_each_batch_once() {
+    let schema = PgSchema::new("upstream");
+    let mut db = schema.client();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let storage = format!("[storage]\npostgres = {:?}\n", schema.url);
+    let hubs: Vec<HubProcess> = ["hub-a", "hub-b"]
+        .into_iter()
+        .map(|id| {
+            let hub = start_hub(
+                &dir.path().join(id),
+                port,
+                &format!("client_id = \"{id}\""),
+                &storage,
+            );
+            // Each replica has its own registry (the data directory).
+            hub.provision("press-1", json!({}));
+            hub
+        })
+        .collect();
+    let t = now_ns();
+    let batches: Vec<String> = (1..=400)
+        .map(|seq| json_batch("main", seq, t + seq as i64, seq as f64))
+        .collect();
+    publish(port, "strata/v1/press-1/up/telemetry", &batches);
+    // Sent again: whichever replica takes a batch now finds it stored.
+    publish(port, "strata/v1/press-1/up/telemetry", &batches[..50]);
+
+    let rows = |db: &mut postgres::Client| -> i64 {
+        db.query_one("SELECT count(*) FROM telemetry_batches", &[])
+            .unwrap()
+            .get(0)
+    };
+    eventually(Duration::from_secs(60), "400 batches in PostgreSQL", || {
+        rows(&mut db) == 400
+            && hubs
+                .iter()
+                .map(|h| h.metric("strata_upstream_messages_total"))
+                .sum::<f64>()
+                == 450.0
+    });
+    let taken: Vec<f64> = hubs
+        .iter()
+        .map(|h| h.metric("strata_upstream_messages_total"))
+        .collect();
+    assert!(
+        taken.iter().all(|&n| n > 0.0),
+        "both replicas take a share: {taken:?}"
+    );
+    let stored: f64 = hubs
+        .iter()
+        .map(|h| h.metric("strata_batches_stored_total"))
+        .sum();
+    let duplicate: f64 = hubs
+        .iter()
+        .map(|h| h.metric("strata_batches_duplicate_total"))
+        .sum();
+    assert_eq!((stored, duplicate), (400.0, 50.0));
+    // Either replica answers for all of it.
+    for hub in &hubs {
+        assert_eq!(hub.readings("press-1", "temp").len(), 400);
+    }
+}
+
+#[test]
+fn over_tls_with_passwords_and_topic_rules_at_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    // Mosquitto as deployed: TLS, a password per client, and an ACL that
+    // keeps each device to its own uplink and lets the hub read them all.
+    let tls = ServerCertificate::make(&dir.path().join("tls"), "broker test CA");
+    let passwords = dir.path().join("passwords");
+    for (i, (user, password)) in [("hub", "hub-secret"), ("press-1", "p1-secret")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-b")
+            .arg(&passwords)
+            .args([user, password])
+            .output()
+            .expect("run mosquitto_passwd (Debian package mosquitto)");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user hub\ntopic read strata/v1/+/up/#\n\npattern write strata/v1/%u/up/#\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+         allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        tls.ca,
+        tls.cert,
+        tls.key,
+        passwords.display(),
+        acl.display()
+    );
+    let _broker = Peer::mosquitto_with(dir.path(), port, &conf);
+
+    let hub_dir = dir.path().join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::copy(&tls.ca, hub_dir.join("broker-ca.pem")).unwrap();
+    let hub = start_hub_at(
+        &hub_dir,
+        &format!("mqtts://127.0.0.1:{port}"),
+        "client_id = \"hub-a\"\nusername = \"hub\"\npassword = \"hub-secret\"\nca_file = \"broker-ca.pem\"",
+        "",
+    );
+    hub.provision("press-1", json!({}));
+    hub.provision("press-9", json!({}));
+    let t = now_ns();
+    let device = ["--cafile", &tls.ca, "-u", "press-1", "-P", "p1-secret"];
+    publish_with(
+        port,
+        &device,
+        "strata/v1/press-1/up/telemetry",
+        &[json_batch("main", 1, t, 20.5)],
+    );
+    // The broker drops a publish to another device's topic; the hub never
+    // sees it.
+    publish_with(
+        port,
+        &device,
+        "strata/v1/press-9/up/telemetry",
+        &[json_batch("main", 1, t, 99.0)],
+    );
+    publish_with(
+        port,
+        &device,
+        "strata/v1/press-1/up/telemetry",
+        &[json_batch("main", 2, t + 1, 21.0)],
+    );
+    eventually(Duration::from_secs(30), "two batches stored", || {
+        hub.readings("press-1", "temp").len() == 2
+    });
+    assert!(hub.readings("press-9", "temp").is_empty());
+    assert_eq!(hub.metric("strata_upstream_messages_total"), 2.0);
+
+    // A hub with a wrong password is refused by the broker and says so in
+    // its metrics: never connected.
+    let stranger_dir = dir.path().join("stranger");
+    std::fs::create_dir_all(&stranger_dir).unwrap();
+    std::fs::copy(&tls.ca, stranger_dir.join("broker-ca.pem")).unwrap();
+    let config = stranger_dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"mqtts://127.0.0.1:{port}\"\nclient_id = \"hub-x\"\nusername = \"hub\"\npassword = \"wrong\"\nca_file = \"broker-ca.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let stranger = HubProcess::start_with(&stranger_dir, &["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(stranger.metric("strata_upstream_connected"), 0.0);
+    assert_eq!(stranger.metric("strata_upstream_connections_total"), 0.0);
+}
