@@ -339,3 +339,32 @@ fn over_tls_with_passwords_and_topic_rules_at_the_broker() {
     assert_eq!(stranger.metric("strata_upstream_connected"), 0.0);
     assert_eq!(stranger.metric("strata_upstream_connections_total"), 0.0);
 }
+
+#[test]
+fn through_nats_jetstream_mqtt_listener_a_hub_down_for_a_while_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _nats = Peer::nats_mqtt(dir.path(), port);
+    let hub_dir = dir.path().join("hub");
+    // NATS's MQTT listener keeps sessions in JetStream; it has no shared
+    // subscriptions, so the hub takes a plain one.
+    let upstream = "client_id = \"hub-a\"\ngroup = \"\"";
+    let hub = start_hub(&hub_dir, port, upstream, "");
+    hub.provision("press-1", json!({}));
+    let t = now_ns();
+    let batch = |seq: u64| json_batch("main", seq, t + seq as i64, seq as f64);
+    let topic = "strata/v1/press-1/up/telemetry";
+    publish(port, topic, &(1..=100).map(batch).collect::<Vec<_>>());
+    eventually(Duration::from_secs(30), "the first 100 stored", || {
+        hub.readings("press-1", "temp").len() == 100
+    });
+    // Down while devices go on publishing: JetStream keeps it for the
+    // hub's session.
+    hub.kill();
+    publish(port, topic, &(101..=200).map(batch).collect::<Vec<_>>());
+    let hub = start_hub(&hub_dir, port, upstream, "");
+    eventually(Duration::from_secs(60), "all 200 stored", || {
+        hub.readings("press-1", "temp").len() == 200
+    });
+    assert_eq!(hub.metric("strata_batches_duplicate_total"), 0.0);
+}

@@ -587,6 +587,42 @@ impl Peer {
         peer
     }
 
+    /// A NATS server (Debian package `nats-server`) with JetStream kept in
+    /// `dir`, and its MQTT listener on 127.0.0.1:`mqtt_port`.
+    pub fn nats_mqtt(dir: &Path, mqtt_port: u16) -> Peer {
+        let store = dir.join(format!("nats-{mqtt_port}"));
+        let conf = dir.join(format!("nats-{mqtt_port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: strata-test-{mqtt_port}\nlisten: 127.0.0.1:{}\nhttp: 0\n\
+                 jetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
+                free_port(),
+                store.display().to_string()
+            ),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (Debian package nats-server)");
+        let peer = Peer { child };
+        // It opens the MQTT listener once JetStream is up.
+        eventually(
+            Duration::from_secs(30),
+            "nats-server's MQTT listener",
+            || std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok(),
+        );
+        peer
+    }
+
     fn spawn(mut cmd: Command, ready: &str, what: &str) -> Peer {
         let mut child = cmd
             .stdout(Stdio::piped())
