@@ -215,6 +215,10 @@ pub fn hub_agent(tls_dir: Option<&Path>, timeout: Option<Duration>) -> Result<ur
     Ok(config.build().into())
 }
 
+/// The longest a renewal request may take: a hub that hangs must not keep
+/// the agent from trying again before its certificate runs out.
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where and as whom to renew.
 #[derive(Debug, Clone)]
 pub struct Renewal {
@@ -241,7 +245,7 @@ impl Renewal {
             base64(format!("{}:{}", self.device, self.credential).as_bytes())
         );
         let body = serde_json::json!({ "public_key": base64(&spki) }).to_string();
-        let mut response = hub_agent(Some(&self.dir), None)?
+        let mut response = hub_agent(Some(&self.dir), Some(RENEWAL_TIMEOUT))?
             .post(&url)
             .header("Authorization", &auth)
             .header("Content-Type", "application/json")
