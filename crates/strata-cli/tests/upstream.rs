@@ -368,3 +368,34 @@ fn through_nats_jetstream_mqtt_listener_a_hub_down_for_a_while_misses_nothing() 
     });
     assert_eq!(hub.metric("strata_batches_duplicate_total"), 0.0);
 }
+
+#[test]
+fn the_ingest_bench_measures_the_upstream_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let broker = format!("127.0.0.1:{port}");
+    let out = strata(
+        &[
+            "bench",
+            "ingest",
+            "--upstream",
+            &broker,
+            "--devices",
+            "2",
+            "--batches",
+            "50",
+            "--rounds",
+            "1",
+            "--durability",
+            "process",
+            "--json",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(report["upstream"], true, "{report}");
+    // It checks itself that every batch was stored, or fails.
+    assert!(report["hub_readings_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["raw_broker_readings_per_s"].as_f64().unwrap() > 0.0);
+}

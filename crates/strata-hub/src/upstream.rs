@@ -360,7 +360,16 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
     let mut connected = false;
     let mut queue: VecDeque<(Publish, Waiting)> = VecDeque::new();
     let mut front: Option<(Publish, Waiting)> = None;
+    // Acknowledgements the client's request queue had no room for yet: it
+    // takes them as its connection drains it.
+    let mut unsent: VecDeque<Publish> = VecDeque::new();
     loop {
+        while let Some(publish) = unsent.front() {
+            if client.try_ack(publish).is_err() {
+                break;
+            }
+            unsent.pop_front();
+        }
         if front.is_none() {
             front = queue.pop_front();
         }
@@ -370,8 +379,8 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                 match outcome {
                     // Stored, or refused for good: either way acknowledged.
                     Ok(()) | Err(IngestRefusal::Refused { .. }) => {
-                        if let Err(e) = client.try_ack(&publish) {
-                            return (connected, format!("cannot acknowledge: {e}"));
+                        if !unsent.is_empty() || client.try_ack(&publish).is_err() {
+                            unsent.push_back(publish);
                         }
                     }
                     Err(IngestRefusal::Retry) => {

@@ -8,6 +8,7 @@
 //! plain text, against the same hub.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -77,6 +78,13 @@ pub struct IngestArgs {
     /// Strata's own broker.
     #[arg(long)]
     pub raw_broker: Option<std::net::SocketAddr>,
+    /// The scale-out path: the devices publish to this external broker
+    /// (allowing anonymous clients, e.g. a Mosquitto started for the
+    /// purpose) and the hub takes their batches from it (`[upstream]`);
+    /// the hub side's time runs until every batch is stored. The raw side
+    /// publishes to the same broker.
+    #[arg(long, conflicts_with_all = ["raw_broker", "tls"])]
+    pub upstream: Option<std::net::SocketAddr>,
     /// Run only the hub side (for profiling it alone).
     #[arg(long)]
     pub hub_only: bool,
@@ -229,7 +237,7 @@ async fn raw_round(
     logins: &[Login],
     payloads: &[Vec<Bytes>],
 ) -> anyhow::Result<Run> {
-    if let Some(addr) = args.raw_broker {
+    if let Some(addr) = args.raw_broker.or(args.upstream) {
         return publish_fleet(addr, logins, payloads, args.inflight).await;
     }
     let config = strata_broker::Config::with_bind("127.0.0.1:0".parse()?);
@@ -255,6 +263,14 @@ async fn hub_round(
     config.http.listen = "127.0.0.1:0".parse()?;
     config.storage.durability = args.durability;
     config.storage.postgres = args.postgres.clone();
+    if let Some(broker) = args.upstream {
+        config.upstream.url = Some(format!("mqtt://{broker}"));
+        config.upstream.group = String::new();
+        // Every run takes up the session of the one before (empty, all
+        // acknowledged): a new one each run would leave the broker queueing
+        // for the old ones.
+        config.upstream.client_id = format!("strata-bench-{}", std::process::id());
+    }
     let hub = Hub::start(config).await?;
     let api = ApiClient::new(
         &format!("http://{}", hub.http_addr()),
@@ -265,25 +281,46 @@ async fn hub_round(
     let logins = tokio::task::spawn_blocking(move || enroll_fleet(&api, &names, tls)).await??;
     let addr = hub.mqtt_tls_addr().unwrap_or(hub.mqtt_addr());
 
-    let run = publish_fleet(addr, &logins, payloads, args.inflight).await?;
-    let stored = hub
-        .metrics()
-        .batches_stored
-        .load(std::sync::atomic::Ordering::Relaxed) as usize;
-    let readings = hub
-        .metrics()
-        .readings_stored
-        .load(std::sync::atomic::Ordering::Relaxed) as usize;
-    let commits = hub
-        .metrics()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let expected = args.devices * args.batches;
+    let run = match args.upstream {
+        None => publish_fleet(addr, &logins, payloads, args.inflight).await?,
+        Some(broker) => {
+            let metrics = hub.metrics();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while metrics.upstream_connected.load(Relaxed) != 1 {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the hub did not subscribe at {broker} within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let cpu_before = process_cpu();
+            let started = Instant::now();
+            publish_fleet(broker, &logins, payloads, args.inflight).await?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while (metrics.batches_stored.load(Relaxed) as usize) < expected {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the hub did not store every batch from {broker} within 10 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Run {
+                elapsed: started.elapsed(),
+                cpu: process_cpu()
+                    .zip(cpu_before)
+                    .map(|(after, before)| after.saturating_sub(before)),
+            }
+        }
+    };
+    let stored = hub.metrics().batches_stored.load(Relaxed) as usize;
+    let readings = hub.metrics().readings_stored.load(Relaxed) as usize;
+    let commits = hub.metrics().commits.load(Relaxed);
     hub.shutdown().await;
     eprintln!(
         "  hub stored {stored} batches in {commits} transactions ({:.0} batches per commit)",
         stored as f64 / commits.max(1) as f64
     );
-    let expected = args.devices * args.batches;
     ensure!(
         stored == expected,
         "the hub acknowledged every batch but stored {stored} of {expected}"
@@ -412,9 +449,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let hub_rate = readings / best_hub.elapsed.as_secs_f64();
     let ratio = hub_rate / raw_rate;
     // An external broker's CPU is not this process's.
+    let external = args.raw_broker.or(args.upstream);
     let raw_cpu = best_raw
         .cpu_per_batch(batches)
-        .filter(|_| args.raw_broker.is_none());
+        .filter(|_| external.is_none());
     let hub_cpu = best_hub.cpu_per_batch(batches);
     if args.json {
         println!(
@@ -423,7 +461,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                 "devices": args.devices, "batches_per_device": args.batches,
                 "readings_per_batch": args.readings / args.signals * args.signals,
                 "durability": format!("{:?}", args.durability).to_lowercase(),
-                "postgres": args.postgres.is_some(),
+                "postgres": args.postgres.is_some(), "upstream": args.upstream.is_some(),
                 "raw_broker_readings_per_s": raw_rate.round(), "hub_readings_per_s": hub_rate.round(),
                 "hub_vs_raw": (ratio * 1000.0).round() / 1000.0,
                 "raw_cpu_us_per_batch": raw_cpu, "hub_cpu_us_per_batch": hub_cpu,
@@ -441,11 +479,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             },
             if args.tls {
                 ", devices on mutual TLS"
+            } else if args.upstream.is_some() {
+                ", through the upstream broker"
             } else {
                 ""
             }
         );
-        let raw_name = match args.raw_broker {
+        let raw_name = match external {
             Some(addr) => format!("raw broker at {addr}:"),
             None => "raw broker (no storage):".to_owned(),
         };
@@ -489,7 +529,7 @@ async fn connect_many(
         let (next, logins) = (next.clone(), logins.to_vec());
         tasks.push(tokio::spawn(async move {
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Relaxed);
                 if i >= n {
                     return anyhow::Ok(());
                 }
