@@ -399,3 +399,53 @@ fn the_ingest_bench_measures_the_upstream_path() {
     assert!(report["hub_readings_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["raw_broker_readings_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_batch_the_store_refuses_is_not_acknowledged_and_comes_again() {
+    let schema = PgSchema::new("upstream_retry");
+    let mut db = schema.client();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let storage = format!("[storage]\npostgres = {:?}\n", schema.url);
+    let upstream = "client_id = \"hub-a\"\ngroup = \"\"";
+    let hub = start_hub(&dir.path().join("hub"), port, upstream, &storage);
+    hub.provision("press-1", json!({}));
+    let t = now_ns();
+    let topic = "strata/v1/press-1/up/telemetry";
+    publish(port, topic, &[json_batch("main", 1, t, 1.0)]);
+    eventually(Duration::from_secs(30), "the first batch stored", || {
+        hub.readings("press-1", "temp").len() == 1
+    });
+
+    // The database refuses every new batch from now on (as a full disk or
+    // a lost permission would): nothing is acknowledged, nothing lost.
+    db.batch_execute("ALTER TABLE telemetry_seqs ADD CONSTRAINT hold CHECK (seq < 100)")
+        .unwrap();
+    publish(
+        port,
+        topic,
+        &[
+            json_batch("main", 100, t + 1, 2.0),
+            json_batch("main", 101, t + 2, 3.0),
+        ],
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the refused commit counted",
+        || hub.metric("strata_store_commit_failures_total") >= 1.0,
+    );
+    eventually(Duration::from_secs(30), "connected again", || {
+        hub.metric("strata_upstream_connections_total") >= 2.0
+    });
+    assert_eq!(hub.readings("press-1", "temp").len(), 1);
+
+    // The database takes them again: the broker's resend is stored.
+    db.batch_execute("ALTER TABLE telemetry_seqs DROP CONSTRAINT hold")
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the refused batches stored",
+        || hub.readings("press-1", "temp").len() == 3,
+    );
+}

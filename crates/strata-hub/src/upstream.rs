@@ -335,8 +335,8 @@ pub fn spawn(
                 _ = stop.wait_for(|s| *s) => return,
             };
             consumer.metrics.upstream_connected.store(0, Relaxed);
-            let (received, why) = ended;
-            if received {
+            let (worked, why) = ended;
+            if worked {
                 backoff = Duration::from_millis(100);
             }
             tracing::warn!(%url, "upstream broker: {why}; connecting again in {backoff:?}");
@@ -352,9 +352,10 @@ pub fn spawn(
 
 /// One connection: subscribes, takes messages and acknowledges each once
 /// it is settled, in the order they came. Returns, when the connection
-/// ends, whether it was accepted, and why it ended. Messages not yet
-/// acknowledged then come again on the next connection (the session is
-/// persistent).
+/// ends, whether it worked (it was accepted, and did not end because
+/// storage failed: then the next try waits longer each time), and why it
+/// ended. Messages not yet acknowledged then come again on the next
+/// connection (the session is persistent).
 async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer) -> (bool, String) {
     let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
     let mut connected = false;
@@ -385,7 +386,7 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                     }
                     Err(IngestRefusal::Retry) => {
                         return (
-                            connected,
+                            false,
                             "a message could not be stored; reconnecting so that the broker sends it again".into(),
                         );
                     }
