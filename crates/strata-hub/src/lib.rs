@@ -316,15 +316,8 @@ impl Hub {
             telemetry.clone(),
             stop.subscribe(),
         );
-        upstream::spawn(
-            &config.upstream,
-            &data_dir,
-            hooks,
-            registry.clone(),
-            metrics.clone(),
-            stop.subscribe(),
-        )
-        .map_err(StartError::Upstream)?;
+        upstream::spawn(&config.upstream, &data_dir, hooks, stop.subscribe())
+            .map_err(StartError::Upstream)?;
         let state = api::ApiState {
             kpis,
             gates,

@@ -34,8 +34,7 @@ use strata_proto::{Direction, Topic, TopicKind};
 use tokio::sync::{oneshot, watch};
 
 use crate::hooks::HubHooks;
-use crate::metrics::{Metrics, RejectReason};
-use crate::registry::Registry;
+use crate::metrics::RejectReason;
 
 /// The uplink kinds the hub stores, by their topic level.
 const KINDS: [TopicKind; 6] = [
@@ -259,35 +258,35 @@ impl Waiting {
     }
 }
 
-/// What the consumer hands messages to.
+/// What the consumer hands messages to (the hooks hold the registry and
+/// the metrics), and which kinds it takes.
 struct Consumer {
     hooks: Arc<HubHooks>,
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
     kinds: Vec<TopicKind>,
 }
 
 impl Consumer {
     /// Checks and hands on one message.
     fn take(&self, p: &Publish) -> Waiting {
-        self.metrics.upstream_messages.fetch_add(1, Relaxed);
+        let (registry, metrics) = (&self.hooks.registry, &self.hooks.metrics);
+        metrics.upstream_messages.fetch_add(1, Relaxed);
         let topic = match Topic::parse(&p.topic) {
             Ok(t) if t.direction == Direction::Up && self.kinds.contains(&t.kind) => t,
             _ => {
-                self.metrics.reject(RejectReason::UnknownTopic, 1, || {
+                metrics.reject(RejectReason::UnknownTopic, 1, || {
                     format!("upstream: topic {:?}", p.topic)
                 });
                 return Waiting::Settled(Ok(()));
             }
         };
         let device = &topic.device;
-        let snapshot = self.registry.snapshot(device);
+        let snapshot = registry.snapshot(device);
         if !snapshot.active {
-            let (reason, why) = match self.registry.device(device) {
+            let (reason, why) = match registry.device(device) {
                 Ok(_) => (RejectReason::RevokedDevice, "is not active"),
                 Err(_) => (RejectReason::UnknownDevice, "is not registered"),
             };
-            self.metrics.reject(reason, 1, || {
+            metrics.reject(reason, 1, || {
                 format!("upstream: device {device} {why} ({:?})", p.topic)
             });
             return Waiting::Settled(Ok(()));
@@ -311,8 +310,6 @@ pub fn spawn(
     config: &UpstreamConfig,
     data_dir: &Path,
     hooks: Arc<HubHooks>,
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let Some(url) = &config.url else {
@@ -322,8 +319,6 @@ pub fn spawn(
     let filters = config.filters()?;
     let consumer = Consumer {
         hooks,
-        registry,
-        metrics,
         kinds: config.kinds()?,
     };
     let url = url.clone();
@@ -334,7 +329,7 @@ pub fn spawn(
                 ended = session(&options, &filters, &consumer) => ended,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            consumer.metrics.upstream_connected.store(0, Relaxed);
+            consumer.hooks.metrics.upstream_connected.store(0, Relaxed);
             let (worked, why) = ended;
             if worked {
                 backoff = Duration::from_millis(100);
@@ -395,7 +390,7 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
-                    consumer.metrics.upstream_connections.fetch_add(1, Relaxed);
+                    consumer.hooks.metrics.upstream_connections.fetch_add(1, Relaxed);
                     let subscriptions = filters
                         .iter()
                         .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
@@ -406,7 +401,7 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                 // Connected counts from the subscriptions' acknowledgement:
                 // from then on, nothing for the hub is missed.
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    consumer.metrics.upstream_connected.store(1, Relaxed);
+                    consumer.hooks.metrics.upstream_connected.store(1, Relaxed);
                     tracing::info!(filters = ?filters, "subscribed at the upstream broker");
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {

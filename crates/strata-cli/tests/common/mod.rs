@@ -568,23 +568,7 @@ impl Peer {
             format!("{conf}\npersistence false\nlog_dest none\nuser root\n"),
         )
         .unwrap();
-        let conf = path;
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("mosquitto");
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start mosquitto (Debian package mosquitto)");
-        let peer = Peer { child };
-        // Its log is block-buffered on a pipe: wait for the port instead.
-        eventually(Duration::from_secs(30), "mosquitto listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        peer
+        Self::daemon("mosquitto", &path, port)
     }
 
     /// A NATS server (Debian package `nats-server`) with JetStream kept in
@@ -595,31 +579,39 @@ impl Peer {
         std::fs::write(
             &conf,
             format!(
-                "server_name: strata-test-{mqtt_port}\nlisten: 127.0.0.1:{}\nhttp: 0\n\
+                "server_name: strata-test-{mqtt_port}\nlisten: 127.0.0.1:{}\n\
                  jetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
                 free_port(),
                 store.display().to_string()
             ),
         )
         .unwrap();
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("nats-server");
+        Self::daemon("nats-server", &conf, mqtt_port)
+    }
+
+    /// Runs Debian's `name` (from /usr/sbin, /usr/bin or the PATH) with
+    /// the configuration file `conf`, and waits until it listens on
+    /// 127.0.0.1:`port` (its logs are block-buffered on a pipe: the port
+    /// tells sooner).
+    fn daemon(name: &str, conf: &Path, port: u16) -> Peer {
+        let binary = ["/usr/sbin", "/usr/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from(name));
+        let log = conf.with_extension("log");
         let child = Command::new(binary)
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("start nats-server (Debian package nats-server)");
+            .unwrap_or_else(|e| panic!("start {name} (Debian package {name}): {e}"));
         let peer = Peer { child };
-        // It opens the MQTT listener once JetStream is up.
-        eventually(
-            Duration::from_secs(30),
-            "nats-server's MQTT listener",
-            || std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok(),
-        );
+        let what = format!("{name} listening (its errors: {})", log.display());
+        eventually(Duration::from_secs(30), &what, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         peer
     }
 
