@@ -399,10 +399,20 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                     }
                 }
                 // Connected counts from the subscriptions' acknowledgement:
-                // from then on, nothing for the hub is missed.
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    consumer.hooks.metrics.upstream_connected.store(1, Relaxed);
-                    tracing::info!(filters = ?filters, "subscribed at the upstream broker");
+                // from then on, nothing for the hub is missed. A refused
+                // subscription is the broker's configuration (its ACL):
+                // said, and the hub does not count as connected.
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = refused(filters, &ack);
+                    if refused.is_empty() {
+                        consumer.hooks.metrics.upstream_connected.store(1, Relaxed);
+                        tracing::info!(filters = ?filters, "subscribed at the upstream broker");
+                    } else {
+                        tracing::error!(
+                            refused = ?refused,
+                            "the upstream broker refused subscriptions (its ACL must let the hub read them)"
+                        );
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let waiting = consumer.take(&p);
@@ -413,6 +423,16 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
             },
         }
     }
+}
+
+/// The filters a SUBACK refuses (its codes are in the SUBSCRIBE's order).
+fn refused<'f>(filters: &'f [String], ack: &rumqttc::SubAck) -> Vec<&'f String> {
+    filters
+        .iter()
+        .zip(&ack.return_codes)
+        .filter(|(_, code)| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+        .map(|(filter, _)| filter)
+        .collect()
 }
 
 #[cfg(test)]
@@ -464,6 +484,16 @@ mod tests {
             let e = config(text).unwrap_err();
             assert!(e.contains(error), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn refused_subscriptions_are_named() {
+        use rumqttc::SubscribeReasonCode::{Failure, Success};
+        let filters = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let ack = |codes| rumqttc::SubAck::new(1, codes);
+        assert!(refused(&filters, &ack(vec![Success(QoS::AtLeastOnce); 3])).is_empty());
+        let codes = vec![Success(QoS::AtMostOnce), Failure, Failure];
+        assert_eq!(refused(&filters, &ack(codes)), [&filters[1], &filters[2]]);
     }
 
     #[test]
