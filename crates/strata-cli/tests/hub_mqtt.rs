@@ -11,12 +11,6 @@ use serde_json::json;
 use strata_proto::payload::{Encoding, encode_telemetry};
 use strata_proto::{SignalSeries, TelemetryBatch};
 
-fn json_batch(stream: &str, seq: u64, ts: i64, value: f64) -> String {
-    format!(
-        r#"{{"stream":"{stream}","seq":{seq},"signals":[{{"name":"temp","unit":"Cel","ts_ns":[{ts}],"values":[{value}]}}]}}"#
-    )
-}
-
 #[test]
 fn a_batch_published_twice_is_stored_once_in_both_protocol_versions() {
     let dir = tempfile::tempdir().unwrap();

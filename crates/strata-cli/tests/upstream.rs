@@ -13,12 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn json_batch(stream: &str, seq: u64, ts: i64, value: f64) -> String {
-    format!(
-        r#"{{"stream":"{stream}","seq":{seq},"signals":[{{"name":"temp","unit":"Cel","ts_ns":[{ts}],"values":[{value}]}}]}}"#
-    )
-}
-
 /// Publishes each of `messages` to `topic` at QoS 1, as a device would,
 /// with one `mosquitto_pub` reading them a line each.
 fn publish(port: u16, topic: &str, messages: &[String]) {

@@ -476,6 +476,13 @@ pub enum PubPayload<'a> {
     File(&'a Path),
 }
 
+/// A telemetry batch in JSON: one reading of signal `temp` (Cel).
+pub fn json_batch(stream: &str, seq: u64, ts: i64, value: f64) -> String {
+    format!(
+        r#"{{"stream":"{stream}","seq":{seq},"signals":[{{"name":"temp","unit":"Cel","ts_ns":[{ts}],"values":[{value}]}}]}}"#
+    )
+}
+
 /// A TCP port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
