@@ -443,3 +443,83 @@ fn a_batch_the_store_refuses_is_not_acknowledged_and_comes_again() {
         || hub.readings("press-1", "temp").len() == 3,
     );
 }
+
+#[test]
+fn an_edge_agent_on_the_upstream_broker_reaches_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The hub first: it keeps trying the broker until it is there.
+    let hub_dir = dir.path().join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    let config = hub_dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"hub-a\"\n\
+             username = \"hub\"\npassword = \"hub-secret\"\n"
+        ),
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(&hub_dir, &["--config", config.to_str().unwrap()]);
+    let credential = hub.provision("gw-1", json!({}));
+
+    // The broker knows the hub and the device (its credential from
+    // enrollment); the device may write its uplink and read its downlink.
+    let passwords = dir.path().join("passwords");
+    for (i, (user, password)) in [("hub", "hub-secret"), ("gw-1", credential.as_str())]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-b")
+            .arg(&passwords)
+            .args([user, password])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user hub\ntopic read strata/v1/+/up/#\n\n\
+         pattern write strata/v1/%u/up/#\npattern read strata/v1/%u/down/#\n",
+    )
+    .unwrap();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+        passwords.display(),
+        acl.display()
+    );
+    let _broker = Peer::mosquitto_with(dir.path(), port, &conf);
+    eventually(Duration::from_secs(30), "the hub subscribed", || {
+        hub.metric("strata_upstream_connected") == 1.0
+    });
+
+    // A real agent (simulated sensors, its outbox) pointed at the broker.
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let credential_file = edge_dir.join("credential");
+    std::fs::write(&credential_file, &credential).unwrap();
+    let edge_config = format!(
+        "device = \"gw-1\"\ndata_dir = {:?}\n[hub]\nmqtt = \"127.0.0.1:{port}\"\nhttp = \"{}\"\n\
+         credential_file = {credential_file:?}\n[health]\ninterval_ms = 300\n\
+         [[sources]]\ntype = \"simulator\"\nstream = \"sim\"\ninterval_ms = 200\nreadings_per_signal = 20\nseed = 4\n",
+        edge_dir.join("data"),
+        hub.api,
+    );
+    let _agent = EdgeProcess::start(&edge_dir, &edge_config);
+    eventually(
+        Duration::from_secs(60),
+        "the agent's readings at the hub",
+        || hub.readings("gw-1", "temperature").len() >= 40,
+    );
+    eventually(Duration::from_secs(30), "gw-1 online", || {
+        let (_, device) = hub.api("GET", "/api/v1/devices/gw-1", None);
+        device["online"] == true
+    });
+    assert_eq!(hub.metric("strata_batches_duplicate_total"), 0.0);
+}

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use strata_proto::payload::{Encoding, encode_health};
@@ -93,8 +93,9 @@ const NOT_OUTBOX: i64 = -1;
 /// Runs the uplink until the task is dropped.
 pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>, twin: Downlink) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let started = Instant::now();
     loop {
-        match session(&config, &outbox, &appended, &twin, &mut backoff).await {
+        match session(&config, &outbox, &appended, &twin, &mut backoff, started).await {
             Ok(()) => return,
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -151,9 +152,12 @@ async fn session(
     appended: &Notify,
     twin: &Downlink,
     backoff: &mut Backoff,
+    started: Instant,
 ) -> Result<(), String> {
     let window = usize::from(config.window.max(1));
-    let (client, mut events) = AsyncClient::new(options(config)?, window + 4);
+    // Room for the window, three subscriptions, the reported twin and the
+    // health message of a connect.
+    let (client, mut events) = AsyncClient::new(options(config)?, window + 5);
     let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
     let sketch_topic =
         Topic::new(config.device.clone(), Direction::Up, TopicKind::Sketch).to_string();
@@ -166,6 +170,8 @@ async fn session(
     let gate_topic =
         Topic::new(config.device.clone(), Direction::Down, TopicKind::Control).to_string();
     let cmd_topic = Topic::new(config.device.clone(), Direction::Down, TopicKind::Cmd).to_string();
+    let health_topic =
+        Topic::new(config.device.clone(), Direction::Up, TopicKind::Health).to_string();
     // A publish that is not an outbox row (the reported twin) is queued as
     // NOT_OUTBOX, so packet ids still pair with the right rows.
     let report = |client: &AsyncClient, queued: &mut VecDeque<i64>| -> Result<(), String> {
@@ -227,6 +233,21 @@ async fn session(
                             .map_err(|e| format!("cannot subscribe to {t}: {e}"))?;
                     }
                     report(&client, &mut queued)?;
+                    // Online, said on the health topic as the will says
+                    // offline: a hub behind an upstream broker sees no
+                    // connection, only messages.
+                    let online = encode_health(
+                        &Health {
+                            online: true,
+                            ts_ns: crate::now_ns(),
+                            uptime_s: started.elapsed().as_secs(),
+                        },
+                        Encoding::Protobuf,
+                    );
+                    client
+                        .try_publish(health_topic.as_str(), QoS::AtLeastOnce, false, online)
+                        .map_err(|e| format!("cannot queue the health message: {e}"))?;
+                    queued.push_back(NOT_OUTBOX);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
                     twin.desired.send_replace(Some(p.payload.to_vec()));
