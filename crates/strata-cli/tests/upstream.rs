@@ -64,6 +64,25 @@ fn start_hub_at(dir: &Path, url: &str, upstream: &str, more: &str) -> HubProcess
     hub
 }
 
+/// A Mosquitto password file in `dir` for `users` (name, password).
+fn password_file(dir: &Path, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let path = dir.join("passwords");
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-b")
+            .arg(&path)
+            .args([user, password])
+            .output()
+            .expect("run mosquitto_passwd (Debian package mosquitto)");
+        assert!(out.status.success(), "{out:?}");
+    }
+    path
+}
+
 #[test]
 fn messages_from_an_upstream_broker_are_stored_once_and_bad_ones_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,23 +260,10 @@ fn over_tls_with_passwords_and_topic_rules_at_the_broker() {
     // Mosquitto as deployed: TLS, a password per client, and an ACL that
     // keeps each device to its own uplink and lets the hub read them all.
     let tls = ServerCertificate::make(&dir.path().join("tls"), "broker test CA");
-    let passwords = dir.path().join("passwords");
-    for (i, (user, password)) in [("hub", "hub-secret"), ("press-1", "p1-secret")]
-        .into_iter()
-        .enumerate()
-    {
-        let mut cmd = Command::new("mosquitto_passwd");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let out = cmd
-            .arg("-b")
-            .arg(&passwords)
-            .args([user, password])
-            .output()
-            .expect("run mosquitto_passwd (Debian package mosquitto)");
-        assert!(out.status.success(), "{out:?}");
-    }
+    let passwords = password_file(
+        dir.path(),
+        &[("hub", "hub-secret"), ("press-1", "p1-secret")],
+    );
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,
@@ -465,23 +471,10 @@ fn an_edge_agent_on_the_upstream_broker_reaches_the_hub() {
 
     // The broker knows the hub and the device (its credential from
     // enrollment); the device may write its uplink and read its downlink.
-    let passwords = dir.path().join("passwords");
-    for (i, (user, password)) in [("hub", "hub-secret"), ("gw-1", credential.as_str())]
-        .into_iter()
-        .enumerate()
-    {
-        let mut cmd = Command::new("mosquitto_passwd");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let out = cmd
-            .arg("-b")
-            .arg(&passwords)
-            .args([user, password])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    let passwords = password_file(
+        dir.path(),
+        &[("hub", "hub-secret"), ("gw-1", credential.as_str())],
+    );
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,

@@ -172,8 +172,9 @@ async fn session(
     let cmd_topic = Topic::new(config.device.clone(), Direction::Down, TopicKind::Cmd).to_string();
     let health_topic =
         Topic::new(config.device.clone(), Direction::Up, TopicKind::Health).to_string();
-    // A publish that is not an outbox row (the reported twin) is queued as
-    // NOT_OUTBOX, so packet ids still pair with the right rows.
+    // A publish that is not an outbox row (the reported twin, the health
+    // message of a connect) is queued as NOT_OUTBOX, so packet ids still
+    // pair with the right rows.
     let report = |client: &AsyncClient, queued: &mut VecDeque<i64>| -> Result<(), String> {
         if let Some(doc) = twin.reported.latest() {
             client
