@@ -403,6 +403,24 @@ fn bad_input_is_refused_counted_and_good_data_still_flows() {
     assert!(hub.readings("line-3", "pressure").is_empty());
 }
 
+/// Publishes one reading of `temp` in batch `seq` of stream "main" as
+/// press-1, with `mosquitto_pub` speaking `version`; checks it succeeded.
+fn publish_main(hub: &HubProcess, cred: &str, version: &str, seq: u64, ts: i64, value: f64) {
+    let out = mosquitto_pub(
+        hub,
+        "press-1",
+        cred,
+        version,
+        "strata/v1/press-1/up/telemetry",
+        PubPayload::Text(&json_batch("main", seq, ts, value)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn telemetry_past_its_retention_period_is_deleted_and_stays_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
@@ -414,24 +432,9 @@ fn telemetry_past_its_retention_period_is_deleted_and_stays_deduplicated() {
     .unwrap();
     let hub = HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
     let cred = hub.provision("press-1", json!({}));
-    let topic = "strata/v1/press-1/up/telemetry";
     let now = now_ns();
     let old = now - 10 * 86_400 * 1_000_000_000;
-    let publish = |seq: u64, ts: i64, value: f64| {
-        let out = mosquitto_pub(
-            &hub,
-            "press-1",
-            &cred,
-            "mqttv311",
-            topic,
-            PubPayload::Text(&json_batch("main", seq, ts, value)),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let publish = |seq, ts, value| publish_main(&hub, &cred, "mqttv311", seq, ts, value);
     // A reading from ten days ago (a gateway that was offline), then a
     // recent one.
     publish(1, old, 1.5);
@@ -458,22 +461,9 @@ fn with_postgres_telemetry_lands_there_once_and_a_killed_hub_loses_none() {
     let start = || HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
     let hub = start();
     let cred = hub.provision("press-1", json!({}));
-    let topic = "strata/v1/press-1/up/telemetry";
     let t = now_ns();
-    let publish = |hub: &HubProcess, seq: u64, ts: i64, value: f64| {
-        let out = mosquitto_pub(
-            hub,
-            "press-1",
-            &cred,
-            "mqttv5",
-            topic,
-            PubPayload::Text(&json_batch("main", seq, ts, value)),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let publish = |hub: &HubProcess, seq, ts, value| {
+        publish_main(hub, &cred, "mqttv5", seq, ts, value);
     };
     publish(&hub, 1, t, 21.5);
     publish(&hub, 1, t, 21.5);
