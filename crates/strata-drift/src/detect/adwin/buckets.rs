@@ -112,17 +112,10 @@ impl Buckets {
         (self.totals[s], self.variances[s])
     }
 
-    /// The sums of blocks `from..to` of level `level`, in order: a ring
-    /// holds them in one or two runs.
+    /// Level `level`'s ring of sums: block k at `k % len`.
     #[inline(always)]
-    pub fn totals(&self, level: usize, from: u64, to: u64) -> (&[f64], &[f64]) {
-        let ring = &self.totals[level * self.ring..(level + 1) * self.ring];
-        let (a, len) = (from as usize & (self.ring - 1), (to - from) as usize);
-        if a + len <= self.ring {
-            (&ring[a..a + len], &[])
-        } else {
-            (&ring[a..], &ring[..a + len - self.ring])
-        }
+    pub fn ring(&self, level: usize) -> &[f64] {
+        &self.totals[level * self.ring..(level + 1) * self.ring]
     }
 
     #[inline]
@@ -195,28 +188,60 @@ impl Buckets {
         self.variances[s..s + N].copy_from_slice(v);
     }
 
-    /// River's rows after `self.count()` values, lowest (newest) first:
-    /// row i holds the blocks `lo..hi` of level i. Row 0 has received
-    /// every value; a row reaching `cap` buckets has merged its oldest
-    /// pair, so after `hi` arrivals it has merged `(hi - cap) / 2 + 1`
-    /// pairs into the next row (none below `cap`). The last row is
-    /// river's top row and holds at least one bucket (unless no value
-    /// has arrived).
-    pub fn rows(&self, out: &mut Vec<Row>) {
-        out.clear();
-        let mut hi = self.n;
-        loop {
-            let merged = if hi >= self.cap {
-                (hi - self.cap) / 2 + 1
-            } else {
-                0
-            };
-            out.push(Row { lo: 2 * merged, hi });
-            if merged == 0 {
-                break;
-            }
-            hi = merged;
+    /// How many blocks row `i` has received: `((n + c) >> i) - c`, with
+    /// `c = cap - 2`. A row reaching `cap` buckets merges its oldest pair,
+    /// so after `hi` arrivals it has passed `(hi - cap) / 2 + 1 =
+    /// (hi - c) / 2` blocks up (none below `cap`); halving twice is
+    /// halving by four, and so on, so each row's count follows from `n`
+    /// alone.
+    #[inline(always)]
+    fn arrived(&self, i: usize) -> u64 {
+        let c = self.cap - 2;
+        ((self.n + c) >> i) - c
+    }
+
+    /// How many rows river holds: up to the first with fewer than `cap`
+    /// arrivals, which has passed none up and is river's top row.
+    #[inline(always)]
+    pub fn row_count(&self) -> usize {
+        let mut i = 0;
+        while self.arrived(i) >= self.cap {
+            i += 1;
         }
+        i + 1
+    }
+
+    /// Row `i` of `top` rows, as river holds it: the blocks `lo..hi` of
+    /// level i. The top row holds at least one bucket (unless no value
+    /// has arrived).
+    #[inline(always)]
+    pub fn row(&self, i: usize, top: usize) -> Row {
+        let lo = if i + 1 < top { 2 * self.arrived(i + 1) } else { 0 };
+        Row {
+            lo,
+            hi: self.arrived(i),
+        }
+    }
+
+    /// The lowest row from which on, the number of rows being the same,
+    /// the rows are as they were after `then` values: row i depends on
+    /// `(n + c) >> i` only.
+    #[inline(always)]
+    pub fn first_unchanged_row(&self, then: u64) -> usize {
+        let c = self.cap - 2;
+        (u64::BITS - ((self.n + c) ^ (then + c)).leading_zeros()) as usize
+    }
+
+    /// The most buckets the rows can hold (an upper bound).
+    pub fn most_splits(&self) -> usize {
+        self.cap as usize * (u64::BITS as usize + 1)
+    }
+
+    /// River's rows after `self.count()` values, lowest (newest) first.
+    pub fn rows(&self, out: &mut Vec<Row>) {
+        let top = self.row_count();
+        out.clear();
+        out.extend((0..top).map(|i| self.row(i, top)));
     }
 
     /// The rows as river holds them: per row (lowest first), its

@@ -9,17 +9,20 @@
 
 use super::AdwinParams;
 
-use super::buckets::{Buckets, Row};
+use super::buckets::Buckets;
 use super::explicit::cuts;
 
 /// The test's scratch space, kept between tests.
 #[derive(Debug, Clone, Default)]
 pub(super) struct CutTest {
-    /// River's rows at this test and at the last one, lowest first.
-    rows: Vec<Row>,
-    last_rows: Vec<Row>,
+    /// The tree's count and number of rows at the last test (no rows
+    /// after a reset).
+    last_count: u64,
+    last_top: usize,
     /// Where each row's splits start in the arrays below.
     begins: Vec<usize>,
+    /// How many splits the arrays below hold.
+    splits: usize,
     /// The splits, oldest first: the bucket river moves into the older
     /// part, and that part's width `n0` and sum `u0` as river's loop
     /// accumulates them (the newer part's width is the window's less
@@ -54,7 +57,7 @@ impl CutTest {
     pub fn reset(&mut self) {
         self.dp_floor = 0.0;
         self.dp_width = f64::INFINITY;
-        self.last_rows.clear();
+        self.last_top = 0;
     }
 
     /// Whether any split of the window `b` holds cuts, in river's answer.
@@ -63,7 +66,12 @@ impl CutTest {
         let min_len = f64::from(params.min_window_length);
         let var = w.variance / w.width;
         let newest = self.split_sums(b);
-        let (ts, n0s, u0s) = (&self.totals, &self.n0s, &self.u0s);
+        let count = self.splits;
+        let (ts, n0s, u0s) = (
+            &self.totals[..count],
+            &self.n0s[..count],
+            &self.u0s[..count],
+        );
         // River tests the splits whose parts both hold `min_len` values:
         // `n0` grows split by split, so they are a range, and only a few
         // splits at either end fall outside it.
@@ -91,7 +99,7 @@ impl CutTest {
             self.dp_width = w.width;
             self.dp_floor = exact_dp();
         }
-        let magnitude = self.magnitudes.last().copied().unwrap_or(0.0) + newest.abs();
+        let magnitude = count.checked_sub(1).map_or(0.0, |j| self.magnitudes[j]) + newest.abs();
         let screen = Screen::new(
             var,
             self.dp_floor * (1.0 - 1e-12),
@@ -127,43 +135,35 @@ impl CutTest {
     /// in the same order, so they are kept, and the sums go on from there.
     #[inline(always)]
     fn split_sums(&mut self, b: &Buckets) -> f64 {
-        b.rows(&mut self.rows);
-        let top = self.rows.len();
-        let mut from = top;
-        if self.last_rows.len() == top {
-            while from > 1 && self.rows[from - 1] == self.last_rows[from - 1] {
-                from -= 1;
+        let top = b.row_count();
+        if self.totals.len() < b.most_splits() {
+            for v in [
+                &mut self.totals,
+                &mut self.n0s,
+                &mut self.u0s,
+                &mut self.magnitudes,
+            ] {
+                v.resize(b.most_splits(), 0.0);
             }
+        }
+        // Rows `from..top` are as they were; row `from - 1` and those
+        // below are summed again.
+        let from = if self.last_top == top {
+            b.first_unchanged_row(self.last_count).clamp(1, top)
         } else {
             self.begins.clear();
             self.begins.resize(top, 0);
-        }
-        self.last_rows.clone_from(&self.rows);
-        let rows = &self.rows;
-        // Rows `from..top` are unchanged; row `from - 1` and those below
-        // are summed again.
+            top
+        };
+        (self.last_count, self.last_top) = (b.count(), top);
         let keep = if from < top { self.begins[from - 1] } else { 0 };
-        let count = keep
-            + rows[..from]
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.len() - u64::from(i == 0 && r.len() > 0)) as usize)
-                .sum::<usize>();
-        for v in [
-            &mut self.totals,
-            &mut self.n0s,
-            &mut self.u0s,
-            &mut self.magnitudes,
-        ] {
-            v.resize(count, 0.0);
-        }
         let (mut n0, mut u0, mut magnitude) = match keep {
             0 => (0.0, 0.0, 0.0),
             k => (self.n0s[k - 1], self.u0s[k - 1], self.magnitudes[k - 1]),
         };
         let mut j = keep;
         for i in (0..from).rev() {
-            let row = rows[i];
+            let row = b.row(i, top);
             self.begins[i] = j;
             // Leave row 0's newest bucket out.
             let hi = if i == 0 && row.len() > 0 {
@@ -172,28 +172,25 @@ impl CutTest {
                 row.hi
             };
             let size = (1u64 << i) as f64;
-            let (older, newer) = b.totals(i, row.lo, hi);
-            let len = older.len() + newer.len();
-            let outs = self.totals[j..j + len]
-                .iter_mut()
-                .zip(&mut self.n0s[j..j + len])
-                .zip(
-                    self.u0s[j..j + len]
-                        .iter_mut()
-                        .zip(&mut self.magnitudes[j..j + len]),
-                );
-            for (&t, ((ot, on), (ou, om))) in older.iter().chain(newer).zip(outs) {
+            let ring = b.ring(i);
+            let mask = ring.len() - 1;
+            let len = (hi - row.lo) as usize;
+            let (ts, n0s) = (&mut self.totals[j..j + len], &mut self.n0s[j..j + len]);
+            let (u0s, ms) = (&mut self.u0s[j..j + len], &mut self.magnitudes[j..j + len]);
+            let lo = row.lo as usize;
+            for k in 0..len {
+                let t = ring[(lo + k) & mask];
                 n0 += size;
                 u0 += t;
                 magnitude += t.abs();
-                (*ot, *on, *ou, *om) = (t, n0, u0, magnitude);
+                (ts[k], n0s[k], u0s[k], ms[k]) = (t, n0, u0, magnitude);
             }
             j += len;
         }
-        debug_assert_eq!(j, count);
-        let r0 = rows[0];
+        self.splits = j;
+        let r0 = b.row(0, top);
         if r0.len() > 0 {
-            b.totals(0, r0.hi - 1, r0.hi).0[0]
+            b.get(0, r0.hi - 1).0
         } else {
             0.0
         }
