@@ -168,7 +168,10 @@ impl Buckets {
         let (mut t5, mut v5) = ([0.0; 1], [0.0; 1]);
         merge_pairs(4, &t4, &v4, &mut t5, &mut v5);
         let n = self.n;
-        self.store(0, n, x, &zeros);
+        // Single values have no squared deviations: level 0's stay 0.
+        self.set(0, n, x[0], 0.0);
+        let s = self.slot(0, n);
+        self.totals[s..s + BLOCK].copy_from_slice(x);
         self.store(1, n / 2, &t1, &v1);
         self.store(2, n / 4, &t2, &v2);
         self.store(3, n / 8, &t3, &v3);

@@ -128,58 +128,28 @@ impl Adwin {
     }
 
     /// Takes 32 values, the count so far a multiple of 32: the same as
-    /// [`Adwin::insert`] on each. The running sums advance value by value
-    /// in river's order; given them, the 32 increments do not depend on
-    /// one another, so their divisions run side by side.
+    /// [`Adwin::insert`] on each. `ahead` is the window after them when
+    /// already known ([`after_block`]).
     #[inline(always)]
-    fn insert_block(&mut self, xs: &[f64; BLOCK]) {
-        let Window {
-            mut width,
-            mut total,
-            mut variance,
-        } = self.window;
-        // The window's sum before each value, in river's order.
-        let mut before = [0.0; BLOCK];
-        for (b, &x) in before.iter_mut().zip(xs) {
-            *b = total;
-            total += x;
-        }
-        // Each value's variance increment; these do not depend on one
-        // another, so the divisions run side by side.
-        let mut incs = [0.0; BLOCK];
-        for (k, inc) in incs.iter_mut().enumerate() {
-            let w = width + k as f64;
-            let d = xs[k] - before[k] / w;
-            *inc = w * d * d / (w + 1.0);
-        }
-        if width == 0.0 {
-            // River adds nothing for the first value.
-            incs[0] = 0.0;
-        }
-        for inc in incs {
-            variance += inc;
-        }
-        width += BLOCK as f64;
-        self.window = Window {
-            width,
-            total,
-            variance,
-        };
+    fn insert_block(&mut self, xs: &[f64; BLOCK], ahead: Option<Window>) {
+        self.window = ahead.unwrap_or_else(|| after_block(self.window, xs));
         self.buckets.push_block(xs);
     }
 
-    /// Takes `run` (values up to the next test at most).
+    /// Takes `run` (values up to the next test at most); `ahead` as in
+    /// [`Adwin::insert_block`] for its first block.
     #[inline(always)]
-    fn insert_run(&mut self, run: &[f64]) {
+    fn insert_run(&mut self, run: &[f64], mut ahead: Option<Window>) {
         let mut rest = run;
         while !rest.is_empty() {
             let aligned = self.buckets.count().is_multiple_of(BLOCK as u64);
             match rest.split_first_chunk::<BLOCK>() {
                 Some((block, tail)) if aligned => {
-                    self.insert_block(block);
+                    self.insert_block(block, ahead.take());
                     rest = tail;
                 }
                 _ => {
+                    debug_assert!(ahead.is_none());
                     self.insert(rest[0]);
                     rest = &rest[1..];
                 }
@@ -233,6 +203,7 @@ impl Adwin {
     fn scan(&mut self, xs: &[f64]) -> Vec<usize> {
         let mut found = Vec::new();
         let clock = u64::from(self.params.clock);
+        let mut ahead = None;
         let mut i = 0;
         while i < xs.len() {
             if self.detected {
@@ -241,16 +212,66 @@ impl Adwin {
             // Values up to and including the next one that tests.
             let to_test = (clock - self.buckets.count() % clock) as usize;
             let run = &xs[i..(i + to_test).min(xs.len())];
-            self.insert_run(run);
+            self.insert_run(run, ahead.take());
             if run.len() == to_test {
+                // When a whole block follows, its window's running sums
+                // (two serial chains) go ahead of the test, whose own
+                // chain of sums runs beside them; a detection throws
+                // them away, as the detector starts afresh.
+                let next = &xs[i + run.len()..];
+                if let Some((block, _)) = next.split_first_chunk::<BLOCK>()
+                    && clock >= BLOCK as u64
+                    && self.buckets.count().is_multiple_of(BLOCK as u64)
+                {
+                    ahead = Some(after_block(self.window, block));
+                }
                 self.detected = self.test();
                 if self.detected {
                     found.push(i + run.len() - 1);
+                    ahead = None;
                 }
             }
             i += run.len();
         }
         found
+    }
+}
+
+/// The window after the 32 values `xs`, as [`Adwin::insert`] makes it
+/// value by value. The running sums advance value by value in river's
+/// order; given them, the 32 variance increments do not depend on one
+/// another, so their divisions run side by side.
+#[inline(always)]
+fn after_block(w: Window, xs: &[f64; BLOCK]) -> Window {
+    let Window {
+        mut width,
+        mut total,
+        mut variance,
+    } = w;
+    // The window's sum before each value, in river's order.
+    let mut before = [0.0; BLOCK];
+    for (b, &x) in before.iter_mut().zip(xs) {
+        *b = total;
+        total += x;
+    }
+    let mut incs = [0.0; BLOCK];
+    for (k, inc) in incs.iter_mut().enumerate() {
+        let w = width + k as f64;
+        let d = xs[k] - before[k] / w;
+        *inc = w * d * d / (w + 1.0);
+    }
+    if width == 0.0 {
+        // River adds nothing for the first value.
+        incs[0] = 0.0;
+    }
+    for inc in incs {
+        variance += inc;
+    }
+    width += BLOCK as f64;
+    Window {
+        width,
+        total,
+        variance,
     }
 }
 
