@@ -219,7 +219,11 @@ impl Buckets {
     /// has arrived).
     #[inline(always)]
     pub fn row(&self, i: usize, top: usize) -> Row {
-        let lo = if i + 1 < top { 2 * self.arrived(i + 1) } else { 0 };
+        let lo = if i + 1 < top {
+            2 * self.arrived(i + 1)
+        } else {
+            0
+        };
         Row {
             lo,
             hi: self.arrived(i),
