@@ -42,6 +42,10 @@ fn publish_with(port: u16, args: &[&str], topic: &str, messages: &[String]) {
     );
 }
 
+/// `[upstream]` for one hub alone on a plain subscription: the broker
+/// keeps what comes while the hub is down for the hub's session.
+const ONE_HUB: &str = "client_id = \"hub-a\"\ngroup = \"\"";
+
 /// A hub whose upstream is the broker on `port`, with more `[upstream]`
 /// and other settings.
 fn start_hub(dir: &Path, port: u16, upstream: &str, more: &str) -> HubProcess {
@@ -156,10 +160,7 @@ fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
     let port = free_port();
     let _broker = Peer::mosquitto(dir.path(), port);
     let hub_dir = dir.path().join("hub");
-    // One hub, a plain subscription: the broker keeps what comes while
-    // the hub is down for the hub's session.
-    let upstream = "client_id = \"hub-a\"\ngroup = \"\"";
-    let hub = start_hub(&hub_dir, port, upstream, "");
+    let hub = start_hub(&hub_dir, port, ONE_HUB, "");
     hub.provision("press-1", json!({}));
     let t = now_ns();
     let batches: Vec<String> = (1..=600)
@@ -176,7 +177,7 @@ fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
     hub.kill();
     publisher.join().unwrap();
 
-    let hub = start_hub(&hub_dir, port, upstream, "");
+    let hub = start_hub(&hub_dir, port, ONE_HUB, "");
     eventually(Duration::from_secs(60), "every batch stored", || {
         hub.readings("press-1", "temp").len() == 600
     });
@@ -348,8 +349,7 @@ fn through_nats_jetstream_mqtt_listener_a_hub_down_for_a_while_misses_nothing() 
     let hub_dir = dir.path().join("hub");
     // NATS's MQTT listener keeps sessions in JetStream; it has no shared
     // subscriptions, so the hub takes a plain one.
-    let upstream = "client_id = \"hub-a\"\ngroup = \"\"";
-    let hub = start_hub(&hub_dir, port, upstream, "");
+    let hub = start_hub(&hub_dir, port, ONE_HUB, "");
     hub.provision("press-1", json!({}));
     let t = now_ns();
     let batch = |seq: u64| json_batch("main", seq, t + seq as i64, seq as f64);
@@ -362,7 +362,7 @@ fn through_nats_jetstream_mqtt_listener_a_hub_down_for_a_while_misses_nothing() 
     // hub's session.
     hub.kill();
     publish(port, topic, &(101..=200).map(batch).collect::<Vec<_>>());
-    let hub = start_hub(&hub_dir, port, upstream, "");
+    let hub = start_hub(&hub_dir, port, ONE_HUB, "");
     eventually(Duration::from_secs(60), "all 200 stored", || {
         hub.readings("press-1", "temp").len() == 200
     });
@@ -408,8 +408,7 @@ fn a_batch_the_store_refuses_is_not_acknowledged_and_comes_again() {
     let port = free_port();
     let _broker = Peer::mosquitto(dir.path(), port);
     let storage = format!("[storage]\npostgres = {:?}\n", schema.url);
-    let upstream = "client_id = \"hub-a\"\ngroup = \"\"";
-    let hub = start_hub(&dir.path().join("hub"), port, upstream, &storage);
+    let hub = start_hub(&dir.path().join("hub"), port, ONE_HUB, &storage);
     hub.provision("press-1", json!({}));
     let t = now_ns();
     let topic = "strata/v1/press-1/up/telemetry";

@@ -196,6 +196,42 @@ impl Run {
     }
 }
 
+/// Where a timed run started: the process's CPU time and the clock.
+struct Stopwatch {
+    cpu: Option<Duration>,
+    started: Instant,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch {
+            cpu: process_cpu(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The run so far.
+    fn stop(&self) -> Run {
+        Run {
+            elapsed: self.started.elapsed(),
+            cpu: process_cpu()
+                .zip(self.cpu)
+                .map(|(after, before)| after.saturating_sub(before)),
+        }
+    }
+}
+
+/// Waits, checking every millisecond, until `done` holds; an error naming
+/// `what` if it does not within `within`.
+async fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !done() {
+        ensure!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
 /// Publishes every device's batches at once; returns the run's time and CPU.
 async fn publish_fleet(
     addr: std::net::SocketAddr,
@@ -203,8 +239,7 @@ async fn publish_fleet(
     payloads: &[Vec<Bytes>],
     inflight: u16,
 ) -> anyhow::Result<Run> {
-    let cpu_before = process_cpu();
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut tasks = Vec::new();
     for (login, p) in logins.iter().zip(payloads) {
         let login = login.clone();
@@ -225,11 +260,7 @@ async fn publish_fleet(
     for t in tasks {
         t.await.context("publisher task failed")??;
     }
-    let elapsed = started.elapsed();
-    let cpu = process_cpu()
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
-    Ok(Run { elapsed, cpu })
+    Ok(stopwatch.stop())
 }
 
 async fn raw_round(
@@ -286,31 +317,21 @@ async fn hub_round(
         None => publish_fleet(addr, &logins, payloads, args.inflight).await?,
         Some(broker) => {
             let metrics = hub.metrics();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while metrics.upstream_connected.load(Relaxed) != 1 {
-                ensure!(
-                    Instant::now() < deadline,
-                    "the hub did not subscribe at {broker} within 30 s"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let cpu_before = process_cpu();
-            let started = Instant::now();
+            wait_until(
+                &format!("the hub did not subscribe at {broker}"),
+                Duration::from_secs(30),
+                || metrics.upstream_connected.load(Relaxed) == 1,
+            )
+            .await?;
+            let stopwatch = Stopwatch::start();
             publish_fleet(broker, &logins, payloads, args.inflight).await?;
-            let deadline = Instant::now() + Duration::from_secs(600);
-            while (metrics.batches_stored.load(Relaxed) as usize) < expected {
-                ensure!(
-                    Instant::now() < deadline,
-                    "the hub did not store every batch from {broker} within 10 minutes"
-                );
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Run {
-                elapsed: started.elapsed(),
-                cpu: process_cpu()
-                    .zip(cpu_before)
-                    .map(|(after, before)| after.saturating_sub(before)),
-            }
+            wait_until(
+                &format!("the hub did not store every batch from {broker}"),
+                Duration::from_secs(600),
+                || metrics.batches_stored.load(Relaxed) as usize >= expected,
+            )
+            .await?;
+            stopwatch.stop()
         }
     };
     let stored = hub.metrics().batches_stored.load(Relaxed) as usize;
