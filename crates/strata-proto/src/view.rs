@@ -29,6 +29,12 @@ pub trait Readings {
     fn quality(&self, i: usize) -> i32;
     /// Whether any reading has a quality other than good.
     fn has_quality(&self) -> bool;
+    /// The timestamps and values as packed little-endian `i64`s and
+    /// `f64`s, where they are held so (a payload's columns): a faster path
+    /// for encoders than reading them one by one.
+    fn packed_columns(&self) -> Option<(&[u8], &[u8])> {
+        None
+    }
 }
 
 impl Readings for SignalSeries {
@@ -94,6 +100,9 @@ impl Readings for SignalView<'_> {
     }
     fn has_quality(&self) -> bool {
         false
+    }
+    fn packed_columns(&self) -> Option<(&[u8], &[u8])> {
+        Some((self.ts, self.values))
     }
 }
 

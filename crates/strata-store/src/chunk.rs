@@ -97,25 +97,23 @@ pub struct Span {
 pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) -> Span {
     let n = r.len();
     let has_quality = r.has_quality();
-    let mut span = Span {
-        t_min: i64::MAX,
-        t_max: i64::MIN,
-        newest: 0,
-    };
     let (first, step) = match n {
         0 => (0, 0),
         1 => (r.ts_ns(0), 0),
         _ => (r.ts_ns(0), r.ts_ns(1).wrapping_sub(r.ts_ns(0))),
     };
-    let mut regular = true;
-    for i in 0..n {
-        let t = r.ts_ns(i);
-        span.t_min = span.t_min.min(t);
-        if t >= span.t_max {
-            (span.t_max, span.newest) = (t, i);
-        }
-        regular &= t == first.wrapping_add(step.wrapping_mul(i as i64));
-    }
+    // Each stamp one step after the one before: `first + step * i`.
+    let regular = match r.packed_columns() {
+        Some((ts, _)) => ts
+            .chunks_exact(8)
+            .zip(ts.chunks_exact(8).skip(1))
+            .all(|(a, b)| le_i64(b).wrapping_sub(le_i64(a)) == step),
+        None => (2..n).all(|i| r.ts_ns(i).wrapping_sub(r.ts_ns(i - 1)) == step),
+    };
+    let span = match regular_span(first, step, n) {
+        Some(span) if regular => span,
+        _ => span_of(r),
+    };
     let flags = if has_quality { HAS_QUALITY } else { 0 } | if regular { REGULAR } else { 0 };
     out.reserve(24 + n * 10);
     out.extend_from_slice(&[VERSION, flags]);
@@ -137,6 +135,52 @@ pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) -> Span {
     span
 }
 
+/// The span of `n` readings stamped `first + step * i`, found without
+/// reading them; `None` when the stamps would wrap around.
+fn regular_span(first: i64, step: i64, n: usize) -> Option<Span> {
+    if n == 0 {
+        return Some(Span {
+            t_min: i64::MAX,
+            t_max: i64::MIN,
+            newest: 0,
+        });
+    }
+    let last = step
+        .checked_mul(i64::try_from(n - 1).ok()?)
+        .and_then(|d| first.checked_add(d))?;
+    Some(if step < 0 {
+        Span {
+            t_min: last,
+            t_max: first,
+            newest: 0,
+        }
+    } else {
+        // With equal stamps the newest is the last of them.
+        Span {
+            t_min: first,
+            t_max: last,
+            newest: n - 1,
+        }
+    })
+}
+
+/// The span of any readings, one by one.
+fn span_of<R: Readings + ?Sized>(r: &R) -> Span {
+    let mut span = Span {
+        t_min: i64::MAX,
+        t_max: i64::MIN,
+        newest: 0,
+    };
+    for i in 0..r.len() {
+        let t = r.ts_ns(i);
+        span.t_min = span.t_min.min(t);
+        if t >= span.t_max {
+            (span.t_max, span.newest) = (t, i);
+        }
+    }
+    span
+}
+
 /// Timestamps as the first, the second as a delta, then delta-of-deltas.
 fn put_deltas<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
     let (mut prev, mut prev_delta) = (0i64, 0i64);
@@ -154,8 +198,7 @@ fn put_deltas<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
 }
 
 /// The values: the first as 8 bytes, then each XOR with the one before,
-/// byte-aligned. Every XOR is written as 8 bytes into room made ahead and
-/// the end moved by its length, so the loop has no branch on its size.
+/// byte-aligned.
 fn put_values<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
     let n = r.len();
     if n == 0 {
@@ -164,21 +207,45 @@ fn put_values<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + 8 + 9 * n, 0);
     let buf = &mut out[start..];
-    let mut prev = r.value(0).to_bits();
-    buf[..8].copy_from_slice(&prev.to_le_bytes());
-    let mut pos = 8;
-    for i in 1..n {
-        let bits = r.value(i).to_bits();
+    let first = r.value(0).to_bits();
+    buf[..8].copy_from_slice(&first.to_le_bytes());
+    let end = match r.packed_columns() {
+        Some((_, values)) => put_xors(
+            first,
+            values[8..].chunks_exact(8).map(|v| le_i64(v) as u64),
+            buf,
+        ),
+        None => put_xors(first, (1..n).map(|i| r.value(i).to_bits()), buf),
+    };
+    out.truncate(start + end);
+}
+
+/// An 8-byte little-endian integer.
+#[inline]
+fn le_i64(bytes: &[u8]) -> i64 {
+    i64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+/// Writes each value's XOR with the one before after the first value's 8
+/// bytes; returns where they end. Every XOR is written as 8 bytes into room
+/// made ahead (9 bytes a value) and the end moved by its length, so the loop
+/// has no branch on its size.
+fn put_xors(first: u64, rest: impl Iterator<Item = u64>, buf: &mut [u8]) -> usize {
+    let (mut prev, mut pos) = (first, 8);
+    for bits in rest {
         let x = bits ^ prev;
         prev = bits;
         let lead = x.leading_zeros() / 8;
         let trail = if x == 0 { 0 } else { x.trailing_zeros() / 8 };
         let len = 8 - lead - trail;
-        buf[pos] = ((lead << 4) | len) as u8;
-        buf[pos + 1..pos + 9].copy_from_slice(&(x >> (8 * trail)).to_le_bytes());
+        let room: &mut [u8; 9] = (&mut buf[pos..pos + 9])
+            .try_into()
+            .expect("9 bytes a value made ahead");
+        room[0] = ((lead << 4) | len) as u8;
+        room[1..].copy_from_slice(&(x >> (8 * trail)).to_le_bytes());
         pos += 1 + len as usize;
     }
-    out.truncate(start + pos);
+    pos
 }
 
 /// Reads the values [`put_values`] wrote; returns where they end.
@@ -565,6 +632,52 @@ mod tests {
             buf[i] = byte;
             // Never a panic: an error or some readings.
             let _ = decode(&buf, |_| {});
+        }
+
+        #[test]
+        fn payload_columns_encode_as_decoded_ones(
+            ts in prop_oneof![
+                prop::collection::vec(any::<i64>(), 0..40),
+                (any::<i64>(), any::<i64>(), 0usize..40).prop_map(|(first, step, n)| {
+                    (0..n).map(|i| first.wrapping_add(step.wrapping_mul(i as i64))).collect()
+                }),
+                (any::<i64>(), -1000i64..1000, 0usize..40).prop_map(|(first, step, n)| {
+                    (0..n).map(|i| first.wrapping_add(step.wrapping_mul(i as i64))).collect()
+                }),
+            ],
+            seed in any::<u64>(),
+        ) {
+            // The packed columns of a payload take the fast path; the same
+            // readings decoded take the general one. Same bytes, same span,
+            // and the span is what a plain scan finds.
+            let values: Vec<f64> = (0..ts.len())
+                .map(|i| (seed.wrapping_mul(i as u64 + 1) % 1000) as f64 * 0.5)
+                .collect();
+            let decoded = series(&ts, &values, &[]);
+            let payload = strata_proto::payload::encode_telemetry(
+                &strata_proto::TelemetryBatch {
+                    stream: "s".into(),
+                    seq: 1,
+                    signals: vec![SignalSeries { name: "x".into(), ..decoded.clone() }],
+                },
+                strata_proto::payload::Encoding::Protobuf,
+            );
+            let limits = strata_proto::validate::Limits::default();
+            let view = strata_proto::view::TelemetryView::parse(&payload, &limits, i64::MAX)
+                .expect("a clean batch");
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            let fast_span = match view.signals.first() {
+                Some(packed) => super::encode(packed, &mut fast),
+                // No readings: the view leaves the signal out.
+                None => super::encode(&decoded, &mut fast),
+            };
+            let slow_span = super::encode(&decoded, &mut slow);
+            prop_assert_eq!(&fast, &slow);
+            prop_assert_eq!(fast_span, slow_span);
+            let t_max = ts.iter().copied().max().unwrap_or(i64::MIN);
+            prop_assert_eq!(slow_span.t_min, ts.iter().copied().min().unwrap_or(i64::MAX));
+            prop_assert_eq!(slow_span.t_max, t_max);
+            prop_assert_eq!(slow_span.newest, ts.iter().rposition(|&t| t == t_max).unwrap_or(0));
         }
 
         #[test]
