@@ -136,17 +136,11 @@ pub fn encode<R: Readings + ?Sized>(r: &R, out: &mut Vec<u8>) -> Span {
 }
 
 /// The span of `n` readings stamped `first + step * i`, found without
-/// reading them; `None` when the stamps would wrap around.
+/// reading them; `None` when there are none or the stamps would wrap
+/// around.
 fn regular_span(first: i64, step: i64, n: usize) -> Option<Span> {
-    if n == 0 {
-        return Some(Span {
-            t_min: i64::MAX,
-            t_max: i64::MIN,
-            newest: 0,
-        });
-    }
     let last = step
-        .checked_mul(i64::try_from(n - 1).ok()?)
+        .checked_mul(i64::try_from(n.checked_sub(1)?).ok()?)
         .and_then(|d| first.checked_add(d))?;
     Some(if step < 0 {
         Span {
