@@ -292,9 +292,11 @@ impl Detector for Adwin {
     }
 }
 
-/// [`Adwin::scan`] compiled for the widest vectors the CPU has (a struct,
-/// not a closure, so that all of it is inlined into the version that
-/// `pulp` picks at run time).
+/// [`Adwin::scan`] compiled for AVX2 where the CPU has it (a struct, not
+/// a closure, so that all of it is inlined into the version that `pulp`
+/// picks at run time). Not AVX-512: on an Intel Xeon its 512-bit
+/// vectors made the whole scan about a fifth slower (5.7 against 4.5 ns
+/// a value), where on a Zen 4 they had saved a twentieth.
 struct Scan<'a> {
     adwin: &'a mut Adwin,
     xs: &'a [f64],
