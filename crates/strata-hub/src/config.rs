@@ -29,6 +29,8 @@ pub struct HubConfig {
     pub auth: AuthConfig,
     /// Over-the-air updates.
     pub ota: OtaConfig,
+    /// Where model and release artifacts are kept.
+    pub artifacts: ArtifactsConfig,
     /// Drift sketches and detectors for deployed models.
     pub drift: DriftConfig,
     /// Automated retraining, one policy per model.
@@ -56,6 +58,7 @@ impl Default for HubConfig {
             registry: RegistryConfig::default(),
             auth: AuthConfig::default(),
             ota: OtaConfig::default(),
+            artifacts: ArtifactsConfig::default(),
             drift: DriftConfig::default(),
             retrain: Vec::new(),
             alerts: Vec::new(),
@@ -102,6 +105,135 @@ impl DriftConfig {
         serde_json::from_value::<strata_drift::detect::DetectorParams>(json.clone())
             .map_err(|e| format!("[drift] detector: {e}"))?;
         Ok(Some(json))
+    }
+}
+
+/// Where model and release artifacts are kept: the data directory
+/// (`artifacts/sha256/`) unless `s3` is set.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// S3-compatible object storage instead (for hubs at scale: replicas
+    /// share it, and it outlives any one machine's disk).
+    pub s3: Option<S3Config>,
+}
+
+/// A bucket of S3-compatible object storage (AWS S3, MinIO, Ceph RGW...),
+/// reached with path-style requests signed with Signature Version 4.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `http://host:port` or `https://host`, e.g. `https://s3.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    /// The bucket; it must exist.
+    pub bucket: String,
+    /// The bucket's region (MinIO and most others accept `us-east-1`).
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Keys start with this (e.g. `strata/`), then `sha256/<hex>`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Access key id; else the `AWS_ACCESS_KEY_ID` environment variable.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret access key; else the `AWS_SECRET_ACCESS_KEY` environment
+    /// variable (better: it keeps the secret out of the file).
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "…"),
+            )
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Refuses what requests could not carry as written: an endpoint that
+    /// is not `http(s)://host[:port]`, a bucket or prefix with characters
+    /// a key would have to escape.
+    pub fn check(&self) -> Result<(), String> {
+        let host = self
+            .endpoint
+            .strip_prefix("https://")
+            .or_else(|| self.endpoint.strip_prefix("http://"))
+            .map(|h| h.trim_end_matches('/'));
+        match host {
+            Some(h) if !h.is_empty() && !h.contains(['/', '?', '#', '@']) => {}
+            _ => {
+                return Err(format!(
+                    "[artifacts.s3] endpoint {:?}: expected http://host:port or https://host (no path: requests are path-style)",
+                    self.endpoint
+                ));
+            }
+        }
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'));
+        if !bucket_ok {
+            return Err(format!(
+                "[artifacts.s3] bucket {:?}: 3 to 63 of a-z, 0-9, '.' and '-'",
+                self.bucket
+            ));
+        }
+        let prefix_ok = self.prefix.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'/'),
+        ) && !self.prefix.starts_with('/')
+            && (self.prefix.is_empty() || self.prefix.ends_with('/'));
+        if !prefix_ok {
+            return Err(format!(
+                "[artifacts.s3] prefix {:?}: letters, digits, '.', '-', '_' and '/', ending with '/' and not starting with one",
+                self.prefix
+            ));
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "[artifacts.s3] region {:?}: e.g. us-east-1",
+                self.region
+            ));
+        }
+        Ok(())
+    }
+
+    /// The access key id and secret, from the file or the environment.
+    pub fn credentials(&self) -> Result<(String, String), String> {
+        let pick = |given: &Option<String>, var: &str| {
+            given
+                .clone()
+                .or_else(|| std::env::var(var).ok())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "[artifacts.s3] needs {} (or the {var} environment variable)",
+                        var.to_lowercase().trim_start_matches("aws_")
+                    )
+                })
+        };
+        Ok((
+            pick(&self.access_key_id, "AWS_ACCESS_KEY_ID")?,
+            pick(&self.secret_access_key, "AWS_SECRET_ACCESS_KEY")?,
+        ))
     }
 }
 
@@ -390,6 +522,9 @@ impl HubConfig {
         crate::workflows::validate_all(&config.workflows, &config.webhooks)?;
         config.control.validate()?;
         config.upstream.validate()?;
+        if let Some(s3) = &config.artifacts.s3 {
+            s3.check()?;
+        }
         Ok(config)
     }
 }
@@ -449,6 +584,43 @@ mod tests {
         assert!(err.contains("line 2") && err.contains("sometimes"), "{err}");
         let err = HubConfig::parse("[mqtt]\nlisten = \"not an address\"\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn s3_artifacts_are_checked_when_loaded_and_keep_their_secret() {
+        let c = HubConfig::parse(
+            "[artifacts.s3]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"models\"\nprefix = \"strata/\"\nsecret_access_key = \"hush\"\n",
+        )
+        .unwrap();
+        let s3 = c.artifacts.s3.unwrap();
+        assert_eq!(
+            (s3.region.as_str(), s3.prefix.as_str()),
+            ("us-east-1", "strata/")
+        );
+        assert!(!format!("{s3:?}").contains("hush"));
+        for (bad, says) in [
+            (
+                "endpoint = \"127.0.0.1:9000\"\nbucket = \"models\"",
+                "endpoint",
+            ),
+            (
+                "endpoint = \"http://h/models\"\nbucket = \"models\"",
+                "path-style",
+            ),
+            ("endpoint = \"http://h\"\nbucket = \"My_Bucket\"", "bucket"),
+            (
+                "endpoint = \"http://h\"\nbucket = \"models\"\nprefix = \"a b/\"",
+                "prefix",
+            ),
+            (
+                "endpoint = \"http://h\"\nbucket = \"models\"\nprefix = \"strata\"",
+                "ending with '/'",
+            ),
+            ("bucket = \"models\"", "endpoint"),
+        ] {
+            let e = HubConfig::parse(&format!("[artifacts.s3]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -181,7 +181,8 @@ impl Hub {
             metrics.clone(),
             limits,
         ));
-        let models = Arc::new(models::ModelRegistry::open(store.clone(), &data_dir)?);
+        let artifacts = models::ArtifactStore::open_configured(&config.artifacts, &data_dir)?;
+        let models = Arc::new(models::ModelRegistry::open(store.clone(), artifacts));
         let drift = Arc::new(drift::Drift::new(
             store.clone(),
             models.clone(),

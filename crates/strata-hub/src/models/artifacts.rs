@@ -1,19 +1,31 @@
-//! Content-addressed artifacts on local disk: `artifacts/sha256/<hex>` in
-//! the hub's data directory. A file's name is its hash, so the same model
+//! Content-addressed artifacts: `artifacts/sha256/<hex>` in the hub's data
+//! directory, or `<prefix>sha256/<hex>` in a bucket of S3-compatible object
+//! storage ([`super::s3`]). A file's name is its hash, so the same model
 //! uploaded twice is stored once, and every read is checked against the
-//! name: a file changed on disk is refused, never served.
+//! name: a file changed where it is kept is refused, never served.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use strata_ota::sha256_hex;
 
+use super::s3::S3Bucket;
+use crate::config::ArtifactsConfig;
 use crate::error::{Error, Result};
 
-/// The artifact directory.
+/// Where the artifacts are kept.
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
-    root: PathBuf,
+    place: Place,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
+    /// A directory on local disk.
+    Disk(PathBuf),
+    /// A bucket.
+    Bucket(Arc<S3Bucket>),
 }
 
 /// Whether `s` looks like a SHA-256 in lower-case hex.
@@ -30,12 +42,24 @@ impl ArtifactStore {
     pub fn open(data_dir: &Path) -> Result<Self> {
         let root = data_dir.join("artifacts").join("sha256");
         std::fs::create_dir_all(&root).map_err(io(format!("cannot create {}", root.display())))?;
-        Ok(ArtifactStore { root })
+        Ok(ArtifactStore {
+            place: Place::Disk(root),
+        })
     }
 
-    /// Where the artifact with this hash lives.
-    pub fn path(&self, sha256: &str) -> PathBuf {
-        self.root.join(sha256)
+    /// The store `config` asks for: its bucket, checked to be reachable,
+    /// else the directory under `data_dir`.
+    pub fn open_configured(config: &ArtifactsConfig, data_dir: &Path) -> Result<Self> {
+        match &config.s3 {
+            Some(s3) => {
+                let bucket = S3Bucket::open(s3)?;
+                tracing::info!(place = %bucket.describe(), "artifacts in S3-compatible storage");
+                Ok(ArtifactStore {
+                    place: Place::Bucket(Arc::new(bucket)),
+                })
+            }
+            None => Self::open(data_dir),
+        }
     }
 
     /// Stores `bytes` (durably: written to a temporary file, synced, then
@@ -49,18 +73,27 @@ impl ArtifactStore {
     /// Stores a file beside the artifacts under a derived name (e.g. the
     /// tree statistics of a model: `<sha>.tree-stats.json`).
     pub fn put_named(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.root.join(name);
+        let root = match &self.place {
+            Place::Disk(root) => root,
+            Place::Bucket(bucket) => {
+                if !bucket.exists(name)? {
+                    bucket.put(name, bytes)?;
+                }
+                return Ok(());
+            }
+        };
+        let path = root.join(name);
         if path.exists() {
             return Ok(());
         }
-        let tmp = self.root.join(format!(".{name}.tmp"));
+        let tmp = root.join(format!(".{name}.tmp"));
         let mut file =
             std::fs::File::create(&tmp).map_err(io(format!("cannot write {}", tmp.display())))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(io(format!("cannot write {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io(format!("cannot store {}", path.display())))?;
-        if let Ok(dir) = std::fs::File::open(&self.root) {
+        if let Ok(dir) = std::fs::File::open(root) {
             let _ = dir.sync_all();
         }
         Ok(())
@@ -76,9 +109,13 @@ impl ArtifactStore {
         let bytes = self.get_named(sha256)?;
         let actual = sha256_hex(&bytes);
         if actual != sha256 {
-            tracing::error!(expected = sha256, actual, "an artifact changed on disk");
+            let place = match self.place {
+                Place::Disk(_) => "on disk",
+                Place::Bucket(_) => "in its bucket",
+            };
+            tracing::error!(expected = sha256, actual, "an artifact changed {place}");
             return Err(Error::Conflict(format!(
-                "artifact {sha256} is damaged on disk (its content hashes to {actual}); re-upload it"
+                "artifact {sha256} is damaged {place} (its content hashes to {actual}); re-upload it"
             )));
         }
         Ok(bytes)
@@ -86,7 +123,10 @@ impl ArtifactStore {
 
     /// A file stored with [`ArtifactStore::put_named`].
     pub fn get_named(&self, name: &str) -> Result<Vec<u8>> {
-        let path = self.root.join(name);
+        let path = match &self.place {
+            Place::Disk(root) => root.join(name),
+            Place::Bucket(bucket) => return bucket.get(name),
+        };
         std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound(format!("no artifact {name}")),
             _ => Error::Unavailable(format!("cannot read {}: {e}", path.display())),
@@ -106,7 +146,11 @@ mod tests {
         assert!(is_sha256_hex(&sha));
         assert_eq!(store.put(b"model bytes").unwrap(), sha);
         assert_eq!(store.get(&sha).unwrap(), b"model bytes");
-        std::fs::write(store.path(&sha), b"model bytez").unwrap();
+        std::fs::write(
+            dir.path().join("artifacts/sha256").join(&sha),
+            b"model bytez",
+        )
+        .unwrap();
         assert!(matches!(store.get(&sha), Err(Error::Conflict(m)) if m.contains("damaged")));
         assert!(matches!(
             store.get(&"0".repeat(64)),

@@ -11,10 +11,10 @@ pub mod backtest;
 pub mod dataset;
 pub mod deploy;
 pub mod jobs;
+pub mod s3;
 pub mod train;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use strata_store::{Lineage, ModelInfo, ModelOutputInfo, ModelStore, ModelVersion};
@@ -88,12 +88,9 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    /// The registry over `store`, with artifacts under `data_dir`.
-    pub fn open(store: Arc<dyn ModelStore>, data_dir: &Path) -> Result<Self> {
-        Ok(ModelRegistry {
-            store,
-            artifacts: ArtifactStore::open(data_dir)?,
-        })
+    /// The registry over `store`, with its artifacts in `artifacts`.
+    pub fn open(store: Arc<dyn ModelStore>, artifacts: ArtifactStore) -> Self {
+        ModelRegistry { store, artifacts }
     }
 
     /// The artifact store.

@@ -1,0 +1,154 @@
+//! Artifacts in S3-compatible object storage (`[artifacts.s3]`), against
+//! moto's S3 server with request authentication on (every request must
+//! carry a valid Signature Version 4) and boto3 looking at the bucket as
+//! another client: uploads land in the bucket and nowhere on disk, come
+//! back byte for byte, an object changed in the bucket is refused, and a
+//! hub whose bucket is missing or whose secret is wrong does not start.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// The bucket's endpoint and the access key moto made for it.
+struct Bucket {
+    endpoint: String,
+    key_id: String,
+    secret: String,
+}
+
+impl Bucket {
+    /// The object `key`, read with boto3.
+    fn get(&self, key: &str) -> Vec<u8> {
+        peer_script("s3_object.py", &self.args("get", key, &[]))
+    }
+
+    /// Replaces the object `key` with the file `from`, with boto3.
+    fn put(&self, key: &str, from: &Path) {
+        peer_script("s3_object.py", &self.args("put", key, &[from.as_os_str()]));
+    }
+
+    fn args<'a>(
+        &'a self,
+        command: &'a str,
+        key: &'a str,
+        rest: &[&'a std::ffi::OsStr],
+    ) -> Vec<&'a std::ffi::OsStr> {
+        let mut args: Vec<&std::ffi::OsStr> = [
+            command,
+            self.endpoint.as_str(),
+            self.key_id.as_str(),
+            self.secret.as_str(),
+            "models",
+            key,
+        ]
+        .into_iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+        args.extend(rest);
+        args
+    }
+
+    /// A hub configuration keeping artifacts in `bucket` with `secret`.
+    fn config(&self, bucket: &str, secret: &str) -> String {
+        format!(
+            "[artifacts.s3]\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"strata/\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{secret}\"\n",
+            self.endpoint, self.key_id
+        )
+    }
+}
+
+#[test]
+fn artifacts_live_in_an_s3_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let credentials = dir.path().join("s3.credentials");
+    let _server = Peer::python(
+        "s3_server.py",
+        &[&port.to_string(), "models", credentials.to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&credentials).unwrap();
+    let mut lines = text.lines();
+    let bucket = Bucket {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        key_id: lines.next().unwrap().to_owned(),
+        secret: lines.next().unwrap().to_owned(),
+    };
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, bucket.config("models", &bucket.secret)).unwrap();
+    let data = dir.path().join("hub");
+    let hub = HubProcess::start_with(&data, &["--config", config.to_str().unwrap()]);
+
+    // A release artifact goes to the bucket, under the prefix, and not to
+    // the data directory.
+    let (status, stored) = hub.api_bytes("/api/v1/artifacts", b"firmware 1.2.0");
+    assert_eq!(status, 201, "{stored}");
+    let firmware = stored["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(
+        bucket.get(&format!("strata/sha256/{firmware}")),
+        b"firmware 1.2.0"
+    );
+    assert!(!data.join("artifacts/sha256").join(&firmware).exists());
+    // The same bytes again are stored once (the hub checks first).
+    let (status, again) = hub.api_bytes("/api/v1/artifacts", b"firmware 1.2.0");
+    assert_eq!((status, &again["sha256"]), (201, &stored["sha256"]));
+
+    // A scikit-learn model and its tree statistics: registered, then
+    // served back byte for byte from the bucket.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let (status, v) = hub.api_bytes(
+        &format!("/api/v1/models/rul/versions?features={features}"),
+        &onnx,
+    );
+    assert_eq!(status, 201, "{v}");
+    let model = v["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(bucket.get(&format!("strata/sha256/{model}")), onnx);
+    let bearer = format!("Bearer {}", hub.token);
+    let path = "/api/v1/models/rul/versions/1/artifact";
+    let (status, served) = hub.get_bytes(path, Some(&bearer));
+    assert_eq!(status, 200);
+    assert_eq!(served, onnx);
+
+    // Changed in the bucket by someone else: refused, never served.
+    let mut changed = onnx.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    let file = dir.path().join("changed.onnx");
+    std::fs::write(&file, &changed).unwrap();
+    bucket.put(&format!("strata/sha256/{model}"), &file);
+    let (status, body) = hub.get_bytes(path, Some(&bearer));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("damaged in its bucket"), "{body}");
+    hub.kill();
+
+    // A missing bucket and a wrong secret each stop the hub at start,
+    // saying why.
+    for (bucket_name, secret, says) in [
+        ("absent", bucket.secret.as_str(), "does not exist"),
+        ("models", "wrong", "refuses access"),
+    ] {
+        std::fs::write(&config, bucket.config(bucket_name, secret)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["hub", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--mqtt-plaintext", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bucket_name}: {stderr}");
+        assert!(stderr.contains(says), "{bucket_name}: {stderr}");
+    }
+}
