@@ -26,10 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python reference peers (asyncua OPC UA server, pymodbus simulator,
-# scikit-learn + skl2onnx + onnxruntime for golden models) live in a
+# scikit-learn + skl2onnx + onnxruntime for golden models, river and
+# Evidently for drift, moto's S3 server and boto3 for artifacts) live in a
 # virtualenv under target/; tests find it through STRATA_PEERS_PYTHON.
 peers=target/peers
-if ! "$peers/bin/python" -c 'import asyncua, pymodbus, sklearn, skl2onnx, onnxruntime, river, evidently' 2>/dev/null \
+if ! "$peers/bin/python" -c 'import asyncua, pymodbus, sklearn, skl2onnx, onnxruntime, river, evidently, moto, boto3' 2>/dev/null \
     || ! cmp -s scripts/peers-requirements.txt "$peers/requirements.txt"; then
     echo "installing python test peers into $peers"
     python3 -m venv "$peers"
