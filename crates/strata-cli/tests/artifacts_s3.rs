@@ -2,8 +2,9 @@
 //! moto's S3 server with request authentication on (every request must
 //! carry a valid Signature Version 4) and boto3 looking at the bucket as
 //! another client: uploads land in the bucket and nowhere on disk, come
-//! back byte for byte, an object changed in the bucket is refused, and a
-//! hub whose bucket is missing or whose secret is wrong does not start.
+//! back byte for byte, an object changed in the bucket is refused until
+//! uploaded again, and a hub whose bucket is missing or whose secret is
+//! wrong does not start.
 
 mod common;
 
@@ -125,6 +126,11 @@ fn artifacts_live_in_an_s3_bucket() {
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("damaged in its bucket"), "{body}");
+    // Uploading the same bytes again repairs it.
+    let (status, _) = hub.api_bytes("/api/v1/artifacts", &onnx);
+    assert_eq!(status, 201);
+    let (status, served) = hub.get_bytes(path, Some(&bearer));
+    assert_eq!((status, served == onnx), (200, true));
     hub.kill();
 
     // A missing bucket and a wrong secret each stop the hub at start,

@@ -62,30 +62,44 @@ impl ArtifactStore {
         }
     }
 
-    /// Stores `bytes` (durably: written to a temporary file, synced, then
-    /// renamed) and returns their hash. Storing what exists is a no-op.
+    /// Stores `bytes` and returns their hash. An intact copy already
+    /// stored is kept; a damaged one is replaced (so uploading an
+    /// artifact again repairs it).
     pub fn put(&self, bytes: &[u8]) -> Result<String> {
         let sha = sha256_hex(bytes);
-        self.put_named(&sha, bytes)?;
+        match self.get(&sha) {
+            Ok(_) => return Ok(sha),
+            Err(Error::NotFound(_) | Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.write(&sha, bytes)?;
         Ok(sha)
     }
 
     /// Stores a file beside the artifacts under a derived name (e.g. the
-    /// tree statistics of a model: `<sha>.tree-stats.json`).
+    /// tree statistics of a model: `<sha>.tree-stats.json`); what exists
+    /// under that name is kept.
     pub fn put_named(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let exists = match &self.place {
+            Place::Disk(root) => root.join(name).exists(),
+            Place::Bucket(bucket) => bucket.exists(name)?,
+        };
+        if exists {
+            Ok(())
+        } else {
+            self.write(name, bytes)
+        }
+    }
+
+    /// Writes `name` durably: on disk to a temporary file, synced, then
+    /// renamed over it; in a bucket, one PUT (the store answers once the
+    /// object is whole).
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let root = match &self.place {
             Place::Disk(root) => root,
-            Place::Bucket(bucket) => {
-                if !bucket.exists(name)? {
-                    bucket.put(name, bytes)?;
-                }
-                return Ok(());
-            }
+            Place::Bucket(bucket) => return bucket.put(name, bytes),
         };
         let path = root.join(name);
-        if path.exists() {
-            return Ok(());
-        }
         let tmp = root.join(format!(".{name}.tmp"));
         let mut file =
             std::fs::File::create(&tmp).map_err(io(format!("cannot write {}", tmp.display())))?;
@@ -139,7 +153,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stores_by_hash_and_refuses_a_changed_file() {
+    fn stores_by_hash_refuses_a_changed_file_and_repairs_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path()).unwrap();
         let sha = store.put(b"model bytes").unwrap();
@@ -152,6 +166,9 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(store.get(&sha), Err(Error::Conflict(m)) if m.contains("damaged")));
+        // Uploading it again repairs it.
+        assert_eq!(store.put(b"model bytes").unwrap(), sha);
+        assert_eq!(store.get(&sha).unwrap(), b"model bytes");
         assert!(matches!(
             store.get(&"0".repeat(64)),
             Err(Error::NotFound(_))
