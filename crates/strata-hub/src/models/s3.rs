@@ -56,9 +56,18 @@ impl S3Bucket {
             .split_once("://")
             .map(|(_, rest)| rest.to_owned())
             .unwrap_or_default();
+        // Artifacts can be large (firmware bundles): a transfer may take
+        // minutes, but a store that does not answer is given up quickly.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_global(Some(Duration::from_secs(600)))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::WebPki)
+                    .build(),
+            )
             .build()
             .into();
         let bucket = S3Bucket {
