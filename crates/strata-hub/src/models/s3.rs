@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
-use strata_ota::sha256_hex;
+use strata_ota::{hex, sha256_hex};
 
 use crate::config::S3Config;
 use crate::error::{Error, Result};
@@ -16,8 +16,6 @@ use crate::error::{Error, Result};
 pub struct S3Bucket {
     /// `scheme://host[:port]`, without a trailing slash.
     endpoint: String,
-    /// `host[:port]` as the `Host` header carries it.
-    host: String,
     bucket: String,
     region: String,
     prefix: String,
@@ -49,10 +47,6 @@ impl S3Bucket {
         config.check().map_err(Error::BadRequest)?;
         let (access_key_id, secret_access_key) = config.credentials().map_err(Error::BadRequest)?;
         let endpoint = config.endpoint.trim_end_matches('/').to_owned();
-        let host = endpoint
-            .split_once("://")
-            .map(|(_, rest)| rest.to_owned())
-            .unwrap_or_default();
         // Artifacts can be large (firmware bundles): a transfer may take
         // minutes, but a store that does not answer is given up quickly.
         let agent = ureq::Agent::config_builder()
@@ -69,7 +63,6 @@ impl S3Bucket {
             .into();
         let bucket = S3Bucket {
             endpoint,
-            host,
             bucket: config.bucket.clone(),
             region: config.region.clone(),
             prefix: config.prefix.clone(),
@@ -194,10 +187,11 @@ impl S3Bucket {
     ) -> (String, String) {
         let amz_date = amz_date(now);
         let day = &amz_date[..8];
+        // `host[:port]`, as the `Host` header carries it.
+        let host = self.endpoint.split_once("://").map_or("", |(_, h)| h);
         let signed_headers = "host;x-amz-content-sha256;x-amz-date";
         let canonical = format!(
-            "{method}\n{path}\n\nhost:{}\nx-amz-content-sha256:{payload_sha}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{payload_sha}",
-            self.host
+            "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{payload_sha}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{payload_sha}"
         );
         let scope = format!("{day}/{}/s3/aws4_request", self.region);
         let to_sign = format!(
@@ -237,10 +231,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `YYYYMMDDTHHMMSSZ` in UTC.
 fn amz_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -266,7 +256,6 @@ mod tests {
     fn bucket(endpoint: &str) -> S3Bucket {
         S3Bucket {
             endpoint: endpoint.into(),
-            host: endpoint.split_once("://").unwrap().1.into(),
             bucket: "examplebucket".into(),
             region: "us-east-1".into(),
             prefix: String::new(),
