@@ -190,27 +190,38 @@ fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
 }
 
 #[test]
-fn replicas_share_the_stream_and_postgres_stores_each_batch_once() {
+fn replicas_share_the_stream_and_the_registry_and_postgres_stores_each_batch_once() {
     let schema = PgSchema::new("upstream");
     let mut db = schema.client();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _broker = Peer::mosquitto(dir.path(), port);
-    let storage = format!("[storage]\npostgres = {:?}\n", schema.url);
+    // Telemetry and the registry both in PostgreSQL, shared.
+    let shared = format!(
+        "[storage]\npostgres = {:?}\n[registry]\npostgres = {0:?}\nrefresh_ms = 100\n",
+        schema.url
+    );
     let hubs: Vec<HubProcess> = ["hub-a", "hub-b"]
         .into_iter()
         .map(|id| {
-            let hub = start_hub(
+            start_hub(
                 &dir.path().join(id),
                 port,
                 &format!("client_id = \"{id}\""),
-                &storage,
-            );
-            // Each replica has its own registry (the data directory).
-            hub.provision("press-1", json!({}));
-            hub
+                &shared,
+            )
         })
         .collect();
+    // Registered once, through one replica; the other sees the change.
+    hubs[0].provision("press-1", json!({}));
+    let version: i64 = db
+        .query_one("SELECT version FROM registry_changes", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2, "registered, then enrolled");
+    eventually(Duration::from_secs(10), "hub-b to see press-1", || {
+        hubs[1].metric("strata_registry_version") == 2.0
+    });
     let t = now_ns();
     let batches: Vec<String> = (1..=400)
         .map(|seq| json_batch("main", seq, t + seq as i64, seq as f64))

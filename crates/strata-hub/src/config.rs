@@ -425,13 +425,33 @@ impl Default for IngestConfig {
 pub struct RegistryConfig {
     /// How long a one-time enrollment token stays valid, seconds.
     pub enrollment_token_ttl_s: u64,
+    /// Keep the registry (sites, devices, credentials, presence) in this
+    /// PostgreSQL database instead of the data directory, shared by every
+    /// hub replica that names it: a device registered, enrolled or revoked
+    /// through one replica is so for all of them.
+    pub postgres: Option<String>,
+    /// With `postgres`: how often, milliseconds, a replica looks for
+    /// changes other replicas made (and closes the live sessions of devices
+    /// they revoked).
+    pub refresh_ms: u64,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             enrollment_token_ttl_s: 7 * 24 * 3600,
+            postgres: None,
+            refresh_ms: 1000,
         }
+    }
+}
+
+impl RegistryConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.refresh_ms == 0 {
+            return Err("[registry] refresh_ms must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -506,6 +526,7 @@ impl HubConfig {
         }
         config.drift.detector()?;
         config.storage.validate()?;
+        config.registry.validate()?;
         for (i, p) in config.retrain.iter().enumerate() {
             p.validate()?;
             if config.retrain[..i].iter().any(|o| o.model == p.model) {

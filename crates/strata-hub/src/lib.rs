@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_proto::validate::Limits;
-use strata_store::{SqliteStore, TelemetryStore};
+use strata_store::{RegistryStore, SqliteStore, TelemetryStore};
 use tokio::sync::watch;
 
 pub use config::HubConfig;
@@ -142,8 +142,13 @@ impl Hub {
             config.mqtt.tls.device_cert_ttl_s,
         )?);
 
+        // The registry in the data directory, or in PostgreSQL shared by replicas.
+        let registry_store: Arc<dyn RegistryStore> = match &config.registry.postgres {
+            Some(url) => Arc::new(strata_store::postgres::PostgresRegistry::connect(url)?),
+            None => store.clone(),
+        };
         let registry = Arc::new(registry::Registry::load(
-            store.clone(),
+            registry_store,
             config.registry.enrollment_token_ttl_s,
         )?);
         for c in pki.valid_certificates()? {
@@ -303,6 +308,12 @@ impl Hub {
             store.clone(),
             stop.subscribe(),
         );
+        registry::spawn_refresh(
+            registry.clone(),
+            std::time::Duration::from_millis(config.registry.refresh_ms),
+            metrics.clone(),
+            stop.subscribe(),
+        )?;
         retention::spawn(
             &config.storage,
             telemetry.clone(),

@@ -122,6 +122,11 @@ pub struct Metrics {
     pub segment_bytes_freed: AtomicU64,
     /// Retention passes that failed.
     pub retention_failures: AtomicU64,
+    /// Reloads of the registry cache after other replicas changed the
+    /// shared registry.
+    pub registry_reloads: AtomicU64,
+    /// Looks for shared-registry changes that failed.
+    pub registry_refresh_failures: AtomicU64,
     /// Drift sketch batches stored.
     pub sketch_batches_stored: AtomicU64,
     /// Drift sketch batches received again and not stored twice.
@@ -145,6 +150,8 @@ pub struct Metrics {
     pub upstream_connections: AtomicU64,
     /// 1 while the hub is connected to the upstream broker.
     pub upstream_connected: AtomicI64,
+    /// The shared registry's change count as of the last reload.
+    pub registry_version: AtomicI64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -266,6 +273,16 @@ impl Metrics {
                 &self.retention_failures,
             ),
             (
+                "strata_registry_reloads_total",
+                "Reloads of the device cache after changes to the shared registry.",
+                &self.registry_reloads,
+            ),
+            (
+                "strata_registry_refresh_failures_total",
+                "Looks for shared-registry changes that failed (the cache is kept; tried again).",
+                &self.registry_refresh_failures,
+            ),
+            (
                 "strata_sketch_batches_stored_total",
                 "Drift sketch batches stored.",
                 &self.sketch_batches_stored,
@@ -337,6 +354,11 @@ impl Metrics {
             out,
             "# HELP strata_upstream_connected 1 while the hub is connected to its upstream broker.\n# TYPE strata_upstream_connected gauge\nstrata_upstream_connected {}",
             self.upstream_connected.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_registry_version The shared registry's change count as of this hub's last reload (a replica behind the others has not seen their latest changes).\n# TYPE strata_registry_version gauge\nstrata_registry_version {}",
+            self.registry_version.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -5,10 +5,17 @@
 //! so an MQTT CONNECT costs a hash and a map lookup, never a query.
 //! Revocation updates storage, then the cache, then kicks the live session:
 //! from that moment the device can neither publish nor reconnect.
+//!
+//! A registry that several hub replicas share (`[registry] postgres`)
+//! changes behind this hub's back too: every `refresh_ms` the hub asks the
+//! store whether anything changed ([`RegistryStore::changes`]), reloads
+//! the cache if so, and closes the sessions of devices revoked elsewhere
+//! ([`spawn_refresh`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, SiteId};
@@ -133,25 +140,37 @@ pub struct Registry {
     certificates: RwLock<HashMap<[u8; 32], (DeviceId, i64)>>,
     token_ttl_ns: i64,
     broker: OnceLock<strata_broker::BrokerHandle>,
+    /// The store's change count when the cache was last loaded (shared
+    /// registries only).
+    loaded_changes: AtomicI64,
+}
+
+/// Every device's identity, as the store has it now.
+fn identities(store: &dyn RegistryStore) -> Result<HashMap<DeviceId, Identity>> {
+    Ok(store
+        .credentials()?
+        .into_iter()
+        .map(|c| {
+            let identity = Identity {
+                state: c.state,
+                credential_sha256: c.credential_sha256,
+                signals: Arc::new(c.signals),
+            };
+            (c.device, identity)
+        })
+        .collect())
 }
 
 impl Registry {
     /// Loads the registry from storage.
     pub fn load(store: Arc<dyn RegistryStore>, token_ttl_s: u64) -> Result<Self> {
-        let mut cache = HashMap::new();
-        for c in store.credentials()? {
-            cache.insert(
-                c.device,
-                Identity {
-                    state: c.state,
-                    credential_sha256: c.credential_sha256,
-                    signals: Arc::new(c.signals),
-                },
-            );
-        }
+        // The count first: a change after it makes the next refresh reload.
+        let changes = store.changes()?.unwrap_or(0);
+        let cache = identities(&*store)?;
         Ok(Registry {
             store,
             cache: RwLock::new(cache),
+            loaded_changes: AtomicI64::new(changes),
             generation: AtomicU64::new(0),
             certificates: RwLock::new(HashMap::new()),
             token_ttl_ns: i64::try_from(token_ttl_s)
@@ -159,6 +178,47 @@ impl Registry {
                 .saturating_mul(1_000_000_000),
             broker: OnceLock::new(),
         })
+    }
+
+    /// For a registry other replicas share: reloads the cache if the store
+    /// changed since it was last loaded, and closes the live sessions of
+    /// devices no longer active. Returns whether it reloaded.
+    pub fn refresh(&self) -> Result<bool> {
+        let Some(changes) = self.store.changes()? else {
+            return Ok(false);
+        };
+        if self.loaded_changes.load(Ordering::Acquire) == changes {
+            return Ok(false);
+        }
+        let fresh = identities(&*self.store)?;
+        let cut_off: Vec<DeviceId> = {
+            let mut cache = self.cache_write();
+            let cut_off = fresh
+                .iter()
+                .filter(|(id, now)| {
+                    now.state != DeviceState::Active
+                        && cache
+                            .get(*id)
+                            .is_some_and(|before| before.state == DeviceState::Active)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            *cache = fresh;
+            cut_off
+        };
+        self.loaded_changes.store(changes, Ordering::Release);
+        for id in &cut_off {
+            if let Some(broker) = self.broker.get() {
+                broker.disconnect(id.as_str());
+            }
+            tracing::info!(device = %id, "device revoked through another hub");
+        }
+        Ok(true)
+    }
+
+    /// The shared store's change count as of the last (re)load.
+    pub fn loaded_changes(&self) -> i64 {
+        self.loaded_changes.load(Ordering::Acquire)
     }
 
     /// Gives the registry the broker, so revocation can cut live sessions.
@@ -448,4 +508,52 @@ impl Registry {
             tracing::warn!("cannot record last-seen times: {e}");
         }
     }
+}
+
+/// Starts looking for other replicas' changes every `every`, if the
+/// registry is shared; the task ends when `stop` turns true. A failed look
+/// (the database unreachable) is logged and the cache kept as it was.
+pub fn spawn_refresh(
+    registry: Arc<Registry>,
+    every: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    if registry.store.changes()?.is_none() {
+        return Ok(None);
+    }
+    let shown = |r: &Registry, m: &crate::metrics::Metrics| {
+        m.registry_version
+            .store(r.loaded_changes(), Ordering::Relaxed);
+    };
+    shown(&registry, &metrics);
+    Ok(Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let r = registry.clone();
+            match tokio::task::spawn_blocking(move || r.refresh()).await {
+                Ok(Ok(reloaded)) => {
+                    if reloaded {
+                        metrics.registry_reloads.fetch_add(1, Ordering::Relaxed);
+                        shown(&registry, &metrics);
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics
+                        .registry_refresh_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("cannot look for registry changes: {e}");
+                }
+                Err(e) => {
+                    metrics
+                        .registry_refresh_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("the registry refresh failed: {e}");
+                }
+            }
+        }
+    })))
 }

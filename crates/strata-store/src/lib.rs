@@ -177,6 +177,18 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>>;
     /// Records that devices were heard from (batched by the caller).
     fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
+    /// For a registry other hubs write too: a count that moves with every
+    /// change to a device's state, credential or declared signals, so a
+    /// hub knows when to reload its authentication cache. `None`: only this
+    /// hub writes the registry, so its cache is always current.
+    fn changes(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
+}
+
+/// Compares two hashes in time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The model registry: models, versions and aliases.

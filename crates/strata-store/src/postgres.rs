@@ -1,6 +1,7 @@
 //! Telemetry in PostgreSQL, for hubs at scale (feature `postgres`): what
 //! [`TelemetryStore`] promises, on tables that several hub replicas can
-//! share.
+//! share. The registry can live there too ([`PostgresRegistry`], in
+//! `registry.rs`).
 //!
 //! - `telemetry_batches`: one row per stored batch, its readings packed as
 //!   [`crate::blob`] packs them, partitioned by the UTC day of its first
@@ -25,6 +26,10 @@ use std::sync::Mutex;
 
 use postgres::{Client, NoTls, Transaction};
 use strata_proto::{DeviceId, TelemetryBatch};
+
+mod registry;
+
+pub use registry::PostgresRegistry;
 
 use crate::error::{Context, Error, Result};
 use crate::{
@@ -119,6 +124,25 @@ fn connect(url: &str) -> Result<Client> {
         .context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
 }
 
+/// Runs `f` on `client`, made again first if it was closed, and after `f`
+/// if `f` lost the connection (the server restarted, say).
+fn on_connection<T>(
+    url: &str,
+    client: &mut Client,
+    f: impl FnOnce(&mut Client) -> Result<T>,
+) -> Result<T> {
+    if client.is_closed() {
+        *client = connect(url)?;
+    }
+    let out = f(client);
+    if connection_lost(&out)
+        && let Ok(fresh) = connect(url)
+    {
+        *client = fresh;
+    }
+    out
+}
+
 /// `url` without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -159,16 +183,7 @@ impl PostgresTelemetry {
     fn read<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
         off_runtime(|| {
             let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-            if reader.is_closed() {
-                *reader = connect(&self.url)?;
-            }
-            let out = f(&mut reader);
-            if connection_lost(&out)
-                && let Ok(fresh) = connect(&self.url)
-            {
-                *reader = fresh;
-            }
-            out
+            on_connection(&self.url, &mut reader, f)
         })
     }
 

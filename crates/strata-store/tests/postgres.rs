@@ -1,12 +1,20 @@
-//! The PostgreSQL telemetry store against the real server (this machine's,
+//! The PostgreSQL stores against the real server (this machine's,
 //! `STRATA_TEST_POSTGRES` or `host=127.0.0.1 user=postgres dbname=test`),
-//! each test in a schema of its own: exactly-once writes, also from two
-//! replicas at once, queries, replay, retention by age and by size.
+//! each test in a schema of its own. Telemetry: exactly-once writes, also
+//! from two replicas at once, queries, replay, retention by age and by
+//! size. The registry: the contract the SQLite one meets, shared by
+//! replicas (one enrollment per token, presence in time order, a change
+//! count that moves with what the authentication cache holds).
 #![cfg(feature = "postgres")]
 
+use std::collections::BTreeMap;
 use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
-use strata_store::postgres::PostgresTelemetry;
+
+use strata_proto::SiteId;
+use strata_store::postgres::{PostgresRegistry, PostgresTelemetry};
 use strata_store::*;
+
+mod common;
 
 const SECOND: i64 = 1_000_000_000;
 const DAY: i64 = 86_400 * SECOND;
@@ -319,4 +327,109 @@ fn a_lost_connection_is_made_again() {
         }
     };
     assert_eq!(count, 2);
+}
+
+#[test]
+fn the_registry_keeps_the_contract() {
+    let schema = Schema::new("registry");
+    common::registry_lifecycle(&PostgresRegistry::connect(&schema.url).unwrap());
+}
+
+#[test]
+fn replicas_share_one_registry() {
+    let schema = Schema::new("replicas");
+    // Two replicas start at once on an empty schema: one makes the tables.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| PostgresRegistry::connect(&schema.url).unwrap());
+        let b = s.spawn(|| PostgresRegistry::connect(&schema.url).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let version = |r: &PostgresRegistry| r.changes().unwrap().expect("a shared registry counts");
+    let start = version(&a);
+    assert_eq!(version(&b), start);
+
+    a.create_site(&Site {
+        id: SiteId::new("plant-1").unwrap(),
+        name: "Plant 1".into(),
+        region: "eu-west".into(),
+        created_ns: 1,
+    })
+    .unwrap();
+    b.create_device(&NewDevice {
+        id: dev("d1"),
+        site: SiteId::new("plant-1").unwrap(),
+        tags: BTreeMap::new(),
+        signals: BTreeMap::new(),
+        token_sha256: [1; 32],
+        token_expires_ns: i64::MAX,
+        created_ns: 5,
+    })
+    .unwrap();
+    assert_eq!(version(&a), start + 1, "a new device is a change");
+    assert_eq!(a.credentials().unwrap()[0].state, DeviceState::Pending);
+
+    // Both replicas are handed the token at the same moment: one trades it.
+    let outcomes = std::thread::scope(|s| {
+        let one = s.spawn(|| a.enroll(&dev("d1"), &[1; 32], &[7; 32], 10).unwrap());
+        let two = s.spawn(|| b.enroll(&dev("d1"), &[1; 32], &[8; 32], 10).unwrap());
+        [one.join().unwrap(), two.join().unwrap()]
+    });
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|&&o| o == EnrollOutcome::Enrolled)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&EnrollOutcome::NotPending),
+        "{outcomes:?}"
+    );
+    let stored = b.credentials().unwrap()[0].credential_sha256.unwrap();
+    let winner = if outcomes[0] == EnrollOutcome::Enrolled {
+        [7; 32]
+    } else {
+        [8; 32]
+    };
+    assert_eq!(stored, winner);
+    assert_eq!(version(&b), start + 2);
+
+    // Presence and last-seen times are no change for the cache.
+    b.set_presence(&[(dev("d1"), true, 100)]).unwrap();
+    // Another replica's older news arrives late: it is logged, not taken.
+    a.set_presence(&[(dev("d1"), false, 90)]).unwrap();
+    a.touch(&[(dev("d1"), 120)]).unwrap();
+    let d = b.device(&dev("d1")).unwrap().unwrap();
+    assert_eq!((d.online, d.last_seen_ns), (true, Some(120)));
+    assert_eq!(
+        b.presence_log(0, 200).unwrap(),
+        vec![(dev("d1"), 90, false), (dev("d1"), 100, true)]
+    );
+    assert_eq!(version(&a), start + 2);
+
+    // Declared signals are in the cache, tags are not.
+    let tags = DeviceUpdate {
+        tags: Some(BTreeMap::from([("line".into(), "3".into())])),
+        ..Default::default()
+    };
+    assert!(a.update_device(&dev("d1"), &tags).unwrap());
+    assert_eq!(version(&b), start + 2);
+    let signals = DeviceUpdate {
+        signals: Some(BTreeMap::from([("temp".into(), "Cel".into())])),
+        ..Default::default()
+    };
+    assert!(a.update_device(&dev("d1"), &signals).unwrap());
+    assert_eq!(version(&b), start + 3);
+    assert_eq!(b.credentials().unwrap()[0].signals["temp"], "Cel");
+
+    // Revoked through one replica, revoked for the other.
+    assert!(b.revoke(&dev("d1"), 130).unwrap());
+    assert!(!a.revoke(&dev("d1"), 140).unwrap(), "once is enough");
+    assert_eq!(version(&a), start + 4);
+    let cred = &a.credentials().unwrap()[0];
+    assert_eq!(
+        (cred.state, cred.credential_sha256),
+        (DeviceState::Revoked, None)
+    );
 }

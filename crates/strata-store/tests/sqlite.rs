@@ -1,10 +1,10 @@
 //! The SQLite store against its contract: exactly-once writes, queries,
 //! persistence across reopen, and the registry lifecycle.
 
-use std::collections::BTreeMap;
-
-use strata_proto::{DeviceId, SignalSeries, SiteId, TelemetryBatch};
+use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 use strata_store::*;
+
+mod common;
 
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
@@ -190,96 +190,12 @@ fn blocks_live_in_segment_files_and_a_crashed_append_is_cut_off() {
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
-    let site = Site {
-        id: SiteId::new("plant-1").unwrap(),
-        name: "Plant 1".into(),
-        region: "eu-west".into(),
-        created_ns: 1,
-    };
-    store.create_site(&site).unwrap();
-    assert!(matches!(store.create_site(&site), Err(Error::Conflict(_))));
-
-    let new = |id: &str, site: &str| NewDevice {
-        id: dev(id),
-        site: SiteId::new(site).unwrap(),
-        tags: BTreeMap::from([("line".into(), "2".into())]),
-        signals: BTreeMap::new(),
-        token_sha256: [1; 32],
-        token_expires_ns: 1_000,
-        created_ns: 5,
-    };
-    assert!(matches!(
-        store.create_device(&new("d1", "nowhere")),
-        Err(Error::NotFound(_))
-    ));
-    store.create_device(&new("d1", "plant-1")).unwrap();
-    assert!(matches!(
-        store.create_device(&new("d1", "plant-1")),
-        Err(Error::Conflict(_))
-    ));
-
+    common::registry_lifecycle(&store);
     assert_eq!(
-        store.enroll(&dev("d1"), &[2; 32], &[9; 32], 10).unwrap(),
-        EnrollOutcome::BadToken
+        store.changes().unwrap(),
+        None,
+        "only this hub writes its SQLite registry"
     );
-    assert_eq!(
-        store.enroll(&dev("d1"), &[1; 32], &[9; 32], 2_000).unwrap(),
-        EnrollOutcome::Expired
-    );
-    assert_eq!(
-        store.enroll(&dev("zz"), &[1; 32], &[9; 32], 10).unwrap(),
-        EnrollOutcome::UnknownDevice
-    );
-    assert_eq!(
-        store.enroll(&dev("d1"), &[1; 32], &[9; 32], 10).unwrap(),
-        EnrollOutcome::Enrolled
-    );
-    // The token is one-time.
-    assert_eq!(
-        store.enroll(&dev("d1"), &[1; 32], &[8; 32], 10).unwrap(),
-        EnrollOutcome::NotPending
-    );
-
-    let cred = store.credentials().unwrap();
-    assert_eq!(cred[0].credential_sha256, Some([9; 32]));
-    assert_eq!(cred[0].state, DeviceState::Active);
-
-    store
-        .set_presence(&[(dev("d1"), false, 45), (dev("d1"), true, 50)])
-        .unwrap();
-    store.touch(&[(dev("d1"), 40), (dev("d1"), 60)]).unwrap();
-    let d = store.device(&dev("d1")).unwrap().unwrap();
-    assert!(d.online);
-    assert_eq!(d.last_seen_ns, Some(60));
-    assert_eq!(d.tags["line"], "2");
-
-    let update = DeviceUpdate {
-        firmware_version: Some("2.3.0".into()),
-        ..Default::default()
-    };
-    assert!(store.update_device(&dev("d1"), &update).unwrap());
-    assert_eq!(
-        store
-            .device(&dev("d1"))
-            .unwrap()
-            .unwrap()
-            .firmware_version
-            .as_deref(),
-        Some("2.3.0")
-    );
-
-    assert!(store.revoke(&dev("d1"), 70).unwrap());
-    assert!(
-        !store.revoke(&dev("d1"), 80).unwrap(),
-        "revoking twice changes nothing"
-    );
-    let d = store.device(&dev("d1")).unwrap().unwrap();
-    assert_eq!(
-        (d.state, d.online, d.revoked_ns),
-        (DeviceState::Revoked, false, Some(70))
-    );
-    assert_eq!(store.credentials().unwrap()[0].credential_sha256, None);
-    assert_eq!(store.devices(Some(&site.id)).unwrap().len(), 1);
 }
 
 /// The timestamps of `temp` readings of `device` in `[from_ns, to_ns]`.

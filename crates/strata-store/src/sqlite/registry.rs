@@ -219,7 +219,7 @@ impl RegistryStore for SqliteStore {
             let Some(token) = hash_from(token)? else {
                 return Ok(EnrollOutcome::BadToken);
             };
-            if !constant_time_eq(&token, token_sha256) {
+            if !crate::constant_time_eq(&token, token_sha256) {
                 return Ok(EnrollOutcome::BadToken);
             }
             if expires.is_some_and(|e| e < now_ns) {
@@ -374,8 +374,4 @@ impl RegistryStore for SqliteStore {
             tx.commit().context(|| "cannot record last-seen times".into())
         })
     }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,0 +1,488 @@
+//! The device registry in PostgreSQL: sites, devices, their credentials
+//! and presence, in one database that every hub replica reads and writes,
+//! so a device registered, enrolled or revoked through any replica is so
+//! for all of them.
+//!
+//! - `registry_sites`, `registry_devices`, `registry_presence`: what the
+//!   SQLite registry keeps in `sites`, `devices` and `presence_log`.
+//! - `registry_changes`: one row whose `version` every change to a device's
+//!   credential, state or declared signals moves, in the same transaction.
+//!   A replica polls it ([`RegistryStore::changes`]) and reloads its
+//!   authentication cache only when it moved.
+//!
+//! Enrollment locks the device's row (`FOR UPDATE`), so a token is traded
+//! once even when two replicas are handed it at the same moment. Presence
+//! from several replicas may arrive out of order: a device's `online` takes
+//! a change only if it is newer than the one it holds.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use postgres::{Client, Row};
+use strata_proto::{DeviceId, SiteId};
+
+use super::{connect, off_runtime, on_connection};
+use crate::error::{Context, Error, Result};
+use crate::{
+    Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
+    Site,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS registry_sites (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    created_ns  BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_devices (
+    id                  TEXT PRIMARY KEY,
+    site_id             TEXT NOT NULL REFERENCES registry_sites (id),
+    tags                TEXT NOT NULL,
+    signals             TEXT NOT NULL,
+    model_version       TEXT,
+    firmware_version    TEXT,
+    state               TEXT NOT NULL,
+    token_sha256        BYTEA,
+    token_expires_ns    BIGINT,
+    credential_sha256   BYTEA,
+    online              BOOLEAN NOT NULL DEFAULT false,
+    online_changed_ns   BIGINT NOT NULL DEFAULT 0,
+    last_seen_ns        BIGINT,
+    created_ns          BIGINT NOT NULL,
+    revoked_ns          BIGINT
+);
+CREATE INDEX IF NOT EXISTS registry_devices_by_site ON registry_devices (site_id);
+CREATE TABLE IF NOT EXISTS registry_presence (
+    device_id   TEXT NOT NULL,
+    ts_ns       BIGINT NOT NULL,
+    online      BOOLEAN NOT NULL,
+    PRIMARY KEY (device_id, ts_ns)
+);
+CREATE TABLE IF NOT EXISTS registry_changes (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+INSERT INTO registry_changes (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
+";
+
+/// Replicas starting together take this advisory lock to make the tables
+/// one after the other (`CREATE TABLE IF NOT EXISTS` races otherwise).
+const SCHEMA_LOCK: i64 = 0x5354_5241_5441_5247; // "STRATARG"
+
+const DEVICE_COLUMNS: &str = "id, site_id, tags, signals, model_version, firmware_version, state, \
+                              online, last_seen_ns, created_ns, revoked_ns";
+
+/// Moves `registry_changes.version`: part of every transaction that
+/// changes what the authentication cache holds.
+const BUMP: &str = "UPDATE registry_changes SET version = version + 1 WHERE id = 1";
+
+/// The PostgreSQL registry.
+pub struct PostgresRegistry {
+    url: String,
+    client: Mutex<Client>,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+fn to_json(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).expect("JSON of a string map")
+}
+
+fn hash_from(bytes: Option<Vec<u8>>) -> Result<Option<[u8; 32]>> {
+    bytes
+        .map(|b| <[u8; 32]>::try_from(b.as_slice()).map_err(|_| corrupt("hash is not 32 bytes")))
+        .transpose()
+}
+
+fn state_from(s: &str) -> Result<DeviceState> {
+    DeviceState::parse(s).ok_or_else(|| corrupt(format!("device state {s:?}")))
+}
+
+/// A row of [`DEVICE_COLUMNS`].
+fn device_row(r: &Row) -> Result<Device> {
+    Ok(Device {
+        id: DeviceId::new(r.get::<_, String>(0)).map_err(corrupt)?,
+        site: SiteId::new(r.get::<_, String>(1)).map_err(corrupt)?,
+        tags: serde_json::from_str(r.get(2)).map_err(corrupt)?,
+        signals: serde_json::from_str(r.get(3)).map_err(corrupt)?,
+        model_version: r.get(4),
+        firmware_version: r.get(5),
+        state: state_from(r.get(6))?,
+        online: r.get(7),
+        last_seen_ns: r.get(8),
+        created_ns: r.get(9),
+        revoked_ns: r.get(10),
+    })
+}
+
+impl PostgresRegistry {
+    /// Connects to the database at `url` and makes the tables if needed.
+    pub fn connect(url: &str) -> Result<Self> {
+        let client = off_runtime(|| {
+            let mut client = connect(url)?;
+            let mut tx = client
+                .transaction()
+                .context(|| "cannot create the registry tables".into())?;
+            tx.execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"), &[])
+                .and_then(|_| tx.batch_execute(SCHEMA))
+                .and_then(|()| tx.commit())
+                .context(|| "cannot create the registry tables".into())?;
+            Ok::<_, Error>(client)
+        })?;
+        Ok(PostgresRegistry {
+            url: url.to_owned(),
+            client: Mutex::new(client),
+        })
+    }
+
+    /// Runs `f` with the connection (made again if it was lost).
+    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+        off_runtime(|| {
+            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            on_connection(&self.url, &mut client, f)
+        })
+    }
+}
+
+impl RegistryStore for PostgresRegistry {
+    fn create_site(&self, site: &Site) -> Result<()> {
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "INSERT INTO registry_sites (id, name, region, created_ns) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&site.id.as_str(), &site.name, &site.region, &site.created_ns],
+                )
+                .context(|| format!("cannot create site {}", site.id))?;
+            if n == 0 {
+                return Err(Error::Conflict(format!("site {} exists already", site.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn sites(&self) -> Result<Vec<Site>> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT id, name, region, created_ns FROM registry_sites ORDER BY id",
+                    &[],
+                )
+                .context(|| "cannot list sites".into())?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Site {
+                        id: SiteId::new(r.get::<_, String>(0)).map_err(corrupt)?,
+                        name: r.get(1),
+                        region: r.get(2),
+                        created_ns: r.get(3),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn site(&self, id: &SiteId) -> Result<Option<Site>> {
+        Ok(self.sites()?.into_iter().find(|s| &s.id == id))
+    }
+
+    fn create_device(&self, d: &NewDevice) -> Result<()> {
+        self.with(|c| {
+            let mut tx = c
+                .transaction()
+                .context(|| format!("cannot create device {}", d.id))?;
+            let site = tx
+                .query_opt(
+                    "SELECT 1 FROM registry_sites WHERE id = $1",
+                    &[&d.site.as_str()],
+                )
+                .context(|| format!("cannot look up site {}", d.site))?;
+            if site.is_none() {
+                return Err(Error::NotFound(format!(
+                    "site {} does not exist; create it first",
+                    d.site
+                )));
+            }
+            let n = tx
+                .execute(
+                    "INSERT INTO registry_devices
+                        (id, site_id, tags, signals, state, token_sha256, token_expires_ns, created_ns)
+                     VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &d.id.as_str(),
+                        &d.site.as_str(),
+                        &to_json(&d.tags),
+                        &to_json(&d.signals),
+                        &&d.token_sha256[..],
+                        &d.token_expires_ns,
+                        &d.created_ns,
+                    ],
+                )
+                .context(|| format!("cannot create device {}", d.id))?;
+            if n == 0 {
+                return Err(Error::Conflict(format!("device {} exists already", d.id)));
+            }
+            tx.execute(BUMP, &[])
+                .and_then(|_| tx.commit())
+                .context(|| format!("cannot create device {}", d.id))
+        })
+    }
+
+    fn devices(&self, site: Option<&SiteId>) -> Result<Vec<Device>> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {DEVICE_COLUMNS} FROM registry_devices
+                         WHERE $1::TEXT IS NULL OR site_id = $1 ORDER BY id"
+                    ),
+                    &[&site.map(|s| s.as_str())],
+                )
+                .context(|| "cannot list devices".into())?;
+            rows.iter().map(device_row).collect()
+        })
+    }
+
+    fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
+        self.with(|c| {
+            c.query_opt(
+                &format!("SELECT {DEVICE_COLUMNS} FROM registry_devices WHERE id = $1"),
+                &[&id.as_str()],
+            )
+            .context(|| format!("cannot look up device {id}"))?
+            .as_ref()
+            .map(device_row)
+            .transpose()
+        })
+    }
+
+    fn credentials(&self) -> Result<Vec<DeviceCredential>> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT id, state, credential_sha256, signals FROM registry_devices",
+                    &[],
+                )
+                .context(|| "cannot list credentials".into())?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DeviceCredential {
+                        device: DeviceId::new(r.get::<_, String>(0)).map_err(corrupt)?,
+                        state: state_from(r.get(1))?,
+                        credential_sha256: hash_from(r.get(2))?,
+                        signals: serde_json::from_str(r.get(3)).map_err(corrupt)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn enroll(
+        &self,
+        id: &DeviceId,
+        token_sha256: &[u8; 32],
+        credential_sha256: &[u8; 32],
+        now_ns: i64,
+    ) -> Result<EnrollOutcome> {
+        self.with(|c| {
+            let mut tx = c.transaction().context(|| format!("cannot enroll {id}"))?;
+            let row = tx
+                .query_opt(
+                    "SELECT state, token_sha256, token_expires_ns FROM registry_devices
+                     WHERE id = $1 FOR UPDATE",
+                    &[&id.as_str()],
+                )
+                .context(|| format!("cannot look up device {id}"))?;
+            let Some(row) = row else {
+                return Ok(EnrollOutcome::UnknownDevice);
+            };
+            if state_from(row.get(0))? != DeviceState::Pending {
+                return Ok(EnrollOutcome::NotPending);
+            }
+            let Some(token) = hash_from(row.get(1))? else {
+                return Ok(EnrollOutcome::BadToken);
+            };
+            if !crate::constant_time_eq(&token, token_sha256) {
+                return Ok(EnrollOutcome::BadToken);
+            }
+            if row
+                .get::<_, Option<i64>>(2)
+                .is_some_and(|expires| expires < now_ns)
+            {
+                return Ok(EnrollOutcome::Expired);
+            }
+            tx.execute(
+                "UPDATE registry_devices SET state = 'active', credential_sha256 = $2,
+                    token_sha256 = NULL, token_expires_ns = NULL
+                 WHERE id = $1",
+                &[&id.as_str(), &&credential_sha256[..]],
+            )
+            .and_then(|_| tx.execute(BUMP, &[]))
+            .and_then(|_| tx.commit())
+            .context(|| format!("cannot store the credential of {id}"))?;
+            Ok(EnrollOutcome::Enrolled)
+        })
+    }
+
+    fn reissue_token(
+        &self,
+        id: &DeviceId,
+        token_sha256: &[u8; 32],
+        expires_ns: i64,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "UPDATE registry_devices SET token_sha256 = $2, token_expires_ns = $3
+                     WHERE id = $1 AND state = 'pending'",
+                    &[&id.as_str(), &&token_sha256[..], &expires_ns],
+                )
+                .context(|| format!("cannot reissue the token of {id}"))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn revoke(&self, id: &DeviceId, now_ns: i64) -> Result<bool> {
+        self.with(|c| {
+            let mut tx = c.transaction().context(|| format!("cannot revoke {id}"))?;
+            let n = tx
+                .execute(
+                    "UPDATE registry_devices SET state = 'revoked', revoked_ns = $2,
+                        credential_sha256 = NULL, token_sha256 = NULL, token_expires_ns = NULL,
+                        online = false
+                     WHERE id = $1 AND state <> 'revoked'",
+                    &[&id.as_str(), &now_ns],
+                )
+                .context(|| format!("cannot revoke {id}"))?;
+            if n == 1 {
+                tx.execute(BUMP, &[])
+                    .and_then(|_| tx.commit())
+                    .context(|| format!("cannot revoke {id}"))?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    fn update_device(&self, id: &DeviceId, u: &DeviceUpdate) -> Result<bool> {
+        self.with(|c| {
+            let mut tx = c
+                .transaction()
+                .context(|| format!("cannot update device {id}"))?;
+            let n = tx
+                .execute(
+                    "UPDATE registry_devices SET
+                        tags = coalesce($2, tags),
+                        model_version = coalesce($3, model_version),
+                        firmware_version = coalesce($4, firmware_version),
+                        signals = coalesce($5, signals)
+                     WHERE id = $1",
+                    &[
+                        &id.as_str(),
+                        &u.tags.as_ref().map(to_json),
+                        &u.model_version,
+                        &u.firmware_version,
+                        &u.signals.as_ref().map(to_json),
+                    ],
+                )
+                .context(|| format!("cannot update device {id}"))?;
+            // Declared signals are in the authentication cache.
+            if n == 1 && u.signals.is_some() {
+                tx.execute(BUMP, &[])
+                    .context(|| format!("cannot update device {id}"))?;
+            }
+            tx.commit()
+                .context(|| format!("cannot update device {id}"))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.with(|c| {
+            let mut tx = c
+                .transaction()
+                .context(|| "cannot record presence".into())?;
+            let state = tx
+                .prepare(
+                    "UPDATE registry_devices SET
+                        online = CASE WHEN $3 >= online_changed_ns THEN $2 ELSE online END,
+                        online_changed_ns = greatest(online_changed_ns, $3),
+                        last_seen_ns = greatest(coalesce(last_seen_ns, 0), $3)
+                     WHERE id = $1",
+                )
+                .context(|| "cannot record presence".into())?;
+            let log = tx
+                .prepare(
+                    "INSERT INTO registry_presence (device_id, ts_ns, online) VALUES ($1, $3, $2)
+                     ON CONFLICT (device_id, ts_ns) DO UPDATE SET online = excluded.online",
+                )
+                .context(|| "cannot record presence".into())?;
+            for (id, online, ts) in changes {
+                let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&id.as_str(), online, ts];
+                tx.execute(&state, &params)
+                    .and_then(|_| tx.execute(&log, &params))
+                    .context(|| format!("cannot record presence of {id}"))?;
+            }
+            tx.commit().context(|| "cannot record presence".into())
+        })
+    }
+
+    fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
+        self.with(|c| {
+            // The last change before the window too: the state it opens in.
+            let rows = c
+                .query(
+                    "SELECT device_id, ts_ns, online FROM registry_presence p
+                     WHERE ts_ns BETWEEN $1 AND $2
+                        OR ts_ns = (SELECT max(ts_ns) FROM registry_presence q
+                                    WHERE q.device_id = p.device_id AND q.ts_ns < $1)
+                     ORDER BY device_id, ts_ns",
+                    &[&from_ns, &to_ns],
+                )
+                .context(|| "cannot read presence".into())?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        DeviceId::new(r.get::<_, String>(0)).map_err(corrupt)?,
+                        r.get(1),
+                        r.get(2),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<i64> = seen.iter().map(|&(_, ts)| ts).collect();
+        self.with(|c| {
+            c.execute(
+                "UPDATE registry_devices d SET last_seen_ns = greatest(coalesce(d.last_seen_ns, 0), s.ts)
+                 FROM (SELECT id, max(ts) AS ts FROM unnest($1::TEXT[], $2::BIGINT[]) AS u (id, ts)
+                       GROUP BY id) s
+                 WHERE d.id = s.id",
+                &[&ids, &times],
+            )
+            .context(|| "cannot record last-seen times".into())?;
+            Ok(())
+        })
+    }
+
+    fn changes(&self) -> Result<Option<i64>> {
+        self.with(|c| {
+            let row = c
+                .query_one("SELECT version FROM registry_changes WHERE id = 1", &[])
+                .context(|| "cannot read the registry's change count".into())?;
+            Ok(Some(row.get(0)))
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! Checks every registry store must pass, whatever its engine.
+
+use std::collections::BTreeMap;
+
+use strata_proto::{DeviceId, SiteId};
+use strata_store::*;
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+/// Sites and devices from creation to revocation: conflicts, enrollment's
+/// outcomes, presence, last seen, updates.
+pub fn registry_lifecycle(store: &dyn RegistryStore) {
+    let site = Site {
+        id: SiteId::new("plant-1").unwrap(),
+        name: "Plant 1".into(),
+        region: "eu-west".into(),
+        created_ns: 1,
+    };
+    store.create_site(&site).unwrap();
+    assert!(matches!(store.create_site(&site), Err(Error::Conflict(_))));
+    assert_eq!(store.sites().unwrap(), vec![site.clone()]);
+    assert_eq!(store.site(&site.id).unwrap(), Some(site.clone()));
+
+    let new = |id: &str, site: &str| NewDevice {
+        id: dev(id),
+        site: SiteId::new(site).unwrap(),
+        tags: BTreeMap::from([("line".into(), "2".into())]),
+        signals: BTreeMap::new(),
+        token_sha256: [1; 32],
+        token_expires_ns: 1_000,
+        created_ns: 5,
+    };
+    assert!(matches!(
+        store.create_device(&new("d1", "nowhere")),
+        Err(Error::NotFound(_))
+    ));
+    store.create_device(&new("d1", "plant-1")).unwrap();
+    assert!(matches!(
+        store.create_device(&new("d1", "plant-1")),
+        Err(Error::Conflict(_))
+    ));
+
+    assert_eq!(
+        store.enroll(&dev("d1"), &[2; 32], &[9; 32], 10).unwrap(),
+        EnrollOutcome::BadToken
+    );
+    assert_eq!(
+        store.enroll(&dev("d1"), &[1; 32], &[9; 32], 2_000).unwrap(),
+        EnrollOutcome::Expired
+    );
+    assert_eq!(
+        store.enroll(&dev("zz"), &[1; 32], &[9; 32], 10).unwrap(),
+        EnrollOutcome::UnknownDevice
+    );
+    assert_eq!(
+        store.enroll(&dev("d1"), &[1; 32], &[9; 32], 10).unwrap(),
+        EnrollOutcome::Enrolled
+    );
+    // The token is one-time.
+    assert_eq!(
+        store.enroll(&dev("d1"), &[1; 32], &[8; 32], 10).unwrap(),
+        EnrollOutcome::NotPending
+    );
+
+    let cred = store.credentials().unwrap();
+    assert_eq!(cred[0].credential_sha256, Some([9; 32]));
+    assert_eq!(cred[0].state, DeviceState::Active);
+
+    store
+        .set_presence(&[(dev("d1"), false, 45), (dev("d1"), true, 50)])
+        .unwrap();
+    assert_eq!(
+        store.presence_log(48, 100).unwrap(),
+        vec![(dev("d1"), 45, false), (dev("d1"), 50, true)],
+        "the window's changes and the state it opens in"
+    );
+    assert_eq!(store.presence_log(0, 44).unwrap(), vec![]);
+    store.touch(&[(dev("d1"), 40), (dev("d1"), 60)]).unwrap();
+    let d = store.device(&dev("d1")).unwrap().unwrap();
+    assert!(d.online);
+    assert_eq!(d.last_seen_ns, Some(60));
+    assert_eq!(d.tags["line"], "2");
+
+    let update = DeviceUpdate {
+        firmware_version: Some("2.3.0".into()),
+        ..Default::default()
+    };
+    assert!(store.update_device(&dev("d1"), &update).unwrap());
+    assert_eq!(
+        store
+            .device(&dev("d1"))
+            .unwrap()
+            .unwrap()
+            .firmware_version
+            .as_deref(),
+        Some("2.3.0")
+    );
+
+    assert!(store.revoke(&dev("d1"), 70).unwrap());
+    assert!(
+        !store.revoke(&dev("d1"), 80).unwrap(),
+        "revoking twice changes nothing"
+    );
+    let d = store.device(&dev("d1")).unwrap().unwrap();
+    assert_eq!(
+        (d.state, d.online, d.revoked_ns),
+        (DeviceState::Revoked, false, Some(70))
+    );
+    assert_eq!(store.credentials().unwrap()[0].credential_sha256, None);
+    assert_eq!(store.devices(Some(&site.id)).unwrap().len(), 1);
+}
