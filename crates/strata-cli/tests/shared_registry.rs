@@ -2,12 +2,18 @@
 //! (`[registry] postgres`, this machine's server, a schema per test): a
 //! device registered and enrolled through one hub connects to another
 //! with the same credential, and revoking it through either cuts it off
-//! at both. Devices connect with `mosquitto_pub` and `mosquitto_sub`.
+//! at both; while the registry's database stalls, telemetry from known
+//! devices keeps being stored. Devices connect with `mosquitto_pub` and
+//! `mosquitto_sub`.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -16,17 +22,69 @@ use serde_json::json;
 /// A hub whose registry is in `schema`, looking for other replicas'
 /// changes every 100 ms.
 fn replica(dir: &Path, schema: &PgSchema) -> HubProcess {
+    replica_at(dir, &schema.url)
+}
+
+/// The same, with the registry's database at `url`.
+fn replica_at(dir: &Path, url: &str) -> HubProcess {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("hub.toml");
     std::fs::write(
         &config,
-        format!(
-            "[registry]\npostgres = {:?}\nrefresh_ms = 100\n",
-            schema.url
-        ),
+        format!("[registry]\npostgres = {url:?}\nrefresh_ms = 100\n"),
     )
     .unwrap();
     HubProcess::start_with(dir, &["--config", config.to_str().unwrap()])
+}
+
+/// A TCP relay to PostgreSQL that can stall: while `stalled`, nothing
+/// passes either way and connections stay open, as on a network that
+/// drops packets.
+struct Relay {
+    port: u16,
+    stalled: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn to_postgres() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = TcpStream::connect("127.0.0.1:5432").unwrap();
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || pass(from, to, &flag));
+                }
+            }
+        });
+        Relay { port, stalled }
+    }
+}
+
+fn pass(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        while stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                while stalled.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Publishes one batch of `temp` as `device` (QoS 1, MQTT 5); whether the
@@ -134,4 +192,48 @@ fn a_device_enrolled_at_one_replica_works_at_the_other_and_revocation_reaches_bo
     for hub in [&a, &b] {
         assert_eq!(hub.readings("gw-1", "temp").len(), 1);
     }
+}
+
+#[test]
+fn while_the_registry_database_stalls_known_devices_keep_storing_telemetry() {
+    let schema = PgSchema::new("stall");
+    let relay = Relay::to_postgres();
+    let url = schema
+        .url
+        .replace("port=5432", &format!("port={}", relay.port));
+    assert_ne!(url, schema.url);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = replica_at(dir.path(), &url);
+    let credential = hub.provision("gw-2", json!({}));
+
+    relay.stalled.store(true, Ordering::SeqCst);
+    // Each publish connects, publishes at QoS 1 and disconnects: the
+    // presence changes wait for the database, the batches do not.
+    for seq in 1..=5 {
+        let batch = json_batch("main", seq, now_ns(), seq as f64);
+        let out = Command::new("timeout")
+            .args(["30", "mosquitto_pub", "-h", "127.0.0.1"])
+            .args([
+                "-p",
+                &hub.mqtt.port().to_string(),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+            ])
+            .args(["-i", "gw-2", "-u", "gw-2", "-P", &credential])
+            .args(["-t", "strata/v1/gw-2/up/telemetry", "-m", &batch])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "batch {seq} acknowledged: {out:?}");
+    }
+    assert_eq!(hub.metric("strata_batches_stored_total"), 5.0);
+
+    // Back: the presence the hub kept is written.
+    relay.stalled.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "presence recorded", || {
+        let (_, device) = hub.api("GET", "/api/v1/devices/gw-2", None);
+        device["last_seen_ns"].as_i64().is_some_and(|t| t > 0) && device["online"] == false
+    });
+    assert_eq!(hub.readings("gw-2", "temp").len(), 5);
 }

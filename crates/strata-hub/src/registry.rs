@@ -10,7 +10,8 @@
 //! changes behind this hub's back too: every `refresh_ms` the hub asks the
 //! store whether anything changed ([`RegistryStore::changes`]), reloads
 //! the cache if so, and closes the sessions of devices revoked elsewhere
-//! ([`spawn_refresh`]).
+//! ([`spawn_refresh`]). Presence and last-seen times for it are written
+//! from a thread of their own (`recorder.rs`), never the storage writer's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,6 +27,8 @@ use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 use crate::{now_ns, secret};
+
+mod recorder;
 
 /// What the broker needs to know about a device.
 #[derive(Debug, Clone)]
@@ -143,6 +146,8 @@ pub struct Registry {
     /// The store's change count when the cache was last loaded (shared
     /// registries only).
     loaded_changes: AtomicI64,
+    /// Writes presence off the storage writer's thread (shared registries only).
+    recorder: Option<recorder::Recorder>,
 }
 
 /// Every device's identity, as the store has it now.
@@ -165,12 +170,13 @@ impl Registry {
     /// Loads the registry from storage.
     pub fn load(store: Arc<dyn RegistryStore>, token_ttl_s: u64) -> Result<Self> {
         // The count first: a change after it makes the next refresh reload.
-        let changes = store.changes()?.unwrap_or(0);
+        let changes = store.changes()?;
         let cache = identities(&*store)?;
         Ok(Registry {
+            recorder: changes.map(|_| recorder::Recorder::start(store.clone())),
             store,
             cache: RwLock::new(cache),
-            loaded_changes: AtomicI64::new(changes),
+            loaded_changes: AtomicI64::new(changes.unwrap_or(0)),
             generation: AtomicU64::new(0),
             certificates: RwLock::new(HashMap::new()),
             token_ttl_ns: i64::try_from(token_ttl_s)
@@ -496,15 +502,21 @@ impl Registry {
     }
 
     /// Records devices connecting or disconnecting, in order.
+    /// (A shared registry's are queued for its recorder thread, so the
+    /// caller never waits on the network.)
     pub fn set_presence(&self, changes: &[(DeviceId, bool, i64)]) {
-        if let Err(e) = self.store.set_presence(changes) {
+        if let Some(recorder) = &self.recorder {
+            recorder.presence(changes);
+        } else if let Err(e) = self.store.set_presence(changes) {
             tracing::warn!("cannot record presence of {} devices: {e}", changes.len());
         }
     }
 
-    /// Records when devices were last heard from.
+    /// Records when devices were last heard from (queued, as presence is).
     pub fn touch(&self, seen: &[(DeviceId, i64)]) {
-        if let Err(e) = self.store.touch(seen) {
+        if let Some(recorder) = &self.recorder {
+            recorder.seen(seen);
+        } else if let Err(e) = self.store.touch(seen) {
             tracing::warn!("cannot record last-seen times: {e}");
         }
     }
