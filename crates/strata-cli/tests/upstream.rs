@@ -198,7 +198,7 @@ fn replicas_share_the_stream_and_the_registry_and_postgres_stores_each_batch_onc
     let _broker = Peer::mosquitto(dir.path(), port);
     // Telemetry and the registry both in PostgreSQL, shared.
     let shared = format!(
-        "[storage]\npostgres = {:?}\n[registry]\npostgres = {0:?}\nrefresh_ms = 100\n",
+        "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = 100\n",
         schema.url
     );
     let hubs: Vec<HubProcess> = ["hub-a", "hub-b"]
@@ -215,12 +215,12 @@ fn replicas_share_the_stream_and_the_registry_and_postgres_stores_each_batch_onc
     // Registered once, through one replica; the other sees the change.
     hubs[0].provision("press-1", json!({}));
     let version: i64 = db
-        .query_one("SELECT version FROM registry_changes", &[])
+        .query_one("SELECT version FROM shared_changes", &[])
         .unwrap()
         .get(0);
     assert_eq!(version, 2, "registered, then enrolled");
     eventually(Duration::from_secs(10), "hub-b to see press-1", || {
-        hubs[1].metric("strata_registry_version") == 2.0
+        hubs[1].metric("strata_shared_version") == 2.0
     });
     let t = now_ns();
     let batches: Vec<String> = (1..=400)

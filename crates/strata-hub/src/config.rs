@@ -25,6 +25,8 @@ pub struct HubConfig {
     pub ingest: IngestConfig,
     /// Device enrollment.
     pub registry: RegistryConfig,
+    /// The registry and accounts in a database hub replicas share.
+    pub shared: SharedConfig,
     /// People's sessions and tokens.
     pub auth: AuthConfig,
     /// Over-the-air updates.
@@ -56,6 +58,7 @@ impl Default for HubConfig {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             registry: RegistryConfig::default(),
+            shared: SharedConfig::default(),
             auth: AuthConfig::default(),
             ota: OtaConfig::default(),
             artifacts: ArtifactsConfig::default(),
@@ -425,31 +428,45 @@ impl Default for IngestConfig {
 pub struct RegistryConfig {
     /// How long a one-time enrollment token stays valid, seconds.
     pub enrollment_token_ttl_s: u64,
-    /// Keep the registry (sites, devices, credentials, presence) in this
-    /// PostgreSQL database instead of the data directory, shared by every
-    /// hub replica that names it: a device registered, enrolled or revoked
-    /// through one replica is so for all of them.
-    pub postgres: Option<String>,
-    /// With `postgres`: how often, milliseconds, a replica looks for
-    /// changes other replicas made (and closes the live sessions of devices
-    /// they revoked).
-    pub refresh_ms: u64,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             enrollment_token_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// What hub replicas share besides telemetry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedConfig {
+    /// Keep the device registry (sites, devices, credentials, presence)
+    /// and people's accounts and API tokens in this PostgreSQL database
+    /// instead of the data directory, shared by every hub replica that
+    /// names it: a device enrolled or revoked, a token issued or revoked
+    /// through one replica is so at all of them.
+    pub postgres: Option<String>,
+    /// With `postgres`: how often, milliseconds, a replica looks for the
+    /// changes other replicas made (and closes the sessions of devices
+    /// they revoked).
+    pub refresh_ms: u64,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        SharedConfig {
             postgres: None,
             refresh_ms: 1000,
         }
     }
 }
 
-impl RegistryConfig {
+impl SharedConfig {
     fn validate(&self) -> Result<(), String> {
         if self.refresh_ms == 0 {
-            return Err("[registry] refresh_ms must be at least 1".into());
+            return Err("[shared] refresh_ms must be at least 1".into());
         }
         Ok(())
     }
@@ -526,7 +543,7 @@ impl HubConfig {
         }
         config.drift.detector()?;
         config.storage.validate()?;
-        config.registry.validate()?;
+        config.shared.validate()?;
         for (i, p) in config.retrain.iter().enumerate() {
             p.validate()?;
             if config.retrain[..i].iter().any(|o| o.model == p.model) {

@@ -33,6 +33,7 @@ pub mod registry;
 pub mod retention;
 pub mod retrain;
 pub mod secret;
+pub mod shared;
 pub mod upstream;
 pub mod wake;
 pub mod webhooks;
@@ -43,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_proto::validate::Limits;
-use strata_store::{RegistryStore, SqliteStore, TelemetryStore};
+use strata_store::{AccessStore, RegistryStore, SqliteStore, TelemetryStore};
 use tokio::sync::watch;
 
 pub use config::HubConfig;
@@ -130,8 +131,18 @@ impl Hub {
         };
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
+        // The registry and accounts in the data directory, or in
+        // PostgreSQL shared by replicas.
+        let (registry_store, access_store): (Arc<dyn RegistryStore>, Arc<dyn AccessStore>) =
+            match &config.shared.postgres {
+                Some(url) => (
+                    Arc::new(strata_store::postgres::PostgresRegistry::connect(url)?),
+                    Arc::new(strata_store::postgres::PostgresAccess::connect(url)?),
+                ),
+                None => (store.clone(), store.clone()),
+            };
         let access = Arc::new(auth::Access::load(
-            store.clone(),
+            access_store,
             secret::hash(admin_token.as_bytes()),
             &config.auth,
         )?);
@@ -142,11 +153,6 @@ impl Hub {
             config.mqtt.tls.device_cert_ttl_s,
         )?);
 
-        // The registry in the data directory, or in PostgreSQL shared by replicas.
-        let registry_store: Arc<dyn RegistryStore> = match &config.registry.postgres {
-            Some(url) => Arc::new(strata_store::postgres::PostgresRegistry::connect(url)?),
-            None => store.clone(),
-        };
         let registry = Arc::new(registry::Registry::load(
             registry_store,
             config.registry.enrollment_token_ttl_s,
@@ -308,12 +314,14 @@ impl Hub {
             store.clone(),
             stop.subscribe(),
         );
-        registry::spawn_refresh(
+        shared::spawn(
             registry.clone(),
-            std::time::Duration::from_millis(config.registry.refresh_ms),
+            access.clone(),
+            std::time::Duration::from_millis(config.shared.refresh_ms),
             metrics.clone(),
             stop.subscribe(),
-        )?;
+            config.shared.postgres.is_some(),
+        );
         retention::spawn(
             &config.storage,
             telemetry.clone(),

@@ -122,11 +122,11 @@ pub struct Metrics {
     pub segment_bytes_freed: AtomicU64,
     /// Retention passes that failed.
     pub retention_failures: AtomicU64,
-    /// Reloads of the registry cache after other replicas changed the
-    /// shared registry.
-    pub registry_reloads: AtomicU64,
-    /// Looks for shared-registry changes that failed.
-    pub registry_refresh_failures: AtomicU64,
+    /// Reloads of the registry's or the accounts' cache after other
+    /// replicas changed them.
+    pub shared_reloads: AtomicU64,
+    /// Looks for other replicas' changes that failed.
+    pub shared_refresh_failures: AtomicU64,
     /// Drift sketch batches stored.
     pub sketch_batches_stored: AtomicU64,
     /// Drift sketch batches received again and not stored twice.
@@ -150,8 +150,8 @@ pub struct Metrics {
     pub upstream_connections: AtomicU64,
     /// 1 while the hub is connected to the upstream broker.
     pub upstream_connected: AtomicI64,
-    /// The shared registry's change count as of the last reload.
-    pub registry_version: AtomicI64,
+    /// The shared stores' change count as of the last reload.
+    pub shared_version: AtomicI64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -273,14 +273,14 @@ impl Metrics {
                 &self.retention_failures,
             ),
             (
-                "strata_registry_reloads_total",
-                "Reloads of the device cache after changes to the shared registry.",
-                &self.registry_reloads,
+                "strata_shared_reloads_total",
+                "Reloads of the device or account cache after other replicas changed the shared registry or accounts.",
+                &self.shared_reloads,
             ),
             (
-                "strata_registry_refresh_failures_total",
-                "Looks for shared-registry changes that failed (the cache is kept; tried again).",
-                &self.registry_refresh_failures,
+                "strata_shared_refresh_failures_total",
+                "Looks for other replicas' changes that failed (the caches are kept; tried again).",
+                &self.shared_refresh_failures,
             ),
             (
                 "strata_sketch_batches_stored_total",
@@ -357,8 +357,8 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP strata_registry_version The shared registry's change count as of this hub's last reload (a replica behind the others has not seen their latest changes).\n# TYPE strata_registry_version gauge\nstrata_registry_version {}",
-            self.registry_version.load(Relaxed)
+            "# HELP strata_shared_version The shared registry's and accounts' change count as of this hub's last reload (a replica behind the others has not seen their latest changes).\n# TYPE strata_shared_version gauge\nstrata_shared_version {}",
+            self.shared_version.load(Relaxed)
         );
         let _ = writeln!(
             out,

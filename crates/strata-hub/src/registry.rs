@@ -6,17 +6,16 @@
 //! Revocation updates storage, then the cache, then kicks the live session:
 //! from that moment the device can neither publish nor reconnect.
 //!
-//! A registry that several hub replicas share (`[registry] postgres`)
+//! A registry that several hub replicas share (`[shared] postgres`)
 //! changes behind this hub's back too: every `refresh_ms` the hub asks the
 //! store whether anything changed ([`RegistryStore::changes`]), reloads
 //! the cache if so, and closes the sessions of devices revoked elsewhere
-//! ([`spawn_refresh`]). Presence and last-seen times for it are written
+//! ([`Registry::refresh`], called by [`crate::shared`]). Presence and last-seen times for it are written
 //! from a thread of their own (`recorder.rs`), never the storage writer's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, SiteId};
@@ -520,52 +519,4 @@ impl Registry {
             tracing::warn!("cannot record last-seen times: {e}");
         }
     }
-}
-
-/// Starts looking for other replicas' changes every `every`, if the
-/// registry is shared; the task ends when `stop` turns true. A failed look
-/// (the database unreachable) is logged and the cache kept as it was.
-pub fn spawn_refresh(
-    registry: Arc<Registry>,
-    every: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
-    if registry.store.changes()?.is_none() {
-        return Ok(None);
-    }
-    let shown = |r: &Registry, m: &crate::metrics::Metrics| {
-        m.registry_version
-            .store(r.loaded_changes(), Ordering::Relaxed);
-    };
-    shown(&registry, &metrics);
-    Ok(Some(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let r = registry.clone();
-            match tokio::task::spawn_blocking(move || r.refresh()).await {
-                Ok(Ok(reloaded)) => {
-                    if reloaded {
-                        metrics.registry_reloads.fetch_add(1, Ordering::Relaxed);
-                        shown(&registry, &metrics);
-                    }
-                }
-                Ok(Err(e)) => {
-                    metrics
-                        .registry_refresh_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("cannot look for registry changes: {e}");
-                }
-                Err(e) => {
-                    metrics
-                        .registry_refresh_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("the registry refresh failed: {e}");
-                }
-            }
-        }
-    })))
 }

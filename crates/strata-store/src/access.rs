@@ -61,4 +61,10 @@ pub trait AccessStore: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<ApiToken>>;
     /// Marks a token revoked; false when there is no such live token.
     fn revoke_token(&self, id: &str, at_ns: i64) -> Result<bool>;
+    /// For accounts other hubs write too: a count that moves with every
+    /// change, so a hub knows when to reload its cache. `None`: only this
+    /// hub writes them.
+    fn changes(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
 }

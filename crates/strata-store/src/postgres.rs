@@ -1,7 +1,8 @@
 //! Telemetry in PostgreSQL, for hubs at scale (feature `postgres`): what
 //! [`TelemetryStore`] promises, on tables that several hub replicas can
-//! share. The registry can live there too ([`PostgresRegistry`], in
-//! `registry.rs`).
+//! share. So can the device registry ([`PostgresRegistry`]) and people's
+//! accounts and tokens ([`PostgresAccess`]), with a change count the
+//! replicas poll to keep their caches current (`changes.rs`).
 //!
 //! - `telemetry_batches`: one row per stored batch, its readings packed as
 //!   [`crate::blob`] packs them, partitioned by the UTC day of its first
@@ -27,8 +28,11 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls, Transaction};
 use strata_proto::{DeviceId, TelemetryBatch};
 
+mod access;
+mod changes;
 mod registry;
 
+pub use access::PostgresAccess;
 pub use registry::PostgresRegistry;
 
 use crate::error::{Context, Error, Result};

@@ -187,12 +187,20 @@ fn blocks_live_in_segment_files_and_a_crashed_append_is_cut_off() {
 }
 
 #[test]
+fn users_and_tokens_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::access_round_trip(&store);
+    assert_eq!(AccessStore::changes(&store).unwrap(), None);
+}
+
+#[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
     common::registry_lifecycle(&store);
     assert_eq!(
-        store.changes().unwrap(),
+        RegistryStore::changes(&store).unwrap(),
         None,
         "only this hub writes its SQLite registry"
     );

@@ -9,12 +9,18 @@
 //! after wrong passwords in a row, and per source address after logins
 //! without a right password whatever the names ([`throttle`], one table
 //! for each).
+//!
+//! Accounts that several hub replicas share (`[shared] postgres`) change
+//! behind this hub's back too: [`Access::refresh`] reloads the cache when
+//! the store's change count moved (every `refresh_ms`, and before a change
+//! made here that reads the cache first).
 
 pub mod policy;
 pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -321,6 +327,25 @@ pub struct Access {
     throttle: throttle::LoginThrottle,
     /// Logins without a right password, per source address (none: off).
     address_throttle: Option<throttle::LoginThrottle>,
+    /// The store's change count when the cache was last loaded (shared
+    /// accounts only).
+    loaded_changes: AtomicI64,
+}
+
+/// Users and tokens as the store has them now.
+fn load_cache(store: &dyn AccessStore) -> Result<Cache> {
+    let users = store
+        .users()?
+        .into_iter()
+        .map(|u| (u.name.clone(), u))
+        .collect();
+    let mut tokens = HashMap::new();
+    for t in store.tokens()? {
+        let hash = crate::audit::chain::unhex32(&t.token_sha256)
+            .ok_or_else(|| Error::Unavailable(format!("token {} has a malformed hash", t.id)))?;
+        tokens.insert(hash, t);
+    }
+    Ok(Cache { users, tokens })
 }
 
 impl Access {
@@ -332,23 +357,15 @@ impl Access {
         bootstrap_sha256: [u8; 32],
         config: &AuthConfig,
     ) -> Result<Access> {
-        let users = store
-            .users()?
-            .into_iter()
-            .map(|u| (u.name.clone(), u))
-            .collect();
-        let mut tokens = HashMap::new();
-        for t in store.tokens()? {
-            let hash = crate::audit::chain::unhex32(&t.token_sha256).ok_or_else(|| {
-                Error::Unavailable(format!("token {} has a malformed hash", t.id))
-            })?;
-            tokens.insert(hash, t);
-        }
+        // The count first: a change after it makes the next refresh reload.
+        let changes = store.changes()?.unwrap_or(0);
+        let cache = load_cache(&*store)?;
         Ok(Access {
             store,
             bootstrap_sha256,
             session_ttl_s: config.session_ttl_s,
-            cache: RwLock::new(Cache { users, tokens }),
+            cache: RwLock::new(cache),
+            loaded_changes: AtomicI64::new(changes),
             dummy_phc: hash_password("not a password of anyone")?,
             throttle: throttle::LoginThrottle::new(
                 config.login_free_attempts,
@@ -361,6 +378,26 @@ impl Access {
                 )
             }),
         })
+    }
+
+    /// For accounts other replicas share: reloads the cache if the store
+    /// changed since it was last loaded. Returns whether it reloaded.
+    pub fn refresh(&self) -> Result<bool> {
+        let Some(changes) = self.store.changes()? else {
+            return Ok(false);
+        };
+        if self.loaded_changes.load(Ordering::Acquire) == changes {
+            return Ok(false);
+        }
+        let fresh = load_cache(&*self.store)?;
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.loaded_changes.store(changes, Ordering::Release);
+        Ok(true)
+    }
+
+    /// The store's change count as of the last (re)load.
+    pub fn loaded_changes(&self) -> i64 {
+        self.loaded_changes.load(Ordering::Acquire)
     }
 
     /// Who presents `bearer`; 401 when it is unknown, expired or revoked,
@@ -516,6 +553,8 @@ impl Access {
 
     /// Changes a user's role, password or whether it is disabled.
     pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
+        // What another replica changed: the rest of the user is written back.
+        self.refresh()?;
         let mut user = self
             .user(name)
             .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
@@ -672,6 +711,8 @@ impl Access {
     /// Revokes token `id`; anyone may revoke their own, an admin any.
     /// It stops working at once.
     pub fn revoke_token(&self, by: &Principal, id: &str) -> Result<TokenInfo> {
+        // A token another replica issued may not be in the cache yet.
+        self.refresh()?;
         let owner = {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
             cache

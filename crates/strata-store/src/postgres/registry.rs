@@ -5,10 +5,10 @@
 //!
 //! - `registry_sites`, `registry_devices`, `registry_presence`: what the
 //!   SQLite registry keeps in `sites`, `devices` and `presence_log`.
-//! - `registry_changes`: one row whose `version` every change to a device's
-//!   credential, state or declared signals moves, in the same transaction.
-//!   A replica polls it ([`RegistryStore::changes`]) and reloads its
-//!   authentication cache only when it moved.
+//! - `shared_changes` ([`super::changes`]): every change to a device's
+//!   credential, state or declared signals moves its count, in the same
+//!   transaction. A replica polls it ([`RegistryStore::changes`]) and
+//!   reloads its authentication cache only when it moved.
 //!
 //! Enrollment locks the device's row (`FOR UPDATE`), so a token is traded
 //! once even when two replicas are handed it at the same moment. Presence
@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use postgres::{Client, Row};
 use strata_proto::{DeviceId, SiteId};
 
-use super::{connect, off_runtime, on_connection};
+use super::{changes, connect, off_runtime, on_connection};
 use crate::error::{Context, Error, Result};
 use crate::{
     Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
@@ -59,23 +59,10 @@ CREATE TABLE IF NOT EXISTS registry_presence (
     online      BOOLEAN NOT NULL,
     PRIMARY KEY (device_id, ts_ns)
 );
-CREATE TABLE IF NOT EXISTS registry_changes (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    version BIGINT NOT NULL
-);
-INSERT INTO registry_changes (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
 ";
-
-/// Replicas starting together take this advisory lock to make the tables
-/// one after the other (`CREATE TABLE IF NOT EXISTS` races otherwise).
-const SCHEMA_LOCK: i64 = 0x5354_5241_5441_5247; // "STRATARG"
 
 const DEVICE_COLUMNS: &str = "id, site_id, tags, signals, model_version, firmware_version, state, \
                               online, last_seen_ns, created_ns, revoked_ns";
-
-/// Moves `registry_changes.version`: part of every transaction that
-/// changes what the authentication cache holds.
-const BUMP: &str = "UPDATE registry_changes SET version = version + 1 WHERE id = 1";
 
 /// The PostgreSQL registry.
 pub struct PostgresRegistry {
@@ -123,13 +110,7 @@ impl PostgresRegistry {
     pub fn connect(url: &str) -> Result<Self> {
         let client = off_runtime(|| {
             let mut client = connect(url)?;
-            let mut tx = client
-                .transaction()
-                .context(|| "cannot create the registry tables".into())?;
-            tx.execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"), &[])
-                .and_then(|_| tx.batch_execute(SCHEMA))
-                .and_then(|()| tx.commit())
-                .context(|| "cannot create the registry tables".into())?;
+            changes::create(&mut client, SCHEMA, "registry")?;
             Ok::<_, Error>(client)
         })?;
         Ok(PostgresRegistry {
@@ -226,8 +207,8 @@ impl RegistryStore for PostgresRegistry {
             if n == 0 {
                 return Err(Error::Conflict(format!("device {} exists already", d.id)));
             }
-            tx.execute(BUMP, &[])
-                .and_then(|_| tx.commit())
+            changes::bump(&mut tx)
+                .and_then(|()| tx.commit())
                 .context(|| format!("cannot create device {}", d.id))
         })
     }
@@ -321,8 +302,8 @@ impl RegistryStore for PostgresRegistry {
                  WHERE id = $1",
                 &[&id.as_str(), &&credential_sha256[..]],
             )
-            .and_then(|_| tx.execute(BUMP, &[]))
-            .and_then(|_| tx.commit())
+            .and_then(|_| changes::bump(&mut tx))
+            .and_then(|()| tx.commit())
             .context(|| format!("cannot store the credential of {id}"))?;
             Ok(EnrollOutcome::Enrolled)
         })
@@ -359,8 +340,8 @@ impl RegistryStore for PostgresRegistry {
                 )
                 .context(|| format!("cannot revoke {id}"))?;
             if n == 1 {
-                tx.execute(BUMP, &[])
-                    .and_then(|_| tx.commit())
+                changes::bump(&mut tx)
+                    .and_then(|()| tx.commit())
                     .context(|| format!("cannot revoke {id}"))?;
             }
             Ok(n == 1)
@@ -391,8 +372,7 @@ impl RegistryStore for PostgresRegistry {
                 .context(|| format!("cannot update device {id}"))?;
             // Declared signals are in the authentication cache.
             if n == 1 && u.signals.is_some() {
-                tx.execute(BUMP, &[])
-                    .context(|| format!("cannot update device {id}"))?;
+                changes::bump(&mut tx).context(|| format!("cannot update device {id}"))?;
             }
             tx.commit()
                 .context(|| format!("cannot update device {id}"))?;
@@ -478,11 +458,6 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn changes(&self) -> Result<Option<i64>> {
-        self.with(|c| {
-            let row = c
-                .query_one("SELECT version FROM registry_changes WHERE id = 1", &[])
-                .context(|| "cannot read the registry's change count".into())?;
-            Ok(Some(row.get(0)))
-        })
+        self.with(|c| changes::version(c).map(Some))
     }
 }

@@ -1,4 +1,4 @@
-//! Checks every registry store must pass, whatever its engine.
+//! Checks every registry and access store must pass, whatever its engine.
 
 use std::collections::BTreeMap;
 
@@ -110,4 +110,40 @@ pub fn registry_lifecycle(store: &dyn RegistryStore) {
     );
     assert_eq!(store.credentials().unwrap()[0].credential_sha256, None);
     assert_eq!(store.devices(Some(&site.id)).unwrap().len(), 1);
+}
+
+/// Users and tokens: conflicts, updates, revocation once.
+pub fn access_round_trip(store: &dyn AccessStore) {
+    let mut alice = User {
+        name: "alice".into(),
+        role: "operator".into(),
+        service: false,
+        password_phc: Some("$argon2id$...".into()),
+        created_ns: 1,
+        disabled_ns: None,
+    };
+    store.create_user(&alice).unwrap();
+    assert!(matches!(store.create_user(&alice), Err(Error::Conflict(_))));
+    alice.role = "viewer".into();
+    alice.disabled_ns = Some(5);
+    store.update_user(&alice).unwrap();
+    assert_eq!(store.users().unwrap(), vec![alice.clone()]);
+    alice.name = "bob".into();
+    assert!(matches!(store.update_user(&alice), Err(Error::NotFound(_))));
+
+    let token = ApiToken {
+        id: "tok1".into(),
+        user: "alice".into(),
+        label: "grafana".into(),
+        scopes: vec!["read".into()],
+        token_sha256: "ab".repeat(32),
+        created_ns: 2,
+        expires_ns: Some(10),
+        revoked_ns: None,
+    };
+    store.create_token(&token).unwrap();
+    assert_eq!(store.tokens().unwrap(), vec![token.clone()]);
+    assert!(store.revoke_token("tok1", 7).unwrap());
+    assert!(!store.revoke_token("tok1", 8).unwrap());
+    assert_eq!(store.tokens().unwrap()[0].revoked_ns, Some(7));
 }

@@ -1,10 +1,13 @@
-//! End to end, hub replicas sharing one registry in PostgreSQL
-//! (`[registry] postgres`, this machine's server, a schema per test): a
-//! device registered and enrolled through one hub connects to another
-//! with the same credential, and revoking it through either cuts it off
-//! at both; while the registry's database stalls, telemetry from known
-//! devices keeps being stored. Devices connect with `mosquitto_pub` and
-//! `mosquitto_sub`.
+//! End to end, hub replicas sharing the registry and people's accounts in
+//! PostgreSQL (`[shared] postgres`, this machine's server, a schema per
+//! test):
+//! - a device registered and enrolled through one hub connects to another
+//!   with the same credential, and revoking it through either cuts it off
+//!   at both; while the registry's database stalls, telemetry from known
+//!   devices keeps being stored (devices connect with `mosquitto_pub` and
+//!   `mosquitto_sub`);
+//! - a user made at one hub logs in at the other, its tokens work at both,
+//!   and a revocation or a disabled account at one holds at the other.
 
 mod common;
 
@@ -19,19 +22,19 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-/// A hub whose registry is in `schema`, looking for other replicas'
-/// changes every 100 ms.
+/// A hub whose registry and accounts are in `schema`, looking for other
+/// replicas' changes every 100 ms.
 fn replica(dir: &Path, schema: &PgSchema) -> HubProcess {
     replica_at(dir, &schema.url)
 }
 
-/// The same, with the registry's database at `url`.
+/// The same, with the shared database at `url`.
 fn replica_at(dir: &Path, url: &str) -> HubProcess {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("hub.toml");
     std::fs::write(
         &config,
-        format!("[registry]\npostgres = {url:?}\nrefresh_ms = 100\n"),
+        format!("[shared]\npostgres = {url:?}\nrefresh_ms = 100\n"),
     )
     .unwrap();
     HubProcess::start_with(dir, &["--config", config.to_str().unwrap()])
@@ -119,7 +122,7 @@ fn a_device_enrolled_at_one_replica_works_at_the_other_and_revocation_reaches_bo
     eventually(Duration::from_secs(10), "hub B to take gw-1", || {
         publish(&b, "gw-1", &credential, 1)
     });
-    assert!(b.metric("strata_registry_reloads_total") >= 1.0);
+    assert!(b.metric("strata_shared_reloads_total") >= 1.0);
     assert!(publish(&a, "gw-1", &credential, 2));
     eventually(
         Duration::from_secs(10),
@@ -236,4 +239,70 @@ fn while_the_registry_database_stalls_known_devices_keep_storing_telemetry() {
         device["last_seen_ns"].as_i64().is_some_and(|t| t > 0) && device["online"] == false
     });
     assert_eq!(hub.readings("gw-2", "temp").len(), 5);
+}
+
+#[test]
+fn an_account_made_at_one_replica_works_at_the_other_and_revocations_hold_at_both() {
+    let schema = PgSchema::new("accounts");
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&dir.path().join("hub-a"), &schema);
+    let b = replica(&dir.path().join("hub-b"), &schema);
+    let whoami = |hub: &HubProcess, token: &str| hub.api_as(token, "GET", "/api/v1/whoami", None).0;
+
+    let (status, body) = a.api(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"name": "ops", "role": "operator", "password": "ops correct horse battery"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Logs in at the other replica once it has seen the account.
+    let mut session = String::new();
+    eventually(Duration::from_secs(10), "a login at hub B", || {
+        let (status, body) = b.api_anonymous(
+            "POST",
+            "/api/v1/login",
+            Some(json!({"user": "ops", "password": "ops correct horse battery"})),
+        );
+        session = body["token"].as_str().unwrap_or_default().to_owned();
+        status == 201
+    });
+    eventually(Duration::from_secs(10), "hub B's session at hub A", || {
+        whoami(&a, &session) == 200
+    });
+
+    // A token issued at A, revoked at B: refused at A too.
+    let (status, issued) = a.api_as(
+        &session,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({"label": "grafana", "scopes": ["read"]})),
+    );
+    assert_eq!(status, 201, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let id = issued["info"]["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "A's token at hub B", || {
+        whoami(&b, &token) == 200
+    });
+    let (status, body) = b.api_as(&session, "DELETE", &format!("/api/v1/tokens/{id}"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(whoami(&b, &token), 401, "at once where it was revoked");
+    eventually(
+        Duration::from_secs(10),
+        "the revoked token refused at A",
+        || whoami(&a, &token) == 401,
+    );
+
+    // Disabled at A: B refuses the session too.
+    let (status, body) = a.api(
+        "PATCH",
+        "/api/v1/users/ops",
+        Some(json!({"disabled": true})),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "the disabled account refused at B",
+        || whoami(&b, &session) == 401,
+    );
+    assert!(b.metric("strata_shared_reloads_total") >= 3.0);
 }

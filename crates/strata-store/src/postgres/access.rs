@@ -1,0 +1,208 @@
+//! People's accounts and API tokens in PostgreSQL, shared by hub
+//! replicas: a user created, a token issued or revoked, an account
+//! disabled through one replica is so for all of them.
+//!
+//! `access_users` and `access_tokens` hold what the SQLite store keeps in
+//! `users` and `api_tokens`. Every change moves the shared change count
+//! ([`super::changes`]) in the same transaction, so replicas know when to
+//! reload the cache they authenticate requests from.
+
+use std::sync::Mutex;
+
+use postgres::{Client, Row};
+
+use super::{changes, connect, off_runtime, on_connection};
+use crate::access::{AccessStore, ApiToken, User};
+use crate::error::{Context, Error, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS access_users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    service       BOOLEAN NOT NULL,
+    password_phc  TEXT,
+    created_ns    BIGINT NOT NULL,
+    disabled_ns   BIGINT
+);
+CREATE TABLE IF NOT EXISTS access_tokens (
+    id            TEXT PRIMARY KEY,
+    user_name     TEXT NOT NULL,
+    label         TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    token_sha256  TEXT NOT NULL,
+    created_ns    BIGINT NOT NULL,
+    expires_ns    BIGINT,
+    revoked_ns    BIGINT
+);
+";
+
+/// The PostgreSQL access store.
+pub struct PostgresAccess {
+    url: String,
+    client: Mutex<Client>,
+}
+
+fn token_row(r: &Row) -> Result<ApiToken> {
+    let id: String = r.get(0);
+    let scopes = serde_json::from_str(r.get(3))
+        .map_err(|e| Error::Corrupt(format!("scopes of token {id}: {e}")))?;
+    Ok(ApiToken {
+        user: r.get(1),
+        label: r.get(2),
+        scopes,
+        token_sha256: r.get(4),
+        created_ns: r.get(5),
+        expires_ns: r.get(6),
+        revoked_ns: r.get(7),
+        id,
+    })
+}
+
+impl PostgresAccess {
+    /// Connects to the database at `url` and makes the tables if needed.
+    pub fn connect(url: &str) -> Result<Self> {
+        let client = off_runtime(|| {
+            let mut client = connect(url)?;
+            changes::create(&mut client, SCHEMA, "account")?;
+            Ok::<_, Error>(client)
+        })?;
+        Ok(PostgresAccess {
+            url: url.to_owned(),
+            client: Mutex::new(client),
+        })
+    }
+
+    /// Runs `f` with the connection (made again if it was lost).
+    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+        off_runtime(|| {
+            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            on_connection(&self.url, &mut client, f)
+        })
+    }
+
+    /// Runs `statement` with `params` and moves the change count, in one
+    /// transaction; returns the rows it changed.
+    fn change(
+        &self,
+        statement: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        what: impl Fn() -> String + Send + Sync,
+    ) -> Result<u64> {
+        self.with(|c| {
+            let mut tx = c.transaction().context(&what)?;
+            let n = tx.execute(statement, params).context(&what)?;
+            if n > 0 {
+                changes::bump(&mut tx).context(&what)?;
+            }
+            tx.commit().context(&what)?;
+            Ok(n)
+        })
+    }
+}
+
+impl AccessStore for PostgresAccess {
+    fn create_user(&self, u: &User) -> Result<()> {
+        let n = self.change(
+            "INSERT INTO access_users (name, role, service, password_phc, created_ns, disabled_ns)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &u.name,
+                &u.role,
+                &u.service,
+                &u.password_phc,
+                &u.created_ns,
+                &u.disabled_ns,
+            ],
+            || format!("cannot store user {:?}", u.name),
+        )?;
+        if n == 0 {
+            return Err(Error::Conflict(format!(
+                "there is already a user named {:?}",
+                u.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn update_user(&self, u: &User) -> Result<()> {
+        let n = self.change(
+            "UPDATE access_users SET role = $2, password_phc = $3, disabled_ns = $4 WHERE name = $1",
+            &[&u.name, &u.role, &u.password_phc, &u.disabled_ns],
+            || format!("cannot update user {:?}", u.name),
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no user named {:?}", u.name)));
+        }
+        Ok(())
+    }
+
+    fn users(&self) -> Result<Vec<User>> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT name, role, service, password_phc, created_ns, disabled_ns
+                     FROM access_users ORDER BY name",
+                    &[],
+                )
+                .context(|| "cannot read users".into())?;
+            Ok(rows
+                .iter()
+                .map(|r| User {
+                    name: r.get(0),
+                    role: r.get(1),
+                    service: r.get(2),
+                    password_phc: r.get(3),
+                    created_ns: r.get(4),
+                    disabled_ns: r.get(5),
+                })
+                .collect())
+        })
+    }
+
+    fn create_token(&self, t: &ApiToken) -> Result<()> {
+        let scopes = serde_json::to_string(&t.scopes).expect("JSON of scopes");
+        self.change(
+            "INSERT INTO access_tokens
+                (id, user_name, label, scopes, token_sha256, created_ns, expires_ns, revoked_ns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &t.id,
+                &t.user,
+                &t.label,
+                &scopes,
+                &t.token_sha256,
+                &t.created_ns,
+                &t.expires_ns,
+                &t.revoked_ns,
+            ],
+            || format!("cannot store a token of {:?}", t.user),
+        )
+        .map(drop)
+    }
+
+    fn tokens(&self) -> Result<Vec<ApiToken>> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT id, user_name, label, scopes, token_sha256, created_ns, expires_ns, revoked_ns
+                     FROM access_tokens ORDER BY created_ns, id",
+                    &[],
+                )
+                .context(|| "cannot read tokens".into())?;
+            rows.iter().map(token_row).collect()
+        })
+    }
+
+    fn revoke_token(&self, id: &str, at_ns: i64) -> Result<bool> {
+        let n = self.change(
+            "UPDATE access_tokens SET revoked_ns = $2 WHERE id = $1 AND revoked_ns IS NULL",
+            &[&id, &at_ns],
+            || format!("cannot revoke token {id}"),
+        )?;
+        Ok(n == 1)
+    }
+
+    fn changes(&self) -> Result<Option<i64>> {
+        self.with(|c| changes::version(c).map(Some))
+    }
+}
