@@ -678,4 +678,28 @@ mod tests {
         let err = HubConfig::parse("[storage]\nretention_check_s = 0\n").unwrap_err();
         assert!(err.contains("retention_check_s"), "{err}");
     }
+
+    #[test]
+    fn sharing_is_off_unless_a_database_is_named() {
+        let config = HubConfig::default();
+        assert_eq!(
+            (config.shared.postgres, config.shared.refresh_ms),
+            (None, 1000)
+        );
+        let config =
+            HubConfig::parse("[shared]\npostgres = \"host=db user=strata\"\nrefresh_ms = 250\n")
+                .unwrap();
+        assert_eq!(
+            config.shared.postgres.as_deref(),
+            Some("host=db user=strata")
+        );
+        assert_eq!(config.shared.refresh_ms, 250);
+        let err = HubConfig::parse("[shared]\nrefresh_ms = 0\n").unwrap_err();
+        assert!(err.contains("[shared] refresh_ms"), "{err}");
+        let err = HubConfig::parse("[registry]\npostgres = \"host=db\"\n").unwrap_err();
+        assert!(
+            err.contains("postgres"),
+            "the registry's section has no database: {err}"
+        );
+    }
 }

@@ -10,8 +10,10 @@
 //! changes behind this hub's back too: every `refresh_ms` the hub asks the
 //! store whether anything changed ([`RegistryStore::changes`]), reloads
 //! the cache if so, and closes the sessions of devices revoked elsewhere
-//! ([`Registry::refresh`], called by [`crate::shared`]). Presence and last-seen times for it are written
-//! from a thread of their own (`recorder.rs`), never the storage writer's.
+//! ([`Registry::refresh`], called by [`crate::shared`]). A reload that
+//! raced a change made here is set right by the next one. Presence and
+//! last-seen times for a shared registry are written from a thread of
+//! their own (`recorder.rs`), never the storage writer's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -553,7 +553,8 @@ impl Access {
 
     /// Changes a user's role, password or whether it is disabled.
     pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
-        // What another replica changed: the rest of the user is written back.
+        // Start from the user as other replicas left it: the fields not
+        // changed here are written back as they are.
         self.refresh()?;
         let mut user = self
             .user(name)
