@@ -190,7 +190,7 @@ fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
 }
 
 #[test]
-fn replicas_share_the_stream_and_the_registry_and_postgres_stores_each_batch_once() {
+fn replicas_share_the_stream_the_registry_and_twins_and_postgres_stores_each_batch_once() {
     let schema = PgSchema::new("upstream");
     let mut db = schema.client();
     let dir = tempfile::tempdir().unwrap();
@@ -264,6 +264,35 @@ fn replicas_share_the_stream_and_the_registry_and_postgres_stores_each_batch_onc
     for hub in &hubs {
         assert_eq!(hub.readings("press-1", "temp").len(), 400);
     }
+
+    // Twin reports, one after another, land at either replica; each
+    // replica shows the newest, whichever took it.
+    let taken = |hubs: &[HubProcess]| -> Vec<f64> {
+        hubs.iter()
+            .map(|h| h.metric("strata_upstream_messages_total"))
+            .collect()
+    };
+    let before = taken(&hubs);
+    for version in 1..=6 {
+        let report = json!({"desired_version": version, "models": [], "updates": []});
+        publish(port, "strata/v1/press-1/up/twin", &[report.to_string()]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for hub in &hubs {
+        eventually(
+            Duration::from_secs(10),
+            "the newest report at each replica",
+            || {
+                hub.api("GET", "/api/v1/devices/press-1/twin", None).1["reported"]["desired_version"]
+                    == 6
+            },
+        );
+    }
+    let after = taken(&hubs);
+    assert!(
+        (0..2).all(|i| after[i] > before[i]),
+        "both replicas took reports: {before:?} -> {after:?}"
+    );
 }
 
 #[test]

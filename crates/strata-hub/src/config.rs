@@ -25,7 +25,7 @@ pub struct HubConfig {
     pub ingest: IngestConfig,
     /// Device enrollment.
     pub registry: RegistryConfig,
-    /// The registry and accounts in a database hub replicas share.
+    /// The registry, accounts and twins in a database hub replicas share.
     pub shared: SharedConfig,
     /// People's sessions and tokens.
     pub auth: AuthConfig,
@@ -442,11 +442,12 @@ impl Default for RegistryConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SharedConfig {
-    /// Keep the device registry (sites, devices, credentials, presence)
-    /// and people's accounts and API tokens in this PostgreSQL database
-    /// instead of the data directory, shared by every hub replica that
-    /// names it: a device enrolled or revoked, a token issued or revoked
-    /// through one replica is so at all of them.
+    /// Keep the device registry (sites, devices, credentials, presence),
+    /// people's accounts and API tokens, and device twins in this
+    /// PostgreSQL database instead of the data directory, shared by every
+    /// hub replica that names it: a device enrolled or revoked, a token
+    /// issued or revoked through one replica is so at all of them, and a
+    /// device's reported twin is seen by all of them whichever took it.
     pub postgres: Option<String>,
     /// With `postgres`: how often, milliseconds, a replica looks for the
     /// changes other replicas made (and closes the sessions of devices

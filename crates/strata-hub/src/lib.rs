@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_proto::validate::Limits;
-use strata_store::{AccessStore, RegistryStore, SqliteStore, TelemetryStore};
+use strata_store::{AccessStore, RegistryStore, SqliteStore, TelemetryStore, TwinStore};
 use tokio::sync::watch;
 
 pub use config::HubConfig;
@@ -131,16 +131,20 @@ impl Hub {
         };
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
-        // The registry and accounts in the data directory, or in
+        // The registry, accounts and twins in the data directory, or in
         // PostgreSQL shared by replicas.
-        let (registry_store, access_store): (Arc<dyn RegistryStore>, Arc<dyn AccessStore>) =
-            match &config.shared.postgres {
-                Some(url) => (
-                    Arc::new(strata_store::postgres::PostgresRegistry::connect(url)?),
-                    Arc::new(strata_store::postgres::PostgresAccess::connect(url)?),
-                ),
-                None => (store.clone(), store.clone()),
-            };
+        let (registry_store, access_store, twins): (
+            Arc<dyn RegistryStore>,
+            Arc<dyn AccessStore>,
+            Arc<dyn TwinStore>,
+        ) = match &config.shared.postgres {
+            Some(url) => (
+                Arc::new(strata_store::postgres::PostgresRegistry::connect(url)?),
+                Arc::new(strata_store::postgres::PostgresAccess::connect(url)?),
+                Arc::new(strata_store::postgres::PostgresTwins::connect(url)?),
+            ),
+            None => (store.clone(), store.clone(), store.clone()),
+        };
         let access = Arc::new(auth::Access::load(
             access_store,
             secret::hash(admin_token.as_bytes()),
@@ -206,7 +210,7 @@ impl Hub {
             registry: registry.clone(),
             ingest,
             metrics: metrics.clone(),
-            twins: store.clone(),
+            twins: twins.clone(),
             reported: reported.clone(),
             actions: store.clone(),
             audit: audit.clone(),
@@ -237,7 +241,7 @@ impl Hub {
         let gates = control::Gates::new(config.control.clone(), broker.clone(), store.clone());
 
         let deployer = Arc::new(models::deploy::Deployer::new(
-            store.clone(),
+            twins.clone(),
             registry.clone(),
             models.clone(),
             drift.clone(),
@@ -253,7 +257,7 @@ impl Hub {
         )?);
         let campaigns = ota::rollout::Campaigns::start(
             store.clone(),
-            store.clone(),
+            twins,
             ota.clone(),
             deployer.clone(),
             reported,

@@ -1,8 +1,9 @@
 //! Telemetry in PostgreSQL, for hubs at scale (feature `postgres`): what
 //! [`TelemetryStore`] promises, on tables that several hub replicas can
-//! share. So can the device registry ([`PostgresRegistry`]) and people's
+//! share. So can the device registry ([`PostgresRegistry`]), people's
 //! accounts and tokens ([`PostgresAccess`]), with a change count the
-//! replicas poll to keep their caches current (`changes.rs`).
+//! replicas poll to keep their caches current (`changes.rs`), and device
+//! twins ([`PostgresTwins`]).
 //!
 //! - `telemetry_batches`: one row per stored batch, its readings packed as
 //!   [`crate::blob`] packs them, partitioned by the UTC day of its first
@@ -31,9 +32,11 @@ use strata_proto::{DeviceId, TelemetryBatch};
 mod access;
 mod changes;
 mod registry;
+mod twins;
 
 pub use access::PostgresAccess;
 pub use registry::PostgresRegistry;
+pub use twins::PostgresTwins;
 
 use crate::error::{Context, Error, Result};
 use crate::{

@@ -5,14 +5,16 @@
 //! size. The registry: the contract the SQLite one meets, shared by
 //! replicas (one enrollment per token, presence in time order, a change
 //! count that moves with what the authentication cache holds). Accounts
-//! and tokens: the same contract, and the same count.
+//! and tokens: the same contract, and the same count. Twins: the same
+//! contract, versions counted once each when replicas race, and a late
+//! report never replacing a newer one.
 #![cfg(feature = "postgres")]
 
 use std::collections::BTreeMap;
 use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
-use strata_store::postgres::{PostgresAccess, PostgresRegistry, PostgresTelemetry};
+use strata_store::postgres::{PostgresAccess, PostgresRegistry, PostgresTelemetry, PostgresTwins};
 use strata_store::*;
 
 mod common;
@@ -460,4 +462,39 @@ fn accounts_keep_the_contract_and_move_the_shared_count() {
     let b = PostgresAccess::connect(&schema.url).unwrap();
     assert_eq!(b.tokens().unwrap()[0].revoked_ns, Some(7));
     assert_eq!(b.users().unwrap()[0].role, "viewer");
+}
+
+#[test]
+fn twins_keep_the_contract_across_replicas() {
+    let schema = Schema::new("twins");
+    let a = PostgresTwins::connect(&schema.url).unwrap();
+    common::twins_merge(&a);
+    let b = PostgresTwins::connect(&schema.url).unwrap();
+    let d = dev("m-9");
+    // Two replicas set keys of one device's desired document at once.
+    std::thread::scope(|s| {
+        for (store, key) in [(&a, "models"), (&b, "updates")] {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..20 {
+                    store
+                        .set_desired(d, &format!("{key}-{i}"), &serde_json::json!(i), i)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let twin = b.twin(&d).unwrap();
+    assert_eq!(twin.desired_version, 40, "every change counted once");
+    assert_eq!(twin.desired.as_object().unwrap().len(), 40, "and none lost");
+    // A late report through the other replica does not replace a newer one.
+    a.set_reported(&d, &serde_json::json!({"desired_version": 40}), 200)
+        .unwrap();
+    b.set_reported(&d, &serde_json::json!({"desired_version": 39}), 150)
+        .unwrap();
+    let twin = a.twin(&d).unwrap();
+    assert_eq!(
+        (twin.reported["desired_version"].as_u64(), twin.reported_ns),
+        (Some(40), Some(200))
+    );
 }

@@ -187,6 +187,13 @@ fn blocks_live_in_segment_files_and_a_crashed_append_is_cut_off() {
 }
 
 #[test]
+fn desired_keys_merge_and_count_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::twins_merge(&store);
+}
+
+#[test]
 fn users_and_tokens_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();

@@ -134,35 +134,3 @@ impl TwinStore for SqliteStore {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn desired_keys_merge_and_count_versions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), crate::Durability::Process).unwrap();
-        let d = DeviceId::new("m-1").unwrap();
-        assert_eq!(store.twin(&d).unwrap().desired_version, 0);
-        store.set_desired(&d, "models", &json!([1]), 1).unwrap();
-        let t = store
-            .set_desired(&d, "config", &json!({"a": 2}), 2)
-            .unwrap();
-        assert_eq!(t.desired, json!({"models": [1], "config": {"a": 2}}));
-        assert_eq!(t.desired_version, 2);
-        store.set_reported(&d, &json!({"models": []}), 3).unwrap();
-        let t = store.twin(&d).unwrap();
-        assert_eq!(t.reported, json!({"models": []}));
-        assert_eq!(t.desired_version, 2);
-        assert_eq!(t.reported_ns, Some(3));
-        // Only twins with a desired document are listed for republishing.
-        store
-            .set_reported(&DeviceId::new("m-2").unwrap(), &json!({}), 4)
-            .unwrap();
-        let desired = store.desired_twins().unwrap();
-        assert_eq!(desired.len(), 1);
-        assert_eq!(desired[0].device, d);
-    }
-}

@@ -1,4 +1,5 @@
-//! Checks every registry and access store must pass, whatever its engine.
+//! Checks every registry, access and twin store must pass, whatever its
+//! engine.
 
 use std::collections::BTreeMap;
 
@@ -146,4 +147,30 @@ pub fn access_round_trip(store: &dyn AccessStore) {
     assert!(store.revoke_token("tok1", 7).unwrap());
     assert!(!store.revoke_token("tok1", 8).unwrap());
     assert_eq!(store.tokens().unwrap()[0].revoked_ns, Some(7));
+}
+
+/// Desired keys merge and count versions; reports are kept apart; only
+/// twins with a desired document are listed.
+pub fn twins_merge(store: &dyn TwinStore) {
+    use serde_json::json;
+    let d = DeviceId::new("m-1").unwrap();
+    assert_eq!(store.twin(&d).unwrap().desired_version, 0);
+    store.set_desired(&d, "models", &json!([1]), 1).unwrap();
+    let t = store
+        .set_desired(&d, "config", &json!({"a": 2}), 2)
+        .unwrap();
+    assert_eq!(t.desired, json!({"models": [1], "config": {"a": 2}}));
+    assert_eq!(t.desired_version, 2);
+    store.set_reported(&d, &json!({"models": []}), 3).unwrap();
+    let t = store.twin(&d).unwrap();
+    assert_eq!(t.reported, json!({"models": []}));
+    assert_eq!(t.desired_version, 2);
+    assert_eq!(t.reported_ns, Some(3));
+    // Only twins with a desired document are listed for republishing.
+    store
+        .set_reported(&DeviceId::new("m-2").unwrap(), &json!({}), 4)
+        .unwrap();
+    let desired = store.desired_twins().unwrap();
+    assert_eq!(desired.len(), 1);
+    assert_eq!(desired[0].device, d);
 }

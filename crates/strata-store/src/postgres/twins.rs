@@ -1,0 +1,169 @@
+//! Device twins in PostgreSQL, shared by hub replicas: what a device
+//! reports lands at whichever replica takes its message, and every replica
+//! (a rollout's worker, the API) reads it from here.
+//!
+//! `shared_twins` holds what the SQLite store keeps in `twins`. Setting a
+//! desired key locks the row (`FOR UPDATE`), so two replicas changing one
+//! device's desired document at once each get their own version.
+
+use std::sync::Mutex;
+
+use postgres::{Client, GenericClient, Row};
+use strata_proto::DeviceId;
+
+use super::{changes, connect, off_runtime, on_connection};
+use crate::error::{Context, Error, Result};
+use crate::{Twin, TwinStore};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS shared_twins (
+    device_id        TEXT PRIMARY KEY,
+    desired          TEXT NOT NULL DEFAULT '{}',
+    desired_version  BIGINT NOT NULL DEFAULT 0,
+    desired_ns       BIGINT,
+    reported         TEXT NOT NULL DEFAULT '{}',
+    reported_ns      BIGINT
+);
+";
+
+const COLUMNS: &str = "device_id, desired, desired_version, desired_ns, reported, reported_ns";
+
+/// The PostgreSQL twin store.
+pub struct PostgresTwins {
+    url: String,
+    client: Mutex<Client>,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+/// A row of [`COLUMNS`].
+fn twin_row(r: &Row) -> Result<Twin> {
+    Ok(Twin {
+        device: DeviceId::new(r.get::<_, String>(0)).map_err(corrupt)?,
+        desired: serde_json::from_str(r.get(1)).map_err(corrupt)?,
+        desired_version: u64::try_from(r.get::<_, i64>(2)).map_err(corrupt)?,
+        desired_ns: r.get(3),
+        reported: serde_json::from_str(r.get(4)).map_err(corrupt)?,
+        reported_ns: r.get(5),
+    })
+}
+
+/// The twin of `device` (empty when nothing was set); `lock` takes its row
+/// for the rest of the transaction.
+fn read_twin(c: &mut impl GenericClient, device: &DeviceId, lock: bool) -> Result<Twin> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    c.query_opt(
+        &format!("SELECT {COLUMNS} FROM shared_twins WHERE device_id = $1{lock}"),
+        &[&device.as_str()],
+    )
+    .context(|| format!("cannot read the twin of {device}"))?
+    .map_or_else(|| Ok(Twin::empty(device.clone())), |r| twin_row(&r))
+}
+
+impl PostgresTwins {
+    /// Connects to the database at `url` and makes the table if needed.
+    pub fn connect(url: &str) -> Result<Self> {
+        let client = off_runtime(|| {
+            let mut client = connect(url)?;
+            changes::create(&mut client, SCHEMA, "twin")?;
+            Ok::<_, Error>(client)
+        })?;
+        Ok(PostgresTwins {
+            url: url.to_owned(),
+            client: Mutex::new(client),
+        })
+    }
+
+    /// Runs `f` with the connection (made again if it was lost).
+    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+        off_runtime(|| {
+            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            on_connection(&self.url, &mut client, f)
+        })
+    }
+}
+
+impl TwinStore for PostgresTwins {
+    fn twin(&self, device: &DeviceId) -> Result<Twin> {
+        self.with(|c| read_twin(c, device, false))
+    }
+
+    fn set_desired(
+        &self,
+        device: &DeviceId,
+        key: &str,
+        value: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<Twin> {
+        self.with(|c| {
+            let what = || format!("cannot set the twin of {device}");
+            let mut tx = c.transaction().context(what)?;
+            // The row exists before it is locked, so that two first
+            // changes to a device's twin wait for each other too.
+            tx.execute(
+                "INSERT INTO shared_twins (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&device.as_str()],
+            )
+            .context(what)?;
+            let mut twin = read_twin(&mut tx, device, true)?;
+            let doc = twin
+                .desired
+                .as_object_mut()
+                .ok_or_else(|| corrupt(format!("desired twin of {device} is not an object")))?;
+            doc.insert(key.to_owned(), value.clone());
+            twin.desired_version += 1;
+            twin.desired_ns = Some(now_ns);
+            let version = i64::try_from(twin.desired_version).map_err(corrupt)?;
+            tx.execute(
+                "UPDATE shared_twins SET desired = $2, desired_version = $3, desired_ns = $4
+                 WHERE device_id = $1",
+                &[
+                    &device.as_str(),
+                    &twin.desired.to_string(),
+                    &version,
+                    &now_ns,
+                ],
+            )
+            .and_then(|_| tx.commit())
+            .context(what)?;
+            Ok(twin)
+        })
+    }
+
+    fn desired_twins(&self) -> Result<Vec<Twin>> {
+        self.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM shared_twins WHERE desired_version > 0 ORDER BY device_id"
+                ),
+                &[],
+            )
+            .context(|| "cannot list twins".into())?
+            .iter()
+            .map(twin_row)
+            .collect()
+        })
+    }
+
+    fn set_reported(
+        &self,
+        device: &DeviceId,
+        reported: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<()> {
+        self.with(|c| {
+            // A report that arrives late (through another replica) does
+            // not replace a newer one.
+            c.execute(
+                "INSERT INTO shared_twins (device_id, reported, reported_ns) VALUES ($1, $2, $3)
+                 ON CONFLICT (device_id) DO UPDATE SET reported = $2, reported_ns = $3
+                 WHERE coalesce(shared_twins.reported_ns, 0) <= $3",
+                &[&device.as_str(), &reported.to_string(), &now_ns],
+            )
+            .context(|| format!("cannot store the reported twin of {device}"))?;
+            Ok(())
+        })
+    }
+}
