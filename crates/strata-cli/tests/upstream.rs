@@ -190,7 +190,7 @@ fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
 }
 
 #[test]
-fn replicas_share_the_stream_the_registry_and_twins_and_postgres_stores_each_batch_once() {
+fn replicas_share_the_stream_the_registry_twins_and_actions_and_postgres_stores_each_batch_once() {
     let schema = PgSchema::new("upstream");
     let mut db = schema.client();
     let dir = tempfile::tempdir().unwrap();
@@ -293,6 +293,28 @@ fn replicas_share_the_stream_the_registry_and_twins_and_postgres_stores_each_bat
         (0..2).all(|i| after[i] > before[i]),
         "both replicas took reports: {before:?} -> {after:?}"
     );
+
+    // Closed-loop action records too: every replica lists all of them.
+    let actions: Vec<String> = (1..=8)
+        .map(|seq| {
+            json!({
+                "seq": seq, "ts_ns": t + seq, "rule": "cool", "output": "fan",
+                "action": format!("cool-{seq}"), "outcome": "written", "reason": "hot"
+            })
+            .to_string()
+        })
+        .collect();
+    publish(port, "strata/v1/press-1/up/events", &actions);
+    for hub in &hubs {
+        eventually(
+            Duration::from_secs(10),
+            "every action at each replica",
+            || {
+                let (_, list) = hub.api("GET", "/api/v1/control/actions?device=press-1", None);
+                list.as_array().is_some_and(|l| l.len() == 8)
+            },
+        );
+    }
 }
 
 #[test]

@@ -44,7 +44,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_proto::validate::Limits;
-use strata_store::{AccessStore, RegistryStore, SqliteStore, TelemetryStore, TwinStore};
+use strata_store::{
+    AccessStore, ControlStore, DriftStore, RegistryStore, SqliteStore, TelemetryStore, TwinStore,
+};
 use tokio::sync::watch;
 
 pub use config::HubConfig;
@@ -96,6 +98,41 @@ pub enum StartError {
     },
 }
 
+/// The stores hub replicas may share (`[shared] postgres`).
+struct Shared {
+    registry: Arc<dyn RegistryStore>,
+    access: Arc<dyn AccessStore>,
+    twins: Arc<dyn TwinStore>,
+    sketches: Arc<dyn DriftStore>,
+    actions: Arc<dyn ControlStore>,
+}
+
+impl Shared {
+    /// All in the data directory's database.
+    fn local(store: &Arc<SqliteStore>) -> Shared {
+        Shared {
+            registry: store.clone(),
+            access: store.clone(),
+            twins: store.clone(),
+            sketches: store.clone(),
+            actions: store.clone(),
+        }
+    }
+
+    /// All in the PostgreSQL database at `url`.
+    fn in_postgres(url: &str) -> Result<Shared, strata_store::Error> {
+        use strata_store::postgres::*;
+        let records = Arc::new(PostgresRecords::connect(url)?);
+        Ok(Shared {
+            registry: Arc::new(PostgresRegistry::connect(url)?),
+            access: Arc::new(PostgresAccess::connect(url)?),
+            twins: Arc::new(PostgresTwins::connect(url)?),
+            sketches: records.clone(),
+            actions: records,
+        })
+    }
+}
+
 /// A running hub.
 pub struct Hub {
     mqtt_addr: SocketAddr,
@@ -131,20 +168,19 @@ impl Hub {
         };
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
-        // The registry, accounts and twins in the data directory, or in
-        // PostgreSQL shared by replicas.
-        let (registry_store, access_store, twins): (
-            Arc<dyn RegistryStore>,
-            Arc<dyn AccessStore>,
-            Arc<dyn TwinStore>,
-        ) = match &config.shared.postgres {
-            Some(url) => (
-                Arc::new(strata_store::postgres::PostgresRegistry::connect(url)?),
-                Arc::new(strata_store::postgres::PostgresAccess::connect(url)?),
-                Arc::new(strata_store::postgres::PostgresTwins::connect(url)?),
-            ),
-            None => (store.clone(), store.clone(), store.clone()),
+        // The registry, accounts, twins and devices' other records in the
+        // data directory, or in PostgreSQL shared by replicas.
+        let shared = match &config.shared.postgres {
+            Some(url) => Shared::in_postgres(url)?,
+            None => Shared::local(&store),
         };
+        let Shared {
+            registry: registry_store,
+            access: access_store,
+            twins,
+            sketches,
+            actions,
+        } = shared;
         let access = Arc::new(auth::Access::load(
             access_store,
             secret::hash(admin_token.as_bytes()),
@@ -199,7 +235,7 @@ impl Hub {
         let artifacts = models::ArtifactStore::open_configured(&config.artifacts, &data_dir)?;
         let models = Arc::new(models::ModelRegistry::open(store.clone(), artifacts));
         let drift = Arc::new(drift::Drift::new(
-            store.clone(),
+            sketches,
             models.clone(),
             config.drift.clone(),
         ));
@@ -212,7 +248,7 @@ impl Hub {
             metrics: metrics.clone(),
             twins: twins.clone(),
             reported: reported.clone(),
-            actions: store.clone(),
+            actions: actions.clone(),
             audit: audit.clone(),
         });
 
@@ -238,7 +274,7 @@ impl Hub {
         workflows.start(broker.clone())?;
         let mqtt_addr = broker.local_addr();
         let mqtt_tls_addr = broker.tls_addr();
-        let gates = control::Gates::new(config.control.clone(), broker.clone(), store.clone());
+        let gates = control::Gates::new(config.control.clone(), broker.clone(), actions);
 
         let deployer = Arc::new(models::deploy::Deployer::new(
             twins.clone(),

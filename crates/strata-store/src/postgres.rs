@@ -2,8 +2,9 @@
 //! [`TelemetryStore`] promises, on tables that several hub replicas can
 //! share. So can the device registry ([`PostgresRegistry`]), people's
 //! accounts and tokens ([`PostgresAccess`]), with a change count the
-//! replicas poll to keep their caches current (`changes.rs`), and device
-//! twins ([`PostgresTwins`]).
+//! replicas poll to keep their caches current (`changes.rs`), device twins
+//! ([`PostgresTwins`]), and drift sketches and closed-loop action records
+//! ([`PostgresRecords`]).
 //!
 //! - `telemetry_batches`: one row per stored batch, its readings packed as
 //!   [`crate::blob`] packs them, partitioned by the UTC day of its first
@@ -31,10 +32,12 @@ use strata_proto::{DeviceId, TelemetryBatch};
 
 mod access;
 mod changes;
+mod records;
 mod registry;
 mod twins;
 
 pub use access::PostgresAccess;
+pub use records::PostgresRecords;
 pub use registry::PostgresRegistry;
 pub use twins::PostgresTwins;
 

@@ -7,14 +7,17 @@
 //! count that moves with what the authentication cache holds). Accounts
 //! and tokens: the same contract, and the same count. Twins: the same
 //! contract, versions counted once each when replicas race, and a late
-//! report never replacing a newer one.
+//! report never replacing a newer one. Drift sketches and action records:
+//! the same contracts, and a resend through another replica kept once.
 #![cfg(feature = "postgres")]
 
 use std::collections::BTreeMap;
 use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
-use strata_store::postgres::{PostgresAccess, PostgresRegistry, PostgresTelemetry, PostgresTwins};
+use strata_store::postgres::{
+    PostgresAccess, PostgresRecords, PostgresRegistry, PostgresTelemetry, PostgresTwins,
+};
 use strata_store::*;
 
 mod common;
@@ -497,4 +500,26 @@ fn twins_keep_the_contract_across_replicas() {
         (twin.reported["desired_version"].as_u64(), twin.reported_ns),
         (Some(40), Some(200))
     );
+}
+
+#[test]
+fn sketches_and_actions_keep_the_contract_across_replicas() {
+    let schema = Schema::new("records");
+    let a = PostgresRecords::connect(&schema.url).unwrap();
+    common::sketches_once_by_window(&a);
+    common::control_actions_once_newest_first(&a);
+    // What one replica stored, another reads, and a resend through it is
+    // a duplicate.
+    let b = PostgresRecords::connect(&schema.url).unwrap();
+    assert_eq!(b.sketches("rul", 2, 0, 1000).unwrap().len(), 2);
+    let first = &b.sketches("rul", 2, 0, 1000).unwrap()[0];
+    assert!(!b.add_sketches(&first.device, &first.batch, 50).unwrap());
+    let all = b
+        .actions(&ActionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(!b.record_action(&all[0]).unwrap());
 }

@@ -454,66 +454,14 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
 
 #[test]
 fn control_actions_are_kept_once_per_device_and_seq_newest_first() {
-    use strata_proto::{ActionOutcome, ControlAction};
-    use strata_store::{ActionFilter, ControlStore, StoredAction};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
-    let record = |device: &str, seq: u64, rule: &str, outcome| StoredAction {
-        device: DeviceId::new(device).unwrap(),
-        received_ns: 99,
-        action: ControlAction {
-            seq,
-            ts_ns: seq as i64 * 10,
-            rule: rule.into(),
-            output: "fan".into(),
-            action: format!("{rule}-{seq}"),
-            outcome,
-            requested: Some(1.0),
-            value: Some(1.0),
-            previous: None,
-            reason: "because".into(),
-            approved_by: None,
-        },
-    };
-    assert!(
-        store
-            .record_action(&record("gw-1", 1, "cool", ActionOutcome::Written))
-            .unwrap()
-    );
-    assert!(
-        !store
-            .record_action(&record("gw-1", 1, "cool", ActionOutcome::Written))
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_action(&record("gw-2", 1, "cool", ActionOutcome::DryRun))
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_action(&record("gw-1", 2, "load", ActionOutcome::Blocked))
-            .unwrap()
-    );
-    let all = store
-        .actions(&ActionFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(all.len(), 3);
-    assert_eq!(all[0].action.rule, "load", "newest first");
-    let gw1_cool = store
-        .actions(&ActionFilter {
-            device: Some(DeviceId::new("gw-1").unwrap()),
-            rule: Some("cool".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(gw1_cool.len(), 1);
-    assert_eq!(
-        gw1_cool[0],
-        record("gw-1", 1, "cool", ActionOutcome::Written)
-    );
+    common::control_actions_once_newest_first(&store);
+}
+
+#[test]
+fn sketches_are_stored_once_and_read_back_by_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::sketches_once_by_window(&store);
 }

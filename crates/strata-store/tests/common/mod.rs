@@ -1,9 +1,9 @@
-//! Checks every registry, access and twin store must pass, whatever its
-//! engine.
+//! Checks every registry, access, twin, sketch and action store must pass,
+//! whatever its engine.
 
 use std::collections::BTreeMap;
 
-use strata_proto::{DeviceId, SiteId};
+use strata_proto::{DeviceId, SignalSketch, SiteId, SketchBatch};
 use strata_store::*;
 
 fn dev(id: &str) -> DeviceId {
@@ -173,4 +173,110 @@ pub fn twins_merge(store: &dyn TwinStore) {
     let desired = store.desired_twins().unwrap();
     assert_eq!(desired.len(), 1);
     assert_eq!(desired[0].device, d);
+}
+
+/// Closed-loop action records: once per (device, seq), newest first,
+/// filtered by device and rule.
+pub fn control_actions_once_newest_first(store: &dyn ControlStore) {
+    use strata_proto::{ActionOutcome, ControlAction};
+    let record = |device: &str, seq: u64, rule: &str, outcome| StoredAction {
+        device: DeviceId::new(device).unwrap(),
+        received_ns: 99,
+        action: ControlAction {
+            seq,
+            ts_ns: seq as i64 * 10,
+            rule: rule.into(),
+            output: "fan".into(),
+            action: format!("{rule}-{seq}"),
+            outcome,
+            requested: Some(1.0),
+            value: Some(1.0),
+            previous: None,
+            reason: "because".into(),
+            approved_by: None,
+        },
+    };
+    assert!(
+        store
+            .record_action(&record("gw-1", 1, "cool", ActionOutcome::Written))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_action(&record("gw-1", 1, "cool", ActionOutcome::Written))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_action(&record("gw-2", 1, "cool", ActionOutcome::DryRun))
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_action(&record("gw-1", 2, "load", ActionOutcome::Blocked))
+            .unwrap()
+    );
+    let all = store
+        .actions(&ActionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].action.rule, "load", "newest first");
+    let gw1_cool = store
+        .actions(&ActionFilter {
+            device: Some(DeviceId::new("gw-1").unwrap()),
+            rule: Some("cool".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(gw1_cool.len(), 1);
+    assert_eq!(
+        gw1_cool[0],
+        record("gw-1", 1, "cool", ActionOutcome::Written)
+    );
+}
+
+/// A sketch batch of `rul` v2 ending at `end_ns`.
+fn sketch_batch(seq: u64, end_ns: i64) -> SketchBatch {
+    SketchBatch {
+        stream: "sketch:rul:2".into(),
+        seq,
+        model: "rul".into(),
+        version: 2,
+        start_ns: end_ns - 10,
+        end_ns,
+        vectors: 3,
+        features: vec![SignalSketch {
+            name: "x".into(),
+            bins: "ab".into(),
+            counts: vec![1, 2, 0],
+            n: 3,
+            dropped: 0,
+            sum: 1.5,
+            sum_sq: 1.0,
+            min: Some(0.1),
+            max: Some(0.9),
+        }],
+        outputs: vec![],
+        detections: vec![],
+    }
+}
+
+/// Sketch batches: once per (device, stream, seq), read back by window.
+pub fn sketches_once_by_window(store: &dyn DriftStore) {
+    let d = DeviceId::new("press-1").unwrap();
+    assert!(store.add_sketches(&d, &sketch_batch(1, 100), 5).unwrap());
+    assert!(
+        !store.add_sketches(&d, &sketch_batch(1, 100), 6).unwrap(),
+        "a retry is a duplicate"
+    );
+    assert!(store.add_sketches(&d, &sketch_batch(2, 200), 7).unwrap());
+    let all = store.sketches("rul", 2, 0, 1000).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].batch, sketch_batch(1, 100));
+    assert_eq!(store.sketches("rul", 2, 150, 1000).unwrap().len(), 1);
+    assert!(store.sketches("rul", 3, 0, 1000).unwrap().is_empty());
 }
