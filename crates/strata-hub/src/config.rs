@@ -25,7 +25,8 @@ pub struct HubConfig {
     pub ingest: IngestConfig,
     /// Device enrollment.
     pub registry: RegistryConfig,
-    /// The registry, accounts and twins in a database hub replicas share.
+    /// What hub replicas share in one database: registry, accounts, twins,
+    /// sketches and action records.
     pub shared: SharedConfig,
     /// People's sessions and tokens.
     pub auth: AuthConfig,
@@ -443,11 +444,12 @@ impl Default for RegistryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SharedConfig {
     /// Keep the device registry (sites, devices, credentials, presence),
-    /// people's accounts and API tokens, and device twins in this
-    /// PostgreSQL database instead of the data directory, shared by every
-    /// hub replica that names it: a device enrolled or revoked, a token
-    /// issued or revoked through one replica is so at all of them, and a
-    /// device's reported twin is seen by all of them whichever took it.
+    /// people's accounts and API tokens, device twins, drift sketches and
+    /// closed-loop action records in this PostgreSQL database instead of
+    /// the data directory, shared by every hub replica that names it: a
+    /// device enrolled or revoked, a token issued or revoked through one
+    /// replica is so at all of them, and what a device reports is seen by
+    /// all of them, whichever took the message.
     pub postgres: Option<String>,
     /// With `postgres`: how often, milliseconds, a replica looks for the
     /// changes other replicas made (and closes the sessions of devices
