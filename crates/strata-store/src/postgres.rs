@@ -153,6 +153,37 @@ fn on_connection<T>(
     out
 }
 
+/// One connection that a shared store's calls take turns on, made again
+/// when it is lost.
+struct Connection {
+    url: String,
+    client: Mutex<Client>,
+}
+
+impl Connection {
+    /// Connects to `url` and makes the store's tables (`schema`, named
+    /// `what` in messages) with the shared change count's.
+    fn open(url: &str, schema: &str, what: &str) -> Result<Connection> {
+        let client = off_runtime(|| {
+            let mut client = connect(url)?;
+            changes::create(&mut client, schema, what)?;
+            Ok::<_, Error>(client)
+        })?;
+        Ok(Connection {
+            url: url.to_owned(),
+            client: Mutex::new(client),
+        })
+    }
+
+    /// Runs `f` with the connection (made again if it was lost).
+    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+        off_runtime(|| {
+            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            on_connection(&self.url, &mut client, f)
+        })
+    }
+}
+
 /// `url` without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

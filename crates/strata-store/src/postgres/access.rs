@@ -7,11 +7,9 @@
 //! ([`super::changes`]) in the same transaction, so replicas know when to
 //! reload the cache they authenticate requests from.
 
-use std::sync::Mutex;
+use postgres::Row;
 
-use postgres::{Client, Row};
-
-use super::{changes, connect, off_runtime, on_connection};
+use super::{Connection, changes};
 use crate::access::{AccessStore, ApiToken, User};
 use crate::error::{Context, Error, Result};
 
@@ -38,8 +36,7 @@ CREATE TABLE IF NOT EXISTS access_tokens (
 
 /// The PostgreSQL access store.
 pub struct PostgresAccess {
-    url: String,
-    client: Mutex<Client>,
+    db: Connection,
 }
 
 fn token_row(r: &Row) -> Result<ApiToken> {
@@ -61,22 +58,8 @@ fn token_row(r: &Row) -> Result<ApiToken> {
 impl PostgresAccess {
     /// Connects to the database at `url` and makes the tables if needed.
     pub fn connect(url: &str) -> Result<Self> {
-        let client = off_runtime(|| {
-            let mut client = connect(url)?;
-            changes::create(&mut client, SCHEMA, "account")?;
-            Ok::<_, Error>(client)
-        })?;
         Ok(PostgresAccess {
-            url: url.to_owned(),
-            client: Mutex::new(client),
-        })
-    }
-
-    /// Runs `f` with the connection (made again if it was lost).
-    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        off_runtime(|| {
-            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-            on_connection(&self.url, &mut client, f)
+            db: Connection::open(url, SCHEMA, "account")?,
         })
     }
 
@@ -88,7 +71,7 @@ impl PostgresAccess {
         params: &[&(dyn postgres::types::ToSql + Sync)],
         what: impl Fn() -> String + Send + Sync,
     ) -> Result<u64> {
-        self.with(|c| {
+        self.db.with(|c| {
             let mut tx = c.transaction().context(&what)?;
             let n = tx.execute(statement, params).context(&what)?;
             if n > 0 {
@@ -137,7 +120,7 @@ impl AccessStore for PostgresAccess {
     }
 
     fn users(&self) -> Result<Vec<User>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     "SELECT name, role, service, password_phc, created_ns, disabled_ns
@@ -181,7 +164,7 @@ impl AccessStore for PostgresAccess {
     }
 
     fn tokens(&self) -> Result<Vec<ApiToken>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     "SELECT id, user_name, label, scopes, token_sha256, created_ns, expires_ns, revoked_ns
@@ -203,6 +186,6 @@ impl AccessStore for PostgresAccess {
     }
 
     fn changes(&self) -> Result<Option<i64>> {
-        self.with(|c| changes::version(c).map(Some))
+        self.db.with(|c| changes::version(c).map(Some))
     }
 }

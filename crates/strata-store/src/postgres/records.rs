@@ -8,12 +8,9 @@
 //! SQLite store keeps them, so a resend through another replica changes
 //! nothing.
 
-use std::sync::Mutex;
-
-use postgres::Client;
 use strata_proto::{DeviceId, SketchBatch};
 
-use super::{changes, connect, off_runtime, on_connection};
+use super::Connection;
 use crate::control::{ActionFilter, ControlStore, StoredAction};
 use crate::drift::{DriftStore, StoredSketches};
 use crate::error::{Context, Error, Result};
@@ -51,8 +48,7 @@ CREATE INDEX IF NOT EXISTS shared_control_actions_by_time
 
 /// Drift sketches and action records in PostgreSQL.
 pub struct PostgresRecords {
-    url: String,
-    client: Mutex<Client>,
+    db: Connection,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {
@@ -62,22 +58,8 @@ fn corrupt(e: impl std::fmt::Display) -> Error {
 impl PostgresRecords {
     /// Connects to the database at `url` and makes the tables if needed.
     pub fn connect(url: &str) -> Result<Self> {
-        let client = off_runtime(|| {
-            let mut client = connect(url)?;
-            changes::create(&mut client, SCHEMA, "sketch and action")?;
-            Ok::<_, Error>(client)
-        })?;
         Ok(PostgresRecords {
-            url: url.to_owned(),
-            client: Mutex::new(client),
-        })
-    }
-
-    /// Runs `f` with the connection (made again if it was lost).
-    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        off_runtime(|| {
-            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-            on_connection(&self.url, &mut client, f)
+            db: Connection::open(url, SCHEMA, "sketch and action")?,
         })
     }
 }
@@ -91,7 +73,7 @@ impl DriftStore for PostgresRecords {
     ) -> Result<bool> {
         let body = serde_json::to_vec(batch).expect("JSON of a sketch batch");
         let seq = i64::try_from(batch.seq).map_err(corrupt)?;
-        self.with(|c| {
+        self.db.with(|c| {
             let n = c
                 .execute(
                     "INSERT INTO shared_sketch_batches
@@ -121,7 +103,7 @@ impl DriftStore for PostgresRecords {
         from_ns: i64,
         to_ns: i64,
     ) -> Result<Vec<StoredSketches>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     "SELECT device_id, received_ns, body FROM shared_sketch_batches
@@ -148,7 +130,7 @@ impl ControlStore for PostgresRecords {
     fn record_action(&self, a: &StoredAction) -> Result<bool> {
         let body = serde_json::to_string(&a.action).expect("JSON of an action");
         let seq = i64::try_from(a.action.seq).map_err(corrupt)?;
-        self.with(|c| {
+        self.db.with(|c| {
             let n = c
                 .execute(
                     "INSERT INTO shared_control_actions
@@ -172,7 +154,7 @@ impl ControlStore for PostgresRecords {
 
     fn actions(&self, f: &ActionFilter) -> Result<Vec<StoredAction>> {
         let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     "SELECT device, received_ns, body FROM shared_control_actions

@@ -15,13 +15,11 @@
 //! from several replicas may arrive out of order: a device's `online` takes
 //! a change only if it is newer than the one it holds.
 
+use postgres::Row;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use postgres::{Client, Row};
 use strata_proto::{DeviceId, SiteId};
 
-use super::{changes, connect, off_runtime, on_connection};
+use super::{Connection, changes};
 use crate::error::{Context, Error, Result};
 use crate::{
     Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
@@ -66,8 +64,7 @@ const DEVICE_COLUMNS: &str = "id, site_id, tags, signals, model_version, firmwar
 
 /// The PostgreSQL registry.
 pub struct PostgresRegistry {
-    url: String,
-    client: Mutex<Client>,
+    db: Connection,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {
@@ -108,29 +105,15 @@ fn device_row(r: &Row) -> Result<Device> {
 impl PostgresRegistry {
     /// Connects to the database at `url` and makes the tables if needed.
     pub fn connect(url: &str) -> Result<Self> {
-        let client = off_runtime(|| {
-            let mut client = connect(url)?;
-            changes::create(&mut client, SCHEMA, "registry")?;
-            Ok::<_, Error>(client)
-        })?;
         Ok(PostgresRegistry {
-            url: url.to_owned(),
-            client: Mutex::new(client),
-        })
-    }
-
-    /// Runs `f` with the connection (made again if it was lost).
-    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        off_runtime(|| {
-            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-            on_connection(&self.url, &mut client, f)
+            db: Connection::open(url, SCHEMA, "registry")?,
         })
     }
 }
 
 impl RegistryStore for PostgresRegistry {
     fn create_site(&self, site: &Site) -> Result<()> {
-        self.with(|c| {
+        self.db.with(|c| {
             let n = c
                 .execute(
                     "INSERT INTO registry_sites (id, name, region, created_ns) VALUES ($1, $2, $3, $4)
@@ -146,7 +129,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn sites(&self) -> Result<Vec<Site>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     "SELECT id, name, region, created_ns FROM registry_sites ORDER BY id",
@@ -171,7 +154,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn create_device(&self, d: &NewDevice) -> Result<()> {
-        self.with(|c| {
+        self.db.with(|c| {
             let mut tx = c
                 .transaction()
                 .context(|| format!("cannot create device {}", d.id))?;
@@ -214,7 +197,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn devices(&self, site: Option<&SiteId>) -> Result<Vec<Device>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     &format!(
@@ -229,7 +212,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
-        self.with(|c| {
+        self.db.with(|c| {
             c.query_opt(
                 &format!("SELECT {DEVICE_COLUMNS} FROM registry_devices WHERE id = $1"),
                 &[&id.as_str()],
@@ -242,7 +225,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn credentials(&self) -> Result<Vec<DeviceCredential>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let rows = c
                 .query(
                     "SELECT id, state, credential_sha256, signals FROM registry_devices",
@@ -269,7 +252,7 @@ impl RegistryStore for PostgresRegistry {
         credential_sha256: &[u8; 32],
         now_ns: i64,
     ) -> Result<EnrollOutcome> {
-        self.with(|c| {
+        self.db.with(|c| {
             let mut tx = c.transaction().context(|| format!("cannot enroll {id}"))?;
             let row = tx
                 .query_opt(
@@ -315,7 +298,7 @@ impl RegistryStore for PostgresRegistry {
         token_sha256: &[u8; 32],
         expires_ns: i64,
     ) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             let n = c
                 .execute(
                     "UPDATE registry_devices SET token_sha256 = $2, token_expires_ns = $3
@@ -328,7 +311,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn revoke(&self, id: &DeviceId, now_ns: i64) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             let mut tx = c.transaction().context(|| format!("cannot revoke {id}"))?;
             let n = tx
                 .execute(
@@ -349,7 +332,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn update_device(&self, id: &DeviceId, u: &DeviceUpdate) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             let mut tx = c
                 .transaction()
                 .context(|| format!("cannot update device {id}"))?;
@@ -384,7 +367,7 @@ impl RegistryStore for PostgresRegistry {
         if changes.is_empty() {
             return Ok(());
         }
-        self.with(|c| {
+        self.db.with(|c| {
             let mut tx = c
                 .transaction()
                 .context(|| "cannot record presence".into())?;
@@ -414,7 +397,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
-        self.with(|c| {
+        self.db.with(|c| {
             // The last change before the window too: the state it opens in.
             let rows = c
                 .query(
@@ -444,7 +427,7 @@ impl RegistryStore for PostgresRegistry {
         }
         let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
         let times: Vec<i64> = seen.iter().map(|&(_, ts)| ts).collect();
-        self.with(|c| {
+        self.db.with(|c| {
             c.execute(
                 "UPDATE registry_devices d SET last_seen_ns = greatest(coalesce(d.last_seen_ns, 0), s.ts)
                  FROM (SELECT id, max(ts) AS ts FROM unnest($1::TEXT[], $2::BIGINT[]) AS u (id, ts)
@@ -458,6 +441,6 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn changes(&self) -> Result<Option<i64>> {
-        self.with(|c| changes::version(c).map(Some))
+        self.db.with(|c| changes::version(c).map(Some))
     }
 }

@@ -6,12 +6,10 @@
 //! desired key locks the row (`FOR UPDATE`), so two replicas changing one
 //! device's desired document at once each get their own version.
 
-use std::sync::Mutex;
-
-use postgres::{Client, GenericClient, Row};
+use postgres::{GenericClient, Row};
 use strata_proto::DeviceId;
 
-use super::{changes, connect, off_runtime, on_connection};
+use super::Connection;
 use crate::error::{Context, Error, Result};
 use crate::{Twin, TwinStore};
 
@@ -30,8 +28,7 @@ const COLUMNS: &str = "device_id, desired, desired_version, desired_ns, reported
 
 /// The PostgreSQL twin store.
 pub struct PostgresTwins {
-    url: String,
-    client: Mutex<Client>,
+    db: Connection,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {
@@ -65,29 +62,15 @@ fn read_twin(c: &mut impl GenericClient, device: &DeviceId, lock: bool) -> Resul
 impl PostgresTwins {
     /// Connects to the database at `url` and makes the table if needed.
     pub fn connect(url: &str) -> Result<Self> {
-        let client = off_runtime(|| {
-            let mut client = connect(url)?;
-            changes::create(&mut client, SCHEMA, "twin")?;
-            Ok::<_, Error>(client)
-        })?;
         Ok(PostgresTwins {
-            url: url.to_owned(),
-            client: Mutex::new(client),
-        })
-    }
-
-    /// Runs `f` with the connection (made again if it was lost).
-    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        off_runtime(|| {
-            let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-            on_connection(&self.url, &mut client, f)
+            db: Connection::open(url, SCHEMA, "twin")?,
         })
     }
 }
 
 impl TwinStore for PostgresTwins {
     fn twin(&self, device: &DeviceId) -> Result<Twin> {
-        self.with(|c| read_twin(c, device, false))
+        self.db.with(|c| read_twin(c, device, false))
     }
 
     fn set_desired(
@@ -97,7 +80,7 @@ impl TwinStore for PostgresTwins {
         value: &serde_json::Value,
         now_ns: i64,
     ) -> Result<Twin> {
-        self.with(|c| {
+        self.db.with(|c| {
             let what = || format!("cannot set the twin of {device}");
             let mut tx = c.transaction().context(what)?;
             // The row exists before it is locked, so that two first
@@ -133,7 +116,7 @@ impl TwinStore for PostgresTwins {
     }
 
     fn desired_twins(&self) -> Result<Vec<Twin>> {
-        self.with(|c| {
+        self.db.with(|c| {
             c.query(
                 &format!(
                     "SELECT {COLUMNS} FROM shared_twins WHERE desired_version > 0 ORDER BY device_id"
@@ -153,7 +136,7 @@ impl TwinStore for PostgresTwins {
         reported: &serde_json::Value,
         now_ns: i64,
     ) -> Result<()> {
-        self.with(|c| {
+        self.db.with(|c| {
             // A report that arrives late (through another replica) does
             // not replace a newer one.
             c.execute(
