@@ -215,12 +215,15 @@ fn replicas_share_the_stream_the_registry_twins_and_actions_and_postgres_stores_
     // Registered once, through one replica; the other sees the change.
     hubs[0].provision("press-1", json!({}));
     let version: i64 = db
-        .query_one("SELECT version FROM shared_changes", &[])
+        .query_one(
+            "SELECT version FROM shared_changes WHERE name = 'registry'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(version, 2, "registered, then enrolled");
     eventually(Duration::from_secs(10), "hub-b to see press-1", || {
-        hubs[1].metric("strata_shared_version") == 2.0
+        hubs[1].metric("strata_shared_version{cache=\"registry\"}") == 2.0
     });
     let t = now_ns();
     let batches: Vec<String> = (1..=400)

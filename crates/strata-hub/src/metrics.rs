@@ -150,8 +150,10 @@ pub struct Metrics {
     pub upstream_connections: AtomicU64,
     /// 1 while the hub is connected to the upstream broker.
     pub upstream_connected: AtomicI64,
-    /// The shared stores' change count as of the last reload.
-    pub shared_version: AtomicI64,
+    /// The shared registry's change count as of its cache's last load.
+    pub shared_registry_version: AtomicI64,
+    /// The shared accounts' change count as of their cache's last load.
+    pub shared_accounts_version: AtomicI64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -357,8 +359,9 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP strata_shared_version The shared registry's and accounts' change count as of this hub's last reload (a replica behind the others has not seen their latest changes).\n# TYPE strata_shared_version gauge\nstrata_shared_version {}",
-            self.shared_version.load(Relaxed)
+            "# HELP strata_shared_version A shared store's change count as of this hub's last reload of its cache (a replica behind the others has not seen their latest changes).\n# TYPE strata_shared_version gauge\nstrata_shared_version{{cache=\"registry\"}} {}\nstrata_shared_version{{cache=\"accounts\"}} {}",
+            self.shared_registry_version.load(Relaxed),
+            self.shared_accounts_version.load(Relaxed)
         );
         let _ = writeln!(
             out,

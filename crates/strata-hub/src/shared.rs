@@ -1,6 +1,6 @@
 //! Keeping a replica's caches current when the registry and accounts are
 //! shared with other replicas (`[shared] postgres`): every `refresh_ms`,
-//! [`Registry::refresh`] and [`Access::refresh`] read the store's change
+//! [`Registry::refresh`] and [`Access::refresh`] read their store's change
 //! count and reload what they cache only when it moved. Counted in
 //! `/metrics`; a failed look keeps the caches as they were and is tried
 //! again at the next tick.
@@ -65,8 +65,8 @@ pub fn spawn(
     }))
 }
 
-/// The change count both caches have seen (the lower, if one lags).
+/// The change counts the caches have seen.
 fn show_version(registry: &Registry, access: &Access, metrics: &Metrics) {
-    let seen = registry.loaded_changes().min(access.loaded_changes());
-    metrics.shared_version.store(seen, Relaxed);
+    (metrics.shared_registry_version).store(registry.loaded_changes(), Relaxed);
+    (metrics.shared_accounts_version).store(access.loaded_changes(), Relaxed);
 }

@@ -1,10 +1,11 @@
 //! Telemetry in PostgreSQL, for hubs at scale (feature `postgres`): what
 //! [`TelemetryStore`] promises, on tables that several hub replicas can
-//! share. So can the device registry ([`PostgresRegistry`]), people's
-//! accounts and tokens ([`PostgresAccess`]), with a change count the
-//! replicas poll to keep their caches current (`changes.rs`), device twins
-//! ([`PostgresTwins`]), and drift sketches and closed-loop action records
-//! ([`PostgresRecords`]).
+//! share. The other stores replicas share live beside it: the device
+//! registry ([`PostgresRegistry`]), people's accounts and tokens
+//! ([`PostgresAccess`]), device twins ([`PostgresTwins`]), and drift
+//! sketches and closed-loop action records ([`PostgresRecords`]);
+//! `changes.rs` keeps the counts replicas poll to keep their caches
+//! current.
 //!
 //! - `telemetry_batches`: one row per stored batch, its readings packed as
 //!   [`crate::blob`] packs them, partitioned by the UTC day of its first

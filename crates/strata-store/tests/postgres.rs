@@ -5,7 +5,7 @@
 //! size. The registry: the contract the SQLite one meets, shared by
 //! replicas (one enrollment per token, presence in time order, a change
 //! count that moves with what the authentication cache holds). Accounts
-//! and tokens: the same contract, and the same count. Twins: the same
+//! and tokens: the same contract, and a count of their own. Twins: the same
 //! contract, versions counted once each when replicas race, and a late
 //! report never replacing a newer one. Drift sketches and action records:
 //! the same contracts, and a resend through another replica kept once.
@@ -445,21 +445,21 @@ fn replicas_share_one_registry() {
 }
 
 #[test]
-fn accounts_keep_the_contract_and_move_the_shared_count() {
+fn accounts_keep_the_contract_and_move_their_own_count() {
     let schema = Schema::new("access");
     let a = PostgresAccess::connect(&schema.url).unwrap();
     let registry = PostgresRegistry::connect(&schema.url).unwrap();
     let start = AccessStore::changes(&a).unwrap().expect("shared");
+    let devices = RegistryStore::changes(&registry).unwrap();
     common::access_round_trip(&a);
     // Created, updated, a token issued, then revoked: four changes, and
     // the refused ones (a taken name, an unknown user, a second
     // revocation) none.
-    let now = AccessStore::changes(&a).unwrap();
-    assert_eq!(now, Some(start + 4));
+    assert_eq!(AccessStore::changes(&a).unwrap(), Some(start + 4));
     assert_eq!(
         RegistryStore::changes(&registry).unwrap(),
-        now,
-        "one count for both"
+        devices,
+        "the device cache has nothing to reload"
     );
     // Another replica sees it all.
     let b = PostgresAccess::connect(&schema.url).unwrap();

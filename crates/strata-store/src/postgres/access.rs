@@ -3,13 +3,14 @@
 //! disabled through one replica is so for all of them.
 //!
 //! `access_users` and `access_tokens` hold what the SQLite store keeps in
-//! `users` and `api_tokens`. Every change moves the shared change count
+//! `users` and `api_tokens`. Every change moves the accounts' change count
 //! ([`super::changes`]) in the same transaction, so replicas know when to
 //! reload the cache they authenticate requests from.
 
 use postgres::Row;
 
-use super::{Connection, changes};
+use super::Connection;
+use super::changes::{self, Count};
 use crate::access::{AccessStore, ApiToken, User};
 use crate::error::{Context, Error, Result};
 
@@ -75,7 +76,7 @@ impl PostgresAccess {
             let mut tx = c.transaction().context(&what)?;
             let n = tx.execute(statement, params).context(&what)?;
             if n > 0 {
-                changes::bump(&mut tx).context(&what)?;
+                changes::bump(&mut tx, Count::Accounts).context(&what)?;
             }
             tx.commit().context(&what)?;
             Ok(n)
@@ -186,6 +187,7 @@ impl AccessStore for PostgresAccess {
     }
 
     fn changes(&self) -> Result<Option<i64>> {
-        self.db.with(|c| changes::version(c).map(Some))
+        self.db
+            .with(|c| changes::version(c, Count::Accounts).map(Some))
     }
 }

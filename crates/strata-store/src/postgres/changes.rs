@@ -1,25 +1,47 @@
-//! The change count that hub replicas poll: one row, moved by every change
-//! to what their caches hold (the device registry's identities, people's
-//! accounts and tokens), in the same transaction as the change.
+//! The change counts that hub replicas poll, one per cache: each is moved
+//! by every change to what its cache holds, in the same transaction as the
+//! change. The registry's moves when a device is registered, enrolled,
+//! revoked or its declared signals change; the accounts' when a user is
+//! made or changed, or a token issued or revoked. A login (a new session
+//! token) so reloads the account cache, not the device cache.
 
 use postgres::{Client, GenericClient, Transaction};
 
 use crate::error::{Context, Result};
 
+/// What a count is of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Count {
+    /// The device registry's identities.
+    Registry,
+    /// People's accounts and tokens.
+    Accounts,
+}
+
+impl Count {
+    fn name(self) -> &'static str {
+        match self {
+            Count::Registry => "registry",
+            Count::Accounts => "accounts",
+        }
+    }
+}
+
 /// Makes the table; part of each shared store's schema.
-pub(super) const SCHEMA: &str = "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_changes (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    name    TEXT PRIMARY KEY,
     version BIGINT NOT NULL
 );
-INSERT INTO shared_changes (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
+INSERT INTO shared_changes (name, version) VALUES ('registry', 0), ('accounts', 0)
+    ON CONFLICT DO NOTHING;
 ";
 
 /// Replicas starting together take this advisory lock to make the shared
 /// tables one after the other (`CREATE TABLE IF NOT EXISTS` races otherwise).
 const SCHEMA_LOCK: i64 = 0x5354_5241_5441_5348; // "STRATASH"
 
-/// Makes `schema` (and the change count's table) under the advisory lock.
+/// Makes `schema` (and the change counts' table) under the advisory lock.
 pub(super) fn create(client: &mut Client, schema: &str, what: &str) -> Result<()> {
     let mut tx = client
         .transaction()
@@ -31,19 +53,25 @@ pub(super) fn create(client: &mut Client, schema: &str, what: &str) -> Result<()
         .context(|| format!("cannot create the {what} tables"))
 }
 
-/// Moves the count, within `tx`.
-pub(super) fn bump(tx: &mut Transaction<'_>) -> std::result::Result<(), postgres::Error> {
+/// Moves `count`, within `tx`.
+pub(super) fn bump(
+    tx: &mut Transaction<'_>,
+    count: Count,
+) -> std::result::Result<(), postgres::Error> {
     tx.execute(
-        "UPDATE shared_changes SET version = version + 1 WHERE id = 1",
-        &[],
+        "UPDATE shared_changes SET version = version + 1 WHERE name = $1",
+        &[&count.name()],
     )
     .map(drop)
 }
 
-/// The count now.
-pub(super) fn version(client: &mut impl GenericClient) -> Result<i64> {
+/// `count` now.
+pub(super) fn version(client: &mut impl GenericClient, count: Count) -> Result<i64> {
     let row = client
-        .query_one("SELECT version FROM shared_changes WHERE id = 1", &[])
-        .context(|| "cannot read the shared change count".into())?;
+        .query_one(
+            "SELECT version FROM shared_changes WHERE name = $1",
+            &[&count.name()],
+        )
+        .context(|| format!("cannot read the {} change count", count.name()))?;
     Ok(row.get(0))
 }

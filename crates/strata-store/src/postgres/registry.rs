@@ -6,9 +6,9 @@
 //! - `registry_sites`, `registry_devices`, `registry_presence`: what the
 //!   SQLite registry keeps in `sites`, `devices` and `presence_log`.
 //! - `shared_changes` ([`super::changes`]): every change to a device's
-//!   credential, state or declared signals moves its count, in the same
-//!   transaction. A replica polls it ([`RegistryStore::changes`]) and
-//!   reloads its authentication cache only when it moved.
+//!   credential, state or declared signals moves the registry's count, in
+//!   the same transaction. A replica polls it ([`RegistryStore::changes`])
+//!   and reloads its authentication cache only when it moved.
 //!
 //! Enrollment locks the device's row (`FOR UPDATE`), so a token is traded
 //! once even when two replicas are handed it at the same moment. Presence
@@ -19,7 +19,8 @@ use postgres::Row;
 use std::collections::BTreeMap;
 use strata_proto::{DeviceId, SiteId};
 
-use super::{Connection, changes};
+use super::Connection;
+use super::changes::{self, Count};
 use crate::error::{Context, Error, Result};
 use crate::{
     Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
@@ -190,7 +191,7 @@ impl RegistryStore for PostgresRegistry {
             if n == 0 {
                 return Err(Error::Conflict(format!("device {} exists already", d.id)));
             }
-            changes::bump(&mut tx)
+            changes::bump(&mut tx, Count::Registry)
                 .and_then(|()| tx.commit())
                 .context(|| format!("cannot create device {}", d.id))
         })
@@ -285,7 +286,7 @@ impl RegistryStore for PostgresRegistry {
                  WHERE id = $1",
                 &[&id.as_str(), &&credential_sha256[..]],
             )
-            .and_then(|_| changes::bump(&mut tx))
+            .and_then(|_| changes::bump(&mut tx, Count::Registry))
             .and_then(|()| tx.commit())
             .context(|| format!("cannot store the credential of {id}"))?;
             Ok(EnrollOutcome::Enrolled)
@@ -323,7 +324,7 @@ impl RegistryStore for PostgresRegistry {
                 )
                 .context(|| format!("cannot revoke {id}"))?;
             if n == 1 {
-                changes::bump(&mut tx)
+                changes::bump(&mut tx, Count::Registry)
                     .and_then(|()| tx.commit())
                     .context(|| format!("cannot revoke {id}"))?;
             }
@@ -355,7 +356,8 @@ impl RegistryStore for PostgresRegistry {
                 .context(|| format!("cannot update device {id}"))?;
             // Declared signals are in the authentication cache.
             if n == 1 && u.signals.is_some() {
-                changes::bump(&mut tx).context(|| format!("cannot update device {id}"))?;
+                changes::bump(&mut tx, Count::Registry)
+                    .context(|| format!("cannot update device {id}"))?;
             }
             tx.commit()
                 .context(|| format!("cannot update device {id}"))?;
@@ -441,6 +443,7 @@ impl RegistryStore for PostgresRegistry {
     }
 
     fn changes(&self) -> Result<Option<i64>> {
-        self.db.with(|c| changes::version(c).map(Some))
+        self.db
+            .with(|c| changes::version(c, Count::Registry).map(Some))
     }
 }
