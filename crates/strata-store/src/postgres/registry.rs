@@ -15,8 +15,9 @@
 //! from several replicas may arrive out of order: a device's `online` takes
 //! a change only if it is newer than the one it holds.
 
-use postgres::Row;
 use std::collections::BTreeMap;
+
+use postgres::Row;
 use strata_proto::{DeviceId, SiteId};
 
 use super::Connection;
