@@ -10,14 +10,15 @@
 //! changes behind this hub's back too: every `refresh_ms` the hub asks the
 //! store whether anything changed ([`RegistryStore::changes`]), reloads
 //! the cache if so, and closes the sessions of devices revoked elsewhere
-//! ([`Registry::refresh`], called by [`crate::shared`]). A reload that
-//! raced a change made here is set right by the next one. Presence and
+//! ([`Registry::refresh`], called by [`crate::shared`]). A reload and a
+//! change made here take turns, so a reload never puts back a state the
+//! change replaced. Presence and
 //! last-seen times for a shared registry are written from a thread of
 //! their own (`recorder.rs`), never the storage writer's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, SiteId};
@@ -149,6 +150,10 @@ pub struct Registry {
     loaded_changes: AtomicI64,
     /// Writes presence off the storage writer's thread (shared registries only).
     recorder: Option<recorder::Recorder>,
+    /// Held by a change made here from its store write through its cache
+    /// update, and by a reload from reading the store through replacing
+    /// the cache: so a reload never puts back what such a change replaced.
+    changing: Mutex<()>,
 }
 
 /// Every device's identity, as the store has it now.
@@ -175,6 +180,7 @@ impl Registry {
         let cache = identities(&*store)?;
         Ok(Registry {
             recorder: changes.map(|_| recorder::Recorder::start(store.clone())),
+            changing: Mutex::new(()),
             store,
             cache: RwLock::new(cache),
             loaded_changes: AtomicI64::new(changes.unwrap_or(0)),
@@ -191,6 +197,7 @@ impl Registry {
     /// changed since it was last loaded, and closes the live sessions of
     /// devices no longer active. Returns whether it reloaded.
     pub fn refresh(&self) -> Result<bool> {
+        let _turn = self.changing();
         let Some(changes) = self.store.changes()? else {
             return Ok(false);
         };
@@ -221,6 +228,11 @@ impl Registry {
             tracing::info!(device = %id, "device revoked through another hub");
         }
         Ok(true)
+    }
+
+    /// The turn to change the store and then the cache.
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The shared store's change count as of the last (re)load.
@@ -290,6 +302,7 @@ impl Registry {
         let token = secret::generate(secret::TOKEN_PREFIX);
         let now = now_ns();
         let expires = now.saturating_add(self.token_ttl_ns);
+        let turn = self.changing();
         self.store.create_device(&NewDevice {
             id: req.id.clone(),
             site: req.site,
@@ -307,6 +320,7 @@ impl Registry {
                 signals: Arc::new(req.signals),
             },
         );
+        drop(turn);
         let device = self.device(&req.id)?;
         Ok(CreatedDevice {
             device,
@@ -358,6 +372,7 @@ impl Registry {
     pub fn enroll(&self, id: &DeviceId, token: &str) -> Result<String> {
         let credential = secret::generate(secret::CREDENTIAL_PREFIX);
         let credential_hash = secret::hash(credential.as_bytes());
+        let _turn = self.changing();
         let outcome = self.store.enroll(
             id,
             &secret::hash(token.as_bytes()),
@@ -414,6 +429,7 @@ impl Registry {
     /// Revokes a device: its credential stops working and its live MQTT
     /// session, if any, is closed now.
     pub fn revoke(&self, id: &DeviceId) -> Result<Device> {
+        let turn = self.changing();
         let changed = self.store.revoke(id, now_ns())?;
         if !changed && self.store.device(id)?.is_none() {
             return Err(Error::NotFound(format!("device {id} is not registered")));
@@ -422,6 +438,7 @@ impl Registry {
             identity.state = DeviceState::Revoked;
             identity.credential_sha256 = None;
         }
+        drop(turn);
         if let Some(broker) = self.broker.get() {
             broker.disconnect(id.as_str());
         }
@@ -431,6 +448,7 @@ impl Registry {
 
     /// Changes tags, versions or declared signals.
     pub fn update_device(&self, id: &DeviceId, update: &DeviceUpdate) -> Result<Device> {
+        let turn = self.changing();
         if !self.store.update_device(id, update)? {
             return Err(Error::NotFound(format!("device {id} is not registered")));
         }
@@ -439,6 +457,7 @@ impl Registry {
         {
             identity.signals = Arc::new(signals.clone());
         }
+        drop(turn);
         self.device(id)
     }
 

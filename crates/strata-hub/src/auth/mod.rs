@@ -13,7 +13,8 @@
 //! Accounts that several hub replicas share (`[shared] postgres`) change
 //! behind this hub's back too: [`Access::refresh`] reloads the cache when
 //! the store's change count moved (every `refresh_ms`, and before a change
-//! made here that reads the cache first).
+//! made here that reads the cache first). A reload and a change made here
+//! take turns, so a reload never puts back what the change replaced.
 
 pub mod policy;
 pub mod throttle;
@@ -21,7 +22,7 @@ pub mod throttle;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
@@ -330,6 +331,10 @@ pub struct Access {
     /// The store's change count when the cache was last loaded (shared
     /// accounts only).
     loaded_changes: AtomicI64,
+    /// Held by a change made here from its store write through its cache
+    /// update, and by a reload from reading the store through replacing
+    /// the cache: so a reload never puts back what such a change replaced.
+    changing: Mutex<()>,
 }
 
 /// Users and tokens as the store has them now.
@@ -366,6 +371,7 @@ impl Access {
             session_ttl_s: config.session_ttl_s,
             cache: RwLock::new(cache),
             loaded_changes: AtomicI64::new(changes),
+            changing: Mutex::new(()),
             dummy_phc: hash_password("not a password of anyone")?,
             throttle: throttle::LoginThrottle::new(
                 config.login_free_attempts,
@@ -383,6 +389,12 @@ impl Access {
     /// For accounts other replicas share: reloads the cache if the store
     /// changed since it was last loaded. Returns whether it reloaded.
     pub fn refresh(&self) -> Result<bool> {
+        let turn = self.changing();
+        self.reload(&turn)
+    }
+
+    /// [`Access::refresh`], for the holder of the turn to change.
+    fn reload(&self, _turn: &MutexGuard<'_, ()>) -> Result<bool> {
         let Some(changes) = self.store.changes()? else {
             return Ok(false);
         };
@@ -393,6 +405,11 @@ impl Access {
         *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         self.loaded_changes.store(changes, Ordering::Release);
         Ok(true)
+    }
+
+    /// The turn to change the store and then the cache.
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The store's change count as of the last (re)load.
@@ -547,6 +564,7 @@ impl Access {
             created_ns: now_ns(),
             disabled_ns: None,
         };
+        let _turn = self.changing();
         self.store.create_user(&user)?;
         self.cached(user)
     }
@@ -555,7 +573,8 @@ impl Access {
     pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
         // Start from the user as other replicas left it: the fields not
         // changed here are written back as they are.
-        self.refresh()?;
+        let turn = self.changing();
+        self.reload(&turn)?;
         let mut user = self
             .user(name)
             .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
@@ -686,6 +705,7 @@ impl Access {
             expires_ns: Some(now.saturating_add((ttl_s as i64).saturating_mul(1_000_000_000))),
             revoked_ns: None,
         };
+        let _turn = self.changing();
         self.store.create_token(&record)?;
         let info = token_info(&record);
         self.cache
@@ -713,7 +733,8 @@ impl Access {
     /// It stops working at once.
     pub fn revoke_token(&self, by: &Principal, id: &str) -> Result<TokenInfo> {
         // A token another replica issued may not be in the cache yet.
-        self.refresh()?;
+        let turn = self.changing();
+        self.reload(&turn)?;
         let owner = {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
             cache
