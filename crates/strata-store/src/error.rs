@@ -42,6 +42,11 @@ pub enum Error {
     Corrupt(String),
 }
 
+/// A [`Error::Corrupt`] saying what could not be read back.
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
 impl Error {
     /// Whether trying the same operation again may succeed (a busy or
     /// locked database, an I/O hiccup) as opposed to a permanent refusal.

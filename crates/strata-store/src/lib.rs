@@ -186,11 +186,6 @@ pub trait RegistryStore: Send + Sync + 'static {
     }
 }
 
-/// Compares two hashes in time that does not depend on where they differ.
-pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The model registry: models, versions and aliases.
 pub trait ModelStore: Send + Sync + 'static {
     /// Registers a version of `v.model` (creating the model if new) and

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, SiteId};
 
 use crate::blob::EncodedBatch;
+use crate::error::{Result, corrupt};
 
 /// A batch to store, already validated and packed (packing runs on the
 /// caller's thread, so the single storage writer only runs SQL).
@@ -159,14 +160,6 @@ pub enum DeviceState {
 }
 
 impl DeviceState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DeviceState::Pending => "pending",
-            DeviceState::Active => "active",
-            DeviceState::Revoked => "revoked",
-        }
-    }
-
     pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(DeviceState::Pending),
@@ -175,6 +168,24 @@ impl DeviceState {
             _ => None,
         }
     }
+
+    /// A state as a store keeps it; anything else is corrupt.
+    pub(crate) fn stored(s: &str) -> Result<Self> {
+        Self::parse(s).ok_or_else(|| corrupt(format!("device state {s:?}")))
+    }
+}
+
+/// A hash (credential, enrollment token) as a store keeps it: 32 bytes
+/// or none; any other length is corrupt.
+pub(crate) fn stored_hash(bytes: Option<Vec<u8>>) -> Result<Option<[u8; 32]>> {
+    bytes
+        .map(|b| <[u8; 32]>::try_from(b.as_slice()).map_err(|_| corrupt("hash is not 32 bytes")))
+        .transpose()
+}
+
+/// Tags or declared signals as a store keeps them: JSON.
+pub(crate) fn map_json(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).expect("JSON of a string map")
 }
 
 /// A device as the registry knows it.
@@ -264,4 +275,34 @@ pub enum EnrollOutcome {
     BadToken,
     /// The token expired.
     Expired,
+}
+
+/// Compares two hashes in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl EnrollOutcome {
+    /// What presenting the token hashed `presented` at `now_ns` comes to,
+    /// for a device in `state` holding the token `token` until
+    /// `expires_ns`: [`EnrollOutcome::Enrolled`] when it may enroll.
+    pub(crate) fn judge(
+        state: DeviceState,
+        token: Option<[u8; 32]>,
+        expires_ns: Option<i64>,
+        presented: &[u8; 32],
+        now_ns: i64,
+    ) -> EnrollOutcome {
+        if state != DeviceState::Pending {
+            return EnrollOutcome::NotPending;
+        }
+        match token {
+            Some(token) if constant_time_eq(&token, presented) => {}
+            _ => return EnrollOutcome::BadToken,
+        }
+        if expires_ns.is_some_and(|e| e < now_ns) {
+            return EnrollOutcome::Expired;
+        }
+        EnrollOutcome::Enrolled
+    }
 }

@@ -13,7 +13,7 @@ use strata_proto::{DeviceId, SketchBatch};
 use super::Connection;
 use crate::control::{ActionFilter, ControlStore, StoredAction};
 use crate::drift::{DriftStore, StoredSketches};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result, corrupt};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_sketch_batches (
@@ -49,10 +49,6 @@ CREATE INDEX IF NOT EXISTS shared_control_actions_by_time
 /// Drift sketches and action records in PostgreSQL.
 pub struct PostgresRecords {
     db: Connection,
-}
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
 }
 
 impl PostgresRecords {

@@ -15,14 +15,13 @@
 //! from several replicas may arrive out of order: a device's `online` takes
 //! a change only if it is newer than the one it holds.
 
-use std::collections::BTreeMap;
-
 use postgres::Row;
 use strata_proto::{DeviceId, SiteId};
 
 use super::Connection;
 use super::changes::{self, Count};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, corrupt};
+use crate::model::{map_json, stored_hash};
 use crate::{
     Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
     Site,
@@ -69,24 +68,6 @@ pub struct PostgresRegistry {
     db: Connection,
 }
 
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
-}
-
-fn to_json(map: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(map).expect("JSON of a string map")
-}
-
-fn hash_from(bytes: Option<Vec<u8>>) -> Result<Option<[u8; 32]>> {
-    bytes
-        .map(|b| <[u8; 32]>::try_from(b.as_slice()).map_err(|_| corrupt("hash is not 32 bytes")))
-        .transpose()
-}
-
-fn state_from(s: &str) -> Result<DeviceState> {
-    DeviceState::parse(s).ok_or_else(|| corrupt(format!("device state {s:?}")))
-}
-
 /// A row of [`DEVICE_COLUMNS`].
 fn device_row(r: &Row) -> Result<Device> {
     Ok(Device {
@@ -96,7 +77,7 @@ fn device_row(r: &Row) -> Result<Device> {
         signals: serde_json::from_str(r.get(3)).map_err(corrupt)?,
         model_version: r.get(4),
         firmware_version: r.get(5),
-        state: state_from(r.get(6))?,
+        state: DeviceState::stored(r.get(6))?,
         online: r.get(7),
         last_seen_ns: r.get(8),
         created_ns: r.get(9),
@@ -181,8 +162,8 @@ impl RegistryStore for PostgresRegistry {
                     &[
                         &d.id.as_str(),
                         &d.site.as_str(),
-                        &to_json(&d.tags),
-                        &to_json(&d.signals),
+                        &map_json(&d.tags),
+                        &map_json(&d.signals),
                         &&d.token_sha256[..],
                         &d.token_expires_ns,
                         &d.created_ns,
@@ -238,8 +219,8 @@ impl RegistryStore for PostgresRegistry {
                 .map(|r| {
                     Ok(DeviceCredential {
                         device: DeviceId::new(r.get::<_, String>(0)).map_err(corrupt)?,
-                        state: state_from(r.get(1))?,
-                        credential_sha256: hash_from(r.get(2))?,
+                        state: DeviceState::stored(r.get(1))?,
+                        credential_sha256: stored_hash(r.get(2))?,
                         signals: serde_json::from_str(r.get(3)).map_err(corrupt)?,
                     })
                 })
@@ -266,20 +247,15 @@ impl RegistryStore for PostgresRegistry {
             let Some(row) = row else {
                 return Ok(EnrollOutcome::UnknownDevice);
             };
-            if state_from(row.get(0))? != DeviceState::Pending {
-                return Ok(EnrollOutcome::NotPending);
-            }
-            let Some(token) = hash_from(row.get(1))? else {
-                return Ok(EnrollOutcome::BadToken);
-            };
-            if !crate::constant_time_eq(&token, token_sha256) {
-                return Ok(EnrollOutcome::BadToken);
-            }
-            if row
-                .get::<_, Option<i64>>(2)
-                .is_some_and(|expires| expires < now_ns)
-            {
-                return Ok(EnrollOutcome::Expired);
+            let outcome = EnrollOutcome::judge(
+                DeviceState::stored(row.get(0))?,
+                stored_hash(row.get(1))?,
+                row.get(2),
+                token_sha256,
+                now_ns,
+            );
+            if outcome != EnrollOutcome::Enrolled {
+                return Ok(outcome);
             }
             tx.execute(
                 "UPDATE registry_devices SET state = 'active', credential_sha256 = $2,
@@ -348,10 +324,10 @@ impl RegistryStore for PostgresRegistry {
                      WHERE id = $1",
                     &[
                         &id.as_str(),
-                        &u.tags.as_ref().map(to_json),
+                        &u.tags.as_ref().map(map_json),
                         &u.model_version,
                         &u.firmware_version,
-                        &u.signals.as_ref().map(to_json),
+                        &u.signals.as_ref().map(map_json),
                     ],
                 )
                 .context(|| format!("cannot update device {id}"))?;

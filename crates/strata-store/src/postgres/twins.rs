@@ -10,7 +10,7 @@ use postgres::{GenericClient, Row};
 use strata_proto::DeviceId;
 
 use super::Connection;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result, corrupt};
 use crate::{Twin, TwinStore};
 
 const SCHEMA: &str = "
@@ -29,10 +29,6 @@ const COLUMNS: &str = "device_id, desired, desired_version, desired_ns, reported
 /// The PostgreSQL twin store.
 pub struct PostgresTwins {
     db: Connection,
-}
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
 }
 
 /// A row of [`COLUMNS`].

@@ -4,16 +4,12 @@ use rusqlite::{OptionalExtension, Row, params};
 use strata_proto::DeviceId;
 
 use super::SqliteStore;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, corrupt};
 use crate::{Campaign, CampaignDevice, CampaignStore};
 
 const CAMPAIGN_COLUMNS: &str = "id, spec, state, reason, wave, waves, created_ns, updated_ns, baseline_decided, baseline_failed";
 const DEVICE_COLUMNS: &str =
     "device_id, wave, state, previous, assigned_ns, expires_ns, decided_ns, reason";
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
-}
 
 fn campaign_row(r: &Row<'_>) -> rusqlite::Result<(Campaign, String)> {
     Ok((

@@ -3,17 +3,13 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result, corrupt};
 use crate::{Job, JobLogLine, JobState, JobStore};
 
 const JOB_COLUMNS: &str = "id, kind, spec, state, progress, message, result, attempts, created_ns, started_ns, finished_ns";
 
 /// Lines kept per job: a runaway external trainer cannot fill the disk.
 const MAX_LOG_LINES: i64 = 10_000;
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
-}
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<Job>> {
     let spec: String = r.get(2)?;

@@ -5,16 +5,12 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, corrupt};
 use crate::{ModelInfo, ModelStore, ModelVersion};
 
 const VERSION_COLUMNS: &str = "model, version, sha256, size, runtime, input_len, outputs, ops, \
                                features, vector, lineage, metrics, has_tree_stats, description, \
                                created_ns";
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
-}
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("JSON of registry records")

@@ -1,12 +1,11 @@
 //! [`RegistryStore`] for SQLite: sites, devices and credentials.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{OptionalExtension, Row, params};
 use strata_proto::{DeviceId, SiteId};
 
 use super::SqliteStore;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, corrupt};
+use crate::model::{map_json, stored_hash};
 use crate::{
     Device, DeviceCredential, DeviceState, DeviceUpdate, EnrollOutcome, NewDevice, RegistryStore,
     Site,
@@ -14,14 +13,6 @@ use crate::{
 
 const DEVICE_COLUMNS: &str = "id, site_id, tags, signals, model_version, firmware_version, state, \
                               online, last_seen_ns, created_ns, revoked_ns";
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
-}
-
-fn to_json(map: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(map).expect("JSON of a string map")
-}
 
 /// Reads a device row; decoding problems surface as `Corrupt` afterwards.
 fn device_row(r: &Row<'_>) -> rusqlite::Result<Result<Device>> {
@@ -44,19 +35,13 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<Result<Device>> {
             signals: serde_json::from_str(&signals).map_err(corrupt)?,
             model_version,
             firmware_version,
-            state: DeviceState::parse(&state)
-                .ok_or_else(|| corrupt(format!("device state {state:?}")))?,
+            state: DeviceState::stored(&state)?,
             online: online != 0,
             last_seen_ns,
             created_ns,
             revoked_ns,
         })
     })())
-}
-
-fn hash_from(blob: Option<Vec<u8>>) -> Result<Option<[u8; 32]>> {
-    blob.map(|b| <[u8; 32]>::try_from(b.as_slice()).map_err(|_| corrupt("hash is not 32 bytes")))
-        .transpose()
 }
 
 impl RegistryStore for SqliteStore {
@@ -122,8 +107,8 @@ impl RegistryStore for SqliteStore {
                     params![
                         d.id.as_str(),
                         d.site.as_str(),
-                        to_json(&d.tags),
-                        to_json(&d.signals),
+                        map_json(&d.tags),
+                        map_json(&d.signals),
                         &d.token_sha256[..],
                         d.token_expires_ns,
                         d.created_ns
@@ -183,9 +168,8 @@ impl RegistryStore for SqliteStore {
                     row.context(|| "cannot read a credential".into())?;
                 Ok(DeviceCredential {
                     device: DeviceId::new(id).map_err(corrupt)?,
-                    state: DeviceState::parse(&state)
-                        .ok_or_else(|| corrupt(format!("device state {state:?}")))?,
-                    credential_sha256: hash_from(hash)?,
+                    state: DeviceState::stored(&state)?,
+                    credential_sha256: stored_hash(hash)?,
                     signals: serde_json::from_str(&signals).map_err(corrupt)?,
                 })
             })
@@ -213,17 +197,11 @@ impl RegistryStore for SqliteStore {
             let Some((state, token, expires)) = row else {
                 return Ok(EnrollOutcome::UnknownDevice);
             };
-            if state != DeviceState::Pending.as_str() {
-                return Ok(EnrollOutcome::NotPending);
-            }
-            let Some(token) = hash_from(token)? else {
-                return Ok(EnrollOutcome::BadToken);
-            };
-            if !crate::constant_time_eq(&token, token_sha256) {
-                return Ok(EnrollOutcome::BadToken);
-            }
-            if expires.is_some_and(|e| e < now_ns) {
-                return Ok(EnrollOutcome::Expired);
+            let state = DeviceState::stored(&state)?;
+            let outcome =
+                EnrollOutcome::judge(state, stored_hash(token)?, expires, token_sha256, now_ns);
+            if outcome != EnrollOutcome::Enrolled {
+                return Ok(outcome);
             }
             tx.execute(
                 "UPDATE devices SET state = 'active', credential_sha256 = ?2, token_sha256 = NULL, token_expires_ns = NULL
@@ -282,10 +260,10 @@ impl RegistryStore for SqliteStore {
                      WHERE id = ?1",
                     params![
                         id.as_str(),
-                        u.tags.as_ref().map(to_json),
+                        u.tags.as_ref().map(map_json),
                         u.model_version,
                         u.firmware_version,
-                        u.signals.as_ref().map(to_json)
+                        u.signals.as_ref().map(map_json)
                     ],
                 )
                 .context(|| format!("cannot update device {id}"))?;

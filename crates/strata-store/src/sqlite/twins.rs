@@ -4,12 +4,8 @@ use rusqlite::{OptionalExtension, params};
 use strata_proto::DeviceId;
 
 use super::SqliteStore;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result, corrupt};
 use crate::{Twin, TwinStore};
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
-}
 
 /// The raw columns of a twin row, decoded by [`twin_from`].
 type TwinRow = (String, i64, Option<i64>, String, Option<i64>);
