@@ -17,8 +17,8 @@
 //! their own (`recorder.rs`), never the storage writer's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 use strata_proto::{DeviceId, SiteId};
@@ -28,6 +28,7 @@ use strata_store::{
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
+use crate::shared::Freshness;
 use crate::{now_ns, secret};
 
 mod recorder;
@@ -145,15 +146,11 @@ pub struct Registry {
     certificates: RwLock<HashMap<[u8; 32], (DeviceId, i64)>>,
     token_ttl_ns: i64,
     broker: OnceLock<strata_broker::BrokerHandle>,
-    /// The store's change count when the cache was last loaded (shared
-    /// registries only).
-    loaded_changes: AtomicI64,
     /// Writes presence off the storage writer's thread (shared registries only).
     recorder: Option<recorder::Recorder>,
-    /// Held by a change made here from its store write through its cache
-    /// update, and by a reload from reading the store through replacing
-    /// the cache: so a reload never puts back what such a change replaced.
-    changing: Mutex<()>,
+    /// The store's change count the cache holds, and the turn changes
+    /// made here and reloads take.
+    freshness: Freshness,
 }
 
 /// Every device's identity, as the store has it now.
@@ -180,10 +177,9 @@ impl Registry {
         let cache = identities(&*store)?;
         Ok(Registry {
             recorder: changes.map(|_| recorder::Recorder::start(store.clone())),
-            changing: Mutex::new(()),
             store,
             cache: RwLock::new(cache),
-            loaded_changes: AtomicI64::new(changes.unwrap_or(0)),
+            freshness: Freshness::new(changes),
             generation: AtomicU64::new(0),
             certificates: RwLock::new(HashMap::new()),
             token_ttl_ns: i64::try_from(token_ttl_s)
@@ -197,13 +193,10 @@ impl Registry {
     /// changed since it was last loaded, and closes the live sessions of
     /// devices no longer active. Returns whether it reloaded.
     pub fn refresh(&self) -> Result<bool> {
-        let _turn = self.changing();
-        let Some(changes) = self.store.changes()? else {
+        let _turn = self.freshness.turn();
+        let Some(changes) = self.freshness.moved(self.store.changes()?) else {
             return Ok(false);
         };
-        if self.loaded_changes.load(Ordering::Acquire) == changes {
-            return Ok(false);
-        }
         let fresh = identities(&*self.store)?;
         let cut_off: Vec<DeviceId> = {
             let mut cache = self.cache_write();
@@ -220,7 +213,7 @@ impl Registry {
             *cache = fresh;
             cut_off
         };
-        self.loaded_changes.store(changes, Ordering::Release);
+        self.freshness.reloaded(changes);
         for id in &cut_off {
             if let Some(broker) = self.broker.get() {
                 broker.disconnect(id.as_str());
@@ -230,14 +223,9 @@ impl Registry {
         Ok(true)
     }
 
-    /// The turn to change the store and then the cache.
-    fn changing(&self) -> MutexGuard<'_, ()> {
-        self.changing.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The shared store's change count as of the last (re)load.
-    pub fn loaded_changes(&self) -> i64 {
-        self.loaded_changes.load(Ordering::Acquire)
+    /// The store's change count the cache holds.
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
     }
 
     /// Gives the registry the broker, so revocation can cut live sessions.
@@ -302,7 +290,7 @@ impl Registry {
         let token = secret::generate(secret::TOKEN_PREFIX);
         let now = now_ns();
         let expires = now.saturating_add(self.token_ttl_ns);
-        let turn = self.changing();
+        let turn = self.freshness.turn();
         self.store.create_device(&NewDevice {
             id: req.id.clone(),
             site: req.site,
@@ -372,7 +360,7 @@ impl Registry {
     pub fn enroll(&self, id: &DeviceId, token: &str) -> Result<String> {
         let credential = secret::generate(secret::CREDENTIAL_PREFIX);
         let credential_hash = secret::hash(credential.as_bytes());
-        let _turn = self.changing();
+        let _turn = self.freshness.turn();
         let outcome = self.store.enroll(
             id,
             &secret::hash(token.as_bytes()),
@@ -429,7 +417,7 @@ impl Registry {
     /// Revokes a device: its credential stops working and its live MQTT
     /// session, if any, is closed now.
     pub fn revoke(&self, id: &DeviceId) -> Result<Device> {
-        let turn = self.changing();
+        let turn = self.freshness.turn();
         let changed = self.store.revoke(id, now_ns())?;
         if !changed && self.store.device(id)?.is_none() {
             return Err(Error::NotFound(format!("device {id} is not registered")));
@@ -448,7 +436,7 @@ impl Registry {
 
     /// Changes tags, versions or declared signals.
     pub fn update_device(&self, id: &DeviceId, update: &DeviceUpdate) -> Result<Device> {
-        let turn = self.changing();
+        let turn = self.freshness.turn();
         if !self.store.update_device(id, update)? {
             return Err(Error::NotFound(format!("device {id} is not registered")));
         }

@@ -3,15 +3,61 @@
 //! [`Registry::refresh`] and [`Access::refresh`] read their store's change
 //! count and reload what they cache only when it moved. Counted in
 //! `/metrics`; a failed look keeps the caches as they were and is tried
-//! again at the next tick.
+//! again at the next tick. Both caches keep their count, and the turn
+//! local changes and reloads take, in a [`Freshness`].
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::auth::Access;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+
+/// What a cache of a store other replicas may change keeps to stay
+/// current (the registry's and the accounts'): the store's change count it
+/// was loaded at, and the turn that a change made here (from its store
+/// write through its cache update) and a reload (from reading the store
+/// through replacing the cache) take, so that a reload never puts back
+/// what such a change replaced.
+#[derive(Debug)]
+pub struct Freshness {
+    loaded: AtomicI64,
+    turn: Mutex<()>,
+}
+
+impl Freshness {
+    /// For a cache loaded when the store's count was `count` (`None`: a
+    /// store only this hub writes).
+    pub fn new(count: Option<i64>) -> Freshness {
+        Freshness {
+            loaded: AtomicI64::new(count.unwrap_or(0)),
+            turn: Mutex::new(()),
+        }
+    }
+
+    /// The turn to change the store and then the cache, or to reload.
+    pub fn turn(&self) -> MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store's count `now`, if it moved since the cache was loaded
+    /// (`None`: nothing to reload).
+    pub fn moved(&self, now: Option<i64>) -> Option<i64> {
+        now.filter(|&n| n != self.loaded.load(Acquire))
+    }
+
+    /// The cache now holds what the store had at `count`.
+    pub fn reloaded(&self, count: i64) {
+        self.loaded.store(count, Release);
+    }
+
+    /// The store's count as of the last (re)load.
+    pub fn loaded(&self) -> i64 {
+        self.loaded.load(Acquire)
+    }
+}
 
 /// Starts the refresh task, if anything is shared; it ends when `stop`
 /// turns true.
@@ -67,6 +113,26 @@ pub fn spawn(
 
 /// The change counts the caches have seen.
 fn show_version(registry: &Registry, access: &Access, metrics: &Metrics) {
-    (metrics.shared_registry_version).store(registry.loaded_changes(), Relaxed);
-    (metrics.shared_accounts_version).store(access.loaded_changes(), Relaxed);
+    metrics
+        .shared_registry_version
+        .store(registry.freshness().loaded(), Relaxed);
+    metrics
+        .shared_accounts_version
+        .store(access.freshness().loaded(), Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Freshness;
+
+    #[test]
+    fn a_reload_is_due_only_when_a_shared_store_moved() {
+        let local = Freshness::new(None);
+        assert_eq!(local.moved(None), None, "a store only this hub writes");
+        let shared = Freshness::new(Some(3));
+        assert_eq!(shared.moved(Some(3)), None);
+        assert_eq!(shared.moved(Some(5)), Some(5));
+        shared.reloaded(5);
+        assert_eq!((shared.loaded(), shared.moved(Some(5))), (5, None));
+    }
 }

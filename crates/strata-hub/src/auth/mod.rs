@@ -21,8 +21,7 @@ pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, MutexGuard, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
@@ -31,6 +30,7 @@ use utoipa::ToSchema;
 
 use crate::config::AuthConfig;
 use crate::error::{Error, Result};
+use crate::shared::Freshness;
 use crate::{now_ns, secret};
 
 /// Prefix of API tokens, so secret scanners can recognise them.
@@ -328,13 +328,9 @@ pub struct Access {
     throttle: throttle::LoginThrottle,
     /// Logins without a right password, per source address (none: off).
     address_throttle: Option<throttle::LoginThrottle>,
-    /// The store's change count when the cache was last loaded (shared
-    /// accounts only).
-    loaded_changes: AtomicI64,
-    /// Held by a change made here from its store write through its cache
-    /// update, and by a reload from reading the store through replacing
-    /// the cache: so a reload never puts back what such a change replaced.
-    changing: Mutex<()>,
+    /// The store's change count the cache holds, and the turn changes
+    /// made here and reloads take.
+    freshness: Freshness,
 }
 
 /// Users and tokens as the store has them now.
@@ -363,15 +359,14 @@ impl Access {
         config: &AuthConfig,
     ) -> Result<Access> {
         // The count first: a change after it makes the next refresh reload.
-        let changes = store.changes()?.unwrap_or(0);
+        let changes = store.changes()?;
         let cache = load_cache(&*store)?;
         Ok(Access {
             store,
             bootstrap_sha256,
             session_ttl_s: config.session_ttl_s,
             cache: RwLock::new(cache),
-            loaded_changes: AtomicI64::new(changes),
-            changing: Mutex::new(()),
+            freshness: Freshness::new(changes),
             dummy_phc: hash_password("not a password of anyone")?,
             throttle: throttle::LoginThrottle::new(
                 config.login_free_attempts,
@@ -389,32 +384,24 @@ impl Access {
     /// For accounts other replicas share: reloads the cache if the store
     /// changed since it was last loaded. Returns whether it reloaded.
     pub fn refresh(&self) -> Result<bool> {
-        let turn = self.changing();
+        let turn = self.freshness.turn();
         self.reload(&turn)
     }
 
     /// [`Access::refresh`], for the holder of the turn to change.
     fn reload(&self, _turn: &MutexGuard<'_, ()>) -> Result<bool> {
-        let Some(changes) = self.store.changes()? else {
+        let Some(changes) = self.freshness.moved(self.store.changes()?) else {
             return Ok(false);
         };
-        if self.loaded_changes.load(Ordering::Acquire) == changes {
-            return Ok(false);
-        }
         let fresh = load_cache(&*self.store)?;
         *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        self.loaded_changes.store(changes, Ordering::Release);
+        self.freshness.reloaded(changes);
         Ok(true)
     }
 
-    /// The turn to change the store and then the cache.
-    fn changing(&self) -> MutexGuard<'_, ()> {
-        self.changing.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The store's change count as of the last (re)load.
-    pub fn loaded_changes(&self) -> i64 {
-        self.loaded_changes.load(Ordering::Acquire)
+    /// The store's change count the cache holds.
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
     }
 
     /// Who presents `bearer`; 401 when it is unknown, expired or revoked,
@@ -564,7 +551,7 @@ impl Access {
             created_ns: now_ns(),
             disabled_ns: None,
         };
-        let _turn = self.changing();
+        let _turn = self.freshness.turn();
         self.store.create_user(&user)?;
         self.cached(user)
     }
@@ -573,7 +560,7 @@ impl Access {
     pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
         // Start from the user as other replicas left it: the fields not
         // changed here are written back as they are.
-        let turn = self.changing();
+        let turn = self.freshness.turn();
         self.reload(&turn)?;
         let mut user = self
             .user(name)
@@ -705,7 +692,7 @@ impl Access {
             expires_ns: Some(now.saturating_add((ttl_s as i64).saturating_mul(1_000_000_000))),
             revoked_ns: None,
         };
-        let _turn = self.changing();
+        let _turn = self.freshness.turn();
         self.store.create_token(&record)?;
         let info = token_info(&record);
         self.cache
@@ -733,7 +720,7 @@ impl Access {
     /// It stops working at once.
     pub fn revoke_token(&self, by: &Principal, id: &str) -> Result<TokenInfo> {
         // A token another replica issued may not be in the cache yet.
-        let turn = self.changing();
+        let turn = self.freshness.turn();
         self.reload(&turn)?;
         let owner = {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
