@@ -87,13 +87,7 @@ impl TwinStore for PostgresTwins {
             )
             .context(what)?;
             let mut twin = read_twin(&mut tx, device, true)?;
-            let doc = twin
-                .desired
-                .as_object_mut()
-                .ok_or_else(|| corrupt(format!("desired twin of {device} is not an object")))?;
-            doc.insert(key.to_owned(), value.clone());
-            twin.desired_version += 1;
-            twin.desired_ns = Some(now_ns);
+            twin.set_desired_key(key, value, now_ns)?;
             let version = i64::try_from(twin.desired_version).map_err(corrupt)?;
             tx.execute(
                 "UPDATE shared_twins SET desired = $2, desired_version = $3, desired_ns = $4

@@ -86,13 +86,7 @@ impl TwinStore for SqliteStore {
                 .transaction()
                 .context(|| "cannot start a transaction".into())?;
             let mut twin = read_twin(&tx, device)?;
-            let doc = twin
-                .desired
-                .as_object_mut()
-                .ok_or_else(|| corrupt(format!("desired twin of {device} is not an object")))?;
-            doc.insert(key.to_owned(), value.clone());
-            twin.desired_version += 1;
-            twin.desired_ns = Some(now_ns);
+            twin.set_desired_key(key, value, now_ns)?;
             tx.execute(
                 "INSERT INTO twins (device_id, desired, desired_version, desired_ns)
                  VALUES (?1, ?2, ?3, ?4)
