@@ -8,76 +8,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-/// The bucket's endpoint and the access key moto made for it.
-struct Bucket {
-    endpoint: String,
-    key_id: String,
-    secret: String,
-}
-
-impl Bucket {
-    /// The object `key`, read with boto3.
-    fn get(&self, key: &str) -> Vec<u8> {
-        peer_script("s3_object.py", &self.args("get", key, &[]))
-    }
-
-    /// Replaces the object `key` with the file `from`, with boto3.
-    fn put(&self, key: &str, from: &Path) {
-        peer_script("s3_object.py", &self.args("put", key, &[from.as_os_str()]));
-    }
-
-    fn args<'a>(
-        &'a self,
-        command: &'a str,
-        key: &'a str,
-        rest: &[&'a std::ffi::OsStr],
-    ) -> Vec<&'a std::ffi::OsStr> {
-        let mut args: Vec<&std::ffi::OsStr> = [
-            command,
-            self.endpoint.as_str(),
-            self.key_id.as_str(),
-            self.secret.as_str(),
-            "models",
-            key,
-        ]
-        .into_iter()
-        .map(std::ffi::OsStr::new)
-        .collect();
-        args.extend(rest);
-        args
-    }
-
-    /// A hub configuration keeping artifacts in `bucket` with `secret`.
-    fn config(&self, bucket: &str, secret: &str) -> String {
-        format!(
-            "[artifacts.s3]\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"strata/\"\n\
-             access_key_id = \"{}\"\nsecret_access_key = \"{secret}\"\n",
-            self.endpoint, self.key_id
-        )
-    }
-}
-
 #[test]
 fn artifacts_live_in_an_s3_bucket() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let credentials = dir.path().join("s3.credentials");
-    let _server = Peer::python(
-        "s3_server.py",
-        &[&port.to_string(), "models", credentials.to_str().unwrap()],
-    );
-    let text = std::fs::read_to_string(&credentials).unwrap();
-    let mut lines = text.lines();
-    let bucket = Bucket {
-        endpoint: format!("http://127.0.0.1:{port}"),
-        key_id: lines.next().unwrap().to_owned(),
-        secret: lines.next().unwrap().to_owned(),
-    };
+    let bucket = Bucket::start(dir.path());
     let config = dir.path().join("hub.toml");
     std::fs::write(&config, bucket.config("models", &bucket.secret)).unwrap();
     let data = dir.path().join("hub");

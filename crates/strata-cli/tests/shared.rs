@@ -1,13 +1,17 @@
-//! End to end, hub replicas sharing the registry and people's accounts in
-//! PostgreSQL (`[shared] postgres`, this machine's server, a schema per
-//! test):
+//! End to end, hub replicas sharing the registry, people's accounts and
+//! the model registry in PostgreSQL (`[shared] postgres`, this machine's
+//! server, a schema per test), with artifacts in one bucket (moto's S3
+//! server):
 //! - a device registered and enrolled through one hub connects to another
 //!   with the same credential, and revoking it through either cuts it off
 //!   at both; while the registry's database stalls, telemetry from known
 //!   devices keeps being stored (devices connect with `mosquitto_pub` and
 //!   `mosquitto_sub`);
 //! - a user made at one hub logs in at the other, its tokens work at both,
-//!   and a revocation or a disabled account at one holds at the other.
+//!   and a revocation or a disabled account at one holds at the other;
+//! - a model version registered at one hub is listed and served by the
+//!   other, versions registered through both at once are numbered once
+//!   each, and an alias moved at one is where the other finds it.
 
 mod common;
 
@@ -22,19 +26,22 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-/// A hub whose registry and accounts are in `schema`, looking for other
-/// replicas' changes every 100 ms.
-fn replica(dir: &Path, schema: &PgSchema) -> HubProcess {
-    replica_at(dir, &schema.url)
+/// A hub whose shared stores are in `schema` and artifacts in `bucket`,
+/// looking for other replicas' changes every 100 ms.
+fn replica(dir: &Path, schema: &PgSchema, bucket: &Bucket) -> HubProcess {
+    replica_at(dir, &schema.url, bucket)
 }
 
 /// The same, with the shared database at `url`.
-fn replica_at(dir: &Path, url: &str) -> HubProcess {
+fn replica_at(dir: &Path, url: &str, bucket: &Bucket) -> HubProcess {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("hub.toml");
     std::fs::write(
         &config,
-        format!("[shared]\npostgres = {url:?}\nrefresh_ms = 100\n"),
+        format!(
+            "[shared]\npostgres = {url:?}\nrefresh_ms = 100\n{}",
+            bucket.config("models", &bucket.secret)
+        ),
     )
     .unwrap();
     HubProcess::start_with(dir, &["--config", config.to_str().unwrap()])
@@ -110,8 +117,9 @@ fn publish(hub: &HubProcess, device: &str, credential: &str, seq: u64) -> bool {
 fn a_device_enrolled_at_one_replica_works_at_the_other_and_revocation_reaches_both() {
     let schema = PgSchema::new("registry");
     let dir = tempfile::tempdir().unwrap();
-    let a = replica(&dir.path().join("hub-a"), &schema);
-    let b = replica(&dir.path().join("hub-b"), &schema);
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
 
     // Registered and enrolled through hub A only.
     let credential = a.provision("gw-1", json!({"temp": "Cel"}));
@@ -206,7 +214,8 @@ fn while_the_registry_database_stalls_known_devices_keep_storing_telemetry() {
         .replace("port=5432", &format!("port={}", relay.port));
     assert_ne!(url, schema.url);
     let dir = tempfile::tempdir().unwrap();
-    let hub = replica_at(dir.path(), &url);
+    let bucket = Bucket::start(dir.path());
+    let hub = replica_at(&dir.path().join("hub"), &url, &bucket);
     let credential = hub.provision("gw-2", json!({}));
 
     relay.stalled.store(true, Ordering::SeqCst);
@@ -245,8 +254,9 @@ fn while_the_registry_database_stalls_known_devices_keep_storing_telemetry() {
 fn an_account_made_at_one_replica_works_at_the_other_and_revocations_hold_at_both() {
     let schema = PgSchema::new("accounts");
     let dir = tempfile::tempdir().unwrap();
-    let a = replica(&dir.path().join("hub-a"), &schema);
-    let b = replica(&dir.path().join("hub-b"), &schema);
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
     let whoami = |hub: &HubProcess, token: &str| hub.api_as(token, "GET", "/api/v1/whoami", None).0;
 
     let (status, body) = a.api(
@@ -305,4 +315,61 @@ fn an_account_made_at_one_replica_works_at_the_other_and_revocations_hold_at_bot
         || whoami(&b, &session) == 401,
     );
     assert!(b.metric("strata_shared_reloads_total") >= 3.0);
+}
+
+#[test]
+fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
+    let schema = PgSchema::new("models");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
+
+    // A scikit-learn model registered through A, twice: B lists both
+    // versions and serves their artifact byte for byte from the bucket.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let path = format!("/api/v1/models/rul/versions?features={features}");
+    for expected in [1, 2] {
+        let (status, v) = a.api_bytes(&path, &onnx);
+        assert_eq!((status, v["version"].as_u64()), (201, Some(expected)), "{v}");
+    }
+    let (status, versions) = b.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(status, 200, "{versions}");
+    assert_eq!(versions["latest_version"], 2, "{versions}");
+    let bearer = format!("Bearer {}", b.token);
+    let (status, served) = b.get_bytes("/api/v1/models/rul/versions/2/artifact", Some(&bearer));
+    assert_eq!((status, served == onnx), (200, true));
+
+    // Versions registered through both at once are numbered once each.
+    std::thread::scope(|s| {
+        for hub in [&a, &b] {
+            let (path, onnx) = (&path, &onnx);
+            s.spawn(move || {
+                for _ in 0..3 {
+                    assert_eq!(hub.api_bytes(path, onnx).0, 201);
+                }
+            });
+        }
+    });
+    let (_, versions) = a.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(versions["latest_version"], 8, "{versions}");
+
+    // An alias moved at B is where A finds it, and the move back at A
+    // reports B's.
+    let (status, moved) = b.api(
+        "PUT",
+        "/api/v1/models/rul/aliases/champion",
+        Some(json!({"version": 2})),
+    );
+    assert_eq!(status, 200, "{moved}");
+    let (_, info) = a.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(info["aliases"]["champion"], 2, "{info}");
+    let (_, moved) = a.api(
+        "PUT",
+        "/api/v1/models/rul/aliases/champion",
+        Some(json!({"version": 1})),
+    );
+    assert_eq!(moved["previous"], 2, "{moved}");
 }

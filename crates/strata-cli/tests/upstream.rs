@@ -196,10 +196,13 @@ fn replicas_share_the_stream_the_registry_twins_and_actions_and_postgres_stores_
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _broker = Peer::mosquitto(dir.path(), port);
-    // Telemetry and the registry both in PostgreSQL, shared.
+    // Telemetry and the registry both in PostgreSQL, shared, and the
+    // artifacts in one bucket.
+    let bucket = Bucket::start(dir.path());
     let shared = format!(
-        "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = 100\n",
-        schema.url
+        "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = 100\n{}",
+        schema.url,
+        bucket.config("models", &bucket.secret)
     );
     let hubs: Vec<HubProcess> = ["hub-a", "hub-b"]
         .into_iter()

@@ -444,12 +444,15 @@ impl Default for RegistryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SharedConfig {
     /// Keep the device registry (sites, devices, credentials, presence),
-    /// people's accounts and API tokens, device twins, drift sketches and
-    /// closed-loop action records in this PostgreSQL database instead of
-    /// the data directory, shared by every hub replica that names it: a
-    /// device enrolled or revoked, a token issued or revoked through one
-    /// replica is so at all of them, and what a device reports is seen by
-    /// all of them, whichever took the message.
+    /// people's accounts and API tokens, device twins, drift sketches,
+    /// closed-loop action records, the model registry and accepted OTA
+    /// releases in this PostgreSQL database instead of the data directory,
+    /// shared by every hub replica that names it: a device enrolled or
+    /// revoked, a token issued or revoked, a model version registered
+    /// through one replica is so at all of them, and what a device reports
+    /// is seen by all of them, whichever took the message. Needs artifacts
+    /// in a bucket (`[artifacts.s3]`), so every replica serves every
+    /// version and release.
     pub postgres: Option<String>,
     /// With `postgres`: how often, milliseconds, a replica looks for the
     /// changes other replicas made (and closes the sessions of devices
@@ -467,9 +470,15 @@ impl Default for SharedConfig {
 }
 
 impl SharedConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, artifacts: &ArtifactsConfig) -> Result<(), String> {
         if self.refresh_ms == 0 {
             return Err("[shared] refresh_ms must be at least 1".into());
+        }
+        if self.postgres.is_some() && artifacts.s3.is_none() {
+            return Err("[shared] postgres shares the model registry and OTA releases, so \
+                        their artifacts must be where every replica reads them: set \
+                        [artifacts.s3] (a bucket the replicas share)"
+                .into());
         }
         Ok(())
     }
@@ -546,7 +555,7 @@ impl HubConfig {
         }
         config.drift.detector()?;
         config.storage.validate()?;
-        config.shared.validate()?;
+        config.shared.validate(&config.artifacts)?;
         for (i, p) in config.retrain.iter().enumerate() {
             p.validate()?;
             if config.retrain[..i].iter().any(|o| o.model == p.model) {
@@ -689,9 +698,9 @@ mod tests {
             (config.shared.postgres, config.shared.refresh_ms),
             (None, 1000)
         );
-        let config =
-            HubConfig::parse("[shared]\npostgres = \"host=db user=strata\"\nrefresh_ms = 250\n")
-                .unwrap();
+        let bucket = "[artifacts.s3]\nendpoint = \"http://s3:9000\"\nbucket = \"models\"\n";
+        let shared = "[shared]\npostgres = \"host=db user=strata\"\nrefresh_ms = 250\n";
+        let config = HubConfig::parse(&format!("{shared}{bucket}")).unwrap();
         assert_eq!(
             config.shared.postgres.as_deref(),
             Some("host=db user=strata")
@@ -699,6 +708,9 @@ mod tests {
         assert_eq!(config.shared.refresh_ms, 250);
         let err = HubConfig::parse("[shared]\nrefresh_ms = 0\n").unwrap_err();
         assert!(err.contains("[shared] refresh_ms"), "{err}");
+        // Models registered at one replica are served by every replica.
+        let err = HubConfig::parse(shared).unwrap_err();
+        assert!(err.contains("[artifacts.s3]"), "{err}");
         let err = HubConfig::parse("[registry]\npostgres = \"host=db\"\n").unwrap_err();
         assert!(
             err.contains("postgres"),

@@ -45,7 +45,8 @@ use std::sync::Arc;
 
 use strata_proto::validate::Limits;
 use strata_store::{
-    AccessStore, ControlStore, DriftStore, RegistryStore, SqliteStore, TelemetryStore, TwinStore,
+    AccessStore, ControlStore, DriftStore, ModelStore, RegistryStore, ReleaseStore, SqliteStore,
+    TelemetryStore, TwinStore,
 };
 use tokio::sync::watch;
 
@@ -105,6 +106,8 @@ struct Shared {
     twins: Arc<dyn TwinStore>,
     sketches: Arc<dyn DriftStore>,
     actions: Arc<dyn ControlStore>,
+    models: Arc<dyn ModelStore>,
+    releases: Arc<dyn ReleaseStore>,
 }
 
 impl Shared {
@@ -116,6 +119,8 @@ impl Shared {
             twins: store.clone(),
             sketches: store.clone(),
             actions: store.clone(),
+            models: store.clone(),
+            releases: store.clone(),
         }
     }
 
@@ -129,6 +134,8 @@ impl Shared {
             twins: Arc::new(PostgresTwins::connect(url)?),
             sketches: records.clone(),
             actions: records,
+            models: Arc::new(PostgresModels::connect(url)?),
+            releases: Arc::new(PostgresReleases::connect(url)?),
         })
     }
 }
@@ -168,8 +175,9 @@ impl Hub {
         };
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
-        // The registry, accounts, twins and devices' other records in the
-        // data directory, or in PostgreSQL shared by replicas.
+        // The registry, accounts, twins, devices' other records, models and
+        // releases in the data directory, or in PostgreSQL shared by
+        // replicas.
         let shared = match &config.shared.postgres {
             Some(url) => Shared::in_postgres(url)?,
             None => Shared::local(&store),
@@ -180,6 +188,8 @@ impl Hub {
             twins,
             sketches,
             actions,
+            models: model_store,
+            releases,
         } = shared;
         let access = Arc::new(auth::Access::load(
             access_store,
@@ -233,7 +243,7 @@ impl Hub {
             limits,
         ));
         let artifacts = models::ArtifactStore::open_configured(&config.artifacts, &data_dir)?;
-        let models = Arc::new(models::ModelRegistry::open(store.clone(), artifacts));
+        let models = Arc::new(models::ModelRegistry::open(model_store, artifacts));
         let drift = Arc::new(drift::Drift::new(
             sketches,
             models.clone(),
@@ -285,7 +295,7 @@ impl Hub {
         ));
         deployer.republish_all()?;
         let ota = Arc::new(ota::Ota::open(
-            store.clone(),
+            releases,
             models.artifacts().clone(),
             &data_dir,
             &config.ota.release_keys,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Result, corrupt};
+
 /// A model: a name that versions accumulate under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -99,4 +101,37 @@ pub struct ModelVersion {
     pub description: String,
     /// Registration time, ns.
     pub created_ns: i64,
+}
+
+/// The columns of a stored version, in the order both engines keep them.
+pub(crate) const VERSION_COLUMNS: &str = "model, version, sha256, size, runtime, input_len, \
+                                          outputs, ops, features, vector, lineage, metrics, \
+                                          has_tree_stats, description, created_ns";
+
+/// A record's JSON column, as both engines store it.
+pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("JSON of registry records")
+}
+
+/// The JSON columns of a stored version, as read back.
+pub(crate) struct JsonColumns<'a> {
+    pub outputs: &'a str,
+    pub ops: &'a str,
+    pub features: &'a str,
+    pub lineage: &'a str,
+    pub metrics: &'a str,
+}
+
+impl ModelVersion {
+    /// `partial` (every plain column read) with its JSON columns decoded.
+    pub(crate) fn with_json(partial: ModelVersion, json: JsonColumns<'_>) -> Result<ModelVersion> {
+        Ok(ModelVersion {
+            outputs: serde_json::from_str(json.outputs).map_err(corrupt)?,
+            ops: serde_json::from_str(json.ops).map_err(corrupt)?,
+            features: serde_json::from_str(json.features).map_err(corrupt)?,
+            lineage: serde_json::from_str(json.lineage).map_err(corrupt)?,
+            metrics: serde_json::from_str(json.metrics).map_err(corrupt)?,
+            ..partial
+        })
+    }
 }

@@ -2,8 +2,10 @@
 //! [`TelemetryStore`] promises, on tables that several hub replicas can
 //! share. The other stores replicas share live beside it: the device
 //! registry ([`PostgresRegistry`]), people's accounts and tokens
-//! ([`PostgresAccess`]), device twins ([`PostgresTwins`]), and drift
-//! sketches and closed-loop action records ([`PostgresRecords`]);
+//! ([`PostgresAccess`]), device twins ([`PostgresTwins`]), drift sketches
+//! and closed-loop action records ([`PostgresRecords`]), the model
+//! registry ([`PostgresModels`]) and accepted OTA releases
+//! ([`PostgresReleases`]);
 //! `changes.rs` keeps the counts replicas poll to keep their caches
 //! current.
 //!
@@ -33,13 +35,17 @@ use strata_proto::{DeviceId, TelemetryBatch};
 
 mod access;
 mod changes;
+mod models;
 mod records;
 mod registry;
+mod releases;
 mod twins;
 
 pub use access::PostgresAccess;
+pub use models::PostgresModels;
 pub use records::PostgresRecords;
 pub use registry::PostgresRegistry;
+pub use releases::PostgresReleases;
 pub use twins::PostgresTwins;
 
 use crate::error::{Context, Error, Result};

@@ -16,7 +16,8 @@ use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
 use strata_store::postgres::{
-    PostgresAccess, PostgresRecords, PostgresRegistry, PostgresTelemetry, PostgresTwins,
+    PostgresAccess, PostgresModels, PostgresRecords, PostgresRegistry, PostgresReleases,
+    PostgresTelemetry, PostgresTwins,
 };
 use strata_store::*;
 
@@ -522,4 +523,50 @@ fn sketches_and_actions_keep_the_contract_across_replicas() {
         .unwrap();
     assert_eq!(all.len(), 3);
     assert!(!b.record_action(&all[0]).unwrap());
+}
+
+#[test]
+fn models_keep_the_contract_and_replicas_number_versions_once() {
+    let schema = Schema::new("models");
+    let a = PostgresModels::connect(&schema.url).unwrap();
+    common::models_count_versions_and_move_aliases(&a);
+    // Two replicas register versions of one model at once: every version
+    // gets its own number.
+    let b = PostgresModels::connect(&schema.url).unwrap();
+    let numbers = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for store in [&a, &b] {
+            let numbers = &numbers;
+            s.spawn(move || {
+                for _ in 0..15 {
+                    let n = store
+                        .add_model_version(&common::model_version("pump"))
+                        .unwrap();
+                    numbers.lock().unwrap().push(n);
+                }
+            });
+        }
+    });
+    let mut numbers = numbers.into_inner().unwrap();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=30).collect::<Vec<u32>>());
+    // What one replica moved, the other reads.
+    assert_eq!(b.set_alias("pump", "champion", 30, 1).unwrap(), None);
+    assert_eq!(a.model("pump").unwrap().unwrap().aliases["champion"], 30);
+    assert_eq!(a.set_alias("pump", "champion", 29, 2).unwrap(), Some(30));
+    assert_eq!(b.model_versions("pump").unwrap().len(), 30);
+}
+
+#[test]
+fn releases_keep_the_contract_across_replicas() {
+    let schema = Schema::new("releases");
+    let a = PostgresReleases::connect(&schema.url).unwrap();
+    common::releases_once_and_latest_known(&a);
+    // The other replica sees them, and cannot accept a version again.
+    let b = PostgresReleases::connect(&schema.url).unwrap();
+    assert_eq!(b.latest_release_version("model", "rul").unwrap(), Some(5));
+    let mut again = b.releases(None, None).unwrap().remove(0);
+    assert!(matches!(b.add_release(&again), Err(Error::Conflict(_))));
+    again.version = u64::MAX;
+    assert!(matches!(b.add_release(&again), Err(Error::Conflict(_))));
 }

@@ -202,6 +202,20 @@ fn users_and_tokens_round_trip() {
 }
 
 #[test]
+fn models_count_versions_and_move_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::models_count_versions_and_move_aliases(&store);
+}
+
+#[test]
+fn releases_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::releases_once_and_latest_known(&store);
+}
+
+#[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();

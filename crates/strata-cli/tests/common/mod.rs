@@ -830,6 +830,76 @@ pub fn train(hub: &HubProcess, spec: Value) -> Value {
     hub.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(240))
 }
 
+/// A bucket `models` in moto's S3 server (request signatures checked),
+/// its endpoint and the access key moto made for it; the server stops
+/// when it is dropped.
+pub struct Bucket {
+    pub endpoint: String,
+    pub key_id: String,
+    pub secret: String,
+    _server: Peer,
+}
+
+impl Bucket {
+    /// Starts the server, keeping its credentials file in `dir`.
+    pub fn start(dir: &Path) -> Bucket {
+        let port = free_port();
+        let credentials = dir.join("s3.credentials");
+        let server = Peer::python(
+            "s3_server.py",
+            &[&port.to_string(), "models", credentials.to_str().unwrap()],
+        );
+        let text = std::fs::read_to_string(&credentials).unwrap();
+        let mut lines = text.lines();
+        Bucket {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            key_id: lines.next().unwrap().to_owned(),
+            secret: lines.next().unwrap().to_owned(),
+            _server: server,
+        }
+    }
+
+    /// The object `key`, read with boto3.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        peer_script("s3_object.py", &self.args("get", key, &[]))
+    }
+
+    /// Replaces the object `key` with the file `from`, with boto3.
+    pub fn put(&self, key: &str, from: &Path) {
+        peer_script("s3_object.py", &self.args("put", key, &[from.as_os_str()]));
+    }
+
+    fn args<'a>(
+        &'a self,
+        command: &'a str,
+        key: &'a str,
+        rest: &[&'a std::ffi::OsStr],
+    ) -> Vec<&'a std::ffi::OsStr> {
+        let mut args: Vec<&std::ffi::OsStr> = [
+            command,
+            self.endpoint.as_str(),
+            self.key_id.as_str(),
+            self.secret.as_str(),
+            "models",
+            key,
+        ]
+        .into_iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+        args.extend(rest);
+        args
+    }
+
+    /// A hub configuration keeping artifacts in `bucket` with `secret`.
+    pub fn config(&self, bucket: &str, secret: &str) -> String {
+        format!(
+            "[artifacts.s3]\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"strata/\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{secret}\"\n",
+            self.endpoint, self.key_id
+        )
+    }
+}
+
 /// A schema of the test's own in this machine's PostgreSQL
 /// (`STRATA_TEST_POSTGRES`, or `host=127.0.0.1 user=postgres dbname=test`),
 /// dropped at the end.

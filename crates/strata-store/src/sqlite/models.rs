@@ -5,23 +5,11 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::error::{Context, Error, Result, corrupt};
+use crate::error::{Context, Error, Result};
+use crate::models::{JsonColumns, VERSION_COLUMNS, to_json as json};
 use crate::{ModelInfo, ModelStore, ModelVersion};
 
-const VERSION_COLUMNS: &str = "model, version, sha256, size, runtime, input_len, outputs, ops, \
-                               features, vector, lineage, metrics, has_tree_stats, description, \
-                               created_ns";
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("JSON of registry records")
-}
-
 fn version_row(r: &Row<'_>) -> rusqlite::Result<Result<ModelVersion>> {
-    let outputs: String = r.get(6)?;
-    let ops: String = r.get(7)?;
-    let features: String = r.get(8)?;
-    let lineage: String = r.get(10)?;
-    let metrics: String = r.get(11)?;
     let partial = ModelVersion {
         model: r.get(0)?,
         version: r.get(1)?,
@@ -39,16 +27,14 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<Result<ModelVersion>> {
         description: r.get(13)?,
         created_ns: r.get(14)?,
     };
-    Ok((|| {
-        Ok(ModelVersion {
-            outputs: serde_json::from_str(&outputs).map_err(corrupt)?,
-            ops: serde_json::from_str(&ops).map_err(corrupt)?,
-            features: serde_json::from_str(&features).map_err(corrupt)?,
-            lineage: serde_json::from_str(&lineage).map_err(corrupt)?,
-            metrics: serde_json::from_str(&metrics).map_err(corrupt)?,
-            ..partial
-        })
-    })())
+    let json = JsonColumns {
+        outputs: r.get_ref(6)?.as_str()?,
+        ops: r.get_ref(7)?.as_str()?,
+        features: r.get_ref(8)?.as_str()?,
+        lineage: r.get_ref(10)?.as_str()?,
+        metrics: r.get_ref(11)?.as_str()?,
+    };
+    Ok(ModelVersion::with_json(partial, json))
 }
 
 fn model_info(conn: &Connection, name: &str, created_ns: i64) -> Result<ModelInfo> {
@@ -234,66 +220,5 @@ impl ModelStore for SqliteStore {
                 .context(|| format!("cannot remove alias {alias} of {name}"))?;
             Ok(n > 0)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Lineage, ModelOutputInfo};
-
-    fn version(model: &str) -> ModelVersion {
-        ModelVersion {
-            model: model.into(),
-            version: 0,
-            sha256: "ab".repeat(32),
-            size: 10,
-            runtime: "ml".into(),
-            input_len: 3,
-            outputs: vec![ModelOutputInfo {
-                name: "prediction".into(),
-                len: 1,
-            }],
-            ops: vec!["ai.onnx.ml:TreeEnsembleRegressor".into()],
-            features: vec!["a".into(), "b".into(), "c".into()],
-            vector: Some("v".into()),
-            lineage: Lineage {
-                trigger: "upload".into(),
-                ..Lineage::default()
-            },
-            metrics: [("mae".to_owned(), 1.5)].into(),
-            has_tree_stats: true,
-            description: "d".into(),
-            created_ns: 5,
-        }
-    }
-
-    #[test]
-    fn versions_count_up_per_model_and_aliases_move() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), crate::Durability::Process).unwrap();
-        assert_eq!(store.add_model_version(&version("rul")).unwrap(), 1);
-        assert_eq!(store.add_model_version(&version("rul")).unwrap(), 2);
-        assert_eq!(store.add_model_version(&version("other")).unwrap(), 1);
-        let v2 = store.model_version("rul", 2).unwrap().unwrap();
-        assert_eq!(v2.version, 2);
-        assert_eq!(v2.features, ["a", "b", "c"]);
-        assert_eq!(v2.metrics["mae"], 1.5);
-        assert_eq!(v2.lineage.trigger, "upload");
-        assert!(store.model_version("rul", 3).unwrap().is_none());
-
-        assert_eq!(store.set_alias("rul", "champion", 1, 9).unwrap(), None);
-        assert_eq!(store.set_alias("rul", "champion", 2, 9).unwrap(), Some(1));
-        assert!(matches!(
-            store.set_alias("rul", "champion", 7, 9),
-            Err(Error::NotFound(_))
-        ));
-        let info = store.model("rul").unwrap().unwrap();
-        assert_eq!(info.latest_version, Some(2));
-        assert_eq!(info.aliases["champion"], 2);
-        assert!(store.remove_alias("rul", "champion").unwrap());
-        assert!(!store.remove_alias("rul", "champion").unwrap());
-        assert_eq!(store.models().unwrap().len(), 2);
-        assert_eq!(store.model_versions("rul").unwrap().len(), 2);
     }
 }

@@ -1,5 +1,5 @@
-//! Checks every registry, access, twin, sketch and action store must pass,
-//! whatever its engine.
+//! Checks every registry, access, twin, sketch, action, model and release
+//! store must pass, whatever its engine.
 
 use std::collections::BTreeMap;
 
@@ -279,4 +279,114 @@ pub fn sketches_once_by_window(store: &dyn DriftStore) {
     assert_eq!(all[0].batch, sketch_batch(1, 100));
     assert_eq!(store.sketches("rul", 2, 150, 1000).unwrap().len(), 1);
     assert!(store.sketches("rul", 3, 0, 1000).unwrap().is_empty());
+}
+
+/// A version of `model` as a store receives it (its number not yet set).
+pub fn model_version(model: &str) -> ModelVersion {
+    ModelVersion {
+        model: model.into(),
+        version: 0,
+        sha256: "ab".repeat(32),
+        size: 10,
+        runtime: "ml".into(),
+        input_len: 3,
+        outputs: vec![ModelOutputInfo {
+            name: "prediction".into(),
+            len: 1,
+        }],
+        ops: vec!["ai.onnx.ml:TreeEnsembleRegressor".into()],
+        features: vec!["a".into(), "b".into(), "c".into()],
+        vector: Some("v".into()),
+        lineage: Lineage {
+            trigger: "upload".into(),
+            ..Lineage::default()
+        },
+        metrics: [("mae".to_owned(), 1.5)].into(),
+        has_tree_stats: true,
+        description: "d".into(),
+        created_ns: 5,
+    }
+}
+
+/// Versions count up per model, come back as registered, and aliases move
+/// only to versions that exist.
+pub fn models_count_versions_and_move_aliases(store: &dyn ModelStore) {
+    assert_eq!(store.add_model_version(&model_version("rul")).unwrap(), 1);
+    assert_eq!(store.add_model_version(&model_version("rul")).unwrap(), 2);
+    assert_eq!(store.add_model_version(&model_version("other")).unwrap(), 1);
+    let v2 = store.model_version("rul", 2).unwrap().unwrap();
+    assert_eq!(
+        v2,
+        ModelVersion {
+            version: 2,
+            ..model_version("rul")
+        }
+    );
+    assert!(store.model_version("rul", 3).unwrap().is_none());
+
+    assert_eq!(store.set_alias("rul", "champion", 1, 9).unwrap(), None);
+    assert_eq!(store.set_alias("rul", "champion", 2, 9).unwrap(), Some(1));
+    assert!(matches!(
+        store.set_alias("rul", "champion", 7, 9),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_alias("unknown", "champion", 1, 9),
+        Err(Error::NotFound(_))
+    ));
+    let info = store.model("rul").unwrap().unwrap();
+    assert_eq!(
+        (info.created_ns, info.latest_version, info.aliases.clone()),
+        (5, Some(2), [("champion".to_owned(), 2)].into())
+    );
+    assert!(store.model("unknown").unwrap().is_none());
+    assert!(store.remove_alias("rul", "champion").unwrap());
+    assert!(!store.remove_alias("rul", "champion").unwrap());
+    let names: Vec<String> = store.models().unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["other", "rul"]);
+    let versions: Vec<u32> = store
+        .model_versions("rul")
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, [1, 2]);
+}
+
+/// A release of `rul` at `version`.
+fn release(version: u64) -> ReleaseRecord {
+    ReleaseRecord {
+        kind: "model".into(),
+        name: "rul".into(),
+        version,
+        digest: format!("d{version}"),
+        key_id: "k".into(),
+        sha256: "ab".repeat(32),
+        size: 3,
+        expires_ns: 10,
+        accepted_ns: version as i64,
+        envelope: "{}".into(),
+    }
+}
+
+/// A release version is stored once, and the latest of each is known.
+pub fn releases_once_and_latest_known(store: &dyn ReleaseStore) {
+    assert_eq!(store.latest_release_version("model", "rul").unwrap(), None);
+    store.add_release(&release(2)).unwrap();
+    store.add_release(&release(5)).unwrap();
+    assert!(matches!(
+        store.add_release(&release(5)),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.latest_release_version("model", "rul").unwrap(),
+        Some(5)
+    );
+    assert_eq!(store.latest_release_version("config", "rul").unwrap(), None);
+    let all = store.releases(Some("model"), None).unwrap();
+    assert_eq!(all.iter().map(|r| r.version).collect::<Vec<_>>(), [5, 2]);
+    assert_eq!(all[1], release(2));
+    assert_eq!(store.releases(None, Some("rul")).unwrap().len(), 2);
+    assert_eq!(store.releases(None, Some("other")).unwrap().len(), 0);
+    assert_eq!(store.releases(None, None).unwrap().len(), 2);
 }
