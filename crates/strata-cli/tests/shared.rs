@@ -11,7 +11,8 @@
 //!   and a revocation or a disabled account at one holds at the other;
 //! - a model version registered at one hub is listed and served by the
 //!   other, versions registered through both at once are numbered once
-//!   each, and an alias moved at one is where the other finds it.
+//!   each, and an alias moved at one is where the other finds it; a
+//!   replica stops cleanly on SIGTERM.
 
 mod common;
 
@@ -372,4 +373,10 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
         Some(json!({"version": 1})),
     );
     assert_eq!(moved["previous"], 2, "{moved}");
+
+    // Both stop cleanly: their database sessions are closed off the async
+    // runtime (closing one on it made the hub panic on its way out).
+    for hub in [a, b] {
+        assert!(hub.stop().success());
+    }
 }

@@ -97,11 +97,11 @@ CREATE TABLE IF NOT EXISTS telemetry_latest (
 pub struct PostgresTelemetry {
     url: String,
     writer: Mutex<Writer>,
-    reader: Mutex<Client>,
+    reader: Mutex<Session>,
 }
 
 struct Writer {
-    client: Client,
+    client: Session,
     /// (device, stream) -> id, for the streams written so far.
     streams: IdCache,
     /// (device, signal) -> series id.
@@ -136,8 +136,37 @@ fn connection_lost<T>(out: &Result<T>) -> bool {
         .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57P0"))
 }
 
-fn connect(url: &str) -> Result<Client> {
+/// A client that is closed off the async runtime when dropped: the
+/// client's own drop blocks on its runtime, which tokio refuses on a
+/// runtime's thread, and a hub's stores are often dropped there when it
+/// stops.
+struct Session(Option<Client>);
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("a session holds its client until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("a session holds its client until dropped")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
+fn connect(url: &str) -> Result<Session> {
     Client::connect(url, NoTls)
+        .map(|client| Session(Some(client)))
         .context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
 }
 
@@ -145,7 +174,7 @@ fn connect(url: &str) -> Result<Client> {
 /// if `f` lost the connection (the server restarted, say).
 fn on_connection<T>(
     url: &str,
-    client: &mut Client,
+    client: &mut Session,
     f: impl FnOnce(&mut Client) -> Result<T>,
 ) -> Result<T> {
     if client.is_closed() {
@@ -164,7 +193,7 @@ fn on_connection<T>(
 /// when it is lost.
 struct Connection {
     url: String,
-    client: Mutex<Client>,
+    client: Mutex<Session>,
 }
 
 impl Connection {

@@ -115,6 +115,16 @@ impl HubProcess {
         }
     }
 
+    /// Sends SIGTERM and waits for the hub to stop; returns how it ended.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let terminated = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(terminated.success());
+        self.child.wait().unwrap()
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub fn kill(mut self) {
         let _ = self.child.kill();
