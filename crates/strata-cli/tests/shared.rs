@@ -334,7 +334,11 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
     let path = format!("/api/v1/models/rul/versions?features={features}");
     for expected in [1, 2] {
         let (status, v) = a.api_bytes(&path, &onnx);
-        assert_eq!((status, v["version"].as_u64()), (201, Some(expected)), "{v}");
+        assert_eq!(
+            (status, v["version"].as_u64()),
+            (201, Some(expected)),
+            "{v}"
+        );
     }
     let (status, versions) = b.api("GET", "/api/v1/models/rul", None);
     assert_eq!(status, 200, "{versions}");

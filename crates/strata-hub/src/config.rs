@@ -475,10 +475,12 @@ impl SharedConfig {
             return Err("[shared] refresh_ms must be at least 1".into());
         }
         if self.postgres.is_some() && artifacts.s3.is_none() {
-            return Err("[shared] postgres shares the model registry and OTA releases, so \
+            return Err(
+                "[shared] postgres shares the model registry and OTA releases, so \
                         their artifacts must be where every replica reads them: set \
                         [artifacts.s3] (a bucket the replicas share)"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -126,7 +126,9 @@ impl ReleaseStore for PostgresReleases {
                 )
                 .context(|| format!("cannot read the versions of {kind} {name}"))?
                 .get(0);
-            latest.map(|v| u64::try_from(v).map_err(corrupt)).transpose()
+            latest
+                .map(|v| u64::try_from(v).map_err(corrupt))
+                .transpose()
         })
     }
 }

@@ -342,7 +342,12 @@ pub fn models_count_versions_and_move_aliases(store: &dyn ModelStore) {
     assert!(store.model("unknown").unwrap().is_none());
     assert!(store.remove_alias("rul", "champion").unwrap());
     assert!(!store.remove_alias("rul", "champion").unwrap());
-    let names: Vec<String> = store.models().unwrap().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = store
+        .models()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, ["other", "rul"]);
     let versions: Vec<u32> = store
         .model_versions("rul")
