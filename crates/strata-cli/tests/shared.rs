@@ -12,7 +12,9 @@
 //! - a model version registered at one hub is listed and served by the
 //!   other, versions registered through both at once are numbered once
 //!   each, and an alias moved at one is where the other finds it; a
-//!   replica stops cleanly on SIGTERM.
+//!   replica stops cleanly on SIGTERM;
+//! - with the same retraining policy at both, one replica at a time runs
+//!   it, and the other takes over when that one stops.
 
 mod common;
 
@@ -30,17 +32,17 @@ use serde_json::json;
 /// A hub whose shared stores are in `schema` and artifacts in `bucket`,
 /// looking for other replicas' changes every 100 ms.
 fn replica(dir: &Path, schema: &PgSchema, bucket: &Bucket) -> HubProcess {
-    replica_at(dir, &schema.url, bucket)
+    replica_at(dir, &schema.url, bucket, "")
 }
 
-/// The same, with the shared database at `url`.
-fn replica_at(dir: &Path, url: &str, bucket: &Bucket) -> HubProcess {
+/// The same, with the shared database at `url` and `more` configuration.
+fn replica_at(dir: &Path, url: &str, bucket: &Bucket, more: &str) -> HubProcess {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("hub.toml");
     std::fs::write(
         &config,
         format!(
-            "[shared]\npostgres = {url:?}\nrefresh_ms = 100\n{}",
+            "[shared]\npostgres = {url:?}\nrefresh_ms = 100\n{}{more}",
             bucket.config("models", &bucket.secret)
         ),
     )
@@ -216,7 +218,7 @@ fn while_the_registry_database_stalls_known_devices_keep_storing_telemetry() {
     assert_ne!(url, schema.url);
     let dir = tempfile::tempdir().unwrap();
     let bucket = Bucket::start(dir.path());
-    let hub = replica_at(&dir.path().join("hub"), &url, &bucket);
+    let hub = replica_at(&dir.path().join("hub"), &url, &bucket, "");
     let credential = hub.provision("gw-2", json!({}));
 
     relay.stalled.store(true, Ordering::SeqCst);
@@ -383,4 +385,53 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
     for hub in [a, b] {
         assert!(hub.stop().success());
     }
+}
+
+#[test]
+fn one_replica_at_a_time_runs_the_retraining_policies() {
+    let schema = PgSchema::new("retrain_lease");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    // The same policy at both, as replicas sharing one configuration have
+    // it: a schedule that fires at once, and a cycle that stays open.
+    let policy = "\n[[retrain]]\nmodel = \"rul\"\ncheck_s = 1\nevery_s = 1\ncollect_s = 3600\n";
+    let start = |name: &str| replica_at(&dir.path().join(name), &schema.url, &bucket, policy);
+    let a = start("hub-a");
+    let b = start("hub-b");
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let (status, v) = a.api_bytes(
+        &format!("/api/v1/models/rul/versions?features={features}"),
+        &onnx,
+    );
+    assert_eq!(status, 201, "{v}");
+
+    let leading = |hub: &HubProcess| hub.metric("strata_shared_leader{duty=\"retrain\"}") == 1.0;
+    let cycles = |hub: &HubProcess| {
+        let (status, list) = hub.api("GET", "/api/v1/retraining?model=rul", None);
+        assert_eq!(status, 200, "{list}");
+        list.as_array().unwrap().len()
+    };
+    eventually(Duration::from_secs(30), "a replica opens a cycle", || {
+        cycles(&a) + cycles(&b) > 0
+    });
+    // Only one of them runs the policy: one cycle, at the replica that
+    // holds the lease, and none at the other, seconds later still.
+    std::thread::sleep(Duration::from_secs(3));
+    let counts = (cycles(&a), cycles(&b));
+    assert!(
+        counts == (1, 0) || counts == (0, 1),
+        "one cycle, at one replica: {counts:?}"
+    );
+    let (leader, other) = if counts.0 == 1 { (a, b) } else { (b, a) };
+    assert!(leading(&leader) && !leading(&other));
+
+    // The leader stops: the other takes the lease and runs the policy.
+    leader.kill();
+    eventually(
+        Duration::from_secs(30),
+        "the other replica takes over",
+        || leading(&other) && cycles(&other) == 1,
+    );
 }

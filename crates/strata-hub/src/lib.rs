@@ -317,6 +317,14 @@ impl Hub {
             dir: data_dir.join("jobs"),
         })?);
 
+        // With shared stores, one replica at a time runs the retraining
+        // policies (replicas usually share one configuration).
+        let lease = match &config.shared.postgres {
+            Some(url) if !config.retrain.is_empty() => {
+                shared::Lease::shared(url, "retrain", metrics.clone())?
+            }
+            _ => shared::Lease::alone(metrics.clone()),
+        };
         let retrainer = Arc::new(retrain::Retrainer::start(
             retrain::RetrainDeps {
                 cycles: store.clone(),
@@ -328,6 +336,7 @@ impl Hub {
                 labels: store.clone(),
                 telemetry: telemetry.clone(),
                 audit: audit.clone(),
+                lease: Arc::new(lease),
             },
             config.retrain.clone(),
         )?);

@@ -154,6 +154,9 @@ pub struct Metrics {
     pub shared_registry_version: AtomicI64,
     /// The shared accounts' change count as of their cache's last load.
     pub shared_accounts_version: AtomicI64,
+    /// 1 while this replica runs the retraining policies (always, alone;
+    /// with shared stores, while it holds their lease).
+    pub retrain_leader: AtomicI64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -362,6 +365,11 @@ impl Metrics {
             "# HELP strata_shared_version A shared store's change count as of this hub's last reload of its cache (a replica behind the others has not seen their latest changes).\n# TYPE strata_shared_version gauge\nstrata_shared_version{{cache=\"registry\"}} {}\nstrata_shared_version{{cache=\"accounts\"}} {}",
             self.shared_registry_version.load(Relaxed),
             self.shared_accounts_version.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_shared_leader 1 while this replica performs a duty that one replica at a time performs.\n# TYPE strata_shared_leader gauge\nstrata_shared_leader{{duty=\"retrain\"}} {}",
+            self.retrain_leader.load(Relaxed)
         );
         let _ = writeln!(
             out,

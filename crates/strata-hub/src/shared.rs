@@ -5,6 +5,10 @@
 //! `/metrics`; a failed look keeps the caches as they were and is tried
 //! again at the next tick. Both caches keep their count, and the turn
 //! local changes and reloads take, in a [`Freshness`].
+//!
+//! A duty that must run at one replica at a time (retraining) goes by a
+//! [`Lease`]: the replica holding it performs the duty, and another takes
+//! it when that one stops or loses the database.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -119,6 +123,61 @@ fn show_version(registry: &Registry, access: &Access, metrics: &Metrics) {
     metrics
         .shared_accounts_version
         .store(access.freshness().loaded(), Relaxed);
+}
+
+/// Whether this replica performs a duty that one replica at a time
+/// performs: always, alone; with shared stores, while it holds the duty's
+/// lease in the database. `/metrics` shows it (`strata_shared_leader`).
+pub struct Lease {
+    shared: Option<strata_store::postgres::PostgresLease>,
+    metrics: Arc<Metrics>,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl Lease {
+    /// A hub without other replicas: it performs the duty.
+    pub fn alone(metrics: Arc<Metrics>) -> Lease {
+        metrics.retrain_leader.store(1, Relaxed);
+        Lease {
+            shared: None,
+            metrics,
+            held: true.into(),
+        }
+    }
+
+    /// The duty's lease among the replicas sharing the database at `url`.
+    pub fn shared(
+        url: &str,
+        duty: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Lease, strata_store::Error> {
+        Ok(Lease {
+            shared: Some(strata_store::postgres::PostgresLease::connect(url, duty)?),
+            metrics,
+            held: false.into(),
+        })
+    }
+
+    /// Whether this replica performs the duty now (taking it if no other
+    /// replica does). One that cannot reach the database does not.
+    pub fn held(&self) -> bool {
+        let Some(lease) = &self.shared else {
+            return true;
+        };
+        let now = lease.held().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot look at the retraining lease");
+            false
+        });
+        if self.held.swap(now, Relaxed) != now {
+            if now {
+                tracing::info!("this replica now runs the retraining policies");
+            } else {
+                tracing::info!("another replica runs the retraining policies now");
+            }
+        }
+        self.metrics.retrain_leader.store(i64::from(now), Relaxed);
+        now
+    }
 }
 
 #[cfg(test)]

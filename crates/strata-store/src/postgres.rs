@@ -5,7 +5,8 @@
 //! ([`PostgresAccess`]), device twins ([`PostgresTwins`]), drift sketches
 //! and closed-loop action records ([`PostgresRecords`]), the model
 //! registry ([`PostgresModels`]) and accepted OTA releases
-//! ([`PostgresReleases`]);
+//! ([`PostgresReleases`]); [`PostgresLease`] lets one replica at a time
+//! perform a duty;
 //! `changes.rs` keeps the counts replicas poll to keep their caches
 //! current.
 //!
@@ -35,6 +36,7 @@ use strata_proto::{DeviceId, TelemetryBatch};
 
 mod access;
 mod changes;
+mod lease;
 mod models;
 mod records;
 mod registry;
@@ -42,6 +44,7 @@ mod releases;
 mod twins;
 
 pub use access::PostgresAccess;
+pub use lease::PostgresLease;
 pub use models::PostgresModels;
 pub use records::PostgresRecords;
 pub use registry::PostgresRegistry;

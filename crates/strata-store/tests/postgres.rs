@@ -16,8 +16,8 @@ use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
 use strata_store::postgres::{
-    PostgresAccess, PostgresModels, PostgresRecords, PostgresRegistry, PostgresReleases,
-    PostgresTelemetry, PostgresTwins,
+    PostgresAccess, PostgresLease, PostgresModels, PostgresRecords, PostgresRegistry,
+    PostgresReleases, PostgresTelemetry, PostgresTwins,
 };
 use strata_store::*;
 
@@ -569,4 +569,46 @@ fn releases_keep_the_contract_across_replicas() {
     assert!(matches!(b.add_release(&again), Err(Error::Conflict(_))));
     again.version = u64::MAX;
     assert!(matches!(b.add_release(&again), Err(Error::Conflict(_))));
+}
+
+#[test]
+fn one_replica_at_a_time_holds_a_lease_and_another_takes_it_when_it_goes() {
+    let schema = Schema::new("lease");
+    let name = format!("strata_lease_{}", std::process::id());
+    let url = format!("{} application_name={name}", schema.url);
+    let a = PostgresLease::connect(&url, "retrain").unwrap();
+    let b = PostgresLease::connect(&schema.url, "retrain").unwrap();
+    let other_duty = PostgresLease::connect(&schema.url, "rollouts").unwrap();
+    assert!(a.held().unwrap());
+    assert!(!b.held().unwrap());
+    assert!(a.held().unwrap(), "a holder keeps it");
+    assert!(!b.held().unwrap());
+    assert!(other_duty.held().unwrap(), "each duty has its own lease");
+    // Another schema of the same database is another set of hubs.
+    let apart = Schema::new("lease_apart");
+    assert!(
+        PostgresLease::connect(&apart.url, "retrain")
+            .unwrap()
+            .held()
+            .unwrap()
+    );
+
+    // The holder's session ends (its replica stopped, its connection
+    // broke): it no longer holds the lease, and the other takes it.
+    let mut admin = ::postgres::Client::connect(&server(), ::postgres::NoTls).unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) t",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1);
+    assert!(a.held().is_err() || !a.held().unwrap());
+    assert!(b.held().unwrap());
+    assert!(!a.held().unwrap(), "back, but the other holds it now");
+    // Dropped with its replica, the lease is free again.
+    drop(b);
+    assert!(a.held().unwrap());
 }

@@ -60,6 +60,8 @@ pub struct RetrainDeps {
     pub telemetry: Arc<dyn TelemetryStore>,
     /// Where promotions are recorded.
     pub audit: Arc<crate::audit::Audit>,
+    /// Whether this replica runs the policies (one replica at a time).
+    pub lease: Arc<crate::shared::Lease>,
 }
 
 /// The running loop; reads of its cycles.
@@ -146,6 +148,12 @@ fn decode(stored: StoredCycle) -> Result<Cycle> {
 fn run(deps: RetrainDeps, policies: Vec<RetrainPolicy>, stop: Arc<AtomicBool>, wake: Arc<Wake>) {
     let mut next_check: BTreeMap<String, i64> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
+        if !policies.is_empty() && !deps.lease.held() {
+            // Another replica runs them; look again in a while.
+            next_check.clear();
+            wake.wait(Duration::from_secs(1));
+            continue;
+        }
         let now = crate::now_ns();
         for p in &policies {
             if next_check.get(&p.model).is_some_and(|&at| at > now) {
