@@ -18,6 +18,7 @@ pub mod report;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use strata_drift::profile::ModelProfile;
 use strata_drift::sketch::bins_id;
@@ -62,16 +63,29 @@ pub fn build_profile(
     .map_err(|e| Error::BadRequest(format!("cannot profile the reference rows: {e}")))
 }
 
-/// (model, version) -> its profile, or None when it has none.
-type ProfileCache = HashMap<(String, u32), Option<Arc<ModelProfile>>>;
+/// What the cache knows of a version's profile.
+#[derive(Clone)]
+enum Cached {
+    /// Its profile (profiles never change).
+    Found(Arc<ModelProfile>),
+    /// It had none when looked at then: a version registered through
+    /// another replica gets its profile a moment after it is listed, so
+    /// absence is looked at again after [`Drift::recheck_absent`].
+    Absent(Instant),
+}
+
+/// (model, version) -> what is known of its profile.
+type ProfileCache = HashMap<(String, u32), Cached>;
 
 /// Profiles, sketch intake and reports.
 pub struct Drift {
     store: Arc<dyn DriftStore>,
     models: Arc<ModelRegistry>,
     config: DriftConfig,
-    /// (model, version) -> its profile (None: it has none), read once.
+    /// (model, version) -> its profile, read once (or its absence).
     profiles: Mutex<ProfileCache>,
+    /// How long a version found without a profile is taken to have none.
+    recheck_absent: Duration,
 }
 
 /// Why a sketch batch was refused.
@@ -99,6 +113,7 @@ impl Drift {
             models,
             config,
             profiles: Mutex::new(HashMap::new()),
+            recheck_absent: Duration::from_secs(30),
         }
     }
 
@@ -123,20 +138,25 @@ impl Drift {
         self.profiles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((v.model.clone(), v.version), Some(Arc::new(profile)));
+            .insert(
+                (v.model.clone(), v.version),
+                Cached::Found(Arc::new(profile)),
+            );
         Ok(())
     }
 
     /// The reference profile of `model` v`version`, if it has one.
     pub fn profile(&self, model: &str, version: u32) -> Result<Option<Arc<ModelProfile>>> {
         let key = (model.to_owned(), version);
-        if let Some(p) = self
+        match self
             .profiles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return Ok(p.clone());
+            Some(Cached::Found(p)) => return Ok(Some(p.clone())),
+            Some(Cached::Absent(at)) if at.elapsed() < self.recheck_absent => return Ok(None),
+            _ => {}
         }
         let loaded = match self
             .models
@@ -162,10 +182,14 @@ impl Drift {
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
+        let cached = match &loaded {
+            Some(p) => Cached::Found(p.clone()),
+            None => Cached::Absent(Instant::now()),
+        };
         self.profiles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, loaded.clone());
+            .insert(key, cached);
         Ok(loaded)
     }
 
@@ -222,5 +246,66 @@ impl Drift {
     /// Stores a checked batch; false when it was stored before.
     pub fn store_batch(&self, device: &DeviceId, batch: &SketchBatch) -> Result<bool> {
         Ok(self.store.add_sketches(device, batch, crate::now_ns())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_drift::Sample;
+    use strata_drift::profile::NamedProfile;
+    use strata_drift::sketch::FeatureProfile;
+    use strata_store::{Durability, SqliteStore};
+
+    use super::*;
+    use crate::models::ArtifactStore;
+
+    fn version(n: u32) -> ModelVersion {
+        ModelVersion {
+            model: "rul".into(),
+            version: n,
+            sha256: "ab".repeat(32),
+            size: 1,
+            runtime: "ml".into(),
+            input_len: 1,
+            outputs: vec![],
+            ops: vec![],
+            features: vec!["x".into()],
+            vector: None,
+            lineage: Default::default(),
+            metrics: Default::default(),
+            has_tree_stats: false,
+            description: String::new(),
+            created_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_profile_saved_through_another_replica_is_found_once_absence_is_looked_at_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
+        let artifacts = ArtifactStore::open(dir.path()).unwrap();
+        let models = Arc::new(ModelRegistry::open(store.clone(), artifacts));
+        // Two replicas over the same artifacts.
+        let here = Drift::new(store.clone(), models.clone(), DriftConfig::default());
+        let mut there = Drift::new(store, models, DriftConfig::default());
+        there.recheck_absent = Duration::from_millis(50);
+        assert!(there.profile("rul", 3).unwrap().is_none());
+
+        let profile = ModelProfile {
+            rows: 100,
+            features: vec![NamedProfile {
+                name: "x".into(),
+                profile: FeatureProfile::from_reference(&Sample::new((0..100).map(f64::from)), 10)
+                    .unwrap(),
+            }],
+            outputs: vec![],
+        };
+        here.save_profile(&version(3), profile).unwrap();
+        assert!(here.profile("rul", 3).unwrap().is_some());
+        // Absence is remembered for a while, then looked at again.
+        assert!(there.profile("rul", 3).unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        let found = there.profile("rul", 3).unwrap().expect("found");
+        assert_eq!(found.rows, 100);
     }
 }
