@@ -14,7 +14,10 @@
 //!   each, and an alias moved at one is where the other finds it; a
 //!   replica stops cleanly on SIGTERM;
 //! - with the same retraining policy at both, one replica at a time runs
-//!   it, and the other takes over when that one stops.
+//!   it, and the other takes over when that one stops;
+//! - with telemetry in PostgreSQL too, training jobs queued at either are
+//!   run once each by whichever takes them, and a job whose worker went
+//!   silent is taken back and run again.
 
 mod common;
 
@@ -28,6 +31,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use strata_edge::sources::simulator::Scenario;
 
 /// A hub whose shared stores are in `schema` and artifacts in `bucket`,
 /// looking for other replicas' changes every 100 ms.
@@ -434,4 +438,62 @@ fn one_replica_at_a_time_runs_the_retraining_policies() {
         "the other replica takes over",
         || leading(&other) && cycles(&other) == 1,
     );
+}
+
+#[test]
+fn with_telemetry_shared_too_any_replica_runs_a_queued_job_once_and_takes_back_an_abandoned_one() {
+    let schema = PgSchema::new("jobs");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let telemetry = format!("[storage]\npostgres = {:?}\n", schema.url);
+    let a = replica_at(&dir.path().join("hub-a"), &schema.url, &bucket, &telemetry);
+    let b = replica_at(&dir.path().join("hub-b"), &schema.url, &bucket, &telemetry);
+    let store = strata_store::postgres::PostgresTelemetry::connect(&schema.url).unwrap();
+    let machines = ["m-1", "m-2"];
+    seed_into(&a, &store, &machines, 240, &|i| {
+        simulator(Scenario::Machine, i as u64 + 1)
+    });
+    let spec = json!({
+        "model": "rul",
+        "trainer": {"type": "gbt_regressor"},
+        "dataset": {
+            "devices": machines, "pipeline": pipeline(MACHINE_PIPELINE),
+            "vector": "bearing", "target": "label.rul_h",
+        },
+    });
+
+    // A job left running by a replica that is gone (its worker silent for
+    // longer than the store allows) is taken back and run by a live one.
+    let jobs = strata_store::postgres::PostgresJobs::connect(&schema.url).unwrap();
+    use strata_store::JobStore;
+    let abandoned = jobs.create_job("train", &spec, now_ns()).unwrap();
+    let silent = now_ns() - strata_store::postgres::SILENT_NS - 1_000_000_000;
+    assert_eq!(jobs.claim_job(silent).unwrap().unwrap().id, abandoned);
+
+    // Two jobs queued at each replica.
+    let mut ids = vec![abandoned];
+    for hub in [&a, &b, &a, &b] {
+        let (status, job) = hub.api("POST", "/api/v1/jobs/train", Some(spec.clone()));
+        assert_eq!(status, 202, "{job}");
+        ids.push(job["id"].as_i64().unwrap());
+    }
+    for &id in &ids {
+        let job = b.wait_job(id, Duration::from_secs(240));
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    // Each ran once: the abandoned one a second time, the others once,
+    // and each registered one version.
+    let (_, listed) = a.api("GET", "/api/v1/jobs", None);
+    let attempts: Vec<(i64, u64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["id"].as_i64().unwrap(), j["attempts"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(attempts.len(), 5, "{listed}");
+    for (id, n) in attempts {
+        assert_eq!(n, if id == abandoned { 2 } else { 1 }, "job {id}: {listed}");
+    }
+    let (_, model) = b.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(model["latest_version"], 5, "{model}");
 }

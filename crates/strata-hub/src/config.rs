@@ -452,7 +452,8 @@ pub struct SharedConfig {
     /// through one replica is so at all of them, and what a device reports
     /// is seen by all of them, whichever took the message. Needs artifacts
     /// in a bucket (`[artifacts.s3]`), so every replica serves every
-    /// version and release.
+    /// version and release. With telemetry there too (`[storage]
+    /// postgres`), training jobs, retraining cycles and labels as well.
     pub postgres: Option<String>,
     /// With `postgres`: how often, milliseconds, a replica looks for the
     /// changes other replicas made (and closes the sessions of devices

@@ -44,9 +44,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_proto::validate::Limits;
+use strata_store::retrain::RetrainStore;
 use strata_store::{
-    AccessStore, ControlStore, DriftStore, ModelStore, RegistryStore, ReleaseStore, SqliteStore,
-    TelemetryStore, TwinStore,
+    AccessStore, ControlStore, DriftStore, JobStore, LabelStore, ModelStore, RegistryStore,
+    ReleaseStore, SqliteStore, TelemetryStore, TwinStore,
 };
 use tokio::sync::watch;
 
@@ -108,6 +109,12 @@ struct Shared {
     actions: Arc<dyn ControlStore>,
     models: Arc<dyn ModelStore>,
     releases: Arc<dyn ReleaseStore>,
+    /// Training jobs, retraining cycles and late labels: shared only
+    /// where telemetry is too, as jobs train on it and labels are joined
+    /// to it.
+    jobs: Arc<dyn JobStore>,
+    cycles: Arc<dyn RetrainStore>,
+    labels: Arc<dyn LabelStore>,
 }
 
 impl Shared {
@@ -121,14 +128,38 @@ impl Shared {
             actions: store.clone(),
             models: store.clone(),
             releases: store.clone(),
+            jobs: store.clone(),
+            cycles: store.clone(),
+            labels: store.clone(),
         }
     }
 
-    /// All in the PostgreSQL database at `url`.
-    fn in_postgres(url: &str) -> Result<Shared, strata_store::Error> {
+    /// All in the PostgreSQL database at `url`, but jobs, cycles and labels
+    /// there only with `telemetry_shared` (else in `store`).
+    fn in_postgres(
+        url: &str,
+        store: &Arc<SqliteStore>,
+        telemetry_shared: bool,
+    ) -> Result<Shared, strata_store::Error> {
         use strata_store::postgres::*;
         let records = Arc::new(PostgresRecords::connect(url)?);
+        let (jobs, cycles, labels): (
+            Arc<dyn JobStore>,
+            Arc<dyn RetrainStore>,
+            Arc<dyn LabelStore>,
+        ) = if telemetry_shared {
+            (
+                Arc::new(PostgresJobs::connect(url)?),
+                Arc::new(PostgresCycles::connect(url)?),
+                Arc::new(PostgresLabels::connect(url)?),
+            )
+        } else {
+            (store.clone(), store.clone(), store.clone())
+        };
         Ok(Shared {
+            jobs,
+            cycles,
+            labels,
             registry: Arc::new(PostgresRegistry::connect(url)?),
             access: Arc::new(PostgresAccess::connect(url)?),
             twins: Arc::new(PostgresTwins::connect(url)?),
@@ -179,7 +210,7 @@ impl Hub {
         // releases in the data directory, or in PostgreSQL shared by
         // replicas.
         let shared = match &config.shared.postgres {
-            Some(url) => Shared::in_postgres(url)?,
+            Some(url) => Shared::in_postgres(url, &store, config.storage.postgres.is_some())?,
             None => Shared::local(&store),
         };
         let Shared {
@@ -190,6 +221,9 @@ impl Hub {
             actions,
             models: model_store,
             releases,
+            jobs: job_store,
+            cycles,
+            labels,
         } = shared;
         let access = Arc::new(auth::Access::load(
             access_store,
@@ -309,7 +343,7 @@ impl Hub {
             reported,
         )?;
         let jobs = Arc::new(models::jobs::JobRunner::start(models::jobs::JobDeps {
-            jobs: store.clone(),
+            jobs: job_store,
             telemetry: telemetry.clone(),
             models: models.clone(),
             drift: drift.clone(),
@@ -327,13 +361,13 @@ impl Hub {
         };
         let retrainer = Arc::new(retrain::Retrainer::start(
             retrain::RetrainDeps {
-                cycles: store.clone(),
+                cycles,
                 jobs: jobs.clone(),
                 models: models.clone(),
                 drift: drift.clone(),
                 deployer: deployer.clone(),
                 registry: registry.clone(),
-                labels: store.clone(),
+                labels: labels.clone(),
                 telemetry: telemetry.clone(),
                 audit: audit.clone(),
                 lease: Arc::new(lease),
@@ -401,7 +435,7 @@ impl Hub {
             kpis,
             gates,
             registry,
-            labels: store.clone(),
+            labels,
             store: telemetry,
             metrics: metrics.clone(),
             broker: broker.clone(),

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Result, corrupt};
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -81,4 +83,50 @@ pub struct JobLogLine {
     pub ts_ns: i64,
     /// The line.
     pub line: String,
+}
+
+/// Lines kept per job: a runaway external trainer cannot fill the disk.
+pub(crate) const MAX_LOG_LINES: i64 = 10_000;
+
+/// The columns of a stored job, in the order both engines keep them.
+pub(crate) const JOB_COLUMNS: &str = "id, kind, spec, state, progress, message, result, \
+                                      attempts, created_ns, started_ns, finished_ns";
+
+/// A job as stored, its JSON and state still text.
+pub(crate) struct StoredJob<'a> {
+    pub id: i64,
+    pub kind: String,
+    pub spec: &'a str,
+    pub state: &'a str,
+    pub progress: f64,
+    pub message: String,
+    pub result: Option<&'a str>,
+    pub attempts: u32,
+    pub created_ns: i64,
+    pub started_ns: Option<i64>,
+    pub finished_ns: Option<i64>,
+}
+
+impl StoredJob<'_> {
+    /// The job, its text decoded.
+    pub(crate) fn decode(self) -> Result<Job> {
+        Ok(Job {
+            id: self.id,
+            kind: self.kind,
+            spec: serde_json::from_str(self.spec).map_err(corrupt)?,
+            state: JobState::parse(self.state)
+                .ok_or_else(|| corrupt(format!("job state {:?}", self.state)))?,
+            progress: self.progress,
+            message: self.message,
+            result: self
+                .result
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(corrupt)?,
+            attempts: self.attempts,
+            created_ns: self.created_ns,
+            started_ns: self.started_ns,
+            finished_ns: self.finished_ns,
+        })
+    }
 }

@@ -232,8 +232,21 @@ pub trait JobStore: Send + Sync + 'static {
     /// A job's log, oldest line first.
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
     /// Puts jobs left running by a previous process back in the queue;
-    /// returns how many.
+    /// returns how many. A store other processes share cannot tell theirs
+    /// from its own here: it relies on [`JobStore::requeue_abandoned_jobs`].
     fn requeue_running_jobs(&self) -> Result<u64>;
+    /// A worker still runs job `id` (every few seconds while it does): in
+    /// a store processes share, what tells a running job from one whose
+    /// worker is gone.
+    fn job_alive(&self, _id: i64, _now_ns: i64) -> Result<()> {
+        Ok(())
+    }
+    /// Puts back in the queue the running jobs whose worker has not said
+    /// it is alive for a while (another process that stopped, in a store
+    /// processes share); returns how many.
+    fn requeue_abandoned_jobs(&self, _now_ns: i64) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Device twins.

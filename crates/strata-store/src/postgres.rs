@@ -5,8 +5,9 @@
 //! ([`PostgresAccess`]), device twins ([`PostgresTwins`]), drift sketches
 //! and closed-loop action records ([`PostgresRecords`]), the model
 //! registry ([`PostgresModels`]) and accepted OTA releases
-//! ([`PostgresReleases`]); [`PostgresLease`] lets one replica at a time
-//! perform a duty;
+//! ([`PostgresReleases`]), training jobs ([`PostgresJobs`]), retraining
+//! cycles ([`PostgresCycles`]) and late labels ([`PostgresLabels`]);
+//! [`PostgresLease`] lets one replica at a time perform a duty;
 //! `changes.rs` keeps the counts replicas poll to keep their caches
 //! current.
 //!
@@ -36,6 +37,9 @@ use strata_proto::{DeviceId, TelemetryBatch};
 
 mod access;
 mod changes;
+mod cycles;
+mod jobs;
+mod labels;
 mod lease;
 mod models;
 mod records;
@@ -44,6 +48,9 @@ mod releases;
 mod twins;
 
 pub use access::PostgresAccess;
+pub use cycles::PostgresCycles;
+pub use jobs::{PostgresJobs, SILENT_NS};
+pub use labels::PostgresLabels;
 pub use lease::PostgresLease;
 pub use models::PostgresModels;
 pub use records::PostgresRecords;

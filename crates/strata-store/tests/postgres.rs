@@ -16,8 +16,8 @@ use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
 use strata_store::postgres::{
-    PostgresAccess, PostgresLease, PostgresModels, PostgresRecords, PostgresRegistry,
-    PostgresReleases, PostgresTelemetry, PostgresTwins,
+    PostgresAccess, PostgresCycles, PostgresJobs, PostgresLease, PostgresModels, PostgresRecords,
+    PostgresRegistry, PostgresReleases, PostgresTelemetry, PostgresTwins,
 };
 use strata_store::*;
 
@@ -611,4 +611,68 @@ fn one_replica_at_a_time_holds_a_lease_and_another_takes_it_when_it_goes() {
     // Dropped with its replica, the lease is free again.
     drop(b);
     assert!(a.held().unwrap());
+}
+
+#[test]
+fn jobs_keep_the_contract_replicas_claim_each_once_and_an_abandoned_one_is_queued_again() {
+    let schema = Schema::new("jobs");
+    let a = PostgresJobs::connect(&schema.url).unwrap();
+    let running = common::jobs_go_through_their_life(&a);
+    // Another replica starting puts nothing back: the job may be running
+    // at the replica that took it.
+    let b = PostgresJobs::connect(&schema.url).unwrap();
+    assert_eq!(b.requeue_running_jobs().unwrap(), 0);
+    // Its worker says it is alive; silent for longer, it is abandoned.
+    let silent = strata_store::postgres::SILENT_NS;
+    b.job_alive(running, 100).unwrap();
+    assert_eq!(b.requeue_abandoned_jobs(100 + silent - 1).unwrap(), 0);
+    assert_eq!(b.requeue_abandoned_jobs(100 + silent + 1).unwrap(), 1);
+    let again = b.claim_job(200).unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (running, 2));
+    assert_eq!(a.job(running).unwrap().unwrap().state, JobState::Running);
+
+    // Two replicas' workers taking jobs at once take each once.
+    for i in 0..40 {
+        a.create_job("train", &serde_json::json!({ "i": i }), 300)
+            .unwrap();
+    }
+    let taken = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for store in [&a, &b] {
+            let taken = &taken;
+            s.spawn(move || {
+                while let Some(job) = store.claim_job(400).unwrap() {
+                    taken.lock().unwrap().push((job.id, job.attempts));
+                }
+            });
+        }
+    });
+    let mut taken = taken.into_inner().unwrap();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), 40, "each job taken once");
+    assert!(taken.iter().all(|&(_, attempts)| attempts == 1));
+}
+
+#[test]
+fn retraining_cycles_keep_the_contract_across_replicas() {
+    let schema = Schema::new("cycles");
+    let a = PostgresCycles::connect(&schema.url).unwrap();
+    common::cycles_round_trip(&a);
+    let b = PostgresCycles::connect(&schema.url).unwrap();
+    use strata_store::retrain::RetrainStore;
+    assert_eq!(b.cycles(None, 10).unwrap().len(), 3);
+}
+
+#[test]
+fn labels_keep_the_contract_across_replicas() {
+    let schema = Schema::new("labels");
+    let a = strata_store::postgres::PostgresLabels::connect(&schema.url).unwrap();
+    common::labels_replace_and_read_back(&a);
+    // Sent again through another replica: a replacement, not a new label.
+    let b = strata_store::postgres::PostgresLabels::connect(&schema.url).unwrap();
+    use strata_store::labels::LabelStore;
+    let again = a.labels("label.rul_h", None, 0, 100).unwrap();
+    assert_eq!(b.add_labels(&again, 3).unwrap(), 0);
+    assert_eq!(b.labels("label.rul_h", None, 0, 100).unwrap(), again);
 }

@@ -216,6 +216,31 @@ fn releases_are_stored_once() {
 }
 
 #[test]
+fn jobs_go_through_their_life_and_a_restart_requeues_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    let running = common::jobs_go_through_their_life(&store);
+    // The hub dies here: a restart puts the job back in the queue.
+    assert_eq!(store.requeue_running_jobs().unwrap(), 1);
+    let again = store.claim_job(20).unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (running, 2));
+}
+
+#[test]
+fn retraining_cycles_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::cycles_round_trip(&store);
+}
+
+#[test]
+fn a_label_sent_again_replaces_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::labels_replace_and_read_back(&store);
+}
+
+#[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();

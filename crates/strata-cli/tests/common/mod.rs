@@ -811,11 +811,23 @@ pub fn seed_with(
     seconds: i64,
     simulator: &dyn Fn(usize) -> SimulatorConfig,
 ) -> Vec<String> {
+    let store = SqliteStore::open(&hub.data_dir, Durability::Process).unwrap();
+    seed_into(hub, &store, devices, seconds, simulator)
+}
+
+/// [`seed_with`], the history written into `store` (the hub's telemetry
+/// store, wherever it is).
+pub fn seed_into(
+    hub: &HubProcess,
+    store: &dyn TelemetryStore,
+    devices: &[&str],
+    seconds: i64,
+    simulator: &dyn Fn(usize) -> SimulatorConfig,
+) -> Vec<String> {
     let credentials = devices
         .iter()
         .map(|d| hub.provision(d, json!({})))
         .collect();
-    let store = SqliteStore::open(&hub.data_dir, Durability::Process).unwrap();
     let start = history_end_ns() - seconds * 1_000_000_000;
     for (i, d) in devices.iter().enumerate() {
         let sim = simulator(i);

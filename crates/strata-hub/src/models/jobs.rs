@@ -3,8 +3,9 @@
 //! keeps ingest responsive). Jobs, their progress and logs are stored, so a
 //! job cut short by a hub restart is queued again and run from the start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,11 +167,28 @@ impl JobRunner {
     }
 }
 
+/// How often a worker says the job it runs is alive, and an idle worker
+/// looks for queued jobs (and, in a store replicas share, for jobs whose
+/// worker went silent).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
 fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match deps.jobs.claim_job(crate::now_ns()) {
             Ok(Some(job)) => run_one(&deps, job),
-            Ok(None) => wake.wait(Duration::from_secs(5)),
+            Ok(None) => match deps.jobs.requeue_abandoned_jobs(crate::now_ns()) {
+                Ok(0) => wake.wait(LOOK_EVERY),
+                Ok(n) => {
+                    tracing::info!(
+                        requeued = n,
+                        "jobs whose worker went silent are queued again"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!("cannot look for abandoned jobs: {e}");
+                    wake.wait(LOOK_EVERY);
+                }
+            },
             Err(e) => {
                 tracing::error!("cannot take a job: {e}");
                 std::thread::sleep(Duration::from_secs(1));
@@ -193,42 +211,21 @@ fn run_one(deps: &JobDeps, job: Job) {
         "job started"
     );
     let dir = deps.dir.join(job.id.to_string());
-    // A panic in a trainer fails its job, not the worker: later jobs still run.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<serde_json::Value> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
-        match job.kind.as_str() {
-            "train" => {
-                let spec: TrainSpec = serde_json::from_value(job.spec.clone())
-                    .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
-                let v = train::run(
-                    &spec,
-                    &*deps.telemetry,
-                    &deps.models,
-                    &deps.drift,
-                    &dir,
-                    &ctx,
-                )?;
-                Ok(
-                    serde_json::json!({ "model": v.model, "version": v.version, "metrics": v.metrics }),
-                )
+    let (done, alive) = std::sync::mpsc::channel::<()>();
+    let outcome = std::thread::scope(|s| {
+        // Says the job is alive until it ends: replicas sharing the job
+        // store take a silent one back.
+        let (id, jobs) = (job.id, &deps.jobs);
+        s.spawn(move || {
+            while alive.recv_timeout(LOOK_EVERY) == Err(RecvTimeoutError::Timeout) {
+                if let Err(e) = jobs.job_alive(id, crate::now_ns()) {
+                    tracing::warn!(job = id, "cannot say the job is alive: {e}");
+                }
             }
-            "backtest" => {
-                let spec: BacktestSpec = serde_json::from_value(job.spec.clone())
-                    .map_err(|e| Error::BadRequest(format!("backtest spec: {e}")))?;
-                let report = backtest::run(&spec, &*deps.telemetry, &deps.models, &ctx)?;
-                Ok(serde_json::to_value(report).expect("JSON of a report"))
-            }
-            other => Err(Error::BadRequest(format!("unknown job kind {other:?}"))),
-        }
-    }))
-    .unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
-        Err(Error::Unavailable(format!("the job crashed: {why}")))
+        });
+        let outcome = run_job(deps, &job, &dir, &ctx);
+        drop(done);
+        outcome
     });
     let now = crate::now_ns();
     let finished = match &outcome {
@@ -244,4 +241,45 @@ fn run_one(deps: &JobDeps, job: Job) {
     if let Err(e) = finished {
         tracing::error!(job = job.id, "cannot record the end of a job: {e}");
     }
+}
+
+/// Runs `job`. A panic in a trainer fails its job, not the worker: later
+/// jobs still run.
+fn run_job(deps: &JobDeps, job: &Job, dir: &Path, ctx: &JobCtx) -> Result<serde_json::Value> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<serde_json::Value> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        match job.kind.as_str() {
+            "train" => {
+                let spec: TrainSpec = serde_json::from_value(job.spec.clone())
+                    .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
+                let v = train::run(
+                    &spec,
+                    &*deps.telemetry,
+                    &deps.models,
+                    &deps.drift,
+                    dir,
+                    ctx,
+                )?;
+                Ok(
+                    serde_json::json!({ "model": v.model, "version": v.version, "metrics": v.metrics }),
+                )
+            }
+            "backtest" => {
+                let spec: BacktestSpec = serde_json::from_value(job.spec.clone())
+                    .map_err(|e| Error::BadRequest(format!("backtest spec: {e}")))?;
+                let report = backtest::run(&spec, &*deps.telemetry, &deps.models, ctx)?;
+                Ok(serde_json::to_value(report).expect("JSON of a report"))
+            }
+            other => Err(Error::BadRequest(format!("unknown job kind {other:?}"))),
+        }
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(Error::Unavailable(format!("the job crashed: {why}")))
+    })
 }

@@ -3,45 +3,25 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::error::{Context, Result, corrupt};
+use crate::error::{Context, Result};
+use crate::jobs::{JOB_COLUMNS, MAX_LOG_LINES, StoredJob};
 use crate::{Job, JobLogLine, JobState, JobStore};
 
-const JOB_COLUMNS: &str = "id, kind, spec, state, progress, message, result, attempts, created_ns, started_ns, finished_ns";
-
-/// Lines kept per job: a runaway external trainer cannot fill the disk.
-const MAX_LOG_LINES: i64 = 10_000;
-
 fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<Job>> {
-    let spec: String = r.get(2)?;
-    let state: String = r.get(3)?;
-    let result: Option<String> = r.get(6)?;
-    let id = r.get(0)?;
-    let kind = r.get(1)?;
-    let progress = r.get(4)?;
-    let message = r.get(5)?;
-    let attempts = r.get(7)?;
-    let created_ns = r.get(8)?;
-    let started_ns = r.get(9)?;
-    let finished_ns = r.get(10)?;
-    Ok((|| {
-        Ok(Job {
-            id,
-            kind,
-            spec: serde_json::from_str(&spec).map_err(corrupt)?,
-            state: JobState::parse(&state)
-                .ok_or_else(|| corrupt(format!("job state {state:?}")))?,
-            progress,
-            message,
-            result: result
-                .map(|r| serde_json::from_str(&r))
-                .transpose()
-                .map_err(corrupt)?,
-            attempts,
-            created_ns,
-            started_ns,
-            finished_ns,
-        })
-    })())
+    let stored = StoredJob {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        spec: r.get_ref(2)?.as_str()?,
+        state: r.get_ref(3)?.as_str()?,
+        progress: r.get(4)?,
+        message: r.get(5)?,
+        result: r.get_ref(6)?.as_str_or_null()?,
+        attempts: r.get(7)?,
+        created_ns: r.get(8)?,
+        started_ns: r.get(9)?,
+        finished_ns: r.get(10)?,
+    };
+    Ok(stored.decode())
 }
 
 impl JobStore for SqliteStore {
@@ -213,52 +193,5 @@ impl JobStore for SqliteStore {
                 .context(|| "cannot requeue jobs".into())?;
             Ok(n as u64)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_job_goes_through_its_life_and_a_restart_requeues_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), crate::Durability::Process).unwrap();
-        let a = store
-            .create_job("train", &serde_json::json!({"x": 1}), 1)
-            .unwrap();
-        let b = store
-            .create_job("backtest", &serde_json::json!({}), 2)
-            .unwrap();
-        let got = store.claim_job(3).unwrap().unwrap();
-        assert_eq!((got.id, got.state, got.attempts), (a, JobState::Running, 1));
-        store.job_progress(a, 0.5, "half way", 4).unwrap();
-        // The hub dies here: a restart puts the job back in the queue.
-        assert_eq!(store.requeue_running_jobs().unwrap(), 1);
-        let again = store.claim_job(5).unwrap().unwrap();
-        assert_eq!((again.id, again.attempts), (a, 2));
-        store
-            .finish_job(
-                a,
-                JobState::Succeeded,
-                "done",
-                Some(&serde_json::json!({"v": 1})),
-                6,
-            )
-            .unwrap();
-        let done = store.job(a).unwrap().unwrap();
-        assert_eq!(done.state, JobState::Succeeded);
-        assert_eq!(done.progress, 1.0);
-        assert_eq!(done.result, Some(serde_json::json!({"v": 1})));
-        let log: Vec<String> = store
-            .job_log(a)
-            .unwrap()
-            .into_iter()
-            .map(|l| l.line)
-            .collect();
-        assert_eq!(log, ["half way", "succeeded: done"]);
-        assert_eq!(store.claim_job(7).unwrap().unwrap().id, b);
-        assert!(store.claim_job(8).unwrap().is_none());
-        assert_eq!(store.jobs(10).unwrap()[0].id, b);
     }
 }

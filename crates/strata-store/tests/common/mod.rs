@@ -1,9 +1,11 @@
-//! Checks every registry, access, twin, sketch, action, model and release
-//! store must pass, whatever its engine.
+//! Checks every registry, access, twin, sketch, action, model, release, job,
+//! retraining cycle and label store must pass, whatever its engine.
 
 use std::collections::BTreeMap;
 
 use strata_proto::{DeviceId, SignalSketch, SiteId, SketchBatch};
+use strata_store::labels::{Label, LabelStore};
+use strata_store::retrain::{RetrainStore, StoredCycle};
 use strata_store::*;
 
 fn dev(id: &str) -> DeviceId {
@@ -394,4 +396,166 @@ pub fn releases_once_and_latest_known(store: &dyn ReleaseStore) {
     assert_eq!(store.releases(None, Some("rul")).unwrap().len(), 2);
     assert_eq!(store.releases(None, Some("other")).unwrap().len(), 0);
     assert_eq!(store.releases(None, None).unwrap().len(), 2);
+}
+
+/// Jobs are claimed oldest first, once each, and record progress, a log
+/// and their end. Returns the id of the job it leaves running.
+pub fn jobs_go_through_their_life(store: &dyn JobStore) -> i64 {
+    let a = store
+        .create_job("train", &serde_json::json!({"x": 1}), 1)
+        .unwrap();
+    let b = store
+        .create_job("backtest", &serde_json::json!({}), 2)
+        .unwrap();
+    let got = store.claim_job(3).unwrap().unwrap();
+    assert_eq!(
+        (got.id, got.state, got.attempts, got.started_ns),
+        (a, JobState::Running, 1, Some(3))
+    );
+    assert_eq!(got.spec, serde_json::json!({"x": 1}));
+    store.job_progress(a, 0.5, "half way", 4).unwrap();
+    let running = store.job(a).unwrap().unwrap();
+    assert_eq!(
+        (running.progress, running.message.as_str()),
+        (0.5, "half way")
+    );
+    store
+        .finish_job(
+            a,
+            JobState::Succeeded,
+            "done",
+            Some(&serde_json::json!({"v": 1})),
+            6,
+        )
+        .unwrap();
+    let done = store.job(a).unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.progress, done.finished_ns),
+        (JobState::Succeeded, 1.0, Some(6))
+    );
+    assert_eq!(done.result, Some(serde_json::json!({"v": 1})));
+    let log: Vec<String> = store
+        .job_log(a)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(log, ["half way", "succeeded: done"]);
+    assert_eq!(store.claim_job(7).unwrap().unwrap().id, b);
+    assert!(store.claim_job(8).unwrap().is_none());
+    let listed: Vec<i64> = store.jobs(10).unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(listed, [b, a], "newest first");
+    assert!(store.job(b + 100).unwrap().is_none());
+    // A failed job keeps its progress and says why.
+    store.job_progress(b, 0.25, "reading", 9).unwrap();
+    let c = store
+        .create_job("train", &serde_json::json!({}), 10)
+        .unwrap();
+    store.claim_job(11).unwrap();
+    store
+        .finish_job(c, JobState::Failed, "no data", None, 12)
+        .unwrap();
+    let failed = store.job(c).unwrap().unwrap();
+    assert_eq!(
+        (failed.state, failed.progress, failed.message.as_str()),
+        (JobState::Failed, 0.0, "no data")
+    );
+    b
+}
+
+fn cycle(model: &str, at: i64) -> StoredCycle {
+    StoredCycle {
+        id: 0,
+        model: model.into(),
+        state: "collecting".into(),
+        done: false,
+        created_ns: at,
+        updated_ns: at,
+        body: serde_json::json!({"trigger": {"kind": "schedule"}}),
+    }
+}
+
+/// Cycles are numbered by the store, updated in place, and listed newest
+/// first, of one model or all.
+pub fn cycles_round_trip(store: &dyn RetrainStore) {
+    let first = store.create_cycle(&cycle("rul", 1)).unwrap();
+    let other = store.create_cycle(&cycle("load", 2)).unwrap();
+    let second = store.create_cycle(&cycle("rul", 3)).unwrap();
+    assert!(first < other && other < second);
+    let mut ended = store.cycle(first).unwrap().unwrap();
+    assert_eq!(
+        ended,
+        StoredCycle {
+            id: first,
+            ..cycle("rul", 1)
+        }
+    );
+    ended.state = "promoted".into();
+    ended.done = true;
+    ended.updated_ns = 9;
+    ended.body = serde_json::json!({"steps": [1, 2]});
+    store.update_cycle(&ended).unwrap();
+    assert_eq!(store.cycle(first).unwrap().unwrap(), ended);
+    let ids = |model, limit| -> Vec<i64> {
+        store
+            .cycles(model, limit)
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(ids(Some("rul"), 10), [second, first]);
+    assert_eq!(ids(None, 10), [second, other, first]);
+    assert_eq!(ids(None, 1), [second]);
+    assert!(store.cycle(second + 100).unwrap().is_none());
+}
+
+fn label(device: &str, ts_ns: i64, value: f64) -> Label {
+    Label {
+        device: dev(device),
+        target: "label.rul_h".into(),
+        ts_ns,
+        value,
+        source: "cmms".into(),
+    }
+}
+
+/// A label sent again replaces the first, and labels come back by device
+/// then time.
+pub fn labels_replace_and_read_back(store: &dyn LabelStore) {
+    assert_eq!(
+        store
+            .add_labels(&[label("a", 10, 1.0), label("b", 10, 2.0)], 1)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .add_labels(&[label("a", 10, 1.5), label("a", 20, 3.0)], 2)
+            .unwrap(),
+        1
+    );
+    let all = store.labels("label.rul_h", None, 0, 100).unwrap();
+    assert_eq!(
+        all,
+        vec![
+            label("a", 10, 1.5),
+            label("a", 20, 3.0),
+            label("b", 10, 2.0)
+        ]
+    );
+    let a = dev("a");
+    assert_eq!(
+        store
+            .labels("label.rul_h", Some(&a), 15, 100)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .labels("label.failure", None, 0, 100)
+            .unwrap()
+            .is_empty()
+    );
 }
