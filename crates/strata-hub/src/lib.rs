@@ -157,9 +157,6 @@ impl Shared {
             (store.clone(), store.clone(), store.clone())
         };
         Ok(Shared {
-            jobs,
-            cycles,
-            labels,
             registry: Arc::new(PostgresRegistry::connect(url)?),
             access: Arc::new(PostgresAccess::connect(url)?),
             twins: Arc::new(PostgresTwins::connect(url)?),
@@ -167,6 +164,9 @@ impl Shared {
             actions: records,
             models: Arc::new(PostgresModels::connect(url)?),
             releases: Arc::new(PostgresReleases::connect(url)?),
+            jobs,
+            cycles,
+            labels,
         })
     }
 }
@@ -207,8 +207,8 @@ impl Hub {
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
         // The registry, accounts, twins, devices' other records, models and
-        // releases in the data directory, or in PostgreSQL shared by
-        // replicas.
+        // releases (and, beside shared telemetry, jobs, cycles and labels)
+        // in the data directory, or in PostgreSQL shared by replicas.
         let shared = match &config.shared.postgres {
             Some(url) => Shared::in_postgres(url, &store, config.storage.postgres.is_some())?,
             None => Shared::local(&store),
@@ -354,9 +354,7 @@ impl Hub {
         // With shared stores, one replica at a time runs the retraining
         // policies (replicas usually share one configuration).
         let lease = match &config.shared.postgres {
-            Some(url) if !config.retrain.is_empty() => {
-                shared::Lease::shared(url, "retrain", metrics.clone())?
-            }
+            Some(url) if !config.retrain.is_empty() => shared::Lease::shared(url, metrics.clone())?,
             _ => shared::Lease::alone(metrics.clone()),
         };
         let retrainer = Arc::new(retrain::Retrainer::start(

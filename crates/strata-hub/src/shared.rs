@@ -125,9 +125,10 @@ fn show_version(registry: &Registry, access: &Access, metrics: &Metrics) {
         .store(access.freshness().loaded(), Relaxed);
 }
 
-/// Whether this replica performs a duty that one replica at a time
-/// performs: always, alone; with shared stores, while it holds the duty's
-/// lease in the database. `/metrics` shows it (`strata_shared_leader`).
+/// Whether this replica runs the retraining policies, which one replica
+/// at a time runs: always, alone; with shared stores, while it holds their
+/// lease in the database. `/metrics` shows it
+/// (`strata_shared_leader{duty="retrain"}`).
 pub struct Lease {
     shared: Option<strata_store::postgres::PostgresLease>,
     metrics: Arc<Metrics>,
@@ -135,7 +136,7 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A hub without other replicas: it performs the duty.
+    /// A hub without other replicas: it runs them.
     pub fn alone(metrics: Arc<Metrics>) -> Lease {
         metrics.retrain_leader.store(1, Relaxed);
         Lease {
@@ -145,21 +146,19 @@ impl Lease {
         }
     }
 
-    /// The duty's lease among the replicas sharing the database at `url`.
-    pub fn shared(
-        url: &str,
-        duty: &str,
-        metrics: Arc<Metrics>,
-    ) -> Result<Lease, strata_store::Error> {
+    /// The lease among the replicas sharing the database at `url`.
+    pub fn shared(url: &str, metrics: Arc<Metrics>) -> Result<Lease, strata_store::Error> {
         Ok(Lease {
-            shared: Some(strata_store::postgres::PostgresLease::connect(url, duty)?),
+            shared: Some(strata_store::postgres::PostgresLease::connect(
+                url, "retrain",
+            )?),
             metrics,
             held: false.into(),
         })
     }
 
-    /// Whether this replica performs the duty now (taking it if no other
-    /// replica does). One that cannot reach the database does not.
+    /// Whether this replica runs them now (taking the lease if no other
+    /// replica holds it). One that cannot reach the database does not.
     pub fn held(&self) -> bool {
         let Some(lease) = &self.shared else {
             return true;

@@ -61,6 +61,20 @@ impl Drop for Schema {
     }
 }
 
+/// Ends the server sessions of clients that named themselves
+/// `application_name` (as a restart or a failover would); returns how many.
+fn end_sessions(application_name: &str) -> i64 {
+    let mut admin = ::postgres::Client::connect(&server(), ::postgres::NoTls).unwrap();
+    admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) t",
+            &[&application_name],
+        )
+        .unwrap()
+        .get(0)
+}
+
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
 }
@@ -306,16 +320,7 @@ fn a_lost_connection_is_made_again() {
         .write_batches(&[batch("d1", "main", 1, BASE, 5)])
         .unwrap();
     // The server ends the store's sessions (a restart, a failover).
-    let mut admin = ::postgres::Client::connect(&server(), ::postgres::NoTls).unwrap();
-    let ended: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = $1) t",
-            &[&name],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(ended, 2);
+    assert_eq!(end_sessions(&name), 2);
     // The next calls may fail once each, as retryable, then work again.
     let write = || store.write_batches(&[batch("d1", "main", 2, BASE + 10 * SECOND, 5)]);
     let written = match write() {
@@ -595,16 +600,7 @@ fn one_replica_at_a_time_holds_a_lease_and_another_takes_it_when_it_goes() {
 
     // The holder's session ends (its replica stopped, its connection
     // broke): it no longer holds the lease, and the other takes it.
-    let mut admin = ::postgres::Client::connect(&server(), ::postgres::NoTls).unwrap();
-    let ended: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = $1) t",
-            &[&name],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(ended, 1);
+    assert_eq!(end_sessions(&name), 1);
     assert!(a.held().is_err() || !a.held().unwrap());
     assert!(b.held().unwrap());
     assert!(!a.held().unwrap(), "back, but the other holds it now");

@@ -2,6 +2,9 @@
 //! worker thread (the hub has other work; on two cores one job at a time
 //! keeps ingest responsive). Jobs, their progress and logs are stored, so a
 //! job cut short by a hub restart is queued again and run from the start.
+//! Where replicas share the job store, each replica's worker takes queued
+//! jobs, says every [`LOOK_EVERY`] that the one it runs is alive, and when
+//! idle puts back in the queue those whose worker went silent.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
