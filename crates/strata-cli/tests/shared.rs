@@ -11,8 +11,9 @@
 //!   and a revocation or a disabled account at one holds at the other;
 //! - a model version registered at one hub is listed and served by the
 //!   other, versions registered through both at once are numbered once
-//!   each, and an alias moved at one is where the other finds it; a
-//!   replica stops cleanly on SIGTERM;
+//!   each, and an alias moved at one is where the other finds it; both
+//!   sign with the one rollout key given to them; a replica stops cleanly
+//!   on SIGTERM;
 //! - with the same retraining policy at both, one replica at a time runs
 //!   it, and the other takes over when that one stops;
 //! - with telemetry in PostgreSQL too, training jobs queued at either are
@@ -329,8 +330,19 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
     let schema = PgSchema::new("models");
     let dir = tempfile::tempdir().unwrap();
     let bucket = Bucket::start(dir.path());
-    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
-    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
+    // One rollout key for both, made once.
+    let key = dir.path().join("rollout.key");
+    let public = strata(&["release".as_ref(), "keygen".as_ref(), key.as_os_str()]);
+    let ota = format!("[ota]\nrollout_key_file = {key:?}\n");
+    let a = replica_at(&dir.path().join("hub-a"), &schema.url, &bucket, &ota);
+    let b = replica_at(&dir.path().join("hub-b"), &schema.url, &bucket, &ota);
+    for hub in [&a, &b] {
+        let (status, keys) = hub.api("GET", "/api/v1/ota/keys", None);
+        assert_eq!(
+            (status, keys["rollout_key"].as_str()),
+            (200, Some(public.trim()))
+        );
+    }
 
     // A scikit-learn model registered through A, twice: B lists both
     // versions and serves their artifact byte for byte from the bucket.

@@ -248,6 +248,13 @@ pub struct OtaConfig {
     /// Public keys (64 hex characters each, from `strata release keygen`)
     /// whose signed releases the hub accepts. None: no release is accepted.
     pub release_keys: Vec<String>,
+    /// The rollout key (PKCS#8, as `strata release keygen` writes it) in
+    /// this file instead of `rollout.key` in the data directory (made
+    /// there on first start); relative to the data directory. Replicas
+    /// given the same file sign campaign assignments with one key, so
+    /// agents trust them all through one entry. The file must exist: a
+    /// key made by each replica at start would differ.
+    pub rollout_key_file: Option<PathBuf>,
 }
 
 /// The embedded MQTT broker.

@@ -328,10 +328,14 @@ impl Hub {
             broker.clone(),
         ));
         deployer.republish_all()?;
+        let rollout_key = match &config.ota.rollout_key_file {
+            Some(file) => ota::RolloutKey::Given(data_dir.join(file)),
+            None => ota::RolloutKey::Own(data_dir.join(ota::ROLLOUT_KEY_FILE)),
+        };
         let ota = Arc::new(ota::Ota::open(
             releases,
             models.artifacts().clone(),
-            &data_dir,
+            &rollout_key,
             &config.ota.release_keys,
             metrics.clone(),
         )?);

@@ -11,7 +11,7 @@
 pub mod campaign;
 pub mod rollout;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use strata_ota::{ArtifactCheck, DocumentType, Envelope, KeyPair, PublicKey, Refusal, Release};
@@ -24,6 +24,15 @@ use crate::models::ArtifactStore;
 /// File in the data directory holding the hub's rollout key (PKCS#8).
 pub const ROLLOUT_KEY_FILE: &str = "rollout.key";
 
+/// Where the rollout key is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutKey {
+    /// The hub's own, made at this path on first start.
+    Own(PathBuf),
+    /// One given to the hub (`[ota] rollout_key_file`), which must exist.
+    Given(PathBuf),
+}
+
 /// The hub's OTA side.
 pub struct Ota {
     store: Arc<dyn ReleaseStore>,
@@ -34,12 +43,12 @@ pub struct Ota {
 }
 
 impl Ota {
-    /// Loads the rollout key (making it on first start) and the trusted
-    /// release keys from the config.
+    /// Loads the rollout key (making the hub's own on first start) and the
+    /// trusted release keys from the config.
     pub fn open(
         store: Arc<dyn ReleaseStore>,
         artifacts: ArtifactStore,
-        data_dir: &Path,
+        rollout_key: &RolloutKey,
         release_keys: &[String],
         metrics: Arc<Metrics>,
     ) -> Result<Ota> {
@@ -52,7 +61,7 @@ impl Ota {
             store,
             artifacts,
             release_keys,
-            rollout_key: rollout_key(data_dir)?,
+            rollout_key: load_rollout_key(rollout_key)?,
             metrics,
         })
     }
@@ -217,20 +226,79 @@ impl Ota {
     }
 }
 
-/// Reads the rollout key, making it (readable by the hub only) on first start.
-fn rollout_key(data_dir: &Path) -> Result<KeyPair> {
-    let path = data_dir.join(ROLLOUT_KEY_FILE);
+/// Reads the rollout key, making the hub's own (readable by the hub only)
+/// on first start.
+fn load_rollout_key(place: &RolloutKey) -> Result<KeyPair> {
+    let (RolloutKey::Own(path) | RolloutKey::Given(path)) = place;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!("{what} {}: {e}", path.display()))
     };
-    match std::fs::read(&path) {
+    match std::fs::read(path) {
         Ok(bytes) => KeyPair::from_pkcs8(&bytes).map_err(|e| unavailable("cannot use", &e)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && matches!(place, RolloutKey::Given(_)) =>
+        {
+            Err(unavailable(
+                "[ota] rollout_key_file: cannot read",
+                &format!(
+                    "{e} (make the key once with `strata release keygen FILE` and give every \
+                     replica the same file)"
+                ),
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (key, pkcs8) = KeyPair::generate().map_err(|e| unavailable("cannot make", &e))?;
-            crate::write_private(&path, &pkcs8).map_err(|e| unavailable("cannot write", &e))?;
+            crate::write_private(path, &pkcs8).map_err(|e| unavailable("cannot write", &e))?;
             tracing::info!(path = %path.display(), key_id = key.public().key_id(), "created the rollout key");
             Ok(key)
         }
         Err(e) => Err(unavailable("cannot read", &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use strata_store::{Durability, SqliteStore};
+
+    use super::*;
+
+    /// The hub's OTA side over `data_dir`, its rollout key at `key`.
+    fn open(data_dir: &Path, key: &RolloutKey) -> Result<Ota> {
+        let store = Arc::new(SqliteStore::open(data_dir, Durability::Process).unwrap());
+        let artifacts = ArtifactStore::open(data_dir).unwrap();
+        Ota::open(store, artifacts, key, &[], Arc::new(Metrics::default()))
+    }
+
+    fn rollout_key_id(ota: &Ota) -> String {
+        ota.trust().1.key_id()
+    }
+
+    #[test]
+    fn replicas_given_one_rollout_key_file_sign_with_one_key_and_a_missing_one_stops_the_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        // Each hub's own key: made on first start, kept after.
+        let own_a = RolloutKey::Own(a.join(ROLLOUT_KEY_FILE));
+        let first = rollout_key_id(&open(&a, &own_a).unwrap());
+        assert_eq!(rollout_key_id(&open(&a, &own_a).unwrap()), first);
+        let own_b = RolloutKey::Own(b.join(ROLLOUT_KEY_FILE));
+        assert_ne!(rollout_key_id(&open(&b, &own_b).unwrap()), first);
+
+        // One file given to both: one key, and neither made another.
+        let shared = dir.path().join("rollout-shared.key");
+        let given = RolloutKey::Given(shared.clone());
+        let err = open(&a, &given)
+            .err()
+            .expect("a missing key file stops the hub");
+        assert!(err.to_string().contains("strata release keygen"), "{err}");
+        assert!(!shared.exists());
+        let (key, pkcs8) = KeyPair::generate().unwrap();
+        crate::write_private(&shared, &pkcs8).unwrap();
+        let id = key.public().key_id();
+        assert_eq!(rollout_key_id(&open(&a, &given).unwrap()), id);
+        assert_eq!(rollout_key_id(&open(&b, &given).unwrap()), id);
     }
 }
