@@ -131,8 +131,8 @@ fn show_version(registry: &Registry, access: &Access, metrics: &Metrics) {
 /// (`strata_shared_leader{duty="retrain"}`).
 pub struct Lease {
     shared: Option<strata_store::postgres::PostgresLease>,
+    /// Also where the last look's answer is kept (`retrain_leader`).
     metrics: Arc<Metrics>,
-    held: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -142,7 +142,6 @@ impl Lease {
         Lease {
             shared: None,
             metrics,
-            held: true.into(),
         }
     }
 
@@ -153,7 +152,6 @@ impl Lease {
                 url, "retrain",
             )?),
             metrics,
-            held: false.into(),
         })
     }
 
@@ -167,14 +165,13 @@ impl Lease {
             tracing::warn!(error = %e, "cannot look at the retraining lease");
             false
         });
-        if self.held.swap(now, Relaxed) != now {
+        if self.metrics.retrain_leader.swap(i64::from(now), Relaxed) != i64::from(now) {
             if now {
                 tracing::info!("this replica now runs the retraining policies");
             } else {
                 tracing::info!("another replica runs the retraining policies now");
             }
         }
-        self.metrics.retrain_leader.store(i64::from(now), Relaxed);
         now
     }
 }
