@@ -14,6 +14,11 @@
 //!   each, and an alias moved at one is where the other finds it; both
 //!   sign with the one rollout key given to them; a replica stops cleanly
 //!   on SIGTERM;
+//! - a model deployed through one hub reaches a device connected to the
+//!   other (its desired twin, published there too);
+//! - a rollout campaign started at one hub is listed, carried on, paused,
+//!   resumed and aborted through either, and a second one of the same
+//!   release is refused at the other;
 //! - with the same retraining policy at both, one replica at a time runs
 //!   it, and the other takes over when that one stops;
 //! - with telemetry in PostgreSQL too, training jobs queued at either are
@@ -398,6 +403,185 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
 
     // Both stop cleanly: their database sessions are closed off the async
     // runtime (closing one on it made the hub panic on its way out).
+    for hub in [a, b] {
+        assert!(hub.stop().success());
+    }
+}
+
+#[test]
+fn a_model_deployed_through_one_replica_reaches_a_device_connected_to_the_other() {
+    let schema = PgSchema::new("twin_relay");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
+    let credential = a.provision("press-1", json!({}));
+
+    // The device, connected to A, waits for its desired twin.
+    let device = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &a.mqtt.port().to_string(),
+            "-q",
+            "1",
+        ])
+        .args([
+            "-V",
+            "mqttv5",
+            "-i",
+            "press-1",
+            "-u",
+            "press-1",
+            "-P",
+            &credential,
+        ])
+        .args(["-t", "strata/v1/press-1/down/twin", "-C", "1", "-W", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_sub (Debian package mosquitto-clients)");
+
+    // A model registered and deployed to it through B.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let (status, v) = b.api_bytes(
+        &format!("/api/v1/models/rul/versions?features={features}"),
+        &onnx,
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, deployed) = b.api(
+        "POST",
+        "/api/v1/models/rul/deploy",
+        Some(json!({"version": "1", "vector": "machine", "devices": ["press-1"]})),
+    );
+    assert_eq!(
+        (status, &deployed["devices"]),
+        (200, &json!(["press-1"])),
+        "{deployed}"
+    );
+
+    // A publishes it within its next look for other replicas' changes.
+    let out = device.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let twin: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(twin["models"][0]["name"], "rul", "{twin}");
+    assert_eq!(twin["desired_version"], 1, "{twin}");
+    assert!(a.metric("strata_shared_twins_published_total") >= 1.0);
+}
+
+#[test]
+fn a_rollout_started_at_one_replica_is_carried_on_paused_and_aborted_at_the_other() {
+    let schema = PgSchema::new("rollouts");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let key = dir.path().join("release.key");
+    let public = strata(&["release".as_ref(), "keygen".as_ref(), key.as_os_str()]);
+    let rollout = dir.path().join("rollout.key");
+    strata(&["release".as_ref(), "keygen".as_ref(), rollout.as_os_str()]);
+    let ota = format!(
+        "[ota]\nrelease_keys = [\"{}\"]\nrollout_key_file = {rollout:?}\n",
+        public.trim()
+    );
+    let a = replica_at(&dir.path().join("hub-a"), &schema.url, &bucket, &ota);
+    let b = replica_at(&dir.path().join("hub-b"), &schema.url, &bucket, &ota);
+    for i in 0..10 {
+        a.provision(&format!("m-{i}"), json!({}));
+    }
+
+    // A release signed offline, submitted through B.
+    let artifact = dir.path().join("model.bin");
+    std::fs::write(&artifact, b"a made-up model").unwrap();
+    let signed = dir.path().join("v2.json");
+    let envelope = strata(
+        &[
+            "release",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--kind",
+            "model",
+            "--name",
+            "rul",
+            "--version",
+            "2",
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--vector",
+            "machine",
+            "--features",
+            "a,b",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    std::fs::write(&signed, envelope).unwrap();
+    let b_url = format!("http://{}", b.http);
+    strata(
+        &[
+            "release",
+            "submit",
+            signed.to_str().unwrap(),
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--hub",
+            &b_url,
+            "--token",
+            &b.token,
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+
+    // Started at A: B lists it, and its canary is assigned.
+    let spec = json!({"release": {"kind": "model", "name": "rul", "version": 2}});
+    let (status, started) = a.api("POST", "/api/v1/campaigns", Some(spec.clone()));
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_i64().unwrap();
+    let view = |hub: &HubProcess| hub.api("GET", &format!("/api/v1/campaigns/{id}"), None).1;
+    eventually(Duration::from_secs(30), "the canary assigned", || {
+        view(&b)["totals"]["assigned"] == 1
+    });
+    let canary = (0..10)
+        .map(|i| format!("m-{i}"))
+        .find(|d| {
+            let (_, twin) = b.api("GET", &format!("/api/v1/devices/{d}/twin"), None);
+            twin["desired"]["updates"]
+                .as_array()
+                .is_some_and(|u| !u.is_empty())
+        })
+        .expect("one device has its assignment");
+    // One rollout of a release at a time, whichever replica is asked.
+    let (status, refused) = b.api("POST", "/api/v1/campaigns", Some(spec));
+    assert_eq!(status, 409, "{refused}");
+
+    // Paused at B, resumed at A, aborted at B: each seen at the other.
+    let act = |hub: &HubProcess, action: &str| {
+        let (status, v) = hub.api("POST", &format!("/api/v1/campaigns/{id}/{action}"), None);
+        assert_eq!(status, 200, "{action}: {v}");
+        v
+    };
+    let paused = act(&b, "pause");
+    assert_eq!(view(&a)["state"], "paused");
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = view(&a);
+    assert_eq!(
+        (&still["state"], &still["totals"]),
+        (&json!("paused"), &paused["totals"]),
+        "neither worker moved it"
+    );
+    act(&a, "resume");
+    assert_eq!(view(&b)["state"], "running");
+    act(&b, "abort");
+    let aborted = view(&a);
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    assert!(aborted["revision"].as_u64().unwrap() >= 4, "{aborted}");
+    let (_, twin) = a.api("GET", &format!("/api/v1/devices/{canary}/twin"), None);
+    assert_eq!(twin["desired"]["updates"], json!([]), "{twin}");
     for hub in [a, b] {
         assert!(hub.stop().success());
     }

@@ -517,8 +517,28 @@ fn a_batch_the_store_refuses_is_not_acknowledged_and_comes_again() {
     );
 }
 
+/// The desired twin the broker on `port` holds for `device` (retained),
+/// read as that device with `mosquitto_sub`.
+fn retained_twin(port: u16, device: &str, credential: &str) -> Option<serde_json::Value> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args([
+            "-i",
+            &format!("{device}-look"),
+            "-u",
+            device,
+            "-P",
+            credential,
+        ])
+        .args(["-t", &format!("strata/v1/{device}/down/twin")])
+        .args(["-C", "1", "-W", "5", "--retained-only"])
+        .output()
+        .expect("run mosquitto_sub (Debian package mosquitto-clients)");
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 #[test]
-fn an_edge_agent_on_the_upstream_broker_reaches_the_hub() {
+fn an_edge_agent_on_the_upstream_broker_reaches_the_hub_and_the_hub_reaches_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // The hub first: it keeps trying the broker until it is there.
@@ -545,7 +565,7 @@ fn an_edge_agent_on_the_upstream_broker_reaches_the_hub() {
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,
-        "user hub\ntopic read strata/v1/+/up/#\n\n\
+        "user hub\ntopic read strata/v1/+/up/#\ntopic write strata/v1/+/down/#\n\n\
          pattern write strata/v1/%u/up/#\npattern read strata/v1/%u/down/#\n",
     )
     .unwrap();
@@ -554,7 +574,7 @@ fn an_edge_agent_on_the_upstream_broker_reaches_the_hub() {
         passwords.display(),
         acl.display()
     );
-    let _broker = Peer::mosquitto_with(dir.path(), port, &conf);
+    let broker = Peer::mosquitto_with(dir.path(), port, &conf);
     eventually(Duration::from_secs(30), "the hub subscribed", || {
         hub.metric("strata_upstream_connected") == 1.0
     });
@@ -582,4 +602,48 @@ fn an_edge_agent_on_the_upstream_broker_reaches_the_hub() {
         device["online"] == true
     });
     assert_eq!(hub.metric("strata_batches_duplicate_total"), 0.0);
+
+    // The other way: a model deployed at the hub reaches the agent through
+    // the upstream broker (its desired twin, retained there), and the
+    // agent's report of it comes back the same way.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    let (status, v) = hub.api_bytes(
+        &format!("/api/v1/models/rul/versions?features={features}"),
+        &onnx,
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, deployed) = hub.api(
+        "POST",
+        "/api/v1/models/rul/deploy",
+        Some(json!({"version": "1", "vector": "machine", "devices": ["gw-1"]})),
+    );
+    assert_eq!(status, 200, "{deployed}");
+    let desired = || {
+        let (_, twin) = hub.api("GET", "/api/v1/devices/gw-1/twin", None);
+        twin
+    };
+    let version = desired()["desired_version"].as_u64().unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the agent's report of its new twin",
+        || desired()["reported"]["desired_version"].as_u64() == Some(version),
+    );
+    assert_eq!(
+        desired()["reported"]["models"][0]["name"],
+        "rul",
+        "{}",
+        desired()
+    );
+    assert!(hub.metric("strata_upstream_downlinks_total") >= 1.0);
+
+    // A broker that lost what it retained (restarted without persistence)
+    // gets every twin again once the hub is back on it.
+    broker.kill();
+    let _broker = Peer::mosquitto_with(dir.path(), port, &conf);
+    eventually(Duration::from_secs(60), "the twin retained again", || {
+        retained_twin(port, "gw-1", &credential)
+            .is_some_and(|t| t["desired_version"].as_u64() == Some(version))
+    });
 }

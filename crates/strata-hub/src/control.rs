@@ -21,6 +21,7 @@ use serde::Deserialize;
 use strata_proto::{Approval, ControlGate, DeviceId, Direction, GateCheck, Topic, TopicKind};
 use strata_store::{ControlStore, Device, DeviceState, LabelStore, TelemetryStore};
 
+use crate::downlink::{Downlink, Reach};
 use crate::error::{Error, Result};
 use crate::models::{ModelRegistry, VersionRef};
 use crate::registry::Registry;
@@ -289,7 +290,7 @@ pub struct Gates {
     config: ControlConfig,
     latest: Mutex<BTreeMap<String, ControlGate>>,
     sent: Mutex<BTreeMap<DeviceId, ControlGate>>,
-    broker: strata_broker::BrokerHandle,
+    downlink: Downlink,
     actions: Arc<dyn ControlStore>,
 }
 
@@ -308,14 +309,14 @@ impl Gates {
     /// Gates for `config`.
     pub fn new(
         config: ControlConfig,
-        broker: strata_broker::BrokerHandle,
+        downlink: Downlink,
         actions: Arc<dyn ControlStore>,
     ) -> Arc<Self> {
         Arc::new(Gates {
             config,
             latest: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(BTreeMap::new()),
-            broker,
+            downlink,
             actions,
         })
     }
@@ -333,6 +334,17 @@ impl Gates {
     /// Stored action records.
     pub fn actions(&self) -> &dyn ControlStore {
         &*self.actions
+    }
+
+    /// Sends every device the gate it was last sent, again (after the
+    /// hub's connection to an upstream broker was made again: what was
+    /// queued on the lost one may not have reached it).
+    pub fn send_again(&self) -> Result<()> {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (device, gate) in &sent {
+            self.send(device, gate)?;
+        }
+        Ok(())
     }
 
     /// Measures every site's gate and sends each device its site's
@@ -387,8 +399,8 @@ impl Gates {
     fn send(&self, device: &DeviceId, gate: &ControlGate) -> Result<()> {
         let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Control).to_string();
         let payload = Bytes::from(serde_json::to_vec(gate).expect("JSON of a gate"));
-        self.broker
-            .publish(&topic, payload, strata_broker::QoS::AtLeastOnce, true)
+        self.downlink
+            .send(Reach::Everywhere, &topic, payload, true)
             .map_err(|e| Error::Unavailable(format!("cannot send the gate to {device}: {e}")))?;
         self.sent
             .lock()
@@ -425,8 +437,8 @@ impl Gates {
             by: by.to_string(),
         };
         let payload = Bytes::from(serde_json::to_vec(&approval).expect("JSON of an approval"));
-        self.broker
-            .publish(&topic, payload, strata_broker::QoS::AtLeastOnce, false)
+        self.downlink
+            .send(Reach::Everywhere, &topic, payload, false)
             .map_err(|e| Error::Unavailable(format!("cannot send the approval to {device}: {e}")))
     }
 }

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod dashboard;
+pub mod downlink;
 pub mod drift;
 pub mod error;
 pub mod hooks;
@@ -46,8 +47,8 @@ use std::sync::Arc;
 use strata_proto::validate::Limits;
 use strata_store::retrain::RetrainStore;
 use strata_store::{
-    AccessStore, ControlStore, DriftStore, JobStore, LabelStore, ModelStore, RegistryStore,
-    ReleaseStore, SqliteStore, TelemetryStore, TwinStore,
+    AccessStore, CampaignStore, ControlStore, DriftStore, JobStore, LabelStore, ModelStore,
+    RegistryStore, ReleaseStore, SqliteStore, TelemetryStore, TwinStore,
 };
 use tokio::sync::watch;
 
@@ -109,6 +110,7 @@ struct Shared {
     actions: Arc<dyn ControlStore>,
     models: Arc<dyn ModelStore>,
     releases: Arc<dyn ReleaseStore>,
+    campaigns: Arc<dyn CampaignStore>,
     /// Training jobs, retraining cycles and late labels: shared only
     /// where telemetry is too, as jobs train on it and labels are joined
     /// to it.
@@ -128,6 +130,7 @@ impl Shared {
             actions: store.clone(),
             models: store.clone(),
             releases: store.clone(),
+            campaigns: store.clone(),
             jobs: store.clone(),
             cycles: store.clone(),
             labels: store.clone(),
@@ -164,6 +167,7 @@ impl Shared {
             actions: records,
             models: Arc::new(PostgresModels::connect(url)?),
             releases: Arc::new(PostgresReleases::connect(url)?),
+            campaigns: Arc::new(PostgresCampaigns::connect(url)?),
             jobs,
             cycles,
             labels,
@@ -221,6 +225,7 @@ impl Hub {
             actions,
             models: model_store,
             releases,
+            campaigns: campaign_store,
             jobs: job_store,
             cycles,
             labels,
@@ -315,19 +320,30 @@ impl Hub {
         };
         let broker = strata_broker::Broker::start(broker_config, hooks.clone()).await?;
         registry.attach_broker(broker.clone());
-        workflows.start(broker.clone())?;
+        // What the hub sends devices goes out on its broker, and upstream
+        // too where devices connect to an upstream broker.
+        let (to_upstream, upstream_queue) = match config.upstream.url {
+            Some(_) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let downlink = downlink::Downlink::new(broker.clone(), to_upstream);
+        workflows.start(downlink.clone())?;
         let mqtt_addr = broker.local_addr();
         let mqtt_tls_addr = broker.tls_addr();
-        let gates = control::Gates::new(config.control.clone(), broker.clone(), actions);
+        let gates = control::Gates::new(config.control.clone(), downlink.clone(), actions);
 
         let deployer = Arc::new(models::deploy::Deployer::new(
             twins.clone(),
             registry.clone(),
             models.clone(),
             drift.clone(),
-            broker.clone(),
+            downlink,
         ));
-        deployer.republish_all()?;
+        // Upstream, they all go again once connected there.
+        deployer.republish_all(downlink::Reach::Here)?;
         let rollout_key = match &config.ota.rollout_key_file {
             Some(file) => ota::RolloutKey::Given(data_dir.join(file)),
             None => ota::RolloutKey::Own(data_dir.join(ota::ROLLOUT_KEY_FILE)),
@@ -340,7 +356,7 @@ impl Hub {
             metrics.clone(),
         )?);
         let campaigns = ota::rollout::Campaigns::start(
-            store.clone(),
+            campaign_store,
             twins,
             ota.clone(),
             deployer.clone(),
@@ -410,8 +426,11 @@ impl Hub {
             stop.subscribe(),
         );
         shared::spawn(
-            registry.clone(),
-            access.clone(),
+            shared::Followers {
+                registry: registry.clone(),
+                access: access.clone(),
+                deployer: deployer.clone(),
+            },
             std::time::Duration::from_millis(config.shared.refresh_ms),
             metrics.clone(),
             stop.subscribe(),
@@ -431,8 +450,26 @@ impl Hub {
             telemetry.clone(),
             stop.subscribe(),
         );
-        upstream::spawn(&config.upstream, &data_dir, hooks, stop.subscribe())
-            .map_err(StartError::Upstream)?;
+        // After each connection to the upstream broker, every retained
+        // message for devices is sent there again.
+        let resend: upstream::Resend = {
+            let (deployer, gates) = (deployer.clone(), gates.clone());
+            Arc::new(move || {
+                deployer.republish_all(downlink::Reach::Everywhere)?;
+                gates.send_again()
+            })
+        };
+        upstream::spawn(
+            &config.upstream,
+            &data_dir,
+            hooks,
+            upstream::Downlinks {
+                queue: upstream_queue,
+                resend,
+            },
+            stop.subscribe(),
+        )
+        .map_err(StartError::Upstream)?;
         let state = api::ApiState {
             kpis,
             gates,

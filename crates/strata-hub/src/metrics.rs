@@ -127,6 +127,9 @@ pub struct Metrics {
     pub shared_reloads: AtomicU64,
     /// Looks for other replicas' changes that failed.
     pub shared_refresh_failures: AtomicU64,
+    /// Desired twins changed in the shared store (by any replica)
+    /// published on this replica's broker.
+    pub shared_twins_published: AtomicU64,
     /// Drift sketch batches stored.
     pub sketch_batches_stored: AtomicU64,
     /// Drift sketch batches received again and not stored twice.
@@ -150,6 +153,9 @@ pub struct Metrics {
     pub upstream_connections: AtomicU64,
     /// 1 while the hub is connected to the upstream broker.
     pub upstream_connected: AtomicI64,
+    /// Messages for devices (twins, gates, commands) handed to the
+    /// connection to the upstream broker.
+    pub upstream_downlinks: AtomicU64,
     /// The shared registry's change count as of its cache's last load.
     pub shared_registry_version: AtomicI64,
     /// The shared accounts' change count as of their cache's last load.
@@ -288,6 +294,11 @@ impl Metrics {
                 &self.shared_refresh_failures,
             ),
             (
+                "strata_shared_twins_published_total",
+                "Desired twins changed in the shared store, by this replica or another, published on this replica's broker for the devices connected to it.",
+                &self.shared_twins_published,
+            ),
+            (
                 "strata_sketch_batches_stored_total",
                 "Drift sketch batches stored.",
                 &self.sketch_batches_stored,
@@ -316,6 +327,11 @@ impl Metrics {
                 "strata_upstream_connections_total",
                 "Connections made to the upstream broker.",
                 &self.upstream_connections,
+            ),
+            (
+                "strata_upstream_downlinks_total",
+                "Messages for devices (twins, gates, commands) handed to the connection to the upstream broker.",
+                &self.upstream_downlinks,
             ),
             (
                 "strata_login_failures_total",

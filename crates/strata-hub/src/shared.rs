@@ -4,7 +4,11 @@
 //! count and reload what they cache only when it moved. Counted in
 //! `/metrics`; a failed look keeps the caches as they were and is tried
 //! again at the next tick. Both caches keep their count, and the turn
-//! local changes and reloads take, in a [`Freshness`].
+//! local changes and reloads take, in a [`Freshness`]. At the same tick
+//! the replica publishes on its broker the desired twins changed since
+//! its last look (by any replica), so a device connected here gets a
+//! deployment or a signed update made through another replica
+//! ([`Deployer::follow_changes`]).
 //!
 //! A duty that must run at one replica at a time (retraining) goes by a
 //! [`Lease`]: the replica holding it performs the duty, and another takes
@@ -17,6 +21,7 @@ use std::time::Duration;
 
 use crate::auth::Access;
 use crate::metrics::Metrics;
+use crate::models::deploy::Deployer;
 use crate::registry::Registry;
 
 /// What a cache of a store other replicas may change keeps to stay
@@ -63,11 +68,22 @@ impl Freshness {
     }
 }
 
+/// What the refresh task keeps current: the caches of the registry and
+/// accounts, and the desired twins this replica's broker holds for the
+/// devices connected to it.
+pub struct Followers {
+    /// The device registry.
+    pub registry: Arc<Registry>,
+    /// People's accounts.
+    pub access: Arc<Access>,
+    /// Publishes the desired twins changed elsewhere.
+    pub deployer: Arc<Deployer>,
+}
+
 /// Starts the refresh task, if anything is shared; it ends when `stop`
 /// turns true.
 pub fn spawn(
-    registry: Arc<Registry>,
-    access: Arc<Access>,
+    followers: Followers,
     every: Duration,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -76,6 +92,11 @@ pub fn spawn(
     if !shared {
         return None;
     }
+    let Followers {
+        registry,
+        access,
+        deployer,
+    } = followers;
     show_version(&registry, &access, &metrics);
     Some(tokio::spawn(async move {
         loop {
@@ -83,15 +104,25 @@ pub fn spawn(
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let (r, a) = (registry.clone(), access.clone());
+            let (r, a, d) = (registry.clone(), access.clone(), deployer.clone());
             let looked = tokio::task::spawn_blocking(move || {
                 let devices = r.refresh();
                 let accounts = a.refresh();
-                (devices, accounts)
+                let twins = d.follow_changes();
+                (devices, accounts, twins)
             })
             .await;
             match looked {
-                Ok((devices, accounts)) => {
+                Ok((devices, accounts, twins)) => {
+                    match twins {
+                        Ok(n) => {
+                            metrics.shared_twins_published.fetch_add(n as u64, Relaxed);
+                        }
+                        Err(e) => {
+                            metrics.shared_refresh_failures.fetch_add(1, Relaxed);
+                            tracing::warn!("cannot publish the twins other replicas changed: {e}");
+                        }
+                    }
                     for outcome in [devices, accounts] {
                         match outcome {
                             Ok(true) => {

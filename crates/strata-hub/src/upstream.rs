@@ -17,6 +17,13 @@
 //! own topics (e.g. Mosquitto's `pattern write strata/v1/%u/up/#`): the hub
 //! sees only the topic, and takes a message for the device it names if the
 //! registry knows that device and it is active.
+//!
+//! What the hub sends devices (desired twins, site gates, commands) goes
+//! to the upstream broker on the same connection, retained where it is on
+//! the embedded broker (`downlink.rs`), so the broker must let the hub
+//! write `strata/v1/+/down/#` and each device read its own
+//! (`pattern read strata/v1/%u/down/#`). After every connection the hub
+//! sends the retained ones again.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -31,8 +38,9 @@ use strata_broker::rustls::pki_types::CertificateDer;
 use strata_broker::rustls::pki_types::pem::PemObject;
 use strata_broker::{IngestRefusal, PublishDecision};
 use strata_proto::{Direction, Topic, TopicKind};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::downlink::Message;
 use crate::hooks::HubHooks;
 use crate::metrics::RejectReason;
 
@@ -304,12 +312,37 @@ impl Consumer {
     }
 }
 
-/// Starts consuming from the upstream broker, if `[upstream] url` is set;
-/// stops when `stop` turns true.
+/// Sends every retained message for devices again (twins, gates).
+pub type Resend = Arc<dyn Fn() -> crate::error::Result<()> + Send + Sync>;
+
+/// What the hub sends devices, for the upstream broker ([`Downlink`]'s
+/// queue), and how to send the retained part of it all again once a
+/// connection is made.
+///
+/// [`Downlink`]: crate::downlink::Downlink
+pub struct Downlinks {
+    /// The queue (`None` without `[upstream]`).
+    pub queue: Option<mpsc::UnboundedReceiver<Message>>,
+    /// Sends every retained message again (through the queue).
+    pub resend: Resend,
+}
+
+/// What waits to be handed to the client for the upstream broker: the
+/// hub's queue, and what came from it while the client's own queue was
+/// full (kept from one connection to the next).
+struct Outbound {
+    queue: mpsc::UnboundedReceiver<Message>,
+    waiting: VecDeque<Message>,
+}
+
+/// Starts consuming from the upstream broker, if `[upstream] url` is set,
+/// and sending it what the hub has for devices; stops when `stop` turns
+/// true.
 pub fn spawn(
     config: &UpstreamConfig,
     data_dir: &Path,
     hooks: Arc<HubHooks>,
+    downlinks: Downlinks,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let Some(url) = &config.url else {
@@ -321,12 +354,17 @@ pub fn spawn(
         hooks,
         kinds: config.kinds()?,
     };
+    let Downlinks { queue, resend } = downlinks;
+    let mut downlink = Outbound {
+        queue: queue.ok_or("[upstream]: no queue for what the hub sends devices")?,
+        waiting: VecDeque::new(),
+    };
     let url = url.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
             let ended = tokio::select! {
-                ended = session(&options, &filters, &consumer) => ended,
+                ended = session(&options, &filters, &consumer, &mut downlink, &resend) => ended,
                 _ = stop.wait_for(|s| *s) => return,
             };
             consumer.hooks.metrics.upstream_connected.store(0, Relaxed);
@@ -351,7 +389,18 @@ pub fn spawn(
 /// storage failed: then the next try waits longer each time), and why it
 /// ended. Messages not yet acknowledged then come again on the next
 /// connection (the session is persistent).
-async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer) -> (bool, String) {
+///
+/// Meanwhile it sends what the hub has for devices (`downlink`), in
+/// order; once subscribed, it has every retained message sent again
+/// (`resend`): what the client had taken on an earlier connection but not
+/// sent is lost with it.
+async fn session(
+    options: &MqttOptions,
+    filters: &[String],
+    consumer: &Consumer,
+    downlink: &mut Outbound,
+    resend: &Resend,
+) -> (bool, String) {
     let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
     let mut connected = false;
     let mut queue: VecDeque<(Publish, Waiting)> = VecDeque::new();
@@ -365,6 +414,23 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                 break;
             }
             unsent.pop_front();
+        }
+        while let Some(m) = downlink.waiting.front() {
+            let sent = client.try_publish(
+                m.topic.as_str(),
+                QoS::AtLeastOnce,
+                m.retain,
+                m.payload.clone(),
+            );
+            if sent.is_err() {
+                break;
+            }
+            downlink.waiting.pop_front();
+            consumer
+                .hooks
+                .metrics
+                .upstream_downlinks
+                .fetch_add(1, Relaxed);
         }
         if front.is_none() {
             front = queue.pop_front();
@@ -407,6 +473,12 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                     if refused.is_empty() {
                         consumer.hooks.metrics.upstream_connected.store(1, Relaxed);
                         tracing::info!(filters = ?filters, "subscribed at the upstream broker");
+                        let resend = resend.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = resend() {
+                                tracing::warn!("cannot send devices' twins and gates to the upstream broker again: {e}");
+                            }
+                        });
                     } else {
                         tracing::error!(
                             refused = ?refused,
@@ -420,6 +492,10 @@ async fn session(options: &MqttOptions, filters: &[String], consumer: &Consumer)
                 }
                 Ok(_) => {}
                 Err(e) => return (connected, e.to_string()),
+            },
+            message = downlink.queue.recv(), if downlink.waiting.len() < REQUESTS => match message {
+                Some(m) => downlink.waiting.push_back(m),
+                None => return (connected, "the hub is stopping".into()),
             },
         }
     }

@@ -31,6 +31,11 @@ pub struct Campaign {
     pub baseline_decided: u64,
     /// Devices failed when it was last resumed.
     pub baseline_failed: u64,
+    /// How many times it was saved: a save of a campaign read at an older
+    /// revision is refused (another hub sharing the store changed it
+    /// meanwhile).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// One device of a campaign.
@@ -73,6 +78,49 @@ pub trait CampaignStore: Send + Sync + 'static {
     fn campaign(&self, id: i64) -> crate::Result<Option<Campaign>>;
     /// The devices of a campaign, in wave order.
     fn campaign_devices(&self, id: i64) -> crate::Result<Vec<CampaignDevice>>;
-    /// Writes a campaign and the given device rows in one transaction.
+    /// Writes a campaign and the given device rows in one transaction,
+    /// if the stored campaign is still at `campaign.revision` (else
+    /// `Conflict`), and moves its revision on by one.
     fn save_campaign(&self, campaign: &Campaign, devices: &[CampaignDevice]) -> crate::Result<()>;
+    /// Keeps every other hub sharing this store from acting on campaign
+    /// `id` (`None`: from creating one) until the lock is dropped; waits
+    /// for one that holds it. A store only one hub uses has nobody to
+    /// keep out.
+    fn lock_campaign(&self, id: Option<i64>) -> crate::Result<CampaignLock> {
+        let _ = id;
+        Ok(CampaignLock::default())
+    }
+}
+
+/// Held while a hub acts on a campaign ([`CampaignStore::lock_campaign`]):
+/// released when dropped.
+#[derive(Default)]
+pub struct CampaignLock {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl CampaignLock {
+    /// A lock that `release` gives up.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> CampaignLock {
+        CampaignLock {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for CampaignLock {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+/// The refusal of a save of `campaign`, read at its revision, when the
+/// stored one is at `stored`.
+pub(crate) fn changed_meanwhile(campaign: &Campaign, stored: u64) -> crate::Error {
+    crate::Error::Conflict(format!(
+        "campaign {} changed meanwhile (revision {stored}, read at {}): read it again",
+        campaign.id, campaign.revision
+    ))
 }

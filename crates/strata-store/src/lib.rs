@@ -43,7 +43,7 @@ pub use alerts::{
 };
 pub use audit::{AuditCheckpoint, AuditEntry, AuditStore};
 pub use blob::EncodedBatch;
-pub use campaigns::{Campaign, CampaignDevice, CampaignStore};
+pub use campaigns::{Campaign, CampaignDevice, CampaignLock, CampaignStore};
 pub use certs::{CertificateStore, DeviceCertificate};
 pub use control::{ActionFilter, ControlStore, StoredAction};
 pub use drift::{DriftStore, StoredSketches};
@@ -265,6 +265,20 @@ pub trait TwinStore: Send + Sync + 'static {
     /// Every twin with a desired document (desired version above 0), in
     /// one read: what the hub publishes again when it starts.
     fn desired_twins(&self) -> Result<Vec<Twin>>;
+    /// Where the log of desired changes stands, in a store that other
+    /// hubs change too (`None`: only this hub changes it, so there is
+    /// nothing to follow). A replica reads it before it first publishes
+    /// every desired twin, then follows with [`TwinStore::desired_after`].
+    fn desired_position(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
+    /// The twins whose desired document changed after `position` (at
+    /// most `limit`, oldest change first), with the position they bring
+    /// the reader to.
+    fn desired_after(&self, position: i64, limit: usize) -> Result<(Vec<Twin>, i64)> {
+        let _ = limit;
+        Ok((Vec::new(), position))
+    }
     /// Stores what the device reported.
     fn set_reported(
         &self,

@@ -4,8 +4,9 @@
 //! registry ([`PostgresRegistry`]), people's accounts and tokens
 //! ([`PostgresAccess`]), device twins ([`PostgresTwins`]), drift sketches
 //! and closed-loop action records ([`PostgresRecords`]), the model
-//! registry ([`PostgresModels`]) and accepted OTA releases
-//! ([`PostgresReleases`]), training jobs ([`PostgresJobs`]), retraining
+//! registry ([`PostgresModels`]), accepted OTA releases
+//! ([`PostgresReleases`]) and rollout campaigns ([`PostgresCampaigns`]),
+//! training jobs ([`PostgresJobs`]), retraining
 //! cycles ([`PostgresCycles`]) and late labels ([`PostgresLabels`]);
 //! [`PostgresLease`] lets one replica at a time perform a duty;
 //! `changes.rs` keeps the counts replicas poll to keep their caches
@@ -36,6 +37,7 @@ use postgres::{Client, NoTls, Transaction};
 use strata_proto::{DeviceId, TelemetryBatch};
 
 mod access;
+mod campaigns;
 mod changes;
 mod cycles;
 mod jobs;
@@ -48,6 +50,7 @@ mod releases;
 mod twins;
 
 pub use access::PostgresAccess;
+pub use campaigns::PostgresCampaigns;
 pub use cycles::PostgresCycles;
 pub use jobs::{PostgresJobs, SILENT_NS};
 pub use labels::PostgresLabels;

@@ -16,8 +16,8 @@ use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
 use strata_store::postgres::{
-    PostgresAccess, PostgresCycles, PostgresJobs, PostgresLease, PostgresModels, PostgresRecords,
-    PostgresRegistry, PostgresReleases, PostgresTelemetry, PostgresTwins,
+    PostgresAccess, PostgresCampaigns, PostgresCycles, PostgresJobs, PostgresLease, PostgresModels,
+    PostgresRecords, PostgresRegistry, PostgresReleases, PostgresTelemetry, PostgresTwins,
 };
 use strata_store::*;
 
@@ -506,6 +506,104 @@ fn twins_keep_the_contract_across_replicas() {
         (twin.reported["desired_version"].as_u64(), twin.reported_ns),
         (Some(40), Some(200))
     );
+}
+
+#[test]
+fn a_replica_following_the_desired_changes_misses_none_of_another_replicas() {
+    let schema = Schema::new("twin_log");
+    let (a, b) = (
+        PostgresTwins::connect(&schema.url).unwrap(),
+        PostgresTwins::connect(&schema.url).unwrap(),
+    );
+    let start = b
+        .desired_position()
+        .unwrap()
+        .expect("a shared store has a log");
+    let (nothing, same) = b.desired_after(start, 100).unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(same, start);
+    // A report is not a desired change.
+    a.set_reported(&dev("r-1"), &serde_json::json!({}), 1)
+        .unwrap();
+    assert!(b.desired_after(start, 100).unwrap().0.is_empty());
+
+    // Replica A changes 30 twins from two threads while B follows, a few
+    // at a time: B sees each device's newest desired document, and once
+    // more only for a change it had not seen.
+    let mut seen: std::collections::HashMap<String, u64> = Default::default();
+    let mut position = start;
+    let mut follow = |seen: &mut std::collections::HashMap<String, u64>| {
+        let (twins, reached) = b.desired_after(position, 7).unwrap();
+        assert!(reached >= position);
+        for t in twins {
+            let before = seen.insert(t.device.to_string(), t.desired_version);
+            assert!(before < Some(t.desired_version), "{t:?} came twice");
+        }
+        position = reached;
+    };
+    std::thread::scope(|s| {
+        for half in 0..2 {
+            let a = &a;
+            s.spawn(move || {
+                for i in 0..15 {
+                    let device = dev(&format!("d-{}", i % 10 + half * 10));
+                    a.set_desired(&device, &format!("k{i}"), &serde_json::json!(i), i)
+                        .unwrap();
+                }
+            });
+        }
+        for _ in 0..20 {
+            follow(&mut seen);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    for _ in 0..10 {
+        follow(&mut seen);
+    }
+    assert_eq!(seen.len(), 20, "{seen:?}");
+    for (device, version) in &seen {
+        let twin = a.twin(&dev(device)).unwrap();
+        assert_eq!(*version, twin.desired_version, "{device}: the newest");
+    }
+    assert_eq!(b.desired_position().unwrap(), Some(position));
+}
+
+#[test]
+fn campaigns_keep_the_contract_and_replicas_take_turns_on_each() {
+    let schema = Schema::new("campaigns");
+    let a = PostgresCampaigns::connect(&schema.url).unwrap();
+    common::campaigns_save_and_refuse_stale_revisions(&a);
+    let name = format!("strata_campaigns_{}", std::process::id());
+    let b = PostgresCampaigns::connect(&format!("{} application_name={name}", schema.url)).unwrap();
+    let listed = b.campaigns().unwrap();
+    assert_eq!(listed, a.campaigns().unwrap(), "one list for both");
+    let id = listed[0].id;
+
+    // While A holds campaign `id`, B waits for it; another campaign, or
+    // creating one, it takes at once.
+    let held = a.lock_campaign(Some(id)).unwrap();
+    drop(b.lock_campaign(Some(id + 1)).unwrap());
+    drop(b.lock_campaign(None).unwrap());
+    let taken = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let lock = b.lock_campaign(Some(id)).unwrap();
+            taken.store(true, std::sync::atomic::Ordering::SeqCst);
+            lock
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!taken.load(std::sync::atomic::Ordering::SeqCst), "B waits");
+        drop(held);
+        let lock = waiter.join().unwrap();
+        assert!(taken.load(std::sync::atomic::Ordering::SeqCst));
+        drop(lock);
+    });
+    // A replica whose session ends (it stopped, its connection broke)
+    // gives up what it held, and takes locks again on a new session.
+    std::mem::forget(b.lock_campaign(Some(id)).unwrap());
+    assert_eq!(end_sessions(&name), 2, "its data and lock sessions");
+    drop(a.lock_campaign(Some(id)).unwrap());
+    drop(b.lock_campaign(Some(id)).unwrap());
 }
 
 #[test]

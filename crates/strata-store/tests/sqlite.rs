@@ -241,6 +241,13 @@ fn a_label_sent_again_replaces_the_first() {
 }
 
 #[test]
+fn campaigns_are_saved_and_a_stale_save_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    common::campaigns_save_and_refuse_stale_revisions(&store);
+}
+
+#[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();

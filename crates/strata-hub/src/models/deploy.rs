@@ -7,8 +7,8 @@
 //! This is the direct path (all selected devices at once). Phased rollouts
 //! with signed manifests build on the same twin key.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use strata_proto::{DesiredTwin, DeviceId, Direction, ModelAssignment, SiteId, To
 use strata_store::{DeviceState, ModelVersion, Twin, TwinStore};
 
 use super::{ModelRegistry, VersionRef};
+use crate::downlink::{Downlink, Reach};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 
@@ -71,24 +72,36 @@ pub struct Deployer {
     registry: Arc<Registry>,
     models: Arc<ModelRegistry>,
     drift: Arc<crate::drift::Drift>,
-    broker: strata_broker::BrokerHandle,
+    downlink: Downlink,
+    /// How far this replica has followed the log of desired changes of a
+    /// twin store other replicas change too (`None`: only this hub does).
+    followed: Mutex<Option<i64>>,
+    /// The desired version last published per device: a twin older than
+    /// that is not published (with other replicas changing twins, a
+    /// change made here may be published after a newer one made there).
+    published: Mutex<HashMap<DeviceId, u64>>,
 }
 
+/// The most twins changed elsewhere published in one look.
+const FOLLOW_BATCH: usize = 10_000;
+
 impl Deployer {
-    /// A deployer over the hub's stores and broker.
+    /// A deployer over the hub's stores, sending twins on `downlink`.
     pub fn new(
         twins: Arc<dyn TwinStore>,
         registry: Arc<Registry>,
         models: Arc<ModelRegistry>,
         drift: Arc<crate::drift::Drift>,
-        broker: strata_broker::BrokerHandle,
+        downlink: Downlink,
     ) -> Self {
         Deployer {
             twins,
             registry,
             models,
             drift,
-            broker,
+            downlink,
+            followed: Mutex::new(None),
+            published: Mutex::new(HashMap::new()),
         }
     }
 
@@ -304,27 +317,62 @@ impl Deployer {
     /// Publishes a device's desired twin (retained, so a device that
     /// connects later gets it at once).
     pub fn publish(&self, twin: &Twin) -> Result<()> {
-        let desired = DesiredTwin {
-            desired_version: twin.desired_version,
-            models: desired_list(twin, "models")?,
-            updates: desired_list(twin, "updates")?,
-        };
-        let topic = Topic::new(twin.device.clone(), Direction::Down, TopicKind::Twin).to_string();
-        let payload = Bytes::from(serde_json::to_vec(&desired).expect("JSON of a twin"));
-        self.broker
-            .publish(&topic, payload, strata_broker::QoS::AtLeastOnce, true)
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device))
-            })
+        self.send(Reach::Everywhere, twin)
     }
 
-    /// Publishes every desired twin again: the broker keeps retained
-    /// messages in memory, so a restarted hub restores them from storage.
-    pub fn republish_all(&self) -> Result<usize> {
+    fn send(&self, reach: Reach, twin: &Twin) -> Result<()> {
+        let (topic, payload) = twin_message(twin)?;
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if published
+            .get(&twin.device)
+            .is_some_and(|&newest| newest > twin.desired_version)
+        {
+            return Ok(());
+        }
+        self.downlink
+            .send(reach, &topic, payload, true)
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device))
+            })?;
+        published.insert(twin.device.clone(), twin.desired_version);
+        Ok(())
+    }
+
+    /// Publishes every desired twin again, as far as `reach`: the broker
+    /// keeps retained messages in memory, so a starting hub restores them
+    /// from storage (and sends them upstream again once it is connected
+    /// there). With a twin store other replicas change, this is also where
+    /// this replica starts following their changes.
+    pub fn republish_all(&self, reach: Reach) -> Result<usize> {
+        let position = self.twins.desired_position()?;
         let twins = self.twins.desired_twins()?;
         for twin in &twins {
-            self.publish(twin)?;
+            self.send(reach, twin)?;
         }
+        let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        // Never back: a reconnection's republish may run beside a look.
+        *followed = match (*followed, position) {
+            (Some(was), Some(now)) => Some(was.max(now)),
+            (was, now) => now.or(was),
+        };
+        Ok(twins.len())
+    }
+
+    /// Publishes on this replica's broker the desired twins other replicas
+    /// changed since the last look (and this one's own, again: a device
+    /// ignores a twin it already applied), so a device connected here gets
+    /// them. Returns how many; nothing to do where only this hub changes
+    /// twins.
+    pub fn follow_changes(&self) -> Result<usize> {
+        let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(position) = *followed else {
+            return Ok(0);
+        };
+        let (twins, reached) = self.twins.desired_after(position, FOLLOW_BATCH)?;
+        for twin in &twins {
+            self.send(Reach::Here, twin)?;
+        }
+        *followed = Some(reached);
         Ok(twins.len())
     }
 
@@ -372,4 +420,16 @@ fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {
         drift: None,
         shadow: false,
     }
+}
+
+/// The retained message that carries `twin`'s desired document.
+fn twin_message(twin: &Twin) -> Result<(String, Bytes)> {
+    let desired = DesiredTwin {
+        desired_version: twin.desired_version,
+        models: desired_list(twin, "models")?,
+        updates: desired_list(twin, "updates")?,
+    };
+    let topic = Topic::new(twin.device.clone(), Direction::Down, TopicKind::Twin).to_string();
+    let payload = Bytes::from(serde_json::to_vec(&desired).expect("JSON of a twin"));
+    Ok((topic, payload))
 }

@@ -612,6 +612,7 @@ mod tests {
             updated_ns: 0,
             baseline_decided: 0,
             baseline_failed: 0,
+            revision: 0,
         };
         (c, devices)
     }

@@ -5,6 +5,14 @@
 //! is in storage, so a hub restarted at any point resumes each campaign
 //! where the last stored step left it; a step cut short is simply taken
 //! again (assignments are idempotent).
+//!
+//! Replicas sharing the campaign store (`[shared] postgres`) each run the
+//! worker, woken by the reports of the devices connected to them. A step,
+//! an operator's action and a creation hold the store's lock on the
+//! campaign (on creating one) besides this hub's own, so replicas take
+//! turns, and each reads the campaign afresh under the lock. A save of a
+//! campaign that moved since it was read is refused by the store; the
+//! step is then taken again from what is stored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,9 +140,14 @@ impl Campaigns {
     /// One step of one campaign.
     fn step(&self, mut c: Campaign) -> Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        // Read again under the lock: an operator may just have acted.
+        let _shared = self.store.lock_campaign(Some(c.id))?;
+        // Read again under the locks: an operator, or another replica,
+        // may just have acted.
         if let Some(fresh) = self.store.campaign(c.id)? {
             c = fresh;
+        }
+        if !ACTIVE.contains(&c.state.as_str()) {
+            return Ok(());
         }
         let spec = spec_of(&c)?;
         let mut devices = self.store.campaign_devices(c.id)?;
@@ -146,7 +159,15 @@ impl Campaigns {
             return Ok(());
         }
         self.deliver(&c, &spec, &devices, &todo)?;
-        self.save(&c, &devices, &changed)
+        match self.save(&c, &devices, &changed) {
+            Err(Error::Store(strata_store::Error::Conflict(why))) => {
+                // Its deliveries are taken again from what is stored.
+                tracing::info!(campaign = c.id, "step not saved, stepping again: {why}");
+                self.wake.wake();
+                Ok(())
+            }
+            saved => saved,
+        }
     }
 
     /// What each device working on the campaign reported last.
@@ -234,6 +255,7 @@ impl Campaigns {
             )));
         }
         let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = self.store.lock_campaign(None)?;
         if let Some(busy) = self.store.campaigns()?.into_iter().find(|c| {
             ACTIVE.contains(&c.state.as_str())
                 && spec_of(c).is_ok_and(|s| s.release.kind == r.kind && s.release.name == r.name)
@@ -303,6 +325,7 @@ impl Campaigns {
             updated_ns: now,
             baseline_decided: 0,
             baseline_failed: 0,
+            revision: 0,
         };
         let id = self.store.create_campaign(&c, &rows)?;
         tracing::info!(
@@ -315,6 +338,7 @@ impl Campaigns {
             "campaign created"
         );
         self.wake.wake();
+        drop(shared);
         drop(guard);
         self.view(id)
     }
@@ -377,6 +401,7 @@ impl Campaigns {
     pub fn act(&self, id: i64, action: &str) -> Result<CampaignView> {
         {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _shared = self.store.lock_campaign(Some(id))?;
             let mut c = self
                 .store
                 .campaign(id)?

@@ -246,7 +246,7 @@ pub struct Workflows {
     workflows: Vec<Workflow>,
     store: Arc<dyn AlertStore>,
     webhooks: Arc<Webhooks>,
-    broker: Mutex<Option<strata_broker::BrokerHandle>>,
+    downlink: Mutex<Option<crate::downlink::Downlink>>,
     worker: Worker,
 }
 
@@ -262,15 +262,15 @@ impl Workflows {
             workflows,
             store,
             webhooks,
-            broker: Mutex::new(None),
+            downlink: Mutex::new(None),
             worker: Worker::default(),
         })
     }
 
     /// Starts the runner thread, which first carries on with the runs an
     /// earlier hub left running.
-    pub fn start(self: &Arc<Self>, broker: strata_broker::BrokerHandle) -> Result<()> {
-        *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
+    pub fn start(self: &Arc<Self>, downlink: crate::downlink::Downlink) -> Result<()> {
+        *self.downlink.lock().unwrap_or_else(|e| e.into_inner()) = Some(downlink);
         if self.workflows.is_empty() {
             return Ok(());
         }
@@ -464,18 +464,18 @@ impl Workflows {
             "run": run.id,
             "step": step.name,
         });
-        let broker = self
-            .broker
+        let downlink = self
+            .downlink
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let broker = broker.ok_or("the broker is not running")?;
+        let downlink = downlink.ok_or("the broker is not running")?;
         let topic = format!("strata/v1/{device}/down/cmd");
-        broker
-            .publish(
+        downlink
+            .send(
+                crate::downlink::Reach::Everywhere,
                 &topic,
                 bytes::Bytes::from(payload.to_string()),
-                strata_broker::QoS::AtLeastOnce,
                 false,
             )
             .map_err(|e| format!("cannot publish the command on {topic}: {e}"))?;

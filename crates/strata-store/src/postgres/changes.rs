@@ -3,7 +3,10 @@
 //! change. The registry's moves when a device is registered, enrolled,
 //! revoked or its declared signals change; the accounts' when a user is
 //! made or changed, or a token issued or revoked. A login (a new session
-//! token) so reloads the account cache, not the device cache.
+//! token) so reloads the account cache, not the device cache. The twins'
+//! moves with every change of a desired document, which takes the count's
+//! value as its place in the log replicas follow to publish what other
+//! replicas changed (`twins.rs`).
 
 use postgres::{Client, GenericClient, Transaction};
 
@@ -16,6 +19,8 @@ pub(super) enum Count {
     Registry,
     /// People's accounts and tokens.
     Accounts,
+    /// Desired twin documents.
+    Twins,
 }
 
 impl Count {
@@ -23,6 +28,7 @@ impl Count {
         match self {
             Count::Registry => "registry",
             Count::Accounts => "accounts",
+            Count::Twins => "twins",
         }
     }
 }
@@ -33,7 +39,7 @@ CREATE TABLE IF NOT EXISTS shared_changes (
     name    TEXT PRIMARY KEY,
     version BIGINT NOT NULL
 );
-INSERT INTO shared_changes (name, version) VALUES ('registry', 0), ('accounts', 0)
+INSERT INTO shared_changes (name, version) VALUES ('registry', 0), ('accounts', 0), ('twins', 0)
     ON CONFLICT DO NOTHING;
 ";
 
@@ -53,16 +59,19 @@ pub(super) fn create(client: &mut Client, schema: &str, what: &str) -> Result<()
         .context(|| format!("cannot create the {what} tables"))
 }
 
-/// Moves `count`, within `tx`.
+/// Moves `count`, within `tx`; returns its new value. The count's row
+/// stays locked until `tx` ends, so counts are taken in the order their
+/// transactions commit: a replica that has read changes up to a value has
+/// seen every change below it.
 pub(super) fn bump(
     tx: &mut Transaction<'_>,
     count: Count,
-) -> std::result::Result<(), postgres::Error> {
-    tx.execute(
-        "UPDATE shared_changes SET version = version + 1 WHERE name = $1",
+) -> std::result::Result<i64, postgres::Error> {
+    tx.query_one(
+        "UPDATE shared_changes SET version = version + 1 WHERE name = $1 RETURNING version",
         &[&count.name()],
     )
-    .map(drop)
+    .map(|row| row.get(0))
 }
 
 /// `count` now.

@@ -21,7 +21,7 @@ pub struct PostgresLease {
 /// The lock key of `name`: FNV-1a, halved to a positive key. Advisory
 /// locks are the database's, so the name includes the schema: hubs kept
 /// apart by schemas in one database each have their own lease.
-fn key(name: &str) -> i64 {
+pub(super) fn key(name: &str) -> i64 {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });

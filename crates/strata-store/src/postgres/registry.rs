@@ -174,7 +174,7 @@ impl RegistryStore for PostgresRegistry {
                 return Err(Error::Conflict(format!("device {} exists already", d.id)));
             }
             changes::bump(&mut tx, Count::Registry)
-                .and_then(|()| tx.commit())
+                .and_then(|_| tx.commit())
                 .context(|| format!("cannot create device {}", d.id))
         })
     }
@@ -264,7 +264,7 @@ impl RegistryStore for PostgresRegistry {
                 &[&id.as_str(), &&credential_sha256[..]],
             )
             .and_then(|_| changes::bump(&mut tx, Count::Registry))
-            .and_then(|()| tx.commit())
+            .and_then(|_| tx.commit())
             .context(|| format!("cannot store the credential of {id}"))?;
             Ok(EnrollOutcome::Enrolled)
         })
@@ -302,7 +302,7 @@ impl RegistryStore for PostgresRegistry {
                 .context(|| format!("cannot revoke {id}"))?;
             if n == 1 {
                 changes::bump(&mut tx, Count::Registry)
-                    .and_then(|()| tx.commit())
+                    .and_then(|_| tx.commit())
                     .context(|| format!("cannot revoke {id}"))?;
             }
             Ok(n == 1)

@@ -5,11 +5,18 @@
 //! `shared_twins` holds what the SQLite store keeps in `twins`. Setting a
 //! desired key locks the row (`FOR UPDATE`), so two replicas changing one
 //! device's desired document at once each get their own version.
+//!
+//! Each change of a desired document also takes the next value of the
+//! twins' change count (`changes.rs`) as its place in a log,
+//! `desired_change`: a replica follows that log to publish, on its own
+//! broker, the desired twins other replicas changed, so a device
+//! connected to any replica gets them.
 
 use postgres::{GenericClient, Row};
 use strata_proto::DeviceId;
 
 use super::Connection;
+use super::changes::{self, Count};
 use crate::error::{Context, Result, corrupt};
 use crate::{Twin, TwinStore};
 
@@ -22,9 +29,13 @@ CREATE TABLE IF NOT EXISTS shared_twins (
     reported         TEXT NOT NULL DEFAULT '{}',
     reported_ns      BIGINT
 );
+ALTER TABLE shared_twins ADD COLUMN IF NOT EXISTS desired_change BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS shared_twins_by_change ON shared_twins (desired_change);
 ";
 
 const COLUMNS: &str = "device_id, desired, desired_version, desired_ns, reported, reported_ns";
+/// How many [`COLUMNS`] there are.
+const COLUMN_COUNT: usize = 6;
 
 /// The PostgreSQL twin store.
 pub struct PostgresTwins {
@@ -89,18 +100,24 @@ impl TwinStore for PostgresTwins {
             let mut twin = read_twin(&mut tx, device, true)?;
             twin.set_desired_key(key, value, now_ns)?;
             let version = i64::try_from(twin.desired_version).map_err(corrupt)?;
-            tx.execute(
-                "UPDATE shared_twins SET desired = $2, desired_version = $3, desired_ns = $4
-                 WHERE device_id = $1",
-                &[
-                    &device.as_str(),
-                    &twin.desired.to_string(),
-                    &version,
-                    &now_ns,
-                ],
-            )
-            .and_then(|_| tx.commit())
-            .context(what)?;
+            // Last before the commit: the count's row is locked from here.
+            changes::bump(&mut tx, Count::Twins)
+                .and_then(|change| {
+                    tx.execute(
+                        "UPDATE shared_twins SET desired = $2, desired_version = $3,
+                           desired_ns = $4, desired_change = $5
+                         WHERE device_id = $1",
+                        &[
+                            &device.as_str(),
+                            &twin.desired.to_string(),
+                            &version,
+                            &now_ns,
+                            &change,
+                        ],
+                    )
+                })
+                .and_then(|_| tx.commit())
+                .context(what)?;
             Ok(twin)
         })
     }
@@ -117,6 +134,29 @@ impl TwinStore for PostgresTwins {
             .iter()
             .map(twin_row)
             .collect()
+        })
+    }
+
+    fn desired_position(&self) -> Result<Option<i64>> {
+        self.db
+            .with(|c| changes::version(c, Count::Twins).map(Some))
+    }
+
+    fn desired_after(&self, position: i64, limit: usize) -> Result<(Vec<Twin>, i64)> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.with(|c| {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS}, desired_change FROM shared_twins
+                         WHERE desired_change > $1 ORDER BY desired_change LIMIT $2"
+                    ),
+                    &[&position, &limit],
+                )
+                .context(|| "cannot read the desired twins changed lately".into())?;
+            let reached = rows.last().map_or(position, |r| r.get(COLUMN_COUNT));
+            let twins = rows.iter().map(twin_row).collect::<Result<_>>()?;
+            Ok((twins, reached))
         })
     }
 

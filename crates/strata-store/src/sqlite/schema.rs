@@ -419,6 +419,13 @@ CREATE INDEX blocks_by_segment ON blocks(segment) WHERE segment IS NOT NULL;
 "#,
         None,
     ),
+    (
+        r#"
+-- A campaign's save is refused if it was read at an older revision.
+ALTER TABLE campaigns ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

@@ -559,3 +559,72 @@ pub fn labels_replace_and_read_back(store: &dyn LabelStore) {
             .is_empty()
     );
 }
+
+/// Campaigns: created with their devices (kept in the order given within
+/// a wave), saved, read back; a save of a campaign read at an older
+/// revision is refused, and of one that does not exist too.
+pub fn campaigns_save_and_refuse_stale_revisions(store: &dyn CampaignStore) {
+    let device = |id: &str, wave: u32| CampaignDevice {
+        device: DeviceId::new(id).unwrap(),
+        wave,
+        state: "pending".into(),
+        previous: Some(1),
+        assigned_ns: None,
+        expires_ns: None,
+        decided_ns: None,
+        reason: None,
+    };
+    let mut c = Campaign {
+        id: 0,
+        spec: serde_json::json!({"release": {"name": "rul"}}),
+        state: "running".into(),
+        reason: String::new(),
+        wave: 0,
+        waves: 2,
+        created_ns: 1,
+        updated_ns: 1,
+        baseline_decided: 0,
+        baseline_failed: 0,
+        revision: 0,
+    };
+    let devices = [device("b", 0), device("a", 0), device("c", 1)];
+    c.id = store.create_campaign(&c, &devices).unwrap();
+    let read = c.clone();
+    c.state = "paused".into();
+    c.reason = "too many failures".into();
+    c.baseline_failed = 3;
+    let mut a = device("a", 0);
+    a.state = "failed".into();
+    a.reason = Some("health_check".into());
+    store.save_campaign(&c, &[a]).unwrap();
+    c.revision = 1;
+    assert_eq!(store.campaign(c.id).unwrap().unwrap(), c);
+    assert_eq!(store.campaigns().unwrap(), vec![c.clone()]);
+    let listed = store.campaign_devices(c.id).unwrap();
+    let order: Vec<&str> = listed.iter().map(|d| d.device.as_str()).collect();
+    assert_eq!(order, ["b", "a", "c"]);
+    assert_eq!(listed[1].state, "failed");
+    assert_eq!(listed[1].reason.as_deref(), Some("health_check"));
+
+    // A step computed from the campaign as first read would undo the
+    // pause: refused, and nothing of it stored.
+    let mut stale = read;
+    stale.wave = 1;
+    let mut b = device("b", 0);
+    b.state = "assigned".into();
+    let refused = store.save_campaign(&stale, &[b]).unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "{refused}");
+    assert_eq!(store.campaign(c.id).unwrap().unwrap(), c);
+    assert_eq!(store.campaign_devices(c.id).unwrap()[0].state, "pending");
+
+    assert!(store.campaign(c.id + 1).unwrap().is_none());
+    let mut missing = c.clone();
+    missing.id = c.id + 1;
+    assert!(matches!(
+        store.save_campaign(&missing, &[]),
+        Err(Error::NotFound(_))
+    ));
+    // A newer campaign is listed first.
+    let second = store.create_campaign(&c, &[]).unwrap();
+    assert_eq!(store.campaigns().unwrap()[0].id, second);
+}

@@ -1,0 +1,73 @@
+//! What the hub sends devices: desired twins (deployments, signed
+//! updates), site gates and commands, on `strata/v1/{device}/down/...`.
+//!
+//! Everything goes out on the embedded broker. With `[upstream]`, where
+//! devices at scale connect to a broker cluster instead, it also goes to
+//! that broker, through the hub's connection there (`upstream.rs`), in the
+//! order it was sent. Retained messages (twins, gates) are what a device
+//! gets when it connects; after the hub's connection to the upstream
+//! broker is made again, they are all sent there again, since what was
+//! queued on the lost connection may not have reached it.
+
+use bytes::Bytes;
+use strata_broker::{BrokerHandle, QoS};
+use tokio::sync::mpsc;
+
+/// One message for the upstream broker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its topic (`strata/v1/{device}/down/...`).
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Whether the broker keeps it for devices that connect later.
+    pub retain: bool,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The embedded broker only: what the upstream broker has already
+    /// (another replica sent it there, or it will be sent again once the
+    /// connection there is made).
+    Here,
+    /// The embedded broker and the upstream broker.
+    Everywhere,
+}
+
+/// Where the hub sends what it has for devices.
+#[derive(Clone)]
+pub struct Downlink {
+    broker: BrokerHandle,
+    upstream: Option<mpsc::UnboundedSender<Message>>,
+}
+
+impl Downlink {
+    /// Sends on `broker`, and with `upstream`, to the queue of the hub's
+    /// connection to the upstream broker.
+    pub fn new(broker: BrokerHandle, upstream: Option<mpsc::UnboundedSender<Message>>) -> Self {
+        Downlink { broker, upstream }
+    }
+
+    /// Sends one message at QoS 1.
+    pub fn send(
+        &self,
+        reach: Reach,
+        topic: &str,
+        payload: Bytes,
+        retain: bool,
+    ) -> Result<(), String> {
+        self.broker
+            .publish(topic, payload.clone(), QoS::AtLeastOnce, retain)
+            .map_err(|e| e.to_string())?;
+        if let (Reach::Everywhere, Some(upstream)) = (reach, &self.upstream) {
+            // Gone only while the hub stops.
+            let _ = upstream.send(Message {
+                topic: topic.to_owned(),
+                payload,
+                retain,
+            });
+        }
+        Ok(())
+    }
+}
