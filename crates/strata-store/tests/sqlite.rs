@@ -332,6 +332,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
          DROP TABLE webhook_deliveries; DROP TABLE workflow_runs; DROP TABLE control_actions;
          DROP TABLE audit_log; DROP TABLE audit_checkpoints; DROP TABLE api_tokens;
          DROP TABLE users; DROP TABLE device_certificates;
+         ALTER TABLE campaigns DROP COLUMN revision;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
