@@ -37,14 +37,8 @@ fn artifacts_live_in_an_s3_bucket() {
 
     // A scikit-learn model and its tree statistics: registered, then
     // served back byte for byte from the bucket.
-    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
-    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
-    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
-    let (status, v) = hub.api_bytes(
-        &format!("/api/v1/models/rul/versions?features={features}"),
-        &onnx,
-    );
-    assert_eq!(status, 201, "{v}");
+    let onnx = train_rul(dir.path());
+    let v = register_rul(&hub, &onnx);
     let model = v["sha256"].as_str().unwrap().to_owned();
     assert_eq!(bucket.get(&format!("strata/sha256/{model}")), onnx);
     let bearer = format!("Bearer {}", hub.token);

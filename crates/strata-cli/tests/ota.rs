@@ -18,39 +18,6 @@ fn keygen(path: &Path) -> String {
         .to_owned()
 }
 
-/// Signs a model release of `artifact` (reading `features` of `vector`,
-/// plus any `extra` arguments); returns the envelope.
-fn sign_release(
-    key: &Path,
-    version: u64,
-    artifact: &Path,
-    vector: &str,
-    features: &str,
-    extra: &[&str],
-) -> Value {
-    let version = version.to_string();
-    let mut args: Vec<&OsStr> = vec![
-        "release".as_ref(),
-        "sign".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--kind".as_ref(),
-        "model".as_ref(),
-        "--name".as_ref(),
-        "rul".as_ref(),
-        "--version".as_ref(),
-        version.as_ref(),
-        "--artifact".as_ref(),
-        artifact.as_os_str(),
-        "--vector".as_ref(),
-        vector.as_ref(),
-        "--features".as_ref(),
-        features.as_ref(),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    serde_json::from_str(&strata(&args)).unwrap()
-}
-
 /// A release of a made-up model, valid for `expires_in`.
 fn sign(key: &Path, version: u64, artifact: &Path, expires_in: &str) -> Value {
     sign_release(

@@ -351,17 +351,10 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
 
     // A scikit-learn model registered through A, twice: B lists both
     // versions and serves their artifact byte for byte from the bucket.
-    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
-    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
-    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
-    let path = format!("/api/v1/models/rul/versions?features={features}");
+    let onnx = train_rul(dir.path());
     for expected in [1, 2] {
-        let (status, v) = a.api_bytes(&path, &onnx);
-        assert_eq!(
-            (status, v["version"].as_u64()),
-            (201, Some(expected)),
-            "{v}"
-        );
+        let v = register_rul(&a, &onnx);
+        assert_eq!(v["version"].as_u64(), Some(expected), "{v}");
     }
     let (status, versions) = b.api("GET", "/api/v1/models/rul", None);
     assert_eq!(status, 200, "{versions}");
@@ -373,10 +366,10 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
     // Versions registered through both at once are numbered once each.
     std::thread::scope(|s| {
         for hub in [&a, &b] {
-            let (path, onnx) = (&path, &onnx);
+            let onnx = &onnx;
             s.spawn(move || {
                 for _ in 0..3 {
-                    assert_eq!(hub.api_bytes(path, onnx).0, 201);
+                    register_rul(hub, onnx);
                 }
             });
         }
@@ -444,14 +437,7 @@ fn a_model_deployed_through_one_replica_reaches_a_device_connected_to_the_other(
         .expect("run mosquitto_sub (Debian package mosquitto-clients)");
 
     // A model registered and deployed to it through B.
-    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
-    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
-    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
-    let (status, v) = b.api_bytes(
-        &format!("/api/v1/models/rul/versions?features={features}"),
-        &onnx,
-    );
-    assert_eq!(status, 201, "{v}");
+    register_rul(&b, &train_rul(dir.path()));
     let (status, deployed) = b.api(
         "POST",
         "/api/v1/models/rul/deploy",
@@ -499,28 +485,8 @@ fn a_rollout_started_at_one_replica_is_carried_on_paused_and_aborted_at_the_othe
     let artifact = dir.path().join("model.bin");
     std::fs::write(&artifact, b"a made-up model").unwrap();
     let signed = dir.path().join("v2.json");
-    let envelope = strata(
-        &[
-            "release",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--kind",
-            "model",
-            "--name",
-            "rul",
-            "--version",
-            "2",
-            "--artifact",
-            artifact.to_str().unwrap(),
-            "--vector",
-            "machine",
-            "--features",
-            "a,b",
-        ]
-        .map(std::ffi::OsStr::new),
-    );
-    std::fs::write(&signed, envelope).unwrap();
+    let envelope = sign_release(&key, 2, &artifact, "machine", "a,b", &[]);
+    std::fs::write(&signed, envelope.to_string()).unwrap();
     let b_url = format!("http://{}", b.http);
     strata(
         &[
@@ -598,14 +564,7 @@ fn one_replica_at_a_time_runs_the_retraining_policies() {
     let start = |name: &str| replica_at(&dir.path().join(name), &schema.url, &bucket, policy);
     let a = start("hub-a");
     let b = start("hub-b");
-    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
-    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
-    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
-    let (status, v) = a.api_bytes(
-        &format!("/api/v1/models/rul/versions?features={features}"),
-        &onnx,
-    );
-    assert_eq!(status, 201, "{v}");
+    register_rul(&a, &train_rul(dir.path()));
 
     let leading = |hub: &HubProcess| hub.metric("strata_shared_leader{duty=\"retrain\"}") == 1.0;
     let cycles = |hub: &HubProcess| {

@@ -606,14 +606,7 @@ fn an_edge_agent_on_the_upstream_broker_reaches_the_hub_and_the_hub_reaches_it()
     // The other way: a model deployed at the hub reaches the agent through
     // the upstream broker (its desired twin, retained there), and the
     // agent's report of it comes back the same way.
-    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
-    let onnx = std::fs::read(dir.path().join("rul.onnx")).unwrap();
-    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
-    let (status, v) = hub.api_bytes(
-        &format!("/api/v1/models/rul/versions?features={features}"),
-        &onnx,
-    );
-    assert_eq!(status, 201, "{v}");
+    register_rul(&hub, &train_rul(dir.path()));
     let (status, deployed) = hub.api(
         "POST",
         "/api/v1/models/rul/deploy",

@@ -11,6 +11,7 @@
 //! upstream MQTT broker --> upstream (shared subscription) --> the same hooks, ack after the commit
 //! HTTP client --> api --> registry / store
 //!                     \-> models (registry, jobs: train / backtest, deploy via twins)
+//! twins, gates, commands --> downlink --> broker (and the upstream broker) --> devices
 //! ```
 
 pub mod alerts;
@@ -210,9 +211,10 @@ impl Hub {
         };
         let admin_token = admin_token(&data_dir)?;
         let audit = audit::Audit::open(store.clone(), &data_dir)?;
-        // The registry, accounts, twins, devices' other records, models and
-        // releases (and, beside shared telemetry, jobs, cycles and labels)
-        // in the data directory, or in PostgreSQL shared by replicas.
+        // The registry, accounts, twins, devices' other records, models,
+        // releases and campaigns (and, beside shared telemetry, jobs,
+        // cycles and labels) in the data directory, or in PostgreSQL shared
+        // by replicas.
         let shared = match &config.shared.postgres {
             Some(url) => Shared::in_postgres(url, &store, config.storage.postgres.is_some())?,
             None => Shared::local(&store),

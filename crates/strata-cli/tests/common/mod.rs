@@ -962,3 +962,57 @@ impl Drop for PgSchema {
         }
     }
 }
+
+/// Signs a model release of `artifact` (reading `features` of `vector`,
+/// plus any `extra` arguments); returns the envelope.
+pub fn sign_release(
+    key: &Path,
+    version: u64,
+    artifact: &Path,
+    vector: &str,
+    features: &str,
+    extra: &[&str],
+) -> Value {
+    let version = version.to_string();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "release".as_ref(),
+        "sign".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--kind".as_ref(),
+        "model".as_ref(),
+        "--name".as_ref(),
+        "rul".as_ref(),
+        "--version".as_ref(),
+        version.as_ref(),
+        "--artifact".as_ref(),
+        artifact.as_os_str(),
+        "--vector".as_ref(),
+        vector.as_ref(),
+        "--features".as_ref(),
+        features.as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    serde_json::from_str(&strata(&args)).unwrap()
+}
+
+/// The window features the test model of `models.py` reads.
+pub const RUL_FEATURES: &str = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+
+/// Trains the scikit-learn test model (`models.py train`) into `dir`;
+/// returns its ONNX bytes.
+pub fn train_rul(dir: &Path) -> Vec<u8> {
+    peer_script("models.py", &["train".as_ref(), dir.as_os_str()]);
+    std::fs::read(dir.join("rul.onnx")).unwrap()
+}
+
+/// Registers `onnx` as a version of model `rul` at `hub`, reading
+/// [`RUL_FEATURES`]; returns the version's record.
+pub fn register_rul(hub: &HubProcess, onnx: &[u8]) -> Value {
+    let (status, v) = hub.api_bytes(
+        &format!("/api/v1/models/rul/versions?features={RUL_FEATURES}"),
+        onnx,
+    );
+    assert_eq!(status, 201, "{v}");
+    v
+}
