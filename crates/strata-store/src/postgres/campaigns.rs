@@ -78,18 +78,15 @@ impl PostgresCampaigns {
     /// Connects to the database at `url` and makes the tables if needed.
     pub fn connect(url: &str) -> Result<Self> {
         let db = Connection::open(url, SCHEMA, "campaign")?;
-        let (session, schema) = off_runtime(|| {
+        let (session, key) = off_runtime(|| {
             let mut session = connect(url)?;
-            let schema: Option<String> = session
-                .query_one("SELECT current_schema()", &[])
-                .context(|| "cannot read the schema for campaign locks".into())?
-                .get(0);
-            Ok::<_, Error>((session, schema.unwrap_or_default()))
+            let key = super::lease::schema_key(&mut session, "campaigns")?;
+            Ok::<_, Error>((session, key))
         })?;
         Ok(PostgresCampaigns {
             db,
             url: url.to_owned(),
-            space: (super::lease::key(&format!("{schema}.campaigns")) >> 32) as i32,
+            space: (key >> 32) as i32,
             locks: Arc::new(Mutex::new(Some(session))),
         })
     }

@@ -21,29 +21,35 @@ pub struct PostgresLease {
 /// The lock key of `name`: FNV-1a, halved to a positive key. Advisory
 /// locks are the database's, so the name includes the schema: hubs kept
 /// apart by schemas in one database each have their own lease.
-pub(super) fn key(name: &str) -> i64 {
+fn key(name: &str) -> i64 {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     (hash >> 1) as i64
 }
 
+/// The advisory-lock key of `name` in the schema `session` works in.
+pub(super) fn schema_key(session: &mut postgres::Client, name: &str) -> Result<i64> {
+    let schema: Option<String> = session
+        .query_one("SELECT current_schema()", &[])
+        .context(|| format!("cannot read the schema for the {name} lock"))?
+        .get(0);
+    Ok(key(&format!("{}.{name}", schema.unwrap_or_default())))
+}
+
 impl PostgresLease {
     /// The lease of `duty` among the replicas sharing the database at
     /// `url`; checks that the database can be reached.
     pub fn connect(url: &str, duty: &str) -> Result<Self> {
-        let (session, schema) = super::off_runtime(|| {
+        let (session, key) = super::off_runtime(|| {
             let mut session = connect(url)?;
-            let schema: Option<String> = session
-                .query_one("SELECT current_schema()", &[])
-                .context(|| format!("cannot make the {duty} lease"))?
-                .get(0);
-            Ok::<_, crate::Error>((session, schema.unwrap_or_default()))
+            let key = schema_key(&mut session, duty)?;
+            Ok::<_, crate::Error>((session, key))
         })?;
         Ok(PostgresLease {
             url: url.to_owned(),
             duty: duty.to_owned(),
-            key: key(&format!("{schema}.{duty}")),
+            key,
             session: Mutex::new(Some((session, false))),
         })
     }
