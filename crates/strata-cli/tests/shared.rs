@@ -15,7 +15,8 @@
 //!   sign with the one rollout key given to them; a replica stops cleanly
 //!   on SIGTERM;
 //! - a model deployed through one hub reaches a device connected to the
-//!   other (its desired twin, published there too);
+//!   other (its desired twin, published there too), and so does an
+//!   operator's approval given at the other (a command, relayed);
 //! - a rollout campaign started at one hub is listed, carried on, paused,
 //!   resumed and aborted through either, and a second one of the same
 //!   release is refused at the other;
@@ -30,7 +31,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -401,6 +402,30 @@ fn a_model_registered_at_one_replica_is_served_and_promoted_at_the_other() {
     }
 }
 
+/// `device` connected to `hub` with `mosquitto_sub` (QoS 1, MQTT 5),
+/// waiting up to 60 s for one message on `topic`, which it prints.
+fn subscribe(hub: &HubProcess, device: &str, credential: &str, topic: &str) -> Child {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &hub.mqtt.port().to_string()])
+        .args(["-q", "1", "-V", "mqttv5", "-i", device, "-u", device])
+        .args(["-P", credential, "-t", topic, "-C", "1", "-W", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_sub (Debian package mosquitto-clients)")
+}
+
+/// What `subscribe` printed.
+fn received(device: Child) -> serde_json::Value {
+    let out = device.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_model_deployed_through_one_replica_reaches_a_device_connected_to_the_other() {
     let schema = PgSchema::new("twin_relay");
@@ -411,30 +436,7 @@ fn a_model_deployed_through_one_replica_reaches_a_device_connected_to_the_other(
     let credential = a.provision("press-1", json!({}));
 
     // The device, connected to A, waits for its desired twin.
-    let device = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &a.mqtt.port().to_string(),
-            "-q",
-            "1",
-        ])
-        .args([
-            "-V",
-            "mqttv5",
-            "-i",
-            "press-1",
-            "-u",
-            "press-1",
-            "-P",
-            &credential,
-        ])
-        .args(["-t", "strata/v1/press-1/down/twin", "-C", "1", "-W", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mosquitto_sub (Debian package mosquitto-clients)");
+    let device = subscribe(&a, "press-1", &credential, "strata/v1/press-1/down/twin");
 
     // A model registered and deployed to it through B.
     register_rul(&b, &train_rul(dir.path()));
@@ -450,16 +452,59 @@ fn a_model_deployed_through_one_replica_reaches_a_device_connected_to_the_other(
     );
 
     // A publishes it within its next look for other replicas' changes.
-    let out = device.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let twin: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let twin = received(device);
     assert_eq!(twin["models"][0]["name"], "rul", "{twin}");
     assert_eq!(twin["desired_version"], 1, "{twin}");
     assert!(a.metric("strata_shared_twins_published_total") >= 1.0);
+}
+
+#[test]
+fn an_approval_given_at_one_replica_reaches_a_device_connected_to_the_other() {
+    let schema = PgSchema::new("command_relay");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
+    let credential = a.provision("press-1", json!({}));
+
+    // The device, connected to A, proposes an action and waits for a
+    // command.
+    let proposal = json!({
+        "seq": 1, "ts_ns": now_ns(), "rule": "cool", "output": "fan",
+        "action": "cool-1", "outcome": "proposed", "value": 40.0,
+        "reason": "temperature above 80",
+    });
+    let sent = mosquitto_pub(
+        &a,
+        "press-1",
+        &credential,
+        "mqttv5",
+        "strata/v1/press-1/up/events",
+        PubPayload::Text(&proposal.to_string()),
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    let device = subscribe(&a, "press-1", &credential, "strata/v1/press-1/down/cmd");
+    eventually(Duration::from_secs(20), "press-1 online at A", || {
+        a.api("GET", "/api/v1/devices/press-1", None).1["online"] == true
+    });
+    // Subscribed a moment after it connected.
+    std::thread::sleep(Duration::from_millis(500));
+
+    // An operator approves it at B, which has no device connected.
+    let (status, body) = b.api(
+        "POST",
+        "/api/v1/control/actions/press-1/cool-1/approve",
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+
+    // A relays the approval within its next look.
+    let approval = received(device);
+    assert_eq!(approval["approve"], "cool-1", "{approval}");
+    assert_eq!(a.metric("strata_shared_commands_relayed_total"), 1.0);
+    // B published it itself and relays nothing back.
+    assert_eq!(b.metric("strata_shared_commands_relayed_total"), 0.0);
+    assert_eq!(a.metric("strata_shared_commands_stale_total"), 0.0);
 }
 
 #[test]

@@ -431,14 +431,13 @@ impl Gates {
                 done.action.outcome.as_str()
             )));
         }
-        let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Cmd).to_string();
         let approval = Approval {
             approve: action.to_string(),
             by: by.to_string(),
         };
         let payload = Bytes::from(serde_json::to_vec(&approval).expect("JSON of an approval"));
         self.downlink
-            .send(Reach::Everywhere, &topic, payload, false)
+            .command(device, payload)
             .map_err(|e| Error::Unavailable(format!("cannot send the approval to {device}: {e}")))
     }
 }

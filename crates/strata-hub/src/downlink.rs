@@ -8,10 +8,20 @@
 //! gets when it connects; after the hub's connection to the upstream
 //! broker is made again, they are all sent there again, since what was
 //! queued on the lost connection may not have reached it.
+//!
+//! Replicas with devices connected straight to them each reach only their
+//! own devices: the desired twins they follow in the shared store
+//! (`shared.rs`), the gates each measures itself, and commands through the
+//! relay ([`crate::relay`]).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_broker::{BrokerHandle, QoS};
+use strata_proto::{DeviceId, Direction, Topic, TopicKind};
 use tokio::sync::mpsc;
+
+use crate::relay::CommandRelay;
 
 /// One message for the upstream broker.
 #[derive(Debug, Clone)]
@@ -40,13 +50,40 @@ pub enum Reach {
 pub struct Downlink {
     broker: BrokerHandle,
     upstream: Option<mpsc::UnboundedSender<Message>>,
+    relay: Option<Arc<CommandRelay>>,
 }
 
 impl Downlink {
     /// Sends on `broker`, and with `upstream`, to the queue of the hub's
     /// connection to the upstream broker.
     pub fn new(broker: BrokerHandle, upstream: Option<mpsc::UnboundedSender<Message>>) -> Self {
-        Downlink { broker, upstream }
+        Downlink {
+            broker,
+            upstream,
+            relay: None,
+        }
+    }
+
+    /// Also records every command in the replicas' command log, for the
+    /// devices connected to other replicas.
+    pub fn with_relay(self, relay: Arc<CommandRelay>) -> Self {
+        Downlink {
+            relay: Some(relay),
+            ..self
+        }
+    }
+
+    /// Sends `device` a command (`down/cmd`, not retained), wherever it is
+    /// connected: here, upstream, or through another replica.
+    pub fn command(&self, device: &DeviceId, payload: Bytes) -> Result<(), String> {
+        let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Cmd).to_string();
+        self.send(Reach::Everywhere, &topic, payload.clone(), false)?;
+        if let Some(relay) = &self.relay {
+            relay
+                .record(device, &payload)
+                .map_err(|e| format!("sent here, but not to the other replicas: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Sends one message at QoS 1.

@@ -32,6 +32,7 @@ pub mod models;
 pub mod ota;
 pub mod pki;
 pub mod registry;
+pub mod relay;
 pub mod retention;
 pub mod retrain;
 pub mod secret;
@@ -331,7 +332,19 @@ impl Hub {
             }
             None => (None, None),
         };
-        let downlink = downlink::Downlink::new(broker.clone(), to_upstream);
+        let mut downlink = downlink::Downlink::new(broker.clone(), to_upstream);
+        // Replicas with devices connected straight to them relay commands
+        // to each other (behind an upstream broker, every device gets them
+        // there).
+        let relay = match (&config.shared.postgres, &config.upstream.url) {
+            (Some(url), None) => {
+                let log = strata_store::postgres::PostgresCommands::connect(url)?;
+                let relay = Arc::new(relay::CommandRelay::start(Arc::new(log), broker.clone())?);
+                downlink = downlink.with_relay(relay.clone());
+                Some(relay)
+            }
+            _ => None,
+        };
         workflows.start(downlink.clone())?;
         let mqtt_addr = broker.local_addr();
         let mqtt_tls_addr = broker.tls_addr();
@@ -432,6 +445,7 @@ impl Hub {
                 registry: registry.clone(),
                 access: access.clone(),
                 deployer: deployer.clone(),
+                commands: relay,
             },
             std::time::Duration::from_millis(config.shared.refresh_ms),
             metrics.clone(),

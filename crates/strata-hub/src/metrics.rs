@@ -130,6 +130,10 @@ pub struct Metrics {
     /// Desired twins changed in the shared store (by any replica)
     /// published on this replica's broker.
     pub shared_twins_published: AtomicU64,
+    /// Commands other replicas sent, published on this replica's broker.
+    pub shared_commands_relayed: AtomicU64,
+    /// Commands other replicas sent that were too old to relay when found.
+    pub shared_commands_stale: AtomicU64,
     /// Drift sketch batches stored.
     pub sketch_batches_stored: AtomicU64,
     /// Drift sketch batches received again and not stored twice.
@@ -297,6 +301,16 @@ impl Metrics {
                 "strata_shared_twins_published_total",
                 "Desired twins changed in the shared store, by this replica or another, published on this replica's broker for the devices connected to it.",
                 &self.shared_twins_published,
+            ),
+            (
+                "strata_shared_commands_relayed_total",
+                "Commands for devices sent through other replicas, published on this replica's broker for the devices connected to it.",
+                &self.shared_commands_relayed,
+            ),
+            (
+                "strata_shared_commands_stale_total",
+                "Commands sent through other replicas that were over a minute old when this replica found them, and so not published.",
+                &self.shared_commands_stale,
             ),
             (
                 "strata_sketch_batches_stored_total",

@@ -8,7 +8,8 @@
 //! the replica publishes on its broker the desired twins changed since
 //! its last look (by any replica), so a device connected here gets a
 //! deployment or a signed update made through another replica
-//! ([`Deployer::follow_changes`]).
+//! ([`Deployer::follow_changes`]), and the commands other replicas sent
+//! ([`CommandRelay::follow`]).
 //!
 //! A duty that must run at one replica at a time (retraining) goes by a
 //! [`Lease`]: the replica holding it performs the duty, and another takes
@@ -23,6 +24,7 @@ use crate::auth::Access;
 use crate::metrics::Metrics;
 use crate::models::deploy::Deployer;
 use crate::registry::Registry;
+use crate::relay::CommandRelay;
 
 /// What a cache of a store other replicas may change keeps to stay
 /// current (the registry's and the accounts'): the store's change count it
@@ -78,6 +80,9 @@ pub struct Followers {
     pub access: Arc<Access>,
     /// Publishes the desired twins changed elsewhere.
     pub deployer: Arc<Deployer>,
+    /// Publishes the commands other replicas sent (`None`: devices get
+    /// them from an upstream broker).
+    pub commands: Option<Arc<CommandRelay>>,
 }
 
 /// Starts the refresh task, if anything is shared; it ends when `stop`
@@ -96,6 +101,7 @@ pub fn spawn(
         registry,
         access,
         deployer,
+        commands,
     } = followers;
     show_version(&registry, &access, &metrics);
     Some(tokio::spawn(async move {
@@ -104,16 +110,37 @@ pub fn spawn(
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let (r, a, d) = (registry.clone(), access.clone(), deployer.clone());
+            let (r, a, d, c) = (
+                registry.clone(),
+                access.clone(),
+                deployer.clone(),
+                commands.clone(),
+            );
             let looked = tokio::task::spawn_blocking(move || {
                 let devices = r.refresh();
                 let accounts = a.refresh();
                 let twins = d.follow_changes();
-                (devices, accounts, twins)
+                let commands = c.map(|c| c.follow());
+                (devices, accounts, twins, commands)
             })
             .await;
             match looked {
-                Ok((devices, accounts, twins)) => {
+                Ok((devices, accounts, twins, commands)) => {
+                    match commands {
+                        Some(Ok(relayed)) => {
+                            metrics
+                                .shared_commands_relayed
+                                .fetch_add(relayed.published, Relaxed);
+                            metrics
+                                .shared_commands_stale
+                                .fetch_add(relayed.stale, Relaxed);
+                        }
+                        Some(Err(e)) => {
+                            metrics.shared_refresh_failures.fetch_add(1, Relaxed);
+                            tracing::warn!("cannot relay the commands other replicas sent: {e}");
+                        }
+                        None => {}
+                    }
                     match twins {
                         Ok(n) => {
                             metrics.shared_twins_published.fetch_add(n as u64, Relaxed);

@@ -7,7 +7,8 @@
 //! registry ([`PostgresModels`]), accepted OTA releases
 //! ([`PostgresReleases`]) and rollout campaigns ([`PostgresCampaigns`]),
 //! training jobs ([`PostgresJobs`]), retraining
-//! cycles ([`PostgresCycles`]) and late labels ([`PostgresLabels`]);
+//! cycles ([`PostgresCycles`]), late labels ([`PostgresLabels`]) and the
+//! log of commands replicas relay to each other ([`PostgresCommands`]);
 //! [`PostgresLease`] lets one replica at a time perform a duty;
 //! `changes.rs` keeps the counts replicas poll to keep their caches
 //! current.
@@ -39,6 +40,7 @@ use strata_proto::{DeviceId, TelemetryBatch};
 mod access;
 mod campaigns;
 mod changes;
+mod commands;
 mod cycles;
 mod jobs;
 mod labels;
@@ -51,6 +53,7 @@ mod twins;
 
 pub use access::PostgresAccess;
 pub use campaigns::PostgresCampaigns;
+pub use commands::PostgresCommands;
 pub use cycles::PostgresCycles;
 pub use jobs::{PostgresJobs, SILENT_NS};
 pub use labels::PostgresLabels;

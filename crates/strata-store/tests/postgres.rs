@@ -9,6 +9,8 @@
 //! contract, versions counted once each when replicas race, and a late
 //! report never replacing a newer one. Drift sketches and action records:
 //! the same contracts, and a resend through another replica kept once.
+//! The command log: a replica following it sees every command another
+//! sends, once, in order, and none sent before it started.
 #![cfg(feature = "postgres")]
 
 use std::collections::BTreeMap;
@@ -16,8 +18,9 @@ use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
 use strata_store::postgres::{
-    PostgresAccess, PostgresCampaigns, PostgresCycles, PostgresJobs, PostgresLease, PostgresModels,
-    PostgresRecords, PostgresRegistry, PostgresReleases, PostgresTelemetry, PostgresTwins,
+    PostgresAccess, PostgresCampaigns, PostgresCommands, PostgresCycles, PostgresJobs,
+    PostgresLease, PostgresModels, PostgresRecords, PostgresRegistry, PostgresReleases,
+    PostgresTelemetry, PostgresTwins,
 };
 use strata_store::*;
 
@@ -566,6 +569,83 @@ fn a_replica_following_the_desired_changes_misses_none_of_another_replicas() {
         assert_eq!(*version, twin.desired_version, "{device}: the newest");
     }
     assert_eq!(b.desired_position().unwrap(), Some(position));
+}
+
+#[test]
+fn a_replica_following_the_command_log_gets_every_command_of_the_others_once() {
+    let schema = Schema::new("command_log");
+    let (a, b) = (
+        PostgresCommands::connect(&schema.url).unwrap(),
+        PostgresCommands::connect(&schema.url).unwrap(),
+    );
+    // What was sent before B started following is not relayed to it.
+    a.append("a", &dev("early"), b"{}", 1).unwrap();
+    let start = b.position().unwrap();
+    let (nothing, same) = b.after(start, 100).unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(same, start);
+
+    // Two threads of replica A send 40 commands while B follows, a few at
+    // a time: B reads each once, in the order A sent them from each
+    // thread, with what A sent.
+    let mut seen: Vec<RelayedCommand> = Vec::new();
+    let mut position = start;
+    let mut follow = |seen: &mut Vec<RelayedCommand>| {
+        let (commands, reached) = b.after(position, 7).unwrap();
+        assert!(commands.len() <= 7);
+        assert!(
+            commands
+                .iter()
+                .all(|c| c.position > position && c.position <= reached)
+        );
+        seen.extend(commands);
+        position = reached;
+    };
+    std::thread::scope(|s| {
+        for thread in 0..2 {
+            let a = &a;
+            s.spawn(move || {
+                for i in 0..20 {
+                    let payload = format!("{{\"n\":{i}}}");
+                    let device = dev(&format!("t-{thread}"));
+                    a.append("a", &device, payload.as_bytes(), i).unwrap();
+                }
+            });
+        }
+        for _ in 0..20 {
+            follow(&mut seen);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    for _ in 0..10 {
+        follow(&mut seen);
+    }
+    assert_eq!(seen.len(), 40, "{seen:?}");
+    for thread in 0..2 {
+        let sent: Vec<String> = seen
+            .iter()
+            .filter(|c| c.device.as_str() == format!("t-{thread}"))
+            .map(|c| String::from_utf8(c.payload.clone()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..20).map(|i| format!("{{\"n\":{i}}}")).collect();
+        assert_eq!(
+            sent, want,
+            "thread {thread}'s commands, once each, in order"
+        );
+    }
+    assert!(seen.iter().all(|c| c.origin == "a"));
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(b.position().unwrap(), position);
+
+    // Old commands are forgotten; the positions go on.
+    assert_eq!(
+        a.forget_before(10).unwrap(),
+        21,
+        "the early one and ten of each thread's"
+    );
+    assert_eq!(b.after(start, 100).unwrap().0.len(), 20);
+    let next = a.append("b", &dev("late"), b"{}", 99).unwrap();
+    assert_eq!(next, position + 1);
 }
 
 #[test]

@@ -455,9 +455,8 @@ impl Workflows {
         };
         let device = device
             .as_str()
-            .filter(|d| strata_proto::DeviceId::new(*d).is_ok())
-            .ok_or_else(|| format!("the command's device {device} is not a device id"))?
-            .to_owned();
+            .and_then(|d| strata_proto::DeviceId::new(d).ok())
+            .ok_or_else(|| format!("the command's device {device} is not a device id"))?;
         let payload = json!({
             "command": command,
             "workflow": run.workflow,
@@ -472,14 +471,9 @@ impl Workflows {
         let downlink = downlink.ok_or("the broker is not running")?;
         let topic = format!("strata/v1/{device}/down/cmd");
         downlink
-            .send(
-                crate::downlink::Reach::Everywhere,
-                &topic,
-                bytes::Bytes::from(payload.to_string()),
-                false,
-            )
+            .command(&device, bytes::Bytes::from(payload.to_string()))
             .map_err(|e| format!("cannot publish the command on {topic}: {e}"))?;
-        Ok(json!({ "device": device, "topic": topic, "command": command }))
+        Ok(json!({ "device": device.as_str(), "topic": topic, "command": command }))
     }
 }
 

@@ -6,7 +6,8 @@
 //! token) so reloads the account cache, not the device cache. The twins'
 //! moves with every change of a desired document, which takes the count's
 //! value as its place in the log replicas follow to publish what other
-//! replicas changed (`twins.rs`).
+//! replicas changed (`twins.rs`); the commands' with every command a
+//! replica relays to the others (`commands.rs`).
 
 use postgres::{Client, GenericClient, Transaction};
 
@@ -21,6 +22,8 @@ pub(super) enum Count {
     Accounts,
     /// Desired twin documents.
     Twins,
+    /// Commands relayed between replicas (`commands.rs`).
+    Commands,
 }
 
 impl Count {
@@ -29,6 +32,7 @@ impl Count {
             Count::Registry => "registry",
             Count::Accounts => "accounts",
             Count::Twins => "twins",
+            Count::Commands => "commands",
         }
     }
 }
@@ -39,7 +43,8 @@ CREATE TABLE IF NOT EXISTS shared_changes (
     name    TEXT PRIMARY KEY,
     version BIGINT NOT NULL
 );
-INSERT INTO shared_changes (name, version) VALUES ('registry', 0), ('accounts', 0), ('twins', 0)
+INSERT INTO shared_changes (name, version) VALUES ('registry', 0), ('accounts', 0), ('twins', 0),
+    ('commands', 0)
     ON CONFLICT DO NOTHING;
 ";
 
