@@ -32,6 +32,8 @@ pub struct Message {
     pub payload: Bytes,
     /// Whether the broker keeps it for devices that connect later.
     pub retain: bool,
+    /// When the hub sent it.
+    pub sent: std::time::Instant,
 }
 
 /// Where a message goes.
@@ -103,6 +105,7 @@ impl Downlink {
                 topic: topic.to_owned(),
                 payload,
                 retain,
+                sent: std::time::Instant::now(),
             });
         }
         Ok(())

@@ -160,6 +160,10 @@ pub struct Metrics {
     /// Messages for devices (twins, gates, commands) handed to the
     /// connection to the upstream broker.
     pub upstream_downlinks: AtomicU64,
+    /// Messages for devices dropped while the upstream broker was out of
+    /// reach: retained ones (sent again after the next connection) and
+    /// commands over a minute old.
+    pub upstream_downlinks_dropped: AtomicU64,
     /// The shared registry's change count as of its cache's last load.
     pub shared_registry_version: AtomicI64,
     /// The shared accounts' change count as of their cache's last load.
@@ -346,6 +350,11 @@ impl Metrics {
                 "strata_upstream_downlinks_total",
                 "Messages for devices (twins, gates, commands) handed to the connection to the upstream broker.",
                 &self.upstream_downlinks,
+            ),
+            (
+                "strata_upstream_downlinks_dropped_total",
+                "Messages for devices dropped while the upstream broker was out of reach: twins and gates (all sent again after the next connection) and commands over a minute old.",
+                &self.upstream_downlinks_dropped,
             ),
             (
                 "strata_login_failures_total",

@@ -335,6 +335,23 @@ struct Outbound {
     waiting: VecDeque<Message>,
 }
 
+impl Outbound {
+    /// Between connections, so that what waits for the upstream broker
+    /// stays small however long it is out of reach: drops the retained
+    /// messages (twins and gates, all sent again once subscribed) and the
+    /// commands older than [`crate::relay::MAX_AGE`] (too late to act on);
+    /// returns how many it dropped.
+    fn prune(&mut self) -> usize {
+        while let Ok(m) = self.queue.try_recv() {
+            self.waiting.push_back(m);
+        }
+        let before = self.waiting.len();
+        self.waiting
+            .retain(|m| !m.retain && m.sent.elapsed() < crate::relay::MAX_AGE);
+        before - self.waiting.len()
+    }
+}
+
 /// Starts consuming from the upstream broker, if `[upstream] url` is set,
 /// and sending it what the hub has for devices; stops when `stop` turns
 /// true.
@@ -368,6 +385,12 @@ pub fn spawn(
                 _ = stop.wait_for(|s| *s) => return,
             };
             consumer.hooks.metrics.upstream_connected.store(0, Relaxed);
+            let dropped = downlink.prune();
+            consumer
+                .hooks
+                .metrics
+                .upstream_downlinks_dropped
+                .fetch_add(dropped as u64, Relaxed);
             let (worked, why) = ended;
             if worked {
                 backoff = Duration::from_millis(100);
@@ -518,6 +541,35 @@ mod tests {
     fn config(text: &str) -> Result<UpstreamConfig, String> {
         let c: UpstreamConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn between_connections_only_fresh_commands_wait_for_the_upstream_broker() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let message = |topic: &str, retain: bool, age_s: u64| Message {
+            topic: topic.into(),
+            payload: bytes::Bytes::from_static(b"{}"),
+            retain,
+            sent: std::time::Instant::now()
+                .checked_sub(Duration::from_secs(age_s))
+                .unwrap(),
+        };
+        let mut outbound = Outbound {
+            queue: rx,
+            waiting: VecDeque::from([message("strata/v1/a/down/twin", true, 0)]),
+        };
+        for m in [
+            message("strata/v1/a/down/cmd", false, 90),
+            message("strata/v1/b/down/control", true, 0),
+            message("strata/v1/b/down/cmd", false, 1),
+            message("strata/v1/c/down/cmd", false, 2),
+        ] {
+            tx.send(m).unwrap();
+        }
+        assert_eq!(outbound.prune(), 3);
+        let topics: Vec<_> = outbound.waiting.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["strata/v1/b/down/cmd", "strata/v1/c/down/cmd"]);
+        assert_eq!(outbound.prune(), 0);
     }
 
     #[test]
