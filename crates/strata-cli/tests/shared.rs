@@ -455,7 +455,10 @@ fn a_model_deployed_through_one_replica_reaches_a_device_connected_to_the_other(
     let twin = received(device);
     assert_eq!(twin["models"][0]["name"], "rul", "{twin}");
     assert_eq!(twin["desired_version"], 1, "{twin}");
-    assert!(a.metric("strata_shared_twins_published_total") >= 1.0);
+    // Counted once the look is over.
+    eventually(Duration::from_secs(10), "the twin counted", || {
+        a.metric("strata_shared_twins_published_total") >= 1.0
+    });
 }
 
 #[test]
@@ -501,9 +504,14 @@ fn an_approval_given_at_one_replica_reaches_a_device_connected_to_the_other() {
     // A relays the approval within its next look.
     let approval = received(device);
     assert_eq!(approval["approve"], "cool-1", "{approval}");
-    assert_eq!(a.metric("strata_shared_commands_relayed_total"), 1.0);
+    // Counted once the look is over.
+    eventually(Duration::from_secs(10), "the approval counted", || {
+        a.metric("strata_shared_commands_relayed_total") == 1.0
+    });
     // B published it itself and relays nothing back.
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(b.metric("strata_shared_commands_relayed_total"), 0.0);
+    assert_eq!(a.metric("strata_shared_commands_relayed_total"), 1.0);
     assert_eq!(a.metric("strata_shared_commands_stale_total"), 0.0);
 }
 

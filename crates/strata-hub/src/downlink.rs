@@ -76,16 +76,18 @@ impl Downlink {
     }
 
     /// Sends `device` a command (`down/cmd`, not retained), wherever it is
-    /// connected: here, upstream, or through another replica.
+    /// connected: here, upstream, or through another replica. It is
+    /// recorded for the other replicas first, so that when that fails it
+    /// is sent nowhere, and sending it again (a workflow step's retry)
+    /// sends it once.
     pub fn command(&self, device: &DeviceId, payload: Bytes) -> Result<(), String> {
-        let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Cmd).to_string();
-        self.send(Reach::Everywhere, &topic, payload.clone(), false)?;
         if let Some(relay) = &self.relay {
             relay
                 .record(device, &payload)
-                .map_err(|e| format!("sent here, but not to the other replicas: {e}"))?;
+                .map_err(|e| format!("cannot relay it to the other replicas: {e}"))?;
         }
-        Ok(())
+        let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Cmd).to_string();
+        self.send(Reach::Everywhere, &topic, payload, false)
     }
 
     /// Sends one message at QoS 1.

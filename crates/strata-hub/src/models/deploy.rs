@@ -76,10 +76,28 @@ pub struct Deployer {
     /// How far this replica has followed the log of desired changes of a
     /// twin store other replicas change too (`None`: only this hub does).
     followed: Mutex<Option<i64>>,
-    /// The desired version last published per device: a twin older than
-    /// that is not published (with other replicas changing twins, a
-    /// change made here may be published after a newer one made there).
-    published: Mutex<HashMap<DeviceId, u64>>,
+    /// What this replica last published per device.
+    published: Mutex<Published>,
+}
+
+/// The desired version last published per device: a twin older than that
+/// is not published (with other replicas changing twins, a change made
+/// here may be published after a newer one made there). The same version
+/// again is: a republish restores what a broker lost.
+#[derive(Debug, Default)]
+struct Published(HashMap<DeviceId, u64>);
+
+impl Published {
+    /// Whether a twin of `device` at `version` may be published.
+    fn admits(&self, device: &DeviceId, version: u64) -> bool {
+        self.0.get(device).is_none_or(|&newest| newest <= version)
+    }
+
+    /// A twin of `device` at `version` was published.
+    fn mark(&mut self, device: &DeviceId, version: u64) {
+        let newest = self.0.entry(device.clone()).or_insert(version);
+        *newest = (*newest).max(version);
+    }
 }
 
 /// The most twins changed elsewhere published in one look.
@@ -101,7 +119,7 @@ impl Deployer {
             drift,
             downlink,
             followed: Mutex::new(None),
-            published: Mutex::new(HashMap::new()),
+            published: Mutex::new(Published::default()),
         }
     }
 
@@ -323,10 +341,7 @@ impl Deployer {
     fn send(&self, reach: Reach, twin: &Twin) -> Result<()> {
         let (topic, payload) = twin_message(twin)?;
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        if published
-            .get(&twin.device)
-            .is_some_and(|&newest| newest > twin.desired_version)
-        {
+        if !published.admits(&twin.device, twin.desired_version) {
             return Ok(());
         }
         self.downlink
@@ -334,7 +349,7 @@ impl Deployer {
             .map_err(|e| {
                 Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device))
             })?;
-        published.insert(twin.device.clone(), twin.desired_version);
+        published.mark(&twin.device, twin.desired_version);
         Ok(())
     }
 
@@ -432,4 +447,29 @@ fn twin_message(twin: &Twin) -> Result<(String, Bytes)> {
     let topic = Topic::new(twin.device.clone(), Direction::Down, TopicKind::Twin).to_string();
     let payload = Bytes::from(serde_json::to_vec(&desired).expect("JSON of a twin"));
     Ok((topic, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_twin_older_than_the_one_published_is_not_published() {
+        let (press, pump) = (
+            DeviceId::new("press-1").unwrap(),
+            DeviceId::new("pump-1").unwrap(),
+        );
+        let mut published = Published::default();
+        assert!(published.admits(&press, 1), "nothing published yet");
+        published.mark(&press, 3);
+        assert!(!published.admits(&press, 2), "older");
+        assert!(published.admits(&press, 3), "the same again");
+        assert!(published.admits(&press, 4), "newer");
+        assert!(published.admits(&pump, 1), "per device");
+        published.mark(&press, 2);
+        assert!(
+            !published.admits(&press, 2),
+            "marking an older one keeps the newest"
+        );
+    }
 }
