@@ -66,6 +66,11 @@ impl Downlink {
         }
     }
 
+    /// Whether devices may be connected to an upstream broker.
+    pub fn has_upstream(&self) -> bool {
+        self.upstream.is_some()
+    }
+
     /// Also records every command in the replicas' command log, for the
     /// devices connected to other replicas.
     pub fn with_relay(self, relay: Arc<CommandRelay>) -> Self {

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -80,23 +81,62 @@ pub struct Deployer {
     published: Mutex<Published>,
 }
 
-/// The desired version last published per device: a twin older than that
-/// is not published (with other replicas changing twins, a change made
-/// here may be published after a newer one made there). The same version
-/// again is: a republish restores what a broker lost.
+/// What this replica published per device.
+///
+/// A twin older than the newest it published is not published (with other
+/// replicas changing twins, a change made here may be published after a
+/// newer one made there); the same version again is (a republish restores
+/// what a broker lost).
+///
+/// Behind an upstream broker, two replicas changing one device's twin at
+/// nearly the same moment each send their version there, and the two can
+/// arrive in either order, leaving the older retained. So the replica
+/// that sent a version upstream lately, and then finds a newer one in the
+/// log of changes, sends that one upstream too ([`Published::raced`]).
 #[derive(Debug, Default)]
-struct Published(HashMap<DeviceId, u64>);
+struct Published(HashMap<DeviceId, Sent>);
+
+/// What was published for one device.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// The newest version.
+    version: u64,
+    /// The version last sent upstream too, and when.
+    upstream: Option<(u64, Instant)>,
+}
+
+/// How long after sending a twin upstream a newer one found in the log is
+/// sent upstream again ([`Published::raced`]): far longer than two
+/// publishes take to reach the broker.
+const RACE: Duration = Duration::from_secs(10);
 
 impl Published {
     /// Whether a twin of `device` at `version` may be published.
     fn admits(&self, device: &DeviceId, version: u64) -> bool {
-        self.0.get(device).is_none_or(|&newest| newest <= version)
+        self.0.get(device).is_none_or(|s| s.version <= version)
     }
 
-    /// A twin of `device` at `version` was published.
-    fn mark(&mut self, device: &DeviceId, version: u64) {
-        let newest = self.0.entry(device.clone()).or_insert(version);
-        *newest = (*newest).max(version);
+    /// A twin of `device` at `version` was published, as far as `reach`,
+    /// at `now`.
+    fn mark(&mut self, device: &DeviceId, version: u64, reach: Reach, now: Instant) {
+        let sent = self.0.entry(device.clone()).or_insert(Sent {
+            version,
+            upstream: None,
+        });
+        sent.version = sent.version.max(version);
+        if reach == Reach::Everywhere {
+            sent.upstream = Some((version, now));
+        }
+    }
+
+    /// Whether a twin of `device` at `version`, found in the log of
+    /// changes at `now`, may have arrived at the upstream broker before
+    /// an older one this replica sent there lately.
+    fn raced(&self, device: &DeviceId, version: u64, now: Instant) -> bool {
+        self.0
+            .get(device)
+            .and_then(|s| s.upstream)
+            .is_some_and(|(sent, at)| sent < version && now.saturating_duration_since(at) < RACE)
     }
 }
 
@@ -349,7 +389,7 @@ impl Deployer {
             .map_err(|e| {
                 Error::Unavailable(format!("cannot publish the twin of {}: {e}", twin.device))
             })?;
-        published.mark(&twin.device, twin.desired_version);
+        published.mark(&twin.device, twin.desired_version, reach, Instant::now());
         Ok(())
     }
 
@@ -385,7 +425,20 @@ impl Deployer {
         };
         let (twins, reached) = self.twins.desired_after(position, FOLLOW_BATCH)?;
         for twin in &twins {
-            self.send(Reach::Here, twin)?;
+            let raced = self.downlink.has_upstream()
+                && self
+                    .published
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .raced(&twin.device, twin.desired_version, Instant::now());
+            let reach = if raced {
+                tracing::debug!(device = %twin.device, version = twin.desired_version,
+                    "sending the twin upstream again: it may have lost a race there");
+                Reach::Everywhere
+            } else {
+                Reach::Here
+            };
+            self.send(reach, twin)?;
         }
         *followed = Some(reached);
         Ok(twins.len())
@@ -459,17 +512,38 @@ mod tests {
             DeviceId::new("press-1").unwrap(),
             DeviceId::new("pump-1").unwrap(),
         );
+        let now = Instant::now();
         let mut published = Published::default();
         assert!(published.admits(&press, 1), "nothing published yet");
-        published.mark(&press, 3);
+        published.mark(&press, 3, Reach::Here, now);
         assert!(!published.admits(&press, 2), "older");
         assert!(published.admits(&press, 3), "the same again");
         assert!(published.admits(&press, 4), "newer");
         assert!(published.admits(&pump, 1), "per device");
-        published.mark(&press, 2);
+        published.mark(&press, 2, Reach::Here, now);
         assert!(
             !published.admits(&press, 2),
             "marking an older one keeps the newest"
         );
+    }
+
+    #[test]
+    fn a_newer_twin_goes_upstream_again_only_soon_after_this_replica_sent_one_there() {
+        let press = DeviceId::new("press-1").unwrap();
+        let now = Instant::now();
+        let mut published = Published::default();
+        published.mark(&press, 4, Reach::Here, now);
+        assert!(!published.raced(&press, 5, now), "nothing sent upstream");
+        published.mark(&press, 5, Reach::Everywhere, now);
+        assert!(!published.raced(&press, 5, now), "the same version");
+        assert!(published.raced(&press, 6, now + Duration::from_secs(1)));
+        assert!(!published.raced(&press, 6, now + RACE), "long after");
+        published.mark(&press, 6, Reach::Here, now);
+        assert!(
+            published.raced(&press, 6, now),
+            "sent here only, not upstream"
+        );
+        published.mark(&press, 6, Reach::Everywhere, now);
+        assert!(!published.raced(&press, 6, now), "now sent upstream too");
     }
 }
