@@ -75,6 +75,31 @@ pub struct Job {
     pub finished_ns: Option<i64>,
 }
 
+/// A worker's claim of a job: the job, and which start of it the worker
+/// runs ([`Job::attempts`] when it took it). Where replicas share the job
+/// store, a job whose worker went silent is queued again and taken by
+/// another worker as the next attempt; the silent one, should it come
+/// back, no longer records anything for the job (its progress, its end),
+/// and learns so from the store's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobClaim {
+    /// The job.
+    pub id: i64,
+    /// Which start of it.
+    pub attempt: u32,
+}
+
+impl Job {
+    /// The claim of the worker that took this job (as
+    /// [`crate::JobStore::claim_job`] returns it).
+    pub fn claim(&self) -> JobClaim {
+        JobClaim {
+            id: self.id,
+            attempt: self.attempts,
+        }
+    }
+}
+
 /// One line of a job's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

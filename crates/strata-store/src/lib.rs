@@ -50,7 +50,7 @@ pub use commands::{CommandLog, RelayedCommand};
 pub use control::{ActionFilter, ControlStore, StoredAction};
 pub use drift::{DriftStore, StoredSketches};
 pub use error::{Error, Result};
-pub use jobs::{Job, JobLogLine, JobState};
+pub use jobs::{Job, JobClaim, JobLogLine, JobState};
 pub use labels::{Label, LabelStore};
 pub use model::*;
 pub use models::{Lineage, ModelInfo, ModelOutputInfo, ModelVersion};
@@ -220,29 +220,31 @@ pub trait JobStore: Send + Sync + 'static {
     /// Takes the oldest queued job, marking it running.
     fn claim_job(&self, now_ns: i64) -> Result<Option<Job>>;
     /// Records progress (0..=1) and a status line of a running job, and
-    /// appends the line to its log.
-    fn job_progress(&self, id: i64, progress: f64, line: &str, now_ns: i64) -> Result<()>;
-    /// Ends a job.
+    /// appends the line to its log, if the job is still `claim`'s; returns
+    /// whether it was (see [`JobClaim`]).
+    fn job_progress(&self, claim: JobClaim, progress: f64, line: &str, now_ns: i64)
+    -> Result<bool>;
+    /// Ends a job, if it is still `claim`'s; returns whether it was (else
+    /// nothing is recorded).
     fn finish_job(
         &self,
-        id: i64,
+        claim: JobClaim,
         state: JobState,
         message: &str,
         result: Option<&serde_json::Value>,
         now_ns: i64,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// A job's log, oldest line first.
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
     /// Puts jobs left running by a previous process back in the queue;
     /// returns how many. A store other processes share cannot tell theirs
     /// from its own here: it relies on [`JobStore::requeue_abandoned_jobs`].
     fn requeue_running_jobs(&self) -> Result<u64>;
-    /// A worker still runs job `id` (every few seconds while it does): in
-    /// a store processes share, what tells a running job from one whose
-    /// worker is gone.
-    fn job_alive(&self, _id: i64, _now_ns: i64) -> Result<()> {
-        Ok(())
-    }
+    /// A worker still runs its claim of a job (every few seconds while it
+    /// does): in a store processes share, what tells a running job from
+    /// one whose worker is gone. Returns whether the job is still the
+    /// claim's.
+    fn job_alive(&self, claim: JobClaim, now_ns: i64) -> Result<bool>;
     /// Puts back in the queue the running jobs whose worker has not said
     /// it is alive for a while (another process that stopped, in a store
     /// processes share); returns how many.

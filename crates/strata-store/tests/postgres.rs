@@ -798,12 +798,37 @@ fn jobs_keep_the_contract_replicas_claim_each_once_and_an_abandoned_one_is_queue
     assert_eq!(b.requeue_running_jobs().unwrap(), 0);
     // Its worker says it is alive; silent for longer, it is abandoned.
     let silent = strata_store::postgres::SILENT_NS;
-    b.job_alive(running, 100).unwrap();
+    let first = a.job(running).unwrap().unwrap().claim();
+    assert!(b.job_alive(first, 100).unwrap());
     assert_eq!(b.requeue_abandoned_jobs(100 + silent - 1).unwrap(), 0);
     assert_eq!(b.requeue_abandoned_jobs(100 + silent + 1).unwrap(), 1);
     let again = b.claim_job(200).unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (running, 2));
     assert_eq!(a.job(running).unwrap().unwrap().state, JobState::Running);
+    // The silent worker, back, learns the job is no longer its own and
+    // records nothing; the new one carries on and ends it.
+    assert!(!a.job_alive(first, 210).unwrap());
+    assert!(!a.job_progress(first, 0.9, "stale", 210).unwrap());
+    assert!(
+        !a.finish_job(first, JobState::Succeeded, "stale", None, 210)
+            .unwrap()
+    );
+    assert!(b.job_alive(again.claim(), 220).unwrap());
+    assert!(
+        b.finish_job(again.claim(), JobState::Succeeded, "done", None, 230)
+            .unwrap()
+    );
+    let ended = a.job(running).unwrap().unwrap();
+    assert_eq!(
+        (ended.state, ended.finished_ns),
+        (JobState::Succeeded, Some(230))
+    );
+    assert!(
+        !a.job_log(running)
+            .unwrap()
+            .iter()
+            .any(|l| l.line.contains("stale"))
+    );
 
     // Two replicas' workers taking jobs at once take each once.
     for i in 0..40 {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_proto::{DeviceId, SiteId};
-use strata_store::{Job, JobLogLine, JobState, JobStore, TelemetryStore};
+use strata_store::{Job, JobClaim, JobLogLine, JobState, JobStore, TelemetryStore};
 
 use super::ModelRegistry;
 use super::backtest::{self, BacktestSpec};
@@ -26,15 +26,47 @@ use crate::wake::Wake;
 #[derive(Clone)]
 pub struct JobCtx {
     id: i64,
+    claim: JobClaim,
     store: Arc<dyn JobStore>,
     registry: Arc<Registry>,
     last: Arc<Mutex<(Instant, f64)>>,
+    /// The store said the job is no longer this run's (its worker went
+    /// silent and another replica took it back).
+    taken_over: Arc<AtomicBool>,
 }
 
 impl JobCtx {
     /// The job's id.
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    /// Fails once the job is no longer this run's: another replica's
+    /// worker took it back while this one was silent and runs it again.
+    /// Checked before the job changes anything beyond itself (registering
+    /// a model version), so a job taken back does that once.
+    pub fn still_mine(&self) -> Result<()> {
+        let alive = self.store.job_alive(self.claim, crate::now_ns())?;
+        if !alive {
+            self.taken_over.store(true, Ordering::Relaxed);
+        }
+        if self.taken_over.load(Ordering::Relaxed) {
+            return Err(Error::Conflict(format!(
+                "job {} was taken back by another worker while this one was silent; \
+                 this run stops",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records what the store answered to a write of this run's.
+    fn answered(&self, what: &str, answer: strata_store::Result<bool>) {
+        match answer {
+            Ok(true) => {}
+            Ok(false) => self.taken_over.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(job = self.id, "cannot record job {what}: {e}"),
+        }
     }
 
     /// Records progress (0..=1) and a status line. Stored at most every
@@ -48,24 +80,20 @@ impl JobCtx {
             return;
         }
         *last = (now, fraction);
-        if let Err(e) = self
+        let answer = self
             .store
-            .job_progress(self.id, fraction, line, crate::now_ns())
-        {
-            tracing::warn!(job = self.id, "cannot record job progress: {e}");
-        }
+            .job_progress(self.claim, fraction, line, crate::now_ns());
+        self.answered("progress", answer);
     }
 
     /// Appends a line to the job's log (e.g. an external trainer's output)
     /// without changing its progress.
     pub fn log(&self, line: &str) {
         let progress = self.last.lock().unwrap_or_else(|e| e.into_inner()).1;
-        if let Err(e) = self
+        let answer = self
             .store
-            .job_progress(self.id, progress, line, crate::now_ns())
-        {
-            tracing::warn!(job = self.id, "cannot log for a job: {e}");
-        }
+            .job_progress(self.claim, progress, line, crate::now_ns());
+        self.answered("log", answer);
     }
 
     /// The site of a device, for lineage.
@@ -203,9 +231,11 @@ fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>) {
 fn run_one(deps: &JobDeps, job: Job) {
     let ctx = JobCtx {
         id: job.id,
+        claim: job.claim(),
         store: deps.jobs.clone(),
         registry: deps.registry.clone(),
         last: Arc::new(Mutex::new((Instant::now(), 0.0))),
+        taken_over: Arc::new(AtomicBool::new(false)),
     };
     tracing::info!(
         job = job.id,
@@ -218,12 +248,11 @@ fn run_one(deps: &JobDeps, job: Job) {
     let outcome = std::thread::scope(|s| {
         // Says the job is alive until it ends: replicas sharing the job
         // store take a silent one back.
-        let (id, jobs) = (job.id, &deps.jobs);
+        let watched = &ctx;
         s.spawn(move || {
             while alive.recv_timeout(LOOK_EVERY) == Err(RecvTimeoutError::Timeout) {
-                if let Err(e) = jobs.job_alive(id, crate::now_ns()) {
-                    tracing::warn!(job = id, "cannot say the job is alive: {e}");
-                }
+                let answer = watched.store.job_alive(watched.claim, crate::now_ns());
+                watched.answered("as alive", answer);
             }
         });
         let outcome = run_job(deps, &job, &dir, &ctx);
@@ -231,18 +260,26 @@ fn run_one(deps: &JobDeps, job: Job) {
         outcome
     });
     let now = crate::now_ns();
+    let claim = job.claim();
     let finished = match &outcome {
         Ok(result) => deps
             .jobs
-            .finish_job(job.id, JobState::Succeeded, "done", Some(result), now),
+            .finish_job(claim, JobState::Succeeded, "done", Some(result), now),
         Err(e) => {
             tracing::warn!(job = job.id, "job failed: {e}");
             deps.jobs
-                .finish_job(job.id, JobState::Failed, &e.to_string(), None, now)
+                .finish_job(claim, JobState::Failed, &e.to_string(), None, now)
         }
     };
-    if let Err(e) = finished {
-        tracing::error!(job = job.id, "cannot record the end of a job: {e}");
+    match finished {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            job = job.id,
+            attempt = job.attempts,
+            "the job was taken back by another worker while this one was silent; \
+             this run's end is not recorded"
+        ),
+        Err(e) => tracing::error!(job = job.id, "cannot record the end of a job: {e}"),
     }
 }
 
@@ -285,4 +322,52 @@ fn run_job(deps: &JobDeps, job: &Job, dir: &Path, ctx: &JobCtx) -> Result<serde_
             .unwrap_or("no message");
         Err(Error::Unavailable(format!("the job crashed: {why}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_store::Durability;
+    use strata_store::sqlite::SqliteStore;
+
+    #[test]
+    fn a_run_whose_job_was_taken_back_records_nothing_and_stops_before_registering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
+        let registry = Arc::new(Registry::load(store.clone(), 3600).unwrap());
+        let id = store
+            .create_job("train", &serde_json::json!({}), 1)
+            .unwrap();
+        let first = store.claim_job(2).unwrap().unwrap();
+        let ctx = |job: &Job| JobCtx {
+            id: job.id,
+            claim: job.claim(),
+            store: store.clone(),
+            registry: registry.clone(),
+            last: Arc::new(Mutex::new((Instant::now(), 0.0))),
+            taken_over: Arc::new(AtomicBool::new(false)),
+        };
+        let stale = ctx(&first);
+        stale.log("reading");
+        assert!(stale.still_mine().is_ok());
+
+        // Taken back: queued again and claimed as the next attempt.
+        assert_eq!(store.requeue_running_jobs().unwrap(), 1);
+        let second = store.claim_job(3).unwrap().unwrap();
+        assert_eq!((second.id, second.attempts), (id, 2));
+        let current = ctx(&second);
+
+        stale.log("stale");
+        let err = stale.still_mine().unwrap_err();
+        assert!(err.to_string().contains("taken back"), "{err}");
+        current.log("again");
+        assert!(current.still_mine().is_ok());
+        let log: Vec<String> = store
+            .job_log(id)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(log, ["reading", "again"]);
+    }
 }

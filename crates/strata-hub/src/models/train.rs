@@ -319,6 +319,9 @@ pub fn run(
         .model(&spec.model)
         .ok()
         .and_then(|m| m.aliases.get("champion").copied().or(m.latest_version));
+    // A job taken back by another replica's worker registers its version
+    // there, once.
+    ctx.still_mine()?;
     let version = registry.register(NewVersion {
         model: spec.model.clone(),
         onnx,

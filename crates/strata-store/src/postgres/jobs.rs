@@ -8,14 +8,16 @@
 //! start which running jobs were its own, so none is put back then;
 //! instead a running job silent for [`SILENT_NS`] (its worker's replica
 //! stopped or lost the database) goes back in the queue at the next idle
-//! worker's look, whichever replica that is.
+//! worker's look, whichever replica that is. Each take is one more
+//! attempt: the worker that took an earlier one, should it come back,
+//! records nothing more for the job ([`crate::JobClaim`]).
 
 use postgres::Row;
 
 use super::Connection;
 use crate::error::{Context, Result, corrupt};
 use crate::jobs::{JOB_COLUMNS, MAX_LOG_LINES, StoredJob};
-use crate::{Job, JobLogLine, JobState, JobStore};
+use crate::{Job, JobClaim, JobLogLine, JobState, JobStore};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_jobs (
@@ -138,15 +140,28 @@ impl JobStore for PostgresJobs {
         })
     }
 
-    fn job_progress(&self, id: i64, progress: f64, line: &str, now_ns: i64) -> Result<()> {
+    fn job_progress(
+        &self,
+        claim: JobClaim,
+        progress: f64,
+        line: &str,
+        now_ns: i64,
+    ) -> Result<bool> {
+        let id = claim.id;
+        let attempt = i32::try_from(claim.attempt).unwrap_or(i32::MAX);
         self.db.with(|c| {
             let what = || format!("cannot record progress of job {id}");
             let mut tx = c.transaction().context(what)?;
-            tx.execute(
-                "UPDATE shared_jobs SET progress = $2, message = $3, alive_ns = $4 WHERE id = $1",
-                &[&id, &progress.clamp(0.0, 1.0), &line, &now_ns],
-            )
-            .context(what)?;
+            let updated = tx
+                .execute(
+                    "UPDATE shared_jobs SET progress = $2, message = $3, alive_ns = $4
+                     WHERE id = $1 AND attempts = $5 AND state = 'running'",
+                    &[&id, &progress.clamp(0.0, 1.0), &line, &now_ns, &attempt],
+                )
+                .context(what)?;
+            if updated == 0 {
+                return Ok(false);
+            }
             tx.execute(
                 "INSERT INTO shared_job_log (job_id, ts_ns, line)
                  SELECT $1, $2, $3
@@ -154,42 +169,51 @@ impl JobStore for PostgresJobs {
                 &[&id, &now_ns, &line, &MAX_LOG_LINES],
             )
             .and_then(|_| tx.commit())
-            .context(what)
+            .context(what)?;
+            Ok(true)
         })
     }
 
     fn finish_job(
         &self,
-        id: i64,
+        claim: JobClaim,
         state: JobState,
         message: &str,
         result: Option<&serde_json::Value>,
         now_ns: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let id = claim.id;
+        let attempt = i32::try_from(claim.attempt).unwrap_or(i32::MAX);
         self.db.with(|c| {
             let what = || format!("cannot finish job {id}");
             let mut tx = c.transaction().context(what)?;
             let progress: Option<f64> = (state == JobState::Succeeded).then_some(1.0);
-            tx.execute(
-                "UPDATE shared_jobs SET state = $2, message = $3, result = $4, finished_ns = $5,
-                        progress = coalesce($6, progress)
-                 WHERE id = $1",
-                &[
-                    &id,
-                    &state.as_str(),
-                    &message,
-                    &result.map(|r| r.to_string()),
-                    &now_ns,
-                    &progress,
-                ],
-            )
-            .context(what)?;
+            let updated = tx
+                .execute(
+                    "UPDATE shared_jobs SET state = $2, message = $3, result = $4, finished_ns = $5,
+                            progress = coalesce($6, progress)
+                     WHERE id = $1 AND attempts = $7 AND state = 'running'",
+                    &[
+                        &id,
+                        &state.as_str(),
+                        &message,
+                        &result.map(|r| r.to_string()),
+                        &now_ns,
+                        &progress,
+                        &attempt,
+                    ],
+                )
+                .context(what)?;
+            if updated == 0 {
+                return Ok(false);
+            }
             tx.execute(
                 "INSERT INTO shared_job_log (job_id, ts_ns, line) VALUES ($1, $2, $3)",
                 &[&id, &now_ns, &format!("{}: {message}", state.as_str())],
             )
             .and_then(|_| tx.commit())
-            .context(what)
+            .context(what)?;
+            Ok(true)
         })
     }
 
@@ -215,14 +239,18 @@ impl JobStore for PostgresJobs {
         Ok(0)
     }
 
-    fn job_alive(&self, id: i64, now_ns: i64) -> Result<()> {
+    fn job_alive(&self, claim: JobClaim, now_ns: i64) -> Result<bool> {
+        let id = claim.id;
+        let attempt = i32::try_from(claim.attempt).unwrap_or(i32::MAX);
         self.db.with(|c| {
-            c.execute(
-                "UPDATE shared_jobs SET alive_ns = $2 WHERE id = $1 AND state = 'running'",
-                &[&id, &now_ns],
-            )
-            .context(|| format!("cannot say job {id} is alive"))?;
-            Ok(())
+            let updated = c
+                .execute(
+                    "UPDATE shared_jobs SET alive_ns = $2
+                     WHERE id = $1 AND attempts = $3 AND state = 'running'",
+                    &[&id, &now_ns, &attempt],
+                )
+                .context(|| format!("cannot say job {id} is alive"))?;
+            Ok(updated > 0)
         })
     }
 

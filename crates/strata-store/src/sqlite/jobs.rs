@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::SqliteStore;
 use crate::error::{Context, Result};
 use crate::jobs::{JOB_COLUMNS, MAX_LOG_LINES, StoredJob};
-use crate::{Job, JobLogLine, JobState, JobStore};
+use crate::{Job, JobClaim, JobLogLine, JobState, JobStore};
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<Job>> {
     let stored = StoredJob {
@@ -92,17 +92,29 @@ impl JobStore for SqliteStore {
         }
     }
 
-    fn job_progress(&self, id: i64, progress: f64, line: &str, now_ns: i64) -> Result<()> {
+    fn job_progress(
+        &self,
+        claim: JobClaim,
+        progress: f64,
+        line: &str,
+        now_ns: i64,
+    ) -> Result<bool> {
+        let id = claim.id;
         self.write(|w| {
             let tx = w
                 .conn
                 .transaction()
                 .context(|| "cannot start a transaction".into())?;
-            tx.execute(
-                "UPDATE jobs SET progress = ?2, message = ?3 WHERE id = ?1",
-                params![id, progress.clamp(0.0, 1.0), line],
-            )
-            .context(|| format!("cannot record progress of job {id}"))?;
+            let updated = tx
+                .execute(
+                    "UPDATE jobs SET progress = ?2, message = ?3
+                     WHERE id = ?1 AND attempts = ?4 AND state = 'running'",
+                    params![id, progress.clamp(0.0, 1.0), line, claim.attempt],
+                )
+                .context(|| format!("cannot record progress of job {id}"))?;
+            if updated == 0 {
+                return Ok(false);
+            }
             let lines: i64 = tx
                 .query_row(
                     "SELECT count(*) FROM job_log WHERE job_id = ?1",
@@ -118,18 +130,20 @@ impl JobStore for SqliteStore {
                 .context(|| format!("cannot log for job {id}"))?;
             }
             tx.commit()
-                .context(|| format!("cannot record progress of job {id}"))
+                .context(|| format!("cannot record progress of job {id}"))?;
+            Ok(true)
         })
     }
 
     fn finish_job(
         &self,
-        id: i64,
+        claim: JobClaim,
         state: JobState,
         message: &str,
         result: Option<&serde_json::Value>,
         now_ns: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let id = claim.id;
         self.write(|w| {
             let tx = w
                 .conn
@@ -140,26 +154,32 @@ impl JobStore for SqliteStore {
             } else {
                 -1.0
             };
-            tx.execute(
-                "UPDATE jobs SET state = ?2, message = ?3, result = ?4, finished_ns = ?5,
-                        progress = CASE WHEN ?6 >= 0 THEN ?6 ELSE progress END
-                 WHERE id = ?1",
-                params![
-                    id,
-                    state.as_str(),
-                    message,
-                    result.map(|r| r.to_string()),
-                    now_ns,
-                    progress
-                ],
-            )
-            .context(|| format!("cannot finish job {id}"))?;
+            let updated = tx
+                .execute(
+                    "UPDATE jobs SET state = ?2, message = ?3, result = ?4, finished_ns = ?5,
+                            progress = CASE WHEN ?6 >= 0 THEN ?6 ELSE progress END
+                     WHERE id = ?1 AND attempts = ?7 AND state = 'running'",
+                    params![
+                        id,
+                        state.as_str(),
+                        message,
+                        result.map(|r| r.to_string()),
+                        now_ns,
+                        progress,
+                        claim.attempt
+                    ],
+                )
+                .context(|| format!("cannot finish job {id}"))?;
+            if updated == 0 {
+                return Ok(false);
+            }
             tx.execute(
                 "INSERT INTO job_log (job_id, ts_ns, line) VALUES (?1, ?2, ?3)",
                 params![id, now_ns, format!("{}: {message}", state.as_str())],
             )
             .context(|| format!("cannot log for job {id}"))?;
-            tx.commit().context(|| format!("cannot finish job {id}"))
+            tx.commit().context(|| format!("cannot finish job {id}"))?;
+            Ok(true)
         })
     }
 
@@ -192,6 +212,20 @@ impl JobStore for SqliteStore {
                 )
                 .context(|| "cannot requeue jobs".into())?;
             Ok(n as u64)
+        })
+    }
+
+    /// Nothing to record (no other process shares this store), but the
+    /// answer: whether the job is still the claim's.
+    fn job_alive(&self, claim: JobClaim, _now_ns: i64) -> Result<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM jobs WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                params![claim.id, claim.attempt],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .context(|| format!("cannot look at job {}", claim.id))
         })
     }
 }

@@ -399,7 +399,8 @@ pub fn releases_once_and_latest_known(store: &dyn ReleaseStore) {
 }
 
 /// Jobs are claimed oldest first, once each, and record progress, a log
-/// and their end. Returns the id of the job it leaves running.
+/// and their end, each only by the claim that runs it. Returns the id of
+/// the job it leaves running.
 pub fn jobs_go_through_their_life(store: &dyn JobStore) -> i64 {
     let a = store
         .create_job("train", &serde_json::json!({"x": 1}), 1)
@@ -413,27 +414,48 @@ pub fn jobs_go_through_their_life(store: &dyn JobStore) -> i64 {
         (a, JobState::Running, 1, Some(3))
     );
     assert_eq!(got.spec, serde_json::json!({"x": 1}));
-    store.job_progress(a, 0.5, "half way", 4).unwrap();
+    let claim = got.claim();
+    assert!(store.job_progress(claim, 0.5, "half way", 4).unwrap());
+    // Another start's claim records nothing.
+    let other = JobClaim {
+        attempt: 2,
+        ..claim
+    };
+    assert!(!store.job_progress(other, 0.7, "not mine", 5).unwrap());
     let running = store.job(a).unwrap().unwrap();
     assert_eq!(
         (running.progress, running.message.as_str()),
         (0.5, "half way")
     );
-    store
-        .finish_job(
-            a,
-            JobState::Succeeded,
-            "done",
-            Some(&serde_json::json!({"v": 1})),
-            6,
-        )
-        .unwrap();
+    assert!(
+        !store
+            .finish_job(other, JobState::Failed, "not mine", None, 5)
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_job(
+                claim,
+                JobState::Succeeded,
+                "done",
+                Some(&serde_json::json!({"v": 1})),
+                6,
+            )
+            .unwrap()
+    );
     let done = store.job(a).unwrap().unwrap();
     assert_eq!(
         (done.state, done.progress, done.finished_ns),
         (JobState::Succeeded, 1.0, Some(6))
     );
     assert_eq!(done.result, Some(serde_json::json!({"v": 1})));
+    // A finished job takes nothing more, even from its own claim.
+    assert!(!store.job_progress(claim, 0.9, "late", 7).unwrap());
+    assert!(
+        !store
+            .finish_job(claim, JobState::Failed, "late", None, 7)
+            .unwrap()
+    );
     let log: Vec<String> = store
         .job_log(a)
         .unwrap()
@@ -441,20 +463,24 @@ pub fn jobs_go_through_their_life(store: &dyn JobStore) -> i64 {
         .map(|l| l.line)
         .collect();
     assert_eq!(log, ["half way", "succeeded: done"]);
-    assert_eq!(store.claim_job(7).unwrap().unwrap().id, b);
+    let b_claim = store.claim_job(7).unwrap().unwrap().claim();
+    assert_eq!(b_claim.id, b);
     assert!(store.claim_job(8).unwrap().is_none());
     let listed: Vec<i64> = store.jobs(10).unwrap().iter().map(|j| j.id).collect();
     assert_eq!(listed, [b, a], "newest first");
     assert!(store.job(b + 100).unwrap().is_none());
     // A failed job keeps its progress and says why.
-    store.job_progress(b, 0.25, "reading", 9).unwrap();
+    assert!(store.job_progress(b_claim, 0.25, "reading", 9).unwrap());
     let c = store
         .create_job("train", &serde_json::json!({}), 10)
         .unwrap();
-    store.claim_job(11).unwrap();
-    store
-        .finish_job(c, JobState::Failed, "no data", None, 12)
-        .unwrap();
+    let c_claim = store.claim_job(11).unwrap().unwrap().claim();
+    assert_eq!(c_claim.id, c);
+    assert!(
+        store
+            .finish_job(c_claim, JobState::Failed, "no data", None, 12)
+            .unwrap()
+    );
     let failed = store.job(c).unwrap().unwrap();
     assert_eq!(
         (failed.state, failed.progress, failed.message.as_str()),
