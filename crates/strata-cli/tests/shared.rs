@@ -9,6 +9,10 @@
 //!   `mosquitto_sub`);
 //! - a user made at one hub logs in at the other, its tokens work at both,
 //!   and a revocation or a disabled account at one holds at the other;
+//! - each hub keeps its audit log in the database, under its own key: any
+//!   lists every hub's entries and verifies every log (an edit in the
+//!   database is found), and a third hub started with a copy of one's
+//!   audit key is refused;
 //! - a model version registered at one hub is listed and served by the
 //!   other, versions registered through both at once are numbered once
 //!   each, and an alias moved at one is where the other finds it; both
@@ -329,6 +333,116 @@ fn an_account_made_at_one_replica_works_at_the_other_and_revocations_hold_at_bot
         || whoami(&b, &session) == 401,
     );
     assert!(b.metric("strata_shared_reloads_total") >= 3.0);
+}
+
+#[test]
+fn each_replica_audits_into_the_shared_database_and_any_lists_and_verifies_them_all() {
+    let schema = PgSchema::new("audit");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
+
+    // A user made at B is in B's log, which A lists.
+    let (status, body) = b.api(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"name": "auditor", "role": "viewer", "password": "auditor horse battery"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, head_b) = b.api("GET", "/api/v1/audit/head", None);
+    let log_b = head_b["key_id"].as_str().unwrap().to_owned();
+    let (_, head_a) = a.api("GET", "/api/v1/audit/head", None);
+    let log_a = head_a["key_id"].as_str().map(str::to_owned);
+    assert_ne!(log_a.as_deref(), Some(log_b.as_str()), "a log each");
+    let (status, listed) = a.api("GET", "/api/v1/audit?action=user.create", None);
+    assert_eq!(status, 200, "{listed}");
+    let made = listed.as_array().unwrap();
+    assert_eq!(made.len(), 1, "B's user.create listed at A: {listed}");
+    assert_eq!(made[0]["replica"], log_b.as_str(), "{listed}");
+
+    // A verifies its own log and B's.
+    let (status, report) = a.api("GET", "/api/v1/audit/verify", None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["problems"], json!([]), "{report}");
+    let replicas = report["replicas"].as_array().unwrap();
+    let b_report = replicas
+        .iter()
+        .find(|r| r["replica"] == log_b.as_str())
+        .unwrap_or_else(|| panic!("B's log verified at A: {report}"));
+    assert!(b_report["entries"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(b_report["problems"], json!([]), "{report}");
+
+    // An entry of B's log edited in the database: A finds it.
+    let edited = schema
+        .client()
+        .execute(
+            "UPDATE shared_audit_entries SET outcome = 'denied' WHERE replica = $1 AND action = 'user.create'",
+            &[&log_b],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    let (_, report) = a.api("GET", "/api/v1/audit/verify", None);
+    let b_report = report["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["replica"] == log_b.as_str())
+        .unwrap()
+        .clone();
+    let problems = b_report["problems"].to_string();
+    assert!(problems.contains("does not match its hash"), "{report}");
+    assert_eq!(
+        report["problems"],
+        json!([]),
+        "A's own log is intact: {report}"
+    );
+
+    // A third replica started with B's audit key would write B's log: it
+    // is refused at start.
+    let copy = dir.path().join("hub-c");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(dir.path().join("hub-b/audit.key"), copy.join("audit.key")).unwrap();
+    let config = copy.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[shared]\npostgres = {:?}\n{}",
+            schema.url,
+            bucket.config("models", &bucket.secret)
+        ),
+    )
+    .unwrap();
+    let mut third = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["hub", "--data-dir"])
+        .arg(&copy)
+        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--mqtt-plaintext")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ended = None;
+    for _ in 0..300 {
+        ended = third.try_wait().unwrap();
+        if ended.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if ended.is_none() {
+        let _ = third.kill();
+    }
+    let out = third.wait_with_output().unwrap();
+    assert!(ended.is_some_and(|s| !s.success()), "the third hub ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("same audit key"), "{stderr}");
 }
 
 #[test]

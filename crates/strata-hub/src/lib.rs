@@ -211,7 +211,20 @@ impl Hub {
             None => store.clone(),
         };
         let admin_token = admin_token(&data_dir)?;
-        let audit = audit::Audit::open(store.clone(), &data_dir)?;
+        // The audit log in the data directory, or, shared by replicas, in
+        // PostgreSQL under this replica's key.
+        let audit_store: Arc<dyn strata_store::AuditStore> = match &config.shared.postgres {
+            Some(url) => {
+                let (replica, public_key) = audit::key_of(&data_dir)?;
+                Arc::new(strata_store::postgres::PostgresAudit::connect(
+                    url,
+                    &replica,
+                    &public_key,
+                )?)
+            }
+            None => store.clone(),
+        };
+        let audit = audit::Audit::open(audit_store, &data_dir)?;
         // The registry, accounts, twins, devices' other records, models,
         // releases and campaigns (and, beside shared telemetry, jobs,
         // cycles and labels) in the data directory, or in PostgreSQL shared

@@ -3,6 +3,11 @@
 //!
 //! The store only keeps rows; computing hashes, signing and verifying are
 //! the hub's (`strata_hub::audit`), so a verifier never trusts the store.
+//!
+//! Hub replicas sharing a database each keep a log of their own there
+//! ([`crate::postgres::PostgresAudit`]), signed with their own key: one
+//! chain per replica, so replicas never wait on each other's head.
+//! Listing reads them all.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +33,22 @@ pub struct AuditEntry {
     pub detail: String,
     /// SHA-256 over the previous entry's hash and this entry, in hex.
     pub sha256: String,
+    /// In a store hub replicas share, the replica whose log holds it (the
+    /// id of its audit key); none in a hub's own store. Not part of the
+    /// hash: each replica's log is a chain of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+}
+
+/// One replica's log in a store replicas share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplicaLog {
+    /// The replica: the id of its audit key (the first 16 bytes of the
+    /// key's SHA-256, in hex).
+    pub replica: String,
+    /// Its audit public key, in hex, as the replica registered it.
+    pub public_key: String,
 }
 
 /// A signed statement that the log's entry `seq` has hash `sha256`.
@@ -54,7 +75,8 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Entries with seq above `after`, oldest first, at most `limit`.
     fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// The newest entries (optionally only of `actor` or `action`), newest
-    /// first, at most `limit`.
+    /// first, at most `limit`; in a store replicas share, of every
+    /// replica's log.
     fn recent_audit(
         &self,
         actor: Option<&str>,
@@ -65,4 +87,16 @@ pub trait AuditStore: Send + Sync + 'static {
     fn audit_checkpoints(&self, after: u64, limit: usize) -> Result<Vec<AuditCheckpoint>>;
     /// The entry with the highest seq.
     fn audit_head(&self) -> Result<Option<AuditEntry>>;
+
+    /// In a store replicas share, every replica's log, this one's too
+    /// (none in a hub's own store).
+    fn replica_logs(&self) -> Result<Vec<ReplicaLog>> {
+        Ok(Vec::new())
+    }
+
+    /// In a store replicas share, replica `replica`'s log, to read and
+    /// verify (`None` in a hub's own store).
+    fn replica_log(&self, _replica: &str) -> Option<Box<dyn AuditStore>> {
+        None
+    }
 }

@@ -42,7 +42,7 @@ pub use access::{AccessStore, ApiToken, User};
 pub use alerts::{
     AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert, StoredRun,
 };
-pub use audit::{AuditCheckpoint, AuditEntry, AuditStore};
+pub use audit::{AuditCheckpoint, AuditEntry, AuditStore, ReplicaLog};
 pub use blob::EncodedBatch;
 pub use campaigns::{Campaign, CampaignDevice, CampaignLock, CampaignStore};
 pub use certs::{CertificateStore, DeviceCertificate};

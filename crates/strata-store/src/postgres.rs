@@ -8,7 +8,8 @@
 //! ([`PostgresReleases`]) and rollout campaigns ([`PostgresCampaigns`]),
 //! training jobs ([`PostgresJobs`]), retraining
 //! cycles ([`PostgresCycles`]), late labels ([`PostgresLabels`]) and the
-//! log of commands replicas relay to each other ([`PostgresCommands`]);
+//! log of commands replicas relay to each other ([`PostgresCommands`]),
+//! and each replica's audit log ([`PostgresAudit`]);
 //! [`PostgresLease`] lets one replica at a time perform a duty;
 //! `changes.rs` keeps the counts replicas poll to keep their caches
 //! current.
@@ -38,6 +39,7 @@ use postgres::{Client, NoTls, Transaction};
 use strata_proto::{DeviceId, TelemetryBatch};
 
 mod access;
+mod audit;
 mod campaigns;
 mod changes;
 mod commands;
@@ -52,6 +54,7 @@ mod releases;
 mod twins;
 
 pub use access::PostgresAccess;
+pub use audit::PostgresAudit;
 pub use campaigns::PostgresCampaigns;
 pub use commands::PostgresCommands;
 pub use cycles::PostgresCycles;

@@ -10,7 +10,8 @@
 //! report never replacing a newer one. Drift sketches and action records:
 //! the same contracts, and a resend through another replica kept once.
 //! The command log: a replica following it sees every command another
-//! sends, once, in order, and none sent before it started.
+//! sends, once, in order, and none sent before it started. Audit logs: one
+//! per replica, listed together, each written by one replica only.
 #![cfg(feature = "postgres")]
 
 use std::collections::BTreeMap;
@@ -18,9 +19,9 @@ use strata_proto::{DeviceId, SignalSeries, TelemetryBatch};
 
 use strata_proto::SiteId;
 use strata_store::postgres::{
-    PostgresAccess, PostgresCampaigns, PostgresCommands, PostgresCycles, PostgresJobs,
-    PostgresLease, PostgresModels, PostgresRecords, PostgresRegistry, PostgresReleases,
-    PostgresTelemetry, PostgresTwins,
+    PostgresAccess, PostgresAudit, PostgresCampaigns, PostgresCommands, PostgresCycles,
+    PostgresJobs, PostgresLease, PostgresModels, PostgresRecords, PostgresRegistry,
+    PostgresReleases, PostgresTelemetry, PostgresTwins,
 };
 use strata_store::*;
 
@@ -646,6 +647,123 @@ fn a_replica_following_the_command_log_gets_every_command_of_the_others_once() {
     assert_eq!(b.after(start, 100).unwrap().0.len(), 20);
     let next = a.append("b", &dev("late"), b"{}", 99).unwrap();
     assert_eq!(next, position + 1);
+}
+
+fn audit_entry(seq: u64, ts_ns: i64, action: &str) -> AuditEntry {
+    AuditEntry {
+        seq,
+        ts_ns,
+        actor: "alice".into(),
+        action: action.into(),
+        target: format!("t{seq}"),
+        outcome: "ok".into(),
+        detail: "{}".into(),
+        sha256: format!("{seq:064x}"),
+        replica: None,
+    }
+}
+
+fn audit_checkpoint(seq: u64) -> AuditCheckpoint {
+    AuditCheckpoint {
+        seq,
+        sha256: format!("{seq:064x}"),
+        ts_ns: seq as i64,
+        key_id: "k".into(),
+        signature: "00".into(),
+    }
+}
+
+#[test]
+fn each_replica_writes_an_audit_log_of_its_own_and_reads_them_all() {
+    let schema = Schema::new("audit");
+    let a = PostgresAudit::connect(&schema.url, "aaaa", "aa-key").unwrap();
+    let b = PostgresAudit::connect(&schema.url, "bbbb", "bb-key").unwrap();
+    // A second replica with A's key is refused while A runs.
+    let twin = PostgresAudit::connect(&schema.url, "aaaa", "aa-key");
+    assert!(
+        matches!(&twin, Err(Error::Conflict(m)) if m.contains("same audit key")),
+        "{:?}",
+        twin.err()
+    );
+
+    // Each numbers its own entries from 1.
+    a.append_audit(
+        &[
+            audit_entry(1, 10, "user.create"),
+            audit_entry(2, 30, "token.issue"),
+        ],
+        &audit_checkpoint(2),
+    )
+    .unwrap();
+    b.append_audit(&[audit_entry(1, 20, "device.revoke")], &audit_checkpoint(1))
+        .unwrap();
+    assert!(
+        b.append_audit(&[audit_entry(1, 25, "again")], &audit_checkpoint(1))
+            .is_err(),
+        "seq taken"
+    );
+    let seqs = |s: &dyn AuditStore| -> Vec<u64> {
+        s.audit_entries(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(&a), [1, 2]);
+    assert_eq!(seqs(&b), [1]);
+    assert_eq!(a.audit_head().unwrap().unwrap().seq, 2);
+    assert_eq!(b.audit_checkpoints(0, 10).unwrap(), [audit_checkpoint(1)]);
+
+    // Listing reads every replica's, newest first, each naming its log.
+    let listed: Vec<(Option<String>, String)> = b
+        .recent_audit(None, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.replica, e.action))
+        .collect();
+    let name = |r: &str| Some(r.to_string());
+    assert_eq!(
+        listed,
+        [
+            (name("aaaa"), "token.issue".to_string()),
+            (name("bbbb"), "device.revoke".to_string()),
+            (name("aaaa"), "user.create".to_string()),
+        ]
+    );
+    assert_eq!(
+        a.recent_audit(None, Some("device.revoke"), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    let logs = a.replica_logs().unwrap();
+    assert_eq!(
+        logs,
+        [
+            ReplicaLog {
+                replica: "aaaa".into(),
+                public_key: "aa-key".into()
+            },
+            ReplicaLog {
+                replica: "bbbb".into(),
+                public_key: "bb-key".into()
+            },
+        ]
+    );
+    // Another replica's log reads as its own store would, and takes no
+    // entry.
+    let other = a.replica_log("bbbb").unwrap();
+    assert_eq!(seqs(other.as_ref()), [1]);
+    assert!(
+        other
+            .append_audit(&[audit_entry(2, 40, "forged")], &audit_checkpoint(2))
+            .is_err()
+    );
+
+    // Once A stops, a replica with its key carries its log on.
+    drop(a);
+    let again = PostgresAudit::connect(&schema.url, "aaaa", "aa-key").unwrap();
+    assert_eq!(again.audit_head().unwrap().unwrap().seq, 2);
 }
 
 #[test]

@@ -10,6 +10,10 @@
 //! [`verify`] finds both. Cutting entries off the end together with their
 //! checkpoints is only caught against a checkpoint kept elsewhere (an
 //! anchor), as with Certificate Transparency's signed tree heads.
+//!
+//! Replicas sharing a database (`[shared] postgres`) each keep their log
+//! there, under their key's id ([`strata_store::postgres::PostgresAudit`]);
+//! any of them lists every replica's entries and verifies every log.
 
 pub mod chain;
 mod verify;
@@ -21,7 +25,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::Value;
 use strata_store::{AuditCheckpoint, AuditEntry, AuditStore};
 
-pub use verify::{Anchor, Report, verify};
+pub use verify::{Anchor, ReplicaReport, Report, verify};
 
 use crate::error::{Error, Result};
 use crate::now_ns;
@@ -139,6 +143,7 @@ impl Audit {
                     ev.detail.to_string()
                 },
                 sha256: String::new(),
+                replica: None,
             };
             prev = chain::entry_hash(&prev, &entry);
             entry.sha256 = chain::hex(&prev);
@@ -186,11 +191,27 @@ impl Audit {
             .find(|c| c.seq == seq))
     }
 
-    /// Checks the whole log against this hub's key.
+    /// Checks the whole log against this hub's key and, with replicas
+    /// sharing a database, every other replica's log against its own.
     pub fn verify(&self, anchor: Option<&Anchor>) -> Result<Report> {
         let key = chain::unhex32(&self.public_key_hex()).expect("our own key");
-        verify(self.store.as_ref(), &key, anchor)
+        let mut report = verify(self.store.as_ref(), &key, anchor)?;
+        report.replicas = verify::verify_replicas(self.store.as_ref(), &self.key_id)?;
+        Ok(report)
     }
+
+    /// This hub's log's name among replicas': its audit key's id.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+/// The id and public half (hex) of the audit key in `data_dir`, making the
+/// key on first start: what names this hub's log among replicas'.
+pub fn key_of(data_dir: &Path) -> Result<(String, String)> {
+    let key = audit_key(data_dir)?;
+    let public = key.public_key().as_ref();
+    Ok((chain::key_id(public), chain::hex(public)))
 }
 
 /// The public half of the audit key in `data_dir`, without making one.

@@ -50,13 +50,72 @@ pub struct Report {
     pub head_sha256: String,
     /// Every problem, in log order; empty when the log is intact.
     pub problems: Vec<String>,
+    /// With replicas sharing a database, each other replica's log, checked
+    /// against the public key it registered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// What a verification found in another replica's log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaReport {
+    /// The replica (its audit key's id).
+    pub replica: String,
+    /// The public key it registered, in hex.
+    pub public_key: String,
+    /// Entries read.
+    pub entries: u64,
+    /// Checkpoints whose signature was checked.
+    pub checkpoints: u64,
+    /// The last entry's seq.
+    pub head_seq: u64,
+    /// Every problem, in log order; empty when the log is intact.
+    pub problems: Vec<String>,
 }
 
 impl Report {
-    /// Whether the log is intact.
+    /// Whether the log is intact (and every other replica's checked with
+    /// it).
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.replicas.iter().all(|r| r.problems.is_empty())
     }
+}
+
+/// Checks each log of `logs` but `own` against the public key it
+/// registered, which must be the one its id names (so a key put in its
+/// place by someone who can write the database, to sign a rewritten log,
+/// is refused).
+pub fn verify_replicas(store: &dyn AuditStore, own: &str) -> Result<Vec<ReplicaReport>> {
+    let mut reports = Vec::new();
+    for log in store.replica_logs()? {
+        if log.replica == own {
+            continue;
+        }
+        let key = chain::unhex32(&log.public_key).filter(|k| chain::key_id(k) == log.replica);
+        let found = match (key, store.replica_log(&log.replica)) {
+            (Some(key), Some(other)) => verify(other.as_ref(), &key, None)?,
+            _ => Report {
+                entries: 0,
+                checkpoints: 0,
+                head_seq: 0,
+                head_sha256: String::new(),
+                problems: vec![format!(
+                    "the public key registered for replica {} is not the key that id names",
+                    log.replica
+                )],
+                replicas: Vec::new(),
+            },
+        };
+        reports.push(ReplicaReport {
+            replica: log.replica,
+            public_key: log.public_key,
+            entries: found.entries,
+            checkpoints: found.checkpoints,
+            head_seq: found.head_seq,
+            problems: found.problems,
+        });
+    }
+    Ok(reports)
 }
 
 const PAGE: usize = 10_000;
@@ -76,6 +135,7 @@ pub fn verify(
         head_seq: 0,
         head_sha256: chain::hex(&GENESIS),
         problems: Vec::new(),
+        replicas: Vec::new(),
     };
     let mut prev = GENESIS;
     let mut seq = 0u64;

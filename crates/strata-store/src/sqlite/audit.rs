@@ -18,6 +18,7 @@ fn entry(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         outcome: r.get(5)?,
         detail: r.get(6)?,
         sha256: r.get(7)?,
+        replica: None,
     })
 }
 
@@ -137,6 +138,7 @@ mod tests {
             outcome: "ok".into(),
             detail: "{}".into(),
             sha256: format!("{seq:064x}"),
+            replica: None,
         }
     }
 
