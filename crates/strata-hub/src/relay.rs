@@ -1,8 +1,8 @@
 //! Commands for devices connected to other replicas (`[shared] postgres`
 //! with no upstream broker, where each device connects straight to one
 //! replica): an operator's approval or a workflow's command sent through
-//! this replica goes out on its own broker and into the command log the
-//! replicas share ([`CommandLog`]); at every refresh tick each replica
+//! this replica goes into the command log the replicas share
+//! ([`CommandLog`]) and out on its own broker; at every refresh tick each replica
 //! publishes, on its own broker, the commands the others recorded since
 //! its last look ([`CommandRelay::follow`]).
 //!
@@ -63,6 +63,7 @@ impl CommandRelay {
         let position = log.position()?;
         Ok(CommandRelay {
             log,
+            // A random name for this process's entries.
             origin: crate::secret::generate("replica-"),
             broker,
             followed: Mutex::new(Followed {
@@ -72,7 +73,7 @@ impl CommandRelay {
         })
     }
 
-    /// Records a command this replica sent to `device` (and published
+    /// Records a command this replica sends to `device` (and publishes
     /// itself), for the other replicas.
     pub fn record(&self, device: &DeviceId, payload: &[u8]) -> strata_store::Result<()> {
         self.log

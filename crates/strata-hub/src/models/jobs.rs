@@ -25,7 +25,6 @@ use crate::wake::Wake;
 /// What a running job reports through: progress, log lines, lookups.
 #[derive(Clone)]
 pub struct JobCtx {
-    id: i64,
     claim: JobClaim,
     store: Arc<dyn JobStore>,
     registry: Arc<Registry>,
@@ -38,7 +37,7 @@ pub struct JobCtx {
 impl JobCtx {
     /// The job's id.
     pub fn id(&self) -> i64 {
-        self.id
+        self.claim.id
     }
 
     /// Fails once the job is no longer this run's: another replica's
@@ -54,7 +53,7 @@ impl JobCtx {
             return Err(Error::Conflict(format!(
                 "job {} was taken back by another worker while this one was silent; \
                  this run stops",
-                self.id
+                self.claim.id
             )));
         }
         Ok(())
@@ -65,7 +64,7 @@ impl JobCtx {
         match answer {
             Ok(true) => {}
             Ok(false) => self.taken_over.store(true, Ordering::Relaxed),
-            Err(e) => tracing::warn!(job = self.id, "cannot record job {what}: {e}"),
+            Err(e) => tracing::warn!(job = self.claim.id, "cannot record job {what}: {e}"),
         }
     }
 
@@ -230,7 +229,6 @@ fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>) {
 
 fn run_one(deps: &JobDeps, job: Job) {
     let ctx = JobCtx {
-        id: job.id,
         claim: job.claim(),
         store: deps.jobs.clone(),
         registry: deps.registry.clone(),
@@ -340,7 +338,6 @@ mod tests {
             .unwrap();
         let first = store.claim_job(2).unwrap().unwrap();
         let ctx = |job: &Job| JobCtx {
-            id: job.id,
             claim: job.claim(),
             store: store.clone(),
             registry: registry.clone(),
