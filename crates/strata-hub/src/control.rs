@@ -294,15 +294,16 @@ pub struct Gates {
     actions: Arc<dyn ControlStore>,
 }
 
-/// Two verdicts that differ only in when they were measured are the same.
+/// Two verdicts that differ only in when they were measured, and in the
+/// figures their checks measured (which the reason and the label counts
+/// quote), are the same: a gate is sent again, and logged, when it opens
+/// or closes or a check passes or fails, not whenever a figure moves.
 fn same(a: &ControlGate, b: &ControlGate) -> bool {
-    ControlGate {
-        ts_ns: 0,
-        ..a.clone()
-    } == ControlGate {
-        ts_ns: 0,
-        ..b.clone()
+    fn verdict(g: &ControlGate) -> (&str, u8, bool, Vec<(&str, f64, bool)>) {
+        let checks = g.checks.iter().map(|c| (c.op.as_str(), c.required, c.ok));
+        (&g.site, g.phase, g.open, checks.collect())
     }
+    verdict(a) == verdict(b)
 }
 
 impl Gates {
@@ -516,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_differing_only_in_time_are_the_same() {
+    fn verdicts_differing_only_in_time_or_in_figures_are_the_same() {
         let a = ControlGate {
             site: "s".into(),
             phase: 2,
@@ -538,5 +539,26 @@ mod tests {
                 ..a.clone()
             }
         ));
+        // A figure that moves without changing a check's verdict (uptime
+        // creeping up) is no new verdict; a check that fails is.
+        let check = |measured: f64, ok: bool| GateCheck {
+            kpi: "uptime".into(),
+            op: ">=".into(),
+            required: 0.9,
+            measured: Some(measured),
+            ok,
+        };
+        let with = |c: GateCheck| ControlGate {
+            checks: vec![c],
+            ..a.clone()
+        };
+        assert!(same(&with(check(0.95, true)), &with(check(0.97, true))));
+        assert!(!same(&with(check(0.95, true)), &with(check(0.85, false))));
+        let failing = |measured: f64| ControlGate {
+            open: false,
+            reason: format!("uptime is {measured:.4}, needs >= 0.9"),
+            ..with(check(measured, false))
+        };
+        assert!(same(&failing(0.81), &failing(0.83)));
     }
 }
