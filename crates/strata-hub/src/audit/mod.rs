@@ -199,11 +199,6 @@ impl Audit {
         report.replicas = verify::verify_replicas(self.store.as_ref(), &self.key_id)?;
         Ok(report)
     }
-
-    /// This hub's log's name among replicas': its audit key's id.
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
 }
 
 /// The id and public half (hex) of the audit key in `data_dir`, making the

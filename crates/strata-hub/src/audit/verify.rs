@@ -81,10 +81,10 @@ impl Report {
     }
 }
 
-/// Checks each log of `logs` but `own` against the public key it
-/// registered, which must be the one its id names (so a key put in its
-/// place by someone who can write the database, to sign a rewritten log,
-/// is refused).
+/// Checks every replica's log in `store` but `own`'s against the public
+/// key that replica registered, which must be the one the log's id names
+/// (so a key put in its place by someone who can write the database, to
+/// sign a rewritten log, is refused).
 pub fn verify_replicas(store: &dyn AuditStore, own: &str) -> Result<Vec<ReplicaReport>> {
     let mut reports = Vec::new();
     for log in store.replica_logs()? {
