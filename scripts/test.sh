@@ -65,6 +65,9 @@ if [ -z "${STRATA_TEST_POSTGRES:-}" ]; then
 fi
 
 cargo fmt --all --check
+# The gateway build the README gives (the edge agent without the hub's
+# code) must keep compiling: nothing else builds that feature set.
+cargo check -p strata-cli --no-default-features --features edge --locked
 
 # Doc tests are left out (the docs hold no runnable examples); the summary
 # line at the end adds up every test binary's result.

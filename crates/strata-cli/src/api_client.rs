@@ -113,7 +113,8 @@ impl ApiClient {
         self.finish(what, req.call())
     }
 
-    /// GET `path` as text (e.g. `/metrics`).
+    /// GET `path` as text (e.g. `/metrics`, which the demo reads).
+    #[cfg(feature = "hub")]
     pub fn get_text(&self, what: &str, path: &str) -> anyhow::Result<String> {
         let mut response = self
             .agent

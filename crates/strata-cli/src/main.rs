@@ -134,10 +134,10 @@ fn main() -> std::process::ExitCode {
             Command::Job(c) => cmd::model::job(c).await,
             Command::Release(c) => cmd::registry::blocking(move || cmd::release::run(c)).await,
             Command::Campaign(c) => cmd::registry::blocking(move || cmd::campaign::run(c)).await,
-            #[cfg(feature = "hub")]
             Command::User(c) => cmd::access::user(c).await,
             Command::Token(c) => cmd::access::token(c).await,
             Command::Audit(c) => cmd::access::audit(c).await,
+            #[cfg(feature = "hub")]
             Command::Bench(c) => cmd::bench::run(c).await,
         }
     });

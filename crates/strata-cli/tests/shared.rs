@@ -373,6 +373,32 @@ fn each_replica_audits_into_the_shared_database_and_any_lists_and_verifies_them_
     assert!(b_report["entries"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(b_report["problems"], json!([]), "{report}");
 
+    // So does `strata audit verify` against the database, for every log
+    // and for B's own key.
+    let verify = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["audit", "verify", "--postgres", &schema.url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&[]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("the audit logs of 2 replica(s) are intact"),
+        "{said}"
+    );
+    let b_key = strata_hub::audit::key_of(&dir.path().join("hub-b"))
+        .unwrap()
+        .1;
+    let out = verify(&["--public-key", &b_key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // An entry of B's log edited in the database: A finds it.
     let edited = schema
         .client()
@@ -397,6 +423,13 @@ fn each_replica_audits_into_the_shared_database_and_any_lists_and_verifies_them_
         json!([]),
         "A's own log is intact: {report}"
     );
+    // And so does `strata audit verify`, both ways.
+    for args in [&[][..], &["--public-key", &b_key]] {
+        let out = verify(args);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!out.status.success(), "{args:?}: {said}");
+        assert!(said.contains("does not match its hash"), "{args:?}: {said}");
+    }
 
     // A third replica started with B's audit key would write B's log: it
     // is refused at start.

@@ -1,6 +1,7 @@
 //! `strata user ...`, `strata token ...` and `strata audit ...`: people,
 //! service accounts, API tokens and the audit log.
 
+#[cfg(feature = "hub")]
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
@@ -97,13 +98,19 @@ pub enum AuditCommand {
     /// The latest signed checkpoint, `seq:sha256`: keep it somewhere else
     /// and give it to `verify --anchor` later.
     Head(HubAccess),
-    /// Check the log in a hub's data directory: every hash, every
+    /// Check the log in a hub's data directory (or, with `--postgres`,
+    /// the replicas' logs in their shared database): every hash, every
     /// checkpoint signature, and the anchor if given. Exits 1 on any problem.
     #[cfg(feature = "hub")]
     Verify {
         /// The hub's data directory.
         #[arg(long, env = "STRATA_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
+        /// The database hub replicas share (`[shared] postgres`): checks
+        /// every replica's log there against the public key it registered,
+        /// or, with `--public-key`, the log of that key against it.
+        #[arg(long)]
+        postgres: Option<String>,
         /// The audit public key (hex) you recorded; by default the one of
         /// the data directory's audit.key.
         #[arg(long)]
@@ -254,7 +261,15 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             #[cfg(feature = "hub")]
             AuditCommand::Verify {
+                postgres: Some(url),
+                public_key,
+                anchor,
+                ..
+            } => verify_shared(&url, public_key, anchor)?,
+            #[cfg(feature = "hub")]
+            AuditCommand::Verify {
                 data_dir,
+                postgres: None,
                 public_key,
                 anchor,
             } => verify(&data_dir, public_key, anchor)?,
@@ -264,27 +279,76 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     .await
 }
 
+/// `strata audit verify --postgres`: the replicas' logs in their shared
+/// database, each against the key it registered (which must be the key
+/// its id names), or the one log of `public_key` against that key.
 #[cfg(feature = "hub")]
-fn verify(
-    data_dir: &std::path::Path,
+fn verify_shared(
+    url: &str,
     public_key: Option<String>,
     anchor: Option<String>,
 ) -> anyhow::Result<()> {
     use strata_hub::audit;
-    let key = match public_key {
-        Some(k) => audit::chain::unhex32(k.trim())
-            .with_context(|| format!("--public-key {k:?} is not 64 hex characters"))?,
-        None => audit::read_public_key(data_dir)?,
+    use strata_store::AuditStore;
+    let store = strata_store::postgres::PostgresAudit::reader(url)?;
+    let Some(key) = public_key else {
+        anyhow::ensure!(
+            anchor.is_none(),
+            "--anchor names an entry of one log: give that replica's --public-key too"
+        );
+        let reports = audit::verify_replicas(&store, "")?;
+        anyhow::ensure!(
+            !reports.is_empty(),
+            "no replica's audit log is in that database"
+        );
+        let mut problems = 0;
+        for r in &reports {
+            println!(
+                "replica {}: {} entries, {} signed checkpoints, head {}",
+                r.replica, r.entries, r.checkpoints, r.head_seq
+            );
+            for p in &r.problems {
+                println!("problem: {p}");
+            }
+            problems += r.problems.len();
+        }
+        anyhow::ensure!(
+            problems == 0,
+            "the audit logs were tampered with: {problems} problem(s)"
+        );
+        println!("the audit logs of {} replica(s) are intact", reports.len());
+        return Ok(());
     };
-    let anchor: Option<audit::Anchor> = anchor
+    let key = audit::chain::unhex32(key.trim())
+        .with_context(|| format!("--public-key {key:?} is not 64 hex characters"))?;
+    let replica = audit::chain::key_id(&key);
+    anyhow::ensure!(
+        store.replica_logs()?.iter().any(|l| l.replica == replica),
+        "no audit log of key {replica} is in that database"
+    );
+    let log = store
+        .replica_log(&replica)
+        .context("a shared store reads each replica's log")?;
+    println!("replica {replica}:");
+    report(audit::verify(
+        log.as_ref(),
+        &key,
+        parse_anchor(anchor)?.as_ref(),
+    )?)
+}
+
+#[cfg(feature = "hub")]
+fn parse_anchor(anchor: Option<String>) -> anyhow::Result<Option<strata_hub::audit::Anchor>> {
+    anchor
         .map(|a| a.parse())
         .transpose()
-        .map_err(anyhow::Error::msg)?;
-    if !data_dir.join(strata_store::sqlite::DB_FILE).exists() {
-        bail!("{} holds no hub database", data_dir.display());
-    }
-    let store = strata_store::SqliteStore::open(data_dir, strata_store::Durability::Process)?;
-    let report = audit::verify(&store, &key, anchor.as_ref())?;
+        .map_err(anyhow::Error::msg)
+}
+
+/// Prints what a verification of one log found; an error if it found a
+/// problem.
+#[cfg(feature = "hub")]
+fn report(report: strata_hub::audit::Report) -> anyhow::Result<()> {
     println!(
         "{} entries, {} signed checkpoints, head {}:{}",
         report.entries, report.checkpoints, report.head_seq, report.head_sha256
@@ -300,4 +364,24 @@ fn verify(
         "the audit log was tampered with: {} problem(s)",
         report.problems.len()
     )
+}
+
+#[cfg(feature = "hub")]
+fn verify(
+    data_dir: &std::path::Path,
+    public_key: Option<String>,
+    anchor: Option<String>,
+) -> anyhow::Result<()> {
+    use strata_hub::audit;
+    let key = match public_key {
+        Some(k) => audit::chain::unhex32(k.trim())
+            .with_context(|| format!("--public-key {k:?} is not 64 hex characters"))?,
+        None => audit::read_public_key(data_dir)?,
+    };
+    let anchor = parse_anchor(anchor)?;
+    if !data_dir.join(strata_store::sqlite::DB_FILE).exists() {
+        bail!("{} holds no hub database", data_dir.display());
+    }
+    let store = strata_store::SqliteStore::open(data_dir, strata_store::Durability::Process)?;
+    report(audit::verify(&store, &key, anchor.as_ref())?)
 }

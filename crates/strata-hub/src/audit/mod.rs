@@ -25,7 +25,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::Value;
 use strata_store::{AuditCheckpoint, AuditEntry, AuditStore};
 
-pub use verify::{Anchor, ReplicaReport, Report, verify};
+pub use verify::{Anchor, ReplicaReport, Report, verify, verify_replicas};
 
 use crate::error::{Error, Result};
 use crate::now_ns;

@@ -105,6 +105,17 @@ impl PostgresAudit {
             writing: Some(writing),
         })
     }
+
+    /// Connects to the database at `url` to read and verify the replicas'
+    /// logs (`strata audit verify --postgres`), as none of them: it writes
+    /// nothing, and its own log is empty.
+    pub fn reader(url: &str) -> Result<Self> {
+        Ok(PostgresAudit {
+            db: Arc::new(Connection::open(url, SCHEMA, "audit")?),
+            replica: String::new(),
+            writing: None,
+        })
+    }
 }
 
 impl AuditStore for PostgresAudit {
