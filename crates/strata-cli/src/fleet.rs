@@ -31,6 +31,9 @@ pub struct Login {
 fn options(addr: SocketAddr, client_id: &str, login: Option<&Login>, inflight: u16) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(30));
+    // The hub's default packet limit, not rumqttc's 10 KiB: a batch of
+    // 1,000 readings is more.
+    o.set_max_packet_size(1 << 20, 1 << 20);
     o.set_inflight(inflight);
     o.set_clean_session(true);
     match login {
@@ -195,6 +198,8 @@ pub fn ota_config(
         tags: tags(n),
         health_window_ms,
         hooks: Default::default(),
+        // The demo's fleet takes the hub's own model deployments.
+        signed_only: false,
     }
 }
 

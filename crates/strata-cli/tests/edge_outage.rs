@@ -107,3 +107,55 @@ fn hub_outage_and_agent_kills_lose_and_duplicate_nothing() {
     assert!(health.len() >= 2, "{health:?}");
     assert_eq!(health, (1..=health.len() as u64).collect::<Vec<_>>());
 }
+
+/// A source that makes more readings at once than one MQTT message should
+/// carry (here 4 × 20,000 readings, about 1.3 MB a batch) has them sent as
+/// several batches: all of them reach the hub, nothing is refused, and the
+/// uplink does not stall on a batch it cannot send.
+#[test]
+fn batches_too_large_for_one_message_are_split_and_all_stored() {
+    const LARGE_BATCHES: u64 = 3;
+    const LARGE_PER_SIGNAL: usize = 20_000;
+    let hub_dir = tempfile::tempdir().unwrap();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let mqtt = format!("127.0.0.1:{}", free_port());
+    let hub = HubProcess::start_on(hub_dir.path(), &mqtt, &[]);
+    let credential = hub.provision("edge-big", json!({}));
+    std::fs::write(edge_dir.path().join("credential"), &credential).unwrap();
+    let config = edge_dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device = \"edge-big\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{mqtt}\"\ncredential_file = {:?}\n\
+             [[sources]]\ntype = \"simulator\"\nstream = \"line\"\ninterval_ms = 200\nreadings_per_signal = {LARGE_PER_SIGNAL}\nmax_batches = {LARGE_BATCHES}\n",
+            edge_dir.path().join("data"),
+            edge_dir.path().join("credential"),
+        ),
+    )
+    .unwrap();
+    let agent = start_agent(&config);
+    let expected = LARGE_BATCHES as usize * LARGE_PER_SIGNAL;
+    eventually(Duration::from_secs(60), "every reading stored", || {
+        hub.readings("edge-big", "temperature").len() >= expected
+    });
+    let stored = hub.readings("edge-big", "temperature");
+    assert_eq!(stored.len(), expected, "no reading stored twice");
+    assert!(
+        stored.windows(2).all(|w| w[0].0 < w[1].0),
+        "the readings come back in time order, each once"
+    );
+    // Each source batch went out in parts: more batches than the source made.
+    assert!(
+        hub.metric("strata_batches_stored_total") > 2.0 * LARGE_BATCHES as f64,
+        "{}",
+        hub.metric("strata_batches_stored_total")
+    );
+    let rejected: f64 = hub
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("strata_rejected_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(rejected, 0.0, "nothing refused");
+    sigkill(agent);
+}

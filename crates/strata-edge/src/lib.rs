@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod process;
 pub mod sources;
+pub mod split;
 pub mod twin;
 pub mod uplink;
 

@@ -17,6 +17,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// The largest batch the outbox keeps: what the uplink sends in one MQTT
+/// message (telemetry is split to fit, [`crate::split`]).
+pub const MAX_PAYLOAD_BYTES: usize = crate::split::MAX_BATCH_BYTES;
+
+/// How far [`Durability::Process`] moves the seqs at each start.
+const SEQ_GAP: u64 = 1 << 20;
+
 /// What happens when the outbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,7 +44,9 @@ pub enum Durability {
     #[default]
     Fsync,
     /// A crash or kill of the agent, not of the machine: no sync per
-    /// batch (less flash wear; for simulated fleets sharing one disk).
+    /// batch (less flash wear; for simulated fleets sharing one disk). A
+    /// power loss can lose the newest batches; their seqs are never
+    /// reused, as each start moves the seqs on by a million.
     Process,
 }
 
@@ -51,6 +60,15 @@ pub enum OutboxError {
         context: &'static str,
         /// The database's error.
         source: rusqlite::Error,
+    },
+    /// The batch alone is larger than the outbox holds, or than one
+    /// message to the hub may carry ([`MAX_PAYLOAD_BYTES`]).
+    #[error("batch of {bytes} bytes refused: the limit is {limit} bytes")]
+    TooLarge {
+        /// The batch's size.
+        bytes: u64,
+        /// The smaller of the outbox's size and the message limit.
+        limit: u64,
     },
     /// The outbox is full and the policy refuses new batches.
     #[error("outbox is full ({bytes} bytes, limit {limit}); batch refused")]
@@ -139,6 +157,20 @@ impl Outbox {
              );"
         ))
         .ctx("prepare schema")?;
+        if durability == Durability::Process {
+            // Without a sync per commit, a power loss takes back the newest
+            // commits, and with them seqs that the hub may have stored
+            // already. Each start moves every stream's next seq past all
+            // the seqs so lost (the WAL is synced at every checkpoint, so
+            // they are fewer than its 1,000 pages), and syncs that, so no
+            // seq is handed out again for different data.
+            conn.execute_batch(&format!(
+                "PRAGMA synchronous = FULL;
+                 UPDATE streams SET next_seq = next_seq + {SEQ_GAP};
+                 PRAGMA synchronous = {synchronous};"
+            ))
+            .ctx("move sequences past unsynced ones")?;
+        }
         let bytes: i64 = conn
             .query_row(
                 "SELECT coalesce(sum(length(payload)), 0) FROM outbox",
@@ -178,6 +210,15 @@ impl Outbox {
             .ctx("read sequence")?
             .map_or(1, |s| s as u64);
         let payload = build(seq);
+        // Checked before anything is dropped: a batch that can never fit
+        // or be sent must not cost the ones already kept.
+        let limit = self.max_bytes.min(MAX_PAYLOAD_BYTES as u64);
+        if payload.len() as u64 > limit {
+            return Err(OutboxError::TooLarge {
+                bytes: payload.len() as u64,
+                limit,
+            });
+        }
         let mut bytes = self.bytes.load(Relaxed);
         if bytes + payload.len() as u64 > self.max_bytes {
             match self.policy {
@@ -295,6 +336,14 @@ impl Outbox {
         Ok(())
     }
 
+    /// Drops batches that can never be sent (kept by an earlier release,
+    /// before batches were limited), counted with the batches dropped.
+    pub fn discard(&self, ids: &[i64]) -> Result<(), OutboxError> {
+        self.remove(ids)?;
+        self.dropped.fetch_add(ids.len() as u64, Relaxed);
+        Ok(())
+    }
+
     /// Depth, size and drops.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
         let conn = self.conn();
@@ -408,5 +457,65 @@ mod tests {
         // A refused batch does not consume a sequence number.
         o.remove(&[1]).unwrap();
         assert_eq!(o.append("s", |s| vec![s as u8; 100]).unwrap(), 3);
+    }
+
+    #[test]
+    fn without_a_sync_per_batch_each_start_moves_the_seqs_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |durability| {
+            Outbox::open(dir.path(), 1 << 20, DropPolicy::DropOldest, durability).unwrap()
+        };
+        let o = open(Durability::Process);
+        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), 1);
+        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), 2);
+        drop(o);
+        // What a power loss could have taken back is never handed out again.
+        let o = open(Durability::Process);
+        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), 3 + SEQ_GAP);
+        drop(o);
+        // Synced batches need no gap.
+        let o = open(Durability::Fsync);
+        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), 4 + SEQ_GAP);
+        // The batches kept are unchanged.
+        let seqs: Vec<u64> = o.peek(0, 10).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3 + SEQ_GAP, 4 + SEQ_GAP]);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_outbox_or_a_message_is_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(
+            &dir.path().join("a"),
+            250,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
+        o.append("s", |_| vec![0; 100]).unwrap();
+        o.append("s", |_| vec![0; 100]).unwrap();
+        // Dropping every batch kept would still not make room: nothing goes.
+        assert!(matches!(
+            o.append("s", |_| vec![0; 251]),
+            Err(OutboxError::TooLarge {
+                bytes: 251,
+                limit: 250
+            })
+        ));
+        let s = o.stats().unwrap();
+        assert_eq!((s.depth, s.bytes, s.dropped), (2, 200, 0));
+        assert_eq!(o.append("s", |_| vec![0; 100]).unwrap(), 3);
+
+        let big = Outbox::open(
+            &dir.path().join("b"),
+            64 << 20,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
+        let err = big
+            .append("s", |_| vec![0; MAX_PAYLOAD_BYTES + 1])
+            .unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(big.append("s", |_| vec![0; MAX_PAYLOAD_BYTES]).unwrap(), 1);
     }
 }

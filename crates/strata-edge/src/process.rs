@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use strata_pipeline::{Output, Pipeline};
-use strata_proto::payload::{Encoding, encode_telemetry};
+use strata_proto::payload::{self, Encoding, encode_telemetry};
 use strata_proto::{SignalSeries, SketchBatch, TelemetryBatch};
 use tokio::sync::Notify;
 
@@ -18,6 +18,7 @@ use crate::health::{HEALTH_STREAM, HealthState};
 use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::sources::Frame;
+use crate::split;
 
 /// The processing stage.
 pub struct Processor {
@@ -143,24 +144,31 @@ impl Processor {
         }
     }
 
-    /// Appends one batch of `stream` to the outbox.
+    /// Appends `signals` to the outbox as one batch of `stream`, or as
+    /// several in time order when they would not fit in one ([`split`]).
     fn append(&self, stream: &str, signals: Vec<SignalSeries>) {
         if signals.iter().all(|s| s.values.is_empty()) {
             return;
         }
-        let result = self.outbox.append(stream, |seq| {
-            let batch = TelemetryBatch {
-                stream: stream.to_string(),
-                seq,
-                signals,
-            };
-            encode_telemetry(&batch, Encoding::Protobuf)
-        });
-        match result {
-            Ok(_) => self.appended.notify_one(),
-            Err(e) => {
-                self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(stream, "batch not kept: {e}");
+        // Measured with the largest seq, so that the real one fits too.
+        let fits = |part: &[SignalSeries]| {
+            payload::telemetry_len(stream, u64::MAX, part) <= split::MAX_BATCH_BYTES
+        };
+        for signals in split::split(signals, split::MAX_BATCH_READINGS, &fits) {
+            let result = self.outbox.append(stream, |seq| {
+                let batch = TelemetryBatch {
+                    stream: stream.to_string(),
+                    seq,
+                    signals,
+                };
+                encode_telemetry(&batch, Encoding::Protobuf)
+            });
+            match result {
+                Ok(_) => self.appended.notify_one(),
+                Err(e) => {
+                    self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(stream, "batch not kept: {e}");
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ use strata_proto::payload::{Encoding, encode_health};
 use strata_proto::{DeviceId, Direction, Health, Topic, TopicKind};
 use tokio::sync::Notify;
 
-use crate::outbox::Outbox;
+use crate::outbox::{MAX_PAYLOAD_BYTES, Outbox};
 
 /// How the uplink connects.
 #[derive(Debug, Clone)]
@@ -90,6 +90,10 @@ impl Backoff {
 /// Marks a publish in flight that is not an outbox row.
 const NOT_OUTBOX: i64 = -1;
 
+/// The largest message the agent takes from the hub (a desired twin with
+/// many models, their drift profiles and updates).
+const MAX_INCOMING_BYTES: usize = 16 << 20;
+
 /// Runs the uplink until the task is dropped.
 pub async fn run(config: UplinkConfig, outbox: Arc<Outbox>, appended: Arc<Notify>, twin: Downlink) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -124,6 +128,11 @@ fn options(config: &UplinkConfig) -> Result<MqttOptions, String> {
             o.set_credentials(config.device.as_str(), config.credential.as_str());
         }
     }
+    // rumqttc's default is 10 KiB either way: one batch of a 1 kHz
+    // waveform, or a twin with a few models' drift profiles, is more.
+    // Batches are kept within MAX_PAYLOAD_BYTES; the topic and header add
+    // little.
+    o.set_max_packet_size(MAX_INCOMING_BYTES, MAX_PAYLOAD_BYTES + 4096);
     o.set_keep_alive(Duration::from_secs(15));
     o.set_inflight(config.window.max(1));
     o.set_clean_session(true);
@@ -205,6 +214,18 @@ async fn session(
             let room = window.saturating_sub(queued.len() + in_flight.len());
             if room > 0 {
                 for e in outbox.peek(cursor, room).map_err(|e| e.to_string())? {
+                    if e.payload.len() > MAX_PAYLOAD_BYTES {
+                        // Kept by a release that did not limit batches: it
+                        // would fail the connection every time it is sent.
+                        tracing::warn!(
+                            device = %config.device, stream = %e.stream, seq = e.seq,
+                            bytes = e.payload.len(),
+                            "dropping a batch too large to send in one message"
+                        );
+                        outbox.discard(&[e.id]).map_err(|e| e.to_string())?;
+                        cursor = e.id;
+                        continue;
+                    }
                     // Drift sketches and closed-loop action records have
                     // their own topics; everything else is telemetry.
                     let to = if e.stream.starts_with("sketch:") {

@@ -226,6 +226,24 @@ pub fn encode_telemetry(batch: &TelemetryBatch, encoding: Encoding) -> Vec<u8> {
     }
 }
 
+/// The length of the protobuf [`encode_telemetry`] would write for a batch
+/// of `signals` on `stream` numbered `seq`, without writing it.
+pub fn telemetry_len(stream: &str, seq: u64, signals: &[SignalSeries]) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    let mut n = 0;
+    if !stream.is_empty() {
+        n += key_len(1) + encoded_len_varint(stream.len() as u64) + stream.len();
+    }
+    if seq != 0 {
+        n += key_len(2) + encoded_len_varint(seq);
+    }
+    for s in signals {
+        let len = s.encoded_len();
+        n += key_len(3) + encoded_len_varint(len as u64) + len;
+    }
+    n
+}
+
 /// Decodes a health message in either encoding.
 pub fn decode_health(payload: &[u8]) -> Result<Health, DecodeError> {
     const NAME: &str = "Health";
@@ -284,6 +302,40 @@ mod tests {
         0x1a, 0x08, 1, 0, 0, 0, 0, 0, 0, 0, // 3: ts_ns = [1] (packed sfixed64)
         0x22, 0x08, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f, // 4: values = [1.5] (packed double)
     ];
+
+    #[test]
+    fn telemetry_len_is_the_encoded_length() {
+        let signal = |name: &str, n: usize, quality: bool| SignalSeries {
+            name: name.into(),
+            unit: "mm/s".into(),
+            ts_ns: (0..n as i64)
+                .map(|i| 1_700_000_000_000_000_000 + i * 1_000)
+                .collect(),
+            values: (0..n).map(|i| i as f64 * 0.25).collect(),
+            quality: if quality { vec![0; n] } else { Vec::new() },
+        };
+        for (stream, seq) in [
+            ("line", 1u64),
+            ("", 0),
+            ("a-much-longer-stream-name", u64::MAX),
+        ] {
+            for signals in [
+                vec![],
+                vec![signal("x", 0, false)],
+                vec![signal("vibration", 3000, false), signal("temp", 2, true)],
+            ] {
+                let batch = TelemetryBatch {
+                    stream: stream.into(),
+                    seq,
+                    signals: signals.clone(),
+                };
+                assert_eq!(
+                    telemetry_len(stream, seq, &signals),
+                    encode_telemetry(&batch, Encoding::Protobuf).len()
+                );
+            }
+        }
+    }
 
     #[test]
     fn protobuf_fixture() {
