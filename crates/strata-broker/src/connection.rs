@@ -39,6 +39,9 @@ use crate::stats::add;
 const READ_CHUNK: usize = 16 * 1024;
 /// Stop pulling from the session queue while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Answers (acknowledgements, pings, deliveries) waiting for a client
+/// beyond which it is not read until it reads some.
+const UNREAD_LIMIT: usize = 4 * WRITE_HIGH_WATER;
 const DRAIN_BATCH: usize = 64;
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -303,6 +306,18 @@ async fn handshake<W: AsyncWrite + Unpin>(
     } else {
         connect.client_id.as_str().into()
     };
+    if let Some(will) = &connect.will
+        && let Err(e) = validate_topic_name(&will.topic)
+    {
+        // A will is published like any message: its topic must be one a
+        // message can have. MQTT 3.1.1 has no code for it: only a close.
+        tracing::debug!(%peer, "CONNECT refused: will topic: {e}");
+        add(&shared.counters.malformed_packets, 1);
+        if v5 {
+            refuse(wr, shared, version, reason::TOPIC_NAME_INVALID).await;
+        }
+        return None;
+    }
     if v5 && connect.properties.authentication_method.is_some() {
         // Enhanced (AUTH packet) authentication is not supported.
         refuse(wr, shared, version, 0x8C).await;
@@ -460,6 +475,11 @@ async fn attach(
                     let (session, present, discarded) = match existing {
                         Some(old) if !clean_start => (old, true, None),
                         old => {
+                            if let Some(old) = &old {
+                                // A connection came for the old session's
+                                // client: its delayed will is not due.
+                                old.state().generation += 1;
+                            }
                             let fresh = Session::new(Arc::clone(client_id));
                             map.insert(Arc::clone(client_id), Arc::clone(&fresh));
                             (fresh, false, old)
@@ -495,6 +515,30 @@ async fn attach(
     }
 }
 
+/// Writes what is buffered, then flushes once all of it is written (TLS
+/// holds records back until then); returns the bytes written. Dropped at
+/// either await (another branch of the loop won), it leaves `unflushed`
+/// set, so the next round flushes.
+async fn send<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    wbuf: &mut BytesMut,
+    unflushed: &mut bool,
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    if !wbuf.is_empty() {
+        n = wr.write_buf(wbuf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        *unflushed = true;
+    }
+    if wbuf.is_empty() && *unflushed {
+        wr.flush().await?;
+        *unflushed = false;
+    }
+    Ok(n)
+}
+
 /// The main loop and the end-of-connection bookkeeping.
 async fn run<S>(
     mut conn: Conn,
@@ -515,6 +559,7 @@ async fn run<S>(
     let ends = tokio::time::sleep_until(conn.ends_at.unwrap_or(last_read + idle).into());
     tokio::pin!(ends);
     let acks = Arc::clone(&conn.acks);
+    let mut unflushed = false;
 
     let close = loop {
         if *shutdown.borrow() {
@@ -527,12 +572,16 @@ async fn run<S>(
             break close;
         }
         conn.drain_outbound();
-        let can_read = conn.pending.len() < conn.inbound_limit;
-        if !can_read {
+        let acks_full = conn.pending.len() >= conn.inbound_limit;
+        if acks_full {
             // Reads are paused by our own backpressure, not by a silent
             // client: the keep-alive clock must not run against it.
             last_read = Instant::now();
         }
+        // A client that sends without reading its answers is not read
+        // while too many wait (TCP then holds it back); the keep-alive
+        // clock runs on, so one that never reads is closed in the end.
+        let can_read = !acks_full && conn.wbuf.len() < UNREAD_LIMIT;
         if can_read && conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 2 {
             conn.rbuf.reserve(READ_CHUNK);
         }
@@ -568,14 +617,12 @@ async fn run<S>(
                     break Close::new(DisconnectReason::Shutdown, Some(reason::SERVER_SHUTTING_DOWN));
                 }
             }
-            written = wr.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match written {
-                Ok(0) | Err(_) => break Close::new(DisconnectReason::Abnormal, None),
-                Ok(n) => {
-                    add(&shared.counters.bytes_out, n as u64);
-                    if conn.wbuf.is_empty() && wr.flush().await.is_err() {
-                        break Close::new(DisconnectReason::Abnormal, None);
-                    }
-                }
+            // Not awaited outside the select: a TLS client that stops
+            // reading stalls the flush, and kicks, revocation, shutdown
+            // and the keep-alive must still be heard meanwhile.
+            sent = send(&mut wr, &mut conn.wbuf, &mut unflushed), if !conn.wbuf.is_empty() || unflushed => match sent {
+                Ok(n) => add(&shared.counters.bytes_out, n as u64),
+                Err(_) => break Close::new(DisconnectReason::Abnormal, None),
             },
             resolved = head => {
                 if let (Some(resolved), Some(front)) = (resolved, conn.pending.front_mut()) {
@@ -1164,9 +1211,13 @@ impl Conn {
         let session = Arc::clone(&self.session);
         let mut expiry_timer = None;
         let mut discard = false;
+        // The attach this connection left (or a later one's, after a
+        // takeover): a delayed will goes only if no connection follows it.
+        let generation;
         {
             let mut map = lock(&shared.sessions);
             let mut st = session.state();
+            generation = st.generation;
             let mine = st.link.as_ref().is_some_and(|l| l.conn_id == self.conn_id);
             if mine {
                 st.link = None;
@@ -1226,7 +1277,7 @@ impl Conn {
                 .min(session.state().expiry_secs);
             schedule_will(
                 &shared,
-                Arc::clone(&self.client_id),
+                (Arc::clone(&session), generation),
                 will,
                 self.version,
                 delay,
@@ -1239,28 +1290,36 @@ impl Conn {
 }
 
 /// Publishes a will now, or after `delay_secs` unless the client has
-/// reconnected by then (v5 Will Delay Interval).
+/// connected again by then (v5 Will Delay Interval), even if that
+/// connection has ended too: `left` is the session and the generation of
+/// the attach that ended.
 fn schedule_will(
     shared: &Arc<Shared>,
-    client_id: Arc<str>,
+    left: (Arc<Session>, u64),
     will: LastWill,
     version: ProtocolVersion,
     delay_secs: u32,
 ) {
+    let (session, generation) = left;
     if delay_secs == 0 {
-        publish_will(shared, &client_id, will, version);
+        publish_will(shared, &session.client_id, will, version);
         return;
     }
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
-        let reconnected = lock(&shared.sessions)
-            .get(&client_id)
-            .is_some_and(|s| s.state().link.is_some());
-        if !reconnected {
-            publish_will(&shared, &client_id, will, version);
+        if !connected_since(&session, generation) {
+            publish_will(&shared, &session.client_id, will, version);
         }
     });
+}
+
+/// Whether a connection has come for `session`'s client since the attach
+/// numbered `generation`: to that session, or to a fresh one in its place
+/// (which moves the old one's generation too).
+fn connected_since(session: &Session, generation: u64) -> bool {
+    let st = session.state();
+    st.generation != generation || st.link.is_some()
 }
 
 fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: ProtocolVersion) {

@@ -62,6 +62,80 @@ async fn retained_delivered_on_subscribe_then_cleared() {
     }
 }
 
+/// MQTT 5 Will Delay Interval: a will waits out its delay, and is not sent
+/// at all once the client has connected again within it, even when that
+/// connection has ended too (cleanly) before the delay is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_waits_and_is_not_sent_once_the_client_came_back() {
+    let (b, hooks) = start().await;
+    let port = b.local_addr().port();
+    let v = "mqttv5";
+    let mut watcher = Sub::spawn(port, v, &["-t", "will/#"]);
+    watcher.wait_ready(&b, "will/ready").await;
+    let with_will = |id: &str| {
+        Sub::spawn(
+            port,
+            v,
+            &[
+                "-i",
+                id,
+                "-c",
+                "-x",
+                "60",
+                "-t",
+                "x",
+                "-k",
+                "60",
+                "--will-topic",
+                "will/delayed",
+                "--will-payload",
+                id,
+                "-D",
+                "will",
+                "will-delay-interval",
+                "2",
+            ],
+        )
+    };
+
+    // Dropped and not back: the will comes once its delay is over.
+    let mut lost = with_will("lost");
+    wait_until("lost connects", || hooks.has_event("connect:lost")).await;
+    let dropped = std::time::Instant::now();
+    lost.child.kill().await.unwrap();
+    assert_eq!(
+        watcher.next_line().await.as_deref(),
+        Some("will/delayed lost")
+    );
+    assert!(dropped.elapsed() >= Duration::from_millis(1900));
+
+    // Dropped, back within the delay, then gone cleanly: no will.
+    let mut back = with_will("back");
+    wait_until("back connects", || hooks.has_event("connect:back")).await;
+    back.child.kill().await.unwrap();
+    wait_until("the drop is seen", || {
+        hooks.disconnect_reason("back") == Some(DisconnectReason::Abnormal)
+    })
+    .await;
+    let (ok, out) = publish(
+        port,
+        v,
+        &["-i", "back", "-c", "-x", "60", "-t", "other", "-m", "x"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    // Past the first connection's delay, only the marker arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    b.publish(
+        "will/marker",
+        Bytes::from_static(b"m"),
+        QoS::AtMostOnce,
+        false,
+    )
+    .unwrap();
+    assert_eq!(watcher.next_line().await.as_deref(), Some("will/marker m"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_will_on_killed_client_not_on_clean_disconnect() {
     let (b, hooks) = start().await;

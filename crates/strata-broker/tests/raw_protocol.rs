@@ -9,8 +9,8 @@ use common::*;
 use std::sync::{Arc, Mutex};
 use strata_broker::*;
 use strata_mqtt::{
-    Connect, Decoder, Packet, Properties, ProtocolVersion, Publish, Subscribe, SubscribeFilter,
-    SubscriptionOptions, reason,
+    Connect, Decoder, LastWill, Packet, Properties, ProtocolVersion, Publish, Subscribe,
+    SubscribeFilter, SubscriptionOptions, reason,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -535,4 +535,78 @@ async fn subscriptions_beyond_the_session_quota_are_refused() {
         }
         other => panic!("expected SUBACK, got {other:?}"),
     }
+}
+
+/// A client that keeps sending without ever reading what it is answered is
+/// no longer read once a megabyte of answers waits for it: TCP then holds
+/// it back, instead of the broker buffering answers without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_held_back() {
+    let (b, _) = start().await;
+    let mut client = Raw::connect(b.local_addr().port(), "deaf", ProtocolVersion::V311).await;
+    // PINGREQs, each answered with a PINGRESP as long: 2 MiB a write.
+    let pings = [0xc0u8, 0x00].repeat(1 << 20);
+    let mut sent = 0usize;
+    let held_back = loop {
+        let write = client.stream.write_all(&pings);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), write).await {
+            Ok(Ok(())) => {
+                sent += pings.len();
+                if sent >= 256 << 20 {
+                    break false;
+                }
+            }
+            Ok(Err(e)) => panic!("the broker closed the connection: {e}"),
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        held_back,
+        "{sent} bytes read from a client that reads nothing"
+    );
+}
+
+/// A will whose topic no message could have (a wildcard, or empty) is
+/// refused at CONNECT: with "topic name invalid" in MQTT 5, by closing the
+/// connection in 3.1.1, which has no code for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_topic_with_a_wildcard_is_refused_at_connect() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    for (version, topic) in [
+        (V5, "will/#"),
+        (V5, ""),
+        (ProtocolVersion::V311, "will/+/x"),
+    ] {
+        let mut raw = Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+            buf: BytesMut::new(),
+            version,
+        };
+        raw.send(&Packet::Connect(Box::new(Connect {
+            protocol: version,
+            clean_start: true,
+            keep_alive: 30,
+            properties: Properties::default(),
+            client_id: "wild-will".into(),
+            will: Some(LastWill {
+                topic: topic.into(),
+                payload: Bytes::from_static(b"x"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Properties::default(),
+            }),
+            username: None,
+            password: None,
+        })))
+        .await;
+        match (version, raw.recv().await) {
+            (V5, Some(Packet::ConnAck(ack))) => {
+                assert_eq!(ack.code, reason::TOPIC_NAME_INVALID, "{topic:?}")
+            }
+            (ProtocolVersion::V311, None) => {}
+            (_, other) => panic!("{version:?} {topic:?}: {other:?}"),
+        }
+    }
+    assert_eq!(b.stats().malformed_packets, 3);
 }
