@@ -55,6 +55,11 @@ pub struct Downlink {
     relay: Option<Arc<CommandRelay>>,
 }
 
+/// The topic a device takes commands on: `strata/v1/{device}/down/cmd`.
+pub fn command_topic(device: &DeviceId) -> String {
+    Topic::new(device.clone(), Direction::Down, TopicKind::Cmd).to_string()
+}
+
 impl Downlink {
     /// Sends on `broker`, and with `upstream`, to the queue of the hub's
     /// connection to the upstream broker.
@@ -91,8 +96,7 @@ impl Downlink {
                 .record(device, &payload)
                 .map_err(|e| format!("cannot relay it to the other replicas: {e}"))?;
         }
-        let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Cmd).to_string();
-        self.send(Reach::Everywhere, &topic, payload, false)
+        self.send(Reach::Everywhere, &command_topic(device), payload, false)
     }
 
     /// Sends one message at QoS 1.

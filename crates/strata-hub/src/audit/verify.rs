@@ -92,28 +92,32 @@ pub fn verify_replicas(store: &dyn AuditStore, own: &str) -> Result<Vec<ReplicaR
             continue;
         }
         let key = chain::unhex32(&log.public_key).filter(|k| chain::key_id(k) == log.replica);
-        let found = match (key, store.replica_log(&log.replica)) {
-            (Some(key), Some(other)) => verify(other.as_ref(), &key, None)?,
-            _ => Report {
-                entries: 0,
-                checkpoints: 0,
-                head_seq: 0,
-                head_sha256: String::new(),
-                problems: vec![format!(
-                    "the public key registered for replica {} is not the key that id names",
-                    log.replica
-                )],
-                replicas: Vec::new(),
-            },
-        };
-        reports.push(ReplicaReport {
+        let mut report = ReplicaReport {
             replica: log.replica,
             public_key: log.public_key,
-            entries: found.entries,
-            checkpoints: found.checkpoints,
-            head_seq: found.head_seq,
-            problems: found.problems,
-        });
+            entries: 0,
+            checkpoints: 0,
+            head_seq: 0,
+            problems: Vec::new(),
+        };
+        match (key, store.replica_log(&report.replica)) {
+            (Some(key), Some(other)) => {
+                let found = verify(other.as_ref(), &key, None)?;
+                report.entries = found.entries;
+                report.checkpoints = found.checkpoints;
+                report.head_seq = found.head_seq;
+                report.problems = found.problems;
+            }
+            (None, _) => report.problems.push(format!(
+                "the public key registered for replica {} is not the key that id names",
+                report.replica
+            )),
+            (Some(_), None) => report.problems.push(format!(
+                "the log of replica {} cannot be read from this store",
+                report.replica
+            )),
+        }
+        reports.push(report);
     }
     Ok(reports)
 }

@@ -469,7 +469,7 @@ impl Workflows {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let downlink = downlink.ok_or("the broker is not running")?;
-        let topic = format!("strata/v1/{device}/down/cmd");
+        let topic = crate::downlink::command_topic(&device);
         downlink
             .command(&device, bytes::Bytes::from(payload.to_string()))
             .map_err(|e| format!("cannot publish the command on {topic}: {e}"))?;
