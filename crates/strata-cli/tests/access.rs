@@ -262,6 +262,27 @@ fn model_rollouts_are_the_ml_engineers_but_config_rollouts_are_the_admins() {
         let (status, body) = hub.api_as(ml, "POST", &path, Some(json!({"target": {}})));
         assert_eq!(status, 403, "{kind}: {body}");
     }
+    // Training with a built-in trainer is theirs; with an external one (a
+    // command the hub runs as itself), an administrator's.
+    let dataset = json!({"devices": ["m-1"], "pipeline": common::pipeline(common::MACHINE_PIPELINE),
+        "vector": "bearing", "target": "label.rul_h"});
+    let builtin = json!({"model": "rul", "trainer": {"type": "gbt_regressor"}, "dataset": dataset});
+    let (status, body) = hub.api_as(ml, "POST", "/api/v1/jobs/train", Some(builtin));
+    assert_eq!(status, 202, "{body}");
+    let external = json!({"model": "rul", "trainer": {"type": "external",
+        "command": ["sh", "-c", "cat ../../admin.token"]}, "dataset": dataset});
+    let (status, body) = hub.api_as(ml, "POST", "/api/v1/jobs/train", Some(external.clone()));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("admin"),
+        "{body}"
+    );
+    let (_, jobs) = hub.api("GET", "/api/v1/jobs", None);
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1,
+        "only the built-in one queued: {jobs}"
+    );
     // Signed config release submitted by the ML engineer: refused on its kind.
     let envelope = json!({"payload": json!({"kind": "config", "name": "line", "version": 1}).to_string(),
         "key_id": "k", "signature": "00"});

@@ -1,21 +1,22 @@
 //! Models, versions, aliases, deployments, training and backtest jobs over
 //! HTTP, and the artifact download devices use.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use strata_store::{Job, JobLogLine, ModelInfo, ModelVersion, Twin};
 use utoipa::{IntoParams, ToSchema};
 
 use super::registry::device_id;
 use super::{ApiState, ErrorBody, blocking};
+use crate::auth::{Permission, Principal};
 use crate::error::{Error, Result};
 use crate::models::backtest::BacktestSpec;
 use crate::models::deploy::{DeployRequest, DeployResult};
-use crate::models::train::TrainSpec;
+use crate::models::train::{TrainSpec, Trainer};
 use crate::models::{NewVersion, VersionRef};
 use crate::registry::CredentialCheck;
 
@@ -252,10 +253,16 @@ pub async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> Resu
     responses((status = 202, body = Job), (status = 400, body = ErrorBody)))]
 pub async fn submit_training(
     State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
     Json(spec): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Job>)> {
     let spec: TrainSpec = serde_json::from_value(spec)
         .map_err(|e| Error::BadRequest(format!("training spec: {e}")))?;
+    // An external trainer is a command the hub runs as itself, with its
+    // data directory (keys, tokens) in reach: an administrator's call.
+    if matches!(spec.trainer, Trainer::External { .. }) {
+        p.require(Permission::Admin)?;
+    }
     let job = blocking(move || s.jobs.submit_training(&spec)).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
