@@ -414,6 +414,31 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         "rul v4 predicts again after the rollback",
         || hub.readings("press-a", "rul.variable").len() > before + 3,
     );
+    // A device whose config file runs rul itself, with no signed rul
+    // committed: when v6 fails its health window, the config file's rul
+    // comes back.
+    let g_dir = dir.path().join("g");
+    let g_config = format!(
+        "{}[[models]]\nname = \"rul\"\npath = {:?}\nvector = \"machine\"\nversion = \"file\"\n",
+        agent_config(&hub, &g_dir, "press-g", &public, &rollout),
+        model.to_str().unwrap(),
+    );
+    let g = EdgeProcess::start(&g_dir, &g_config);
+    eventually(
+        std::time::Duration::from_secs(60),
+        "press-g predicts with the config file's rul",
+        || !hub.readings("press-g", "rul.variable").is_empty(),
+    );
+    assign(&hub, 6, "press-g", 3600);
+    let report = wait_update(&hub, "press-g", 6);
+    assert_eq!(report["state"], "rolled_back", "{report}");
+    let before = hub.readings("press-g", "rul.variable").len();
+    eventually(
+        std::time::Duration::from_secs(60),
+        "the config file's rul predicts again after the rollback",
+        || hub.readings("press-g", "rul.variable").len() > before + 5,
+    );
+    drop(g);
     // After a restart (SIGKILL) the committed version runs again.
     drop(a);
     let before = hub.readings("press-a", "rul.variable").len();
@@ -448,7 +473,7 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
 
     // A connection that breaks half way: the agent keeps what arrived and
     // asks for the rest (HTTP Range), then installs.
-    let (mirror, ranges) = breaking_mirror(bytes.clone());
+    let (mirror, ranges) = breaking_mirror(bytes.clone(), false);
     let e_dir = dir.path().join("e");
     let e_config = agent_config(&hub, &e_dir, "press-e", &public, &rollout)
         .replace(&format!("http://{}", hub.http), &format!("http://{mirror}"));
@@ -462,6 +487,23 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     let asked = ranges.lock().unwrap().clone();
     assert_eq!(asked[0], None, "{asked:?}");
     assert_eq!(asked[1], Some(bytes.len() as u64 / 2), "{asked:?}");
+
+    // The rest that arrives on resuming is wrong: the agent starts the
+    // download again from the beginning instead of refusing the update.
+    let (mirror, ranges) = breaking_mirror(bytes.clone(), true);
+    let f_dir = dir.path().join("f");
+    let f_config = agent_config(&hub, &f_dir, "press-f", &public, &rollout)
+        .replace(&format!("http://{}", hub.http), &format!("http://{mirror}"));
+    let _f = EdgeProcess::start(&f_dir, &f_config);
+    assign(&hub, 2, "press-f", 3600);
+    eventually(
+        std::time::Duration::from_secs(90),
+        "press-f commits rul v2",
+        || update_state(&hub, "press-f", 2).is_some_and(|u| u["state"] == "committed"),
+    );
+    let half = Some(bytes.len() as u64 / 2);
+    let asked = ranges.lock().unwrap().clone();
+    assert_eq!(asked[..4], [None, half, None, half], "{asked:?}");
 
     let c_dir = dir.path().join("c");
     let c_config = agent_config(&hub, &c_dir, "press-c", &public, &rollout);
@@ -492,10 +534,12 @@ fn tampering_mirror(size: usize) -> std::net::SocketAddr {
 }
 
 /// An HTTP server holding `body`: the first request gets half of it and a
-/// closed connection; a request with `Range: bytes=N-` gets the rest (206).
+/// closed connection; a request with `Range: bytes=N-` gets the rest (206),
+/// damaged the first time if `damage_first_rest`.
 /// Returns its address and the range start of every request.
 fn breaking_mirror(
     body: Vec<u8>,
+    damage_first_rest: bool,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<Option<u64>>>>,
@@ -526,6 +570,13 @@ fn breaking_mirror(
                 }
                 Some(from) => {
                     let from = from as usize;
+                    // With `damage_first_rest`, the first rest it sends is
+                    // not the artifact's (a proxy gone wrong).
+                    let rests = seen.lock().unwrap().iter().filter(|r| r.is_some()).count();
+                    let mut body = body.clone();
+                    if damage_first_rest && rests == 1 {
+                        body[total - 1] ^= 0xff;
+                    }
                     let head = format!(
                         "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nConnection: close\r\n\r\n",
                         total - from,

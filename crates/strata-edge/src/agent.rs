@@ -172,6 +172,7 @@ impl Agent {
             identity,
             health_window: Duration::from_millis(config.ota.health_window_ms),
             hooks: config.ota.hooks.clone(),
+            signed_only: config.ota.signed_only,
         };
         tasks.spawn(applier.run(desired_rx));
 

@@ -6,6 +6,7 @@
 //! committed file was.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,37 +74,47 @@ pub fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Its own process group, so that a timeout stops what it started
+        // too (an installer run by `sh -c`), not the shell alone.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    // Read as it comes: a hook that writes more than the pipe holds would
+    // otherwise stall until its timeout.
+    let stderr = child
+        .stderr
+        .take()
+        .map(|pipe| std::thread::spawn(move || tail_of(pipe)));
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(format!("{program} ran longer than {} s", timeout.as_secs()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("cannot wait for {program}: {e}")),
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(format!("cannot wait for {program}: {e}"));
+            }
         }
     };
+    // The pipe ends when the last process holding it does; one the hook
+    // left running may keep it open, so its tail is not waited for then.
+    let tail = stderr
+        .filter(|reader| {
+            let until = Instant::now() + Duration::from_secs(1);
+            while !reader.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            reader.is_finished()
+        })
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
     if status.success() {
         return Ok(());
     }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-    }
-    let tail: String = stderr
-        .trim()
-        .chars()
-        .rev()
-        .take(300)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
     Err(format!(
         "{program} failed ({status}){}",
         if tail.is_empty() {
@@ -112,6 +123,41 @@ pub fn run(
             format!(": {tail}")
         }
     ))
+}
+
+/// The last 300 characters of what `pipe` gives until it ends, trimmed.
+fn tail_of(mut pipe: impl std::io::Read) -> String {
+    const KEEP: usize = 4096;
+    let (mut kept, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&chunk[..n]);
+                if kept.len() > 2 * KEEP {
+                    kept.drain(..kept.len() - KEEP);
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&kept);
+    let text = text.trim();
+    let skip = text.chars().count().saturating_sub(300);
+    text.chars().skip(skip).collect()
+}
+
+/// Stops a hook and every process of its group, and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    // `kill -- -PGID`: no signal API of our own (the workspace forbids
+    // unsafe code), and every gateway has kill.
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
@@ -152,6 +198,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("longer than"), "{e}");
+        // What the hook started goes with it.
+        let e = run(
+            &sh("(sleep 1; touch orphan) & wait"),
+            &bundle,
+            dir.path(),
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!dir.path().join("orphan").exists());
+        // A hook that writes more than a pipe holds is not held up by it.
+        let e = run(
+            &sh("head -c 300000 /dev/zero | tr '\\0' x >&2; echo the end >&2; exit 4"),
+            &bundle,
+            dir.path(),
+            Duration::from_secs(20),
+        )
+        .unwrap_err();
+        assert!(e.ends_with("the end"), "{e}");
+        assert!(!e.contains("longer than"), "{e}");
         assert!(run(&["/no/such/program".into()], &bundle, dir.path(), t).is_err());
         let mut hooks = BTreeMap::new();
         hooks.insert("app".to_owned(), HookConfig::default());

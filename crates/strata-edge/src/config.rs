@@ -69,6 +69,10 @@ pub struct OtaConfig {
     /// Install hooks for bundle releases, by the name a release gives
     /// (`[ota.hooks.app] install = ["/usr/lib/app/install"]`).
     pub hooks: std::collections::BTreeMap<String, crate::bundle::HookConfig>,
+    /// Take models only from signed releases: refuse the hub's direct
+    /// deployments (the twin's `models`, signed by no one), so that a hub
+    /// or broker in the wrong hands cannot change what runs here.
+    pub signed_only: bool,
 }
 
 impl Default for OtaConfig {
@@ -80,6 +84,7 @@ impl Default for OtaConfig {
             tags: Default::default(),
             health_window_ms: 10_000,
             hooks: Default::default(),
+            signed_only: false,
         }
     }
 }

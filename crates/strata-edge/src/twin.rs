@@ -100,6 +100,8 @@ pub struct TwinApplier {
     pub health_window: Duration,
     /// Install hooks for bundle releases, by name.
     pub hooks: std::collections::BTreeMap<String, crate::bundle::HookConfig>,
+    /// Refuse the twin's unsigned `models` (`[ota] signed_only`).
+    pub signed_only: bool,
 }
 
 impl TwinApplier {
@@ -245,9 +247,12 @@ impl TwinApplier {
             .iter()
             .filter(|m| m.shadow || !installed.contains(&m.name))
         {
-            let result = match self.artifact(m, download).await {
-                Ok(path) => self.check_one(m, &path, &vectors),
-                Err(e) => Err(e.to_string()),
+            let result = match direct_refusal(self.signed_only, m, &committed) {
+                Some(refused) => Err(refused),
+                None => match self.artifact(m, download).await {
+                    Ok(path) => self.check_one(m, &path, &vectors),
+                    Err(e) => Err(e.to_string()),
+                },
             };
             match result {
                 Ok(config) => {
@@ -269,10 +274,7 @@ impl TwinApplier {
             .configured
             .iter()
             .filter(|c| !assigned.contains(&c.name.as_str()))
-            .map(|c| ModelConfig {
-                path: self.base_dir.join(&c.path),
-                ..c.clone()
-            })
+            .map(|c| self.file_model(c))
             .collect();
         configs.extend(ready);
         match Models::load(&configs, Path::new("/"), &vectors) {
@@ -454,12 +456,34 @@ impl TwinApplier {
             .cloned()
             .collect();
         for (key, _) in unhealthy {
-            back.extend(committed.running(key));
+            match committed.running(key) {
+                Some(before) => back.push(before),
+                // Nothing signed committed under that name yet: the config
+                // file's model of that name, which the update replaced.
+                None => back.extend(self.from_file(key.split_once('/').map_or("", |(_, n)| n))),
+            }
         }
         match Models::load(&back, Path::new("/"), &vectors_of(pipeline)) {
             Ok(models) => self.send(pipeline, running.as_ref(), models),
             Err(e) => tracing::error!(device = %self.device, "cannot roll back: {e}"),
         }
+    }
+
+    /// A model of the config file, its path resolved.
+    fn file_model(&self, c: &ModelConfig) -> ModelConfig {
+        ModelConfig {
+            path: self.base_dir.join(&c.path),
+            ..c.clone()
+        }
+    }
+
+    /// The config file's models named `name`.
+    fn from_file(&self, name: &str) -> Vec<ModelConfig> {
+        self.configured
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| self.file_model(c))
+            .collect()
     }
 
     /// Sends models to the processing thread, with `pipeline` when it is
@@ -703,7 +727,12 @@ impl TwinApplier {
         // Marked before the hook runs: a power cut from here on brings the
         // committed bundle back at the next start.
         committed.installing.insert(key.clone(), version);
-        self.save(committed);
+        if let Err(e) = committed.save(&self.data_dir) {
+            // Without the mark, a power cut in the hook would go unnoticed.
+            committed.installing.remove(&key);
+            let e = format!("cannot record the install before running its hook: {e}");
+            return (update_report(&key, version, Some(("unavailable", e))), true);
+        }
         let timeout = Duration::from_secs(hook.timeout_s);
         let bundle = crate::bundle::Bundle {
             name: &r.name,
@@ -756,7 +785,8 @@ impl TwinApplier {
     }
 
     /// Installs the committed bundle of `key` again (if there is one) and
-    /// clears the install mark.
+    /// clears the install mark; when that install fails the mark stays, so
+    /// the next start tries again.
     async fn restore_bundle(&self, key: &str, committed: &mut OtaState) {
         if let Some(b) = committed.bundles.get(key).cloned()
             && let Some(hook) = self.hooks.get(&b.hook)
@@ -772,7 +802,8 @@ impl TwinApplier {
                     tracing::info!(device = %self.device, update = key, "committed bundle installed again")
                 }
                 Err(e) => {
-                    tracing::error!(device = %self.device, update = key, "cannot install the committed bundle again: {e}")
+                    tracing::error!(device = %self.device, update = key, "cannot install the committed bundle again (tried again at the next start): {e}");
+                    return;
                 }
             }
         }
@@ -1265,6 +1296,25 @@ fn report(m: &ModelAssignment, error: Option<String>) -> ModelReport {
     }
 }
 
+/// Why a direct (unsigned) deployment from the twin's `models` is refused,
+/// if it is: this agent takes signed releases only, or it would serve a
+/// version below the anti-rollback floor of the signed release committed
+/// for that model (a shadow challenger serves nothing).
+fn direct_refusal(signed_only: bool, m: &ModelAssignment, committed: &OtaState) -> Option<String> {
+    if signed_only {
+        return Some(
+            "refused: this agent takes models from signed releases only ([ota] signed_only)".into(),
+        );
+    }
+    let floor = committed.floor(&format!("{}/{}", strata_ota::Kind::Model.as_str(), m.name))?;
+    (!m.shadow && u64::from(m.version) < floor).then(|| {
+        format!(
+            "refused: version {} is below the floor {floor} of the signed release committed for {}",
+            m.version, m.name
+        )
+    })
+}
+
 /// Longest a model download may take before it is retried (resuming).
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -1317,7 +1367,27 @@ fn fetch_resumable(
         }
         // The whole artifact (no range asked, or the server ignored it).
         have.clear();
+    } else {
+        // A part must start where ours ends (`bytes {start}-...`).
+        let start = response
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if start != Some(have.len() as u64) {
+            let _ = std::fs::remove_file(part);
+            return Err(unavailable(format!(
+                "the hub answered a range that is not the rest of ours ({start:?}, not {}); starting again",
+                have.len()
+            )));
+        }
     }
+    // Bytes kept from an earlier attempt may be what is wrong (a power
+    // loss, a proxy that misread the range): a resumed download that does
+    // not check out is started again, not refused for good.
+    let resumed = !have.is_empty();
     let mut file = if have.is_empty() {
         std::fs::File::create(part)
     } else {
@@ -1326,7 +1396,13 @@ fn fetch_resumable(
     .map_err(|e| unavailable(format!("cannot write {}: {e}", part.display())))?;
     let discard = |refusal| {
         let _ = std::fs::remove_file(part);
-        ArtifactError::Refused(refusal)
+        if resumed {
+            ArtifactError::Unavailable(format!(
+                "the resumed download did not check out ({refusal}); starting again"
+            ))
+        } else {
+            ArtifactError::Refused(refusal)
+        }
     };
     let mut check = ArtifactCheck::new(expected);
     check.update(&have).map_err(discard)?;
@@ -1361,5 +1437,50 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename is an entry of the directory: synced too, or a power
+    // loss may bring back the old file (or none).
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(version: u32, shadow: bool) -> ModelAssignment {
+        serde_json::from_value(serde_json::json!({
+            "name": "rul",
+            "version": version,
+            "sha256": "00".repeat(32),
+            "size": 1,
+            "vector": "w",
+            "features": [],
+            "shadow": shadow,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn direct_deployments_respect_signed_commits_and_signed_only() {
+        let mut state = OtaState::default();
+        // Nothing signed committed: the hub may deploy any version.
+        assert_eq!(direct_refusal(false, &assignment(1, false), &state), None);
+        state.floors.insert("model/rul".into(), 5);
+        // Below the floor of the committed signed release: refused.
+        let refused = direct_refusal(false, &assignment(4, false), &state).unwrap();
+        assert!(refused.contains("below the floor 5"), "{refused}");
+        assert_eq!(direct_refusal(false, &assignment(5, false), &state), None);
+        // A shadow challenger replaces nothing.
+        assert_eq!(direct_refusal(false, &assignment(4, true), &state), None);
+        // Another model's floor does not apply.
+        let mut other = assignment(1, false);
+        other.name = "energy".into();
+        assert_eq!(direct_refusal(false, &other, &state), None);
+        // Signed releases only: every direct deployment is refused.
+        let refused = direct_refusal(true, &assignment(9, false), &OtaState::default()).unwrap();
+        assert!(refused.contains("signed_only"), "{refused}");
+    }
 }
