@@ -177,6 +177,16 @@ pub struct Control {
     /// Per model: (errors seen, when they last grew).
     model_errors: HashMap<String, (u64, std::time::Instant)>,
     models_watched: Vec<String>,
+    /// The engine's clock ([`steady_ns`]).
+    origin: std::time::Instant,
+}
+
+/// The engine's time: nanoseconds since `origin` on the monotonic clock,
+/// so that freshness, cooldowns, `for_s`, rate limits and approval
+/// timeouts hold when the wall clock is set (a gateway without a battery
+/// clock syncing NTP). Records carry the wall clock's time instead.
+fn steady_ns(origin: std::time::Instant) -> i64 {
+    i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Sets up the control task for validated `config`; returns its feed for
@@ -191,14 +201,16 @@ pub fn start(
 ) -> Result<(Feed, Control), String> {
     let mut engine = Engine::new(config.rules.clone());
     let mut writers = Vec::new();
-    let now = crate::now_ns();
+    let origin = std::time::Instant::now();
+    let now = steady_ns(origin);
     for o in &config.outputs {
-        writers.push((o.name().to_string(), Writer::new(o, data_dir)?));
-        if let OutputConfig::Mqtt(m) = o
-            && let Some(v) = m.initial
-        {
-            engine.set_output(&m.name, v, now);
+        let writer = Writer::new(o, data_dir)?;
+        // An MQTT output is known without asking anyone: its last
+        // acknowledged setpoint, or `initial`.
+        if let Some(v) = writer.known() {
+            engine.set_output(o.name(), v, now);
         }
+        writers.push((o.name().to_string(), writer));
     }
     let (tx, observations) = mpsc::channel(FEED_QUEUE);
     let stats = Arc::new(ControlStats::default());
@@ -227,6 +239,7 @@ pub fn start(
             stats,
             model_errors: HashMap::new(),
             models_watched,
+            origin,
         },
     ))
 }
@@ -246,7 +259,7 @@ impl Control {
                 batch = self.observations.recv() => {
                     let Some(batch) = batch else { return };
                     for o in batch {
-                        let now = crate::now_ns();
+                        let now = steady_ns(self.origin);
                         let decisions = self.engine.observe(&o.signal, o.value, o.quality, now);
                         self.carry_out(decisions).await;
                     }
@@ -257,13 +270,16 @@ impl Control {
                     }
                     let gate = self.inputs.gate.borrow_and_update().clone();
                     if let Some(g) = gate {
-                        tracing::info!(site = %g.site, open = g.open, "control gate: {}", if g.open { "open" } else { g.reason.as_str() });
-                        self.engine.set_gate(g);
+                        if self.engine.set_gate(g.clone()) {
+                            tracing::info!(site = %g.site, open = g.open, "control gate: {}", if g.open { "open" } else { g.reason.as_str() });
+                        } else {
+                            tracing::warn!(site = %g.site, ts_ns = g.ts_ns, "ignoring a site gate older than the one held");
+                        }
                     }
                 }
                 approval = self.inputs.approvals.recv() => {
                     let Some(a) = approval else { return };
-                    match self.engine.approve(&a.approve, &a.by, crate::now_ns()) {
+                    match self.engine.approve(&a.approve, &a.by, steady_ns(self.origin)) {
                         Ok(d) => self.carry_out(vec![d]).await,
                         Err(e) => {
                             self.stats.approvals_refused.fetch_add(1, Ordering::Relaxed);
@@ -274,7 +290,7 @@ impl Control {
                 _ = tick.tick() => {
                     self.read_back().await;
                     self.check_models();
-                    let decisions = self.engine.tick(crate::now_ns());
+                    let decisions = self.engine.tick(steady_ns(self.origin));
                     self.carry_out(decisions).await;
                 }
             }
@@ -290,7 +306,7 @@ impl Control {
             match w.current().await {
                 Ok(v) => {
                     tracing::info!(output = %name, "output holds {v}");
-                    self.engine.set_output(name, v, crate::now_ns());
+                    self.engine.set_output(name, v, steady_ns(self.origin));
                 }
                 Err(e) => tracing::debug!(output = %name, "cannot read the output yet: {e}"),
             }
@@ -344,7 +360,7 @@ impl Control {
                         None => Err(format!("no output named {:?}", a.output)),
                     };
                     match result {
-                        Ok(()) => self.engine.written(&a, crate::now_ns()),
+                        Ok(()) => self.engine.written(&a, steady_ns(self.origin)),
                         Err(e) => {
                             a.outcome = ActionOutcome::Failed;
                             a.reason = format!("{}; write failed: {e}", a.reason);
@@ -358,8 +374,10 @@ impl Control {
         }
     }
 
-    /// Counts, logs and keeps one record in the outbox.
-    async fn record(&mut self, action: ControlAction) {
+    /// Counts, logs and keeps one record in the outbox, stamped with the
+    /// wall clock (the engine's times are on the steady clock).
+    async fn record(&mut self, mut action: ControlAction) {
+        action.ts_ns = crate::now_ns();
         self.stats.count(action.outcome);
         tracing::info!(
             rule = %action.rule,

@@ -92,8 +92,10 @@ pub struct MqttOutput {
     /// The topic; the payload is
     /// `{"setpoint": v, "rule": ..., "action": ..., "ts_ns": ...}`.
     pub topic: String,
-    /// What the receiver holds at start (MQTT cannot be read back); a
-    /// rule with `max_rate` on this output needs it.
+    /// What the receiver holds before this agent's first write (MQTT
+    /// cannot be read back); a rule with `max_rate` on this output needs
+    /// it. After that, the last setpoint the receiver acknowledged is
+    /// kept in the data directory and counts instead, across restarts.
     #[serde(default)]
     pub initial: Option<f64>,
     /// A publish not acknowledged (QoS 1) within this many milliseconds
@@ -197,10 +199,9 @@ pub enum Writer {
 
 impl Writer {
     /// Sets up the output; connections are made (and remade) on use.
-    /// `data_dir` holds the OPC UA client's certificate store.
+    /// `data_dir` holds the OPC UA client's certificate store and the
+    /// last setpoint of each MQTT output.
     pub fn new(config: &OutputConfig, data_dir: &Path) -> Result<Writer, String> {
-        #[cfg(not(feature = "opcua"))]
-        let _ = data_dir;
         Ok(match config {
             #[cfg(feature = "opcua")]
             OutputConfig::Opcua(o) => {
@@ -208,8 +209,18 @@ impl Writer {
             }
             #[cfg(feature = "modbus")]
             OutputConfig::Modbus(o) => Writer::Modbus(modbus_out::ModbusWriter::new(o)),
-            OutputConfig::Mqtt(o) => Writer::Mqtt(mqtt_out::MqttWriter::new(o)),
+            OutputConfig::Mqtt(o) => Writer::Mqtt(mqtt_out::MqttWriter::new(o, data_dir)),
         })
+    }
+
+    /// What the output holds, when known without reading it (an MQTT
+    /// output's last acknowledged setpoint, or its `initial`).
+    pub fn known(&self) -> Option<f64> {
+        match self {
+            Writer::Mqtt(w) => w.current().ok(),
+            #[cfg(any(feature = "opcua", feature = "modbus"))]
+            _ => None,
+        }
     }
 
     /// What the output holds now, in setpoint units.
@@ -469,6 +480,7 @@ mod modbus_out {
 }
 
 mod mqtt_out {
+    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -480,13 +492,21 @@ mod mqtt_out {
 
     pub struct MqttWriter {
         config: MqttOutput,
+        link: Link,
+        /// The last setpoint the receiver acknowledged, kept in `kept`.
+        last: Option<f64>,
+        kept: PathBuf,
+    }
+
+    /// One connection to the broker.
+    struct Link {
         client: AsyncClient,
         acks: mpsc::UnboundedReceiver<()>,
         _events: AbortOnDrop,
     }
 
-    impl MqttWriter {
-        pub fn new(config: &MqttOutput) -> Self {
+    impl Link {
+        fn new(config: &MqttOutput) -> Link {
             let id = format!("strata-control-{}", config.name);
             let mut options =
                 MqttOptions::new(id, config.broker.ip().to_string(), config.broker.port());
@@ -508,22 +528,38 @@ mod mqtt_out {
                     }
                 }
             });
-            MqttWriter {
-                config: config.clone(),
+            Link {
                 client,
                 acks,
                 _events: AbortOnDrop(task),
             }
         }
+    }
 
+    impl MqttWriter {
+        pub fn new(config: &MqttOutput, data_dir: &Path) -> Self {
+            let kept = data_dir.join(format!("control-output-{}.last", config.name));
+            let last = std::fs::read_to_string(&kept)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite());
+            MqttWriter {
+                config: config.clone(),
+                link: Link::new(config),
+                last,
+                kept,
+            }
+        }
+
+        /// The last acknowledged setpoint, else `initial`.
         pub fn current(&self) -> Result<f64, String> {
-            self.config
-                .initial
+            self.last
+                .or(self.config.initial)
                 .ok_or_else(|| "an MQTT output cannot be read back and has no `initial`".into())
         }
 
         pub async fn write(&mut self, value: f64, action: &ControlAction) -> Result<(), String> {
-            while self.acks.try_recv().is_ok() {}
+            while self.link.acks.try_recv().is_ok() {}
             let payload = serde_json::json!({
                 "setpoint": value,
                 "rule": action.rule,
@@ -531,17 +567,141 @@ mod mqtt_out {
                 "ts_ns": action.ts_ns,
             });
             let topic = self.config.topic.clone();
-            within(self.config.timeout_ms, "mqtt publish", async {
-                self.client
+            let link = &mut self.link;
+            let result = within(self.config.timeout_ms, "mqtt publish", async {
+                link.client
                     .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
                     .await
                     .map_err(|e| format!("mqtt publish: {e}"))?;
-                self.acks
+                link.acks
                     .recv()
                     .await
                     .ok_or_else(|| "mqtt connection task ended".to_string())
             })
-            .await
+            .await;
+            match &result {
+                Ok(()) => {
+                    self.last = Some(value);
+                    if let Err(e) = keep(&self.kept, value) {
+                        tracing::warn!(output = %self.config.name, "cannot keep the last setpoint: {e}");
+                    }
+                }
+                // A new connection: what the old one still queued must
+                // not go out later, in a burst, past the cooldown.
+                Err(_) => self.link = Link::new(&self.config),
+            }
+            result
         }
+    }
+
+    /// Writes `value` to `path` whole (a new file renamed over the old).
+    fn keep(path: &Path, value: f64) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, value.to_string())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead as _;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A Mosquitto broker (Debian's) on `port`, anonymous clients allowed.
+    fn mosquitto(dir: &Path, port: u16) -> Child {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nuser root\n"),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(binary).arg("-c").arg(&conf).spawn().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn action() -> ControlAction {
+        serde_json::from_value(serde_json::json!({
+            "seq": 0, "ts_ns": 0, "rule": "cool", "output": "fan", "action": "cool-1",
+            "outcome": "written", "reason": ""
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_mqtt_output_keeps_its_last_setpoint_and_never_sends_a_failed_one_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = mosquitto(dir.path(), port);
+        let config = MqttOutput {
+            name: "fan".into(),
+            broker: format!("127.0.0.1:{port}").parse().unwrap(),
+            topic: "plant/fan/set".into(),
+            initial: Some(20.0),
+            timeout_ms: 500,
+        };
+        let mut w = mqtt_out::MqttWriter::new(&config, dir.path());
+        assert_eq!(w.current(), Ok(20.0));
+        w.write(30.0, &action()).await.unwrap();
+        assert_eq!(w.current(), Ok(30.0));
+        // After a restart the last acknowledged setpoint counts, not `initial`.
+        drop(w);
+        let mut w = mqtt_out::MqttWriter::new(&config, dir.path());
+        assert_eq!(w.current(), Ok(30.0));
+
+        // The broker goes away: the write fails, and the value stays 30.
+        broker.kill().unwrap();
+        broker.wait().unwrap();
+        assert!(w.write(90.0, &action()).await.is_err());
+        assert_eq!(w.current(), Ok(30.0));
+        // Back: the failed setpoint is not delivered late; the next one is
+        // the first the receiver sees.
+        let mut broker = mosquitto(dir.path(), port);
+        let mut sub = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "plant/#",
+                "-C",
+                "1",
+                "-W",
+                "20",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Room for the subscription to be made (an old connection still
+        // around would be back within half a second, and resend).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let until = Instant::now() + Duration::from_secs(15);
+        while w.write(35.0, &action()).await.is_err() {
+            assert!(Instant::now() < until, "the output never reconnected");
+        }
+        let mut line = String::new();
+        std::io::BufReader::new(sub.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let first: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(first["setpoint"], 35.0, "{line}");
+        let _ = sub.wait();
+        broker.kill().unwrap();
+        broker.wait().unwrap();
     }
 }

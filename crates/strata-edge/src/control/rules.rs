@@ -284,8 +284,19 @@ impl Engine {
     }
 
     /// The site gate the hub sent.
-    pub fn set_gate(&mut self, gate: ControlGate) {
+    /// Takes the hub's verdict on the site; returns false (and keeps the
+    /// one held) when `gate` is older than it: a late delivery must not
+    /// put back an open gate the hub has closed since.
+    pub fn set_gate(&mut self, gate: ControlGate) -> bool {
+        if self
+            .gate
+            .as_ref()
+            .is_some_and(|held| gate.ts_ns < held.ts_ns)
+        {
+            return false;
+        }
         self.gate = Some(gate);
+        true
     }
 
     /// Marks a model unhealthy (with why) or healthy (`None`).
@@ -345,6 +356,11 @@ impl Engine {
         };
         let mut out = Vec::new();
         self.expire(i, now_ns, &mut out);
+        if let Some(expired) = out.pop() {
+            // Too late: the expiry is what is recorded, so the hub shows
+            // the proposal expired instead of open for good.
+            return Ok(expired);
+        }
         let proposal = self.state[i]
             .proposal
             .take()
@@ -497,6 +513,18 @@ impl Engine {
                     ),
                 );
             };
+            // From a value outside the bounds (or not a number), no step
+            // within max_rate stays within them: nothing is written until
+            // the output is brought back in range.
+            if !(current >= rule.min && current <= rule.max) {
+                return (
+                    None,
+                    format!(
+                        "{} reads {current}, outside [{}, {}], so no step within max_rate stays in bounds",
+                        rule.output, rule.min, rule.max
+                    ),
+                );
+            }
             // Between two writes the value moves at most `max_rate` per
             // second, and one write at most what a cooldown (or a second,
             // if longer) allows: a long quiet spell does not save up for
@@ -906,6 +934,67 @@ mod tests {
         let Decision::Record(a) = &d[0] else { panic!() };
         assert_eq!(a.outcome, ActionOutcome::Blocked);
         assert!(a.reason.contains("unknown"), "{}", a.reason);
+    }
+
+    #[test]
+    fn the_rate_limit_never_steps_out_of_bounds_or_from_a_non_number() {
+        // The output reads 150 (someone set it by hand), above max 100: a
+        // step of 10 towards 90 would write 140. Nothing is written.
+        for current in [150.0, -5.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut e = engine(rule(Mode::Armed));
+            e.set_output("fan", current, 0);
+            let d = feed(&mut e, 1, 90.0, 85.0);
+            assert_eq!(outcomes(&d), [(ActionOutcome::Blocked, None)], "{current}");
+            let Decision::Record(a) = &d[0] else { panic!() };
+            assert!(a.reason.contains("outside [0, 100]"), "{}", a.reason);
+        }
+        // At a bound, a step stays within.
+        let mut e = engine(rule(Mode::Armed));
+        e.set_output("fan", 100.0, 0);
+        let d = feed(&mut e, 1, 0.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(90.0))]);
+    }
+
+    #[test]
+    fn an_approval_after_the_timeout_records_the_expiry() {
+        let mut e = engine(rule(Mode::Approval));
+        let Decision::Record(p) = feed(&mut e, 1, 90.0, 85.0).remove(0) else {
+            panic!()
+        };
+        // No tick has expired it yet; the late approval does.
+        let Decision::Record(a) = e.approve(&p.action, "ops", 62 * S).unwrap() else {
+            panic!("an expired proposal is not written")
+        };
+        assert_eq!(
+            (a.outcome, a.action.as_str()),
+            (ActionOutcome::Expired, p.action.as_str())
+        );
+        assert!(e.approve(&p.action, "ops", 63 * S).is_err());
+    }
+
+    #[test]
+    fn a_gate_older_than_the_one_held_is_ignored() {
+        let mut e = Engine::new(vec![rule(Mode::Armed)]);
+        let closed = ControlGate {
+            open: false,
+            reason: "uptime".into(),
+            ts_ns: 20 * S,
+            ..open()
+        };
+        assert!(e.set_gate(closed));
+        // The open verdict from before, delivered late.
+        assert!(!e.set_gate(ControlGate {
+            ts_ns: 10 * S,
+            ..open()
+        }));
+        e.set_output("fan", 20.0, 0);
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("closed"), "{}", a.reason);
+        assert!(e.set_gate(ControlGate {
+            ts_ns: 30 * S,
+            ..open()
+        }));
     }
 
     #[test]
