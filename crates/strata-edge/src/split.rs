@@ -134,7 +134,7 @@ mod tests {
             assert!(part.iter().all(|s| !s.values.is_empty()));
         }
         for name in ["vibration", "temperature", "flag"] {
-            let whole = readings(&[signals.clone()], name);
+            let whole = readings(std::slice::from_ref(&signals), name);
             assert_eq!(
                 readings(&parts, name),
                 whole,

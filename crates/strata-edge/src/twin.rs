@@ -460,7 +460,9 @@ impl TwinApplier {
                 Some(before) => back.push(before),
                 // Nothing signed committed under that name yet: the config
                 // file's model of that name, which the update replaced.
-                None => back.extend(self.from_file(key.split_once('/').map_or("", |(_, n)| n))),
+                None => {
+                    back.extend(self.file_models_named(key.split_once('/').map_or("", |(_, n)| n)))
+                }
             }
         }
         match Models::load(&back, Path::new("/"), &vectors_of(pipeline)) {
@@ -478,7 +480,7 @@ impl TwinApplier {
     }
 
     /// The config file's models named `name`.
-    fn from_file(&self, name: &str) -> Vec<ModelConfig> {
+    fn file_models_named(&self, name: &str) -> Vec<ModelConfig> {
         self.configured
             .iter()
             .filter(|c| c.name == name)
