@@ -229,17 +229,31 @@ impl Moments {
         }
     }
 
+    /// Whether every value is the same.
+    fn constant(&self) -> bool {
+        self.min == self.max
+    }
+
     pub fn feature(&self, f: Feature) -> f64 {
         match f {
             Feature::Count => self.n as f64,
             Feature::Mean => self.mean,
+            // A constant window whose sum does not add up exactly (ten
+            // readings of 0.1) has a mean one rounding off its value, and
+            // so tiny equal deviations: no spread, and no shape, all the
+            // same.
+            Feature::Std if self.constant() => 0.0,
             Feature::Std => self.m2.sqrt(),
             Feature::Min => self.min,
             Feature::Max => self.max,
             Feature::Rms => self.mean_square.sqrt(),
             Feature::PeakToPeak => self.max - self.min,
-            Feature::Kurtosis if self.m2 > 0.0 => self.m4 / (self.m2 * self.m2) - 3.0,
-            Feature::Skewness if self.m2 > 0.0 => self.m3 / (self.m2 * self.m2.sqrt()),
+            Feature::Kurtosis if self.m2 > 0.0 && !self.constant() => {
+                self.m4 / (self.m2 * self.m2) - 3.0
+            }
+            Feature::Skewness if self.m2 > 0.0 && !self.constant() => {
+                self.m3 / (self.m2 * self.m2.sqrt())
+            }
             Feature::Kurtosis | Feature::Skewness => 0.0,
         }
     }
@@ -277,11 +291,19 @@ mod tests {
 
     #[test]
     fn constant_and_single_windows_have_zero_shape() {
-        for x in [&[3.0][..], &[3.0, 3.0, 3.0, 3.0]] {
+        // 0.1 ten times, 21.3 sixty times: sums that do not add up exactly.
+        let (tenths, odd) = ([0.1; 10], [21.3; 60]);
+        for x in [
+            &[3.0][..],
+            &[3.0, 3.0, 3.0, 3.0],
+            &tenths,
+            &odd,
+            &[1e6 + 0.1; 100],
+        ] {
             assert_eq!(stat(x, Feature::Std), 0.0);
             assert_eq!(stat(x, Feature::Skewness), 0.0);
             assert_eq!(stat(x, Feature::Kurtosis), 0.0);
-            assert_eq!(stat(x, Feature::Rms), 3.0);
+            assert!(close(stat(x, Feature::Rms), x[0], 1e-12 * x[0]));
         }
         // Two distinct values: symmetric, kurtosis exactly 1 - 3.
         assert!(close(stat(&[1.0, 3.0], Feature::Kurtosis), -2.0, 1e-12));

@@ -82,10 +82,10 @@ struct Bucket {
     index: i64,
     last: Reading,
     usable_sum: f64,
-    usable_count: u32,
+    usable_count: u64,
     usable_worst: i32,
     bad_sum: f64,
-    bad_count: u32,
+    bad_count: u64,
 }
 
 /// One signal's configured chain and its state.
@@ -302,12 +302,12 @@ impl Chain {
             ResampleMode::Last => Reading { ts, ..b.last },
             ResampleMode::Mean if b.usable_count > 0 => Reading {
                 ts,
-                value: b.usable_sum / f64::from(b.usable_count),
+                value: b.usable_sum / b.usable_count as f64,
                 quality: b.usable_worst,
             },
             ResampleMode::Mean => Reading {
                 ts,
-                value: b.bad_sum / f64::from(b.bad_count),
+                value: b.bad_sum / b.bad_count as f64,
                 quality: BAD,
             },
         };

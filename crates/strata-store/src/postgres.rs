@@ -567,9 +567,12 @@ fn write_batches(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutc
         Ok(outcomes)
     })();
     if result.is_err() {
-        // Ids made by a transaction that rolled back are gone.
+        // Ids made by a transaction that rolled back are gone; and the
+        // failure may be a day partition another replica's retention
+        // dropped since this one made it: looked at again next time.
         w.streams.clear();
         w.series.clear();
+        w.days.clear();
     }
     result
 }

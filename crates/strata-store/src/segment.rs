@@ -217,9 +217,21 @@ impl Segments {
                 place.offset
             ))
         };
+        // Checked against the file before anything is allocated: a
+        // damaged row must not ask for more memory than the file holds.
+        let size = file
+            .metadata()
+            .map_err(|e| corrupt(&format!("cannot read it: {e}")))?
+            .len();
         let length = usize::try_from(place.length)
             .ok()
             .filter(|&l| l as u64 >= HEADER)
+            .filter(|_| {
+                place
+                    .offset
+                    .checked_add(place.length)
+                    .is_some_and(|end| end <= size)
+            })
             .ok_or_else(|| corrupt("impossible length"))?;
         let mut record = vec![0; length];
         file.read_exact_at(&mut record, place.offset)
@@ -469,6 +481,16 @@ mod tests {
             ..places[2]
         };
         assert!(segs.read(wrong).is_err());
+        // A row whose length is damaged (a negative one read as u64, or
+        // merely huge) is refused before anything is allocated for it.
+        for length in [u64::MAX, (-8i64) as u64, 1 << 40] {
+            let damaged = Place {
+                length,
+                ..places[0]
+            };
+            let err = segs.read(damaged).unwrap_err().to_string();
+            assert!(err.contains("impossible length"), "{err}");
+        }
     }
 
     #[test]

@@ -314,6 +314,30 @@ fn retention_drops_whole_days_and_keeps_the_ledger() {
     assert_eq!(kept[0].ts_ns, day0 + 9 * DAY + 3600 * SECOND);
 }
 
+/// A day partition one replica's retention drops while another replica
+/// still counts it as made: that replica's next write for the day fails
+/// once (the devices resend), and the one after makes the partition again.
+#[test]
+fn a_day_dropped_by_another_replica_is_made_again() {
+    let schema = Schema::new("dropped_day");
+    let (a, b) = (
+        PostgresTelemetry::connect(&schema.url).unwrap(),
+        PostgresTelemetry::connect(&schema.url).unwrap(),
+    );
+    let day0 = BASE - BASE.rem_euclid(DAY);
+    b.write_batches(&[batch("d1", "main", 1, day0 + SECOND, 10)])
+        .unwrap();
+    a.write_batches(&[batch("d1", "main", 2, day0 + 3 * DAY, 10)])
+        .unwrap();
+    assert_eq!(a.expire(day0 + 2 * DAY).unwrap().segments, 1);
+    let late = batch("d1", "main", 3, day0 + 2 * SECOND, 10);
+    let stored = b
+        .write_batches(std::slice::from_ref(&late))
+        .or_else(|_| b.write_batches(std::slice::from_ref(&late)));
+    assert_eq!(stored.unwrap(), vec![WriteOutcome::Stored]);
+    assert_eq!(b.batch_count(None).unwrap(), 2);
+}
+
 #[test]
 fn a_lost_connection_is_made_again() {
     let schema = Schema::new("reconnect");

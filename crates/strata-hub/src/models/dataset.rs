@@ -211,6 +211,18 @@ pub fn vector_features(pipeline: &PipelineConfig, vector: &str) -> Result<Vec<St
     Ok(schema.features().to_vec())
 }
 
+/// The pipeline to replay stored telemetry through: the agent's windows
+/// and vectors without its per-signal transforms. An agent stores what its
+/// transforms made (scaled, converted, renamed, resampled), so applying
+/// them again would scale twice and find no signal under a new name.
+pub fn as_stored(agent: &PipelineConfig) -> PipelineConfig {
+    PipelineConfig {
+        unlisted: strata_pipeline::Unlisted::Pass,
+        signals: Vec::new(),
+        ..agent.clone()
+    }
+}
+
 /// Replays one device: calls `row(ts_ns, features, target)` for every
 /// vector with a target reading before it.
 pub fn replay_device(
@@ -222,8 +234,8 @@ pub fn replay_device(
     row: &mut dyn FnMut(i64, &[f32], f32),
     unlabelled: &mut u64,
 ) -> Result<()> {
-    let mut pipeline =
-        Pipeline::new(&spec.pipeline).map_err(|e| Error::BadRequest(format!("pipeline: {e}")))?;
+    let mut pipeline = Pipeline::new(&as_stored(&spec.pipeline))
+        .map_err(|e| Error::BadRequest(format!("pipeline: {e}")))?;
     let mut out = Output::new();
     // Target readings not yet matched to a vector, oldest first.
     let mut targets: VecDeque<(i64, f64)> = VecDeque::new();
@@ -265,4 +277,75 @@ pub fn replay_device(
     pipeline.finish(&mut out);
     emit(&mut out, &mut targets);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::{SignalSeries, TelemetryBatch};
+    use strata_store::{BatchWrite, EncodedBatch, SqliteStore};
+
+    #[test]
+    fn stored_telemetry_is_not_transformed_a_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap();
+        let device = DeviceId::new("press-1").unwrap();
+        // What an agent with `scale = 0.1` and `rename = "temp_c"` stored:
+        // 20.0 and 22.0 (from raw 200 and 220), one reading in the next
+        // window (which ends the first), and the label.
+        let series = |name: &str, ts: Vec<i64>, values: Vec<f64>| SignalSeries {
+            name: name.into(),
+            unit: String::new(),
+            ts_ns: ts,
+            values,
+            quality: Vec::new(),
+        };
+        let s = 1_000_000_000i64;
+        let batch = TelemetryBatch {
+            stream: "line".into(),
+            seq: 1,
+            signals: vec![
+                series("temp_c", vec![s, 2 * s, 11 * s], vec![20.0, 22.0, 30.0]),
+                series("label.y", vec![0], vec![1.0]),
+            ],
+        };
+        store
+            .write_batches(&[BatchWrite {
+                device: device.clone(),
+                received_ns: 3 * s,
+                batch: EncodedBatch::encode(&batch),
+            }])
+            .unwrap();
+        let pipeline: PipelineConfig = serde_json::from_value(serde_json::json!({
+            "signals": [{"name": "temp", "rename": "temp_c", "scale": 0.1}],
+            "windows": [{"name": "w", "signals": ["temp_c"], "size_ms": 10000, "features": ["mean"]}],
+            "vectors": [{"name": "v", "features": ["w.temp_c.mean"]}],
+        }))
+        .unwrap();
+        let spec = DatasetSpec {
+            devices: vec!["press-1".into()],
+            from_ns: 0,
+            to_ns: 0,
+            stream: None,
+            pipeline,
+            vector: "v".into(),
+            target: "label.y".into(),
+        };
+        let (mut rows, mut unlabelled) = (Vec::new(), 0);
+        replay_device(
+            &store,
+            &spec,
+            &device,
+            0,
+            i64::MAX,
+            &mut |_, f, _| rows.push(f.to_vec()),
+            &mut unlabelled,
+        )
+        .unwrap();
+        assert_eq!(
+            rows.first(),
+            Some(&vec![21.0f32]),
+            "the mean of what was stored: {rows:?}"
+        );
+    }
 }
