@@ -519,6 +519,15 @@ name = "stranger"
 url = "https://127.0.0.1:{port}/hooks/strata"
 max_attempts = 2
 backoff_s = 0.2
+
+# Signed with a secret the receiver does not know: it answers 401, which
+# no retry can change.
+[[webhooks]]
+name = "forged"
+url = "https://127.0.0.1:{port}/hooks/strata"
+ca_file = {ca:?}
+max_attempts = 5
+backoff_s = 0.2
 "#,
             ca = ca_pem,
         ),
@@ -548,13 +557,25 @@ backoff_s = 0.2
         );
         d.as_array().cloned().unwrap_or_default()
     };
-    eventually(Duration::from_secs(30), "both deliveries settled", || {
-        deliveries("delivered").len() == 1 && deliveries("failed").len() == 1
+    eventually(Duration::from_secs(30), "the deliveries settled", || {
+        deliveries("delivered").len() == 1 && deliveries("failed").len() == 2
     });
     let delivered = &deliveries("delivered")[0];
     assert_eq!(delivered["endpoint"], "cmms", "{delivered}");
-    let failed = &deliveries("failed")[0];
-    assert_eq!(failed["endpoint"], "stranger", "{failed}");
+    let failed_at = |endpoint: &str| {
+        deliveries("failed")
+            .into_iter()
+            .find(|d| d["endpoint"] == endpoint)
+            .unwrap()
+    };
+    // A 4xx answer is refused for good at the first attempt.
+    let forged = failed_at("forged");
+    assert_eq!(forged["attempts"], 1, "{forged}");
+    assert!(
+        forged["last_error"].as_str().unwrap().contains("401"),
+        "{forged}"
+    );
+    let failed = &failed_at("stranger");
     assert_eq!(failed["attempts"], 2, "{failed}");
     let error = failed["last_error"]
         .as_str()
@@ -570,7 +591,44 @@ backoff_s = 0.2
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["event"], "alert.raised");
-    assert_eq!(lines[0]["valid"], true);
+    let valid: Vec<&Value> = lines.iter().filter(|l| l["valid"] == true).collect();
+    assert_eq!(valid.len(), 1, "{lines:?}");
+    assert_eq!(valid[0]["event"], "alert.raised");
+    // And the forged one once, answered 401.
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["valid"] == false && l["status"] == 401)
+    );
+}
+
+/// A device revoked while its offline alert is open: revoked on purpose,
+/// it is not "offline" any more, and the alert clears instead of staying
+/// open for good.
+#[test]
+fn the_offline_alert_of_a_device_revoked_meanwhile_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        "[[alerts]]\nname = \"gone\"\ncondition = \"offline\"\nfor_s = 1.0\nclear_for_s = 0.0\n",
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let cred = hub.provision("press-9", json!({}));
+    let sub = connect(&hub, "press-9", &cred);
+    eventually(Duration::from_secs(20), "press-9 online", || {
+        hub.api("GET", "/api/v1/devices/press-9", None).1["online"] == true
+    });
+    drop(sub);
+    eventually(Duration::from_secs(20), "the offline alert", || {
+        !alerts(&hub, "?rule=gone&open=true").is_empty()
+    });
+    let (status, body) = hub.api("POST", "/api/v1/devices/press-9/revoke", None);
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(20), "the alert cleared", || {
+        alerts(&hub, "?rule=gone&open=true").is_empty()
+    });
+    assert_eq!(alerts(&hub, "?rule=gone").len(), 1, "raised once, cleared");
 }

@@ -64,6 +64,15 @@ fn enroll(hub: &HubProcess, dir: &Path, device: &str) -> DeviceFiles {
     );
     assert_eq!(status, 201, "{created}");
     let (key, public_key) = device_key(dir, device);
+    // A key the CA cannot certify is refused before the token is spent:
+    // the same token then enrolls the device with a good key.
+    let (status, refused) = hub.api_anonymous(
+        "POST",
+        "/api/v1/enroll",
+        Some(json!({"device": device, "token": created["enrollment_token"], "public_key": "AAAAAAAA"})),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("public key"), "{refused}");
     let (status, enrolled) = hub.api_anonymous(
         "POST",
         "/api/v1/enroll",

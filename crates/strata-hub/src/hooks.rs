@@ -156,6 +156,14 @@ impl HubHooks {
                 let (reason, why) = match refusal {
                     SketchRefusal::Malformed(why) => (RejectReason::Malformed, why),
                     SketchRefusal::Mismatch(why) => (RejectReason::SketchMismatch, why),
+                    SketchRefusal::Unavailable(why) => {
+                        // Not the device's fault: no acknowledgement, so it
+                        // sends the batch again.
+                        tracing::debug!(%device, "sketches not checked now: {why}");
+                        let (done, acked) = tokio::sync::oneshot::channel();
+                        let _ = done.send(Err(strata_broker::IngestRefusal::Retry));
+                        return PublishDecision::RouteAfter(acked);
+                    }
                 };
                 self.metrics
                     .reject(reason, 1, || format!("device {device}: sketches: {why}"));

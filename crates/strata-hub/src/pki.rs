@@ -144,6 +144,12 @@ impl Pki {
         Issuer::from_params(&self.ca_params, &self.ca_key)
     }
 
+    /// Whether `spki_der` is a key [`Pki::issue`] takes (a clear error when
+    /// not), to check before anything is spent on it.
+    pub fn check_public_key(spki_der: &[u8]) -> Result<()> {
+        DevicePublicKey::from_spki(spki_der).map(|_| ())
+    }
+
     /// Signs a certificate for `device` over its public key (DER
     /// SubjectPublicKeyInfo) and records it.
     pub fn issue(&self, device: &DeviceId, spki_der: &[u8]) -> Result<IssuedCertificate> {

@@ -211,7 +211,16 @@ pub fn decode_telemetry(payload: &[u8]) -> Result<TelemetryBatch, DecodeError> {
     match Encoding::sniff(payload) {
         Encoding::Json => serde_json::from_slice::<JsonTelemetryBatch>(payload)
             .map(Into::into)
-            .map_err(|e| json_error(NAME, e)),
+            .map_err(|e| json_error(NAME, e))
+            .or_else(|json| {
+                // A protobuf batch whose stream name is 123 bytes long
+                // starts with "\n{" (its field tag, then its length), which
+                // reads as JSON after a blank line.
+                TelemetryBatch::decode(payload)
+                    .ok()
+                    .filter(|_| payload.first() == Some(&b'\n'))
+                    .ok_or(json)
+            }),
         Encoding::Protobuf => TelemetryBatch::decode(payload).map_err(|e| protobuf_error(NAME, e)),
     }
 }
@@ -302,6 +311,34 @@ mod tests {
         0x1a, 0x08, 1, 0, 0, 0, 0, 0, 0, 0, // 3: ts_ns = [1] (packed sfixed64)
         0x22, 0x08, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f, // 4: values = [1.5] (packed double)
     ];
+
+    #[test]
+    fn a_protobuf_batch_that_looks_like_json_is_read_as_protobuf() {
+        // Field 1 (stream), 123 bytes long: "\n{" then the name.
+        let batch = TelemetryBatch {
+            stream: "s".repeat(123),
+            seq: 7,
+            signals: vec![SignalSeries {
+                name: "t".into(),
+                unit: String::new(),
+                ts_ns: vec![1],
+                values: vec![f64::NAN],
+                quality: vec![],
+            }],
+        };
+        let bytes = encode_telemetry(&batch, Encoding::Protobuf);
+        assert_eq!(&bytes[..2], b"\n{");
+        assert_eq!(Encoding::sniff(&bytes), Encoding::Json);
+        let read = decode_telemetry(&bytes).unwrap();
+        assert_eq!((read.stream.len(), read.seq), (123, 7));
+        // JSON that is not valid JSON stays a JSON error.
+        assert!(
+            decode_telemetry(b"\n{nope")
+                .unwrap_err()
+                .to_string()
+                .contains("JSON")
+        );
+    }
 
     #[test]
     fn telemetry_len_is_the_encoded_length() {

@@ -108,6 +108,11 @@ pub struct Detection {
     pub value: f64,
 }
 
+/// The most values one histogram of a batch may count (far above any
+/// window's), so that no sum the hub makes of many stays short of
+/// overflowing.
+pub const MAX_SKETCH_COUNT: u64 = 1 << 40;
+
 /// Parses and checks a sketch batch: size, JSON shape, the stream name,
 /// a window that ends after it starts, and consistent histograms.
 pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
@@ -129,6 +134,9 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
     if batch.end_ns < batch.start_ns {
         return bad("the window ends before it starts".into());
     }
+    if batch.vectors > MAX_SKETCH_COUNT {
+        return bad(format!("more than {MAX_SKETCH_COUNT} vectors"));
+    }
     for s in batch.features.iter().chain(&batch.outputs) {
         if s.counts.len() < 3 {
             return bad(format!(
@@ -137,7 +145,14 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
                 s.counts.len()
             ));
         }
-        if s.counts.iter().sum::<u64>() != s.n {
+        if s.n > MAX_SKETCH_COUNT || s.dropped > MAX_SKETCH_COUNT {
+            return bad(format!(
+                "{}: more than {MAX_SKETCH_COUNT} values counted",
+                s.name
+            ));
+        }
+        let total = s.counts.iter().try_fold(0u64, |a, &c| a.checked_add(c));
+        if total != Some(s.n) {
             return bad(format!(
                 "{}: the counts do not add up to n = {}",
                 s.name, s.n
@@ -208,10 +223,21 @@ mod tests {
     #[test]
     fn bad_batches_are_refused_with_the_reason() {
         type Change = fn(&mut SketchBatch);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 10] = [
             (|b| b.stream = "sketch:other:3".into(), "stream"),
             (|b| b.end_ns = -1, "ends before"),
             (|b| b.features[0].counts = vec![0, 1, 0], "add up"),
+            // Counts whose sum wraps around to n.
+            (
+                |b| {
+                    b.features[0].n = 1;
+                    b.features[0].counts = vec![1 << 63, 1 << 63, 1];
+                },
+                "add up",
+            ),
+            (|b| b.features[0].n = u64::MAX, "values counted"),
+            (|b| b.features[0].dropped = u64::MAX, "values counted"),
+            (|b| b.vectors = u64::MAX, "vectors"),
             (|b| b.features[0].counts = vec![2], "at least 3"),
             (|b| b.features[0].min = None, "min and max"),
             (|b| b.features[0].max = Some(0.5), "min and max"),

@@ -339,15 +339,17 @@ impl Alerts {
         for rule in offline_rules {
             for d in &devices {
                 let r = &state.eval.rules()[rule];
-                // Revoked devices are cut off on purpose; never-seen ones
-                // were never online.
-                let watched = d.state == strata_store::DeviceState::Active
-                    && d.last_seen_ns.is_some()
-                    && applies(r, d.id.as_str(), Some(d.site.as_str()));
+                // Never-seen devices were never online.
+                let watched =
+                    d.last_seen_ns.is_some() && applies(r, d.id.as_str(), Some(d.site.as_str()));
                 if !watched {
                     continue;
                 }
-                let since = (!d.online).then(|| d.last_seen_ns.unwrap_or(now));
+                // Revoked devices are cut off on purpose: never offline,
+                // so an alert raised before the revocation clears instead
+                // of staying open for good.
+                let revoked = d.state != strata_store::DeviceState::Active;
+                let since = (!d.online && !revoked).then(|| d.last_seen_ns.unwrap_or(now));
                 if let Some(v) = state.eval.presence(rule, d.id.as_str(), since, now) {
                     self.apply(&mut state, rule, d.id.as_str(), v);
                 }

@@ -213,9 +213,13 @@ pub async fn enroll(
     }))
 }
 
+/// The DER of a base64 public key the CA can certify: checked before the
+/// enrollment spends its one-time token.
 fn decode_public_key(b64: &str) -> Result<Vec<u8>> {
-    crate::secret::base64_decode(b64.trim())
-        .ok_or_else(|| Error::BadRequest("public_key is not base64".into()))
+    let der = crate::secret::base64_decode(b64.trim())
+        .ok_or_else(|| Error::BadRequest("public_key is not base64".into()))?;
+    crate::pki::Pki::check_public_key(&der)?;
+    Ok(der)
 }
 
 /// Issues a certificate and lets the broker accept it.

@@ -95,6 +95,9 @@ pub enum SketchRefusal {
     Malformed(String),
     /// Not over the bins of its model version's profile.
     Mismatch(String),
+    /// The profile could not be read now (its store is unreachable): the
+    /// device sends the batch again.
+    Unavailable(String),
 }
 
 fn profile_file(model: &str, version: u32) -> String {
@@ -218,7 +221,7 @@ impl Drift {
             .map_err(|e| SketchRefusal::Malformed(e.to_string()))?;
         let profile = self
             .profile(&batch.model, batch.version)
-            .map_err(|e| SketchRefusal::Mismatch(e.to_string()))?
+            .map_err(|e| SketchRefusal::Unavailable(e.to_string()))?
             .ok_or_else(|| {
                 SketchRefusal::Mismatch(format!(
                     "{} v{} has no drift profile at this hub",

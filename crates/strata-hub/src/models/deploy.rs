@@ -285,11 +285,16 @@ impl Deployer {
         Ok(ended)
     }
 
-    /// The devices whose desired twin serves `model` (not as a shadow),
-    /// in id order.
+    /// The active devices whose desired twin serves `model` (not as a
+    /// shadow), in id order. A revoked device keeps its twin, but nothing
+    /// can be deployed to it any more: counted in, it would fail every
+    /// retraining cycle's shadow step.
     pub fn serving(&self, model: &str) -> Result<Vec<DeviceId>> {
         let mut out = Vec::new();
         for twin in self.twins.desired_twins()? {
+            if !self.registry.is_active(&twin.device) {
+                continue;
+            }
             if desired_list::<ModelAssignment>(&twin, "models")?
                 .iter()
                 .any(|m| m.name == model && !m.shadow)

@@ -4,7 +4,9 @@
 //! Deliveries are queued in storage in the same transaction as the change
 //! they announce, and a worker thread sends them: at least once, to each
 //! endpoint in the order they were queued, retried with exponential backoff while the receiver is down
-//! or answers anything but 2xx, until `max_attempts` (then `failed`). Each
+//! or answers 5xx, 408 or 429, until `max_attempts` (then `failed`); any
+//! other 4xx (a bad signature, no such path) fails at once, as sending it
+//! again cannot help, and would hold up the endpoint's queue. Each
 //! request carries `X-Strata-Delivery` (a stable id, for the receiver to
 //! drop repeats), `X-Strata-Event`, `X-Strata-Timestamp` and
 //! `X-Strata-Signature` (see [`signature`]).
@@ -153,7 +155,7 @@ struct Endpoint {
 
 impl Endpoint {
     /// POSTs `body` signed; the response body on a 2xx answer.
-    fn post(&self, id: &str, event: &str, body: &str) -> std::result::Result<String, String> {
+    fn post(&self, id: &str, event: &str, body: &str) -> std::result::Result<String, Failure> {
         let timestamp_s = now_ns() / 1_000_000_000;
         let signature = signature::sign(&self.secret, timestamp_s, body.as_bytes());
         let result = self
@@ -176,10 +178,28 @@ impl Endpoint {
                 .limit(1 << 20)
                 .read_to_string()
                 .unwrap_or_default()),
-            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-            Err(e) => Err(format!("cannot reach {}: {e}", self.config.url)),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                Err(Failure {
+                    why: format!("HTTP {status}"),
+                    // The receiver refuses the request itself (bad
+                    // signature, no such path): sending it again cannot
+                    // help. A timeout or "too many requests" can.
+                    for_good: (400..500).contains(&status) && ![408, 425, 429].contains(&status),
+                })
+            }
+            Err(e) => Err(Failure {
+                why: format!("cannot reach {}: {e}", self.config.url),
+                for_good: false,
+            }),
         }
     }
+}
+
+/// Why a POST failed, and whether trying again could change that.
+struct Failure {
+    why: String,
+    for_good: bool,
 }
 
 /// The webhook deliverer.
@@ -313,7 +333,7 @@ impl Webhooks {
             .endpoints
             .get(endpoint)
             .ok_or_else(|| format!("no webhook endpoint {endpoint:?} is configured"))?;
-        e.post(id, event, body)
+        e.post(id, event, body).map_err(|f| f.why)
     }
 
     fn run(&self) {
@@ -360,21 +380,22 @@ impl Webhooks {
                 d.last_error = None;
                 "delivered"
             }
-            Some(e) if d.attempts >= endpoint.config.max_attempts => {
+            Some(f) if f.for_good || d.attempts >= endpoint.config.max_attempts => {
                 tracing::warn!(
-                    "webhook {}: giving up delivery {} after {} attempts: {e}",
+                    "webhook {}: giving up delivery {} after {} attempts: {}",
                     d.endpoint,
                     d.id,
-                    d.attempts
+                    d.attempts,
+                    f.why
                 );
                 d.state = "failed".into();
-                d.last_error = Some(e);
+                d.last_error = Some(f.why);
                 "failed"
             }
-            Some(e) => {
+            Some(f) => {
                 let wait = endpoint.config.backoff(d.attempts);
                 d.next_ns = now_ns() + wait.as_nanos() as i64;
-                d.last_error = Some(e);
+                d.last_error = Some(f.why);
                 "retry"
             }
         };
