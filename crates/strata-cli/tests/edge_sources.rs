@@ -198,8 +198,13 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     let _broker = Peer::mosquitto(dir.path(), port);
     let edge_dir = dir.path().join("edge");
     std::fs::create_dir_all(&edge_dir).unwrap();
+    // Twenty filters nothing is published on come first: the two that
+    // matter are past the client's queue of 16 requests.
+    let unused: String = (0..20)
+        .map(|i| format!("[[sources.topics]]\nfilter = \"unused/{i}\"\nsignal = \"unused_{i}\"\n"))
+        .collect();
     let config = format!(
-        "{}[[sources]]\ntype = \"mqtt\"\nstream = \"floor\"\nbroker = \"127.0.0.1:{port}\"\nbatch_ms = 100\n\
+        "{}[[sources]]\ntype = \"mqtt\"\nstream = \"floor\"\nbroker = \"127.0.0.1:{port}\"\nbatch_ms = 100\n{unused}\
          [[sources.topics]]\nfilter = \"plant/+/temp_f\"\nsignal = \"{{1}}.temperature\"\nunit = \"Cel\"\nscale = 0.5555555555555556\noffset = -17.77777777777778\n\
          [[sources.topics]]\nfilter = \"plant/+/status\"\nsignal = \"{{1}}.pressure\"\nformat = \"json\"\nvalue = \"/p/kpa\"\ntimestamp = \"/ts\"\nunit = \"kPa\"\n",
         edge_hub_config(&hub, &edge_dir, "gw-mq", &credential)

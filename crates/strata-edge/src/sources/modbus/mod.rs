@@ -218,8 +218,10 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                 };
                 match tokio::time::timeout(timeout, connected).await {
                     Ok(Ok(c)) => {
+                        // The backoff starts again after a read, not here: a
+                        // unit that takes connections and closes them at
+                        // once (its connection table full) is not hammered.
                         stats.set_connected(true);
-                        backoff.reset();
                         tracing::info!(stream = %config.stream, address = %config.address, "modbus connected");
                         ctx.insert(c)
                     }
@@ -288,10 +290,13 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                 }
             }
         }
-        if let Some(reason) = failed {
-            ctx = None;
-            stats.set_connected(false);
-            retry_later(&config, &stats, &mut backoff, reason).await;
+        match failed {
+            Some(reason) => {
+                ctx = None;
+                stats.set_connected(false);
+                retry_later(&config, &stats, &mut backoff, reason).await;
+            }
+            None => backoff.reset(),
         }
     }
 }

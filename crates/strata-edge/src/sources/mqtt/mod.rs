@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use serde::Deserialize;
 use strata_proto::Quality;
 
@@ -92,6 +92,11 @@ fn one() -> f64 {
 /// messages are refused and counted so a misbehaving publisher cannot grow
 /// the agent's memory without bound.
 const MAX_SIGNALS: usize = 4096;
+
+/// The largest packet the source takes off the broker (a payload over
+/// `max_payload_bytes` is counted and dropped; one over this fails the
+/// connection).
+const MAX_PACKET_BYTES: usize = 16 << 20;
 
 impl MqttSourceConfig {
     /// Checks the configuration; the message names the topic.
@@ -181,8 +186,11 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
         .unwrap_or_else(|| format!("strata-edge-{}", config.stream));
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_keep_alive(Duration::from_secs(15));
+    // Larger than the payload limit, so that a payload over it arrives and
+    // is counted (rumqttc fails the connection on a packet over its own
+    // limit, and a retained one would fail every reconnect).
     options.set_max_packet_size(
-        config.max_payload_bytes + 1024,
+        (config.max_payload_bytes + 1024).max(MAX_PACKET_BYTES),
         config.max_payload_bytes + 1024,
     );
     if let Some(user) = &config.username {
@@ -201,12 +209,16 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                     stats.set_connected(true);
                     backoff.reset();
                     tracing::info!(stream = %config.stream, broker = %config.broker, "mqtt source connected");
-                    // Subscribing again on every connect: the session is clean.
-                    for t in &config.topics {
-                        if let Err(e) = client.try_subscribe(t.filter.as_str(), QoS::AtLeastOnce) {
-                            stats.error();
-                            tracing::warn!(stream = %config.stream, "cannot subscribe to {}: {e}", t.filter);
-                        }
+                    // Subscribing again on every connect: the session is
+                    // clean. One SUBSCRIBE for all: one request each would
+                    // overflow the client's queue of 16 past 16 filters.
+                    let filters = config
+                        .topics
+                        .iter()
+                        .map(|t| SubscribeFilter::new(t.filter.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        stats.error();
+                        tracing::warn!(stream = %config.stream, "cannot subscribe: {e}");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
