@@ -1211,14 +1211,15 @@ impl Conn {
         let session = Arc::clone(&self.session);
         let mut expiry_timer = None;
         let mut discard = false;
-        // The attach this connection left (or a later one's, after a
-        // takeover): a delayed will goes only if no connection follows it.
+        // The attach this connection left; `None` when another connection
+        // has taken the session over already. A delayed will goes only if
+        // no connection follows.
         let generation;
         {
             let mut map = lock(&shared.sessions);
             let mut st = session.state();
-            generation = st.generation;
             let mine = st.link.as_ref().is_some_and(|l| l.conn_id == self.conn_id);
+            generation = mine.then_some(st.generation);
             if mine {
                 st.link = None;
                 if !session.is_revoked() && st.expiry_secs > 0 {
@@ -1292,10 +1293,10 @@ impl Conn {
 /// Publishes a will now, or after `delay_secs` unless the client has
 /// connected again by then (v5 Will Delay Interval), even if that
 /// connection has ended too: `left` is the session and the generation of
-/// the attach that ended.
+/// the attach that ended (`None`: taken over, so connected again already).
 fn schedule_will(
     shared: &Arc<Shared>,
-    left: (Arc<Session>, u64),
+    left: (Arc<Session>, Option<u64>),
     will: LastWill,
     version: ProtocolVersion,
     delay_secs: u32,
@@ -1305,6 +1306,9 @@ fn schedule_will(
         publish_will(shared, &session.client_id, will, version);
         return;
     }
+    let Some(generation) = generation else {
+        return;
+    };
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
