@@ -1299,20 +1299,22 @@ fn report(m: &ModelAssignment, error: Option<String>) -> ModelReport {
 }
 
 /// Why a direct (unsigned) deployment from the twin's `models` is refused,
-/// if it is: this agent takes signed releases only, or it would serve a
-/// version below the anti-rollback floor of the signed release committed
-/// for that model (a shadow challenger serves nothing).
+/// if it is: this agent takes signed releases only, or the model already
+/// runs a signed release here, which only a signed release replaces (the
+/// two number their versions apart, so no version of one can say it is
+/// newer than the other's). A shadow challenger serves nothing, so it may.
 fn direct_refusal(signed_only: bool, m: &ModelAssignment, committed: &OtaState) -> Option<String> {
     if signed_only {
         return Some(
             "refused: this agent takes models from signed releases only ([ota] signed_only)".into(),
         );
     }
-    let floor = committed.floor(&format!("{}/{}", strata_ota::Kind::Model.as_str(), m.name))?;
-    (!m.shadow && u64::from(m.version) < floor).then(|| {
+    let key = format!("{}/{}", strata_ota::Kind::Model.as_str(), m.name);
+    let signed = committed.get(&key)?;
+    (!m.shadow).then(|| {
         format!(
-            "refused: version {} is below the floor {floor} of the signed release committed for {}",
-            m.version, m.name
+            "refused: {} runs signed release {signed} here, which only a signed release replaces",
+            m.name
         )
     })
 }
@@ -1470,14 +1472,16 @@ mod tests {
         let mut state = OtaState::default();
         // Nothing signed committed: the hub may deploy any version.
         assert_eq!(direct_refusal(false, &assignment(1, false), &state), None);
-        state.floors.insert("model/rul".into(), 5);
-        // Below the floor of the committed signed release: refused.
-        let refused = direct_refusal(false, &assignment(4, false), &state).unwrap();
-        assert!(refused.contains("below the floor 5"), "{refused}");
-        assert_eq!(direct_refusal(false, &assignment(5, false), &state), None);
+        state.committed.insert("model/rul".into(), 5);
+        // A signed release runs: only another signed release replaces it,
+        // whatever the direct deployment's version.
+        for version in [4, 5, 9] {
+            let refused = direct_refusal(false, &assignment(version, false), &state).unwrap();
+            assert!(refused.contains("signed release 5"), "{refused}");
+        }
         // A shadow challenger replaces nothing.
         assert_eq!(direct_refusal(false, &assignment(4, true), &state), None);
-        // Another model's floor does not apply.
+        // Another model is not concerned.
         let mut other = assignment(1, false);
         other.name = "energy".into();
         assert_eq!(direct_refusal(false, &other, &state), None);
