@@ -350,6 +350,8 @@ impl Control {
             let action = match d {
                 Decision::Record(a) => a,
                 Decision::Write(mut a) => {
+                    // The MQTT payload carries it: the wall clock's time.
+                    a.ts_ns = crate::now_ns();
                     let writer = self
                         .writers
                         .iter_mut()
