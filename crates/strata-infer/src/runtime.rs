@@ -127,6 +127,10 @@ pub fn uses_ml_ops(model: &pb::ModelProto) -> bool {
         .any(|n| onnx::domain_of(n) == "ai.onnx.ml")
 }
 
+/// The most features a model's input may take: far above any feature
+/// vector, and a row of it is 4 MiB of f32.
+pub const MAX_FEATURES: usize = 1 << 20;
+
 /// The graph's one real input (initializers excluded): its name and shape
 /// for one row, `[1, width]` (or `[width]` for a 1-D input).
 pub(crate) fn input_width(graph: &pb::GraphProto) -> Result<(&str, Vec<usize>)> {
@@ -173,6 +177,12 @@ pub(crate) fn input_width(graph: &pb::GraphProto) -> Result<(&str, Vec<usize>)> 
         })
         .unwrap_or_default();
     let shape = match dims.as_slice() {
+        [Some(w)] | [_, Some(w)] if *w > MAX_FEATURES as i64 => {
+            return Err(Error::InvalidModel(format!(
+                "input \"{}\" has {w} features; at most {MAX_FEATURES} are taken",
+                input.name
+            )));
+        }
         [Some(w)] => vec![*w as usize],
         [_, Some(w)] => vec![1, *w as usize],
         _ => {

@@ -572,6 +572,17 @@ fn bad_models_give_errors_a_user_can_act_on() {
         err.to_string(),
         "unsupported op \"FancyForest\" (domain \"ai.onnx.ml\", opset 3) in node \"my_FancyForest\""
     );
+    // An input so wide that a row of it would not fit in memory (a model
+    // of a few hundred bytes asking for 4 TiB): refused at load.
+    let wide = model(
+        vec![node("Relu", "", &["X"], &["Y"], vec![])],
+        1 << 40,
+        &["Y"],
+    );
+    let err = load_model(&wide)
+        .err()
+        .expect("too wide an input must fail");
+    assert!(err.to_string().contains("at most"), "{err}");
     // Wrong input width at run time.
     let m = load_model(&good).unwrap();
     let mut out = [0.0];

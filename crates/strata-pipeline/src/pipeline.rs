@@ -22,6 +22,9 @@ pub const MAX_UNLISTED_SIGNALS: usize = 4096;
 
 /// Longest signal, window or vector name, in bytes (as on the wire).
 const MAX_NAME_LEN: usize = 128;
+/// The most windows of one config a reading may be in at once (size over
+/// hop): 10 minutes hopping every 60 ms.
+const MAX_WINDOWS_OPEN: i64 = 10_000;
 /// Longest unit, in bytes (as on the wire).
 const MAX_UNIT_LEN: usize = 32;
 
@@ -248,6 +251,19 @@ impl Pipeline {
                 return Err(Error::config(
                     key("hop_ms"),
                     format!("{} must be <= size_ms ({})", hop / 1_000_000, w.size_ms),
+                ));
+            }
+            // Each reading is in size/hop windows at once: bounded, so one
+            // config (or a training spec sent to the hub) cannot ask for
+            // billions of windows per reading.
+            if size / hop > MAX_WINDOWS_OPEN {
+                return Err(Error::config(
+                    key("hop_ms"),
+                    format!(
+                        "{} makes a reading part of {} windows at once; at most {MAX_WINDOWS_OPEN}",
+                        hop / 1_000_000,
+                        size / hop
+                    ),
                 ));
             }
             if w.min_readings == 0 {
@@ -759,6 +775,20 @@ mod tests {
         assert_eq!(
             error(&window("hop_ms = 2000")),
             "pipeline.windows[0].hop_ms: 2000 must be <= size_ms (1000)"
+        );
+        assert_eq!(
+            error(
+                &window(
+                    "size_ms = 31622400000
+hop_ms = 1"
+                )
+                .replace(
+                    "size_ms = 1000
+",
+                    ""
+                )
+            ),
+            "pipeline.windows[0].hop_ms: 1 makes a reading part of 31622400000 windows at once; at most 10000"
         );
         assert!(
             error(&window("min_readings = 0")).starts_with("pipeline.windows[0].min_readings:")

@@ -128,6 +128,12 @@ impl Ota {
             }
             .into());
         }
+        if !crate::models::artifacts::is_sha256_hex(&release.artifact.sha256) {
+            return Err(Error::BadRequest(format!(
+                "the release's artifact sha256 {:?} is not 64 lowercase hex digits",
+                release.artifact.sha256
+            )));
+        }
         let bytes = match self.artifacts.get_named(&release.artifact.sha256) {
             Ok(bytes) => bytes,
             Err(Error::NotFound(_)) => {
