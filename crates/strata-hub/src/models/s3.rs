@@ -33,6 +33,10 @@ impl std::fmt::Debug for S3Bucket {
     }
 }
 
+/// Tries of a request S3 answers 5xx (or that cannot reach it): the waits
+/// between them are 0.1, 0.3 and 0.9 s.
+const ATTEMPTS: u32 = 4;
+
 /// What a request came back with: its status and body.
 struct Reply {
     status: u16,
@@ -134,9 +138,31 @@ impl S3Bucket {
         ))
     }
 
-    /// One signed request for `key` in the bucket (the bucket itself when
-    /// `key` is empty).
+    /// A signed request for `key` in the bucket (the bucket itself when
+    /// `key` is empty), made again, after a short wait, while S3 answers
+    /// 5xx or cannot be reached: object stores do that now and then under
+    /// load, and every request here is idempotent (HEAD, GET, PUT of
+    /// content-addressed objects).
     fn request(&self, method: &str, key: &str, body: &[u8]) -> Result<Reply> {
+        let mut wait = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let reply = self.request_once(method, key, body);
+            let transient = match &reply {
+                Ok(r) => r.status >= 500,
+                Err(_) => true,
+            };
+            if !transient || attempt == ATTEMPTS {
+                return reply;
+            }
+            std::thread::sleep(wait);
+            wait *= 3;
+            attempt += 1;
+        }
+    }
+
+    /// One signed request (see [`S3Bucket::request`]).
+    fn request_once(&self, method: &str, key: &str, body: &[u8]) -> Result<Reply> {
         let path = if key.is_empty() {
             format!("/{}", self.bucket)
         } else {
@@ -261,8 +287,56 @@ mod tests {
             prefix: String::new(),
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-            agent: ureq::Agent::new_with_defaults(),
+            // As `open` makes it: statuses are answers, not errors.
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
         }
+    }
+
+    /// A server answering each request with the next status of `statuses`
+    /// (an empty body); returns its address and the count of requests.
+    fn server(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for (stream, status) in listener.incoming().zip(statuses) {
+                let mut stream = stream.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                let mut body = vec![0u8; length];
+                stream.read_exact(&mut body).unwrap();
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        (addr, count)
+    }
+
+    #[test]
+    fn a_5xx_is_tried_again_and_a_4xx_is_not() {
+        let (addr, count) = server(vec![500, 503, 200]);
+        bucket(&addr).put("a.onnx", b"model").unwrap();
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let (addr, count) = server(vec![403, 200]);
+        let err = bucket(&addr).put("a.onnx", b"model").unwrap_err();
+        assert!(err.to_string().contains("403"), "{err}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
