@@ -671,14 +671,7 @@ impl TelemetryStore for PostgresTelemetry {
                 if day >= last_day {
                     continue;
                 }
-                let empty: bool = w
-                    .client
-                    .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"), &[])
-                    .context(|| format!("cannot read {name}"))?
-                    .get(0);
-                if empty {
-                    drop_partition(w, &name, day, &mut expired)?;
-                }
+                drop_if_empty(w, &name, day, &mut expired)?;
             }
             Ok(expired)
         })
@@ -784,6 +777,41 @@ fn partitions(client: &mut Client) -> Result<Vec<(String, i64)>> {
         .collect();
     days.sort_by_key(|&(_, day)| day);
     Ok(days)
+}
+
+/// Drops a day's partition if it holds no row, counting its size as
+/// freed. The check and the drop are one transaction holding the
+/// partition's lock, so a batch another replica stores meanwhile either
+/// commits before the check (and the day stays) or waits, fails after the
+/// drop and comes again (into the day made anew), never lost in between.
+fn drop_if_empty(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -> Result<()> {
+    let mut tx = w
+        .client
+        .transaction()
+        .context(|| format!("cannot begin dropping {name}"))?;
+    tx.batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
+        .context(|| format!("cannot lock {name}"))?;
+    let empty: bool = tx
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"), &[])
+        .context(|| format!("cannot read {name}"))?
+        .get(0);
+    if !empty {
+        return Ok(());
+    }
+    let bytes: i64 = tx
+        .query_one(
+            "SELECT pg_total_relation_size($1::TEXT::regclass)::BIGINT",
+            &[&name],
+        )
+        .context(|| format!("cannot measure {name}"))?
+        .get(0);
+    tx.batch_execute(&format!("DROP TABLE {name}"))
+        .context(|| format!("cannot drop {name}"))?;
+    tx.commit().context(|| format!("cannot drop {name}"))?;
+    w.days.remove(&day);
+    expired.segments += 1;
+    expired.bytes += bytes as u64;
+    Ok(())
 }
 
 /// Drops a day's partition, counting its size as freed.

@@ -142,7 +142,7 @@ pub async fn get_drift(
 fn report_spec(q: &DriftParams) -> Result<ReportSpec> {
     let now = crate::now_ns();
     let to_ns = q.to_ns.unwrap_or(now);
-    let from_ns = q.from_ns.unwrap_or(to_ns - 3_600_000_000_000);
+    let from_ns = q.from_ns.unwrap_or(to_ns.saturating_sub(3_600_000_000_000));
     if from_ns >= to_ns {
         return Err(Error::BadRequest("from_ns must be before to_ns".into()));
     }
@@ -297,7 +297,9 @@ pub async fn get_accuracy(
                     .collect::<Result<_>>()?,
             };
             let to_ns = q.to_ns.unwrap_or_else(crate::now_ns);
-            let from_ns = q.from_ns.unwrap_or(to_ns - 86_400_000_000_000);
+            let from_ns = q
+                .from_ns
+                .unwrap_or(to_ns.saturating_sub(86_400_000_000_000));
             if from_ns >= to_ns {
                 return Err(Error::BadRequest("from_ns must be before to_ns".into()));
             }
@@ -308,7 +310,7 @@ pub async fn get_accuracy(
                 bucket_ns: q
                     .bucket_s
                     .map(|b| (b.max(1) as i64).saturating_mul(1_000_000_000))
-                    .unwrap_or(((to_ns - from_ns) / 10).max(1)),
+                    .unwrap_or((to_ns.saturating_sub(from_ns) / 10).max(1)),
                 max_lag_ns: (q.max_lag_s.unwrap_or(300) as i64).saturating_mul(1_000_000_000),
                 by,
                 devices: Vec::new(),

@@ -201,7 +201,13 @@ pub fn version_accuracy(
     let flat: Vec<Pair> = pairs.iter().map(|(_, p)| *p).collect();
     let mut buckets: BTreeMap<i64, Vec<Pair>> = BTreeMap::new();
     for p in &flat {
-        let start = spec.from_ns + (p.ts_ns - spec.from_ns) / spec.bucket_ns * spec.bucket_ns;
+        // In i128: the span of a request near i64's ends overflows i64.
+        let (from, ts, bucket) = (
+            i128::from(spec.from_ns),
+            i128::from(p.ts_ns),
+            i128::from(spec.bucket_ns),
+        );
+        let start = i64::try_from(from + (ts - from) / bucket * bucket).unwrap_or(spec.from_ns);
         buckets.entry(start).or_default().push(*p);
     }
     let buckets: Vec<BucketScores> = buckets
