@@ -798,39 +798,38 @@ fn drop_if_empty(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) ->
     if !empty {
         return Ok(());
     }
-    let bytes: i64 = tx
+    let bytes = measure_and_drop(&mut tx, name)?;
+    tx.commit().context(|| format!("cannot drop {name}"))?;
+    forget_day(w, day, bytes, expired);
+    Ok(())
+}
+
+/// Drops a day's partition, counting its size as freed.
+fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -> Result<()> {
+    let bytes = measure_and_drop(&mut *w.client, name)?;
+    forget_day(w, day, bytes, expired);
+    Ok(())
+}
+
+/// Drops the partition `name`; returns its size before.
+fn measure_and_drop(c: &mut impl postgres::GenericClient, name: &str) -> Result<i64> {
+    let bytes: i64 = c
         .query_one(
             "SELECT pg_total_relation_size($1::TEXT::regclass)::BIGINT",
             &[&name],
         )
         .context(|| format!("cannot measure {name}"))?
         .get(0);
-    tx.batch_execute(&format!("DROP TABLE {name}"))
+    c.batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
         .context(|| format!("cannot drop {name}"))?;
-    tx.commit().context(|| format!("cannot drop {name}"))?;
-    w.days.remove(&day);
-    expired.segments += 1;
-    expired.bytes += bytes as u64;
-    Ok(())
+    Ok(bytes)
 }
 
-/// Drops a day's partition, counting its size as freed.
-fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -> Result<()> {
-    let row = w
-        .client
-        .query_one(
-            "SELECT pg_total_relation_size($1::TEXT::regclass)::BIGINT",
-            &[&name],
-        )
-        .context(|| format!("cannot measure {name}"))?;
-    let bytes: i64 = row.get(0);
-    w.client
-        .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
-        .context(|| format!("cannot drop {name}"))?;
+/// Counts a dropped day's partition as freed; the writer no longer has it.
+fn forget_day(w: &mut Writer, day: i64, bytes: i64, expired: &mut Expired) {
     w.days.remove(&day);
     expired.segments += 1;
     expired.bytes += bytes as u64;
-    Ok(())
 }
 
 #[cfg(test)]
