@@ -231,6 +231,10 @@ struct Conn {
     peer: SocketAddr,
     version: ProtocolVersion,
     keep_alive: Option<Duration>,
+    /// A whole packet was decoded since the main loop last looked: the
+    /// keep-alive counts packets, not bytes (a byte now and then must
+    /// not keep a connection).
+    heard: bool,
     /// When the connection must end ([`AuthDecision::AllowUntil`]).
     ends_at: Option<Instant>,
     decoder: Decoder,
@@ -356,7 +360,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
     let attached = shared.hooks.attach(&client_id);
     let (kick_tx, kick_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    let (session, present) = attach(
+    let Some((session, present)) = attach(
         shared,
         &client_id,
         connect.clean_start,
@@ -367,7 +371,17 @@ async fn handshake<W: AsyncWrite + Unpin>(
         },
         expiry,
     )
-    .await;
+    .await
+    else {
+        tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it took its session over");
+        let code = if v5 {
+            reason::NOT_AUTHORIZED
+        } else {
+            reason::v311::NOT_AUTHORIZED
+        };
+        refuse(wr, shared, version, code).await;
+        return None;
+    };
 
     let cfg = &shared.config;
     let mut properties = Properties::default();
@@ -393,6 +407,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         version,
         keep_alive: (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500)),
+        heard: false,
         ends_at: match decision {
             AuthDecision::AllowUntil(at) => Some(
                 Instant::now()
@@ -439,18 +454,19 @@ async fn handshake<W: AsyncWrite + Unpin>(
 
 enum AttachStep {
     Done(Arc<Session>, bool, Option<Arc<Session>>),
-    Wait(Option<oneshot::Receiver<()>>),
+    Wait(Arc<Session>, Option<oneshot::Receiver<()>>),
 }
 
 /// Finds or creates the session, taking over (and waiting for) any live
-/// connection with the same client id first.
+/// connection with the same client id first. `None` when the client was
+/// revoked while this waited: it authenticated before.
 async fn attach(
     shared: &Arc<Shared>,
     client_id: &Arc<str>,
     clean_start: bool,
     link: Link,
     expiry: u32,
-) -> (Arc<Session>, bool) {
+) -> Option<(Arc<Session>, bool)> {
     let mut link = Some(link);
     let mut force = false;
     loop {
@@ -469,9 +485,9 @@ async fn attach(
                     _ => None,
                 }
             });
-            match busy {
-                Some(wait) => AttachStep::Wait(wait),
-                None => {
+            match (busy, existing) {
+                (Some(wait), Some(held)) => AttachStep::Wait(held, wait),
+                (_, existing) => {
                     let (session, present, discarded) = match existing {
                         Some(old) if !clean_start => (old, true, None),
                         old => {
@@ -499,17 +515,23 @@ async fn attach(
                 if let Some(old) = discarded {
                     shared.drop_subscriptions(&old);
                 }
-                return (session, present);
+                return Some((session, present));
             }
-            AttachStep::Wait(Some(released)) => {
+            AttachStep::Wait(held, Some(released)) => {
                 if tokio::time::timeout(TAKEOVER_WAIT, released).await.is_err() {
                     force = true;
                 }
+                if held.is_revoked() {
+                    return None;
+                }
             }
-            AttachStep::Wait(None) => {
+            AttachStep::Wait(held, None) => {
                 // Another connection is already waiting on the same takeover.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 force = true;
+                if held.is_revoked() {
+                    return None;
+                }
             }
         }
     }
@@ -553,10 +575,10 @@ async fn run<S>(
     let mut shutdown = shared.shutdown.clone();
     let session = Arc::clone(&conn.session);
     let idle = conn.keep_alive.unwrap_or(Duration::from_secs(86_400));
-    let mut last_read = Instant::now();
+    let mut last_heard = Instant::now();
     let keepalive = tokio::time::sleep(idle);
     tokio::pin!(keepalive);
-    let ends = tokio::time::sleep_until(conn.ends_at.unwrap_or(last_read + idle).into());
+    let ends = tokio::time::sleep_until(conn.ends_at.unwrap_or(last_heard + idle).into());
     tokio::pin!(ends);
     let acks = Arc::clone(&conn.acks);
     let mut unflushed = false;
@@ -573,10 +595,10 @@ async fn run<S>(
         }
         conn.drain_outbound();
         let acks_full = conn.pending.len() >= conn.inbound_limit;
-        if acks_full {
-            // Reads are paused by our own backpressure, not by a silent
-            // client: the keep-alive clock must not run against it.
-            last_read = Instant::now();
+        // Reads paused by our own backpressure are not a silent client:
+        // the keep-alive clock must not run against it either.
+        if std::mem::take(&mut conn.heard) || acks_full {
+            last_heard = Instant::now();
         }
         // A client that sends without reading its answers is not read
         // while too many wait (TCP then holds it back); the keep-alive
@@ -631,10 +653,7 @@ async fn run<S>(
             }
             read = rd.read_buf(&mut conn.rbuf), if can_read => match read {
                 Ok(0) | Err(_) => break Close::new(DisconnectReason::Abnormal, None),
-                Ok(n) => {
-                    add(&shared.counters.bytes_in, n as u64);
-                    last_read = Instant::now();
-                }
+                Ok(n) => add(&shared.counters.bytes_in, n as u64),
             },
             _ = session.notify.notified() => {}
             _ = &mut ends, if conn.ends_at.is_some() => {
@@ -642,7 +661,7 @@ async fn run<S>(
                 break Close::new(DisconnectReason::Expired, Some(reason::MAXIMUM_CONNECT_TIME));
             }
             _ = &mut keepalive, if conn.keep_alive.is_some() => {
-                let deadline = last_read + idle;
+                let deadline = last_heard + idle;
                 if deadline <= Instant::now() {
                     break Close::new(DisconnectReason::KeepAliveTimeout, Some(reason::KEEP_ALIVE_TIMEOUT));
                 }
@@ -701,7 +720,10 @@ impl Conn {
                 return Ok(());
             }
             match self.decoder.decode(&mut self.rbuf, self.version) {
-                Ok(Some(packet)) => self.handle(packet)?,
+                Ok(Some(packet)) => {
+                    self.heard = true;
+                    self.handle(packet)?;
+                }
                 Ok(None) => return Ok(()),
                 Err(e @ CodecError::PacketTooLarge { .. }) => {
                     add(&self.shared.counters.dropped_too_large, 1);
@@ -1220,6 +1242,22 @@ impl Conn {
             let mut st = session.state();
             let mine = st.link.as_ref().is_some_and(|l| l.conn_id == self.conn_id);
             generation = mine.then_some(st.generation);
+            let resumed = map
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, &session));
+            if !mine && resumed && !session.is_revoked() {
+                // Taken over before this connection let go (a takeover
+                // that could not wait, as when a third connection comes
+                // meanwhile): the one that resumed the session has sent
+                // what was parked already, so what this one still had in
+                // flight goes first in the queue, to be sent again.
+                for (_, delivery) in self.inflight.drain(..).rev() {
+                    st.queue.push_front(delivery);
+                }
+                if st.link.is_some() {
+                    session.notify.notify_one();
+                }
+            }
             if mine {
                 st.link = None;
                 if !session.is_revoked() && st.expiry_secs > 0 {

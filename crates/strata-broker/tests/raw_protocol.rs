@@ -610,3 +610,177 @@ async fn a_will_topic_with_a_wildcard_is_refused_at_connect() {
     }
     assert_eq!(b.stats().malformed_packets, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keep_alive_counts_whole_packets_not_bytes() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut raw = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    raw.send(&Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 1,
+        properties: Properties::default(),
+        client_id: "trickle".into(),
+        will: None,
+        username: None,
+        password: None,
+    })))
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    // A PUBLISH sent a byte every 200 ms: bytes keep coming, but no whole
+    // packet for far longer than 1.5 times the keep-alive.
+    let mut bytes = BytesMut::new();
+    publish("slow/topic", 1, &[7u8; 200])
+        .encode(ProtocolVersion::V311, &mut bytes)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in bytes.iter() {
+        if raw.stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            raw.stream.read_buf(&mut raw.buf),
+        )
+        .await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed = true;
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "still open after {:?} without a whole packet, keep-alive 1 s",
+        started.elapsed()
+    );
+}
+
+/// A v3.1.1 CONNECT resuming the session of `client_id`.
+fn resume(client_id: &str) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: false,
+        keep_alive: 30,
+        properties: Properties::default(),
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+    }))
+}
+
+/// Messages [`stuck_subscriber`] has been sent.
+const STUCK_MESSAGES: u8 = 64;
+
+/// A session `client_id` subscribed at QoS 1 to `q/#`, sent 16 MiB it never
+/// reads through a small receive buffer: when it is taken over, its last
+/// write waits (up to a second) on it.
+async fn stuck_subscriber(b: &BrokerHandle, client_id: &str) -> Raw {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(([127, 0, 0, 1], b.local_addr().port()).into())
+        .await
+        .unwrap();
+    let mut raw = Raw {
+        stream,
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    raw.send(&resume(client_id)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+    raw.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![SubscribeFilter {
+            filter: "q/#".into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        }],
+    }))
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    for i in 0..STUCK_MESSAGES {
+        let payload = Bytes::from(vec![i; 256 * 1024]);
+        b.publish("q/big", payload, QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_that_cannot_wait_loses_nothing_in_flight() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let v311 = ProtocolVersion::V311;
+    const N: u8 = STUCK_MESSAGES;
+    let first = stuck_subscriber(&b, "storm").await;
+
+    // Two reconnects with the same id, the second while the first waits
+    // for the old connection to let go: it cannot wait in turn.
+    let mut second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut bytes = BytesMut::new();
+    resume("storm").encode(v311, &mut bytes).unwrap();
+    second.write_all(&bytes).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    third.write_all(&bytes).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    drop((first, second, third));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Every message reaches the session in the end, none acknowledged yet.
+    let mut last = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: v311,
+    };
+    last.send(&resume("storm")).await;
+    assert!(matches!(last.recv().await, Some(Packet::ConnAck(a)) if a.session_present));
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < usize::from(N) {
+        match last.recv().await {
+            Some(Packet::Publish(p)) => {
+                seen.insert(p.payload[0]);
+                last.send(&Packet::PubAck(strata_mqtt::PubAck::new(p.packet_id)))
+                    .await;
+            }
+            other => panic!("after {} of {N} messages: {other:?}", seen.len()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_revoked_while_it_takes_its_session_over_is_refused() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let _first = stuck_subscriber(&b, "revoked").await;
+    let mut second = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    second.send(&resume("revoked")).await;
+    // The second connection waits for the first to let go; the client is
+    // revoked meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(b.disconnect("revoked"));
+    match second.recv().await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, reason::v311::NOT_AUTHORIZED),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(second.recv().await.is_none());
+}
