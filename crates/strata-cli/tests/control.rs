@@ -143,7 +143,8 @@ max_rate = 10.0
 cooldown_s = 1.0
 mode = "armed"
 
-# Load follows the temperature, but never above 60.
+# Load follows the temperature, but never above 60.5 (the register holds
+# whole numbers: 61, the nearest to 60.5, would be past it).
 [[control.rules]]
 name = "derate"
 signal = "temperature"
@@ -151,7 +152,7 @@ above = 50.0
 output = "load"
 setpoint_signal = "temperature"
 min = 0.0
-max = 60.0
+max = 60.5
 cooldown_s = 2.0
 mode = "armed"
 
@@ -239,11 +240,20 @@ mode = "approval"
         }
         previous = (t, v);
     }
-    // The load would follow 70 but is clamped to 60.
+    // The load would follow 70 but is clamped to 60.5, and written as 60.
     eventually(Duration::from_secs(20), "the load derated", || {
         !register_writes(&log, 10).is_empty()
     });
     assert_eq!(register_writes(&log, 10)[0].1, 60.0);
+    eventually(Duration::from_secs(20), "the derating recorded", || {
+        actions(&hub, "rule=derate").iter().any(|a| {
+            a["outcome"] == "written"
+                && a["value"] == 60.0
+                && a["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("60 written, the nearest to 60.5"))
+        })
+    });
     // Cooler: the load follows the temperature down, within bounds.
     std::fs::write(&temperature, "55").unwrap();
     eventually(Duration::from_secs(20), "the load follows 55", || {
@@ -252,7 +262,7 @@ mode = "approval"
             .is_some_and(|w| w.1 == 55.0)
     });
     let load = register_writes(&log, 10);
-    assert!(load.iter().all(|w| w.1 <= 60.0), "{load:?}");
+    assert!(load.iter().all(|w| w.1 <= 60.5), "{load:?}");
     for pair in load.windows(2) {
         assert!(pair[1].0 - pair[0].0 >= 1.9, "cooldown of 2 s: {load:?}");
     }

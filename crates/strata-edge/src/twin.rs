@@ -364,7 +364,7 @@ impl TwinApplier {
         let ok = !retry && reports.iter().all(|r| r.state == "running");
         if ok {
             let json = serde_json::to_vec(&twin).expect("JSON of a twin");
-            if let Err(e) = write_atomic(&self.data_dir.join(TWIN_FILE), &json) {
+            if let Err(e) = crate::write_atomic(&self.data_dir.join(TWIN_FILE), &json) {
                 tracing::warn!(device = %self.device, "cannot keep the applied twin: {e}");
             }
         }
@@ -923,7 +923,7 @@ impl TwinApplier {
             let bytes = fetch_resumable(&agent, &url, &device, &credential, &expected, &partial)?;
             // Checked while streaming; checked again as a whole before install.
             ArtifactCheck::whole(&expected, &bytes).map_err(ArtifactError::Refused)?;
-            write_atomic(&target, &bytes).map_err(|e| {
+            crate::write_atomic(&target, &bytes).map_err(|e| {
                 ArtifactError::Unavailable(format!("cannot store {}: {e}", target.display()))
             })?;
             let _ = std::fs::remove_file(&partial);
@@ -1281,7 +1281,7 @@ impl OtaState {
     }
 
     fn save(&self, dir: &Path) -> std::io::Result<()> {
-        write_atomic(
+        crate::write_atomic(
             &dir.join(OTA_STATE_FILE),
             &serde_json::to_vec(self).expect("JSON of the OTA state"),
         )
@@ -1433,21 +1433,6 @@ fn fetch_resumable(
     let _ = file.sync_all();
     check.finish().map_err(discard)?;
     Ok(have)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    // The rename is an entry of the directory: synced too, or a power
-    // loss may bring back the old file (or none).
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

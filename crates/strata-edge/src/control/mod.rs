@@ -11,6 +11,7 @@
 //! sends to `up/events`: the action record, durable at the edge until the
 //! hub has it.
 
+mod last_writes;
 pub mod outputs;
 pub mod rules;
 
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::health::HealthState;
 use crate::outbox::Outbox;
+use last_writes::LastWrites;
 use outputs::{OutputConfig, Writer};
 use rules::{Decision, Engine, RuleConfig};
 
@@ -179,6 +181,8 @@ pub struct Control {
     models_watched: Vec<String>,
     /// The engine's clock ([`steady_ns`]).
     origin: std::time::Instant,
+    /// Each rule's last write, kept across restarts for the cooldowns.
+    last_writes: LastWrites,
 }
 
 /// The engine's time: nanoseconds since `origin` on the monotonic clock,
@@ -203,6 +207,11 @@ pub fn start(
     let mut writers = Vec::new();
     let origin = std::time::Instant::now();
     let now = steady_ns(origin);
+    // Cooldowns go on from the writes of earlier runs.
+    let last_writes = LastWrites::open(data_dir);
+    for (rule, age) in last_writes.ages(crate::now_ns()) {
+        engine.acted_at(rule, now - age);
+    }
     for o in &config.outputs {
         let writer = Writer::new(o, data_dir)?;
         // An MQTT output is known without asking anyone: its last
@@ -240,6 +249,7 @@ pub fn start(
             model_errors: HashMap::new(),
             models_watched,
             origin,
+            last_writes,
         },
     ))
 }
@@ -352,17 +362,46 @@ impl Control {
                 Decision::Write(mut a) => {
                     // The MQTT payload carries it: the wall clock's time.
                     a.ts_ns = crate::now_ns();
+                    // Kept before the write goes out: a crash in between
+                    // must not cut the cooldown short either.
+                    let (path, json) = self.last_writes.note(&a.rule, a.ts_ns);
+                    let kept =
+                        tokio::task::spawn_blocking(move || crate::write_atomic(&path, &json))
+                            .await;
+                    if let Err(e) = kept
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                    {
+                        tracing::warn!(rule = %a.rule, "cannot keep the time of this write: {e}");
+                    }
+                    let bounds = self
+                        .engine
+                        .bounds(&a.rule)
+                        .unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
                     let writer = self
                         .writers
                         .iter_mut()
                         .find(|(n, _)| *n == a.output)
                         .map(|(_, w)| w);
                     let result = match writer {
-                        Some(w) => w.write(&a).await,
+                        Some(w) => w.write(&a, bounds).await,
                         None => Err(format!("no output named {:?}", a.output)),
                     };
                     match result {
-                        Ok(()) => self.engine.written(&a, steady_ns(self.origin)),
+                        Ok(held) => {
+                            let asked = a.value.unwrap_or(held);
+                            if let Some(v) = a
+                                .value
+                                .filter(|v| (held - v).abs() > 1e-12 * v.abs().max(1.0))
+                            {
+                                a.reason = format!(
+                                    "{}; {held} written, the nearest to {v} {} holds within [{}, {}]",
+                                    a.reason, a.output, bounds.0, bounds.1
+                                );
+                            }
+                            a.value = Some(held);
+                            self.engine.written(&a, asked, steady_ns(self.origin));
+                        }
                         Err(e) => {
                             a.outcome = ActionOutcome::Failed;
                             a.reason = format!("{}; write failed: {e}", a.reason);

@@ -234,19 +234,91 @@ impl Writer {
         }
     }
 
-    /// Writes `action.value`; `Ok` once the device confirmed it.
-    pub async fn write(&mut self, action: &ControlAction) -> Result<(), String> {
+    /// Writes `action.value`, never outside `bounds` (its rule's `[min,
+    /// max]`) once the device's own grain is applied ([`raw_setpoint`]);
+    /// once the device confirmed it, returns what it holds now, in
+    /// setpoint units.
+    pub async fn write(
+        &mut self,
+        action: &ControlAction,
+        bounds: (f64, f64),
+    ) -> Result<f64, String> {
         let Some(value) = action.value else {
             return Err("nothing to write".into());
         };
         match self {
             #[cfg(feature = "opcua")]
-            Writer::Opcua(w) => w.write(value).await,
+            Writer::Opcua(w) => w.write(value, bounds).await,
             #[cfg(feature = "modbus")]
-            Writer::Modbus(w) => w.write(value).await,
-            Writer::Mqtt(w) => w.write(value, action).await,
+            Writer::Modbus(w) => w.write(value, bounds).await,
+            Writer::Mqtt(w) => {
+                // The receiver takes the number as sent: in bounds already.
+                let _ = bounds;
+                w.write(value, action).await.map(|()| value)
+            }
         }
     }
+}
+
+/// How finely a device holds a value.
+#[cfg_attr(not(any(feature = "opcua", feature = "modbus")), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grain {
+    /// Whole numbers (integer registers and variables).
+    Whole,
+    /// IEEE 754 single precision.
+    Single,
+    /// IEEE 754 double precision.
+    Double,
+}
+
+/// The raw value to send a device for the setpoint `value`: `(value -
+/// offset) / scale`, to the nearest the device holds. Where the device
+/// would then hold something outside the rule's `[min, max]` (a register
+/// of whole numbers turns a clamped 99.6 into 100; a single-precision 0.1
+/// is a little above 0.1), the next value inward is taken instead: the
+/// bounds are the plant's safety limits, so they hold after rounding too.
+/// An error when no value the device holds lies within them. Returns the
+/// raw value and what the device holds, in setpoint units.
+#[cfg_attr(not(any(feature = "opcua", feature = "modbus")), allow(dead_code))]
+pub(crate) fn raw_setpoint(
+    value: f64,
+    scale: f64,
+    offset: f64,
+    (min, max): (f64, f64),
+    grain: Grain,
+) -> Result<(f64, f64), String> {
+    let nearest = |r: f64| match grain {
+        Grain::Whole => r.round(),
+        Grain::Single => f64::from(r as f32),
+        Grain::Double => r,
+    };
+    let step = |r: f64, up: bool| match grain {
+        Grain::Whole if up => r + 1.0,
+        Grain::Whole => r - 1.0,
+        Grain::Single if up => f64::from((r as f32).next_up()),
+        Grain::Single => f64::from((r as f32).next_down()),
+        Grain::Double if up => r.next_up(),
+        Grain::Double => r.next_down(),
+    };
+    let mut raw = nearest((value - offset) / scale);
+    // One step inward mends rounding to the nearest; a few more cover the
+    // rounding of `raw * scale + offset` itself.
+    for _ in 0..4 {
+        let held = raw * scale + offset;
+        if held >= min && held <= max {
+            return Ok((raw, held));
+        }
+        if !held.is_finite() {
+            break;
+        }
+        // Inward: a smaller raw value lowers what is held when the scale
+        // is positive.
+        raw = step(raw, (held < min) == (scale > 0.0));
+    }
+    Err(format!(
+        "the output cannot hold {value} or anything near it within [{min}, {max}]"
+    ))
 }
 
 /// Runs `f` with a timeout; the error says what timed out.
@@ -272,7 +344,7 @@ mod opcua_out {
         VariantScalarTypeId, WriteValue,
     };
 
-    use super::{OpcuaOutput, within};
+    use super::{Grain, OpcuaOutput, raw_setpoint, within};
     use crate::AbortOnDrop;
 
     pub struct OpcuaWriter {
@@ -346,15 +418,21 @@ mod opcua_out {
             .await
         }
 
-        pub async fn write(&mut self, value: f64) -> Result<(), String> {
+        pub async fn write(&mut self, value: f64, bounds: (f64, f64)) -> Result<f64, String> {
             if self.scalar.is_none() {
                 self.current().await?;
             }
-            let raw = (value - self.config.offset) / self.config.scale;
+            let grain = match self.scalar {
+                Some(VariantScalarTypeId::Double) | None => Grain::Double,
+                Some(VariantScalarTypeId::Float) => Grain::Single,
+                Some(_) => Grain::Whole,
+            };
+            let c = &self.config;
+            let (raw, held) = raw_setpoint(value, c.scale, c.offset, bounds, grain)?;
             let variant = match self.scalar {
                 Some(VariantScalarTypeId::Double) | None => Variant::Double(raw),
                 Some(VariantScalarTypeId::Float) => Variant::Float(raw as f32),
-                Some(t) => match Variant::Double(raw.round()).cast(t) {
+                Some(t) => match Variant::Double(raw).cast(t) {
                     Variant::Empty => {
                         return Err(format!("{raw} cannot be written as {t:?}"));
                     }
@@ -376,7 +454,7 @@ mod opcua_out {
                     .await
                     .map_err(|e| format!("opcua write {}: {e}", self.config.node))?;
                 match status.first() {
-                    Some(s) if s.is_good() => Ok(()),
+                    Some(s) if s.is_good() => Ok(held),
                     Some(s) => Err(format!("opcua write {}: {s}", self.config.node)),
                     None => Err(format!("opcua write {}: no status", self.config.node)),
                 }
@@ -391,7 +469,8 @@ mod modbus_out {
     use tokio_modbus::client::{Context, Reader, Writer as _};
     use tokio_modbus::prelude::{Slave, tcp};
 
-    use super::{ModbusOutput, within};
+    use super::{Grain, ModbusOutput, raw_setpoint, within};
+    use crate::sources::modbus::DataType;
 
     pub struct ModbusWriter {
         config: ModbusOutput,
@@ -464,11 +543,16 @@ mod modbus_out {
             Ok(c.data_type.decode(&words, c.word_order, c.byte_swap) * c.scale + c.offset)
         }
 
-        pub async fn write(&mut self, value: f64) -> Result<(), String> {
+        pub async fn write(&mut self, value: f64, bounds: (f64, f64)) -> Result<f64, String> {
             let c = &self.config;
-            let raw = (value - c.offset) / c.scale;
+            let grain = match c.data_type {
+                DataType::F32 => Grain::Single,
+                DataType::F64 => Grain::Double,
+                _ => Grain::Whole,
+            };
+            let (raw, held) = raw_setpoint(value, c.scale, c.offset, bounds, grain)?;
             let words = c.data_type.encode(raw, c.word_order, c.byte_swap)?;
-            self.request(Op::Write(words)).await.map(|_| ())
+            self.request(Op::Write(words)).await.map(|_| held)
         }
     }
 
@@ -605,6 +689,37 @@ mod mqtt_out {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setpoint_is_rounded_inward_where_the_nearest_would_leave_the_bounds() {
+        let whole = |v: f64, scale: f64, bounds| raw_setpoint(v, scale, 0.0, bounds, Grain::Whole);
+        // Clamped to a max of 99.6: the nearest whole number, 100, is past it.
+        assert_eq!(whole(99.6, 1.0, (0.0, 99.6)), Ok((99.0, 99.0)));
+        assert_eq!(whole(99.4, 1.0, (0.0, 99.6)), Ok((99.0, 99.0)));
+        assert_eq!(whole(0.4, 1.0, (0.4, 10.0)), Ok((1.0, 1.0)));
+        assert_eq!(whole(60.5, 1.0, (0.0, 60.5)), Ok((60.0, 60.0)));
+        // A negative scale: a larger raw value holds a smaller setpoint.
+        assert_eq!(whole(10.3, -0.5, (0.0, 10.3)), Ok((-20.0, 10.0)));
+        assert_eq!(whole(0.1, -0.5, (0.1, 5.0)), Ok((-1.0, 0.5)));
+        // An offset: raw = (value - offset) / scale.
+        assert_eq!(
+            raw_setpoint(21.96, 0.1, 20.0, (20.0, 21.96), Grain::Whole).map(|r| r.0),
+            Ok(19.0)
+        );
+        // No whole number within.
+        assert!(whole(0.5, 1.0, (0.2, 0.8)).is_err());
+        assert!(whole(f64::NAN, 1.0, (0.0, f64::INFINITY)).is_err());
+        // Single precision: 0.1 as an f32 is above 0.1.
+        let (raw, held) = raw_setpoint(0.1, 1.0, 0.0, (0.0, 0.1), Grain::Single).unwrap();
+        assert!(held <= 0.1 && raw == f64::from(raw as f32), "{raw}");
+        assert_eq!(raw as f32, 0.1f32.next_down());
+        // Double precision: the scale's own rounding.
+        for (v, scale, offset) in [(0.3, 0.1, 0.1), (21.7, 0.01, -3.3), (1e-3, 3.0, 7.0)] {
+            let (raw, held) = raw_setpoint(v, scale, offset, (f64::MIN, v), Grain::Double).unwrap();
+            assert!(held <= v && raw * scale + offset == held);
+            assert!(v - held < 1e-12, "{v} {held}");
+        }
+    }
     use std::io::BufRead as _;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};

@@ -230,6 +230,10 @@ pub struct Engine {
     signals: HashMap<String, Latest>,
     /// Each output's current value and since when (written, or read back).
     outputs: HashMap<String, (f64, i64)>,
+    /// Per output, the last setpoint written and what the output holds
+    /// for it (rounded inward to what it can hold): asking for the same
+    /// again is already done.
+    settled: HashMap<String, (f64, f64)>,
     /// What dry runs would have left on each output.
     dry: HashMap<String, (f64, i64)>,
     /// Models that are unhealthy now, and why.
@@ -252,6 +256,7 @@ impl Engine {
             state,
             signals: HashMap::new(),
             outputs: HashMap::new(),
+            settled: HashMap::new(),
             dry: HashMap::new(),
             unhealthy_models: HashMap::new(),
             gate: None,
@@ -270,6 +275,7 @@ impl Engine {
     /// The output's current value, as read back from the device at start.
     pub fn set_output(&mut self, output: &str, value: f64, now_ns: i64) {
         self.outputs.insert(output.to_string(), (value, now_ns));
+        self.settled.remove(output);
     }
 
     /// Whether the output's current value is known.
@@ -281,6 +287,7 @@ impl Engine {
     /// either); rate-limited rules wait until it is read back.
     pub fn forget_output(&mut self, output: &str) {
         self.outputs.remove(output);
+        self.settled.remove(output);
     }
 
     /// The site gate the hub sent.
@@ -415,10 +422,30 @@ impl Engine {
         )))
     }
 
-    /// The write of `action` succeeded: the output now holds its value.
-    pub fn written(&mut self, action: &ControlAction, now_ns: i64) {
+    /// The rule's `[min, max]`.
+    pub fn bounds(&self, rule: &str) -> Option<(f64, f64)> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map(|r| (r.min, r.max))
+    }
+
+    /// Starts `rule`'s cooldown as if it had acted at `at_ns`, on the
+    /// engine's clock (before it started, for a write kept across a
+    /// restart).
+    pub fn acted_at(&mut self, rule: &str, at_ns: i64) {
+        if let Some(i) = self.rules.iter().position(|r| r.name == rule) {
+            self.state[i].last_action_ns = Some(at_ns);
+        }
+    }
+
+    /// The write of `action` succeeded: the output now holds its value,
+    /// written for the setpoint `asked` (the same unless the output
+    /// rounded it).
+    pub fn written(&mut self, action: &ControlAction, asked: f64, now_ns: i64) {
         if let Some(v) = action.value {
             self.outputs.insert(action.output.clone(), (v, now_ns));
+            self.settled.insert(action.output.clone(), (asked, v));
         }
     }
 
@@ -663,7 +690,11 @@ impl Engine {
         }
         state.last_blocked = None;
         let value = value.expect("checked above");
-        if previous.is_some_and(|p| p == value) {
+        let settled = self
+            .settled
+            .get(&rule.output)
+            .is_some_and(|&(asked, held)| asked == value && previous == Some(held));
+        if previous.is_some_and(|p| p == value) || (settled && rule.mode != Mode::DryRun) {
             // Already there: nothing to do, nothing to record.
             return;
         }
@@ -773,7 +804,7 @@ mod tests {
         let Decision::Write(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("clamped 150 to max 100"), "{}", a.reason);
         assert_eq!((a.requested, a.previous), (Some(150.0), Some(20.0)));
-        e.written(a, 11 * S);
+        e.written(a, a.value.unwrap(), 11 * S);
         // Cooldown: 5 s of silence.
         for t in 12..16 {
             assert!(feed(&mut e, t, 10.0, 85.0).is_empty(), "t={t}");
@@ -784,9 +815,45 @@ mod tests {
         let Decision::Write(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("rate limited"), "{}", a.reason);
         let Decision::Write(a) = &d[0] else { panic!() };
-        e.written(a, 16 * S);
+        e.written(a, a.value.unwrap(), 16 * S);
         let d = feed(&mut e, 21, 10.0, 85.0);
         assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(10.0))]);
+    }
+
+    #[test]
+    fn a_setpoint_the_output_rounded_is_not_written_again() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = None;
+        r.max = 60.5;
+        let mut e = engine(r);
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(60.5))]);
+        let Some(Decision::Write(mut a)) = d.into_iter().next() else {
+            panic!()
+        };
+        // A register of whole numbers took it as 60.
+        a.value = Some(60.0);
+        e.written(&a, 60.5, S);
+        assert!(feed(&mut e, 10, 90.0, 85.0).is_empty());
+        // Asked for something else, it writes again.
+        let d = feed(&mut e, 20, 50.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(50.0))]);
+    }
+
+    #[test]
+    fn a_write_before_a_restart_holds_the_cooldown() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = None;
+        let mut e = engine(r);
+        assert_eq!(e.bounds("cool"), Some((0.0, 100.0)));
+        // The last run wrote 2 s before this one started (its clock's 0).
+        e.acted_at("cool", -2 * S);
+        e.acted_at("no-such-rule", 0);
+        for t in 0..3 {
+            assert!(feed(&mut e, t, 90.0, 85.0).is_empty(), "t={t}");
+        }
+        let d = feed(&mut e, 3, 90.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(90.0))]);
     }
 
     #[test]
