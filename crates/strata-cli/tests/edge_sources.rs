@@ -139,6 +139,13 @@ fn modbus_registers_arrive_decoded_and_scaled_and_resume_after_a_server_restart(
         register("position", "holding", 20, "data_type = \"f64\"\n"),
         register("speed", "input", 0, "scale = 0.01\noffset = -1.0\n"),
     );
+    // Unit 2 refuses the one read that would cover both registers and
+    // the four undefined ones between them: each is then read alone.
+    let config = format!(
+        "{config}[[sources]]\ntype = \"modbus\"\nstream = \"sparse\"\naddress = \"127.0.0.1:{port}\"\nunit_id = 2\npoll_ms = 50\nbatch_ms = 200\n{}{}",
+        register("left", "holding", 0, ""),
+        register("right", "holding", 5, ""),
+    );
     let _agent = EdgeProcess::start(&edge_dir, &config);
 
     eventually(
@@ -147,6 +154,7 @@ fn modbus_registers_arrive_decoded_and_scaled_and_resume_after_a_server_restart(
         || {
             values(&hub, "gw-mb", "counter").len() >= 10
                 && values(&hub, "gw-mb", "speed").len() >= 3
+                && !values(&hub, "gw-mb", "right").is_empty()
         },
     );
     let close = |signal: &str, want: f64| {
@@ -163,6 +171,8 @@ fn modbus_registers_arrive_decoded_and_scaled_and_resume_after_a_server_restart(
     close("energy", 70.0);
     close("position", -1234.5);
     close("speed", 4.0);
+    close("left", 42.0);
+    close("right", 7.0);
     let counter = values(&hub, "gw-mb", "counter");
     assert!(
         counter.windows(2).filter(|w| w[1] > w[0]).count() >= 5,

@@ -11,6 +11,9 @@ Unit 1, holding registers (0-based addresses):
   20..23 float64 -1234.5, big word order
 Input registers:
   0      uint16 500
+Unit 2 defines holding registers 0 (42) and 5 (7) only (a sparse block,
+addressed as on the wire), and refuses any read that touches another
+address.
 Prints "ready" once listening.
 """
 import asyncio
@@ -18,7 +21,12 @@ import logging
 import struct
 import sys
 
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.datastore import (
+    ModbusDeviceContext,
+    ModbusSequentialDataBlock,
+    ModbusServerContext,
+    ModbusSparseDataBlock,
+)
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import StartAsyncTcpServer
 
@@ -43,7 +51,8 @@ async def main(port: int) -> None:
     hr = ModbusSequentialDataBlock(1, holding)
     ir = ModbusSequentialDataBlock(1, inputs)
     device = ModbusDeviceContext(hr=hr, ir=ir)
-    context = ModbusServerContext(devices={1: device}, single=False)
+    sparse = ModbusDeviceContext(hr=ModbusSparseDataBlock({0: 42, 5: 7}))
+    context = ModbusServerContext(devices={1: device, 2: sparse}, single=False)
 
     async def count() -> None:
         # The counter changes the way a PLC's would for an outside reader:

@@ -111,6 +111,22 @@ struct Read {
     signals: Vec<(usize, u16)>,
 }
 
+impl Read {
+    /// One read per signal, covering its own registers only: for a unit
+    /// that refuses a read spanning addresses it does not define.
+    fn split(&self, config: &ModbusConfig) -> Vec<Read> {
+        self.signals
+            .iter()
+            .map(|&(index, offset)| Read {
+                kind: self.kind,
+                start: self.start + offset,
+                count: config.registers[index].data_type.registers(),
+                signals: vec![(index, 0)],
+            })
+            .collect()
+    }
+}
+
 impl ModbusConfig {
     /// Checks the configuration; the message names the register.
     pub fn validate(&self) -> Result<(), String> {
@@ -179,7 +195,7 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
     use tokio_modbus::client::{Context, Reader};
     use tokio_modbus::prelude::{Slave, tcp};
 
-    let reads = config.plan();
+    let mut reads = config.plan();
     let mut builder = FrameBuilder::new(
         &config.stream,
         config
@@ -239,7 +255,8 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
         };
         let ts = crate::now_ns();
         let mut failed = None;
-        for read in &reads {
+        let mut refused = Vec::new();
+        for (i, read) in reads.iter().enumerate() {
             let answer = tokio::time::timeout(timeout, async {
                 match read.kind {
                     RegisterKind::Holding => {
@@ -276,9 +293,16 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                 }
                 Ok(Ok(Err(exception))) => {
                     // The unit refused this read (e.g. illegal address); the
-                    // other reads still go on.
+                    // other reads still go on. One that spans several
+                    // signals (and the registers between them, which a
+                    // unit may not define) is split, from the next poll on.
                     stats.error();
-                    tracing::warn!(stream = %config.stream, start = read.start, "modbus exception: {exception}");
+                    if read.signals.len() > 1 {
+                        refused.push(i);
+                        tracing::warn!(stream = %config.stream, start = read.start, count = read.count, "modbus exception: {exception}; reading these registers signal by signal from now on");
+                    } else {
+                        tracing::warn!(stream = %config.stream, start = read.start, "modbus exception: {exception}");
+                    }
                 }
                 Ok(Err(e)) => {
                     failed = Some(e.to_string());
@@ -289,6 +313,19 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                     break;
                 }
             }
+        }
+        if !refused.is_empty() {
+            reads = reads
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    if refused.contains(&i) {
+                        r.split(&config)
+                    } else {
+                        vec![r.clone()]
+                    }
+                })
+                .collect();
         }
         match failed {
             Some(reason) => {
@@ -378,6 +415,31 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_read_splits_into_one_per_signal() {
+        let config = ModbusConfig {
+            stream: "plc".into(),
+            address: "x:1".into(),
+            unit_id: 1,
+            poll_ms: 1,
+            batch_ms: 1,
+            timeout_ms: 1,
+            registers: vec![
+                register("a", RegisterKind::Holding, 8, DataType::F32),
+                register("b", RegisterKind::Holding, 0, DataType::U16),
+            ],
+        };
+        let plan = config.plan();
+        assert_eq!(plan.len(), 1);
+        let one = |start, count, index| Read {
+            kind: RegisterKind::Holding,
+            start,
+            count,
+            signals: vec![(index, 0)],
+        };
+        assert_eq!(plan[0].split(&config), [one(0, 1, 1), one(8, 2, 0)]);
     }
 
     #[test]

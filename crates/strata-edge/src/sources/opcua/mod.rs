@@ -229,6 +229,8 @@ pub async fn run(
             .iter()
             .map(|n| (n.name.clone(), n.unit.clone())),
     );
+    // Each node's last value, carried by a Bad reading that has none.
+    let mut last: Vec<Option<f64>> = vec![None; config.nodes.len()];
     let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -243,9 +245,17 @@ pub async fn run(
                 let node = &config.nodes[i];
                 match reading(&value) {
                     Some((ts, raw, quality)) => {
-                        let v = raw * node.scale + node.offset;
+                        // A Bad status without a value (a failed sensor, as
+                        // the spec allows) still goes out as a Bad reading,
+                        // so rules disarm now rather than when the signal
+                        // goes stale; windows skip it.
+                        let v = match raw {
+                            Some(raw) => raw * node.scale + node.offset,
+                            None => last[i].unwrap_or(0.0),
+                        };
                         if v.is_finite() {
                             builder.push(i, ts, v, quality);
+                            last[i] = Some(v);
                             stats.readings.fetch_add(1, Ordering::Relaxed);
                         } else {
                             stats.error();
@@ -344,18 +354,21 @@ async fn subscribe<'a>(
         .collect())
 }
 
-/// (timestamp, value, quality) of a data change; `None` when the value is
-/// missing or not a number.
-fn reading(value: &DataValue) -> Option<(i64, f64, Quality)> {
-    let v = match value.value.as_ref()? {
-        Variant::Boolean(b) => f64::from(u8::from(*b)),
-        other => other.as_f64()?,
-    };
+/// (timestamp, value, quality) of a data change. The value is `None` for
+/// a Bad one that carries none (or an empty one); `None` altogether when a
+/// Good or Uncertain one has no value or not a number.
+fn reading(value: &DataValue) -> Option<(i64, Option<f64>, Quality)> {
     let quality = match value.status {
         None => Quality::Good,
         Some(s) if s.is_good() => Quality::Good,
         Some(s) if s.is_uncertain() => Quality::Uncertain,
         Some(_) => Quality::Bad,
+    };
+    let v = match value.value.as_ref() {
+        Some(Variant::Boolean(b)) => Some(f64::from(u8::from(*b))),
+        None | Some(Variant::Empty) if quality == Quality::Bad => None,
+        Some(other) => Some(other.as_f64()?),
+        None => return None,
     };
     let ts = value
         .source_timestamp
@@ -404,16 +417,23 @@ mod tests {
     fn data_values_become_readings_with_quality() {
         let mut dv = DataValue::new_now(Variant::Int16(-7));
         let (_, v, q) = reading(&dv).unwrap();
-        assert_eq!((v, q), (-7.0, Quality::Good));
+        assert_eq!((v, q), (Some(-7.0), Quality::Good));
         dv.status = Some(opcua::types::StatusCode::BadSensorFailure);
         assert_eq!(reading(&dv).unwrap().2, Quality::Bad);
         dv.status = Some(opcua::types::StatusCode::UncertainLastUsableValue);
         assert_eq!(reading(&dv).unwrap().2, Quality::Uncertain);
         dv.value = Some(Variant::Boolean(true));
-        assert_eq!(reading(&dv).unwrap().1, 1.0);
+        assert_eq!(reading(&dv).unwrap().1, Some(1.0));
         dv.value = Some(Variant::from("text"));
         assert!(reading(&dv).is_none());
         dv.value = None;
+        assert!(reading(&dv).is_none());
+        // A Bad status without a value is still a (Bad) reading.
+        dv.status = Some(opcua::types::StatusCode::BadSensorFailure);
+        assert_eq!(reading(&dv).map(|r| (r.1, r.2)), Some((None, Quality::Bad)));
+        dv.value = Some(Variant::Empty);
+        assert_eq!(reading(&dv).map(|r| (r.1, r.2)), Some((None, Quality::Bad)));
+        dv.value = Some(Variant::from("text"));
         assert!(reading(&dv).is_none());
     }
 }
