@@ -618,17 +618,30 @@ impl TelemetryStore for PostgresTelemetry {
 
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
         self.read(|c| {
-            let rows = c
-                .query(
-                    "SELECT b.data FROM telemetry_streams s
+            use postgres::fallible_iterator::FallibleIterator as _;
+            // Rows stream in (not all loaded first), in order of their
+            // first reading: once the answer is full before one, the rest
+            // cannot change it.
+            let params: [&(dyn postgres::types::ToSql + Sync); 3] =
+                [&q.device.as_str(), &q.from_ns, &q.to_ns];
+            let mut rows = c
+                .query_raw(
+                    "SELECT b.t_min, b.data FROM telemetry_streams s
                      JOIN telemetry_batches b ON b.stream_id = s.id
-                     WHERE s.device_id = $1 AND b.t_max >= $2 AND b.t_min <= $3 AND b.readings > 0",
-                    &[&q.device.as_str(), &q.from_ns, &q.to_ns],
+                     WHERE s.device_id = $1 AND b.t_max >= $2 AND b.t_min <= $3 AND b.readings > 0
+                     ORDER BY b.t_min",
+                    params,
                 )
                 .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
             let mut answer = crate::range::Collector::new(q);
-            for row in &rows {
-                blob::signal_points(row.get(0), &q.signal, |p| answer.add(p))?;
+            while let Some(row) = rows
+                .next()
+                .context(|| format!("cannot read {}/{}", q.device, q.signal))?
+            {
+                if answer.full_before(row.get(0)) {
+                    break;
+                }
+                blob::signal_points(row.get(1), &q.signal, |p| answer.add(p))?;
             }
             Ok(answer.finish())
         })

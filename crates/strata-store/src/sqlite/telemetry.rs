@@ -105,8 +105,9 @@ impl TelemetryStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
-                     WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0"
+                    "SELECT b.t_min, {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
+                     WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0
+                     ORDER BY b.t_min"
                 ))
                 .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
@@ -114,7 +115,13 @@ impl TelemetryStore for SqliteStore {
                 .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
             let mut answer = crate::range::Collector::new(q);
             while let Some(row) = rows.next().context(|| "cannot read a block".into())? {
-                let data = block_bytes(&self.segments, row, 0)?;
+                // Blocks come in order of their first reading: once the
+                // answer is full before one, the rest cannot change it.
+                let t_min: i64 = row.get(0).context(|| "cannot read a block".into())?;
+                if answer.full_before(t_min) {
+                    break;
+                }
+                let data = block_bytes(&self.segments, row, 1)?;
                 block::for_each_entry(&data, |e| {
                     if e.readings == 0 || e.t_max < q.from_ns || e.t_min > q.to_ns {
                         return Ok(());
