@@ -355,6 +355,10 @@ pub struct StorageConfig {
     pub retention_max_mb: Option<u64>,
     /// How often retention runs, seconds (also once at start).
     pub retention_check_s: u64,
+    /// Webhook deliveries no longer pending and workflow runs no longer
+    /// running are deleted this many days after they were queued (last
+    /// changed); 0 keeps them forever. Checked as often as retention.
+    pub history_days: u64,
     /// Keep telemetry in this PostgreSQL database
     /// (`postgres://user@host/db`, or `host=... user=... dbname=...`)
     /// instead of the data directory: for hubs at scale, several replicas
@@ -369,6 +373,7 @@ impl Default for StorageConfig {
             retention_days: None,
             retention_max_mb: None,
             retention_check_s: 600,
+            history_days: 90,
             postgres: None,
         }
     }
@@ -379,6 +384,16 @@ impl StorageConfig {
     pub fn retention_ns(&self) -> Option<i64> {
         self.retention_days.map(|d| {
             i64::try_from(d)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(86_400_000_000_000)
+        })
+    }
+
+    /// How long finished webhook deliveries and workflow runs are kept, in
+    /// nanoseconds (`None`: forever).
+    pub fn history_ns(&self) -> Option<i64> {
+        (self.history_days > 0).then(|| {
+            i64::try_from(self.history_days)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(86_400_000_000_000)
         })

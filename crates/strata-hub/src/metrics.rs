@@ -122,6 +122,9 @@ pub struct Metrics {
     pub segment_bytes_freed: AtomicU64,
     /// Retention passes that failed.
     pub retention_failures: AtomicU64,
+    /// Finished webhook deliveries and workflow runs deleted past
+    /// `history_days`.
+    pub history_deleted: AtomicU64,
     /// Reloads of the registry's or the accounts' cache after other
     /// replicas changed them.
     pub shared_reloads: AtomicU64,
@@ -290,6 +293,11 @@ impl Metrics {
                 "strata_retention_failures_total",
                 "Retention passes that failed (retried at the next check).",
                 &self.retention_failures,
+            ),
+            (
+                "strata_history_deleted_total",
+                "Finished webhook deliveries and workflow runs deleted past history_days.",
+                &self.history_deleted,
             ),
             (
                 "strata_shared_reloads_total",

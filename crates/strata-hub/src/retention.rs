@@ -3,12 +3,15 @@
 //! took is freed ([`TelemetryStore::expire`]), then, past
 //! `retention_max_mb`, the oldest ([`TelemetryStore::shrink_to`]). Counted in `/metrics`; a
 //! failed pass is logged and tried again at the next check.
+//!
+//! The same clock deletes finished webhook deliveries and workflow runs
+//! past `history_days` ([`AlertStore::forget_history`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use strata_store::TelemetryStore;
+use strata_store::{AlertStore, TelemetryStore};
 
 use crate::config::StorageConfig;
 use crate::metrics::Metrics;
@@ -96,4 +99,52 @@ fn count(metrics: &Metrics, why: &str, pass: strata_store::Result<strata_store::
             tracing::warn!("telemetry retention failed, trying again at the next check: {e}");
         }
     }
+}
+
+/// Starts the task that deletes finished webhook deliveries and workflow
+/// runs past `history_days` (none when it is 0); it ends when `stop`
+/// turns true.
+pub fn spawn_history(
+    config: &StorageConfig,
+    store: Arc<dyn AlertStore>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let keep_ns = config.history_ns()?;
+    let every = Duration::from_secs(config.retention_check_s);
+    Some(tokio::spawn(async move {
+        loop {
+            let store = store.clone();
+            let before_ns = crate::now_ns().saturating_sub(keep_ns);
+            let pass = tokio::task::spawn_blocking(move || store.forget_history(before_ns)).await;
+            match pass {
+                Ok(Ok((deliveries, runs))) => {
+                    metrics
+                        .history_deleted
+                        .fetch_add(deliveries + runs, Relaxed);
+                    if deliveries + runs > 0 {
+                        tracing::info!(
+                            deliveries,
+                            runs,
+                            "deleted finished webhook deliveries and workflow runs past history_days"
+                        );
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics.retention_failures.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        "deleting old webhook deliveries and workflow runs failed, trying again at the next check: {e}"
+                    );
+                }
+                Err(e) => {
+                    metrics.retention_failures.fetch_add(1, Relaxed);
+                    tracing::warn!("history retention task failed: {e}");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }))
 }

@@ -166,4 +166,8 @@ pub trait AlertStore: Send + Sync + 'static {
     fn run(&self, id: i64) -> Result<Option<StoredRun>>;
     /// Runs, newest first, optionally of one workflow.
     fn runs(&self, workflow: Option<&str>, limit: usize) -> Result<Vec<StoredRun>>;
+    /// Deletes the webhook deliveries queued before `before_ns` that are
+    /// no longer pending, and the workflow runs no longer running that
+    /// last changed before it; returns how many of each.
+    fn forget_history(&self, before_ns: i64) -> Result<(u64, u64)>;
 }

@@ -50,7 +50,7 @@ pub use commands::{CommandLog, RelayedCommand};
 pub use control::{ActionFilter, ControlStore, StoredAction};
 pub use drift::{DriftStore, StoredSketches};
 pub use error::{Error, Result};
-pub use jobs::{Job, JobClaim, JobLogLine, JobState};
+pub use jobs::{Job, JobClaim, JobLogLine, JobState, MAX_JOB_ATTEMPTS};
 pub use labels::{Label, LabelStore};
 pub use model::*;
 pub use models::{Lineage, ModelInfo, ModelOutputInfo, ModelVersion};
@@ -237,9 +237,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// A job's log, oldest line first.
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
     /// Puts jobs left running by a previous process back in the queue;
-    /// returns how many. A store other processes share cannot tell theirs
-    /// from its own here: it relies on [`JobStore::requeue_abandoned_jobs`].
-    fn requeue_running_jobs(&self) -> Result<u64>;
+    /// returns how many. One started [`MAX_JOB_ATTEMPTS`] times fails
+    /// instead, at `now_ns`. A store other processes share cannot tell
+    /// theirs from its own here: it relies on
+    /// [`JobStore::requeue_abandoned_jobs`].
+    fn requeue_running_jobs(&self, now_ns: i64) -> Result<u64>;
     /// A worker still runs its claim of a job (every few seconds while it
     /// does): in a store processes share, what tells a running job from
     /// one whose worker is gone. Returns whether the job is still the
@@ -247,7 +249,8 @@ pub trait JobStore: Send + Sync + 'static {
     fn job_alive(&self, claim: JobClaim, now_ns: i64) -> Result<bool>;
     /// Puts back in the queue the running jobs whose worker has not said
     /// it is alive for a while (another process that stopped, in a store
-    /// processes share); returns how many.
+    /// processes share); returns how many. One started
+    /// [`MAX_JOB_ATTEMPTS`] times fails instead.
     fn requeue_abandoned_jobs(&self, _now_ns: i64) -> Result<u64> {
         Ok(0)
     }

@@ -937,7 +937,7 @@ fn jobs_keep_the_contract_replicas_claim_each_once_and_an_abandoned_one_is_queue
     // Another replica starting puts nothing back: the job may be running
     // at the replica that took it.
     let b = PostgresJobs::connect(&schema.url).unwrap();
-    assert_eq!(b.requeue_running_jobs().unwrap(), 0);
+    assert_eq!(b.requeue_running_jobs(0).unwrap(), 0);
     // Its worker says it is alive; silent for longer, it is abandoned.
     let silent = strata_store::postgres::SILENT_NS;
     let first = a.job(running).unwrap().unwrap().claim();
@@ -970,6 +970,29 @@ fn jobs_keep_the_contract_replicas_claim_each_once_and_an_abandoned_one_is_queue
             .unwrap()
             .iter()
             .any(|l| l.line.contains("stale"))
+    );
+
+    // A job whose worker goes silent every time it runs fails at the
+    // third time instead of being queued again.
+    let doomed = a
+        .create_job("train", &serde_json::json!({"crash": true}), 300)
+        .unwrap();
+    for attempt in 1..=strata_store::MAX_JOB_ATTEMPTS {
+        let at = 300 + i64::from(attempt) * 10 * silent;
+        let claimed = b.claim_job(at).unwrap().unwrap();
+        assert_eq!((claimed.id, claimed.attempts), (doomed, attempt));
+        let requeued = b.requeue_abandoned_jobs(at + 2 * silent).unwrap();
+        assert_eq!(
+            requeued,
+            u64::from(attempt < strata_store::MAX_JOB_ATTEMPTS)
+        );
+    }
+    let failed = a.job(doomed).unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(
+        failed.message.contains("cut short every time"),
+        "{}",
+        failed.message
     );
 
     // Two replicas' workers taking jobs at once take each once.

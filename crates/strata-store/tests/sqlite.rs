@@ -221,9 +221,24 @@ fn jobs_go_through_their_life_and_a_restart_requeues_a_running_one() {
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
     let running = common::jobs_go_through_their_life(&store);
     // The hub dies here: a restart puts the job back in the queue.
-    assert_eq!(store.requeue_running_jobs().unwrap(), 1);
+    assert_eq!(store.requeue_running_jobs(15).unwrap(), 1);
     let again = store.claim_job(20).unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (running, 2));
+    // Cut short again, and a third time: then it fails instead of
+    // bringing a hub it crashes down at every start.
+    assert_eq!(store.requeue_running_jobs(25).unwrap(), 1);
+    let third = store.claim_job(30).unwrap().unwrap();
+    assert_eq!(third.attempts, strata_store::MAX_JOB_ATTEMPTS);
+    assert_eq!(store.requeue_running_jobs(35).unwrap(), 0);
+    let failed = store.job(running).unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(
+        failed.message.contains("cut short every time"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(failed.finished_ns, Some(35));
+    assert!(store.claim_job(40).unwrap().is_none());
 }
 
 #[test]
@@ -497,6 +512,25 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
             .len(),
         1
     );
+
+    // History: the delivered and the failed go, the pending one stays;
+    // a running run stays until it ends.
+    assert_eq!(store.forget_history(150).unwrap(), (2, 0));
+    let left: Vec<String> = store
+        .deliveries(None, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.state)
+        .collect();
+    assert_eq!(left, ["pending"]);
+    assert_eq!(store.forget_history(i64::MAX).unwrap(), (0, 0));
+    let mut run = store.runs(None, 10).unwrap().remove(0);
+    run.state = "succeeded".into();
+    run.updated_ns = 300;
+    store.update_run(&run).unwrap();
+    assert_eq!(store.forget_history(300).unwrap(), (0, 0));
+    assert_eq!(store.forget_history(301).unwrap(), (0, 1));
+    assert!(store.runs(None, 10).unwrap().is_empty());
 }
 
 #[test]

@@ -130,7 +130,7 @@ pub struct JobDeps {
 impl JobRunner {
     /// Requeues jobs a previous process left running and starts the worker.
     pub fn start(deps: JobDeps) -> Result<JobRunner> {
-        let requeued = deps.jobs.requeue_running_jobs()?;
+        let requeued = deps.jobs.requeue_running_jobs(crate::now_ns())?;
         if requeued > 0 {
             tracing::info!(requeued, "jobs cut short by a restart are queued again");
         }
@@ -349,7 +349,7 @@ mod tests {
         assert!(stale.still_mine().is_ok());
 
         // Taken back: queued again and claimed as the next attempt.
-        assert_eq!(store.requeue_running_jobs().unwrap(), 1);
+        assert_eq!(store.requeue_running_jobs(0).unwrap(), 1);
         let second = store.claim_job(3).unwrap().unwrap();
         assert_eq!((second.id, second.attempts), (id, 2));
         let current = ctx(&second);

@@ -16,7 +16,7 @@ use postgres::Row;
 
 use super::Connection;
 use crate::error::{Context, Result, corrupt};
-use crate::jobs::{JOB_COLUMNS, MAX_LOG_LINES, StoredJob};
+use crate::jobs::{GAVE_UP, JOB_COLUMNS, MAX_JOB_ATTEMPTS, MAX_LOG_LINES, StoredJob};
 use crate::{Job, JobClaim, JobLogLine, JobState, JobStore};
 
 const SCHEMA: &str = "
@@ -235,7 +235,7 @@ impl JobStore for PostgresJobs {
 
     /// None: the others' running jobs are not this replica's to take back
     /// at its start (see the module's documentation).
-    fn requeue_running_jobs(&self) -> Result<u64> {
+    fn requeue_running_jobs(&self, _now_ns: i64) -> Result<u64> {
         Ok(0)
     }
 
@@ -255,7 +255,14 @@ impl JobStore for PostgresJobs {
     }
 
     fn requeue_abandoned_jobs(&self, now_ns: i64) -> Result<u64> {
+        let attempts = MAX_JOB_ATTEMPTS as i32;
         self.db.with(|c| {
+            c.execute(
+                "UPDATE shared_jobs SET state = 'failed', message = $2, finished_ns = $3
+                 WHERE state = 'running' AND coalesce(alive_ns, 0) < $1 AND attempts >= $4",
+                &[&(now_ns - SILENT_NS), &GAVE_UP, &now_ns, &attempts],
+            )
+            .context(|| "cannot fail jobs cut short too often".into())?;
             c.execute(
                 "UPDATE shared_jobs
                  SET state = 'queued', message = 'queued again: its worker went silent'

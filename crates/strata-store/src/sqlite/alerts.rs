@@ -396,4 +396,34 @@ impl AlertStore for SqliteStore {
                 .collect()
         })
     }
+
+    fn forget_history(&self, before_ns: i64) -> Result<(u64, u64)> {
+        // A few thousand rows a transaction, so that ingest and the
+        // hub's other writes go on meanwhile.
+        const ROWS_PER_TRANSACTION: usize = 5_000;
+        let forget = |table: &str, condition: &str| -> Result<u64> {
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN
+                 (SELECT id FROM {table} WHERE {condition} LIMIT {ROWS_PER_TRANSACTION})"
+            );
+            let mut total = 0;
+            loop {
+                let n = self.write(|w| {
+                    w.conn
+                        .execute(&sql, params![before_ns])
+                        .context(|| format!("cannot delete old rows of {table}"))
+                })?;
+                total += n as u64;
+                if n < ROWS_PER_TRANSACTION {
+                    return Ok(total);
+                }
+            }
+        };
+        let deliveries = forget(
+            "webhook_deliveries",
+            "state <> 'pending' AND created_ns < ?1",
+        )?;
+        let runs = forget("workflow_runs", "state <> 'running' AND updated_ns < ?1")?;
+        Ok((deliveries, runs))
+    }
 }

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use crate::error::{Context, Result};
-use crate::jobs::{JOB_COLUMNS, MAX_LOG_LINES, StoredJob};
+use crate::jobs::{GAVE_UP, JOB_COLUMNS, MAX_JOB_ATTEMPTS, MAX_LOG_LINES, StoredJob};
 use crate::{Job, JobClaim, JobLogLine, JobState, JobStore};
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<Job>> {
@@ -201,8 +201,15 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn requeue_running_jobs(&self) -> Result<u64> {
+    fn requeue_running_jobs(&self, now_ns: i64) -> Result<u64> {
         self.write(|w| {
+            w.conn
+                .execute(
+                    "UPDATE jobs SET state = 'failed', message = ?1, finished_ns = ?2
+                     WHERE state = 'running' AND attempts >= ?3",
+                    params![GAVE_UP, now_ns, MAX_JOB_ATTEMPTS],
+                )
+                .context(|| "cannot fail jobs cut short too often".into())?;
             let n = w
                 .conn
                 .execute(
