@@ -228,6 +228,31 @@ fn a_taken_port_gives_a_clear_startup_error() {
 }
 
 #[test]
+fn a_second_hub_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["hub", "--mqtt-plaintext", "--mqtt-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("another hub runs on the data directory"),
+        "{stderr}"
+    );
+    // The first one is untouched, and once it is gone the directory is free.
+    let (status, _) = hub.api("GET", "/api/v1/devices", None);
+    assert_eq!(status, 200);
+    hub.kill();
+    let again = HubProcess::start(dir.path());
+    let (status, _) = again.api("GET", "/api/v1/devices", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
 fn an_invalid_config_file_is_refused_with_its_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hub.toml");

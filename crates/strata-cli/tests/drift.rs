@@ -284,9 +284,21 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
         &serde_json::to_string(&other_version).unwrap(),
     );
     publish(&hub, devices[i], &credentials[i], "{\"stream\": ");
+    // A window in 2100 would count in every report up to then.
+    let mut future: SketchBatch = serde_json::from_str(&again).unwrap();
+    future.seq = 9998;
+    future.start_ns = 4_102_444_800_000_000_000;
+    future.end_ns = future.start_ns + 60_000_000_000;
+    publish(
+        &hub,
+        devices[i],
+        &credentials[i],
+        &serde_json::to_string(&future).unwrap(),
+    );
     eventually(Duration::from_secs(10), "refusals counted", || {
         hub.metric("strata_rejected_total{reason=\"sketch_mismatch\"}") == 2.0
             && hub.metric("strata_rejected_total{reason=\"malformed\"}") == 1.0
+            && hub.metric("strata_rejected_total{reason=\"future_timestamp\"}") == 1.0
     });
     assert_eq!(report(&hub, "by=firmware")["batches"].as_u64(), Some(sent));
 

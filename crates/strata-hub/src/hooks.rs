@@ -86,8 +86,6 @@ impl HubHooks {
 }
 
 impl HubHooks {
-    /// Checks a drift sketch batch and stores it off the connection's task;
-    /// the PUBACK waits for the commit.
     /// A closed-loop action record: kept once per (device, seq), then
     /// acknowledged.
     fn control_action(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
@@ -149,8 +147,23 @@ impl HubHooks {
         PublishDecision::RouteAfter(acked)
     }
 
+    /// Checks a drift sketch batch and stores it off the connection's task;
+    /// the PUBACK waits for the commit.
     fn sketches(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
         let batch = match self.drift.check(payload) {
+            Ok(b) if b.end_ns > self.ingest.horizon_ns() => {
+                // A window in the future would count in every report up
+                // to then.
+                self.metrics.reject(RejectReason::FutureTimestamp, 1, || {
+                    format!(
+                        "device {device}: sketches: the window ends at {} ns, in the future",
+                        b.end_ns
+                    )
+                });
+                return PublishDecision::Drop {
+                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                };
+            }
             Ok(b) => b,
             Err(refusal) => {
                 let (reason, why) = match refusal {

@@ -179,6 +179,8 @@ impl Shared {
 
 /// A running hub.
 pub struct Hub {
+    /// Held while the hub runs ([`lock_data_dir`]).
+    _data_dir_lock: std::fs::File,
     mqtt_addr: SocketAddr,
     mqtt_tls_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
@@ -200,10 +202,44 @@ pub struct Hub {
     workflows: Arc<workflows::Workflows>,
 }
 
+/// Takes `<data dir>/hub.lock` for as long as the hub runs. Two hubs on
+/// one data directory would each keep their own account of what they
+/// store (the exactly-once ledger, where a segment ends) and undo each
+/// other's.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let io = |context: String| move |source| StartError::Io { context, source };
+    std::fs::create_dir_all(data_dir).map_err(io(format!(
+        "cannot create the data directory {}",
+        data_dir.display()
+    )))?;
+    let path = data_dir.join("hub.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Io {
+            context: format!(
+                "another hub runs on the data directory {} (it holds {})",
+                data_dir.display(),
+                path.display()
+            ),
+            source: std::io::ErrorKind::WouldBlock.into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io(format!("cannot lock {}", path.display()))(e))
+        }
+    }
+}
+
 impl Hub {
     /// Starts every part of the hub; returns once it accepts connections.
     pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
         let data_dir = config.data_dir.clone();
+        let data_dir_lock = lock_data_dir(&data_dir)?;
         let store = Arc::new(SqliteStore::open(&data_dir, config.storage.durability)?);
         // Telemetry in the data directory beside the rest, or in PostgreSQL.
         let telemetry: Arc<dyn TelemetryStore> = match &config.storage.postgres {
@@ -471,6 +507,12 @@ impl Hub {
             metrics.clone(),
             stop.subscribe(),
         );
+        retention::spawn_history(
+            &config.storage,
+            store.clone(),
+            metrics.clone(),
+            stop.subscribe(),
+        );
         control::spawn(
             gates.clone(),
             registry.clone(),
@@ -549,6 +591,7 @@ impl Hub {
         });
         tracing::info!(%mqtt_addr, %http_addr, data_dir = %data_dir.display(), "hub started");
         Ok(Hub {
+            _data_dir_lock: data_dir_lock,
             mqtt_addr,
             mqtt_tls_addr,
             http_addr,

@@ -137,6 +137,20 @@ pub fn prediction_signal(v: &ModelVersion) -> String {
     )
 }
 
+/// Whether `v`'s score is a class score in [0, 1] that 0.5 splits: a
+/// classifier's, an isolation forest's anomaly score, or any model's
+/// output named as a probability (an uploaded or externally trained
+/// classifier). Such a score is judged by accuracy, not by its distance
+/// to the 0/1 labels.
+fn scores_classes(v: &ModelVersion) -> bool {
+    let trainer = v.lineage.trainer.as_str();
+    trainer.contains("classifier")
+        || trainer == "isolation_forest"
+        || prediction_signal(v)
+            .strip_prefix(v.model.as_str())
+            .is_some_and(|output| output.contains("prob"))
+}
+
 /// Scores `v` against the labels of its target.
 pub fn version_accuracy(
     v: &ModelVersion,
@@ -195,8 +209,8 @@ pub fn version_accuracy(
             }
         }
     }
-    let classification = v.lineage.trainer.contains("classifier")
-        && pairs.iter().all(|(_, p)| p.truth == 0.0 || p.truth == 1.0);
+    let classification =
+        scores_classes(v) && pairs.iter().all(|(_, p)| p.truth == 0.0 || p.truth == 1.0);
     let score = |ps: &[Pair]| scores(ps, classification);
     let flat: Vec<Pair> = pairs.iter().map(|(_, p)| *p).collect();
     let mut buckets: BTreeMap<i64, Vec<Pair>> = BTreeMap::new();
@@ -348,6 +362,28 @@ mod tests {
     }
 
     const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn class_scores_are_told_from_regressions() {
+        assert!(!scores_classes(&version("gbt_regressor")));
+        assert!(scores_classes(&version("gbt_classifier")));
+        assert!(scores_classes(&version("isolation_forest")));
+        // An uploaded model (no trainer of ours) whose score output is a
+        // probability.
+        let mut uploaded = version("");
+        assert!(!scores_classes(&uploaded));
+        uploaded.outputs = vec![
+            ModelOutputInfo {
+                name: "label".into(),
+                len: 1,
+            },
+            ModelOutputInfo {
+                name: "probabilities".into(),
+                len: 2,
+            },
+        ];
+        assert!(scores_classes(&uploaded));
+    }
 
     #[test]
     fn labels_pair_with_the_last_prediction_before_them() {

@@ -54,6 +54,12 @@ impl Ingest {
         }
     }
 
+    /// The latest time a reading (or a sketch window) may carry now:
+    /// later ones are refused as stamped in the future.
+    pub fn horizon_ns(&self) -> i64 {
+        crate::now_ns().saturating_add(self.limits.max_future_ns)
+    }
+
     /// Handles a telemetry (or inference) publish from `device`, which
     /// declared the signals `declared` (empty: any). With the connection's
     /// tickets (`acks`), its acknowledgement waits on one of them;

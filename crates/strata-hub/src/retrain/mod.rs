@@ -588,9 +588,32 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         );
         return Ok(());
     }
-    deps.models.set_alias(&c.model, "champion", challenger)?;
+    // The devices first, then the alias: a promotion that fails midway
+    // puts the champion back where it had moved, so the alias and what
+    // the fleet runs never disagree.
     let serving = deps.deployer.serving(&c.model)?;
-    deps.deployer.promote(&c.model, challenger, &serving)?;
+    let promoted = deps
+        .deployer
+        .promote(&c.model, challenger, &serving)
+        .and_then(|()| {
+            deps.models
+                .set_alias(&c.model, "champion", challenger)
+                .map(drop)
+        });
+    if let Err(e) = promoted {
+        return Err(
+            match deps.deployer.promote(&c.model, c.champion, &serving) {
+                Ok(()) => Error::Unavailable(format!(
+                    "promoting v{challenger} failed, v{} is back on every device: {e}",
+                    c.champion
+                )),
+                Err(undo) => Error::Unavailable(format!(
+                    "promoting v{challenger} failed ({e}), and putting v{} back failed too: {undo}",
+                    c.champion
+                )),
+            },
+        );
+    }
     deps.audit.record(
         crate::audit::Event::ok(
             "retrainer",
