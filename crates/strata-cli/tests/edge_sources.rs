@@ -38,7 +38,8 @@ fn opcua_subscription_values_arrive_scaled_and_resume_after_a_server_restart() {
          sampling_ms = 50\npublishing_ms = 100\nbatch_ms = 200\n\
          [[sources.nodes]]\nnode = \"ns=2;s=Line1.Temperature\"\nname = \"temperature\"\nunit = \"Cel\"\nscale = 2.0\noffset = 1.0\n\
          [[sources.nodes]]\nnode = \"ns=2;s=Line1.Pressure\"\nname = \"pressure\"\nunit = \"bar\"\nscale = 0.001\n\
-         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Running\"\nname = \"running\"\n",
+         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Running\"\nname = \"running\"\n\
+         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Late\"\nname = \"late\"\n",
         edge_hub_config(&hub, &edge_dir, "gw-ua", &credential)
     );
     let _agent = EdgeProcess::start(&edge_dir, &config);
@@ -76,17 +77,31 @@ fn opcua_subscription_values_arrive_scaled_and_resume_after_a_server_restart() {
         "{running:?}"
     );
     assert!(running.contains(&0.0) && running.contains(&1.0));
+    // A node the server adds only after the agent subscribed (refused
+    // then) is asked for again, and monitored once it exists.
+    eventually(Duration::from_secs(60), "the late node monitored", || {
+        values(&hub, "gw-ua", "late").len() >= 3
+    });
+    assert!(values(&hub, "gw-ua", "late").iter().all(|v| *v >= 2000.0));
 
     // The server dies and comes back on the same port: the client library
     // reconnects and recreates the subscription; readings resume.
     server.kill();
     std::thread::sleep(Duration::from_millis(500));
     let before = values(&hub, "gw-ua", "temperature").len();
+    let late_before = values(&hub, "gw-ua", "late").len();
     let _server = Peer::python("opcua_server.py", &[&port]);
     eventually(
         Duration::from_secs(60),
         "readings after the server restart",
         || values(&hub, "gw-ua", "temperature").len() >= before + 10,
+    );
+    // The recreated subscription lost the late node (the new server did
+    // not have it yet); it is monitored again once it is back.
+    eventually(
+        Duration::from_secs(60),
+        "the late node after the server restart",
+        || values(&hub, "gw-ua", "late").len() >= late_before + 3,
     );
     eventually(
         Duration::from_secs(30),

@@ -209,7 +209,7 @@ pub async fn run(
             Ok(refused) => {
                 for node in refused {
                     stats.error();
-                    tracing::warn!(stream = %config.stream, node, "opcua server refused to monitor node");
+                    tracing::warn!(stream = %config.stream, node, "opcua server refused to monitor node; asking again every {} s", REMONITOR.as_secs());
                 }
                 stats.set_connected(true);
                 break;
@@ -233,6 +233,8 @@ pub async fn run(
     let mut last: Vec<Option<f64>> = vec![None; config.nodes.len()];
     let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut remonitor = tokio::time::interval(REMONITOR);
+    remonitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = flush.tick() => {
@@ -240,6 +242,7 @@ pub async fn run(
                     return;
                 }
             }
+            _ = remonitor.tick() => monitor_missing(&session, &config, &nodes).await,
             value = values.recv() => {
                 let Some((i, value)) = value else { return };
                 let node = &config.nodes[i];
@@ -265,6 +268,69 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// How often nodes the subscription does not monitor are asked for again.
+const REMONITOR: Duration = Duration::from_secs(5);
+
+/// The monitored item of node `i` of `config`.
+fn item(config: &OpcuaConfig, i: usize, node: &NodeId) -> MonitoredItemCreateRequest {
+    MonitoredItemCreateRequest::new(
+        ReadValueId::from(node.clone()),
+        MonitoringMode::Reporting,
+        MonitoringParameters {
+            client_handle: i as u32 + 1,
+            sampling_interval: config.sampling_ms as f64,
+            queue_size: 100,
+            discard_oldest: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// Asks again for the nodes the session's subscription does not monitor:
+/// refused at start (a node the server does not have yet, as while a PLC
+/// program loads), or lost when the client library recreated the
+/// subscription after a server restart and the server refused them then.
+async fn monitor_missing(session: &opcua::client::Session, config: &OpcuaConfig, nodes: &[NodeId]) {
+    let missing = {
+        let state = session.subscription_state().lock();
+        let Some(id) = state.subscription_ids().and_then(|ids| ids.first().copied()) else {
+            return;
+        };
+        let Some(subscription) = state.get(id) else {
+            return;
+        };
+        let monitored: std::collections::HashSet<&NodeId> = subscription
+            .monitored_items()
+            .map(|m| &m.item_to_monitor().node_id)
+            .collect();
+        let missing: Vec<usize> = (0..nodes.len())
+            .filter(|&i| !monitored.contains(&nodes[i]))
+            .collect();
+        (id, missing)
+    };
+    let (id, missing) = missing;
+    if missing.is_empty() {
+        return;
+    }
+    let items = missing.iter().map(|&i| item(config, i, &nodes[i])).collect();
+    match session
+        .create_monitored_items(id, TimestampsToReturn::Both, items)
+        .await
+    {
+        Ok(results) => {
+            for (r, &i) in results.iter().zip(&missing) {
+                let node = &config.nodes[i].node;
+                if r.result.status_code.is_good() {
+                    tracing::info!(stream = %config.stream, node, "opcua node monitored now");
+                } else {
+                    tracing::debug!(stream = %config.stream, node, "opcua server still refuses to monitor node: {}", r.result.status_code);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(stream = %config.stream, "opcua: cannot monitor the missing nodes yet: {e}"),
     }
 }
 
@@ -329,19 +395,7 @@ async fn subscribe<'a>(
     let items: Vec<MonitoredItemCreateRequest> = nodes
         .iter()
         .enumerate()
-        .map(|(i, node)| {
-            MonitoredItemCreateRequest::new(
-                ReadValueId::from(node.clone()),
-                MonitoringMode::Reporting,
-                MonitoringParameters {
-                    client_handle: i as u32 + 1,
-                    sampling_interval: config.sampling_ms as f64,
-                    queue_size: 100,
-                    discard_oldest: true,
-                    ..Default::default()
-                },
-            )
-        })
+        .map(|(i, node)| item(config, i, node))
         .collect();
     let results = session
         .create_monitored_items(id, TimestampsToReturn::Both, items)
