@@ -213,10 +213,18 @@ impl BrokerHandle {
     /// session existed.
     pub fn disconnect(&self, client_id: &str) -> bool {
         let shared = &self.inner.shared;
-        let Some(session) = lock(&shared.sessions).remove(client_id) else {
+        // Revoked under the sessions' lock: a connection waiting to take
+        // the session over looks under it too, so it cannot miss this.
+        let Some(session) = ({
+            let mut sessions = lock(&shared.sessions);
+            let session = sessions.remove(client_id);
+            if let Some(s) = &session {
+                s.revoke();
+            }
+            session
+        }) else {
             return false;
         };
-        session.revoke();
         shared.drop_subscriptions(&session);
         let kick = {
             let mut st = session.state();

@@ -469,9 +469,15 @@ async fn attach(
 ) -> Option<(Arc<Session>, bool)> {
     let mut link = Some(link);
     let mut force = false;
+    // The session a takeover waited on: revoked meanwhile (under the
+    // sessions' lock, where this looks), the client is refused.
+    let mut waited_on: Option<Arc<Session>> = None;
     loop {
         let step = {
             let mut map = lock(&shared.sessions);
+            if waited_on.as_ref().is_some_and(|s| s.is_revoked()) {
+                return None;
+            }
             let existing = map.get(client_id).cloned();
             let busy = existing.as_ref().and_then(|s| {
                 let mut st = s.state();
@@ -518,20 +524,16 @@ async fn attach(
                 return Some((session, present));
             }
             AttachStep::Wait(held, Some(released)) => {
+                waited_on = Some(held);
                 if tokio::time::timeout(TAKEOVER_WAIT, released).await.is_err() {
                     force = true;
-                }
-                if held.is_revoked() {
-                    return None;
                 }
             }
             AttachStep::Wait(held, None) => {
                 // Another connection is already waiting on the same takeover.
+                waited_on = Some(held);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 force = true;
-                if held.is_revoked() {
-                    return None;
-                }
             }
         }
     }

@@ -5,13 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, corrupt};
 
-/// A job started this many times and cut short each time (by a restart
-/// of the hub, or a worker that went silent) is failed rather than
-/// started again: it may be what brings the hub down.
+/// A job cut short this many times (its hub stopped without letting it
+/// go: a crash, or a worker that went silent) is failed rather than
+/// started again: it may be what brings the hub down. A hub that stops
+/// cleanly lets its job go ([`crate::JobStore::release_job`]), which does
+/// not count.
 pub const MAX_JOB_ATTEMPTS: u32 = 3;
 
 /// What a job cut short [`MAX_JOB_ATTEMPTS`] times says.
 pub(crate) const GAVE_UP: &str = "failed: cut short every time it ran (3 times): it may be what stops the hub; submit it again to retry";
+
+/// What a job its hub let go of on stopping says.
+pub(crate) const RELEASED: &str = "queued again: the hub stopped while it ran";
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

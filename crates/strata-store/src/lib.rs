@@ -237,8 +237,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// A job's log, oldest line first.
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
     /// Puts jobs left running by a previous process back in the queue;
-    /// returns how many. One started [`MAX_JOB_ATTEMPTS`] times fails
-    /// instead, at `now_ns`. A store other processes share cannot tell
+    /// returns how many. One cut short [`MAX_JOB_ATTEMPTS`] times (this
+    /// one included) fails instead, at `now_ns`. A store other processes share cannot tell
     /// theirs from its own here: it relies on
     /// [`JobStore::requeue_abandoned_jobs`].
     fn requeue_running_jobs(&self, now_ns: i64) -> Result<u64>;
@@ -247,9 +247,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// one whose worker is gone. Returns whether the job is still the
     /// claim's.
     fn job_alive(&self, claim: JobClaim, now_ns: i64) -> Result<bool>;
+    /// Puts a running job back in the queue, if it is still `claim`'s,
+    /// without counting it as cut short: its hub stops cleanly. Whatever
+    /// the old run still records afterwards is refused (the next run is
+    /// another attempt). Returns whether it was the claim's.
+    fn release_job(&self, claim: JobClaim) -> Result<bool>;
     /// Puts back in the queue the running jobs whose worker has not said
     /// it is alive for a while (another process that stopped, in a store
-    /// processes share); returns how many. One started
+    /// processes share); returns how many. One cut short
     /// [`MAX_JOB_ATTEMPTS`] times fails instead.
     fn requeue_abandoned_jobs(&self, _now_ns: i64) -> Result<u64> {
         Ok(0)

@@ -224,11 +224,20 @@ fn jobs_go_through_their_life_and_a_restart_requeues_a_running_one() {
     assert_eq!(store.requeue_running_jobs(15).unwrap(), 1);
     let again = store.claim_job(20).unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (running, 2));
+    // A hub that stops cleanly lets it go: that does not count, and the
+    // old run can no longer record anything.
+    assert!(store.release_job(again.claim()).unwrap());
+    assert!(!store.release_job(again.claim()).unwrap());
+    let released = store.job(running).unwrap().unwrap();
+    assert_eq!(released.state, JobState::Queued);
+    let after_stop = store.claim_job(22).unwrap().unwrap();
+    assert_eq!(after_stop.attempts, 3);
+    assert!(!store.job_progress(again.claim(), 0.5, "stale", 23).unwrap());
     // Cut short again, and a third time: then it fails instead of
     // bringing a hub it crashes down at every start.
     assert_eq!(store.requeue_running_jobs(25).unwrap(), 1);
     let third = store.claim_job(30).unwrap().unwrap();
-    assert_eq!(third.attempts, strata_store::MAX_JOB_ATTEMPTS);
+    assert_eq!(third.attempts, 4);
     assert_eq!(store.requeue_running_jobs(35).unwrap(), 0);
     let failed = store.job(running).unwrap().unwrap();
     assert_eq!(failed.state, JobState::Failed);
@@ -347,7 +356,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
          DROP TABLE webhook_deliveries; DROP TABLE workflow_runs; DROP TABLE control_actions;
          DROP TABLE audit_log; DROP TABLE audit_checkpoints; DROP TABLE api_tokens;
          DROP TABLE users; DROP TABLE device_certificates;
-         ALTER TABLE campaigns DROP COLUMN revision;
+         ALTER TABLE campaigns DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN cut_short;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,

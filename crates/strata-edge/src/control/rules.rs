@@ -230,10 +230,11 @@ pub struct Engine {
     signals: HashMap<String, Latest>,
     /// Each output's current value and since when (written, or read back).
     outputs: HashMap<String, (f64, i64)>,
-    /// Per output, the last setpoint written and what the output holds
-    /// for it (rounded inward to what it can hold): asking for the same
-    /// again is already done.
-    settled: HashMap<String, (f64, f64)>,
+    /// Per output, the rule that wrote it last, the setpoint it asked for
+    /// and what the output holds for it (rounded inward to what it can
+    /// hold): the same rule asking for the same again is already done
+    /// (another rule, with other bounds, may need another rounding).
+    settled: HashMap<String, (String, f64, f64)>,
     /// What dry runs would have left on each output.
     dry: HashMap<String, (f64, i64)>,
     /// Models that are unhealthy now, and why.
@@ -445,7 +446,8 @@ impl Engine {
     pub fn written(&mut self, action: &ControlAction, asked: f64, now_ns: i64) {
         if let Some(v) = action.value {
             self.outputs.insert(action.output.clone(), (v, now_ns));
-            self.settled.insert(action.output.clone(), (asked, v));
+            self.settled
+                .insert(action.output.clone(), (action.rule.clone(), asked, v));
         }
     }
 
@@ -693,7 +695,9 @@ impl Engine {
         let settled = self
             .settled
             .get(&rule.output)
-            .is_some_and(|&(asked, held)| asked == value && previous == Some(held));
+            .is_some_and(|(by, asked, held)| {
+                *by == rule.name && *asked == value && previous == Some(*held)
+            });
         if previous.is_some_and(|p| p == value) || (settled && rule.mode != Mode::DryRun) {
             // Already there: nothing to do, nothing to record.
             return;
@@ -838,6 +842,32 @@ mod tests {
         // Asked for something else, it writes again.
         let d = feed(&mut e, 20, 50.0, 85.0);
         assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(50.0))]);
+    }
+
+    #[test]
+    fn another_rule_on_the_output_is_not_settled_by_the_first_ones_rounding() {
+        let mut cool = rule(Mode::Armed);
+        cool.max_rate = None;
+        cool.max = 60.5;
+        let mut warm = cool.clone();
+        warm.name = "keep-warm".into();
+        (warm.above, warm.below) = (None, Some(50.0));
+        (warm.min, warm.max) = (60.3, 70.0);
+        let mut e = Engine::new(vec![cool, warm]);
+        e.set_gate(open());
+        e.set_output("fan", 20.0, 0);
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        let Some(Decision::Write(mut a)) = d.into_iter().next() else {
+            panic!()
+        };
+        a.value = Some(60.0);
+        e.written(&a, 60.5, S);
+        // The other rule asks for the same 60.5: the 60 held is below its
+        // min, so it writes (and its output rounds inward in turn).
+        let d = feed(&mut e, 20, 60.5, 40.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Written, Some(60.5))]);
+        let Decision::Write(a) = &d[0] else { panic!() };
+        assert_eq!(a.rule, "keep-warm");
     }
 
     #[test]

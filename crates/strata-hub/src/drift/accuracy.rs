@@ -6,8 +6,9 @@
 //! latest prediction of the version (stream `model:{name}:{version}`, its
 //! score output) at or before that time and at most `max_lag_ns` older.
 //! Regressions are scored by MAE, RMSE and bias; classifications (0/1
-//! labels, a classifier's probability) by accuracy, precision and recall
-//! at 0.5. The figure the version was registered with (its hold-out MAE
+//! labels, a class score: a classifier's probability, an isolation
+//! forest's anomaly score) by accuracy, precision and recall at the
+//! version's threshold (0.5 unless its training chose another). The figure the version was registered with (its hold-out MAE
 //! or accuracy) is the baseline the decay is measured from.
 
 use std::collections::BTreeMap;
@@ -50,7 +51,8 @@ pub struct Scores {
     /// Mean of prediction minus truth (regression).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bias: Option<f64>,
-    /// Share of correct classes at 0.5 (classification).
+    /// Share of correct classes at the version's threshold, 0.5 unless
+    /// its training said otherwise (classification).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
     /// Precision of class 1 (classification).
@@ -211,7 +213,9 @@ pub fn version_accuracy(
     }
     let classification =
         scores_classes(v) && pairs.iter().all(|(_, p)| p.truth == 0.0 || p.truth == 1.0);
-    let score = |ps: &[Pair]| scores(ps, classification);
+    // Classes are cut where the version was evaluated at registration.
+    let threshold = v.metrics.get("threshold").copied().unwrap_or(0.5);
+    let score = |ps: &[Pair]| scores(ps, classification.then_some(threshold));
     let flat: Vec<Pair> = pairs.iter().map(|(_, p)| *p).collect();
     let mut buckets: BTreeMap<i64, Vec<Pair>> = BTreeMap::new();
     for p in &flat {
@@ -281,15 +285,17 @@ pub fn version_accuracy(
     })
 }
 
-fn scores(pairs: &[Pair], classification: bool) -> Scores {
+/// The figures of `pairs`: classes at `threshold` when given, else a
+/// regression's.
+fn scores(pairs: &[Pair], threshold: Option<f64>) -> Scores {
     let n = pairs.len() as f64;
     if pairs.is_empty() {
         return Scores::default();
     }
-    if classification {
+    if let Some(threshold) = threshold {
         let (mut tp, mut fp, mut fn_, mut right) = (0.0, 0.0, 0.0, 0.0);
         for p in pairs {
-            let class = if p.predicted >= 0.5 { 1.0 } else { 0.0 };
+            let class = if p.predicted >= threshold { 1.0 } else { 0.0 };
             right += f64::from(u8::from(class == p.truth));
             match (class == 1.0, p.truth == 1.0) {
                 (true, true) => tp += 1.0,

@@ -109,7 +109,12 @@ pub struct JobRunner {
     store: Arc<dyn JobStore>,
     wake: Arc<Wake>,
     stop: Arc<AtomicBool>,
+    /// The job the worker runs now.
+    running: Running,
 }
+
+/// The claim of the job the worker runs, if any.
+type Running = Arc<Mutex<Option<JobClaim>>>;
 
 /// What a job needs.
 pub struct JobDeps {
@@ -136,14 +141,16 @@ impl JobRunner {
         }
         let wake = Arc::new(Wake::set());
         let stop = Arc::new(AtomicBool::new(false));
+        let running = Running::default();
         let runner = JobRunner {
             store: deps.jobs.clone(),
             wake: wake.clone(),
             stop: stop.clone(),
+            running: running.clone(),
         };
         std::thread::Builder::new()
             .name("strata-jobs".into())
-            .spawn(move || worker(deps, wake, stop))
+            .spawn(move || worker(deps, wake, stop, running))
             .map_err(|e| Error::Unavailable(format!("cannot start the job worker: {e}")))?;
         Ok(runner)
     }
@@ -190,10 +197,23 @@ impl JobRunner {
         Ok(self.store.job_log(id)?)
     }
 
-    /// Stops the worker after the job it runs (if any).
+    /// Stops the worker, and lets the job it runs go (queued again, not
+    /// counted as cut short: the hub is stopping cleanly).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.wake();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(claim) = running {
+            match self.store.release_job(claim) {
+                Ok(true) => tracing::info!(job = claim.id, "the running job is queued again"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = claim.id, "cannot queue the running job again: {e}"),
+            }
+        }
     }
 }
 
@@ -202,10 +222,22 @@ impl JobRunner {
 /// worker went silent).
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 
-fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>) {
+fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>, running: Running) {
     while !stop.load(Ordering::Relaxed) {
         match deps.jobs.claim_job(crate::now_ns()) {
-            Ok(Some(job)) => run_one(&deps, job),
+            Ok(Some(job)) => {
+                *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.claim());
+                // Stopped meanwhile: let it go again at once.
+                if stop.load(Ordering::Relaxed) {
+                    let claim = running.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(claim) = claim {
+                        let _ = deps.jobs.release_job(claim);
+                    }
+                    return;
+                }
+                run_one(&deps, job);
+                running.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
             Ok(None) => match deps.jobs.requeue_abandoned_jobs(crate::now_ns()) {
                 Ok(0) => wake.wait(LOOK_EVERY),
                 Ok(n) => {

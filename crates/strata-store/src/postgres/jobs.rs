@@ -16,7 +16,7 @@ use postgres::Row;
 
 use super::Connection;
 use crate::error::{Context, Result, corrupt};
-use crate::jobs::{GAVE_UP, JOB_COLUMNS, MAX_JOB_ATTEMPTS, MAX_LOG_LINES, StoredJob};
+use crate::jobs::{GAVE_UP, JOB_COLUMNS, MAX_JOB_ATTEMPTS, MAX_LOG_LINES, RELEASED, StoredJob};
 use crate::{Job, JobClaim, JobLogLine, JobState, JobStore};
 
 const SCHEMA: &str = "
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS shared_job_log (
     line    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS shared_job_log_by_job ON shared_job_log (job_id, n);
+ALTER TABLE shared_jobs ADD COLUMN IF NOT EXISTS cut_short INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// How long a running job's worker may be silent before the job is taken
@@ -255,21 +256,36 @@ impl JobStore for PostgresJobs {
     }
 
     fn requeue_abandoned_jobs(&self, now_ns: i64) -> Result<u64> {
-        let attempts = MAX_JOB_ATTEMPTS as i32;
+        let most = MAX_JOB_ATTEMPTS as i32;
         self.db.with(|c| {
             c.execute(
                 "UPDATE shared_jobs SET state = 'failed', message = $2, finished_ns = $3
-                 WHERE state = 'running' AND coalesce(alive_ns, 0) < $1 AND attempts >= $4",
-                &[&(now_ns - SILENT_NS), &GAVE_UP, &now_ns, &attempts],
+                 WHERE state = 'running' AND coalesce(alive_ns, 0) < $1 AND cut_short + 1 >= $4",
+                &[&(now_ns - SILENT_NS), &GAVE_UP, &now_ns, &most],
             )
             .context(|| "cannot fail jobs cut short too often".into())?;
             c.execute(
                 "UPDATE shared_jobs
-                 SET state = 'queued', message = 'queued again: its worker went silent'
+                 SET state = 'queued', cut_short = cut_short + 1,
+                     message = 'queued again: its worker went silent'
                  WHERE state = 'running' AND coalesce(alive_ns, 0) < $1",
                 &[&(now_ns - SILENT_NS)],
             )
             .context(|| "cannot requeue abandoned jobs".into())
+        })
+    }
+
+    fn release_job(&self, claim: JobClaim) -> Result<bool> {
+        let (id, attempt) = (claim.id, i32::try_from(claim.attempt).unwrap_or(i32::MAX));
+        self.db.with(|c| {
+            let n = c
+                .execute(
+                    "UPDATE shared_jobs SET state = 'queued', alive_ns = NULL, message = $3
+                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    &[&id, &attempt, &RELEASED],
+                )
+                .context(|| format!("cannot queue job {id} again"))?;
+            Ok(n > 0)
         })
     }
 }

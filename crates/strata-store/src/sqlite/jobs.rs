@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use crate::error::{Context, Result};
-use crate::jobs::{GAVE_UP, JOB_COLUMNS, MAX_JOB_ATTEMPTS, MAX_LOG_LINES, StoredJob};
+use crate::jobs::{GAVE_UP, JOB_COLUMNS, MAX_JOB_ATTEMPTS, MAX_LOG_LINES, RELEASED, StoredJob};
 use crate::{Job, JobClaim, JobLogLine, JobState, JobStore};
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<Job>> {
@@ -206,19 +206,34 @@ impl JobStore for SqliteStore {
             w.conn
                 .execute(
                     "UPDATE jobs SET state = 'failed', message = ?1, finished_ns = ?2
-                     WHERE state = 'running' AND attempts >= ?3",
+                     WHERE state = 'running' AND cut_short + 1 >= ?3",
                     params![GAVE_UP, now_ns, MAX_JOB_ATTEMPTS],
                 )
                 .context(|| "cannot fail jobs cut short too often".into())?;
             let n = w
                 .conn
                 .execute(
-                    "UPDATE jobs SET state = 'queued', message = 'restarted after a hub restart'
+                    "UPDATE jobs SET state = 'queued', cut_short = cut_short + 1,
+                            message = 'restarted after a hub restart'
                      WHERE state = 'running'",
                     [],
                 )
                 .context(|| "cannot requeue jobs".into())?;
             Ok(n as u64)
+        })
+    }
+
+    fn release_job(&self, claim: JobClaim) -> Result<bool> {
+        self.write(|w| {
+            let n = w
+                .conn
+                .execute(
+                    "UPDATE jobs SET state = 'queued', message = ?3
+                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                    params![claim.id, claim.attempt, RELEASED],
+                )
+                .context(|| format!("cannot queue job {} again", claim.id))?;
+            Ok(n > 0)
         })
     }
 

@@ -426,6 +426,14 @@ ALTER TABLE campaigns ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 "#,
         None,
     ),
+    (
+        r#"
+-- How many times in a row a job was cut short (its hub stopped without
+-- letting it go): past MAX_JOB_ATTEMPTS it fails instead of running again.
+ALTER TABLE jobs ADD COLUMN cut_short INTEGER NOT NULL DEFAULT 0;
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

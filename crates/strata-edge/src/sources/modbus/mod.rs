@@ -294,10 +294,16 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                 Ok(Ok(Err(exception))) => {
                     // The unit refused this read (e.g. illegal address); the
                     // other reads still go on. One that spans several
-                    // signals (and the registers between them, which a
-                    // unit may not define) is split, from the next poll on.
+                    // signals refused for its addresses (the registers
+                    // between them, which a unit may not define) is split,
+                    // from the next poll on; a busy unit or gateway is not.
                     stats.error();
-                    if read.signals.len() > 1 {
+                    let addresses = matches!(
+                        exception,
+                        tokio_modbus::ExceptionCode::IllegalDataAddress
+                            | tokio_modbus::ExceptionCode::IllegalDataValue
+                    );
+                    if addresses && read.signals.len() > 1 {
                         refused.push(i);
                         tracing::warn!(stream = %config.stream, start = read.start, count = read.count, "modbus exception: {exception}; reading these registers signal by signal from now on");
                     } else {

@@ -235,6 +235,11 @@ pub async fn run(
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remonitor = tokio::time::interval(REMONITOR);
     remonitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Nodes missing at the last look, and the request for missing ones
+    // under way (its own task: a slow server must not hold up readings).
+    let mut suspects: Vec<usize> = Vec::new();
+    let mut asking: Option<AbortOnDrop> = None;
+    let shared = Arc::new((config.clone(), nodes.clone()));
     loop {
         tokio::select! {
             _ = flush.tick() => {
@@ -242,7 +247,26 @@ pub async fn run(
                     return;
                 }
             }
-            _ = remonitor.tick() => monitor_missing(&session, &config, &nodes).await,
+            _ = remonitor.tick() => {
+                if asking.as_ref().is_some_and(|t| !t.0.is_finished()) {
+                    continue;
+                }
+                let Some((id, missing)) = missing_nodes(&session, &nodes) else {
+                    suspects.clear();
+                    continue;
+                };
+                // Only what was missing at two looks in a row: after a
+                // reconnect the library re-creates the items a while.
+                let ask: Vec<usize> = missing.iter().copied().filter(|i| suspects.contains(i)).collect();
+                suspects = missing;
+                if !ask.is_empty() {
+                    let (session, shared) = (session.clone(), shared.clone());
+                    asking = Some(AbortOnDrop(tokio::spawn(async move {
+                        let (config, nodes) = &*shared;
+                        monitor(&session, config, nodes, id, &ask).await;
+                    })));
+                }
+            }
             value = values.recv() => {
                 let Some((i, value)) = value else { return };
                 let node = &config.nodes[i];
@@ -289,39 +313,44 @@ fn item(config: &OpcuaConfig, i: usize, node: &NodeId) -> MonitoredItemCreateReq
     )
 }
 
-/// Asks again for the nodes the session's subscription does not monitor:
-/// refused at start (a node the server does not have yet, as while a PLC
-/// program loads), or lost when the client library recreated the
-/// subscription after a server restart and the server refused them then.
-async fn monitor_missing(session: &opcua::client::Session, config: &OpcuaConfig, nodes: &[NodeId]) {
-    let missing = {
-        let state = session.subscription_state().lock();
-        let Some(id) = state.subscription_ids().and_then(|ids| ids.first().copied()) else {
-            return;
-        };
-        let Some(subscription) = state.get(id) else {
-            return;
-        };
-        let monitored: std::collections::HashSet<&NodeId> = subscription
-            .monitored_items()
-            .map(|m| &m.item_to_monitor().node_id)
-            .collect();
-        let missing: Vec<usize> = (0..nodes.len())
-            .filter(|&i| !monitored.contains(&nodes[i]))
-            .collect();
-        (id, missing)
-    };
-    let (id, missing) = missing;
-    if missing.is_empty() {
-        return;
-    }
-    let items = missing.iter().map(|&i| item(config, i, &nodes[i])).collect();
+/// The session's subscription and the nodes it does not monitor: refused
+/// at start (a node the server does not have yet, as while a PLC program
+/// loads), or lost when the client library recreated the subscription
+/// after a server restart and the server refused them then. `None` while
+/// there is no subscription.
+fn missing_nodes(session: &opcua::client::Session, nodes: &[NodeId]) -> Option<(u32, Vec<usize>)> {
+    let state = session.subscription_state().lock();
+    let id = state.subscription_ids()?.first().copied()?;
+    let monitored: std::collections::HashSet<&NodeId> = state
+        .get(id)?
+        .monitored_items()
+        .map(|m| &m.item_to_monitor().node_id)
+        .collect();
+    let missing = (0..nodes.len())
+        .filter(|&i| !monitored.contains(&nodes[i]))
+        .collect();
+    Some((id, missing))
+}
+
+/// Asks subscription `id` to monitor the nodes `missing` (indices into
+/// `config.nodes`).
+async fn monitor(
+    session: &opcua::client::Session,
+    config: &OpcuaConfig,
+    nodes: &[NodeId],
+    id: u32,
+    missing: &[usize],
+) {
+    let items = missing
+        .iter()
+        .map(|&i| item(config, i, &nodes[i]))
+        .collect();
     match session
         .create_monitored_items(id, TimestampsToReturn::Both, items)
         .await
     {
         Ok(results) => {
-            for (r, &i) in results.iter().zip(&missing) {
+            for (r, &i) in results.iter().zip(missing) {
                 let node = &config.nodes[i].node;
                 if r.result.status_code.is_good() {
                     tracing::info!(stream = %config.stream, node, "opcua node monitored now");
@@ -330,7 +359,9 @@ async fn monitor_missing(session: &opcua::client::Session, config: &OpcuaConfig,
                 }
             }
         }
-        Err(e) => tracing::debug!(stream = %config.stream, "opcua: cannot monitor the missing nodes yet: {e}"),
+        Err(e) => {
+            tracing::debug!(stream = %config.stream, "opcua: cannot monitor the missing nodes yet: {e}")
+        }
     }
 }
 
