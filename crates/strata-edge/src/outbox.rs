@@ -61,6 +61,21 @@ pub enum OutboxError {
         /// The database's error.
         source: rusqlite::Error,
     },
+    /// Another agent runs on the data directory (it holds `agent.lock`):
+    /// two would share one outbox, twin and update state.
+    #[error("another edge agent runs on the data directory {dir} (it holds agent.lock)")]
+    InUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+    },
+    /// The data directory's lock file could not be used.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The batch alone is larger than the outbox holds, or than one
     /// message to the hub may carry ([`MAX_PAYLOAD_BYTES`]).
     #[error("batch of {bytes} bytes refused: the limit is {limit} bytes")]
@@ -122,10 +137,34 @@ pub struct Outbox {
     dropped: std::sync::atomic::AtomicU64,
     /// Bytes held, tracked here so appends need no scan of the table.
     bytes: std::sync::atomic::AtomicU64,
+    /// `agent.lock` in the data directory, held while the outbox is open.
+    _lock: std::fs::File,
 }
 
 /// Name of the outbox database in the agent's data directory.
 pub const OUTBOX_FILE: &str = "outbox.db";
+
+/// Takes `agent.lock` in the data directory `dir`: one agent at a time.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, OutboxError> {
+    let path = dir.join("agent.lock");
+    let lock = |source| OutboxError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OutboxError::InUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(lock(e)),
+    }
+}
 
 impl Outbox {
     /// Opens (creating) the outbox in `dir`.
@@ -136,6 +175,7 @@ impl Outbox {
         durability: Durability,
     ) -> Result<Self, OutboxError> {
         let _ = std::fs::create_dir_all(dir);
+        let lock = lock_dir(dir)?;
         let conn = Connection::open(dir.join(OUTBOX_FILE)).ctx("open")?;
         let synchronous = match durability {
             Durability::Fsync => "FULL",
@@ -184,6 +224,7 @@ impl Outbox {
             policy,
             dropped: Default::default(),
             bytes: (bytes as u64).into(),
+            _lock: lock,
         })
     }
 
@@ -479,6 +520,25 @@ mod tests {
         // The batches kept are unchanged.
         let seqs: Vec<u64> = o.peek(0, 10).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3 + SEQ_GAP, 4 + SEQ_GAP]);
+    }
+
+    #[test]
+    fn one_agent_at_a_time_opens_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Outbox::open(
+                dir.path(),
+                1 << 20,
+                DropPolicy::DropOldest,
+                Durability::Fsync,
+            )
+        };
+        let first = open().unwrap();
+        let err = open().err().expect("a second outbox on the same directory");
+        assert!(matches!(err, OutboxError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("another edge agent"), "{err}");
+        drop(first);
+        open().unwrap();
     }
 
     #[test]
