@@ -74,6 +74,23 @@ impl Raw {
     }
 }
 
+/// Subscribes `raw` to `filter` at QoS 1 and waits for the SUBACK.
+async fn subscribe_qos1(raw: &mut Raw, filter: &str) {
+    raw.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        }],
+    }))
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+}
+
 fn publish(topic: &str, packet_id: u16, payload: &'static [u8]) -> Packet {
     Packet::Publish(Publish {
         dup: false,
@@ -465,19 +482,7 @@ async fn unacked_qos1_is_redelivered_with_dup_on_reconnect() {
     };
     raw.send(&connect(false)).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if !a.session_present));
-    raw.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        properties: Properties::default(),
-        filters: vec![SubscribeFilter {
-            filter: "q/#".into(),
-            options: SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        }],
-    }))
-    .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    subscribe_qos1(&mut raw, "q/#").await;
     b.publish("q/1", Bytes::from_static(b"once"), QoS::AtLeastOnce, false)
         .unwrap();
     let first_id = match raw.recv().await {
@@ -699,19 +704,7 @@ async fn stuck_subscriber(b: &BrokerHandle, client_id: &str) -> Raw {
     };
     raw.send(&resume(client_id)).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
-    raw.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        properties: Properties::default(),
-        filters: vec![SubscribeFilter {
-            filter: "q/#".into(),
-            options: SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        }],
-    }))
-    .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    subscribe_qos1(&mut raw, "q/#").await;
     for i in 0..STUCK_MESSAGES {
         let payload = Bytes::from(vec![i; 256 * 1024]);
         b.publish("q/big", payload, QoS::AtLeastOnce, false)

@@ -22,7 +22,7 @@ pub fn spawn(
     config: &StorageConfig,
     store: Arc<dyn TelemetryStore>,
     metrics: Arc<Metrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let policy = Policy {
         keep_ns: config.retention_ns(),
@@ -32,20 +32,9 @@ pub fn spawn(
         return None;
     }
     let every = Duration::from_secs(config.retention_check_s);
-    Some(tokio::spawn(async move {
-        loop {
-            let (store, m) = (store.clone(), metrics.clone());
-            let pass = tokio::task::spawn_blocking(move || run_once(&*store, &m, policy)).await;
-            if let Err(e) = pass {
-                metrics.retention_failures.fetch_add(1, Relaxed);
-                tracing::warn!("telemetry retention task failed: {e}");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    }))
+    let m = metrics.clone();
+    let pass = move || run_once(&*store, &m, policy);
+    Some(periodic(every, metrics, stop, "telemetry retention", pass))
 }
 
 /// What to keep.
@@ -108,43 +97,53 @@ pub fn spawn_history(
     config: &StorageConfig,
     store: Arc<dyn AlertStore>,
     metrics: Arc<Metrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let keep_ns = config.history_ns()?;
     let every = Duration::from_secs(config.retention_check_s);
-    Some(tokio::spawn(async move {
+    let m = metrics.clone();
+    let pass = move || match store.forget_history(crate::now_ns().saturating_sub(keep_ns)) {
+        Ok((deliveries, runs)) => {
+            m.history_deleted.fetch_add(deliveries + runs, Relaxed);
+            if deliveries + runs > 0 {
+                tracing::info!(
+                    deliveries,
+                    runs,
+                    "deleted finished webhook deliveries and workflow runs past history_days"
+                );
+            }
+        }
+        Err(e) => {
+            m.retention_failures.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "deleting old webhook deliveries and workflow runs failed, trying again at the next check: {e}"
+            );
+        }
+    };
+    Some(periodic(every, metrics, stop, "history retention", pass))
+}
+
+/// Runs `pass` off the runtime now and every `period` after, until `stop`
+/// turns true; a pass that panics is counted as a failed retention pass.
+fn periodic(
+    period: Duration,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+    pass: impl Fn() + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let pass = Arc::new(pass);
+    tokio::spawn(async move {
         loop {
-            let store = store.clone();
-            let before_ns = crate::now_ns().saturating_sub(keep_ns);
-            let pass = tokio::task::spawn_blocking(move || store.forget_history(before_ns)).await;
-            match pass {
-                Ok(Ok((deliveries, runs))) => {
-                    metrics
-                        .history_deleted
-                        .fetch_add(deliveries + runs, Relaxed);
-                    if deliveries + runs > 0 {
-                        tracing::info!(
-                            deliveries,
-                            runs,
-                            "deleted finished webhook deliveries and workflow runs past history_days"
-                        );
-                    }
-                }
-                Ok(Err(e)) => {
-                    metrics.retention_failures.fetch_add(1, Relaxed);
-                    tracing::warn!(
-                        "deleting old webhook deliveries and workflow runs failed, trying again at the next check: {e}"
-                    );
-                }
-                Err(e) => {
-                    metrics.retention_failures.fetch_add(1, Relaxed);
-                    tracing::warn!("history retention task failed: {e}");
-                }
+            let p = pass.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || p()).await {
+                metrics.retention_failures.fetch_add(1, Relaxed);
+                tracing::warn!("{what} task failed: {e}");
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(period) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
-    }))
+    })
 }
