@@ -153,6 +153,67 @@ fn scores_classes(v: &ModelVersion) -> bool {
             .is_some_and(|output| output.contains("prob"))
 }
 
+/// The stretches of time whose predictions can pair with `labels`
+/// (sorted by time): `[label - max_lag, label]` for each, merged where
+/// they overlap or lie closer than `max_lag` (one query instead of many
+/// short ones).
+fn reach(labels: &[Label], max_lag_ns: i64) -> Vec<(i64, i64)> {
+    let lag = max_lag_ns.max(0);
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for l in labels {
+        let from = l.ts_ns.saturating_sub(lag);
+        match out.last_mut() {
+            Some((_, to)) if from <= to.saturating_add(lag) => *to = (*to).max(l.ts_ns),
+            _ => out.push((from, l.ts_ns)),
+        }
+    }
+    out
+}
+
+/// For labels sorted by time, the latest prediction at or before each
+/// one, found from predictions offered in any order (of equal times, the
+/// one offered last), keeping one prediction per label.
+///
+/// A prediction can only be the latest for the labels from the first one
+/// at or after it; so each label keeps the latest prediction that falls
+/// after the label before it, and a label with none there takes its
+/// predecessor's.
+struct LatestBefore<'a> {
+    labels: &'a [Label],
+    /// Per label: the latest prediction after the label before it.
+    since_previous: Vec<Option<(i64, f64)>>,
+}
+
+impl<'a> LatestBefore<'a> {
+    fn new(labels: &'a [Label]) -> Self {
+        LatestBefore {
+            labels,
+            since_previous: vec![None; labels.len()],
+        }
+    }
+
+    fn offer(&mut self, ts: i64, value: f64) {
+        let first_after = self.labels.partition_point(|l| l.ts_ns < ts);
+        if let Some(slot) = self.since_previous.get_mut(first_after)
+            && slot.is_none_or(|(latest, _)| ts >= latest)
+        {
+            *slot = Some((ts, value));
+        }
+    }
+
+    /// Per label, in order: the latest prediction at or before it.
+    fn latest(&self) -> Vec<Option<(i64, f64)>> {
+        let mut carried = None;
+        self.since_previous
+            .iter()
+            .map(|own| {
+                carried = own.or(carried);
+                carried
+            })
+            .collect()
+    }
+}
+
 /// Scores `v` against the labels of its target.
 pub fn version_accuracy(
     v: &ModelVersion,
@@ -181,24 +242,32 @@ pub fn version_accuracy(
     }
     let mut pairs: Vec<(DeviceId, Pair)> = Vec::new();
     let mut unmatched = 0u64;
-    for (device, labels) in &by_device {
-        let from = labels[0].ts_ns.saturating_sub(spec.max_lag_ns);
-        let to = labels[labels.len() - 1].ts_ns;
-        let mut predictions: Vec<(i64, f64)> = Vec::new();
-        telemetry.replay(device, Some(&stream), from, to, &mut |batch| {
-            for s in batch
-                .signals
-                .iter()
-                .filter(|s| s.name == signal || s.name == shadow_signal)
-            {
-                predictions.extend(s.ts_ns.iter().copied().zip(s.values.iter().copied()));
-            }
-            Ok(())
-        })?;
-        predictions.sort_by_key(|p| p.0);
-        for l in labels {
-            let at = predictions.partition_point(|p| p.0 <= l.ts_ns);
-            match at.checked_sub(1).map(|i| predictions[i]) {
+    for (device, labels) in &mut by_device {
+        labels.sort_by_key(|l| l.ts_ns);
+        // Only the predictions in reach of a label are read, one stretch
+        // of time at a time, and only the latest one before each label is
+        // kept: a device's months of predictions are never held at once.
+        let mut join = LatestBefore::new(labels);
+        for (from, to) in reach(labels, spec.max_lag_ns) {
+            telemetry.replay(device, Some(&stream), from, to, &mut |batch| {
+                for s in batch
+                    .signals
+                    .iter()
+                    .filter(|s| s.name == signal || s.name == shadow_signal)
+                {
+                    for (&ts, &value) in s.ts_ns.iter().zip(&s.values) {
+                        // A batch reaching into two stretches is read
+                        // twice; each prediction counts in one.
+                        if (from..=to).contains(&ts) {
+                            join.offer(ts, value);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        for (l, latest) in labels.iter().zip(join.latest()) {
+            match latest {
                 Some((ts, predicted)) if l.ts_ns - ts <= spec.max_lag_ns => pairs.push((
                     device.clone(),
                     Pair {
@@ -389,6 +458,69 @@ mod tests {
             },
         ];
         assert!(scores_classes(&uploaded));
+    }
+
+    fn label_at(ts_ns: i64) -> Label {
+        Label {
+            device: DeviceId::new("press-1").unwrap(),
+            target: "label.rul_h".into(),
+            ts_ns,
+            value: 0.0,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn the_streaming_join_finds_what_sorting_every_prediction_finds() {
+        // A small generator, so the test needs no crate.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for round in 0..200 {
+            let mut labels: Vec<Label> =
+                (0..next(12)).map(|_| label_at(next(100) as i64)).collect();
+            labels.sort_by_key(|l| l.ts_ns);
+            // Predictions in any order, some at equal times and some on a
+            // label's time.
+            let predictions: Vec<(i64, f64)> = (0..next(40))
+                .map(|k| (next(110) as i64, (round * 100 + k) as f64))
+                .collect();
+            let mut join = LatestBefore::new(&labels);
+            for &(ts, v) in &predictions {
+                join.offer(ts, v);
+            }
+            // What the report did before: sort them all (stably), take the
+            // last at or before each label.
+            let mut sorted = predictions.clone();
+            sorted.sort_by_key(|p| p.0);
+            let want: Vec<Option<(i64, f64)>> = labels
+                .iter()
+                .map(|l| {
+                    let at = sorted.partition_point(|p| p.0 <= l.ts_ns);
+                    at.checked_sub(1).map(|i| sorted[i])
+                })
+                .collect();
+            assert_eq!(join.latest(), want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn only_the_stretches_before_labels_are_read() {
+        let labels: Vec<Label> = [100, 105, 300, 330, 1000]
+            .into_iter()
+            .map(label_at)
+            .collect();
+        // Within 20 of each label; gaps under 20 are read through.
+        assert_eq!(reach(&labels, 20), vec![(80, 105), (280, 330), (980, 1000)]);
+        assert_eq!(
+            reach(&labels, 0),
+            vec![(100, 100), (105, 105), (300, 300), (330, 330), (1000, 1000)]
+        );
+        assert!(reach(&[], 20).is_empty());
     }
 
     #[test]

@@ -311,4 +311,71 @@ mod tests {
         let found = there.profile("rul", 3).unwrap().expect("found");
         assert_eq!(found.rows, 100);
     }
+
+    #[test]
+    fn an_unreadable_profile_asks_for_the_batch_again_and_is_read_once_it_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
+        let artifacts = ArtifactStore::open(dir.path()).unwrap();
+        let models = Arc::new(ModelRegistry::open(store.clone(), artifacts.clone()));
+        let drift = Drift::new(store, models, DriftConfig::default());
+        let reference =
+            FeatureProfile::from_reference(&Sample::new((0..100).map(f64::from)), 10).unwrap();
+        let profile = ModelProfile {
+            rows: 100,
+            features: vec![NamedProfile {
+                name: "x".into(),
+                profile: reference.clone(),
+            }],
+            outputs: vec![],
+        };
+        let mut counts = vec![0; reference.reference.edges.len() + 1];
+        counts[1] = 2;
+        let batch = SketchBatch {
+            stream: "sketch:rul:4".into(),
+            seq: 1,
+            model: "rul".into(),
+            version: 4,
+            start_ns: 0,
+            end_ns: 1_000_000_000,
+            vectors: 2,
+            features: vec![strata_proto::sketch::SignalSketch {
+                name: "x".into(),
+                bins: bins_id(&reference.reference.edges),
+                counts,
+                n: 2,
+                dropped: 0,
+                sum: 3.0,
+                sum_sq: 5.0,
+                min: Some(1.0),
+                max: Some(2.0),
+            }],
+            outputs: vec![],
+            detections: vec![],
+        };
+        let payload = serde_json::to_vec(&batch).unwrap();
+        // The profile's file cannot be read (here: a directory stands in
+        // its place, as a disk or bucket error would): not the device's
+        // fault, so the batch is neither refused nor kept.
+        let path = dir
+            .path()
+            .join("artifacts/sha256")
+            .join(profile_file("rul", 4));
+        std::fs::create_dir(&path).unwrap();
+        match drift.check(&payload) {
+            Err(SketchRefusal::Unavailable(why)) => assert!(why.contains("cannot read"), "{why}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        // Nothing was remembered: once the profile reads, the batch sent
+        // again is taken.
+        std::fs::remove_dir(&path).unwrap();
+        artifacts
+            .put_named(
+                &profile_file("rul", 4),
+                &serde_json::to_vec(&profile).unwrap(),
+            )
+            .unwrap();
+        let checked = drift.check(&payload).expect("checked");
+        assert_eq!(checked.seq, 1);
+    }
 }
