@@ -4,7 +4,11 @@
 //!
 //! On any connection error everything unacknowledged is resent from the
 //! outbox after a reconnect with jittered exponential backoff (so a fleet
-//! that lost its hub does not come back as one synchronized storm).
+//! that lost its hub does not come back as one synchronized storm). The
+//! delays start again from the shortest only once the hub takes data (it
+//! acknowledges a batch) or the connection has stayed up 30 s: a hub that
+//! accepts connections but cannot store closes each one at the first
+//! batch, and the fleet must keep backing off from it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -86,6 +90,10 @@ impl Backoff {
         self.attempt = 0;
     }
 }
+
+/// A connection up this long counts as good, as one the hub takes data
+/// on does at once: the next reconnect starts from the shortest delay.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// Marks a publish in flight that is not an outbox row.
 const NOT_OUTBOX: i64 = -1;
@@ -198,8 +206,14 @@ async fn session(
     let mut in_flight: HashMap<u16, i64> = HashMap::new();
     let mut cursor = 0i64;
     let mut connected = false;
+    let mut connected_at: Option<Instant> = None;
     let mut acked = Vec::new();
     loop {
+        if connected_at.is_some_and(|at| at.elapsed() >= STABLE_CONNECTION) {
+            // Up for a while with nothing to send: good too.
+            backoff.reset();
+            connected_at = None;
+        }
         if connected {
             if !acked.is_empty() {
                 // A durable delete waits for the disk: off the runtime's
@@ -246,8 +260,11 @@ async fn session(
         tokio::select! {
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    // Not yet a reason to reconnect quickly next time: a
+                    // hub that cannot store answers a publish by closing
+                    // the connection, and the fleet must then back off.
                     connected = true;
-                    backoff.reset();
+                    connected_at = Some(Instant::now());
                     tracing::info!(device = %config.device, "uplink connected");
                     for t in [&desired_topic, &gate_topic, &cmd_topic] {
                         client
@@ -300,6 +317,8 @@ async fn session(
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if let Some(id) = in_flight.remove(&ack.pkid).filter(|&id| id != NOT_OUTBOX) {
                         acked.push(id);
+                        // The hub takes data: the connection is good.
+                        backoff.reset();
                     }
                 }
                 Ok(_) => {}
@@ -325,5 +344,101 @@ mod tests {
         assert!(distinct.len() > 30, "delays are jittered");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    /// A hub that takes connections but cannot store telemetry: it asks
+    /// for every batch again by closing the connection, as the hub's
+    /// ingest does when its storage fails.
+    #[derive(Default)]
+    struct CannotStore {
+        connects: std::sync::atomic::AtomicUsize,
+    }
+
+    impl strata_broker::Hooks for CannotStore {
+        fn authenticate(&self, _: &strata_broker::ConnectInfo<'_>) -> strata_broker::AuthDecision {
+            strata_broker::AuthDecision::Allow
+        }
+        fn authorize_publish(&self, _: strata_broker::Client<'_>, _: &str) -> bool {
+            true
+        }
+        fn authorize_subscribe(&self, _: strata_broker::Client<'_>, _: &str) -> bool {
+            true
+        }
+        fn on_publish(
+            &self,
+            _: strata_broker::Client<'_>,
+            msg: &strata_broker::InboundPublish,
+        ) -> strata_broker::PublishDecision {
+            if !msg.topic.ends_with("/up/telemetry") {
+                return strata_broker::PublishDecision::Route;
+            }
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let _ = done.send(Err(strata_broker::IngestRefusal::Retry));
+            strata_broker::PublishDecision::RouteAfter(answer)
+        }
+        fn on_connect(&self, _: &str) {
+            self.connects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_that_takes_no_data_sees_the_device_back_off() {
+        let hooks = Arc::new(CannotStore::default());
+        let config = strata_broker::Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Default::default()
+        };
+        let broker = strata_broker::Broker::start(config, hooks.clone())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(
+            Outbox::open(
+                dir.path(),
+                1 << 20,
+                crate::outbox::DropPolicy::DropOldest,
+                crate::outbox::Durability::Process,
+            )
+            .unwrap(),
+        );
+        outbox
+            .append("plant", |seq| seq.to_le_bytes().to_vec())
+            .unwrap();
+        let (desired, _) = tokio::sync::watch::channel(None);
+        let (gate, _) = tokio::sync::watch::channel(None);
+        let (approvals, _approved) = tokio::sync::mpsc::channel(1);
+        let downlink = Downlink {
+            desired,
+            reported: Arc::default(),
+            gate,
+            approvals,
+        };
+        let uplink = UplinkConfig {
+            device: DeviceId::new("press-1").unwrap(),
+            mqtt: broker.local_addr(),
+            credential: "secret".into(),
+            window: 8,
+            tls_dir: None,
+        };
+        let task = tokio::spawn(run(uplink, outbox.clone(), Arc::default(), downlink));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        task.abort();
+        // Each connection is accepted, then closed at the batch's publish.
+        // With delays that start again from the shortest at every connect
+        // (0 to 200 ms) that is some 30 connections in 4 s; with delays
+        // that keep growing (0 to 200 ms, 400 ms, 800 ms, ...), a handful.
+        let connects = hooks.connects.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            connects >= 2,
+            "the device came back after the first refusal"
+        );
+        assert!(
+            connects <= 12,
+            "{connects} connections in 4 s: the device did not back off"
+        );
+        // Nothing was lost meanwhile.
+        assert_eq!(outbox.peek(0, 10).unwrap().len(), 1);
+        broker.shutdown().await;
     }
 }

@@ -241,7 +241,8 @@ pub fn rollback_tag(id: i64) -> String {
     format!("campaign-{id}-rollback")
 }
 
-/// What the hub must do to a device's twin for a step.
+/// What the hub must do to a device's twin for a step. A step names each
+/// device at most once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Todo {
     /// Sign and deliver an assignment of `version`, tagged `tag`.
@@ -259,6 +260,15 @@ pub enum Todo {
         /// Index into the campaign's devices.
         device: usize,
     },
+}
+
+impl Todo {
+    /// The index of the device it is for.
+    pub fn device(&self) -> usize {
+        match self {
+            Todo::Assign { device, .. } | Todo::Remove { device } => *device,
+        }
+    }
 }
 
 /// Counts of a campaign's devices by state.
@@ -376,6 +386,10 @@ pub fn step(
                     OnFailure::Pause => pause(campaign, why, now_ns),
                     OnFailure::Abort => {
                         let (t, c) = abort(campaign, spec, devices, why, now_ns);
+                        // What the abort gives a device replaces what
+                        // this step gave it before (a fresh assignment
+                        // of the release it now withdraws).
+                        todo.retain(|earlier| !t.iter().any(|x| x.device() == earlier.device()));
                         todo.extend(t);
                         changed.extend(c);
                     }
@@ -783,6 +797,31 @@ mod tests {
         let (todo, _) = step(&mut c, &s, &mut devices, &HashMap::new(), 51_000_000_000);
         assert_eq!(todo.len(), 1);
         assert_eq!(devices[0].expires_ns, Some(151_000_000_000));
+    }
+
+    #[test]
+    fn an_abort_in_the_step_that_signs_again_leaves_the_release_withdrawn() {
+        // Devices still installing get a fresh assignment at half-life; a
+        // failure that aborts the campaign in that same step must leave
+        // them with their previous release only, not both (the later
+        // delivery would win).
+        let s = spec(
+            serde_json::json!({"assignment_ttl_s": 100, "device_timeout_s": 1000, "canary": {"count": 4}, "failure_threshold": {"count": 1}, "on_failure": "abort"}),
+        );
+        let (mut c, mut devices) = campaign(&s, 20);
+        step(&mut c, &s, &mut devices, &HashMap::new(), 0);
+        let mut reports = answer(&devices, |d| d.as_str() == "d3");
+        reports.retain(|d, _| d.as_str() == "d3");
+        let (todo, _) = step(&mut c, &s, &mut devices, &reports, 51_000_000_000);
+        assert_eq!(c.state, "aborted");
+        assert_eq!(todo.len(), 4, "{todo:?}");
+        for t in &todo {
+            assert!(
+                matches!(t, Todo::Assign { version: 2, tag, .. } if tag == "campaign-7-rollback"),
+                "{t:?}"
+            );
+        }
+        assert_eq!(devices[0].state, "withdrawn");
     }
 
     #[test]

@@ -197,7 +197,15 @@ impl Campaigns {
     ) -> Result<()> {
         let r = &spec.release;
         let mut assign: BTreeMap<(u64, &str), Vec<DeviceId>> = BTreeMap::new();
-        for t in todo {
+        // Removals go first and assignments by version, so should a step
+        // name a device twice, only its last word is delivered.
+        let mut named = std::collections::HashSet::new();
+        let last: Vec<&Todo> = todo
+            .iter()
+            .rev()
+            .filter(|t| named.insert(t.device()))
+            .collect();
+        for t in last.into_iter().rev() {
             match t {
                 Todo::Assign {
                     device,

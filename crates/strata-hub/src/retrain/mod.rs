@@ -252,6 +252,15 @@ fn save(deps: &RetrainDeps, c: &Cycle) -> Result<()> {
     Ok(deps.cycles.update_cycle(&stored(c))?)
 }
 
+/// The champion now, when it is no longer `champion` (the one a cycle
+/// started from). A model without a champion alias has not moved.
+fn champion_moved(aliases: &std::collections::BTreeMap<String, u32>, champion: u32) -> Option<u32> {
+    aliases
+        .get("champion")
+        .copied()
+        .filter(|&now| now != champion)
+}
+
 /// The version a model serves: its champion, else its latest.
 pub fn serving_version(
     models: &ModelRegistry,
@@ -520,6 +529,23 @@ fn decide_offline(
 
 fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
+    let aliases = deps.models.model(&c.model)?.aliases;
+    if let Some(now_champion) = champion_moved(&aliases, c.champion) {
+        // Someone promoted another version meanwhile: the challenger was
+        // compared with a version that no longer serves, so promoting it
+        // (or putting that one back should it fail) would override them.
+        deps.deployer.end_shadow(&c.model)?;
+        c.step(
+            CycleState::Abandoned,
+            format!(
+                "v{now_champion} became champion while v{challenger} shadowed v{}; \
+                 v{challenger} was not compared with it, so the shadow ends and v{now_champion} stays",
+                c.champion
+            ),
+            now,
+        );
+        return Ok(());
+    }
     let devices = deps.registry.devices_by_id()?;
     let from = c.shadow_from_ns.unwrap_or(now);
     let spec = AccuracySpec {
@@ -631,4 +657,22 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         now,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::champion_moved;
+
+    #[test]
+    fn a_champion_promoted_during_the_shadow_is_noticed() {
+        let champion =
+            |v: u32| BTreeMap::from([("champion".to_string(), v), ("canary".to_string(), 9)]);
+        assert_eq!(champion_moved(&champion(5), 5), None);
+        assert_eq!(champion_moved(&champion(7), 5), Some(7));
+        // Without a champion alias the cycle started from the latest
+        // version; registering the challenger is not a promotion.
+        assert_eq!(champion_moved(&BTreeMap::new(), 5), None);
+    }
 }

@@ -28,6 +28,10 @@ use crate::wake::Worker;
 /// The events a webhook can subscribe to.
 pub const EVENTS: &[&str] = &["alert.raised", "alert.acknowledged", "alert.cleared"];
 
+/// How long a worker waits after its store failed to take an outcome
+/// (webhook deliveries, workflow runs) before it goes round again.
+pub(crate) const STORE_RETRY: Duration = Duration::from_secs(5);
+
 /// One `[[webhooks]]` endpoint of the hub's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -346,6 +350,7 @@ impl Webhooks {
                     continue;
                 }
             };
+            let mut unrecorded = false;
             for mut d in due {
                 if self.worker.stopping() {
                     return;
@@ -353,7 +358,14 @@ impl Webhooks {
                 self.attempt(&mut d);
                 if let Err(e) = self.store.record_attempt(&d) {
                     tracing::warn!("webhooks: cannot record delivery {}: {e}", d.id);
+                    unrecorded = true;
                 }
+            }
+            if unrecorded {
+                // The delivery is still due as stored: going round at once
+                // would post it again and again while the store fails.
+                self.worker.wait(STORE_RETRY);
+                continue;
             }
             self.worker
                 .wait_until(self.store.next_delivery_ns().ok().flatten());

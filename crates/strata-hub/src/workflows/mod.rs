@@ -349,6 +349,7 @@ impl Workflows {
 
     fn run(&self) {
         while !self.worker.stopping() {
+            let mut failed = false;
             match self.store.due_runs(now_ns(), 32) {
                 Ok(due) => {
                     for stored in due {
@@ -357,10 +358,21 @@ impl Workflows {
                         }
                         if let Err(e) = self.advance(stored) {
                             tracing::warn!("workflows: {e}");
+                            failed = true;
                         }
                     }
                 }
-                Err(e) => tracing::warn!("workflows: cannot read due runs: {e}"),
+                Err(e) => {
+                    tracing::warn!("workflows: cannot read due runs: {e}");
+                    failed = true;
+                }
+            }
+            if failed {
+                // A run whose outcome could not be stored is still due:
+                // going round at once would repeat its step (a command to
+                // a device, a call) again and again while the store fails.
+                self.worker.wait(crate::webhooks::STORE_RETRY);
+                continue;
             }
             self.worker
                 .wait_until(self.store.next_run_ns().ok().flatten());
