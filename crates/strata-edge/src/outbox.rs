@@ -132,6 +132,8 @@ pub struct OutboxStats {
 /// The outbox.
 pub struct Outbox {
     conn: Mutex<Connection>,
+    /// The seq a stream starts at.
+    first_seq: u64,
     max_bytes: u64,
     policy: DropPolicy,
     dropped: std::sync::atomic::AtomicU64,
@@ -189,6 +191,8 @@ impl Outbox {
              -- keeps the agent's memory small on a gateway.
              PRAGMA cache_size = -512;
              CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+             -- first_seq: where a stream not in `streams` starts.
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS outbox (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  stream TEXT NOT NULL,
@@ -203,14 +207,25 @@ impl Outbox {
             // already. Each start moves every stream's next seq past all
             // the seqs so lost (the WAL is synced at every checkpoint, so
             // they are fewer than its 1,000 pages), and syncs that, so no
-            // seq is handed out again for different data.
+            // seq is handed out again for different data. A stream whose
+            // row itself was lost starts past them too: new streams start
+            // at `first_seq`, moved on at each start the same way.
             conn.execute_batch(&format!(
                 "PRAGMA synchronous = FULL;
                  UPDATE streams SET next_seq = next_seq + {SEQ_GAP};
+                 INSERT INTO meta (key, value) VALUES ('first_seq', 1)
+                     ON CONFLICT (key) DO UPDATE SET value = value + {SEQ_GAP};
                  PRAGMA synchronous = {synchronous};"
             ))
             .ctx("move sequences past unsynced ones")?;
         }
+        let first_seq: i64 = conn
+            .query_row(
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'first_seq'), 1)",
+                [],
+                |r| r.get(0),
+            )
+            .ctx("read the first sequence")?;
         let bytes: i64 = conn
             .query_row(
                 "SELECT coalesce(sum(length(payload)), 0) FROM outbox",
@@ -220,6 +235,7 @@ impl Outbox {
             .ctx("size")?;
         Ok(Outbox {
             conn: Mutex::new(conn),
+            first_seq: first_seq as u64,
             max_bytes,
             policy,
             dropped: Default::default(),
@@ -249,7 +265,7 @@ impl Outbox {
             .query_row(params![stream], |r| r.get::<_, i64>(0))
             .optional()
             .ctx("read sequence")?
-            .map_or(1, |s| s as u64);
+            .map_or(self.first_seq, |s| s as u64);
         let payload = build(seq);
         // Checked before anything is dropped: a batch that can never fit
         // or be sent must not cost the ones already kept.
@@ -520,6 +536,45 @@ mod tests {
         // The batches kept are unchanged.
         let seqs: Vec<u64> = o.peek(0, 10).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3 + SEQ_GAP, 4 + SEQ_GAP]);
+    }
+
+    #[test]
+    fn a_stream_whose_row_a_power_loss_took_starts_past_what_it_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Outbox::open(
+                dir.path(),
+                1 << 20,
+                DropPolicy::DropOldest,
+                Durability::Process,
+            )
+            .unwrap()
+        };
+        let o = open();
+        assert_eq!(o.append("model:rul:2", |s| vec![s as u8]).unwrap(), 1);
+        assert_eq!(o.append("model:rul:2", |s| vec![s as u8]).unwrap(), 2);
+        // The stream was new and nothing was synced: a power loss can
+        // take its row back after the hub stored seqs 1 and 2.
+        o.conn()
+            .execute("DELETE FROM streams WHERE name = 'model:rul:2'", [])
+            .unwrap();
+        drop(o);
+        let o = open();
+        assert_eq!(
+            o.append("model:rul:2", |s| vec![s as u8]).unwrap(),
+            1 + SEQ_GAP
+        );
+        drop(o);
+        // With a sync per batch nothing is lost, and new streams start
+        // where the last start left them.
+        let o = Outbox::open(
+            dir.path(),
+            1 << 20,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
+        assert_eq!(o.append("other", |s| vec![s as u8]).unwrap(), 1 + SEQ_GAP);
     }
 
     #[test]
