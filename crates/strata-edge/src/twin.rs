@@ -729,9 +729,12 @@ impl TwinApplier {
         // Marked before the hook runs: a power cut from here on brings the
         // committed bundle back at the next start.
         committed.installing.insert(key.clone(), version);
+        if let Some(digest) = assignment_digest(value) {
+            committed.installing_assignment.insert(key.clone(), digest);
+        }
         if let Err(e) = committed.save(&self.data_dir) {
             // Without the mark, a power cut in the hook would go unnoticed.
-            committed.installing.remove(&key);
+            committed.clear_installing(&key);
             let e = format!("cannot record the install before running its hook: {e}");
             return (update_report(&key, version, Some(("unavailable", e))), true);
         }
@@ -809,16 +812,33 @@ impl TwinApplier {
                 }
             }
         }
-        committed.installing.remove(key);
+        committed.clear_installing(key);
         self.save(committed);
     }
 
     /// Brings back the committed bundles whose replacement was cut short.
     async fn recover_bundles(&self) {
         let mut state = OtaState::load(&self.data_dir);
-        let cut: Vec<String> = state.installing.keys().cloned().collect();
-        for key in cut {
-            tracing::warn!(device = %self.device, update = key, "an install was cut short; the committed bundle comes back");
+        let cut: Vec<(String, u64)> = state.installing.clone().into_iter().collect();
+        for (key, version) in cut {
+            tracing::warn!(device = %self.device, update = key, version, "an install was cut short; the committed bundle comes back");
+            // The version that was installing failed here: a hook or a
+            // version that restarts the gateway must not be installed
+            // again at every start while the twin still names it.
+            if let Some(digest) = state.installing_assignment.get(&key).cloned() {
+                let mut report = update_report(
+                    &key,
+                    version,
+                    Some((
+                        "interrupted",
+                        "the gateway restarted during the install or its health check".into(),
+                    )),
+                );
+                report.state = "rolled_back".into();
+                state.failed.insert(digest.clone(), report);
+                state.unanswered.insert(digest);
+                self.save(&state);
+            }
             self.restore_bundle(&key, &mut state).await;
         }
     }
@@ -1149,6 +1169,14 @@ struct OtaState {
     /// Bundles whose install hook ran but which are not committed yet.
     #[serde(default)]
     installing: std::collections::BTreeMap<String, u64>,
+    /// The assignment (by digest) each of those came from.
+    #[serde(default)]
+    installing_assignment: std::collections::BTreeMap<String, String>,
+    /// Failures (by digest) recorded at a start for an install cut short,
+    /// kept until a twin naming their assignment is answered: the twin
+    /// kept from the last run may predate that assignment.
+    #[serde(default)]
+    unanswered: std::collections::BTreeSet<String>,
     #[serde(default)]
     installed: std::collections::BTreeMap<String, InstalledModel>,
 }
@@ -1185,6 +1213,12 @@ impl OtaState {
         self.committed.get(key).copied()
     }
 
+    /// Clears the install mark of a bundle.
+    fn clear_installing(&mut self, key: &str) {
+        self.installing.remove(key);
+        self.installing_assignment.remove(key);
+    }
+
     /// The lowest version that may still be installed.
     fn floor(&self, key: &str) -> Option<u64> {
         self.floors.get(key).or(self.committed.get(key)).copied()
@@ -1218,9 +1252,11 @@ impl OtaState {
     /// `answered`, in order) and forgets assignments no longer named;
     /// true when something changed.
     fn remember_failures(&mut self, answered: &[Option<String>], reports: &[UpdateReport]) -> bool {
-        let before = self.failed.clone();
+        let before = (self.failed.clone(), self.unanswered.clone());
+        let named = |digest: &String| answered.iter().flatten().any(|a| a == digest);
         self.failed
-            .retain(|digest, _| answered.iter().flatten().any(|a| a == digest));
+            .retain(|digest, _| named(digest) || self.unanswered.contains(digest));
+        self.unanswered.retain(|digest| !named(digest));
         for (digest, report) in answered.iter().zip(reports) {
             let for_good = match report.state.as_str() {
                 "failed" | "rolled_back" => true,
@@ -1233,7 +1269,7 @@ impl OtaState {
                 self.failed.insert(digest.clone(), report.clone());
             }
         }
-        self.failed != before
+        (&self.failed, &self.unanswered) != (&before.0, &before.1)
     }
 
     /// Commits a config release.
@@ -1256,7 +1292,7 @@ impl OtaState {
         let floor = self.floor(key).unwrap_or(0).max(floor);
         self.floors.insert(key.to_owned(), floor);
         self.committed.insert(key.to_owned(), version);
-        self.installing.remove(key);
+        self.clear_installing(key);
         self.bundles.insert(
             key.to_owned(),
             InstalledBundle {

@@ -166,7 +166,26 @@ pub struct Alerts {
     /// Whether a rule needs the device list (an `offline` rule, or one
     /// limited to a site): otherwise the tick does not read it.
     needs_devices: bool,
+    /// When this hub started, ns.
+    started_ns: i64,
     worker: Worker,
+}
+
+/// How long devices have after a hub starts to connect to it again (their
+/// reconnect delays reach 30 s) before they count as offline.
+const RECONNECT_GRACE_NS: i64 = 60_000_000_000;
+
+/// Since when a device not connected counts as offline, for `offline`
+/// rules: since it was last heard from, but a device last heard from
+/// before this hub started (a restart, an upgrade, a crash disconnects the
+/// whole fleet at once) only once it has had time to connect again, so a
+/// restart does not raise an alert for every device.
+fn offline_since(last_seen_ns: i64, started_ns: i64) -> i64 {
+    if last_seen_ns < started_ns {
+        last_seen_ns.max(started_ns.saturating_add(RECONNECT_GRACE_NS))
+    } else {
+        last_seen_ns
+    }
 }
 
 impl Alerts {
@@ -220,6 +239,7 @@ impl Alerts {
             dropped: AtomicU64::new(0),
             raised: Mutex::new(BTreeMap::new()),
             needs_devices,
+            started_ns: now_ns(),
             worker: Worker::default(),
         });
         if !rules.is_empty() {
@@ -349,7 +369,8 @@ impl Alerts {
                 // so an alert raised before the revocation clears instead
                 // of staying open for good.
                 let revoked = d.state != strata_store::DeviceState::Active;
-                let since = (!d.online && !revoked).then(|| d.last_seen_ns.unwrap_or(now));
+                let since = (!d.online && !revoked)
+                    .then(|| offline_since(d.last_seen_ns.unwrap_or(now), self.started_ns));
                 if let Some(v) = state.eval.presence(rule, d.id.as_str(), since, now) {
                     self.apply(&mut state, rule, d.id.as_str(), v);
                 }
@@ -616,4 +637,47 @@ impl Alerts {
 fn applies(rule: &AlertRule, device: &str, site: Option<&str>) -> bool {
     (rule.devices.is_empty() || rule.devices.iter().any(|d| d == device))
         && rule.site.as_deref().is_none_or(|s| Some(s) == site)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eval::{Evaluator, Verdict};
+    use super::rules::AlertRule;
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_hub_restart_gives_the_fleet_time_to_reconnect_before_offline_alerts() {
+        let rule: AlertRule = toml::from_str("name = \"gone\"\ncondition = \"offline\"\n").unwrap();
+        let mut eval = Evaluator::new(vec![rule]);
+        let started = 1_000 * S;
+        // Both were cut off by the restart; one reconnects in time.
+        let last_seen = started - 2 * S;
+        for now in [started + S, started + 30 * S] {
+            let since = offline_since(last_seen, started);
+            assert_eq!(eval.presence(0, "slow", Some(since), now), None, "at {now}");
+            assert_eq!(eval.presence(0, "back", Some(since), now), None);
+        }
+        assert_eq!(eval.presence(0, "back", None, started + 40 * S), None);
+        // The other is still away once the grace is over.
+        let verdict = eval.presence(
+            0,
+            "slow",
+            Some(offline_since(last_seen, started)),
+            started + 61 * S,
+        );
+        assert!(
+            matches!(verdict, Some(Verdict::Raise { .. })),
+            "{verdict:?}"
+        );
+        // A device heard from since the start is judged at once.
+        let seen_since = started + 100 * S;
+        assert_eq!(offline_since(seen_since, started), seen_since);
+        let verdict = eval.presence(0, "later", Some(seen_since), seen_since);
+        assert!(
+            matches!(verdict, Some(Verdict::Raise { .. })),
+            "{verdict:?}"
+        );
+    }
 }
