@@ -434,7 +434,11 @@ fn through_nats_jetstream_mqtt_listener_a_hub_down_for_a_while_misses_nothing() 
     eventually(Duration::from_secs(60), "all 200 stored", || {
         hub.readings("press-1", "temp").len() == 200
     });
-    assert_eq!(hub.metric("strata_batches_duplicate_total"), 0.0);
+    // Batches the killed hub had stored but not yet acknowledged to the
+    // broker come again: the ledger counts them and stores nothing twice.
+    let again = hub.metric("strata_batches_duplicate_total");
+    assert!(again <= 100.0, "{again} batches came again");
+    assert_eq!(hub.readings("press-1", "temp").len(), 200);
 }
 
 #[test]

@@ -541,16 +541,10 @@ mod tests {
     #[test]
     fn a_stream_whose_row_a_power_loss_took_starts_past_what_it_sent() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            Outbox::open(
-                dir.path(),
-                1 << 20,
-                DropPolicy::DropOldest,
-                Durability::Process,
-            )
-            .unwrap()
+        let open = |durability| {
+            Outbox::open(dir.path(), 1 << 20, DropPolicy::DropOldest, durability).unwrap()
         };
-        let o = open();
+        let o = open(Durability::Process);
         assert_eq!(o.append("model:rul:2", |s| vec![s as u8]).unwrap(), 1);
         assert_eq!(o.append("model:rul:2", |s| vec![s as u8]).unwrap(), 2);
         // The stream was new and nothing was synced: a power loss can
@@ -559,21 +553,13 @@ mod tests {
             .execute("DELETE FROM streams WHERE name = 'model:rul:2'", [])
             .unwrap();
         drop(o);
-        let o = open();
-        assert_eq!(
-            o.append("model:rul:2", |s| vec![s as u8]).unwrap(),
-            1 + SEQ_GAP
-        );
+        let o = open(Durability::Process);
+        let seq = o.append("model:rul:2", |s| vec![s as u8]).unwrap();
+        assert_eq!(seq, 1 + SEQ_GAP);
         drop(o);
         // With a sync per batch nothing is lost, and new streams start
         // where the last start left them.
-        let o = Outbox::open(
-            dir.path(),
-            1 << 20,
-            DropPolicy::DropOldest,
-            Durability::Fsync,
-        )
-        .unwrap();
+        let o = open(Durability::Fsync);
         assert_eq!(o.append("other", |s| vec![s as u8]).unwrap(), 1 + SEQ_GAP);
     }
 

@@ -179,12 +179,20 @@ fn check(deps: &RetrainDeps, p: &RetrainPolicy, now: i64) -> Result<()> {
     {
         let mut c = decode(stored.clone())?;
         let before = c.clone();
-        if let Err(e) = advance(deps, p, &mut c, now) {
-            c.step(CycleState::Failed, e.to_string(), now);
-            // A shadow of a failed cycle stops.
-            if c.shadow_from_ns.is_some() {
-                let _ = deps.deployer.end_shadow(&p.model);
+        match advance(deps, p, &mut c, now) {
+            Err(e) if ends_the_cycle(&e) => {
+                c.step(CycleState::Failed, e.to_string(), now);
+                // A shadow of a failed cycle stops.
+                if c.shadow_from_ns.is_some() {
+                    let _ = deps.deployer.end_shadow(&p.model);
+                }
             }
+            Err(e) => tracing::warn!(
+                cycle = c.id,
+                model = %p.model,
+                "retraining: {e}; the cycle goes on at the next check"
+            ),
+            Ok(()) => {}
         }
         if c != before {
             save(deps, &c)?;
@@ -250,6 +258,14 @@ fn stored(c: &Cycle) -> StoredCycle {
 
 fn save(deps: &RetrainDeps, c: &Cycle) -> Result<()> {
     Ok(deps.cycles.update_cycle(&stored(c))?)
+}
+
+/// Whether a step's error ends its cycle: any but the store being down
+/// for the moment (a lost connection, a busy database), which must not
+/// throw away a shadow of hours; the step is taken again at the next
+/// check, from what was saved of the ones before.
+fn ends_the_cycle(e: &Error) -> bool {
+    !matches!(e, Error::Store(store) if store.is_retryable())
 }
 
 /// The champion now, when it is no longer `champion` (the one a cycle
@@ -663,7 +679,8 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::champion_moved;
+    use super::{champion_moved, ends_the_cycle};
+    use crate::error::Error;
 
     #[test]
     fn a_champion_promoted_during_the_shadow_is_noticed() {
@@ -674,5 +691,22 @@ mod tests {
         // Without a champion alias the cycle started from the latest
         // version; registering the challenger is not a promotion.
         assert_eq!(champion_moved(&BTreeMap::new(), 5), None);
+    }
+
+    #[test]
+    fn only_a_store_down_for_the_moment_leaves_a_cycle_going() {
+        let busy = strata_store::Error::Sqlite {
+            context: "cannot read the labels".into(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ),
+        };
+        assert!(!ends_the_cycle(&Error::Store(busy)));
+        let gone = strata_store::Error::NotFound("no job 7".into());
+        assert!(ends_the_cycle(&Error::Store(gone)));
+        assert!(ends_the_cycle(&Error::Conflict(
+            "the training failed".into()
+        )));
     }
 }
