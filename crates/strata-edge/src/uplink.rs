@@ -162,6 +162,36 @@ fn options(config: &UplinkConfig) -> Result<MqttOptions, String> {
     Ok(o)
 }
 
+/// Drives `event_loop` in a task of its own; its events (up to the first
+/// error) arrive on the receiver. The task ends with the guard.
+fn poll_in_a_task(
+    mut event_loop: rumqttc::EventLoop,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    AbortOnDrop,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        loop {
+            let event = event_loop.poll().await;
+            let ended = event.is_err();
+            if tx.send(event).await.is_err() || ended {
+                return;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One connection's life: returns an error when it ends.
 async fn session(
     config: &UplinkConfig,
@@ -174,7 +204,13 @@ async fn session(
     let window = usize::from(config.window.max(1));
     // Room for the window, three subscriptions, the reported twin and the
     // health message of a connect.
-    let (client, mut events) = AsyncClient::new(options(config)?, window + 5);
+    let (client, event_loop) = AsyncClient::new(options(config)?, window + 5);
+    // rumqttc's `poll` is not safe to cancel: dropped while it writes a
+    // packet (a slow link, a full write buffer), it loses the packet yet
+    // counts it in flight. So it runs in a task of its own that only
+    // polls, and the loop below, which also waits on other things, takes
+    // its events from a channel.
+    let (mut events, _poller) = poll_in_a_task(event_loop);
     let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
     let sketch_topic =
         Topic::new(config.device.clone(), Direction::Up, TopicKind::Sketch).to_string();
@@ -258,8 +294,8 @@ async fn session(
             }
         }
         tokio::select! {
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            event = events.recv() => match event {
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     // Not yet a reason to reconnect quickly next time: a
                     // hub that cannot store answers a publish by closing
                     // the connection, and the fleet must then back off.
@@ -288,10 +324,10 @@ async fn session(
                         .map_err(|e| format!("cannot queue the health message: {e}"))?;
                     queued.push_back(NOT_OUTBOX);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == desired_topic => {
                     twin.desired.send_replace(Some(p.payload.to_vec()));
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == gate_topic => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == gate_topic => {
                     match serde_json::from_slice::<strata_proto::ControlGate>(&p.payload) {
                         Ok(gate) => {
                             twin.gate.send_replace(Some(gate));
@@ -299,7 +335,7 @@ async fn session(
                         Err(e) => tracing::warn!(device = %config.device, "ignoring a malformed site gate: {e}"),
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == cmd_topic => {
                     match serde_json::from_slice::<strata_proto::Approval>(&p.payload) {
                         Ok(a) => {
                             if twin.approvals.try_send(a).is_err() {
@@ -309,20 +345,21 @@ async fn session(
                         Err(_) => tracing::debug!(device = %config.device, "command is not an approval; no handler for it here"),
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
                     if let Some(id) = queued.pop_front() {
                         in_flight.insert(pkid, id);
                     }
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some(id) = in_flight.remove(&ack.pkid).filter(|&id| id != NOT_OUTBOX) {
                         acked.push(id);
                         // The hub takes data: the connection is good.
                         backoff.reset();
                     }
                 }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the MQTT event loop ended".into()),
             },
             _ = appended.notified(), if connected => {}
             _ = twin.reported.changed.notified(), if connected => report(&client, &mut queued)?,
