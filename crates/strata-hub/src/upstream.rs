@@ -406,6 +406,36 @@ pub fn spawn(
     Ok(())
 }
 
+/// Drives `event_loop` in a task of its own; its events (up to the first
+/// error) arrive on the receiver. The task ends with the guard.
+fn poll_in_a_task(
+    mut event_loop: rumqttc::EventLoop,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    AbortOnDrop,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        loop {
+            let event = event_loop.poll().await;
+            let ended = event.is_err();
+            if tx.send(event).await.is_err() || ended {
+                return;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One connection: subscribes, takes messages and acknowledges each once
 /// it is settled, in the order they came. Returns, when the connection
 /// ends, whether it worked (it was accepted, and did not end because
@@ -424,7 +454,12 @@ async fn session(
     downlink: &mut Outbound,
     resend: &Resend,
 ) -> (bool, String) {
-    let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
+    let (client, event_loop) = AsyncClient::new(options.clone(), REQUESTS);
+    // rumqttc's `poll` is not safe to cancel: dropped while it writes a
+    // packet (an acknowledgement, a downlink), it loses the packet. So it
+    // runs in a task of its own that only polls, and the loop below,
+    // which also waits on ingest, takes its events from a channel.
+    let (mut events, _poller) = poll_in_a_task(event_loop);
     let mut connected = false;
     let mut queue: VecDeque<(Publish, Waiting)> = VecDeque::new();
     let mut front: Option<(Publish, Waiting)> = None;
@@ -476,8 +511,8 @@ async fn session(
                     }
                 }
             }
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            event = events.recv() => match event {
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     connected = true;
                     consumer.hooks.metrics.upstream_connections.fetch_add(1, Relaxed);
                     let subscriptions = filters
@@ -491,7 +526,7 @@ async fn session(
                 // from then on, nothing for the hub is missed. A refused
                 // subscription is the broker's configuration (its ACL):
                 // said, and the hub does not count as connected.
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                Some(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
                     let refused = refused(filters, &ack);
                     if refused.is_empty() {
                         consumer.hooks.metrics.upstream_connected.store(1, Relaxed);
@@ -509,12 +544,13 @@ async fn session(
                         );
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     let waiting = consumer.take(&p);
                     queue.push_back((p, waiting));
                 }
-                Ok(_) => {}
-                Err(e) => return (connected, e.to_string()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return (connected, e.to_string()),
+                None => return (connected, "the MQTT event loop ended".into()),
             },
             message = downlink.queue.recv(), if downlink.waiting.len() < REQUESTS => match message {
                 Some(m) => downlink.waiting.push_back(m),
