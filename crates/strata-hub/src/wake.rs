@@ -40,6 +40,11 @@ impl Wake {
     }
 }
 
+/// How long a worker waits after its store failed to take an outcome (a
+/// webhook delivery, a workflow run) before it goes round again: at once,
+/// it would post or command the same thing again and again.
+pub const STORE_RETRY: Duration = Duration::from_secs(5);
+
 /// A background thread with a stop flag and a [`Wake`]: what the alert,
 /// webhook and workflow threads share. [`Worker::stop`] sets the flag,
 /// wakes the thread and joins it.

@@ -197,15 +197,9 @@ impl Campaigns {
     ) -> Result<()> {
         let r = &spec.release;
         let mut assign: BTreeMap<(u64, &str), Vec<DeviceId>> = BTreeMap::new();
-        // Removals go first and assignments by version, so should a step
-        // name a device twice, only its last word is delivered.
-        let mut named = std::collections::HashSet::new();
-        let last: Vec<&Todo> = todo
-            .iter()
-            .rev()
-            .filter(|t| named.insert(t.device()))
-            .collect();
-        for t in last.into_iter().rev() {
+        // Removals go first and assignments by version: this relies on a
+        // step naming each device once (`campaign::step`).
+        for t in todo {
             match t {
                 Todo::Assign {
                     device,

@@ -28,10 +28,6 @@ use crate::wake::Worker;
 /// The events a webhook can subscribe to.
 pub const EVENTS: &[&str] = &["alert.raised", "alert.acknowledged", "alert.cleared"];
 
-/// How long a worker waits after its store failed to take an outcome
-/// (webhook deliveries, workflow runs) before it goes round again.
-pub(crate) const STORE_RETRY: Duration = Duration::from_secs(5);
-
 /// One `[[webhooks]]` endpoint of the hub's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,7 +360,7 @@ impl Webhooks {
             if unrecorded {
                 // The delivery is still due as stored: going round at once
                 // would post it again and again while the store fails.
-                self.worker.wait(STORE_RETRY);
+                self.worker.wait(crate::wake::STORE_RETRY);
                 continue;
             }
             self.worker

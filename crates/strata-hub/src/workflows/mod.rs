@@ -371,7 +371,7 @@ impl Workflows {
                 // A run whose outcome could not be stored is still due:
                 // going round at once would repeat its step (a command to
                 // a device, a call) again and again while the store fails.
-                self.worker.wait(crate::webhooks::STORE_RETRY);
+                self.worker.wait(crate::wake::STORE_RETRY);
                 continue;
             }
             self.worker
