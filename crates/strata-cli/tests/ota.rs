@@ -513,6 +513,116 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     assert_eq!(wait_update(&hub, "press-c", 2)["reason"], "expired");
 }
 
+#[test]
+fn a_device_goes_back_to_a_release_it_committed_after_that_release_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, key, public, rollout) = ota_hub(dir.path());
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
+    let model = dir.path().join("rul.onnx");
+    upload(&hub, &std::fs::read(&model).unwrap());
+    let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
+    // v1 expires soon; v2 allows going back to it.
+    let lifetime = std::time::Duration::from_secs(40);
+    let signed_at = std::time::Instant::now();
+    let site = ["--site", "site-1"];
+    let v1 = sign_release(
+        &key,
+        1,
+        &model,
+        "machine",
+        features,
+        &[&site[..], &["--expires-in", "40s"]].concat(),
+    );
+    assert_eq!(submit(&hub, &v1).0, 201);
+    let v2 = sign_release(
+        &key,
+        2,
+        &model,
+        "machine",
+        features,
+        &[&site[..], &["--min-version", "1"]].concat(),
+    );
+    assert_eq!(submit(&hub, &v2).0, 201);
+    let a_dir = dir.path().join("a");
+    let _a = EdgeProcess::start(
+        &a_dir,
+        &agent_config(&hub, &a_dir, "press-a", &public, &rollout),
+    );
+    for version in [1, 2] {
+        assign(&hub, version, "press-a", 3600);
+        let report = wait_update(&hub, "press-a", version);
+        assert_eq!(report["state"], "committed", "{report}");
+    }
+
+    // Once v1 has expired, a fresh assignment takes the device that ran it
+    // back to it (a rollback).
+    std::thread::sleep(
+        lifetime.saturating_sub(signed_at.elapsed()) + std::time::Duration::from_secs(1),
+    );
+    assign(&hub, 1, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 1);
+    assert_eq!(report["state"], "committed", "{report}");
+    assert_eq!(ota_state(&a_dir.join("data"))["committed"]["model/rul"], 1);
+    let before = hub.readings("press-a", "rul.variable").len();
+    eventually(
+        std::time::Duration::from_secs(60),
+        "rul v1 predicts again",
+        || hub.readings("press-a", "rul.variable").len() > before + 3,
+    );
+
+    // v3 (another file) reads a vector this device never completes, so it
+    // fails its health window; v1's file is gone from the device, so v1
+    // cannot run again: the update is reported failed, not rolled back.
+    let v3_file = dir.path().join("rul3.onnx");
+    let v3_bytes = rebuilt(&std::fs::read(&model).unwrap(), "v3");
+    std::fs::write(&v3_file, &v3_bytes).unwrap();
+    upload(&hub, &v3_bytes);
+    let idle = "p.pressure.mean,p.pressure.max,p.flow.mean,p.flow.max";
+    let v3 = sign_release(
+        &key,
+        3,
+        &v3_file,
+        "idle",
+        idle,
+        &[&site[..], &["--min-version", "1"]].concat(),
+    );
+    assert_eq!(submit(&hub, &v3).0, 201);
+    let v1_file = a_dir.join("data/models").join(format!(
+        "{}.onnx",
+        strata_ota::sha256_hex(&std::fs::read(&model).unwrap())
+    ));
+    std::fs::remove_file(&v1_file).unwrap();
+    assign(&hub, 3, "press-a", 3600);
+    let report = wait_update(&hub, "press-a", 3);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("failed"), Some("health_check")),
+        "{report}"
+    );
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run again"),
+        "{report}"
+    );
+    assert_eq!(ota_state(&a_dir.join("data"))["committed"]["model/rul"], 1);
+
+    // A device that never ran v1 refuses it as expired.
+    let b_dir = dir.path().join("b");
+    let _b = EdgeProcess::start(
+        &b_dir,
+        &agent_config(&hub, &b_dir, "press-b", &public, &rollout),
+    );
+    assign(&hub, 1, "press-b", 3600);
+    let report = wait_update(&hub, "press-b", 1);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("refused"), Some("expired")),
+        "{report}"
+    );
+}
+
 /// An HTTP server that answers every request with `size` bytes that are
 /// not the artifact asked for; returns its address.
 fn tampering_mirror(size: usize) -> std::net::SocketAddr {

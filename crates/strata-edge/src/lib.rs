@@ -44,6 +44,16 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Gives the synced file `from` the name `to`, durably: the directory is
+/// synced too, or a power loss may bring back the old name (or none).
+pub(crate) fn rename_durably(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Some(dir) = to.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` whole: a new file, synced, renamed over the
 /// old one.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -52,11 +62,5 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Res
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    // The rename is an entry of the directory: synced too, or a power
-    // loss may bring back the old file (or none).
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    rename_durably(&tmp, path)
 }

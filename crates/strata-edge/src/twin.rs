@@ -307,15 +307,24 @@ impl TwinApplier {
                     } else {
                         target.clone()
                     };
-                    self.roll_back(&configs, &unhealthy, &committed, &back_pipeline, &target);
+                    let back =
+                        self.roll_back(&configs, &unhealthy, &committed, &back_pipeline, &target);
                     for (key, why) in &unhealthy {
                         for u in updates
                             .iter_mut()
                             .filter(|u| &format!("{}/{}", u.kind, u.name) == key)
                         {
-                            u.state = "rolled_back".into();
+                            // Rolled back only if what ran before runs again.
+                            let (state, error) = match &back {
+                                Ok(()) => ("rolled_back", why.clone()),
+                                Err(e) => (
+                                    "failed",
+                                    format!("{why}; what ran before cannot run again: {e}"),
+                                ),
+                            };
+                            u.state = state.into();
                             u.reason = Some("health_check".into());
-                            u.error = Some(why.clone());
+                            u.error = Some(error);
                         }
                     }
                 }
@@ -327,12 +336,15 @@ impl TwinApplier {
                     }
                     if let Some(config) = configs.iter().find(|c| &c.name == name) {
                         committed.set(key, *version, *floor, config);
+                        committed
+                            .remember_release(key, release_digest(&twin.updates, key, *version));
                     }
                 }
                 if let Some((key, version, floor, path)) = &config_commit
                     && !unhealthy.iter().any(|(k, _)| k == key)
                 {
                     committed.set_config(key, *version, *floor, path);
+                    committed.remember_release(key, release_digest(&twin.updates, key, *version));
                 }
                 if (!commits.is_empty() || config_commit.is_some())
                     && let Err(e) = committed.save(&self.data_dir)
@@ -367,6 +379,9 @@ impl TwinApplier {
             if let Err(e) = crate::write_atomic(&self.data_dir.join(TWIN_FILE), &json) {
                 tracing::warn!(device = %self.device, "cannot keep the applied twin: {e}");
             }
+            // Everything the twin names runs or was decided: what it does
+            // not name, and no committed release holds, is not needed.
+            prune_artifacts(&self.data_dir, &needed_artifacts(&twin, &state));
         }
         self.reported.set(&ReportedTwin {
             desired_version: twin.desired_version,
@@ -445,7 +460,7 @@ impl TwinApplier {
         committed: &OtaState,
         pipeline: &Option<PipelineConfig>,
         running: &Option<PipelineConfig>,
-    ) {
+    ) -> Result<(), String> {
         let names: Vec<String> = unhealthy
             .iter()
             .filter_map(|(key, _)| key.split_once('/').map(|(_, n)| n.to_owned()))
@@ -466,8 +481,14 @@ impl TwinApplier {
             }
         }
         match Models::load(&back, Path::new("/"), &vectors_of(pipeline)) {
-            Ok(models) => self.send(pipeline, running.as_ref(), models),
-            Err(e) => tracing::error!(device = %self.device, "cannot roll back: {e}"),
+            Ok(models) => {
+                self.send(pipeline, running.as_ref(), models);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(device = %self.device, "cannot roll back; the new version keeps running: {e}");
+                Err(e)
+            }
         }
     }
 
@@ -661,6 +682,7 @@ impl TwinApplier {
             &signed.assignment,
             &signed.release,
             |r| committed.floor(&key_of(r)),
+            |digest| committed.committed_release(digest),
             now,
         )
         .map(|v| v.release)
@@ -759,6 +781,7 @@ impl TwinApplier {
             );
         }
         committed.set_bundle(&key, version, r.floor(), &file, &hook_name);
+        committed.remember_release(&key, Some(signed.release.digest()));
         self.save(committed);
         tracing::info!(device = %self.device, update = key, version, "bundle committed");
         (update_report(&key, version, None), false)
@@ -910,11 +933,15 @@ impl TwinApplier {
         };
         let dir = self.data_dir.join(dir);
         let path = dir.join(format!("{}.{extension}", signed.sha256));
-        if let Ok(bytes) = std::fs::read(&path) {
-            if ArtifactCheck::whole(&signed, &bytes).is_ok() {
+        if path.exists() {
+            let (kept, expected) = (path.clone(), signed.clone());
+            let intact = tokio::task::spawn_blocking(move || check_file(&expected, &kept))
+                .await
+                .is_ok_and(|checked| checked.is_ok());
+            if intact {
                 return Ok(path);
             }
-            tracing::warn!(path = %path.display(), "a kept model artifact is damaged; fetching it again");
+            tracing::warn!(path = %path.display(), "a kept artifact is damaged; fetching it again");
         }
         if !download {
             return Err(ArtifactError::Unavailable("not downloaded yet".into()));
@@ -940,14 +967,16 @@ impl TwinApplier {
         tokio::task::spawn_blocking(move || {
             let agent = crate::identity::hub_agent(tls_dir.as_deref(), Some(DOWNLOAD_TIMEOUT))
                 .map_err(ArtifactError::Unavailable)?;
-            let bytes = fetch_resumable(&agent, &url, &device, &credential, &expected, &partial)?;
-            // Checked while streaming; checked again as a whole before install.
-            ArtifactCheck::whole(&expected, &bytes).map_err(ArtifactError::Refused)?;
-            crate::write_atomic(&target, &bytes).map_err(|e| {
-                ArtifactError::Unavailable(format!("cannot store {}: {e}", target.display()))
+            fetch_resumable(&agent, &url, &device, &credential, &expected, &partial)?;
+            // Checked while streaming; checked again, as it lies on disk,
+            // before it takes the artifact's name.
+            check_file(&expected, &partial).map_err(|e| {
+                let _ = std::fs::remove_file(&partial);
+                ArtifactError::Unavailable(format!("the downloaded artifact changed on disk: {e}"))
             })?;
-            let _ = std::fs::remove_file(&partial);
-            Ok(())
+            crate::rename_durably(&partial, &target).map_err(|e| {
+                ArtifactError::Unavailable(format!("cannot store {}: {e}", target.display()))
+            })
         })
         .await
         .map_err(|e| ArtifactError::Unavailable(format!("download task failed: {e}")))??;
@@ -1123,6 +1152,14 @@ fn peek(release: &strata_ota::Envelope) -> Option<(String, u64)> {
     Some((key_of(&r), r.version))
 }
 
+/// The digest of the release `updates` name for `key` at `version`.
+fn release_digest(updates: &[serde_json::Value], key: &str, version: u64) -> Option<String> {
+    updates.iter().find_map(|value| {
+        let signed: SignedUpdate = serde_json::from_value(value.clone()).ok()?;
+        (peek(&signed.release)? == (key.to_owned(), version)).then(|| signed.release.digest())
+    })
+}
+
 /// The campaign an update's assignment names (unverified: for reports).
 fn campaign_of(update: &serde_json::Value) -> Option<String> {
     let payload = update["assignment"]["payload"].as_str()?;
@@ -1179,7 +1216,14 @@ struct OtaState {
     unanswered: std::collections::BTreeSet<String>,
     #[serde(default)]
     installed: std::collections::BTreeMap<String, InstalledModel>,
+    /// Digests of the releases committed here, per `kind/name`, newest
+    /// last: a rollback may bring one back after it expired.
+    #[serde(default)]
+    releases: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// Releases remembered per `kind/name` as committed here.
+const RELEASES_KEPT: usize = 16;
 
 /// A bundle a committed update installed.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -1211,6 +1255,22 @@ impl OtaState {
 
     fn get(&self, key: &str) -> Option<u64> {
         self.committed.get(key).copied()
+    }
+
+    /// Remembers that the release with `digest` was committed as `key`.
+    fn remember_release(&mut self, key: &str, digest: Option<String>) {
+        let Some(digest) = digest else { return };
+        let kept = self.releases.entry(key.to_owned()).or_default();
+        kept.retain(|d| *d != digest);
+        kept.push(digest);
+        if kept.len() > RELEASES_KEPT {
+            kept.remove(0);
+        }
+    }
+
+    /// Whether the release with `digest` was committed here.
+    fn committed_release(&self, digest: &str) -> bool {
+        self.releases.values().flatten().any(|d| d == digest)
     }
 
     /// Clears the install mark of a bundle.
@@ -1358,11 +1418,89 @@ fn direct_refusal(signed_only: bool, m: &ModelAssignment, committed: &OtaState) 
 /// Longest a model download may take before it is retried (resuming).
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The artifacts (by SHA-256) a device keeps: those its twin names, and
+/// those of the releases it committed (what it goes back to).
+fn needed_artifacts(twin: &DesiredTwin, state: &OtaState) -> std::collections::BTreeSet<String> {
+    let committed = state
+        .installed
+        .values()
+        .map(|m| &m.path)
+        .chain(state.configs.values())
+        .chain(state.bundles.values().map(|b| &b.file));
+    let named = twin.updates.iter().filter_map(|u| {
+        let payload = u["release"]["payload"].as_str()?;
+        let r: strata_ota::Release = serde_json::from_str(payload).ok()?;
+        Some(r.artifact.sha256)
+    });
+    committed
+        .filter_map(|path| artifact_name(path))
+        .chain(twin.models.iter().map(|m| m.sha256.clone()))
+        .chain(named)
+        .map(|sha| sha.to_ascii_lowercase())
+        .collect()
+}
+
+/// The SHA-256 an artifact's file (or partial download) is named after.
+fn artifact_name(path: &Path) -> Option<String> {
+    let (stem, _) = path.file_name()?.to_str()?.split_once('.')?;
+    (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit())).then(|| stem.to_owned())
+}
+
+/// Deletes the downloaded artifacts, whole or partial, that are not in
+/// `keep`: a gateway that takes updates for years must not fill its disk.
+fn prune_artifacts(data_dir: &Path, keep: &std::collections::BTreeSet<String>) {
+    for dir in ["models", "configs", "bundles"] {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(dir)) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let Some(sha) = artifact_name(&path) else {
+                continue;
+            };
+            if keep.contains(&sha.to_ascii_lowercase()) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "artifact no longer needed; deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot delete an artifact no longer needed: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Checks the artifact in `path` against its signed size and SHA-256,
+/// reading it piece by piece (a bundle may be larger than the memory).
+fn check_file(expected: &Artifact, path: &Path) -> Result<(), String> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut check = ArtifactCheck::new(expected);
+    hash_into(&mut file, &mut check).map_err(|e| format!("{}: {e}", path.display()))?;
+    check.finish().map_err(|e| e.to_string())
+}
+
+/// Feeds everything `reader` holds to `check`.
+fn hash_into(reader: &mut impl std::io::Read, check: &mut ArtifactCheck) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => check.update(&buf[..n]).map_err(|e| e.to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
+    }
+}
+
 /// Downloads an artifact into `part`, resuming from what `part` already
-/// holds (HTTP Range), hashing and counting while streaming; returns the
-/// whole artifact once its size and SHA-256 are the announced ones. A
-/// broken connection keeps what arrived for the next attempt; a wrong
-/// size or hash discards it.
+/// holds (HTTP Range), hashing and counting while streaming, and returns
+/// once `part` holds the whole artifact with its announced size and
+/// SHA-256, synced. Nothing is held in memory but a buffer. A broken
+/// connection keeps what arrived for the next attempt; a wrong size or
+/// hash discards it.
 fn fetch_resumable(
     agent: &ureq::Agent,
     url: &str,
@@ -1370,20 +1508,20 @@ fn fetch_resumable(
     credential: &str,
     expected: &Artifact,
     part: &Path,
-) -> Result<Vec<u8>, ArtifactError> {
+) -> Result<(), ArtifactError> {
     use std::io::Write as _;
     let unavailable = ArtifactError::Unavailable;
-    let mut have = std::fs::read(part).unwrap_or_default();
-    if have.len() as u64 >= expected.size {
-        have.clear();
+    let mut have = std::fs::metadata(part).map_or(0, |m| m.len());
+    if have >= expected.size {
+        have = 0;
     }
     let auth = format!(
         "Basic {}",
         base64(format!("{device}:{credential}").as_bytes())
     );
     let mut request = agent.get(url).header("Authorization", &auth);
-    if !have.is_empty() {
-        request = request.header("Range", &format!("bytes={}-", have.len()));
+    if have > 0 {
+        request = request.header("Range", &format!("bytes={have}-"));
     }
     let mut response = request
         .call()
@@ -1406,7 +1544,7 @@ fn fetch_resumable(
             )));
         }
         // The whole artifact (no range asked, or the server ignored it).
-        have.clear();
+        have = 0;
     } else {
         // A part must start where ours ends (`bytes {start}-...`).
         let start = response
@@ -1416,22 +1554,24 @@ fn fetch_resumable(
             .and_then(|v| v.strip_prefix("bytes "))
             .and_then(|v| v.split('-').next())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if start != Some(have.len() as u64) {
+        if start != Some(have) {
             let _ = std::fs::remove_file(part);
             return Err(unavailable(format!(
-                "the hub answered a range that is not the rest of ours ({start:?}, not {}); starting again",
-                have.len()
+                "the hub answered a range that is not the rest of ours ({start:?}, not {have}); starting again"
             )));
         }
     }
     // Bytes kept from an earlier attempt may be what is wrong (a power
     // loss, a proxy that misread the range): a resumed download that does
     // not check out is started again, not refused for good.
-    let resumed = !have.is_empty();
-    let mut file = if have.is_empty() {
-        std::fs::File::create(part)
+    let resumed = have > 0;
+    let mut file = if resumed {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(part)
     } else {
-        std::fs::OpenOptions::new().append(true).open(part)
+        std::fs::File::create(part)
     }
     .map_err(|e| unavailable(format!("cannot write {}: {e}", part.display())))?;
     let discard = |refusal| {
@@ -1445,7 +1585,19 @@ fn fetch_resumable(
         }
     };
     let mut check = ArtifactCheck::new(expected);
-    check.update(&have).map_err(discard)?;
+    if resumed {
+        // The kept part, read back from its start (the file is opened to
+        // append, which writes at the end whatever the read position).
+        let mut kept = std::io::Read::take(&mut file, have);
+        hash_into(&mut kept, &mut check).map_err(unavailable)?;
+        if check.seen() != have {
+            let _ = std::fs::remove_file(part);
+            return Err(unavailable(format!(
+                "the kept part of {} changed while it was read; starting again",
+                part.display()
+            )));
+        }
+    }
     let mut reader = response.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -1464,11 +1616,10 @@ fn fetch_resumable(
         check.update(&buf[..n]).map_err(discard)?;
         file.write_all(&buf[..n])
             .map_err(|e| unavailable(format!("cannot write {}: {e}", part.display())))?;
-        have.extend_from_slice(&buf[..n]);
     }
-    let _ = file.sync_all();
     check.finish().map_err(discard)?;
-    Ok(have)
+    file.sync_all()
+        .map_err(|e| unavailable(format!("cannot sync {}: {e}", part.display())))
 }
 
 #[cfg(test)]
@@ -1486,6 +1637,85 @@ mod tests {
             "shadow": shadow,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn artifacts_nothing_needs_are_deleted_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = |b: u8| format!("{b:02x}").repeat(32);
+        let file = |sub: &str, name: String| {
+            let path = dir.path().join(sub).join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+            path
+        };
+        // Committed: a model release, a config release, a bundle.
+        let mut state = OtaState::default();
+        let model = file("models", format!("{}.onnx", sha(1)));
+        state.installed.insert(
+            "model/rul".into(),
+            InstalledModel {
+                name: "rul".into(),
+                path: model.clone(),
+                version: "3".into(),
+                vector: "w".into(),
+                features: None,
+            },
+        );
+        let config = file("configs", format!("{}.toml", sha(2)));
+        state.configs.insert("config/line".into(), config.clone());
+        let bundle = file("bundles", format!("{}.bin", sha(3)));
+        state.bundles.insert(
+            "bundle/fw".into(),
+            InstalledBundle {
+                file: bundle.clone(),
+                hook: "fw".into(),
+            },
+        );
+        // Named by the twin: a direct deployment, and a signed update's
+        // release whose download is under way.
+        let mut direct = assignment(4, false);
+        direct.sha256 = sha(4).to_ascii_uppercase();
+        let deployed = file("models", format!("{}.onnx", sha(4)));
+        let release = strata_ota::Release {
+            kind: Kind::Bundle,
+            name: "fw".into(),
+            version: 9,
+            min_version: None,
+            artifact: Artifact {
+                sha256: sha(5),
+                size: 1,
+            },
+            target: strata_ota::Target::default(),
+            created_ns: 0,
+            expires_ns: 1,
+            model: None,
+            bundle: None,
+        };
+        let update = serde_json::json!({
+            "release": { "payload": serde_json::to_string(&release).unwrap() },
+        });
+        let partial = file("bundles", format!("{}.part", sha(5)));
+        // Needed by nothing: an older model, an abandoned partial
+        // download, an older config; a file of another name stays.
+        let old = [
+            file("models", format!("{}.onnx", sha(6))),
+            file("bundles", format!("{}.part", sha(7))),
+            file("configs", format!("{}.toml", sha(8))),
+        ];
+        let other = file("models", "notes.txt".into());
+        let twin = DesiredTwin {
+            models: vec![direct],
+            updates: vec![update],
+            ..DesiredTwin::default()
+        };
+        prune_artifacts(dir.path(), &needed_artifacts(&twin, &state));
+        for kept in [&model, &config, &bundle, &deployed, &partial, &other] {
+            assert!(kept.exists(), "{} was deleted", kept.display());
+        }
+        for gone in &old {
+            assert!(!gone.exists(), "{} was kept", gone.display());
+        }
     }
 
     #[test]

@@ -40,12 +40,18 @@ pub struct Verified {
 /// Checks an assignment and its release for `device`, given its
 /// anti-rollback floor for the release's (kind, name): the lowest version
 /// the release it last committed allows (`None`: it never committed one).
+///
+/// `committed_before` says whether the device committed the release with
+/// that digest before. Such a release may have expired since: a fresh
+/// assignment may still take the device back to it (a campaign's
+/// rollback), as the device ran it and the floor still holds.
 pub fn verify(
     trust: &Trust,
     device: &Device,
     assignment: &Envelope,
     release: &Envelope,
     floor: impl FnOnce(&Release) -> Option<u64>,
+    committed_before: impl FnOnce(&str) -> bool,
     now_ns: i64,
 ) -> Result<Verified, Refusal> {
     let a: Assignment = assignment.open(DocumentType::Assignment, &trust.rollout_keys)?;
@@ -63,7 +69,9 @@ pub fn verify(
     agree("kind", a.kind.as_str(), r.kind.as_str())?;
     agree("name", &a.name, &r.name)?;
     agree("version", &a.version.to_string(), &r.version.to_string())?;
-    not_expired("release", r.expires_ns, now_ns)?;
+    if !committed_before(&digest) {
+        not_expired("release", r.expires_ns, now_ns)?;
+    }
     targets(&r, device)?;
     if let Some(floor) = floor(&r)
         && r.version < floor
@@ -203,7 +211,7 @@ mod tests {
         floor: Option<u64>,
     ) -> Result<Verified, Refusal> {
         let a = Envelope::sign(DocumentType::Assignment, a, &f.rollout_key);
-        verify(&f.trust, &f.device, &a, r, |_| floor, NOW)
+        verify(&f.trust, &f.device, &a, r, |_| floor, |_| false, NOW)
     }
 
     #[test]
@@ -267,6 +275,31 @@ mod tests {
             code(check(&f, &assignment(&old_env, &old), &old_env, None)),
             "expired"
         );
+        // A release this device committed before may take it back after
+        // the release expired, by a fresh assignment; only that release,
+        // and never below the floor or by an expired assignment.
+        let back = |a: &Assignment, floor: Option<u64>, known: &str| {
+            let a = Envelope::sign(DocumentType::Assignment, a, &f.rollout_key);
+            verify(
+                &f.trust,
+                &f.device,
+                &a,
+                &old_env,
+                |_| floor,
+                |d| d == known,
+                NOW,
+            )
+        };
+        let to_old = assignment(&old_env, &old);
+        assert_eq!(
+            back(&to_old, Some(3), &old_env.digest()).unwrap().release,
+            old
+        );
+        assert_eq!(code(back(&to_old, Some(3), &env.digest())), "expired");
+        assert_eq!(code(back(&to_old, Some(4), &old_env.digest())), "rollback");
+        let mut stale_back = to_old.clone();
+        stale_back.expires_ns = NOW;
+        assert_eq!(code(back(&stale_back, None, &old_env.digest())), "expired");
         // Mix-and-match: the assignment names another release.
         let other = release(4);
         let other_env = Envelope::sign(DocumentType::Release, &other, &f.release_key);
@@ -291,9 +324,17 @@ mod tests {
         // An assignment signed by the release key is not a rollout.
         let by_release_key = Envelope::sign(DocumentType::Assignment, &a, &f.release_key);
         assert_eq!(
-            verify(&f.trust, &f.device, &by_release_key, &env, |_| None, NOW)
-                .unwrap_err()
-                .code(),
+            verify(
+                &f.trust,
+                &f.device,
+                &by_release_key,
+                &env,
+                |_| None,
+                |_| false,
+                NOW,
+            )
+            .unwrap_err()
+            .code(),
             "unknown_key"
         );
     }
