@@ -540,6 +540,34 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
     assert_eq!(store.forget_history(300).unwrap(), (0, 0));
     assert_eq!(store.forget_history(301).unwrap(), (0, 1));
     assert!(store.runs(None, 10).unwrap().is_empty());
+
+    // Once every row is forgotten, new deliveries and runs still get ids
+    // never used before: a receiver deduplicates deliveries by id.
+    let mut last = store.deliveries(None, None, 10).unwrap().remove(0);
+    let (last_delivery, last_run) = (last.id, run.id);
+    last.state = "delivered".into();
+    store.record_attempt(&last).unwrap();
+    assert_eq!(store.forget_history(i64::MAX).unwrap(), (1, 0));
+    assert!(store.deliveries(None, None, 10).unwrap().is_empty());
+    alert.id = 8;
+    store
+        .record_alert(
+            &alert,
+            &event(400, "raised"),
+            &[delivery("a", "alert.raised")],
+            &[StoredRun {
+                id: 0,
+                workflow: "respond".into(),
+                state: "running".into(),
+                next_ns: 400,
+                created_ns: 400,
+                updated_ns: 400,
+                body: serde_json::json!({"step": 0}),
+            }],
+        )
+        .unwrap();
+    assert!(store.deliveries(None, None, 10).unwrap()[0].id > last_delivery);
+    assert!(store.runs(None, 10).unwrap()[0].id > last_run);
 }
 
 #[test]

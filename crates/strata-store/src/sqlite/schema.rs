@@ -434,6 +434,43 @@ ALTER TABLE jobs ADD COLUMN cut_short INTEGER NOT NULL DEFAULT 0;
 "#,
         None,
     ),
+    (
+        r#"
+-- Webhook deliveries and workflow runs are forgotten after `history_days`:
+-- their ids (a receiver's dedupe key, a run's URL) must never come back
+-- once the newest rows are gone, so they are AUTOINCREMENT.
+CREATE TABLE webhook_deliveries_new (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint     TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_ns   INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    next_ns      INTEGER NOT NULL,
+    last_error   TEXT,
+    delivered_ns INTEGER
+);
+INSERT INTO webhook_deliveries_new SELECT * FROM webhook_deliveries;
+DROP TABLE webhook_deliveries;
+ALTER TABLE webhook_deliveries_new RENAME TO webhook_deliveries;
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(state, endpoint, id);
+CREATE TABLE workflow_runs_new (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow    TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    next_ns     INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    updated_ns  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+INSERT INTO workflow_runs_new SELECT * FROM workflow_runs;
+DROP TABLE workflow_runs;
+ALTER TABLE workflow_runs_new RENAME TO workflow_runs;
+CREATE INDEX workflow_runs_due ON workflow_runs(state, next_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.
