@@ -796,6 +796,48 @@ fn one_replica_at_a_time_runs_the_retraining_policies() {
 }
 
 #[test]
+fn one_replica_at_a_time_raises_offline_alerts() {
+    let schema = PgSchema::new("offline_lease");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    // The same rule at both replicas, which read the same registry.
+    let rule = "\n[[alerts]]\nname = \"gone\"\ncondition = \"offline\"\nfor_s = 1.0\n";
+    let start = |name: &str| replica_at(&dir.path().join(name), &schema.url, &bucket, rule);
+    let a = start("hub-a");
+    let b = start("hub-b");
+    let leading =
+        |hub: &HubProcess| hub.metric("strata_shared_leader{duty=\"offline_alerts\"}") == 1.0;
+    let open = |hub: &HubProcess| {
+        let (status, list) = hub.api("GET", "/api/v1/alerts?rule=gone&open=true", None);
+        assert_eq!(status, 200, "{list}");
+        list.as_array().unwrap().len()
+    };
+
+    // gw-1 publishes once through A and goes: one alert, at one replica.
+    let credential = a.provision("gw-1", json!({"temp": "Cel"}));
+    assert!(publish(&a, "gw-1", &credential, 1));
+    eventually(Duration::from_secs(30), "an offline alert", || {
+        open(&a) + open(&b) > 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let counts = (open(&a), open(&b));
+    assert!(
+        counts == (1, 0) || counts == (0, 1),
+        "one offline alert, at one replica: {counts:?}"
+    );
+    let (leader, other) = if counts.0 == 1 { (a, b) } else { (b, a) };
+    assert!(leading(&leader) && !leading(&other));
+
+    // The leader stops: the other takes the lease and raises the alert.
+    leader.kill();
+    eventually(
+        Duration::from_secs(30),
+        "the other replica takes over",
+        || leading(&other) && open(&other) == 1,
+    );
+}
+
+#[test]
 fn with_telemetry_shared_too_any_replica_runs_a_queued_job_once_and_takes_back_an_abandoned_one() {
     let schema = PgSchema::new("jobs");
     let dir = tempfile::tempdir().unwrap();

@@ -307,12 +307,21 @@ impl Hub {
         let webhooks = webhooks::Webhooks::start(store.clone(), &config.webhooks, &data_dir)?;
         let workflows =
             workflows::Workflows::new(config.workflows.clone(), store.clone(), webhooks.clone());
+        // With shared stores, one replica at a time raises `offline`
+        // alerts: each reads the whole registry.
+        let offline_lease = match &config.shared.postgres {
+            Some(url) if alerts::watches_presence(&config.alerts) => {
+                shared::Lease::shared(url, shared::Duty::OfflineAlerts, metrics.clone())?
+            }
+            _ => shared::Lease::alone(shared::Duty::OfflineAlerts, metrics.clone()),
+        };
         let alerts = alerts::Alerts::start(
             config.alerts.clone(),
             store.clone(),
             registry.clone(),
             webhooks.clone(),
             workflows.clone(),
+            offline_lease,
         )?;
         let (commands, writer) = ingest::writer::spawn(
             telemetry.clone(),
@@ -438,8 +447,10 @@ impl Hub {
         // With shared stores, one replica at a time runs the retraining
         // policies (replicas usually share one configuration).
         let lease = match &config.shared.postgres {
-            Some(url) if !config.retrain.is_empty() => shared::Lease::shared(url, metrics.clone())?,
-            _ => shared::Lease::alone(metrics.clone()),
+            Some(url) if !config.retrain.is_empty() => {
+                shared::Lease::shared(url, shared::Duty::Retrain, metrics.clone())?
+            }
+            _ => shared::Lease::alone(shared::Duty::Retrain, metrics.clone()),
         };
         let retrainer = Arc::new(retrain::Retrainer::start(
             retrain::RetrainDeps {

@@ -11,9 +11,10 @@
 //! ([`Deployer::follow_changes`]), and the commands other replicas sent
 //! ([`CommandRelay::follow`]).
 //!
-//! A duty that must run at one replica at a time (retraining) goes by a
-//! [`Lease`]: the replica holding it performs the duty, and another takes
-//! it when that one stops or loses the database.
+//! A duty that must run at one replica at a time (retraining, raising
+//! `offline` alerts) goes by a [`Lease`]: the replica holding it performs
+//! the duty, and another takes it when that one stops or loses the
+//! database.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -183,51 +184,94 @@ fn show_version(registry: &Registry, access: &Access, metrics: &Metrics) {
         .store(access.freshness().loaded(), Relaxed);
 }
 
-/// Whether this replica runs the retraining policies, which one replica
-/// at a time runs: always, alone; with shared stores, while it holds their
-/// lease in the database. `/metrics` shows it
-/// (`strata_shared_leader{duty="retrain"}`).
+/// A duty that one replica at a time performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duty {
+    /// Running the retraining policies.
+    Retrain,
+    /// Raising `offline` alerts: every replica reads the same registry, so
+    /// each would raise its own alert (and webhook) for every device.
+    OfflineAlerts,
+}
+
+impl Duty {
+    /// Its name: the lease's in the database, the label in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Duty::Retrain => "retrain",
+            Duty::OfflineAlerts => "offline_alerts",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Duty::Retrain => "the retraining policies",
+            Duty::OfflineAlerts => "the offline alerts",
+        }
+    }
+
+    fn gauge(self, metrics: &Metrics) -> &AtomicI64 {
+        match self {
+            Duty::Retrain => &metrics.retrain_leader,
+            Duty::OfflineAlerts => &metrics.offline_alerts_leader,
+        }
+    }
+}
+
+/// Whether this replica performs a [`Duty`]: always, alone; with shared
+/// stores, while it holds the duty's lease in the database. `/metrics`
+/// shows it (`strata_shared_leader{duty="retrain"}`).
 pub struct Lease {
     shared: Option<strata_store::postgres::PostgresLease>,
-    /// Also where the last look's answer is kept (`retrain_leader`).
+    duty: Duty,
+    /// Also where the last look's answer is kept.
     metrics: Arc<Metrics>,
 }
 
 impl Lease {
-    /// A hub without other replicas: it runs them.
-    pub fn alone(metrics: Arc<Metrics>) -> Lease {
-        metrics.retrain_leader.store(1, Relaxed);
+    /// A hub without other replicas: it performs the duty.
+    pub fn alone(duty: Duty, metrics: Arc<Metrics>) -> Lease {
+        duty.gauge(&metrics).store(1, Relaxed);
         Lease {
             shared: None,
+            duty,
             metrics,
         }
     }
 
-    /// The lease among the replicas sharing the database at `url`.
-    pub fn shared(url: &str, metrics: Arc<Metrics>) -> Result<Lease, strata_store::Error> {
+    /// The duty's lease among the replicas sharing the database at `url`.
+    pub fn shared(
+        url: &str,
+        duty: Duty,
+        metrics: Arc<Metrics>,
+    ) -> Result<Lease, strata_store::Error> {
         Ok(Lease {
             shared: Some(strata_store::postgres::PostgresLease::connect(
-                url, "retrain",
+                url,
+                duty.name(),
             )?),
+            duty,
             metrics,
         })
     }
 
-    /// Whether this replica runs them now (taking the lease if no other
-    /// replica holds it). One that cannot reach the database does not.
+    /// Whether this replica performs the duty now (taking the lease if no
+    /// other replica holds it). One that cannot reach the database does
+    /// not.
     pub fn held(&self) -> bool {
         let Some(lease) = &self.shared else {
             return true;
         };
+        let what = self.duty.what();
         let now = lease.held().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot look at the retraining lease");
+            tracing::warn!(error = %e, "cannot look at the lease of {what}");
             false
         });
-        if self.metrics.retrain_leader.swap(i64::from(now), Relaxed) != i64::from(now) {
+        if self.duty.gauge(&self.metrics).swap(i64::from(now), Relaxed) != i64::from(now) {
             if now {
-                tracing::info!("this replica now runs the retraining policies");
+                tracing::info!("this replica now runs {what}");
             } else {
-                tracing::info!("another replica runs the retraining policies now");
+                tracing::info!("another replica runs {what} now");
             }
         }
         now

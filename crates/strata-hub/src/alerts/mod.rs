@@ -168,7 +168,14 @@ pub struct Alerts {
     needs_devices: bool,
     /// When this hub started, ns.
     started_ns: i64,
+    /// Whether this replica raises `offline` alerts now.
+    offline_lease: crate::shared::Lease,
     worker: Worker,
+}
+
+/// Whether `rules` watch device presence (an `offline` rule).
+pub fn watches_presence(rules: &[AlertRule]) -> bool {
+    rules.iter().any(|r| r.condition == Condition::Offline)
 }
 
 /// How long devices have after a hub starts to connect to it again (their
@@ -196,6 +203,7 @@ impl Alerts {
         registry: Arc<Registry>,
         webhooks: Arc<Webhooks>,
         workflows: Arc<Workflows>,
+        offline_lease: crate::shared::Lease,
     ) -> Result<Arc<Alerts>> {
         rules::validate_all(&rules).map_err(Error::BadRequest)?;
         let mut by_signal: HashMap<String, Vec<usize>> = HashMap::new();
@@ -240,6 +248,7 @@ impl Alerts {
             raised: Mutex::new(BTreeMap::new()),
             needs_devices,
             started_ns: now_ns(),
+            offline_lease,
             worker: Worker::default(),
         });
         if !rules.is_empty() {
@@ -356,12 +365,16 @@ impl Alerts {
         let offline_rules: Vec<usize> = (0..state.eval.rules().len())
             .filter(|&i| state.eval.rules()[i].condition == Condition::Offline)
             .collect();
+        // Replicas sharing a registry: only the one holding the lease
+        // raises; the others still clear the alerts they raised before.
+        let raises = offline_rules.is_empty() || self.offline_lease.held();
         for rule in offline_rules {
             for d in &devices {
                 let r = &state.eval.rules()[rule];
                 // Never-seen devices were never online.
-                let watched =
-                    d.last_seen_ns.is_some() && applies(r, d.id.as_str(), Some(d.site.as_str()));
+                let watched = d.last_seen_ns.is_some()
+                    && applies(r, d.id.as_str(), Some(d.site.as_str()))
+                    && (raises || state.open.contains_key(&(rule, d.id.to_string())));
                 if !watched {
                     continue;
                 }
