@@ -632,3 +632,27 @@ fn the_offline_alert_of_a_device_revoked_meanwhile_clears() {
     });
     assert_eq!(alerts(&hub, "?rule=gone").len(), 1, "raised once, cleared");
 }
+
+#[test]
+fn devices_connected_when_the_hub_crashed_are_offline_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let cred = hub.provision("press-9", json!({}));
+    let online =
+        |hub: &HubProcess| hub.api("GET", "/api/v1/devices/press-9", None).1["online"] == true;
+    let sub = connect(&hub, "press-9", &cred);
+    eventually(Duration::from_secs(20), "press-9 online", || online(&hub));
+
+    // The hub dies (no graceful stop marks anyone offline), and the
+    // device's connection with it.
+    let (mqtt, http) = (hub.mqtt.to_string(), hub.http.to_string());
+    hub.kill();
+    drop(sub);
+    let hub = HubProcess::start_at(dir.path(), &mqtt, &http, &[]);
+    assert!(!online(&hub), "press-9 counts as online after the crash");
+    let sub = connect(&hub, "press-9", &cred);
+    eventually(Duration::from_secs(20), "press-9 online again", || {
+        online(&hub)
+    });
+    drop(sub);
+}

@@ -303,6 +303,19 @@ impl Hub {
                 registry.add_certificate(sha, c.device, c.not_after_ns);
             }
         }
+        // A hub alone on its own broker starts with no device connected:
+        // devices still marked online lost their connection in a crash (a
+        // graceful stop marks them offline). With replicas or an upstream
+        // broker, devices may well be connected elsewhere.
+        if config.shared.postgres.is_none() && config.upstream.url.is_none() {
+            let n = registry.offline_since_last_heard()?;
+            if n > 0 {
+                tracing::info!(
+                    devices = n,
+                    "devices still marked online from before a crash are offline since last heard from"
+                );
+            }
+        }
         let metrics = Arc::new(metrics::Metrics::default());
         let webhooks = webhooks::Webhooks::start(store.clone(), &config.webhooks, &data_dir)?;
         let workflows =

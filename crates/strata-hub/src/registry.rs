@@ -520,6 +520,26 @@ impl Registry {
         }
     }
 
+    /// Marks every device still marked online offline, as of just after it
+    /// was last heard from; returns how many. For a hub whose broker no
+    /// device can be connected to yet (one starting alone).
+    pub fn offline_since_last_heard(&self) -> Result<usize> {
+        let now = now_ns();
+        let stale: Vec<(DeviceId, bool, i64)> = self
+            .devices(None)?
+            .into_iter()
+            .filter(|d| d.online)
+            .map(|d| {
+                // Just after: the presence log keeps one change per instant,
+                // and the device may have connected at that very one.
+                let at = d.last_seen_ns.map_or(now, |t| t.saturating_add(1).min(now));
+                (d.id, false, at)
+            })
+            .collect();
+        self.store.set_presence(&stale)?;
+        Ok(stale.len())
+    }
+
     /// Records when devices were last heard from (queued, as presence is).
     pub fn touch(&self, seen: &[(DeviceId, i64)]) {
         if let Some(recorder) = &self.recorder {
