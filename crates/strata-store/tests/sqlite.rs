@@ -339,6 +339,46 @@ fn replay_hands_batches_on_in_time_order_across_blocks_and_streams() {
     assert_eq!(ts, [120, 130, 140, 300, 310]);
 }
 
+/// Queries find a stream's blocks by their first reading, within the
+/// stream's longest block before the window: a block that spans long (a
+/// batch that covers hours) is found by a window only its end reaches,
+/// however many shorter blocks came after it, also after a reopen.
+#[test]
+fn a_long_block_is_found_by_a_window_only_its_end_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_window = |store: &SqliteStore| {
+        let mut seqs = Vec::new();
+        store
+            .replay(&dev("d1"), None, 9_990, 9_995, &mut |b| {
+                seqs.push(b.seq);
+                Ok(())
+            })
+            .unwrap();
+        (timestamps(store, "d1", 9_990, 9_995), seqs)
+    };
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+        // Readings at 0, 10, ..., 9990 in one block; then short blocks.
+        store
+            .write_batches(&[batch("d1", "main", 1, 0, 1000)])
+            .unwrap();
+        for seq in 2..50 {
+            let t0 = 10_000 + seq as i64 * 100;
+            store
+                .write_batches(&[batch("d1", "main", seq, t0, 2)])
+                .unwrap();
+        }
+        assert_eq!(in_window(&store), (vec![9_990], vec![1]));
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    // A shorter block after the reopen leaves the longest span as it was.
+    store
+        .write_batches(&[batch("d1", "main", 50, 20_000, 50)])
+        .unwrap();
+    assert_eq!(in_window(&store), (vec![9_990], vec![1]));
+    assert_eq!(timestamps(&store, "d1", 20_480, 20_490), [20_480, 20_490]);
+}
+
 /// A database written by the one-row-per-batch layout (schema version 4)
 /// opens with every batch readable and its seqs still refused as duplicates.
 #[test]
@@ -357,6 +397,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
          DROP TABLE audit_log; DROP TABLE audit_checkpoints; DROP TABLE api_tokens;
          DROP TABLE users; DROP TABLE device_certificates;
          ALTER TABLE campaigns DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN cut_short;
+         ALTER TABLE streams DROP COLUMN max_span_ns;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,

@@ -471,6 +471,18 @@ CREATE INDEX workflow_runs_due ON workflow_runs(state, next_ns);
 "#,
         None,
     ),
+    (
+        r#"
+-- A range query finds a stream's blocks by their first reading: those
+-- that start in [from - the stream's longest block, to]. By their end
+-- alone, a query of an old window read the row of every later block.
+ALTER TABLE streams ADD COLUMN max_span_ns INTEGER NOT NULL DEFAULT 0;
+UPDATE streams SET max_span_ns = coalesce(
+    (SELECT max(t_max - t_min) FROM blocks WHERE blocks.stream_id = streams.id), 0);
+CREATE INDEX blocks_by_start ON blocks(stream_id, t_min);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

@@ -105,8 +105,9 @@ impl TelemetryStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT b.t_min, {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
-                     WHERE s.device_id = ?1 AND b.t_max >= ?2 AND b.t_min <= ?3 AND b.readings > 0
+                    "SELECT b.t_min, {BLOCK_BYTES} FROM streams s JOIN {BLOCKS_BY_START} ON b.stream_id = s.id
+                     WHERE s.device_id = ?1 AND b.t_min BETWEEN ?2 - s.max_span_ns AND ?3
+                       AND b.t_max >= ?2 AND b.readings > 0
                      ORDER BY b.t_min"
                 ))
                 .context(|| "cannot query blocks".into())?;
@@ -152,9 +153,10 @@ impl TelemetryStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT s.name, b.t_min, {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
+                    "SELECT s.name, b.t_min, {BLOCK_BYTES} FROM streams s JOIN {BLOCKS_BY_START} ON b.stream_id = s.id
                      WHERE s.device_id = ?1 AND (?2 IS NULL OR s.name = ?2)
-                       AND b.t_max >= ?3 AND b.t_min <= ?4 AND b.readings > 0
+                       AND b.t_min BETWEEN ?3 - s.max_span_ns AND ?4
+                       AND b.t_max >= ?3 AND b.readings > 0
                      ORDER BY b.t_min"
                 ))
                 .context(|| "cannot query blocks".into())?;
@@ -217,12 +219,15 @@ struct ReplayItem {
     data: Vec<u8>,
 }
 
-/// What the writer keeps about a stream it has written to: its id, and
-/// the ids of the series its batches carried (a handful, so a batch finds
-/// each of its signals' ids by name without hashing).
+/// What the writer keeps about a stream it has written to: its id, its
+/// longest block's span (`max_span_ns`, which range queries bound their
+/// search with), and the ids of the series its batches carried (a
+/// handful, so a batch finds each of its signals' ids by name without
+/// hashing).
 #[derive(Debug, Clone)]
 pub(super) struct StreamIds {
     id: i64,
+    max_span: i64,
     series: Vec<(String, i64)>,
 }
 
@@ -238,8 +243,9 @@ fn write_in_transaction(
     let mut outcomes = Vec::with_capacity(batches.len());
     // Latest reading per series over the whole transaction: one upsert each.
     let mut latest: FastMap<i64, Point> = FastMap::default();
-    // One block per stream, in order of first appearance.
-    let mut blocks: Vec<(i64, BlockBuilder, i64)> = Vec::new();
+    // One block per stream, in order of first appearance, with the
+    // stream's device and name.
+    let mut blocks: Vec<(i64, BlockBuilder, i64, &str, &str)> = Vec::new();
     let mut block_of: FastMap<i64, usize> = FastMap::default();
     for b in batches {
         let e = &b.batch;
@@ -250,13 +256,14 @@ fn write_in_transaction(
         let stream = match known {
             Some(s) => s,
             None => {
-                let id = stream_id(&tx, &b.device, &e.stream)?;
+                let (id, max_span) = stream_id(&tx, &b.device, &e.stream)?;
                 w.streams
                     .entry(b.device.as_str().to_owned())
                     .or_default()
                     .entry(e.stream.clone())
                     .or_insert(StreamIds {
                         id,
+                        max_span,
                         series: Vec::new(),
                     })
             }
@@ -271,10 +278,16 @@ fn write_in_transaction(
             continue;
         }
         let at = *block_of.entry(stream_id).or_insert_with(|| {
-            blocks.push((stream_id, BlockBuilder::default(), b.received_ns));
+            blocks.push((
+                stream_id,
+                BlockBuilder::default(),
+                b.received_ns,
+                b.device.as_str(),
+                e.stream.as_str(),
+            ));
             blocks.len() - 1
         });
-        let (_, block, received) = &mut blocks[at];
+        let (_, block, received, _, _) = &mut blocks[at];
         *received = (*received).max(b.received_ns);
         block.push(BlockEntry {
             seq: e.seq,
@@ -315,9 +328,12 @@ fn write_in_transaction(
         let mut remove_interval = tx
             .prepare_cached("DELETE FROM stream_seqs WHERE stream_id = ?1 AND lo = ?2")
             .context(|| "cannot prepare the ledger update".into())?;
+        let mut widen = tx
+            .prepare_cached("UPDATE streams SET max_span_ns = ?2 WHERE id = ?1")
+            .context(|| "cannot prepare the stream span update".into())?;
         // The blocks' bytes go to the segment, on disk before any row
         // points at them (segment.rs).
-        let bytes: Vec<&[u8]> = blocks.iter().map(|(_, block, _)| block.data()).collect();
+        let bytes: Vec<&[u8]> = blocks.iter().map(|(_, block, ..)| block.data()).collect();
         let places = if bytes.is_empty() {
             Vec::new()
         } else {
@@ -325,13 +341,26 @@ fn write_in_transaction(
             segments.sync()?;
             places
         };
-        for ((stream_id, block, received), place) in blocks.iter().zip(places) {
+        for ((stream_id, block, received, device, stream), place) in blocks.iter().zip(places) {
             insert_block(&mut insert, *stream_id, block, *received, place).context(|| {
                 format!(
                     "cannot store {} batches of stream {stream_id}",
                     block.batches()
                 )
             })?;
+            let (t_min, t_max) = block.time_range();
+            let span = t_max.saturating_sub(t_min);
+            let known = w
+                .streams
+                .get_mut(*device)
+                .and_then(|m| m.get_mut(*stream))
+                .expect("cached above");
+            if span > known.max_span {
+                widen
+                    .execute(params![stream_id, span])
+                    .context(|| format!("cannot record the span of stream {stream_id}"))?;
+                known.max_span = span;
+            }
             let ledger = w.ledgers.get_mut(stream_id).expect("loaded above");
             // SQLite integers are signed; a seq above i64::MAX keeps its bits.
             for change in ledger.take_changes() {
@@ -393,6 +422,12 @@ const INSERT_BLOCK: &str = "INSERT INTO blocks
     (stream_id, t_min, t_max, batches, readings, received_ns, data, segment, seg_offset, seg_length)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
+/// The blocks, as `b`, found through their stream and first reading: a
+/// stream's blocks that overlap `[from, to]` start within
+/// `[from - max_span_ns, to]`, its longest block's span bounding how far
+/// before `from` one can start.
+const BLOCKS_BY_START: &str = "blocks AS b INDEXED BY blocks_by_start";
+
 /// The columns that say where a block's bytes are, after the block's
 /// other columns in a query: `data, segment, seg_offset, seg_length`.
 const BLOCK_BYTES: &str = "b.data, b.segment, b.seg_offset, b.seg_length";
@@ -443,16 +478,16 @@ fn load_ledger(tx: &rusqlite::Transaction<'_>, stream_id: i64) -> Result<SeqSet>
 }
 
 /// The id of a stream, created in `tx` if new.
-fn stream_id(tx: &rusqlite::Transaction<'_>, device: &DeviceId, name: &str) -> Result<i64> {
+fn stream_id(tx: &rusqlite::Transaction<'_>, device: &DeviceId, name: &str) -> Result<(i64, i64)> {
     tx.execute(
         "INSERT INTO streams (device_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![device.as_str(), name],
     )
     .context(|| format!("cannot create stream {device}/{name}"))?;
     tx.query_row(
-        "SELECT id FROM streams WHERE device_id = ?1 AND name = ?2",
+        "SELECT id, max_span_ns FROM streams WHERE device_id = ?1 AND name = ?2",
         params![device.as_str(), name],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .context(|| format!("cannot look up stream {device}/{name}"))
 }
