@@ -354,8 +354,51 @@ fn recipe(deps: &RetrainDeps, c: &Cycle) -> Result<(i64, TrainSpec)> {
     Ok((id, spec))
 }
 
+/// How many of the newest jobs are looked through for one a cycle
+/// submitted before the hub stopped.
+const JOBS_LOOKED_AT: usize = 500;
+
+/// Among `newest`, the job of `kind` that cycle `c`
+/// submitted before the hub stopped, before the cycle could record it (a
+/// crash between the two): the cycle carries on with it rather than
+/// training or backtesting twice. `is_ours` recognises its spec.
+fn submitted_before<'a>(
+    newest: &'a [strata_store::Job],
+    c: &Cycle,
+    kind: &str,
+    is_ours: impl Fn(&serde_json::Value) -> bool,
+) -> Option<&'a strata_store::Job> {
+    newest
+        .iter()
+        .find(|j| j.created_ns >= c.created_ns && j.kind == kind && is_ours(&j.spec))
+}
+
 fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
     let (recipe, mut spec) = recipe(deps, c)?;
+    let trigger = c.lineage_trigger();
+    let newest = deps.jobs.jobs(JOBS_LOOKED_AT)?;
+    if let Some(job) = submitted_before(&newest, c, "train", |s| s["trigger"] == trigger.as_str()) {
+        let submitted: TrainSpec = serde_json::from_value(job.spec.clone()).map_err(|e| {
+            Error::Conflict(format!(
+                "the training spec of job {} is unreadable: {e}",
+                job.id
+            ))
+        })?;
+        let window = &submitted.dataset;
+        c.train_job = Some(job.id);
+        c.window_ns = Some([window.from_ns, window.to_ns, job.created_ns]);
+        c.devices = window.devices.clone();
+        c.step(
+            CycleState::Training,
+            format!(
+                "training job {} on {} devices' data, submitted before the hub stopped",
+                job.id,
+                c.devices.len()
+            ),
+            now,
+        );
+        return Ok(());
+    }
     let devices = deps.deployer.serving(&c.model)?;
     if !devices.is_empty() {
         spec.dataset.devices = devices.iter().map(|d| d.to_string()).collect();
@@ -404,7 +447,12 @@ fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
         dataset,
         threshold: train.trainer.threshold(),
     };
-    let job = deps.jobs.submit_backtest(&spec)?;
+    let asked = serde_json::to_value(&spec).expect("JSON of a spec");
+    let newest = deps.jobs.jobs(JOBS_LOOKED_AT)?;
+    let job = match submitted_before(&newest, c, "backtest", |s| *s == asked) {
+        Some(job) => job.clone(),
+        None => deps.jobs.submit_backtest(&spec)?,
+    };
     c.backtest_job = Some(job.id);
     c.step(
         CycleState::Evaluating,
@@ -679,8 +727,50 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{champion_moved, ends_the_cycle};
+    use super::{champion_moved, ends_the_cycle, submitted_before};
     use crate::error::Error;
+    use crate::retrain::cycle::Cycle;
+
+    #[test]
+    fn a_job_submitted_before_a_crash_is_found_and_no_other() {
+        let cycle: Cycle = serde_json::from_value(serde_json::json!({
+            "id": 4, "model": "rul", "state": "collecting",
+            "trigger": {"kind": "drift", "at_ns": 900, "detail": "psi",
+                        "devices": [], "findings": []},
+            "champion": 2, "devices": [], "canary": [], "steps": [],
+            "created_ns": 1_000, "updated_ns": 1_000,
+        }))
+        .unwrap();
+        let job = |id: i64, kind: &str, trigger: &str, created_ns: i64| {
+            serde_json::from_value::<strata_store::Job>(serde_json::json!({
+                "id": id, "kind": kind, "spec": {"trigger": trigger},
+                "state": "queued", "progress": 0.0, "message": "",
+                "attempts": 0, "created_ns": created_ns,
+            }))
+            .unwrap()
+        };
+        let ours = cycle.lineage_trigger();
+        let is_ours = |s: &serde_json::Value| s["trigger"] == ours.as_str();
+        // Newest first: another cycle's, a backtest, ours, then one from
+        // before the cycle started with the same trigger (an earlier cycle
+        // of the same id, its rows long gone).
+        let newest = [
+            job(9, "train", "drift:cycle-5", 3_000),
+            job(8, "backtest", &ours, 2_500),
+            job(7, "train", &ours, 2_000),
+            job(3, "train", &ours, 500),
+        ];
+        let found = submitted_before(&newest, &cycle, "train", is_ours).map(|j| j.id);
+        assert_eq!(found, Some(7));
+        assert_eq!(
+            submitted_before(&newest[..2], &cycle, "train", is_ours).map(|j| j.id),
+            None
+        );
+        assert_eq!(
+            submitted_before(&newest[3..], &cycle, "train", is_ours).map(|j| j.id),
+            None
+        );
+    }
 
     #[test]
     fn a_champion_promoted_during_the_shadow_is_noticed() {
