@@ -439,6 +439,36 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
         || hub.readings("press-g", "rul.variable").len() > before + 5,
     );
     drop(g);
+    // A device running a direct deployment of rul (from the hub's model
+    // registry) when v6 comes: when v6 fails its health window, the
+    // direct deployment comes back.
+    register_rul(&hub, &bytes);
+    let h_dir = dir.path().join("h");
+    let h = EdgeProcess::start(
+        &h_dir,
+        &agent_config(&hub, &h_dir, "press-h", &public, &rollout),
+    );
+    let (status, deployed) = hub.api(
+        "POST",
+        "/api/v1/models/rul/deploy",
+        Some(json!({ "version": "1", "vector": "machine", "devices": ["press-h"] })),
+    );
+    assert_eq!(status, 200, "{deployed}");
+    eventually(
+        std::time::Duration::from_secs(60),
+        "press-h predicts with the direct deployment",
+        || !hub.readings("press-h", "rul.variable").is_empty(),
+    );
+    assign(&hub, 6, "press-h", 3600);
+    let report = wait_update(&hub, "press-h", 6);
+    assert_eq!(report["state"], "rolled_back", "{report}");
+    let before = hub.readings("press-h", "rul.variable").len();
+    eventually(
+        std::time::Duration::from_secs(60),
+        "the direct deployment predicts again after the rollback",
+        || hub.readings("press-h", "rul.variable").len() > before + 5,
+    );
+    drop(h);
     // After a restart (SIGKILL) the committed version runs again.
     drop(a);
     let before = hub.readings("press-a", "rul.variable").len();

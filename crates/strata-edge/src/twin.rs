@@ -241,6 +241,22 @@ impl TwinApplier {
             }
         }
         let installed: Vec<String> = ready.iter().map(|c: &ModelConfig| c.name.clone()).collect();
+        // The direct deployments that a first signed release of their name
+        // replaces now: its rollback brings them back, as they ran before.
+        let mut replaced = Vec::new();
+        for (key, _, _, name) in &commits {
+            if committed.running(key).is_some() {
+                continue;
+            }
+            let Some(m) = twin.models.iter().find(|m| !m.shadow && &m.name == name) else {
+                continue;
+            };
+            if let Ok(path) = self.artifact(m, false).await
+                && let Ok(config) = self.check_one(m, &path, &vectors)
+            {
+                replaced.push(config);
+            }
+        }
         // A shadow challenger runs beside whatever serves under its name.
         for m in twin
             .models
@@ -307,8 +323,14 @@ impl TwinApplier {
                     } else {
                         target.clone()
                     };
-                    let back =
-                        self.roll_back(&configs, &unhealthy, &committed, &back_pipeline, &target);
+                    let back = self.roll_back(
+                        &configs,
+                        &unhealthy,
+                        &committed,
+                        &replaced,
+                        &back_pipeline,
+                        &target,
+                    );
                     for (key, why) in &unhealthy {
                         for u in updates
                             .iter_mut()
@@ -451,13 +473,15 @@ impl TwinApplier {
         unhealthy
     }
 
-    /// Puts the committed versions of `unhealthy` updates back in place of
-    /// the new ones.
+    /// Puts what ran before `unhealthy` updates back in place of the new
+    /// ones: the committed signed versions, else the direct deployments
+    /// they `replaced`, else the config file's models.
     fn roll_back(
         &self,
         configs: &[ModelConfig],
         unhealthy: &[(String, String)],
         committed: &OtaState,
+        replaced: &[ModelConfig],
         pipeline: &Option<PipelineConfig>,
         running: &Option<PipelineConfig>,
     ) -> Result<(), String> {
@@ -471,13 +495,15 @@ impl TwinApplier {
             .cloned()
             .collect();
         for (key, _) in unhealthy {
+            let name = key.split_once('/').map_or("", |(_, n)| n);
             match committed.running(key) {
                 Some(before) => back.push(before),
-                // Nothing signed committed under that name yet: the config
-                // file's model of that name, which the update replaced.
-                None => {
-                    back.extend(self.file_models_named(key.split_once('/').map_or("", |(_, n)| n)))
-                }
+                // Nothing signed committed under that name yet: the direct
+                // deployment the update replaced, or the config file's model.
+                None => match replaced.iter().find(|c| c.name == name) {
+                    Some(direct) => back.push(direct.clone()),
+                    None => back.extend(self.file_models_named(name)),
+                },
             }
         }
         match Models::load(&back, Path::new("/"), &vectors_of(pipeline)) {
