@@ -176,6 +176,9 @@ impl TwinApplier {
         let fallback = committed.pipeline().or_else(|| self.file_pipeline.clone());
         let mut target = fallback.clone();
         let mut config_commit = None;
+        // The digest of each release verified in this pass, by `kind/name`:
+        // what a commit remembers (a rollback may bring it back).
+        let mut verified: Vec<(String, String)> = Vec::new();
         // The assignment (by digest) each report answers, in order.
         let mut answered = Vec::new();
         for value in twin.updates.iter().filter(|v| kind_of(v) == Some("config")) {
@@ -187,9 +190,10 @@ impl TwinApplier {
                 continue;
             }
             let report = match self.config_update(value, download, &committed).await {
-                Ok((key, version, floor, path, pipeline)) => {
+                Ok((key, version, floor, path, pipeline, digest)) => {
                     target = Some(pipeline);
                     let report = update_report(&key, version, None);
+                    verified.extend(digest.map(|d| (key.clone(), d)));
                     config_commit = Some((key, version, floor, path));
                     report
                 }
@@ -223,6 +227,7 @@ impl TwinApplier {
                 match self.update(value, download, &committed, &vectors).await {
                     Ok(u) => {
                         updates.push(update_report(&u.key, u.version, None));
+                        verified.extend(u.release.clone().map(|d| (u.key.clone(), d)));
                         commits.push((u.key, u.version, u.floor, u.config.name.clone()));
                         ready.push(u.config);
                     }
@@ -251,6 +256,11 @@ impl TwinApplier {
             let Some(m) = twin.models.iter().find(|m| !m.shadow && &m.name == name) else {
                 continue;
             };
+            // Only one this agent would run: never an unsigned model on an
+            // agent that takes signed releases only.
+            if direct_refusal(self.signed_only, m, &committed).is_some() {
+                continue;
+            }
             if let Ok(path) = self.artifact(m, false).await
                 && let Ok(config) = self.check_one(m, &path, &vectors)
             {
@@ -358,15 +368,14 @@ impl TwinApplier {
                     }
                     if let Some(config) = configs.iter().find(|c| &c.name == name) {
                         committed.set(key, *version, *floor, config);
-                        committed
-                            .remember_release(key, release_digest(&twin.updates, key, *version));
+                        committed.remember_release(key, verified_digest(&verified, key));
                     }
                 }
                 if let Some((key, version, floor, path)) = &config_commit
                     && !unhealthy.iter().any(|(k, _)| k == key)
                 {
                     committed.set_config(key, *version, *floor, path);
-                    committed.remember_release(key, release_digest(&twin.updates, key, *version));
+                    committed.remember_release(key, verified_digest(&verified, key));
                 }
                 if (!commits.is_empty() || config_commit.is_some())
                     && let Err(e) = committed.save(&self.data_dir)
@@ -563,7 +572,7 @@ impl TwinApplier {
         value: &serde_json::Value,
         download: bool,
         committed: &OtaState,
-    ) -> Result<(String, u64, u64, PathBuf, PipelineConfig), UpdateError> {
+    ) -> Result<(String, u64, u64, PathBuf, PipelineConfig, Option<String>), UpdateError> {
         let signed: SignedUpdate = serde_json::from_value(value.clone()).map_err(|e| {
             UpdateError::Refused(
                 "config/?".into(),
@@ -580,7 +589,7 @@ impl TwinApplier {
             && let Ok(pipeline) = read_pipeline(path)
         {
             let floor = committed.floor(&key).unwrap_or(version);
-            return Ok((key, version, floor, path.clone(), pipeline));
+            return Ok((key, version, floor, path.clone(), pipeline, None));
         }
         let r = self
             .check_signed(&signed, committed)
@@ -597,7 +606,8 @@ impl TwinApplier {
         };
         let pipeline = read_pipeline(&path)
             .map_err(|e| UpdateError::Failed(key.clone(), version, "invalid", e))?;
-        Ok((key, version, r.floor(), path, pipeline))
+        let digest = signed.release.digest();
+        Ok((key, version, r.floor(), path, pipeline, Some(digest)))
     }
 
     /// Verifies a signed update and makes its model ready to load.
@@ -633,6 +643,7 @@ impl TwinApplier {
                 key,
                 version,
                 floor,
+                release: None,
             });
         }
         let r = self.check_signed(&signed, committed).map_err(|refusal| {
@@ -687,6 +698,7 @@ impl TwinApplier {
             key,
             version: r.version,
             floor: r.floor(),
+            release: Some(signed.release.digest()),
         })
     }
 
@@ -1048,6 +1060,9 @@ struct ReadyUpdate {
     version: u64,
     /// The anti-rollback floor its commit sets.
     floor: u64,
+    /// The digest of the release it verified (none for the committed
+    /// version named again, which was verified when it was installed).
+    release: Option<String>,
 }
 
 /// Why a signed update did not install: (`kind/name`, version, ...).
@@ -1178,12 +1193,12 @@ fn peek(release: &strata_ota::Envelope) -> Option<(String, u64)> {
     Some((key_of(&r), r.version))
 }
 
-/// The digest of the release `updates` name for `key` at `version`.
-fn release_digest(updates: &[serde_json::Value], key: &str, version: u64) -> Option<String> {
-    updates.iter().find_map(|value| {
-        let signed: SignedUpdate = serde_json::from_value(value.clone()).ok()?;
-        (peek(&signed.release)? == (key.to_owned(), version)).then(|| signed.release.digest())
-    })
+/// The digest of the release verified for `key` in this pass, if any.
+fn verified_digest(verified: &[(String, String)], key: &str) -> Option<String> {
+    verified
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, digest)| digest.clone())
 }
 
 /// The campaign an update's assignment names (unverified: for reports).

@@ -377,6 +377,19 @@ fn a_long_block_is_found_by_a_window_only_its_end_reaches() {
         .unwrap();
     assert_eq!(in_window(&store), (vec![9_990], vec![1]));
     assert_eq!(timestamps(&store, "d1", 20_480, 20_490), [20_480, 20_490]);
+
+    // Readings ages apart in one block (a sentinel time, or a clock at
+    // 1970, beside the right one): the span overflows, and both are found.
+    let (old, now) = (-9_000_000_000_000_000_000, 1_800_000_000_000_000_000);
+    store
+        .write_batches(&[
+            batch("d2", "main", 1, old, 1),
+            batch("d2", "main", 2, now, 1),
+        ])
+        .unwrap();
+    assert_eq!(timestamps(&store, "d2", now, now + 100), [now]);
+    assert_eq!(timestamps(&store, "d2", i64::MIN, old + 5), [old]);
+    assert_eq!(timestamps(&store, "d2", i64::MIN, i64::MAX), [old, now]);
 }
 
 /// A database written by the one-row-per-batch layout (schema version 4)

@@ -170,6 +170,8 @@ pub struct Alerts {
     started_ns: i64,
     /// Whether this replica raises `offline` alerts now.
     offline_lease: crate::shared::Lease,
+    /// Whether a rule is an `offline` one.
+    has_offline_rules: bool,
     worker: Worker,
 }
 
@@ -249,6 +251,7 @@ impl Alerts {
             needs_devices,
             started_ns: now_ns(),
             offline_lease,
+            has_offline_rules: watches_presence(&rules),
             worker: Worker::default(),
         });
         if !rules.is_empty() {
@@ -354,6 +357,11 @@ impl Alerts {
         } else {
             Vec::new()
         };
+        // Replicas sharing a registry: only the one holding the lease
+        // raises `offline` alerts; the others still clear the ones they
+        // raised before. Asked before taking the state's lock: the lease
+        // may wait on the database.
+        let raises = !self.has_offline_rules || self.offline_lease.held();
         let now = now_ns();
         let mut state = self.lock();
         if self.needs_devices {
@@ -365,9 +373,6 @@ impl Alerts {
         let offline_rules: Vec<usize> = (0..state.eval.rules().len())
             .filter(|&i| state.eval.rules()[i].condition == Condition::Offline)
             .collect();
-        // Replicas sharing a registry: only the one holding the lease
-        // raises; the others still clear the alerts they raised before.
-        let raises = offline_rules.is_empty() || self.offline_lease.held();
         for rule in offline_rules {
             for d in &devices {
                 let r = &state.eval.rules()[rule];
