@@ -176,8 +176,9 @@ pub struct Control {
     appended: Arc<Notify>,
     health: Arc<HealthState>,
     stats: Arc<ControlStats>,
-    /// Per model: (errors seen, when they last grew).
-    model_errors: HashMap<String, (u64, std::time::Instant)>,
+    /// Per model: (its error counter's address, errors seen, when they
+    /// last grew).
+    model_errors: HashMap<String, (usize, u64, std::time::Instant)>,
     models_watched: Vec<String>,
     /// The engine's clock ([`steady_ns`]).
     origin: std::time::Instant,
@@ -326,24 +327,28 @@ impl Control {
     /// Marks the watched models unhealthy when they are not running or
     /// failed an inference lately.
     fn check_models(&mut self) {
-        let running: HashMap<String, u64> = self
+        let running: HashMap<String, (usize, u64)> = self
             .health
             .models()
             .into_iter()
-            .map(|(n, s)| (n, s.errors.load(Ordering::Relaxed)))
+            .map(|(n, s)| {
+                (
+                    n,
+                    (Arc::as_ptr(&s) as usize, s.errors.load(Ordering::Relaxed)),
+                )
+            })
             .collect();
         for m in &self.models_watched {
             let problem = match running.get(m) {
                 None => Some("not running on this device".to_string()),
-                Some(&errors) => {
-                    let entry = self
-                        .model_errors
-                        .entry(m.clone())
-                        .or_insert((errors, std::time::Instant::now() - MODEL_ERROR_WINDOW));
-                    if errors > entry.0 {
-                        *entry = (errors, std::time::Instant::now());
-                    }
-                    (entry.1.elapsed() < MODEL_ERROR_WINDOW).then(|| {
+                Some(&(counter, errors)) => {
+                    let now = std::time::Instant::now();
+                    let seen = self.model_errors.entry(m.clone()).or_insert((
+                        counter,
+                        errors,
+                        now - MODEL_ERROR_WINDOW,
+                    ));
+                    errors_lately(seen, counter, errors, now).then(|| {
                         format!(
                             "inference errors within the last {} s",
                             MODEL_ERROR_WINDOW.as_secs()
@@ -443,5 +448,50 @@ impl Control {
             }
             Err(e) => tracing::warn!("control record task failed: {e}"),
         }
+    }
+}
+
+/// Whether a model's inference errors grew within [`MODEL_ERROR_WINDOW`]
+/// before `now`, given its error counter (its address and count) now;
+/// `seen` is what the last look kept, and is brought up to date.
+fn errors_lately(
+    seen: &mut (usize, u64, std::time::Instant),
+    counter: usize,
+    errors: u64,
+    now: std::time::Instant,
+) -> bool {
+    // A model swapped in (a deployment, a rollback) counts its errors from
+    // zero on a counter of its own.
+    if seen.0 != counter || errors < seen.1 {
+        (seen.0, seen.1) = (counter, 0);
+    }
+    if errors > seen.1 {
+        (seen.1, seen.2) = (errors, now);
+    }
+    now.duration_since(seen.2) < MODEL_ERROR_WINDOW
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MODEL_ERROR_WINDOW, errors_lately};
+
+    #[test]
+    fn a_swapped_in_model_that_fails_is_noticed() {
+        let start = std::time::Instant::now();
+        let later = start + MODEL_ERROR_WINDOW * 2;
+        // Version 1 failed 50 times long ago: healthy now.
+        let mut seen = (1, 50, start);
+        assert!(!errors_lately(&mut seen, 1, 50, later));
+        // Version 2, on a counter of its own, fails 50 times.
+        assert!(errors_lately(&mut seen, 2, 50, later));
+        // A new counter at the old one's address: a count lower than seen
+        // is a new counter too, and its errors are new.
+        let mut seen = (1, 50, start);
+        assert!(errors_lately(&mut seen, 1, 3, later));
+        // Quiet for the window: healthy again.
+        assert!(!errors_lately(&mut seen, 1, 3, later + MODEL_ERROR_WINDOW));
+        // A counter that never failed is healthy.
+        let mut seen = (1, 50, start);
+        assert!(!errors_lately(&mut seen, 2, 0, later));
     }
 }

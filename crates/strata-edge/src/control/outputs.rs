@@ -347,6 +347,33 @@ mod opcua_out {
     use super::{Grain, OpcuaOutput, raw_setpoint, within};
     use crate::AbortOnDrop;
 
+    /// The whole number `raw` as a variant of integer type `t`, exactly,
+    /// or `None` when `t` cannot hold it (or is no integer type). Not
+    /// `Variant::cast`, which rounds a double by `trunc(v + 0.5)`: -18
+    /// would go out as -17, one step past a limit of -18.
+    pub(super) fn whole_variant(raw: f64, t: VariantScalarTypeId) -> Option<Variant> {
+        fn fits<T: TryFrom<i128>>(raw: f64) -> Option<T> {
+            // Whole and within ±2^100: exact as an i128.
+            (raw.fract() == 0.0 && raw.abs() < 1e30)
+                .then(|| T::try_from(raw as i128).ok())
+                .flatten()
+        }
+        Some(match t {
+            VariantScalarTypeId::SByte => Variant::SByte(fits(raw)?),
+            VariantScalarTypeId::Byte => Variant::Byte(fits(raw)?),
+            VariantScalarTypeId::Int16 => Variant::Int16(fits(raw)?),
+            VariantScalarTypeId::UInt16 => Variant::UInt16(fits(raw)?),
+            VariantScalarTypeId::Int32 => Variant::Int32(fits(raw)?),
+            VariantScalarTypeId::UInt32 => Variant::UInt32(fits(raw)?),
+            VariantScalarTypeId::Int64 => Variant::Int64(fits(raw)?),
+            VariantScalarTypeId::UInt64 => Variant::UInt64(fits(raw)?),
+            VariantScalarTypeId::Boolean if raw == 0.0 || raw == 1.0 => {
+                Variant::Boolean(raw == 1.0)
+            }
+            _ => return None,
+        })
+    }
+
     pub struct OpcuaWriter {
         config: OpcuaOutput,
         node: NodeId,
@@ -432,12 +459,8 @@ mod opcua_out {
             let variant = match self.scalar {
                 Some(VariantScalarTypeId::Double) | None => Variant::Double(raw),
                 Some(VariantScalarTypeId::Float) => Variant::Float(raw as f32),
-                Some(t) => match Variant::Double(raw).cast(t) {
-                    Variant::Empty => {
-                        return Err(format!("{raw} cannot be written as {t:?}"));
-                    }
-                    v => v,
-                },
+                Some(t) => whole_variant(raw, t)
+                    .ok_or_else(|| format!("{raw} cannot be written as {t:?}"))?,
             };
             let ms = self.config.timeout_ms;
             within(ms, "opcua write", async {
@@ -689,6 +712,33 @@ mod mqtt_out {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "opcua")]
+    #[test]
+    fn opcua_integer_setpoints_go_out_exactly() {
+        use opcua::types::{Variant, VariantScalarTypeId as T};
+        let whole = opcua_out::whole_variant;
+        // Negative values stay where they are (the library's cast moves
+        // them a step towards zero).
+        assert_eq!(whole(-18.0, T::Int16), Some(Variant::Int16(-18)));
+        assert_eq!(whole(-1.0, T::Int32), Some(Variant::Int32(-1)));
+        assert_eq!(whole(-128.0, T::SByte), Some(Variant::SByte(-128)));
+        assert_eq!(whole(65_535.0, T::UInt16), Some(Variant::UInt16(65_535)));
+        assert_eq!(
+            whole(-9.0e15, T::Int64),
+            Some(Variant::Int64(-9_000_000_000_000_000))
+        );
+        assert_eq!(whole(1.0, T::Boolean), Some(Variant::Boolean(true)));
+        // Out of the type's range, not whole, or not an integer type.
+        assert_eq!(whole(-129.0, T::SByte), None);
+        assert_eq!(whole(-1.0, T::UInt32), None);
+        assert_eq!(whole(70_000.0, T::Int16), None);
+        assert_eq!(whole(2.5, T::Int32), None);
+        assert_eq!(whole(f64::NAN, T::Int32), None);
+        assert_eq!(whole(1e300, T::UInt64), None);
+        assert_eq!(whole(2.0, T::Boolean), None);
+        assert_eq!(whole(3.0, T::String), None);
+    }
 
     #[test]
     fn a_setpoint_is_rounded_inward_where_the_nearest_would_leave_the_bounds() {
