@@ -349,7 +349,9 @@ impl Gates {
     }
 
     /// Measures every site's gate and sends each device its site's
-    /// verdict when it changed.
+    /// verdict when it changed. A site whose gate cannot be measured gets
+    /// a closed one; a failure at one site or device leaves the others
+    /// served (the first error is returned at the end).
     pub fn cycle(&self, inputs: &GateInputs<'_>) -> Result<()> {
         let now = crate::now_ns();
         let mut by_site: BTreeMap<String, Vec<Device>> = BTreeMap::new();
@@ -369,8 +371,23 @@ impl Gates {
         let presence = inputs
             .registry
             .presence_by_device(now - (longest * DAY_NS) as i64, now)?;
+        let mut failure = None;
         for (site, devices) in &by_site {
-            let gate = measure(&self.config, site, devices, &presence, inputs, now)?;
+            let gate = match measure(&self.config, site, devices, &presence, inputs, now) {
+                Ok(gate) => gate,
+                Err(e) => {
+                    let reason = format!("the gate cannot be measured: {e}");
+                    failure.get_or_insert(e);
+                    ControlGate {
+                        site: site.clone(),
+                        phase: self.config.phase(site),
+                        open: false,
+                        checks: Vec::new(),
+                        reason,
+                        ts_ns: now,
+                    }
+                }
+            };
             for d in devices {
                 let unchanged = self
                     .sent
@@ -378,8 +395,8 @@ impl Gates {
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&d.id)
                     .is_some_and(|s| same(s, &gate));
-                if !unchanged {
-                    self.send(&d.id, &gate)?;
+                if !unchanged && let Err(e) = self.send(&d.id, &gate) {
+                    failure.get_or_insert(e);
                 }
             }
             let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
@@ -394,7 +411,7 @@ impl Gates {
             }
             latest.insert(site.clone(), gate);
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     fn send(&self, device: &DeviceId, gate: &ControlGate) -> Result<()> {
