@@ -308,18 +308,25 @@ impl Control {
         }
     }
 
-    /// Reads the outputs whose value is not known yet.
+    /// Reads every output back: one whose value is not known yet, and one
+    /// someone changed by hand (an HMI, a technician), so that rate
+    /// limits step from what the machine holds and a rule puts back what
+    /// was changed under it.
     async fn read_back(&mut self) {
         for (name, w) in &mut self.writers {
-            if self.engine.knows_output(name) {
-                continue;
-            }
+            let held = self.engine.output_value(name);
             match w.current().await {
-                Ok(v) => {
-                    tracing::info!(output = %name, "output holds {v}");
+                Ok(v) if held.is_none_or(|h| changed_by_hand(h, v)) => {
+                    match held {
+                        None => tracing::info!(output = %name, "output holds {v}"),
+                        Some(h) => {
+                            tracing::warn!(output = %name, "output holds {v}, not the {h} last written: changed outside this agent")
+                        }
+                    }
                     self.engine.set_output(name, v, steady_ns(self.origin));
                 }
-                Err(e) => tracing::debug!(output = %name, "cannot read the output yet: {e}"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(output = %name, "cannot read the output back: {e}"),
             }
         }
     }
@@ -471,9 +478,25 @@ fn errors_lately(
     now.duration_since(seen.2) < MODEL_ERROR_WINDOW
 }
 
+/// Whether an output read back as `read` no longer holds `held`, beyond
+/// what reading it back can change (a float register's rounding).
+fn changed_by_hand(held: f64, read: f64) -> bool {
+    (read - held).abs() > 1e-6 * held.abs().max(1.0)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{MODEL_ERROR_WINDOW, errors_lately};
+    use super::{MODEL_ERROR_WINDOW, changed_by_hand, errors_lately};
+
+    #[test]
+    fn an_output_changed_by_hand_is_told_from_a_rounded_read() {
+        assert!(!changed_by_hand(21.5, 21.5));
+        // A 32-bit float register gives back 21.3 as 21.299999237060547.
+        assert!(!changed_by_hand(21.3, f64::from(21.3f32)));
+        assert!(changed_by_hand(21.5, 22.0));
+        assert!(changed_by_hand(0.0, 0.01));
+        assert!(changed_by_hand(50.0, 150.0));
+    }
 
     #[test]
     fn a_swapped_in_model_that_fails_is_noticed() {

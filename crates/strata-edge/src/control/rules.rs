@@ -279,9 +279,9 @@ impl Engine {
         self.settled.remove(output);
     }
 
-    /// Whether the output's current value is known.
-    pub fn knows_output(&self, output: &str) -> bool {
-        self.outputs.contains_key(output)
+    /// The output's current value, when known.
+    pub fn output_value(&self, output: &str) -> Option<f64> {
+        self.outputs.get(output).map(|(v, _)| *v)
     }
 
     /// Forgets the output's value (after a failed write it may hold
