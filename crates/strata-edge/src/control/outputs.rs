@@ -702,10 +702,11 @@ mod mqtt_out {
     }
 
     /// Writes `value` to `path` whole (a new file renamed over the old).
+    /// Synced before it takes the file's name, and the name synced: after
+    /// a power loss the file holds this value or the one before, never
+    /// nothing.
     fn keep(path: &Path, value: f64) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, value.to_string())?;
-        std::fs::rename(&tmp, path)
+        crate::write_atomic(path, value.to_string().as_bytes())
     }
 }
 
