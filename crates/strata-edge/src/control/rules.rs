@@ -261,7 +261,7 @@ impl Engine {
             dry: HashMap::new(),
             unhealthy_models: HashMap::new(),
             gate: None,
-            epoch: format!("{:x}", crate::now_ns() / 1_000_000),
+            epoch: action_epoch(),
         }
     }
 
@@ -734,6 +734,17 @@ impl Engine {
             Decision::Record(a)
         });
     }
+}
+
+/// What makes this run's action ids its own: the start's wall-clock
+/// milliseconds and 32 random bits. A gateway without a battery clock
+/// starts at the same time after every boot; the random bits keep a
+/// second run's ids from repeating the first's (the hub refuses a repeated
+/// id).
+fn action_epoch() -> String {
+    let mut bits = [0u8; 4];
+    let random = getrandom::fill(&mut bits).map_or(0, |()| u32::from_le_bytes(bits));
+    format!("{:x}{random:08x}", crate::now_ns() / 1_000_000)
 }
 
 #[cfg(test)]
