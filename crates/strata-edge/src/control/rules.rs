@@ -456,19 +456,8 @@ impl Engine {
         let timeout = (rule.approval_timeout_s * 1e9) as i64;
         let state = &mut self.state[i];
         if let Some(p) = state.proposal.take_if(|p| now_ns - p.at_ns > timeout) {
-            out.push(Decision::Record(ControlAction {
-                seq: 0,
-                ts_ns: now_ns,
-                rule: rule.name.clone(),
-                output: rule.output.clone(),
-                action: p.action,
-                outcome: ActionOutcome::Expired,
-                requested: Some(p.requested),
-                value: None,
-                previous: None,
-                reason: format!("not approved within {} s", rule.approval_timeout_s),
-                approved_by: None,
-            }));
+            let why = format!("not approved within {} s", rule.approval_timeout_s);
+            out.push(Decision::Record(expired(rule, p, why, now_ns)));
         }
     }
 
@@ -590,6 +579,12 @@ impl Engine {
         let state = &mut self.state[i];
         match (&state.disarmed, problem) {
             (None, Some(why)) => {
+                // An open proposal is withdrawn, on the record: the hub
+                // shows it closed, and a late approval finds it gone.
+                if let Some(p) = state.proposal.take() {
+                    let withdrawn = format!("withdrawn: the rule disarmed ({why})");
+                    out.push(Decision::Record(expired(rule, p, withdrawn, now_ns)));
+                }
                 out.push(Decision::Record(record(
                     state,
                     ActionOutcome::Disarmed,
@@ -733,6 +728,23 @@ impl Engine {
         } else {
             Decision::Record(a)
         });
+    }
+}
+
+/// The record that closes proposal `p` of `rule` unapproved.
+fn expired(rule: &RuleConfig, p: Proposal, reason: String, now_ns: i64) -> ControlAction {
+    ControlAction {
+        seq: 0,
+        ts_ns: now_ns,
+        rule: rule.name.clone(),
+        output: rule.output.clone(),
+        action: p.action,
+        outcome: ActionOutcome::Expired,
+        requested: Some(p.requested),
+        value: None,
+        previous: None,
+        reason,
+        approved_by: None,
     }
 }
 
@@ -1078,6 +1090,33 @@ mod tests {
             (ActionOutcome::Expired, p.action.as_str())
         );
         assert!(e.approve(&p.action, "ops", 63 * S).is_err());
+    }
+
+    #[test]
+    fn a_proposal_open_when_the_rule_disarms_is_withdrawn_on_the_record() {
+        let mut e = engine(rule(Mode::Approval));
+        let Decision::Record(p) = feed(&mut e, 1, 90.0, 85.0).remove(0) else {
+            panic!()
+        };
+        assert_eq!(p.outcome, ActionOutcome::Proposed);
+        let d = e.observe("temperature", 85.0, Quality::Bad, 2 * S);
+        assert_eq!(
+            outcomes(&d),
+            [
+                (ActionOutcome::Expired, None),
+                (ActionOutcome::Disarmed, None)
+            ]
+        );
+        let Decision::Record(withdrawn) = &d[0] else {
+            panic!()
+        };
+        assert_eq!(withdrawn.action, p.action);
+        assert!(
+            withdrawn.reason.contains("withdrawn"),
+            "{}",
+            withdrawn.reason
+        );
+        assert!(e.approve(&p.action, "ops", 3 * S).is_err());
     }
 
     #[test]
