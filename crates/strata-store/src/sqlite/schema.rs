@@ -473,14 +473,14 @@ CREATE INDEX workflow_runs_due ON workflow_runs(state, next_ns);
     ),
     (
         r#"
--- A range query finds a stream's blocks by their first reading: those
--- that start in [from - the stream's longest block, to]. By their end
--- alone, a query of an old window read the row of every later block.
+-- A range query bounds its search of a stream's blocks by their last
+-- reading: a block that overlaps [from, to] ends within [from, to + the
+-- stream's longest block span]. By `t_max >= from` alone, a query of an
+-- old window read the row of every later block.
 ALTER TABLE streams ADD COLUMN max_span_ns INTEGER NOT NULL DEFAULT 0;
 -- (A span past i64 becomes REAL in SQLite; the cast brings it back.)
 UPDATE streams SET max_span_ns = CAST(coalesce(
     (SELECT max(t_max - t_min) FROM blocks WHERE blocks.stream_id = streams.id), 0) AS INTEGER);
-CREATE INDEX blocks_by_start ON blocks(stream_id, t_min);
 "#,
         None,
     ),

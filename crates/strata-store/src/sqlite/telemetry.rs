@@ -103,17 +103,17 @@ impl TelemetryStore for SqliteStore {
 
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
         self.read(|conn| {
-            let (blocks, earliest) = blocks_of(conn, &q.device, q.from_ns)?;
+            let last_end = latest_end(conn, &q.device, q.to_ns)?;
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT b.t_min, {BLOCK_BYTES} FROM streams s JOIN {blocks} ON b.stream_id = s.id
-                     WHERE s.device_id = ?1 AND b.t_min BETWEEN ?4 AND ?3
-                       AND b.t_max >= ?2 AND b.readings > 0
+                    "SELECT b.t_min, {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
+                     WHERE s.device_id = ?1 AND b.t_max BETWEEN ?2 AND ?4 AND b.t_min <= ?3
+                       AND b.readings > 0
                      ORDER BY b.t_min"
                 ))
                 .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
-                .query(params![q.device.as_str(), q.from_ns, q.to_ns, earliest])
+                .query(params![q.device.as_str(), q.from_ns, q.to_ns, last_end])
                 .context(|| format!("cannot query {}/{}", q.device, q.signal))?;
             let mut answer = crate::range::Collector::new(q);
             while let Some(row) = rows.next().context(|| "cannot read a block".into())? {
@@ -152,18 +152,18 @@ impl TelemetryStore for SqliteStore {
         each: &mut dyn FnMut(TelemetryBatch) -> Result<()>,
     ) -> Result<()> {
         self.read(|conn| {
-            let (blocks, earliest) = blocks_of(conn, device, from_ns)?;
+            let last_end = latest_end(conn, device, to_ns)?;
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT s.name, b.t_min, {BLOCK_BYTES} FROM streams s JOIN {blocks} ON b.stream_id = s.id
+                    "SELECT s.name, b.t_min, {BLOCK_BYTES} FROM streams s JOIN blocks b ON b.stream_id = s.id
                      WHERE s.device_id = ?1 AND (?2 IS NULL OR s.name = ?2)
-                       AND b.t_min BETWEEN ?5 AND ?4
-                       AND b.t_max >= ?3 AND b.readings > 0
+                       AND b.t_max BETWEEN ?3 AND ?5 AND b.t_min <= ?4
+                       AND b.readings > 0
                      ORDER BY b.t_min"
                 ))
                 .context(|| "cannot query blocks".into())?;
             let mut rows = stmt
-                .query(params![device.as_str(), stream, from_ns, to_ns, earliest])
+                .query(params![device.as_str(), stream, from_ns, to_ns, last_end])
                 .context(|| format!("cannot replay {device}"))?;
             // Blocks come in order of their first reading, and no batch of a
             // later block starts before that block does: a batch can be
@@ -424,35 +424,22 @@ const INSERT_BLOCK: &str = "INSERT INTO blocks
     (stream_id, t_min, t_max, batches, readings, received_ns, data, segment, seg_offset, seg_length)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// The longest block span (ns) among a device's streams up to which a
-/// query finds its blocks by their first reading. A longer one (a batch
-/// that spans days: a gateway stamping 1970 before its clock was set)
-/// would make that search start far too early: such a device's blocks are
-/// found by their last reading instead.
-const SPAN_BY_START: i64 = 7 * 24 * 3600 * 1_000_000_000;
-
-/// How a query finds `device`'s blocks (as `b`) that overlap a window
-/// starting at `from_ns`, and the earliest first reading one can have. A
-/// stream's blocks that overlap `[from, to]` start within `[from -
-/// max_span_ns, to]`, its longest block's span bounding how far before
-/// `from` one can start; past [`SPAN_BY_START`], by their last reading,
-/// from every first reading.
-fn blocks_of(
-    conn: &rusqlite::Connection,
-    device: &DeviceId,
-    from_ns: i64,
-) -> Result<(&'static str, i64)> {
+/// The latest last reading a block of `device` that overlaps a window
+/// ending at `to_ns` can have: `to_ns` plus the longest span of a block
+/// of its streams (`max_span_ns`), so that a query of an old window reads
+/// the rows of the blocks about it, not of every later one. One block
+/// that spans ages (a gateway stamping 1970 before its clock was set)
+/// only takes its device's queries back to reading every later block.
+fn latest_end(conn: &rusqlite::Connection, device: &DeviceId, to_ns: i64) -> Result<i64> {
     let span: i64 = conn
         .prepare_cached("SELECT coalesce(max(max_span_ns), 0) FROM streams WHERE device_id = ?1")
         .and_then(|mut stmt| stmt.query_row(params![device.as_str()], |r| r.get(0)))
         .context(|| format!("cannot read the block spans of {device}"))?;
-    Ok(if span <= SPAN_BY_START {
-        (
-            "blocks AS b INDEXED BY blocks_by_start",
-            from_ns.saturating_sub(span),
-        )
+    // A span that did not fit in an i64 is kept as i64::MAX: no bound.
+    Ok(if span == i64::MAX {
+        i64::MAX
     } else {
-        ("blocks AS b INDEXED BY blocks_by_end", i64::MIN)
+        to_ns.saturating_add(span)
     })
 }
 
