@@ -223,7 +223,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = p.topic.as_str();
-                    match reading(&config, topic, &p.payload) {
+                    match reading(&config, topic, &p.payload, p.retain) {
                         Ok((name, unit, ts, value)) => {
                             let index = match signals.get(&name) {
                                 Some(&i) => i,
@@ -260,10 +260,15 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
 }
 
 /// One message as (signal, unit, timestamp, value), or why it was refused.
+/// A retained message (the broker's copy of the last one, sent again at
+/// every subscribe) is taken only with a timestamp in its payload: stamped
+/// with its arrival, an old value would pass for a fresh one (to a control
+/// rule, a live sensor).
 fn reading<'a>(
     config: &'a MqttSourceConfig,
     topic: &str,
     payload: &[u8],
+    retained: bool,
 ) -> Result<(String, &'a str, i64, f64), String> {
     if payload.len() > config.max_payload_bytes {
         return Err(format!("payload of {} bytes is too large", payload.len()));
@@ -276,6 +281,9 @@ fn reading<'a>(
     let name =
         signal_name(&t.signal, topic).ok_or("signal template names a missing topic level")?;
     let (value, ts) = payload::parse(t, payload)?;
+    if retained && ts.is_none() {
+        return Err("a retained message without a timestamp: how old it is is unknown".into());
+    }
     let value = value * t.scale + t.offset;
     if !value.is_finite() {
         return Err("value is not a finite number".into());
@@ -331,23 +339,39 @@ mod tests {
             topic("json/+", PayloadFormat::Json, Some("/v")),
         ]);
         c.validate().unwrap();
-        let (name, unit, _, v) = reading(&c, "plain/t1", b" 20.5\n").unwrap();
+        let (name, unit, _, v) = reading(&c, "plain/t1", b" 20.5\n", false).unwrap();
         assert_eq!((name.as_str(), unit, v), ("t1", "Cel", 42.0));
-        let (name, _, _, v) = reading(&c, "json/t2", br#"{"v": 3}"#).unwrap();
+        let (name, _, _, v) = reading(&c, "json/t2", br#"{"v": 3}"#, false).unwrap();
         assert_eq!((name.as_str(), v), ("t2", 7.0));
         assert!(
-            reading(&c, "other/x", b"1")
+            reading(&c, "other/x", b"1", false)
                 .unwrap_err()
                 .contains("no topic filter")
         );
-        assert!(reading(&c, "plain/t1", b"abc").is_err());
-        assert!(reading(&c, "plain/t1", b"NaN").is_err());
-        assert!(reading(&c, "json/t2", br#"{"w": 3}"#).is_err());
+        assert!(reading(&c, "plain/t1", b"abc", false).is_err());
+        assert!(reading(&c, "plain/t1", b"NaN", false).is_err());
+        assert!(reading(&c, "json/t2", br#"{"w": 3}"#, false).is_err());
         assert!(
-            reading(&c, "plain/t1", &[b'1'; 65])
+            reading(&c, "plain/t1", &[b'1'; 65], false)
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn a_retained_message_is_taken_only_with_its_own_timestamp() {
+        let mut stamped = topic("json/+", PayloadFormat::Json, Some("/v"));
+        stamped.timestamp = Some("/t".into());
+        let c = config(vec![topic("plain/+", PayloadFormat::Number, None), stamped]);
+        c.validate().unwrap();
+        assert!(
+            reading(&c, "plain/t1", b"20", true)
+                .unwrap_err()
+                .contains("retained")
+        );
+        assert!(reading(&c, "plain/t1", b"20", false).is_ok());
+        let (_, _, ts, _) = reading(&c, "json/t2", br#"{"v": 3, "t": 1000}"#, true).unwrap();
+        assert_eq!(ts, 1_000_000_000);
     }
 
     #[test]
