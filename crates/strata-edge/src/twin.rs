@@ -1553,6 +1553,11 @@ fn fetch_resumable(
     use std::io::Write as _;
     let unavailable = ArtifactError::Unavailable;
     let mut have = std::fs::metadata(part).map_or(0, |m| m.len());
+    // Whole already (a power cut after the download, before the rename):
+    // taken if it checks out, fetched again from the start if not.
+    if have == expected.size && check_file(expected, part).is_ok() {
+        return Ok(());
+    }
     if have >= expected.size {
         have = 0;
     }
@@ -1678,6 +1683,32 @@ mod tests {
             "shadow": shadow,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_whole_download_kept_from_before_a_power_cut_is_not_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("x.part");
+        let bytes = b"the artifact".to_vec();
+        std::fs::write(&part, &bytes).unwrap();
+        let expected = Artifact {
+            sha256: strata_ota::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+        };
+        // Nothing listens there: any request would fail.
+        let agent = ureq::Agent::new_with_defaults();
+        let url = "http://127.0.0.1:9/api/v1/device/artifacts/x";
+        assert!(fetch_resumable(&agent, url, "d", "c", &expected, &part).is_ok());
+        // A part of the right size with other bytes is fetched again.
+        std::fs::write(&part, b"not the thing").unwrap();
+        let wrong = Artifact {
+            size: 13,
+            ..expected
+        };
+        assert!(matches!(
+            fetch_resumable(&agent, url, "d", "c", &wrong, &part),
+            Err(ArtifactError::Unavailable(e)) if e.contains("cannot reach")
+        ));
     }
 
     #[test]
