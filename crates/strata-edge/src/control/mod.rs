@@ -177,8 +177,8 @@ pub struct Control {
     health: Arc<HealthState>,
     stats: Arc<ControlStats>,
     /// Per model: (its error counter's address, errors seen, when they
-    /// last grew).
-    model_errors: HashMap<String, (usize, u64, std::time::Instant)>,
+    /// last grew, if they did while watched).
+    model_errors: HashMap<String, ModelErrors>,
     models_watched: Vec<String>,
     /// The engine's clock ([`steady_ns`]).
     origin: std::time::Instant,
@@ -350,11 +350,13 @@ impl Control {
                 None => Some("not running on this device".to_string()),
                 Some(&(counter, errors)) => {
                     let now = std::time::Instant::now();
-                    let seen = self.model_errors.entry(m.clone()).or_insert((
-                        counter,
-                        errors,
-                        now - MODEL_ERROR_WINDOW,
-                    ));
+                    // Errors from before it was watched are old news. (Not
+                    // `now - MODEL_ERROR_WINDOW`: that panics within the
+                    // window's length of a boot.)
+                    let seen = self
+                        .model_errors
+                        .entry(m.clone())
+                        .or_insert((counter, errors, None));
                     errors_lately(seen, counter, errors, now).then(|| {
                         format!(
                             "inference errors within the last {} s",
@@ -458,11 +460,15 @@ impl Control {
     }
 }
 
+/// A model's error counter as last seen: its address, its count, and
+/// when the count last grew (if it did while watched).
+type ModelErrors = (usize, u64, Option<std::time::Instant>);
+
 /// Whether a model's inference errors grew within [`MODEL_ERROR_WINDOW`]
 /// before `now`, given its error counter (its address and count) now;
 /// `seen` is what the last look kept, and is brought up to date.
 fn errors_lately(
-    seen: &mut (usize, u64, std::time::Instant),
+    seen: &mut ModelErrors,
     counter: usize,
     errors: u64,
     now: std::time::Instant,
@@ -473,9 +479,10 @@ fn errors_lately(
         (seen.0, seen.1) = (counter, 0);
     }
     if errors > seen.1 {
-        (seen.1, seen.2) = (errors, now);
+        (seen.1, seen.2) = (errors, Some(now));
     }
-    now.duration_since(seen.2) < MODEL_ERROR_WINDOW
+    seen.2
+        .is_some_and(|grew| now.duration_since(grew) < MODEL_ERROR_WINDOW)
 }
 
 /// Whether an output read back as `read` no longer holds `held`, beyond
@@ -502,19 +509,22 @@ mod tests {
     fn a_swapped_in_model_that_fails_is_noticed() {
         let start = std::time::Instant::now();
         let later = start + MODEL_ERROR_WINDOW * 2;
+        // Version 1 failed 50 times before it was watched: healthy.
+        let mut seen = (1, 50, None);
+        assert!(!errors_lately(&mut seen, 1, 50, start));
         // Version 1 failed 50 times long ago: healthy now.
-        let mut seen = (1, 50, start);
+        let mut seen = (1, 50, Some(start));
         assert!(!errors_lately(&mut seen, 1, 50, later));
         // Version 2, on a counter of its own, fails 50 times.
         assert!(errors_lately(&mut seen, 2, 50, later));
         // A new counter at the old one's address: a count lower than seen
         // is a new counter too, and its errors are new.
-        let mut seen = (1, 50, start);
+        let mut seen = (1, 50, Some(start));
         assert!(errors_lately(&mut seen, 1, 3, later));
         // Quiet for the window: healthy again.
         assert!(!errors_lately(&mut seen, 1, 3, later + MODEL_ERROR_WINDOW));
         // A counter that never failed is healthy.
-        let mut seen = (1, 50, start);
+        let mut seen = (1, 50, Some(start));
         assert!(!errors_lately(&mut seen, 2, 0, later));
     }
 }

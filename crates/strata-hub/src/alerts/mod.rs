@@ -299,7 +299,11 @@ impl Alerts {
     }
 
     fn run(&self, offered: &Receiver<Offered>) {
-        let mut last_tick = Instant::now() - Duration::from_secs(1);
+        // (`checked_sub`: an Instant a second back does not exist in the
+        // first second after a boot.)
+        let mut last_tick = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
         while !self.worker.stopping() {
             match offered.recv_timeout(Duration::from_millis(200)) {
                 Ok(o) => self.evaluate(&o),
