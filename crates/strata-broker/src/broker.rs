@@ -38,10 +38,15 @@ impl Shared {
     /// Stores (if retained) and fans a message out to matching sessions.
     /// `origin` is the publishing session, for v5 No Local.
     pub(crate) fn route(&self, msg: Arc<Message>, origin: Option<&Arc<Session>>) {
+        let targets = self.router.targets(&msg.topic);
+        if targets.is_empty() && !msg.retain {
+            return;
+        }
+        let msg = msg.detached();
         if msg.retain {
             self.retained.store(&msg);
         }
-        for t in self.router.targets(&msg.topic) {
+        for t in targets {
             if t.no_local && origin.is_some_and(|o| Arc::ptr_eq(o, &t.session)) {
                 continue;
             }
@@ -52,8 +57,14 @@ impl Shared {
                 retain: t.retain_as_published && msg.retain,
                 subscription_ids: t.subscription_ids,
             };
-            t.session
-                .enqueue(delivery, self.config.max_queued_messages, &self.counters);
+            t.session.enqueue(
+                delivery,
+                (
+                    self.config.max_queued_messages,
+                    self.config.max_queued_bytes,
+                ),
+                &self.counters,
+            );
         }
     }
 

@@ -28,6 +28,10 @@ pub struct Config {
     /// Messages queued per session (online but slow, or offline) before the
     /// oldest is dropped. Default 10,000.
     pub max_queued_messages: usize,
+    /// Bytes of messages queued per session (see `max_queued_messages`)
+    /// before the oldest is dropped; the newest is kept even when larger.
+    /// Default 64 MiB.
+    pub max_queued_bytes: usize,
     /// Subscriptions one session may hold; more are refused (v5 SUBACK
     /// 0x97 quota exceeded), so one client cannot grow the routing tree
     /// without bound. Default 1,000.
@@ -60,6 +64,7 @@ impl Default for Config {
             max_inflight_inbound: 1024,
             max_inflight_outbound: 256,
             max_queued_messages: 10_000,
+            max_queued_bytes: 64 << 20,
             max_subscriptions_per_session: 1_000,
             topic_alias_maximum: 64,
             connect_timeout: Duration::from_secs(10),

@@ -322,6 +322,17 @@ async fn handshake<W: AsyncWrite + Unpin>(
         }
         return None;
     }
+    if v5
+        && connect
+            .will
+            .as_ref()
+            .is_some_and(|w| w.qos == QoS::ExactlyOnce)
+    {
+        // Above the Maximum QoS of 1 this broker supports (§3.2.2.3.4).
+        tracing::debug!(%peer, "CONNECT refused: a QoS 2 will");
+        refuse(wr, shared, version, reason::QOS_NOT_SUPPORTED).await;
+        return None;
+    }
     if v5 && connect.properties.authentication_method.is_some() {
         // Enhanced (AUTH packet) authentication is not supported.
         refuse(wr, shared, version, 0x8C).await;
@@ -780,10 +791,7 @@ impl Conn {
                 })
             }
             Packet::PubComp(_) => Ok(()),
-            Packet::Subscribe(s) => {
-                self.on_subscribe(s);
-                Ok(())
-            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
@@ -793,7 +801,10 @@ impl Conn {
                 Ok(())
             }
             Packet::Disconnect(d) => {
-                if !(self.v5() && d.reason_code == reason::DISCONNECT_WITH_WILL) {
+                // Only a normal disconnection (0x00) discards the will
+                // (MQTT 5 §3.14.4): 0x04 asks for it, and an error code
+                // sent by a failing client is not a normal end either.
+                if !self.v5() || d.reason_code == reason::SUCCESS {
                     self.will = None;
                 }
                 if let Some(expiry) = d.properties.session_expiry_interval {
@@ -938,10 +949,17 @@ impl Conn {
                     self.topic_aliases.insert(alias, topic.clone());
                 }
             }
-            properties.subscription_identifiers.clear();
+            properties = forwardable(properties);
         }
         if validate_topic_name(&topic).is_err() {
             return Err(self.malformed("invalid topic name in PUBLISH", reason::TOPIC_NAME_INVALID));
+        }
+        if self.v5() && qos == QoS::ExactlyOnce {
+            // CONNACK advertised a Maximum QoS of 1 (MQTT 5 §3.2.2.3.4).
+            return Err(self.malformed(
+                "QoS 2 PUBLISH above the Maximum QoS of 1",
+                reason::QOS_NOT_SUPPORTED,
+            ));
         }
         let ack = match qos {
             QoS::AtMostOnce => AckKind::None,
@@ -983,6 +1001,7 @@ impl Conn {
                 state: ready(reason::NOT_AUTHORIZED, false),
             });
         }
+        let retain = retain && hooks.may_retain(client, &topic);
         let inbound = InboundPublish {
             topic,
             payload,
@@ -1020,8 +1039,19 @@ impl Conn {
         }
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) {
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
         let v5 = self.v5();
+        // Many times more filters in one packet than a session may hold can
+        // only be a flood: each takes the routing tree's lock and a look
+        // through every retained message, on this connection's thread.
+        if s.filters.len() > 4 * self.shared.config.max_subscriptions_per_session {
+            return Err(self.malformed(
+                "a SUBSCRIBE with many times more filters than a session may hold",
+                reason::QUOTA_EXCEEDED,
+            ));
+        }
+        // Retained messages are sent once per filter of a packet.
+        let mut scanned = std::collections::HashSet::new();
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -1082,7 +1112,7 @@ impl Conn {
                     RetainHandling::OnNewSubscription => !existed,
                     RetainHandling::Never => false,
                 };
-            if send_retained {
+            if send_retained && scanned.insert(f.filter.clone()) {
                 for msg in self.shared.retained.matching(&f.filter) {
                     retained.push(Delivery {
                         qos: msg.qos.min(granted),
@@ -1100,12 +1130,14 @@ impl Conn {
             return_codes: codes,
         }));
         for d in retained {
+            let config = &self.shared.config;
             self.session.enqueue(
                 d,
-                self.shared.config.max_queued_messages,
+                (config.max_queued_messages, config.max_queued_bytes),
                 &self.shared.counters,
             );
         }
+        Ok(())
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
@@ -1366,6 +1398,22 @@ fn connected_since(session: &Session, generation: u64) -> bool {
     st.generation != generation || st.link.is_some()
 }
 
+/// The properties of a PUBLISH a receiver may be sent (MQTT 5 §3.3.2.3):
+/// others (a Receive Maximum, a Session Expiry, an Authentication Method)
+/// make strict clients close the connection, and a retained or queued
+/// message carrying one would do so at every delivery.
+fn forwardable(p: Properties) -> Properties {
+    Properties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        ..Properties::default()
+    }
+}
+
 fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: ProtocolVersion) {
     if !shared
         .hooks
@@ -1374,21 +1422,13 @@ fn publish_will(shared: &Arc<Shared>, client_id: &str, will: LastWill, version: 
         add(&shared.counters.dropped_acl, 1);
         return;
     }
-    let p = will.properties;
-    let properties = Properties {
-        payload_format_indicator: p.payload_format_indicator,
-        message_expiry_interval: p.message_expiry_interval,
-        content_type: p.content_type,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
-        user_properties: p.user_properties,
-        ..Properties::default()
-    };
+    let properties = forwardable(will.properties);
+    let retain = will.retain && shared.hooks.may_retain(Client::id(client_id), &will.topic);
     let inbound = InboundPublish {
         topic: will.topic,
         payload: will.payload,
         qos: will.qos,
-        retain: will.retain,
+        retain,
         dup: false,
         properties,
         protocol: version,

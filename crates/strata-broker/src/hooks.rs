@@ -245,6 +245,15 @@ pub trait Hooks: Send + Sync + 'static {
     /// May the client subscribe to `filter` (exactly as sent, including any
     /// `$share/{group}/` prefix)?
     fn authorize_subscribe(&self, client: Client<'_>, filter: &str) -> bool;
+    /// Whether a PUBLISH (or will) `client` sends to `topic` with the
+    /// RETAIN flag is kept as the topic's retained message; when not, it
+    /// is routed as an ordinary one. Retained messages are kept until
+    /// replaced, one per topic, so an application whose clients have
+    /// nothing to retain keeps them from filling memory. Default: yes.
+    fn may_retain(&self, client: Client<'_>, topic: &str) -> bool {
+        let _ = (client, topic);
+        true
+    }
     /// Called for every authorized PUBLISH a client sends (QoS 0/1/2), and for
     /// a will message about to be published, BEFORE routing.
     fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision;

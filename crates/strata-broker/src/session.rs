@@ -33,9 +33,57 @@ pub(crate) struct Link {
     pub released: Option<oneshot::Receiver<()>>,
 }
 
+/// Messages waiting to be sent to one session, with their size.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+}
+
+impl Queue {
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Bytes held by the queued messages ([`crate::message::Message::size`]).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    pub(crate) fn push_back(&mut self, d: Delivery) {
+        self.bytes += d.msg.size;
+        self.items.push_back(d);
+    }
+
+    pub(crate) fn push_front(&mut self, d: Delivery) {
+        self.bytes += d.msg.size;
+        self.items.push_front(d);
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.items.pop_front()?;
+        self.bytes -= d.msg.size;
+        Some(d)
+    }
+
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        self.items.retain(keep);
+        self.bytes = self.items.iter().map(|d| d.msg.size).sum();
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SessionState {
-    pub queue: VecDeque<Delivery>,
+    pub queue: Queue,
     pub parked_inflight: Vec<(u16, Delivery)>,
     /// Filters exactly as subscribed (the router holds the options).
     pub subscriptions: HashSet<String>,
@@ -82,8 +130,10 @@ impl Session {
     }
 
     /// Queues a delivery. Offline sessions keep only QoS 1 messages. When the
-    /// queue is full the oldest message is dropped and counted.
-    pub(crate) fn enqueue(&self, delivery: Delivery, max_queued: usize, counters: &Counters) {
+    /// queue is full, by count or by bytes (`max`), the oldest messages are
+    /// dropped and counted; the newest stays, however large.
+    pub(crate) fn enqueue(&self, delivery: Delivery, max: (usize, usize), counters: &Counters) {
+        let (max_queued, max_bytes) = max;
         let online = {
             let mut st = self.state();
             let online = st.link.is_some();
@@ -91,7 +141,9 @@ impl Session {
                 return;
             }
             st.queue.push_back(delivery);
-            while st.queue.len() > max_queued {
+            while st.queue.len() > 1
+                && (st.queue.len() > max_queued || st.queue.bytes() > max_bytes)
+            {
                 st.queue.pop_front();
                 add(&counters.queue_drops, 1);
             }

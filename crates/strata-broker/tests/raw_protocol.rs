@@ -777,3 +777,289 @@ async fn a_client_revoked_while_it_takes_its_session_over_is_refused() {
     }
     assert!(second.recv().await.is_none());
 }
+
+fn subscribe_to(filters: &[&str]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: filters
+            .iter()
+            .map(|f| SubscribeFilter {
+                filter: (*f).into(),
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..SubscriptionOptions::default()
+                },
+            })
+            .collect(),
+    })
+}
+
+/// More filters in one SUBSCRIBE than a session may hold close the
+/// connection; a filter deeper than the level limit is refused alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_filters_and_deep_filters_are_refused() {
+    let config = Config {
+        max_subscriptions_per_session: 3,
+        ..Config::with_bind("127.0.0.1:0".parse().unwrap())
+    };
+    let b = start_with(config, Arc::new(TestHooks::default())).await;
+    let port = b.local_addr().port();
+    let mut client = Raw::connect(port, "deep", V5).await;
+    let deep = format!("a/{}b", "/".repeat(300));
+    client.send(&subscribe_to(&["ok/1", &deep])).await;
+    match client.recv().await {
+        Some(Packet::SubAck(s)) => {
+            assert_eq!(s.return_codes, vec![1, reason::TOPIC_FILTER_INVALID])
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    let mut flood = Raw::connect(port, "flood", V5).await;
+    flood.send(&subscribe_to(&["f/1"; 13])).await;
+    match flood.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::QUOTA_EXCEEDED),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+}
+
+/// Only a normal disconnection (0x00) discards the will in MQTT 5: a
+/// client that leaves with an error code has its will published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5_disconnect_with_an_error_code_publishes_the_will() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut watcher = Raw::connect(port, "watcher", V5).await;
+    subscribe_qos1(&mut watcher, "wills/#").await;
+    for (client_id, code) in [("leaves-ok", reason::SUCCESS), ("fails", 0x80)] {
+        let mut raw = Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+            buf: BytesMut::new(),
+            version: V5,
+        };
+        raw.send(&Packet::Connect(Box::new(Connect {
+            protocol: V5,
+            clean_start: true,
+            keep_alive: 30,
+            properties: Properties::default(),
+            client_id: client_id.into(),
+            will: Some(LastWill {
+                topic: format!("wills/{client_id}"),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Properties::default(),
+            }),
+            username: None,
+            password: None,
+        })))
+        .await;
+        assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+        raw.send(&Packet::Disconnect(strata_mqtt::Disconnect {
+            reason_code: code,
+            properties: Properties::default(),
+        }))
+        .await;
+        assert!(raw.recv().await.is_none());
+    }
+    match watcher.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "wills/fails"),
+        other => panic!("expected the failing client's will, got {other:?}"),
+    }
+}
+
+/// A PUBLISH carrying properties meant for other packets reaches
+/// subscribers without them; those a receiver may get are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_properties_a_receiver_may_get_are_forwarded() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut sub = Raw::connect(port, "props-sub", V5).await;
+    subscribe_qos1(&mut sub, "props/#").await;
+    let mut publisher = Raw::connect(port, "props-pub", V5).await;
+    publisher
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "props/t".into(),
+            packet_id: 7,
+            properties: Properties {
+                receive_maximum: Some(5),
+                session_expiry_interval: Some(60),
+                content_type: Some("text/plain".into()),
+                user_properties: vec![("k".into(), "v".into())],
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"x"),
+        }))
+        .await;
+    match sub.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.properties.receive_maximum, None);
+            assert_eq!(p.properties.session_expiry_interval, None);
+            assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(p.properties.user_properties, vec![("k".into(), "v".into())]);
+        }
+        other => panic!("expected the PUBLISH, got {other:?}"),
+    }
+}
+
+/// CONNACK says Maximum QoS 1: a v5 QoS 2 PUBLISH, or will, is refused
+/// with 0x9B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_qos2_is_refused_with_0x9b() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut client = Raw::connect(port, "qos2", V5).await;
+    client
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "q2/t".into(),
+            packet_id: 1,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"x"),
+        }))
+        .await;
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::QOS_NOT_SUPPORTED),
+        other => panic!("expected DISCONNECT 0x9B, got {other:?}"),
+    }
+    let mut raw = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: V5,
+    };
+    raw.send(&Packet::Connect(Box::new(Connect {
+        protocol: V5,
+        clean_start: true,
+        keep_alive: 30,
+        properties: Properties::default(),
+        client_id: "qos2-will".into(),
+        will: Some(LastWill {
+            topic: "wills/q2".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            properties: Properties::default(),
+        }),
+        username: None,
+        password: None,
+    })))
+    .await;
+    match raw.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, reason::QOS_NOT_SUPPORTED),
+        other => panic!("expected CONNACK 0x9B, got {other:?}"),
+    }
+}
+
+/// An offline session's queue is bounded by bytes as well as by count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_sessions_queue_is_bounded_by_bytes() {
+    let config = Config {
+        max_queued_bytes: 20_000,
+        ..Config::with_bind("127.0.0.1:0".parse().unwrap())
+    };
+    let b = start_with(config, Arc::new(TestHooks::default())).await;
+    let port = b.local_addr().port();
+    let mut raw = Raw::connect(port, "away", ProtocolVersion::V311).await;
+    raw.send(&resume("away")).await;
+    drop(raw);
+    let mut raw = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    raw.send(&resume("away")).await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+    subscribe_qos1(&mut raw, "bulk/#").await;
+    drop(raw);
+    wait_until("the session offline", || b.connected_clients() == 0).await;
+    for i in 0..40u8 {
+        b.publish(
+            "bulk/t",
+            Bytes::from(vec![i; 4096]),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .unwrap();
+    }
+    let drops = b.stats().queue_drops;
+    assert!((30..40).contains(&drops), "{drops} of 40 dropped");
+    // The newest are the ones kept.
+    let mut raw = Raw {
+        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    raw.send(&resume("away")).await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+    let mut firsts = Vec::new();
+    for _ in 0..40 - drops {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => firsts.push(p.payload[0]),
+            other => panic!("expected a queued PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(firsts.last(), Some(&39));
+}
+
+/// Hooks that keep nothing retained from clients.
+struct NoRetain(TestHooks);
+
+impl Hooks for NoRetain {
+    fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
+        self.0.authenticate(info)
+    }
+    fn authorize_publish(&self, client: Client<'_>, topic: &str) -> bool {
+        self.0.authorize_publish(client, topic)
+    }
+    fn authorize_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
+        self.0.authorize_subscribe(client, filter)
+    }
+    fn may_retain(&self, _: Client<'_>, _: &str) -> bool {
+        false
+    }
+    fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision {
+        self.0.on_publish(client, msg)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_can_keep_clients_from_retaining() {
+    let b = start_with(
+        Config::with_bind("127.0.0.1:0".parse().unwrap()),
+        Arc::new(NoRetain(TestHooks::default())),
+    )
+    .await;
+    let port = b.local_addr().port();
+    let mut client = Raw::connect(port, "retainer", V5).await;
+    client
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "r/client".into(),
+            packet_id: 1,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"x"),
+        }))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    // The application's own retained messages are kept.
+    b.publish("r/app", Bytes::from_static(b"y"), QoS::AtLeastOnce, true)
+        .unwrap();
+    let mut sub = Raw::connect(port, "late", V5).await;
+    sub.send(&subscribe_to(&["r/#"])).await;
+    let mut topics = Vec::new();
+    while let Ok(p) = tokio::time::timeout(std::time::Duration::from_millis(500), sub.recv()).await
+    {
+        match p {
+            Some(Packet::Publish(p)) => topics.push(p.topic),
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(topics, vec!["r/app".to_string()]);
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use common::{HubProcess, strata};
+use common::{HubProcess, eventually, strata};
 use serde_json::{Value, json};
 
 const ROLES: [(&str, char); 4] = [
@@ -413,6 +413,17 @@ fn wrong_passwords_in_a_row_get_429_with_retry_after_then_the_wait_ends() {
     assert_eq!(body["error"]["retryable"], true);
     assert_eq!(hub.metric("strata_logins_throttled_total"), 1.0);
     assert_eq!(hub.metric("strata_login_failures_total"), 5.0);
+    // More attempts while the wait lasts are counted, not audited one by
+    // one; nor is a name no account can have (it may be megabytes long).
+    assert_eq!(login("another guess").0, 429);
+    assert_eq!(hub.metric("strata_logins_throttled_total"), 2.0);
+    let (status, _) = hub.api_anonymous(
+        "POST",
+        "/api/v1/login",
+        Some(json!({"user": "x".repeat(100_000), "password": "guess"})),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(hub.metric("strata_login_failures_total"), 6.0);
 
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(login("olga's long password").0, 201);
@@ -553,6 +564,23 @@ fn every_change_is_audited_and_strata_audit_verify_catches_an_edit() {
     db.execute("UPDATE audit_log SET actor = 'admin' WHERE seq = 3", [])
         .unwrap();
     assert!(verify(&[]).status.success());
+    // Rows slipped in below the chain's first seq are listed by the API,
+    // so they must not pass the check.
+    for seq in [0, -5] {
+        db.execute(
+            "INSERT INTO audit_log SELECT ?1, ts_ns, 'alice', action, target, outcome, detail, sha256
+             FROM audit_log WHERE seq = 3",
+            [seq],
+        )
+        .unwrap();
+    }
+    let out = verify(&[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("2 entries lie outside the chain"), "{text}");
+    db.execute("DELETE FROM audit_log WHERE seq <= 0", [])
+        .unwrap();
+    assert!(verify(&[]).status.success());
     hub.kill();
     db.execute("DELETE FROM audit_log WHERE seq = 4", [])
         .unwrap();
@@ -577,4 +605,34 @@ fn every_change_is_audited_and_strata_audit_verify_catches_an_edit() {
             .mode();
         assert_eq!(mode & 0o077, 0, "{file}: {mode:o}");
     }
+}
+
+#[test]
+fn a_change_is_audited_even_when_its_client_hangs_up_before_the_answer() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    // Creating a user hashes its password (tens of milliseconds): the
+    // client has long closed its side when the change completes.
+    let body = json!({"name": "carol", "role": "viewer", "password": "a long enough password"})
+        .to_string();
+    let mut tcp = std::net::TcpStream::connect(hub.http).unwrap();
+    write!(
+        tcp,
+        "POST /api/v1/users HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        hub.token,
+        body.len()
+    )
+    .unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    drop(tcp);
+    eventually(Duration::from_secs(10), "the user created", || {
+        let (_, users) = hub.api("GET", "/api/v1/users", None);
+        users.to_string().contains("carol")
+    });
+    eventually(Duration::from_secs(10), "its audit entry", || {
+        let (_, log) = hub.api("GET", "/api/v1/audit?action=user.create", None);
+        log.as_array().is_some_and(|l| l.len() == 1)
+    });
 }

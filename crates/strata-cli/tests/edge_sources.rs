@@ -35,10 +35,11 @@ fn opcua_subscription_values_arrive_scaled_and_resume_after_a_server_restart() {
     std::fs::create_dir_all(&edge_dir).unwrap();
     let config = format!(
         "{}[[sources]]\ntype = \"opcua\"\nstream = \"ua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/strata/\"\n\
-         sampling_ms = 50\npublishing_ms = 100\nbatch_ms = 200\n\
+         sampling_ms = 50\npublishing_ms = 100\nbatch_ms = 200\nheartbeat_ms = 500\n\
          [[sources.nodes]]\nnode = \"ns=2;s=Line1.Temperature\"\nname = \"temperature\"\nunit = \"Cel\"\nscale = 2.0\noffset = 1.0\n\
          [[sources.nodes]]\nnode = \"ns=2;s=Line1.Pressure\"\nname = \"pressure\"\nunit = \"bar\"\nscale = 0.001\n\
          [[sources.nodes]]\nnode = \"ns=2;s=Line1.Running\"\nname = \"running\"\n\
+         [[sources.nodes]]\nnode = \"ns=2;s=Line1.Steady\"\nname = \"steady\"\n\
          [[sources.nodes]]\nnode = \"ns=2;s=Line1.Late\"\nname = \"late\"\n",
         edge_hub_config(&hub, &edge_dir, "gw-ua", &credential)
     );
@@ -83,11 +84,32 @@ fn opcua_subscription_values_arrive_scaled_and_resume_after_a_server_restart() {
         values(&hub, "gw-ua", "late").len() >= 3
     });
     assert!(values(&hub, "gw-ua", "late").iter().all(|v| *v >= 2000.0));
+    // A value that never changes is reported once by the subscription and
+    // sent again every heartbeat, stamped when sent.
+    eventually(
+        Duration::from_secs(30),
+        "the steady node sent again",
+        || values(&hub, "gw-ua", "steady").len() >= 6,
+    );
+    let steady = hub.readings("gw-ua", "steady");
+    assert!(steady.iter().all(|(_, v)| *v == 7.5), "{steady:?}");
+    assert!(
+        steady.windows(2).all(|w| w[1].0 - w[0].0 >= 400_000_000),
+        "one a heartbeat: {steady:?}"
+    );
 
     // The server dies and comes back on the same port: the client library
     // reconnects and recreates the subscription; readings resume.
     server.kill();
-    std::thread::sleep(Duration::from_millis(500));
+    // No heartbeat while the server is gone: the value may have changed.
+    std::thread::sleep(Duration::from_secs(3));
+    let steady_down = values(&hub, "gw-ua", "steady").len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        values(&hub, "gw-ua", "steady").len(),
+        steady_down,
+        "nothing sent while the server is down"
+    );
     let before = values(&hub, "gw-ua", "temperature").len();
     let late_before = values(&hub, "gw-ua", "late").len();
     let _server = Peer::python("opcua_server.py", &[&port]);
@@ -102,6 +124,11 @@ fn opcua_subscription_values_arrive_scaled_and_resume_after_a_server_restart() {
         Duration::from_secs(60),
         "the late node after the server restart",
         || values(&hub, "gw-ua", "late").len() >= late_before + 3,
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the steady node sent again after the restart",
+        || values(&hub, "gw-ua", "steady").len() >= steady_down + 3,
     );
     eventually(
         Duration::from_secs(30),

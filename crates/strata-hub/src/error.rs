@@ -38,6 +38,9 @@ pub enum Error {
         message: String,
         /// Seconds until a new attempt is considered.
         retry_after_s: u64,
+        /// The first attempt refused in this wait (the rest are counted,
+        /// not audited one by one).
+        first: bool,
     },
     /// A byte range outside the resource.
     #[error("{0}")]

@@ -218,13 +218,17 @@ pub fn device_may_publish(device: &str, topic: &str) -> bool {
     matches!(Topic::parse(topic), Ok(t) if t.device.as_str() == device && t.direction == Direction::Up)
 }
 
-/// Whether `filter` stays inside the device's own topics. Wildcards are fine
-/// after the prefix (`strata/v1/{device}/down/#`), never before it.
+/// Whether `filter` is one of the device's own downlinks:
+/// `strata/v1/{device}/down/` and then `twin`, `cmd`, `control`, `+` or `#`.
+/// Nothing else is ever sent to a device, and a filter of any other shape
+/// (a device's own uplinks, a filter thousands of levels deep) would only
+/// cost the broker memory.
 pub fn device_may_subscribe(device: &str, filter: &str) -> bool {
     let prefix = Topic::device_prefix(device);
     filter
         .strip_prefix(prefix.as_str())
-        .is_some_and(|rest| !rest.is_empty())
+        .and_then(|rest| rest.strip_prefix("down/"))
+        .is_some_and(|kind| matches!(kind, "twin" | "cmd" | "control" | "+" | "#"))
 }
 
 /// MQTT 5 reason code "not authorized".
@@ -446,6 +450,13 @@ impl Hooks for HubHooks {
         ok
     }
 
+    /// Nothing a device sends is kept retained: the hub stores what it
+    /// needs, and each device's topics would otherwise hold a message of
+    /// up to the packet limit in memory until the hub stops.
+    fn may_retain(&self, _: Client<'_>, _: &str) -> bool {
+        false
+    }
+
     fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision {
         let client_id = client.id;
         let unknown_topic = || {
@@ -535,6 +546,16 @@ mod tests {
         assert!(!device_may_subscribe("gw-1", "#"));
         assert!(!device_may_subscribe("gw-1", "strata/v1/gw-1/"));
         assert!(!device_may_subscribe("gw-10", "strata/v1/gw-1/down/#"));
+        assert!(device_may_subscribe("gw-1", "strata/v1/gw-1/down/control"));
+        assert!(device_may_subscribe("gw-1", "strata/v1/gw-1/down/+"));
+        assert!(!device_may_subscribe("gw-1", "strata/v1/gw-1/#"));
+        assert!(!device_may_subscribe(
+            "gw-1",
+            "strata/v1/gw-1/up/cmd-result"
+        ));
+        assert!(!device_may_subscribe("gw-1", "strata/v1/gw-1/down/cmd/x"));
+        let deep = format!("strata/v1/gw-1/down/{}", "/".repeat(60_000));
+        assert!(!device_may_subscribe("gw-1", &deep));
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub enum TopicError {
     /// U+0000 is forbidden in MQTT strings.
     #[error("topic contains the NUL character")]
     ContainsNul,
+    /// More levels than [`MAX_LEVELS`].
+    #[error("topic has more than {MAX_LEVELS} levels")]
+    TooManyLevels,
     /// `+` or `#` in a topic name (they are only for filters).
     #[error("topic name {0:?} contains a wildcard ('+' or '#')")]
     WildcardInName(String),
@@ -29,12 +32,21 @@ pub enum TopicError {
     BadSharedSubscription(String),
 }
 
+/// The most levels a topic name or filter may have, as in Mosquitto.
+/// MQTT sets no limit, but a broker keeps a node per filter level and
+/// walks them one call deep per level: a 64 KiB filter of slashes alone
+/// would be 65,535 levels.
+pub const MAX_LEVELS: usize = 200;
+
 fn common_checks(s: &str) -> Result<(), TopicError> {
     if s.is_empty() {
         return Err(TopicError::Empty);
     }
     if s.len() > usize::from(u16::MAX) {
         return Err(TopicError::TooLong);
+    }
+    if s.bytes().filter(|&b| b == b'/').count() >= MAX_LEVELS {
+        return Err(TopicError::TooManyLevels);
     }
     if s.contains('\0') {
         return Err(TopicError::ContainsNul);
@@ -135,6 +147,16 @@ mod tests {
         assert_eq!(
             validate_topic_name(&"x".repeat(70_000)),
             Err(TopicError::TooLong)
+        );
+        let levels = |n: usize| vec!["l"; n].join("/");
+        assert!(validate_topic_name(&levels(MAX_LEVELS)).is_ok());
+        assert_eq!(
+            validate_topic_name(&levels(MAX_LEVELS + 1)),
+            Err(TopicError::TooManyLevels)
+        );
+        assert_eq!(
+            validate_topic_filter(&format!("a/{}#", "/".repeat(60_000))),
+            Err(TopicError::TooManyLevels)
         );
     }
 

@@ -93,6 +93,13 @@ pub struct SignalConfig {
     /// first reading always passes. `0.0` removes exact repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadband: Option<f64>,
+    /// With a deadband, a reading still passes when the last one passed
+    /// this many milliseconds before it (by the readings' timestamps), so
+    /// that a steady signal keeps being heard: a control rule would
+    /// otherwise judge it stale, and the hub a device gone quiet. `0`
+    /// lets the deadband hold a steady signal back for good.
+    #[serde(default = "default_deadband_max_ms")]
+    pub deadband_max_ms: u64,
     /// Resample to one reading per interval of this many milliseconds,
     /// aligned to the epoch clock and stamped with the interval's start.
     /// Intervals without readings produce nothing (no filling).
@@ -106,6 +113,10 @@ pub struct SignalConfig {
 
 fn one() -> f64 {
     1.0
+}
+
+fn default_deadband_max_ms() -> u64 {
+    10_000
 }
 
 /// A unit conversion; see [`crate::units`] for the known units.

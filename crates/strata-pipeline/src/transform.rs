@@ -101,11 +101,15 @@ pub(crate) struct Chain {
     offset: f64,
     convert: Option<(f64, f64)>,
     range: Option<(f64, f64, RangeAction)>,
-    deadband: Option<f64>,
+    /// The band, and the longest a steady signal is held back (ns; 0 for
+    /// ever).
+    deadband: Option<(f64, i64)>,
     resample: Option<(i64, ResampleMode)>,
     /// Readings must have `ts >= next_ts`.
     next_ts: i64,
-    last_passed: Option<(f64, i32)>,
+    /// The value, quality and timestamp of the last reading the deadband
+    /// passed.
+    last_passed: Option<(f64, i32, i64)>,
     bucket: Option<Bucket>,
     pub stats: SignalStats,
 }
@@ -182,7 +186,16 @@ impl Chain {
                     format!("{d} must be a finite number >= 0"),
                 ));
             }
-            chain.deadband = Some(d);
+            let max_ns = i64::try_from(c.deadband_max_ms)
+                .ok()
+                .and_then(|ms| ms.checked_mul(1_000_000))
+                .ok_or_else(|| {
+                    Error::config(
+                        key("deadband_max_ms"),
+                        format!("{} ms is too long", c.deadband_max_ms),
+                    )
+                })?;
+            chain.deadband = Some((d, max_ns));
         }
         if let Some(ms) = c.resample_ms {
             chain.resample = Some((interval_ns(&key("resample_ms"), ms)?, c.resample));
@@ -238,15 +251,16 @@ impl Chain {
                 }
             }
         }
-        if let Some(band) = self.deadband {
-            if let Some((last, last_quality)) = self.last_passed
+        if let Some((band, max_ns)) = self.deadband {
+            if let Some((last, last_quality, last_ts)) = self.last_passed
                 && last_quality == quality
                 && (value - last).abs() <= band
+                && (max_ns == 0 || ts - last_ts < max_ns)
             {
                 self.stats.deadband_suppressed += 1;
                 return None;
             }
-            self.last_passed = Some((value, quality));
+            self.last_passed = Some((value, quality, ts));
         }
         let reading = Reading { ts, value, quality };
         match self.resample {
@@ -357,6 +371,7 @@ mod tests {
             convert: None,
             range: None,
             deadband: None,
+            deadband_max_ms: 10_000,
             resample_ms: None,
             resample: ResampleMode::Last,
         }
@@ -440,6 +455,35 @@ mod tests {
             vec![(1, 10.0, 0), (4, 10.6, 0), (5, 10.6, 1), (6, 10.0, 1)]
         );
         assert_eq!(chain.stats.deadband_suppressed, 2);
+    }
+
+    #[test]
+    fn deadband_lets_a_steady_signal_through_at_its_maximum_interval() {
+        let mut c = config("d");
+        c.deadband = Some(0.5);
+        c.deadband_max_ms = 10_000;
+        let mut chain = Chain::new(0, &c).unwrap();
+        const S: i64 = 1_000 * MS;
+        // One reading a second, all within the band.
+        let input: Vec<(i64, f64, i32)> = (0..25)
+            .map(|i| (i * S, 10.0 + 0.01 * i as f64, 0))
+            .collect();
+        let out = run(&mut chain, &input);
+        let times: Vec<i64> = out.iter().map(|r| r.0 / S).collect();
+        assert_eq!(times, vec![0, 10, 20], "{out:?}");
+        assert_eq!(chain.stats.deadband_suppressed, 22);
+
+        // 0 holds it back for good.
+        c.deadband_max_ms = 0;
+        let mut chain = Chain::new(0, &c).unwrap();
+        assert_eq!(run(&mut chain, &input).len(), 1);
+
+        c.deadband_max_ms = u64::MAX;
+        let err = Chain::new(0, &c).unwrap_err().to_string();
+        assert!(
+            err.starts_with("pipeline.signals[0].deadband_max_ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ struct Params {
     offset: f64,
     convert: bool,
     range: Option<(f64, f64, RangeAction)>,
-    deadband: Option<f64>,
+    /// The band and the longest a steady signal is held back (ms).
+    deadband: Option<(f64, u64)>,
     resample: Option<(u64, ResampleMode)>,
     size_ms: u64,
     hop_ms: u64,
@@ -77,7 +78,8 @@ impl Params {
                 max: Some(max),
                 action,
             }),
-            deadband: self.deadband,
+            deadband: self.deadband.map(|(band, _)| band),
+            deadband_max_ms: self.deadband.map_or(10_000, |(_, ms)| ms),
             resample_ms: self.resample.map(|(ms, _)| ms),
             resample: self.resample.map_or(ResampleMode::Last, |(_, m)| m),
         };
@@ -135,7 +137,10 @@ fn params() -> impl Strategy<Value = Params> {
                 100.0..400.0f64,
                 prop_oneof![Just(RangeAction::Flag), Just(RangeAction::Drop)],
             )),
-            prop::option::of(prop_oneof![Just(0.0), 0.0..50.0f64]),
+            prop::option::of((
+                prop_oneof![Just(0.0), 0.0..50.0f64],
+                prop_oneof![Just(0u64), Just(15), Just(10_000)],
+            )),
             prop::option::of((
                 prop_oneof![Just(2u64), Just(5), Just(7), Just(10)],
                 prop_oneof![Just(ResampleMode::Last), Just(ResampleMode::Mean)],
@@ -326,7 +331,7 @@ fn in_order(input: &[Raw]) -> Vec<Raw> {
 
 fn reference_a(p: &Params, input: &[Raw]) -> Vec<Raw> {
     let mut passed: Vec<Raw> = Vec::new();
-    let mut last_passed: Option<(f64, i32)> = None;
+    let mut last_passed: Option<(f64, i32, i64)> = None;
     for (t, x, mut q) in in_order(input) {
         let mut y = x * p.scale + p.offset;
         if p.convert {
@@ -343,14 +348,15 @@ fn reference_a(p: &Params, input: &[Raw]) -> Vec<Raw> {
             }
             q = BAD;
         }
-        if let Some(band) = p.deadband {
-            if let Some((last, last_q)) = last_passed
+        if let Some((band, max_ms)) = p.deadband {
+            if let Some((last, last_q, last_t)) = last_passed
                 && q == last_q
                 && (y - last).abs() <= band
+                && (max_ms == 0 || t - last_t < max_ms as i64 * MS)
             {
                 continue;
             }
-            last_passed = Some((y, q));
+            last_passed = Some((y, q, t));
         }
         passed.push((t, y, q));
     }

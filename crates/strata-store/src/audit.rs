@@ -76,7 +76,8 @@ pub trait AuditStore: Send + Sync + 'static {
     fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// The newest entries (optionally only of `actor` or `action`), newest
     /// first, at most `limit`; in a store replicas share, of every
-    /// replica's log.
+    /// registered replica's log (entries under no registered key are
+    /// verified by nobody, so not shown).
     fn recent_audit(
         &self,
         actor: Option<&str>,
@@ -87,6 +88,10 @@ pub trait AuditStore: Send + Sync + 'static {
     fn audit_checkpoints(&self, after: u64, limit: usize) -> Result<Vec<AuditCheckpoint>>;
     /// The entry with the highest seq.
     fn audit_head(&self) -> Result<Option<AuditEntry>>;
+    /// How many entries the log holds, whatever their seq: verification
+    /// reads the chain from seq 1 up, and a row put below it by hand
+    /// would otherwise go unseen (yet listed).
+    fn audit_count(&self) -> Result<u64>;
 
     /// In a store replicas share, every replica's log, this one's too
     /// (none in a hub's own store).

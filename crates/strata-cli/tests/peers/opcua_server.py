@@ -6,6 +6,7 @@ Namespace "urn:strata:test" (index 2) holds, under Objects/Line1:
   Temperature (Double)  20.0 + 0.25 * k
   Pressure    (Int32)   1000 + k
   Running     (Boolean) k % 2 == 0
+  Steady      (Double)  7.5, written once (a subscription reports it once)
   Late        (Double)  2000 + k, added only 5 s after "ready" (a node a
                         client asks for too early is refused)
 where k counts up every 50 ms from a start value given by the clock, so a
@@ -30,6 +31,7 @@ async def main(port: int) -> None:
     temperature = await line.add_variable(ua.NodeId("Line1.Temperature", idx), "Temperature", 0.0, ua.VariantType.Double)
     pressure = await line.add_variable(ua.NodeId("Line1.Pressure", idx), "Pressure", 0, ua.VariantType.Int32)
     running = await line.add_variable(ua.NodeId("Line1.Running", idx), "Running", False, ua.VariantType.Boolean)
+    await line.add_variable(ua.NodeId("Line1.Steady", idx), "Steady", 7.5, ua.VariantType.Double)
     async with server:
         print("ready", flush=True)
         started = time.monotonic()

@@ -23,7 +23,9 @@ pub struct Login {
 }
 
 /// Trades a user name and password for a session token (the hub's
-/// `auth.session_ttl_s`, 12 h by default). Every attempt is audited. After
+/// `auth.session_ttl_s`, 12 h by default). Every attempt is audited but
+/// those refused while a wait lasts after the first (they are counted in
+/// `strata_logins_throttled_total`). After
 /// `auth.login_free_attempts` wrong passwords in a row for a name (5 by
 /// default), its logins get 429 with `Retry-After` until a wait of 1 s,
 /// doubling after each further failure up to `auth.login_max_wait_s`, is
@@ -36,17 +38,30 @@ pub async fn login(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<super::https::Peer>,
     Json(req): Json<Login>,
 ) -> Result<(StatusCode, Json<IssuedToken>)> {
+    // A name no account can have is refused before it is throttled,
+    // logged or audited: anyone may call this route, and a name may be
+    // as long as the body.
+    if crate::auth::check_name(&req.user).is_err() {
+        s.metrics
+            .login_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(Error::Unauthorized("wrong user name or password".into()));
+    }
     let user = req.user.clone();
     let source = Some(peer.0.ip());
     let outcome = blocking(move || {
         let result = s.access.login(&req.user, &req.password, source);
         let event = Event::ok(req.user.clone(), "auth.login", req.user.clone());
         let event = match &result {
-            Ok(t) => event.detail(serde_json::json!({"token": t.info.id})),
-            Err(Error::TooManyRequests { .. }) => event.outcome("throttled"),
-            Err(_) => event.outcome("denied"),
+            Ok(t) => Some(event.detail(serde_json::json!({"token": t.info.id}))),
+            Err(Error::TooManyRequests { first: true, .. }) => Some(event.outcome("throttled")),
+            // Attempts while a wait lasts: the first is on the record.
+            Err(Error::TooManyRequests { first: false, .. }) => None,
+            Err(_) => Some(event.outcome("denied")),
         };
-        s.audit.record(event)?;
+        if let Some(event) = event {
+            s.audit.record(event)?;
+        }
         let counter = match &result {
             Ok(_) => None,
             Err(Error::TooManyRequests { .. }) => Some(&s.metrics.logins_throttled),

@@ -393,9 +393,10 @@ async fn authorize(
         }
     };
     let target = request.uri().path().to_owned();
-    let event = |outcome: String| {
-        let mut e = Event::ok(principal.name.clone(), rule.action, target.clone()).outcome(outcome);
-        if let Some(id) = &principal.token_id {
+    let (actor, token_id) = (principal.name.clone(), principal.token_id.clone());
+    let event = move |outcome: String| {
+        let mut e = Event::ok(actor.clone(), rule.action, target.clone()).outcome(outcome);
+        if let Some(id) = &token_id {
             e = e.detail(serde_json::json!({ "token": id }));
         }
         e
@@ -406,8 +407,15 @@ async fn authorize(
         return refuse(request, refusal).await;
     }
     request.extensions_mut().insert(principal.clone());
-    let response = next.run(request).await;
-    if method != "GET" {
+    if method == "GET" {
+        return next.run(request).await;
+    }
+    // A change and its entry run in a task of their own: the server drops
+    // this future when the client goes away mid-request (a timeout, a
+    // closed socket), while the change's blocking work carries on, and
+    // the entry must not be dropped with it.
+    let entry = tokio::spawn(async move {
+        let response = next.run(request).await;
         let status = response.status();
         let outcome = if status.is_success() {
             "ok".to_owned()
@@ -415,8 +423,11 @@ async fn authorize(
             status.as_u16().to_string()
         };
         record(&state, event(outcome)).await;
-    }
-    response
+        response
+    });
+    entry
+        .await
+        .unwrap_or_else(|e| Error::Unavailable(format!("request task failed: {e}")).into_response())
 }
 
 /// Answers a refused request. A small body is read first, so the client's

@@ -157,7 +157,23 @@ impl Audit {
             key_id: self.key_id.clone(),
             signature: chain::hex(self.key.sign(&message).as_ref()),
         };
-        self.store.append_audit(&entries, &checkpoint)?;
+        if let Err(e) = self.store.append_audit(&entries, &checkpoint) {
+            // The commit may have landed with only its answer lost (a
+            // PostgreSQL connection dropped at the wrong moment): then the
+            // stored head is these entries', and the log goes on from
+            // there instead of offering taken seqs for ever after.
+            let landed = self
+                .store
+                .audit_head()
+                .is_ok_and(|h| h.is_some_and(|h| h.seq == seq && h.sha256 == checkpoint.sha256));
+            if !landed {
+                return Err(e.into());
+            }
+            tracing::warn!(
+                seq,
+                "the audit log's append reported {e}, but it was stored"
+            );
+        }
         *head = (seq, prev);
         Ok(seq)
     }

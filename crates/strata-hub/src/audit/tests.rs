@@ -197,3 +197,85 @@ fn the_key_file_is_private() {
     }
     assert!(!format!("{:?}", log.audit).contains("key:"));
 }
+
+/// A store whose next append commits but answers with an error, as when a
+/// database connection drops between the commit and its answer.
+struct LostAnswer {
+    store: SqliteStore,
+    lose_next: std::sync::atomic::AtomicBool,
+}
+
+impl AuditStore for LostAnswer {
+    fn append_audit(
+        &self,
+        entries: &[AuditEntry],
+        checkpoint: &AuditCheckpoint,
+    ) -> strata_store::Result<()> {
+        self.store.append_audit(entries, checkpoint)?;
+        if self
+            .lose_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(strata_store::Error::Io {
+                context: "cannot append to the audit log".into(),
+                source: std::io::Error::other("connection lost"),
+            });
+        }
+        Ok(())
+    }
+    fn audit_entries(&self, after: u64, limit: usize) -> strata_store::Result<Vec<AuditEntry>> {
+        self.store.audit_entries(after, limit)
+    }
+    fn recent_audit(
+        &self,
+        actor: Option<&str>,
+        action: Option<&str>,
+        limit: usize,
+    ) -> strata_store::Result<Vec<AuditEntry>> {
+        self.store.recent_audit(actor, action, limit)
+    }
+    fn audit_checkpoints(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> strata_store::Result<Vec<AuditCheckpoint>> {
+        self.store.audit_checkpoints(after, limit)
+    }
+    fn audit_head(&self) -> strata_store::Result<Option<AuditEntry>> {
+        self.store.audit_head()
+    }
+    fn audit_count(&self) -> strata_store::Result<u64> {
+        self.store.audit_count()
+    }
+}
+
+#[test]
+fn an_append_stored_but_answered_with_an_error_does_not_stop_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LostAnswer {
+        store: SqliteStore::open(dir.path(), Durability::Process).unwrap(),
+        lose_next: false.into(),
+    });
+    let audit = Audit::open(store.clone(), dir.path()).unwrap();
+    audit
+        .record(Event::ok("alice", "site.create", "plant"))
+        .unwrap();
+    store
+        .lose_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        audit
+            .record(Event::ok("alice", "device.create", "press"))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        audit
+            .record(Event::ok("alice", "device.revoke", "press"))
+            .unwrap(),
+        3
+    );
+    let report = audit.verify(None).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries, 3);
+}

@@ -224,6 +224,13 @@ pub fn verify(
             a.seq
         ));
     }
+    let stored = store.audit_count()?;
+    if stored > report.entries {
+        report.problems.push(format!(
+            "{} entries lie outside the chain (a seq of 0 or below): they were added by hand",
+            stored - report.entries
+        ));
+    }
     report.head_seq = seq;
     report.head_sha256 = chain::hex(&prev);
     Ok(report)

@@ -464,23 +464,24 @@ impl Access {
     /// [`throttle`]).
     pub fn login(&self, name: &str, password: &str, source: Option<IpAddr>) -> Result<IssuedToken> {
         let now = std::time::Instant::now();
-        let too_many = |wait: std::time::Duration, whose: String| {
-            let retry_after_s = wait.as_secs_f64().ceil() as u64;
+        let too_many = |refused: throttle::Refused, whose: String| {
+            let retry_after_s = refused.wait.as_secs_f64().ceil() as u64;
             Error::TooManyRequests {
                 message: format!(
                     "too many wrong passwords {whose}: try again in {retry_after_s} s"
                 ),
                 retry_after_s,
+                first: refused.first,
             }
         };
         let address = source.map(address_key);
         if let (Some(t), Some(a)) = (&self.address_throttle, &address) {
             t.begin(a, now)
-                .map_err(|wait| too_many(wait, "from this address".into()))?;
+                .map_err(|r| too_many(r, "from this address".into()))?;
         }
         self.throttle
             .begin(name, now)
-            .map_err(|wait| too_many(wait, format!("for {name:?}")))?;
+            .map_err(|r| too_many(r, format!("for {name:?}")))?;
         let user = self.user(name);
         let phc = user
             .as_ref()
@@ -501,7 +502,7 @@ impl Access {
         };
         self.throttle.succeeded(name);
         if let (Some(t), Some(a)) = (&self.address_throttle, &address) {
-            t.succeeded(a);
+            t.take_back(a);
         }
         let role = Role::parse(&user.role)?;
         self.issue(
@@ -556,7 +557,10 @@ impl Access {
         self.cached(user)
     }
 
-    /// Changes a user's role, password or whether it is disabled.
+    /// Changes a user's role, password or whether it is disabled. A new
+    /// password or disabling revokes every token the account holds (its
+    /// sessions and API tokens), so that enabling it again does not bring
+    /// back a token that leaked meanwhile.
     pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
         // Start from the user as other replicas left it: the fields not
         // changed here are written back as they are.
@@ -568,6 +572,7 @@ impl Access {
         if let Some(role) = req.role {
             user.role = role.as_str().into();
         }
+        let mut revoke = false;
         if let Some(p) = req.password {
             if user.service {
                 return Err(Error::BadRequest(
@@ -575,14 +580,50 @@ impl Access {
                 ));
             }
             user.password_phc = Some(hash_password(&check_password(p)?)?);
+            revoke = true;
         }
         match req.disabled {
-            Some(true) if user.disabled_ns.is_none() => user.disabled_ns = Some(now_ns()),
+            Some(true) if user.disabled_ns.is_none() => {
+                user.disabled_ns = Some(now_ns());
+                revoke = true;
+            }
             Some(false) => user.disabled_ns = None,
             _ => {}
         }
+        if revoke {
+            self.revoke_all_of(name)?;
+        }
         self.store.update_user(&user)?;
         self.cached(user)
+    }
+
+    /// Revokes every token of `name` not revoked yet; returns how many.
+    fn revoke_all_of(&self, name: &str) -> Result<usize> {
+        let ids: Vec<String> = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache
+                .tokens
+                .values()
+                .filter(|t| t.user == name && t.revoked_ns.is_none())
+                .map(|t| t.id.clone())
+                .collect()
+        };
+        let now = now_ns();
+        for id in &ids {
+            self.store.revoke_token(id, now)?;
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for t in cache.tokens.values_mut().filter(|t| ids.contains(&t.id)) {
+            t.revoked_ns = Some(now);
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                user = name,
+                tokens = ids.len(),
+                "revoked every token of the account"
+            );
+        }
+        Ok(ids.len())
     }
 
     /// Puts a stored user in the cache; returns what the API shows of it.
@@ -775,7 +816,7 @@ fn token_info(t: &ApiToken) -> TokenInfo {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -119,7 +119,8 @@ fn one_address_spraying_guesses_over_many_names_is_made_to_wait() {
         a.login("olga", "olga has a long password", Some(office))
             .is_ok()
     );
-    // A right password clears an address's count.
+    // A right password takes back its own attempt only: a sprayer with an
+    // account of its own cannot wipe its guesses by logging in.
     for i in 0..free - 1 {
         let _ = a.login(&format!("other-{i}"), "guess", Some(office));
     }
@@ -130,6 +131,10 @@ fn one_address_spraying_guesses_over_many_names_is_made_to_wait() {
     assert!(matches!(
         a.login("nobody", "guess", Some(office)),
         Err(Error::Unauthorized(_))
+    ));
+    assert!(matches!(
+        a.login("nobody-else", "guess", Some(office)),
+        Err(Error::TooManyRequests { .. })
     ));
 }
 
@@ -253,15 +258,48 @@ fn expired_revoked_and_disabled_are_refused_and_survive_a_reload() {
             },
         )
         .unwrap();
+    // Disabling revokes the account's tokens: enabling it again does not
+    // bring back one that leaked meanwhile, here or after a reload.
     assert!(
         again
             .authenticate(&kept.token)
             .unwrap_err()
             .to_string()
-            .contains("disabled")
+            .contains("revoked")
     );
+    again
+        .update_user(
+            "etl",
+            UpdateUser {
+                disabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(again.authenticate(&kept.token).is_err());
+    assert!(access(dir.path()).authenticate(&kept.token).is_err());
     // A service account cannot log in.
     assert!(again.login("etl", "anything at all", None).is_err());
+
+    // A new password ends the sessions opened with the old one.
+    again.create_user(user("olga", Role::Operator)).unwrap();
+    let session = again
+        .login("olga", "olga has a long password", None)
+        .unwrap();
+    again.authenticate(&session.token).unwrap();
+    again
+        .update_user(
+            "olga",
+            UpdateUser {
+                password: Some("olga's brand new password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(again.authenticate(&session.token).is_err());
+    again
+        .login("olga", "olga's brand new password", None)
+        .unwrap();
 }
 
 #[test]

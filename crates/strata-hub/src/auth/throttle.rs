@@ -6,7 +6,9 @@
 //! try: one second, then twice as long after each further one, up to a
 //! ceiling. A try made while waiting is refused without checking the
 //! password, so it costs neither an argon2 hash nor a guess. A right
-//! password clears the count.
+//! password clears a name's count; an address's it only takes its own
+//! attempt back from, so a sprayer cannot wipe its guesses by logging in
+//! to an account of its own now and then.
 //!
 //! An attempt is counted when it starts, before its password is checked, so
 //! guesses sent all at once are held to the free attempts as well: the
@@ -42,6 +44,19 @@ struct Failures {
     last: Instant,
     /// No attempt before this.
     until: Instant,
+    /// Attempts refused since the wait began.
+    refused: u32,
+}
+
+/// An attempt refused: how long the name must still wait, and whether
+/// this is the first attempt refused in that wait (the rest need no
+/// audit entry each: a flood of them would fill the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// Until the next attempt is considered.
+    pub wait: Duration,
+    /// The first attempt refused in this wait.
+    pub first: bool,
 }
 
 impl LoginThrottle {
@@ -55,25 +70,33 @@ impl LoginThrottle {
         }
     }
 
-    /// Starts an attempt for `name`: `Err(wait)` when it may not try again
-    /// for `wait` (nothing is counted then); otherwise counts the attempt.
-    pub fn begin(&self, name: &str, now: Instant) -> Result<(), Duration> {
+    /// Starts an attempt for `name`: refused when it may not try again
+    /// yet (nothing is counted then); otherwise counts the attempt.
+    pub fn begin(&self, name: &str, now: Instant) -> Result<(), Refused> {
         let key = crate::secret::hash(name.as_bytes());
         let mut names = self.lock();
-        match names.get(&key) {
-            Some(f) if f.until > now => return Err(f.until - now),
-            Some(_) => {}
-            None if names.len() >= MAX_TRACKED => self.make_room(&mut names, now),
-            None => {}
+        if let Some(f) = names.get_mut(&key)
+            && f.until > now
+        {
+            f.refused = f.refused.saturating_add(1);
+            return Err(Refused {
+                wait: f.until - now,
+                first: f.refused == 1,
+            });
+        }
+        if names.len() >= MAX_TRACKED && !names.contains_key(&key) {
+            self.make_room(&mut names, now);
         }
         let f = names.entry(key).or_insert(Failures {
             count: 0,
             last: now,
             until: now,
+            refused: 0,
         });
         f.count = f.count.saturating_add(1);
         f.last = now;
         f.until = now + self.wait_after(f.count);
+        f.refused = 0;
         Ok(())
     }
 
@@ -87,6 +110,20 @@ impl LoginThrottle {
     /// Clears `name`'s count after a right password.
     pub fn succeeded(&self, name: &str) {
         self.lock().remove(&crate::secret::hash(name.as_bytes()));
+    }
+
+    /// Takes back the attempt a right password counted for `name` (an
+    /// address), keeping its other attempts' count.
+    pub fn take_back(&self, name: &str) {
+        let key = crate::secret::hash(name.as_bytes());
+        let mut names = self.lock();
+        let Some(f) = names.get_mut(&key) else { return };
+        f.count = f.count.saturating_sub(1);
+        if f.count == 0 {
+            names.remove(&key);
+        } else {
+            f.until = f.until.min(f.last + self.wait_after(f.count));
+        }
     }
 
     /// The wait after `count` attempts without a right password.
@@ -143,13 +180,14 @@ mod tests {
         let now = Instant::now();
         assert_eq!(t.begin("olga", now), Ok(()));
         assert_eq!(t.begin("olga", now), Ok(()));
-        assert_eq!(t.begin("olga", now), Err(S));
-        assert_eq!(t.begin("olga", now + S / 2), Err(S / 2));
+        let refused = |wait, first| Err(Refused { wait, first });
+        assert_eq!(t.begin("olga", now), refused(S, true));
+        assert_eq!(t.begin("olga", now + S / 2), refused(S / 2, false));
         // Other names are not held up.
         assert_eq!(t.begin("piet", now), Ok(()));
         // Refused attempts are not counted: the next one waits twice as long.
         assert_eq!(t.begin("olga", now + S), Ok(()));
-        assert_eq!(t.begin("olga", now + S), Err(2 * S));
+        assert_eq!(t.begin("olga", now + S), refused(2 * S, true));
     }
 
     #[test]
@@ -159,7 +197,7 @@ mod tests {
         t.begin("olga", now).unwrap();
         // The password check took half a second.
         t.failed("olga", now + S / 2);
-        assert_eq!(t.begin("olga", now + S), Err(S / 2));
+        assert_eq!(t.begin("olga", now + S).map_err(|r| r.wait), Err(S / 2));
         assert_eq!(t.begin("olga", now + S + S / 2), Ok(()));
     }
 
@@ -186,6 +224,23 @@ mod tests {
         t.begin("olga", now).unwrap();
         t.succeeded("olga");
         assert_eq!(wait_after_attempt(&t, "olga", now), 0);
+    }
+
+    #[test]
+    fn taking_back_a_right_password_keeps_the_other_attempts() {
+        let t = LoginThrottle::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        t.begin("10.0.0.1", now).unwrap();
+        t.begin("10.0.0.1", now).unwrap();
+        // The third attempt, a right password, is taken back...
+        t.begin("10.0.0.1", now).unwrap();
+        t.take_back("10.0.0.1");
+        // ... so the next is still free, and the one after waits.
+        assert_eq!(wait_after_attempt(&t, "10.0.0.1", now), 1);
+        t.take_back("unknown");
+        t.begin("10.0.0.2", now).unwrap();
+        t.take_back("10.0.0.2");
+        assert!(t.lock().len() == 1);
     }
 
     #[test]

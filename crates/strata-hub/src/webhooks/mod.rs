@@ -189,11 +189,21 @@ impl Endpoint {
                 })
             }
             Err(e) => Err(Failure {
-                why: format!("cannot reach {}: {e}", self.config.url),
+                why: format!("cannot reach {}: {e}", origin(&self.config.url)),
                 for_good: false,
             }),
         }
     }
+}
+
+/// The scheme, host and port of `url`, which delivery errors show (to
+/// viewers, and in the log): an incoming-webhook URL's path or query is
+/// often its secret, and its user:password part always is.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
 }
 
 /// Why a POST failed, and whether trying again could change that.
@@ -479,6 +489,19 @@ mod tests {
 
     fn endpoint(toml_text: &str) -> WebhookEndpoint {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn delivery_errors_show_the_endpoint_without_its_secrets() {
+        assert_eq!(
+            origin("https://hooks.example.com/services/T000/B000/XXXXsecret"),
+            "https://hooks.example.com"
+        );
+        assert_eq!(
+            origin("http://user:pa@ss@10.0.0.5:8080/hook?token=abc#x"),
+            "http://10.0.0.5:8080"
+        );
+        assert_eq!(origin("http://cmms?key=1"), "http://cmms");
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl AuditStore for PostgresAudit {
                     "SELECT {ENTRY_COLUMNS} FROM shared_audit_entries
                          WHERE ($1::TEXT IS NULL OR actor = $1)
                            AND ($2::TEXT IS NULL OR action = $2)
+                           AND replica IN (SELECT replica FROM shared_audit_logs)
                          ORDER BY ts_ns DESC, replica, seq DESC LIMIT $3"
                 ),
                 &[&actor, &action, &limit],
@@ -246,6 +247,17 @@ impl AuditStore for PostgresAudit {
             )
             .context(|| format!("cannot read the head of audit log {}", self.replica))?
             .map(|r| entry(&r)))
+        })
+    }
+
+    fn audit_count(&self) -> Result<u64> {
+        self.db.with(|c| {
+            Ok(c.query_one(
+                "SELECT COUNT(*) FROM shared_audit_entries WHERE replica = $1",
+                &[&self.replica],
+            )
+            .context(|| format!("cannot count the entries of audit log {}", self.replica))?
+            .get::<_, i64>(0) as u64)
         })
     }
 

@@ -121,6 +121,14 @@ impl AuditStore for SqliteStore {
     fn audit_head(&self) -> Result<Option<AuditEntry>> {
         Ok(self.recent_audit(None, None, 1)?.pop())
     }
+
+    fn audit_count(&self) -> Result<u64> {
+        self.read(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .context(|| "cannot count the audit log's entries".into())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, SessionPollResult};
@@ -42,6 +42,14 @@ pub struct OpcuaConfig {
     /// Send what arrived every this many milliseconds.
     #[serde(default = "default_batch")]
     pub batch_ms: u64,
+    /// A node whose value has not changed for this many milliseconds is
+    /// sent again, stamped now, while the session is up: a subscription
+    /// reports changes only, and a steady signal would otherwise look
+    /// dead to a control rule (stale) and to the hub. A value is sent
+    /// again only once the server has reported it since the last
+    /// reconnection. `0` sends changes only.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
     /// The nodes to monitor, one signal each.
     pub nodes: Vec<NodeConfig>,
 }
@@ -73,6 +81,9 @@ fn default_publishing() -> u64 {
 }
 fn default_batch() -> u64 {
     1000
+}
+fn default_heartbeat() -> u64 {
+    10_000
 }
 fn one() -> f64 {
     1.0
@@ -229,8 +240,9 @@ pub async fn run(
             .iter()
             .map(|n| (n.name.clone(), n.unit.clone())),
     );
-    // Each node's last value, carried by a Bad reading that has none.
-    let mut last: Vec<Option<f64>> = vec![None; config.nodes.len()];
+    // Each node's last reading: carried by a Bad reading that has none,
+    // and sent again while it holds.
+    let mut held = Held::new(config.nodes.len(), config.heartbeat_ms);
     let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remonitor = tokio::time::interval(REMONITOR);
@@ -243,6 +255,13 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = flush.tick() => {
+                if stats.connected.load(Ordering::Relaxed) {
+                    let epoch = stats.reconnects.load(Ordering::Relaxed);
+                    for (i, ts, v, quality) in held.due(Instant::now(), crate::now_ns(), epoch) {
+                        builder.push(i, ts, v, quality);
+                        stats.readings.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if !builder.send(&frames).await {
                     return;
                 }
@@ -278,11 +297,12 @@ pub async fn run(
                         // goes stale; windows skip it.
                         let v = match raw {
                             Some(raw) => raw * node.scale + node.offset,
-                            None => last[i].unwrap_or(0.0),
+                            None => held.value(i).unwrap_or(0.0),
                         };
                         if v.is_finite() {
                             builder.push(i, ts, v, quality);
-                            last[i] = Some(v);
+                            let epoch = stats.reconnects.load(Ordering::Relaxed);
+                            held.record(i, ts, v, quality, Instant::now(), epoch);
                             stats.readings.fetch_add(1, Ordering::Relaxed);
                         } else {
                             stats.error();
@@ -297,6 +317,77 @@ pub async fn run(
 
 /// How often nodes the subscription does not monitor are asked for again.
 const REMONITOR: Duration = Duration::from_secs(5);
+
+/// Each node's last reading, and when it was last sent.
+struct Held {
+    heartbeat: Option<Duration>,
+    nodes: Vec<Option<HeldReading>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeldReading {
+    ts: i64,
+    value: f64,
+    quality: Quality,
+    sent: Instant,
+    /// The source's reconnection count when the server reported it: a
+    /// value from before a reconnection may have changed meanwhile.
+    epoch: u64,
+}
+
+impl Held {
+    fn new(nodes: usize, heartbeat_ms: u64) -> Held {
+        Held {
+            heartbeat: (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms)),
+            nodes: vec![None; nodes],
+        }
+    }
+
+    fn value(&self, i: usize) -> Option<f64> {
+        self.nodes[i].map(|r| r.value)
+    }
+
+    /// Node `i` reported `value` (sent at `now`).
+    fn record(
+        &mut self,
+        i: usize,
+        ts: i64,
+        value: f64,
+        quality: Quality,
+        now: Instant,
+        epoch: u64,
+    ) {
+        self.nodes[i] = Some(HeldReading {
+            ts,
+            value,
+            quality,
+            sent: now,
+            epoch,
+        });
+    }
+
+    /// The readings to send again at `now` (`now_ns` on the wall clock),
+    /// with the connection in reconnection `epoch`: those unsent for a
+    /// heartbeat and reported since the last reconnection. Each is
+    /// stamped `now_ns`, or just after its last reading where the
+    /// server's clock is ahead, so the pipeline does not take it as late.
+    fn due(&mut self, now: Instant, now_ns: i64, epoch: u64) -> Vec<(usize, i64, f64, Quality)> {
+        let Some(heartbeat) = self.heartbeat else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(r) = node else { continue };
+            if r.epoch != epoch || now.saturating_duration_since(r.sent) < heartbeat {
+                continue;
+            }
+            r.ts = now_ns.max(r.ts.saturating_add(1));
+            r.sent = now;
+            out.push((i, r.ts, r.value, r.quality));
+        }
+        out
+    }
+}
 
 /// The monitored item of node `i` of `config`.
 fn item(config: &OpcuaConfig, i: usize, node: &NodeId) -> MonitoredItemCreateRequest {
@@ -474,6 +565,7 @@ mod tests {
             sampling_ms: 100,
             publishing_ms: 100,
             batch_ms: 100,
+            heartbeat_ms: 10_000,
             nodes: vec![NodeConfig {
                 node: node.into(),
                 name: "t".into(),
@@ -496,6 +588,38 @@ mod tests {
         assert!(e.contains("nodes[0].node"), "{e}");
         let e = config("ns=2;i=1", "http://h").validate().unwrap_err();
         assert!(e.contains("opc.tcp://"), "{e}");
+    }
+
+    #[test]
+    fn a_steady_value_is_sent_again_while_the_session_holds_it() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut held = Held::new(2, 10_000);
+        held.record(0, 1_000, 7.5, Quality::Good, t0, 0);
+        held.record(1, 2_000, 3.0, Quality::Bad, t0 + 5 * s, 0);
+        assert!(held.due(t0 + 9 * s, 50_000, 0).is_empty());
+        assert_eq!(
+            held.due(t0 + 10 * s, 50_000, 0),
+            vec![(0, 50_000, 7.5, Quality::Good)]
+        );
+        // Sent again a heartbeat after the last sending, not every tick.
+        assert!(held.due(t0 + 11 * s, 60_000, 0).is_empty());
+        // A server clock ahead of ours: stamped just after its reading.
+        assert_eq!(
+            held.due(t0 + 15 * s, 1_500, 0),
+            vec![(1, 2_001, 3.0, Quality::Bad)]
+        );
+        // After a reconnection, only values reported again are sent again.
+        held.record(1, 90_000, 4.0, Quality::Good, t0 + 21 * s, 1);
+        assert!(held.due(t0 + 30 * s, 95_000, 1).is_empty());
+        assert_eq!(
+            held.due(t0 + 31 * s, 99_000, 1),
+            vec![(1, 99_000, 4.0, Quality::Good)]
+        );
+        // 0 sends changes only.
+        let mut off = Held::new(1, 0);
+        off.record(0, 1, 1.0, Quality::Good, t0, 0);
+        assert!(off.due(t0 + 3600 * s, 5, 0).is_empty());
     }
 
     #[test]
