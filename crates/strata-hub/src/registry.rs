@@ -93,7 +93,7 @@ pub struct CreateSite {
     /// Human name; defaults to the id.
     #[serde(default)]
     pub name: Option<String>,
-    /// Region the site's data must stay in.
+    /// Region the site is in (recorded and shown; not yet enforced).
     pub region: String,
 }
 

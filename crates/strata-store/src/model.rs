@@ -140,7 +140,8 @@ pub struct Site {
     pub id: SiteId,
     /// Human name.
     pub name: String,
-    /// Region its data must stay in (data sovereignty), e.g. "eu-west".
+    /// Region the site is in, e.g. "eu-west": recorded for data sovereignty,
+    /// not yet enforced (see docs/design/security.md).
     pub region: String,
     /// Creation time, ns.
     pub created_ns: i64,

@@ -81,7 +81,7 @@ pub enum SiteCommand {
     Create {
         /// Site id.
         id: String,
-        /// Region its data must stay in.
+        /// Region the site is in, e.g. eu-west (recorded and shown; not yet enforced).
         #[arg(long)]
         region: String,
         /// Human name.

@@ -687,7 +687,8 @@ impl Access {
                 wanted.list()
             )));
         }
-        if name == by.name && !wanted.within(by.permissions) {
+        // Also for someone else: an admin token scoped down stays scoped.
+        if !wanted.within(by.permissions) {
             return Err(Error::Forbidden(
                 "a token cannot issue a token with more permissions than it has".into(),
             ));

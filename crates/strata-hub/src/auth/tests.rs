@@ -188,6 +188,22 @@ fn scopes_narrow_a_token_and_cannot_widen_it() {
         a.issue_token(&admin, Some("mia"), "x", Some(&["root".into()]), None),
         Err(Error::BadRequest(_))
     ));
+    // An admin's token scoped down cannot mint more for someone else.
+    a.create_user(user("ann", Role::Admin)).unwrap();
+    let scoped = a
+        .issue_token(
+            &admin,
+            Some("ann"),
+            "users only",
+            Some(&["admin".into()]),
+            None,
+        )
+        .unwrap();
+    let scoped = a.authenticate(&scoped.token).unwrap();
+    assert!(matches!(
+        a.issue_token(&scoped, Some("mia"), "x", Some(&["ml".into()]), None),
+        Err(Error::Forbidden(_))
+    ));
     // Demoting her shrinks the tokens she already has.
     let full = a
         .issue_token(&admin, Some("mia"), "ci", None, None)
