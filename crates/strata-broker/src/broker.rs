@@ -68,6 +68,34 @@ impl Shared {
         }
     }
 
+    /// Revokes `client_id` (see [`BrokerHandle::disconnect`]); whether a
+    /// session existed.
+    pub(crate) fn revoke(&self, client_id: &str) -> bool {
+        // Revoked under the sessions' lock: a connection waiting to take
+        // the session over looks under it too, so it cannot miss this.
+        let Some(session) = ({
+            let mut sessions = lock(&self.sessions);
+            let session = sessions.remove(client_id);
+            if let Some(s) = &session {
+                s.revoke();
+            }
+            session
+        }) else {
+            return false;
+        };
+        self.drop_subscriptions(&session);
+        let kick = {
+            let mut st = session.state();
+            st.queue.clear();
+            st.parked_inflight.clear();
+            st.link.as_mut().and_then(|l| l.kick.take())
+        };
+        if let Some(kick) = kick {
+            let _ = kick.send(Kick::Revoked);
+        }
+        true
+    }
+
     /// Removes a session's subscriptions from the router.
     pub(crate) fn drop_subscriptions(&self, session: &Arc<Session>) {
         let filters: Vec<String> = session.state().subscriptions.drain().collect();
@@ -223,30 +251,7 @@ impl BrokerHandle {
     /// DISCONNECT 0x98) without publishing its will. Returns whether a
     /// session existed.
     pub fn disconnect(&self, client_id: &str) -> bool {
-        let shared = &self.inner.shared;
-        // Revoked under the sessions' lock: a connection waiting to take
-        // the session over looks under it too, so it cannot miss this.
-        let Some(session) = ({
-            let mut sessions = lock(&shared.sessions);
-            let session = sessions.remove(client_id);
-            if let Some(s) = &session {
-                s.revoke();
-            }
-            session
-        }) else {
-            return false;
-        };
-        shared.drop_subscriptions(&session);
-        let kick = {
-            let mut st = session.state();
-            st.queue.clear();
-            st.parked_inflight.clear();
-            st.link.as_mut().and_then(|l| l.kick.take())
-        };
-        if let Some(kick) = kick {
-            let _ = kick.send(Kick::Revoked);
-        }
-        true
+        self.inner.shared.revoke(client_id)
     }
 
     /// Number of clients with a live, accepted connection.

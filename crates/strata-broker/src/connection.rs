@@ -47,6 +47,10 @@ const DRAIN_BATCH: usize = 64;
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long publishes sent before a client's DISCONNECT may take to be
+/// settled by their receivers before the connection lets them go.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 type IngestReceiver = oneshot::Receiver<Result<(), IngestRefusal>>;
 
 /// Which acknowledgement an inbound packet is owed.
@@ -393,6 +397,17 @@ async fn handshake<W: AsyncWrite + Unpin>(
         refuse(wr, shared, version, code).await;
         return None;
     };
+    if !shared.hooks.still_allowed(&client_id) {
+        tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it connected");
+        shared.revoke(&client_id);
+        let code = if v5 {
+            reason::NOT_AUTHORIZED
+        } else {
+            reason::v311::NOT_AUTHORIZED
+        };
+        refuse(wr, shared, version, code).await;
+        return None;
+    }
 
     let cfg = &shared.config;
     let mut properties = Properties::default();
@@ -683,6 +698,12 @@ async fn run<S>(
         }
     };
 
+    if close.reason == DisconnectReason::Clean {
+        // What the client sent before its DISCONNECT is still routed (MQTT
+        // §4.6 keeps its order): publishes that wait on their receiver get
+        // a bounded while to be settled.
+        let _ = tokio::time::timeout(SETTLE_TIMEOUT, conn.settle_pending()).await;
+    }
     if conn.version.is_v5()
         && let Some(code) = close.v5_code
     {
@@ -833,6 +854,36 @@ impl Conn {
         }
         self.pending.push_back(entry);
         Ok(())
+    }
+
+    /// Waits for every pending publish to be settled, routing and
+    /// acknowledging each in order; stops at the first that asks for a
+    /// retry (it and those after it are not acknowledged, so the client
+    /// sends them again).
+    async fn settle_pending(&mut self) {
+        let acks = Arc::clone(&self.acks);
+        loop {
+            if self.flush_pending().is_err() {
+                return;
+            }
+            match self.pending.front_mut() {
+                None => return,
+                Some(PendingAck {
+                    state: PendingState::Waiting(rx),
+                    ..
+                }) => {
+                    let resolved = rx.await;
+                    if let Some(front) = self.pending.front_mut() {
+                        front.state = PendingState::Ready(outcome_of(resolved));
+                    }
+                }
+                Some(PendingAck {
+                    state: PendingState::Ticket(_),
+                    ..
+                }) => acks.changed().await,
+                Some(_) => {}
+            }
+        }
     }
 
     fn flush_pending(&mut self) -> Result<(), Close> {

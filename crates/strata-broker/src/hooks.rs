@@ -240,6 +240,15 @@ pub trait Hooks: Send + Sync + 'static {
         let _ = client_id;
         None
     }
+    /// Asked once more when the client's session is attached, before its
+    /// CONNACK: may it still connect? A revocation between
+    /// [`Hooks::authenticate`] and the attach found no session to close
+    /// ([`crate::BrokerHandle::disconnect`]); from the attach on, it does.
+    /// Default: yes.
+    fn still_allowed(&self, client_id: &str) -> bool {
+        let _ = client_id;
+        true
+    }
     /// May the client publish to `topic`? Also asked for its will message.
     fn authorize_publish(&self, client: Client<'_>, topic: &str) -> bool;
     /// May the client subscribe to `filter` (exactly as sent, including any

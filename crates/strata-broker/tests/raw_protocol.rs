@@ -1063,3 +1063,99 @@ async fn hooks_can_keep_clients_from_retaining() {
     }
     assert_eq!(topics, vec!["r/app".to_string()]);
 }
+
+/// Publishes still waiting on their receiver when the client sends
+/// DISCONNECT are routed once settled, in order, not dropped with the
+/// connection; the one behind them (not held) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_sent_before_a_disconnect_are_still_routed() {
+    let (b, hooks) = start_holding().await;
+    let port = b.local_addr().port();
+    let mut watcher = Sub::spawn(port, "mqttv5", &["-t", "#"]);
+    watcher.wait_ready(&b, "ingest/ready").await;
+    let mut client = Raw::connect(port, "leaving", V5).await;
+    client.send(&publish("ingest/1", 1, b"held")).await;
+    client
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "result/2".into(),
+            packet_id: 0,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"behind"),
+        }))
+        .await;
+    client
+        .send(&Packet::Disconnect(strata_mqtt::Disconnect {
+            reason_code: reason::SUCCESS,
+            properties: Properties::default(),
+        }))
+        .await;
+    wait_until("the held publish", || hooks.held.lock().unwrap().len() == 1).await;
+    // Resolved only once the broker has read the DISCONNECT.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, tx) = hooks.held.lock().unwrap().pop().unwrap();
+    let _ = tx.send(Ok(()));
+    assert_eq!(watcher.next_line().await, Some("ingest/1 held".into()));
+    assert_eq!(watcher.next_line().await, Some("result/2 behind".into()));
+}
+
+/// Hooks that revoke "late" between its authentication and its attach.
+struct RevokedWhileConnecting(TestHooks);
+
+impl Hooks for RevokedWhileConnecting {
+    fn authenticate(&self, info: &ConnectInfo<'_>) -> AuthDecision {
+        self.0.authenticate(info)
+    }
+    fn still_allowed(&self, client_id: &str) -> bool {
+        client_id != "late"
+    }
+    fn authorize_publish(&self, client: Client<'_>, topic: &str) -> bool {
+        self.0.authorize_publish(client, topic)
+    }
+    fn authorize_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
+        self.0.authorize_subscribe(client, filter)
+    }
+    fn on_publish(&self, client: Client<'_>, msg: &InboundPublish) -> PublishDecision {
+        self.0.on_publish(client, msg)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_revoked_between_authentication_and_attach_is_refused() {
+    let b = start_with(
+        Config::with_bind("127.0.0.1:0".parse().unwrap()),
+        Arc::new(RevokedWhileConnecting(TestHooks::default())),
+    )
+    .await;
+    let port = b.local_addr().port();
+    for version in [V5, ProtocolVersion::V311] {
+        let mut raw = Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+            buf: BytesMut::new(),
+            version,
+        };
+        raw.send(&Packet::Connect(Box::new(Connect {
+            protocol: version,
+            clean_start: false,
+            keep_alive: 30,
+            properties: Properties {
+                session_expiry_interval: Some(3600),
+                ..Properties::default()
+            },
+            client_id: "late".into(),
+            will: None,
+            username: None,
+            password: None,
+        })))
+        .await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => assert_ne!(ack.code, 0, "{version:?}"),
+            other => panic!("expected a refusing CONNACK, got {other:?}"),
+        }
+    }
+    // Its session is not kept either.
+    assert!(!b.disconnect("late"));
+    Raw::connect(port, "on-time", V5).await;
+}

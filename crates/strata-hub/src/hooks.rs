@@ -401,6 +401,10 @@ impl Hooks for HubHooks {
         }
     }
 
+    fn still_allowed(&self, client_id: &str) -> bool {
+        self.is_active(client_id)
+    }
+
     fn attach(&self, client_id: &str) -> Option<Box<dyn std::any::Any + Send + Sync>> {
         let device = DeviceId::new(client_id).ok()?;
         Some(Box::new(DeviceSession::new(device, &self.registry)))
