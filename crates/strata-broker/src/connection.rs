@@ -409,6 +409,9 @@ async fn handshake<W: AsyncWrite + Unpin>(
         return None;
     }
 
+    // QoS 2 publishes received before a reconnection and not released
+    // yet are part of the session: a copy sent again must not be routed.
+    let awaiting_rel = std::mem::take(&mut session.state().awaiting_rel);
     let cfg = &shared.config;
     let mut properties = Properties::default();
     if v5 {
@@ -447,7 +450,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         wbuf: BytesMut::with_capacity(READ_CHUNK),
         pending: VecDeque::new(),
         inbound_limit: usize::from(cfg.max_inflight_inbound),
-        awaiting_rel: HashSet::new(),
+        awaiting_rel,
         inflight: VecDeque::new(),
         send_quota: usize::from(client_receive_max.min(cfg.max_inflight_outbound)),
         next_packet_id: 0,
@@ -1347,6 +1350,7 @@ impl Conn {
                 st.link = None;
                 if !session.is_revoked() && st.expiry_secs > 0 {
                     st.parked_inflight = self.inflight.drain(..).collect();
+                    st.awaiting_rel = std::mem::take(&mut self.awaiting_rel);
                     st.queue.retain(|d| d.qos != QoS::AtMostOnce);
                     if st.expiry_secs != NEVER_EXPIRES {
                         expiry_timer = Some((st.expiry_secs, st.generation));

@@ -85,6 +85,9 @@ impl Queue {
 pub(crate) struct SessionState {
     pub queue: Queue,
     pub parked_inflight: Vec<(u16, Delivery)>,
+    /// Packet ids of QoS 2 publishes received (PUBREC sent) and not yet
+    /// released, while no connection holds the session.
+    pub awaiting_rel: HashSet<u16>,
     /// Filters exactly as subscribed (the router holds the options).
     pub subscriptions: HashSet<String>,
     pub link: Option<Link>,

@@ -1159,3 +1159,54 @@ async fn a_client_revoked_between_authentication_and_attach_is_refused() {
     assert!(!b.disconnect("late"));
     Raw::connect(port, "on-time", V5).await;
 }
+
+/// A QoS 2 publish received before a reconnection and not released yet
+/// belongs to the session (MQTT 3.1.1 §4.1): sent again with DUP after the
+/// reconnection, it is acknowledged but not routed a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_resent_after_a_reconnection_is_routed_once() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let mut watcher = Sub::spawn(port, "mqttv311", &["-t", "q2/#"]);
+    watcher.wait_ready(&b, "q2/ready").await;
+    let qos2 = |dup: bool, payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            dup,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "q2/t".into(),
+            packet_id: 9,
+            properties: Properties::default(),
+            payload: Bytes::from_static(payload),
+        })
+    };
+    let connect = || async {
+        let mut raw = Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        };
+        raw.send(&resume("exactly-once")).await;
+        assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+        raw
+    };
+    let mut raw = connect().await;
+    raw.send(&qos2(false, b"once")).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))));
+    drop(raw);
+    wait_until("the session offline", || b.connected_clients() == 1).await;
+    let mut raw = connect().await;
+    raw.send(&qos2(true, b"once")).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))));
+    raw.send(&Packet::PubRel(strata_mqtt::PubAck::new(9))).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubComp(_))));
+    b.publish(
+        "q2/after",
+        Bytes::from_static(b"marker"),
+        QoS::AtMostOnce,
+        false,
+    )
+    .unwrap();
+    assert_eq!(watcher.next_line().await, Some("q2/t once".into()));
+    assert_eq!(watcher.next_line().await, Some("q2/after marker".into()));
+}
