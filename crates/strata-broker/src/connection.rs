@@ -375,7 +375,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
     let attached = shared.hooks.attach(&client_id);
     let (kick_tx, kick_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    let Some((session, present)) = attach(
+    let (session, present) = match attach(
         shared,
         &client_id,
         connect.clean_start,
@@ -387,15 +387,28 @@ async fn handshake<W: AsyncWrite + Unpin>(
         expiry,
     )
     .await
-    else {
-        tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it took its session over");
-        let code = if v5 {
-            reason::NOT_AUTHORIZED
-        } else {
-            reason::v311::NOT_AUTHORIZED
-        };
-        refuse(wr, shared, version, code).await;
-        return None;
+    {
+        Ok(attached) => attached,
+        Err(NotAttached::Revoked) => {
+            tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it took its session over");
+            let code = if v5 {
+                reason::NOT_AUTHORIZED
+            } else {
+                reason::v311::NOT_AUTHORIZED
+            };
+            refuse(wr, shared, version, code).await;
+            return None;
+        }
+        Err(NotAttached::Superseded) => {
+            tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: a newer connection of the client takes its session");
+            let code = if v5 {
+                reason::SERVER_BUSY
+            } else {
+                reason::v311::SERVER_UNAVAILABLE
+            };
+            refuse(wr, shared, version, code).await;
+            return None;
+        }
     };
     if !shared.hooks.still_allowed(&client_id) {
         tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it connected");
@@ -486,18 +499,29 @@ enum AttachStep {
     Wait(Arc<Session>, Option<oneshot::Receiver<()>>),
 }
 
+/// Why a connection could not attach to its session.
+enum NotAttached {
+    /// The client was revoked while this waited (it authenticated before).
+    Revoked,
+    /// A newer connection with the same client id came while this waited
+    /// for the old one to let go: the newest takes the session.
+    Superseded,
+}
+
 /// Finds or creates the session, taking over (and waiting for) any live
-/// connection with the same client id first. `None` when the client was
-/// revoked while this waited: it authenticated before.
+/// connection with the same client id first. Of several connections that
+/// come while the old one lets go, the newest takes the session.
 async fn attach(
     shared: &Arc<Shared>,
     client_id: &Arc<str>,
     clean_start: bool,
     link: Link,
     expiry: u32,
-) -> Option<(Arc<Session>, bool)> {
+) -> Result<(Arc<Session>, bool), NotAttached> {
+    let conn_id = link.conn_id;
     let mut link = Some(link);
     let mut force = false;
+    let started = Instant::now();
     // The session a takeover waited on: revoked meanwhile (under the
     // sessions' lock, where this looks), the client is refused.
     let mut waited_on: Option<Arc<Session>> = None;
@@ -505,9 +529,19 @@ async fn attach(
         let step = {
             let mut map = lock(&shared.sessions);
             if waited_on.as_ref().is_some_and(|s| s.is_revoked()) {
-                return None;
+                return Err(NotAttached::Revoked);
+            }
+            if waited_on
+                .as_ref()
+                .is_some_and(|s| s.state().newest_attach > conn_id)
+            {
+                return Err(NotAttached::Superseded);
             }
             let existing = map.get(client_id).cloned();
+            if let Some(s) = &existing {
+                let mut st = s.state();
+                st.newest_attach = st.newest_attach.max(conn_id);
+            }
             let busy = existing.as_ref().and_then(|s| {
                 let mut st = s.state();
                 match st.link.as_mut() {
@@ -550,7 +584,7 @@ async fn attach(
                 if let Some(old) = discarded {
                     shared.drop_subscriptions(&old);
                 }
-                return Some((session, present));
+                return Ok((session, present));
             }
             AttachStep::Wait(held, Some(released)) => {
                 waited_on = Some(held);
@@ -559,10 +593,12 @@ async fn attach(
                 }
             }
             AttachStep::Wait(held, None) => {
-                // Another connection is already waiting on the same takeover.
+                // Another connection is already waiting on the same
+                // takeover: it gives up for this newer one once the old
+                // one lets go, which this looks for now and then.
                 waited_on = Some(held);
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                force = true;
+                force = started.elapsed() >= TAKEOVER_WAIT;
             }
         }
     }

@@ -94,6 +94,9 @@ pub(crate) struct SessionState {
     pub expiry_secs: u32,
     /// Bumped on every attach, so delayed tasks can tell a reconnect happened.
     pub generation: u64,
+    /// The id of the newest connection that came to attach: one that
+    /// waited on a takeover gives up when a newer one came meanwhile.
+    pub newest_attach: u64,
 }
 
 /// A session, shared by the registry, the subscription tree and its connection.

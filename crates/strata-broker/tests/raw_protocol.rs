@@ -1210,3 +1210,44 @@ async fn a_qos2_publish_resent_after_a_reconnection_is_routed_once() {
     assert_eq!(watcher.next_line().await, Some("q2/t once".into()));
     assert_eq!(watcher.next_line().await, Some("q2/after marker".into()));
 }
+
+/// Two reconnections while the old connection lets go: the newest takes
+/// the session and keeps it; the older one is refused, not attached in
+/// its turn over the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_reconnections_during_a_takeover_the_newest_keeps_the_session() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let v311 = ProtocolVersion::V311;
+    let _old = stuck_subscriber(&b, "twice").await;
+    let connect = || async {
+        let mut raw = Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+            buf: BytesMut::new(),
+            version: v311,
+        };
+        raw.send(&resume("twice")).await;
+        raw
+    };
+    let mut older = connect().await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut newest = connect().await;
+    match newest.recv().await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0),
+        other => panic!("the newest: {other:?}"),
+    }
+    match older.recv().await {
+        Some(Packet::ConnAck(a)) => assert_ne!(a.code, 0),
+        other => panic!("the older: {other:?}"),
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    newest.send(&Packet::PingReq).await;
+    loop {
+        match newest.recv().await {
+            Some(Packet::PingResp) => break,
+            // What the old connection had in flight comes to the newest.
+            Some(Packet::Publish(_)) => {}
+            other => panic!("the newest lost its session: {other:?}"),
+        }
+    }
+}
