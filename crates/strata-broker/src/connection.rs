@@ -531,16 +531,16 @@ async fn attach(
             if waited_on.as_ref().is_some_and(|s| s.is_revoked()) {
                 return Err(NotAttached::Revoked);
             }
-            if waited_on
-                .as_ref()
-                .is_some_and(|s| s.state().newest_attach > conn_id)
-            {
-                return Err(NotAttached::Superseded);
-            }
             let existing = map.get(client_id).cloned();
             if let Some(s) = &existing {
+                // A connection accepted before this one whose slower
+                // authentication brings it here only after a newer one
+                // came does not take the session from the newer one.
                 let mut st = s.state();
-                st.newest_attach = st.newest_attach.max(conn_id);
+                if st.newest_attach > conn_id {
+                    return Err(NotAttached::Superseded);
+                }
+                st.newest_attach = conn_id;
             }
             let busy = existing.as_ref().and_then(|s| {
                 let mut st = s.state();
@@ -574,6 +574,7 @@ async fn attach(
                     st.link = link.take();
                     st.expiry_secs = expiry;
                     st.generation += 1;
+                    st.newest_attach = st.newest_attach.max(conn_id);
                     drop(st);
                     AttachStep::Done(session, present, discarded)
                 }
@@ -741,7 +742,12 @@ async fn run<S>(
         // What the client sent before its DISCONNECT is still routed (MQTT
         // §4.6 keeps its order): publishes that wait on their receiver get
         // a bounded while to be settled.
-        let _ = tokio::time::timeout(SETTLE_TIMEOUT, conn.settle_pending()).await;
+        // A kick (a takeover, a revocation) or shutdown stops waiting.
+        tokio::select! {
+            _ = tokio::time::timeout(SETTLE_TIMEOUT, conn.settle_pending()) => {}
+            Ok(_) = &mut kick_rx => {}
+            Ok(()) = shutdown.changed() => {}
+        }
     }
     if conn.version.is_v5()
         && let Some(code) = close.v5_code
@@ -1134,7 +1140,8 @@ impl Conn {
         // Many times more filters in one packet than a session may hold can
         // only be a flood: each takes the routing tree's lock and a look
         // through every retained message, on this connection's thread.
-        if s.filters.len() > 4 * self.shared.config.max_subscriptions_per_session {
+        let quota = self.shared.config.max_subscriptions_per_session;
+        if quota > 0 && s.filters.len() > quota.saturating_mul(4) {
             return Err(self.malformed(
                 "a SUBSCRIBE with many times more filters than a session may hold",
                 reason::QUOTA_EXCEEDED,

@@ -520,9 +520,10 @@ pub struct AuthConfig {
     pub login_free_attempts: u32,
     /// The longest such wait, seconds.
     pub login_max_wait_s: u64,
-    /// Logins from one source address (an IPv6 /64) without a right
-    /// password before that address must wait the same way, whatever the
-    /// names it tries; 0 turns this off (behind a reverse proxy every
+    /// Logins from one source address (an IPv6 /64) before that address
+    /// must wait the same way, whatever the names it tries; a right
+    /// password does not count, and the count fades by one a minute
+    /// without attempts. 0 turns this off (behind a reverse proxy every
     /// client has the proxy's address).
     pub login_free_attempts_per_address: u32,
 }

@@ -115,8 +115,10 @@ fn one() -> f64 {
     1.0
 }
 
+/// Shorter than an OPC UA source's heartbeat (10 s), so that each reading
+/// it sends again passes, whatever the jitter between them.
 fn default_deadband_max_ms() -> u64 {
-    10_000
+    5_000
 }
 
 /// A unit conversion; see [`crate::units`] for the known units.

@@ -88,10 +88,10 @@ pub trait AuditStore: Send + Sync + 'static {
     fn audit_checkpoints(&self, after: u64, limit: usize) -> Result<Vec<AuditCheckpoint>>;
     /// The entry with the highest seq.
     fn audit_head(&self) -> Result<Option<AuditEntry>>;
-    /// How many entries the log holds, whatever their seq: verification
-    /// reads the chain from seq 1 up, and a row put below it by hand
-    /// would otherwise go unseen (yet listed).
-    fn audit_count(&self) -> Result<u64>;
+    /// How many entries have a seq below 1: verification reads the chain
+    /// from seq 1 up, and a row put below it by hand would otherwise go
+    /// unseen (yet listed).
+    fn audit_entries_below_one(&self) -> Result<u64>;
 
     /// In a store replicas share, every replica's log, this one's too
     /// (none in a hub's own store).

@@ -244,8 +244,8 @@ impl AuditStore for LostAnswer {
     fn audit_head(&self) -> strata_store::Result<Option<AuditEntry>> {
         self.store.audit_head()
     }
-    fn audit_count(&self) -> strata_store::Result<u64> {
-        self.store.audit_count()
+    fn audit_entries_below_one(&self) -> strata_store::Result<u64> {
+        self.store.audit_entries_below_one()
     }
 }
 

@@ -224,11 +224,10 @@ pub fn verify(
             a.seq
         ));
     }
-    let stored = store.audit_count()?;
-    if stored > report.entries {
+    let unchained = store.audit_entries_below_one()?;
+    if unchained > 0 {
         report.problems.push(format!(
-            "{} entries lie outside the chain (a seq of 0 or below): they were added by hand",
-            stored - report.entries
+            "{unchained} entries lie outside the chain (a seq of 0 or below): they were added by hand"
         ));
     }
     report.head_seq = seq;

@@ -373,9 +373,10 @@ impl Access {
                 std::time::Duration::from_secs(config.login_max_wait_s),
             ),
             address_throttle: (config.login_free_attempts_per_address > 0).then(|| {
-                throttle::LoginThrottle::new(
+                throttle::LoginThrottle::fading(
                     config.login_free_attempts_per_address,
                     std::time::Duration::from_secs(config.login_max_wait_s),
+                    throttle::ADDRESS_FADE,
                 )
             }),
         })
@@ -489,8 +490,8 @@ impl Access {
             .and_then(|u| u.password_phc.clone());
         let matches = verify_password(password, phc.as_deref().unwrap_or(&self.dummy_phc));
         let refused = || Error::Unauthorized("wrong user name or password".into());
-        let user = match (user, phc, matches) {
-            (Some(u), Some(_), true) => u,
+        let (user, phc) = match (user, phc, matches) {
+            (Some(u), Some(phc), true) => (u, phc),
             _ => {
                 let now = std::time::Instant::now();
                 self.throttle.failed(name, now);
@@ -510,6 +511,7 @@ impl Access {
             "login session",
             role.permissions(),
             self.session_ttl_s,
+            Some(&phc),
         )
     }
 
@@ -704,15 +706,20 @@ impl Access {
                 "a token label is at most 128 bytes".into(),
             ));
         }
-        self.issue(name, label, wanted, ttl_s)
+        self.issue(name, label, wanted, ttl_s, None)
     }
 
+    /// Makes a token for `user`. `verified` is the password hash a login
+    /// checked: the token is refused if the password changed meanwhile,
+    /// as it is if the account was disabled (those revoke every token,
+    /// and one made during the change must not slip past).
     fn issue(
         &self,
         user: &str,
         label: &str,
         scopes: Permissions,
         ttl_s: u64,
+        verified: Option<&str>,
     ) -> Result<IssuedToken> {
         let token = secret::generate(API_TOKEN_PREFIX);
         let hash = secret::hash(token.as_bytes());
@@ -735,6 +742,22 @@ impl Access {
             revoked_ns: None,
         };
         let _turn = self.freshness.turn();
+        let account = self.user(user);
+        let changed = match &account {
+            None => true,
+            Some(a) => {
+                a.disabled_ns.is_some()
+                    || verified.is_some_and(|phc| a.password_phc.as_deref() != Some(phc))
+            }
+        };
+        if changed && verified.is_some() {
+            return Err(Error::Unauthorized("wrong user name or password".into()));
+        }
+        if changed {
+            return Err(Error::Conflict(format!(
+                "account {user} was disabled while its token was being made"
+            )));
+        }
         self.store.create_token(&record)?;
         let info = token_info(&record);
         self.cache

@@ -316,6 +316,35 @@ fn expired_revoked_and_disabled_are_refused_and_survive_a_reload() {
     again
         .login("olga", "olga's brand new password", None)
         .unwrap();
+
+    // A login that checked the old password while it changed (the argon2
+    // work takes a while) gets no token once the change is made.
+    let old = again.user("olga").unwrap().password_phc.unwrap();
+    again
+        .update_user(
+            "olga",
+            UpdateUser {
+                password: Some("and yet another password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let perms = Role::Operator.permissions();
+    assert!(matches!(
+        again.issue("olga", "login session", perms, 60, Some(&old)),
+        Err(Error::Unauthorized(_))
+    ));
+    // Nor does one for an account disabled meanwhile.
+    again
+        .update_user(
+            "olga",
+            UpdateUser {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(again.issue("olga", "api", perms, 60, None).is_err());
 }
 
 #[test]

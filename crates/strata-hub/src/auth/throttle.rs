@@ -8,7 +8,9 @@
 //! password, so it costs neither an argon2 hash nor a guess. A right
 //! password clears a name's count; an address's it only takes its own
 //! attempt back from, so a sprayer cannot wipe its guesses by logging in
-//! to an account of its own now and then.
+//! to an account of its own now and then. An address's count instead
+//! fades, one attempt per [`ADDRESS_FADE`] without one, so that the typos
+//! of an office behind one address do not add up to a lockout.
 //!
 //! An attempt is counted when it starts, before its password is checked, so
 //! guesses sent all at once are held to the free attempts as well: the
@@ -28,10 +30,15 @@ use std::time::{Duration, Instant};
 /// Names tracked at most (a spray of random names cannot grow memory).
 pub const MAX_TRACKED: usize = 10_000;
 
+/// How long an address's count takes to lose one attempt.
+pub const ADDRESS_FADE: Duration = Duration::from_secs(60);
+
 /// Attempts since the last right password, per user name.
 pub struct LoginThrottle {
     free_attempts: u32,
     max_wait: Duration,
+    /// One attempt forgotten per this much time without one (addresses).
+    fade: Option<Duration>,
     names: Mutex<HashMap<Key, Failures>>,
 }
 
@@ -66,7 +73,17 @@ impl LoginThrottle {
         LoginThrottle {
             free_attempts: free_attempts.max(1),
             max_wait,
+            fade: None,
             names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same, for addresses: each key's count fades by one attempt per
+    /// `fade` without one.
+    pub fn fading(free_attempts: u32, max_wait: Duration, fade: Duration) -> LoginThrottle {
+        LoginThrottle {
+            fade: Some(fade),
+            ..LoginThrottle::new(free_attempts, max_wait)
         }
     }
 
@@ -93,6 +110,11 @@ impl LoginThrottle {
             until: now,
             refused: 0,
         });
+        if let Some(fade) = self.fade {
+            let idle = now.saturating_duration_since(f.last).as_secs_f64();
+            let faded = (idle / fade.as_secs_f64()) as u32;
+            f.count = f.count.saturating_sub(faded);
+        }
         f.count = f.count.saturating_add(1);
         f.last = now;
         f.until = now + self.wait_after(f.count);
@@ -224,6 +246,26 @@ mod tests {
         t.begin("olga", now).unwrap();
         t.succeeded("olga");
         assert_eq!(wait_after_attempt(&t, "olga", now), 0);
+    }
+
+    #[test]
+    fn an_addresss_count_fades_with_time_without_attempts() {
+        let t = LoginThrottle::fading(3, Duration::from_secs(900), ADDRESS_FADE);
+        let now = Instant::now();
+        for _ in 0..2 {
+            t.begin("10.0.0.1", now).unwrap();
+        }
+        // Two minutes later two attempts are forgotten: the next is free.
+        let later = now + 2 * ADDRESS_FADE;
+        assert_eq!(wait_after_attempt(&t, "10.0.0.1", later), 0);
+        assert_eq!(wait_after_attempt(&t, "10.0.0.1", later), 0);
+        assert_eq!(wait_after_attempt(&t, "10.0.0.1", later), 1);
+        // A name's count does not fade.
+        let names = LoginThrottle::new(3, Duration::from_secs(900));
+        for _ in 0..3 {
+            names.begin("olga", now).unwrap();
+        }
+        assert_eq!(wait_after_attempt(&names, "olga", now + 3600 * S), 2);
     }
 
     #[test]

@@ -250,10 +250,10 @@ impl AuditStore for PostgresAudit {
         })
     }
 
-    fn audit_count(&self) -> Result<u64> {
+    fn audit_entries_below_one(&self) -> Result<u64> {
         self.db.with(|c| {
             Ok(c.query_one(
-                "SELECT COUNT(*) FROM shared_audit_entries WHERE replica = $1",
+                "SELECT COUNT(*) FROM shared_audit_entries WHERE replica = $1 AND seq < 1",
                 &[&self.replica],
             )
             .context(|| format!("cannot count the entries of audit log {}", self.replica))?

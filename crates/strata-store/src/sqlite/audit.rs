@@ -122,11 +122,13 @@ impl AuditStore for SqliteStore {
         Ok(self.recent_audit(None, None, 1)?.pop())
     }
 
-    fn audit_count(&self) -> Result<u64> {
+    fn audit_entries_below_one(&self) -> Result<u64> {
         self.read(|conn| {
-            conn.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .context(|| "cannot count the audit log's entries".into())
+            conn.query_row("SELECT COUNT(*) FROM audit_log WHERE seq < 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .context(|| "cannot count the audit log's entries".into())
         })
     }
 }

@@ -242,7 +242,11 @@ pub async fn run(
     );
     // Each node's last reading: carried by a Bad reading that has none,
     // and sent again while it holds.
-    let mut held = Held::new(config.nodes.len(), config.heartbeat_ms);
+    let mut held = Held::new(
+        config.nodes.len(),
+        config.heartbeat_ms,
+        config.sampling_ms + config.publishing_ms,
+    );
     let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remonitor = tokio::time::interval(REMONITOR);
@@ -302,7 +306,11 @@ pub async fn run(
                         if v.is_finite() {
                             builder.push(i, ts, v, quality);
                             let epoch = stats.reconnects.load(Ordering::Relaxed);
-                            held.record(i, ts, v, quality, Instant::now(), epoch);
+                            let server_ns = value
+                                .server_timestamp
+                                .and_then(|t| t.as_chrono().timestamp_nanos_opt())
+                                .unwrap_or(ts);
+                            held.record(i, (ts, v, quality), server_ns, Instant::now(), crate::now_ns(), epoch);
                             stats.readings.fetch_add(1, Ordering::Relaxed);
                         } else {
                             stats.error();
@@ -321,6 +329,15 @@ const REMONITOR: Duration = Duration::from_secs(5);
 /// Each node's last reading, and when it was last sent.
 struct Held {
     heartbeat: Option<Duration>,
+    /// How much earlier than the server's time now a reading sent again
+    /// is stamped (ns): a change the server has sampled but not yet
+    /// published (up to a sampling and a publishing interval) must not
+    /// come out older than it, or the pipeline would drop it as late.
+    margin_ns: i64,
+    /// The server's clock minus ours (ns), from its last notification:
+    /// readings sent again are stamped on the server's clock, as the
+    /// others are.
+    offset_ns: i64,
     nodes: Vec<Option<HeldReading>>,
 }
 
@@ -336,9 +353,13 @@ struct HeldReading {
 }
 
 impl Held {
-    fn new(nodes: usize, heartbeat_ms: u64) -> Held {
+    fn new(nodes: usize, heartbeat_ms: u64, margin_ms: u64) -> Held {
         Held {
             heartbeat: (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms)),
+            margin_ns: i64::try_from(margin_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+            offset_ns: 0,
             nodes: vec![None; nodes],
         }
     }
@@ -347,16 +368,20 @@ impl Held {
         self.nodes[i].map(|r| r.value)
     }
 
-    /// Node `i` reported `value` (sent at `now`).
+    /// Node `i` reported `value` stamped `ts`, in a notification the
+    /// server sent at `server_ns` and we received at `now` (`now_ns` on
+    /// our wall clock).
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         i: usize,
-        ts: i64,
-        value: f64,
-        quality: Quality,
+        (ts, value, quality): (i64, f64, Quality),
+        server_ns: i64,
         now: Instant,
+        now_ns: i64,
         epoch: u64,
     ) {
+        self.offset_ns = server_ns.saturating_sub(now_ns);
         self.nodes[i] = Some(HeldReading {
             ts,
             value,
@@ -366,22 +391,24 @@ impl Held {
         });
     }
 
-    /// The readings to send again at `now` (`now_ns` on the wall clock),
+    /// The readings to send again at `now` (`now_ns` on our wall clock),
     /// with the connection in reconnection `epoch`: those unsent for a
-    /// heartbeat and reported since the last reconnection. Each is
-    /// stamped `now_ns`, or just after its last reading where the
-    /// server's clock is ahead, so the pipeline does not take it as late.
+    /// heartbeat and reported since the last reconnection. Each is stamped
+    /// on the server's clock, less the margin, and after its last reading.
     fn due(&mut self, now: Instant, now_ns: i64, epoch: u64) -> Vec<(usize, i64, f64, Quality)> {
         let Some(heartbeat) = self.heartbeat else {
             return Vec::new();
         };
+        let stamp = now_ns
+            .saturating_add(self.offset_ns)
+            .saturating_sub(self.margin_ns);
         let mut out = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             let Some(r) = node else { continue };
             if r.epoch != epoch || now.saturating_duration_since(r.sent) < heartbeat {
                 continue;
             }
-            r.ts = now_ns.max(r.ts.saturating_add(1));
+            r.ts = stamp.max(r.ts.saturating_add(1));
             r.sent = now;
             out.push((i, r.ts, r.value, r.quality));
         }
@@ -594,31 +621,68 @@ mod tests {
     fn a_steady_value_is_sent_again_while_the_session_holds_it() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut held = Held::new(2, 10_000);
-        held.record(0, 1_000, 7.5, Quality::Good, t0, 0);
-        held.record(1, 2_000, 3.0, Quality::Bad, t0 + 5 * s, 0);
-        assert!(held.due(t0 + 9 * s, 50_000, 0).is_empty());
+        const NS: i64 = 1_000_000_000;
+        // Sampling and publishing add up to a 0.5 s margin.
+        let mut held = Held::new(2, 10_000, 500);
+        // Both clocks agree (the server sent the notification when we
+        // received it); node 0 last changed long ago.
+        held.record(0, (1_000, 7.5, Quality::Good), 100 * NS, t0, 100 * NS, 0);
+        held.record(
+            1,
+            (2 * NS, 3.0, Quality::Bad),
+            105 * NS,
+            t0 + 5 * s,
+            105 * NS,
+            0,
+        );
+        assert!(held.due(t0 + 9 * s, 109 * NS, 0).is_empty());
         assert_eq!(
-            held.due(t0 + 10 * s, 50_000, 0),
-            vec![(0, 50_000, 7.5, Quality::Good)]
+            held.due(t0 + 10 * s, 110 * NS, 0),
+            vec![(0, 110 * NS - NS / 2, 7.5, Quality::Good)]
         );
         // Sent again a heartbeat after the last sending, not every tick.
-        assert!(held.due(t0 + 11 * s, 60_000, 0).is_empty());
-        // A server clock ahead of ours: stamped just after its reading.
-        assert_eq!(
-            held.due(t0 + 15 * s, 1_500, 0),
-            vec![(1, 2_001, 3.0, Quality::Bad)]
+        assert!(held.due(t0 + 11 * s, 111 * NS, 0).is_empty());
+        // A server clock 60 s behind ours: stamped on the server's clock,
+        // so its next change is not older than the reading sent again.
+        held.record(
+            0,
+            (50 * NS, 7.5, Quality::Good),
+            52 * NS,
+            t0 + 12 * s,
+            112 * NS,
+            0,
         );
-        // After a reconnection, only values reported again are sent again.
-        held.record(1, 90_000, 4.0, Quality::Good, t0 + 21 * s, 1);
-        assert!(held.due(t0 + 30 * s, 95_000, 1).is_empty());
         assert_eq!(
-            held.due(t0 + 31 * s, 99_000, 1),
-            vec![(1, 99_000, 4.0, Quality::Good)]
+            held.due(t0 + 15 * s, 115 * NS, 0),
+            vec![(1, 55 * NS - NS / 2, 3.0, Quality::Bad)]
+        );
+        // Never before the node's last reading.
+        held.record(
+            1,
+            (80 * NS, 3.0, Quality::Bad),
+            52 * NS,
+            t0 + 16 * s,
+            112 * NS,
+            0,
+        );
+        assert_eq!(held.due(t0 + 26 * s, 112 * NS, 0)[1].1, 80 * NS + 1);
+        // After a reconnection, only values reported again are sent again.
+        held.record(
+            1,
+            (90 * NS, 4.0, Quality::Good),
+            90 * NS,
+            t0 + 30 * s,
+            90 * NS,
+            1,
+        );
+        assert!(held.due(t0 + 39 * s, 99 * NS, 1).is_empty());
+        assert_eq!(
+            held.due(t0 + 40 * s, 100 * NS, 1),
+            vec![(1, 100 * NS - NS / 2, 4.0, Quality::Good)]
         );
         // 0 sends changes only.
-        let mut off = Held::new(1, 0);
-        off.record(0, 1, 1.0, Quality::Good, t0, 0);
+        let mut off = Held::new(1, 0, 500);
+        off.record(0, (1, 1.0, Quality::Good), 1, t0, 1, 0);
         assert!(off.due(t0 + 3600 * s, 5, 0).is_empty());
     }
 
