@@ -331,4 +331,15 @@ mode = "approval"
             .any(|a| a["reason"].as_str().unwrap().contains("rate limited")),
         "{cool:?}"
     );
+    // Each write's intent was recorded before it (an earlier record of the
+    // device), so a power cut between the two leaves a trace.
+    for w in cool.iter().filter(|a| a["outcome"] == "written") {
+        assert!(
+            cool.iter().any(|i| i["outcome"] == "writing"
+                && i["action"] == w["action"]
+                && i["value"] == w["value"]
+                && i["seq"].as_u64() < w["seq"].as_u64()),
+            "no intent before {w}"
+        );
+    }
 }

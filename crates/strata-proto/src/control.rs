@@ -61,6 +61,10 @@ pub struct Approval {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionOutcome {
+    /// The setpoint is about to be written; the record of how that went
+    /// follows under the same action id. Alone, it marks a write the
+    /// gateway may have made before it lost power.
+    Writing,
     /// The setpoint was written to the output.
     Written,
     /// Dry run: what would have been written, nothing was.
@@ -83,6 +87,7 @@ impl ActionOutcome {
     /// The name used in records and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
+            ActionOutcome::Writing => "writing",
             ActionOutcome::Written => "written",
             ActionOutcome::DryRun => "dry_run",
             ActionOutcome::Proposed => "proposed",

@@ -87,7 +87,7 @@ impl ControlConfig {
 #[derive(Debug, Default)]
 pub struct ControlStats {
     /// Records per outcome, in [`OUTCOMES`] order.
-    pub actions: [AtomicU64; 8],
+    pub actions: [AtomicU64; 9],
     /// Readings the control task could not keep up with.
     pub dropped: AtomicU64,
     /// Approvals that matched no open proposal.
@@ -95,7 +95,8 @@ pub struct ControlStats {
 }
 
 /// Every outcome, in the order of [`ControlStats::actions`].
-pub const OUTCOMES: [ActionOutcome; 8] = [
+pub const OUTCOMES: [ActionOutcome; 9] = [
+    ActionOutcome::Writing,
     ActionOutcome::Written,
     ActionOutcome::DryRun,
     ActionOutcome::Proposed,
@@ -388,6 +389,15 @@ impl Control {
                     {
                         tracing::warn!(rule = %a.rule, "cannot keep the time of this write: {e}");
                     }
+                    // The intent goes on the record before the write: a
+                    // power cut between the write and its record must
+                    // still leave a trace of a write that may have been
+                    // made.
+                    self.record(ControlAction {
+                        outcome: ActionOutcome::Writing,
+                        ..a.clone()
+                    })
+                    .await;
                     let bounds = self
                         .engine
                         .bounds(&a.rule)
