@@ -143,6 +143,10 @@ pub struct Outbox {
     _lock: std::fs::File,
 }
 
+/// The stream [`DropPolicy::DropOldest`] never drops: the closed loop's
+/// records of what it did to machines.
+const KEPT_STREAM: &str = crate::control::CONTROL_STREAM;
+
 /// Name of the outbox database in the agent's data directory.
 pub const OUTBOX_FILE: &str = "outbox.db";
 
@@ -286,10 +290,14 @@ impl Outbox {
                     });
                 }
                 DropPolicy::DropOldest => {
+                    // Records of what the gateway did to machines are
+                    // never dropped to make room: only readings are.
                     let mut stmt = tx
-                        .prepare("SELECT id, length(payload) FROM outbox ORDER BY id")
+                        .prepare(
+                            "SELECT id, length(payload) FROM outbox WHERE stream != ?1 ORDER BY id",
+                        )
                         .ctx("find oldest")?;
-                    let mut rows = stmt.query([]).ctx("find oldest")?;
+                    let mut rows = stmt.query(params![KEPT_STREAM]).ctx("find oldest")?;
                     let mut cut = None;
                     let mut n = 0;
                     while bytes + payload.len() as u64 > self.max_bytes {
@@ -304,9 +312,19 @@ impl Outbox {
                     }
                     drop(rows);
                     drop(stmt);
+                    if bytes + payload.len() as u64 > self.max_bytes {
+                        // Nothing else left to drop: what is kept fills it.
+                        return Err(OutboxError::Full {
+                            bytes,
+                            limit: self.max_bytes,
+                        });
+                    }
                     if let Some(id) = cut {
-                        tx.execute("DELETE FROM outbox WHERE id <= ?1", params![id])
-                            .ctx("drop oldest")?;
+                        tx.execute(
+                            "DELETE FROM outbox WHERE id <= ?1 AND stream != ?2",
+                            params![id, KEPT_STREAM],
+                        )
+                        .ctx("drop oldest")?;
                         self.dropped
                             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(dropped = n, "outbox full: dropped the oldest batches");
@@ -489,6 +507,34 @@ mod tests {
         }
         let s = o.stats().unwrap();
         assert_eq!((s.depth, s.bytes, s.dropped), (2, 200, 3));
+
+        // Control records are not dropped to make room, and when only they
+        // are left, a new batch is refused.
+        let kept = Outbox::open(
+            &dir.path().join("kept"),
+            250,
+            DropPolicy::DropOldest,
+            Durability::Fsync,
+        )
+        .unwrap();
+        kept.append("s", |_| vec![0; 100]).unwrap();
+        kept.append(KEPT_STREAM, |_| vec![1; 100]).unwrap();
+        kept.append("s", |_| vec![0; 100]).unwrap();
+        let streams = |o: &Outbox| -> Vec<String> {
+            o.peek(0, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.stream.clone())
+                .collect()
+        };
+        assert_eq!(streams(&kept), ["control", "s"]);
+        kept.append(KEPT_STREAM, |_| vec![1; 100]).unwrap();
+        assert_eq!(streams(&kept), ["control", "control"]);
+        assert!(matches!(
+            kept.append("s", |_| vec![0; 100]),
+            Err(OutboxError::Full { .. })
+        ));
+        assert_eq!(streams(&kept), ["control", "control"]);
         assert_eq!(
             o.peek(0, 10)
                 .unwrap()

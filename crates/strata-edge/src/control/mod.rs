@@ -393,11 +393,25 @@ impl Control {
                     // power cut between the write and its record must
                     // still leave a trace of a write that may have been
                     // made.
-                    self.record(ControlAction {
-                        outcome: ActionOutcome::Writing,
-                        ..a.clone()
-                    })
-                    .await;
+                    let intent = self
+                        .record(ControlAction {
+                            outcome: ActionOutcome::Writing,
+                            ..a.clone()
+                        })
+                        .await;
+                    // No write goes out that cannot be put on the record
+                    // (the outbox full of records not yet sent, a disk
+                    // failing): the rule tries again at its next decision.
+                    if let Err(e) = intent {
+                        a.outcome = ActionOutcome::Failed;
+                        a.reason = format!(
+                            "{}; not written, as it could not be recorded: {e}",
+                            a.reason
+                        );
+                        self.engine.forget_output(&a.output);
+                        let _ = self.record(a).await;
+                        continue;
+                    }
                     let bounds = self
                         .engine
                         .bounds(&a.rule)
@@ -435,13 +449,14 @@ impl Control {
                     a
                 }
             };
-            self.record(action).await;
+            let _ = self.record(action).await;
         }
     }
 
     /// Counts, logs and keeps one record in the outbox, stamped with the
-    /// wall clock (the engine's times are on the steady clock).
-    async fn record(&mut self, mut action: ControlAction) {
+    /// wall clock (the engine's times are on the steady clock); the error
+    /// when it could not be kept.
+    async fn record(&mut self, mut action: ControlAction) -> Result<(), String> {
         action.ts_ns = crate::now_ns();
         self.stats.count(action.outcome);
         tracing::info!(
@@ -459,14 +474,19 @@ impl Control {
             })
         })
         .await;
-        match kept {
-            Ok(Ok(_)) => self.appended.notify_one(),
+        let kept = match kept {
+            Ok(Ok(_)) => {
+                self.appended.notify_one();
+                return Ok(());
+            }
             Ok(Err(e)) => {
                 self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("control record not kept: {e}");
+                e.to_string()
             }
-            Err(e) => tracing::warn!("control record task failed: {e}"),
-        }
+            Err(e) => format!("the task failed: {e}"),
+        };
+        tracing::warn!("control record not kept: {kept}");
+        Err(kept)
     }
 }
 
