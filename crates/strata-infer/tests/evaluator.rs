@@ -686,3 +686,136 @@ fn model_set_feeds_each_model_its_features() {
         }
     );
 }
+
+/// A model of `nodes` with initializers `inits` (name, dims, values).
+fn model_with(
+    nodes: Vec<pb::NodeProto>,
+    width: i64,
+    outputs: &[&str],
+    inits: &[(&str, &[i64], Vec<f32>, bool)],
+) -> Vec<u8> {
+    let mut proto = pb::ModelProto::decode(&model(nodes, width, outputs)[..]).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    for (name, dims, values, int64) in inits {
+        graph.initializer.push(pb::TensorProto {
+            name: (*name).into(),
+            dims: dims.to_vec(),
+            data_type: if *int64 { 7 } else { 1 },
+            float_data: if *int64 { vec![] } else { values.clone() },
+            int64_data: if *int64 {
+                values.iter().map(|v| *v as i64).collect()
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        });
+    }
+    proto.encode_to_vec()
+}
+
+fn identity_scaler(input: &str, output: &str, width: usize) -> pb::NodeProto {
+    node(
+        "Scaler",
+        "ai.onnx.ml",
+        &[input],
+        &[output],
+        vec![
+            floats("offset", &vec![0.0; width]),
+            floats("scale", &vec![1.0; width]),
+        ],
+    )
+}
+
+/// Models whose shapes ask for more memory than a row can need are
+/// refused at load with an error, not allocated (the process would abort).
+#[test]
+fn models_asking_for_huge_tensors_are_refused() {
+    // A regressor of 2^40 targets: a few hundred bytes.
+    let huge = model(
+        vec![stump("BRANCH_LEQ", false).regressor(1 << 40, vec![])],
+        1,
+        &["Y"],
+    );
+    let err = load_model(&huge).err().expect("2^40 targets must fail");
+    assert!(err.to_string().contains("n_targets must be 1 to"), "{err}");
+    // Two long constants broadcast against each other: 2^25 values.
+    let nodes = vec![
+        identity_scaler("X", "S", 1),
+        node("Add", "", &["A", "B"], &["Big"], vec![]),
+        node("Add", "", &["S", "Big"], &["Y"], vec![]),
+    ];
+    let bytes = model_with(
+        nodes,
+        1,
+        &["Y"],
+        &[
+            ("A", &[4096, 1], vec![0.0; 4096], false),
+            ("B", &[1, 8192], vec![0.0; 8192], false),
+        ],
+    );
+    let err = MlRuntime
+        .load(&bytes)
+        .err()
+        .expect("a 2^25 broadcast must fail");
+    assert!(err.to_string().contains("more than"), "{err}");
+}
+
+/// Flatten's negative axis counts from the rank (ONNX): -1 on [1, 2] is
+/// axis 1, so a bias of 2 added after it gives 2 values, not 4.
+#[test]
+fn flatten_with_a_negative_axis_and_scalar_axes() {
+    let nodes = vec![
+        identity_scaler("X", "S", 2),
+        node("Flatten", "", &["S"], &["F"], vec![int("axis", -1)]),
+        node("Add", "", &["F", "Bias"], &["Y"], vec![]),
+    ];
+    let bytes = model_with(nodes, 2, &["Y"], &[("Bias", &[2], vec![10.0, 20.0], false)]);
+    assert_eq!(run1(&bytes, &[1.0, 2.0]), vec![11.0, 22.0]);
+    // An axis on a scalar is refused, not a panic.
+    let nodes = vec![
+        identity_scaler("X", "S", 1),
+        node("ArgMax", "", &["C"], &["Y"], vec![int("axis", 0)]),
+    ];
+    let bytes = model_with(nodes, 1, &["S", "Y"], &[("C", &[], vec![3.0], false)]);
+    let err = MlRuntime
+        .load(&bytes)
+        .err()
+        .expect("an axis of a scalar must fail");
+    assert!(err.to_string().contains("out of range for rank 0"), "{err}");
+}
+
+/// A shape computed from the data can change a model's output width from
+/// one row to the next: that row fails, it does not overrun the buffer.
+#[test]
+fn an_output_wider_than_at_load_is_an_error() {
+    let nodes = vec![
+        identity_scaler("X", "S", 2),
+        node("Cast", "", &["S"], &["I"], vec![int("to", 7)]),
+        node("Reshape", "", &["I", "Flat"], &["V"], vec![]),
+        node("Add", "", &["V", "Base"], &["Shape"], vec![]),
+        node("Reshape", "", &["Six", "Shape"], &["R"], vec![]),
+        node("Add", "", &["R", "Bias"], &["Y"], vec![]),
+    ];
+    let bytes = model_with(
+        nodes,
+        2,
+        &["Y"],
+        &[
+            ("Flat", &[1], vec![2.0], true),
+            ("Base", &[2], vec![1.0, 6.0], true),
+            ("Six", &[6], vec![1.0; 6], false),
+            ("Bias", &[6], vec![0.0; 6], false),
+        ],
+    );
+    let m = MlRuntime.load(&bytes).expect("load");
+    assert_eq!(m.output_len(), 6);
+    let mut out = vec![0.0; 6];
+    m.run(&[0.0, 0.0], &mut out)
+        .expect("the width seen at load");
+    // [5, -5] makes the shape [6, 1]: broadcast with the bias, 36 values.
+    let err = m
+        .run(&[5.0, -5.0], &mut out)
+        .err()
+        .expect("36 values must fail");
+    assert!(err.to_string().contains("36 output values"), "{err}");
+}

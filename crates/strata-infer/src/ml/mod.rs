@@ -301,6 +301,15 @@ impl Model for MlModel {
             return Ok(());
         }
         let values = self.eval(features)?;
+        // Widths were learned from a trial row; a shape computed from the
+        // data (a Reshape of a computed shape) may differ for this one.
+        let produced: usize = values.iter().map(Value::len).sum();
+        if produced != out.len() {
+            return Err(Error::InvalidModel(format!(
+                "it gave {produced} output values for this row, {} at load (a shape computed from the data)",
+                out.len()
+            )));
+        }
         let mut at = 0;
         for v in &values {
             v.write_f32(&mut out[at..at + v.len()]);

@@ -316,7 +316,14 @@ impl Op {
             }
             Op::Flatten { axis } => {
                 let x = input(0)?;
-                let axis = norm_axis(ctx, *axis, x.shape.len() + 1)?;
+                // The axis may be the rank itself (all dimensions outer);
+                // a negative one counts from the rank, as ONNX says.
+                let rank = x.shape.len() as i64;
+                let axis = if *axis < 0 { *axis + rank } else { *axis };
+                if !(0..=rank).contains(&axis) {
+                    return Err(ctx.err(format!("axis {axis} is out of range for rank {rank}")));
+                }
+                let axis = axis as usize;
                 let outer: usize = x.shape[..axis].iter().product();
                 vec![x.reshaped(vec![outer, x.len() / outer.max(1)])]
             }
@@ -429,9 +436,28 @@ fn matrix_dims(ctx: &StepInfo, x: &Value) -> Result<(usize, usize)> {
     }
 }
 
+/// The most values one tensor may hold (64 MiB of f32). These graphs turn
+/// feature vectors into a few predictions; a model whose shapes ask for
+/// more (a broadcast of two long constants, doubling concatenations) is
+/// refused with an error, not allocated until the process aborts.
+pub(crate) const MAX_ELEMENTS: usize = 1 << 24;
+
+/// The number of values of `shape`, if it is at most [`MAX_ELEMENTS`].
+fn elements(ctx: &StepInfo, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            ctx.err(format!(
+                "shape {shape:?} holds more than {MAX_ELEMENTS} values"
+            ))
+        })
+}
+
 fn norm_axis(ctx: &StepInfo, axis: i64, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
-    if a < 0 || a as usize >= rank.max(1) {
+    if a < 0 || a as usize >= rank {
         return Err(ctx.err(format!("axis {axis} is out of range for rank {rank}")));
     }
     Ok(a as usize)
@@ -671,7 +697,10 @@ fn reshape_dims(
             _ => return Err(ctx.err(format!("invalid target shape {spec:?}"))),
         });
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| ctx.err(format!("target shape {spec:?} overflows")))?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(ctx.err(format!("cannot reshape {from:?} to {spec:?}")));
@@ -704,6 +733,7 @@ fn gather(ctx: &StepInfo, x: &Value, idx: &Value, axis: i64) -> Result<Value> {
     let mut shape = x.shape[..axis].to_vec();
     shape.extend_from_slice(&idx.shape);
     shape.extend_from_slice(&x.shape[axis + 1..]);
+    elements(ctx, &shape)?;
     let positions: Vec<usize> = (0..outer)
         .flat_map(|o| {
             picks
@@ -745,8 +775,9 @@ fn concat(ctx: &StepInfo, values: &[&Value], axis: i64) -> Result<Value> {
                 first.shape, v.shape
             )));
         }
-        shape[axis] += v.shape[axis];
+        shape[axis] = shape[axis].saturating_add(v.shape[axis]);
     }
+    elements(ctx, &shape)?;
     let chunk = |v: &Value| v.shape[axis..].iter().product::<usize>();
     macro_rules! join {
         ($variant:ident) => {{
@@ -778,6 +809,7 @@ fn binary(ctx: &StepInfo, op: BinOp, a: &Value, b: &Value) -> Result<Value> {
             a.shape, b.shape
         ))
     })?;
+    elements(ctx, &shape)?;
     let ia = broadcast_indices(&a.shape, &shape);
     let ib = broadcast_indices(&b.shape, &shape);
     let pairs = ia.iter().zip(&ib);
@@ -976,6 +1008,7 @@ fn gemm(
             y[p * bc + j]
         }
     };
+    elements(ctx, &[m, n])?;
     let mut out = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -1048,7 +1081,8 @@ pub(crate) fn constant(t: &tract_onnx::pb::TensorProto) -> Result<Value, String>
         }
     };
     let v = Value { shape, data };
-    if v.len() != v.shape.iter().product::<usize>() {
+    let declared = v.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if declared != Some(v.len()) {
         return Err(format!("holds {} values for shape {:?}", v.len(), v.shape));
     }
     Ok(v)

@@ -16,6 +16,11 @@ use std::collections::HashMap;
 use crate::error::Result;
 use crate::onnx::NodeCtx;
 
+/// The most regression targets an ensemble may have: each row's scores are
+/// allocated for all of them, and a few hundred bytes of model saying 2^40
+/// would abort the process that checks it.
+const MAX_TARGETS: i64 = 1 << 16;
+
 /// How a split node compares the feature value `x` with its threshold `t`
 /// (`x <= t` for `BRANCH_LEQ`, and so on); true goes to the true child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,8 +319,10 @@ impl TreeEnsemble {
             ("class", labels.len(), labels)
         } else {
             let n_targets = ctx.int("n_targets").unwrap_or(1);
-            if n_targets < 1 {
-                return Err(ctx.invalid(format!("n_targets must be at least 1, got {n_targets}")));
+            if !(1..=MAX_TARGETS).contains(&n_targets) {
+                return Err(ctx.invalid(format!(
+                    "n_targets must be 1 to {MAX_TARGETS}, got {n_targets}"
+                )));
             }
             ("target", n_targets as usize, Vec::new())
         };
