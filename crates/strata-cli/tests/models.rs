@@ -218,6 +218,16 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
             .contains("names 3 features but the model takes 4"),
         "{body}"
     );
+    // So is a schema that names one feature twice.
+    let (status, body) = hub.api_bytes("/api/v1/models/rul/versions?features=a,b,c,a", &onnx);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("feature \"a\" is named twice"),
+        "{body}"
+    );
     // An op the edge cannot run is refused, naming the op.
     peer_script(
         "models.py",

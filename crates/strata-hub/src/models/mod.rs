@@ -265,10 +265,27 @@ fn validate(onnx: &[u8], features: Option<&[String]>) -> Result<Checked> {
             if let Some(bad) = names.iter().find(|n| n.trim().is_empty()) {
                 return Err(Error::BadRequest(format!("feature name {bad:?} is empty")));
             }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+                return Err(Error::BadRequest(format!(
+                    "feature {twice:?} is named twice: each column of the model needs its own feature"
+                )));
+            }
             names.to_vec()
         }
         None => (0..width).map(|i| format!("f{i}")).collect(),
     };
+    // Outputs become series by name, with what series names cannot hold
+    // replaced: two that end up the same would write one series twice.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = strata_infer::output_names(model.outputs())
+        .into_iter()
+        .find(|n| !seen.insert(n.clone()))
+    {
+        return Err(Error::BadRequest(format!(
+            "two of the model's outputs would both be stored as series {twice:?}: rename one"
+        )));
+    }
     let mut out = vec![0f32; model.output_len()];
     model
         .run(&vec![0f32; width], &mut out)
