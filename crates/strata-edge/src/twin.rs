@@ -262,7 +262,7 @@ impl TwinApplier {
                 continue;
             }
             if let Ok(path) = self.artifact(m, false).await
-                && let Ok(config) = self.check_one(m, &path, &vectors)
+                && let Ok(config) = self.check_one(m, &path, &vectors).await
             {
                 replaced.push(config);
             }
@@ -276,7 +276,7 @@ impl TwinApplier {
             let result = match direct_refusal(self.signed_only, m, &committed) {
                 Some(refused) => Err(refused),
                 None => match self.artifact(m, download).await {
-                    Ok(path) => self.check_one(m, &path, &vectors),
+                    Ok(path) => self.check_one(m, &path, &vectors).await,
                     Err(e) => Err(e.to_string()),
                 },
             };
@@ -303,7 +303,7 @@ impl TwinApplier {
             .map(|c| self.file_model(c))
             .collect();
         configs.extend(ready);
-        match Models::load(&configs, Path::new("/"), &vectors) {
+        match load_models(configs.clone(), vectors.clone()).await {
             Ok(models) => {
                 let stats = models.stats();
                 let outputs = self
@@ -333,14 +333,16 @@ impl TwinApplier {
                     } else {
                         target.clone()
                     };
-                    let back = self.roll_back(
-                        &configs,
-                        &unhealthy,
-                        &committed,
-                        &replaced,
-                        &back_pipeline,
-                        &target,
-                    );
+                    let back = self
+                        .roll_back(
+                            &configs,
+                            &unhealthy,
+                            &committed,
+                            &replaced,
+                            &back_pipeline,
+                            &target,
+                        )
+                        .await;
                     for (key, why) in &unhealthy {
                         for u in updates
                             .iter_mut()
@@ -485,7 +487,7 @@ impl TwinApplier {
     /// Puts what ran before `unhealthy` updates back in place of the new
     /// ones: the committed signed versions, else the direct deployments
     /// they `replaced`, else the config file's models.
-    fn roll_back(
+    async fn roll_back(
         &self,
         configs: &[ModelConfig],
         unhealthy: &[(String, String)],
@@ -515,7 +517,7 @@ impl TwinApplier {
                 },
             }
         }
-        match Models::load(&back, Path::new("/"), &vectors_of(pipeline)) {
+        match load_models(back, vectors_of(pipeline)).await {
             Ok(models) => {
                 self.send(pipeline, running.as_ref(), models);
                 Ok(())
@@ -692,6 +694,7 @@ impl TwinApplier {
         // E.g. the model reads a vector this device's pipeline lacks.
         let config = self
             .check_one(&m, &path, vectors)
+            .await
             .map_err(|e| UpdateError::Failed(key.clone(), r.version, "incompatible", e))?;
         Ok(ReadyUpdate {
             config,
@@ -911,7 +914,7 @@ impl TwinApplier {
     }
 
     /// Loads one assignment alone, to name the model that fails.
-    fn check_one(
+    async fn check_one(
         &self,
         m: &ModelAssignment,
         path: &Path,
@@ -927,7 +930,7 @@ impl TwinApplier {
             drift: m.drift.clone(),
             shadow: m.shadow,
         };
-        Models::load(std::slice::from_ref(&config), Path::new("/"), vectors)?;
+        load_models(vec![config.clone()], vectors.to_vec()).await?;
         Ok(config)
     }
 
@@ -1153,6 +1156,18 @@ fn read_pipeline(path: &Path) -> Result<PipelineConfig, String> {
 }
 
 /// The feature vectors a pipeline makes.
+/// Loads `configs` on a blocking thread: decoding and compiling a large
+/// model takes seconds on a gateway, and the agent's runtime has one thread
+/// for its sources, uplink and heartbeat, which must not stop meanwhile.
+async fn load_models(
+    configs: Vec<ModelConfig>,
+    vectors: Vec<VectorSchema>,
+) -> Result<Models, String> {
+    tokio::task::spawn_blocking(move || Models::load(&configs, Path::new("/"), &vectors))
+        .await
+        .map_err(|e| format!("loading the models failed: {e}"))?
+}
+
 fn vectors_of(pipeline: &Option<PipelineConfig>) -> Vec<VectorSchema> {
     pipeline
         .as_ref()
