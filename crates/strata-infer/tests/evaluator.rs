@@ -815,7 +815,6 @@ fn an_output_wider_than_at_load_is_an_error() {
     // [5, -5] makes the shape [6, 1]: broadcast with the bias, 36 values.
     let err = m
         .run(&[5.0, -5.0], &mut out)
-        .err()
-        .expect("36 values must fail");
+        .expect_err("36 values must fail");
     assert!(err.to_string().contains("36 output values"), "{err}");
 }
