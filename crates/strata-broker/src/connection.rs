@@ -375,7 +375,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
     let attached = shared.hooks.attach(&client_id);
     let (kick_tx, kick_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    let (session, present) = match attach(
+    let outcome = attach(
         shared,
         &client_id,
         connect.clean_start,
@@ -386,41 +386,33 @@ async fn handshake<W: AsyncWrite + Unpin>(
         },
         expiry,
     )
-    .await
-    {
-        Ok(attached) => attached,
-        Err(NotAttached::Revoked) => {
-            tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it took its session over");
-            let code = if v5 {
-                reason::NOT_AUTHORIZED
-            } else {
-                reason::v311::NOT_AUTHORIZED
-            };
-            refuse(wr, shared, version, code).await;
-            return None;
+    .await;
+    // The session, or why the client is refused after all (with the v5
+    // and 3.1.1 codes).
+    let not_authorized = (reason::NOT_AUTHORIZED, reason::v311::NOT_AUTHORIZED);
+    let taken = match outcome {
+        Ok(taken) if shared.hooks.still_allowed(&client_id) => Ok(taken),
+        Ok(_) => {
+            shared.revoke(&client_id);
+            Err(("the client was revoked while it connected", not_authorized))
         }
-        Err(NotAttached::Superseded) => {
-            tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: a newer connection of the client takes its session");
-            let code = if v5 {
-                reason::SERVER_BUSY
-            } else {
-                reason::v311::SERVER_UNAVAILABLE
-            };
-            refuse(wr, shared, version, code).await;
+        Err(NotAttached::Revoked) => Err((
+            "the client was revoked while it took its session over",
+            not_authorized,
+        )),
+        Err(NotAttached::Superseded) => Err((
+            "a newer connection of the client takes its session",
+            (reason::SERVER_BUSY, reason::v311::SERVER_UNAVAILABLE),
+        )),
+    };
+    let (session, present) = match taken {
+        Ok(taken) => taken,
+        Err((why, (v5_code, v311_code))) => {
+            tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: {why}");
+            refuse(wr, shared, version, if v5 { v5_code } else { v311_code }).await;
             return None;
         }
     };
-    if !shared.hooks.still_allowed(&client_id) {
-        tracing::info!(%peer, client_id = %client_id, "MQTT connection refused: the client was revoked while it connected");
-        shared.revoke(&client_id);
-        let code = if v5 {
-            reason::NOT_AUTHORIZED
-        } else {
-            reason::v311::NOT_AUTHORIZED
-        };
-        refuse(wr, shared, version, code).await;
-        return None;
-    }
 
     // QoS 2 publishes received before a reconnection and not released
     // yet are part of the session: a copy sent again must not be routed.
