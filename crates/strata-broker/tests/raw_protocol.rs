@@ -25,13 +25,17 @@ struct Raw {
 }
 
 impl Raw {
-    async fn connect(port: u16, client_id: &str, version: ProtocolVersion) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut raw = Raw {
-            stream,
+    /// A TCP connection to the broker, nothing sent yet.
+    async fn open(port: u16, version: ProtocolVersion) -> Raw {
+        Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
             buf: BytesMut::new(),
             version,
-        };
+        }
+    }
+
+    async fn connect(port: u16, client_id: &str, version: ProtocolVersion) -> Raw {
+        let mut raw = Raw::open(port, version).await;
         raw.send(&Packet::Connect(Box::new(Connect {
             protocol: version,
             clean_start: true,
@@ -475,11 +479,7 @@ async fn unacked_qos1_is_redelivered_with_dup_on_reconnect() {
             password: None,
         }))
     };
-    let mut raw = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    };
+    let mut raw = Raw::open(port, ProtocolVersion::V311).await;
     raw.send(&connect(false)).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if !a.session_present));
     subscribe_qos1(&mut raw, "q/#").await;
@@ -494,11 +494,7 @@ async fn unacked_qos1_is_redelivered_with_dup_on_reconnect() {
     };
     drop(raw); // no PUBACK
 
-    let mut raw = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    };
+    let mut raw = Raw::open(port, ProtocolVersion::V311).await;
     raw.send(&connect(false)).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if a.session_present));
     match raw.recv().await {
@@ -583,11 +579,7 @@ async fn a_will_topic_with_a_wildcard_is_refused_at_connect() {
         (V5, ""),
         (ProtocolVersion::V311, "will/+/x"),
     ] {
-        let mut raw = Raw {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-            version,
-        };
+        let mut raw = Raw::open(port, version).await;
         raw.send(&Packet::Connect(Box::new(Connect {
             protocol: version,
             clean_start: true,
@@ -620,11 +612,7 @@ async fn a_will_topic_with_a_wildcard_is_refused_at_connect() {
 async fn the_keep_alive_counts_whole_packets_not_bytes() {
     let (b, _) = start().await;
     let port = b.local_addr().port();
-    let mut raw = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    };
+    let mut raw = Raw::open(port, ProtocolVersion::V311).await;
     raw.send(&Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V311,
         clean_start: true,
@@ -736,11 +724,7 @@ async fn a_takeover_that_cannot_wait_loses_nothing_in_flight() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     // Every message reaches the session in the end, none acknowledged yet.
-    let mut last = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: v311,
-    };
+    let mut last = Raw::open(port, v311).await;
     last.send(&resume("storm")).await;
     assert!(matches!(last.recv().await, Some(Packet::ConnAck(a)) if a.session_present));
     let mut seen = std::collections::BTreeSet::new();
@@ -761,11 +745,7 @@ async fn a_client_revoked_while_it_takes_its_session_over_is_refused() {
     let (b, _) = start().await;
     let port = b.local_addr().port();
     let _first = stuck_subscriber(&b, "revoked").await;
-    let mut second = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    };
+    let mut second = Raw::open(port, ProtocolVersion::V311).await;
     second.send(&resume("revoked")).await;
     // The second connection waits for the first to let go; the client is
     // revoked meanwhile.
@@ -831,11 +811,7 @@ async fn a_v5_disconnect_with_an_error_code_publishes_the_will() {
     let mut watcher = Raw::connect(port, "watcher", V5).await;
     subscribe_qos1(&mut watcher, "wills/#").await;
     for (client_id, code) in [("leaves-ok", reason::SUCCESS), ("fails", 0x80)] {
-        let mut raw = Raw {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-            version: V5,
-        };
+        let mut raw = Raw::open(port, V5).await;
         raw.send(&Packet::Connect(Box::new(Connect {
             protocol: V5,
             clean_start: true,
@@ -926,11 +902,7 @@ async fn v5_qos2_is_refused_with_0x9b() {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::QOS_NOT_SUPPORTED),
         other => panic!("expected DISCONNECT 0x9B, got {other:?}"),
     }
-    let mut raw = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: V5,
-    };
+    let mut raw = Raw::open(port, V5).await;
     raw.send(&Packet::Connect(Box::new(Connect {
         protocol: V5,
         clean_start: true,
@@ -966,11 +938,7 @@ async fn an_offline_sessions_queue_is_bounded_by_bytes() {
     let mut raw = Raw::connect(port, "away", ProtocolVersion::V311).await;
     raw.send(&resume("away")).await;
     drop(raw);
-    let mut raw = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    };
+    let mut raw = Raw::open(port, ProtocolVersion::V311).await;
     raw.send(&resume("away")).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
     subscribe_qos1(&mut raw, "bulk/#").await;
@@ -988,11 +956,7 @@ async fn an_offline_sessions_queue_is_bounded_by_bytes() {
     let drops = b.stats().queue_drops;
     assert!((30..40).contains(&drops), "{drops} of 40 dropped");
     // The newest are the ones kept.
-    let mut raw = Raw {
-        stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    };
+    let mut raw = Raw::open(port, ProtocolVersion::V311).await;
     raw.send(&resume("away")).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
     let mut firsts = Vec::new();
@@ -1131,11 +1095,7 @@ async fn a_client_revoked_between_authentication_and_attach_is_refused() {
     .await;
     let port = b.local_addr().port();
     for version in [V5, ProtocolVersion::V311] {
-        let mut raw = Raw {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-            version,
-        };
+        let mut raw = Raw::open(port, version).await;
         raw.send(&Packet::Connect(Box::new(Connect {
             protocol: version,
             clean_start: false,
@@ -1181,11 +1141,7 @@ async fn a_qos2_publish_resent_after_a_reconnection_is_routed_once() {
         })
     };
     let connect = || async {
-        let mut raw = Raw {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-            version: ProtocolVersion::V311,
-        };
+        let mut raw = Raw::open(port, ProtocolVersion::V311).await;
         raw.send(&resume("exactly-once")).await;
         assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
         raw
@@ -1221,11 +1177,7 @@ async fn of_two_reconnections_during_a_takeover_the_newest_keeps_the_session() {
     let v311 = ProtocolVersion::V311;
     let _old = stuck_subscriber(&b, "twice").await;
     let connect = || async {
-        let mut raw = Raw {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-            version: v311,
-        };
+        let mut raw = Raw::open(port, v311).await;
         raw.send(&resume("twice")).await;
         raw
     };
