@@ -184,6 +184,15 @@ max_backoff_s = 1.0
             .iter()
             .any(|a| a["id"] == id)
     });
+    // Acknowledging it now is refused (it once locked the alert thread
+    // for good: the refusal looked the alert up under the lock it held).
+    let (status, late) = hub.api(
+        "POST",
+        &format!("/api/v1/alerts/{id}/ack"),
+        Some(json!({"by": "maria"})),
+    );
+    assert_eq!(status, 409, "{late}");
+    assert!(late.to_string().contains("cleared"), "{late}");
     publish(&hub, &cred, &batch(5, t + 4_000_000_000, &[99.0]));
     eventually(Duration::from_secs(20), "a second overheat alert", || {
         alerts(&hub, "?rule=overheat&open=true")
@@ -306,6 +315,25 @@ max_backoff_s = 1.0
     assert_eq!(acked["body"]["alert"]["note"], "bearing ordered");
     let (_, failed) = hub.api("GET", "/api/v1/webhooks/deliveries?state=failed", None);
     assert_eq!(failed.as_array().unwrap().len(), 0);
+
+    // The overheat rule is taken out of the config: its open alert (the
+    // second) would never clear, so it clears at the next start.
+    let open = alerts(&hub, "?rule=overheat&open=true");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let second = open[0]["id"].as_i64().unwrap();
+    hub.kill();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without = text.replacen("name = \"overheat\"", "name = \"overheat-v2\"", 1);
+    std::fs::write(&config, without).unwrap();
+    let hub = HubProcess::start_at(dir.path(), &mqtt, &http, &["--config", config_arg]);
+    assert!(alerts(&hub, "?rule=overheat&open=true").is_empty());
+    let (_, detail) = hub.api("GET", &format!("/api/v1/alerts/{second}"), None);
+    assert_eq!(detail["state"], "cleared", "{detail}");
+    let last = &detail["history"].as_array().unwrap().last().unwrap()["detail"];
+    assert!(
+        last.as_str().unwrap().contains("no longer configured"),
+        "{detail}"
+    );
 }
 
 /// Predicted failure -> work order in a maintenance system (its first

@@ -323,6 +323,57 @@ fn replicas_share_the_stream_the_registry_twins_and_actions_and_postgres_stores_
     }
 }
 
+/// A device registered through one replica publishes at once, and the
+/// shared subscription hands part of it to a replica whose cache has not
+/// caught up (here it would not for ten minutes): that replica once
+/// acknowledged those batches as from an unknown device, and they were
+/// lost. It now asks the store, reloads, and stores them.
+#[test]
+fn a_device_registered_at_another_replica_is_taken_before_this_one_refreshes() {
+    let schema = PgSchema::new("upstream_late");
+    let mut db = schema.client();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let bucket = Bucket::start(dir.path());
+    let shared = |refresh_ms: u64| {
+        format!(
+            "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = {refresh_ms}\n{}",
+            schema.url,
+            bucket.config("models", &bucket.secret)
+        )
+    };
+    let hubs: Vec<HubProcess> = [("hub-a", 100), ("hub-b", 600_000)]
+        .into_iter()
+        .map(|(id, refresh_ms)| {
+            start_hub(
+                &dir.path().join(id),
+                port,
+                &format!("client_id = \"{id}\""),
+                &shared(refresh_ms),
+            )
+        })
+        .collect();
+    hubs[0].provision("press-1", json!({}));
+    let t = now_ns();
+    let batches: Vec<String> = (1..=200)
+        .map(|seq| json_batch("main", seq, t + seq as i64, seq as f64))
+        .collect();
+    publish(port, "strata/v1/press-1/up/telemetry", &batches);
+    eventually(Duration::from_secs(60), "200 batches in PostgreSQL", || {
+        db.query_one("SELECT count(*) FROM telemetry_batches", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 200
+    });
+    let taken = hubs[1].metric("strata_upstream_messages_total");
+    assert!(taken > 0.0, "hub-b took a share: {taken}");
+    assert_eq!(
+        hubs[1].metric("strata_rejected_total{reason=\"unknown_device\"}"),
+        0.0
+    );
+}
+
 #[test]
 fn over_tls_with_passwords_and_topic_rules_at_the_broker() {
     let dir = tempfile::tempdir().unwrap();

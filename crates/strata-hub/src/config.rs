@@ -595,7 +595,7 @@ impl HubConfig {
                 return Err(format!("[[webhooks]]: two endpoints named {:?}", w.name));
             }
         }
-        crate::workflows::validate_all(&config.workflows, &config.webhooks)?;
+        crate::workflows::validate_all(&config.workflows, &config.webhooks, &config.alerts)?;
         config.control.validate()?;
         config.upstream.validate()?;
         if let Some(s3) = &config.artifacts.s3 {

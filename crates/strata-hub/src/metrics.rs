@@ -9,6 +9,25 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::now_ns;
 
+/// `value` as a Prometheus label value: backslash, double quote and
+/// newline escaped (a rule or model name with one would otherwise break
+/// the whole scrape).
+pub fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// Why a piece of input was refused. The label in `strata_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
@@ -440,6 +459,15 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("bearing-hot"), "bearing-hot");
+        assert_eq!(
+            label_value("a \"hot\" one\\\nnext"),
+            "a \\\"hot\\\" one\\\\\\nnext"
+        );
+    }
 
     #[test]
     fn counts_every_rejection_but_logs_few() {

@@ -102,22 +102,29 @@ pub fn spawn_history(
     let keep_ns = config.history_ns()?;
     let every = Duration::from_secs(config.retention_check_s);
     let m = metrics.clone();
-    let pass = move || match store.forget_history(crate::now_ns().saturating_sub(keep_ns)) {
-        Ok((deliveries, runs)) => {
-            m.history_deleted.fetch_add(deliveries + runs, Relaxed);
-            if deliveries + runs > 0 {
-                tracing::info!(
-                    deliveries,
-                    runs,
-                    "deleted finished webhook deliveries and workflow runs past history_days"
+    let pass = move || {
+        let before = crate::now_ns().saturating_sub(keep_ns);
+        match store.forget_history(before).and_then(|(deliveries, runs)| {
+            Ok((deliveries, runs, store.forget_cleared_alerts(before)?))
+        }) {
+            Ok((deliveries, runs, alerts)) => {
+                m.history_deleted
+                    .fetch_add(deliveries + runs + alerts, Relaxed);
+                if deliveries + runs + alerts > 0 {
+                    tracing::info!(
+                        deliveries,
+                        runs,
+                        alerts,
+                        "deleted finished webhook deliveries, workflow runs and cleared alerts past history_days"
+                    );
+                }
+            }
+            Err(e) => {
+                m.retention_failures.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    "deleting old webhook deliveries, workflow runs and alerts failed, trying again at the next check: {e}"
                 );
             }
-        }
-        Err(e) => {
-            m.retention_failures.fetch_add(1, Relaxed);
-            tracing::warn!(
-                "deleting old webhook deliveries and workflow runs failed, trying again at the next check: {e}"
-            );
         }
     };
     Some(periodic(every, metrics, stop, "history retention", pass))

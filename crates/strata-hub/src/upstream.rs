@@ -288,16 +288,39 @@ impl Consumer {
             }
         };
         let device = &topic.device;
-        let snapshot = registry.snapshot(device);
+        let mut snapshot = registry.snapshot(device);
         if !snapshot.active {
-            let (reason, why) = match registry.device(device) {
-                Ok(_) => (RejectReason::RevokedDevice, "is not active"),
-                Err(_) => (RejectReason::UnknownDevice, "is not registered"),
+            // The broker acknowledged the device long ago: what is
+            // acknowledged here and not stored is lost. So only a device
+            // the store itself says is unknown or revoked is refused; one
+            // registered at another replica since this one's cache was
+            // loaded is taken (the cache reloaded), and a store that
+            // cannot answer gets the message again later.
+            let refuse = |reason, why: &str| {
+                metrics.reject(reason, 1, || {
+                    format!("upstream: device {device} {why} ({:?})", p.topic)
+                });
+                Waiting::Settled(Ok(()))
             };
-            metrics.reject(reason, 1, || {
-                format!("upstream: device {device} {why} ({:?})", p.topic)
-            });
-            return Waiting::Settled(Ok(()));
+            match registry.device(device) {
+                Ok(d) if d.state == strata_store::DeviceState::Active => {
+                    if let Err(e) = registry.refresh() {
+                        tracing::warn!("upstream: cannot reload the registry for {device}: {e}");
+                    }
+                    snapshot = registry.snapshot(device);
+                    if !snapshot.active {
+                        return Waiting::Settled(Err(IngestRefusal::Retry));
+                    }
+                }
+                Ok(_) => return refuse(RejectReason::RevokedDevice, "is not active"),
+                Err(crate::error::Error::NotFound(_)) => {
+                    return refuse(RejectReason::UnknownDevice, "is not registered");
+                }
+                Err(e) => {
+                    tracing::warn!("upstream: cannot look up device {device}: {e}");
+                    return Waiting::Settled(Err(IngestRefusal::Retry));
+                }
+            }
         }
         match self
             .hooks

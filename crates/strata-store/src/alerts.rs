@@ -170,4 +170,8 @@ pub trait AlertStore: Send + Sync + 'static {
     /// no longer pending, and the workflow runs no longer running that
     /// last changed before it; returns how many of each.
     fn forget_history(&self, before_ns: i64) -> Result<(u64, u64)>;
+    /// Deletes the alerts cleared before `before_ns`, with their history;
+    /// returns how many. The alert with the largest id stays, so that ids
+    /// are never given twice ([`AlertStore::max_alert_id`]).
+    fn forget_cleared_alerts(&self, before_ns: i64) -> Result<u64>;
 }

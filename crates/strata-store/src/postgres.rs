@@ -187,10 +187,30 @@ impl Drop for Session {
     }
 }
 
+/// Connects to `url`. Unless the URL says otherwise, a server that
+/// vanishes without closing the connection (a power cut, a partition) is
+/// noticed within about half a minute, not the two hours of the system's
+/// TCP keepalive: a call blocked on it fails (and the connection is made
+/// again) instead of holding the ingest writer or a lease for hours.
 fn connect(url: &str) -> Result<Session> {
-    Client::connect(url, NoTls)
+    let what = || format!("cannot connect to PostgreSQL at {}", redact(url));
+    let mut config = url.parse::<postgres::Config>().context(what)?;
+    if !url.contains("connect_timeout") {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    if !url.contains("keepalives") {
+        config
+            .keepalives_idle(std::time::Duration::from_secs(10))
+            .keepalives_interval(std::time::Duration::from_secs(5))
+            .keepalives_retries(3);
+    }
+    if !url.contains("tcp_user_timeout") {
+        config.tcp_user_timeout(std::time::Duration::from_secs(30));
+    }
+    config
+        .connect(NoTls)
         .map(|client| Session(Some(client)))
-        .context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
+        .context(what)
 }
 
 /// Runs `f` on `client`, made again first if it was closed, and after `f`
@@ -261,9 +281,9 @@ impl PostgresTelemetry {
     pub fn connect(url: &str) -> Result<Self> {
         let (client, reader) = off_runtime(|| {
             let mut client = connect(url)?;
-            client
-                .batch_execute(SCHEMA)
-                .context(|| "cannot create the telemetry tables".into())?;
+            // Under the lock the shared tables are made with: replicas
+            // starting together on an empty database race otherwise.
+            changes::create(&mut client, SCHEMA, "telemetry")?;
             Ok::<_, Error>((client, connect(url)?))
         })?;
         Ok(PostgresTelemetry {
@@ -489,12 +509,19 @@ fn write_batches(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutc
         }
         // SQL integers are signed; a seq above i64::MAX keeps its bits.
         let seqs: Vec<i64> = batches.iter().map(|b| b.batch.seq as i64).collect();
+        // Keys in one order at every replica: two replicas inserting
+        // overlapping redeliveries in opposite orders would each wait for
+        // the other's row (a deadlock, which fails a whole commit).
+        let mut keys: Vec<(i64, i64)> = streams.iter().copied().zip(seqs.iter().copied()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (key_streams, key_seqs): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
         let new: HashSet<(i64, i64)> = tx
             .query(
                 "INSERT INTO telemetry_seqs (stream_id, seq)
                  SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])
                  ON CONFLICT DO NOTHING RETURNING stream_id, seq",
-                &[&streams, &seqs],
+                &[&key_streams, &key_seqs],
             )
             .context(|| "cannot record the batches' seqs".into())?
             .iter()

@@ -4,7 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{Error, Result};
+
+/// An update that changed no row names a cycle that does not exist: an
+/// error, not a silent no-op (a cycle saved under a wrong id would stay
+/// where it was forever).
+pub(crate) fn no_cycle_unless(changed: usize, id: i64) -> Result<()> {
+    if changed == 0 {
+        return Err(Error::NotFound(format!("no retraining cycle {id}")));
+    }
+    Ok(())
+}
 
 /// A stored cycle: its id, model and state as columns (to find open
 /// cycles), the rest as the hub's JSON document.

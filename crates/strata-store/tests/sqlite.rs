@@ -624,6 +624,44 @@ fn alerts_with_history_and_deliveries_in_queue_order_per_endpoint() {
     assert!(store.runs(None, 10).unwrap()[0].id > last_run);
 }
 
+/// Cleared alerts past the history go with their history; open ones,
+/// recent ones and the one with the largest id (ids are never given
+/// twice) stay.
+#[test]
+fn cleared_alerts_past_the_history_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    let record = |id: i64, state: &str, updated_ns: i64| {
+        let alert = StoredAlert {
+            id,
+            rule: "hot".into(),
+            device: "m1".into(),
+            state: state.into(),
+            raised_ns: 10,
+            updated_ns,
+            body: serde_json::json!({}),
+        };
+        let event = AlertEvent {
+            ts_ns: updated_ns,
+            kind: state.into(),
+            detail: String::new(),
+        };
+        store.record_alert(&alert, &event, &[], &[]).unwrap();
+    };
+    record(1, "cleared", 100);
+    record(2, "active", 100);
+    record(3, "cleared", 500);
+    record(4, "cleared", 100);
+    assert_eq!(store.forget_cleared_alerts(200).unwrap(), 1);
+    assert!(store.alert(1).unwrap().is_none());
+    assert!(store.alert_events(1).unwrap().is_empty());
+    for kept in [2, 3, 4] {
+        assert!(store.alert(kept).unwrap().is_some(), "alert {kept}");
+    }
+    assert_eq!(store.alert_events(4).unwrap().len(), 1);
+    assert_eq!(store.max_alert_id().unwrap(), 4);
+}
+
 #[test]
 fn control_actions_are_kept_once_per_device_and_seq_newest_first() {
     let dir = tempfile::tempdir().unwrap();

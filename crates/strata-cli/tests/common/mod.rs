@@ -319,7 +319,10 @@ impl HubProcess {
 /// The harness's HTTP client: for an `https://` API, one that trusts the
 /// hub's CA (`ca.pem` in its data directory) and nothing else.
 pub fn api_agent(api: &str, data_dir: &Path) -> ureq::Agent {
-    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+    // A hub that hangs fails the test instead of stopping the run.
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)));
     if api.starts_with("https://") {
         let pem = std::fs::read(data_dir.join("ca.pem")).expect("the hub's ca.pem");
         let certificates = ureq::tls::parse_pem(&pem)

@@ -161,6 +161,10 @@ impl Evaluator {
             Condition::Offline => None,
         };
         let (breach, value) = measured?;
+        // A z-score over a flat baseline, or a rate over a nanosecond, can
+        // be infinite; JSON has no infinity, and a stored alert must read
+        // back.
+        let value = value.clamp(-f64::MAX, f64::MAX);
         Self::step(t, breach, value, ts_ns, for_ns, clear_ns)
     }
 
@@ -351,6 +355,26 @@ mod tests {
         );
         // The first reading has no rate; an out-of-order one is ignored.
         assert!(e.reading(0, "m", 2 * S, 100.0).is_none());
+    }
+
+    #[test]
+    fn an_anomaly_over_a_flat_baseline_has_a_finite_score() {
+        let mut e = evaluator(
+            "name = \"odd\"\nsignal = \"v\"\ncondition = \"anomaly\"\nvalue = 4\nwindow = 10\n",
+        );
+        let mut values = vec![5.0; 10];
+        values.push(6.0);
+        let got = feed(&mut e, "m", &values);
+        assert_eq!(
+            got,
+            vec![(
+                10,
+                Verdict::Raise {
+                    value: f64::MAX,
+                    since_ns: 10 * S
+                }
+            )]
+        );
     }
 
     #[test]

@@ -81,8 +81,10 @@ pub struct Alert {
     /// The rule's threshold, rate or z-score limit.
     pub threshold: f64,
     /// The value that raised it.
+    #[serde(deserialize_with = "number_or_null")]
     pub raised_value: f64,
     /// The latest breaching value.
+    #[serde(deserialize_with = "number_or_null")]
     pub last_value: f64,
     /// Breaching readings seen while it was open (the first included).
     pub breaches: u64,
@@ -100,6 +102,12 @@ pub struct Alert {
     pub note: Option<String>,
     /// When it cleared, ns.
     pub cleared_ns: Option<i64>,
+}
+
+/// A stored value; `null` is an infinite z-score or rate that an older
+/// hub stored as JSON's nothing, read as the largest number.
+fn number_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::MAX))
 }
 
 impl Alert {
@@ -220,12 +228,19 @@ impl Alerts {
             open: true,
             ..AlertFilter::default()
         };
+        // Open alerts no configured rule watches any more (the rule was
+        // removed or renamed, or its device list no longer names the
+        // device): nothing would ever clear them, so they clear now.
+        let mut unwatched = Vec::new();
         for stored in store.alerts(&filter, usize::MAX >> 1)? {
             let alert = Alert::from_stored(stored)?;
-            // An alert of a rule no longer configured stays as it is.
-            if let Some(i) = rules.iter().position(|r| r.name == alert.rule) {
-                eval.mark_open(i, &alert.device);
-                open.insert((i, alert.device.clone()), alert);
+            match rules.iter().position(|r| r.name == alert.rule) {
+                Some(i) if applies_to_device(&rules[i], &alert.device) => {
+                    eval.mark_open(i, &alert.device);
+                    open.insert((i, alert.device.clone()), alert);
+                }
+                Some(_) => unwatched.push((alert, "no longer watches its device")),
+                None => unwatched.push((alert, "is no longer configured")),
             }
         }
         let needs_devices = rules
@@ -254,6 +269,15 @@ impl Alerts {
             has_offline_rules: watches_presence(&rules),
             worker: Worker::default(),
         });
+        let now = now_ns();
+        for (mut alert, why) in unwatched {
+            alert.state = AlertState::Cleared;
+            alert.cleared_ns = Some(now);
+            alert.updated_ns = now;
+            let detail = format!("cleared at start: rule {:?} {why}", alert.rule);
+            // Not stored: it stays open, and the next start tries again.
+            alerts.record(&alert, "cleared", detail);
+        }
         if !rules.is_empty() {
             let worker = Arc::clone(&alerts);
             alerts
@@ -461,7 +485,8 @@ impl Alerts {
                 let Some(mut alert) = state.open.remove(&key) else {
                     return;
                 };
-                state.dirty.remove(&key);
+                let before = alert.clone();
+                let was_dirty = state.dirty.remove(&key);
                 alert.state = AlertState::Cleared;
                 alert.cleared_ns = Some(now);
                 alert.updated_ns = now;
@@ -474,9 +499,12 @@ impl Alerts {
                     )
                 };
                 if !self.record(&alert, "cleared", detail) {
-                    // Keep it open: the next reading clears it again.
-                    alert.state = AlertState::Active;
-                    state.open.insert(key, alert);
+                    // Keep it open as it was (acknowledged or not): the
+                    // next reading clears it again.
+                    if was_dirty {
+                        state.dirty.insert(key.clone());
+                    }
+                    state.open.insert(key, before);
                     state.eval.mark_open(rule, device);
                 }
             }
@@ -529,6 +557,8 @@ impl Alerts {
             .find(|(_, a)| a.id == id)
             .map(|(k, _)| k.clone())
         else {
+            // `alert` takes the state's lock again.
+            drop(state);
             let stored = self.alert(id)?.alert;
             return Err(Error::Conflict(match stored.state {
                 AlertState::Cleared => {
@@ -643,7 +673,8 @@ impl Alerts {
         let raised = self.raised.lock().unwrap_or_else(|e| e.into_inner());
         for r in state.eval.rules() {
             let n = raised.get(&r.name).copied().unwrap_or(0);
-            let _ = writeln!(out, "strata_alerts_raised_total{{rule=\"{}\"}} {n}", r.name);
+            let rule = crate::metrics::label_value(&r.name);
+            let _ = writeln!(out, "strata_alerts_raised_total{{rule=\"{rule}\"}} {n}");
         }
         let _ = writeln!(
             out,
@@ -655,10 +686,14 @@ impl Alerts {
     }
 }
 
+/// Whether `rule`'s device list (if any) names `device`.
+fn applies_to_device(rule: &AlertRule, device: &str) -> bool {
+    rule.devices.is_empty() || rule.devices.iter().any(|d| d == device)
+}
+
 /// Whether `rule` watches `device` (of `site`).
 fn applies(rule: &AlertRule, device: &str, site: Option<&str>) -> bool {
-    (rule.devices.is_empty() || rule.devices.iter().any(|d| d == device))
-        && rule.site.as_deref().is_none_or(|s| Some(s) == site)
+    applies_to_device(rule, device) && rule.site.as_deref().is_none_or(|s| Some(s) == site)
 }
 
 #[cfg(test)]

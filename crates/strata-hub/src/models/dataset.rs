@@ -25,7 +25,10 @@ pub struct DatasetSpec {
     /// Start of the window, ns (0: from the first reading).
     #[serde(default)]
     pub from_ns: i64,
-    /// End of the window, ns (0: up to now).
+    /// End of the window, ns, not included (0: up to now). Only rows
+    /// (feature vectors) stamped in `from_ns..to_ns` are kept, though the
+    /// store replays whole batches that overlap it: a training window
+    /// and the evaluation window after it share no row.
     #[serde(default)]
     pub to_ns: i64,
     /// Only this stream of each device (all streams when absent).
@@ -224,7 +227,7 @@ pub fn as_stored(agent: &PipelineConfig) -> PipelineConfig {
 }
 
 /// Replays one device: calls `row(ts_ns, features, target)` for every
-/// vector with a target reading before it.
+/// vector stamped in `from_ns..to_ns` with a target reading before it.
 pub fn replay_device(
     store: &dyn TelemetryStore,
     spec: &DatasetSpec,
@@ -241,7 +244,7 @@ pub fn replay_device(
     let mut targets: VecDeque<(i64, f64)> = VecDeque::new();
     let mut emit = |out: &mut Output, targets: &mut VecDeque<(i64, f64)>| {
         for v in out.take_vectors() {
-            if v.name.as_ref() != spec.vector {
+            if v.name.as_ref() != spec.vector || !(from_ns..to_ns).contains(&v.ts_ns) {
                 continue;
             }
             while targets.len() > 1 && targets[1].0 < v.ts_ns {
@@ -347,5 +350,59 @@ mod tests {
             Some(&vec![21.0f32]),
             "the mean of what was stored: {rows:?}"
         );
+    }
+
+    /// The store replays whole batches that overlap a window; a batch
+    /// across the split once put rows after it in the training set.
+    #[test]
+    fn windows_either_side_of_a_split_share_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap();
+        let s = 1_000_000_000i64;
+        let ts: Vec<i64> = (1..=60).map(|i| i * s).collect();
+        let series = |name: &str| SignalSeries {
+            name: name.into(),
+            unit: String::new(),
+            ts_ns: ts.clone(),
+            values: ts.iter().map(|&t| (t / s) as f64).collect(),
+            quality: Vec::new(),
+        };
+        let batch = TelemetryBatch {
+            stream: "line".into(),
+            seq: 1,
+            signals: vec![series("temp"), series("label.y")],
+        };
+        store
+            .write_batches(&[BatchWrite {
+                device: DeviceId::new("press-1").unwrap(),
+                received_ns: 61 * s,
+                batch: EncodedBatch::encode(&batch),
+            }])
+            .unwrap();
+        let pipeline: PipelineConfig = serde_json::from_value(serde_json::json!({
+            "windows": [{"name": "w", "signals": ["temp"], "size_ms": 5000, "features": ["mean"]}],
+            "vectors": [{"name": "v", "features": ["w.temp.mean"]}],
+        }))
+        .unwrap();
+        let split = 30 * s;
+        let spec = |from_ns, to_ns| DatasetSpec {
+            devices: vec!["press-1".into()],
+            from_ns,
+            to_ns,
+            stream: None,
+            pipeline: pipeline.clone(),
+            vector: "v".into(),
+            target: "label.y".into(),
+        };
+        let train = build(&store, &spec(0, split), &mut |_, _| ()).unwrap();
+        let eval = build(&store, &spec(split, 0), &mut |_, _| ()).unwrap();
+        assert!(
+            train.len() >= 4 && eval.len() >= 4,
+            "{} {}",
+            train.len(),
+            eval.len()
+        );
+        assert!(train.ts_ns.iter().all(|&t| t < split), "{:?}", train.ts_ns);
+        assert!(eval.ts_ns.iter().all(|&t| t >= split), "{:?}", eval.ts_ns);
     }
 }

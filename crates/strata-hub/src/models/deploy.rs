@@ -306,6 +306,26 @@ impl Deployer {
         Ok(out)
     }
 
+    /// The version of `model` most active devices serve (not as a
+    /// shadow); the highest of equals. `None` when no device serves it.
+    pub fn most_served_version(&self, model: &str) -> Result<Option<u32>> {
+        let mut counts: std::collections::BTreeMap<u32, usize> = Default::default();
+        for twin in self.twins.desired_twins()? {
+            if !self.registry.is_active(&twin.device) {
+                continue;
+            }
+            for m in desired_list::<ModelAssignment>(&twin, "models")? {
+                if m.name == model && !m.shadow {
+                    *counts.entry(m.version).or_default() += 1;
+                }
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .max_by_key(|&(version, n)| (n, version))
+            .map(|(version, _)| version))
+    }
+
     /// Changes the device's model assignments and publishes its twin.
     fn edit_models(
         &self,
@@ -384,7 +404,16 @@ impl Deployer {
     }
 
     fn send(&self, reach: Reach, twin: &Twin) -> Result<()> {
-        let (topic, payload) = twin_message(twin)?;
+        let (topic, payload) = match twin_message(twin) {
+            Ok(message) => message,
+            // A twin this hub cannot read (written by a newer replica
+            // during a rolling upgrade, say) must not stop the twins of
+            // every other device: it is skipped, said, and left as is.
+            Err(e) => {
+                tracing::warn!(device = %twin.device, "cannot send the desired twin: {e}");
+                return Ok(());
+            }
+        };
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         if !published.admits(&twin.device, twin.desired_version) {
             return Ok(());

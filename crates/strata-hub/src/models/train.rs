@@ -49,6 +49,10 @@ pub struct TrainSpec {
     /// Free text for the registry.
     #[serde(default)]
     pub description: String,
+    /// The version this one retrains, for its lineage (a retraining
+    /// cycle's champion); by default the `champion` alias, else the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
 }
 
 fn default_holdout() -> f64 {
@@ -315,40 +319,55 @@ pub fn run(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let parent = registry
-        .model(&spec.model)
-        .ok()
-        .and_then(|m| m.aliases.get("champion").copied().or(m.latest_version));
+    let parent = spec.parent.or_else(|| {
+        registry
+            .model(&spec.model)
+            .ok()
+            .and_then(|m| m.aliases.get("champion").copied().or(m.latest_version))
+    });
     // A job taken back by another replica's worker registers its version
     // there, once.
     ctx.still_mine()?;
-    let version = registry.register(NewVersion {
-        model: spec.model.clone(),
-        onnx,
-        features: Some(data.features.clone()),
-        vector: Some(spec.dataset.vector.clone()),
-        description: spec.description.clone(),
-        lineage: Lineage {
-            trigger: spec.trigger.clone(),
-            trainer: spec.trainer.name(),
-            job: Some(ctx.id()),
-            parent_version: parent,
-            data_from_ns: data.ts_ns.iter().min().copied(),
-            data_to_ns: data.ts_ns.iter().max().copied(),
-            data_sha256: Some(digest),
-            rows: Some(data.len() as u64),
-            devices: data.devices.clone(),
-            sites,
-            target: Some(spec.dataset.target.clone()),
-            params: serde_json::json!({
-                "trainer": params,
-                "pipeline": spec.dataset.pipeline,
-                "holdout": spec.holdout,
-            }),
-        },
-        metrics,
-        tree_stats,
-    })?;
+    // A job run again after a stop between its registration and its last
+    // steps (the profile, the alias) finishes the version it registered
+    // rather than registering a second one.
+    let registered = match registry.versions(&spec.model) {
+        Ok(versions) => versions
+            .into_iter()
+            .find(|v| v.lineage.job == Some(ctx.id())),
+        Err(Error::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let version = match registered {
+        Some(v) => v,
+        None => registry.register(NewVersion {
+            model: spec.model.clone(),
+            onnx,
+            features: Some(data.features.clone()),
+            vector: Some(spec.dataset.vector.clone()),
+            description: spec.description.clone(),
+            lineage: Lineage {
+                trigger: spec.trigger.clone(),
+                trainer: spec.trainer.name(),
+                job: Some(ctx.id()),
+                parent_version: parent,
+                data_from_ns: data.ts_ns.iter().min().copied(),
+                data_to_ns: data.ts_ns.iter().max().copied(),
+                data_sha256: Some(digest),
+                rows: Some(data.len() as u64),
+                devices: data.devices.clone(),
+                sites,
+                target: Some(spec.dataset.target.clone()),
+                params: serde_json::json!({
+                    "trainer": params,
+                    "pipeline": spec.dataset.pipeline,
+                    "holdout": spec.holdout,
+                }),
+            },
+            metrics,
+            tree_stats,
+        })?,
+    };
     // The reference for drift: the training rows and the model's outputs
     // on them.
     let (reference_rows, _) = data.take(&train_idx);

@@ -141,8 +141,11 @@ impl Retrainer {
 }
 
 fn decode(stored: StoredCycle) -> Result<Cycle> {
-    serde_json::from_value(stored.body)
-        .map_err(|e| Error::Conflict(format!("retraining cycle {} is damaged: {e}", stored.id)))
+    let mut c: Cycle = serde_json::from_value(stored.body)
+        .map_err(|e| Error::Conflict(format!("retraining cycle {} is damaged: {e}", stored.id)))?;
+    // The body written at creation, before the store gave the id, says 0.
+    c.id = stored.id;
+    Ok(c)
 }
 
 fn run(deps: RetrainDeps, policies: Vec<RetrainPolicy>, stop: Arc<AtomicBool>, wake: Arc<Wake>) {
@@ -205,7 +208,7 @@ fn check(deps: &RetrainDeps, p: &RetrainPolicy, now: i64) -> Result<()> {
     {
         return Ok(());
     }
-    let Some(champion) = serving_version(&deps.models, &p.model)? else {
+    let Some(champion) = serving_version(&deps.models, &deps.deployer, &p.model)? else {
         return Ok(());
     };
     let last_start = latest.as_ref().map(|l| l.created_ns);
@@ -277,9 +280,13 @@ fn champion_moved(aliases: &std::collections::BTreeMap<String, u32>, champion: u
         .filter(|&now| now != champion)
 }
 
-/// The version a model serves: its champion, else its latest.
+/// The version a model serves: its champion; without that alias (a
+/// version deployed by number), the one most devices run, else its
+/// latest. Not simply the latest: a challenger a cycle registered and
+/// rejected is the latest, and runs nowhere.
 pub fn serving_version(
     models: &ModelRegistry,
+    deployer: &Deployer,
     model: &str,
 ) -> Result<Option<strata_store::ModelVersion>> {
     let info = match models.model(model) {
@@ -287,12 +294,11 @@ pub fn serving_version(
         Err(Error::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Some(number) = info
-        .aliases
-        .get("champion")
-        .copied()
-        .or(info.latest_version)
-    else {
+    let number = match info.aliases.get("champion") {
+        Some(&n) => Some(n),
+        None => deployer.most_served_version(model)?.or(info.latest_version),
+    };
+    let Some(number) = number else {
         return Ok(None);
     };
     Ok(Some(models.version(model, &VersionRef::Number(number))?))
@@ -377,7 +383,9 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     let (recipe, mut spec) = recipe(deps, c)?;
     let trigger = c.lineage_trigger();
     let newest = deps.jobs.jobs(JOBS_LOOKED_AT)?;
-    if let Some(job) = submitted_before(&newest, c, "train", |s| s["trigger"] == trigger.as_str()) {
+    if let Some(job) = submitted_before(&newest, c, "train", |s| {
+        s["trigger"] == trigger.as_str() && s["model"] == c.model.as_str()
+    }) {
         let submitted: TrainSpec = serde_json::from_value(job.spec.clone()).map_err(|e| {
             Error::Conflict(format!(
                 "the training spec of job {} is unreadable: {e}",
@@ -409,6 +417,7 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     spec.dataset.to_ns = split;
     spec.alias = Some("challenger".into());
     spec.trigger = c.lineage_trigger();
+    spec.parent = Some(c.champion);
     spec.description = format!(
         "retrained by cycle {} ({}): {}",
         c.id, c.trigger.kind, c.trigger.detail
@@ -594,6 +603,31 @@ fn decide_offline(
 fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
     let aliases = deps.models.model(&c.model)?.aliases;
+    if champion_moved(&aliases, c.champion) == Some(challenger) {
+        // This cycle promoted it at an earlier check whose record did not
+        // complete (the hub stopped, or the store refused the audit entry
+        // or the save after the alias moved): finish the record.
+        let serving = deps.deployer.serving(&c.model)?;
+        deps.audit.record(
+            crate::audit::Event::ok(
+                "retrainer",
+                "model.promote",
+                format!("{}@{challenger}", c.model),
+            )
+            .detail(
+                serde_json::json!({"cycle": c.id, "devices": serving.len(), "recorded_late": true}),
+            ),
+        )?;
+        c.step(
+            CycleState::Promoted,
+            format!(
+                "v{challenger} is champion and serves on {} devices (promoted at an earlier check, recorded now)",
+                serving.len()
+            ),
+            now,
+        );
+        return Ok(());
+    }
     if let Some(now_champion) = champion_moved(&aliases, c.champion) {
         // Someone promoted another version meanwhile: the challenger was
         // compared with a version that no longer serves, so promoting it

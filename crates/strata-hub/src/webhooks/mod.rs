@@ -28,6 +28,10 @@ use crate::wake::Worker;
 /// The events a webhook can subscribe to.
 pub const EVENTS: &[&str] = &["alert.raised", "alert.acknowledged", "alert.cleared"];
 
+/// The longest backoff and request timeout an endpoint may set.
+const DAY_S: f64 = 86_400.0;
+const HOUR_S: f64 = 3_600.0;
+
 /// One `[[webhooks]]` endpoint of the hub's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,13 +114,15 @@ impl WebhookEndpoint {
         if self.max_attempts == 0 {
             return Err(format!("{at}: max_attempts must be at least 1"));
         }
-        for (key, v) in [
-            ("backoff_s", self.backoff_s),
-            ("max_backoff_s", self.max_backoff_s),
-            ("timeout_s", self.timeout_s),
+        for (key, v, most) in [
+            ("backoff_s", self.backoff_s, DAY_S),
+            ("max_backoff_s", self.max_backoff_s, DAY_S),
+            ("timeout_s", self.timeout_s, HOUR_S),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!("{at}: {key} must be a positive number of seconds"));
+            if !(v.is_finite() && v > 0.0 && v <= most) {
+                return Err(format!(
+                    "{at}: {key} must be a positive number of seconds, at most {most}"
+                ));
             }
         }
         if self.max_backoff_s < self.backoff_s {
@@ -178,6 +184,20 @@ impl Endpoint {
                 .limit(1 << 20)
                 .read_to_string()
                 .unwrap_or_default()),
+            Ok(r) if r.status().is_redirection() => {
+                let to = r
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .map_or_else(|| "elsewhere".to_owned(), origin);
+                Err(Failure {
+                    why: format!(
+                        "HTTP {}: the endpoint redirects to {to}; set its url to where it points (redirects are not followed)",
+                        r.status().as_u16()
+                    ),
+                    for_good: true,
+                })
+            }
             Ok(r) => {
                 let status = r.status().as_u16();
                 Err(Failure {
@@ -207,9 +227,11 @@ fn origin(url: &str) -> String {
 }
 
 /// Why a POST failed, and whether trying again could change that.
-struct Failure {
-    why: String,
-    for_good: bool,
+pub struct Failure {
+    /// What went wrong, for the log and the record.
+    pub why: String,
+    /// True when sending the same again cannot succeed.
+    pub for_good: bool,
 }
 
 /// The webhook deliverer.
@@ -238,8 +260,13 @@ impl Webhooks {
                 }
                 None => ureq::tls::RootCerts::WebPki,
             };
+            // No redirects: following one turns the POST into a GET
+            // without its body (and a 200 to that would count as
+            // delivered), and sends the signed request where the
+            // receiver, not the operator, says.
             let agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                .max_redirects(0)
                 .timeout_global(Some(Duration::from_secs_f64(config.timeout_s)))
                 .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
                 .build()
@@ -338,12 +365,12 @@ impl Webhooks {
         id: &str,
         event: &str,
         body: &str,
-    ) -> std::result::Result<String, String> {
-        let e = self
-            .endpoints
-            .get(endpoint)
-            .ok_or_else(|| format!("no webhook endpoint {endpoint:?} is configured"))?;
-        e.post(id, event, body).map_err(|f| f.why)
+    ) -> std::result::Result<String, Failure> {
+        let e = self.endpoints.get(endpoint).ok_or_else(|| Failure {
+            why: format!("no webhook endpoint {endpoint:?} is configured"),
+            for_good: true,
+        })?;
+        e.post(id, event, body)
     }
 
     fn run(&self) {

@@ -38,10 +38,25 @@ use utoipa::ToSchema;
 use crate::error::{Error, Result};
 use crate::now_ns;
 use crate::wake::Worker;
-use crate::webhooks::{EVENTS, Webhooks};
+use crate::webhooks::{EVENTS, Failure, Webhooks};
 
 /// Attempts of a command step before the run fails.
 const COMMAND_ATTEMPTS: u32 = 10;
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure {
+            why,
+            for_good: false,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(why: &str) -> Failure {
+        why.to_owned().into()
+    }
+}
 
 /// One `[[workflows]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -142,9 +157,21 @@ impl Workflow {
 pub fn validate_all(
     workflows: &[Workflow],
     webhooks: &[crate::webhooks::WebhookEndpoint],
+    alerts: &[crate::alerts::rules::AlertRule],
 ) -> Result<(), String> {
     for (i, w) in workflows.iter().enumerate() {
         w.validate(webhooks)?;
+        // A misspelt rule would leave the workflow silently idle.
+        if let Some(r) = w
+            .rules
+            .iter()
+            .find(|r| !alerts.iter().any(|a| &a.name == *r))
+        {
+            return Err(format!(
+                "[[workflows]] {:?}: rules names {r:?}, which no [[alerts]] rule is called",
+                w.name
+            ));
+        }
         if workflows[..i].iter().any(|o| o.name == w.name) {
             return Err(format!("[[workflows]]: two workflows named {:?}", w.name));
         }
@@ -394,9 +421,30 @@ impl Workflows {
             }
             return Ok(self.store.update_run(&run.stored(now))?);
         };
-        let Some(step) = workflow.steps.get(run.step) else {
-            run.state = "failed".into();
+        // A run goes on only with the steps it started with: after a step
+        // was added, removed or renamed its outcomes and `steps.NAME`
+        // outputs would belong to other steps.
+        let same_steps = run.steps.len() == workflow.steps.len()
+            && run
+                .steps
+                .iter()
+                .zip(&workflow.steps)
+                .all(|(o, s)| o.name == s.name);
+        let step = workflow.steps.get(run.step).filter(|_| same_steps);
+        let Some(step) = step else {
             run.updated_ns = now;
+            // Every step it started with is done: it is finished.
+            run.state = "succeeded".into();
+            if let Some(s) = run.steps.get_mut(run.step) {
+                run.state = "failed".into();
+                s.state = "failed".into();
+                s.error = Some(format!(
+                    "workflow {:?} changed since this run started: its steps are now {:?}",
+                    run.workflow,
+                    workflow.steps.iter().map(|s| &s.name).collect::<Vec<_>>()
+                ));
+                s.finished_ns = Some(now);
+            }
             return Ok(self.store.update_run(&run.stored(now))?);
         };
         let result = self.attempt(&run, step);
@@ -424,7 +472,7 @@ impl Workflows {
                     run.state = "succeeded".into();
                 }
             }
-            Err(e) if outcome.attempts >= max_attempts => {
+            Err(Failure { why: e, for_good }) if for_good || outcome.attempts >= max_attempts => {
                 tracing::warn!(
                     "workflow {} run {}: step {} failed after {} attempts: {e}",
                     run.workflow,
@@ -437,7 +485,7 @@ impl Workflows {
                 outcome.finished_ns = Some(now);
                 run.state = "failed".into();
             }
-            Err(e) => {
+            Err(Failure { why: e, .. }) => {
                 outcome.error = Some(e);
                 next_ns = now + backoff.as_nanos() as i64;
             }
@@ -446,8 +494,9 @@ impl Workflows {
         Ok(self.store.update_run(&run.stored(next_ns))?)
     }
 
-    /// One attempt at `step`: its output, or why it failed.
-    fn attempt(&self, run: &Run, step: &Step) -> std::result::Result<Value, String> {
+    /// One attempt at `step`: its output, or why it failed (for good
+    /// when the endpoint refused the request itself, e.g. a 401).
+    fn attempt(&self, run: &Run, step: &Step) -> std::result::Result<Value, Failure> {
         let ctx = run.context();
         if let Some(endpoint) = &step.webhook {
             let body = match &step.body {
@@ -547,5 +596,84 @@ mod tests {
             Run::from_stored(flows.runs_for("alert.raised", "hot", &alert).remove(0)).unwrap();
         assert_eq!(run.steps[0].state, "pending");
         assert_eq!(run.context()["alert"]["device"], "m1");
+    }
+
+    #[test]
+    fn a_rule_no_alert_is_called_is_refused() {
+        let w: Workflow = toml::from_str(
+            "name = \"w\"\nrules = [\"hto\"]\n[[steps]]\nname = \"a\"\ncommand = {}\n",
+        )
+        .unwrap();
+        let hot: crate::alerts::rules::AlertRule =
+            toml::from_str("name = \"hot\"\nsignal = \"t\"\ncondition = \"above\"\nvalue = 1\n")
+                .unwrap();
+        let err =
+            validate_all(std::slice::from_ref(&w), &[], std::slice::from_ref(&hot)).unwrap_err();
+        assert!(err.contains("\"hto\""), "{err}");
+        let mut fixed = w;
+        fixed.rules = vec!["hot".into()];
+        validate_all(&[fixed], &[], &[hot]).unwrap();
+    }
+
+    /// Runs stored with other steps than the workflow has now: it once
+    /// indexed past a run's own outcomes and stopped the runner thread at
+    /// every start.
+    #[test]
+    fn a_run_goes_on_only_with_the_steps_it_started_with() {
+        let workflow = |steps: &[&str]| -> Workflow {
+            let mut text = "name = \"w\"\n".to_owned();
+            for s in steps {
+                text += &format!("[[steps]]\nname = \"{s}\"\ncommand = {{ x = 1 }}\n");
+            }
+            toml::from_str(&text).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            strata_store::SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap(),
+        );
+        let hooks = Webhooks::start(store.clone(), &[], dir.path()).unwrap();
+        // (steps it started with, steps now, its state after one advance)
+        for (alert_id, (then, now, state)) in [
+            (&["a"][..], &["a", "b"][..], "succeeded"),
+            (&["a", "b"][..], &["a", "c"][..], "failed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let before = Workflows::new(vec![workflow(then)], store.clone(), hooks.clone());
+            let mut run =
+                Run::from_stored(before.runs_for("alert.raised", "r", &json!({})).remove(0))
+                    .unwrap();
+            // Step a is done; the run is still `running`.
+            run.step = 1;
+            run.steps[0].state = "succeeded".into();
+            let alert = strata_store::StoredAlert {
+                id: alert_id as i64 + 1,
+                rule: "r".into(),
+                device: "m1".into(),
+                state: "active".into(),
+                raised_ns: 1,
+                updated_ns: 1,
+                body: json!({}),
+            };
+            let event = strata_store::AlertEvent {
+                ts_ns: 1,
+                kind: "raised".into(),
+                detail: String::new(),
+            };
+            store
+                .record_alert(&alert, &event, &[], &[run.stored(0)])
+                .unwrap();
+            let after = Workflows::new(vec![workflow(now)], store.clone(), hooks.clone());
+            let due = store.due_runs(i64::MAX, 10).unwrap();
+            assert_eq!(due.len(), 1);
+            after.advance(due[0].clone()).unwrap();
+            let done = Run::from_stored(store.run(due[0].id).unwrap().unwrap()).unwrap();
+            assert_eq!(done.state, state, "{done:?}");
+            if state == "failed" {
+                let why = done.steps[1].error.as_deref().unwrap_or_default();
+                assert!(why.contains("changed"), "{why}");
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use postgres::Row;
 
 use super::Connection;
 use crate::error::{Context, Error, Result};
-use crate::retrain::{RetrainStore, StoredCycle};
+use crate::retrain::{RetrainStore, StoredCycle, no_cycle_unless};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_retrain_cycles (
@@ -79,13 +79,13 @@ impl RetrainStore for PostgresCycles {
 
     fn update_cycle(&self, c: &StoredCycle) -> Result<()> {
         self.db.with(|db| {
-            db.execute(
+            let changed = db.execute(
                 "UPDATE shared_retrain_cycles SET state = $2, done = $3, updated_ns = $4, body = $5
                  WHERE id = $1",
                 &[&c.id, &c.state, &c.done, &c.updated_ns, &c.body.to_string()],
             )
             .context(|| format!("cannot update retraining cycle {}", c.id))?;
-            Ok(())
+            no_cycle_unless(changed as usize, c.id)
         })
     }
 

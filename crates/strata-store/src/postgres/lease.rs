@@ -42,7 +42,7 @@ impl PostgresLease {
     /// `url`; checks that the database can be reached.
     pub fn connect(url: &str, duty: &str) -> Result<Self> {
         let (session, key) = super::off_runtime(|| {
-            let mut session = connect(url)?;
+            let mut session = lease_session(url)?;
             let key = schema_key(&mut session, duty)?;
             Ok::<_, crate::Error>((session, key))
         })?;
@@ -74,7 +74,7 @@ impl PostgresLease {
     fn look(&self, slot: &mut Option<(Session, bool)>) -> Result<bool> {
         let what = || format!("cannot take the {} lease", self.duty);
         if slot.is_none() {
-            *slot = Some((connect(&self.url)?, false));
+            *slot = Some((lease_session(&self.url)?, false));
         }
         let (session, holds) = slot.as_mut().expect("made above");
         if *holds {
@@ -88,6 +88,22 @@ impl PostgresLease {
             .get(0);
         Ok(*holds)
     }
+}
+
+/// A session for the lease's lock. The lock lives as long as the server
+/// keeps the session: a holder that vanishes without closing it (a power
+/// cut) must let the duty go within about half a minute, not after the
+/// server's system keepalive of two hours. (The settings are ignored
+/// over a Unix socket, where the kernel tells at once.)
+fn lease_session(url: &str) -> Result<Session> {
+    let mut session = connect(url)?;
+    session
+        .batch_execute(
+            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+             SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000",
+        )
+        .context(|| "cannot set the lease session's keepalive".to_owned())?;
+    Ok(session)
 }
 
 impl std::fmt::Debug for PostgresLease {

@@ -365,6 +365,10 @@ impl RegistryStore for PostgresRegistry {
                      ON CONFLICT (device_id, ts_ns) DO UPDATE SET online = excluded.online",
                 )
                 .context(|| "cannot record presence".into())?;
+            // Rows in one order at every replica (no deadlock between two
+            // recording the same devices); the statements are order-free.
+            let mut changes: Vec<&(DeviceId, bool, i64)> = changes.iter().collect();
+            changes.sort_by(|a, b| (a.0.as_str(), a.2).cmp(&(b.0.as_str(), b.2)));
             for (id, online, ts) in changes {
                 let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&id.as_str(), online, ts];
                 tx.execute(&state, &params)

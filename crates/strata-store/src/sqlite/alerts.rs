@@ -426,4 +426,38 @@ impl AlertStore for SqliteStore {
         let runs = forget("workflow_runs", "state <> 'running' AND updated_ns < ?1")?;
         Ok((deliveries, runs))
     }
+
+    fn forget_cleared_alerts(&self, before_ns: i64) -> Result<u64> {
+        const ALERTS_PER_TRANSACTION: usize = 2_000;
+        let chosen = format!(
+            "SELECT id FROM alerts WHERE state = 'cleared' AND updated_ns < ?1
+             AND id < (SELECT max(id) FROM alerts) ORDER BY id LIMIT {ALERTS_PER_TRANSACTION}"
+        );
+        let mut total = 0;
+        loop {
+            let n = self.write(|w| {
+                let tx = w
+                    .conn
+                    .transaction()
+                    .context(|| "cannot delete old alerts".into())?;
+                tx.execute(
+                    &format!("DELETE FROM alert_events WHERE alert_id IN ({chosen})"),
+                    params![before_ns],
+                )
+                .context(|| "cannot delete old alerts' history".into())?;
+                let n = tx
+                    .execute(
+                        &format!("DELETE FROM alerts WHERE id IN ({chosen})"),
+                        params![before_ns],
+                    )
+                    .context(|| "cannot delete old alerts".into())?;
+                tx.commit().context(|| "cannot delete old alerts".into())?;
+                Ok(n)
+            })?;
+            total += n as u64;
+            if n < ALERTS_PER_TRANSACTION {
+                return Ok(total);
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension as _, params};
 
 use super::SqliteStore;
 use crate::error::{Context, Error, Result};
-use crate::retrain::{RetrainStore, StoredCycle};
+use crate::retrain::{RetrainStore, StoredCycle, no_cycle_unless};
 
 const COLUMNS: &str = "id, model, state, done, created_ns, updated_ns, body";
 
@@ -52,7 +52,8 @@ impl RetrainStore for SqliteStore {
 
     fn update_cycle(&self, c: &StoredCycle) -> Result<()> {
         self.write(|w| {
-            w.conn
+            let changed = w
+                .conn
                 .execute(
                     "UPDATE retrain_cycles SET state = ?2, done = ?3, updated_ns = ?4, body = ?5
                      WHERE id = ?1",
@@ -65,7 +66,7 @@ impl RetrainStore for SqliteStore {
                     ],
                 )
                 .context(|| format!("cannot update retraining cycle {}", c.id))?;
-            Ok(())
+            no_cycle_unless(changed, c.id)
         })
     }
 
