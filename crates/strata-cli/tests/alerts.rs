@@ -193,6 +193,8 @@ max_backoff_s = 1.0
     );
     assert_eq!(status, 409, "{late}");
     assert!(late.to_string().contains("cleared"), "{late}");
+    let (status, wrong) = hub.api("GET", "/api/v1/alerts?state=open", None);
+    assert_eq!(status, 400, "a state no alert has: {wrong}");
     publish(&hub, &cred, &batch(5, t + 4_000_000_000, &[99.0]));
     eventually(Duration::from_secs(20), "a second overheat alert", || {
         alerts(&hub, "?rule=overheat&open=true")

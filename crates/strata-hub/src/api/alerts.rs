@@ -12,7 +12,7 @@ use super::{ApiState, ErrorBody, blocking};
 use crate::alerts::rules::AlertRule;
 use crate::alerts::{Alert, AlertDetail};
 use crate::auth::Principal;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::workflows::{Run, Workflow};
 
 /// Which alerts to list.
@@ -39,6 +39,13 @@ pub async fn list_alerts(
     Query(q): Query<AlertQuery>,
 ) -> Result<Json<Vec<Alert>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    if let Some(state) = q.state.as_deref()
+        && !["active", "acknowledged", "cleared"].contains(&state)
+    {
+        return Err(Error::BadRequest(format!(
+            "state {state:?} is not active, acknowledged or cleared (open=true for both open states)"
+        )));
+    }
     let filter = AlertFilter {
         state: q.state,
         device: q.device,
@@ -115,6 +122,13 @@ pub async fn list_deliveries(
     Query(q): Query<DeliveryQuery>,
 ) -> Result<Json<Vec<Delivery>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    if let Some(state) = q.state.as_deref()
+        && !["pending", "delivered", "failed"].contains(&state)
+    {
+        return Err(Error::BadRequest(format!(
+            "state {state:?} is not pending, delivered or failed"
+        )));
+    }
     Ok(Json(
         blocking(move || {
             s.webhooks

@@ -21,6 +21,7 @@ pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, MutexGuard, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -331,7 +332,12 @@ pub struct Access {
     /// The store's change count the cache holds, and the turn changes
     /// made here and reloads take.
     freshness: Freshness,
+    /// When an unknown token last made the cache catch up, ns.
+    caught_up_ns: AtomicI64,
 }
+
+/// How often unknown tokens may make the cache catch up with the store.
+const CATCH_UP_NS: i64 = 100_000_000;
 
 /// Users and tokens as the store has them now.
 fn load_cache(store: &dyn AccessStore) -> Result<Cache> {
@@ -367,6 +373,7 @@ impl Access {
             session_ttl_s: config.session_ttl_s,
             cache: RwLock::new(cache),
             freshness: Freshness::new(changes),
+            caught_up_ns: AtomicI64::new(0),
             dummy_phc: hash_password("not a password of anyone")?,
             throttle: throttle::LoginThrottle::new(
                 config.login_free_attempts,
@@ -400,6 +407,27 @@ impl Access {
         Ok(true)
     }
 
+    /// A token this replica does not know may have been issued at another
+    /// a moment ago (a login there, the next request here through a load
+    /// balancer): the cache reloads if the shared store changed, at most
+    /// once per [`CATCH_UP_NS`], so unknown tokens in a flood cost one
+    /// small query per interval, not one each.
+    fn catch_up(&self) {
+        let now = now_ns();
+        let last = self.caught_up_ns.load(Relaxed);
+        if now.saturating_sub(last) < CATCH_UP_NS
+            || self
+                .caught_up_ns
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Err(e) = self.refresh() {
+            tracing::debug!("cannot look for a token issued at another replica: {e}");
+        }
+    }
+
     /// The store's change count the cache holds.
     pub fn freshness(&self) -> &Freshness {
         &self.freshness
@@ -418,6 +446,15 @@ impl Access {
                 token_id: None,
                 expires_ns: None,
             });
+        }
+        let unknown = !self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .contains_key(&hash);
+        if unknown {
+            self.catch_up();
         }
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let invalid = || Error::Unauthorized("the bearer token is not valid".into());

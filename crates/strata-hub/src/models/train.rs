@@ -295,7 +295,12 @@ pub fn run(
             &predicted,
             t,
         )),
-        Some(_) => None,
+        // A hold-out of one class has no ROC AUC; the threshold is kept
+        // anyway, as live accuracy cuts the scores at it.
+        Some(t) => {
+            metrics.insert("threshold".into(), f64::from(t));
+            None
+        }
         None => Some(Evaluation::regression(
             &train_target,
             &test_target,

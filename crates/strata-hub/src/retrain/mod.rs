@@ -211,6 +211,17 @@ fn check(deps: &RetrainDeps, p: &RetrainPolicy, now: i64) -> Result<()> {
     let Some(champion) = serving_version(&deps.models, &deps.deployer, &p.model)? else {
         return Ok(());
     };
+    // A version not trained here has no recipe: its first cycle failed
+    // saying so, and every trigger after would fail the same way, once a
+    // cooldown, until another version serves.
+    let failed_for_want_of_a_recipe = champion.lineage.job.is_none()
+        && latest.as_ref().is_some_and(|l| {
+            decode(l.clone())
+                .is_ok_and(|c| c.champion == champion.version && c.state == CycleState::Failed)
+        });
+    if failed_for_want_of_a_recipe {
+        return Ok(());
+    }
     let last_start = latest.as_ref().map(|l| l.created_ns);
     let Some(trigger) = trigger::fire(deps, p, &champion, last_start, now)? else {
         return Ok(());
@@ -650,7 +661,7 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         from_ns: from,
         to_ns: now,
         bucket_ns: (now - from).max(1),
-        max_lag_ns: 300 * S,
+        max_lag_ns: p.max_lag_s as i64 * S,
         by: Vec::new(),
         devices: c
             .canary

@@ -47,6 +47,11 @@ pub struct RetrainPolicy {
     /// trigger and by the shadow comparison.
     #[serde(default = "d_min_pairs")]
     pub min_pairs: u64,
+    /// The longest a label may come after the prediction it is joined to,
+    /// seconds (by the trigger and by the shadow comparison): at least
+    /// the time between two of the model's predictions.
+    #[serde(default = "d_max_lag")]
+    pub max_lag_s: u64,
 
     /// Schedule trigger: retrain when the champion (or the last cycle) is
     /// this old, seconds.
@@ -107,6 +112,10 @@ fn d_min_count() -> u64 {
 fn d_accuracy_window() -> u64 {
     86_400
 }
+fn d_max_lag() -> u64 {
+    300
+}
+
 fn d_min_pairs() -> u64 {
     20
 }
@@ -150,9 +159,26 @@ impl RetrainPolicy {
             ("shadow_s", self.shadow_s),
             ("drift_windows", u64::from(self.drift_windows)),
             ("min_pairs", self.min_pairs),
+            ("max_lag_s", self.max_lag_s),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{at}: {name} must be above 0"));
+        }
+        // Durations are counted in nanoseconds: ten years at most.
+        const MOST_S: u64 = 10 * 366 * 86_400;
+        let durations = [
+            ("check_s", self.check_s),
+            ("drift_window_s", self.drift_window_s),
+            ("accuracy_window_s", self.accuracy_window_s),
+            ("max_lag_s", self.max_lag_s),
+            ("every_s", self.every_s.unwrap_or(0)),
+            ("collect_s", self.collect_s),
+            ("train_window_s", self.train_window_s),
+            ("shadow_s", self.shadow_s),
+            ("cooldown_s", self.cooldown_s),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, v)| *v > MOST_S) {
+            return Err(format!("{at}: {name} must be at most {MOST_S} (ten years)"));
         }
         let finite_positive = |name: &str, v: Option<f64>| match v {
             Some(x) if !(x.is_finite() && x > 0.0) => {
@@ -203,6 +229,10 @@ mod tests {
     fn policies_are_checked() {
         let p = parse("model = \"rul\"\ndrift_psi = 3.0\n").unwrap();
         assert_eq!((p.drift_windows, p.canary), (3, Canary::Drifting));
+        let e = parse("model = \"rul\"\ndrift_psi = 3.0\nmax_lag_s = 99999999999\n").unwrap_err();
+        assert!(e.contains("max_lag_s must be at most"), "{e}");
+        let p = parse("model = \"rul\"\ndrift_psi = 3.0\nmax_lag_s = 7200\n").unwrap();
+        assert_eq!(p.max_lag_s, 7200);
         let e = parse("model = \"rul\"\n").unwrap_err();
         assert!(e.contains("no trigger"), "{e}");
         let e = parse("model = \"rul\"\nevery_s = 60\neval_share = 0.9\n").unwrap_err();

@@ -192,7 +192,7 @@ fn accuracy(
         from_ns: from,
         to_ns: now,
         bucket_ns: (now - from).max(1),
-        max_lag_ns: 300 * S,
+        max_lag_ns: p.max_lag_s as i64 * S,
         by: vec![Dimension::Device],
         devices: Vec::new(),
     };

@@ -99,9 +99,16 @@ impl WebhookEndpoint {
             .url
             .strip_prefix("https://")
             .or_else(|| self.url.strip_prefix("http://"));
-        if rest.is_none_or(str::is_empty) {
+        // A host must follow: `http://?token=x` would fail every attempt
+        // with its secret in the error.
+        let host = rest
+            .and_then(|r| r.split(['/', '?', '#']).next())
+            .map(|authority| authority.rsplit_once('@').map_or(authority, |(_, h)| h))
+            .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
+            .unwrap_or_default();
+        if host.is_empty() {
             return Err(format!(
-                "{at}: url must start with https:// or http://, got {:?}",
+                "{at}: url must start with https:// or http:// and name a host, got {:?}",
                 self.url
             ));
         }
@@ -555,8 +562,17 @@ mod tests {
                 .validate()
                 .is_ok()
         );
-        let e = endpoint("name = \"a\"\nurl = \"https://\"\n");
-        assert!(e.validate().unwrap_err().contains("https://"));
+        for url in [
+            "https://",
+            "http://?token=x",
+            "http://user@/x",
+            "https://:443/",
+        ] {
+            let e = endpoint(&format!("name = \"a\"\nurl = \"{url}\"\n"));
+            assert!(e.validate().unwrap_err().contains("https://"), "{url}");
+        }
+        assert!(bad("timeout_s = 1e30").contains("timeout_s"));
+        assert!(bad("max_backoff_s = 1e30").contains("max_backoff_s"));
         let e = endpoint("name = \"a\"\nurl = \"http://h/\"\nca_file = \"ca.pem\"\n");
         assert!(e.validate().unwrap_err().contains("ca_file"));
     }
