@@ -40,7 +40,8 @@ pub struct HubHooks {
 }
 
 impl HubHooks {
-    /// Stores a reported twin (off the connection's task: it is a write).
+    /// Stores a reported twin (off the connection's task: it is a write)
+    /// and acknowledges it once stored.
     fn reported_twin(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
         let reported: ReportedTwin = match serde_json::from_slice(payload) {
             Ok(r) => r,
@@ -57,11 +58,21 @@ impl HubHooks {
         let running = running_models(&reported);
         let (twins, device, wake) = (self.twins.clone(), device.clone(), self.reported.clone());
         let registry = self.registry.clone();
+        // Acknowledged once stored (a report lost here would leave a
+        // rollout waiting on a device that already answered).
+        let (done, stored) = tokio::sync::oneshot::channel();
         let store = move || {
-            match twins.set_reported(&device, &value, crate::now_ns()) {
-                Ok(()) => wake.wake(),
-                Err(e) => tracing::warn!(%device, "cannot store a reported twin: {e}"),
-            }
+            let result = match twins.set_reported(&device, &value, crate::now_ns()) {
+                Ok(()) => {
+                    wake.wake();
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(%device, "cannot store a reported twin: {e}");
+                    Err(strata_broker::IngestRefusal::Retry)
+                }
+            };
+            let _ = done.send(result);
             // The registry's model version follows what the device runs.
             let changed = registry.device(&device).is_ok_and(|d| {
                 d.model_version.as_deref() != Some(running.as_str())
@@ -81,7 +92,7 @@ impl HubHooks {
             Ok(rt) => drop(rt.spawn_blocking(store)),
             Err(_) => store(),
         }
-        PublishDecision::Route
+        PublishDecision::RouteAfter(stored)
     }
 }
 

@@ -326,6 +326,9 @@ impl PostgresTelemetry {
     }
 }
 
+/// The advisory lock replicas take turns on to make day partitions.
+const PARTITION_LOCK: i64 = 0x5354_5241_5441_5044; // "STRATAPD"
+
 /// The partition of day `day` (days since 1970-01-01, UTC).
 fn partition_name(day: i64) -> String {
     let (y, m, d) = civil_from_days(day);
@@ -380,22 +383,39 @@ impl Writer {
                 continue;
             }
             let name = partition_name(day);
+            // Made apart and then attached: `CREATE TABLE ... PARTITION OF`
+            // takes an exclusive lock on the whole table, so it waits for
+            // every query reading it (a long replay for training) and every
+            // replica's inserts queue behind it; attaching takes a lock
+            // that reads and inserts do not wait for. Replicas making
+            // partitions take turns (an advisory lock), and none waits
+            // more than a few seconds for a table lock.
             let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF telemetry_batches
+                "SET LOCAL lock_timeout = '5s';
+                 SELECT pg_advisory_xact_lock({PARTITION_LOCK});
+                 CREATE TABLE IF NOT EXISTS {name}
+                     (LIKE telemetry_batches INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
+            );
+            let attach = format!(
+                "ALTER TABLE telemetry_batches ATTACH PARTITION {name}
                  FOR VALUES FROM ({}) TO ({})",
                 day.saturating_mul(DAY_NS),
                 (day + 1).saturating_mul(DAY_NS)
             );
-            // Two replicas may race to make it: the loser's error says so.
-            if let Err(e) = self.client.batch_execute(&sql) {
-                let exists = e.code().is_some_and(|c| {
-                    c == &postgres::error::SqlState::DUPLICATE_TABLE
-                        || c == &postgres::error::SqlState::UNIQUE_VIOLATION
-                });
-                if !exists {
-                    return Err(e).context(|| format!("cannot create partition {name}"));
-                }
+            let what = || format!("cannot create partition {name}");
+            let mut tx = self.client.transaction().context(what)?;
+            tx.batch_execute(&sql).context(what)?;
+            let attached: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
+                    &[&name],
+                )
+                .context(what)?
+                .get(0);
+            if !attached {
+                tx.batch_execute(&attach).context(what)?;
             }
+            tx.commit().context(what)?;
             self.days.insert(day);
         }
         Ok(())

@@ -338,6 +338,38 @@ fn a_day_dropped_by_another_replica_is_made_again() {
     assert_eq!(b.batch_count(None).unwrap(), 2);
 }
 
+/// A new day's partition is made while a long query reads the table (a
+/// replay for training): it once waited for the query, and every
+/// replica's inserts queued behind it.
+#[test]
+fn a_new_day_is_stored_while_a_long_query_reads_the_table() {
+    let schema = Schema::new("new_day");
+    let store = PostgresTelemetry::connect(&schema.url).unwrap();
+    let day0 = BASE - BASE.rem_euclid(DAY);
+    store
+        .write_batches(&[batch("d1", "main", 1, day0 + SECOND, 10)])
+        .unwrap();
+    let mut reader = ::postgres::Client::connect(&schema.url, ::postgres::NoTls).unwrap();
+    let mut long = reader.transaction().unwrap();
+    long.query("SELECT count(*) FROM telemetry_batches", &[])
+        .unwrap();
+    let (done, stored) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let out = store.write_batches(&[batch("d1", "main", 2, day0 + 2 * DAY, 10)]);
+            let _ = done.send(out.map_err(|e| e.to_string()));
+        });
+        let out = stored.recv_timeout(std::time::Duration::from_secs(30));
+        // Let the writer go either way before judging.
+        long.rollback().unwrap();
+        assert_eq!(
+            out.expect("stored without waiting for the reader").unwrap(),
+            vec![WriteOutcome::Stored]
+        );
+    });
+    assert_eq!(store.batch_count(None).unwrap(), 2);
+}
+
 #[test]
 fn a_lost_connection_is_made_again() {
     let schema = Schema::new("reconnect");

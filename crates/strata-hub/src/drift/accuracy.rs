@@ -222,6 +222,52 @@ pub fn version_accuracy(
     devices: &BTreeMap<DeviceId, Device>,
     spec: &AccuracySpec,
 ) -> Result<VersionAccuracy> {
+    let (pairs, unmatched) = paired(v, labels, telemetry, spec)?;
+    Ok(summarize(v, pairs, unmatched, devices, spec))
+}
+
+/// Scores two versions on the same labels only: those both have a
+/// prediction for. A label only one of them could answer (before the
+/// shadow loaded on a device, or where it failed to) would score that
+/// one on ground the other never stood on.
+pub fn compare_on_the_same_labels(
+    (a, b): (&ModelVersion, &ModelVersion),
+    labels: &dyn LabelStore,
+    telemetry: &dyn TelemetryStore,
+    devices: &BTreeMap<DeviceId, Device>,
+    spec: &AccuracySpec,
+) -> Result<(VersionAccuracy, VersionAccuracy)> {
+    let (mut pa, ua) = paired(a, labels, telemetry, spec)?;
+    let (mut pb, ub) = paired(b, labels, telemetry, spec)?;
+    let (dropped_a, dropped_b) = keep_common(&mut pa, &mut pb);
+    Ok((
+        summarize(a, pa, ua + dropped_a, devices, spec),
+        summarize(b, pb, ub + dropped_b, devices, spec),
+    ))
+}
+
+/// Keeps in each list only the labels (device, time, value) the other
+/// has as well; returns how many each lost.
+fn keep_common(a: &mut Vec<(DeviceId, Pair)>, b: &mut Vec<(DeviceId, Pair)>) -> (u64, u64) {
+    type Key = (DeviceId, i64, u64);
+    let key = |(d, p): &(DeviceId, Pair)| -> Key { (d.clone(), p.ts_ns, p.truth.to_bits()) };
+    let in_a: std::collections::HashSet<Key> = a.iter().map(key).collect();
+    let in_b: std::collections::HashSet<Key> = b.iter().map(key).collect();
+    let (before_a, before_b) = (a.len(), b.len());
+    a.retain(|x| in_b.contains(&key(x)));
+    b.retain(|x| in_a.contains(&key(x)));
+    ((before_a - a.len()) as u64, (before_b - b.len()) as u64)
+}
+
+/// `v`'s predictions paired with the labels of its target (the latest
+/// prediction at most `max_lag_ns` before each), and how many labels
+/// found none.
+fn paired(
+    v: &ModelVersion,
+    labels: &dyn LabelStore,
+    telemetry: &dyn TelemetryStore,
+    spec: &AccuracySpec,
+) -> Result<(Vec<(DeviceId, Pair)>, u64)> {
     let target = v.lineage.target.clone().ok_or_else(|| {
         Error::BadRequest(format!(
             "{} v{} has no training target in its lineage, so no label applies to it",
@@ -280,6 +326,19 @@ pub fn version_accuracy(
             }
         }
     }
+    Ok((pairs, unmatched))
+}
+
+/// The figures of `v`'s `pairs`, overall, per bucket and per segment.
+fn summarize(
+    v: &ModelVersion,
+    pairs: Vec<(DeviceId, Pair)>,
+    unmatched: u64,
+    devices: &BTreeMap<DeviceId, Device>,
+    spec: &AccuracySpec,
+) -> VersionAccuracy {
+    let target = v.lineage.target.clone().unwrap_or_default();
+    let signal = prediction_signal(v);
     let classification =
         scores_classes(v) && pairs.iter().all(|(_, p)| p.truth == 0.0 || p.truth == 1.0);
     // Classes are cut where the version was evaluated at registration.
@@ -335,7 +394,7 @@ pub fn version_accuracy(
         (Some(r), Some(s)) if r > 0.0 => s.mae.map(|m| m / r),
         _ => None,
     };
-    Ok(VersionAccuracy {
+    VersionAccuracy {
         version: v.version,
         task: if classification {
             "classification"
@@ -351,7 +410,7 @@ pub fn version_accuracy(
         decay,
         buckets,
         segments,
-    })
+    }
 }
 
 /// The figures of `pairs`: classes at `threshold` when given, else a
@@ -408,6 +467,29 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn two_versions_are_compared_on_the_labels_both_answered() {
+        let (d1, d2) = (DeviceId::new("a").unwrap(), DeviceId::new("b").unwrap());
+        let pair = |d: &DeviceId, ts_ns: i64, predicted: f64| {
+            (
+                d.clone(),
+                Pair {
+                    ts_ns,
+                    predicted,
+                    truth: 1.0,
+                },
+            )
+        };
+        // The champion answered labels on both devices; the shadow ran on
+        // device a only, and missed its first label there.
+        let mut champion = vec![pair(&d1, 1, 9.0), pair(&d1, 2, 9.0), pair(&d2, 1, 1.0)];
+        let mut shadow = vec![pair(&d1, 2, 2.0)];
+        assert_eq!(keep_common(&mut champion, &mut shadow), (2, 0));
+        assert_eq!(champion.len(), 1);
+        assert_eq!((champion[0].0.as_str(), champion[0].1.ts_ns), ("a", 2));
+        assert_eq!(shadow.len(), 1);
+    }
 
     fn version(trainer: &str) -> ModelVersion {
         ModelVersion {

@@ -669,13 +669,14 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
             .filter_map(|d| DeviceId::new(d.as_str()).ok())
             .collect(),
     };
-    let score = |version: u32| -> Result<accuracy::VersionAccuracy> {
-        let v = deps
-            .models
-            .version(&c.model, &VersionRef::Number(version))?;
-        accuracy::version_accuracy(&v, &*deps.labels, &*deps.telemetry, &devices, &spec)
-    };
-    let (champ, chall) = (score(c.champion)?, score(challenger)?);
+    let version = |number: u32| deps.models.version(&c.model, &VersionRef::Number(number));
+    let (champ, chall) = accuracy::compare_on_the_same_labels(
+        (&version(c.champion)?, &version(challenger)?),
+        &*deps.labels,
+        &*deps.telemetry,
+        &devices,
+        &spec,
+    )?;
     let pairs = chall.overall.pairs.min(champ.overall.pairs);
     if pairs < p.min_pairs {
         deps.deployer.end_shadow(&c.model)?;
