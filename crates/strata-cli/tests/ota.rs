@@ -976,6 +976,25 @@ fn bundles_install_through_their_hook_and_roll_back_when_the_check_fails() {
     let read = || std::fs::read_to_string(&installed).unwrap_or_default();
     let committed_app = || ota_state(&data)["committed"]["bundle/app"].as_u64();
 
+    // A first bundle of its name that fails its check has nothing to go
+    // back to: it is `failed` and says it stays, not `rolled_back`.
+    assign_bundle(&hub, 3, "press-a");
+    let report = wait_bundle(&hub, "press-a", 3);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("failed"), Some("health_check")),
+        "{report}"
+    );
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("stays installed"),
+        "{report}"
+    );
+    assert_eq!(read(), "broken 3");
+    assert_eq!(committed_app(), None);
+
     for version in [1, 2] {
         assign_bundle(&hub, version, "press-a");
         assert_eq!(wait_bundle(&hub, "press-a", version)["state"], "committed");

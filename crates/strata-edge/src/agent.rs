@@ -30,6 +30,10 @@ pub enum AgentError {
     /// The pipeline or a model could not be set up.
     #[error("{0}")]
     Pipeline(String),
+    /// The committed OTA versions (and so the anti-rollback floors) cannot
+    /// be read.
+    #[error("{0}")]
+    OtaState(String),
     /// The processing thread could not be started.
     #[error("cannot start the processing thread: {0}")]
     Thread(std::io::Error),
@@ -72,6 +76,7 @@ impl Agent {
         // A pipeline a config release installed and the device committed
         // replaces the file's.
         let file_pipeline = config.pipeline.clone();
+        crate::twin::check_ota_state(&config.data_dir).map_err(AgentError::OtaState)?;
         let active = crate::twin::committed_pipeline(&config.data_dir).or(file_pipeline.clone());
         let pipeline = match &active {
             Some(p) => Some(

@@ -99,6 +99,19 @@ impl OtaConfig {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        // One key in both roles makes them one: whoever holds the hub's
+        // rollout key (a stolen hub) could then sign releases.
+        let norm = |k: &String| k.trim().to_ascii_lowercase();
+        if let Some(k) = self
+            .release_keys
+            .iter()
+            .find(|k| self.rollout_keys.iter().any(|r| norm(r) == norm(k)))
+        {
+            return Err(format!(
+                "[ota] key {} is both a release key and a rollout key: the two roles need different keys",
+                k.trim()
+            ));
+        }
         Ok(strata_ota::Trust {
             release_keys: parse(&self.release_keys, "release_keys")?,
             rollout_keys: parse(&self.rollout_keys, "rollout_keys")?,
@@ -256,6 +269,15 @@ impl EdgeConfig {
         let mut streams = std::collections::HashSet::new();
         for (i, s) in config.sources.iter().enumerate() {
             s.validate().map_err(|e| format!("sources[{i}]: {e}"))?;
+            // The hub drops a whole batch under a name it does not take,
+            // and the heartbeat names a signal after each stream.
+            let heartbeat = format!("health.source.{}.connected", s.stream());
+            if !strata_proto::validate::valid_name(&heartbeat) {
+                return Err(format!(
+                    "sources[{i}]: the stream name {:?} must be 1 to 100 of A-Z a-z 0-9 _ . : -",
+                    s.stream()
+                ));
+            }
             if RESERVED_STREAMS.contains(&s.stream()) {
                 return Err(format!(
                     "sources[{i}]: the stream name {:?} is reserved for the agent",
@@ -326,5 +348,22 @@ mod tests {
         assert!(err.contains("credential"), "{err}");
         let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n[[sources]]\ntype = \"bacnet\"\n").unwrap_err();
         assert!(err.contains("bacnet"), "{err}");
+        let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n[[sources]]\ntype = \"simulator\"\nstream = \"Line 1\"\n").unwrap_err();
+        assert!(
+            err.contains("\"Line 1\"") && err.contains("1 to 100"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_key_cannot_hold_both_ota_roles() {
+        let key = "ab".repeat(32);
+        let ota = OtaConfig {
+            release_keys: vec![key.clone()],
+            rollout_keys: vec![key.to_uppercase()],
+            ..OtaConfig::default()
+        };
+        let e = ota.trust().unwrap_err();
+        assert!(e.contains("both a release key and a rollout key"), "{e}");
     }
 }

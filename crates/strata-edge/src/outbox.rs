@@ -359,7 +359,8 @@ impl Outbox {
             )
             .optional()
             .ctx("read sequence")?;
-        Ok(seq.map_or(1, |s| s as u64))
+        // As `append` gives it: a new stream starts at `first_seq`.
+        Ok(seq.map_or(self.first_seq, |s| s as u64))
     }
 
     /// Up to `n` batches after row `after`, oldest first. Reading in chunks
@@ -600,6 +601,8 @@ mod tests {
             .unwrap();
         drop(o);
         let o = open(Durability::Process);
+        // What the next batch will get is what it gets.
+        assert_eq!(o.next_seq("model:rul:2").unwrap(), 1 + SEQ_GAP);
         let seq = o.append("model:rul:2", |s| vec![s as u8]).unwrap();
         assert_eq!(seq, 1 + SEQ_GAP);
         drop(o);

@@ -14,7 +14,12 @@ pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// (`max_readings`, 100,000).
 pub const MAX_BATCH_READINGS: usize = 50_000;
 
-/// Splits `signals` into batches of at most `max_readings` readings for
+/// The most signals a batch may carry: half the hub's default limit
+/// (`max_signals_per_batch`, 1,000), which drops a batch over it whole.
+pub const MAX_BATCH_SIGNALS: usize = 500;
+
+/// Splits `signals` into batches of at most [`MAX_BATCH_SIGNALS`]
+/// signals and at most `max_readings` readings for
 /// which `fits` holds, halving every signal's readings (by position, so by
 /// time) until each part does. The parts come in order: each signal's
 /// readings in a part precede its readings in the next. A single reading
@@ -24,6 +29,18 @@ pub fn split(
     max_readings: usize,
     fits: &impl Fn(&[SignalSeries]) -> bool,
 ) -> Vec<Vec<SignalSeries>> {
+    if signals.len() > MAX_BATCH_SIGNALS {
+        // Each signal goes whole into one group: its readings stay in
+        // order, and the groups' parts follow one another.
+        let mut rest = signals;
+        let mut parts = Vec::new();
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(MAX_BATCH_SIGNALS));
+            parts.extend(split(rest, max_readings, fits));
+            rest = tail;
+        }
+        return parts;
+    }
     let readings: usize = signals.iter().map(|s| s.values.len()).sum();
     if readings <= max_readings && fits(&signals) {
         return vec![signals];
@@ -112,6 +129,20 @@ mod tests {
         let signals = vec![signal("a", 100, false), signal("b", 3, true)];
         let parts = split(signals.clone(), MAX_BATCH_READINGS, &|_| true);
         assert_eq!(parts, vec![signals]);
+    }
+
+    /// The hub drops a batch of more than 1,000 signals whole (and
+    /// acknowledges it, so the outbox let it go): a Modbus source of
+    /// 1,500 registers once lost every batch that way.
+    #[test]
+    fn many_signals_go_out_in_parts_of_at_most_500() {
+        let signals: Vec<SignalSeries> = (0..1_500)
+            .map(|i| signal(&format!("r{i}"), 1, false))
+            .collect();
+        let parts = split(signals.clone(), MAX_BATCH_READINGS, &|_| true);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.len() <= MAX_BATCH_SIGNALS));
+        assert_eq!(parts.concat(), signals);
     }
 
     #[test]

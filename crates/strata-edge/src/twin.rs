@@ -815,11 +815,17 @@ impl TwinApplier {
         tokio::time::sleep(self.health_window).await;
         if let Err(e) = self.hook(hook.check.clone(), &bundle, timeout).await {
             tracing::warn!(device = %self.device, update = key, version, "bundle check failed; rolling back: {e}");
-            self.restore_bundle(&key, committed).await;
-            return (
-                failed(&key, version, "rolled_back", "health_check", e),
-                false,
+            if self.restore_bundle(&key, committed).await {
+                return (
+                    failed(&key, version, "rolled_back", "health_check", e),
+                    false,
+                );
+            }
+            // Nothing was rolled back: said so, not `rolled_back`.
+            let e = format!(
+                "{e}; no earlier bundle of this name was committed here, so this one stays installed"
             );
+            return (failed(&key, version, "failed", "health_check", e), false);
         }
         committed.set_bundle(&key, version, r.floor(), &file, &hook_name);
         committed.remember_release(&key, Some(signed.release.digest()));
@@ -855,8 +861,11 @@ impl TwinApplier {
 
     /// Installs the committed bundle of `key` again (if there is one) and
     /// clears the install mark; when that install fails the mark stays, so
-    /// the next start tries again.
-    async fn restore_bundle(&self, key: &str, committed: &mut OtaState) {
+    /// the next start tries again. True when a committed bundle was
+    /// installed again: a first bundle of its name has none to go back to,
+    /// and stays installed.
+    async fn restore_bundle(&self, key: &str, committed: &mut OtaState) -> bool {
+        let mut restored = false;
         if let Some(b) = committed.bundles.get(key).cloned()
             && let Some(hook) = self.hooks.get(&b.hook)
         {
@@ -868,16 +877,18 @@ impl TwinApplier {
             let timeout = Duration::from_secs(hook.timeout_s);
             match self.hook(hook.install.clone(), &bundle, timeout).await {
                 Ok(()) => {
+                    restored = true;
                     tracing::info!(device = %self.device, update = key, "committed bundle installed again")
                 }
                 Err(e) => {
                     tracing::error!(device = %self.device, update = key, "cannot install the committed bundle again (tried again at the next start): {e}");
-                    return;
+                    return false;
                 }
             }
         }
         committed.clear_installing(key);
         self.save(committed);
+        restored
     }
 
     /// Brings back the committed bundles whose replacement was cut short.
@@ -898,7 +909,13 @@ impl TwinApplier {
                         "the gateway restarted during the install or its health check".into(),
                     )),
                 );
-                report.state = "rolled_back".into();
+                // Rolled back only where a committed bundle comes back.
+                report.state = if state.bundles.contains_key(&key) {
+                    "rolled_back"
+                } else {
+                    "failed"
+                }
+                .into();
                 state.failed.insert(digest.clone(), report);
                 state.unanswered.insert(digest);
                 self.save(&state);
@@ -1133,6 +1150,29 @@ fn kind_of(update: &serde_json::Value) -> Option<&'static str> {
 /// Whether a signed update (unverified) is a bundle's.
 fn is_bundle(update: &serde_json::Value) -> bool {
     kind_of(update) == Some("bundle")
+}
+
+/// Checks, at the agent's start, that the committed OTA versions can be
+/// read. A damaged file read as empty (as it was) would forget every
+/// anti-rollback floor and accept a downgrade, and the next save would
+/// make that permanent; so the agent does not start, and says what to do.
+pub fn check_ota_state(data_dir: &Path) -> Result<(), String> {
+    let path = data_dir.join(OTA_STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_slice::<OtaState>(&bytes)
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "{} is damaged ({e}): it holds the committed versions and the floors that \
+             refuse downgrades. Restore it from a backup; or delete it to start over, \
+             accepting any signed version again",
+                path.display()
+            )
+        })
 }
 
 /// The pipeline a committed config release installed, for the agent's
@@ -1698,6 +1738,19 @@ mod tests {
             "shadow": shadow,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_damaged_ota_state_stops_the_start_instead_of_forgetting_the_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        check_ota_state(dir.path()).unwrap();
+        let mut state = OtaState::default();
+        state.floors.insert("model/rul".into(), 7);
+        state.save(dir.path()).unwrap();
+        check_ota_state(dir.path()).unwrap();
+        std::fs::write(dir.path().join(OTA_STATE_FILE), b"{\"committed\": {\"mo").unwrap();
+        let e = check_ota_state(dir.path()).unwrap_err();
+        assert!(e.contains("damaged") && e.contains("downgrades"), "{e}");
     }
 
     #[test]

@@ -119,7 +119,9 @@ pub(crate) fn valid_unit(s: &str) -> bool {
     s.len() <= MAX_UNIT_LEN && !s.chars().any(char::is_control)
 }
 
-pub(crate) fn valid_name(s: &str) -> bool {
+/// Whether `s` is a stream or signal name the hub takes: 1 to 128 of
+/// `A-Z a-z 0-9 _ . : -`.
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
         && s.bytes()

@@ -39,21 +39,29 @@ impl RidgeParams {
     }
 }
 
-/// A linear model on raw features: `intercept + sum(weights[j] * x[j])`.
+/// A linear model on raw features: `intercept + sum(weights[j] * x[j])`,
+/// computed (and exported) centred, as `offset + sum(weights[j] * (x[j] -
+/// center[j]))`: with features far from 0 (a load of 1e5, a timestamp) the
+/// raw form cancels most of its digits in `f32`, which the edge runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RidgeModel {
     /// One weight per feature, as exported.
     pub weights: Vec<f32>,
-    /// The intercept, as exported.
+    /// The intercept of the raw form (for reading; not what runs).
     pub intercept: f32,
+    /// The training rows' mean of each feature, as exported.
+    pub center: Vec<f32>,
+    /// The prediction at `center`, as exported.
+    pub offset: f32,
 }
 
 impl RidgeModel {
-    /// The prediction for one row (products summed in `f64`, then rounded).
+    /// The prediction for one row: the exported graph's differences in
+    /// `f32`, their products summed in `f64`, then rounded.
     pub fn predict_row(&self, x: &[f32]) -> f32 {
-        let mut sum = self.intercept as f64;
-        for (w, v) in self.weights.iter().zip(x) {
-            sum += *w as f64 * *v as f64;
+        let mut sum = self.offset as f64;
+        for ((w, v), c) in self.weights.iter().zip(x).zip(&self.center) {
+            sum += *w as f64 * (*v - *c) as f64;
         }
         sum as f32
     }
@@ -176,9 +184,19 @@ pub fn train_ridge(
         total: 2,
         message: format!("solved: intercept {intercept:.6}"),
     });
+    // The centre as exported (f32), and the prediction there in f64.
+    let center: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let offset = intercept
+        + weights
+            .iter()
+            .zip(&center)
+            .map(|(w, &c)| w * c as f64)
+            .sum::<f64>();
     let model = RidgeModel {
         weights: weights.iter().map(|&w| w as f32).collect(),
         intercept: intercept as f32,
+        center,
+        offset: offset as f32,
     };
     Ok(export(data, params, model))
 }
@@ -190,18 +208,20 @@ fn export(data: &Dataset, params: &RidgeParams, model: RidgeModel) -> TrainedMod
         name: ModelKind::Ridge.as_str(),
         input: onnx::batch_value(INPUT_NAME, p),
         nodes: vec![
+            onnx::node("Sub", "", &[INPUT_NAME, "center"], &["centered"], vec![]),
             onnx::node(
                 "MatMul",
                 "",
-                &[INPUT_NAME, "weights"],
+                &["centered", "weights"],
                 &["weighted"],
                 vec![],
             ),
-            onnx::node("Add", "", &["weighted", "intercept"], &[output], vec![]),
+            onnx::node("Add", "", &["weighted", "offset"], &[output], vec![]),
         ],
         constants: vec![
+            onnx::tensor("center", &[p], model.center.clone()),
             onnx::tensor("weights", &[p, 1], model.weights.clone()),
-            onnx::tensor("intercept", &[1], vec![model.intercept]),
+            onnx::tensor("offset", &[1], vec![model.offset]),
         ],
         outputs: vec![onnx::batch_value(output, 1)],
     };

@@ -493,6 +493,33 @@ fn isolation_forest_exports_and_finds_injected_anomalies() {
 /// Features: daily harmonics, a weekend flag and its interaction with the
 /// first daily harmonic, temperature. The hold-out is the last two weeks.
 /// Margin: hold-out MAE below half the mean predictor's.
+/// Features far from 0 (a meter reading around a million): the raw form
+/// `x . w + b` cancels most of its digits in f32, as the edge computes it;
+/// the export is centred on the training means, so it does not.
+#[test]
+fn a_ridge_model_on_large_features_runs_at_the_edge_without_cancellation() {
+    let (mut f, mut y) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let a = 1_000_000.0 + (i % 50) as f32 * 0.25;
+        let b = 2_000_000.0 + ((i * 7) % 31) as f32 * 0.5;
+        f.extend([a, b]);
+        y.push((0.1 * f64::from(a) - 0.3 * f64::from(b) + 500_000.0) as f32);
+    }
+    let data = Dataset::new(vec!["a".into(), "b".into()], f.clone(), y.clone()).unwrap();
+    let model = train_ridge(&data, &RidgeParams { alpha: 0.0 }, &mut ignore_progress()).unwrap();
+    let loaded = strata_infer::load_model(&model.onnx).unwrap();
+    let mut out = vec![0.0f32; y.len()];
+    loaded.run_batch(&f, &mut out).unwrap();
+    let worst = out
+        .iter()
+        .zip(&y)
+        .map(|(p, t)| (p - t).abs())
+        .fold(0.0f32, f32::max);
+    // The targets are a few units; the raw form's terms are about
+    // 500,000, where f32 steps by 0.06, and it was off by about that.
+    assert!(worst < 0.02, "largest error {worst}");
+}
+
 #[test]
 fn ridge_forecaster_exports_and_beats_the_mean() {
     peers_python();

@@ -57,11 +57,20 @@ impl Ota {
             .map(|k| PublicKey::from_hex(k))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::BadRequest(format!("[ota] release_keys: {e}")))?;
+        let rollout_key = load_rollout_key(rollout_key)?;
+        // The hub holds its rollout key: trusted to sign releases too, a
+        // stolen hub could sign a release of anything.
+        if release_keys.contains(&rollout_key.public()) {
+            return Err(Error::BadRequest(format!(
+                "[ota] release_keys names the hub's own rollout key ({}): releases must be signed by a key the hub does not hold",
+                rollout_key.public().to_hex()
+            )));
+        }
         Ok(Ota {
             store,
             artifacts,
             release_keys,
-            rollout_key: load_rollout_key(rollout_key)?,
+            rollout_key,
             metrics,
         })
     }
@@ -306,5 +315,19 @@ mod tests {
         let id = key.public().key_id();
         assert_eq!(rollout_key_id(&open(&a, &given).unwrap()), id);
         assert_eq!(rollout_key_id(&open(&b, &given).unwrap()), id);
+
+        // Its own rollout key as a release key: refused.
+        let store = Arc::new(SqliteStore::open(&a, Durability::Process).unwrap());
+        let own = key.public().to_hex();
+        let err = Ota::open(
+            store,
+            ArtifactStore::open(&a).unwrap(),
+            &given,
+            &[own],
+            Arc::new(Metrics::default()),
+        )
+        .err()
+        .expect("the rollout key as a release key stops the hub");
+        assert!(err.to_string().contains("rollout key"), "{err}");
     }
 }

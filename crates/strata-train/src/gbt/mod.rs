@@ -72,10 +72,16 @@ impl GbtModel {
     }
 }
 
-/// The logistic function, computed without overflow for large |x|.
+/// The logistic function, computed without overflow for large |x| and
+/// without cancellation for negative x (`1 - v` there made everything
+/// below about -17 exactly 0, and the log loss's Hessians with it).
 pub(crate) fn sigmoid(x: f32) -> f32 {
-    let v = 1.0 / (1.0 + (-x.abs()).exp());
-    if x < 0.0 { 1.0 - v } else { v }
+    let e = (-x.abs()).exp();
+    if x < 0.0 {
+        e / (1.0 + e)
+    } else {
+        1.0 / (1.0 + e)
+    }
 }
 
 /// Trains a regression ensemble (squared error). Output `prediction`.
@@ -439,5 +445,9 @@ mod tests {
         assert_eq!(sigmoid(-200.0), 0.0);
         assert_eq!(sigmoid(200.0), 1.0);
         assert!((sigmoid(1.0) - 0.731_058_6).abs() < 1e-7);
+        // Far below zero it is small, not 0: e^-20 / (1 + e^-20).
+        let small = sigmoid(-20.0);
+        assert!((small / 2.061_153_6e-9 - 1.0).abs() < 1e-6, "{small}");
+        assert_eq!(sigmoid(-110.0), 0.0, "below f32's smallest");
     }
 }

@@ -140,6 +140,21 @@ impl ModbusConfig {
             ));
         }
         for (i, r) in self.registers.iter().enumerate() {
+            // Without a pipeline the names go to the hub as they are; it
+            // drops a whole batch for one it does not take, or for two
+            // signals of one name.
+            if !strata_proto::validate::valid_name(&r.name) {
+                return Err(format!(
+                    "modbus source {:?}: registers[{i}] name {:?} must be 1 to 128 of A-Z a-z 0-9 _ . : -",
+                    self.stream, r.name
+                ));
+            }
+            if self.registers[..i].iter().any(|o| o.name == r.name) {
+                return Err(format!(
+                    "modbus source {:?}: two registers are named {:?}",
+                    self.stream, r.name
+                ));
+            }
             if u32::from(r.address) + u32::from(r.data_type.registers()) > 65536 {
                 return Err(format!(
                     "modbus source {:?}: registers[{i}] ({}) runs past address 65535",
@@ -421,6 +436,17 @@ mod tests {
                 },
             ]
         );
+        // Names the hub would drop a whole batch for are refused here.
+        for (names, wanted) in [
+            (["Motor Temp", "b"], "name \"Motor Temp\""),
+            (["a", "a"], "two registers are named \"a\""),
+        ] {
+            let mut bad = config.clone();
+            bad.registers[0].name = names[0].into();
+            bad.registers[1].name = names[1].into();
+            let e = bad.validate().unwrap_err();
+            assert!(e.contains(wanted), "{e}");
+        }
     }
 
     #[test]
