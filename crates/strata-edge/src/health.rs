@@ -100,6 +100,9 @@ pub struct HealthState {
     /// Readings the pipeline refused (not finite, late, out of range with
     /// the drop action).
     pub pipeline_dropped: AtomicU64,
+    /// Readings stamped more than five minutes ahead of the gateway's
+    /// clock, dropped before the pipeline.
+    pub readings_ahead: AtomicU64,
     /// Frames the pipeline turned into output (series or vectors): whether
     /// a new pipeline is up.
     pub pipeline_outputs: AtomicU64,
@@ -123,6 +126,7 @@ impl HealthState {
             sources,
             models: Mutex::new(models),
             pipeline_dropped: AtomicU64::new(0),
+            readings_ahead: AtomicU64::new(0),
             pipeline_outputs: AtomicU64::new(0),
             outbox_errors: AtomicU64::new(0),
             sketch_batches: AtomicU64::new(0),
@@ -188,6 +192,11 @@ impl HealthState {
             "health.pipeline.dropped_total".into(),
             "",
             self.pipeline_dropped.load(Ordering::Relaxed) as f64,
+        );
+        add(
+            "health.readings_ahead_total".into(),
+            "",
+            self.readings_ahead.load(Ordering::Relaxed) as f64,
         );
         for (stream, s) in &self.sources {
             let connected = s.connected.load(Ordering::Relaxed);

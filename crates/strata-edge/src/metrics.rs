@@ -71,6 +71,11 @@ pub fn render(
             &health.pipeline_dropped,
         ),
         (
+            "strata_edge_readings_ahead_total",
+            "Readings stamped more than five minutes ahead of the gateway's clock, dropped.",
+            &health.readings_ahead,
+        ),
+        (
             "strata_edge_sketch_batches_total",
             "Drift sketch windows written to the outbox.",
             &health.sketch_batches,

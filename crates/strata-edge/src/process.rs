@@ -18,6 +18,36 @@ use crate::health::{HEALTH_STREAM, HealthState};
 use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::sources::Frame;
+
+/// How far ahead of the gateway's clock a reading may be stamped: the
+/// hub's default (`max_future_s`). One stamped years ahead (a device's
+/// clock glitch) would be dropped by the hub anyway, and here it would
+/// make every later reading of its signal look late, silencing it.
+const MAX_AHEAD_NS: i64 = 300 * 1_000_000_000;
+
+/// Removes the readings stamped more than [`MAX_AHEAD_NS`] after `now`
+/// (and signals left empty); returns how many.
+fn drop_ahead(signals: &mut Vec<SignalSeries>, now: i64) -> u64 {
+    let limit = now.saturating_add(MAX_AHEAD_NS);
+    let mut dropped = 0;
+    for s in signals.iter_mut() {
+        if s.ts_ns.iter().all(|&t| t <= limit) {
+            continue;
+        }
+        let kept: Vec<usize> = (0..s.ts_ns.len())
+            .filter(|&i| s.ts_ns[i] <= limit)
+            .collect();
+        dropped += (s.ts_ns.len() - kept.len()) as u64;
+        let pick = |v: &[f64]| kept.iter().filter_map(|&i| v.get(i).copied()).collect();
+        s.values = pick(&s.values);
+        if s.quality.len() == s.ts_ns.len() {
+            s.quality = kept.iter().map(|&i| s.quality[i]).collect();
+        }
+        s.ts_ns = kept.iter().map(|&i| s.ts_ns[i]).collect();
+    }
+    signals.retain(|s| !s.values.is_empty());
+    dropped
+}
 use crate::split;
 
 /// The processing stage.
@@ -77,7 +107,13 @@ impl Processor {
     }
 
     /// Handles one frame.
-    pub fn handle(&mut self, frame: Frame) {
+    pub fn handle(&mut self, mut frame: Frame) {
+        let ahead = drop_ahead(&mut frame.signals, crate::now_ns());
+        if ahead > 0 {
+            self.health
+                .readings_ahead
+                .fetch_add(ahead, Ordering::Relaxed);
+        }
         let Some(pipeline) = self
             .pipeline
             .as_mut()
@@ -171,5 +207,40 @@ impl Processor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_far_ahead_of_the_clock_are_dropped_and_counted() {
+        let now = 1_000 * 1_000_000_000;
+        let year = 365 * 86_400 * 1_000_000_000i64;
+        let series = |name: &str, ts: Vec<i64>, quality: Vec<i32>| SignalSeries {
+            name: name.into(),
+            unit: String::new(),
+            values: ts.iter().map(|&t| t as f64).collect(),
+            ts_ns: ts,
+            quality,
+        };
+        let mut signals = vec![
+            series(
+                "t",
+                vec![now - 1, now + year, now + MAX_AHEAD_NS],
+                vec![0, 1, 2],
+            ),
+            series("glitch", vec![now + 5 * year], Vec::new()),
+            series("fine", vec![now], Vec::new()),
+        ];
+        assert_eq!(drop_ahead(&mut signals, now), 2);
+        assert_eq!(
+            signals,
+            vec![
+                series("t", vec![now - 1, now + MAX_AHEAD_NS], vec![0, 2]),
+                series("fine", vec![now], Vec::new()),
+            ]
+        );
     }
 }
