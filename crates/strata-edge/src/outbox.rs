@@ -139,6 +139,10 @@ pub struct Outbox {
     dropped: std::sync::atomic::AtomicU64,
     /// Bytes held, tracked here so appends need no scan of the table.
     bytes: std::sync::atomic::AtomicU64,
+    /// Batches kept: counted as they come and go, since SQLite counts
+    /// rows by reading every page (most of a backlog of days, on an SD
+    /// card, at every heartbeat and scrape).
+    depth: std::sync::atomic::AtomicU64,
     /// `agent.lock` in the data directory, held while the outbox is open.
     _lock: std::fs::File,
 }
@@ -230,11 +234,11 @@ impl Outbox {
                 |r| r.get(0),
             )
             .ctx("read the first sequence")?;
-        let bytes: i64 = conn
+        let (bytes, depth): (i64, i64) = conn
             .query_row(
-                "SELECT coalesce(sum(length(payload)), 0) FROM outbox",
+                "SELECT coalesce(sum(length(payload)), 0), count(*) FROM outbox",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .ctx("size")?;
         Ok(Outbox {
@@ -244,6 +248,7 @@ impl Outbox {
             policy,
             dropped: Default::default(),
             bytes: (bytes as u64).into(),
+            depth: (depth as u64).into(),
             _lock: lock,
         })
     }
@@ -281,6 +286,7 @@ impl Outbox {
             });
         }
         let mut bytes = self.bytes.load(Relaxed);
+        let mut gone = 0u64;
         if bytes + payload.len() as u64 > self.max_bytes {
             match self.policy {
                 DropPolicy::RefuseNew => {
@@ -320,11 +326,13 @@ impl Outbox {
                         });
                     }
                     if let Some(id) = cut {
-                        tx.execute(
-                            "DELETE FROM outbox WHERE id <= ?1 AND stream != ?2",
-                            params![id, KEPT_STREAM],
-                        )
-                        .ctx("drop oldest")?;
+                        let deleted = tx
+                            .execute(
+                                "DELETE FROM outbox WHERE id <= ?1 AND stream != ?2",
+                                params![id, KEPT_STREAM],
+                            )
+                            .ctx("drop oldest")?;
+                        gone = deleted as u64;
                         self.dropped
                             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(dropped = n, "outbox full: dropped the oldest batches");
@@ -345,6 +353,9 @@ impl Outbox {
         .ctx("advance sequence")?;
         tx.commit().ctx("commit")?;
         self.bytes.store(bytes + payload.len() as u64, Relaxed);
+        // Under the connection's lock, as every change of the two is.
+        self.depth
+            .store(self.depth.load(Relaxed) + 1 - gone, Relaxed);
         Ok(seq)
     }
 
@@ -392,7 +403,7 @@ impl Outbox {
         }
         let mut conn = self.conn();
         let tx = conn.transaction().ctx("begin")?;
-        let mut freed = 0u64;
+        let (mut freed, mut removed) = (0u64, 0u64);
         {
             let mut stmt = tx
                 .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING length(payload)")
@@ -404,11 +415,13 @@ impl Outbox {
                     .ctx("remove")?
                 {
                     freed += len as u64;
+                    removed += 1;
                 }
             }
         }
         tx.commit().ctx("commit")?;
         self.bytes.fetch_sub(freed, Relaxed);
+        self.depth.fetch_sub(removed, Relaxed);
         Ok(())
     }
 
@@ -422,12 +435,8 @@ impl Outbox {
 
     /// Depth, size and drops.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
-        let conn = self.conn();
-        let depth: i64 = conn
-            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
-            .ctx("stats")?;
         Ok(OutboxStats {
-            depth: depth as u64,
+            depth: self.depth.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
         })
@@ -583,6 +592,10 @@ mod tests {
         // The batches kept are unchanged.
         let seqs: Vec<u64> = o.peek(0, 10).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3 + SEQ_GAP, 4 + SEQ_GAP]);
+        // The depth is counted at the start and kept since.
+        assert_eq!(o.stats().unwrap().depth, 4);
+        o.remove(&[o.peek(0, 1).unwrap()[0].id]).unwrap();
+        assert_eq!(o.stats().unwrap().depth, 3);
     }
 
     #[test]
