@@ -1416,7 +1416,9 @@ impl OtaState {
         for (digest, report) in answered.iter().zip(reports) {
             let for_good = match report.state.as_str() {
                 "failed" | "rolled_back" => true,
-                "refused" => report.reason.as_deref() != Some("unavailable"),
+                // `expired` may be this gateway's clock (ahead, until NTP
+                // sets it right): looked at again, not remembered.
+                "refused" => !matches!(report.reason.as_deref(), Some("unavailable" | "expired")),
                 _ => false,
             };
             if let Some(digest) = digest
@@ -1738,6 +1740,19 @@ mod tests {
             "shadow": shadow,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_expired_assignment_is_looked_at_again_other_refusals_are_not() {
+        let mut state = OtaState::default();
+        let refused = |reason: &str| UpdateReport {
+            state: "refused".into(),
+            ..update_report("model/rul", 3, Some((reason, "no".into())))
+        };
+        let answered = [Some("a".to_owned()), Some("b".to_owned())];
+        assert!(state.remember_failures(&answered, &[refused("expired"), refused("signature")]));
+        assert!(!state.failed.contains_key("a"), "the clock may be wrong");
+        assert!(state.failed.contains_key("b"));
     }
 
     #[test]
