@@ -38,8 +38,10 @@ fn drop_ahead(signals: &mut Vec<SignalSeries>, now: i64) -> u64 {
             .filter(|&i| s.ts_ns[i] <= limit)
             .collect();
         dropped += (s.ts_ns.len() - kept.len()) as u64;
-        let pick = |v: &[f64]| kept.iter().filter_map(|&i| v.get(i).copied()).collect();
-        s.values = pick(&s.values);
+        s.values = kept
+            .iter()
+            .filter_map(|&i| s.values.get(i).copied())
+            .collect();
         if s.quality.len() == s.ts_ns.len() {
             s.quality = kept.iter().map(|&i| s.quality[i]).collect();
         }
