@@ -355,9 +355,10 @@ pub struct StorageConfig {
     pub retention_max_mb: Option<u64>,
     /// How often retention runs, seconds (also once at start).
     pub retention_check_s: u64,
-    /// Webhook deliveries no longer pending and workflow runs no longer
-    /// running are deleted this many days after they were queued (last
-    /// changed); 0 keeps them forever. Checked as often as retention.
+    /// Webhook deliveries no longer pending, workflow runs no longer
+    /// running and cleared alerts (with their history) are deleted this
+    /// many days after they were queued (last changed); 0 keeps them
+    /// forever. Checked as often as retention.
     pub history_days: u64,
     /// Keep telemetry in this PostgreSQL database
     /// (`postgres://user@host/db`, or `host=... user=... dbname=...`)
