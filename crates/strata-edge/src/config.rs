@@ -269,12 +269,18 @@ impl EdgeConfig {
         let mut streams = std::collections::HashSet::new();
         for (i, s) in config.sources.iter().enumerate() {
             s.validate().map_err(|e| format!("sources[{i}]: {e}"))?;
+            if config.pipeline.is_none() {
+                s.check_names_for_the_hub()
+                    .map_err(|e| format!("sources[{i}]: {e}"))?;
+            }
             // The hub drops a whole batch under a name it does not take,
-            // and the heartbeat names a signal after each stream.
-            let heartbeat = format!("health.source.{}.connected", s.stream());
-            if !strata_proto::validate::valid_name(&heartbeat) {
+            // and the heartbeat names signals after each stream (the
+            // longest `health.source.{stream}.reconnects_total`).
+            let most =
+                strata_proto::validate::MAX_NAME_LEN - "health.source..reconnects_total".len();
+            if !strata_proto::validate::valid_name(s.stream()) || s.stream().len() > most {
                 return Err(format!(
-                    "sources[{i}]: the stream name {:?} must be 1 to 100 of A-Z a-z 0-9 _ . : -",
+                    "sources[{i}]: the stream name {:?} must be 1 to {most} of A-Z a-z 0-9 _ . : -",
                     s.stream()
                 ));
             }
@@ -350,7 +356,7 @@ mod tests {
         assert!(err.contains("bacnet"), "{err}");
         let err = EdgeConfig::parse("device = \"gw-1\"\n[hub]\nmqtt = \"127.0.0.1:1883\"\ncredential = \"x\"\n[[sources]]\ntype = \"simulator\"\nstream = \"Line 1\"\n").unwrap_err();
         assert!(
-            err.contains("\"Line 1\"") && err.contains("1 to 100"),
+            err.contains("\"Line 1\"") && err.contains("1 to 97"),
             "{err}"
         );
     }

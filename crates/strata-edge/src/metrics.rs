@@ -72,7 +72,7 @@ pub fn render(
         ),
         (
             "strata_edge_readings_ahead_total",
-            "Readings stamped more than five minutes ahead of the gateway's clock, dropped.",
+            "Readings stamped more than five minutes ahead of the gateway's clock, dropped before the pipeline.",
             &health.readings_ahead,
         ),
         (

@@ -110,11 +110,15 @@ impl Processor {
 
     /// Handles one frame.
     pub fn handle(&mut self, mut frame: Frame) {
-        let ahead = drop_ahead(&mut frame.signals, crate::now_ns());
-        if ahead > 0 {
-            self.health
-                .readings_ahead
-                .fetch_add(ahead, Ordering::Relaxed);
+        // Only ahead of a pipeline, where one such reading would hold its
+        // signal back; without one the hub judges by its own clock.
+        if self.pipeline.is_some() {
+            let ahead = drop_ahead(&mut frame.signals, crate::now_ns());
+            if ahead > 0 {
+                self.health
+                    .readings_ahead
+                    .fetch_add(ahead, Ordering::Relaxed);
+            }
         }
         let Some(pipeline) = self
             .pipeline

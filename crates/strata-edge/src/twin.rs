@@ -809,23 +809,23 @@ impl TwinApplier {
         };
         if let Err(e) = self.hook(hook.install.clone(), &bundle, timeout).await {
             tracing::warn!(device = %self.device, update = key, version, "bundle install failed: {e}");
-            self.restore_bundle(&key, committed).await;
+            let _ = self.restore_bundle(&key, committed).await;
             return (failed(&key, version, "failed", "install", e), false);
         }
         tokio::time::sleep(self.health_window).await;
         if let Err(e) = self.hook(hook.check.clone(), &bundle, timeout).await {
             tracing::warn!(device = %self.device, update = key, version, "bundle check failed; rolling back: {e}");
-            if self.restore_bundle(&key, committed).await {
-                return (
+            return match self.restore_bundle(&key, committed).await {
+                Ok(()) => (
                     failed(&key, version, "rolled_back", "health_check", e),
                     false,
-                );
-            }
-            // Nothing was rolled back: said so, not `rolled_back`.
-            let e = format!(
-                "{e}; no earlier bundle of this name was committed here, so this one stays installed"
-            );
-            return (failed(&key, version, "failed", "health_check", e), false);
+                ),
+                // Nothing was rolled back: said so, not `rolled_back`.
+                Err(why) => {
+                    let e = format!("{e}; {why}, so this one stays installed");
+                    (failed(&key, version, "failed", "health_check", e), false)
+                }
+            };
         }
         committed.set_bundle(&key, version, r.floor(), &file, &hook_name);
         committed.remember_release(&key, Some(signed.release.digest()));
@@ -861,34 +861,38 @@ impl TwinApplier {
 
     /// Installs the committed bundle of `key` again (if there is one) and
     /// clears the install mark; when that install fails the mark stays, so
-    /// the next start tries again. True when a committed bundle was
-    /// installed again: a first bundle of its name has none to go back to,
-    /// and stays installed.
-    async fn restore_bundle(&self, key: &str, committed: &mut OtaState) -> bool {
-        let mut restored = false;
-        if let Some(b) = committed.bundles.get(key).cloned()
-            && let Some(hook) = self.hooks.get(&b.hook)
-        {
-            let bundle = crate::bundle::Bundle {
-                name: key.split_once('/').map_or(key, |(_, n)| n),
-                version: committed.get(key).unwrap_or(0),
-                file: &b.file,
-            };
-            let timeout = Duration::from_secs(hook.timeout_s);
-            match self.hook(hook.install.clone(), &bundle, timeout).await {
-                Ok(()) => {
-                    restored = true;
-                    tracing::info!(device = %self.device, update = key, "committed bundle installed again")
+    /// the next start tries again. An error says why nothing was installed
+    /// again (a first bundle of its name has nothing to go back to, and
+    /// stays installed).
+    async fn restore_bundle(&self, key: &str, committed: &mut OtaState) -> Result<(), String> {
+        let outcome = match committed.bundles.get(key).cloned() {
+            None => Err("no earlier bundle of this name was committed here".to_owned()),
+            Some(b) => match self.hooks.get(&b.hook) {
+                None => Err(format!(
+                    "the committed bundle's hook {:?} is no longer configured",
+                    b.hook
+                )),
+                Some(hook) => {
+                    let bundle = crate::bundle::Bundle {
+                        name: key.split_once('/').map_or(key, |(_, n)| n),
+                        version: committed.get(key).unwrap_or(0),
+                        file: &b.file,
+                    };
+                    let timeout = Duration::from_secs(hook.timeout_s);
+                    if let Err(e) = self.hook(hook.install.clone(), &bundle, timeout).await {
+                        tracing::error!(device = %self.device, update = key, "cannot install the committed bundle again (tried again at the next start): {e}");
+                        return Err(format!(
+                            "installing the committed bundle again failed (tried again at the next start): {e}"
+                        ));
+                    }
+                    tracing::info!(device = %self.device, update = key, "committed bundle installed again");
+                    Ok(())
                 }
-                Err(e) => {
-                    tracing::error!(device = %self.device, update = key, "cannot install the committed bundle again (tried again at the next start): {e}");
-                    return false;
-                }
-            }
-        }
+            },
+        };
         committed.clear_installing(key);
         self.save(committed);
-        restored
+        outcome
     }
 
     /// Brings back the committed bundles whose replacement was cut short.
@@ -920,7 +924,7 @@ impl TwinApplier {
                 state.unanswered.insert(digest);
                 self.save(&state);
             }
-            self.restore_bundle(&key, &mut state).await;
+            let _ = self.restore_bundle(&key, &mut state).await;
         }
     }
 

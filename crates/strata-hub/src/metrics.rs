@@ -318,7 +318,7 @@ impl Metrics {
             ),
             (
                 "strata_history_deleted_total",
-                "Finished webhook deliveries and workflow runs deleted past history_days.",
+                "Finished webhook deliveries, workflow runs and cleared alerts deleted past history_days.",
                 &self.history_deleted,
             ),
             (

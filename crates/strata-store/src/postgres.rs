@@ -407,7 +407,8 @@ impl Writer {
             tx.batch_execute(&sql).context(what)?;
             let attached: bool = tx
                 .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
+                    "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1)
+                     AND inhparent = 'telemetry_batches'::regclass)",
                     &[&name],
                 )
                 .context(what)?

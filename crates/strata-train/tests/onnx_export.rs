@@ -488,11 +488,6 @@ fn isolation_forest_exports_and_finds_injected_anomalies() {
     check_runtimes("isolation forest", &model, &rows, "strata-ml");
 }
 
-/// Hourly building load over ten weeks: an office occupancy profile
-/// (weekdays 8:00-18:00), cooling with the outside temperature, noise.
-/// Features: daily harmonics, a weekend flag and its interaction with the
-/// first daily harmonic, temperature. The hold-out is the last two weeks.
-/// Margin: hold-out MAE below half the mean predictor's.
 /// Features far from 0 (a meter reading around a million): the raw form
 /// `x . w + b` cancels most of its digits in f32, as the edge computes it;
 /// the export is centred on the training means, so it does not.
@@ -520,6 +515,11 @@ fn a_ridge_model_on_large_features_runs_at_the_edge_without_cancellation() {
     assert!(worst < 0.02, "largest error {worst}");
 }
 
+/// Hourly building load over ten weeks: an office occupancy profile
+/// (weekdays 8:00-18:00), cooling with the outside temperature, noise.
+/// Features: daily harmonics, a weekend flag and its interaction with the
+/// first daily harmonic, temperature. The hold-out is the last two weeks.
+/// Margin: hold-out MAE below half the mean predictor's.
 #[test]
 fn ridge_forecaster_exports_and_beats_the_mean() {
     peers_python();

@@ -58,6 +58,16 @@ impl SourceConfig {
             SourceConfig::Mqtt(c) => c.validate(),
         }
     }
+
+    /// Checks signal names the hub would refuse, for an agent with no
+    /// pipeline to rename them (the names go to the hub as they are).
+    pub fn check_names_for_the_hub(&self) -> Result<(), String> {
+        match self {
+            #[cfg(feature = "modbus")]
+            SourceConfig::Modbus(c) => c.check_names_for_the_hub(),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Runs one source until the task is dropped (or, for a simulator with a

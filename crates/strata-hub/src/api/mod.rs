@@ -378,7 +378,23 @@ async fn authorize(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let principal = match presented.map(|t| state.access.authenticate(t)) {
+    let checked = match presented {
+        // A token the cache does not know may be a moment old, from
+        // another replica: looked for in the store, off the runtime.
+        Some(t) if !state.access.knows(t) => {
+            let (access, token) = (state.access.clone(), t.to_owned());
+            Some(
+                tokio::task::spawn_blocking(move || access.authenticate_caught_up(&token))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Unavailable(format!("token check failed: {e}")))
+                    }),
+            )
+        }
+        Some(t) => Some(state.access.authenticate(t)),
+        None => None,
+    };
+    let principal = match checked {
         Some(Ok(p)) => p,
         Some(Err(e)) => {
             state.metrics.api_unauthorized.fetch_add(1, Relaxed);

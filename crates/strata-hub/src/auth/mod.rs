@@ -21,7 +21,7 @@ pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, MutexGuard, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -334,10 +334,16 @@ pub struct Access {
     freshness: Freshness,
     /// When an unknown token last made the cache catch up, ns.
     caught_up_ns: AtomicI64,
+    /// Requests waiting for a catch-up in flight.
+    waiting: AtomicUsize,
 }
 
 /// How often unknown tokens may make the cache catch up with the store.
 const CATCH_UP_NS: i64 = 100_000_000;
+
+/// The most requests that wait for a catch-up in flight (each holds a
+/// blocking thread while the store answers).
+const MAX_WAITING: usize = 16;
 
 /// Users and tokens as the store has them now.
 fn load_cache(store: &dyn AccessStore) -> Result<Cache> {
@@ -374,6 +380,7 @@ impl Access {
             cache: RwLock::new(cache),
             freshness: Freshness::new(changes),
             caught_up_ns: AtomicI64::new(0),
+            waiting: AtomicUsize::new(0),
             dummy_phc: hash_password("not a password of anyone")?,
             throttle: throttle::LoginThrottle::new(
                 config.login_free_attempts,
@@ -407,25 +414,48 @@ impl Access {
         Ok(true)
     }
 
-    /// A token this replica does not know may have been issued at another
-    /// a moment ago (a login there, the next request here through a load
-    /// balancer): the cache reloads if the shared store changed, at most
-    /// once per [`CATCH_UP_NS`], so unknown tokens in a flood cost one
-    /// small query per interval, not one each.
-    fn catch_up(&self) {
+    /// Whether the cache knows `bearer` at all (revoked and expired tokens
+    /// included): one it does not may have been issued at another replica
+    /// a moment ago.
+    pub fn knows(&self, bearer: &str) -> bool {
+        let hash = secret::hash(bearer.trim().as_bytes());
+        secret::same(&hash, &self.bootstrap_sha256)
+            || self
+                .cache
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .tokens
+                .contains_key(&hash)
+    }
+
+    /// [`Access::authenticate`] for a token the cache did not know, once
+    /// the cache has caught up with the shared store (a login at another
+    /// replica, the next request here through a load balancer). Blocking:
+    /// call it off the async runtime. The cache reloads, if the store
+    /// changed, at most once per [`CATCH_UP_NS`], so unknown tokens in a
+    /// flood cost one small query per interval; a request that comes
+    /// while a reload runs waits for it (at most [`MAX_WAITING`] do; the
+    /// rest are answered at once from the cache as it is).
+    pub fn authenticate_caught_up(&self, bearer: &str) -> Result<Principal> {
         let now = now_ns();
         let last = self.caught_up_ns.load(Relaxed);
-        if now.saturating_sub(last) < CATCH_UP_NS
-            || self
+        let mine = now.saturating_sub(last) >= CATCH_UP_NS
+            && self
                 .caught_up_ns
                 .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_err()
-        {
-            return;
+                .is_ok();
+        if mine {
+            if let Err(e) = self.refresh() {
+                tracing::debug!("cannot look for a token issued at another replica: {e}");
+            }
+        } else if self.waiting.fetch_add(1, Relaxed) < MAX_WAITING {
+            // The reload in flight, if any, holds the turn.
+            drop(self.freshness.turn());
+            self.waiting.fetch_sub(1, Relaxed);
+        } else {
+            self.waiting.fetch_sub(1, Relaxed);
         }
-        if let Err(e) = self.refresh() {
-            tracing::debug!("cannot look for a token issued at another replica: {e}");
-        }
+        self.authenticate(bearer)
     }
 
     /// The store's change count the cache holds.
@@ -446,15 +476,6 @@ impl Access {
                 token_id: None,
                 expires_ns: None,
             });
-        }
-        let unknown = !self
-            .cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .tokens
-            .contains_key(&hash);
-        if unknown {
-            self.catch_up();
         }
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let invalid = || Error::Unauthorized("the bearer token is not valid".into());

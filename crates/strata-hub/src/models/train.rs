@@ -343,35 +343,46 @@ pub fn run(
         Err(Error::NotFound(_)) => None,
         Err(e) => return Err(e),
     };
-    let version = match registered {
-        Some(v) => v,
-        None => registry.register(NewVersion {
-            model: spec.model.clone(),
-            onnx,
-            features: Some(data.features.clone()),
-            vector: Some(spec.dataset.vector.clone()),
-            description: spec.description.clone(),
-            lineage: Lineage {
-                trigger: spec.trigger.clone(),
-                trainer: spec.trainer.name(),
-                job: Some(ctx.id()),
-                parent_version: parent,
-                data_from_ns: data.ts_ns.iter().min().copied(),
-                data_to_ns: data.ts_ns.iter().max().copied(),
-                data_sha256: Some(digest),
-                rows: Some(data.len() as u64),
-                devices: data.devices.clone(),
-                sites,
-                target: Some(spec.dataset.target.clone()),
-                params: serde_json::json!({
-                    "trainer": params,
-                    "pipeline": spec.dataset.pipeline,
-                    "holdout": spec.holdout,
-                }),
-            },
-            metrics,
-            tree_stats,
-        })?,
+    // The model the profile is of: the registered one, when this run
+    // found its version (what it trained again may differ).
+    let (version, model) = match registered {
+        Some(v) => {
+            let onnx = registry.artifacts().get(&v.sha256)?;
+            let model = strata_infer::load_model(&onnx).map_err(|e| {
+                Error::Conflict(format!("{} v{} cannot be loaded: {e}", v.model, v.version))
+            })?;
+            (v, model)
+        }
+        None => (
+            registry.register(NewVersion {
+                model: spec.model.clone(),
+                onnx,
+                features: Some(data.features.clone()),
+                vector: Some(spec.dataset.vector.clone()),
+                description: spec.description.clone(),
+                lineage: Lineage {
+                    trigger: spec.trigger.clone(),
+                    trainer: spec.trainer.name(),
+                    job: Some(ctx.id()),
+                    parent_version: parent,
+                    data_from_ns: data.ts_ns.iter().min().copied(),
+                    data_to_ns: data.ts_ns.iter().max().copied(),
+                    data_sha256: Some(digest),
+                    rows: Some(data.len() as u64),
+                    devices: data.devices.clone(),
+                    sites,
+                    target: Some(spec.dataset.target.clone()),
+                    params: serde_json::json!({
+                        "trainer": params,
+                        "pipeline": spec.dataset.pipeline,
+                        "holdout": spec.holdout,
+                    }),
+                },
+                metrics,
+                tree_stats,
+            })?,
+            model,
+        ),
     };
     // The reference for drift: the training rows and the model's outputs
     // on them.

@@ -127,6 +127,10 @@ pub struct Cycle {
     pub offline: Option<Comparison>,
     /// Champion vs challenger on the labels of the shadow period.
     pub live: Option<Comparison>,
+    /// When this cycle began moving the fleet to its challenger, ns: a
+    /// promotion whose record did not complete is finished from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoting_ns: Option<i64>,
     /// Every step, oldest first.
     pub steps: Vec<Step>,
     /// Started, ns.

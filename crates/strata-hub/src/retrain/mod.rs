@@ -241,6 +241,7 @@ fn check(deps: &RetrainDeps, p: &RetrainPolicy, now: i64) -> Result<()> {
         shadow_from_ns: None,
         offline: None,
         live: None,
+        promoting_ns: None,
         steps: Vec::new(),
         created_ns: now,
         updated_ns: now,
@@ -428,7 +429,16 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     spec.dataset.to_ns = split;
     spec.alias = Some("challenger".into());
     spec.trigger = c.lineage_trigger();
-    spec.parent = Some(c.champion);
+    // The parent is the champion; named only where the job would not
+    // find it by the `champion` alias (a replica of an older release,
+    // during a rolling upgrade, cannot read the field).
+    let by_alias = deps
+        .models
+        .model(&c.model)?
+        .aliases
+        .get("champion")
+        .copied();
+    spec.parent = (by_alias != Some(c.champion)).then_some(c.champion);
     spec.description = format!(
         "retrained by cycle {} ({}): {}",
         c.id, c.trigger.kind, c.trigger.detail
@@ -614,7 +624,7 @@ fn decide_offline(
 fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
     let aliases = deps.models.model(&c.model)?.aliases;
-    if champion_moved(&aliases, c.champion) == Some(challenger) {
+    if champion_moved(&aliases, c.champion) == Some(challenger) && c.promoting_ns.is_some() {
         // This cycle promoted it at an earlier check whose record did not
         // complete (the hub stopped, or the store refused the audit entry
         // or the save after the alias moved): finish the record.
@@ -727,6 +737,10 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
     // The devices first, then the alias: a promotion that fails midway
     // puts the champion back where it had moved, so the alias and what
     // the fleet runs never disagree.
+    // Marked first: should the record of the promotion not complete, the
+    // next check finishes it (and tells it from one made by hand).
+    c.promoting_ns = Some(now);
+    save(deps, c)?;
     let serving = deps.deployer.serving(&c.model)?;
     let promoted = deps
         .deployer

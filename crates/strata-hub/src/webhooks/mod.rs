@@ -109,7 +109,7 @@ impl WebhookEndpoint {
         if host.is_empty() {
             return Err(format!(
                 "{at}: url must start with https:// or http:// and name a host, got {:?}",
-                self.url
+                origin(&self.url)
             ));
         }
         if self.ca_file.is_some() && !https {
