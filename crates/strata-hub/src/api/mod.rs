@@ -383,13 +383,17 @@ async fn authorize(
         // another replica: looked for in the store, off the runtime.
         Some(t) if !state.access.knows(t) => {
             let (access, token) = (state.access.clone(), t.to_owned());
-            Some(
+            let (checked, reloaded) =
                 tokio::task::spawn_blocking(move || access.authenticate_caught_up(&token))
                     .await
                     .unwrap_or_else(|e| {
-                        Err(Error::Unavailable(format!("token check failed: {e}")))
-                    }),
-            )
+                        let e = Error::Unavailable(format!("token check failed: {e}"));
+                        (Err(e), false)
+                    });
+            if reloaded {
+                state.metrics.shared_reloads.fetch_add(1, Relaxed);
+            }
+            Some(checked)
         }
         Some(t) => Some(state.access.authenticate(t)),
         None => None,

@@ -435,8 +435,10 @@ impl Access {
     /// changed, at most once per [`CATCH_UP_NS`], so unknown tokens in a
     /// flood cost one small query per interval; a request that comes
     /// while a reload runs waits for it (at most [`MAX_WAITING`] do; the
-    /// rest are answered at once from the cache as it is).
-    pub fn authenticate_caught_up(&self, bearer: &str) -> Result<Principal> {
+    /// rest are answered at once from the cache as it is). Also says
+    /// whether this call reloaded the cache.
+    pub fn authenticate_caught_up(&self, bearer: &str) -> (Result<Principal>, bool) {
+        let mut reloaded = false;
         let now = now_ns();
         let last = self.caught_up_ns.load(Relaxed);
         let mine = now.saturating_sub(last) >= CATCH_UP_NS
@@ -445,8 +447,11 @@ impl Access {
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok();
         if mine {
-            if let Err(e) = self.refresh() {
-                tracing::debug!("cannot look for a token issued at another replica: {e}");
+            match self.refresh() {
+                Ok(r) => reloaded = r,
+                Err(e) => {
+                    tracing::debug!("cannot look for a token issued at another replica: {e}")
+                }
             }
         } else if self.waiting.fetch_add(1, Relaxed) < MAX_WAITING {
             // The reload in flight, if any, holds the turn.
@@ -455,7 +460,7 @@ impl Access {
         } else {
             self.waiting.fetch_sub(1, Relaxed);
         }
-        self.authenticate(bearer)
+        (self.authenticate(bearer), reloaded)
     }
 
     /// The store's change count the cache holds.
