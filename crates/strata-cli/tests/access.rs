@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use common::{HubProcess, eventually, strata};
+use common::{HubProcess, strata};
 use serde_json::{Value, json};
 
 const ROLES: [(&str, char); 4] = [
