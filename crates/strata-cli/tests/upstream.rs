@@ -189,6 +189,17 @@ fn a_hub_killed_mid_stream_loses_nothing_the_broker_delivered() {
     assert_eq!(values, (1..=600).map(f64::from).collect::<Vec<_>>());
 }
 
+/// Telemetry and the registry both in PostgreSQL (`schema`), shared, and
+/// the artifacts in `bucket`; the shared caches refreshed every
+/// `refresh_ms`.
+fn shared_config(schema: &PgSchema, bucket: &Bucket, refresh_ms: u64) -> String {
+    format!(
+        "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = {refresh_ms}\n{}",
+        schema.url,
+        bucket.config("models", &bucket.secret)
+    )
+}
+
 #[test]
 fn replicas_share_the_stream_the_registry_twins_and_actions_and_postgres_stores_each_batch_once() {
     let schema = PgSchema::new("upstream");
@@ -196,14 +207,8 @@ fn replicas_share_the_stream_the_registry_twins_and_actions_and_postgres_stores_
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _broker = Peer::mosquitto(dir.path(), port);
-    // Telemetry and the registry both in PostgreSQL, shared, and the
-    // artifacts in one bucket.
     let bucket = Bucket::start(dir.path());
-    let shared = format!(
-        "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = 100\n{}",
-        schema.url,
-        bucket.config("models", &bucket.secret)
-    );
+    let shared = shared_config(&schema, &bucket, 100);
     let hubs: Vec<HubProcess> = ["hub-a", "hub-b"]
         .into_iter()
         .map(|id| {
@@ -336,13 +341,7 @@ fn a_device_registered_at_another_replica_is_taken_before_this_one_refreshes() {
     let port = free_port();
     let _broker = Peer::mosquitto(dir.path(), port);
     let bucket = Bucket::start(dir.path());
-    let shared = |refresh_ms: u64| {
-        format!(
-            "[storage]\npostgres = {:?}\n[shared]\npostgres = {0:?}\nrefresh_ms = {refresh_ms}\n{}",
-            schema.url,
-            bucket.config("models", &bucket.secret)
-        )
-    };
+
     let hubs: Vec<HubProcess> = [("hub-a", 100), ("hub-b", 600_000)]
         .into_iter()
         .map(|(id, refresh_ms)| {
@@ -350,7 +349,7 @@ fn a_device_registered_at_another_replica_is_taken_before_this_one_refreshes() {
                 &dir.path().join(id),
                 port,
                 &format!("client_id = \"{id}\""),
-                &shared(refresh_ms),
+                &shared_config(&schema, &bucket, refresh_ms),
             )
         })
         .collect();

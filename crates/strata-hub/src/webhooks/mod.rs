@@ -102,8 +102,7 @@ impl WebhookEndpoint {
         // A host must follow: `http://?token=x` would fail every attempt
         // with its secret in the error.
         let host = rest
-            .and_then(|r| r.split(['/', '?', '#']).next())
-            .map(|authority| authority.rsplit_once('@').map_or(authority, |(_, h)| h))
+            .map(host_and_port)
             .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
             .unwrap_or_default();
         if host.is_empty() {
@@ -228,9 +227,14 @@ impl Endpoint {
 /// often its secret, and its user:password part always is.
 fn origin(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    format!("{scheme}://{}", host_and_port(rest))
+}
+
+/// The host and port of what follows a URL's `scheme://`: its authority
+/// without the `user:password@` part.
+fn host_and_port(rest: &str) -> &str {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}")
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
 /// Why a POST failed, and whether trying again could change that.
