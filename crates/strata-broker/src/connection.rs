@@ -554,8 +554,11 @@ async fn attach(
                         old => {
                             if let Some(old) = &old {
                                 // A connection came for the old session's
-                                // client: its delayed will is not due.
-                                old.state().generation += 1;
+                                // client: its delayed will is not due,
+                                // nor is its expiry (it is discarded).
+                                let mut st = old.state();
+                                st.generation += 1;
+                                st.abort_pending();
                             }
                             let fresh = Session::new(Arc::clone(client_id));
                             map.insert(Arc::clone(client_id), Arc::clone(&fresh));
@@ -563,6 +566,7 @@ async fn attach(
                         }
                     };
                     let mut st = session.state();
+                    st.abort_pending();
                     st.link = link.take();
                     st.expiry_secs = expiry;
                     st.generation += 1;
@@ -1407,8 +1411,9 @@ impl Conn {
         }
         if let Some((secs, generation)) = expiry_timer {
             let shared = Arc::clone(&shared);
-            let session = Arc::clone(&session);
-            tokio::spawn(async move {
+            let waiting = Arc::clone(&session);
+            let task = tokio::spawn(async move {
+                let session = waiting;
                 tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
                 let expired = {
                     let mut map = lock(&shared.sessions);
@@ -1428,6 +1433,7 @@ impl Conn {
                     shared.drop_subscriptions(&session);
                 }
             });
+            keep_pending(&session, generation, task.abort_handle());
         }
         if (close.reason.publishes_will()
             || (close.reason == DisconnectReason::Clean && self.will.is_some()))
@@ -1472,12 +1478,27 @@ fn schedule_will(
         return;
     };
     let shared = Arc::clone(shared);
-    tokio::spawn(async move {
+    let waiting = Arc::clone(&session);
+    let task = tokio::spawn(async move {
+        let session = waiting;
         tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
         if !connected_since(&session, generation) {
             publish_will(&shared, &session.client_id, will, version);
         }
     });
+    keep_pending(&session, generation, task.abort_handle());
+}
+
+/// Keeps `task` for the session's next attach to abort; aborts it at once
+/// when a connection has already come since the attach numbered
+/// `generation` (it would find nothing to do).
+fn keep_pending(session: &Session, generation: u64, task: tokio::task::AbortHandle) {
+    let mut st = session.state();
+    if st.generation != generation || st.link.is_some() {
+        task.abort();
+    } else {
+        st.pending.push(task);
+    }
 }
 
 /// Whether a connection has come for `session`'s client since the attach

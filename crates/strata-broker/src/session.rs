@@ -97,6 +97,20 @@ pub(crate) struct SessionState {
     /// The id of the newest connection that came to attach: one that
     /// waited on a takeover gives up when a newer one came meanwhile.
     pub newest_attach: u64,
+    /// Tasks the last disconnect left waiting (the session's expiry, a
+    /// delayed will): the next attach aborts them, so a client that
+    /// connects and drops in a loop leaves no pile of sleeping tasks,
+    /// each holding a will or a discarded session, behind.
+    pub pending: Vec<tokio::task::AbortHandle>,
+}
+
+impl SessionState {
+    /// Aborts the tasks the last disconnect left waiting.
+    pub fn abort_pending(&mut self) {
+        for task in self.pending.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 /// A session, shared by the registry, the subscription tree and its connection.

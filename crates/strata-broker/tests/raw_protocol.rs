@@ -1203,3 +1203,55 @@ async fn of_two_reconnections_during_a_takeover_the_newest_keeps_the_session() {
         }
     }
 }
+
+/// A client that connects and drops in a loop, each time asking for a
+/// day-long session and a will delayed by a day, leaves no sleeping task
+/// behind (each held its will, or a discarded session, for the day): the
+/// next connection aborts what the last disconnect left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_and_dropping_in_a_loop_leaves_no_tasks_behind() {
+    let (b, _) = start().await;
+    let port = b.local_addr().port();
+    let round = |clean_start: bool| async move {
+        let mut raw = Raw::open(port, V5).await;
+        raw.send(&Packet::Connect(Box::new(Connect {
+            protocol: V5,
+            clean_start,
+            keep_alive: 30,
+            properties: Properties {
+                session_expiry_interval: Some(86_400),
+                ..Properties::default()
+            },
+            client_id: "looping".into(),
+            will: Some(LastWill {
+                topic: "wills/looping".into(),
+                payload: Bytes::from(vec![7u8; 1000]),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Properties {
+                    will_delay_interval: Some(86_400),
+                    ..Properties::default()
+                },
+            }),
+            username: None,
+            password: None,
+        })))
+        .await;
+        assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+        // Dropped without a DISCONNECT: the will is due after its delay.
+        drop(raw);
+    };
+    let metrics = tokio::runtime::Handle::current().metrics();
+    round(false).await;
+    wait_until("the first drop seen", || b.connected_clients() == 0).await;
+    let before = metrics.num_alive_tasks();
+    for i in 0..60 {
+        // Resuming the session, and starting afresh in its place.
+        round(i % 2 == 0).await;
+        wait_until("the drop seen", || b.connected_clients() == 0).await;
+    }
+    wait_until("no task left behind", || {
+        metrics.num_alive_tasks() <= before
+    })
+    .await;
+}

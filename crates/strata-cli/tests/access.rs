@@ -259,7 +259,7 @@ fn model_rollouts_are_the_ml_engineers_but_config_rollouts_are_the_admins() {
         let (status, body) = hub.api_as(ml, "POST", "/api/v1/campaigns", Some(campaign(kind)));
         assert_eq!(status, 403, "{kind}: {body}");
         let path = format!("/api/v1/releases/{kind}/line/1/assign");
-        let (status, body) = hub.api_as(ml, "POST", &path, Some(json!({"target": {}})));
+        let (status, body) = hub.api_as(ml, "POST", &path, Some(json!({})));
         assert_eq!(status, 403, "{kind}: {body}");
     }
     // Training with a built-in trainer is theirs; with an external one (a
@@ -454,6 +454,41 @@ fn wrong_passwords_in_a_row_get_429_with_retry_after_then_the_wait_ends() {
             "ok"
         ]
     );
+    hub.kill();
+}
+
+#[test]
+fn failed_enrollments_from_one_address_are_throttled_and_audited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let enroll = |device: &str, token: &str| {
+        hub.api_anonymous(
+            "POST",
+            "/api/v1/enroll",
+            Some(json!({"device": device, "token": token})),
+        )
+    };
+    // The hub's default: 30 free failures per address.
+    for i in 0..30 {
+        let (status, body) = enroll(&format!("ghost-{i}"), "stet_guess");
+        assert_eq!(status, 401, "{body}");
+    }
+    // Then a wait of 1 s: refused unchecked, counted, audited once.
+    for i in 30..33 {
+        let (status, body) = enroll(&format!("ghost-{i}"), "stet_guess");
+        assert_eq!(status, 429, "{body}");
+    }
+    assert_eq!(hub.metric("strata_enrollments_throttled_total"), 3.0);
+    let (_, log) = hub.api("GET", "/api/v1/audit?limit=1000", None);
+    let outcomes: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "device.enroll")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 31, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "throttled").count(), 1);
     hub.kill();
 }
 

@@ -138,7 +138,9 @@ impl Drop for Killed {
 
 /// `strata demo` with 3 machines; answers the dashboard URL it prints and
 /// keeps the rest of its output flowing.
-fn start_demo(dir: &Path) -> (Killed, String, mpsc::Receiver<String>) {
+/// Starts `strata demo`; answers it, its dashboard URL (with the admin
+/// token), its MQTT address and the rest of its output.
+fn start_demo(dir: &Path) -> (Killed, String, String, mpsc::Receiver<String>) {
     let public = strata(&[
         "release",
         "keygen",
@@ -176,13 +178,18 @@ fn start_demo(dir: &Path) -> (Killed, String, mpsc::Receiver<String>) {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut url = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx
             .recv_timeout(left)
-            .expect("the demo prints its dashboard URL");
-        if let Some(url) = line.trim().strip_prefix("dashboard:") {
-            return (child, url.trim().to_owned(), rx);
+            .expect("the demo prints its dashboard URL and MQTT address");
+        if let Some(u) = line.trim().strip_prefix("dashboard:") {
+            url = Some(u.trim().to_owned());
+        }
+        if let Some(m) = line.trim().strip_prefix("MQTT:") {
+            let mqtt = m.split_whitespace().next().unwrap().to_owned();
+            return (child, url.expect("dashboard before MQTT"), mqtt, rx);
         }
     }
 }
@@ -396,6 +403,29 @@ fn create_user(base: &str, token: &str, name: &str, role: &str) {
     assert_eq!(r.status().as_u16(), 201);
 }
 
+/// Registers `device` at `site` and enrolls it; answers its credential.
+fn enroll(base: &str, token: &str, device: &str, site: &str) -> String {
+    let mut r = ureq::post(format!("{base}/api/v1/devices"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({"id": device, "site": site}))
+        .expect("POST device");
+    let created: Value = r.body_mut().read_json().unwrap();
+    let mut r = ureq::post(format!("{base}/api/v1/enroll"))
+        .send_json(json!({"device": device, "token": created["enrollment_token"]}))
+        .expect("POST enroll");
+    let enrolled: Value = r.body_mut().read_json().unwrap();
+    enrolled["credential"].as_str().unwrap().to_owned()
+}
+
+/// The newest entries of the hub's audit log.
+fn audit(base: &str, token: &str) -> Vec<Value> {
+    let mut r = ureq::get(format!("{base}/api/v1/audit?limit=50"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("GET audit");
+    r.body_mut().read_json().unwrap()
+}
+
 /// The hub's own record of alert `id`, through its API.
 fn alert_from_api(base: &str, token: &str, id: &str) -> Value {
     let mut r = ureq::get(format!("{base}/api/v1/alerts/{id}"))
@@ -408,7 +438,7 @@ fn alert_from_api(base: &str, token: &str, id: &str) -> Value {
 #[test]
 fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let (_demo, url, demo_out) = start_demo(dir.path());
+    let (_demo, url, mqtt, demo_out) = start_demo(dir.path());
     let base = url.split("/ui/").next().unwrap().to_owned();
     let token = url.split("#token=").nth(1).unwrap().to_owned();
     let shots = screenshots_dir();
@@ -540,6 +570,53 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     });
     browser.settled("control");
     browser.screenshot(&shots.join("control.png"));
+
+    // A plant device's rule in approval mode proposes an action (the device
+    // sends the record itself, over MQTT); olga approves it with a click,
+    // and the hub relays it and records that she did.
+    let credential = enroll(&base, &token, "press-9", "demo-plant");
+    let proposal = json!({
+        "seq": 1, "ts_ns": common::now_ns(), "rule": "cool", "output": "fan",
+        "action": "cool-abc-1", "outcome": "proposed", "value": 40.0,
+        "reason": "temperature 85 > 80",
+    });
+    let port = mqtt.rsplit(':').next().unwrap();
+    let sent = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "press-9"])
+        .args(["-u", "press-9", "-P", &credential])
+        .args([
+            "-t",
+            "strata/v1/press-9/up/events",
+            "-m",
+            &proposal.to_string(),
+        ])
+        .output()
+        .expect("run mosquitto_pub (Debian package mosquitto-clients)");
+    assert!(sent.status.success(), "{sent:?}");
+    let approve = "tr[data-action=cool-abc-1] button.approve";
+    eventually(Duration::from_secs(20), "the proposal to approve", || {
+        browser.count(approve) == 1
+    });
+    let row = browser.text("tr[data-action=cool-abc-1]").unwrap();
+    assert!(
+        row.contains("press-9") && row.contains("cool") && row.contains("proposed"),
+        "{row}"
+    );
+    browser.click(approve);
+    eventually(
+        Duration::from_secs(15),
+        "the approval on the audit log",
+        || {
+            audit(&base, &token).iter().any(|e| {
+                e["action"] == "control.approve"
+                    && e["actor"] == "olga"
+                    && e["outcome"] == "ok"
+                    && e["target"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("cool-abc-1"))
+            })
+        },
+    );
 
     // The model lifecycle finishes: the model is on the models page, the
     // device page charts its predictions.

@@ -279,6 +279,15 @@ fn devices_install_signed_updates_and_refuse_what_fails_a_check() {
     let a_dir = dir.path().join("a");
     let a_config = agent_config(&hub, &a_dir, "press-a", &public, &rollout);
     let a = EdgeProcess::start(&a_dir, &a_config);
+    // A misspelt target is refused, not read as "every device"; so is an
+    // assignment valid for a year.
+    for body in [
+        json!({"device": ["press-a"]}),
+        json!({"devices": ["press-a"], "expires_in_s": 365 * 86_400}),
+    ] {
+        let (status, answer) = hub.api("POST", "/api/v1/releases/model/rul/2/assign", Some(body));
+        assert!(status == 400 || status == 422, "{status} {answer}");
+    }
     assign(&hub, 2, "press-a", 3600);
     let report = wait_update(&hub, "press-a", 2);
     assert_eq!(report["state"], "committed", "{report}");

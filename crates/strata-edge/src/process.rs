@@ -130,7 +130,7 @@ impl Processor {
             if let Some(feed) = &self.control
                 && &*frame.stream != HEALTH_STREAM
             {
-                feed.offer(&frame.signals);
+                feed.offer(&frame.stream, &frame.signals);
             }
             self.append(&frame.stream, frame.signals);
             return;
@@ -149,13 +149,17 @@ impl Processor {
             self.models.run(vector);
         }
         self.output.clear();
+        // The pipeline's outputs have names of their own (it refuses two
+        // the same), whichever source's frame completed them.
         if let Some(feed) = &self.control {
-            feed.offer(&series);
+            feed.offer(&Arc::from("pipeline"), &series);
         }
         self.append(&frame.stream, series);
         for (stream, series) in self.models.take() {
+            // Not the stream: it names the model's version, which a
+            // deployment changes.
             if let Some(feed) = &self.control {
-                feed.offer(&series);
+                feed.offer(&Arc::from("models"), &series);
             }
             self.append(&stream, series);
         }

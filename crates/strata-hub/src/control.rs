@@ -5,8 +5,14 @@
 //! measured KPIs meet the gate set for that phase (device uptime, and a
 //! model's accuracy, precision or MAE on the labels of the window). A task
 //! measures every gate every `interval_s` and publishes the verdict,
-//! retained, on each of the site's devices' `down/control`, only when it
-//! changed; the API shows every check with its measured value, so anyone
+//! retained, on each of the site's devices' `down/control` when it
+//! changed. By default a device holds the last verdict through a hub or
+//! network outage of any length (the edge stays autonomous); with
+//! `gate_valid_s`, an open verdict lapses that long after the device
+//! received it, and the hub sends it again every third of that, so a hub
+//! that stops measuring (down, cut off, its store failing) leaves no gate
+//! open for long. When the devices cannot even be listed, every gate sent
+//! open is closed. The API shows every check with its measured value, so anyone
 //! can see why a gate is open or closed.
 //!
 //! Devices send every decision their rules take on `up/events`; the hub
@@ -36,6 +42,10 @@ pub struct ControlConfig {
     pub gates: BTreeMap<String, GateConfig>,
     /// Gates are measured every this many seconds.
     pub interval_s: u64,
+    /// A device holds an open gate this many seconds after receiving it,
+    /// unless the hub sends it again (every third of this); unset, until
+    /// the next verdict.
+    pub gate_valid_s: Option<u64>,
 }
 
 impl Default for ControlConfig {
@@ -44,6 +54,7 @@ impl Default for ControlConfig {
             phases: BTreeMap::new(),
             gates: BTreeMap::new(),
             interval_s: 15,
+            gate_valid_s: None,
         }
     }
 }
@@ -124,6 +135,14 @@ impl ControlConfig {
         if self.interval_s == 0 {
             return Err("[control] interval_s must be at least 1".into());
         }
+        if let Some(valid) = self.gate_valid_s
+            && valid < self.interval_s.saturating_mul(3)
+        {
+            return Err(format!(
+                "[control] gate_valid_s = {valid} must be at least three times interval_s ({}): the gate is renewed every third of it",
+                self.interval_s
+            ));
+        }
         Ok(())
     }
 
@@ -164,6 +183,7 @@ pub fn measure(
         checks: Vec::new(),
         reason: String::new(),
         ts_ns: now_ns,
+        valid_s: config.gate_valid_s.map(|v| v as f64),
     };
     if phase < 2 {
         gate.reason = "phase 1: monitoring only".into();
@@ -289,7 +309,8 @@ fn model_scores(
 pub struct Gates {
     config: ControlConfig,
     latest: Mutex<BTreeMap<String, ControlGate>>,
-    sent: Mutex<BTreeMap<DeviceId, ControlGate>>,
+    /// Per device, the gate last sent and when (the hub's clock, ns).
+    sent: Mutex<BTreeMap<DeviceId, (ControlGate, i64)>>,
     downlink: Downlink,
     actions: Arc<dyn ControlStore>,
 }
@@ -304,6 +325,12 @@ fn same(a: &ControlGate, b: &ControlGate) -> bool {
         (&g.site, g.phase, g.open, checks.collect())
     }
     verdict(a) == verdict(b)
+}
+
+/// Whether a device last sent `sent` (at its time) is sent `gate` at
+/// `now_ns`: when the verdict changed, or to renew it before it lapses.
+fn due(sent: Option<&(ControlGate, i64)>, gate: &ControlGate, now_ns: i64, renew_ns: i64) -> bool {
+    sent.is_none_or(|(s, at)| !same(s, gate) || now_ns.saturating_sub(*at) >= renew_ns)
 }
 
 impl Gates {
@@ -342,8 +369,8 @@ impl Gates {
     /// queued on the lost one may not have reached it).
     pub fn send_again(&self) -> Result<()> {
         let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (device, gate) in &sent {
-            self.send(device, gate)?;
+        for (device, (gate, _)) in &sent {
+            self.send(device, gate, crate::now_ns())?;
         }
         Ok(())
     }
@@ -354,23 +381,17 @@ impl Gates {
     /// served (the first error is returned at the end).
     pub fn cycle(&self, inputs: &GateInputs<'_>) -> Result<()> {
         let now = crate::now_ns();
-        let mut by_site: BTreeMap<String, Vec<Device>> = BTreeMap::new();
-        for d in inputs.registry.devices(None)? {
-            if d.state == DeviceState::Active {
-                by_site.entry(d.site.to_string()).or_default().push(d);
+        let (by_site, presence) = match self.read_devices(inputs, now) {
+            Ok(read) => read,
+            Err(e) => {
+                self.close_every_open_gate(&format!("the gates cannot be measured: {e}"), now);
+                return Err(e);
             }
-        }
-        // One read of the presence history, over the longest gate window,
-        // serves every site (changes before a window are clamped to it).
-        let longest = self
+        };
+        let renew_ns = self
             .config
-            .gates
-            .values()
-            .map(|g| g.window_days)
-            .fold(0.0, f64::max);
-        let presence = inputs
-            .registry
-            .presence_by_device(now - (longest * DAY_NS) as i64, now)?;
+            .gate_valid_s
+            .map_or(i64::MAX, |v| (v as i64 / 3).saturating_mul(1_000_000_000));
         let mut failure = None;
         for (site, devices) in &by_site {
             let gate = match measure(&self.config, site, devices, &presence, inputs, now) {
@@ -385,17 +406,21 @@ impl Gates {
                         checks: Vec::new(),
                         reason,
                         ts_ns: now,
+                        valid_s: self.config.gate_valid_s.map(|v| v as f64),
                     }
                 }
             };
             for d in devices {
-                let unchanged = self
-                    .sent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&d.id)
-                    .is_some_and(|s| same(s, &gate));
-                if !unchanged && let Err(e) = self.send(&d.id, &gate) {
+                let send = due(
+                    self.sent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&d.id),
+                    &gate,
+                    now,
+                    renew_ns,
+                );
+                if send && let Err(e) = self.send(&d.id, &gate, now) {
                     failure.get_or_insert(e);
                 }
             }
@@ -414,7 +439,56 @@ impl Gates {
         failure.map_or(Ok(()), Err)
     }
 
-    fn send(&self, device: &DeviceId, gate: &ControlGate) -> Result<()> {
+    /// The active devices by site, and their presence changes over the
+    /// longest gate window.
+    #[allow(clippy::type_complexity)]
+    fn read_devices(
+        &self,
+        inputs: &GateInputs<'_>,
+        now: i64,
+    ) -> Result<(
+        BTreeMap<String, Vec<Device>>,
+        BTreeMap<DeviceId, Vec<(i64, bool)>>,
+    )> {
+        let mut by_site: BTreeMap<String, Vec<Device>> = BTreeMap::new();
+        for d in inputs.registry.devices(None)? {
+            if d.state == DeviceState::Active {
+                by_site.entry(d.site.to_string()).or_default().push(d);
+            }
+        }
+        // One read of the presence history, over the longest gate window,
+        // serves every site (changes before a window are clamped to it).
+        let longest = self
+            .config
+            .gates
+            .values()
+            .map(|g| g.window_days)
+            .fold(0.0, f64::max);
+        let presence = inputs
+            .registry
+            .presence_by_device(now - (longest * DAY_NS) as i64, now)?;
+        Ok((by_site, presence))
+    }
+
+    /// Sends every device last sent an open gate a closed one, saying why
+    /// (what could be sent is; the rest lapse within `gate_valid_s`).
+    fn close_every_open_gate(&self, reason: &str, now: i64) {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (device, (gate, _)) in sent.into_iter().filter(|(_, (g, _))| g.open) {
+            let closed = ControlGate {
+                open: false,
+                checks: Vec::new(),
+                reason: reason.to_string(),
+                ts_ns: now,
+                ..gate
+            };
+            if let Err(e) = self.send(&device, &closed, now) {
+                tracing::warn!(%device, "cannot close the gate: {e}");
+            }
+        }
+    }
+
+    fn send(&self, device: &DeviceId, gate: &ControlGate, now: i64) -> Result<()> {
         let topic = Topic::new(device.clone(), Direction::Down, TopicKind::Control).to_string();
         let payload = Bytes::from(serde_json::to_vec(gate).expect("JSON of a gate"));
         self.downlink
@@ -423,7 +497,7 @@ impl Gates {
         self.sent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(device.clone(), gate.clone());
+            .insert(device.clone(), (gate.clone(), now));
         Ok(())
     }
 
@@ -577,5 +651,35 @@ mod tests {
             ..with(check(measured, false))
         };
         assert!(same(&failing(0.81), &failing(0.83)));
+    }
+
+    #[test]
+    fn a_gate_is_sent_when_it_changes_and_renewed_before_it_lapses() {
+        let open = ControlGate {
+            site: "s".into(),
+            phase: 2,
+            open: true,
+            ts_ns: 1,
+            ..Default::default()
+        };
+        let closed = ControlGate {
+            open: false,
+            ..open.clone()
+        };
+        let renew = 200;
+        assert!(due(None, &open, 0, renew));
+        assert!(!due(Some(&(open.clone(), 0)), &open, 199, renew));
+        assert!(due(Some(&(open.clone(), 0)), &open, 200, renew));
+        // No validity: sent only when it changes.
+        assert!(!due(
+            Some(&(open.clone(), 0)),
+            &open,
+            1_800_000_000_000_000_000,
+            i64::MAX
+        ));
+        assert!(due(Some(&(open.clone(), 0)), &closed, 1, renew));
+        // Validity too short to renew within it is refused.
+        let c: ControlConfig = toml::from_str("interval_s = 60\ngate_valid_s = 120").unwrap();
+        assert!(c.validate().unwrap_err().contains("three times"));
     }
 }

@@ -168,6 +168,8 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// Logins refused unchecked: too many wrong passwords in a row.
     pub logins_throttled: AtomicU64,
+    /// Enrollments refused unchecked: too many failed ones from an address.
+    pub enrollments_throttled: AtomicU64,
     /// API requests refused for a missing, unknown, expired or revoked token.
     pub api_unauthorized: AtomicU64,
     /// API requests refused because the caller lacks the permission.
@@ -395,6 +397,11 @@ impl Metrics {
                 "strata_logins_throttled_total",
                 "Logins refused unchecked after too many wrong passwords in a row.",
                 &self.logins_throttled,
+            ),
+            (
+                "strata_enrollments_throttled_total",
+                "Enrollments refused unchecked after too many failed ones from one address.",
+                &self.enrollments_throttled,
             ),
             (
                 "strata_api_unauthorized_total",

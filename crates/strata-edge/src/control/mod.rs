@@ -115,10 +115,12 @@ impl ControlStats {
     }
 }
 
-/// One reading of a watched signal.
+/// One reading of a watched signal, and the stream it came from.
 #[derive(Debug, Clone)]
 pub struct Observation {
+    stream: Arc<str>,
     signal: String,
+    ts_ns: i64,
     value: f64,
     quality: Quality,
 }
@@ -132,20 +134,18 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Offers the readings of `series` that some rule watches.
-    pub fn offer(&self, series: &[SignalSeries]) {
+    /// Offers the readings of `series` (from `stream`) that some rule
+    /// watches.
+    pub fn offer(&self, stream: &Arc<str>, series: &[SignalSeries]) {
         let mut batch = Vec::new();
         for s in series.iter().filter(|s| self.watched.contains(&s.name)) {
             for (i, v) in s.values.iter().enumerate() {
-                let quality = s
-                    .quality
-                    .get(i)
-                    .and_then(|q| Quality::try_from(*q).ok())
-                    .unwrap_or(Quality::Good);
                 batch.push(Observation {
+                    stream: stream.clone(),
                     signal: s.name.clone(),
+                    ts_ns: s.ts_ns.get(i).copied().unwrap_or(i64::MIN),
                     value: *v,
-                    quality,
+                    quality: quality_of(s, i),
                 });
             }
         }
@@ -157,6 +157,27 @@ impl Feed {
             self.stats.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
+}
+
+/// The quality of reading `i` of `s`: no qualities at all means every
+/// reading is good; a code this agent does not know, or a list shorter
+/// than the values, is bad (a rule must not act on a reading it cannot
+/// judge).
+fn quality_of(s: &SignalSeries, i: usize) -> Quality {
+    if s.quality.is_empty() {
+        return Quality::Good;
+    }
+    s.quality
+        .get(i)
+        .and_then(|q| Quality::try_from(*q).ok())
+        .unwrap_or(Quality::Bad)
+}
+
+/// When a reading stamped `ts_ns` was taken, on the engine's clock: its
+/// age by the wall clock (none when stamped ahead) back from `now`.
+fn taken_at(ts_ns: i64, wall_now_ns: i64, now: i64) -> i64 {
+    let age = wall_now_ns.saturating_sub(ts_ns).max(0);
+    now.saturating_sub(age)
 }
 
 /// What the control task listens to besides readings.
@@ -272,7 +293,10 @@ impl Control {
                     let Some(batch) = batch else { return };
                     for o in batch {
                         let now = steady_ns(self.origin);
-                        let decisions = self.engine.observe(&o.signal, o.value, o.quality, now);
+                        let taken = taken_at(o.ts_ns, crate::now_ns(), now);
+                        let decisions = self.engine.observe(
+                            &o.stream, &o.signal, o.value, o.quality, taken, now,
+                        );
                         self.carry_out(decisions).await;
                     }
                 }
@@ -282,7 +306,7 @@ impl Control {
                     }
                     let gate = self.inputs.gate.borrow_and_update().clone();
                     if let Some(g) = gate {
-                        if self.engine.set_gate(g.clone()) {
+                        if self.engine.set_gate(g.clone(), steady_ns(self.origin)) {
                             tracing::info!(site = %g.site, open = g.open, "control gate: {}", if g.open { "open" } else { g.reason.as_str() });
                         } else {
                             tracing::warn!(site = %g.site, ts_ns = g.ts_ns, "ignoring a site gate older than the one held");
@@ -414,7 +438,7 @@ impl Control {
                     }
                     let bounds = self
                         .engine
-                        .bounds(&a.rule)
+                        .write_bounds(&a)
                         .unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
                     let writer = self
                         .writers
@@ -523,7 +547,34 @@ fn changed_by_hand(held: f64, read: f64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{MODEL_ERROR_WINDOW, changed_by_hand, errors_lately};
+    use super::{MODEL_ERROR_WINDOW, changed_by_hand, errors_lately, quality_of, taken_at};
+    use strata_proto::{Quality, SignalSeries};
+
+    #[test]
+    fn a_reading_is_as_old_as_its_timestamp_and_never_fresher_than_arrived() {
+        // Wall clock at 1,000 s, engine clock at 50 s.
+        let s = 1_000_000_000;
+        assert_eq!(taken_at(990 * s, 1_000 * s, 50 * s), 40 * s);
+        // Stamped ahead of the gateway's clock: taken as it arrives.
+        assert_eq!(taken_at(2_000 * s, 1_000 * s, 50 * s), 50 * s);
+        // No timestamp (i64::MIN): as old as can be.
+        assert!(taken_at(i64::MIN, 1_000 * s, 50 * s) < 0);
+    }
+
+    #[test]
+    fn unknown_or_missing_qualities_are_bad() {
+        let mut s = SignalSeries {
+            name: "t".into(),
+            values: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        assert_eq!(quality_of(&s, 1), Quality::Good);
+        s.quality = vec![Quality::Good as i32];
+        assert_eq!(quality_of(&s, 0), Quality::Good);
+        assert_eq!(quality_of(&s, 1), Quality::Bad);
+        s.quality = vec![Quality::Good as i32, 99];
+        assert_eq!(quality_of(&s, 1), Quality::Bad);
+    }
 
     #[test]
     fn an_output_changed_by_hand_is_told_from_a_rounded_read() {

@@ -175,14 +175,17 @@ impl RuleConfig {
     }
 }
 
-/// The latest reading of a signal, and when it arrived (the engine's
-/// clock, not the device's, so a wrong device clock cannot keep a dead
-/// signal fresh).
-#[derive(Debug, Clone, Copy)]
+/// The latest reading of a signal, the stream it came from, and when it
+/// was taken on the engine's clock: when it arrived, less its age by its
+/// own timestamp when that is older (a retained MQTT message, a reading
+/// that waited in a queue), so a reading is never fresher than it was
+/// taken, and a wrong device clock ahead cannot keep a dead signal fresh.
+#[derive(Debug, Clone)]
 struct Latest {
     value: f64,
     quality: Quality,
     at_ns: i64,
+    stream: std::sync::Arc<str>,
 }
 
 /// What the engine wants done.
@@ -240,6 +243,11 @@ pub struct Engine {
     /// Models that are unhealthy now, and why.
     unhealthy_models: HashMap<String, String>,
     gate: Option<ControlGate>,
+    /// When the gate held was received (the engine's clock).
+    gate_at_ns: i64,
+    /// Signals that arrived from two streams, with their names: a rule
+    /// watching one cannot tell which machine it reads.
+    ambiguous: HashMap<String, String>,
     /// Starts every action id, so ids stay unique across restarts.
     epoch: String,
 }
@@ -261,6 +269,8 @@ impl Engine {
             dry: HashMap::new(),
             unhealthy_models: HashMap::new(),
             gate: None,
+            gate_at_ns: 0,
+            ambiguous: HashMap::new(),
             epoch: action_epoch(),
         }
     }
@@ -291,19 +301,23 @@ impl Engine {
         self.settled.remove(output);
     }
 
-    /// The site gate the hub sent.
-    /// Takes the hub's verdict on the site; returns false (and keeps the
-    /// one held) when `gate` is older than it: a late delivery must not
-    /// put back an open gate the hub has closed since.
-    pub fn set_gate(&mut self, gate: ControlGate) -> bool {
-        if self
-            .gate
-            .as_ref()
-            .is_some_and(|held| gate.ts_ns < held.ts_ns)
+    /// Takes the hub's verdict on the site, received at `now_ns`; returns
+    /// false (and keeps the one held) for an open verdict older than the
+    /// one held: a late delivery must not put back an open gate the hub
+    /// has closed since. A closed verdict is always taken, however old its
+    /// time: the hub's clock may have been set back, and closing is the
+    /// safe way to be wrong.
+    pub fn set_gate(&mut self, gate: ControlGate, now_ns: i64) -> bool {
+        if gate.open
+            && self
+                .gate
+                .as_ref()
+                .is_some_and(|held| gate.ts_ns < held.ts_ns)
         {
             return false;
         }
         self.gate = Some(gate);
+        self.gate_at_ns = now_ns;
         true
     }
 
@@ -315,20 +329,35 @@ impl Engine {
         };
     }
 
-    /// A new reading; returns what the rules watching it decide.
+    /// A new reading of `signal` from `stream`, taken at `taken_ns` (the
+    /// engine's clock: see [`Latest`]); returns what the rules watching it
+    /// decide. A reading older than the one held changes nothing.
     pub fn observe(
         &mut self,
+        stream: &std::sync::Arc<str>,
         signal: &str,
         value: f64,
         quality: Quality,
+        taken_ns: i64,
         now_ns: i64,
     ) -> Vec<Decision> {
+        let taken_ns = taken_ns.min(now_ns);
+        if let Some(held) = self.signals.get(signal) {
+            if held.stream != *stream && !self.ambiguous.contains_key(signal) {
+                let streams = format!("{} and {stream}", held.stream);
+                self.ambiguous.insert(signal.to_string(), streams);
+            }
+            if taken_ns < held.at_ns {
+                return Vec::new();
+            }
+        }
         self.signals.insert(
             signal.to_string(),
             Latest {
                 value,
                 quality,
-                at_ns: now_ns,
+                at_ns: taken_ns,
+                stream: stream.clone(),
             },
         );
         let mut out = Vec::new();
@@ -396,11 +425,25 @@ impl Engine {
                 format!("{reason}, but {why}"),
             )));
         }
-        if let Some(why) = self.gate_problem(rule) {
+        if let Some(why) = self.gate_problem(rule, now_ns) {
             return Ok(Decision::Record(record(
                 ActionOutcome::Blocked,
                 None,
                 format!("{reason}, but {why}"),
+            )));
+        }
+        // The operator approved what was proposed then: if the condition
+        // no longer holds, nothing is written.
+        if let Some(l) = self.signals.get(&rule.signal)
+            && !rule.condition(l.value)
+        {
+            return Ok(Decision::Record(record(
+                ActionOutcome::Blocked,
+                None,
+                format!(
+                    "{reason}, but the condition no longer holds ({} reads {})",
+                    rule.signal, l.value
+                ),
             )));
         }
         let current = self.outputs.get(&rule.output).copied();
@@ -423,12 +466,20 @@ impl Engine {
         )))
     }
 
-    /// The rule's `[min, max]`.
-    pub fn bounds(&self, rule: &str) -> Option<(f64, f64)> {
-        self.rules
-            .iter()
-            .find(|r| r.name == rule)
-            .map(|r| (r.min, r.max))
+    /// The bounds the output may round `action`'s setpoint within: the
+    /// rule's `[min, max]`, and for a rule with `max_rate`, no further from
+    /// the output's previous value than the setpoint itself (rounding to
+    /// what a register holds must not step past the rate limit).
+    pub fn write_bounds(&self, action: &ControlAction) -> Option<(f64, f64)> {
+        let r = self.rules.iter().find(|r| r.name == action.rule)?;
+        let (mut lo, mut hi) = (r.min, r.max);
+        if r.max_rate.is_some()
+            && let (Some(p), Some(v)) = (action.previous, action.value)
+        {
+            let step = (v - p).abs();
+            (lo, hi) = (lo.max(p - step), hi.min(p + step));
+        }
+        Some((lo, hi))
     }
 
     /// Starts `rule`'s cooldown as if it had acted at `at_ns`, on the
@@ -470,6 +521,11 @@ impl Engine {
         }
         let stale_ns = (rule.stale_s * 1e9) as i64;
         for name in std::iter::once(&rule.signal).chain(rule.setpoint_signal.as_ref()) {
+            if let Some(streams) = self.ambiguous.get(name) {
+                return Some(format!(
+                    "{name} arrives from two streams ({streams}): a rule cannot tell which to follow"
+                ));
+            }
             let Some(l) = self.signals.get(name) else {
                 continue;
             };
@@ -487,7 +543,7 @@ impl Engine {
         None
     }
 
-    fn gate_problem(&self, rule: &RuleConfig) -> Option<String> {
+    fn gate_problem(&self, rule: &RuleConfig, now_ns: i64) -> Option<String> {
         if !rule.require_gate {
             return None;
         }
@@ -497,7 +553,16 @@ impl Engine {
                 "site {} gate is closed (phase {}): {}",
                 g.site, g.phase, g.reason
             )),
-            Some(_) => None,
+            Some(g) => g
+                .valid_s
+                .filter(|valid| seconds(now_ns - self.gate_at_ns) > *valid)
+                .map(|valid| {
+                    format!(
+                        "site {} gate expired: the hub has not renewed it for {:.0} s (valid for {valid} s)",
+                        g.site,
+                        seconds(now_ns - self.gate_at_ns)
+                    )
+                }),
         }
     }
 
@@ -612,10 +677,10 @@ impl Engine {
             (None, None) => {}
         }
         // 2. The condition, for long enough.
-        let Some(latest) = self.signals.get(&rule.signal).copied() else {
+        let Some(value) = self.signals.get(&rule.signal).map(|l| l.value) else {
             return;
         };
-        if !rule.condition(latest.value) {
+        if !rule.condition(value) {
             state.since_ns = None;
             return;
         }
@@ -634,7 +699,7 @@ impl Engine {
         {
             return;
         }
-        let mut reason = rule.condition_text(latest.value);
+        let mut reason = rule.condition_text(value);
         if rule.for_s > 0.0 {
             reason.push_str(&format!(" for {:.1} s", seconds(now_ns - since)));
         }
@@ -658,7 +723,7 @@ impl Engine {
         .copied();
         let previous = current.map(|o| o.0);
         let (value, notes) = Self::shape(rule, requested, current, now_ns);
-        let gate = self.gate_problem(rule);
+        let gate = self.gate_problem(rule, now_ns);
         let state = &mut self.state[i];
         let blocked = match (value, gate) {
             (None, _) => Some(notes.clone()),
@@ -787,6 +852,10 @@ mod tests {
         }
     }
 
+    fn plc() -> std::sync::Arc<str> {
+        "plc".into()
+    }
+
     fn open() -> ControlGate {
         ControlGate {
             site: "plant".into(),
@@ -799,7 +868,7 @@ mod tests {
     fn engine(r: RuleConfig) -> Engine {
         r.validate().unwrap();
         let mut e = Engine::new(vec![r]);
-        e.set_gate(open());
+        e.set_gate(open(), 0);
         e.set_output("fan", 20.0, 0);
         e
     }
@@ -814,8 +883,15 @@ mod tests {
 
     /// Feeds the wanted setpoint then the temperature at `t` seconds.
     fn feed(e: &mut Engine, t: i64, wanted: f64, temperature: f64) -> Vec<Decision> {
-        let mut d = e.observe("fan_wanted", wanted, Quality::Good, t * S);
-        d.extend(e.observe("temperature", temperature, Quality::Good, t * S));
+        let mut d = e.observe(&plc(), "fan_wanted", wanted, Quality::Good, t * S, t * S);
+        d.extend(e.observe(
+            &plc(),
+            "temperature",
+            temperature,
+            Quality::Good,
+            t * S,
+            t * S,
+        ));
         d
     }
 
@@ -877,7 +953,7 @@ mod tests {
         (warm.above, warm.below) = (None, Some(50.0));
         (warm.min, warm.max) = (60.3, 70.0);
         let mut e = Engine::new(vec![cool, warm]);
-        e.set_gate(open());
+        e.set_gate(open(), 0);
         e.set_output("fan", 20.0, 0);
         let d = feed(&mut e, 1, 90.0, 85.0);
         let Some(Decision::Write(mut a)) = d.into_iter().next() else {
@@ -898,7 +974,6 @@ mod tests {
         let mut r = rule(Mode::Armed);
         r.max_rate = None;
         let mut e = engine(r);
-        assert_eq!(e.bounds("cool"), Some((0.0, 100.0)));
         // The last run wrote 2 s before this one started (its clock's 0).
         e.acted_at("cool", -2 * S);
         e.acted_at("no-such-rule", 0);
@@ -930,18 +1005,21 @@ mod tests {
         assert_eq!(outcomes(&d), [(ActionOutcome::Blocked, None)]);
         let Decision::Record(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("no site gate"), "{}", a.reason);
-        e.set_gate(ControlGate {
-            open: false,
-            reason: "uptime 0.95 < 0.99".into(),
-            ..open()
-        });
+        e.set_gate(
+            ControlGate {
+                open: false,
+                reason: "uptime 0.95 < 0.99".into(),
+                ..open()
+            },
+            0,
+        );
         let d = feed(&mut e, 2, 90.0, 85.0);
         let Decision::Record(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("uptime 0.95 < 0.99"), "{}", a.reason);
         // The same block again within a minute: not recorded again.
         assert!(feed(&mut e, 3, 90.0, 85.0).is_empty());
         assert_eq!(outcomes(&feed(&mut e, 63, 90.0, 85.0)).len(), 1);
-        e.set_gate(open());
+        e.set_gate(open(), 0);
         assert_eq!(
             outcomes(&feed(&mut e, 64, 90.0, 85.0)),
             [(ActionOutcome::Written, Some(90.0))]
@@ -955,8 +1033,9 @@ mod tests {
         r.setpoint_signal = None;
         r.setpoint = Some(50.0);
         let mut e = engine(r);
-        let mut temperature =
-            |t: i64, v: f64| outcomes(&e.observe("temperature", v, Quality::Good, t * S));
+        let mut temperature = |t: i64, v: f64| {
+            outcomes(&e.observe(&plc(), "temperature", v, Quality::Good, t * S, t * S))
+        };
         assert!(temperature(100, 85.0).is_empty());
         assert!(temperature(102, 85.0).is_empty());
         assert!(temperature(103, 70.0).is_empty(), "a break");
@@ -988,7 +1067,7 @@ mod tests {
             ]
         );
         // A bad-quality reading disarms too.
-        let d = e.observe("temperature", 85.0, Quality::Bad, 20 * S);
+        let d = e.observe(&plc(), "temperature", 85.0, Quality::Bad, 20 * S, 20 * S);
         assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
         let Decision::Record(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("bad quality"), "{}", a.reason);
@@ -1034,11 +1113,14 @@ mod tests {
         let Decision::Record(p) = feed(&mut e, 1, 90.0, 85.0).remove(0) else {
             panic!()
         };
-        e.set_gate(ControlGate {
-            open: false,
-            reason: "phase 1".into(),
-            ..open()
-        });
+        e.set_gate(
+            ControlGate {
+                open: false,
+                reason: "phase 1".into(),
+                ..open()
+            },
+            0,
+        );
         let Decision::Record(a) = e.approve(&p.action, "ops", 2 * S).unwrap() else {
             panic!()
         };
@@ -1099,7 +1181,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.outcome, ActionOutcome::Proposed);
-        let d = e.observe("temperature", 85.0, Quality::Bad, 2 * S);
+        let d = e.observe(&plc(), "temperature", 85.0, Quality::Bad, 2 * S, 2 * S);
         assert_eq!(
             outcomes(&d),
             [
@@ -1128,20 +1210,173 @@ mod tests {
             ts_ns: 20 * S,
             ..open()
         };
-        assert!(e.set_gate(closed));
+        assert!(e.set_gate(closed, 0));
         // The open verdict from before, delivered late.
-        assert!(!e.set_gate(ControlGate {
-            ts_ns: 10 * S,
-            ..open()
-        }));
+        assert!(!e.set_gate(
+            ControlGate {
+                ts_ns: 10 * S,
+                ..open()
+            },
+            0
+        ));
         e.set_output("fan", 20.0, 0);
         let d = feed(&mut e, 1, 90.0, 85.0);
         let Decision::Record(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("closed"), "{}", a.reason);
-        assert!(e.set_gate(ControlGate {
-            ts_ns: 30 * S,
+        assert!(e.set_gate(
+            ControlGate {
+                ts_ns: 30 * S,
+                ..open()
+            },
+            0
+        ));
+    }
+
+    #[test]
+    fn a_closed_gate_is_taken_even_when_stamped_before_the_open_one_held() {
+        // The hub's clock was set back between the two verdicts.
+        let mut e = engine(rule(Mode::Armed));
+        assert!(e.set_gate(
+            ControlGate {
+                ts_ns: 100 * S,
+                ..open()
+            },
+            0
+        ));
+        let closed = ControlGate {
+            open: false,
+            reason: "uptime 0.5 < 0.99".into(),
+            ts_ns: 50 * S,
             ..open()
-        }));
+        };
+        assert!(e.set_gate(closed, S));
+        let d = feed(&mut e, 2, 90.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Blocked, None)]);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("uptime 0.5"), "{}", a.reason);
+    }
+
+    #[test]
+    fn an_open_gate_the_hub_stops_renewing_expires() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = None;
+        r.stale_s = 600.0;
+        let mut e = engine(r);
+        assert!(e.set_gate(
+            ControlGate {
+                valid_s: Some(60.0),
+                ..open()
+            },
+            0
+        ));
+        assert_eq!(
+            outcomes(&feed(&mut e, 30, 90.0, 85.0)),
+            [(ActionOutcome::Written, Some(90.0))]
+        );
+        // 61 s after it arrived, with no renewal: nothing is written.
+        let d = feed(&mut e, 61, 95.0, 85.0);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Blocked, None)]);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("gate expired"), "{}", a.reason);
+        // Renewed: the rule acts again.
+        assert!(e.set_gate(
+            ControlGate {
+                valid_s: Some(60.0),
+                ts_ns: 1,
+                ..open()
+            },
+            62 * S
+        ));
+        assert_eq!(
+            outcomes(&feed(&mut e, 70, 95.0, 85.0)),
+            [(ActionOutcome::Written, Some(95.0))]
+        );
+    }
+
+    #[test]
+    fn a_reading_taken_long_ago_neither_arms_nor_fires_a_rule() {
+        let mut e = engine(rule(Mode::Armed));
+        // An hour-old retained reading arriving at 3,600 s, on a rule
+        // stale after 30 s: blocked as stale, nothing written.
+        let now = 3_600 * S;
+        let d = e.observe(&plc(), "fan_wanted", 90.0, Quality::Good, 0, now);
+        let d2 = e.observe(&plc(), "temperature", 85.0, Quality::Good, 0, now);
+        let all: Vec<_> = d.iter().chain(&d2).collect();
+        assert!(
+            all.iter().all(|d| !matches!(d, Decision::Write(_))),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|d| matches!(d, Decision::Record(a)
+                if a.outcome == ActionOutcome::Disarmed && a.reason.contains("not heard"))),
+            "{all:?}"
+        );
+        // Fresh readings rearm it; one older than the one held changes
+        // nothing.
+        e.observe(&plc(), "fan_wanted", 90.0, Quality::Good, now, now);
+        let fresh = e.observe(&plc(), "temperature", 70.0, Quality::Good, now, now);
+        assert_eq!(outcomes(&fresh), [(ActionOutcome::Rearmed, None)]);
+        assert!(
+            e.observe(&plc(), "temperature", 99.0, Quality::Good, now - S, now)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_signal_arriving_from_two_streams_disarms_its_rules() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = None;
+        let mut e = engine(r);
+        assert_eq!(
+            outcomes(&feed(&mut e, 1, 90.0, 85.0)),
+            [(ActionOutcome::Written, Some(90.0))]
+        );
+        let other: std::sync::Arc<str> = "line-2".into();
+        let d = e.observe(&other, "temperature", 85.0, Quality::Good, 2 * S, 2 * S);
+        assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
+        let Decision::Record(a) = &d[0] else { panic!() };
+        assert!(a.reason.contains("plc and line-2"), "{}", a.reason);
+    }
+
+    #[test]
+    fn rounding_to_what_the_output_holds_stays_within_the_rate_limit() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = Some(0.6);
+        r.cooldown_s = 1.0;
+        let mut e = engine(r);
+        e.set_output("fan", 20.0, 0);
+        let d = feed(&mut e, 1, 90.0, 85.0);
+        let Decision::Write(a) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(a.value, Some(20.6));
+        let bounds = e.write_bounds(a).unwrap();
+        assert_eq!(bounds, (19.4, 20.6));
+        // A whole-number register rounds inward: 20, not 21.
+        let (_, held) = super::super::outputs::raw_setpoint(
+            20.6,
+            1.0,
+            0.0,
+            bounds,
+            super::super::outputs::Grain::Whole,
+        )
+        .unwrap();
+        assert_eq!(held, 20.0);
+    }
+
+    #[test]
+    fn an_approval_after_the_condition_cleared_writes_nothing() {
+        let mut e = engine(rule(Mode::Approval));
+        let Decision::Record(p) = feed(&mut e, 1, 90.0, 85.0).remove(0) else {
+            panic!()
+        };
+        assert_eq!(p.outcome, ActionOutcome::Proposed);
+        e.observe(&plc(), "temperature", 70.0, Quality::Good, 2 * S, 2 * S);
+        let Decision::Record(a) = e.approve(&p.action, "ops", 3 * S).unwrap() else {
+            panic!("wrote after the condition cleared")
+        };
+        assert_eq!(a.outcome, ActionOutcome::Blocked);
+        assert!(a.reason.contains("no longer holds"), "{}", a.reason);
     }
 
     #[test]

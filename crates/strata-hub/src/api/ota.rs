@@ -102,16 +102,29 @@ pub async fn keys(State(s): State<ApiState>) -> Json<TrustedKeys> {
     })
 }
 
-/// Which devices get a release now.
+/// Which devices get a release now: every active device the filters
+/// given match (all active devices when none is given). Unknown fields are
+/// refused: a misspelt `devices` must not widen the target to the fleet.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AssignRequest {
-    /// Target devices (active ones); all active devices when empty.
-    #[serde(default, flatten)]
-    pub target: crate::models::deploy::DeviceSelector,
-    /// How long each signed assignment stays valid (default 6 h).
+    /// These devices.
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
+    /// Devices of this site.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Devices carrying all these tags.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// How long each signed assignment stays valid (default 6 h, at most
+    /// 30 days).
     #[serde(default = "default_assignment_s")]
     pub expires_in_s: u64,
 }
+
+/// The longest an assignment may stay valid.
+const MAX_ASSIGNMENT_S: u64 = 30 * 86_400;
 
 fn default_assignment_s() -> u64 {
     6 * 3600
@@ -139,12 +152,19 @@ pub async fn assign(
     Json(req): Json<AssignRequest>,
 ) -> Result<Json<Assigned>> {
     p.require(release_permission(&kind))?;
-    if req.expires_in_s == 0 {
-        return Err(Error::BadRequest("expires_in_s must be at least 1".into()));
+    if !(1..=MAX_ASSIGNMENT_S).contains(&req.expires_in_s) {
+        return Err(Error::BadRequest(format!(
+            "expires_in_s must be between 1 and {MAX_ASSIGNMENT_S} (30 days)"
+        )));
     }
+    let target = crate::models::deploy::DeviceSelector {
+        devices: req.devices,
+        site: req.site,
+        tags: req.tags,
+    };
     Ok(Json(
         blocking(move || {
-            let devices = s.deployer.select(&req.target)?;
+            let devices = s.deployer.select(&target)?;
             if devices.is_empty() {
                 return Err(Error::BadRequest(
                     "the selector matches no active device".into(),

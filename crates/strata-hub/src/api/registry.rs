@@ -163,10 +163,15 @@ pub struct Enrollment {
 }
 
 /// Trades a one-time enrollment token for the device's MQTT credential.
+/// Failed enrollments are throttled per source address like logins
+/// (`auth.login_free_attempts_per_address`): beyond them, 429 with
+/// `Retry-After`, unchecked, and only the first such refusal is audited.
 #[utoipa::path(post, path = "/api/v1/enroll", tag = "registry", request_body = EnrollRequest,
-    responses((status = 200, body = Enrollment), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Enrollment), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn enroll(
     State(s): State<ApiState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<super::https::Peer>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<Enrollment>> {
     let id = device_id(&req.device)?;
@@ -179,27 +184,43 @@ pub async fn enroll(
         .map(decode_public_key)
         .transpose()?;
     let (pki, registry_for_cert) = (s.pki.clone(), s.registry.clone());
+    let (access, metrics, source) = (s.access.clone(), s.metrics.clone(), peer.0.ip());
     let (credential, certificate) = blocking(move || {
-        let result = registry
-            .enroll(&enroll_id, &req.token)
-            .and_then(|credential| {
-                let certificate = public_key
-                    .map(|k| issue_certificate(&pki, &registry_for_cert, &enroll_id, &k))
-                    .transpose()?;
-                Ok((credential, certificate))
-            });
+        let result = access.begin_enrollment(source).and_then(|()| {
+            let result = registry
+                .enroll(&enroll_id, &req.token)
+                .and_then(|credential| {
+                    let certificate = public_key
+                        .map(|k| issue_certificate(&pki, &registry_for_cert, &enroll_id, &k))
+                        .transpose()?;
+                    Ok((credential, certificate))
+                });
+            access.end_enrollment(source, result.is_ok());
+            result
+        });
         let event = crate::audit::Event::ok(
             format!("device:{enroll_id}"),
             "device.enroll",
             enroll_id.to_string(),
         );
         let event = match &result {
-            Ok(_) => event,
-            Err(e) => event
-                .outcome("denied")
-                .detail(serde_json::json!({"reason": e.to_string()})),
+            Ok(_) => Some(event),
+            Err(Error::TooManyRequests { first, .. }) => {
+                metrics
+                    .enrollments_throttled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Attempts while a wait lasts: the first is on the record.
+                first.then(|| event.outcome("throttled"))
+            }
+            Err(e) => Some(
+                event
+                    .outcome("denied")
+                    .detail(serde_json::json!({"reason": e.to_string()})),
+            ),
         };
-        audit.record(event)?;
+        if let Some(event) = event {
+            audit.record(event)?;
+        }
         result
     })
     .await?;

@@ -329,6 +329,9 @@ pub struct Access {
     throttle: throttle::LoginThrottle,
     /// Logins without a right password, per source address (none: off).
     address_throttle: Option<throttle::LoginThrottle>,
+    /// Failed device enrollments, per source address (as logins: anyone
+    /// may call it, and each attempt is a durable, audited write).
+    enroll_throttle: Option<throttle::LoginThrottle>,
     /// The store's change count the cache holds, and the turn changes
     /// made here and reloads take.
     freshness: Freshness,
@@ -393,7 +396,48 @@ impl Access {
                     throttle::ADDRESS_FADE,
                 )
             }),
+            enroll_throttle: (config.login_free_attempts_per_address > 0).then(|| {
+                throttle::LoginThrottle::fading(
+                    config.login_free_attempts_per_address,
+                    std::time::Duration::from_secs(config.login_max_wait_s),
+                    throttle::ADDRESS_FADE,
+                )
+            }),
         })
+    }
+
+    /// Before a device enrollment from `source`: refused with
+    /// [`Error::TooManyRequests`] while the address waits after too many
+    /// failed ones (the same limits as logins per address).
+    pub fn begin_enrollment(&self, source: IpAddr) -> Result<()> {
+        let Some(t) = &self.enroll_throttle else {
+            return Ok(());
+        };
+        t.begin(&address_key(source), std::time::Instant::now())
+            .map_err(|refused| {
+                let retry_after_s = refused.wait.as_secs_f64().ceil() as u64;
+                Error::TooManyRequests {
+                    message: format!(
+                        "too many failed enrollments from this address: try again in {retry_after_s} s"
+                    ),
+                    retry_after_s,
+                    first: refused.first,
+                }
+            })
+    }
+
+    /// After a device enrollment from `source`: a failure counts towards
+    /// the address's wait, a success takes its attempt back.
+    pub fn end_enrollment(&self, source: IpAddr, ok: bool) {
+        let Some(t) = &self.enroll_throttle else {
+            return;
+        };
+        let key = address_key(source);
+        if ok {
+            t.take_back(&key);
+        } else {
+            t.failed(&key, std::time::Instant::now());
+        }
     }
 
     /// For accounts other replicas share: reloads the cache if the store

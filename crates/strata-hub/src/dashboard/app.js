@@ -109,7 +109,8 @@ const views = {};
 
 views.fleet = {
   build(root) {
-    this.query = this.query || { q: '', site: '', status: '', offset: 0 };
+    // Kept on the view itself, so the filter outlasts a visit elsewhere.
+    views.fleet.query = views.fleet.query || { q: '', site: '', status: '', offset: 0 };
     this.stats = h('div', { class: 'stats' });
     this.sites = h('div');
     this.versions = h('div');
@@ -142,6 +143,11 @@ views.fleet = {
     const [f, kpis, gates] = await Promise.all([
       api('/fleet?' + params), apiOr('/kpis', null), apiOr('/control/gates', [])]);
     this.matching = f.matching;
+    // Devices removed since the page was chosen: back to the last page.
+    if (!f.page.length && f.matching && q.offset > 0) {
+      q.offset = Math.floor((f.matching - 1) / PAGE_SIZE) * PAGE_SIZE;
+      return this.refresh();
+    }
     const fleetKpi = kpis && kpis.fleet;
     this.stats.replaceChildren(...[
       ['devices', f.devices.toLocaleString()], ['online', f.online.toLocaleString()],
@@ -311,7 +317,7 @@ views.models = {
         tdn(pct(j.progress)), td(j.message || ''), td(time(j.submitted_ns || j.created_ns))))));
     this.cycles.replaceChildren(table(['Cycle#', 'Model', 'Trigger', 'State', 'Challenger', 'Updated'],
       cycles.slice(0, 20).map(c => h('tr', {}, tdn(c.id), td(c.model), td(c.trigger && (c.trigger.kind || c.trigger.reason) || JSON.stringify(c.trigger || '')),
-        td(pill(c.state || c.stage || '?')), td(c.challenger_version ? 'v' + c.challenger_version : '–'),
+        td(pill(c.state || c.stage || '?')), td(c.challenger ? 'v' + c.challenger : '–'),
         td(time(c.updated_ns || c.started_ns))))));
   },
 };
@@ -423,11 +429,11 @@ async function acknowledge(alert, button) {
 
 views.alerts = {
   build(root) {
-    this.filter = this.filter || 'open';
+    views.alerts.filter = views.alerts.filter || 'open';
     this.list = h('div');
     this.deliveries = h('div');
     this.runs = h('div');
-    const choose = h('select', { 'aria-label': 'Which alerts', onchange: e => { this.filter = e.target.value; this.refresh(); } },
+    const choose = h('select', { 'aria-label': 'Which alerts', onchange: e => { views.alerts.filter = e.target.value; this.refresh(); } },
       [['open', 'Open (active or acknowledged)'], ['active', 'Active'], ['acknowledged', 'Acknowledged'], ['cleared', 'Cleared'], ['all', 'All']]
         .map(([v, t]) => h('option', { value: v, selected: v === this.filter }, t)));
     // Only the shared admin token names who acts; everyone else acts as themselves.
@@ -448,7 +454,7 @@ views.alerts = {
       deliveries.slice(0, 20).map(d => h('tr', {}, tdn(d.id), td(d.endpoint), td(d.event),
         td(pill(d.state, d.state === 'delivered' ? 'ok' : d.state === 'failed' ? 'bad' : 'warn')), tdn(d.attempts), td(d.last_error || '')))));
     this.runs.replaceChildren(table(['Run#', 'Workflow', 'Device', 'State', 'Step#', 'Updated'],
-      runs.slice(0, 20).map(r => h('tr', {}, tdn(r.id), td(r.workflow), td(r.device || '–'),
+      runs.slice(0, 20).map(r => h('tr', {}, tdn(r.id), td(r.workflow), td((r.trigger && r.trigger.device) || '–'),
         td(pill(r.state, r.state === 'succeeded' || r.state === 'done' ? 'ok' : r.state === 'failed' ? 'bad' : 'warn')),
         tdn(r.step !== undefined ? r.step : '–'), td(time(r.updated_ns || r.started_ns))))));
   },
@@ -457,19 +463,18 @@ views.alerts = {
 /** Closed-loop action records, with an approve button on proposals. */
 function actionTable(actions, withDevice = true) {
   return table(['At', ...(withDevice ? ['Device'] : []), 'Rule', 'Output', 'Outcome', 'Value#', 'Reason', ''],
-    actions.map(r => {
-      const a = r.action;
+    actions.map(a => {
       const kind = a.outcome === 'written' ? 'ok' : a.outcome === 'blocked' || a.outcome === 'failed' ? 'bad' : 'warn';
-      return h('tr', {}, td(time(a.ts_ns)), ...(withDevice ? [td(deviceLink(r.device))] : []), td(a.rule), td(a.output),
+      return h('tr', { 'data-action': a.action }, td(time(a.ts_ns)), ...(withDevice ? [td(deviceLink(a.device))] : []), td(a.rule), td(a.output),
         td(pill(a.outcome, kind)), tdn(a.value !== null && a.value !== undefined ? num(a.value, 2) : a.requested !== null && a.requested !== undefined ? num(a.requested, 2) : '–'),
-        td(a.reason), td(a.outcome === 'proposed' && auth.can('operate') ? h('button', { class: 'approve', onclick: e => approve(r, e.target) }, 'Approve') : a.approved_by ? 'by ' + a.approved_by : ''));
+        td(a.reason), td(a.outcome === 'proposed' && auth.can('operate') ? h('button', { class: 'approve', onclick: e => approve(a, e.target) }, 'Approve') : a.approved_by ? 'by ' + a.approved_by : ''));
     }), 'No closed-loop action recorded.');
 }
 
 async function approve(record, button) {
   button.disabled = true;
   try {
-    await api(`/control/actions/${enc(record.device)}/${enc(record.action.action)}/approve`, {
+    await api(`/control/actions/${enc(record.device)}/${enc(record.action)}/approve`, {
       method: 'POST', body: JSON.stringify({ by: localStorage.getItem('strata.operator') || 'operator' }) });
     await refreshNow();
   } catch (e) {
@@ -534,7 +539,7 @@ views.audit = {
       if (a.acknowledged_ns) events.push([a.acknowledged_ns, 'alert acknowledged', a.device, `${a.rule}${a.note ? ': ' + a.note : ''}`, a.acknowledged_by]);
       if (a.cleared_ns) events.push([a.cleared_ns, 'alert cleared', a.device, a.rule, 'hub']);
     }
-    for (const r of actions) events.push([r.action.ts_ns, 'control ' + r.action.outcome, r.device, `${r.action.rule} → ${r.action.output}: ${r.action.reason}`, r.action.approved_by || r.device]);
+    for (const a of actions) events.push([a.ts_ns, 'control ' + a.outcome, a.device, `${a.rule} → ${a.output}: ${a.reason}`, a.approved_by || a.device]);
     for (const c of campaigns) events.push([c.created_ns, 'rollout ' + c.state, '', `#${c.id} ${c.name || ''}`, 'admin']);
     for (const j of jobs) events.push([j.created_ns, j.kind + ' job ' + j.state, '', `#${j.id} ${(j.spec && j.spec.model) || ''} (${(j.spec && j.spec.trigger) || 'manual'})`, 'admin']);
     for (const c of cycles) events.push([c.started_ns || c.created_ns, 'retraining ' + (c.state || ''), '', `#${c.id} ${c.model}`, 'retrainer']);
@@ -581,6 +586,15 @@ async function refreshNow() {
   }
 }
 
+/** Refreshes the view of generation `mine` every REFRESH_MS, one round at a
+ * time (the next starts once the last is done), and not while the tab is
+ * hidden; ends when the page moves on. */
+async function poll(mine) {
+  if (mine !== generation) return;
+  if (!document.hidden) await refreshNow();
+  if (mine === generation && current) timer = setTimeout(() => poll(mine), REFRESH_MS);
+}
+
 function route() {
   // `#token=...` (as `strata demo` prints it) signs in and leaves the URL.
   const fromUrl = location.hash.match(/token=([^&]+)/);
@@ -594,15 +608,17 @@ function route() {
   const [name, ...args] = (location.hash.replace(/^#\/?/, '') || 'fleet').split('/').map(decodeURIComponent);
   const view = views[name] || views.fleet;
   generation += 1;
-  clearInterval(timer);
+  clearTimeout(timer);
   const main = document.getElementById('main');
   main.replaceChildren();
-  view.build(main, args);
-  current = { view, name };
+  // A fresh instance per visit: a refresh of the last visit still in
+  // flight writes into that one's (detached) elements, never into these.
+  const instance = Object.create(view);
+  instance.build(main, args);
+  current = { view: instance, name };
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('on', a.dataset.page === (name === 'device' ? 'fleet' : name));
   document.getElementById('signout').hidden = false;
-  refreshNow();
-  timer = setInterval(refreshNow, REFRESH_MS);
+  poll(generation);
 }
 
 /** Learns who the token is, then shows the page; a refused token signs out. */
@@ -618,7 +634,8 @@ async function whoami() {
 }
 
 function signIn(message) {
-  clearInterval(timer);
+  clearTimeout(timer);
+  generation += 1;
   current = null;
   auth.token = null;
   auth.me = null;
@@ -647,5 +664,15 @@ function signIn(message) {
 
 window.addEventListener('hashchange', route);
 window.addEventListener('resize', () => current && current.view.resize && current.view.resize());
-document.getElementById('signout').addEventListener('click', () => signIn());
+/** Signs out: a session the page holds is revoked at the hub too, so the
+ * token left in this browser is worth nothing. */
+async function signOut() {
+  const me = auth.me;
+  if (me && me.token_id) {
+    try { await api(`/tokens/${enc(me.token_id)}`, { method: 'DELETE' }); } catch (e) { /* signed out here anyway */ }
+  }
+  signIn();
+}
+
+document.getElementById('signout').addEventListener('click', signOut);
 route();

@@ -68,14 +68,43 @@ async fn asset(Path(file): Path<String>) -> Response {
     }
 }
 
+/// What the page may load and who may frame it: its own scripts only (no
+/// inline ones), its own API, inline styles (chart bars set widths), and
+/// no other site framing it (an Acknowledge or Approve button under a
+/// hostile page's overlay).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 fn serve(content_type: &'static str, text: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
             // The files change with the binary: revalidate, never serve stale.
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_forbid_framing_inline_scripts_and_sniffing() {
+        let r = serve("text/html; charset=utf-8", INDEX);
+        let h = r.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+    }
 }
