@@ -403,8 +403,13 @@ fn create_user(base: &str, token: &str, name: &str, role: &str) {
     assert_eq!(r.status().as_u16(), 201);
 }
 
-/// Registers `device` at `site` and enrolls it; answers its credential.
+/// Registers `device` at a new `site` and enrolls it; answers its
+/// credential.
 fn enroll(base: &str, token: &str, device: &str, site: &str) -> String {
+    ureq::post(format!("{base}/api/v1/sites"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({"id": site, "region": "eu-west"}))
+        .expect("POST site");
     let mut r = ureq::post(format!("{base}/api/v1/devices"))
         .header("Authorization", &format!("Bearer {token}"))
         .send_json(json!({"id": device, "site": site}))
@@ -574,7 +579,9 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     // A plant device's rule in approval mode proposes an action (the device
     // sends the record itself, over MQTT); olga approves it with a click,
     // and the hub relays it and records that she did.
-    let credential = enroll(&base, &token, "press-9", "demo-plant");
+    // (At a site of its own: the plant's rollout below waits for every
+    // plant device, and this one runs no agent.)
+    let credential = enroll(&base, &token, "press-9", "bench");
     let proposal = json!({
         "seq": 1, "ts_ns": common::now_ns(), "rule": "cool", "output": "fan",
         "action": "cool-abc-1", "outcome": "proposed", "value": 40.0,
@@ -729,10 +736,11 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     eventually(Duration::from_secs(20), "the fleet on a tablet", || {
         browser.count("tr[data-device]") == 1
     });
-    // The search was kept while browsing; clearing it shows every device.
+    // The search was kept while browsing; clearing it shows every device
+    // (the three machines and the bench's press).
     browser.search("");
     eventually(Duration::from_secs(10), "every device again", || {
-        browser.count("tr[data-device]") == 3
+        browser.count("tr[data-device]") == 4
     });
     // The release the campaign committed is what the devices run.
     eventually(Duration::from_secs(20), "the fleet runs rul@2", || {
