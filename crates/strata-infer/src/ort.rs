@@ -168,6 +168,7 @@ impl Model for OrtModel {
     fn run(&self, features: &[f32], out: &mut [f32]) -> Result<()> {
         check_widths(self, features, out)?;
         let mut out = FlatOutput::new(out);
-        self.run_with(features, |v| out.push(v))
+        self.run_with(features, |v| out.push(v))?;
+        out.finish()
     }
 }

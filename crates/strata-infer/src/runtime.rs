@@ -238,6 +238,19 @@ impl<'a> FlatOutput<'a> {
         self.at = end;
         Ok(())
     }
+
+    /// Ends the run: an error unless the outputs filled the buffer (a
+    /// shape computed from the data may make a row's outputs shorter than
+    /// at load, and the tail would keep the last row's values).
+    pub(crate) fn finish(self) -> Result<()> {
+        if self.at != self.out.len() {
+            return Err(Error::OutputWidth {
+                expected: self.out.len(),
+                got: self.at,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The width checks every `run` starts with.
@@ -360,5 +373,24 @@ impl ModelSet {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlatOutput;
+
+    #[test]
+    fn outputs_must_fill_the_buffer_exactly() {
+        let mut buf = [0.0f32; 3];
+        let mut out = FlatOutput::new(&mut buf);
+        out.push(&[1.0, 2.0]).unwrap();
+        assert!(out.push(&[3.0, 4.0]).is_err(), "past the end");
+        assert!(out.finish().is_err(), "one value short");
+        let mut out = FlatOutput::new(&mut buf);
+        out.push(&[1.0]).unwrap();
+        out.push(&[2.0, 3.0]).unwrap();
+        out.finish().unwrap();
+        assert_eq!(buf, [1.0, 2.0, 3.0]);
     }
 }

@@ -109,6 +109,6 @@ impl Model for TractModel {
         for v in self.run_raw(features)? {
             out.push(&v)?;
         }
-        Ok(())
+        out.finish()
     }
 }

@@ -726,6 +726,28 @@ fn identity_scaler(input: &str, output: &str, width: usize) -> pb::NodeProto {
     )
 }
 
+/// A regressor's leaf with two weights for one target: onnxruntime takes
+/// the first, the sum or one vote each depending on the target count and
+/// the aggregate, so it is refused; a classifier's add up (as there).
+#[test]
+fn a_regressor_leaf_with_two_weights_for_one_target_is_refused() {
+    let mut spec = stump("BRANCH_LEQ", false);
+    spec.leaves.push((0, 1, 0, 2.0));
+    let err = load_model(&model(vec![spec.regressor(1, vec![])], 1, &["Y"]))
+        .err()
+        .expect("two weights for one target must fail");
+    assert!(
+        err.to_string().contains("two weights for target 0"),
+        "{err}"
+    );
+    let bytes = model(
+        vec![spec.classifier(&[0, 1], vec![])],
+        1,
+        &["label", "probabilities"],
+    );
+    assert!(load_model(&bytes).is_ok());
+}
+
 /// Models whose shapes ask for more memory than a row can need are
 /// refused at load with an error, not allocated (the process would abort).
 #[test]
@@ -758,6 +780,67 @@ fn models_asking_for_huge_tensors_are_refused() {
         .err()
         .expect("a 2^25 broadcast must fail");
     assert!(err.to_string().contains("more than"), "{err}");
+    // A product of a column and a row of 65,536: 2^32 values from 512 KiB.
+    let nodes = vec![
+        identity_scaler("X", "S", 1),
+        node("MatMul", "", &["A", "B"], &["Big"], vec![]),
+        node("Add", "", &["S", "Big"], &["Y"], vec![]),
+    ];
+    let bytes = model_with(
+        nodes,
+        1,
+        &["Y"],
+        &[
+            ("A", &[65_536, 1], vec![0.0; 65_536], false),
+            ("B", &[1, 65_536], vec![0.0; 65_536], false),
+        ],
+    );
+    let err = MlRuntime
+        .load(&bytes)
+        .err()
+        .expect("a 2^32 product must fail");
+    assert!(err.to_string().contains("more than"), "{err}");
+    // Two 2,048-square matrices: within the size limit, but 2^33
+    // multiplications.
+    let nodes = vec![
+        identity_scaler("X", "S", 1),
+        node("Gemm", "", &["A", "A"], &["Big"], vec![]),
+        node("Add", "", &["S", "Big"], &["Y"], vec![]),
+    ];
+    let bytes = model_with(
+        nodes,
+        1,
+        &["Y"],
+        &[("A", &[2048, 2048], vec![0.0; 2048 * 2048], false)],
+    );
+    let err = MlRuntime
+        .load(&bytes)
+        .err()
+        .expect("2^33 multiplications must fail");
+    assert!(err.to_string().contains("multiplications"), "{err}");
+    // Many steps, each within its limit: 2^22 values each, 2^27 in all.
+    let mut nodes = vec![identity_scaler("X", "S", 1)];
+    let mut last = "S".to_string();
+    for i in 0..32 {
+        let out = if i == 31 {
+            "Y".to_string()
+        } else {
+            format!("V{i}")
+        };
+        nodes.push(node("Add", "", &[&last, "Wide"], &[&out], vec![]));
+        last = out;
+    }
+    let bytes = model_with(
+        nodes,
+        1,
+        &["Y"],
+        &[("Wide", &[1 << 22], vec![0.0; 1 << 22], false)],
+    );
+    let err = MlRuntime
+        .load(&bytes)
+        .err()
+        .expect("2^27 values in all must fail");
+    assert!(err.to_string().contains("in all"), "{err}");
 }
 
 /// Flatten's negative axis counts from the rank (ONNX): -1 on [1, 2] is

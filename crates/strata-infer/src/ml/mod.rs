@@ -238,6 +238,7 @@ impl MlModel {
     fn eval(&self, features: &[f32]) -> Result<Vec<Value>> {
         let input = Value::f32(self.input_shape.clone(), features.to_vec());
         let mut values: Vec<Option<Value>> = vec![None; self.n_values];
+        let mut live = 0usize;
         for step in &self.steps {
             let inputs: Vec<Option<&Value>> = step
                 .inputs
@@ -246,6 +247,16 @@ impl MlModel {
                 .collect();
             let results = step.op.run(&step.info, &inputs)?;
             for (slot, value) in step.outputs.iter().zip(results) {
+                // Every value is kept until the run ends: a graph of many
+                // steps, each within its own limit, must not add up to
+                // more than a model of this kind ever needs either.
+                live += value.len();
+                if live > ops::MAX_LIVE_ELEMENTS {
+                    return Err(step.info.err(format!(
+                        "the graph's values hold more than {} values in all",
+                        ops::MAX_LIVE_ELEMENTS
+                    )));
+                }
                 if let Some(i) = slot {
                     values[*i] = Some(value);
                 }

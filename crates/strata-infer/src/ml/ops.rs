@@ -442,6 +442,27 @@ fn matrix_dims(ctx: &StepInfo, x: &Value) -> Result<(usize, usize)> {
 /// refused with an error, not allocated until the process aborts.
 pub(crate) const MAX_ELEMENTS: usize = 1 << 24;
 
+/// The most values all of one run's steps may hold together (each within
+/// [`MAX_ELEMENTS`]).
+pub(crate) const MAX_LIVE_ELEMENTS: usize = 1 << 26;
+
+/// The most multiply-adds one matrix product may take: far beyond any
+/// model of this kind, and a fraction of a second, so a hostile graph
+/// cannot hold a thread for minutes at load.
+const MAX_PRODUCT_WORK: usize = 1 << 28;
+
+/// Checks that an `m`×`k` by `k`×`n` product is within the limits.
+fn product(ctx: &StepInfo, m: usize, k: usize, n: usize) -> Result<()> {
+    elements(ctx, &[m, n])?;
+    let work = m.checked_mul(n).and_then(|mn| mn.checked_mul(k));
+    if work.is_none_or(|w| w > MAX_PRODUCT_WORK) {
+        return Err(ctx.err(format!(
+            "a product of {m}x{k} by {k}x{n} takes more than {MAX_PRODUCT_WORK} multiplications"
+        )));
+    }
+    Ok(())
+}
+
 /// The number of values of `shape`, if it is at most [`MAX_ELEMENTS`].
 fn elements(ctx: &StepInfo, shape: &[usize]) -> Result<usize> {
     shape
@@ -473,6 +494,7 @@ fn run_tree(ctx: &StepInfo, tree: &TreeEnsemble, x: &Value) -> Result<Vec<Value>
     }
     let v = x.to_f32();
     let n = tree.n_outputs();
+    elements(ctx, &[rows, n])?;
     let mut scores = vec![0.0f32; rows * n];
     let mut labels = Vec::with_capacity(rows);
     for r in 0..rows {
@@ -641,6 +663,7 @@ fn array_feature_extractor(ctx: &StepInfo, x: &Value, idx: &Value) -> Result<Val
         x.shape[..x.shape.len() - 1].to_vec()
     };
     shape.push(picks.len());
+    elements(ctx, &shape)?;
     let select = |r: usize, j: usize| r * cols + picks[j];
     let order = (0..rows).flat_map(|r| (0..picks.len()).map(move |j| (r, j)));
     Ok(match &x.data {
@@ -954,6 +977,7 @@ fn matmul(ctx: &StepInfo, a: &Value, b: &Value) -> Result<Value> {
     if k != k2 {
         return Err(ctx.err(format!("cannot multiply {:?} by {:?}", a.shape, b.shape)));
     }
+    product(ctx, m, k, n)?;
     // Dot products accumulate in f64 and round once: results do not depend
     // on summation order, which differs between runtimes.
     let mut acc = vec![0.0f64; m * n];
@@ -1008,7 +1032,7 @@ fn gemm(
             y[p * bc + j]
         }
     };
-    elements(ctx, &[m, n])?;
+    product(ctx, m, k, n)?;
     let mut out = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {

@@ -349,8 +349,18 @@ impl TreeEnsemble {
             }
             classes_seen.insert(out);
             let list = leaf_weights.entry((w_trees[i], w_nodes[i])).or_default();
-            // Several votes of one leaf for the same output add up.
+            // Several votes of one leaf for the same class add up, as in
+            // onnxruntime. For a regressor's target onnxruntime's answer
+            // depends on the number of targets and the aggregate (the first
+            // weight, the sum, or one vote each): no exporter writes such
+            // a leaf, so it is refused rather than answered differently.
             match list.iter_mut().find(|(o, _)| *o == out as u32) {
+                Some(_) if prefix == "target" => {
+                    return Err(ctx.invalid(format!(
+                        "leaf {} of tree {} has two weights for target {out}",
+                        w_nodes[i], w_trees[i]
+                    )));
+                }
                 Some(entry) => entry.1 += w_values[i] as f32,
                 None => list.push((out as u32, w_values[i] as f32)),
             }
