@@ -12,7 +12,9 @@
 //! is the one-sided sum over `0 <= k <= N/2` with `lo <= f_k < hi` of
 //! `w_k |X_k|² / N`, where `w_k = 1` for `k = 0` and (even `N`) `k = N/2`,
 //! else 2. By Parseval, bands that tile `[0, fs/2]` add up to `Σ x_n²`, the
-//! window's energy about its mean: `N` times the variance when every slot is
+//! window's energy about its mean, provided the last one ends above `fs/2`
+//! (a band is half-open, so one ending at exactly `fs/2` leaves out the
+//! bin there, for even `N`): `N` times the variance when every slot is
 //! filled. Scaling the signal by `c` scales band energies by `c²`.
 //!
 //! Reproducibility: the statistics use only correctly rounded operations
@@ -248,10 +250,13 @@ impl Moments {
             Feature::Max => self.max,
             Feature::Rms => self.mean_square.sqrt(),
             Feature::PeakToPeak => self.max - self.min,
-            Feature::Kurtosis if self.m2 > 0.0 && !self.constant() => {
+            // A spread so small that its square underflows (readings of
+            // 1e-160) has no shape to measure either: 0, not 0/0, which
+            // would refuse the whole window.
+            Feature::Kurtosis if self.m2 * self.m2 > 0.0 && !self.constant() => {
                 self.m4 / (self.m2 * self.m2) - 3.0
             }
-            Feature::Skewness if self.m2 > 0.0 && !self.constant() => {
+            Feature::Skewness if self.m2 * self.m2.sqrt() > 0.0 && !self.constant() => {
                 self.m3 / (self.m2 * self.m2.sqrt())
             }
             Feature::Kurtosis | Feature::Skewness => 0.0,
@@ -308,6 +313,9 @@ mod tests {
         // Two distinct values: symmetric, kurtosis exactly 1 - 3.
         assert!(close(stat(&[1.0, 3.0], Feature::Kurtosis), -2.0, 1e-12));
         assert!(close(stat(&[1.0, 3.0], Feature::Skewness), 0.0, 1e-12));
+        // A spread whose square underflows: no shape, and a number.
+        assert_eq!(stat(&[0.0, 1e-160], Feature::Kurtosis), 0.0);
+        assert_eq!(stat(&[0.0, 1e-160, 0.0], Feature::Skewness), 0.0);
     }
 
     #[test]
