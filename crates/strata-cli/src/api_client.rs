@@ -20,13 +20,33 @@ pub struct ApiClient {
     agent: ureq::Agent,
 }
 
+/// How long the client waits for the hub to answer a connection, and for
+/// each read or write to make progress: a hub that accepts and then stalls
+/// (or a link that drops packets) gives an error, not a command that hangs
+/// for good. A large upload or a long answer may take as long as it
+/// needs while bytes move.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The agent every client uses: statuses are answers, not errors, and
+/// nothing waits for ever.
+fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_resolve(Some(CONNECT_TIMEOUT))
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(STALL_TIMEOUT))
+        .timeout_per_write(Some(STALL_TIMEOUT));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().into()
+}
+
 impl ApiClient {
     /// A client for the hub at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = agent(None);
         ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -59,11 +79,7 @@ impl ApiClient {
                 certificates,
             )))
             .build();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = agent(Some(tls));
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -91,16 +107,29 @@ impl ApiClient {
         let mut response =
             response.with_context(|| format!("{what}: cannot reach the hub at {}", self.base))?;
         let status = response.status();
-        let body: Value = response.body_mut().read_json().with_context(|| {
-            format!("{what}: the hub answered {status} with a body that is not JSON")
-        })?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_string()
+            .with_context(|| format!("{what}: cannot read the hub's answer ({status})"))?;
+        let body = serde_json::from_str::<Value>(&text);
         if !status.is_success() {
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned();
+            // The hub's errors are JSON; a request it could not even read
+            // (a field of the wrong type) is answered in plain text, and a
+            // proxy in front of it may answer in HTML: say what came.
+            let message = match &body {
+                Ok(b) => b["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_owned(),
+                Err(_) => plain_message(&text),
+            };
             return Err(anyhow!("{what}: {status}: {message}"));
         }
+        let body = body.with_context(|| {
+            format!("{what}: the hub answered {status} with a body that is not JSON")
+        })?;
         serde_json::from_value(body).with_context(|| format!("{what}: unexpected answer"))
     }
 
@@ -198,6 +227,37 @@ impl ApiClient {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         self.finish(what, req.send_json(body))
+    }
+}
+
+/// The most of an answer the client reads (a fleet's device list is a few
+/// MiB; ureq's default limit is 10 MiB).
+const MAX_ANSWER: u64 = 256 * 1024 * 1024;
+
+/// An answer that is not JSON, as one line of at most 300 characters.
+fn plain_message(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(300) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None if line.is_empty() => "no message".to_owned(),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::plain_message;
+
+    #[test]
+    fn an_answer_that_is_not_json_is_shown_on_one_line() {
+        assert_eq!(
+            plain_message(
+                "Failed to deserialize the JSON body into the target type: role: unknown variant `superuser`\n"
+            ),
+            "Failed to deserialize the JSON body into the target type: role: unknown variant `superuser`"
+        );
+        assert_eq!(plain_message("  "), "no message");
+        assert!(plain_message(&"x".repeat(1000)).ends_with("..."));
     }
 }
 

@@ -489,6 +489,20 @@ fn failed_enrollments_from_one_address_are_throttled_and_audited_once() {
         .collect();
     assert_eq!(outcomes.len(), 31, "{outcomes:?}");
     assert_eq!(outcomes.iter().filter(|o| **o == "throttled").count(), 1);
+
+    // A request the hub cannot even read is answered in plain text: the
+    // CLI shows that text, not "a body that is not JSON".
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["user", "add", "bob", "--role", "superuser"])
+        .env("STRATA_NEW_PASSWORD", "bob's long password")
+        .args(["--hub", &format!("http://{}", hub.http)])
+        .arg("--data-dir")
+        .arg(&hub.data_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("unknown variant"), "{stderr}");
     hub.kill();
 }
 

@@ -22,7 +22,8 @@ pub enum CampaignCommand {
     Show {
         /// The campaign's id.
         id: i64,
-        /// Follow it until it ends.
+        /// Follow it until it ends; the exit status is 0 only if it
+        /// completed.
         #[arg(long)]
         follow: bool,
         /// Print the API's JSON instead of the table.
@@ -89,7 +90,8 @@ pub struct StartArgs {
     /// Take every setting from this JSON campaign spec instead.
     #[arg(long, conflicts_with_all = ["canary", "waves", "rollback"])]
     spec: Option<PathBuf>,
-    /// Follow the campaign until it ends.
+    /// Follow the campaign until it ends; the exit status is 0 only if it
+    /// completed.
     #[arg(long)]
     follow: bool,
     #[command(flatten)]
@@ -248,6 +250,16 @@ fn follow_campaign(access: &HubAccess, id: i64) -> anyhow::Result<()> {
         let state = view["state"].as_str().unwrap_or("");
         if !["running", "rolling_back"].contains(&state) {
             show(&view);
+            // A script that goes on after `--follow` must not take a
+            // paused, aborted or rolled-back rollout for a done one.
+            anyhow::ensure!(
+                state == "completed",
+                "campaign {id} ended {state}, not completed{}",
+                view["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
