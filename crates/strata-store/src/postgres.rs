@@ -667,6 +667,17 @@ impl TelemetryStore for PostgresTelemetry {
     fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
         self.read(|c| {
             use postgres::fallible_iterator::FallibleIterator as _;
+            // A signal the device never sent has nothing to find: answered
+            // at once, not by reading every batch of the device's history.
+            let known = c
+                .query_opt(
+                    "SELECT 1 FROM telemetry_series WHERE device_id = $1 AND signal = $2",
+                    &[&q.device.as_str(), &q.signal],
+                )
+                .context(|| format!("cannot look up {}/{}", q.device, q.signal))?;
+            if known.is_none() {
+                return Ok(crate::range::Collector::new(q).finish());
+            }
             // Rows stream in (not all loaded first), in order of their
             // first reading: once the answer is full before one, the rest
             // cannot change it.

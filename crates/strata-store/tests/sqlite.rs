@@ -184,6 +184,14 @@ fn blocks_live_in_segment_files_and_a_crashed_append_is_cut_off() {
         limit: 100,
     };
     assert!(matches!(store.range(&q), Err(Error::Corrupt(_))));
+    // A signal the device never sent is answered without reading a block.
+    let none = store
+        .range(&RangeQuery {
+            signal: "never-sent".into(),
+            ..q
+        })
+        .unwrap();
+    assert!(none.points.is_empty() && none.buckets.is_empty() && !none.truncated);
 }
 
 #[test]
@@ -416,6 +424,7 @@ fn batches_of_the_old_layout_move_into_blocks() {
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
             data BLOB NOT NULL, PRIMARY KEY (stream_id, seq));
          INSERT INTO streams (id, device_id, name) VALUES (1, 'old', 'main');
+         INSERT INTO series (device_id, signal, unit) VALUES ('old', 'temp', '');
          PRAGMA user_version = 4;",
     )
     .unwrap();
