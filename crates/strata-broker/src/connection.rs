@@ -854,10 +854,7 @@ impl Conn {
             }
             Packet::PubComp(_) => Ok(()),
             Packet::Subscribe(s) => self.on_subscribe(s),
-            Packet::Unsubscribe(u) => {
-                self.on_unsubscribe(u);
-                Ok(())
-            }
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             Packet::PingReq => {
                 self.write(&Packet::PingResp);
                 Ok(())
@@ -1233,11 +1230,24 @@ impl Conn {
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        // As for SUBSCRIBE: a packet of many times more filters than a
+        // session may hold can only be a flood.
+        let quota = self.shared.config.max_subscriptions_per_session;
+        if quota > 0 && u.filters.len() > quota.saturating_mul(4) {
+            return Err(self.malformed(
+                "an UNSUBSCRIBE with many times more filters than a session may hold",
+                reason::QUOTA_EXCEEDED,
+            ));
+        }
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
             let existed = self.session.state().subscriptions.remove(f);
-            self.shared.router.unsubscribe(f, &self.session);
+            // Only a filter the session holds is in the routing tree: the
+            // others need not take its lock.
+            if existed {
+                self.shared.router.unsubscribe(f, &self.session);
+            }
             codes.push(if existed {
                 reason::SUCCESS
             } else {
@@ -1249,6 +1259,7 @@ impl Conn {
             properties: Properties::default(),
             reason_codes: codes,
         }));
+        Ok(())
     }
 
     /// Moves queued deliveries into the write buffer while the client's

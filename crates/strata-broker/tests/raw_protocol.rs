@@ -800,6 +800,31 @@ async fn floods_of_filters_and_deep_filters_are_refused() {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::QUOTA_EXCEEDED),
         other => panic!("expected DISCONNECT 0x97, got {other:?}"),
     }
+    // The same for UNSUBSCRIBE; within the bound it is answered per filter.
+    let mut flood = Raw::connect(port, "unflood", V5).await;
+    let unsubscribe = |filters: &[&str]| {
+        Packet::Unsubscribe(strata_mqtt::Unsubscribe {
+            packet_id: 9,
+            properties: Properties::default(),
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+        })
+    };
+    flood.send(&unsubscribe(&["f/1", "f/2"])).await;
+    match flood.recv().await {
+        Some(Packet::UnsubAck(a)) => assert_eq!(
+            a.reason_codes,
+            [
+                reason::NO_SUBSCRIPTION_EXISTED,
+                reason::NO_SUBSCRIPTION_EXISTED
+            ]
+        ),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    flood.send(&unsubscribe(&["f/1"; 13])).await;
+    match flood.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::QUOTA_EXCEEDED),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
 }
 
 /// Only a normal disconnection (0x00) discards the will in MQTT 5: a

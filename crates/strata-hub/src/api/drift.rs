@@ -275,6 +275,12 @@ pub struct AccuracyParams {
     pub by: Option<String>,
 }
 
+/// Ten years in seconds: the longest bucket or lag an accuracy query takes.
+const TEN_YEARS_S: u64 = 10 * 365 * 86_400;
+
+/// The most buckets an accuracy query may ask for.
+const MAX_ACCURACY_BUCKETS: i64 = 100_000;
+
 /// Accuracy of a model's versions over time and per segment, from labels
 /// joined to the predictions made before them.
 #[utoipa::path(get, path = "/api/v1/models/{name}/accuracy", tag = "drift", security(("bearer_token" = [])),
@@ -304,14 +310,24 @@ pub async fn get_accuracy(
                 return Err(Error::BadRequest("from_ns must be before to_ns".into()));
             }
             let by = dimensions(q.by.as_deref().unwrap_or("site,firmware"))?;
+            // Seconds beyond ten years are no bucket or lag anyone means
+            // (and would wrap as ns).
+            let seconds = |s: u64| (s.min(TEN_YEARS_S) as i64).saturating_mul(1_000_000_000);
+            let bucket_ns = q
+                .bucket_s
+                .map(|b| seconds(b.max(1)))
+                .unwrap_or((to_ns.saturating_sub(from_ns) / 10).max(1));
+            let buckets = to_ns.saturating_sub(from_ns) / bucket_ns;
+            if buckets > MAX_ACCURACY_BUCKETS {
+                return Err(Error::BadRequest(format!(
+                    "{buckets} buckets of bucket_s in the window: at most {MAX_ACCURACY_BUCKETS}"
+                )));
+            }
             let spec = AccuracySpec {
                 from_ns,
                 to_ns,
-                bucket_ns: q
-                    .bucket_s
-                    .map(|b| (b.max(1) as i64).saturating_mul(1_000_000_000))
-                    .unwrap_or((to_ns.saturating_sub(from_ns) / 10).max(1)),
-                max_lag_ns: (q.max_lag_s.unwrap_or(300) as i64).saturating_mul(1_000_000_000),
+                bucket_ns,
+                max_lag_ns: seconds(q.max_lag_s.unwrap_or(300)),
                 by,
                 devices: Vec::new(),
             };

@@ -88,6 +88,11 @@ pub async fn upload_version(
             .map(|x| x.trim().to_owned())
             .collect::<Vec<_>>()
     });
+    // Checked first: a version registered and then refused its alias
+    // would be registered again by a client that retries.
+    if let Some(alias) = &p.alias {
+        crate::models::ModelRegistry::check_alias(alias)?;
+    }
     let version = blocking(move || {
         let v = s.models.register(NewVersion {
             model: name,

@@ -314,14 +314,15 @@ fn paired(
         }
         for (l, latest) in labels.iter().zip(join.latest()) {
             match latest {
-                Some((ts, predicted)) if l.ts_ns - ts <= spec.max_lag_ns => pairs.push((
-                    device.clone(),
-                    Pair {
-                        ts_ns: l.ts_ns,
-                        predicted,
-                        truth: l.value,
-                    },
-                )),
+                Some((ts, predicted)) if l.ts_ns.saturating_sub(ts) <= spec.max_lag_ns => pairs
+                    .push((
+                        device.clone(),
+                        Pair {
+                            ts_ns: l.ts_ns,
+                            predicted,
+                            truth: l.value,
+                        },
+                    )),
                 _ => unmatched += 1,
             }
         }

@@ -175,14 +175,20 @@ impl ModelRegistry {
             .ok_or_else(|| Error::NotFound(format!("model {name} has no version {number}")))
     }
 
-    /// Points an alias at a version; returns the version it pointed at.
-    pub fn set_alias(&self, name: &str, alias: &str, version: u32) -> Result<Option<u32>> {
+    /// Checks an alias name: a valid name that cannot read as a version.
+    pub fn check_alias(alias: &str) -> Result<()> {
         check_name("alias", alias)?;
         if alias.bytes().all(|b| b.is_ascii_digit() || b == b'v') {
             return Err(Error::BadRequest(format!(
                 "alias {alias:?} would read as a version number"
             )));
         }
+        Ok(())
+    }
+
+    /// Points an alias at a version; returns the version it pointed at.
+    pub fn set_alias(&self, name: &str, alias: &str, version: u32) -> Result<Option<u32>> {
+        Self::check_alias(alias)?;
         Ok(self
             .store
             .set_alias(name, alias, version, crate::now_ns())?)
