@@ -43,6 +43,12 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// beyond which it is not read until it reads some.
 const UNREAD_LIMIT: usize = 4 * WRITE_HIGH_WATER;
 const DRAIN_BATCH: usize = 64;
+/// Publishes waiting to be acknowledged (their storage not done yet) may
+/// hold this many bytes (payloads and properties) before the client is
+/// not read: besides their count (`max_inflight_inbound`), so a client
+/// sending large publishes, or ones swollen with user properties, cannot
+/// make one connection hold gigabytes while storage catches up.
+const PENDING_BYTES_LIMIT: usize = 32 * 1024 * 1024;
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -245,6 +251,8 @@ struct Conn {
     rbuf: BytesMut,
     wbuf: BytesMut,
     pending: VecDeque<PendingAck>,
+    /// What the publishes in `pending` hold ([`Message::size`]).
+    pending_bytes: usize,
     inbound_limit: usize,
     awaiting_rel: HashSet<u16>,
     inflight: VecDeque<(u16, Delivery)>,
@@ -454,6 +462,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         rbuf,
         wbuf: BytesMut::with_capacity(READ_CHUNK),
         pending: VecDeque::new(),
+        pending_bytes: 0,
         inbound_limit: usize::from(cfg.max_inflight_inbound),
         awaiting_rel,
         inflight: VecDeque::new(),
@@ -658,7 +667,8 @@ async fn run<S>(
             break close;
         }
         conn.drain_outbound();
-        let acks_full = conn.pending.len() >= conn.inbound_limit;
+        let acks_full =
+            conn.pending.len() >= conn.inbound_limit || conn.pending_bytes >= PENDING_BYTES_LIMIT;
         // Reads paused by our own backpressure are not a silent client:
         // the keep-alive clock must not run against it either.
         if std::mem::take(&mut conn.heard) || acks_full {
@@ -890,6 +900,7 @@ impl Conn {
         {
             return self.apply(entry.ack, entry.packet_id, entry.msg, outcome);
         }
+        self.pending_bytes += entry.msg.as_ref().map_or(0, |m| m.size);
         self.pending.push_back(entry);
         Ok(())
     }
@@ -954,7 +965,11 @@ impl Conn {
             if !ready {
                 return Ok(());
             }
-            if let Some(entry) = self.pending.pop_front()
+            let popped = self.pending.pop_front();
+            if let Some(entry) = &popped {
+                self.pending_bytes -= entry.msg.as_ref().map_or(0, |m| m.size);
+            }
+            if let Some(entry) = popped
                 && let PendingState::Ready(outcome) = entry.state
             {
                 self.apply(entry.ack, entry.packet_id, entry.msg, outcome)?;

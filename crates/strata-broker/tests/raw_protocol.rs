@@ -1280,3 +1280,67 @@ async fn connecting_and_dropping_in_a_loop_leaves_no_tasks_behind() {
     })
     .await;
 }
+
+/// Publishes waiting for storage are bounded by bytes as well as by
+/// count: a client sending large publishes while storage lags is not read
+/// past about 32 MiB of them, and loses none once storage catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_waiting_for_storage_are_bounded_by_bytes() {
+    let (b, hooks) = start_holding().await;
+    let port = b.local_addr().port();
+    let client = Raw::connect(port, "heavy", V5).await;
+    let (mut rx, mut tx) = client.stream.into_split();
+    let version = client.version;
+    let sender = tokio::spawn(async move {
+        for id in 1..=100u16 {
+            let p = Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: format!("ingest/{id}"),
+                packet_id: id,
+                properties: Properties::default(),
+                payload: Bytes::from(vec![b'x'; 512 * 1024]),
+            });
+            let mut out = BytesMut::new();
+            p.encode(version, &mut out).unwrap();
+            tx.write_all(&out).await.unwrap();
+        }
+        tx
+    });
+    // 64 publishes of 512 KiB make 32 MiB: reading stops about there.
+    wait_until("the byte budget filled", || {
+        hooks.held.lock().unwrap().len() >= 64
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let held = hooks.held.lock().unwrap().len();
+    assert!(held < 80, "{held} publishes read past the byte budget");
+    // Storage catches up: every publish is read and acknowledged.
+    let mut acked = 0;
+    let mut buf = BytesMut::new();
+    let decoder = Decoder::default();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while acked < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{acked} acknowledged"
+        );
+        for (_, done) in std::mem::take(&mut *hooks.held.lock().unwrap()) {
+            done.send(Ok(())).unwrap();
+        }
+        while let Some(p) = decoder.decode(&mut buf, version).unwrap() {
+            assert!(matches!(p, Packet::PubAck(_)), "{p:?}");
+            acked += 1;
+        }
+        // Briefly: publishes read meanwhile wait to be released above.
+        let read = std::time::Duration::from_millis(100);
+        if let Ok(n) = tokio::time::timeout(read, rx.read_buf(&mut buf)).await {
+            assert!(
+                n.unwrap() > 0 || acked == 100,
+                "the broker closed the connection"
+            );
+        }
+    }
+    sender.await.unwrap();
+}

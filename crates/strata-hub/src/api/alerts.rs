@@ -99,8 +99,9 @@ pub async fn acknowledge(
 /// The alert rules in force.
 #[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts", security(("bearer_token" = [])),
     responses((status = 200, body = Vec<AlertRule>)))]
-pub async fn list_rules(State(s): State<ApiState>) -> Json<Vec<AlertRule>> {
-    Json(s.alerts.rules())
+pub async fn list_rules(State(s): State<ApiState>) -> Result<Json<Vec<AlertRule>>> {
+    // Off the runtime: the alert thread holds this lock while it stores.
+    Ok(Json(blocking(move || Ok(s.alerts.rules())).await?))
 }
 
 /// Which deliveries to list.
