@@ -230,6 +230,21 @@ impl ApiClient {
     }
 }
 
+/// `value` percent-encoded for a query string: everything but letters,
+/// digits and `-._~`, so a `+`, `&`, `#` or space in a value arrives as
+/// given instead of changing the query.
+pub fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The most of an answer the client reads (a fleet's device list is a few
 /// MiB; ureq's default limit is 10 MiB).
 const MAX_ANSWER: u64 = 256 * 1024 * 1024;
@@ -246,7 +261,15 @@ fn plain_message(text: &str) -> String {
 
 #[cfg(test)]
 mod plain_tests {
-    use super::plain_message;
+    use super::{plain_message, query_value};
+
+    #[test]
+    fn query_values_arrive_as_given() {
+        assert_eq!(query_value("rms,kurt"), "rms%2Ckurt");
+        assert_eq!(query_value("a+b c&d#e"), "a%2Bb%20c%26d%23e");
+        assert_eq!(query_value("plant-1.x_y~"), "plant-1.x_y~");
+        assert_eq!(query_value("°C"), "%C2%B0C");
+    }
 
     #[test]
     fn an_answer_that_is_not_json_is_shown_on_one_line() {

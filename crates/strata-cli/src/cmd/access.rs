@@ -242,10 +242,10 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             } => {
                 let mut path = format!("/api/v1/audit?limit={limit}");
                 if let Some(a) = actor {
-                    path.push_str(&format!("&actor={a}"));
+                    path.push_str(&format!("&actor={}", crate::api_client::query_value(&a)));
                 }
                 if let Some(a) = action {
-                    path.push_str(&format!("&action={a}"));
+                    path.push_str(&format!("&action={}", crate::api_client::query_value(&a)));
                 }
                 print(&access.client()?.get::<Value>("read the audit log", &path)?);
             }

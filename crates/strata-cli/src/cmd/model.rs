@@ -139,7 +139,7 @@ pub async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 let mut query = Vec::new();
                 for (key, value) in [("features", features), ("vector", vector), ("alias", alias)] {
                     if let Some(v) = value {
-                        query.push(format!("{key}={v}"));
+                        query.push(format!("{key}={}", crate::api_client::query_value(&v)));
                     }
                 }
                 access.client()?.post_bytes(

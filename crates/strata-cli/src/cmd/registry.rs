@@ -218,7 +218,10 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             match cmd {
                 DeviceCommand::List { site, access } => {
                     let path = match site {
-                        Some(s) => format!("/api/v1/devices?site={s}"),
+                        Some(s) => format!(
+                            "/api/v1/devices?site={}",
+                            crate::api_client::query_value(&s)
+                        ),
                         None => "/api/v1/devices".into(),
                     };
                     access.client()?.get("list devices", &path)?

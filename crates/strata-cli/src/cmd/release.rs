@@ -245,10 +245,10 @@ pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
         ReleaseCommand::List { kind, name, access } => {
             let mut query = Vec::new();
             if let Some(k) = kind {
-                query.push(format!("kind={k}"));
+                query.push(format!("kind={}", crate::api_client::query_value(&k)));
             }
             if let Some(n) = name {
-                query.push(format!("name={n}"));
+                query.push(format!("name={}", crate::api_client::query_value(&n)));
             }
             let releases: Value = access.client()?.get(
                 "list releases",
