@@ -801,7 +801,8 @@ impl Conn {
                     Some(reason::ADMINISTRATIVE_ACTION),
                 ));
             }
-            if self.pending.len() >= self.inbound_limit {
+            if self.pending.len() >= self.inbound_limit || self.pending_bytes >= PENDING_BYTES_LIMIT
+            {
                 return Ok(());
             }
             match self.decoder.decode(&mut self.rbuf, self.version) {

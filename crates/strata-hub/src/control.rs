@@ -11,8 +11,8 @@
 //! `gate_valid_s`, an open verdict lapses that long after the device
 //! received it, and the hub sends it again every third of that, so a hub
 //! that stops measuring (down, cut off, its store failing) leaves no gate
-//! open for long. When the devices cannot even be listed, every gate sent
-//! open is closed. The API shows every check with its measured value, so anyone
+//! open for long; then, when the devices cannot even be listed, every gate
+//! sent open is closed at once. The API shows every check with its measured value, so anyone
 //! can see why a gate is open or closed.
 //!
 //! Devices send every decision their rules take on `up/events`; the hub
@@ -384,7 +384,12 @@ impl Gates {
         let (by_site, presence) = match self.read_devices(inputs, now) {
             Ok(read) => read,
             Err(e) => {
-                self.close_every_open_gate(&format!("the gates cannot be measured: {e}"), now);
+                // Only where gates lapse anyway: by default a device keeps
+                // the last verdict through a hub outage, and one failed
+                // read (a busy database) must not flap every gate.
+                if self.config.gate_valid_s.is_some() {
+                    self.close_every_open_gate(&format!("the gates cannot be measured: {e}"), now);
+                }
                 return Err(e);
             }
         };

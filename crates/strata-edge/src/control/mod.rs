@@ -120,7 +120,6 @@ impl ControlStats {
 pub struct Observation {
     stream: Arc<str>,
     signal: String,
-    ts_ns: i64,
     value: f64,
     quality: Quality,
 }
@@ -143,7 +142,6 @@ impl Feed {
                 batch.push(Observation {
                     stream: stream.clone(),
                     signal: s.name.clone(),
-                    ts_ns: s.ts_ns.get(i).copied().unwrap_or(i64::MIN),
                     value: *v,
                     quality: quality_of(s, i),
                 });
@@ -171,13 +169,6 @@ fn quality_of(s: &SignalSeries, i: usize) -> Quality {
         .get(i)
         .and_then(|q| Quality::try_from(*q).ok())
         .unwrap_or(Quality::Bad)
-}
-
-/// When a reading stamped `ts_ns` was taken, on the engine's clock: its
-/// age by the wall clock (none when stamped ahead) back from `now`.
-fn taken_at(ts_ns: i64, wall_now_ns: i64, now: i64) -> i64 {
-    let age = wall_now_ns.saturating_sub(ts_ns).max(0);
-    now.saturating_sub(age)
 }
 
 /// What the control task listens to besides readings.
@@ -293,10 +284,8 @@ impl Control {
                     let Some(batch) = batch else { return };
                     for o in batch {
                         let now = steady_ns(self.origin);
-                        let taken = taken_at(o.ts_ns, crate::now_ns(), now);
-                        let decisions = self.engine.observe(
-                            &o.stream, &o.signal, o.value, o.quality, taken, now,
-                        );
+                        let decisions =
+                            self.engine.observe(&o.stream, &o.signal, o.value, o.quality, now);
                         self.carry_out(decisions).await;
                     }
                 }
@@ -306,7 +295,8 @@ impl Control {
                     }
                     let gate = self.inputs.gate.borrow_and_update().clone();
                     if let Some(g) = gate {
-                        if self.engine.set_gate(g.clone(), steady_ns(self.origin)) {
+                        let age = crate::now_ns().saturating_sub(g.ts_ns);
+                        if self.engine.set_gate(g.clone(), steady_ns(self.origin), age) {
                             tracing::info!(site = %g.site, open = g.open, "control gate: {}", if g.open { "open" } else { g.reason.as_str() });
                         } else {
                             tracing::warn!(site = %g.site, ts_ns = g.ts_ns, "ignoring a site gate older than the one held");
@@ -547,19 +537,8 @@ fn changed_by_hand(held: f64, read: f64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{MODEL_ERROR_WINDOW, changed_by_hand, errors_lately, quality_of, taken_at};
+    use super::{MODEL_ERROR_WINDOW, changed_by_hand, errors_lately, quality_of};
     use strata_proto::{Quality, SignalSeries};
-
-    #[test]
-    fn a_reading_is_as_old_as_its_timestamp_and_never_fresher_than_arrived() {
-        // Wall clock at 1,000 s, engine clock at 50 s.
-        let s = 1_000_000_000;
-        assert_eq!(taken_at(990 * s, 1_000 * s, 50 * s), 40 * s);
-        // Stamped ahead of the gateway's clock: taken as it arrives.
-        assert_eq!(taken_at(2_000 * s, 1_000 * s, 50 * s), 50 * s);
-        // No timestamp (i64::MIN): as old as can be.
-        assert!(taken_at(i64::MIN, 1_000 * s, 50 * s) < 0);
-    }
 
     #[test]
     fn unknown_or_missing_qualities_are_bad() {

@@ -175,18 +175,18 @@ impl RuleConfig {
     }
 }
 
-/// The latest reading of a signal, the stream it came from, and when it
-/// was taken on the engine's clock: when it arrived, less its age by its
-/// own timestamp when that is older (a retained MQTT message, a reading
-/// that waited in a queue), so a reading is never fresher than it was
-/// taken, and a wrong device clock ahead cannot keep a dead signal fresh.
-#[derive(Debug, Clone)]
+/// The latest reading of a signal, and when it arrived (the engine's
+/// clock, not the device's, so a wrong device clock cannot keep a dead
+/// signal fresh, nor one behind make every reading stale).
+#[derive(Debug, Clone, Copy)]
 struct Latest {
     value: f64,
     quality: Quality,
     at_ns: i64,
-    stream: std::sync::Arc<str>,
 }
+
+/// How long a stream a signal stopped arriving from is remembered.
+const SOURCES_MEMORY_NS: i64 = 3_600_000_000_000;
 
 /// What the engine wants done.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,9 +245,10 @@ pub struct Engine {
     gate: Option<ControlGate>,
     /// When the gate held was received (the engine's clock).
     gate_at_ns: i64,
-    /// Signals that arrived from two streams, with their names: a rule
-    /// watching one cannot tell which machine it reads.
-    ambiguous: HashMap<String, String>,
+    /// Per signal, the streams it arrived from and when last (the
+    /// engine's clock): while two are heard, a rule watching it cannot
+    /// tell which machine it reads.
+    sources: HashMap<String, Vec<(std::sync::Arc<str>, i64)>>,
     /// Starts every action id, so ids stay unique across restarts.
     epoch: String,
 }
@@ -270,7 +271,7 @@ impl Engine {
             unhealthy_models: HashMap::new(),
             gate: None,
             gate_at_ns: 0,
-            ambiguous: HashMap::new(),
+            sources: HashMap::new(),
             epoch: action_epoch(),
         }
     }
@@ -301,23 +302,29 @@ impl Engine {
         self.settled.remove(output);
     }
 
-    /// Takes the hub's verdict on the site, received at `now_ns`; returns
-    /// false (and keeps the one held) for an open verdict older than the
-    /// one held: a late delivery must not put back an open gate the hub
-    /// has closed since. A closed verdict is always taken, however old its
-    /// time: the hub's clock may have been set back, and closing is the
-    /// safe way to be wrong.
-    pub fn set_gate(&mut self, gate: ControlGate, now_ns: i64) -> bool {
-        if gate.open
-            && self
-                .gate
-                .as_ref()
-                .is_some_and(|held| gate.ts_ns < held.ts_ns)
+    /// Takes the hub's verdict on the site, received at `now_ns` and
+    /// measured `age_ns` before (by the wall clock; 0 when stamped ahead);
+    /// returns false (and keeps the one held) for an open verdict older
+    /// than the one held: a late delivery must not put back an open gate
+    /// the hub has closed since. A closed verdict is always taken, however
+    /// old its time: the hub's clock may have been set back, and closing is
+    /// the safe way to be wrong. Only a newer measurement renews an open
+    /// gate's validity: the same one again (the broker's retained copy on
+    /// every reconnect) does not, and its age counts from when it was
+    /// measured, not received.
+    pub fn set_gate(&mut self, gate: ControlGate, now_ns: i64, age_ns: i64) -> bool {
+        if let Some(held) = &self.gate
+            && gate.open
         {
-            return false;
+            if gate.ts_ns < held.ts_ns {
+                return false;
+            }
+            if gate.ts_ns == held.ts_ns && held.open {
+                return true;
+            }
         }
         self.gate = Some(gate);
-        self.gate_at_ns = now_ns;
+        self.gate_at_ns = now_ns.saturating_sub(age_ns.max(0));
         true
     }
 
@@ -329,35 +336,28 @@ impl Engine {
         };
     }
 
-    /// A new reading of `signal` from `stream`, taken at `taken_ns` (the
-    /// engine's clock: see [`Latest`]); returns what the rules watching it
-    /// decide. A reading older than the one held changes nothing.
+    /// A new reading of `signal` from `stream`; returns what the rules
+    /// watching it decide.
     pub fn observe(
         &mut self,
         stream: &std::sync::Arc<str>,
         signal: &str,
         value: f64,
         quality: Quality,
-        taken_ns: i64,
         now_ns: i64,
     ) -> Vec<Decision> {
-        let taken_ns = taken_ns.min(now_ns);
-        if let Some(held) = self.signals.get(signal) {
-            if held.stream != *stream && !self.ambiguous.contains_key(signal) {
-                let streams = format!("{} and {stream}", held.stream);
-                self.ambiguous.insert(signal.to_string(), streams);
-            }
-            if taken_ns < held.at_ns {
-                return Vec::new();
-            }
+        let heard = self.sources.entry(signal.to_string()).or_default();
+        match heard.iter_mut().find(|(s, _)| s == stream) {
+            Some(entry) => entry.1 = now_ns,
+            None => heard.push((stream.clone(), now_ns)),
         }
+        heard.retain(|(_, at)| now_ns - at <= SOURCES_MEMORY_NS);
         self.signals.insert(
             signal.to_string(),
             Latest {
                 value,
                 quality,
-                at_ns: taken_ns,
-                stream: stream.clone(),
+                at_ns: now_ns,
             },
         );
         let mut out = Vec::new();
@@ -521,9 +521,19 @@ impl Engine {
         }
         let stale_ns = (rule.stale_s * 1e9) as i64;
         for name in std::iter::once(&rule.signal).chain(rule.setpoint_signal.as_ref()) {
-            if let Some(streams) = self.ambiguous.get(name) {
+            let recent: Vec<&str> = self
+                .sources
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter(|(_, at)| now_ns - at <= stale_ns)
+                .map(|(s, _)| &**s)
+                .collect();
+            if recent.len() > 1 {
                 return Some(format!(
-                    "{name} arrives from two streams ({streams}): a rule cannot tell which to follow"
+                    "{name} arrives from {} streams ({}): a rule cannot tell which to follow",
+                    recent.len(),
+                    recent.join(", ")
                 ));
             }
             let Some(l) = self.signals.get(name) else {
@@ -868,7 +878,7 @@ mod tests {
     fn engine(r: RuleConfig) -> Engine {
         r.validate().unwrap();
         let mut e = Engine::new(vec![r]);
-        e.set_gate(open(), 0);
+        e.set_gate(open(), 0, 0);
         e.set_output("fan", 20.0, 0);
         e
     }
@@ -883,15 +893,8 @@ mod tests {
 
     /// Feeds the wanted setpoint then the temperature at `t` seconds.
     fn feed(e: &mut Engine, t: i64, wanted: f64, temperature: f64) -> Vec<Decision> {
-        let mut d = e.observe(&plc(), "fan_wanted", wanted, Quality::Good, t * S, t * S);
-        d.extend(e.observe(
-            &plc(),
-            "temperature",
-            temperature,
-            Quality::Good,
-            t * S,
-            t * S,
-        ));
+        let mut d = e.observe(&plc(), "fan_wanted", wanted, Quality::Good, t * S);
+        d.extend(e.observe(&plc(), "temperature", temperature, Quality::Good, t * S));
         d
     }
 
@@ -953,7 +956,7 @@ mod tests {
         (warm.above, warm.below) = (None, Some(50.0));
         (warm.min, warm.max) = (60.3, 70.0);
         let mut e = Engine::new(vec![cool, warm]);
-        e.set_gate(open(), 0);
+        e.set_gate(open(), 0, 0);
         e.set_output("fan", 20.0, 0);
         let d = feed(&mut e, 1, 90.0, 85.0);
         let Some(Decision::Write(mut a)) = d.into_iter().next() else {
@@ -1012,6 +1015,7 @@ mod tests {
                 ..open()
             },
             0,
+            0,
         );
         let d = feed(&mut e, 2, 90.0, 85.0);
         let Decision::Record(a) = &d[0] else { panic!() };
@@ -1019,7 +1023,7 @@ mod tests {
         // The same block again within a minute: not recorded again.
         assert!(feed(&mut e, 3, 90.0, 85.0).is_empty());
         assert_eq!(outcomes(&feed(&mut e, 63, 90.0, 85.0)).len(), 1);
-        e.set_gate(open(), 0);
+        e.set_gate(open(), 0, 0);
         assert_eq!(
             outcomes(&feed(&mut e, 64, 90.0, 85.0)),
             [(ActionOutcome::Written, Some(90.0))]
@@ -1033,9 +1037,8 @@ mod tests {
         r.setpoint_signal = None;
         r.setpoint = Some(50.0);
         let mut e = engine(r);
-        let mut temperature = |t: i64, v: f64| {
-            outcomes(&e.observe(&plc(), "temperature", v, Quality::Good, t * S, t * S))
-        };
+        let mut temperature =
+            |t: i64, v: f64| outcomes(&e.observe(&plc(), "temperature", v, Quality::Good, t * S));
         assert!(temperature(100, 85.0).is_empty());
         assert!(temperature(102, 85.0).is_empty());
         assert!(temperature(103, 70.0).is_empty(), "a break");
@@ -1067,7 +1070,7 @@ mod tests {
             ]
         );
         // A bad-quality reading disarms too.
-        let d = e.observe(&plc(), "temperature", 85.0, Quality::Bad, 20 * S, 20 * S);
+        let d = e.observe(&plc(), "temperature", 85.0, Quality::Bad, 20 * S);
         assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
         let Decision::Record(a) = &d[0] else { panic!() };
         assert!(a.reason.contains("bad quality"), "{}", a.reason);
@@ -1119,6 +1122,7 @@ mod tests {
                 reason: "phase 1".into(),
                 ..open()
             },
+            0,
             0,
         );
         let Decision::Record(a) = e.approve(&p.action, "ops", 2 * S).unwrap() else {
@@ -1181,7 +1185,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.outcome, ActionOutcome::Proposed);
-        let d = e.observe(&plc(), "temperature", 85.0, Quality::Bad, 2 * S, 2 * S);
+        let d = e.observe(&plc(), "temperature", 85.0, Quality::Bad, 2 * S);
         assert_eq!(
             outcomes(&d),
             [
@@ -1210,13 +1214,14 @@ mod tests {
             ts_ns: 20 * S,
             ..open()
         };
-        assert!(e.set_gate(closed, 0));
+        assert!(e.set_gate(closed, 0, 0));
         // The open verdict from before, delivered late.
         assert!(!e.set_gate(
             ControlGate {
                 ts_ns: 10 * S,
                 ..open()
             },
+            0,
             0
         ));
         e.set_output("fan", 20.0, 0);
@@ -1228,6 +1233,7 @@ mod tests {
                 ts_ns: 30 * S,
                 ..open()
             },
+            0,
             0
         ));
     }
@@ -1241,6 +1247,7 @@ mod tests {
                 ts_ns: 100 * S,
                 ..open()
             },
+            0,
             0
         ));
         let closed = ControlGate {
@@ -1249,7 +1256,7 @@ mod tests {
             ts_ns: 50 * S,
             ..open()
         };
-        assert!(e.set_gate(closed, S));
+        assert!(e.set_gate(closed, S, 0));
         let d = feed(&mut e, 2, 90.0, 85.0);
         assert_eq!(outcomes(&d), [(ActionOutcome::Blocked, None)]);
         let Decision::Record(a) = &d[0] else { panic!() };
@@ -1265,8 +1272,10 @@ mod tests {
         assert!(e.set_gate(
             ControlGate {
                 valid_s: Some(60.0),
+                ts_ns: 1,
                 ..open()
             },
+            0,
             0
         ));
         assert_eq!(
@@ -1282,10 +1291,11 @@ mod tests {
         assert!(e.set_gate(
             ControlGate {
                 valid_s: Some(60.0),
-                ts_ns: 1,
+                ts_ns: 2,
                 ..open()
             },
-            62 * S
+            62 * S,
+            0
         ));
         assert_eq!(
             outcomes(&feed(&mut e, 70, 95.0, 85.0)),
@@ -1294,32 +1304,33 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_taken_long_ago_neither_arms_nor_fires_a_rule() {
+    fn the_same_gate_delivered_again_does_not_renew_it_and_ages_from_its_measure() {
+        let mut r = rule(Mode::Armed);
+        r.max_rate = None;
+        r.stale_s = 600.0;
+        let mut e = Engine::new(vec![r]);
+        let gate = ControlGate {
+            valid_s: Some(60.0),
+            ts_ns: 7,
+            ..open()
+        };
+        assert!(e.set_gate(gate.clone(), 0, 0));
+        // The broker's retained copy again at every reconnect: no renewal.
+        assert!(e.set_gate(gate.clone(), 50 * S, 0));
+        e.set_output("fan", 20.0, 0);
+        let d = feed(&mut e, 61, 90.0, 85.0);
+        let Decision::Record(a) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert!(a.reason.contains("gate expired"), "{}", a.reason);
+        // A gate measured 50 s before it arrived has 10 s left.
         let mut e = engine(rule(Mode::Armed));
-        // An hour-old retained reading arriving at 3,600 s, on a rule
-        // stale after 30 s: blocked as stale, nothing written.
-        let now = 3_600 * S;
-        let d = e.observe(&plc(), "fan_wanted", 90.0, Quality::Good, 0, now);
-        let d2 = e.observe(&plc(), "temperature", 85.0, Quality::Good, 0, now);
-        let all: Vec<_> = d.iter().chain(&d2).collect();
-        assert!(
-            all.iter().all(|d| !matches!(d, Decision::Write(_))),
-            "{all:?}"
-        );
-        assert!(
-            all.iter().any(|d| matches!(d, Decision::Record(a)
-                if a.outcome == ActionOutcome::Disarmed && a.reason.contains("not heard"))),
-            "{all:?}"
-        );
-        // Fresh readings rearm it; one older than the one held changes
-        // nothing.
-        e.observe(&plc(), "fan_wanted", 90.0, Quality::Good, now, now);
-        let fresh = e.observe(&plc(), "temperature", 70.0, Quality::Good, now, now);
-        assert_eq!(outcomes(&fresh), [(ActionOutcome::Rearmed, None)]);
-        assert!(
-            e.observe(&plc(), "temperature", 99.0, Quality::Good, now - S, now)
-                .is_empty()
-        );
+        assert!(e.set_gate(gate, 100 * S, 50 * S));
+        let d = feed(&mut e, 111, 90.0, 85.0);
+        let Decision::Record(a) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert!(a.reason.contains("gate expired"), "{}", a.reason);
     }
 
     #[test]
@@ -1332,10 +1343,14 @@ mod tests {
             [(ActionOutcome::Written, Some(90.0))]
         );
         let other: std::sync::Arc<str> = "line-2".into();
-        let d = e.observe(&other, "temperature", 85.0, Quality::Good, 2 * S, 2 * S);
+        let d = e.observe(&other, "temperature", 85.0, Quality::Good, 2 * S);
         assert_eq!(outcomes(&d), [(ActionOutcome::Disarmed, None)]);
         let Decision::Record(a) = &d[0] else { panic!() };
-        assert!(a.reason.contains("plc and line-2"), "{}", a.reason);
+        assert!(a.reason.contains("2 streams (plc, line-2)"), "{}", a.reason);
+        // Line 2 stops (a source moved behind a pipeline, say): once it is
+        // stale, the rule follows the one stream left.
+        let d = feed(&mut e, 40, 95.0, 85.0);
+        assert_eq!(outcomes(&d)[0], (ActionOutcome::Rearmed, None), "{d:?}");
     }
 
     #[test]
@@ -1371,7 +1386,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.outcome, ActionOutcome::Proposed);
-        e.observe(&plc(), "temperature", 70.0, Quality::Good, 2 * S, 2 * S);
+        e.observe(&plc(), "temperature", 70.0, Quality::Good, 2 * S);
         let Decision::Record(a) = e.approve(&p.action, "ops", 3 * S).unwrap() else {
             panic!("wrote after the condition cleared")
         };

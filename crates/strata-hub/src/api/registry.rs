@@ -195,7 +195,10 @@ pub async fn enroll(
                         .transpose()?;
                     Ok((credential, certificate))
                 });
-            access.end_enrollment(source, result.is_ok());
+            // Only a wrong token counts against the address: a device
+            // enrolled already (a provisioning script run again) or a
+            // failure of the hub's own does not.
+            access.end_enrollment(source, !matches!(result, Err(Error::Unauthorized(_))));
             result
         });
         let event = crate::audit::Event::ok(

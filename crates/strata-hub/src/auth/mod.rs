@@ -426,8 +426,9 @@ impl Access {
             })
     }
 
-    /// After a device enrollment from `source`: a failure counts towards
-    /// the address's wait, a success takes its attempt back.
+    /// After a device enrollment from `source`: a failure (a wrong token)
+    /// counts towards the address's wait, anything else takes its attempt
+    /// back.
     pub fn end_enrollment(&self, source: IpAddr, ok: bool) {
         let Some(t) = &self.enroll_throttle else {
             return;

@@ -82,6 +82,9 @@ async function api(path, options = {}) {
   const res = await fetch('/api/v1' + path, {
     ...options,
     headers: { Authorization: 'Bearer ' + auth.token, 'Content-Type': 'application/json' },
+    // A hub that never answers fails the refresh (the page says stale)
+    // instead of stopping every later one.
+    signal: AbortSignal.timeout(20000),
   });
   if (res.status === 401) throw new Unauthorized('the token was refused');
   const text = await res.text();
@@ -658,17 +661,19 @@ function signIn(message) {
       return;
     }
     auth.token = body.token;
+    localStorage.setItem('strata.session', body.info.id);
     route();
   });
 }
 
 window.addEventListener('hashchange', route);
 window.addEventListener('resize', () => current && current.view.resize && current.view.resize());
-/** Signs out: a session the page holds is revoked at the hub too, so the
- * token left in this browser is worth nothing. */
+/** Signs out: a session the page opened with a password is revoked at the
+ * hub too, so the token left in this browser is worth nothing (a token
+ * pasted in, which scripts may share, is left alone). */
 async function signOut() {
   const me = auth.me;
-  if (me && me.token_id) {
+  if (me && me.token_id && localStorage.getItem('strata.session') === me.token_id) {
     try { await api(`/tokens/${enc(me.token_id)}`, { method: 'DELETE' }); } catch (e) { /* signed out here anyway */ }
   }
   signIn();
