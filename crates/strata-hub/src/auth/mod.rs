@@ -316,6 +316,29 @@ fn address_key(ip: IpAddr) -> String {
     }
 }
 
+/// A throttle per source address with the configured limits of logins
+/// per address (none when they are off).
+fn per_address_throttle(config: &AuthConfig) -> Option<throttle::LoginThrottle> {
+    (config.login_free_attempts_per_address > 0).then(|| {
+        throttle::LoginThrottle::fading(
+            config.login_free_attempts_per_address,
+            std::time::Duration::from_secs(config.login_max_wait_s),
+            throttle::ADDRESS_FADE,
+        )
+    })
+}
+
+/// The refusal of an attempt a throttle holds back: `what` happened, and
+/// when to try again.
+fn too_many(refused: throttle::Refused, what: &str) -> Error {
+    let retry_after_s = refused.wait.as_secs_f64().ceil() as u64;
+    Error::TooManyRequests {
+        message: format!("{what}: try again in {retry_after_s} s"),
+        retry_after_s,
+        first: refused.first,
+    }
+}
+
 /// Users, service accounts and tokens.
 pub struct Access {
     store: Arc<dyn AccessStore>,
@@ -389,20 +412,8 @@ impl Access {
                 config.login_free_attempts,
                 std::time::Duration::from_secs(config.login_max_wait_s),
             ),
-            address_throttle: (config.login_free_attempts_per_address > 0).then(|| {
-                throttle::LoginThrottle::fading(
-                    config.login_free_attempts_per_address,
-                    std::time::Duration::from_secs(config.login_max_wait_s),
-                    throttle::ADDRESS_FADE,
-                )
-            }),
-            enroll_throttle: (config.login_free_attempts_per_address > 0).then(|| {
-                throttle::LoginThrottle::fading(
-                    config.login_free_attempts_per_address,
-                    std::time::Duration::from_secs(config.login_max_wait_s),
-                    throttle::ADDRESS_FADE,
-                )
-            }),
+            address_throttle: per_address_throttle(config),
+            enroll_throttle: per_address_throttle(config),
         })
     }
 
@@ -414,16 +425,7 @@ impl Access {
             return Ok(());
         };
         t.begin(&address_key(source), std::time::Instant::now())
-            .map_err(|refused| {
-                let retry_after_s = refused.wait.as_secs_f64().ceil() as u64;
-                Error::TooManyRequests {
-                    message: format!(
-                        "too many failed enrollments from this address: try again in {retry_after_s} s"
-                    ),
-                    retry_after_s,
-                    first: refused.first,
-                }
-            })
+            .map_err(|r| too_many(r, "too many failed enrollments from this address"))
     }
 
     /// After a device enrollment from `source`: a failure (a wrong token)
@@ -573,24 +575,14 @@ impl Access {
     /// [`throttle`]).
     pub fn login(&self, name: &str, password: &str, source: Option<IpAddr>) -> Result<IssuedToken> {
         let now = std::time::Instant::now();
-        let too_many = |refused: throttle::Refused, whose: String| {
-            let retry_after_s = refused.wait.as_secs_f64().ceil() as u64;
-            Error::TooManyRequests {
-                message: format!(
-                    "too many wrong passwords {whose}: try again in {retry_after_s} s"
-                ),
-                retry_after_s,
-                first: refused.first,
-            }
-        };
         let address = source.map(address_key);
         if let (Some(t), Some(a)) = (&self.address_throttle, &address) {
             t.begin(a, now)
-                .map_err(|r| too_many(r, "from this address".into()))?;
+                .map_err(|r| too_many(r, "too many wrong passwords from this address"))?;
         }
         self.throttle
             .begin(name, now)
-            .map_err(|r| too_many(r, format!("for {name:?}")))?;
+            .map_err(|r| too_many(r, &format!("too many wrong passwords for {name:?}")))?;
         let user = self.user(name);
         let phc = user
             .as_ref()
