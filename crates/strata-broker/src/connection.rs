@@ -95,6 +95,13 @@ struct PendingAck {
     state: PendingState,
 }
 
+impl PendingAck {
+    /// What its publish holds ([`Message::size`]; none when dropped).
+    fn bytes(&self) -> usize {
+        self.msg.as_ref().map_or(0, |m| m.size)
+    }
+}
+
 /// How and why the connection ends.
 #[derive(Debug, Clone, Copy)]
 struct Close {
@@ -667,8 +674,7 @@ async fn run<S>(
             break close;
         }
         conn.drain_outbound();
-        let acks_full =
-            conn.pending.len() >= conn.inbound_limit || conn.pending_bytes >= PENDING_BYTES_LIMIT;
+        let acks_full = conn.acks_full();
         // Reads paused by our own backpressure are not a silent client:
         // the keep-alive clock must not run against it either.
         if std::mem::take(&mut conn.heard) || acks_full {
@@ -780,6 +786,12 @@ async fn run<S>(
 }
 
 impl Conn {
+    /// Whether as many publishes wait for their acknowledgement as the
+    /// client may have read: by count or by bytes.
+    fn acks_full(&self) -> bool {
+        self.pending.len() >= self.inbound_limit || self.pending_bytes >= PENDING_BYTES_LIMIT
+    }
+
     fn write(&mut self, packet: &Packet) {
         if let Err(e) = packet.encode(self.version, &mut self.wbuf) {
             tracing::error!(error = %e, packet = packet.name(), "cannot encode MQTT packet");
@@ -801,8 +813,7 @@ impl Conn {
                     Some(reason::ADMINISTRATIVE_ACTION),
                 ));
             }
-            if self.pending.len() >= self.inbound_limit || self.pending_bytes >= PENDING_BYTES_LIMIT
-            {
+            if self.acks_full() {
                 return Ok(());
             }
             match self.decoder.decode(&mut self.rbuf, self.version) {
@@ -901,7 +912,7 @@ impl Conn {
         {
             return self.apply(entry.ack, entry.packet_id, entry.msg, outcome);
         }
-        self.pending_bytes += entry.msg.as_ref().map_or(0, |m| m.size);
+        self.pending_bytes += entry.bytes();
         self.pending.push_back(entry);
         Ok(())
     }
@@ -968,7 +979,7 @@ impl Conn {
             }
             let popped = self.pending.pop_front();
             if let Some(entry) = &popped {
-                self.pending_bytes -= entry.msg.as_ref().map_or(0, |m| m.size);
+                self.pending_bytes -= entry.bytes();
             }
             if let Some(entry) = popped
                 && let PendingState::Ready(outcome) = entry.state

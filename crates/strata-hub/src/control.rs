@@ -8,8 +8,8 @@
 //! retained, on each of the site's devices' `down/control` when it
 //! changed. By default a device holds the last verdict through a hub or
 //! network outage of any length (the edge stays autonomous); with
-//! `gate_valid_s`, an open verdict lapses that long after the device
-//! received it, and the hub sends it again every third of that, so a hub
+//! `gate_valid_s`, an open verdict lapses that long after it was measured,
+//! and the hub sends a new one every third of that, so a hub
 //! that stops measuring (down, cut off, its store failing) leaves no gate
 //! open for long; then, when the devices cannot even be listed, every gate
 //! sent open is closed at once. The API shows every check with its measured value, so anyone
@@ -42,9 +42,9 @@ pub struct ControlConfig {
     pub gates: BTreeMap<String, GateConfig>,
     /// Gates are measured every this many seconds.
     pub interval_s: u64,
-    /// A device holds an open gate this many seconds after receiving it,
-    /// unless the hub sends it again (every third of this); unset, until
-    /// the next verdict.
+    /// A device holds an open gate this many seconds after it was
+    /// measured, unless the hub sends a newer one (every third of this);
+    /// unset, until the next verdict.
     pub gate_valid_s: Option<u64>,
 }
 

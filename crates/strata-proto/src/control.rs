@@ -28,8 +28,8 @@ pub struct ControlGate {
     pub reason: String,
     /// When the hub measured it, ns.
     pub ts_ns: i64,
-    /// How long an open verdict holds, in seconds from when the device
-    /// received it: the hub sends it again well within this, so a gate
+    /// How long an open verdict holds, in seconds from when it was
+    /// measured (`ts_ns`): the hub sends a newer one well within this, so a gate
     /// the hub stopped renewing (the hub down, the link cut) closes.
     /// Absent from hubs before it existed: then an open gate holds until
     /// the next verdict.
