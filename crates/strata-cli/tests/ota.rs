@@ -1090,9 +1090,22 @@ fn config_releases_replace_the_pipeline_and_roll_back_when_it_gives_nothing() {
         let release: Value = serde_json::from_str(&strata(&args.map(OsStr::new))).unwrap();
         assert_eq!(submit(&hub, &release).0, 201);
     }
+    // The config file's own model reads the file pipeline's `machine`
+    // vector, which none of the releases has: it runs until v1 commits,
+    // and is then left out, not a reason to refuse v1 or not to start.
+    peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
     let a_dir = dir.path().join("a");
-    let a_config = agent_config(&hub, &a_dir, "press-a", &public, &rollout);
+    let a_config = format!(
+        "{}[[models]]\nname = \"rul\"\npath = {:?}\nvector = \"machine\"\n",
+        agent_config(&hub, &a_dir, "press-a", &public, &rollout),
+        dir.path().join("rul.onnx")
+    );
     let agent = EdgeProcess::start(&a_dir, &a_config);
+    eventually(
+        std::time::Duration::from_secs(60),
+        "predictions of the file's model",
+        || !hub.readings("press-a", "rul.variable").is_empty(),
+    );
     let hub_url = format!("http://{}", hub.http);
     let assign_config = |version: u64| {
         let v = version.to_string();

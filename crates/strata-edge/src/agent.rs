@@ -76,8 +76,10 @@ impl Agent {
         // A pipeline a config release installed and the device committed
         // replaces the file's.
         let file_pipeline = config.pipeline.clone();
-        crate::twin::check_ota_state(&config.data_dir).map_err(AgentError::OtaState)?;
-        let active = crate::twin::committed_pipeline(&config.data_dir).or(file_pipeline.clone());
+        let released =
+            crate::twin::committed_pipeline(&config.data_dir).map_err(AgentError::OtaState)?;
+        let from_release = released.is_some();
+        let active = released.or(file_pipeline.clone());
         let pipeline = match &active {
             Some(p) => Some(
                 strata_pipeline::Pipeline::new(p)
@@ -89,8 +91,13 @@ impl Agent {
             .iter()
             .flat_map(|p| p.vector_schemas().cloned())
             .collect();
-        let models = Models::load(&config.models, &config.base_dir, &vectors)
-            .map_err(AgentError::Pipeline)?;
+        let file_models = if from_release {
+            crate::inference::fitting(&config.models, &vectors)
+        } else {
+            config.models.clone()
+        };
+        let models =
+            Models::load(&file_models, &config.base_dir, &vectors).map_err(AgentError::Pipeline)?;
 
         let mut tasks = JoinSet::new();
         let mut source_stats = Vec::new();

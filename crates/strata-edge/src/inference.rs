@@ -51,6 +51,40 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The vector this model reads and the positions of its inputs in it;
+    /// an error when the pipeline has no such vector or feature.
+    pub fn bind<'v>(
+        &self,
+        vectors: &'v [VectorSchema],
+    ) -> Result<(&'v VectorSchema, Vec<usize>), String> {
+        let schema = vectors
+            .iter()
+            .find(|v| v.name() == self.vector)
+            .ok_or_else(|| {
+                format!(
+                    "the pipeline has no vector {:?} (it has: {})",
+                    self.vector,
+                    vectors
+                        .iter()
+                        .map(|v| v.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let picks = match &self.features {
+            None => (0..schema.width()).collect(),
+            Some(names) => names
+                .iter()
+                .map(|f| {
+                    schema
+                        .position(f)
+                        .ok_or_else(|| format!("vector {:?} has no feature {f:?}", self.vector))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok((schema, picks))
+    }
+
     /// The name its readings and counters go by: `{name}`, or
     /// `{name}.shadow` for a shadow challenger.
     pub fn signal_prefix(&self) -> String {
@@ -60,6 +94,28 @@ impl ModelConfig {
             self.name.clone()
         }
     }
+}
+
+/// The models of the config file that read vectors the pipeline has.
+/// Where a committed config release replaced the file's pipeline, a file
+/// model written for the old vectors is left out (and logged) rather
+/// than stopping the agent: a gateway that cannot start cannot be sent
+/// the fix.
+pub fn fitting(configs: &[ModelConfig], vectors: &[VectorSchema]) -> Vec<ModelConfig> {
+    configs
+        .iter()
+        .filter(|c| match c.bind(vectors) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(
+                    model = c.name,
+                    "the config file's model does not fit the pipeline, left out: {e}"
+                );
+                false
+            }
+        })
+        .cloned()
+        .collect()
 }
 
 fn default_version() -> String {
@@ -89,6 +145,8 @@ struct Bound {
     drift: Option<ModelDrift>,
     /// Finished sketch windows not yet taken.
     sketches: Vec<SketchBatch>,
+    /// Whether a non-finite answer was logged already.
+    warned_non_finite: bool,
 }
 
 /// Every model of the agent.
@@ -126,36 +184,12 @@ impl Models {
             if !valid(&c.version, 32, &['.']) {
                 return Err(format!("{at}: version must be 1..=32 of [A-Za-z0-9_.-]"));
             }
-            let schema = vectors
-                .iter()
-                .find(|v| v.name() == c.vector)
-                .ok_or_else(|| {
-                    format!(
-                        "{at}: the pipeline has no vector {:?} (it has: {})",
-                        c.vector,
-                        vectors
-                            .iter()
-                            .map(|v| v.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?;
+            let (schema, picks) = c.bind(vectors).map_err(|e| format!("{at}: {e}"))?;
             let path = base_dir.join(&c.path);
             let bytes = std::fs::read(&path)
                 .map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
             let model = strata_infer::load_model(&bytes)
                 .map_err(|e| format!("{at}: {}: {e}", path.display()))?;
-            let picks: Vec<usize> = match &c.features {
-                None => (0..schema.width()).collect(),
-                Some(names) => names
-                    .iter()
-                    .map(|f| {
-                        schema.position(f).ok_or_else(|| {
-                            format!("{at}: vector {:?} has no feature {f:?}", c.vector)
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
             if picks.len() != model.input_len() {
                 return Err(format!(
                     "{at}: the model takes {} inputs but is given {} features",
@@ -215,6 +249,7 @@ impl Models {
             models.push(Bound {
                 drift,
                 sketches: Vec::new(),
+                warned_non_finite: false,
                 name: prefix,
                 stream: format!("model:{}:{}", c.name, c.version).into(),
                 vector: c.vector.clone(),
@@ -260,11 +295,20 @@ impl Models {
             }
             let (outputs, latency) = m.pending.split_at_mut(m.output.len());
             for (series, &v) in outputs.iter_mut().zip(&m.output) {
-                // A model may answer NaN (e.g. on a degenerate input); the
-                // hub refuses non-finite readings, so such values stay here.
+                // The hub refuses non-finite readings, so such values stay
+                // here.
                 if v.is_finite() {
                     series.ts_ns.push(vector.ts_ns);
                     series.values.push(f64::from(v));
+                }
+            }
+            // The pipeline's vectors are finite: a model that answers NaN
+            // or infinity to one is broken, and the run counts as failed
+            // (a health window rolls such a version back).
+            if m.output.iter().any(|v| !v.is_finite()) {
+                m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut m.warned_non_finite, true) {
+                    tracing::warn!(model = %m.name, "the model answered a value that is not finite (counted as a failed run; logged once)");
                 }
             }
             latency[0].ts_ns.push(vector.ts_ns);
@@ -336,6 +380,104 @@ mod tests {
             drift: None,
             shadow: false,
         }
+    }
+
+    /// A model that answers `answer` whatever it is given.
+    struct Constant {
+        answer: f32,
+        outputs: Vec<strata_infer::OutputSpec>,
+    }
+
+    impl Model for Constant {
+        fn input_len(&self) -> usize {
+            1
+        }
+        fn outputs(&self) -> &[strata_infer::OutputSpec] {
+            &self.outputs
+        }
+        fn runtime(&self) -> &'static str {
+            "test"
+        }
+        fn run(&self, _: &[f32], out: &mut [f32]) -> strata_infer::Result<()> {
+            out.fill(self.answer);
+            Ok(())
+        }
+    }
+
+    fn bound(answer: f32) -> Bound {
+        Bound {
+            name: "m".into(),
+            stream: "model:m:1".into(),
+            vector: "v".into(),
+            picks: vec![0],
+            model: Box::new(Constant {
+                answer,
+                outputs: vec![strata_infer::OutputSpec {
+                    name: "y".into(),
+                    len: 1,
+                }],
+            }),
+            stats: Arc::default(),
+            input: vec![0.0],
+            output: vec![0.0],
+            pending: vec![SignalSeries::default(), SignalSeries::default()],
+            drift: None,
+            sketches: Vec::new(),
+            warned_non_finite: false,
+        }
+    }
+
+    #[test]
+    fn a_model_that_answers_nan_counts_failed_runs() {
+        let mut models = Models {
+            models: vec![bound(1.5), bound(f32::NAN)],
+        };
+        let vector = FeatureVector {
+            name: "v".into(),
+            ts_ns: 1,
+            values: vec![2.0],
+            names: vec!["x".to_owned()].into(),
+        };
+        for _ in 0..3 {
+            models.run(&vector);
+        }
+        let counts: Vec<(u64, u64)> = models
+            .models
+            .iter()
+            .map(|m| {
+                (
+                    m.stats.runs.load(Ordering::Relaxed),
+                    m.stats.errors.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        assert_eq!(counts, [(3, 0), (3, 3)]);
+        // The NaN itself is never sent.
+        assert_eq!(models.models[0].pending[0].values, [1.5; 3]);
+        assert!(models.models[1].pending[0].values.is_empty());
+    }
+
+    #[test]
+    fn file_models_that_do_not_fit_a_released_pipeline_are_left_out() {
+        let pipeline: strata_pipeline::PipelineConfig = toml::from_str(
+            "[[windows]]\nname = \"w\"\nsignals = [\"t\"]\nsize_ms = 1000\nfeatures = [\"mean\"]\n\
+             [[vectors]]\nname = \"machine\"\nfeatures = [\"w.t.mean\"]\n",
+        )
+        .unwrap();
+        let p = strata_pipeline::Pipeline::new(&pipeline).unwrap();
+        let schemas: Vec<_> = p.vector_schemas().cloned().collect();
+        let mut unknown_feature = config("b", "machine");
+        unknown_feature.features = Some(vec!["w.t.max".into()]);
+        let configs = [
+            config("a", "machine"),
+            unknown_feature,
+            config("c", "renamed"),
+        ];
+        let kept: Vec<String> = fitting(&configs, &schemas)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(kept, ["a"]);
     }
 
     #[test]

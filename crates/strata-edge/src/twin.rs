@@ -164,7 +164,15 @@ impl TwinApplier {
         let mut retry = false;
         // Signed updates first: a model name they install is not also
         // taken from `models`.
-        let mut committed = OtaState::load(&self.data_dir);
+        // Unreadable, nothing is applied (and nothing saved over it): the
+        // pass is retried.
+        let mut committed = match OtaState::load(&self.data_dir) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(device = %self.device, "the twin waits: {e}");
+                return false;
+            }
+        };
         let mut updates = Vec::new();
         let mut commits = Vec::new();
         // A config release decides the vectors models bind to: first.
@@ -296,12 +304,13 @@ impl TwinApplier {
             .filter(|c| !c.shadow)
             .map(|c| c.name.as_str())
             .collect();
-        let mut configs: Vec<ModelConfig> = self
+        let unassigned: Vec<ModelConfig> = self
             .configured
             .iter()
             .filter(|c| !assigned.contains(&c.name.as_str()))
             .map(|c| self.file_model(c))
             .collect();
+        let mut configs = crate::inference::fitting(&unassigned, &vectors);
         configs.extend(ready);
         match load_models(configs.clone(), vectors.clone()).await {
             Ok(models) => {
@@ -402,12 +411,20 @@ impl TwinApplier {
         }
         // Remember what failed for good, for the assignments the twin
         // still names.
-        let mut state = OtaState::load(&self.data_dir);
-        if state.remember_failures(&answered, &updates) {
-            self.save(&state);
-        }
-        let ok = !retry && reports.iter().all(|r| r.state == "running");
-        if ok {
+        let state = match OtaState::load(&self.data_dir) {
+            Ok(mut state) => {
+                if state.remember_failures(&answered, &updates) {
+                    self.save(&state);
+                }
+                Some(state)
+            }
+            Err(e) => {
+                tracing::warn!(device = %self.device, "failures not remembered: {e}");
+                None
+            }
+        };
+        let ok = !retry && state.is_some() && reports.iter().all(|r| r.state == "running");
+        if ok && let Some(state) = state {
             let json = serde_json::to_vec(&twin).expect("JSON of a twin");
             if let Err(e) = crate::write_atomic(&self.data_dir.join(TWIN_FILE), &json) {
                 tracing::warn!(device = %self.device, "cannot keep the applied twin: {e}");
@@ -517,7 +534,21 @@ impl TwinApplier {
                 },
             }
         }
-        match load_models(back, vectors_of(pipeline)).await {
+        // The config file's models that the new pipeline left out run again
+        // under the pipeline that comes back, where nothing serves their name.
+        let vectors = vectors_of(pipeline);
+        let missing: Vec<ModelConfig> = self
+            .configured
+            .iter()
+            .filter(|c| {
+                !back
+                    .iter()
+                    .any(|b| b.name == c.name && (!b.shadow || c.shadow))
+            })
+            .map(|c| self.file_model(c))
+            .collect();
+        back.extend(crate::inference::fitting(&missing, &vectors));
+        match load_models(back, vectors).await {
             Ok(models) => {
                 self.send(pipeline, running.as_ref(), models);
                 Ok(())
@@ -897,7 +928,13 @@ impl TwinApplier {
 
     /// Brings back the committed bundles whose replacement was cut short.
     async fn recover_bundles(&self) {
-        let mut state = OtaState::load(&self.data_dir);
+        let mut state = match OtaState::load(&self.data_dir) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(device = %self.device, "bundles not recovered: {e}");
+                return;
+            }
+        };
         let cut: Vec<(String, u64)> = state.installing.clone().into_iter().collect();
         for (key, version) in cut {
             tracing::warn!(device = %self.device, update = key, version, "an install was cut short; the committed bundle comes back");
@@ -1161,28 +1198,13 @@ fn is_bundle(update: &serde_json::Value) -> bool {
 /// anti-rollback floor and accept a downgrade, and the next save would
 /// make that permanent; so the agent does not start, and says what to do.
 pub fn check_ota_state(data_dir: &Path) -> Result<(), String> {
-    let path = data_dir.join(OTA_STATE_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    serde_json::from_slice::<OtaState>(&bytes)
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "{} is damaged ({e}): it holds the committed versions and the floors that \
-             refuse downgrades. Restore it from a backup; or delete it to start over, \
-             accepting any signed version again",
-                path.display()
-            )
-        })
+    OtaState::load(data_dir).map(drop)
 }
 
 /// The pipeline a committed config release installed, for the agent's
 /// start (it replaces the config file's `[pipeline]`).
-pub fn committed_pipeline(data_dir: &Path) -> Option<PipelineConfig> {
-    OtaState::load(data_dir).pipeline()
+pub fn committed_pipeline(data_dir: &Path) -> Result<Option<PipelineConfig>, String> {
+    OtaState::load(data_dir).map(|s| s.pipeline())
 }
 
 /// The `[pipeline]` of a config release's file, checked.
@@ -1346,11 +1368,25 @@ struct InstalledModel {
 pub const OTA_STATE_FILE: &str = "ota-state.json";
 
 impl OtaState {
-    fn load(dir: &Path) -> OtaState {
-        std::fs::read(dir.join(OTA_STATE_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The state kept in `dir` (empty before the first commit). Any other
+    /// failure to read it is an error, never an empty state: that would
+    /// forget every anti-rollback floor and accept a downgrade, and the
+    /// next save would make that permanent.
+    fn load(dir: &Path) -> Result<OtaState, String> {
+        let path = dir.join(OTA_STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OtaState::default()),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{} is damaged ({e}): it holds the committed versions and the floors that \
+                 refuse downgrades. Restore it from a backup; or delete it to start over, \
+                 accepting any signed version again",
+                path.display()
+            )
+        })
     }
 
     fn get(&self, key: &str) -> Option<u64> {
@@ -1770,6 +1806,10 @@ mod tests {
         std::fs::write(dir.path().join(OTA_STATE_FILE), b"{\"committed\": {\"mo").unwrap();
         let e = check_ota_state(dir.path()).unwrap_err();
         assert!(e.contains("damaged") && e.contains("downgrades"), "{e}");
+        // Nor is it read as empty later, while the agent runs (a pass that
+        // cannot read it applies nothing and saves nothing over it).
+        assert!(OtaState::load(dir.path()).is_err());
+        assert!(committed_pipeline(dir.path()).is_err());
     }
 
     #[test]

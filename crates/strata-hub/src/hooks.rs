@@ -158,67 +158,57 @@ impl HubHooks {
         PublishDecision::RouteAfter(acked)
     }
 
-    /// Checks a drift sketch batch and stores it off the connection's task;
-    /// the PUBACK waits for the commit.
+    /// Checks a drift sketch batch and stores it off the connection's task
+    /// (the check may read a profile from the artifact store); the PUBACK
+    /// waits for the commit.
     fn sketches(&self, device: &DeviceId, payload: &[u8]) -> PublishDecision {
-        let batch = match self.drift.check(payload) {
-            Ok(b) if b.end_ns > self.ingest.horizon_ns() => {
-                // A window in the future would count in every report up
-                // to then.
-                self.metrics.reject(RejectReason::FutureTimestamp, 1, || {
-                    format!(
-                        "device {device}: sketches: the window ends at {} ns, in the future",
-                        b.end_ns
-                    )
-                });
-                return PublishDecision::Drop {
-                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
-                };
-            }
-            Ok(b) => b,
-            Err(refusal) => {
-                let (reason, why) = match refusal {
-                    SketchRefusal::Malformed(why) => (RejectReason::Malformed, why),
-                    SketchRefusal::Mismatch(why) => (RejectReason::SketchMismatch, why),
-                    SketchRefusal::Unavailable(why) => {
-                        // Not the device's fault: no acknowledgement, so it
-                        // sends the batch again.
-                        tracing::debug!(%device, "sketches not checked now: {why}");
-                        let (done, acked) = tokio::sync::oneshot::channel();
-                        let _ = done.send(Err(strata_broker::IngestRefusal::Retry));
-                        return PublishDecision::RouteAfter(acked);
-                    }
-                };
-                self.metrics
-                    .reject(reason, 1, || format!("device {device}: sketches: {why}"));
-                return PublishDecision::Drop {
-                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
-                };
-            }
-        };
         let (done, acked) = tokio::sync::oneshot::channel();
         let (drift, metrics, device) = (self.drift.clone(), self.metrics.clone(), device.clone());
-        let store = move || {
-            let result = match drift.store_batch(&device, &batch) {
-                Ok(new) => {
-                    let counter = if new {
-                        &metrics.sketch_batches_stored
-                    } else {
-                        &metrics.sketch_batches_duplicate
-                    };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::warn!(%device, "cannot store sketches: {e}");
+        let (horizon_ns, payload) = (self.ingest.horizon_ns(), payload.to_vec());
+        let keep = move || {
+            let refused = |reason: RejectReason, why: String| {
+                metrics.reject(reason, 1, || format!("device {device}: sketches: {why}"));
+                Err(strata_broker::IngestRefusal::Refused {
+                    v5_reason: crate::ingest::PAYLOAD_FORMAT_INVALID,
+                    reason_string: None,
+                })
+            };
+            let result = match drift.check(&payload) {
+                // A window in the future would count in every report up to
+                // then.
+                Ok(b) if b.end_ns > horizon_ns => refused(
+                    RejectReason::FutureTimestamp,
+                    format!("the window ends at {} ns, in the future", b.end_ns),
+                ),
+                Ok(batch) => match drift.store_batch(&device, &batch) {
+                    Ok(new) => {
+                        let counter = if new {
+                            &metrics.sketch_batches_stored
+                        } else {
+                            &metrics.sketch_batches_duplicate
+                        };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(%device, "cannot store sketches: {e}");
+                        Err(strata_broker::IngestRefusal::Retry)
+                    }
+                },
+                Err(SketchRefusal::Malformed(why)) => refused(RejectReason::Malformed, why),
+                Err(SketchRefusal::Mismatch(why)) => refused(RejectReason::SketchMismatch, why),
+                Err(SketchRefusal::Unavailable(why)) => {
+                    // Not the device's fault: no acknowledgement, so it
+                    // sends the batch again.
+                    tracing::debug!(%device, "sketches not checked now: {why}");
                     Err(strata_broker::IngestRefusal::Retry)
                 }
             };
             let _ = done.send(result);
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(store)),
-            Err(_) => store(),
+            Ok(rt) => drop(rt.spawn_blocking(keep)),
+            Err(_) => keep(),
         }
         PublishDecision::RouteAfter(acked)
     }

@@ -137,6 +137,15 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
     if batch.vectors > MAX_SKETCH_COUNT {
         return bad(format!("more than {MAX_SKETCH_COUNT} vectors"));
     }
+    for list in [&batch.features, &batch.outputs] {
+        if let Some((i, s)) = list
+            .iter()
+            .enumerate()
+            .find(|(i, s)| list[..*i].iter().any(|o| o.name == s.name))
+        {
+            return bad(format!("{}: sketched twice (sketch {i})", s.name));
+        }
+    }
     for s in batch.features.iter().chain(&batch.outputs) {
         if s.counts.len() < 3 {
             return bad(format!(
@@ -158,6 +167,15 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
                 s.name, s.n
             ));
         }
+        // Each value of the window is counted once, or dropped (not
+        // finite): a sketch that claims more would outweigh every other
+        // device's in a merge.
+        if s.n.checked_add(s.dropped) != Some(batch.vectors) {
+            return bad(format!(
+                "{}: n + dropped = {} + {} must be the window's {} vectors",
+                s.name, s.n, s.dropped, batch.vectors
+            ));
+        }
         if !(s.sum.is_finite() && s.sum_sq.is_finite()) {
             return bad(format!("{}: the sums must be finite", s.name));
         }
@@ -173,7 +191,26 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
             ));
         }
     }
+    // A detector watches each output and fires at most once a value.
+    let most = batch.vectors.saturating_mul(batch.outputs.len() as u64);
+    if batch.detections.len() as u64 > most {
+        return bad(format!(
+            "{} detections, more than {most} ({} vectors, {} outputs)",
+            batch.detections.len(),
+            batch.vectors,
+            batch.outputs.len()
+        ));
+    }
     for d in &batch.detections {
+        if !batch.outputs.iter().any(|o| o.name == d.signal) {
+            return bad(format!(
+                "detection on {:?}, which is not an output",
+                d.signal
+            ));
+        }
+        if !matches!(d.detector.as_str(), "adwin" | "page_hinkley") {
+            return bad(format!("detection by {:?}: not a detector", d.detector));
+        }
         if !d.value.is_finite() {
             return bad(format!(
                 "detection on {}: the value must be finite",
@@ -213,6 +250,15 @@ mod tests {
         }
     }
 
+    fn detection(signal: &str, detector: &str) -> Detection {
+        Detection {
+            signal: signal.into(),
+            detector: detector.into(),
+            ts_ns: 1,
+            value: 1.0,
+        }
+    }
+
     #[test]
     fn a_good_batch_round_trips() {
         let b = batch();
@@ -223,7 +269,7 @@ mod tests {
     #[test]
     fn bad_batches_are_refused_with_the_reason() {
         type Change = fn(&mut SketchBatch);
-        let cases: [(Change, &str); 10] = [
+        let cases: [(Change, &str); 16] = [
             (|b| b.stream = "sketch:other:3".into(), "stream"),
             (|b| b.end_ns = -1, "ends before"),
             (|b| b.features[0].counts = vec![0, 1, 0], "add up"),
@@ -241,6 +287,42 @@ mod tests {
             (|b| b.features[0].counts = vec![2], "at least 3"),
             (|b| b.features[0].min = None, "min and max"),
             (|b| b.features[0].max = Some(0.5), "min and max"),
+            // A sketch of more values than the window had.
+            (
+                |b| {
+                    b.features[0].n = 1 << 30;
+                    b.features[0].counts = vec![0, 1 << 30, 0];
+                },
+                "must be the window's",
+            ),
+            (|b| b.features.push(b.features[0].clone()), "sketched twice"),
+            (
+                |b| b.detections.push(detection("v.rms", "adwin")),
+                "more than 0",
+            ),
+            (
+                |b| {
+                    b.outputs.push(b.features[0].clone());
+                    b.detections.push(detection("y", "adwin"));
+                },
+                "not an output",
+            ),
+            (
+                |b| {
+                    b.outputs.push(b.features[0].clone());
+                    b.detections.push(detection("v.rms", "ddm"));
+                },
+                "not a detector",
+            ),
+            (
+                |b| {
+                    b.outputs.push(b.features[0].clone());
+                    for _ in 0..3 {
+                        b.detections.push(detection("v.rms", "adwin"));
+                    }
+                },
+                "more than 2",
+            ),
         ];
         for (change, why) in cases {
             let mut b = batch();

@@ -196,6 +196,29 @@ impl Drift {
         Ok(loaded)
     }
 
+    /// The profile of `model` v`version` where that version is registered:
+    /// a device names any model it likes, and only registered versions
+    /// are looked up in the artifact store (and their absence cached).
+    fn registered_profile(&self, model: &str, version: u32) -> Result<Option<Arc<ModelProfile>>> {
+        let key = (model.to_owned(), version);
+        if let Some(Cached::Found(p)) = self
+            .profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(p.clone()));
+        }
+        match self
+            .models
+            .version(model, &crate::models::VersionRef::Number(version))
+        {
+            Ok(_) => self.profile(model, version),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// What a deployment of `v` tells devices about drift (None without a
     /// profile).
     pub fn settings(&self, v: &ModelVersion) -> Result<Option<DriftSettings>> {
@@ -219,8 +242,10 @@ impl Drift {
     pub fn check(&self, payload: &[u8]) -> std::result::Result<SketchBatch, SketchRefusal> {
         let batch = strata_proto::sketch::decode_sketch_batch(payload)
             .map_err(|e| SketchRefusal::Malformed(e.to_string()))?;
+        crate::models::check_name("model", &batch.model)
+            .map_err(|e| SketchRefusal::Malformed(e.to_string()))?;
         let profile = self
-            .profile(&batch.model, batch.version)
+            .registered_profile(&batch.model, batch.version)
             .map_err(|e| SketchRefusal::Unavailable(e.to_string()))?
             .ok_or_else(|| {
                 SketchRefusal::Mismatch(format!(
@@ -318,6 +343,9 @@ mod tests {
         let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
         let artifacts = ArtifactStore::open(dir.path()).unwrap();
         let models = Arc::new(ModelRegistry::open(store.clone(), artifacts.clone()));
+        for _ in 1..=4 {
+            strata_store::ModelStore::add_model_version(store.as_ref(), &version(0)).unwrap();
+        }
         let drift = Drift::new(store, models, DriftConfig::default());
         let reference =
             FeatureProfile::from_reference(&Sample::new((0..100).map(f64::from)), 10).unwrap();
@@ -377,5 +405,31 @@ mod tests {
             .unwrap();
         let checked = drift.check(&payload).expect("checked");
         assert_eq!(checked.seq, 1);
+
+        // A device may name any model: one not registered here is refused
+        // without a look in the artifact store, and nothing is kept of it;
+        // a name no model can have is malformed.
+        let other = |model: &str, version: u32| {
+            let mut b = batch.clone();
+            b.model = model.into();
+            b.version = version;
+            b.stream = format!("sketch:{model}:{version}");
+            serde_json::to_vec(&b).unwrap()
+        };
+        let cached = || drift.profiles.lock().unwrap().len();
+        let before = cached();
+        for (model, version) in [("rul", 5), ("r4nd0m", 1), ("r4nd0m2", 1)] {
+            match drift.check(&other(model, version)) {
+                Err(SketchRefusal::Mismatch(why)) => {
+                    assert!(why.contains("no drift profile"), "{why}")
+                }
+                other => panic!("expected Mismatch, got {other:?}"),
+            }
+        }
+        assert_eq!(cached(), before);
+        match drift.check(&other(&"x".repeat(65), 1)) {
+            Err(SketchRefusal::Malformed(why)) => assert!(why.contains("64"), "{why}"),
+            other => panic!("expected Malformed, got {other:?}"),
+        }
     }
 }
