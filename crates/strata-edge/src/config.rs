@@ -244,7 +244,7 @@ impl EdgeConfig {
 
     /// Parses TOML text; the error says line, column and key.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: EdgeConfig = toml::from_str(text).map_err(|e| {
+        let mut config: EdgeConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_owned();
             match e.span() {
                 Some(span) => {
@@ -265,6 +265,14 @@ impl EdgeConfig {
         }
         if config.hub.credential.is_none() && config.hub.credential_file.is_none() {
             return Err("[hub] needs `credential` or `credential_file`".into());
+        }
+        // Two gateways made from one config template, on one site broker,
+        // must not share an MQTT client id: each would disconnect the other.
+        for s in &mut config.sources {
+            if let SourceConfig::Mqtt(m) = s {
+                m.client_id
+                    .get_or_insert_with(|| format!("strata-edge-{}-{}", config.device, m.stream));
+            }
         }
         let mut streams = std::collections::HashSet::new();
         for (i, s) in config.sources.iter().enumerate() {

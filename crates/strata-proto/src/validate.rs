@@ -115,7 +115,7 @@ impl Removed {
 }
 
 /// Whether a unit is one validation accepts (possibly empty).
-pub(crate) fn valid_unit(s: &str) -> bool {
+pub fn valid_unit(s: &str) -> bool {
     s.len() <= MAX_UNIT_LEN && !s.chars().any(char::is_control)
 }
 

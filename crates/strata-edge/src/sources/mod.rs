@@ -65,6 +65,9 @@ impl SourceConfig {
         match self {
             #[cfg(feature = "modbus")]
             SourceConfig::Modbus(c) => c.check_names_for_the_hub(),
+            #[cfg(feature = "opcua")]
+            SourceConfig::Opcua(c) => c.check_names_for_the_hub(),
+            SourceConfig::Mqtt(c) => c.check_names_for_the_hub(),
             _ => Ok(()),
         }
     }

@@ -238,6 +238,8 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ctx: Option<Context> = None;
     let mut buf: Vec<u16> = Vec::new();
+    // Reads whose exception was logged: counted every poll, logged once.
+    let mut exceptions_logged = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             _ = flush.tick() => {
@@ -282,6 +284,11 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
         let ts = crate::now_ns();
         let mut failed = None;
         let mut refused = Vec::new();
+        // Reads that got no answer in time, and whether the unit answered
+        // any other: many units stay silent on a read that spans registers
+        // they do not define, where others answer with an exception.
+        let mut timed_out: Vec<usize> = Vec::new();
+        let mut answered = false;
         for (i, read) in reads.iter().enumerate() {
             let answer = tokio::time::timeout(timeout, async {
                 match read.kind {
@@ -296,6 +303,7 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
             .await;
             match answer {
                 Ok(Ok(Ok(words))) => {
+                    answered = true;
                     buf.clear();
                     buf.extend_from_slice(&words);
                     for &(index, offset) in &read.signals {
@@ -323,6 +331,7 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                     // signals refused for its addresses (the registers
                     // between them, which a unit may not define) is split,
                     // from the next poll on; a busy unit or gateway is not.
+                    answered = true;
                     stats.error();
                     let addresses = matches!(
                         exception,
@@ -332,8 +341,8 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                     if addresses && read.signals.len() > 1 {
                         refused.push(i);
                         tracing::warn!(stream = %config.stream, start = read.start, count = read.count, "modbus exception: {exception}; reading these registers signal by signal from now on");
-                    } else {
-                        tracing::warn!(stream = %config.stream, start = read.start, "modbus exception: {exception}");
+                    } else if exceptions_logged.insert((read.kind, read.start, read.count)) {
+                        tracing::warn!(stream = %config.stream, start = read.start, "modbus exception: {exception} (counted; logged once per read)");
                     }
                 }
                 Ok(Err(e)) => {
@@ -341,9 +350,29 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                     break;
                 }
                 Err(_) => {
-                    failed = Some("request timed out".into());
-                    break;
+                    // Two in a row: the unit (or the link) is gone.
+                    if timed_out.last().is_some_and(|&last| last + 1 == i) {
+                        failed = Some("requests timed out".into());
+                        break;
+                    }
+                    timed_out.push(i);
                 }
+            }
+        }
+        if failed.is_none() && !timed_out.is_empty() {
+            if answered {
+                // The unit answers, but not these: each spanning several
+                // signals is split, from the next poll on.
+                for &i in &timed_out {
+                    stats.error();
+                    let read = &reads[i];
+                    if read.signals.len() > 1 {
+                        refused.push(i);
+                        tracing::warn!(stream = %config.stream, start = read.start, count = read.count, "modbus read timed out while others are answered; reading these registers signal by signal from now on");
+                    }
+                }
+            } else {
+                failed = Some("request timed out".into());
             }
         }
         if !refused.is_empty() {
@@ -403,6 +432,78 @@ mod tests {
             scale: 1.0,
             offset: 0.0,
         }
+    }
+
+    /// A Modbus TCP unit that answers reads of holding registers all
+    /// within `defined` (each register holding its address + 1) and stays
+    /// silent on any other, as many meters do.
+    async fn silent_unit(listener: tokio::net::TcpListener, defined: &'static [u16]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = [0u8; 12];
+                while socket.read_exact(&mut request).await.is_ok() {
+                    let start = u16::from_be_bytes([request[8], request[9]]);
+                    let count = u16::from_be_bytes([request[10], request[11]]);
+                    if !(start..start + count).all(|a| defined.contains(&a)) {
+                        continue;
+                    }
+                    let mut answer = request[..4].to_vec();
+                    answer.extend_from_slice(&(3 + 2 * count).to_be_bytes());
+                    answer.extend_from_slice(&[request[6], request[7], (2 * count) as u8]);
+                    for a in start..start + count {
+                        answer.extend_from_slice(&(a + 1).to_be_bytes());
+                    }
+                    if socket.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_the_unit_leaves_unanswered_is_split_and_the_others_go_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(silent_unit(listener, &[0, 5, 100]));
+        // a and b share one read of 0..6, which the unit leaves unanswered
+        // (it does not define 1..5); c is a read of its own.
+        let config = ModbusConfig {
+            stream: "meter".into(),
+            address,
+            unit_id: 1,
+            poll_ms: 50,
+            batch_ms: 50,
+            timeout_ms: 300,
+            registers: vec![
+                register("a", RegisterKind::Holding, 0, DataType::U16),
+                register("b", RegisterKind::Holding, 5, DataType::U16),
+                register("c", RegisterKind::Holding, 100, DataType::U16),
+            ],
+        };
+        assert_eq!(config.plan().len(), 2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let stats = Arc::new(SourceStats::default());
+        let task = tokio::spawn(run(config, tx, stats.clone()));
+        let mut seen = std::collections::BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while seen.len() < 3 {
+            let frame = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("readings of a, b and c within 20 s")
+                .expect("the source runs");
+            for s in frame.signals.iter().filter(|s| !s.values.is_empty()) {
+                seen.insert(s.name.clone(), s.values[0]);
+            }
+        }
+        task.abort();
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            [("a".into(), 1.0), ("b".into(), 6.0), ("c".into(), 101.0)]
+        );
+        assert!(stats.errors.load(Ordering::Relaxed) >= 1);
     }
 
     #[test]

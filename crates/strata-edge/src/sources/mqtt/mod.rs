@@ -26,7 +26,7 @@ pub struct MqttSourceConfig {
     pub stream: String,
     /// The local broker, `host:port`.
     pub broker: String,
-    /// Client id (default: `strata-edge-{stream}`).
+    /// Client id (default: `strata-edge-{device}-{stream}`).
     #[serde(default)]
     pub client_id: Option<String>,
     /// User name, when the broker wants one.
@@ -93,6 +93,9 @@ fn one() -> f64 {
 /// the agent's memory without bound.
 const MAX_SIGNALS: usize = 4096;
 
+/// How long a connection must last before a reconnect waits briefly again.
+const STABLE: Duration = Duration::from_secs(30);
+
 /// The largest packet the source takes off the broker (a payload over
 /// `max_payload_bytes` is counted and dropped; one over this fails the
 /// connection).
@@ -137,9 +140,52 @@ impl MqttSourceConfig {
                     self.stream
                 ));
             }
+            if !t.scale.is_finite() || !t.offset.is_finite() {
+                return Err(format!(
+                    "mqtt source {:?}: topics[{i}]: scale and offset must be finite",
+                    self.stream
+                ));
+            }
+            if !strata_proto::validate::valid_unit(&t.unit) {
+                return Err(format!(
+                    "mqtt source {:?}: topics[{i}]: unit {:?} must be at most 32 bytes, without control characters",
+                    self.stream, t.unit
+                ));
+            }
+        }
+        if broker_address(&self.broker).is_none() {
+            return Err(format!(
+                "mqtt source {:?}: broker {:?} is not host:port",
+                self.stream, self.broker
+            ));
         }
         Ok(())
     }
+
+    /// Checks the signal names the hub would refuse (it drops a whole
+    /// batch for one), for an agent with no pipeline: a name without topic
+    /// levels in it is known now; one built from topic levels is checked
+    /// as each message arrives.
+    pub fn check_names_for_the_hub(&self) -> Result<(), String> {
+        match self.topics.iter().enumerate().find(|(_, t)| {
+            !t.signal.contains('{') && !strata_proto::validate::valid_name(&t.signal)
+        }) {
+            Some((i, t)) => Err(format!(
+                "mqtt source {:?}: topics[{i}].signal {:?} must be 1 to 128 of A-Z a-z 0-9 _ . : - \
+                 (or renamed by a [pipeline])",
+                self.stream, t.signal
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `host:port` of the broker.
+fn broker_address(broker: &str) -> Option<(&str, u16)> {
+    broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
 }
 
 /// The signal name for a topic: `{N}` replaced by the topic's level N.
@@ -169,11 +215,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff =
         crate::uplink::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    let (host, port) = match config
-        .broker
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
-    {
+    let (host, port) = match broker_address(&config.broker) {
         Some(hp) => hp,
         None => {
             tracing::error!(stream = %config.stream, "mqtt source: broker {:?} is not host:port", config.broker);
@@ -197,6 +239,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
         options.set_credentials(user, config.password.clone().unwrap_or_default());
     }
     let (client, mut events) = AsyncClient::new(options, 16);
+    let mut connected_at = None;
     loop {
         tokio::select! {
             _ = flush.tick() => {
@@ -207,7 +250,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     stats.set_connected(true);
-                    backoff.reset();
+                    connected_at = Some(tokio::time::Instant::now());
                     tracing::info!(stream = %config.stream, broker = %config.broker, "mqtt source connected");
                     // Subscribing again on every connect: the session is
                     // clean. One SUBSCRIBE for all: one request each would
@@ -250,6 +293,12 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                 Err(e) => {
                     stats.set_connected(false);
                     stats.error();
+                    // The wait starts short again only after a connection
+                    // that lasted: one taken over at once (another client
+                    // with this id) waits longer each time.
+                    if connected_at.take().is_some_and(|at| at.elapsed() >= STABLE) {
+                        backoff.reset();
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(stream = %config.stream, broker = %config.broker, "mqtt source: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
@@ -280,6 +329,13 @@ fn reading<'a>(
         .ok_or("no topic filter matches")?;
     let name =
         signal_name(&t.signal, topic).ok_or("signal template names a missing topic level")?;
+    // The hub (and a pipeline) would drop it, the hub with every other
+    // signal of its batch.
+    if !strata_proto::validate::valid_name(&name) {
+        return Err(format!(
+            "signal name {name:?} is not 1 to 128 of A-Z a-z 0-9 _ . : -"
+        ));
+    }
     let (value, ts) = payload::parse(t, payload)?;
     if retained && ts.is_none() {
         return Err("a retained message without a timestamp: how old it is is unknown".into());
@@ -356,6 +412,13 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+        // A topic level the hub would not take as a name: that message is
+        // refused, not the whole batch at the hub.
+        assert!(
+            reading(&c, "plain/Press 3", b"1", false)
+                .unwrap_err()
+                .contains("\"Press 3\"")
+        );
     }
 
     #[test]
@@ -388,5 +451,24 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.contains("format = \"json\""), "{e}");
+        let mut nan = topic("a/+", PayloadFormat::Number, None);
+        nan.scale = f64::NAN;
+        let e = config(vec![nan]).validate().unwrap_err();
+        assert!(e.contains("finite"), "{e}");
+        let mut long_unit = topic("a/+", PayloadFormat::Number, None);
+        long_unit.unit = "u".repeat(33);
+        let e = config(vec![long_unit]).validate().unwrap_err();
+        assert!(e.contains("unit"), "{e}");
+        let mut no_port = config(vec![topic("a/+", PayloadFormat::Number, None)]);
+        no_port.broker = "localhost".into();
+        let e = no_port.validate().unwrap_err();
+        assert!(e.contains("host:port"), "{e}");
+        // Without a pipeline, a fixed name the hub would refuse.
+        let mut spaced = topic("a/+", PayloadFormat::Number, None);
+        spaced.signal = "Motor Temp".into();
+        let c = config(vec![spaced]);
+        c.validate().unwrap();
+        let e = c.check_names_for_the_hub().unwrap_err();
+        assert!(e.contains("\"Motor Temp\""), "{e}");
     }
 }

@@ -111,15 +111,62 @@ impl OpcuaConfig {
                 self.stream
             ));
         }
+        let mut ids = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            NodeId::from_str(&n.node).map_err(|_| {
+            let id = NodeId::from_str(&n.node).map_err(|_| {
                 format!(
                     "opcua source {:?}: nodes[{i}].node {:?} is not a node id (e.g. ns=2;s=Name or ns=2;i=42)",
                     self.stream, n.node
                 )
             })?;
+            // One node twice: values arrive for one of the two signals.
+            if ids.contains(&id) {
+                return Err(format!(
+                    "opcua source {:?}: nodes[{i}].node {:?} is monitored twice",
+                    self.stream, n.node
+                ));
+            }
+            ids.push(id);
+            // Two signals of one name: the hub drops the whole batch, and
+            // a pipeline takes the second reading as late.
+            if self.nodes[..i].iter().any(|o| o.name == n.name) {
+                return Err(format!(
+                    "opcua source {:?}: two nodes are named {:?}",
+                    self.stream, n.name
+                ));
+            }
+            if !n.scale.is_finite() || !n.offset.is_finite() {
+                return Err(format!(
+                    "opcua source {:?}: nodes[{i}] ({}) scale and offset must be finite",
+                    self.stream, n.name
+                ));
+            }
+            if !strata_proto::validate::valid_unit(&n.unit) {
+                return Err(format!(
+                    "opcua source {:?}: nodes[{i}] ({}) unit {:?} must be at most 32 bytes, without control characters",
+                    self.stream, n.name, n.unit
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Checks the signal names the hub would refuse (it drops a whole
+    /// batch for one): for a source whose names go to the hub as they are,
+    /// with no pipeline to rename them.
+    pub fn check_names_for_the_hub(&self) -> Result<(), String> {
+        match self
+            .nodes
+            .iter()
+            .find(|n| !strata_proto::validate::valid_name(&n.name))
+        {
+            Some(n) => Err(format!(
+                "opcua source {:?}: node name {:?} must be 1 to 128 of A-Z a-z 0-9 _ . : - \
+                 (or renamed by a [pipeline])",
+                self.stream, n.name
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -615,6 +662,36 @@ mod tests {
         assert!(e.contains("nodes[0].node"), "{e}");
         let e = config("ns=2;i=1", "http://h").validate().unwrap_err();
         assert!(e.contains("opc.tcp://"), "{e}");
+        let twice = |change: fn(&mut NodeConfig)| {
+            let mut c = config("ns=2;i=42", "opc.tcp://h:4840");
+            let mut second = c.nodes[0].clone();
+            change(&mut second);
+            c.nodes.push(second);
+            c.validate()
+        };
+        let e = twice(|n| n.name = "u".into()).unwrap_err();
+        assert!(e.contains("monitored twice"), "{e}");
+        let e = twice(|n| n.node = "ns=2;i=43".into()).unwrap_err();
+        assert!(e.contains("two nodes are named \"t\""), "{e}");
+        let e = twice(|n| {
+            n.node = "ns=2;i=43".into();
+            n.name = "u".into();
+            n.offset = f64::INFINITY;
+        })
+        .unwrap_err();
+        assert!(e.contains("finite"), "{e}");
+        let e = twice(|n| {
+            n.node = "ns=2;i=43".into();
+            n.name = "u".into();
+            n.unit = "deg\nC".into();
+        })
+        .unwrap_err();
+        assert!(e.contains("unit"), "{e}");
+        let mut spaced = config("ns=2;i=42", "opc.tcp://h:4840");
+        spaced.nodes[0].name = "Line 1".into();
+        spaced.validate().unwrap();
+        let e = spaced.check_names_for_the_hub().unwrap_err();
+        assert!(e.contains("\"Line 1\""), "{e}");
     }
 
     #[test]
