@@ -107,7 +107,7 @@ fn replace(path: &Path, bytes: &[u8], private: bool) -> Result<(), String> {
         let mut f = options.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        crate::rename_durably(&tmp, path)
     };
     write().map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -184,6 +184,9 @@ pub fn renewal_due_ns(dir: &Path) -> Option<i64> {
     let meta: Meta = serde_json::from_str(&text).ok()?;
     Some(meta.issued_ns + (meta.not_after_ns - meta.issued_ns) * 2 / 3)
 }
+
+/// The longest the renewal task sleeps before it reads the clock again.
+const LOOK_AGAIN: Duration = Duration::from_secs(3600);
 
 /// An HTTP client for the hub's API. With an identity directory (`[hub]
 /// tls_dir`), an `https://` hub must present a certificate that chains to
@@ -275,7 +278,14 @@ impl Renewal {
         loop {
             let due = renewal_due_ns(&self.dir).unwrap_or(0);
             let wait_ns = (due - crate::now_ns()).max(0);
-            tokio::time::sleep(Duration::from_nanos(wait_ns as u64)).await;
+            // The due time is on the wall clock, the sleep on the monotonic
+            // one: a gateway that booted with its clock decades behind (no
+            // RTC, before NTP) looks again within the hour, not in decades.
+            if wait_ns > 0 {
+                let wait = Duration::from_nanos(wait_ns as u64).min(LOOK_AGAIN);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             let job = self.clone();
             match tokio::task::spawn_blocking(move || job.renew_now()).await {
                 Ok(Ok(issued)) => {

@@ -140,7 +140,10 @@ impl TwinApplier {
                             continue;
                         }
                     };
-                    if applied_ok && current.as_ref().is_some_and(|c| c.desired_version == twin.desired_version) {
+                    // The same twin again (the broker's retained copy at
+                    // each reconnect): applied, or waiting for its retry,
+                    // which a flapping link must not bring forward.
+                    if current.as_ref().is_some_and(|c| c.desired_version == twin.desired_version) {
                         continue;
                     }
                     backoff.reset();
@@ -156,8 +159,9 @@ impl TwinApplier {
         }
     }
 
-    /// Applies a twin; true when every model runs and every signed update
-    /// was decided (false asks for a retry: a download failed).
+    /// Applies a twin; true when every model and signed update was decided
+    /// (false asks for a retry: a download failed, or the OTA state could
+    /// not be read).
     async fn apply(&self, twin: DesiredTwin, download: bool) -> bool {
         let mut reports = Vec::new();
         let mut ready = Vec::new();
@@ -285,7 +289,13 @@ impl TwinApplier {
                 Some(refused) => Err(refused),
                 None => match self.artifact(m, download).await {
                     Ok(path) => self.check_one(m, &path, &vectors).await,
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        // Unreachable now, the pass is tried again; a
+                        // content that is not the announced one is final
+                        // for this twin (each try would download it all).
+                        retry |= matches!(e, ArtifactError::Unavailable(_));
+                        Err(e.to_string())
+                    }
                 },
             };
             match result {
@@ -423,7 +433,7 @@ impl TwinApplier {
                 None
             }
         };
-        let ok = !retry && state.is_some() && reports.iter().all(|r| r.state == "running");
+        let ok = !retry && state.is_some();
         if ok && let Some(state) = state {
             let json = serde_json::to_vec(&twin).expect("JSON of a twin");
             if let Err(e) = crate::write_atomic(&self.data_dir.join(TWIN_FILE), &json) {
@@ -719,7 +729,15 @@ impl TwinApplier {
                 return Err(UpdateError::Retry(key, r.version, e));
             }
         };
-        if let Err(e) = golden_check(&path, &details_golden) {
+        // Loading and running a model takes a while: off the runtime's
+        // thread, which the uplink and the sources share.
+        let checked = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || golden_check(&path, &details_golden))
+                .await
+                .unwrap_or_else(|e| Err(format!("the golden cases could not run: {e}")))
+        };
+        if let Err(e) = checked {
             return Err(UpdateError::Failed(key, r.version, "health_check", e));
         }
         // E.g. the model reads a vector this device's pipeline lacks.

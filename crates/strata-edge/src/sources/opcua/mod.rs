@@ -302,6 +302,8 @@ pub async fn run(
     // under way (its own task: a slow server must not hold up readings).
     let mut suspects: Vec<usize> = Vec::new();
     let mut asking: Option<AbortOnDrop> = None;
+    // Whether the last look found no subscription at all.
+    let mut unsubscribed = false;
     let shared = Arc::new((config.clone(), nodes.clone()));
     loop {
         tokio::select! {
@@ -323,8 +325,30 @@ pub async fn run(
                 }
                 let Some((id, missing)) = missing_nodes(&session, &nodes) else {
                     suspects.clear();
+                    // No subscription while connected: the library could
+                    // not recreate it after a reconnect (it then drops it),
+                    // and nothing would ever arrive again. At two looks in
+                    // a row, subscribe again.
+                    let connected = stats.connected.load(Ordering::Relaxed);
+                    let again = connected && unsubscribed;
+                    unsubscribed = connected && !again;
+                    if again {
+                        let (session, shared, callback) = (session.clone(), shared.clone(), callback());
+                        let stats = stats.clone();
+                        asking = Some(AbortOnDrop(tokio::spawn(async move {
+                            let (config, nodes) = &*shared;
+                            match subscribe(&session, config, nodes, callback).await {
+                                Ok(_) => tracing::warn!(stream = %config.stream, "opcua subscription was gone; subscribed again"),
+                                Err(e) => {
+                                    stats.error();
+                                    tracing::warn!(stream = %config.stream, "opcua subscription is gone and cannot be made again now: {e}");
+                                }
+                            }
+                        })));
+                    }
                     continue;
                 };
+                unsubscribed = false;
                 // Only what was missing at two looks in a row: after a
                 // reconnect the library re-creates the items a while.
                 let ask: Vec<usize> = missing.iter().copied().filter(|i| suspects.contains(i)).collect();
@@ -588,21 +612,35 @@ async fn subscribe<'a>(
             callback,
         )
         .await?;
-    let items: Vec<MonitoredItemCreateRequest> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| item(config, i, node))
-        .collect();
-    let results = session
-        .create_monitored_items(id, TimestampsToReturn::Both, items)
-        .await?;
-    Ok(results
-        .iter()
-        .zip(&config.nodes)
-        .filter(|(r, _)| !r.result.status_code.is_good())
-        .map(|(_, n)| n.node.as_str())
-        .collect())
+    // In chunks: servers limit the items of one call (often to 100 or
+    // 1,000). A failure leaves no subscription behind to be found later.
+    let mut refused = Vec::new();
+    for first in (0..nodes.len()).step_by(ITEMS_PER_CALL) {
+        let chunk = first..(first + ITEMS_PER_CALL).min(nodes.len());
+        let items: Vec<MonitoredItemCreateRequest> =
+            chunk.clone().map(|i| item(config, i, &nodes[i])).collect();
+        match session
+            .create_monitored_items(id, TimestampsToReturn::Both, items)
+            .await
+        {
+            Ok(results) => refused.extend(
+                results
+                    .iter()
+                    .zip(&config.nodes[chunk])
+                    .filter(|(r, _)| !r.result.status_code.is_good())
+                    .map(|(_, n)| n.node.as_str()),
+            ),
+            Err(e) => {
+                let _ = session.delete_subscription(id).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(refused)
 }
+
+/// Monitored items asked for in one call.
+const ITEMS_PER_CALL: usize = 100;
 
 /// (timestamp, value, quality) of a data change. The value is `None` for
 /// a Bad one that carries none (or an empty one); `None` altogether when a
