@@ -299,7 +299,8 @@ fn bad_input_is_refused_counted_and_good_data_still_flows() {
         topic,
         PubPayload::File(&garbage),
     );
-    // NaN and infinity beside a good reading; one reading an hour in the future.
+    // NaN and infinity beside a good reading; one reading an hour in the
+    // future, one stamped in seconds (1970, by a clock read in ns).
     let mixed = TelemetryBatch {
         stream: "main".into(),
         seq: 1,
@@ -313,8 +314,8 @@ fn bad_input_is_refused_counted_and_good_data_still_flows() {
             signal(
                 "speed",
                 "rpm",
-                vec![t, t + 3_600_000_000_000],
-                vec![1500.0, 1600.0],
+                vec![t, t + 3_600_000_000_000, t / 1_000_000_000],
+                vec![1500.0, 1600.0, 1700.0],
             ),
             signal("pressure", "bar", vec![t], vec![2.0]),
             signal("speed_wrong", "rpm", vec![t], vec![1.0]),
@@ -384,6 +385,7 @@ fn bad_input_is_refused_counted_and_good_data_still_flows() {
     assert_eq!(m("malformed"), 2.0);
     assert_eq!(m("non_finite"), 2.0);
     assert_eq!(m("future_timestamp"), 1.0);
+    assert_eq!(m("past_timestamp"), 1.0);
     assert_eq!(m("unknown_signal"), 2.0, "pressure and speed_wrong");
     assert_eq!(m("unit_mismatch"), 1.0);
     assert_eq!(m("invalid_batch"), 1.0);

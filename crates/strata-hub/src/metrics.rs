@@ -37,6 +37,8 @@ pub enum RejectReason {
     NonFinite,
     /// A timestamp too far ahead of the hub's clock.
     FutureTimestamp,
+    /// A timestamp before 2000-01-01.
+    PastTimestamp,
     /// A batch over the size limits.
     Oversized,
     /// A batch with an invalid shape (names, column lengths, quality codes).
@@ -68,6 +70,7 @@ impl RejectReason {
         RejectReason::Malformed,
         RejectReason::NonFinite,
         RejectReason::FutureTimestamp,
+        RejectReason::PastTimestamp,
         RejectReason::Oversized,
         RejectReason::InvalidBatch,
         RejectReason::UnknownSignal,
@@ -87,6 +90,7 @@ impl RejectReason {
             RejectReason::Malformed => "malformed",
             RejectReason::NonFinite => "non_finite",
             RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::PastTimestamp => "past_timestamp",
             RejectReason::Oversized => "oversized",
             RejectReason::InvalidBatch => "invalid_batch",
             RejectReason::UnknownSignal => "unknown_signal",
@@ -107,7 +111,7 @@ impl RejectReason {
 }
 
 /// How many reasons there are.
-const REASONS: usize = 14;
+const REASONS: usize = 15;
 
 /// Seconds between two log lines for the same reason.
 const LOG_EVERY_NS: i64 = 10_000_000_000;

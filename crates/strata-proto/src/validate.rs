@@ -31,6 +31,12 @@ impl Default for Limits {
     }
 }
 
+/// The earliest timestamp stored: 2000-01-01T00:00:00Z, in ns. Older
+/// ones are removed and counted: a gateway whose clock never got set
+/// (1970), or a timestamp sent in seconds, would otherwise land decades
+/// back (and, in PostgreSQL, make a day partition each).
+pub const MIN_TS_NS: i64 = 946_684_800_000_000_000;
+
 /// Longest stream or signal name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest unit, in bytes.
@@ -101,16 +107,20 @@ pub struct Removed {
     pub non_finite: usize,
     /// Readings stamped further ahead than [`Limits::max_future_ns`].
     pub future: usize,
+    /// Readings stamped before [`MIN_TS_NS`].
+    pub past: usize,
     /// The first NaN or infinite reading, for a log line.
     pub first_non_finite: Option<String>,
     /// The first reading from the future, for a log line.
     pub first_future: Option<String>,
+    /// The first reading from before 2000, for a log line.
+    pub first_past: Option<String>,
 }
 
 impl Removed {
     /// Total readings removed.
     pub fn total(&self) -> usize {
-        self.non_finite + self.future
+        self.non_finite + self.future + self.past
     }
 }
 
@@ -181,7 +191,8 @@ pub fn validate(
     let horizon = now_ns.saturating_add(limits.max_future_ns);
     let mut removed = Removed::default();
     for s in &mut batch.signals {
-        let clean = s.values.iter().all(|v| v.is_finite()) && s.ts_ns.iter().all(|&t| t <= horizon);
+        let clean = s.values.iter().all(|v| v.is_finite())
+            && s.ts_ns.iter().all(|&t| (MIN_TS_NS..=horizon).contains(&t));
         if clean {
             continue;
         }
@@ -200,6 +211,14 @@ pub fn validate(
                     let ahead = limits.max_future_ns / 1_000_000_000;
                     format!(
                         "signal {:?} timestamp {t} is more than {ahead} s ahead of the hub clock",
+                        s.name
+                    )
+                });
+            } else if t < MIN_TS_NS {
+                removed.past += 1;
+                removed.first_past.get_or_insert_with(|| {
+                    format!(
+                        "signal {:?} timestamp {t} is before 2000-01-01 (a clock never set, or not in ns?)",
                         s.name
                     )
                 });
@@ -246,20 +265,32 @@ pub(crate) mod tests {
         }
     }
 
+    /// 2023-11-14, in ns.
+    const T: i64 = 1_700_000_000_000_000_000;
+
     #[test]
-    fn removes_non_finite_and_future_readings_only() {
-        let now = 1_000_000_000_000;
+    fn removes_non_finite_future_and_past_readings_only() {
+        let now = T + 1_000_000_000_000;
         let mut b = batch(vec![
             signal(
                 "a",
-                vec![1, 2, 3, 4],
+                vec![T + 1, T + 2, T + 3, T + 4],
                 vec![1.0, f64::NAN, f64::INFINITY, 4.0],
             ),
-            signal("b", vec![1, now + 3_600_000_000_000], vec![1.0, 2.0]),
-            signal("c", vec![1], vec![f64::NEG_INFINITY]),
+            signal(
+                "b",
+                vec![T + 1, now + 3_600_000_000_000, T / 1_000_000_000],
+                vec![1.0, 2.0, 3.0],
+            ),
+            signal("c", vec![T + 1], vec![f64::NEG_INFINITY]),
+            signal("d", vec![MIN_TS_NS - 1, MIN_TS_NS], vec![1.0, 2.0]),
         ]);
         let removed = validate(&mut b, &Limits::default(), now).unwrap();
-        assert_eq!((removed.non_finite, removed.future), (3, 1));
+        assert_eq!(
+            (removed.non_finite, removed.future, removed.past),
+            (3, 1, 2)
+        );
+        assert_eq!(removed.total(), 6);
         assert!(removed.first_non_finite.unwrap().contains("not finite"));
         assert!(
             removed
@@ -267,18 +298,20 @@ pub(crate) mod tests {
                 .unwrap()
                 .contains("ahead of the hub clock")
         );
-        assert_eq!(b.signals.len(), 2, "signal c had no good reading left");
+        assert!(removed.first_past.unwrap().contains("before 2000"));
+        assert_eq!(b.signals.len(), 3, "signal c had no good reading left");
         assert_eq!(b.signals[0].values, vec![1.0, 4.0]);
-        assert_eq!(b.signals[0].ts_ns, vec![1, 4]);
+        assert_eq!(b.signals[0].ts_ns, vec![T + 1, T + 4]);
         assert_eq!(b.signals[1].values, vec![1.0]);
+        assert_eq!(b.signals[2].ts_ns, vec![MIN_TS_NS]);
     }
 
     #[test]
     fn keeps_quality_aligned() {
-        let mut s = signal("a", vec![1, 2, 3], vec![1.0, f64::NAN, 3.0]);
+        let mut s = signal("a", vec![T + 1, T + 2, T + 3], vec![1.0, f64::NAN, 3.0]);
         s.quality = vec![0, 1, 2];
         let mut b = batch(vec![s]);
-        validate(&mut b, &Limits::default(), 10).unwrap();
+        validate(&mut b, &Limits::default(), T + 10).unwrap();
         assert_eq!(b.signals[0].quality, vec![0, 2]);
     }
 

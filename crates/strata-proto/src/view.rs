@@ -78,7 +78,7 @@ impl SignalView<'_> {
             .fold(true, |ok, (v, t)| {
                 let v = f64::from_le_bytes(v.try_into().expect("8 bytes"));
                 let t = i64::from_le_bytes(t.try_into().expect("8 bytes"));
-                ok & v.is_finite() & (t <= horizon)
+                ok & v.is_finite() & (t <= horizon) & (t >= crate::validate::MIN_TS_NS)
             })
     }
 }

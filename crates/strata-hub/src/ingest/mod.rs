@@ -226,6 +226,15 @@ impl Ingest {
                     )
                 });
         }
+        if removed.past > 0 {
+            self.metrics
+                .reject(RejectReason::PastTimestamp, removed.past as u64, || {
+                    format!(
+                        "device {device}: {}",
+                        removed.first_past.clone().unwrap_or_default()
+                    )
+                });
+        }
         batch.signals.retain_mut(|s| {
             let Some(unit) = self.declared_unit(device, declared, &s.name, &s.unit, s.len()) else {
                 return false;
