@@ -528,6 +528,7 @@ impl Hub {
         retention::spawn(
             &config.storage,
             telemetry.clone(),
+            drift.store().clone(),
             metrics.clone(),
             stop.subscribe(),
         );

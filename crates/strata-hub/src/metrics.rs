@@ -143,6 +143,8 @@ pub struct Metrics {
     pub segments_removed: AtomicU64,
     /// Retention: bytes of the segment files removed.
     pub segment_bytes_freed: AtomicU64,
+    /// Retention: drift sketch batches deleted.
+    pub sketch_batches_expired: AtomicU64,
     /// Retention passes that failed.
     pub retention_failures: AtomicU64,
     /// Finished webhook deliveries and workflow runs deleted past
@@ -316,6 +318,11 @@ impl Metrics {
                 "strata_retention_bytes_freed_total",
                 "Bytes of the telemetry segment files retention removed.",
                 &self.segment_bytes_freed,
+            ),
+            (
+                "strata_retention_sketch_batches_deleted_total",
+                "Drift sketch batches deleted by retention (their window ended past the period).",
+                &self.sketch_batches_expired,
             ),
             (
                 "strata_retention_failures_total",

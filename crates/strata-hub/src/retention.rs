@@ -4,6 +4,9 @@
 //! `retention_max_mb`, the oldest ([`TelemetryStore::shrink_to`]). Counted in `/metrics`; a
 //! failed pass is logged and tried again at the next check.
 //!
+//! Drift sketches go with the telemetry they summarise: those whose window
+//! ended before `retention_days` ([`DriftStore::forget_sketches`]).
+//!
 //! The same clock deletes finished webhook deliveries and workflow runs
 //! past `history_days` ([`AlertStore::forget_history`]).
 
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use strata_store::{AlertStore, TelemetryStore};
+use strata_store::{AlertStore, DriftStore, TelemetryStore};
 
 use crate::config::StorageConfig;
 use crate::metrics::Metrics;
@@ -21,6 +24,7 @@ use crate::metrics::Metrics;
 pub fn spawn(
     config: &StorageConfig,
     store: Arc<dyn TelemetryStore>,
+    sketches: Arc<dyn DriftStore>,
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -33,7 +37,12 @@ pub fn spawn(
     }
     let every = Duration::from_secs(config.retention_check_s);
     let m = metrics.clone();
-    let pass = move || run_once(&*store, &m, policy);
+    let pass = move || {
+        run_once(&*store, &m, policy);
+        if let Some(keep_ns) = policy.keep_ns {
+            forget_sketches(&*sketches, &m, crate::now_ns().saturating_sub(keep_ns));
+        }
+    };
     Some(periodic(every, metrics, stop, "telemetry retention", pass))
 }
 
@@ -57,6 +66,25 @@ fn run_once(store: &dyn TelemetryStore, metrics: &Metrics, policy: Policy) {
     }
     if let Some(max_bytes) = policy.max_bytes {
         count(metrics, "over the size limit", store.shrink_to(max_bytes));
+    }
+}
+
+/// Deletes the sketch batches whose window ended before `before_ns`.
+fn forget_sketches(store: &dyn DriftStore, metrics: &Metrics, before_ns: i64) {
+    match store.forget_sketches(before_ns) {
+        Ok(deleted) => {
+            metrics.sketch_batches_expired.fetch_add(deleted, Relaxed);
+            if deleted > 0 {
+                tracing::info!(
+                    batches = deleted,
+                    "retention deleted drift sketches past its period"
+                );
+            }
+        }
+        Err(e) => {
+            metrics.retention_failures.fetch_add(1, Relaxed);
+            tracing::warn!("sketch retention failed, trying again at the next check: {e}");
+        }
     }
 }
 

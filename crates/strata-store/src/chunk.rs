@@ -643,7 +643,11 @@ mod tests {
         ) {
             // The packed columns of a payload take the fast path; the same
             // readings decoded take the general one. Same bytes, same span,
-            // and the span is what a plain scan finds.
+            // and the span is what a plain scan finds. Timestamps are moved
+            // into what the hub stores (from 2000 on), keeping their steps
+            // but where they wrap.
+            let min = strata_proto::validate::MIN_TS_NS;
+            let ts: Vec<i64> = ts.iter().map(|t| min + t.rem_euclid(i64::MAX - min)).collect();
             let values: Vec<f64> = (0..ts.len())
                 .map(|i| (seed.wrapping_mul(i as u64 + 1) % 1000) as f64 * 0.5)
                 .collect();

@@ -36,4 +36,9 @@ pub trait DriftStore: Send + Sync + 'static {
         from_ns: i64,
         to_ns: i64,
     ) -> Result<Vec<StoredSketches>>;
+
+    /// Deletes the batches whose window ended before `before_ns` (as
+    /// telemetry retention deletes the readings they summarise); returns
+    /// how many went.
+    fn forget_sketches(&self, before_ns: i64) -> Result<u64>;
 }

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS shared_sketch_batches (
 );
 CREATE INDEX IF NOT EXISTS shared_sketch_batches_by_model
     ON shared_sketch_batches (model, version, end_ns);
+CREATE INDEX IF NOT EXISTS shared_sketch_batches_by_end
+    ON shared_sketch_batches (end_ns);
 CREATE TABLE IF NOT EXISTS shared_control_actions (
     id           BIGSERIAL PRIMARY KEY,
     device       TEXT NOT NULL,
@@ -118,6 +120,16 @@ impl DriftStore for PostgresRecords {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn forget_sketches(&self, before_ns: i64) -> Result<u64> {
+        self.db.with(|c| {
+            c.execute(
+                "DELETE FROM shared_sketch_batches WHERE end_ns < $1",
+                &[&before_ns],
+            )
+            .context(|| "cannot delete old sketches".into())
         })
     }
 }

@@ -77,4 +77,27 @@ impl DriftStore for SqliteStore {
             .collect()
         })
     }
+
+    fn forget_sketches(&self, before_ns: i64) -> Result<u64> {
+        // In small transactions, so that ingest never waits long for the
+        // writer connection; served by the sketch_batches_by_end index.
+        let mut deleted = 0;
+        loop {
+            let n = self.write(|w| {
+                w.conn
+                    .prepare_cached(
+                        "DELETE FROM sketch_batches WHERE (device_id, stream, seq) IN
+                         (SELECT device_id, stream, seq FROM sketch_batches
+                          WHERE end_ns < ?1 LIMIT 10000)",
+                    )
+                    .context(|| "cannot prepare a sketch deletion".into())?
+                    .execute(params![before_ns])
+                    .context(|| "cannot delete old sketches".into())
+            })?;
+            deleted += n as u64;
+            if n < 10_000 {
+                return Ok(deleted);
+            }
+        }
+    }
 }

@@ -484,6 +484,13 @@ UPDATE streams SET max_span_ns = CAST(coalesce(
 "#,
         None,
     ),
+    (
+        r#"
+-- Retention deletes the sketches whose window ended before a time.
+CREATE INDEX sketch_batches_by_end ON sketch_batches(end_ns);
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

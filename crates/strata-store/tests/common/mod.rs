@@ -281,6 +281,12 @@ pub fn sketches_once_by_window(store: &dyn DriftStore) {
     assert_eq!(all[0].batch, sketch_batch(1, 100));
     assert_eq!(store.sketches("rul", 2, 150, 1000).unwrap().len(), 1);
     assert!(store.sketches("rul", 3, 0, 1000).unwrap().is_empty());
+    // Retention: the batches whose window ended before a time go.
+    assert_eq!(store.forget_sketches(150).unwrap(), 1);
+    assert_eq!(store.forget_sketches(150).unwrap(), 0);
+    let left = store.sketches("rul", 2, 0, 1000).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].batch.seq, 2);
 }
 
 /// A version of `model` as a store receives it (its number not yet set).
