@@ -81,12 +81,23 @@ impl ModelProfile {
 
     /// The profile of a feature or output by name.
     pub fn get(&self, name: &str) -> Option<&FeatureProfile> {
-        self.features
-            .iter()
-            .chain(&self.outputs)
-            .find(|p| p.name == name)
-            .map(|p| &p.profile)
+        self.feature(name).or_else(|| self.output(name))
     }
+
+    /// The profile of an input feature by name.
+    pub fn feature(&self, name: &str) -> Option<&FeatureProfile> {
+        find(&self.features, name)
+    }
+
+    /// The profile of an output by name (an output may share a feature's
+    /// name; it has its own bins).
+    pub fn output(&self, name: &str) -> Option<&FeatureProfile> {
+        find(&self.outputs, name)
+    }
+}
+
+fn find<'a>(list: &'a [NamedProfile], name: &str) -> Option<&'a FeatureProfile> {
+    list.iter().find(|p| p.name == name).map(|p| &p.profile)
 }
 
 #[cfg(test)]

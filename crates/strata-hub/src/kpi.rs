@@ -199,15 +199,13 @@ pub fn compute(
         let mut fleet = Vec::new();
         let mut per_site: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for d in &devices {
-            let r = telemetry.range(&RangeQuery {
-                device: d.id.clone(),
-                signal: signal.clone(),
-                from_ns,
-                to_ns,
-                bucket_ns: None,
-                limit: MAX_LATENCY_POINTS,
-            })?;
-            let values: Vec<f64> = r.points.iter().map(|p| p.value).collect();
+            let values = newest_values(
+                telemetry,
+                &d.id,
+                &signal,
+                (from_ns, to_ns),
+                MAX_LATENCY_POINTS,
+            )?;
             per_site
                 .entry(d.site.to_string())
                 .or_default()
@@ -233,6 +231,37 @@ pub fn compute(
         }
     }
     Ok(report)
+}
+
+/// About the newest `limit` values of `signal` in `[from, to]`: a range
+/// keeps the earliest points, so where the window holds more the range is
+/// asked again over the last stretch as long as the one its first points
+/// covered (at a steady rate, about as many points).
+fn newest_values(
+    telemetry: &dyn TelemetryStore,
+    device: &DeviceId,
+    signal: &str,
+    (from_ns, to_ns): (i64, i64),
+    limit: usize,
+) -> Result<Vec<f64>> {
+    let query = |from_ns| {
+        telemetry.range(&RangeQuery {
+            device: device.clone(),
+            signal: signal.to_owned(),
+            from_ns,
+            to_ns,
+            bucket_ns: None,
+            limit,
+        })
+    };
+    let mut r = query(from_ns)?;
+    if r.truncated
+        && let Some(last) = r.points.last()
+    {
+        let covered = last.ts_ns.saturating_sub(from_ns).max(1);
+        r = query(to_ns.saturating_sub(covered).max(from_ns))?;
+    }
+    Ok(r.points.iter().map(|p| p.value).collect())
 }
 
 /// Share of `[from, to]` a device was online, from its changes (the first
@@ -451,6 +480,42 @@ mod tests {
         // No history: its state now.
         assert_eq!(uptime_share(&[], &device(0, true), 0, 100), 1.0);
         assert_eq!(uptime_share(&[], &device(0, false), 0, 100), 0.0);
+    }
+
+    #[test]
+    fn latency_is_read_from_the_newest_points_of_the_window() {
+        use strata_store::{BatchWrite, Durability, EncodedBatch, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+        let t0 = 1_700_000_000_000_000_000i64;
+        let second = 1_000_000_000;
+        // 100 readings a second apart, valued by their index.
+        let batch = strata_proto::TelemetryBatch {
+            stream: "model:rul:1".into(),
+            seq: 1,
+            signals: vec![strata_proto::SignalSeries {
+                name: "rul.latency_us".into(),
+                unit: "us".into(),
+                ts_ns: (0..100).map(|i| t0 + i * second).collect(),
+                values: (0..100).map(f64::from).collect(),
+                quality: vec![],
+            }],
+        };
+        store
+            .write_batches(&[BatchWrite {
+                device: DeviceId::new("d").unwrap(),
+                received_ns: 0,
+                batch: EncodedBatch::encode(&batch),
+            }])
+            .unwrap();
+        let d = DeviceId::new("d").unwrap();
+        let window = (t0, t0 + 99 * second);
+        let newest = newest_values(&store, &d, "rul.latency_us", window, 10).unwrap();
+        // The last ten seconds of the window, not its first ten.
+        assert_eq!(newest, (90..=99).map(f64::from).collect::<Vec<_>>());
+        // Under the limit: all of them.
+        let all = newest_values(&store, &d, "rul.latency_us", window, 1000).unwrap();
+        assert_eq!(all.len(), 100);
     }
 
     #[test]

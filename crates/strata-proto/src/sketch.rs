@@ -190,6 +190,23 @@ pub fn decode_sketch_batch(payload: &[u8]) -> Result<SketchBatch, DecodeError> {
                 s.name
             ));
         }
+        // n values within [min, max] add up to within [n min, n max], and
+        // their squares to at most n max(min², max²) (beside rounding).
+        if let (Some(lo), Some(hi)) = (s.min, s.max) {
+            let n = s.n as f64;
+            let top = lo.abs().max(hi.abs());
+            let slack = 1e-9 * n * top;
+            let sums_ok = s.sum >= n * lo - slack
+                && s.sum <= n * hi + slack
+                && s.sum_sq >= 0.0
+                && s.sum_sq <= n * top * top * (1.0 + 1e-9);
+            if !sums_ok {
+                return bad(format!(
+                    "{}: the sums do not fit {} values within [min, max]",
+                    s.name, s.n
+                ));
+            }
+        }
     }
     // A detector watches each output and fires at most once a value.
     let most = batch.vectors.saturating_mul(batch.outputs.len() as u64);
@@ -269,7 +286,7 @@ mod tests {
     #[test]
     fn bad_batches_are_refused_with_the_reason() {
         type Change = fn(&mut SketchBatch);
-        let cases: [(Change, &str); 16] = [
+        let cases: [(Change, &str); 18] = [
             (|b| b.stream = "sketch:other:3".into(), "stream"),
             (|b| b.end_ns = -1, "ends before"),
             (|b| b.features[0].counts = vec![0, 1, 0], "add up"),
@@ -296,6 +313,8 @@ mod tests {
                 "must be the window's",
             ),
             (|b| b.features.push(b.features[0].clone()), "sketched twice"),
+            (|b| b.features[0].sum = 1e12, "the sums do not fit"),
+            (|b| b.features[0].sum_sq = -1.0, "the sums do not fit"),
             (
                 |b| b.detections.push(detection("v.rms", "adwin")),
                 "more than 0",

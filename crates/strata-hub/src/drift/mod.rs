@@ -253,10 +253,16 @@ impl Drift {
                     batch.model, batch.version
                 ))
             })?;
-        for s in batch.features.iter().chain(&batch.outputs) {
-            let p = profile.get(&s.name).ok_or_else(|| {
+        let features = batch.features.iter().map(|s| (s, false));
+        for (s, is_output) in features.chain(batch.outputs.iter().map(|s| (s, true))) {
+            let (found, kind) = if is_output {
+                (profile.output(&s.name), "output")
+            } else {
+                (profile.feature(&s.name), "feature")
+            };
+            let p = found.ok_or_else(|| {
                 SketchRefusal::Mismatch(format!(
-                    "{} v{} has no feature or output {:?}",
+                    "{} v{} has no {kind} {:?}",
                     batch.model, batch.version, s.name
                 ))
             })?;
@@ -427,6 +433,14 @@ mod tests {
             }
         }
         assert_eq!(cached(), before);
+        // A feature's sketch sent as an output's: the profile has no such
+        // output.
+        let mut swapped = batch.clone();
+        swapped.outputs = std::mem::take(&mut swapped.features);
+        match drift.check(&serde_json::to_vec(&swapped).unwrap()) {
+            Err(SketchRefusal::Mismatch(why)) => assert!(why.contains("no output \"x\""), "{why}"),
+            other => panic!("expected Mismatch, got {other:?}"),
+        }
         match drift.check(&other(&"x".repeat(65), 1)) {
             Err(SketchRefusal::Malformed(why)) => assert!(why.contains("64"), "{why}"),
             other => panic!("expected Malformed, got {other:?}"),
