@@ -112,11 +112,13 @@ impl TwinApplier {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let mut applied_ok = false;
+        // The newest desired twin, as a pass looks at it before a commit.
+        let latest = desired.clone();
         // A bundle whose install a power cut interrupted goes back to the
         // committed one before anything else (slot A).
         self.recover_bundles().await;
         if let Some(twin) = &current {
-            applied_ok = self.apply(twin.clone(), false).await;
+            applied_ok = self.apply(twin.clone(), false, &latest).await;
         }
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
@@ -147,12 +149,12 @@ impl TwinApplier {
                         continue;
                     }
                     backoff.reset();
-                    applied_ok = self.apply(twin.clone(), true).await;
+                    applied_ok = self.apply(twin.clone(), true, &latest).await;
                     current = Some(twin);
                 }
                 _ = retry => {
                     if let Some(twin) = &current {
-                        applied_ok = self.apply(twin.clone(), true).await;
+                        applied_ok = self.apply(twin.clone(), true, &latest).await;
                     }
                 }
             }
@@ -162,7 +164,12 @@ impl TwinApplier {
     /// Applies a twin; true when every model and signed update was decided
     /// (false asks for a retry: a download failed, or the OTA state could
     /// not be read).
-    async fn apply(&self, twin: DesiredTwin, download: bool) -> bool {
+    async fn apply(
+        &self,
+        twin: DesiredTwin,
+        download: bool,
+        latest: &watch::Receiver<Option<Vec<u8>>>,
+    ) -> bool {
         let mut reports = Vec::new();
         let mut ready = Vec::new();
         let mut retry = false;
@@ -340,11 +347,27 @@ impl TwinApplier {
                     .chain(config_entry.iter())
                     .filter(|(key, version, _, _)| committed.get(key) != Some(*version))
                     .collect();
-                let unhealthy = if fresh.is_empty() {
+                let mut unhealthy = if fresh.is_empty() {
                     Vec::new()
                 } else {
                     self.health_window(&fresh, &stats, outputs).await
                 };
+                // A twin that arrived meanwhile and no longer names an
+                // assignment withdrew it (e.g. an aborted campaign): it
+                // goes back rather than being committed, and raising the
+                // floor, after the withdrawal.
+                if let Some(newer) = newer_twin(latest, twin.desired_version) {
+                    let named: Vec<String> =
+                        newer.updates.iter().filter_map(assignment_digest).collect();
+                    for (u, digest) in updates.iter().zip(&answered) {
+                        let key = format!("{}/{}", u.kind, u.name);
+                        let is_fresh = fresh.iter().any(|(k, _, _, _)| *k == key);
+                        let withdrawn = digest.as_ref().is_some_and(|d| !named.contains(d));
+                        if is_fresh && withdrawn && !unhealthy.iter().any(|(k, _)| *k == key) {
+                            unhealthy.push((key, "withdrawn during its health window".into()));
+                        }
+                    }
+                }
                 if !unhealthy.is_empty() {
                     let config_failed = unhealthy.iter().any(|(k, _)| k.starts_with("config/"));
                     let back_pipeline = if config_failed {
@@ -1188,6 +1211,14 @@ fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// The desired twin `latest` holds, when newer than `version`.
+fn newer_twin(latest: &watch::Receiver<Option<Vec<u8>>>, version: u64) -> Option<DesiredTwin> {
+    let payload = latest.borrow().clone()?;
+    serde_json::from_slice::<DesiredTwin>(&payload)
+        .ok()
+        .filter(|t| t.desired_version > version)
 }
 
 /// The SHA-256 of a signed update's assignment payload: which assignment

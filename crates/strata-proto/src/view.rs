@@ -203,6 +203,37 @@ fn read_signal(buf: &[u8]) -> Option<SignalView<'_>> {
 const VARINT: u8 = 0;
 const LEN: u8 = 2;
 
+/// How many signals (field 3) a protobuf telemetry batch holds, counted
+/// without decoding it; `None` when it is not well-formed protobuf. A
+/// decoder allocates a series for each, even an empty one (two bytes of
+/// payload), before any limit can be checked.
+pub fn protobuf_signal_count(payload: &[u8]) -> Option<usize> {
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+    };
+    let mut signals = 0;
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        match wire {
+            VARINT => {
+                r.varint()?;
+            }
+            LEN => {
+                r.bytes()?;
+            }
+            // Fixed 64 and 32 bits.
+            1 | 5 => {
+                let width = if wire == 1 { 8 } else { 4 };
+                r.pos = r.pos.checked_add(width).filter(|&e| e <= r.buf.len())?;
+            }
+            _ => return None,
+        }
+        signals += usize::from(field == 3);
+    }
+    Some(signals)
+}
+
 /// A protobuf wire reader over a byte slice.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -277,6 +308,27 @@ mod tests {
                         v.ts_ns(i) == s.ts_ns[i] && v.value(i).to_bits() == s.values[i].to_bits()
                     })
             })
+    }
+
+    #[test]
+    fn signals_are_counted_without_decoding() {
+        let batch = TelemetryBatch {
+            stream: "main".into(),
+            seq: 7,
+            signals: vec![
+                series("a", vec![NOW], vec![1.0]),
+                series("b", vec![], vec![]),
+            ],
+        };
+        let payload = encode_telemetry(&batch, Encoding::Protobuf);
+        assert_eq!(protobuf_signal_count(&payload), Some(2));
+        // 1 MiB of empty signals: half a million.
+        assert_eq!(
+            protobuf_signal_count(&[0x1a, 0].repeat(1 << 19)),
+            Some(1 << 19)
+        );
+        assert_eq!(protobuf_signal_count(&payload[..payload.len() - 1]), None);
+        assert_eq!(protobuf_signal_count(b""), Some(0));
     }
 
     #[test]

@@ -139,6 +139,22 @@ impl Ingest {
         payload: &[u8],
         now: i64,
     ) -> Result<TelemetryBatch, PublishDecision> {
+        // Counted before decoding: a megabyte of empty signals would
+        // allocate half a million series first.
+        if payload::Encoding::sniff(payload) == payload::Encoding::Protobuf
+            && let Some(signals) = strata_proto::view::protobuf_signal_count(payload)
+            && signals > self.limits.max_signals
+        {
+            self.metrics.reject(RejectReason::Oversized, 1, || {
+                format!(
+                    "device {device}: a batch of {signals} signals; the limit is {}",
+                    self.limits.max_signals
+                )
+            });
+            return Err(PublishDecision::Drop {
+                v5_reason: PAYLOAD_FORMAT_INVALID,
+            });
+        }
         let mut batch = match payload::decode_telemetry(payload) {
             Ok(b) => b,
             Err(e) => {
