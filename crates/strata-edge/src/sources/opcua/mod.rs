@@ -199,7 +199,7 @@ pub async fn run(
         }
     };
 
-    let (values_tx, mut values) = tokio::sync::mpsc::channel::<(usize, DataValue)>(QUEUE);
+    let (values_tx, mut values) = tokio::sync::mpsc::channel::<Change>(QUEUE);
     let index = Arc::new(index);
     let callback = || {
         let (index, values_tx, stats) = (index.clone(), values_tx.clone(), stats.clone());
@@ -207,7 +207,24 @@ pub async fn run(
             let Some(&i) = index.get(&item.item_to_monitor().node_id) else {
                 return;
             };
-            if values_tx.try_send((i, value)).is_err() {
+            // Read here: what waits in the queue is a few numbers, never an
+            // array or a string a node turned out to hold.
+            let Some((ts, raw, quality)) = reading(&value) else {
+                stats.error();
+                return;
+            };
+            let server_ns = value
+                .server_timestamp
+                .and_then(|t| t.as_chrono().timestamp_nanos_opt())
+                .unwrap_or(ts);
+            let change = Change {
+                index: i,
+                ts,
+                raw,
+                quality,
+                server_ns,
+            };
+            if values_tx.try_send(change).is_err() {
                 stats.error();
             }
         })
@@ -361,37 +378,39 @@ pub async fn run(
                     })));
                 }
             }
-            value = values.recv() => {
-                let Some((i, value)) = value else { return };
+            change = values.recv() => {
+                let Some(Change { index: i, ts, raw, quality, server_ns }) = change else { return };
                 let node = &config.nodes[i];
-                match reading(&value) {
-                    Some((ts, raw, quality)) => {
-                        // A Bad status without a value (a failed sensor, as
-                        // the spec allows) still goes out as a Bad reading,
-                        // so rules disarm now rather than when the signal
-                        // goes stale; windows skip it.
-                        let v = match raw {
-                            Some(raw) => raw * node.scale + node.offset,
-                            None => held.value(i).unwrap_or(0.0),
-                        };
-                        if v.is_finite() {
-                            builder.push(i, ts, v, quality);
-                            let epoch = stats.reconnects.load(Ordering::Relaxed);
-                            let server_ns = value
-                                .server_timestamp
-                                .and_then(|t| t.as_chrono().timestamp_nanos_opt())
-                                .unwrap_or(ts);
-                            held.record(i, (ts, v, quality), server_ns, Instant::now(), crate::now_ns(), epoch);
-                            stats.readings.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            stats.error();
-                        }
-                    }
-                    None => stats.error(),
+                // A Bad status without a value (a failed sensor, as the
+                // spec allows) still goes out as a Bad reading, so rules
+                // disarm now rather than when the signal goes stale;
+                // windows skip it.
+                let v = match raw {
+                    Some(raw) => raw * node.scale + node.offset,
+                    None => held.value(i).unwrap_or(0.0),
+                };
+                if v.is_finite() {
+                    builder.push(i, ts, v, quality);
+                    let epoch = stats.reconnects.load(Ordering::Relaxed);
+                    held.record(i, (ts, v, quality), server_ns, Instant::now(), crate::now_ns(), epoch);
+                    stats.readings.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.error();
                 }
             }
         }
     }
+}
+
+/// One data change as the callback read it.
+struct Change {
+    index: usize,
+    ts: i64,
+    /// None for a Bad one without a value.
+    raw: Option<f64>,
+    quality: Quality,
+    /// When the server sent it, on its clock.
+    server_ns: i64,
 }
 
 /// How often nodes the subscription does not monitor are asked for again.
