@@ -807,12 +807,12 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
     let dir = tempfile::tempdir().unwrap();
     let (hub, key, public, rollout) = ota_hub(dir.path());
 
-    // Four builds of the scikit-learn model, each its own file.
+    // Five builds of the scikit-learn model, each its own file.
     peer_script("models.py", &["train".as_ref(), dir.path().as_os_str()]);
     let original = std::fs::read(dir.path().join("rul.onnx")).unwrap();
     let features = "w.temperature.mean,w.temperature.max,w.current.mean,w.current.max";
     let mut artifacts = Vec::new();
-    for version in 1..=4u64 {
+    for version in 1..=5u64 {
         let bytes = rebuilt(&original, &format!("build {version}"));
         let file = dir.path().join(format!("rul-{version}.onnx"));
         std::fs::write(&file, &bytes).unwrap();
@@ -895,7 +895,40 @@ fn a_power_cut_at_any_step_of_an_update_leaves_a_working_version() {
         v4.exists()
     });
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    recovers(agent, 3, 4, "in the health window");
+    let mut agent = recovers(agent, 3, 4, "in the health window");
+
+    // 4. Killed in v5's health window again and again, as a model that
+    // takes the agent down would be: the third time, v5 counts as failed
+    // and is not tried at every start for ever; v4 keeps running.
+    assign(&hub, 5, "press-a", 3600);
+    for round in 0..3u64 {
+        // The restarted agent has counted the last stop, and v5 runs in
+        // its window again.
+        eventually(
+            std::time::Duration::from_secs(60),
+            &format!("v5 runs in its health window after {round} stops"),
+            || {
+                let state = ota_state(&data);
+                let stops = state["interruptions"]
+                    .as_object()
+                    .and_then(|m| m.values().next())
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                stops == round && state["trying"].get("model/rul").is_some()
+            },
+        );
+        kill(agent);
+        agent = EdgeProcess::start(&a_dir, &a_config);
+    }
+    let report = wait_update(&hub, "press-a", 5);
+    assert_eq!(
+        (report["state"].as_str(), report["reason"].as_str()),
+        (Some("rolled_back"), Some("interrupted")),
+        "{report}"
+    );
+    assert_eq!(committed(&data), 4);
+    predicting("v4 predicts once v5 failed");
+    drop(agent);
 }
 
 /// Assigns bundle `app` `version` to `device` with `strata release assign`.

@@ -141,16 +141,27 @@ impl Agent {
         std::thread::Builder::new()
             .name("strata-pipeline".into())
             .spawn(move || {
-                while let Some(frame) = frames_rx.blocking_recv() {
-                    while let Ok(change) = swapped.try_recv() {
-                        match change {
-                            Swap::Models(models) => processor.set_models(models),
-                            Swap::Pipeline(pipeline, models) => {
-                                processor.set_pipeline(*pipeline, models)
+                let run = std::panic::AssertUnwindSafe(|| {
+                    while let Some(frame) = frames_rx.blocking_recv() {
+                        while let Ok(change) = swapped.try_recv() {
+                            match change {
+                                Swap::Models(models) => processor.set_models(models),
+                                Swap::Pipeline(pipeline, models) => {
+                                    processor.set_pipeline(*pipeline, models)
+                                }
                             }
                         }
+                        processor.handle(frame);
                     }
-                    processor.handle(frame);
+                });
+                // Without this thread nothing is processed or sent, though
+                // the rest would run on: the agent stops, for its service
+                // manager to start it again (what was acknowledged is in
+                // the outbox; a release it stopped with in its health
+                // window is counted, and given up after a few).
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the processing thread panicked; the agent stops");
+                    std::process::exit(70);
                 }
             })
             .map_err(AgentError::Thread)?;

@@ -116,7 +116,7 @@ impl TwinApplier {
         let latest = desired.clone();
         // A bundle whose install a power cut interrupted goes back to the
         // committed one before anything else (slot A).
-        self.recover_bundles().await;
+        self.recover_interrupted().await;
         if let Some(twin) = &current {
             applied_ok = self.apply(twin.clone(), false, &latest).await;
         }
@@ -336,7 +336,6 @@ impl TwinApplier {
                     .health
                     .pipeline_outputs
                     .load(std::sync::atomic::Ordering::Relaxed);
-                self.send(&target, running.as_ref(), models);
                 // A newly installed version must prove itself on live data
                 // before it is committed; else the committed one comes back.
                 let config_entry = config_commit
@@ -347,6 +346,22 @@ impl TwinApplier {
                     .chain(config_entry.iter())
                     .filter(|(key, version, _, _)| committed.get(key) != Some(*version))
                     .collect();
+                // Marked before it runs: a start that finds the mark knows
+                // the agent died with it.
+                for (key, version, _, _) in &fresh {
+                    let digest = updates
+                        .iter()
+                        .zip(&answered)
+                        .find(|(u, _)| format!("{}/{}", u.kind, u.name) == *key)
+                        .and_then(|(_, d)| d.clone());
+                    if let Some(digest) = digest {
+                        committed.trying.insert(key.clone(), (*version, digest));
+                    }
+                }
+                if !fresh.is_empty() {
+                    self.save(&committed);
+                }
+                self.send(&target, running.as_ref(), models);
                 let mut unhealthy = if fresh.is_empty() {
                     Vec::new()
                 } else {
@@ -420,6 +435,11 @@ impl TwinApplier {
                 {
                     committed.set_config(key, *version, *floor, path);
                     committed.remember_release(key, verified_digest(&verified, key));
+                }
+                for (key, _, _, _) in &fresh {
+                    if let Some((_, digest)) = committed.trying.remove(key) {
+                        committed.interruptions.remove(&digest);
+                    }
                 }
                 if (!commits.is_empty() || config_commit.is_some())
                     && let Err(e) = committed.save(&self.data_dir)
@@ -967,8 +987,10 @@ impl TwinApplier {
         outcome
     }
 
-    /// Brings back the committed bundles whose replacement was cut short.
-    async fn recover_bundles(&self) {
+    /// At a start: counts the releases the agent stopped with in their
+    /// health window, and brings back the committed bundles whose
+    /// replacement was cut short.
+    async fn recover_interrupted(&self) {
         let mut state = match OtaState::load(&self.data_dir) {
             Ok(state) => state,
             Err(e) => {
@@ -976,6 +998,41 @@ impl TwinApplier {
                 return;
             }
         };
+        // Model and config releases the agent stopped with, in their
+        // health window.
+        let stopped = std::mem::take(&mut state.trying);
+        if !stopped.is_empty() {
+            self.save(&state);
+        }
+        for (key, (version, digest)) in stopped {
+            let times = state.interruptions.entry(digest.clone()).or_default();
+            *times += 1;
+            if *times < MAX_INTERRUPTIONS {
+                tracing::warn!(device = %self.device, update = key, version, "the agent stopped while this version ran in its health window ({times} of {MAX_INTERRUPTIONS} times); it is tried again");
+                self.save(&state);
+                continue;
+            }
+            state.interruptions.remove(&digest);
+            tracing::warn!(device = %self.device, update = key, version, "the agent stopped {MAX_INTERRUPTIONS} times while this version ran in its health window; it is not tried again");
+            let mut report = update_report(
+                &key,
+                version,
+                Some((
+                    "interrupted",
+                    format!("the agent stopped {MAX_INTERRUPTIONS} times during its health window"),
+                )),
+            );
+            // Rolled back where a committed version comes back.
+            report.state = if state.committed.contains_key(&key) {
+                "rolled_back"
+            } else {
+                "failed"
+            }
+            .into();
+            state.failed.insert(digest.clone(), report);
+            state.unanswered.insert(digest);
+            self.save(&state);
+        }
         let cut: Vec<(String, u64)> = state.installing.clone().into_iter().collect();
         for (key, version) in cut {
             tracing::warn!(device = %self.device, update = key, version, "an install was cut short; the committed bundle comes back");
@@ -1387,11 +1444,27 @@ struct OtaState {
     unanswered: std::collections::BTreeSet<String>,
     #[serde(default)]
     installed: std::collections::BTreeMap<String, InstalledModel>,
+    /// Model and config releases running in their health window, by
+    /// `kind/name`: (version, assignment digest). Left at a start, the
+    /// agent stopped in the window: a power cut, or a model that aborts
+    /// the agent or exhausts its memory.
+    #[serde(default)]
+    trying: std::collections::BTreeMap<String, (u64, String)>,
+    /// How often the agent stopped in the health window of an assignment
+    /// (by digest): at [`MAX_INTERRUPTIONS`] it failed, and is not tried
+    /// at every start for ever.
+    #[serde(default)]
+    interruptions: std::collections::BTreeMap<String, u32>,
     /// Digests of the releases committed here, per `kind/name`, newest
     /// last: a rollback may bring one back after it expired.
     #[serde(default)]
     releases: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// Stops in a release's health window after which it counts as failed: a
+/// power cut may come once; a release the agent dies with every time
+/// would otherwise be tried at every start.
+const MAX_INTERRUPTIONS: u32 = 3;
 
 /// Releases remembered per `kind/name` as committed here.
 const RELEASES_KEPT: usize = 16;
