@@ -1134,10 +1134,19 @@ fn config_releases_replace_the_pipeline_and_roll_back_when_it_gives_nothing() {
         dir.path().join("rul.onnx")
     );
     let agent = EdgeProcess::start(&a_dir, &a_config);
+    // It keeps predicting once the hub's twin has been applied (the
+    // model set sent again, the file's model among them).
     eventually(
         std::time::Duration::from_secs(60),
         "predictions of the file's model",
         || !hub.readings("press-a", "rul.variable").is_empty(),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let before = hub.readings("press-a", "rul.variable").len();
+    eventually(
+        std::time::Duration::from_secs(60),
+        "the file's model goes on predicting",
+        || hub.readings("press-a", "rul.variable").len() > before + 2,
     );
     let hub_url = format!("http://{}", hub.http);
     let assign_config = |version: u64| {

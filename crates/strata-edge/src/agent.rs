@@ -92,7 +92,7 @@ impl Agent {
             .flat_map(|p| p.vector_schemas().cloned())
             .collect();
         let file_models = if from_release {
-            crate::inference::fitting(&config.models, &vectors)
+            crate::inference::fitting(&config.models, &config.base_dir, &vectors)
         } else {
             config.models.clone()
         };

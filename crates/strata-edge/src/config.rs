@@ -272,6 +272,7 @@ impl EdgeConfig {
             if let SourceConfig::Mqtt(m) = s {
                 m.client_id
                     .get_or_insert_with(|| format!("strata-edge-{}-{}", config.device, m.stream));
+                m.names_for_the_hub = config.pipeline.is_none();
             }
         }
         let mut streams = std::collections::HashSet::new();

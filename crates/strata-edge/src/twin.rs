@@ -184,6 +184,27 @@ impl TwinApplier {
                 return false;
             }
         };
+        // Each model and config release this pass may run, marked before
+        // any of it does (its golden cases, its load, its health window):
+        // a start that finds a mark counts a stop.
+        let trials: Vec<(String, u64, String)> = twin
+            .updates
+            .iter()
+            .filter(|v| !is_bundle(v) && committed.failed_before(v).is_none())
+            .filter_map(|v| {
+                let (key, version) = claimed_release(v)?;
+                let digest = assignment_digest(v)?;
+                (committed.get(&key) != Some(version)).then_some((key, version, digest))
+            })
+            .collect();
+        if !trials.is_empty() {
+            for (key, version, digest) in &trials {
+                committed
+                    .trying
+                    .insert(key.clone(), (*version, digest.clone()));
+            }
+            self.save(&committed);
+        }
         let mut updates = Vec::new();
         let mut commits = Vec::new();
         // A config release decides the vectors models bind to: first.
@@ -205,7 +226,7 @@ impl TwinApplier {
             // An assignment that already failed here is not tried again
             // (e.g. after a restart): its report stands.
             if let Some(known) = committed.failed_before(value) {
-                updates.push(known);
+                updates.push(with_campaign(known, value));
                 continue;
             }
             let report = match self.config_update(value, download, &committed).await {
@@ -235,7 +256,7 @@ impl TwinApplier {
                 // The committed model of that name keeps running.
                 let key = format!("{}/{}", known.kind, known.name);
                 ready.extend(committed.running(&key));
-                updates.push(known);
+                updates.push(with_campaign(known, value));
                 continue;
             }
             if is_bundle(value) {
@@ -327,7 +348,7 @@ impl TwinApplier {
             .filter(|c| !assigned.contains(&c.name.as_str()))
             .map(|c| self.file_model(c))
             .collect();
-        let mut configs = crate::inference::fitting(&unassigned, &vectors);
+        let mut configs = crate::inference::fitting(&unassigned, Path::new("/"), &vectors);
         configs.extend(ready);
         match load_models(configs.clone(), vectors.clone()).await {
             Ok(models) => {
@@ -346,21 +367,6 @@ impl TwinApplier {
                     .chain(config_entry.iter())
                     .filter(|(key, version, _, _)| committed.get(key) != Some(*version))
                     .collect();
-                // Marked before it runs: a start that finds the mark knows
-                // the agent died with it.
-                for (key, version, _, _) in &fresh {
-                    let digest = updates
-                        .iter()
-                        .zip(&answered)
-                        .find(|(u, _)| format!("{}/{}", u.kind, u.name) == *key)
-                        .and_then(|(_, d)| d.clone());
-                    if let Some(digest) = digest {
-                        committed.trying.insert(key.clone(), (*version, digest));
-                    }
-                }
-                if !fresh.is_empty() {
-                    self.save(&committed);
-                }
                 self.send(&target, running.as_ref(), models);
                 let mut unhealthy = if fresh.is_empty() {
                     Vec::new()
@@ -371,15 +377,17 @@ impl TwinApplier {
                 // assignment withdrew it (e.g. an aborted campaign): it
                 // goes back rather than being committed, and raising the
                 // floor, after the withdrawal.
+                // By release, not by assignment: the hub signs a new
+                // assignment of the same release as the old one nears its
+                // expiry.
                 if let Some(newer) = newer_twin(latest, twin.desired_version) {
-                    let named: Vec<String> =
-                        newer.updates.iter().filter_map(assignment_digest).collect();
-                    for (u, digest) in updates.iter().zip(&answered) {
-                        let key = format!("{}/{}", u.kind, u.name);
-                        let is_fresh = fresh.iter().any(|(k, _, _, _)| *k == key);
-                        let withdrawn = digest.as_ref().is_some_and(|d| !named.contains(d));
-                        if is_fresh && withdrawn && !unhealthy.iter().any(|(k, _)| *k == key) {
-                            unhealthy.push((key, "withdrawn during its health window".into()));
+                    let named: Vec<(String, u64)> =
+                        newer.updates.iter().filter_map(claimed_release).collect();
+                    for (key, version, _, _) in &fresh {
+                        let withdrawn = !named.iter().any(|(k, v)| k == key && v == version);
+                        if withdrawn && !unhealthy.iter().any(|(k, _)| k == key) {
+                            unhealthy
+                                .push((key.clone(), "withdrawn during its health window".into()));
                         }
                     }
                 }
@@ -436,9 +444,12 @@ impl TwinApplier {
                     committed.set_config(key, *version, *floor, path);
                     committed.remember_release(key, verified_digest(&verified, key));
                 }
-                for (key, _, _, _) in &fresh {
-                    if let Some((_, digest)) = committed.trying.remove(key) {
-                        committed.interruptions.remove(&digest);
+                // Decided: the marks of this pass go (and the count of
+                // stops of what committed).
+                committed.trying.clear();
+                for (key, version, _, _) in &fresh {
+                    if committed.get(key) == Some(*version) {
+                        committed.interruptions.remove(&release_id(key, *version));
                     }
                 }
                 if (!commits.is_empty() || config_commit.is_some())
@@ -466,7 +477,25 @@ impl TwinApplier {
         // still names.
         let state = match OtaState::load(&self.data_dir) {
             Ok(mut state) => {
-                if state.remember_failures(&answered, &updates) {
+                let mut changed = state.remember_failures(&answered, &updates);
+                // The pass is over: nothing of it runs unproven. Stops are
+                // counted on only for releases the hub's twin still names
+                // (not the one kept from the last run, applied first at a
+                // start, which may predate the release that stopped it).
+                changed |= !state.trying.is_empty();
+                state.trying.clear();
+                if download {
+                    let named: Vec<String> = twin
+                        .updates
+                        .iter()
+                        .filter_map(claimed_release)
+                        .map(|(key, version)| release_id(&key, version))
+                        .collect();
+                    let counted = state.interruptions.len();
+                    state.interruptions.retain(|id, _| named.contains(id));
+                    changed |= state.interruptions.len() != counted;
+                }
+                if changed {
                     self.save(&state);
                 }
                 Some(state)
@@ -600,7 +629,11 @@ impl TwinApplier {
             })
             .map(|c| self.file_model(c))
             .collect();
-        back.extend(crate::inference::fitting(&missing, &vectors));
+        back.extend(crate::inference::fitting(
+            &missing,
+            Path::new("/"),
+            &vectors,
+        ));
         match load_models(back, vectors).await {
             Ok(models) => {
                 self.send(pipeline, running.as_ref(), models);
@@ -1005,21 +1038,22 @@ impl TwinApplier {
             self.save(&state);
         }
         for (key, (version, digest)) in stopped {
-            let times = state.interruptions.entry(digest.clone()).or_default();
+            let id = release_id(&key, version);
+            let times = state.interruptions.entry(id.clone()).or_default();
             *times += 1;
             if *times < MAX_INTERRUPTIONS {
-                tracing::warn!(device = %self.device, update = key, version, "the agent stopped while this version ran in its health window ({times} of {MAX_INTERRUPTIONS} times); it is tried again");
+                tracing::warn!(device = %self.device, update = key, version, "the agent stopped while this version was being tried ({times} of {MAX_INTERRUPTIONS} times); it is tried again");
                 self.save(&state);
                 continue;
             }
-            state.interruptions.remove(&digest);
-            tracing::warn!(device = %self.device, update = key, version, "the agent stopped {MAX_INTERRUPTIONS} times while this version ran in its health window; it is not tried again");
+            state.interruptions.remove(&id);
+            tracing::warn!(device = %self.device, update = key, version, "the agent stopped {MAX_INTERRUPTIONS} times while this version was being tried; it is not tried again");
             let mut report = update_report(
                 &key,
                 version,
                 Some((
                     "interrupted",
-                    format!("the agent stopped {MAX_INTERRUPTIONS} times during its health window"),
+                    format!("the agent stopped {MAX_INTERRUPTIONS} times while it was being tried"),
                 )),
             );
             // Rolled back where a committed version comes back.
@@ -1294,6 +1328,20 @@ fn kind_of(update: &serde_json::Value) -> Option<&'static str> {
         .find(|k| r["kind"] == *k)
 }
 
+/// The `kind/name` and version a signed update's release claims
+/// (unverified: for bookkeeping only, never to install).
+fn claimed_release(update: &serde_json::Value) -> Option<(String, u64)> {
+    let payload = update["release"]["payload"].as_str()?;
+    let r: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let key = format!("{}/{}", kind_of(update)?, r["name"].as_str()?);
+    Some((key, r["version"].as_u64()?))
+}
+
+/// A release as counted across assignments: `kind/name@version`.
+fn release_id(key: &str, version: u64) -> String {
+    format!("{key}@{version}")
+}
+
 /// Whether a signed update (unverified) is a bundle's.
 fn is_bundle(update: &serde_json::Value) -> bool {
     kind_of(update) == Some("bundle")
@@ -1395,6 +1443,15 @@ fn campaign_of(update: &serde_json::Value) -> Option<String> {
     a["campaign"].as_str().map(str::to_owned)
 }
 
+/// A report kept from before, answering `update`: under its campaign
+/// (one recorded at a start has none), so that the campaign counts it.
+fn with_campaign(mut report: UpdateReport, update: &serde_json::Value) -> UpdateReport {
+    if report.campaign.is_none() {
+        report.campaign = campaign_of(update);
+    }
+    report
+}
+
 fn update_report(key: &str, version: u64, error: Option<(&str, String)>) -> UpdateReport {
     let (kind, name) = key.split_once('/').unwrap_or(("?", key));
     UpdateReport {
@@ -1444,15 +1501,15 @@ struct OtaState {
     unanswered: std::collections::BTreeSet<String>,
     #[serde(default)]
     installed: std::collections::BTreeMap<String, InstalledModel>,
-    /// Model and config releases running in their health window, by
-    /// `kind/name`: (version, assignment digest). Left at a start, the
-    /// agent stopped in the window: a power cut, or a model that aborts
-    /// the agent or exhausts its memory.
+    /// Model and config releases being tried (checked, loaded, in their
+    /// health window), by `kind/name`: (version, assignment digest). Left
+    /// at a start, the agent stopped meanwhile: a power cut, or a model
+    /// that aborts the agent or exhausts its memory.
     #[serde(default)]
     trying: std::collections::BTreeMap<String, (u64, String)>,
-    /// How often the agent stopped in the health window of an assignment
-    /// (by digest): at [`MAX_INTERRUPTIONS`] it failed, and is not tried
-    /// at every start for ever.
+    /// How often the agent stopped while a release was being tried (by
+    /// `kind/name@version`): at [`MAX_INTERRUPTIONS`] its assignment
+    /// failed, and it is not tried at every start for ever.
     #[serde(default)]
     interruptions: std::collections::BTreeMap<String, u32>,
     /// Digests of the releases committed here, per `kind/name`, newest

@@ -347,7 +347,8 @@ pub struct StorageConfig {
     /// killed, not the machine losing power).
     pub durability: Durability,
     /// Telemetry older than this many days is deleted, and the space it
-    /// took freed; unset keeps it forever.
+    /// took freed, with the drift sketches whose window ended before then;
+    /// unset keeps both forever.
     pub retention_days: Option<u64>,
     /// At most this many MB of telemetry files: past it the oldest
     /// telemetry is deleted, a segment file (64 MB) at a time; unset, no

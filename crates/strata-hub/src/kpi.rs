@@ -259,7 +259,12 @@ fn newest_values(
         && let Some(last) = r.points.last()
     {
         let covered = last.ts_ns.saturating_sub(from_ns).max(1);
-        r = query(to_ns.saturating_sub(covered).max(from_ns))?;
+        let newest = query(to_ns.saturating_sub(covered).max(from_ns))?;
+        // A rate that fell (a burst, then a device gone quiet) leaves the
+        // last stretch with few points: the earliest then say more.
+        if newest.points.len() >= limit / 2 {
+            r = newest;
+        }
     }
     Ok(r.points.iter().map(|p| p.value).collect())
 }

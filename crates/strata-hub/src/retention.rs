@@ -5,7 +5,8 @@
 //! failed pass is logged and tried again at the next check.
 //!
 //! Drift sketches go with the telemetry they summarise: those whose window
-//! ended before `retention_days` ([`DriftStore::forget_sketches`]).
+//! ended before `retention_days` ([`DriftStore::forget_sketches`]); the
+//! size limit counts telemetry files only.
 //!
 //! The same clock deletes finished webhook deliveries and workflow runs
 //! past `history_days` ([`AlertStore::forget_history`]).

@@ -124,13 +124,23 @@ impl DriftStore for PostgresRecords {
     }
 
     fn forget_sketches(&self, before_ns: i64) -> Result<u64> {
-        self.db.with(|c| {
-            c.execute(
-                "DELETE FROM shared_sketch_batches WHERE end_ns < $1",
-                &[&before_ns],
-            )
-            .context(|| "cannot delete old sketches".into())
-        })
+        // In statements of at most 10,000 rows, each holding the records
+        // connection (sketch intake, action records) only that long.
+        let mut deleted = 0;
+        loop {
+            let n = self.db.with(|c| {
+                c.execute(
+                    "DELETE FROM shared_sketch_batches WHERE ctid IN
+                     (SELECT ctid FROM shared_sketch_batches WHERE end_ns < $1 LIMIT 10000)",
+                    &[&before_ns],
+                )
+                .context(|| "cannot delete old sketches".into())
+            })?;
+            deleted += n;
+            if n < 10_000 {
+                return Ok(deleted);
+            }
+        }
     }
 }
 

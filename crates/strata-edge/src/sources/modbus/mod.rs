@@ -240,6 +240,9 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
     let mut buf: Vec<u16> = Vec::new();
     // Reads whose exception was logged: counted every poll, logged once.
     let mut exceptions_logged = std::collections::BTreeSet::new();
+    // The reads that went unanswered at the last poll while others were
+    // answered.
+    let mut unanswered_before: Vec<Read> = Vec::new();
     loop {
         tokio::select! {
             _ = flush.tick() => {
@@ -349,32 +352,31 @@ pub async fn run(config: ModbusConfig, frames: FrameSender, stats: Arc<SourceSta
                     failed = Some(e.to_string());
                     break;
                 }
-                Err(_) => {
-                    // Two in a row: the unit (or the link) is gone.
-                    if timed_out.last().is_some_and(|&last| last + 1 == i) {
-                        failed = Some("requests timed out".into());
-                        break;
-                    }
-                    timed_out.push(i);
-                }
+                // The others are still asked: only if none is answered is
+                // the unit (or the link) taken to be gone.
+                Err(_) => timed_out.push(i),
             }
         }
+        let mut unanswered = Vec::new();
         if failed.is_none() && !timed_out.is_empty() {
             if answered {
                 // The unit answers, but not these: each spanning several
-                // signals is split, from the next poll on.
+                // signals and unanswered at two polls in a row is split,
+                // from the next poll on (one late answer is not enough).
                 for &i in &timed_out {
                     stats.error();
                     let read = &reads[i];
-                    if read.signals.len() > 1 {
+                    if read.signals.len() > 1 && unanswered_before.contains(read) {
                         refused.push(i);
-                        tracing::warn!(stream = %config.stream, start = read.start, count = read.count, "modbus read timed out while others are answered; reading these registers signal by signal from now on");
+                        tracing::warn!(stream = %config.stream, start = read.start, count = read.count, "modbus read unanswered while others are answered; reading these registers signal by signal from now on");
                     }
+                    unanswered.push(read.clone());
                 }
             } else {
                 failed = Some("request timed out".into());
             }
         }
+        unanswered_before = unanswered;
         if !refused.is_empty() {
             reads = reads
                 .iter()
@@ -467,9 +469,10 @@ mod tests {
     async fn a_read_the_unit_leaves_unanswered_is_split_and_the_others_go_on() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        tokio::spawn(silent_unit(listener, &[0, 5, 100]));
-        // a and b share one read of 0..6, which the unit leaves unanswered
-        // (it does not define 1..5); c is a read of its own.
+        tokio::spawn(silent_unit(listener, &[0, 5, 20, 25, 100]));
+        // a and b share one read of 0..6, d and e the next, of 20..26,
+        // which the unit leaves unanswered (it does not define what lies
+        // between them); c is a read of its own.
         let config = ModbusConfig {
             stream: "meter".into(),
             address,
@@ -481,18 +484,20 @@ mod tests {
                 register("a", RegisterKind::Holding, 0, DataType::U16),
                 register("b", RegisterKind::Holding, 5, DataType::U16),
                 register("c", RegisterKind::Holding, 100, DataType::U16),
+                register("d", RegisterKind::Holding, 20, DataType::U16),
+                register("e", RegisterKind::Holding, 25, DataType::U16),
             ],
         };
-        assert_eq!(config.plan().len(), 2);
+        assert_eq!(config.plan().len(), 3);
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let stats = Arc::new(SourceStats::default());
         let task = tokio::spawn(run(config, tx, stats.clone()));
         let mut seen = std::collections::BTreeMap::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while seen.len() < 3 {
+        while seen.len() < 5 {
             let frame = tokio::time::timeout_at(deadline, rx.recv())
                 .await
-                .expect("readings of a, b and c within 20 s")
+                .expect("readings of every signal within 20 s")
                 .expect("the source runs");
             for s in frame.signals.iter().filter(|s| !s.values.is_empty()) {
                 seen.insert(s.name.clone(), s.values[0]);
@@ -501,7 +506,13 @@ mod tests {
         task.abort();
         assert_eq!(
             seen.into_iter().collect::<Vec<_>>(),
-            [("a".into(), 1.0), ("b".into(), 6.0), ("c".into(), 101.0)]
+            [
+                ("a".into(), 1.0),
+                ("b".into(), 6.0),
+                ("c".into(), 101.0),
+                ("d".into(), 21.0),
+                ("e".into(), 26.0)
+            ]
         );
         assert!(stats.errors.load(Ordering::Relaxed) >= 1);
     }

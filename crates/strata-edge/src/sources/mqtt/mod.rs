@@ -43,6 +43,11 @@ pub struct MqttSourceConfig {
     pub max_payload_bytes: usize,
     /// The topics to subscribe to.
     pub topics: Vec<TopicConfig>,
+    /// Whether names built from topic levels go to the hub as they are
+    /// (no `[pipeline]` to rename them), so that one the hub would refuse
+    /// is refused here: set by the agent's config, not a key.
+    #[serde(skip)]
+    pub names_for_the_hub: bool,
 }
 
 /// One topic filter and how its messages become readings.
@@ -329,9 +334,9 @@ fn reading<'a>(
         .ok_or("no topic filter matches")?;
     let name =
         signal_name(&t.signal, topic).ok_or("signal template names a missing topic level")?;
-    // The hub (and a pipeline) would drop it, the hub with every other
-    // signal of its batch.
-    if !strata_proto::validate::valid_name(&name) {
+    // The hub would drop it with every other signal of its batch (a
+    // pipeline may rename it).
+    if config.names_for_the_hub && !strata_proto::validate::valid_name(&name) {
         return Err(format!(
             "signal name {name:?} is not 1 to 128 of A-Z a-z 0-9 _ . : -"
         ));
@@ -371,6 +376,7 @@ mod tests {
             batch_ms: 100,
             max_payload_bytes: 64,
             topics,
+            names_for_the_hub: true,
         }
     }
 
@@ -413,12 +419,18 @@ mod tests {
                 .contains("too large")
         );
         // A topic level the hub would not take as a name: that message is
-        // refused, not the whole batch at the hub.
+        // refused, not the whole batch at the hub; with a pipeline (which
+        // may rename it) it goes on.
         assert!(
             reading(&c, "plain/Press 3", b"1", false)
                 .unwrap_err()
                 .contains("\"Press 3\"")
         );
+        let piped = MqttSourceConfig {
+            names_for_the_hub: false,
+            ..c.clone()
+        };
+        assert!(reading(&piped, "plain/Press 3", b"1", false).is_ok());
     }
 
     #[test]

@@ -549,6 +549,19 @@ async fn monitor(
     id: u32,
     missing: &[usize],
 ) {
+    for chunk in missing.chunks(ITEMS_PER_CALL) {
+        monitor_chunk(session, config, nodes, id, chunk).await;
+    }
+}
+
+/// [`monitor`] for at most [`ITEMS_PER_CALL`] nodes.
+async fn monitor_chunk(
+    session: &opcua::client::Session,
+    config: &OpcuaConfig,
+    nodes: &[NodeId],
+    id: u32,
+    missing: &[usize],
+) {
     let items = missing
         .iter()
         .map(|&i| item(config, i, &nodes[i]))
