@@ -62,7 +62,9 @@ pub struct UpstreamConfig {
     /// `mqtt://host:port` or `mqtts://host:port`; unset, no upstream.
     pub url: Option<String>,
     /// The hub's client id there: one per replica (its session, and what
-    /// it has not acknowledged yet, are kept under it).
+    /// it has not acknowledged yet, are kept under it). Default:
+    /// `strata-hub-{host name}`, so replicas sharing one configuration do
+    /// not take each other's session.
     pub client_id: String,
     /// The shared-subscription group the replicas share ("": a plain
     /// subscription, every hub receives everything).
@@ -83,13 +85,31 @@ impl Default for UpstreamConfig {
     fn default() -> Self {
         UpstreamConfig {
             url: None,
-            client_id: "strata-hub".into(),
+            client_id: default_client_id(),
             group: "strata-hubs".into(),
             kinds: KINDS.iter().map(|k| k.as_str().to_owned()).collect(),
             username: None,
             password: None,
             ca_file: None,
         }
+    }
+}
+
+/// `strata-hub-{host name}` (`strata-hub` where the host has none).
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(100)
+        .collect();
+    if host.is_empty() {
+        "strata-hub".into()
+    } else {
+        format!("strata-hub-{host}")
     }
 }
 
@@ -170,7 +190,9 @@ impl UpstreamConfig {
         o.set_clean_session(false);
         o.set_manual_acks(true);
         o.set_keep_alive(Duration::from_secs(30));
-        o.set_max_packet_size(16 << 20, 1 << 20);
+        // Out: what an agent takes (a desired twin of many models can
+        // pass 1 MiB; one over the limit would end every session at once).
+        o.set_max_packet_size(16 << 20, 16 << 20);
         o.set_request_channel_capacity(REQUESTS);
         if let Some(user) = &self.username {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());

@@ -861,8 +861,10 @@ fn drop_if_empty(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) ->
         .client
         .transaction()
         .context(|| format!("cannot begin dropping {name}"))?;
-    tx.batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
-        .context(|| format!("cannot lock {name}"))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'; LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .context(|| format!("cannot lock {name}"))?;
     let empty: bool = tx
         .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"), &[])
         .context(|| format!("cannot read {name}"))?
@@ -878,10 +880,24 @@ fn drop_if_empty(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) ->
 
 /// Drops a day's partition, counting its size as freed.
 fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -> Result<()> {
-    let bytes = measure_and_drop(&mut *w.client, name)?;
+    let mut tx = w
+        .client
+        .transaction()
+        .context(|| format!("cannot begin dropping {name}"))?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'"))
+        .context(|| format!("cannot drop {name}"))?;
+    let bytes = measure_and_drop(&mut tx, name)?;
+    tx.commit().context(|| format!("cannot drop {name}"))?;
     forget_day(w, day, bytes, expired);
     Ok(())
 }
+
+/// The longest a partition's drop waits for its locks. Dropping a
+/// partition locks the whole table, and while the drop waits (behind a
+/// long read, say a training replay) every insert and query of every
+/// replica queues behind it; past this the drop gives up, and the next
+/// retention pass tries again.
+const DROP_LOCK_WAIT: &str = "2s";
 
 /// Drops the partition `name`; returns its size before.
 fn measure_and_drop(c: &mut impl postgres::GenericClient, name: &str) -> Result<i64> {
