@@ -11,7 +11,7 @@
 //! paths store the same bytes; the fast one allocates nothing per reading.
 
 use crate::v1::SignalSeries;
-use crate::validate::{Limits, valid_name, valid_unit};
+use crate::validate::{Limits, MIN_TS_NS, valid_name, valid_unit};
 
 /// The readings of one signal, column by column, however they are held.
 pub trait Readings {
@@ -69,17 +69,21 @@ pub struct SignalView<'a> {
 }
 
 impl SignalView<'_> {
-    /// Whether every value is finite and no timestamp is after `horizon`:
-    /// one pass without branches over the packed columns.
+    /// Whether every value is finite and every timestamp within
+    /// [`MIN_TS_NS`, `horizon`]: one pass without branches over the packed
+    /// columns (the range as one unsigned comparison).
     fn readings_ok(&self, horizon: i64) -> bool {
-        self.values
-            .chunks_exact(8)
-            .zip(self.ts.chunks_exact(8))
-            .fold(true, |ok, (v, t)| {
-                let v = f64::from_le_bytes(v.try_into().expect("8 bytes"));
-                let t = i64::from_le_bytes(t.try_into().expect("8 bytes"));
-                ok & v.is_finite() & (t <= horizon) & (t >= crate::validate::MIN_TS_NS)
-            })
+        let span = horizon.wrapping_sub(MIN_TS_NS) as u64;
+        horizon >= MIN_TS_NS
+            && self
+                .values
+                .chunks_exact(8)
+                .zip(self.ts.chunks_exact(8))
+                .fold(true, |ok, (v, t)| {
+                    let v = f64::from_le_bytes(v.try_into().expect("8 bytes"));
+                    let t = i64::from_le_bytes(t.try_into().expect("8 bytes"));
+                    ok & v.is_finite() & (t.wrapping_sub(MIN_TS_NS) as u64 <= span)
+                })
     }
 }
 
@@ -308,6 +312,25 @@ mod tests {
                         v.ts_ns(i) == s.ts_ns[i] && v.value(i).to_bits() == s.values[i].to_bits()
                     })
             })
+    }
+
+    #[test]
+    fn timestamps_are_clean_from_2000_to_the_horizon() {
+        let limits = Limits::default();
+        let horizon = NOW + limits.max_future_ns;
+        let clean = |t: i64| {
+            let batch = TelemetryBatch {
+                stream: "main".into(),
+                seq: 1,
+                signals: vec![series("temp", vec![t], vec![1.0])],
+            };
+            let payload = encode_telemetry(&batch, Encoding::Protobuf);
+            TelemetryView::parse(&payload, &limits, NOW).is_some()
+        };
+        assert!(clean(MIN_TS_NS) && clean(NOW) && clean(horizon));
+        for t in [MIN_TS_NS - 1, 0, -1, i64::MIN, horizon + 1, i64::MAX] {
+            assert!(!clean(t), "{t}");
+        }
     }
 
     #[test]
