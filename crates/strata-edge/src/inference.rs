@@ -463,15 +463,20 @@ mod tests {
         assert!(models.models[1].pending[0].values.is_empty());
     }
 
-    #[test]
-    fn file_models_that_do_not_fit_a_released_pipeline_are_left_out() {
+    /// The vectors of a pipeline with one, `machine`, of one feature.
+    fn machine_vectors() -> Vec<VectorSchema> {
         let pipeline: strata_pipeline::PipelineConfig = toml::from_str(
             "[[windows]]\nname = \"w\"\nsignals = [\"t\"]\nsize_ms = 1000\nfeatures = [\"mean\"]\n\
              [[vectors]]\nname = \"machine\"\nfeatures = [\"w.t.mean\"]\n",
         )
         .unwrap();
         let p = strata_pipeline::Pipeline::new(&pipeline).unwrap();
-        let schemas: Vec<_> = p.vector_schemas().cloned().collect();
+        p.vector_schemas().cloned().collect()
+    }
+
+    #[test]
+    fn file_models_that_do_not_fit_a_released_pipeline_are_left_out() {
+        let schemas = machine_vectors();
         let mut unknown_feature = config("b", "machine");
         unknown_feature.features = Some(vec!["w.t.max".into()]);
         let configs = [
@@ -496,13 +501,7 @@ mod tests {
         let mut c = config("rul", "machine");
         c.version = "1/2".into();
         assert!(err(c).contains("version"));
-        let pipeline: strata_pipeline::PipelineConfig = toml::from_str(
-            "[[windows]]\nname = \"w\"\nsignals = [\"t\"]\nsize_ms = 1000\nfeatures = [\"mean\"]\n\
-             [[vectors]]\nname = \"machine\"\nfeatures = [\"w.t.mean\"]\n",
-        )
-        .unwrap();
-        let p = strata_pipeline::Pipeline::new(&pipeline).unwrap();
-        let schemas: Vec<_> = p.vector_schemas().cloned().collect();
+        let schemas = machine_vectors();
         let e = Models::load(&[config("rul", "machine")], dir.path(), &schemas)
             .err()
             .unwrap();

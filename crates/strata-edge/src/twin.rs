@@ -373,13 +373,12 @@ impl TwinApplier {
                 } else {
                     self.health_window(&fresh, &stats, outputs).await
                 };
-                // A twin that arrived meanwhile and no longer names an
-                // assignment withdrew it (e.g. an aborted campaign): it
-                // goes back rather than being committed, and raising the
-                // floor, after the withdrawal.
-                // By release, not by assignment: the hub signs a new
-                // assignment of the same release as the old one nears its
-                // expiry.
+                // A twin that arrived meanwhile and no longer names a
+                // release withdrew it (e.g. an aborted campaign): it goes
+                // back rather than being committed, and raising the floor,
+                // after the withdrawal. By release, not by assignment: the
+                // hub signs a new assignment of the same release as the
+                // old one nears its expiry.
                 if let Some(newer) = newer_twin(latest, twin.desired_version) {
                     let named: Vec<(String, u64)> =
                         newer.updates.iter().filter_map(claimed_release).collect();
@@ -1020,19 +1019,19 @@ impl TwinApplier {
         outcome
     }
 
-    /// At a start: counts the releases the agent stopped with in their
-    /// health window, and brings back the committed bundles whose
-    /// replacement was cut short.
+    /// At a start: counts the releases the agent stopped with while they
+    /// were tried, and brings back the committed bundles whose replacement
+    /// was cut short.
     async fn recover_interrupted(&self) {
         let mut state = match OtaState::load(&self.data_dir) {
             Ok(state) => state,
             Err(e) => {
-                tracing::warn!(device = %self.device, "bundles not recovered: {e}");
+                tracing::warn!(device = %self.device, "interrupted updates not looked at: {e}");
                 return;
             }
         };
-        // Model and config releases the agent stopped with, in their
-        // health window.
+        // Model and config releases the agent stopped with while they were
+        // tried.
         let stopped = std::mem::take(&mut state.trying);
         if !stopped.is_empty() {
             self.save(&state);
@@ -1048,23 +1047,10 @@ impl TwinApplier {
             }
             state.interruptions.remove(&id);
             tracing::warn!(device = %self.device, update = key, version, "the agent stopped {MAX_INTERRUPTIONS} times while this version was being tried; it is not tried again");
-            let mut report = update_report(
-                &key,
-                version,
-                Some((
-                    "interrupted",
-                    format!("the agent stopped {MAX_INTERRUPTIONS} times while it was being tried"),
-                )),
-            );
-            // Rolled back where a committed version comes back.
-            report.state = if state.committed.contains_key(&key) {
-                "rolled_back"
-            } else {
-                "failed"
-            }
-            .into();
-            state.failed.insert(digest.clone(), report);
-            state.unanswered.insert(digest);
+            let why =
+                format!("the agent stopped {MAX_INTERRUPTIONS} times while it was being tried");
+            let comes_back = state.committed.contains_key(&key);
+            state.give_up_interrupted(&key, version, digest, why, comes_back);
             self.save(&state);
         }
         let cut: Vec<(String, u64)> = state.installing.clone().into_iter().collect();
@@ -1074,23 +1060,9 @@ impl TwinApplier {
             // version that restarts the gateway must not be installed
             // again at every start while the twin still names it.
             if let Some(digest) = state.installing_assignment.get(&key).cloned() {
-                let mut report = update_report(
-                    &key,
-                    version,
-                    Some((
-                        "interrupted",
-                        "the gateway restarted during the install or its health check".into(),
-                    )),
-                );
-                // Rolled back only where a committed bundle comes back.
-                report.state = if state.bundles.contains_key(&key) {
-                    "rolled_back"
-                } else {
-                    "failed"
-                }
-                .into();
-                state.failed.insert(digest.clone(), report);
-                state.unanswered.insert(digest);
+                let why = "the gateway restarted during the install or its health check";
+                let comes_back = state.bundles.contains_key(&key);
+                state.give_up_interrupted(&key, version, digest, why.into(), comes_back);
                 self.save(&state);
             }
             let _ = self.restore_bundle(&key, &mut state).await;
@@ -1586,6 +1558,25 @@ impl OtaState {
     /// Whether the release with `digest` was committed here.
     fn committed_release(&self, digest: &str) -> bool {
         self.releases.values().flatten().any(|d| d == digest)
+    }
+
+    /// Records, at a start, that the assignment `digest` (of `key` at
+    /// `version`) was cut short and failed for good: `rolled_back` where
+    /// a committed version `comes_back`, `failed` otherwise. Kept until a
+    /// twin naming the assignment is answered (the twin kept from the last
+    /// run may predate it).
+    fn give_up_interrupted(
+        &mut self,
+        key: &str,
+        version: u64,
+        digest: String,
+        why: String,
+        comes_back: bool,
+    ) {
+        let mut report = update_report(key, version, Some(("interrupted", why)));
+        report.state = if comes_back { "rolled_back" } else { "failed" }.into();
+        self.failed.insert(digest.clone(), report);
+        self.unanswered.insert(digest);
     }
 
     /// Clears the install mark of a bundle.
