@@ -40,6 +40,7 @@ collect_s = 60
 train_window_s = 90
 eval_share = 0.3
 min_improvement = 0.05
+min_eval_rows = 40
 shadow_s = 25
 min_pairs = 20
 cooldown_s = 3600

@@ -838,6 +838,41 @@ fn one_replica_at_a_time_raises_offline_alerts() {
     );
 }
 
+/// With telemetry in PostgreSQL, one replica at a time deletes what is
+/// past retention (each pass would delete the same rows under its
+/// writer's lock), and another takes over when it stops.
+#[test]
+fn one_replica_at_a_time_runs_retention_over_shared_telemetry() {
+    let schema = PgSchema::new("retention_lease");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let storage = format!(
+        "[storage]
+postgres = {:?}
+retention_days = 30
+retention_check_s = 1
+",
+        schema.url
+    );
+    let a = replica_at(&dir.path().join("hub-a"), &schema.url, &bucket, &storage);
+    let b = replica_at(&dir.path().join("hub-b"), &schema.url, &bucket, &storage);
+    let leading = |hub: &HubProcess| hub.metric("strata_shared_leader{duty=\"retention\"}") == 1.0;
+    eventually(
+        Duration::from_secs(30),
+        "one replica runs retention",
+        || leading(&a) || leading(&b),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(leading(&a) != leading(&b), "one replica, not two");
+    let (leader, other) = if leading(&a) { (a, b) } else { (b, a) };
+    leader.kill();
+    eventually(
+        Duration::from_secs(30),
+        "the other replica takes over",
+        || leading(&other),
+    );
+}
+
 #[test]
 fn with_telemetry_shared_too_any_replica_runs_a_queued_job_once_and_takes_back_an_abandoned_one() {
     let schema = PgSchema::new("jobs");

@@ -135,6 +135,15 @@ impl HealthState {
         }
     }
 
+    /// Readings all sources produced since the start: unchanged while the
+    /// line is idle.
+    pub fn readings_in(&self) -> u64 {
+        self.sources
+            .iter()
+            .map(|(_, s)| s.readings.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// The models reported from now on (after a deployment).
     pub fn set_models(&self, models: Vec<(String, Arc<ModelStats>)>) {
         *self.models.lock().unwrap_or_else(|e| e.into_inner()) = models;

@@ -353,10 +353,12 @@ impl TwinApplier {
         match load_models(configs.clone(), vectors.clone()).await {
             Ok(models) => {
                 let stats = models.stats();
-                let outputs = self
-                    .health
-                    .pipeline_outputs
-                    .load(std::sync::atomic::Ordering::Relaxed);
+                let before = (
+                    self.health
+                        .pipeline_outputs
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    self.health.readings_in(),
+                );
                 // A newly installed version must prove itself on live data
                 // before it is committed; else the committed one comes back.
                 let config_entry = config_commit
@@ -371,7 +373,7 @@ impl TwinApplier {
                 let mut unhealthy = if fresh.is_empty() {
                     Vec::new()
                 } else {
-                    self.health_window(&fresh, &stats, outputs).await
+                    self.health_window(&fresh, &stats, before).await
                 };
                 // A twin that arrived meanwhile and no longer names a
                 // release withdrew it (e.g. an aborted campaign): it goes
@@ -524,15 +526,19 @@ impl TwinApplier {
 
     /// Watches newly installed models for the health window: each must
     /// never fail and must have run at least once. A model that has not
-    /// run yet (no data came, or the machine is busy) gets up to twice the
-    /// window more to run once. Returns the `kind/name` of those that did
-    /// not pass, with why.
+    /// run yet (the machine is busy) gets up to twice the window more to
+    /// run once, counted from when readings come in: a line idle since
+    /// the switch (a weekend, a stop) has given it nothing to run on, so
+    /// the window waits for it. Returns the `kind/name` of those that did
+    /// not pass, with why. `before` is the pipeline's outputs and the
+    /// sources' readings at the switch.
     async fn health_window(
         &self,
         fresh: &[&(String, u64, u64, String)],
         stats: &[(String, Arc<crate::health::ModelStats>)],
-        outputs_before: u64,
+        before: (u64, u64),
     ) -> Vec<(String, String)> {
+        let (outputs_before, readings_before) = before;
         use std::sync::atomic::Ordering::Relaxed;
         // A model: its runs and errors; a pipeline (no model name): the
         // frames it turned into output since the switch.
@@ -548,10 +554,18 @@ impl TwinApplier {
                 .unwrap_or((0, 0))
         };
         tokio::time::sleep(self.health_window).await;
-        let patience = tokio::time::Instant::now() + self.health_window * 2;
-        while tokio::time::Instant::now() < patience
-            && fresh.iter().any(|(_, _, _, name)| counts(name) == (0, 0))
+        let mut patience = Patience::new(self.health_window * 2, readings_before);
+        let mut told = false;
+        while fresh.iter().any(|(_, _, _, name)| counts(name) == (0, 0))
+            && !patience.over(self.health.readings_in(), tokio::time::Instant::now())
         {
+            if patience.idle && !told {
+                told = true;
+                tracing::info!(
+                    device = %self.device,
+                    "no reading has come in since the update: its health window waits for the line to run"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut unhealthy = Vec::new();
@@ -1486,6 +1500,39 @@ struct OtaState {
     releases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// How long a health window waits for a new version's first run: `extra`
+/// from the first look, or from the last look at which no reading had
+/// come in since the switch (an idle line gives nothing to run on).
+struct Patience {
+    deadline: tokio::time::Instant,
+    extra: Duration,
+    readings_at_switch: u64,
+    /// Whether no reading had come in at the last look.
+    idle: bool,
+}
+
+impl Patience {
+    fn new(extra: Duration, readings_at_switch: u64) -> Patience {
+        Patience {
+            deadline: tokio::time::Instant::now() + extra,
+            extra,
+            readings_at_switch,
+            idle: false,
+        }
+    }
+
+    /// Whether the wait is over at `now`, the sources having produced
+    /// `readings` since their start.
+    fn over(&mut self, readings: u64, now: tokio::time::Instant) -> bool {
+        self.idle = readings == self.readings_at_switch;
+        if self.idle {
+            self.deadline = now + self.extra;
+            return false;
+        }
+        now >= self.deadline
+    }
+}
+
 /// Stops in a release's health window after which it counts as failed: a
 /// power cut may come once; a release the agent dies with every time
 /// would otherwise be tried at every start.
@@ -1513,6 +1560,21 @@ struct InstalledModel {
 
 /// File in the data directory holding the committed versions.
 pub const OTA_STATE_FILE: &str = "ota-state.json";
+
+/// At a clean stop (a signal from the service manager or an operator):
+/// the model and config releases being tried did not stop the agent, so
+/// their marks in the OTA state in `dir` go, and the next start tries
+/// them again without counting a stop against them.
+pub fn forget_trials(dir: &Path) -> Result<(), String> {
+    let mut state = OtaState::load(dir)?;
+    if state.trying.is_empty() {
+        return Ok(());
+    }
+    state.trying.clear();
+    state
+        .save(dir)
+        .map_err(|e| format!("cannot keep the OTA state in {}: {e}", dir.display()))
+}
 
 impl OtaState {
     /// The state kept in `dir` (empty before the first commit). Any other
@@ -2103,5 +2165,53 @@ mod tests {
         // Signed releases only: every direct deployment is refused.
         let refused = direct_refusal(true, &assignment(9, false), &OtaState::default()).unwrap();
         assert!(refused.contains("signed_only"), "{refused}");
+    }
+
+    #[test]
+    fn a_clean_stop_forgets_the_trials_but_not_the_stops_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        forget_trials(dir.path()).unwrap();
+        assert!(
+            !dir.path().join(OTA_STATE_FILE).exists(),
+            "nothing to forget, nothing written"
+        );
+        let mut state = OtaState::default();
+        state.committed.insert("model/rul".into(), 4);
+        state
+            .trying
+            .insert("model/rul".into(), (5, "digest".into()));
+        state.interruptions.insert(release_id("model/rul", 5), 2);
+        state.save(dir.path()).unwrap();
+        forget_trials(dir.path()).unwrap();
+        let after = OtaState::load(dir.path()).unwrap();
+        assert!(after.trying.is_empty());
+        assert_eq!(
+            after.interruptions.get(&release_id("model/rul", 5)),
+            Some(&2)
+        );
+        assert_eq!(after.get("model/rul"), Some(4));
+        // A damaged state is not saved over.
+        std::fs::write(dir.path().join(OTA_STATE_FILE), b"{").unwrap();
+        assert!(forget_trials(dir.path()).unwrap_err().contains("damaged"));
+    }
+
+    /// A line idle since an update's switch holds its health window open;
+    /// once readings come in, the new version has the usual time to run.
+    #[test]
+    fn an_idle_line_holds_the_health_window_open() {
+        let extra = Duration::from_secs(20);
+        let start = tokio::time::Instant::now();
+        let mut p = Patience::new(extra, 100);
+        // Readings come in: over once `extra` has passed.
+        assert!(!p.over(150, start + Duration::from_secs(5)));
+        assert!(p.over(150, start + Duration::from_secs(21)));
+        // Idle for a weekend: never over while nothing comes in.
+        let mut p = Patience::new(extra, 100);
+        let day = Duration::from_secs(86_400);
+        assert!(!p.over(100, start + day));
+        assert!(!p.over(100, start + 2 * day) && p.idle);
+        // The line starts: `extra` more from the last idle look.
+        assert!(!p.over(101, start + 2 * day + Duration::from_secs(19)));
+        assert!(p.over(101, start + 2 * day + Duration::from_secs(21)));
     }
 }

@@ -65,6 +65,16 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// The message a panic was raised with (`"no message"` when it carried
+/// neither a `String` nor a `&str`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
 /// Name of the admin token file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
@@ -525,10 +535,24 @@ impl Hub {
             stop.subscribe(),
             config.shared.postgres.is_some(),
         );
+        // With telemetry in PostgreSQL, one replica at a time deletes what
+        // is past retention.
+        let retention_lease = match &config.storage.postgres {
+            Some(url)
+                if config.storage.retention_ns().is_some()
+                    || config.storage.retention_max_bytes().is_some() =>
+            {
+                shared::Lease::shared(url, shared::Duty::Retention, metrics.clone())?
+            }
+            _ => shared::Lease::alone(shared::Duty::Retention, metrics.clone()),
+        };
         retention::spawn(
             &config.storage,
-            telemetry.clone(),
-            drift.store().clone(),
+            retention::Stores {
+                telemetry: telemetry.clone(),
+                sketches: drift.store().clone(),
+                lease: retention_lease,
+            },
             metrics.clone(),
             stop.subscribe(),
         );

@@ -204,6 +204,9 @@ pub struct Metrics {
     /// 1 while this replica raises `offline` alerts (always, alone; with
     /// shared stores, while it holds their lease).
     pub offline_alerts_leader: AtomicI64,
+    /// 1 while this replica runs telemetry retention (always, alone; with
+    /// telemetry in PostgreSQL, while it holds its lease).
+    pub retention_leader: AtomicI64,
     /// Batches waiting for the writer.
     pub queue_depth: AtomicI64,
     /// OTA releases refused, by reason code.
@@ -455,9 +458,10 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP strata_shared_leader 1 while this replica performs a duty that one replica at a time performs.\n# TYPE strata_shared_leader gauge\nstrata_shared_leader{{duty=\"retrain\"}} {}\nstrata_shared_leader{{duty=\"offline_alerts\"}} {}",
+            "# HELP strata_shared_leader 1 while this replica performs a duty that one replica at a time performs.\n# TYPE strata_shared_leader gauge\nstrata_shared_leader{{duty=\"retrain\"}} {}\nstrata_shared_leader{{duty=\"offline_alerts\"}} {}\nstrata_shared_leader{{duty=\"retention\"}} {}",
             self.retrain_leader.load(Relaxed),
-            self.offline_alerts_leader.load(Relaxed)
+            self.offline_alerts_leader.load(Relaxed),
+            self.retention_leader.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -20,15 +20,31 @@ use strata_store::{AlertStore, DriftStore, TelemetryStore};
 use crate::config::StorageConfig;
 use crate::metrics::Metrics;
 
+/// What retention deletes from, and whether this replica does it.
+pub struct Stores {
+    /// Telemetry.
+    pub telemetry: Arc<dyn TelemetryStore>,
+    /// Drift sketches.
+    pub sketches: Arc<dyn DriftStore>,
+    /// Held by the one replica that runs retention over shared stores
+    /// (always, alone).
+    pub lease: crate::shared::Lease,
+}
+
 /// Starts the retention task, if the configuration keeps telemetry for a
-/// limited time or up to a size; it ends when `stop` turns true.
+/// limited time or up to a size; it ends when `stop` turns true. A pass
+/// runs only while `stores.lease` is held.
 pub fn spawn(
     config: &StorageConfig,
-    store: Arc<dyn TelemetryStore>,
-    sketches: Arc<dyn DriftStore>,
+    stores: Stores,
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
+    let Stores {
+        telemetry: store,
+        sketches,
+        lease,
+    } = stores;
     let policy = Policy {
         keep_ns: config.retention_ns(),
         max_bytes: config.retention_max_bytes(),
@@ -39,6 +55,9 @@ pub fn spawn(
     let every = Duration::from_secs(config.retention_check_s);
     let m = metrics.clone();
     let pass = move || {
+        if !lease.held() {
+            return;
+        }
         run_once(&*store, &m, policy);
         if let Some(keep_ns) = policy.keep_ns {
             forget_sketches(&*sketches, &m, crate::now_ns().saturating_sub(keep_ns));

@@ -192,6 +192,10 @@ pub enum Duty {
     /// Raising `offline` alerts: every replica reads the same registry, so
     /// each would raise its own alert (and webhook) for every device.
     OfflineAlerts,
+    /// Deleting telemetry and drift sketches past retention, where the
+    /// replicas share them: each replica's pass would delete the same
+    /// rows, holding its writer's lock the while.
+    Retention,
 }
 
 impl Duty {
@@ -200,6 +204,7 @@ impl Duty {
         match self {
             Duty::Retrain => "retrain",
             Duty::OfflineAlerts => "offline_alerts",
+            Duty::Retention => "retention",
         }
     }
 
@@ -207,6 +212,7 @@ impl Duty {
         match self {
             Duty::Retrain => "the retraining policies",
             Duty::OfflineAlerts => "the offline alerts",
+            Duty::Retention => "telemetry retention",
         }
     }
 
@@ -214,6 +220,7 @@ impl Duty {
         match self {
             Duty::Retrain => &metrics.retrain_leader,
             Duty::OfflineAlerts => &metrics.offline_alerts_leader,
+            Duty::Retention => &metrics.retention_leader,
         }
     }
 }

@@ -21,7 +21,12 @@
 //!   drops whole days.
 //! - `telemetry_seqs (stream_id, seq)`: the exactly-once ledger. A batch is
 //!   stored by the transaction whose insert of its key succeeds, so two
-//!   replicas handed the same batch store it once.
+//!   replicas handed the same batch store it once. Retention keeps it to
+//!   the batches still stored: each stream's `seq_floor` is raised to the
+//!   highest seq retention deleted, a batch at or below it counts as sent
+//!   before, and the ledger's rows below it go. (A stream numbers its
+//!   batches in time order, so what is below the floor is as old as what
+//!   retention deleted.)
 //! - `telemetry_streams`, `telemetry_series` and `telemetry_latest`.
 //!
 //! A write is one transaction, durable when it returns (PostgreSQL's
@@ -82,6 +87,7 @@ CREATE TABLE IF NOT EXISTS telemetry_streams (
     name      TEXT NOT NULL,
     UNIQUE (device_id, name)
 );
+ALTER TABLE telemetry_streams ADD COLUMN IF NOT EXISTS seq_floor BIGINT;
 CREATE TABLE IF NOT EXISTS telemetry_seqs (
     stream_id BIGINT NOT NULL,
     seq       BIGINT NOT NULL,
@@ -540,7 +546,10 @@ fn write_batches(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutc
         let new: HashSet<(i64, i64)> = tx
             .query(
                 "INSERT INTO telemetry_seqs (stream_id, seq)
-                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])
+                 SELECT k.stream_id, k.seq
+                 FROM unnest($1::BIGINT[], $2::BIGINT[]) AS k(stream_id, seq)
+                 JOIN telemetry_streams s ON s.id = k.stream_id
+                 WHERE s.seq_floor IS NULL OR k.seq > s.seq_floor
                  ON CONFLICT DO NOTHING RETURNING stream_id, seq",
                 &[&key_streams, &key_seqs],
             )
@@ -726,9 +735,12 @@ impl TelemetryStore for PostgresTelemetry {
             let row = w
                 .client
                 .query_one(
-                    "WITH gone AS (DELETE FROM telemetry_batches
-                     WHERE t_max < $1 AND t_min < $1 RETURNING readings)
-                 SELECT count(*), coalesce(sum(readings), 0)::BIGINT FROM gone",
+                    &format!(
+                        "WITH gone AS (DELETE FROM telemetry_batches
+                         WHERE t_max < $1 AND t_min < $1 RETURNING stream_id, seq, readings),
+                     {RAISE_FLOORS}
+                     SELECT count(*), coalesce(sum(readings), 0)::BIGINT FROM gone"
+                    ),
                     &[&before_ns],
                 )
                 .context(|| "cannot delete expired telemetry".into())?;
@@ -878,7 +890,20 @@ fn drop_if_empty(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) ->
     Ok(())
 }
 
-/// Drops a day's partition, counting its size as freed.
+/// The end of a statement whose CTE `gone` returned the `stream_id` and
+/// `seq` of deleted batches: raises each stream's `seq_floor` to the
+/// highest seq deleted, and deletes the ledger's rows at or below it.
+const RAISE_FLOORS: &str = "
+    floors AS (SELECT stream_id, max(seq) AS seq FROM gone GROUP BY stream_id),
+    raised AS (UPDATE telemetry_streams t
+               SET seq_floor = GREATEST(coalesce(t.seq_floor, f.seq), f.seq)
+               FROM floors f WHERE t.id = f.stream_id
+               RETURNING t.id, t.seq_floor),
+    trimmed AS (DELETE FROM telemetry_seqs l USING raised r
+                WHERE l.stream_id = r.id AND l.seq <= r.seq_floor)";
+
+/// Drops a day's partition, counting its size as freed; its streams'
+/// ledgers are trimmed in the same transaction.
 fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -> Result<()> {
     let mut tx = w
         .client
@@ -886,6 +911,10 @@ fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -
         .context(|| format!("cannot begin dropping {name}"))?;
     tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'"))
         .context(|| format!("cannot drop {name}"))?;
+    tx.batch_execute(&format!(
+        "WITH gone AS (SELECT stream_id, seq FROM {name}), {RAISE_FLOORS} SELECT 1"
+    ))
+    .context(|| format!("cannot trim the ledger of {name}"))?;
     let bytes = measure_and_drop(&mut tx, name)?;
     tx.commit().context(|| format!("cannot drop {name}"))?;
     forget_day(w, day, bytes, expired);

@@ -267,6 +267,18 @@ fn replay_hands_batches_on_in_time_order() {
     assert_eq!(only_a, 2);
 }
 
+/// The seqs left in the exactly-once ledger, in order.
+fn ledger(url: &str) -> Vec<i64> {
+    let mut c = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    c.query("SELECT seq FROM telemetry_seqs ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Retention drops whole days, and keeps the ledger to the batches left:
+/// a batch it deleted, sent again, is still a duplicate.
 #[test]
 fn retention_drops_whole_days_and_keeps_the_ledger() {
     let schema = Schema::new("retention");
@@ -300,18 +312,35 @@ fn retention_drops_whole_days_and_keeps_the_ledger() {
         .points;
     assert_eq!(left.len(), 5);
     assert_eq!(store.batch_count(None).unwrap(), 4);
-    assert_eq!(
-        store
-            .write_batches(&[batch("d1", "main", 1, day0, 10)])
-            .unwrap(),
-        vec![WriteOutcome::Duplicate]
-    );
+    assert_eq!(ledger(url), [8, 9, 10, 100]);
+    for seq in [1, 7] {
+        assert_eq!(
+            store
+                .write_batches(&[batch("d1", "main", seq, day0, 10)])
+                .unwrap(),
+            vec![WriteOutcome::Duplicate]
+        );
+    }
+    assert_eq!(ledger(url), [8, 9, 10, 100]);
     // By size: down to the newest day, whatever the limit.
     let shrunk = store.shrink_to(0).unwrap();
     assert_eq!(shrunk.batches, 3);
     let kept = store.range(&query("d1", 0, i64::MAX, None)).unwrap().points;
     assert_eq!(kept.len(), 10);
     assert_eq!(kept[0].ts_ns, day0 + 9 * DAY + 3600 * SECOND);
+    // The dropped days held seq 100: every seq up to it is a duplicate now,
+    // and the ledger holds none of them.
+    assert_eq!(ledger(url), Vec::<i64>::new());
+    assert_eq!(
+        store
+            .write_batches(&[
+                batch("d1", "main", 10, day0 + 9 * DAY, 10),
+                batch("d1", "main", 101, day0 + 9 * DAY + 2 * 3600 * SECOND, 10),
+            ])
+            .unwrap(),
+        vec![WriteOutcome::Duplicate, WriteOutcome::Stored]
+    );
+    assert_eq!(ledger(url), [101]);
 }
 
 /// A day partition one replica's retention drops while another replica

@@ -18,11 +18,17 @@ pub struct EdgeArgs {
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let config = EdgeConfig::load(&args.config)?;
     let device = config.device.clone();
+    let data_dir = config.data_dir.clone();
     let agent = Agent::start(config).context("cannot start the edge agent")?;
     println!("strata edge running: device={device}");
     tokio::select! {
         _ = agent.wait() => {}
-        _ = super::wait_for_stop_signal() => {}
+        _ = super::wait_for_stop_signal() => {
+            // Asked to stop: an update being tried did not stop the agent.
+            if let Err(e) = strata_edge::twin::forget_trials(&data_dir) {
+                tracing::warn!("{e}");
+            }
+        }
     }
     Ok(())
 }

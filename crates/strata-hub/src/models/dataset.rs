@@ -42,6 +42,15 @@ pub struct DatasetSpec {
     pub vector: String,
     /// The signal to predict (e.g. `label.rul_h`).
     pub target: String,
+    /// The most rows kept. Past it the rows are thinned evenly (every
+    /// second kept, then every fourth, ...), so a long window of a large
+    /// fleet still fits in the hub's memory.
+    #[serde(default = "d_max_rows")]
+    pub max_rows: u64,
+}
+
+fn d_max_rows() -> u64 {
+    2_000_000
 }
 
 /// A dataset: one row per feature vector that had a target.
@@ -61,6 +70,9 @@ pub struct Dataset {
     pub devices: Vec<String>,
     /// Vectors left out for want of a target reading before them.
     pub unlabelled: u64,
+    /// One labelled row in this many is kept (1: all; more when the
+    /// spec's `max_rows` was reached).
+    pub kept_every: u64,
 }
 
 impl Dataset {
@@ -128,6 +140,24 @@ impl Dataset {
         (train, test)
     }
 
+    /// Keeps the rows at even positions, in place.
+    fn keep_every_other(&mut self) {
+        let w = self.features.len();
+        let kept = self.len().div_ceil(2);
+        for k in 0..kept {
+            let i = 2 * k;
+            self.rows.copy_within(i * w..(i + 1) * w, k * w);
+            self.target[k] = self.target[i];
+            self.ts_ns[k] = self.ts_ns[i];
+            self.device[k] = self.device[i];
+        }
+        self.rows.truncate(kept * w);
+        self.target.truncate(kept);
+        self.ts_ns.truncate(kept);
+        self.device.truncate(kept);
+        self.kept_every *= 2;
+    }
+
     /// The rows at `idx`, as (features laid end to end, targets).
     pub fn take(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
         let mut rows = Vec::with_capacity(idx.len() * self.features.len());
@@ -175,13 +205,17 @@ pub fn build(
     };
     let mut ds = Dataset {
         features,
+        kept_every: 1,
         ..Dataset::default()
     };
+    let max_rows = usize::try_from(spec.max_rows.max(1)).unwrap_or(usize::MAX);
+    // Labelled rows seen, kept or not: rows `k * kept_every` are kept.
+    let mut seen = 0u64;
     let unique: BTreeSet<&String> = spec.devices.iter().collect();
     for (n, device) in unique.iter().enumerate() {
         let id = DeviceId::new(device.as_str()).map_err(|e| Error::BadRequest(e.to_string()))?;
         let index = ds.devices.len() as u32;
-        let before = ds.len();
+        let mut unlabelled = 0;
         replay_device(
             store,
             spec,
@@ -189,14 +223,24 @@ pub fn build(
             spec.from_ns,
             to_ns,
             &mut |ts, row, target| {
+                seen += 1;
+                if !(seen - 1).is_multiple_of(ds.kept_every) {
+                    return;
+                }
                 ds.rows.extend_from_slice(row);
                 ds.target.push(target);
                 ds.ts_ns.push(ts);
                 ds.device.push(index);
+                if ds.len() > max_rows {
+                    ds.keep_every_other();
+                }
             },
-            &mut ds.unlabelled,
+            &mut unlabelled,
         )?;
-        if ds.len() > before {
+        ds.unlabelled += unlabelled;
+        // Rows of this device were kept (thinning may have taken some
+        // back, so the count alone does not tell).
+        if ds.device.last() == Some(&index) {
             ds.devices.push(device.to_string());
         }
         progress(n + 1, unique.len());
@@ -226,8 +270,23 @@ pub fn as_stored(agent: &PipelineConfig) -> PipelineConfig {
     }
 }
 
+/// The longest window of a pipeline, ns: how far before a dataset's start
+/// the replay begins, so its first rows are computed from whole windows
+/// as a gateway running all along computed them.
+pub fn warm_up_ns(pipeline: &PipelineConfig) -> i64 {
+    let longest_ms = pipeline
+        .windows
+        .iter()
+        .map(|w| w.size_ms)
+        .max()
+        .unwrap_or(0);
+    i64::try_from(longest_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+}
+
 /// Replays one device: calls `row(ts_ns, features, target)` for every
 /// vector stamped in `from_ns..to_ns` with a target reading before it.
+/// The replay starts one longest window before `from_ns`, so no row is
+/// computed from a window only partly filled.
 pub fn replay_device(
     store: &dyn TelemetryStore,
     spec: &DatasetSpec,
@@ -262,7 +321,7 @@ pub fn replay_device(
     store.replay(
         device,
         spec.stream.as_deref(),
-        from_ns,
+        from_ns.saturating_sub(warm_up_ns(&spec.pipeline)).max(0),
         to_ns,
         &mut |batch| {
             for s in batch.signals.iter().filter(|s| s.name == spec.target) {
@@ -333,6 +392,7 @@ mod tests {
             pipeline,
             vector: "v".into(),
             target: "label.y".into(),
+            max_rows: d_max_rows(),
         };
         let (mut rows, mut unlabelled) = (Vec::new(), 0);
         replay_device(
@@ -352,40 +412,39 @@ mod tests {
         );
     }
 
-    /// The store replays whole batches that overlap a window; a batch
-    /// across the split once put rows after it in the training set.
-    #[test]
-    fn windows_either_side_of_a_split_share_no_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap();
+    /// Sixty seconds of `temp` (and `label.y`) = 1, 2, ... 60, a batch a
+    /// second, and a pipeline of 5 s windows sliding by 1 s.
+    fn a_minute_stored(dir: &std::path::Path) -> (SqliteStore, impl Fn(i64, i64) -> DatasetSpec) {
+        let store = SqliteStore::open(dir, strata_store::Durability::Process).unwrap();
         let s = 1_000_000_000i64;
-        let ts: Vec<i64> = (1..=60).map(|i| i * s).collect();
-        let series = |name: &str| SignalSeries {
-            name: name.into(),
-            unit: String::new(),
-            ts_ns: ts.clone(),
-            values: ts.iter().map(|&t| (t / s) as f64).collect(),
-            quality: Vec::new(),
-        };
-        let batch = TelemetryBatch {
-            stream: "line".into(),
-            seq: 1,
-            signals: vec![series("temp"), series("label.y")],
-        };
-        store
-            .write_batches(&[BatchWrite {
-                device: DeviceId::new("press-1").unwrap(),
-                received_ns: 61 * s,
-                batch: EncodedBatch::encode(&batch),
-            }])
-            .unwrap();
+        let batches: Vec<BatchWrite> = (1..=60)
+            .map(|i| {
+                let series = |name: &str| SignalSeries {
+                    name: name.into(),
+                    unit: String::new(),
+                    ts_ns: vec![i * s],
+                    values: vec![i as f64],
+                    quality: Vec::new(),
+                };
+                BatchWrite {
+                    device: DeviceId::new("press-1").unwrap(),
+                    received_ns: (i + 1) * s,
+                    batch: EncodedBatch::encode(&TelemetryBatch {
+                        stream: "line".into(),
+                        seq: i as u64,
+                        signals: vec![series("temp"), series("label.y")],
+                    }),
+                }
+            })
+            .collect();
+        store.write_batches(&batches).unwrap();
         let pipeline: PipelineConfig = serde_json::from_value(serde_json::json!({
-            "windows": [{"name": "w", "signals": ["temp"], "size_ms": 5000, "features": ["mean"]}],
+            "windows": [{"name": "w", "signals": ["temp"], "size_ms": 5000, "hop_ms": 1000,
+                         "features": ["mean"]}],
             "vectors": [{"name": "v", "features": ["w.temp.mean"]}],
         }))
         .unwrap();
-        let split = 30 * s;
-        let spec = |from_ns, to_ns| DatasetSpec {
+        let spec = move |from_ns, to_ns| DatasetSpec {
             devices: vec!["press-1".into()],
             from_ns,
             to_ns,
@@ -393,7 +452,18 @@ mod tests {
             pipeline: pipeline.clone(),
             vector: "v".into(),
             target: "label.y".into(),
+            max_rows: d_max_rows(),
         };
+        (store, spec)
+    }
+
+    /// The store replays whole batches that overlap a window; a batch
+    /// across the split once put rows after it in the training set.
+    #[test]
+    fn windows_either_side_of_a_split_share_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spec) = a_minute_stored(dir.path());
+        let split = 30_000_000_000;
         let train = build(&store, &spec(0, split), &mut |_, _| ()).unwrap();
         let eval = build(&store, &spec(split, 0), &mut |_, _| ()).unwrap();
         assert!(
@@ -404,5 +474,62 @@ mod tests {
         );
         assert!(train.ts_ns.iter().all(|&t| t < split), "{:?}", train.ts_ns);
         assert!(eval.ts_ns.iter().all(|&t| t >= split), "{:?}", eval.ts_ns);
+    }
+
+    /// A window starting mid-stream gives the rows a replay of everything
+    /// gives at the same times: its first windows are filled from before
+    /// its start, not left partly empty.
+    #[test]
+    fn a_late_start_computes_whole_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spec) = a_minute_stored(dir.path());
+        let all = build(&store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let late = build(&store, &spec(32_500_000_000, 0), &mut |_, _| ()).unwrap();
+        assert!(late.len() >= 10, "{}", late.len());
+        for (i, ts) in late.ts_ns.iter().enumerate() {
+            let j = all
+                .ts_ns
+                .iter()
+                .position(|t| t == ts)
+                .expect("the same times");
+            assert_eq!(late.row(i), all.row(j), "the row at {ts}");
+        }
+    }
+
+    /// Past `max_rows`, rows are thinned evenly: every second, fourth...
+    #[test]
+    fn a_dataset_past_its_row_limit_is_thinned_evenly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spec) = a_minute_stored(dir.path());
+        let all = build(&store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let thin = build(
+            &store,
+            &DatasetSpec {
+                max_rows: 10,
+                ..spec(0, 0)
+            },
+            &mut |_, _| (),
+        )
+        .unwrap();
+        assert!(all.len() > 40, "{}", all.len());
+        assert!(
+            thin.len() <= 10 && thin.kept_every >= 4,
+            "{} {}",
+            thin.len(),
+            thin.kept_every
+        );
+        let every: Vec<i64> = all
+            .ts_ns
+            .iter()
+            .step_by(thin.kept_every as usize)
+            .copied()
+            .collect();
+        assert_eq!(thin.ts_ns, every);
+        let values: Vec<f32> = every
+            .iter()
+            .map(|t| all.row(all.ts_ns.iter().position(|x| x == t).unwrap())[0])
+            .collect();
+        assert_eq!(thin.rows, values);
+        assert_eq!(thin.devices, ["press-1"]);
     }
 }

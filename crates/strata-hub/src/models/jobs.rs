@@ -345,12 +345,10 @@ fn run_job(deps: &JobDeps, job: &Job, dir: &Path, ctx: &JobCtx) -> Result<serde_
         }
     }))
     .unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
-        Err(Error::Unavailable(format!("the job crashed: {why}")))
+        Err(Error::Unavailable(format!(
+            "the job crashed: {}",
+            crate::panic_message(&*panic)
+        )))
     })
 }
 

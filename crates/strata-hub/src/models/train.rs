@@ -216,10 +216,18 @@ pub fn run(
         )));
     }
     let digest = data.digest();
+    let thinned = if data.kept_every > 1 {
+        format!(
+            "; one row in {} kept, to stay within max_rows {}",
+            data.kept_every, spec.dataset.max_rows
+        )
+    } else {
+        String::new()
+    };
     ctx.progress(
         0.3,
         &format!(
-            "dataset: {} rows x {} features from {} devices ({} train, {} hold-out), sha256 {}",
+            "dataset: {} rows x {} features from {} devices ({} train, {} hold-out), sha256 {}{thinned}",
             data.len(),
             data.features.len(),
             data.devices.len(),
@@ -541,6 +549,7 @@ fn subset(data: &Dataset, idx: &[usize]) -> Dataset {
         device: idx.iter().map(|&i| data.device[i]).collect(),
         devices: data.devices.clone(),
         unlabelled: 0,
+        kept_every: data.kept_every,
     }
 }
 

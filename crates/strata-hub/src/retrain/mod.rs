@@ -163,8 +163,20 @@ fn run(deps: RetrainDeps, policies: Vec<RetrainPolicy>, stop: Arc<AtomicBool>, w
                 continue;
             }
             next_check.insert(p.model.clone(), now + p.check_s as i64 * S);
-            if let Err(e) = check(&deps, p, now) {
-                tracing::warn!(model = p.model, "retraining check failed: {e}");
+            // A panic in one policy's check (a bug, a damaged record) is
+            // logged and the check taken again later; the loop goes on
+            // for every model.
+            let checked =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&deps, p, now)));
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(model = p.model, "retraining check failed: {e}"),
+                Err(panic) => tracing::error!(
+                    model = p.model,
+                    "retraining check panicked ({}); it is taken again in {} s",
+                    crate::panic_message(&*panic),
+                    p.check_s
+                ),
             }
         }
         let soonest = next_check.values().min().copied().unwrap_or(now + S);
@@ -323,7 +335,7 @@ fn advance(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Re
             start_training(deps, p, c, now)
         }
         CycleState::Training => {
-            let Some(job) = finished_job(deps, c.train_job)? else {
+            let Some(job) = finished_job(deps, p, c, c.train_job, now)? else {
                 return Ok(());
             };
             let version = job
@@ -337,7 +349,7 @@ fn advance(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Re
             start_backtest(deps, c, now)
         }
         CycleState::Evaluating => {
-            let Some(job) = finished_job(deps, c.backtest_job)? else {
+            let Some(job) = finished_job(deps, p, c, c.backtest_job, now)? else {
                 return Ok(());
             };
             let report: BacktestReport = serde_json::from_value(job.result.unwrap_or_default())
@@ -423,10 +435,10 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     if !devices.is_empty() {
         spec.dataset.devices = devices.iter().map(|d| d.to_string()).collect();
     }
-    let from = now - p.train_window_s as i64 * S;
-    let split = now - ((now - from) as f64 * p.eval_share) as i64;
+    let gap = crate::models::dataset::warm_up_ns(&spec.dataset.pipeline);
+    let [from, train_to, _] = fresh_window(p, c.trigger.evidence_from_ns, gap, now);
     spec.dataset.from_ns = from;
-    spec.dataset.to_ns = split;
+    spec.dataset.to_ns = train_to;
     spec.alias = Some("challenger".into());
     spec.trigger = c.lineage_trigger();
     // The parent is the champion; named only where the job would not
@@ -445,16 +457,16 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     );
     let submitted = deps.jobs.submit_training(&spec)?;
     c.train_job = Some(submitted.id);
-    c.window_ns = Some([from, split, now]);
+    c.window_ns = Some([from, train_to, now]);
     c.devices = spec.dataset.devices.clone();
     c.step(
         CycleState::Training,
         format!(
             "training job {} on {} devices' data of the last {} s with the recipe of job {recipe}, \
-             which trained v{}; the newest {:.0} % of the window is kept for evaluation",
+             which trained v{}; the newest {:.0} % of the data since the evidence began is kept for evaluation",
             submitted.id,
             c.devices.len(),
-            (split - from) / S,
+            (train_to - from) / S,
             c.champion,
             p.eval_share * 100.0
         ),
@@ -463,10 +475,28 @@ fn start_training(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64
     Ok(())
 }
 
+/// The fresh window of a cycle that trains at `now`: `[from, train_to,
+/// now]`. Training takes the rows of `from..train_to`; the held-out rows
+/// are those of `train_to + gap..now`, where `gap` is the pipeline's
+/// longest window, so no held-out row is computed from data a training
+/// row saw. The held-out share is `eval_share` of the time since the
+/// evidence began (of the whole window when there is none, e.g. a
+/// schedule): after a drift, the challenger trains on part of the drifted
+/// data and is judged on the rest, where a share of the whole window
+/// would have held all of it out.
+fn fresh_window(p: &RetrainPolicy, evidence_from_ns: Option<i64>, gap: i64, now: i64) -> [i64; 3] {
+    let from = now - p.train_window_s as i64 * S;
+    let fresh_from = evidence_from_ns.unwrap_or(from).clamp(from, now);
+    let split = now - ((now - fresh_from) as f64 * p.eval_share) as i64;
+    let train_to = (split - gap).max(from);
+    [from, train_to, now]
+}
+
 fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
     let (_, train) = recipe(deps, c)?;
-    let [_, split, to] = c.window_ns.expect("set at training");
+    let [_, train_to, to] = c.window_ns.expect("set at training");
+    let split = train_to + crate::models::dataset::warm_up_ns(&train.dataset.pipeline);
     let mut dataset = train.dataset.clone();
     dataset.devices = c.devices.clone();
     dataset.from_ns = split;
@@ -497,14 +527,32 @@ fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// The job when it has ended; an error when it failed.
-fn finished_job(deps: &RetrainDeps, id: Option<i64>) -> Result<Option<strata_store::Job>> {
+/// The job when it has ended; an error when it failed, or when it has
+/// not ended `max_job_s` after the cycle's step that started it.
+fn finished_job(
+    deps: &RetrainDeps,
+    p: &RetrainPolicy,
+    c: &Cycle,
+    id: Option<i64>,
+    now: i64,
+) -> Result<Option<strata_store::Job>> {
     let id = id.ok_or_else(|| Error::Conflict("the cycle lost its job".into()))?;
     let job = deps.jobs.job(id)?;
     match job.state {
         JobState::Succeeded => Ok(Some(job)),
         JobState::Failed => Err(Error::Conflict(format!("job {id} failed: {}", job.message))),
-        _ => Ok(None),
+        _ => {
+            let since = c.steps.last().map_or(c.updated_ns, |s| s.at_ns);
+            if now - since > p.max_job_s as i64 * S {
+                return Err(Error::Conflict(format!(
+                    "job {id} has not ended in {} s (max_job_s {}); it is {}",
+                    (now - since) / S,
+                    p.max_job_s,
+                    job.state.as_str()
+                )));
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -530,6 +578,35 @@ fn decide_offline(
         };
         value.ok_or_else(|| Error::Conflict(format!("the backtest has no {}", report.criterion)))
     };
+    if (report.rows as u64) < p.min_eval_rows {
+        c.step(
+            CycleState::Rejected,
+            format!(
+                "only {} held-out rows to score v{} and v{challenger} on (at least {} needed); v{} stays champion",
+                report.rows, c.champion, p.min_eval_rows, c.champion
+            ),
+            now,
+        );
+        return Ok(());
+    }
+    let undefined = report.versions.iter().any(|v| {
+        if report.criterion == "roc_auc" {
+            v.metrics.roc_auc.is_none()
+        } else {
+            v.metrics.mae.is_none()
+        }
+    });
+    if undefined {
+        c.step(
+            CycleState::Rejected,
+            format!(
+                "no {} on the {} held-out rows (ROC AUC needs both classes among them); v{} stays champion",
+                report.criterion, report.rows, c.champion
+            ),
+            now,
+        );
+        return Ok(());
+    }
     let (champ, chall) = (figure(c.champion)?, figure(challenger)?);
     let error = |x: f64| {
         if report.criterion == "roc_auc" {
@@ -787,7 +864,7 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{champion_moved, ends_the_cycle, submitted_before};
+    use super::{S, champion_moved, ends_the_cycle, fresh_window, submitted_before};
     use crate::error::Error;
     use crate::retrain::cycle::Cycle;
 
@@ -829,6 +906,30 @@ mod tests {
         assert_eq!(
             submitted_before(&newest[3..], &cycle, "train", is_ours).map(|j| j.id),
             None
+        );
+    }
+
+    #[test]
+    fn the_held_out_share_is_of_the_data_since_the_evidence() {
+        let p: super::RetrainPolicy = toml::from_str(
+            "model = \"rul\"\nevery_s = 60\ntrain_window_s = 100\neval_share = 0.25\n",
+        )
+        .unwrap();
+        let now = 1_000 * S;
+        // A schedule: the newest quarter of the whole window, less the gap.
+        assert_eq!(fresh_window(&p, None, 5 * S, now), [900 * S, 970 * S, now]);
+        // Drift seen from 40 s ago: 30 s of it trained on (less the gap),
+        // the newest 10 s held out.
+        assert_eq!(
+            fresh_window(&p, Some(960 * S), 5 * S, now),
+            [900 * S, 985 * S, now]
+        );
+        // Evidence older than the window counts from the window's start;
+        // a gap longer than the training part leaves it empty, not reversed.
+        assert_eq!(fresh_window(&p, Some(0), 0, now), [900 * S, 975 * S, now]);
+        assert_eq!(
+            fresh_window(&p, Some(999 * S), 150 * S, now),
+            [900 * S, 900 * S, now]
         );
     }
 

@@ -73,6 +73,14 @@ pub struct RetrainPolicy {
     /// be than the champion's on that share, as a fraction.
     #[serde(default = "d_min_improvement")]
     pub min_improvement: f64,
+    /// Fewest held-out rows the two are scored on: a challenger judged on
+    /// fewer is rejected, however much better it looks.
+    #[serde(default = "d_min_eval_rows")]
+    pub min_eval_rows: u64,
+    /// The longest the training or the backtest job may take, seconds;
+    /// past it the cycle fails (the champion stays).
+    #[serde(default = "d_max_job")]
+    pub max_job_s: u64,
 
     /// Which devices the challenger shadows on.
     #[serde(default)]
@@ -131,6 +139,12 @@ fn d_eval_share() -> f64 {
 fn d_min_improvement() -> f64 {
     0.05
 }
+fn d_min_eval_rows() -> u64 {
+    100
+}
+fn d_max_job() -> u64 {
+    86_400
+}
 fn d_shadow() -> u64 {
     86_400
 }
@@ -160,6 +174,8 @@ impl RetrainPolicy {
             ("drift_windows", u64::from(self.drift_windows)),
             ("min_pairs", self.min_pairs),
             ("max_lag_s", self.max_lag_s),
+            ("min_eval_rows", self.min_eval_rows),
+            ("max_job_s", self.max_job_s),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{at}: {name} must be above 0"));
@@ -176,6 +192,7 @@ impl RetrainPolicy {
             ("train_window_s", self.train_window_s),
             ("shadow_s", self.shadow_s),
             ("cooldown_s", self.cooldown_s),
+            ("max_job_s", self.max_job_s),
         ];
         if let Some((name, _)) = durations.iter().find(|(_, v)| *v > MOST_S) {
             return Err(format!("{at}: {name} must be at most {MOST_S} (ten years)"));
@@ -241,6 +258,10 @@ mod tests {
         assert!(e.contains("drift_psi"), "{e}");
         let e = parse("model = \"rul\"\nevery_s = 60\nshadow_s = 0\n").unwrap_err();
         assert!(e.contains("shadow_s"), "{e}");
+        let e = parse("model = \"rul\"\nevery_s = 60\nmax_job_s = 0\n").unwrap_err();
+        assert!(e.contains("max_job_s must be above 0"), "{e}");
+        let e = parse("model = \"rul\"\nevery_s = 60\nmin_eval_rows = 0\n").unwrap_err();
+        assert!(e.contains("min_eval_rows"), "{e}");
         let e = parse("model = \"rul\"\nevery_s = 60\ncanary = \"some\"\n").unwrap_err();
         assert!(e.contains("canary"), "{e}");
     }

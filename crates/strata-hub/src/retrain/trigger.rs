@@ -12,7 +12,10 @@ use crate::drift::accuracy::{self, AccuracySpec};
 use crate::drift::report::{self, Dimension, ReportSpec};
 use crate::error::Result;
 
-/// The first trigger that fires now, if any.
+/// The first trigger that fires now, if any. Drift and accuracy are
+/// judged only on evidence from after `last_start_ns`, the start of the
+/// model's last cycle: a cycle that did not promote is not started again
+/// on what it already acted on.
 pub(super) fn fire(
     deps: &RetrainDeps,
     p: &RetrainPolicy,
@@ -22,13 +25,13 @@ pub(super) fn fire(
 ) -> Result<Option<Trigger>> {
     let devices = deps.registry.devices_by_id()?;
     if let Some(psi) = p.drift_psi
-        && let Some(t) = drift(deps, p, champion, psi, &devices, now)?
+        && let Some(t) = drift(deps, p, champion, psi, &devices, last_start_ns, now)?
     {
         return Ok(Some(t));
     }
     if (p.max_mae_ratio.is_some() || p.max_accuracy_drop.is_some())
         && champion.lineage.target.is_some()
-        && let Some(t) = accuracy(deps, p, champion, &devices, now)?
+        && let Some(t) = accuracy(deps, p, champion, &devices, last_start_ns, now)?
     {
         return Ok(Some(t));
     }
@@ -47,6 +50,7 @@ pub(super) fn fire(
                 ),
                 devices: Vec::new(),
                 findings: Vec::new(),
+                evidence_from_ns: None,
             }));
         }
     }
@@ -65,20 +69,22 @@ pub(super) fn drifting_now(
         return Ok(Vec::new());
     };
     let devices = deps.registry.devices_by_id()?;
-    Ok(drift(deps, p, champion, psi, &devices, now)?
+    Ok(drift(deps, p, champion, psi, &devices, None, now)?
         .map(|t| t.devices)
         .unwrap_or_default())
 }
 
 /// Fires when some device drifts in each of the last `drift_windows`
-/// windows; names the devices that drift in all of them, and what the
-/// report over those windows says about where the drift is.
+/// windows, all after `since` when given; names the devices that drift in
+/// all of them, and what the report over those windows says about where
+/// the drift is.
 fn drift(
     deps: &RetrainDeps,
     p: &RetrainPolicy,
     champion: &ModelVersion,
     psi: f64,
     devices: &BTreeMap<DeviceId, Device>,
+    since: Option<i64>,
     now: i64,
 ) -> Result<Option<Trigger>> {
     let Some(profile) = deps.drift.profile(&champion.model, champion.version)? else {
@@ -98,6 +104,9 @@ fn drift(
         return Ok(None);
     };
     let from = end - span;
+    if since.is_some_and(|since| from < since) {
+        return Ok(None);
+    }
     batches.retain(|b| b.batch.end_ns > from);
     let spec = |from_ns, to_ns, by| ReportSpec {
         from_ns,
@@ -175,19 +184,22 @@ fn drift(
         ),
         devices: named,
         findings: whole.findings,
+        evidence_from_ns: Some(from),
     }))
 }
 
 /// Fires when the champion's accuracy on the labels of the last
-/// `accuracy_window_s` has decayed past the policy's floor.
+/// `accuracy_window_s` (from `since` at the earliest) has decayed past the
+/// policy's floor.
 fn accuracy(
     deps: &RetrainDeps,
     p: &RetrainPolicy,
     champion: &ModelVersion,
     devices: &BTreeMap<DeviceId, Device>,
+    since: Option<i64>,
     now: i64,
 ) -> Result<Option<Trigger>> {
-    let from = now - p.accuracy_window_s as i64 * S;
+    let from = (now - p.accuracy_window_s as i64 * S).max(since.unwrap_or(i64::MIN));
     let spec = AccuracySpec {
         from_ns: from,
         to_ns: now,
@@ -246,5 +258,6 @@ fn accuracy(
         detail,
         devices: named,
         findings: Vec::new(),
+        evidence_from_ns: Some(from),
     }))
 }

@@ -120,6 +120,12 @@ impl Histogram {
     }
 }
 
+/// The least sum of hessians a child may have, as LightGBM's
+/// `min_sum_hessian_in_leaf`: a classifier's leaf of rows it already
+/// predicts confidently has hessians near 0, and without this floor (and
+/// with `l2 = 0`) its value `-G / H` would be huge.
+pub(crate) const MIN_CHILD_HESSIAN: f64 = 1e-3;
+
 /// What makes a split acceptable.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SplitRule {
@@ -139,8 +145,8 @@ pub(crate) struct Candidate {
 }
 
 /// The split with the largest gain above `rule.min_split_gain` that leaves
-/// `rule.min_samples_leaf` rows on each side; ties go to the lower feature
-/// and bin, so training is deterministic.
+/// `rule.min_samples_leaf` rows and [`MIN_CHILD_HESSIAN`] on each side;
+/// ties go to the lower feature and bin, so training is deterministic.
 pub(crate) fn best_split(
     hist: &Histogram,
     layout: &Layout,
@@ -162,8 +168,9 @@ pub(crate) fn best_split(
             if right.n < rule.min_samples_leaf {
                 break;
             }
-            if s.n == 0 {
-                // Same partition as the previous bin boundary.
+            if s.n == 0 || left.h < MIN_CHILD_HESSIAN || right.h < MIN_CHILD_HESSIAN {
+                // Same partition as the previous bin boundary, or a child
+                // too sure of its rows.
                 continue;
             }
             let gain = 0.5 * (score(&left, rule.l2) + score(&right, rule.l2) - parent);
@@ -252,6 +259,27 @@ mod tests {
             ..RULE
         };
         assert_eq!(best_split(&hist, &layout, &total, &greedy), None);
+    }
+
+    #[test]
+    fn a_child_too_sure_of_its_rows_is_not_split_off() {
+        // Row 0 is a classifier's confident mistake: p = 0.9999 for y = 0,
+        // so g = 0.9999 and h = 1e-4. Splitting it off alone would give a
+        // leaf of about -10,000 with l2 = 0; the next boundary keeps two
+        // rows together and a hessian above the floor.
+        let columns = vec![vec![0, 1, 2, 3]];
+        let grad = [0.9999, -0.5, -0.5, 0.5];
+        let hess = [1e-4, 0.25, 0.25, 0.25];
+        let layout = Layout::new([4]);
+        let rows: Vec<u32> = (0..4).collect();
+        let hist = Histogram::build(&layout, &columns, &rows, &grad, &hess);
+        let total = Sums::of(&rows, &grad, &hess);
+        let c = best_split(&hist, &layout, &total, &RULE).unwrap();
+        assert!(
+            c.left.h >= MIN_CHILD_HESSIAN && c.right.h >= MIN_CHILD_HESSIAN,
+            "{c:?}"
+        );
+        assert!(leaf_weight(&c.left, 0.0).abs() < 10.0, "{c:?}");
     }
 
     #[test]
