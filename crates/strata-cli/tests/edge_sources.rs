@@ -256,12 +256,12 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
         .map(|i| format!("[[sources.topics]]\nfilter = \"unused/{i}\"\nsignal = \"unused_{i}\"\n"))
         .collect();
     let config = format!(
-        "{}[[sources]]\ntype = \"mqtt\"\nstream = \"floor\"\nbroker = \"127.0.0.1:{port}\"\nbatch_ms = 100\n{unused}\
+        "{}[[sources]]\ntype = \"mqtt\"\nstream = \"floor\"\nbroker = \"127.0.0.1:{port}\"\nbatch_ms = 100\nclean_session = false\n{unused}\
          [[sources.topics]]\nfilter = \"plant/+/temp_f\"\nsignal = \"{{1}}.temperature\"\nunit = \"Cel\"\nscale = 0.5555555555555556\noffset = -17.77777777777778\n\
          [[sources.topics]]\nfilter = \"plant/+/status\"\nsignal = \"{{1}}.pressure\"\nformat = \"json\"\nvalue = \"/p/kpa\"\ntimestamp = \"/ts\"\nunit = \"kPa\"\n",
         edge_hub_config(&hub, &edge_dir, "gw-mq", &credential)
     );
-    let _agent = EdgeProcess::start(&edge_dir, &config);
+    let agent = EdgeProcess::start(&edge_dir, &config);
     // Publish until the source has subscribed and the readings arrive.
     let base_ms: i64 = now_ns() / 1_000_000 - 60_000;
     let publish = |topic: &str, payload: &str| {
@@ -315,4 +315,28 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
             .last()
             .is_some_and(|n| *n >= 2.0)
     });
+
+    // With a persistent session, what is published while the agent is
+    // down is kept by the broker and arrives after the restart, with the
+    // times in its payloads.
+    agent.kill();
+    let while_down: Vec<i64> = (0..5).map(|i| base_ms + 10_000 + i).collect();
+    for ts in &while_down {
+        publish(
+            "plant/m3/status",
+            &format!(r#"{{"ts": {ts}, "p": {{"kpa": 99.5}}}}"#),
+        );
+    }
+    let _agent = EdgeProcess::start(&edge_dir, &config);
+    eventually(
+        Duration::from_secs(60),
+        "what was published while the agent was down",
+        || hub.readings("gw-mq", "m3.pressure").len() >= while_down.len(),
+    );
+    let times: Vec<i64> = hub
+        .readings("gw-mq", "m3.pressure")
+        .iter()
+        .map(|(ts, _)| ts / 1_000_000)
+        .collect();
+    assert_eq!(times, while_down);
 }

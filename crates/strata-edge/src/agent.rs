@@ -267,7 +267,18 @@ impl Agent {
     /// Runs until every task ends (the uplink does not) or the future is
     /// dropped.
     pub async fn wait(mut self) {
+        self.until_ended().await;
+    }
+
+    /// Resolves when every task has ended (only if they all fail).
+    pub async fn until_ended(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops the agent: its tasks are cancelled, and this returns once
+    /// they have ended (so nothing writes its state any more).
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
     }
 }
 

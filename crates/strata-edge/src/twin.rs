@@ -373,7 +373,8 @@ impl TwinApplier {
                 let mut unhealthy = if fresh.is_empty() {
                     Vec::new()
                 } else {
-                    self.health_window(&fresh, &stats, before).await
+                    self.health_window(&fresh, &stats, before, (latest, twin.desired_version))
+                        .await
                 };
                 // A twin that arrived meanwhile and no longer names a
                 // release withdrew it (e.g. an aborted campaign): it goes
@@ -382,11 +383,10 @@ impl TwinApplier {
                 // hub signs a new assignment of the same release as the
                 // old one nears its expiry.
                 if let Some(newer) = newer_twin(latest, twin.desired_version) {
-                    let named: Vec<(String, u64)> =
-                        newer.updates.iter().filter_map(claimed_release).collect();
                     for (key, version, _, _) in &fresh {
-                        let withdrawn = !named.iter().any(|(k, v)| k == key && v == version);
-                        if withdrawn && !unhealthy.iter().any(|(k, _)| k == key) {
+                        if withdraws(&newer, key, *version)
+                            && !unhealthy.iter().any(|(k, _)| k == key)
+                        {
                             unhealthy
                                 .push((key.clone(), "withdrawn during its health window".into()));
                         }
@@ -529,16 +529,26 @@ impl TwinApplier {
     /// run yet (the machine is busy) gets up to twice the window more to
     /// run once, counted from when readings come in: a line idle since
     /// the switch (a weekend, a stop) has given it nothing to run on, so
-    /// the window waits for it. Returns the `kind/name` of those that did
-    /// not pass, with why. `before` is the pipeline's outputs and the
-    /// sources' readings at the switch.
+    /// the window waits for it, unless a newer twin withdraws one of
+    /// them meanwhile. Returns the `kind/name` of those that did not pass,
+    /// with why. `before` is the pipeline's outputs and the sources'
+    /// readings at the switch; `twin`, where newer twins arrive and the
+    /// version of the one applied.
     async fn health_window(
         &self,
         fresh: &[&(String, u64, u64, String)],
         stats: &[(String, Arc<crate::health::ModelStats>)],
         before: (u64, u64),
+        twin: (&watch::Receiver<Option<Vec<u8>>>, u64),
     ) -> Vec<(String, String)> {
         let (outputs_before, readings_before) = before;
+        let withdrawn_meanwhile = || {
+            newer_twin(twin.0, twin.1).is_some_and(|newer| {
+                fresh
+                    .iter()
+                    .any(|(key, version, _, _)| withdraws(&newer, key, *version))
+            })
+        };
         use std::sync::atomic::Ordering::Relaxed;
         // A model: its runs and errors; a pipeline (no model name): the
         // frames it turned into output since the switch.
@@ -565,6 +575,9 @@ impl TwinApplier {
                     device = %self.device,
                     "no reading has come in since the update: its health window waits for the line to run"
                 );
+            }
+            if patience.idle && withdrawn_meanwhile() {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -1296,6 +1309,17 @@ fn newer_twin(latest: &watch::Receiver<Option<Vec<u8>>>, version: u64) -> Option
     serde_json::from_slice::<DesiredTwin>(&payload)
         .ok()
         .filter(|t| t.desired_version > version)
+}
+
+/// Whether `newer` withdraws the release `key` at `version`: names it in
+/// none of its updates. By release, not by assignment: the hub signs a
+/// new assignment of the same release as the old one nears its expiry.
+fn withdraws(newer: &DesiredTwin, key: &str, version: u64) -> bool {
+    !newer
+        .updates
+        .iter()
+        .filter_map(claimed_release)
+        .any(|(k, v)| k == key && v == version)
 }
 
 /// The SHA-256 of a signed update's assignment payload: which assignment

@@ -535,8 +535,9 @@ impl Hub {
             stop.subscribe(),
             config.shared.postgres.is_some(),
         );
-        // With telemetry in PostgreSQL, one replica at a time deletes what
-        // is past retention.
+        // With telemetry in PostgreSQL, one replica at a time deletes the
+        // telemetry past retention (and the drift sketches, where those
+        // are shared too).
         let retention_lease = match &config.storage.postgres {
             Some(url)
                 if config.storage.retention_ns().is_some()
@@ -552,6 +553,7 @@ impl Hub {
                 telemetry: telemetry.clone(),
                 sketches: drift.store().clone(),
                 lease: retention_lease,
+                sketches_shared: config.shared.postgres.is_some(),
             },
             metrics.clone(),
             stop.subscribe(),

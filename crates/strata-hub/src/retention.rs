@@ -26,9 +26,12 @@ pub struct Stores {
     pub telemetry: Arc<dyn TelemetryStore>,
     /// Drift sketches.
     pub sketches: Arc<dyn DriftStore>,
-    /// Held by the one replica that runs retention over shared stores
-    /// (always, alone).
+    /// Held by the one replica that runs telemetry retention over shared
+    /// telemetry (always, alone).
     pub lease: crate::shared::Lease,
+    /// Whether the drift sketches are shared too: then only the lease's
+    /// holder deletes them; else each replica deletes its own.
+    pub sketches_shared: bool,
 }
 
 /// Starts the retention task, if the configuration keeps telemetry for a
@@ -44,22 +47,27 @@ pub fn spawn(
         telemetry: store,
         sketches,
         lease,
+        sketches_shared,
     } = stores;
     let policy = Policy {
         keep_ns: config.retention_ns(),
         max_bytes: config.retention_max_bytes(),
     };
     if policy.keep_ns.is_none() && policy.max_bytes.is_none() {
+        // Nothing to run: this replica does not run it either.
+        metrics.retention_leader.store(0, Relaxed);
         return None;
     }
     let every = Duration::from_secs(config.retention_check_s);
     let m = metrics.clone();
     let pass = move || {
-        if !lease.held() {
-            return;
+        let leader = lease.held();
+        if leader {
+            run_once(&*store, &m, policy);
         }
-        run_once(&*store, &m, policy);
-        if let Some(keep_ns) = policy.keep_ns {
+        if let Some(keep_ns) = policy.keep_ns
+            && (leader || !sketches_shared)
+        {
             forget_sketches(&*sketches, &m, crate::now_ns().saturating_sub(keep_ns));
         }
     };

@@ -192,9 +192,9 @@ pub enum Duty {
     /// Raising `offline` alerts: every replica reads the same registry, so
     /// each would raise its own alert (and webhook) for every device.
     OfflineAlerts,
-    /// Deleting telemetry and drift sketches past retention, where the
-    /// replicas share them: each replica's pass would delete the same
-    /// rows, holding its writer's lock the while.
+    /// Deleting telemetry past retention (and drift sketches, where those
+    /// are shared too), where the replicas share it: each replica's pass
+    /// would delete the same rows, holding its writer's lock the while.
     Retention,
 }
 

@@ -22,11 +22,14 @@
 //! - `telemetry_seqs (stream_id, seq)`: the exactly-once ledger. A batch is
 //!   stored by the transaction whose insert of its key succeeds, so two
 //!   replicas handed the same batch store it once. Retention keeps it to
-//!   the batches still stored: each stream's `seq_floor` is raised to the
-//!   highest seq retention deleted, a batch at or below it counts as sent
-//!   before, and the ledger's rows below it go. (A stream numbers its
-//!   batches in time order, so what is below the floor is as old as what
-//!   retention deleted.)
+//!   the batches still stored: it deletes the rows of the batches it
+//!   deletes, and raises each stream's floor (`seq_floor`, the highest seq
+//!   it deleted; `floor_before_ns`, just past the newest reading it
+//!   deleted). A batch at or below the floor whose readings all end before
+//!   `floor_before_ns` counts as sent before: it was deleted, or is as old
+//!   as what was. Any other batch is looked up in the ledger as usual, so
+//!   fresh readings under a low seq (a gateway whose clock was once wrong)
+//!   are still stored.
 //! - `telemetry_streams`, `telemetry_series` and `telemetry_latest`.
 //!
 //! A write is one transaction, durable when it returns (PostgreSQL's
@@ -88,6 +91,7 @@ CREATE TABLE IF NOT EXISTS telemetry_streams (
     UNIQUE (device_id, name)
 );
 ALTER TABLE telemetry_streams ADD COLUMN IF NOT EXISTS seq_floor BIGINT;
+ALTER TABLE telemetry_streams ADD COLUMN IF NOT EXISTS floor_before_ns BIGINT;
 CREATE TABLE IF NOT EXISTS telemetry_seqs (
     stream_id BIGINT NOT NULL,
     seq       BIGINT NOT NULL,
@@ -539,19 +543,26 @@ fn write_batches(w: &mut Writer, batches: &[BatchWrite]) -> Result<Vec<WriteOutc
         // Keys in one order at every replica: two replicas inserting
         // overlapping redeliveries in opposite orders would each wait for
         // the other's row (a deadlock, which fails a whole commit).
-        let mut keys: Vec<(i64, i64)> = streams.iter().copied().zip(seqs.iter().copied()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let (key_streams, key_seqs): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
+        // With each key, its batch's newest reading (the first batch's, of
+        // a key sent twice in one call), for the floor.
+        let mut keys: Vec<(i64, i64, i64)> = (0..batches.len())
+            .map(|i| (streams[i], seqs[i], batches[i].batch.t_max))
+            .collect();
+        keys.sort_by_key(|&(stream, seq, _)| (stream, seq));
+        keys.dedup_by_key(|&mut (stream, seq, _)| (stream, seq));
+        let key_streams: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let key_seqs: Vec<i64> = keys.iter().map(|k| k.1).collect();
+        let key_ends: Vec<i64> = keys.iter().map(|k| k.2).collect();
         let new: HashSet<(i64, i64)> = tx
             .query(
                 "INSERT INTO telemetry_seqs (stream_id, seq)
                  SELECT k.stream_id, k.seq
-                 FROM unnest($1::BIGINT[], $2::BIGINT[]) AS k(stream_id, seq)
+                 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS k(stream_id, seq, t_max)
                  JOIN telemetry_streams s ON s.id = k.stream_id
                  WHERE s.seq_floor IS NULL OR k.seq > s.seq_floor
+                    OR k.t_max >= s.floor_before_ns
                  ON CONFLICT DO NOTHING RETURNING stream_id, seq",
-                &[&key_streams, &key_seqs],
+                &[&key_streams, &key_seqs, &key_ends],
             )
             .context(|| "cannot record the batches' seqs".into())?
             .iter()
@@ -737,7 +748,7 @@ impl TelemetryStore for PostgresTelemetry {
                 .query_one(
                     &format!(
                         "WITH gone AS (DELETE FROM telemetry_batches
-                         WHERE t_max < $1 AND t_min < $1 RETURNING stream_id, seq, readings),
+                         WHERE t_max < $1 AND t_min < $1 RETURNING stream_id, seq, t_max, readings),
                      {RAISE_FLOORS}
                      SELECT count(*), coalesce(sum(readings), 0)::BIGINT FROM gone"
                     ),
@@ -890,17 +901,19 @@ fn drop_if_empty(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) ->
     Ok(())
 }
 
-/// The end of a statement whose CTE `gone` returned the `stream_id` and
-/// `seq` of deleted batches: raises each stream's `seq_floor` to the
-/// highest seq deleted, and deletes the ledger's rows at or below it.
+/// The end of a statement whose CTE `gone` returned the `stream_id`,
+/// `seq` and `t_max` of deleted batches: raises each stream's floor (the
+/// highest seq deleted, and just past the newest reading deleted) and
+/// deletes those batches' rows from the ledger.
 const RAISE_FLOORS: &str = "
-    floors AS (SELECT stream_id, max(seq) AS seq FROM gone GROUP BY stream_id),
+    floors AS (SELECT stream_id, max(seq) AS seq, max(t_max) + 1 AS before_ns
+               FROM gone GROUP BY stream_id),
     raised AS (UPDATE telemetry_streams t
-               SET seq_floor = GREATEST(coalesce(t.seq_floor, f.seq), f.seq)
-               FROM floors f WHERE t.id = f.stream_id
-               RETURNING t.id, t.seq_floor),
-    trimmed AS (DELETE FROM telemetry_seqs l USING raised r
-                WHERE l.stream_id = r.id AND l.seq <= r.seq_floor)";
+               SET seq_floor = GREATEST(t.seq_floor, f.seq),
+                   floor_before_ns = GREATEST(t.floor_before_ns, f.before_ns)
+               FROM floors f WHERE t.id = f.stream_id),
+    trimmed AS (DELETE FROM telemetry_seqs l USING gone g
+                WHERE l.stream_id = g.stream_id AND l.seq = g.seq)";
 
 /// Drops a day's partition, counting its size as freed; its streams'
 /// ledgers are trimmed in the same transaction.
@@ -912,7 +925,7 @@ fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -
     tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'"))
         .context(|| format!("cannot drop {name}"))?;
     tx.batch_execute(&format!(
-        "WITH gone AS (SELECT stream_id, seq FROM {name}), {RAISE_FLOORS} SELECT 1"
+        "WITH gone AS (SELECT stream_id, seq, t_max FROM {name}), {RAISE_FLOORS} SELECT 1"
     ))
     .context(|| format!("cannot trim the ledger of {name}"))?;
     let bytes = measure_and_drop(&mut tx, name)?;

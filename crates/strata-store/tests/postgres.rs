@@ -328,19 +328,30 @@ fn retention_drops_whole_days_and_keeps_the_ledger() {
     let kept = store.range(&query("d1", 0, i64::MAX, None)).unwrap().points;
     assert_eq!(kept.len(), 10);
     assert_eq!(kept[0].ts_ns, day0 + 9 * DAY + 3600 * SECOND);
-    // The dropped days held seq 100: every seq up to it is a duplicate now,
-    // and the ledger holds none of them.
-    assert_eq!(ledger(url), Vec::<i64>::new());
+    // The dropped days held seqs 8, 9 and 100: their rows go, and the floor
+    // rises to seq 100 and past day 8. Below it, a batch as old as those is
+    // a duplicate (seq 60); one still stored is found in the ledger (seq
+    // 10); a fresh one never stored is stored (seq 50: a gateway whose
+    // clock was once wrong numbered its old-stamped batches first).
+    assert_eq!(ledger(url), [10]);
+    let day9 = day0 + 9 * DAY;
     assert_eq!(
         store
             .write_batches(&[
-                batch("d1", "main", 10, day0 + 9 * DAY, 10),
-                batch("d1", "main", 101, day0 + 9 * DAY + 2 * 3600 * SECOND, 10),
+                batch("d1", "main", 60, day0 + 3 * DAY, 10),
+                batch("d1", "main", 10, day9 + 3600 * SECOND, 10),
+                batch("d1", "main", 50, day9 + 2 * 3600 * SECOND, 10),
+                batch("d1", "main", 101, day9 + 3 * 3600 * SECOND, 10),
             ])
             .unwrap(),
-        vec![WriteOutcome::Duplicate, WriteOutcome::Stored]
+        vec![
+            WriteOutcome::Duplicate,
+            WriteOutcome::Duplicate,
+            WriteOutcome::Stored,
+            WriteOutcome::Stored
+        ]
     );
-    assert_eq!(ledger(url), [101]);
+    assert_eq!(ledger(url), [10, 50, 101]);
 }
 
 /// A day partition one replica's retention drops while another replica

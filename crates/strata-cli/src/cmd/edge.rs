@@ -19,15 +19,18 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let config = EdgeConfig::load(&args.config)?;
     let device = config.device.clone();
     let data_dir = config.data_dir.clone();
-    let agent = Agent::start(config).context("cannot start the edge agent")?;
+    let mut agent = Agent::start(config).context("cannot start the edge agent")?;
     println!("strata edge running: device={device}");
-    tokio::select! {
-        _ = agent.wait() => {}
-        _ = super::wait_for_stop_signal() => {
-            // Asked to stop: an update being tried did not stop the agent.
-            if let Err(e) = strata_edge::twin::forget_trials(&data_dir) {
-                tracing::warn!("{e}");
-            }
+    let asked_to_stop = tokio::select! {
+        _ = agent.until_ended() => false,
+        _ = super::wait_for_stop_signal() => true,
+    };
+    if asked_to_stop {
+        // An update being tried did not stop the agent: once its tasks
+        // have ended (none writes the OTA state any more), the marks go.
+        agent.stop().await;
+        if let Err(e) = strata_edge::twin::forget_trials(&data_dir) {
+            tracing::warn!("{e}");
         }
     }
     Ok(())

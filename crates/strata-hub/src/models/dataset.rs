@@ -45,12 +45,18 @@ pub struct DatasetSpec {
     /// The most rows kept. Past it the rows are thinned evenly (every
     /// second kept, then every fourth, ...), so a long window of a large
     /// fleet still fits in the hub's memory.
-    #[serde(default = "d_max_rows")]
+    /// Left out of the JSON at its default, so that a replica of an older
+    /// release (during a rolling upgrade) still reads the spec.
+    #[serde(default = "d_max_rows", skip_serializing_if = "is_d_max_rows")]
     pub max_rows: u64,
 }
 
 fn d_max_rows() -> u64 {
     2_000_000
+}
+
+fn is_d_max_rows(n: &u64) -> bool {
+    *n == d_max_rows()
 }
 
 /// A dataset: one row per feature vector that had a target.
@@ -412,26 +418,30 @@ mod tests {
         );
     }
 
-    /// Sixty seconds of `temp` (and `label.y`) = 1, 2, ... 60, a batch a
-    /// second, and a pipeline of 5 s windows sliding by 1 s.
-    fn a_minute_stored(dir: &std::path::Path) -> (SqliteStore, impl Fn(i64, i64) -> DatasetSpec) {
+    /// Sixty seconds of `temp` (and `label.y`) = 1, 2, ... 60, in batches
+    /// of `per_batch` seconds, and a pipeline of 5 s windows sliding by 1 s.
+    fn a_minute_stored(
+        dir: &std::path::Path,
+        per_batch: i64,
+    ) -> (SqliteStore, impl Fn(i64, i64) -> DatasetSpec) {
         let store = SqliteStore::open(dir, strata_store::Durability::Process).unwrap();
         let s = 1_000_000_000i64;
-        let batches: Vec<BatchWrite> = (1..=60)
-            .map(|i| {
+        let batches: Vec<BatchWrite> = (0..60 / per_batch)
+            .map(|b| {
+                let seconds: Vec<i64> = (b * per_batch + 1..=(b + 1) * per_batch).collect();
                 let series = |name: &str| SignalSeries {
                     name: name.into(),
                     unit: String::new(),
-                    ts_ns: vec![i * s],
-                    values: vec![i as f64],
+                    ts_ns: seconds.iter().map(|i| i * s).collect(),
+                    values: seconds.iter().map(|&i| i as f64).collect(),
                     quality: Vec::new(),
                 };
                 BatchWrite {
                     device: DeviceId::new("press-1").unwrap(),
-                    received_ns: (i + 1) * s,
+                    received_ns: ((b + 1) * per_batch + 1) * s,
                     batch: EncodedBatch::encode(&TelemetryBatch {
                         stream: "line".into(),
-                        seq: i as u64,
+                        seq: b as u64 + 1,
                         signals: vec![series("temp"), series("label.y")],
                     }),
                 }
@@ -462,7 +472,8 @@ mod tests {
     #[test]
     fn windows_either_side_of_a_split_share_no_row() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, spec) = a_minute_stored(dir.path());
+        // One batch, across the split.
+        let (store, spec) = a_minute_stored(dir.path(), 60);
         let split = 30_000_000_000;
         let train = build(&store, &spec(0, split), &mut |_, _| ()).unwrap();
         let eval = build(&store, &spec(split, 0), &mut |_, _| ()).unwrap();
@@ -482,7 +493,8 @@ mod tests {
     #[test]
     fn a_late_start_computes_whole_windows() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, spec) = a_minute_stored(dir.path());
+        // A batch a second: the replay of a late start begins late.
+        let (store, spec) = a_minute_stored(dir.path(), 1);
         let all = build(&store, &spec(0, 0), &mut |_, _| ()).unwrap();
         let late = build(&store, &spec(32_500_000_000, 0), &mut |_, _| ()).unwrap();
         assert!(late.len() >= 10, "{}", late.len());
@@ -500,7 +512,7 @@ mod tests {
     #[test]
     fn a_dataset_past_its_row_limit_is_thinned_evenly() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, spec) = a_minute_stored(dir.path());
+        let (store, spec) = a_minute_stored(dir.path(), 1);
         let all = build(&store, &spec(0, 0), &mut |_, _| ()).unwrap();
         let thin = build(
             &store,

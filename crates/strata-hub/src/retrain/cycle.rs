@@ -67,7 +67,8 @@ pub struct Trigger {
     /// What the drift report said about where the drift is.
     pub findings: Vec<String>,
     /// Where the evidence starts, ns: the first drifting window, or the
-    /// first label the accuracy trigger judged (none for a schedule). The
+    /// start of the labels the accuracy trigger judged (none for a
+    /// schedule). The
     /// held-out share is taken from the data after it, so the challenger
     /// trains on some of what the champion failed on and is judged on
     /// the rest.

@@ -528,7 +528,10 @@ fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
 }
 
 /// The job when it has ended; an error when it failed, or when it has
-/// not ended `max_job_s` after the cycle's step that started it.
+/// not ended `max_job_s` after the cycle's step that started it or, for a
+/// job run again (a hub restarted meanwhile), after its last start. The
+/// job itself is not stopped: it may still register a version, which no
+/// cycle then shadows.
 fn finished_job(
     deps: &RetrainDeps,
     p: &RetrainPolicy,
@@ -542,10 +545,12 @@ fn finished_job(
         JobState::Succeeded => Ok(Some(job)),
         JobState::Failed => Err(Error::Conflict(format!("job {id} failed: {}", job.message))),
         _ => {
-            let since = c.steps.last().map_or(c.updated_ns, |s| s.at_ns);
+            let stepped = c.steps.last().map_or(c.updated_ns, |s| s.at_ns);
+            let since = job.started_ns.unwrap_or(stepped).max(stepped);
             if now - since > p.max_job_s as i64 * S {
                 return Err(Error::Conflict(format!(
-                    "job {id} has not ended in {} s (max_job_s {}); it is {}",
+                    "job {id} has not ended in {} s (max_job_s {}); it is {} and is left to \
+                     end on its own",
                     (now - since) / S,
                     p.max_job_s,
                     job.state.as_str()
@@ -600,8 +605,15 @@ fn decide_offline(
         c.step(
             CycleState::Rejected,
             format!(
-                "no {} on the {} held-out rows (ROC AUC needs both classes among them); v{} stays champion",
-                report.criterion, report.rows, c.champion
+                "no {} on the {} held-out rows{}; v{} stays champion",
+                report.criterion,
+                report.rows,
+                if report.criterion == "roc_auc" {
+                    " (ROC AUC needs both classes among them)"
+                } else {
+                    ""
+                },
+                c.champion
             ),
             now,
         );

@@ -41,6 +41,14 @@ pub struct MqttSourceConfig {
     /// Messages larger than this many bytes are refused and counted.
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
+    /// Whether the broker forgets the source's session when it
+    /// disconnects. With `false` (a persistent session) the broker keeps
+    /// what is published on the topics (at QoS 1) while the agent is down,
+    /// and delivers it at the reconnect; a message without a timestamp in
+    /// its payload is then stamped when it arrives, late. Default: a
+    /// persistent session when every topic has a `timestamp`, else clean.
+    #[serde(default)]
+    pub clean_session: Option<bool>,
     /// The topics to subscribe to.
     pub topics: Vec<TopicConfig>,
     /// Whether names built from topic levels go to the hub as they are
@@ -185,6 +193,16 @@ impl MqttSourceConfig {
     }
 }
 
+impl MqttSourceConfig {
+    /// Whether the session is clean: as configured, else clean unless
+    /// every topic's messages carry their own time (a message kept for
+    /// the agent while it was down would otherwise be stamped late).
+    pub fn clean_session(&self) -> bool {
+        self.clean_session
+            .unwrap_or_else(|| self.topics.iter().any(|t| t.timestamp.is_none()))
+    }
+}
+
 /// `host:port` of the broker.
 fn broker_address(broker: &str) -> Option<(&str, u16)> {
     broker
@@ -243,6 +261,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
     if let Some(user) = &config.username {
         options.set_credentials(user, config.password.clone().unwrap_or_default());
     }
+    options.set_clean_session(config.clean_session());
     let (client, mut events) = AsyncClient::new(options, 16);
     let mut connected_at = None;
     loop {
@@ -257,8 +276,10 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                     stats.set_connected(true);
                     connected_at = Some(tokio::time::Instant::now());
                     tracing::info!(stream = %config.stream, broker = %config.broker, "mqtt source connected");
-                    // Subscribing again on every connect: the session is
-                    // clean. One SUBSCRIBE for all: one request each would
+                    // Subscribing again on every connect: a clean session
+                    // has none, and a persistent one may have been
+                    // forgotten (a broker restarted without persistence).
+                    // One SUBSCRIBE for all: one request each would
                     // overflow the client's queue of 16 past 16 filters.
                     let filters = config
                         .topics
@@ -375,6 +396,7 @@ mod tests {
             password: None,
             batch_ms: 100,
             max_payload_bytes: 64,
+            clean_session: None,
             topics,
             names_for_the_hub: true,
         }
@@ -392,6 +414,27 @@ mod tests {
             scale: 2.0,
             offset: 1.0,
         }
+    }
+
+    #[test]
+    fn the_session_persists_by_default_only_when_every_message_carries_its_time() {
+        let stamped = TopicConfig {
+            timestamp: Some("/ts".into()),
+            ..topic("a/+", PayloadFormat::Json, Some("/v"))
+        };
+        let unstamped = topic("b/+", PayloadFormat::Number, None);
+        assert!(!config(vec![stamped.clone()]).clean_session());
+        assert!(config(vec![stamped.clone(), unstamped.clone()]).clean_session());
+        let chosen = MqttSourceConfig {
+            clean_session: Some(false),
+            ..config(vec![unstamped])
+        };
+        assert!(!chosen.clean_session());
+        let chosen = MqttSourceConfig {
+            clean_session: Some(true),
+            ..config(vec![stamped])
+        };
+        assert!(chosen.clean_session());
     }
 
     #[test]
