@@ -228,6 +228,25 @@ fn run(
                     }
                 }
             }
+            Err(e) if writes.len() > 1 => {
+                // One batch the store refuses (a value it cannot take) must
+                // not keep every other publisher's from being stored: the
+                // batches are stored one by one, and only those that still
+                // fail are sent again.
+                metrics.commit_failures.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    batches = writes.len(),
+                    "cannot store telemetry ({e}); storing these batches one by one"
+                );
+                one_by_one(
+                    &*store,
+                    &writes,
+                    &mut waiters,
+                    &metrics,
+                    &mut |w| alerts.offer(&w.device, &w.batch),
+                    &mut answers,
+                );
+            }
             Err(e) => {
                 // Nothing of this transaction is stored: refuse every batch as
                 // retryable, so each publisher sends it again.
@@ -249,5 +268,176 @@ fn run(
             let list: Vec<(DeviceId, i64)> = seen.drain().collect();
             registry.touch(&list);
         }
+    }
+}
+
+/// Stores `writes` one transaction each, after their group failed: the
+/// publishers of those stored are answered once they are synced (and the
+/// batches stored `offer`ed to the alert rules), those still refused are
+/// asked to send again.
+fn one_by_one(
+    store: &dyn TelemetryStore,
+    writes: &[BatchWrite],
+    waiters: &mut Vec<Done>,
+    metrics: &Metrics,
+    offer: &mut dyn FnMut(&BatchWrite),
+    answers: &mut Answers,
+) {
+    let mut stored = Vec::with_capacity(writes.len());
+    let mut last_commit = None;
+    let mut refused = 0usize;
+    for (w, done) in writes.iter().zip(waiters.drain(..)) {
+        match store.write_batches_unsynced(std::slice::from_ref(w)) {
+            Ok((outcomes, commit)) => {
+                last_commit = Some(commit);
+                stored.push((w, outcomes[0], done));
+            }
+            Err(e) => {
+                refused += 1;
+                metrics.commit_failures.fetch_add(1, Relaxed);
+                tracing::error!(
+                    device = %w.device,
+                    stream = %w.batch.stream,
+                    seq = w.batch.seq,
+                    "cannot store this batch, its publisher will retry: {e}"
+                );
+                done.send(Err(IngestRefusal::Retry));
+            }
+        }
+    }
+    if let Some(commit) = last_commit
+        && let Err(e) = store.sync(commit)
+    {
+        tracing::error!("cannot sync telemetry to disk; stopping the hub: {e}");
+        std::process::abort();
+    }
+    for (w, outcome, done) in stored {
+        match outcome {
+            WriteOutcome::Stored => {
+                offer(w);
+                metrics.batches_stored.fetch_add(1, Relaxed);
+                metrics.readings_stored.fetch_add(w.batch.readings, Relaxed);
+            }
+            WriteOutcome::Duplicate => {
+                metrics.batches_duplicate.fetch_add(1, Relaxed);
+            }
+        }
+        answers.ok(done);
+    }
+    answers.send();
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            of = writes.len(),
+            "stored the batches of a failed group one by one"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::{SignalSeries, TelemetryBatch};
+    use strata_store::{EncodedBatch, SqliteStore};
+
+    /// The embedded store, refusing every write that holds a batch of
+    /// device `bad` (as PostgreSQL refuses a value it cannot take).
+    struct Refusing(SqliteStore);
+
+    impl TelemetryStore for Refusing {
+        fn write_batches(&self, batches: &[BatchWrite]) -> strata_store::Result<Vec<WriteOutcome>> {
+            if batches.iter().any(|b| b.device.as_str() == "bad") {
+                return Err(strata_store::Error::Conflict(
+                    "a value it cannot take".into(),
+                ));
+            }
+            self.0.write_batches(batches)
+        }
+        fn series(
+            &self,
+            d: Option<&DeviceId>,
+        ) -> strata_store::Result<Vec<strata_store::SeriesInfo>> {
+            self.0.series(d)
+        }
+        fn range(
+            &self,
+            q: &strata_store::RangeQuery,
+        ) -> strata_store::Result<strata_store::RangeResult> {
+            self.0.range(q)
+        }
+        fn batch_count(&self, d: Option<&DeviceId>) -> strata_store::Result<u64> {
+            self.0.batch_count(d)
+        }
+        fn expire(&self, before_ns: i64) -> strata_store::Result<strata_store::Expired> {
+            self.0.expire(before_ns)
+        }
+        fn shrink_to(&self, max_bytes: u64) -> strata_store::Result<strata_store::Expired> {
+            self.0.shrink_to(max_bytes)
+        }
+        fn replay(
+            &self,
+            device: &DeviceId,
+            stream: Option<&str>,
+            from_ns: i64,
+            to_ns: i64,
+            each: &mut dyn FnMut(TelemetryBatch) -> strata_store::Result<()>,
+        ) -> strata_store::Result<()> {
+            self.0.replay(device, stream, from_ns, to_ns, each)
+        }
+    }
+
+    fn write(device: &str, seq: u64) -> BatchWrite {
+        BatchWrite {
+            device: DeviceId::new(device).unwrap(),
+            received_ns: 2_000_000_000_000_000_000,
+            batch: EncodedBatch::encode(&TelemetryBatch {
+                stream: "line".into(),
+                seq,
+                signals: vec![SignalSeries {
+                    name: "temp".into(),
+                    unit: "Cel".into(),
+                    ts_ns: vec![1_900_000_000_000_000_000],
+                    values: vec![21.5],
+                    quality: Vec::new(),
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_batch_the_store_refuses_keeps_no_other_from_being_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Refusing(SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap());
+        let writes = [write("good-1", 1), write("bad", 1), write("good-2", 7)];
+        assert!(store.write_batches(&writes).is_err(), "the group fails");
+        let (mut waiters, mut answered) = (Vec::new(), Vec::new());
+        for _ in &writes {
+            let (tx, rx) = oneshot::channel();
+            waiters.push(Done::Channel(tx));
+            answered.push(rx);
+        }
+        let metrics = Metrics::default();
+        let mut offered = Vec::new();
+        one_by_one(
+            &store,
+            &writes,
+            &mut waiters,
+            &metrics,
+            &mut |w| offered.push(w.device.to_string()),
+            &mut Answers::default(),
+        );
+        let answers: Vec<_> = answered
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect();
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(
+            matches!(answers[1], Err(IngestRefusal::Retry)),
+            "{answers:?}"
+        );
+        assert_eq!(offered, ["good-1", "good-2"]);
+        assert_eq!(store.batch_count(None).unwrap(), 2);
+        assert_eq!(metrics.batches_stored.load(Relaxed), 2);
     }
 }
