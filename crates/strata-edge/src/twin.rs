@@ -467,7 +467,14 @@ impl TwinApplier {
                     r.state = "failed".into();
                     r.error = Some(e.clone());
                 }
-                for u in updates.iter_mut().filter(|u| u.state == "committed") {
+                // Only the releases new in this pass are to blame: one the
+                // device committed before ran with the rest, and stays
+                // committed (failed, it would be remembered as failed for
+                // good and never installed again).
+                for u in updates.iter_mut().filter(|u| {
+                    u.state == "committed"
+                        && committed.get(&format!("{}/{}", u.kind, u.name)) != Some(u.version)
+                }) {
                     u.state = "failed".into();
                     u.reason = Some("incompatible".into());
                     u.error = Some(e.clone());

@@ -461,6 +461,7 @@ impl Hub {
         let jobs = Arc::new(models::jobs::JobRunner::start(models::jobs::JobDeps {
             jobs: job_store,
             telemetry: telemetry.clone(),
+            labels: labels.clone(),
             models: models.clone(),
             drift: drift.clone(),
             registry: registry.clone(),

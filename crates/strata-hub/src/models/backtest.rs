@@ -66,6 +66,7 @@ pub struct BacktestReport {
 pub fn run(
     spec: &BacktestSpec,
     telemetry: &dyn TelemetryStore,
+    labels: &dyn strata_store::LabelStore,
     registry: &ModelRegistry,
     ctx: &JobCtx,
 ) -> Result<BacktestReport> {
@@ -83,7 +84,7 @@ pub fn run(
         })
         .collect::<Result<Vec<_>>>()?;
     ctx.progress(0.0, "replaying stored telemetry through the pipeline");
-    let data = dataset::build(telemetry, &spec.dataset, &mut |done, total| {
+    let data = dataset::build(telemetry, labels, &spec.dataset, &mut |done, total| {
         ctx.progress(
             0.7 * done as f64 / total as f64,
             &format!("replayed {done} of {total} devices"),

@@ -2,8 +2,10 @@
 //! replaying it through the edge's own pipeline (`strata-pipeline`), so a
 //! model is trained and backtested on exactly the features a gateway
 //! computes. Each row is one feature vector; its target is the newest
-//! reading of the target signal (e.g. the ground truth `label.rul_h`, or a
-//! maintenance label) before the vector's window ended.
+//! reading of the target signal (e.g. the ground truth `label.rul_h`)
+//! before the vector's window ended, or, with `label_lag_ms`, the late
+//! label (`POST /api/v1/labels`, e.g. a maintenance record) that the live
+//! accuracy would join to it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write as _;
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use strata_pipeline::{Output, Pipeline, PipelineConfig};
 use strata_proto::DeviceId;
-use strata_store::TelemetryStore;
+use strata_store::{Label, LabelStore, TelemetryStore};
 
 use crate::error::{Error, Result};
 
@@ -42,6 +44,12 @@ pub struct DatasetSpec {
     pub vector: String,
     /// The signal to predict (e.g. `label.rul_h`).
     pub target: String,
+    /// Take the targets from the late labels of `target` instead of a
+    /// signal: each label goes with the latest vector at most this many
+    /// milliseconds before it (and after the label before it), as the
+    /// live accuracy joins labels to predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_lag_ms: Option<u64>,
     /// The most rows kept. Past it the rows are thinned evenly (every
     /// second kept, then every fourth, ...), so a long window of a large
     /// fleet still fits in the hub's memory.
@@ -194,9 +202,11 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 }
 
 /// Replays each device's stored telemetry through the pipeline and
-/// collects labelled rows. `progress(done, total)` is called per device.
+/// collects labelled rows (the targets from `labels` when the spec says
+/// so). `progress(done, total)` is called per device.
 pub fn build(
     store: &dyn TelemetryStore,
+    labels: &dyn LabelStore,
     spec: &DatasetSpec,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Dataset> {
@@ -222,12 +232,21 @@ pub fn build(
         let id = DeviceId::new(device.as_str()).map_err(|e| Error::BadRequest(e.to_string()))?;
         let index = ds.devices.len() as u32;
         let mut unlabelled = 0;
+        let device_labels = match spec.label_lag_ns() {
+            Some(lag) => Some(labels.labels(
+                &spec.target,
+                Some(&id),
+                spec.from_ns,
+                to_ns.saturating_add(lag),
+            )?),
+            None => None,
+        };
         replay_device(
             store,
             spec,
             &id,
-            spec.from_ns,
-            to_ns,
+            (spec.from_ns, to_ns),
+            device_labels.as_deref(),
             &mut |ts, row, target| {
                 seen += 1;
                 if !(seen - 1).is_multiple_of(ds.kept_every) {
@@ -289,16 +308,26 @@ pub fn warm_up_ns(pipeline: &PipelineConfig) -> i64 {
     i64::try_from(longest_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
+impl DatasetSpec {
+    /// `label_lag_ms` in ns, when the targets are labels.
+    fn label_lag_ns(&self) -> Option<i64> {
+        self.label_lag_ms
+            .map(|ms| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+    }
+}
+
 /// Replays one device: calls `row(ts_ns, features, target)` for every
-/// vector stamped in `from_ns..to_ns` with a target reading before it.
-/// The replay starts one longest window before `from_ns`, so no row is
-/// computed from a window only partly filled.
+/// vector stamped in `from_ns..to_ns` that has a target: the newest
+/// reading of the target signal before it, or with `labels` (the device's
+/// labels of the target, by time) the label joined to it. The replay
+/// starts one longest window before `from_ns`, so no row is computed from
+/// a window only partly filled.
 pub fn replay_device(
     store: &dyn TelemetryStore,
     spec: &DatasetSpec,
     device: &DeviceId,
-    from_ns: i64,
-    to_ns: i64,
+    (from_ns, to_ns): (i64, i64),
+    labels: Option<&[Label]>,
     row: &mut dyn FnMut(i64, &[f32], f32),
     unlabelled: &mut u64,
 ) -> Result<()> {
@@ -307,9 +336,21 @@ pub fn replay_device(
     let mut out = Output::new();
     // Target readings not yet matched to a vector, oldest first.
     let mut targets: VecDeque<(i64, f64)> = VecDeque::new();
+    let lag = spec.label_lag_ns().unwrap_or(0);
+    let mut join = labels.map(|labels| LabelJoin::new(labels, lag));
     let mut emit = |out: &mut Output, targets: &mut VecDeque<(i64, f64)>| {
         for v in out.take_vectors() {
-            if v.name.as_ref() != spec.vector || !(from_ns..to_ns).contains(&v.ts_ns) {
+            if v.name.as_ref() != spec.vector {
+                continue;
+            }
+            let in_window = (from_ns..to_ns).contains(&v.ts_ns);
+            if let Some(join) = &mut join {
+                // A vector past the window still comes between a label and
+                // the vectors before it.
+                join.vector(v.ts_ns, &v.values, in_window, row, unlabelled);
+                continue;
+            }
+            if !in_window {
                 continue;
             }
             while targets.len() > 1 && targets[1].0 < v.ts_ns {
@@ -324,16 +365,23 @@ pub fn replay_device(
         }
         out.clear();
     };
+    let replay_to = if labels.is_some() {
+        to_ns.saturating_add(lag)
+    } else {
+        to_ns
+    };
     store.replay(
         device,
         spec.stream.as_deref(),
         from_ns.saturating_sub(warm_up_ns(&spec.pipeline)).max(0),
-        to_ns,
+        replay_to,
         &mut |batch| {
-            for s in batch.signals.iter().filter(|s| s.name == spec.target) {
-                for (&ts, &v) in s.ts_ns.iter().zip(&s.values) {
-                    if targets.back().is_none_or(|&(last, _)| ts > last) {
-                        targets.push_back((ts, v));
+            if labels.is_none() {
+                for s in batch.signals.iter().filter(|s| s.name == spec.target) {
+                    for (&ts, &v) in s.ts_ns.iter().zip(&s.values) {
+                        if targets.back().is_none_or(|&(last, _)| ts > last) {
+                            targets.push_back((ts, v));
+                        }
                     }
                 }
             }
@@ -344,14 +392,85 @@ pub fn replay_device(
     )?;
     pipeline.finish(&mut out);
     emit(&mut out, &mut targets);
+    if let Some(join) = &mut join {
+        join.finish(row, unlabelled);
+    }
     Ok(())
+}
+
+/// Joins late labels to vectors as the live accuracy joins them to
+/// predictions: each label takes the latest vector at or before it, at
+/// most `lag` older, and not older than the label before it.
+struct LabelJoin<'a> {
+    labels: &'a [Label],
+    /// The next label to join.
+    next: usize,
+    lag: i64,
+    /// The latest vector since the last label: time, features, whether it
+    /// is in the dataset's window.
+    last: Option<(i64, Vec<f32>, bool)>,
+}
+
+impl<'a> LabelJoin<'a> {
+    fn new(labels: &'a [Label], lag: i64) -> LabelJoin<'a> {
+        LabelJoin {
+            labels,
+            next: 0,
+            lag,
+            last: None,
+        }
+    }
+
+    /// A vector, in time order: the labels before it are joined first.
+    fn vector(
+        &mut self,
+        ts_ns: i64,
+        values: &[f32],
+        in_window: bool,
+        row: &mut dyn FnMut(i64, &[f32], f32),
+        unlabelled: &mut u64,
+    ) {
+        while self.labels.get(self.next).is_some_and(|l| l.ts_ns < ts_ns) {
+            self.join_next(row, unlabelled);
+        }
+        if let Some((_, _, true)) = self.last.take() {
+            *unlabelled += 1;
+        }
+        self.last = Some((ts_ns, values.to_vec(), in_window));
+    }
+
+    /// The labels after the last vector.
+    fn finish(&mut self, row: &mut dyn FnMut(i64, &[f32], f32), unlabelled: &mut u64) {
+        while self.next < self.labels.len() {
+            self.join_next(row, unlabelled);
+        }
+        if let Some((_, _, true)) = self.last.take() {
+            *unlabelled += 1;
+        }
+    }
+
+    fn join_next(&mut self, row: &mut dyn FnMut(i64, &[f32], f32), unlabelled: &mut u64) {
+        let label = &self.labels[self.next];
+        self.next += 1;
+        let Some((ts, features, in_window)) = self.last.take() else {
+            return;
+        };
+        if !in_window {
+            return;
+        }
+        if label.ts_ns - ts <= self.lag && label.value.is_finite() {
+            row(ts, &features, label.value as f32);
+        } else {
+            *unlabelled += 1;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use strata_proto::{SignalSeries, TelemetryBatch};
-    use strata_store::{BatchWrite, EncodedBatch, SqliteStore};
+    use strata_store::{BatchWrite, EncodedBatch, LabelStore, SqliteStore};
 
     #[test]
     fn stored_telemetry_is_not_transformed_a_second_time() {
@@ -398,6 +517,7 @@ mod tests {
             pipeline,
             vector: "v".into(),
             target: "label.y".into(),
+            label_lag_ms: None,
             max_rows: d_max_rows(),
         };
         let (mut rows, mut unlabelled) = (Vec::new(), 0);
@@ -405,8 +525,8 @@ mod tests {
             &store,
             &spec,
             &device,
-            0,
-            i64::MAX,
+            (0, i64::MAX),
+            None,
             &mut |_, f, _| rows.push(f.to_vec()),
             &mut unlabelled,
         )
@@ -462,6 +582,7 @@ mod tests {
             pipeline: pipeline.clone(),
             vector: "v".into(),
             target: "label.y".into(),
+            label_lag_ms: None,
             max_rows: d_max_rows(),
         };
         (store, spec)
@@ -475,8 +596,8 @@ mod tests {
         // One batch, across the split.
         let (store, spec) = a_minute_stored(dir.path(), 60);
         let split = 30_000_000_000;
-        let train = build(&store, &spec(0, split), &mut |_, _| ()).unwrap();
-        let eval = build(&store, &spec(split, 0), &mut |_, _| ()).unwrap();
+        let train = build(&store, &store, &spec(0, split), &mut |_, _| ()).unwrap();
+        let eval = build(&store, &store, &spec(split, 0), &mut |_, _| ()).unwrap();
         assert!(
             train.len() >= 4 && eval.len() >= 4,
             "{} {}",
@@ -495,8 +616,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A batch a second: the replay of a late start begins late.
         let (store, spec) = a_minute_stored(dir.path(), 1);
-        let all = build(&store, &spec(0, 0), &mut |_, _| ()).unwrap();
-        let late = build(&store, &spec(32_500_000_000, 0), &mut |_, _| ()).unwrap();
+        let all = build(&store, &store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let late = build(&store, &store, &spec(32_500_000_000, 0), &mut |_, _| ()).unwrap();
         assert!(late.len() >= 10, "{}", late.len());
         for (i, ts) in late.ts_ns.iter().enumerate() {
             let j = all
@@ -508,13 +629,71 @@ mod tests {
         }
     }
 
+    /// With `label_lag_ms`, the targets are late labels, each joined to
+    /// the latest vector at most the lag before it and after the label
+    /// before it, as the live accuracy joins labels to predictions.
+    #[test]
+    fn labels_are_joined_to_vectors_as_the_live_accuracy_joins_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, spec) = a_minute_stored(dir.path(), 1);
+        let ms = 1_000_000i64;
+        let label = |ts_ms: i64, value: f64| Label {
+            device: DeviceId::new("press-1").unwrap(),
+            target: "label.y".into(),
+            ts_ns: ts_ms * ms,
+            value,
+            source: "cmms".into(),
+        };
+        let labels = [
+            label(20_500, 100.0), // the vector of 20 s, 0.5 s before
+            label(20_700, 200.0), // none since the label before
+            label(30_000, 300.0), // the vector of 30 s, at the same time
+            label(45_900, 999.0), // the vector of 45 s is 0.9 s before: too old
+            label(58_200, 400.0), // the vector of 58 s
+        ];
+        store.add_labels(&labels, 61_000 * ms).unwrap();
+        let all = build(&store, &store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let joined = build(
+            &store,
+            &store,
+            &DatasetSpec {
+                label_lag_ms: Some(500),
+                ..spec(0, 0)
+            },
+            &mut |_, _| (),
+        )
+        .unwrap();
+        assert_eq!(joined.ts_ns, [20_000 * ms, 30_000 * ms, 58_000 * ms]);
+        assert_eq!(joined.target, [100.0, 300.0, 400.0]);
+        for (i, ts) in joined.ts_ns.iter().enumerate() {
+            let j = all.ts_ns.iter().position(|t| t == ts).unwrap();
+            assert_eq!(joined.row(i), all.row(j));
+        }
+        // In a window ending at 58 s, with a lag of 2 s: the label of 58.2 s
+        // has no row, as its latest vector (58 s) is past the window; the
+        // vector of 57 s, within the lag, is not taken in its place.
+        let window = build(
+            &store,
+            &store,
+            &DatasetSpec {
+                label_lag_ms: Some(2_000),
+                ..spec(0, 58_000 * ms)
+            },
+            &mut |_, _| (),
+        )
+        .unwrap();
+        assert_eq!(window.ts_ns, [20_000 * ms, 30_000 * ms, 45_000 * ms]);
+        assert_eq!(window.target, [100.0, 300.0, 999.0]);
+    }
+
     /// Past `max_rows`, rows are thinned evenly: every second, fourth...
     #[test]
     fn a_dataset_past_its_row_limit_is_thinned_evenly() {
         let dir = tempfile::tempdir().unwrap();
         let (store, spec) = a_minute_stored(dir.path(), 1);
-        let all = build(&store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let all = build(&store, &store, &spec(0, 0), &mut |_, _| ()).unwrap();
         let thin = build(
+            &store,
             &store,
             &DatasetSpec {
                 max_rows: 10,

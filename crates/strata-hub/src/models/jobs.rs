@@ -122,6 +122,8 @@ pub struct JobDeps {
     pub jobs: Arc<dyn JobStore>,
     /// Telemetry, to build datasets.
     pub telemetry: Arc<dyn TelemetryStore>,
+    /// Late labels: targets of datasets that take them.
+    pub labels: Arc<dyn strata_store::LabelStore>,
     /// The model registry.
     pub models: Arc<ModelRegistry>,
     /// Drift profiles (a trained version gets one).
@@ -326,6 +328,7 @@ fn run_job(deps: &JobDeps, job: &Job, dir: &Path, ctx: &JobCtx) -> Result<serde_
                 let v = train::run(
                     &spec,
                     &*deps.telemetry,
+                    &*deps.labels,
                     &deps.models,
                     &deps.drift,
                     dir,
@@ -338,7 +341,7 @@ fn run_job(deps: &JobDeps, job: &Job, dir: &Path, ctx: &JobCtx) -> Result<serde_
             "backtest" => {
                 let spec: BacktestSpec = serde_json::from_value(job.spec.clone())
                     .map_err(|e| Error::BadRequest(format!("backtest spec: {e}")))?;
-                let report = backtest::run(&spec, &*deps.telemetry, &deps.models, ctx)?;
+                let report = backtest::run(&spec, &*deps.telemetry, &*deps.labels, &deps.models, ctx)?;
                 Ok(serde_json::to_value(report).expect("JSON of a report"))
             }
             other => Err(Error::BadRequest(format!("unknown job kind {other:?}"))),

@@ -193,6 +193,7 @@ impl TrainSpec {
 pub fn run(
     spec: &TrainSpec,
     telemetry: &dyn TelemetryStore,
+    labels: &dyn strata_store::LabelStore,
     registry: &ModelRegistry,
     drift: &crate::drift::Drift,
     job_dir: &Path,
@@ -200,7 +201,7 @@ pub fn run(
 ) -> Result<ModelVersion> {
     spec.validate()?;
     ctx.progress(0.0, "building the dataset from stored telemetry");
-    let data = dataset::build(telemetry, &spec.dataset, &mut |done, total| {
+    let data = dataset::build(telemetry, labels, &spec.dataset, &mut |done, total| {
         ctx.progress(
             0.3 * done as f64 / total as f64,
             &format!("replayed {done} of {total} devices through the pipeline"),
