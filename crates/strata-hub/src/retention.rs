@@ -35,8 +35,8 @@ pub struct Stores {
 }
 
 /// Starts the retention task, if the configuration keeps telemetry for a
-/// limited time or up to a size; it ends when `stop` turns true. A pass
-/// runs only while `stores.lease` is held.
+/// limited time or up to a size; it ends when `stop` turns true.
+/// Telemetry is deleted only while `stores.lease` is held.
 pub fn spawn(
     config: &StorageConfig,
     stores: Stores,

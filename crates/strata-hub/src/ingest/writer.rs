@@ -205,15 +205,7 @@ fn run(
                     std::process::abort();
                 }
                 for ((w, outcome), done) in writes.iter().zip(outcomes).zip(waiters.drain(..)) {
-                    match outcome {
-                        WriteOutcome::Stored => {
-                            metrics.batches_stored.fetch_add(1, Relaxed);
-                            metrics.readings_stored.fetch_add(w.batch.readings, Relaxed);
-                        }
-                        WriteOutcome::Duplicate => {
-                            metrics.batches_duplicate.fetch_add(1, Relaxed);
-                        }
-                    }
+                    count(&metrics, w, outcome);
                     answers.ok(done);
                 }
                 answers.send();
@@ -271,6 +263,19 @@ fn run(
     }
 }
 
+/// Counts a batch the store answered for.
+fn count(metrics: &Metrics, w: &BatchWrite, outcome: WriteOutcome) {
+    match outcome {
+        WriteOutcome::Stored => {
+            metrics.batches_stored.fetch_add(1, Relaxed);
+            metrics.readings_stored.fetch_add(w.batch.readings, Relaxed);
+        }
+        WriteOutcome::Duplicate => {
+            metrics.batches_duplicate.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// Stores `writes` one transaction each, after their group failed: the
 /// publishers of those stored are answered once they are synced (and the
 /// batches stored `offer`ed to the alert rules), those still refused are
@@ -312,16 +317,10 @@ fn one_by_one(
         std::process::abort();
     }
     for (w, outcome, done) in stored {
-        match outcome {
-            WriteOutcome::Stored => {
-                offer(w);
-                metrics.batches_stored.fetch_add(1, Relaxed);
-                metrics.readings_stored.fetch_add(w.batch.readings, Relaxed);
-            }
-            WriteOutcome::Duplicate => {
-                metrics.batches_duplicate.fetch_add(1, Relaxed);
-            }
+        if outcome == WriteOutcome::Stored {
+            offer(w);
         }
+        count(metrics, w, outcome);
         answers.ok(done);
     }
     answers.send();

@@ -52,8 +52,7 @@ pub struct DatasetSpec {
     pub label_lag_ms: Option<u64>,
     /// The most rows kept. Past it the rows are thinned evenly (every
     /// second kept, then every fourth, ...), so a long window of a large
-    /// fleet still fits in the hub's memory.
-    /// Left out of the JSON at its default, so that a replica of an older
+    /// fleet still fits in the hub's memory. Left out of the JSON at its default, so that a replica of an older
     /// release (during a rolling upgrade) still reads the spec.
     #[serde(default = "d_max_rows", skip_serializing_if = "is_d_max_rows")]
     pub max_rows: u64,

@@ -68,10 +68,9 @@ pub struct Trigger {
     pub findings: Vec<String>,
     /// Where the evidence starts, ns: the first drifting window, or the
     /// start of the labels the accuracy trigger judged (none for a
-    /// schedule). The
-    /// held-out share is taken from the data after it, so the challenger
-    /// trains on some of what the champion failed on and is judged on
-    /// the rest.
+    /// schedule). The held-out share is taken from the data after it, so
+    /// the challenger trains on some of what the champion failed on and
+    /// is judged on the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_from_ns: Option<i64>,
 }
