@@ -536,8 +536,8 @@ impl TwinApplier {
     /// run yet (the machine is busy) gets up to twice the window more to
     /// run once, counted from when readings come in: a line idle since
     /// the switch (a weekend, a stop) has given it nothing to run on, so
-    /// the window waits for it, unless a newer twin withdraws one of
-    /// them meanwhile. Returns the `kind/name` of those that did not pass,
+    /// the window waits for it, unless a newer twin withdraws every
+    /// release still waiting meanwhile. Returns the `kind/name` of those that did not pass,
     /// with why. `before` is the pipeline's outputs and the sources'
     /// readings at the switch; `twin`, where newer twins arrive and the
     /// version of the one applied.
@@ -549,13 +549,6 @@ impl TwinApplier {
         twin: (&watch::Receiver<Option<Vec<u8>>>, u64),
     ) -> Vec<(String, String)> {
         let (outputs_before, readings_before) = before;
-        let withdrawn_meanwhile = || {
-            newer_twin(twin.0, twin.1).is_some_and(|newer| {
-                fresh
-                    .iter()
-                    .any(|(key, version, _, _)| withdraws(&newer, key, *version))
-            })
-        };
         use std::sync::atomic::Ordering::Relaxed;
         // A model: its runs and errors; a pipeline (no model name): the
         // frames it turned into output since the switch.
@@ -570,6 +563,19 @@ impl TwinApplier {
                 .map(|(_, s)| (s.runs.load(Relaxed), s.errors.load(Relaxed)))
                 .unwrap_or((0, 0))
         };
+        // Whether a newer twin withdraws `key` at `version` (its verdict
+        // is then the withdrawal's, not this window's).
+        let withdrawn = |key: &str, version: u64| {
+            newer_twin(twin.0, twin.1).is_some_and(|newer| withdraws(&newer, key, version))
+        };
+        // Whether every release still waiting for its first run is
+        // withdrawn: an idle line then has nothing left to wait for.
+        let all_waiting_withdrawn = || {
+            fresh
+                .iter()
+                .filter(|(_, _, _, name)| counts(name) == (0, 0))
+                .all(|(key, version, _, _)| withdrawn(key, *version))
+        };
         tokio::time::sleep(self.health_window).await;
         let mut patience = Patience::new(self.health_window * 2, readings_before);
         let mut told = false;
@@ -583,7 +589,7 @@ impl TwinApplier {
                     "no reading has come in since the update: its health window waits for the line to run"
                 );
             }
-            if patience.idle && withdrawn_meanwhile() {
+            if patience.idle && all_waiting_withdrawn() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -595,6 +601,10 @@ impl TwinApplier {
                 Some(format!(
                     "{errors} of {runs} inferences failed in the health window"
                 ))
+            } else if runs == 0 && withdrawn(key, *version) {
+                // Never given data to run on: rolled back as withdrawn by
+                // the caller, not failed here.
+                None
             } else if runs == 0 && name.is_empty() {
                 Some(format!(
                     "the new pipeline gave no output in {:.1} s",

@@ -922,8 +922,13 @@ fn drop_partition(w: &mut Writer, name: &str, day: i64, expired: &mut Expired) -
         .client
         .transaction()
         .context(|| format!("cannot begin dropping {name}"))?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'"))
-        .context(|| format!("cannot drop {name}"))?;
+    // Locked first, so a batch another replica stores meanwhile is either
+    // in `gone` (its ledger row goes with it) or waits and fails after
+    // the drop, and comes again.
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'; LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .context(|| format!("cannot lock {name}"))?;
     tx.batch_execute(&format!(
         "WITH gone AS (SELECT stream_id, seq, t_max FROM {name}), {RAISE_FLOORS} SELECT 1"
     ))

@@ -220,11 +220,12 @@ fn run(
                     }
                 }
             }
-            Err(e) if writes.len() > 1 => {
+            Err(e) if writes.len() > 1 && !e.is_retryable() => {
                 // One batch the store refuses (a value it cannot take) must
                 // not keep every other publisher's from being stored: the
                 // batches are stored one by one, and only those that still
-                // fail are sent again.
+                // fail are sent again. (A store down for the moment, a
+                // lost connection, fails them all at once instead.)
                 metrics.commit_failures.fetch_add(1, Relaxed);
                 tracing::warn!(
                     batches = writes.len(),
@@ -279,7 +280,9 @@ fn count(metrics: &Metrics, w: &BatchWrite, outcome: WriteOutcome) {
 /// Stores `writes` one transaction each, after their group failed: the
 /// publishers of those stored are answered once they are synced (and the
 /// batches stored `offer`ed to the alert rules), those still refused are
-/// asked to send again.
+/// asked to send again. Two failures in a row are the store's, not a
+/// batch's (a disk that filled up): the rest are asked to send again
+/// without being tried.
 fn one_by_one(
     store: &dyn TelemetryStore,
     writes: &[BatchWrite],
@@ -290,15 +293,23 @@ fn one_by_one(
 ) {
     let mut stored = Vec::with_capacity(writes.len());
     let mut last_commit = None;
-    let mut refused = 0usize;
+    let (mut refused, mut in_a_row) = (0usize, 0usize);
     for (w, done) in writes.iter().zip(waiters.drain(..)) {
+        if in_a_row >= 2 {
+            refused += 1;
+            done.send(Err(IngestRefusal::Retry));
+            continue;
+        }
         match store.write_batches_unsynced(std::slice::from_ref(w)) {
             Ok((outcomes, commit)) => {
+                in_a_row = 0;
                 last_commit = Some(commit);
+                metrics.commits.fetch_add(1, Relaxed);
                 stored.push((w, outcomes[0], done));
             }
             Err(e) => {
                 refused += 1;
+                in_a_row += 1;
                 metrics.commit_failures.fetch_add(1, Relaxed);
                 tracing::error!(
                     device = %w.device,
@@ -408,33 +419,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Refusing(SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap());
-        let writes = [write("good-1", 1), write("bad", 1), write("good-2", 7)];
-        assert!(store.write_batches(&writes).is_err(), "the group fails");
-        let (mut waiters, mut answered) = (Vec::new(), Vec::new());
-        for _ in &writes {
-            let (tx, rx) = oneshot::channel();
-            waiters.push(Done::Channel(tx));
-            answered.push(rx);
-        }
         let metrics = Metrics::default();
         let mut offered = Vec::new();
-        one_by_one(
-            &store,
-            &writes,
-            &mut waiters,
-            &metrics,
-            &mut |w| offered.push(w.device.to_string()),
-            &mut Answers::default(),
-        );
-        let answers: Vec<_> = answered
-            .into_iter()
-            .map(|mut rx| rx.try_recv().unwrap())
-            .collect();
-        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
-        assert!(
-            matches!(answers[1], Err(IngestRefusal::Retry)),
-            "{answers:?}"
-        );
+        let mut store_one_by_one = |writes: &[BatchWrite]| {
+            let (mut waiters, mut answered) = (Vec::new(), Vec::new());
+            for _ in writes {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(Done::Channel(tx));
+                answered.push(rx);
+            }
+            one_by_one(
+                &store,
+                writes,
+                &mut waiters,
+                &metrics,
+                &mut |w| offered.push(w.device.to_string()),
+                &mut Answers::default(),
+            );
+            answered
+                .into_iter()
+                .map(|mut rx| rx.try_recv().unwrap().is_ok())
+                .collect::<Vec<bool>>()
+        };
+        let writes = [write("good-1", 1), write("bad", 1), write("good-2", 7)];
+        assert!(store.write_batches(&writes).is_err(), "the group fails");
+        assert_eq!(store_one_by_one(&writes), [true, false, true]);
+        // Two failures in a row are the store's: the rest is not tried.
+        let writes = [write("bad", 2), write("bad", 3), write("good-3", 1)];
+        assert_eq!(store_one_by_one(&writes), [false, false, false]);
         assert_eq!(offered, ["good-1", "good-2"]);
         assert_eq!(store.batch_count(None).unwrap(), 2);
         assert_eq!(metrics.batches_stored.load(Relaxed), 2);

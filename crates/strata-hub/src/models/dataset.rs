@@ -46,8 +46,8 @@ pub struct DatasetSpec {
     pub target: String,
     /// Take the targets from the late labels of `target` instead of a
     /// signal: each label goes with the latest vector at most this many
-    /// milliseconds before it (and after the label before it), as the
-    /// live accuracy joins labels to predictions.
+    /// milliseconds before it, as the live accuracy joins labels to
+    /// predictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_lag_ms: Option<u64>,
     /// The most rows kept. Past it the rows are thinned evenly (every
@@ -399,15 +399,25 @@ pub fn replay_device(
 
 /// Joins late labels to vectors as the live accuracy joins them to
 /// predictions: each label takes the latest vector at or before it, at
-/// most `lag` older, and not older than the label before it.
+/// most `lag` older (so one vector may go with several labels).
 struct LabelJoin<'a> {
     labels: &'a [Label],
     /// The next label to join.
     next: usize,
     lag: i64,
-    /// The latest vector since the last label: time, features, whether it
-    /// is in the dataset's window.
-    last: Option<(i64, Vec<f32>, bool)>,
+    /// The latest vector so far.
+    last: Option<Latest>,
+}
+
+/// The latest vector a label may join.
+struct Latest {
+    ts_ns: i64,
+    features: Vec<f32>,
+    /// Whether it is in the dataset's window (else it gives no row, but
+    /// still comes between the labels after it and older vectors).
+    in_window: bool,
+    /// Whether a label joined it.
+    joined: bool,
 }
 
 impl<'a> LabelJoin<'a> {
@@ -430,36 +440,42 @@ impl<'a> LabelJoin<'a> {
         unlabelled: &mut u64,
     ) {
         while self.labels.get(self.next).is_some_and(|l| l.ts_ns < ts_ns) {
-            self.join_next(row, unlabelled);
+            self.join_next(row);
         }
-        if let Some((_, _, true)) = self.last.take() {
-            *unlabelled += 1;
-        }
-        self.last = Some((ts_ns, values.to_vec(), in_window));
+        self.count_if_unjoined(unlabelled);
+        self.last = Some(Latest {
+            ts_ns,
+            features: values.to_vec(),
+            in_window,
+            joined: false,
+        });
     }
 
     /// The labels after the last vector.
     fn finish(&mut self, row: &mut dyn FnMut(i64, &[f32], f32), unlabelled: &mut u64) {
         while self.next < self.labels.len() {
-            self.join_next(row, unlabelled);
+            self.join_next(row);
         }
-        if let Some((_, _, true)) = self.last.take() {
-            *unlabelled += 1;
+        self.count_if_unjoined(unlabelled);
+    }
+
+    fn join_next(&mut self, row: &mut dyn FnMut(i64, &[f32], f32)) {
+        let label = &self.labels[self.next];
+        self.next += 1;
+        if let Some(v) = &mut self.last
+            && v.in_window
+            && label.ts_ns - v.ts_ns <= self.lag
+            && label.value.is_finite()
+        {
+            row(v.ts_ns, &v.features, label.value as f32);
+            v.joined = true;
         }
     }
 
-    fn join_next(&mut self, row: &mut dyn FnMut(i64, &[f32], f32), unlabelled: &mut u64) {
-        let label = &self.labels[self.next];
-        self.next += 1;
-        let Some((ts, features, in_window)) = self.last.take() else {
-            return;
-        };
-        if !in_window {
-            return;
-        }
-        if label.ts_ns - ts <= self.lag && label.value.is_finite() {
-            row(ts, &features, label.value as f32);
-        } else {
+    /// Counts the last vector as unlabelled if it is in the window and no
+    /// label joined it.
+    fn count_if_unjoined(&mut self, unlabelled: &mut u64) {
+        if self.last.take().is_some_and(|v| v.in_window && !v.joined) {
             *unlabelled += 1;
         }
     }
@@ -629,8 +645,8 @@ mod tests {
     }
 
     /// With `label_lag_ms`, the targets are late labels, each joined to
-    /// the latest vector at most the lag before it and after the label
-    /// before it, as the live accuracy joins labels to predictions.
+    /// the latest vector at most the lag before it, as the live accuracy
+    /// joins labels to predictions.
     #[test]
     fn labels_are_joined_to_vectors_as_the_live_accuracy_joins_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -645,7 +661,7 @@ mod tests {
         };
         let labels = [
             label(20_500, 100.0), // the vector of 20 s, 0.5 s before
-            label(20_700, 200.0), // none since the label before
+            label(20_700, 200.0), // the same vector, now 0.7 s before: too old
             label(30_000, 300.0), // the vector of 30 s, at the same time
             label(45_900, 999.0), // the vector of 45 s is 0.9 s before: too old
             label(58_200, 400.0), // the vector of 58 s
@@ -668,9 +684,10 @@ mod tests {
             let j = all.ts_ns.iter().position(|t| t == ts).unwrap();
             assert_eq!(joined.row(i), all.row(j));
         }
-        // In a window ending at 58 s, with a lag of 2 s: the label of 58.2 s
-        // has no row, as its latest vector (58 s) is past the window; the
-        // vector of 57 s, within the lag, is not taken in its place.
+        // In a window ending at 58 s, with a lag of 2 s: the vector of 20 s
+        // goes with both labels after it; the label of 58.2 s has no row,
+        // as its latest vector (58 s) is past the window, and the vector
+        // of 57 s, within the lag, is not taken in its place.
         let window = build(
             &store,
             &store,
@@ -681,8 +698,11 @@ mod tests {
             &mut |_, _| (),
         )
         .unwrap();
-        assert_eq!(window.ts_ns, [20_000 * ms, 30_000 * ms, 45_000 * ms]);
-        assert_eq!(window.target, [100.0, 300.0, 999.0]);
+        assert_eq!(
+            window.ts_ns,
+            [20_000 * ms, 20_000 * ms, 30_000 * ms, 45_000 * ms]
+        );
+        assert_eq!(window.target, [100.0, 200.0, 300.0, 999.0]);
     }
 
     /// Past `max_rows`, rows are thinned evenly: every second, fourth...
