@@ -537,10 +537,10 @@ impl TwinApplier {
     /// run once, counted from when readings come in: a line idle since
     /// the switch (a weekend, a stop) has given it nothing to run on, so
     /// the window waits for it, unless a newer twin withdraws every
-    /// release still waiting meanwhile. Returns the `kind/name` of those that did not pass,
-    /// with why. `before` is the pipeline's outputs and the sources'
-    /// readings at the switch; `twin`, where newer twins arrive and the
-    /// version of the one applied.
+    /// release still waiting meanwhile. Returns the `kind/name` of those
+    /// that did not pass, with why. `before` is the pipeline's outputs and
+    /// the sources' readings at the switch; `twin`, where newer twins
+    /// arrive and the version of the one applied.
     async fn health_window(
         &self,
         fresh: &[&(String, u64, u64, String)],

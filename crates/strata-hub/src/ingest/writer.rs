@@ -280,9 +280,8 @@ fn count(metrics: &Metrics, w: &BatchWrite, outcome: WriteOutcome) {
 /// Stores `writes` one transaction each, after their group failed: the
 /// publishers of those stored are answered once they are synced (and the
 /// batches stored `offer`ed to the alert rules), those still refused are
-/// asked to send again. Two failures in a row are the store's, not a
-/// batch's (a disk that filled up): the rest are asked to send again
-/// without being tried.
+/// asked to send again. Two failures in a row are taken for the store's,
+/// not a batch's: the rest are asked to send again without being tried.
 fn one_by_one(
     store: &dyn TelemetryStore,
     writes: &[BatchWrite],

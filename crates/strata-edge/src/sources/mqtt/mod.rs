@@ -115,6 +115,14 @@ const STABLE: Duration = Duration::from_secs(30);
 const MAX_PACKET_BYTES: usize = 16 << 20;
 
 impl MqttSourceConfig {
+    /// Whether the session is clean: as configured, else clean unless
+    /// every topic's messages carry their own time (a message kept for
+    /// the agent while it was down would otherwise be stamped late).
+    pub fn clean_session(&self) -> bool {
+        self.clean_session
+            .unwrap_or_else(|| self.topics.iter().any(|t| t.timestamp.is_none()))
+    }
+
     /// Checks the configuration; the message names the topic.
     pub fn validate(&self) -> Result<(), String> {
         if self.topics.is_empty() {
@@ -190,16 +198,6 @@ impl MqttSourceConfig {
             )),
             None => Ok(()),
         }
-    }
-}
-
-impl MqttSourceConfig {
-    /// Whether the session is clean: as configured, else clean unless
-    /// every topic's messages carry their own time (a message kept for
-    /// the agent while it was down would otherwise be stamped late).
-    pub fn clean_session(&self) -> bool {
-        self.clean_session
-            .unwrap_or_else(|| self.topics.iter().any(|t| t.timestamp.is_none()))
     }
 }
 
