@@ -563,18 +563,16 @@ impl TwinApplier {
                 .map(|(_, s)| (s.runs.load(Relaxed), s.errors.load(Relaxed)))
                 .unwrap_or((0, 0))
         };
-        // Whether a newer twin withdraws `key` at `version` (its verdict
-        // is then the withdrawal's, not this window's).
-        let withdrawn = |key: &str, version: u64| {
-            newer_twin(twin.0, twin.1).is_some_and(|newer| withdraws(&newer, key, version))
-        };
         // Whether every release still waiting for its first run is
-        // withdrawn: an idle line then has nothing left to wait for.
+        // withdrawn by a newer twin: an idle line then has nothing left to
+        // wait for. (The twin is read once per look, not per release.)
         let all_waiting_withdrawn = || {
-            fresh
-                .iter()
-                .filter(|(_, _, _, name)| counts(name) == (0, 0))
-                .all(|(key, version, _, _)| withdrawn(key, *version))
+            newer_twin(twin.0, twin.1).is_some_and(|newer| {
+                fresh
+                    .iter()
+                    .filter(|(_, _, _, name)| counts(name) == (0, 0))
+                    .all(|(key, version, _, _)| withdraws(&newer, key, *version))
+            })
         };
         tokio::time::sleep(self.health_window).await;
         let mut patience = Patience::new(self.health_window * 2, readings_before);
@@ -594,6 +592,14 @@ impl TwinApplier {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // A release a newer twin withdraws gets the withdrawal's verdict,
+        // not this window's.
+        let newer = newer_twin(twin.0, twin.1);
+        let withdrawn = |key: &str, version: u64| {
+            newer
+                .as_ref()
+                .is_some_and(|newer| withdraws(newer, key, version))
+        };
         let mut unhealthy = Vec::new();
         for (key, version, _, name) in fresh {
             let (runs, errors) = counts(name);

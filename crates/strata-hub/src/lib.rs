@@ -332,12 +332,12 @@ impl Hub {
             workflows::Workflows::new(config.workflows.clone(), store.clone(), webhooks.clone());
         // With shared stores, one replica at a time raises `offline`
         // alerts: each reads the whole registry.
-        let offline_lease = match &config.shared.postgres {
-            Some(url) if alerts::watches_presence(&config.alerts) => {
-                shared::Lease::shared(url, shared::Duty::OfflineAlerts, metrics.clone())?
-            }
-            _ => shared::Lease::alone(shared::Duty::OfflineAlerts, metrics.clone()),
-        };
+        let offline_lease = shared::Lease::for_duty(
+            config.shared.postgres.as_deref(),
+            alerts::watches_presence(&config.alerts),
+            shared::Duty::OfflineAlerts,
+            metrics.clone(),
+        )?;
         let alerts = alerts::Alerts::start(
             config.alerts.clone(),
             store.clone(),
@@ -470,12 +470,12 @@ impl Hub {
 
         // With shared stores, one replica at a time runs the retraining
         // policies (replicas usually share one configuration).
-        let lease = match &config.shared.postgres {
-            Some(url) if !config.retrain.is_empty() => {
-                shared::Lease::shared(url, shared::Duty::Retrain, metrics.clone())?
-            }
-            _ => shared::Lease::alone(shared::Duty::Retrain, metrics.clone()),
-        };
+        let lease = shared::Lease::for_duty(
+            config.shared.postgres.as_deref(),
+            !config.retrain.is_empty(),
+            shared::Duty::Retrain,
+            metrics.clone(),
+        )?;
         let retrainer = Arc::new(retrain::Retrainer::start(
             retrain::RetrainDeps {
                 cycles,
@@ -539,15 +539,13 @@ impl Hub {
         // With telemetry in PostgreSQL, one replica at a time deletes the
         // telemetry past retention (and the drift sketches, where those
         // are shared too).
-        let retention_lease = match &config.storage.postgres {
-            Some(url)
-                if config.storage.retention_ns().is_some()
-                    || config.storage.retention_max_bytes().is_some() =>
-            {
-                shared::Lease::shared(url, shared::Duty::Retention, metrics.clone())?
-            }
-            _ => shared::Lease::alone(shared::Duty::Retention, metrics.clone()),
-        };
+        let retention_lease = shared::Lease::for_duty(
+            config.storage.postgres.as_deref(),
+            config.storage.retention_ns().is_some()
+                || config.storage.retention_max_bytes().is_some(),
+            shared::Duty::Retention,
+            metrics.clone(),
+        )?;
         retention::spawn(
             &config.storage,
             retention::Stores {

@@ -262,6 +262,22 @@ impl Lease {
         })
     }
 
+    /// The duty's lease among the replicas sharing the database at `url`
+    /// where this replica has the duty at all (`has_work`: rules or
+    /// policies that need it); else, alone or with nothing to do, a lease
+    /// of its own.
+    pub fn for_duty(
+        url: Option<&str>,
+        has_work: bool,
+        duty: Duty,
+        metrics: Arc<Metrics>,
+    ) -> Result<Lease, strata_store::Error> {
+        match url {
+            Some(url) if has_work => Lease::shared(url, duty, metrics),
+            _ => Ok(Lease::alone(duty, metrics)),
+        }
+    }
+
     /// Whether this replica performs the duty now (taking the lease if no
     /// other replica holds it). One that cannot reach the database does
     /// not.
