@@ -327,7 +327,7 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
             &format!(r#"{{"ts": {ts}, "p": {{"kpa": 99.5}}}}"#),
         );
     }
-    let _agent = EdgeProcess::start(&edge_dir, &config);
+    let agent = EdgeProcess::start(&edge_dir, &config);
     eventually(
         Duration::from_secs(60),
         "what was published while the agent was down",
@@ -339,4 +339,42 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
         .map(|(ts, _)| ts / 1_000_000)
         .collect();
     assert_eq!(times, while_down);
+
+    // Messages the agent has received but not yet kept (its frame waits
+    // for batch_ms) are not acknowledged: killed then, it gets them again
+    // at the restart.
+    agent.kill();
+    let holding = config.replace("batch_ms = 100", "batch_ms = 600000");
+    let started_ns = now_ns();
+    let agent = EdgeProcess::start(&edge_dir, &holding);
+    let received: Vec<i64> = (0..3).map(|i| base_ms + 20_000 + i).collect();
+    for ts in &received {
+        publish(
+            "plant/m4/status",
+            &format!(r#"{{"ts": {ts}, "p": {{"kpa": 98.5}}}}"#),
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the agent has the messages",
+        || {
+            hub.readings("gw-mq", "health.source.floor.readings_total")
+                .iter()
+                .any(|(ts, n)| *ts >= started_ns && *n >= received.len() as f64)
+        },
+    );
+    assert!(hub.readings("gw-mq", "m4.pressure").is_empty());
+    agent.kill();
+    let _agent = EdgeProcess::start(&edge_dir, &config);
+    eventually(
+        Duration::from_secs(60),
+        "what the killed agent had received",
+        || hub.readings("gw-mq", "m4.pressure").len() >= received.len(),
+    );
+    let times: Vec<i64> = hub
+        .readings("gw-mq", "m4.pressure")
+        .iter()
+        .map(|(ts, _)| ts / 1_000_000)
+        .collect();
+    assert_eq!(times, received);
 }

@@ -303,6 +303,7 @@ async fn heartbeat(
         let frame = Frame {
             stream: stream.clone(),
             signals,
+            handled: None,
         };
         if frames.send(frame).await.is_err() {
             return;

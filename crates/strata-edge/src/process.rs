@@ -108,8 +108,17 @@ impl Processor {
         self.set_models(models);
     }
 
-    /// Handles one frame.
+    /// Handles one frame, then tells its source (when it asked) that
+    /// what the frame made is in the outbox.
     pub fn handle(&mut self, mut frame: Frame) {
+        let handled = frame.handled.take();
+        self.process(frame);
+        if let Some(handled) = handled {
+            handled.done();
+        }
+    }
+
+    fn process(&mut self, mut frame: Frame) {
         // Only ahead of a pipeline, where one such reading would hold its
         // signal back; without one the hub judges by its own clock.
         if self.pipeline.is_some() {

@@ -7,12 +7,37 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use strata_proto::{Quality, SignalSeries};
 
 /// Readings from one source, ready for the pipeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Frame {
     /// The stream the source's readings are sent under.
     pub stream: Arc<str>,
     /// One series per signal that had readings.
     pub signals: Vec<SignalSeries>,
+    /// Told when the processing thread is done with the frame, for a
+    /// source that acknowledges its peer only then.
+    pub handled: Option<Handled>,
+}
+
+/// The processing thread's word that a frame is done with: what it made
+/// is in the outbox (as durable as the outbox is set to be), or was
+/// refused and counted. Readings a pipeline holds in an unfinished window
+/// are not in the outbox yet: its windows start empty after a restart.
+/// Dropped unsent when the thread dies first.
+#[derive(Debug)]
+pub struct Handled(tokio::sync::oneshot::Sender<()>);
+
+impl Handled {
+    /// A receipt to attach to a frame, and where its word arrives.
+    pub fn new() -> (Handled, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Handled(tx), rx)
+    }
+
+    /// Says the frame is done with.
+    pub fn done(self) {
+        // The source may have stopped waiting; nothing to tell then.
+        let _ = self.0.send(());
+    }
 }
 
 impl Frame {
@@ -142,6 +167,7 @@ impl FrameBuilder {
         Some(Frame {
             stream: self.stream.clone(),
             signals,
+            handled: None,
         })
     }
 }

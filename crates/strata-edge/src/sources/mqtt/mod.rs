@@ -3,6 +3,7 @@
 //! filter maps its messages to a signal; the payload is a plain number or
 //! JSON with the value (and optionally the timestamp) at a JSON pointer.
 
+mod acks;
 mod payload;
 
 use std::collections::HashMap;
@@ -45,8 +46,12 @@ pub struct MqttSourceConfig {
     /// disconnects. With `false` (a persistent session) the broker keeps
     /// what is published on the topics (at QoS 1) while the agent is down,
     /// and delivers it at the reconnect; a message without a timestamp in
-    /// its payload is then stamped when it arrives, late. Default: a
-    /// persistent session when every topic has a `timestamp`, else clean.
+    /// its payload is then stamped when it arrives, late. The source then
+    /// acknowledges a message only once its reading is in the outbox, so
+    /// one received but not yet kept when the agent stopped is delivered
+    /// again; it sends a frame early when 10 messages wait for that.
+    /// Default: a persistent session when every topic has a `timestamp`,
+    /// else clean.
     #[serde(default)]
     pub clean_session: Option<bool>,
     /// The topics to subscribe to.
@@ -232,7 +237,8 @@ fn signal_name(template: &str, topic: &str) -> Option<String> {
 pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<SourceStats>) {
     let mut builder = FrameBuilder::new(&config.stream, std::iter::empty());
     let mut signals: HashMap<String, usize> = HashMap::new();
-    let mut flush = tokio::time::interval(Duration::from_millis(config.batch_ms));
+    let period = Duration::from_millis(config.batch_ms);
+    let mut flush = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff =
         crate::uplink::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -259,20 +265,30 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
     if let Some(user) = &config.username {
         options.set_credentials(user, config.password.clone().unwrap_or_default());
     }
-    options.set_clean_session(config.clean_session());
-    let (client, mut events) = AsyncClient::new(options, 16);
+    let persistent = !config.clean_session();
+    options.set_clean_session(!persistent);
+    // A persistent session keeps what is not acknowledged: acknowledge
+    // only what the outbox holds.
+    options.set_manual_acks(persistent);
+    let (client, event_loop) = AsyncClient::new(options, 16);
+    let (mut events, reconnect, _poller) = poll_in_a_task(event_loop);
+    let mut acks = persistent.then(|| acks::Acks::start(client.clone()));
     let mut connected_at = None;
     loop {
         tokio::select! {
             _ = flush.tick() => {
-                if !builder.send(&frames).await {
+                if !send(&mut builder, &frames, acks.as_mut()).await {
                     return;
                 }
             }
-            event = events.poll() => match event {
+            // The poller ends only by panicking; the source then stops.
+            event = events.recv() => match event.unwrap_or(Err(rumqttc::ConnectionError::RequestsDone)) {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     stats.set_connected(true);
                     connected_at = Some(tokio::time::Instant::now());
+                    if let Some(acks) = &acks {
+                        acks.connected();
+                    }
                     tracing::info!(stream = %config.stream, broker = %config.broker, "mqtt source connected");
                     // Subscribing again on every connect: a clean session
                     // has none, and a persistent one may have been
@@ -293,24 +309,30 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                     match reading(&config, topic, &p.payload, p.retain) {
                         Ok((name, unit, ts, value)) => {
                             let index = match signals.get(&name) {
-                                Some(&i) => i,
+                                Some(&i) => Some(i),
                                 None if signals.len() < MAX_SIGNALS => {
                                     let i = builder.add_signal(name.clone(), unit.to_string());
                                     signals.insert(name, i);
-                                    i
+                                    Some(i)
                                 }
-                                None => {
-                                    stats.error();
-                                    continue;
-                                }
+                                None => None,
                             };
-                            builder.push(index, ts, value, Quality::Good);
-                            stats.readings.fetch_add(1, Ordering::Relaxed);
+                            match index {
+                                Some(index) => {
+                                    builder.push(index, ts, value, Quality::Good);
+                                    stats.readings.fetch_add(1, Ordering::Relaxed);
+                                }
+                                None => stats.error(),
+                            }
                         }
                         Err(e) => {
                             stats.error();
                             tracing::debug!(stream = %config.stream, topic, "message refused: {e}");
                         }
+                    }
+                    let send_now = acks.as_mut().is_some_and(|acks| acks.hold(p));
+                    if send_now && !send(&mut builder, &frames, acks.as_mut()).await {
+                        return;
                     }
                 }
                 Ok(_) => {}
@@ -326,9 +348,51 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                     let delay = backoff.next_delay();
                     tracing::warn!(stream = %config.stream, broker = %config.broker, "mqtt source: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
+                    if reconnect.send(()).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
+    }
+}
+
+/// Drives the client's event loop in a task of its own, as the uplink
+/// does: rumqttc's `poll` is not safe to cancel (dropped while it writes a
+/// packet, an acknowledgement say, it loses it), and the source's loop
+/// also waits on its timer. After an error the task polls again (which
+/// reconnects) only once told to, after the source's wait.
+fn poll_in_a_task(
+    mut event_loop: rumqttc::EventLoop,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    tokio::sync::mpsc::Sender<()>,
+    crate::uplink::AbortOnDrop,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (reconnect, mut told) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        loop {
+            let event = event_loop.poll().await;
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || (failed && told.recv().await.is_none()) {
+                return;
+            }
+        }
+    });
+    (rx, reconnect, crate::uplink::AbortOnDrop(task))
+}
+
+/// Sends the frame collected so far (through `acks` when the source holds
+/// acknowledgements); `false` when the pipeline has gone.
+async fn send(
+    builder: &mut FrameBuilder,
+    frames: &FrameSender,
+    acks: Option<&mut acks::Acks>,
+) -> bool {
+    match acks {
+        Some(acks) => acks.send(builder, frames).await,
+        None => builder.send(frames).await,
     }
 }
 

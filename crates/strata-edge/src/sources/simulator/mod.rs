@@ -245,6 +245,7 @@ pub async fn run(
         let frame = Frame {
             stream: stream.clone(),
             signals: batch.signals,
+            handled: None,
         };
         stats
             .readings

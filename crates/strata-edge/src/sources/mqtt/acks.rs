@@ -1,0 +1,197 @@
+//! Acknowledging only what is kept. With a persistent session the broker
+//! keeps a QoS 1 message until the source acknowledges it, so the source
+//! acknowledges a message only once the frame holding it has been handled
+//! (its readings are in the outbox): one the agent had not kept when it
+//! stopped or crashed is delivered again at the restart instead of lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rumqttc::{AsyncClient, Publish, QoS};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sources::{FrameBuilder, FrameSender, Handled};
+
+/// Messages held unacknowledged before the source sends its frame without
+/// waiting for `batch_ms`: brokers cap the QoS 1 messages in flight to one
+/// client (Mosquitto's default is 20), and a source holding that many
+/// would stall its topics until the next frame.
+pub const SEND_AT: usize = 10;
+
+/// One frame's messages to acknowledge once the frame is handled.
+type Due = (Option<oneshot::Receiver<()>>, Vec<(u64, Publish)>);
+
+/// The messages of the frame being collected, and the task that
+/// acknowledges those of the frames sent.
+pub struct Acks {
+    held: Vec<(u64, Publish)>,
+    connection: Arc<AtomicU64>,
+    due: mpsc::UnboundedSender<Due>,
+}
+
+impl Acks {
+    /// Starts the acknowledging task for `client` (which must have been
+    /// made with manual acknowledgements). The task ends after the source
+    /// drops this.
+    pub fn start(client: AsyncClient) -> Acks {
+        let connection = Arc::new(AtomicU64::new(0));
+        let (due, queue) = mpsc::unbounded_channel();
+        tokio::spawn(acknowledge(client, connection.clone(), queue));
+        Acks {
+            held: Vec::new(),
+            connection,
+            due,
+        }
+    }
+
+    /// A new connection: messages held from earlier ones are delivered
+    /// again on it (with a persistent session), and only those copies are
+    /// acknowledged, as their packet ids are the new connection's.
+    pub fn connected(&self) {
+        self.connection.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Holds a message (taken or refused) until the frame it went into is
+    /// handled; `true` when enough are held that the frame should go now.
+    pub fn hold(&mut self, mut publish: Publish) -> bool {
+        if publish.qos == QoS::AtMostOnce {
+            return false;
+        }
+        // Only its packet id is needed from here on.
+        publish.payload = Default::default();
+        self.held
+            .push((self.connection.load(Ordering::Relaxed), publish));
+        self.held.len() >= SEND_AT
+    }
+
+    /// Sends the frame collected so far with a receipt, and has its
+    /// messages acknowledged when the receipt comes back; `false` when the
+    /// pipeline has gone.
+    pub async fn send(&mut self, builder: &mut FrameBuilder, frames: &FrameSender) -> bool {
+        if self.held.is_empty() {
+            return builder.send(frames).await;
+        }
+        let mut receipt = None;
+        if let Some(mut frame) = builder.take() {
+            let (handled, rx) = Handled::new();
+            frame.handled = Some(handled);
+            if frames.send(frame).await.is_err() {
+                return false;
+            }
+            receipt = Some(rx);
+        }
+        // Refused messages only: acknowledged after the frames before.
+        let held = std::mem::take(&mut self.held);
+        self.due.send((receipt, held)).is_ok()
+    }
+}
+
+/// Acknowledges each frame's messages, in the order they arrived, once the
+/// frame is handled. Stops when the processing thread drops a frame
+/// unhandled (the agent is stopping: nothing after it is acknowledged) or
+/// the client has gone.
+async fn acknowledge(
+    client: AsyncClient,
+    connection: Arc<AtomicU64>,
+    mut queue: mpsc::UnboundedReceiver<Due>,
+) {
+    while let Some((receipt, held)) = queue.recv().await {
+        if let Some(receipt) = receipt
+            && receipt.await.is_err()
+        {
+            return;
+        }
+        for (on, publish) in held {
+            if on != connection.load(Ordering::Relaxed) {
+                continue;
+            }
+            if client.ack(&publish).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::Request;
+
+    fn publish(pkid: u16, qos: QoS) -> Publish {
+        let mut p = Publish::new("plant/m1/status", qos, b"{}".to_vec());
+        p.pkid = pkid;
+        p
+    }
+
+    fn acked(requests: &flume::Receiver<Request>) -> Vec<u16> {
+        requests
+            .try_iter()
+            .map(|r| match r {
+                Request::PubAck(ack) => ack.pkid,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn messages_are_acknowledged_in_order_once_their_frame_is_handled() {
+        let (requests_tx, requests) = flume::unbounded();
+        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx));
+        acks.connected();
+        let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
+
+        // QoS 0 needs no acknowledgement; the tenth held sends the frame.
+        assert!(!acks.hold(publish(0, QoS::AtMostOnce)));
+        for pkid in 1..10 {
+            builder.push(0, pkid as i64, 1.0, strata_proto::Quality::Good);
+            assert!(!acks.hold(publish(pkid, QoS::AtLeastOnce)));
+        }
+        assert!(acks.hold(publish(10, QoS::AtLeastOnce)));
+        assert!(acks.send(&mut builder, &frames).await);
+        let first = frames_rx.recv().await.unwrap();
+        // Messages refused (no readings): a frame of none, after the first.
+        assert!(!acks.hold(publish(11, QoS::AtLeastOnce)));
+        assert!(acks.send(&mut builder, &frames).await);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            acked(&requests),
+            Vec::<u16>::new(),
+            "nothing before handled"
+        );
+        first.handled.expect("a receipt").done();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(acked(&requests), (1..=11).collect::<Vec<u16>>());
+
+        // A message held on a connection since lost is not acknowledged:
+        // its copy sent again on the new one is.
+        builder.push(0, 12, 1.0, strata_proto::Quality::Good);
+        acks.hold(publish(12, QoS::AtLeastOnce));
+        acks.connected();
+        builder.push(0, 13, 1.0, strata_proto::Quality::Good);
+        acks.hold(publish(12, QoS::AtLeastOnce));
+        assert!(acks.send(&mut builder, &frames).await);
+        let second = frames_rx.recv().await.unwrap();
+        second.handled.expect("a receipt").done();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(acked(&requests), vec![12]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_dropped_unhandled_stops_the_acknowledgements() {
+        let (requests_tx, requests) = flume::unbounded();
+        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx));
+        let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
+        for pkid in 1..=2 {
+            builder.push(0, pkid as i64, 1.0, strata_proto::Quality::Good);
+            acks.hold(publish(pkid, QoS::AtLeastOnce));
+            assert!(acks.send(&mut builder, &frames).await);
+        }
+        // The processing thread died with the first frame.
+        drop(frames_rx.recv().await.unwrap());
+        frames_rx.recv().await.unwrap().handled.unwrap().done();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(acked(&requests), Vec::<u16>::new());
+    }
+}
