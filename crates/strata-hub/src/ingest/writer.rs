@@ -211,13 +211,7 @@ fn run(
                 answers.send();
                 let now = now_ns();
                 for w in &writes {
-                    // Cloning the id (an allocation) only for a device not yet in the round.
-                    match seen.get_mut(&w.device) {
-                        Some(t) => *t = now,
-                        None => {
-                            seen.insert(w.device.clone(), now);
-                        }
-                    }
+                    saw(&mut seen, &w.device, now);
                 }
             }
             Err(e) if writes.len() > 1 && !e.is_retryable() => {
@@ -231,12 +225,18 @@ fn run(
                     batches = writes.len(),
                     "cannot store telemetry ({e}); storing these batches one by one"
                 );
+                let now = now_ns();
                 one_by_one(
                     &*store,
                     &writes,
                     &mut waiters,
                     &metrics,
-                    &mut |w| alerts.offer(&w.device, &w.batch),
+                    &mut |w, outcome| {
+                        if outcome == WriteOutcome::Stored {
+                            alerts.offer(&w.device, &w.batch);
+                        }
+                        saw(&mut seen, &w.device, now);
+                    },
                     &mut answers,
                 );
             }
@@ -264,6 +264,21 @@ fn run(
     }
 }
 
+/// Records that `device` was heard from at `now`; its id (an allocation)
+/// is cloned only for a device not yet in the round.
+fn saw(
+    seen: &mut HashMap<DeviceId, i64, foldhash::fast::RandomState>,
+    device: &DeviceId,
+    now: i64,
+) {
+    match seen.get_mut(device) {
+        Some(t) => *t = now,
+        None => {
+            seen.insert(device.clone(), now);
+        }
+    }
+}
+
 /// Counts a batch the store answered for.
 fn count(metrics: &Metrics, w: &BatchWrite, outcome: WriteOutcome) {
     match outcome {
@@ -287,7 +302,7 @@ fn one_by_one(
     writes: &[BatchWrite],
     waiters: &mut Vec<Done>,
     metrics: &Metrics,
-    offer: &mut dyn FnMut(&BatchWrite),
+    answered: &mut dyn FnMut(&BatchWrite, WriteOutcome),
     answers: &mut Answers,
 ) {
     let mut stored = Vec::with_capacity(writes.len());
@@ -327,9 +342,7 @@ fn one_by_one(
         std::process::abort();
     }
     for (w, outcome, done) in stored {
-        if outcome == WriteOutcome::Stored {
-            offer(w);
-        }
+        answered(w, outcome);
         count(metrics, w, outcome);
         answers.ok(done);
     }
@@ -419,7 +432,7 @@ mod tests {
         let store =
             Refusing(SqliteStore::open(dir.path(), strata_store::Durability::Process).unwrap());
         let metrics = Metrics::default();
-        let mut offered = Vec::new();
+        let mut answered_for = Vec::new();
         let mut store_one_by_one = |writes: &[BatchWrite]| {
             let (mut waiters, mut answered) = (Vec::new(), Vec::new());
             for _ in writes {
@@ -432,7 +445,7 @@ mod tests {
                 writes,
                 &mut waiters,
                 &metrics,
-                &mut |w| offered.push(w.device.to_string()),
+                &mut |w, outcome| answered_for.push((w.device.to_string(), outcome)),
                 &mut Answers::default(),
             );
             answered
@@ -446,7 +459,18 @@ mod tests {
         // Two failures in a row are the store's: the rest is not tried.
         let writes = [write("bad", 2), write("bad", 3), write("good-3", 1)];
         assert_eq!(store_one_by_one(&writes), [false, false, false]);
-        assert_eq!(offered, ["good-1", "good-2"]);
+        let writes = [write("good-1", 1), write("bad", 4)];
+        assert_eq!(store_one_by_one(&writes), [true, false]);
+        // The batches answered, for their devices to be seen (and those
+        // stored offered to the alert rules): a duplicate's too.
+        assert_eq!(
+            answered_for,
+            [
+                ("good-1".to_string(), WriteOutcome::Stored),
+                ("good-2".to_string(), WriteOutcome::Stored),
+                ("good-1".to_string(), WriteOutcome::Duplicate)
+            ]
+        );
         assert_eq!(store.batch_count(None).unwrap(), 2);
         assert_eq!(metrics.batches_stored.load(Relaxed), 2);
     }
