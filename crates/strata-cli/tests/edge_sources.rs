@@ -365,7 +365,7 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     );
     assert!(hub.readings("gw-mq", "m4.pressure").is_empty());
     agent.kill();
-    let _agent = EdgeProcess::start(&edge_dir, &config);
+    let agent = EdgeProcess::start(&edge_dir, &config);
     eventually(
         Duration::from_secs(60),
         "what the killed agent had received",
@@ -377,4 +377,48 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
         .map(|(ts, _)| ts / 1_000_000)
         .collect();
     assert_eq!(times, received);
+
+    // A topic removed from the config: the broker would keep the persistent
+    // session's subscription to it, and deliver its messages to be refused
+    // one by one. The source unsubscribes from it at the connect.
+    agent.kill();
+    let removed = "[[sources.topics]]\nfilter = \"plant/+/temp_f\"\n";
+    let start = config.find(removed).expect("the temp_f topic");
+    let end = config[start + removed.len()..]
+        .find("[[sources.topics]]")
+        .map_or(config.len(), |i| start + removed.len() + i);
+    let fewer = format!("{}{}", &config[..start], &config[end..]);
+    let started_ns = now_ns();
+    let _agent = EdgeProcess::start(&edge_dir, &fewer);
+    let remembered = edge_dir.join("data/mqtt-source-floor.json");
+    eventually(Duration::from_secs(30), "the filter unsubscribed", || {
+        std::fs::read_to_string(&remembered).is_ok_and(|f| !f.contains("temp_f"))
+    });
+    for _ in 0..5 {
+        publish("plant/m1/temp_f", "212");
+    }
+    let marker = base_ms + 30_000;
+    publish(
+        "plant/m5/status",
+        &format!(r#"{{"ts": {marker}, "p": {{"kpa": 97.5}}}}"#),
+    );
+    eventually(Duration::from_secs(30), "the marker", || {
+        !hub.readings("gw-mq", "m5.pressure").is_empty()
+    });
+    let seen_ns = now_ns();
+    let mut errors = None;
+    eventually(Duration::from_secs(30), "a later heartbeat", || {
+        errors = hub
+            .readings("gw-mq", "health.source.floor.errors_total")
+            .into_iter()
+            .find(|(ts, _)| *ts > seen_ns)
+            .map(|(_, n)| n);
+        errors.is_some()
+    });
+    assert!(started_ns < seen_ns);
+    assert_eq!(
+        errors,
+        Some(0.0),
+        "messages of the removed topic were delivered"
+    );
 }

@@ -82,8 +82,6 @@ pub async fn run(
     frames: FrameSender,
     stats: Arc<SourceStats>,
 ) {
-    #[cfg(not(feature = "opcua"))]
-    let _ = data_dir;
     match config {
         SourceConfig::Simulator(c) => simulator::run(c, next_seq, frames, stats).await,
         #[cfg(feature = "modbus")]
@@ -93,6 +91,6 @@ pub async fn run(
             let pki = data_dir.join("opcua-pki");
             opcua::run(c, pki, frames, stats).await
         }
-        SourceConfig::Mqtt(c) => mqtt::run(c, frames, stats).await,
+        SourceConfig::Mqtt(c) => mqtt::run(c, data_dir, frames, stats).await,
     }
 }

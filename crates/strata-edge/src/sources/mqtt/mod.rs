@@ -5,6 +5,7 @@
 
 mod acks;
 mod payload;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,8 +51,9 @@ pub struct MqttSourceConfig {
     /// acknowledges a message only once its reading is in the outbox, so
     /// one received but not yet kept when the agent stopped is delivered
     /// again; it sends a frame early when 10 messages wait for that.
-    /// Default: a persistent session when every topic has a `timestamp`,
-    /// else clean.
+    /// The source unsubscribes from the filters of topics since removed
+    /// from this config (the session keeps them). Default: a persistent
+    /// session when every topic has a `timestamp`, else clean.
     #[serde(default)]
     pub clean_session: Option<bool>,
     /// The topics to subscribe to.
@@ -233,8 +235,14 @@ fn signal_name(template: &str, topic: &str) -> Option<String> {
     Some(out)
 }
 
-/// Runs the source until the task is dropped.
-pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<SourceStats>) {
+/// Runs the source until the task is dropped; a persistent session's
+/// filters are remembered in `data_dir`.
+pub async fn run(
+    config: MqttSourceConfig,
+    data_dir: &std::path::Path,
+    frames: FrameSender,
+    stats: Arc<SourceStats>,
+) {
     let mut builder = FrameBuilder::new(&config.stream, std::iter::empty());
     let mut signals: HashMap<String, usize> = HashMap::new();
     let period = Duration::from_millis(config.batch_ms);
@@ -253,7 +261,7 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
         .client_id
         .clone()
         .unwrap_or_else(|| format!("strata-edge-{}", config.stream));
-    let mut options = MqttOptions::new(client_id, host, port);
+    let mut options = MqttOptions::new(client_id.clone(), host, port);
     options.set_keep_alive(Duration::from_secs(15));
     // Larger than the payload limit, so that a payload over it arrives and
     // is counted (rumqttc fails the connection on a packet over its own
@@ -273,6 +281,11 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
     let (client, event_loop) = AsyncClient::new(options, 16);
     let (mut events, reconnect, _poller) = poll_in_a_task(event_loop);
     let mut acks = persistent.then(|| acks::Acks::start(client.clone()));
+    let configured: Vec<String> = config.topics.iter().map(|t| t.filter.clone()).collect();
+    let mut subscriptions = persistent.then(|| {
+        subscriptions::Subscriptions::open(data_dir, &config.stream, &client_id, &configured)
+    });
+    let mut unsubscribing = 0;
     let mut connected_at = None;
     loop {
         tokio::select! {
@@ -302,6 +315,31 @@ pub async fn run(config: MqttSourceConfig, frames: FrameSender, stats: Arc<Sourc
                     if let Err(e) = client.try_subscribe_many(filters) {
                         stats.error();
                         tracing::warn!(stream = %config.stream, "cannot subscribe: {e}");
+                    }
+                    // A persistent session keeps the filters of topics
+                    // since removed from the config.
+                    let stale = subscriptions.as_ref().map(|s| s.stale()).unwrap_or_default();
+                    unsubscribing = stale.len();
+                    if !stale.is_empty() {
+                        tracing::info!(stream = %config.stream, filters = ?stale, "unsubscribing from filters no longer configured");
+                        let client = client.clone();
+                        // Awaited one by one: more than the client's
+                        // queue holds at once.
+                        tokio::spawn(async move {
+                            for filter in stale {
+                                if client.unsubscribe(filter).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                }
+                Ok(Event::Incoming(Packet::UnsubAck(_))) if unsubscribing > 0 => {
+                    unsubscribing -= 1;
+                    if unsubscribing == 0
+                        && let Some(subscriptions) = &mut subscriptions
+                    {
+                        subscriptions.unsubscribed();
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
