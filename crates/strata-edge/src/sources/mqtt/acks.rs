@@ -1,11 +1,12 @@
 //! Acknowledging only what is kept. With a persistent session the broker
 //! keeps a QoS 1 message until the source acknowledges it, so the source
 //! acknowledges a message only once the frame holding it has been handled
-//! (its readings are in the outbox): one the agent had not kept when it
-//! stopped or crashed is delivered again at the restart instead of lost.
+//! (its reading is in the outbox, or in a pipeline's window): one the
+//! agent had not kept when it stopped or crashed is delivered again at the
+//! restart instead of lost.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, oneshot};
@@ -21,20 +22,45 @@ pub const SEND_AT: usize = 10;
 /// One frame's messages to acknowledge once the frame is handled.
 type Due = (Option<oneshot::Receiver<()>>, Vec<(u64, Publish)>);
 
+/// The number of the connection messages arrive on, and the lock under
+/// which acknowledgements are queued for it. A message not acknowledged
+/// when its connection is lost is delivered again on the next one, with
+/// the same packet id, and only that copy may be acknowledged: before
+/// reconnecting, the poller takes the lock, moves to the next number and
+/// drops the acknowledgements still queued for the lost connection.
+#[derive(Debug, Default)]
+pub struct Connection(Mutex<u64>);
+
+impl Connection {
+    /// The connection messages arrive on now.
+    fn current(&self) -> u64 {
+        *self.0.lock().expect("connection lock")
+    }
+
+    /// Runs `drop_queued` (the event loop's `clean`) as the connection
+    /// moves to the next number, so that no acknowledgement for the lost
+    /// one is queued after it.
+    pub fn next(&self, drop_queued: impl FnOnce()) {
+        let mut number = self.0.lock().expect("connection lock");
+        *number += 1;
+        drop_queued();
+    }
+}
+
 /// The messages of the frame being collected, and the task that
 /// acknowledges those of the frames sent.
 pub struct Acks {
     held: Vec<(u64, Publish)>,
-    connection: Arc<AtomicU64>,
+    connection: Arc<Connection>,
     due: mpsc::UnboundedSender<Due>,
 }
 
 impl Acks {
     /// Starts the acknowledging task for `client` (which must have been
-    /// made with manual acknowledgements). The task ends after the source
+    /// made with manual acknowledgements), whose event loop moves
+    /// `connection` on at each reconnect. The task ends after the source
     /// drops this.
-    pub fn start(client: AsyncClient) -> Acks {
-        let connection = Arc::new(AtomicU64::new(0));
+    pub fn start(client: AsyncClient, connection: Arc<Connection>) -> Acks {
         let (due, queue) = mpsc::unbounded_channel();
         tokio::spawn(acknowledge(client, connection.clone(), queue));
         Acks {
@@ -42,13 +68,6 @@ impl Acks {
             connection,
             due,
         }
-    }
-
-    /// A new connection: messages held from earlier ones are delivered
-    /// again on it (with a persistent session), and only those copies are
-    /// acknowledged, as their packet ids are the new connection's.
-    pub fn connected(&self) {
-        self.connection.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Holds a message (taken or refused) until the frame it went into is
@@ -59,8 +78,7 @@ impl Acks {
         }
         // Only its packet id is needed from here on.
         publish.payload = Default::default();
-        self.held
-            .push((self.connection.load(Ordering::Relaxed), publish));
+        self.held.push((self.connection.current(), publish));
         self.held.len() >= SEND_AT
     }
 
@@ -87,12 +105,13 @@ impl Acks {
 }
 
 /// Acknowledges each frame's messages, in the order they arrived, once the
-/// frame is handled. Stops when the processing thread drops a frame
-/// unhandled (the agent is stopping: nothing after it is acknowledged) or
-/// the client has gone.
+/// frame is handled; those of a connection since lost are left for their
+/// copies. Stops when the processing thread drops a frame unhandled (the
+/// agent is stopping: nothing after it is acknowledged) or the source has
+/// stopped.
 async fn acknowledge(
     client: AsyncClient,
-    connection: Arc<AtomicU64>,
+    connection: Arc<Connection>,
     mut queue: mpsc::UnboundedReceiver<Due>,
 ) {
     while let Some((receipt, held)) = queue.recv().await {
@@ -102,11 +121,20 @@ async fn acknowledge(
             return;
         }
         for (on, publish) in held {
-            if on != connection.load(Ordering::Relaxed) {
-                continue;
-            }
-            if client.ack(&publish).await.is_err() {
-                return;
+            loop {
+                let queued = {
+                    let current = connection.0.lock().expect("connection lock");
+                    *current != on || client.try_ack(&publish).is_ok()
+                };
+                if queued {
+                    break;
+                }
+                // The client's queue is full (it drains as the connection
+                // writes) or the source has stopped.
+                if queue.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     }
@@ -136,8 +164,8 @@ mod tests {
     #[tokio::test]
     async fn messages_are_acknowledged_in_order_once_their_frame_is_handled() {
         let (requests_tx, requests) = flume::unbounded();
-        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx));
-        acks.connected();
+        let connection = Arc::new(Connection::default());
+        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx), connection.clone());
         let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
         let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
 
@@ -167,7 +195,7 @@ mod tests {
         // its copy sent again on the new one is.
         builder.push(0, 12, 1.0, strata_proto::Quality::Good);
         acks.hold(publish(12, QoS::AtLeastOnce));
-        acks.connected();
+        connection.next(|| ());
         builder.push(0, 13, 1.0, strata_proto::Quality::Good);
         acks.hold(publish(12, QoS::AtLeastOnce));
         assert!(acks.send(&mut builder, &frames).await);
@@ -180,7 +208,10 @@ mod tests {
     #[tokio::test]
     async fn a_frame_dropped_unhandled_stops_the_acknowledgements() {
         let (requests_tx, requests) = flume::unbounded();
-        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx));
+        let mut acks = Acks::start(
+            AsyncClient::from_senders(requests_tx),
+            Arc::new(Connection::default()),
+        );
         let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
         let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
         for pkid in 1..=2 {

@@ -48,12 +48,16 @@ pub struct MqttSourceConfig {
     /// what is published on the topics (at QoS 1) while the agent is down,
     /// and delivers it at the reconnect; a message without a timestamp in
     /// its payload is then stamped when it arrives, late. The source then
-    /// acknowledges a message only once its reading is in the outbox, so
-    /// one received but not yet kept when the agent stopped is delivered
-    /// again; it sends a frame early when 10 messages wait for that.
-    /// The source unsubscribes from the filters of topics since removed
-    /// from this config (the session keeps them). Default: a persistent
-    /// session when every topic has a `timestamp`, else clean.
+    /// acknowledges a message only once its reading is in the outbox (or
+    /// in a `[pipeline]` window, which a restart empties), so one received
+    /// but not yet kept when the agent stopped is delivered again. One the
+    /// outbox refuses (full with `refuse_new`, or a disk error) is counted
+    /// in `outbox_errors` and acknowledged all the same. A frame goes early
+    /// when 10 messages wait: a broker that lets fewer than 10 be in flight
+    /// to a client holds the source to that many per `batch_ms`. The
+    /// source unsubscribes from the filters of topics since removed from
+    /// this config (the session keeps them). Default: a persistent session
+    /// when every topic has a `timestamp`, else clean.
     #[serde(default)]
     pub clean_session: Option<bool>,
     /// The topics to subscribe to.
@@ -279,8 +283,9 @@ pub async fn run(
     // only what the outbox holds.
     options.set_manual_acks(persistent);
     let (client, event_loop) = AsyncClient::new(options, 16);
-    let (mut events, reconnect, _poller) = poll_in_a_task(event_loop);
-    let mut acks = persistent.then(|| acks::Acks::start(client.clone()));
+    let connection = persistent.then(|| Arc::new(acks::Connection::default()));
+    let (mut events, reconnect, _poller) = poll_in_a_task(event_loop, connection.clone());
+    let mut acks = connection.map(|c| acks::Acks::start(client.clone(), c));
     let configured: Vec<String> = config.topics.iter().map(|t| t.filter.clone()).collect();
     let mut subscriptions = persistent.then(|| {
         subscriptions::Subscriptions::open(data_dir, &config.stream, &client_id, &configured)
@@ -299,40 +304,38 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     stats.set_connected(true);
                     connected_at = Some(tokio::time::Instant::now());
-                    if let Some(acks) = &acks {
-                        acks.connected();
-                    }
                     tracing::info!(stream = %config.stream, broker = %config.broker, "mqtt source connected");
                     // Subscribing again on every connect: a clean session
                     // has none, and a persistent one may have been
                     // forgotten (a broker restarted without persistence).
                     // One SUBSCRIBE for all: one request each would
                     // overflow the client's queue of 16 past 16 filters.
-                    let filters = config
+                    let filters: Vec<SubscribeFilter> = config
                         .topics
                         .iter()
-                        .map(|t| SubscribeFilter::new(t.filter.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = client.try_subscribe_many(filters) {
-                        stats.error();
-                        tracing::warn!(stream = %config.stream, "cannot subscribe: {e}");
-                    }
+                        .map(|t| SubscribeFilter::new(t.filter.clone(), QoS::AtLeastOnce))
+                        .collect();
                     // A persistent session keeps the filters of topics
                     // since removed from the config.
                     let stale = subscriptions.as_ref().map(|s| s.stale()).unwrap_or_default();
                     unsubscribing = stale.len();
                     if !stale.is_empty() {
                         tracing::info!(stream = %config.stream, filters = ?stale, "unsubscribing from filters no longer configured");
-                        let client = client.clone();
-                        // Awaited one by one: more than the client's
-                        // queue holds at once.
-                        tokio::spawn(async move {
-                            for filter in stale {
-                                if client.unsubscribe(filter).await.is_err() {
-                                    return;
-                                }
-                            }
-                        });
                     }
+                    // Awaited in a task of its own: the client's queue may
+                    // be full for a moment (acknowledgements), and the
+                    // loop must go on taking events meanwhile.
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        if client.subscribe_many(filters).await.is_err() {
+                            return;
+                        }
+                        for filter in stale {
+                            if client.unsubscribe(filter).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
                 }
                 Ok(Event::Incoming(Packet::UnsubAck(_))) if unsubscribing > 0 => {
                     unsubscribing -= 1;
@@ -399,9 +402,12 @@ pub async fn run(
 /// does: rumqttc's `poll` is not safe to cancel (dropped while it writes a
 /// packet, an acknowledgement say, it loses it), and the source's loop
 /// also waits on its timer. After an error the task polls again (which
-/// reconnects) only once told to, after the source's wait.
+/// reconnects) only once told to, after the source's wait; with
+/// acknowledgements held, it first moves `connection` on (see
+/// [`acks::Connection`]).
 fn poll_in_a_task(
     mut event_loop: rumqttc::EventLoop,
+    connection: Option<Arc<acks::Connection>>,
 ) -> (
     tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
     tokio::sync::mpsc::Sender<()>,
@@ -415,6 +421,9 @@ fn poll_in_a_task(
             let failed = event.is_err();
             if tx.send(event).await.is_err() || (failed && told.recv().await.is_none()) {
                 return;
+            }
+            if failed && let Some(connection) = &connection {
+                connection.next(|| event_loop.clean());
             }
         }
     });
