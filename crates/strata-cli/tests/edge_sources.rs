@@ -247,7 +247,7 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     let hub = HubProcess::start(&dir.path().join("hub"));
     let credential = hub.provision("gw-mq", json!({}));
     let port = free_port();
-    let _broker = Peer::mosquitto(dir.path(), port);
+    let broker = Peer::mosquitto(dir.path(), port);
     let edge_dir = dir.path().join("edge");
     std::fs::create_dir_all(&edge_dir).unwrap();
     // Twenty filters nothing is published on come first: the two that
@@ -420,5 +420,26 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
         errors,
         Some(0.0),
         "messages of the removed topic were delivered"
+    );
+
+    // The broker restarts without its sessions: the source connects again,
+    // subscribes again, and what is published then arrives.
+    broker.kill();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let mut round = 0;
+    eventually(
+        Duration::from_secs(60),
+        "readings after the broker's restart",
+        || {
+            publish(
+                "plant/m6/status",
+                &format!(
+                    r#"{{"ts": {}, "p": {{"kpa": 96.5}}}}"#,
+                    base_ms + 40_000 + round
+                ),
+            );
+            round += 1;
+            !hub.readings("gw-mq", "m6.pressure").is_empty()
+        },
     );
 }
