@@ -241,6 +241,20 @@ fn modbus_registers_arrive_decoded_and_scaled_and_resume_after_a_server_restart(
     );
 }
 
+/// Waits until `signal` of gw-mq has as many readings as `times_ms`, then
+/// checks they are those, in milliseconds.
+fn arrive_with_times(hub: &HubProcess, signal: &str, times_ms: &[i64], what: &str) {
+    eventually(Duration::from_secs(60), what, || {
+        hub.readings("gw-mq", signal).len() >= times_ms.len()
+    });
+    let times: Vec<i64> = hub
+        .readings("gw-mq", signal)
+        .iter()
+        .map(|(ts, _)| ts / 1_000_000)
+        .collect();
+    assert_eq!(times, times_ms);
+}
+
 #[test]
 fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,17 +342,12 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
         );
     }
     let agent = EdgeProcess::start(&edge_dir, &config);
-    eventually(
-        Duration::from_secs(60),
+    arrive_with_times(
+        &hub,
+        "m3.pressure",
+        &while_down,
         "what was published while the agent was down",
-        || hub.readings("gw-mq", "m3.pressure").len() >= while_down.len(),
     );
-    let times: Vec<i64> = hub
-        .readings("gw-mq", "m3.pressure")
-        .iter()
-        .map(|(ts, _)| ts / 1_000_000)
-        .collect();
-    assert_eq!(times, while_down);
 
     // Messages the agent has received but not yet kept (its frame waits
     // for batch_ms) are not acknowledged: killed then, it gets them again
@@ -366,17 +375,12 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     assert!(hub.readings("gw-mq", "m4.pressure").is_empty());
     agent.kill();
     let agent = EdgeProcess::start(&edge_dir, &config);
-    eventually(
-        Duration::from_secs(60),
+    arrive_with_times(
+        &hub,
+        "m4.pressure",
+        &received,
         "what the killed agent had received",
-        || hub.readings("gw-mq", "m4.pressure").len() >= received.len(),
     );
-    let times: Vec<i64> = hub
-        .readings("gw-mq", "m4.pressure")
-        .iter()
-        .map(|(ts, _)| ts / 1_000_000)
-        .collect();
-    assert_eq!(times, received);
 
     // A topic removed from the config: the broker would keep the persistent
     // session's subscription to it, and deliver its messages to be refused
