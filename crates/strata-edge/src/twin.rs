@@ -1908,6 +1908,33 @@ fn hash_into(reader: &mut impl std::io::Read, check: &mut ArtifactCheck) -> Resu
     }
 }
 
+/// Space a download must leave free on the data directory's file system:
+/// an update must never fill the disk the outbox keeps telemetry on.
+const RESERVE_BYTES: u64 = 64 << 20;
+
+/// Whether the file system `part` is on has room for `needed` more bytes
+/// and the reserve. Where the free space cannot be read, the download's
+/// own writes say whether it fits.
+fn room_for(part: &Path, needed: u64) -> Result<(), String> {
+    let dir = part.parent().unwrap_or(Path::new("."));
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) => room(needed, fs.f_bavail.saturating_mul(fs.f_frsize)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// `needed` bytes and the reserve against `free` bytes.
+fn room(needed: u64, free: u64) -> Result<(), String> {
+    if free >= needed.saturating_add(RESERVE_BYTES) {
+        return Ok(());
+    }
+    Err(format!(
+        "not enough disk space: the download needs {needed} bytes and {} MiB are kept free for \
+         the outbox, but the data directory's disk has {free} bytes free",
+        RESERVE_BYTES >> 20
+    ))
+}
+
 /// Downloads an artifact into `part`, resuming from what `part` already
 /// holds (HTTP Range), hashing and counting while streaming, and returns
 /// once `part` holds the whole artifact with its announced size and
@@ -1933,6 +1960,7 @@ fn fetch_resumable(
     if have >= expected.size {
         have = 0;
     }
+    room_for(part, expected.size - have).map_err(unavailable)?;
     let auth = format!(
         "Basic {}",
         base64(format!("{device}:{credential}").as_bytes())
@@ -2043,6 +2071,22 @@ fn fetch_resumable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_download_must_leave_the_reserve_free() {
+        assert!(room(10, RESERVE_BYTES + 10).is_ok());
+        let e = room(11, RESERVE_BYTES + 10).unwrap_err();
+        assert!(e.contains("needs 11 bytes"), "{e}");
+        // The real file system of a directory is read.
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("model.part");
+        assert!(room_for(&part, 1).is_ok());
+        assert!(
+            room_for(&part, u64::MAX / 2)
+                .unwrap_err()
+                .contains("bytes free")
+        );
+    }
 
     fn assignment(version: u32, shadow: bool) -> ModelAssignment {
         serde_json::from_value(serde_json::json!({
