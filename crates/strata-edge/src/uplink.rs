@@ -162,29 +162,39 @@ fn options(config: &UplinkConfig) -> Result<MqttOptions, String> {
     Ok(o)
 }
 
-/// Drives `event_loop` in a task of its own; its events (up to the first
-/// error) arrive on the receiver. The task ends with the guard.
-fn poll_in_a_task(
+/// Drives `event_loop` in a task of its own, since rumqttc's `poll` is not
+/// safe to cancel (dropped while it writes a packet, it loses the packet)
+/// and its callers wait on other things too; its events arrive on the
+/// receiver. After an error the task polls again (which reconnects) only
+/// once told to on the sender, first calling `before_reconnect`; dropping
+/// the sender ends it, as does dropping the guard.
+pub(crate) fn poll_in_a_task(
     mut event_loop: rumqttc::EventLoop,
+    mut before_reconnect: impl FnMut(&mut rumqttc::EventLoop) + Send + 'static,
 ) -> (
     tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    tokio::sync::mpsc::Sender<()>,
     AbortOnDrop,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (reconnect, mut told) = tokio::sync::mpsc::channel(1);
     let task = tokio::spawn(async move {
         loop {
             let event = event_loop.poll().await;
-            let ended = event.is_err();
-            if tx.send(event).await.is_err() || ended {
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || (failed && told.recv().await.is_none()) {
                 return;
+            }
+            if failed {
+                before_reconnect(&mut event_loop);
             }
         }
     });
-    (rx, AbortOnDrop(task))
+    (rx, reconnect, AbortOnDrop(task))
 }
 
 /// Aborts a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -210,7 +220,9 @@ async fn session(
     // counts it in flight. So it runs in a task of its own that only
     // polls, and the loop below, which also waits on other things, takes
     // its events from a channel.
-    let (mut events, _poller) = poll_in_a_task(event_loop);
+    // A session ends at its connection's first error: it never tells the
+    // poller to reconnect.
+    let (mut events, _reconnect, _poller) = poll_in_a_task(event_loop, |_| {});
     let topic = Topic::new(config.device.clone(), Direction::Up, TopicKind::Telemetry).to_string();
     let sketch_topic =
         Topic::new(config.device.clone(), Direction::Up, TopicKind::Sketch).to_string();

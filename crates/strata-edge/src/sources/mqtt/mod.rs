@@ -284,7 +284,16 @@ pub async fn run(
     options.set_manual_acks(persistent);
     let (client, event_loop) = AsyncClient::new(options, 16);
     let connection = persistent.then(|| Arc::new(acks::Connection::default()));
-    let (mut events, reconnect, _poller) = poll_in_a_task(event_loop, connection.clone());
+    // The event loop runs in a task of its own (the loop below also waits
+    // on its timer). With acknowledgements held, before reconnecting it
+    // moves `connection` on (see [`acks::Connection`]).
+    let next_connection = connection.clone();
+    let (mut events, reconnect, _poller) =
+        crate::uplink::poll_in_a_task(event_loop, move |event_loop| {
+            if let Some(connection) = &next_connection {
+                connection.next(|| event_loop.clean());
+            }
+        });
     let mut acks = connection.map(|c| acks::Acks::start(client.clone(), c));
     let configured: Vec<String> = config.topics.iter().map(|t| t.filter.clone()).collect();
     let mut subscriptions = persistent.then(|| {
@@ -396,38 +405,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// Drives the client's event loop in a task of its own, as the uplink
-/// does: rumqttc's `poll` is not safe to cancel (dropped while it writes a
-/// packet, an acknowledgement say, it loses it), and the source's loop
-/// also waits on its timer. After an error the task polls again (which
-/// reconnects) only once told to, after the source's wait; with
-/// acknowledgements held, it first moves `connection` on (see
-/// [`acks::Connection`]).
-fn poll_in_a_task(
-    mut event_loop: rumqttc::EventLoop,
-    connection: Option<Arc<acks::Connection>>,
-) -> (
-    tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
-    tokio::sync::mpsc::Sender<()>,
-    crate::uplink::AbortOnDrop,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let (reconnect, mut told) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(async move {
-        loop {
-            let event = event_loop.poll().await;
-            let failed = event.is_err();
-            if tx.send(event).await.is_err() || (failed && told.recv().await.is_none()) {
-                return;
-            }
-            if failed && let Some(connection) = &connection {
-                connection.next(|| event_loop.clean());
-            }
-        }
-    });
-    (rx, reconnect, crate::uplink::AbortOnDrop(task))
 }
 
 /// Sends the frame collected so far (through `acks` when the source holds
