@@ -730,6 +730,37 @@ fn every_page_loads_live_values_update_and_an_alert_is_acknowledged() {
     });
     browser.screenshot(&shots.join("audit-signed.png"));
 
+    // The admin cancels a training job from the models page: a trainer
+    // that would run for ten minutes, or wait behind the demo's own jobs.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_trainer.py");
+    let mut r = ureq::post(format!("{base}/api/v1/jobs/train"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({
+            "model": "slow",
+            "trainer": { "type": "external", "command": [common::peers_python(), script, "--sleep", "600"] },
+            "dataset": { "devices": ["machine-01", "machine-02"], "pipeline": common::pipeline(common::MACHINE_PIPELINE),
+                         "vector": "bearing", "target": "label.rul_h" },
+        }))
+        .expect("POST training job");
+    let job: Value = r.body_mut().read_json().unwrap();
+    let id = job["id"].as_i64().unwrap();
+    browser.open(&format!("{base}/ui/#/models"));
+    let row = format!("tr[data-job='{id}']");
+    eventually(Duration::from_secs(20), "the job's Cancel button", || {
+        browser.count(&format!("{row} button.cancel-job")) == 1
+    });
+    browser.click(&format!("{row} button.cancel-job"));
+    eventually(Duration::from_secs(15), "the job shows cancelled", || {
+        browser.count(&format!("{row}[data-state=cancelled]")) == 1
+    });
+    let mut r = ureq::get(format!("{base}/api/v1/jobs/{id}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("GET job");
+    let job: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job["message"], "cancelled by admin: on the dashboard");
+
     // A tablet in portrait: the fleet still fits, navigation scrolls.
     browser.resize(768, 1024);
     browser.open(&format!("{base}/ui/#/fleet"));

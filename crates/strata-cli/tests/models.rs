@@ -435,6 +435,104 @@ fn a_training_job_cut_short_by_a_hub_crash_runs_again_after_restart() {
     assert_eq!(model["versions"].as_array().unwrap().len(), 1, "{model}");
 }
 
+#[test]
+fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"));
+    let machines = ["m-1", "m-2"];
+    seed(&hub, &machines, Scenario::Machine, 200);
+    let data = json!({
+        "devices": machines, "pipeline": pipeline(MACHINE_PIPELINE),
+        "vector": "bearing", "target": "label.rul_h",
+    });
+    let submit = |trainer: Value| -> i64 {
+        let (status, job) = hub.api(
+            "POST",
+            "/api/v1/jobs/train",
+            Some(json!({ "model": "rul", "trainer": trainer, "dataset": data })),
+        );
+        assert_eq!(status, 202, "{job}");
+        job["id"].as_i64().unwrap()
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_trainer.py");
+    // A trainer that would run for ten minutes, then two jobs behind it.
+    let slow = submit(json!({
+        "type": "external", "command": [peers_python(), &script, "--sleep", "601"],
+    }));
+    let queued = submit(json!({ "type": "gbt_regressor" }));
+    let next = submit(json!({ "type": "gbt_regressor", "params": { "n_trees": 20 } }));
+    let log = |id: i64| -> Vec<String> {
+        let (_, log) = hub.api("GET", &format!("/api/v1/jobs/{id}/log"), None);
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["line"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    eventually(Duration::from_secs(60), "the slow trainer runs", || {
+        log(slow).iter().any(|l| l.contains("waiting 601"))
+    });
+
+    // The queued job, through the API without a reason: it never starts.
+    let (status, job) = hub.api("POST", &format!("/api/v1/jobs/{queued}/cancel"), None);
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(
+        (job["state"].as_str(), job["message"].as_str()),
+        (Some("cancelled"), Some("cancelled by admin"))
+    );
+    // The running one, through the CLI: its trainer's process is killed.
+    let (ok, out, err) = strata(
+        &hub,
+        &[
+            "job",
+            "cancel",
+            &slow.to_string(),
+            "--reason",
+            "wrong dataset",
+        ],
+    );
+    assert!(ok, "{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job["message"], "cancelled by admin: wrong dataset");
+
+    // The worker goes on to the next job at once, not in ten minutes.
+    let done = hub.wait_job(next, Duration::from_secs(120));
+    assert_eq!(done["result"]["version"], 1, "{done}");
+    let (_, model) = hub.api("GET", "/api/v1/models/rul", None);
+    assert_eq!(model["versions"].as_array().unwrap().len(), 1, "{model}");
+    let trainer_left = std::process::Command::new("pgrep")
+        .args(["-f", "external_trainer.py --sleep 601"])
+        .status()
+        .unwrap();
+    assert!(!trainer_left.success(), "the trainer's process was killed");
+    for (id, reason) in [
+        (slow, "cancelled by admin: wrong dataset"),
+        (queued, "cancelled by admin"),
+    ] {
+        let (_, job) = hub.api("GET", &format!("/api/v1/jobs/{id}"), None);
+        assert_eq!(job["state"], "cancelled", "{job}");
+        assert_eq!(log(id).last().unwrap(), &format!("cancelled: {reason}"));
+    }
+    assert_eq!(log(queued).len(), 1, "it never started: {:?}", log(queued));
+
+    // Again: nothing changes; an ended job or an unknown one cannot be.
+    let (status, again) = hub.api(
+        "POST",
+        &format!("/api/v1/jobs/{slow}/cancel"),
+        Some(json!({ "reason": "twice" })),
+    );
+    assert_eq!((status, again["message"].as_str()), (200, job["message"].as_str()));
+    let (status, body) = hub.api("POST", &format!("/api/v1/jobs/{next}/cancel"), None);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("has already succeeded"), "{body}");
+    let (status, _) = hub.api("POST", "/api/v1/jobs/999999/cancel", None);
+    assert_eq!(status, 404);
+    let (status, audit) = hub.api("GET", "/api/v1/audit?action=job.cancel", None);
+    assert_eq!(status, 200);
+    assert!(audit.to_string().contains(&format!("/jobs/{slow}/cancel")), "{audit}");
+}
+
 /// Runs `strata` with `args` against `hub`; returns (success, stdout, stderr).
 fn strata(hub: &HubProcess, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))

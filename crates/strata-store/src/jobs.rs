@@ -31,6 +31,10 @@ pub enum JobState {
     Succeeded,
     /// Finished with an error (the message says why).
     Failed,
+    /// Stopped on request, or past its time limit (the message says who
+    /// or what stopped it). A running job's worker learns at its next
+    /// write to the store and stops.
+    Cancelled,
 }
 
 impl JobState {
@@ -41,6 +45,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
@@ -50,13 +55,17 @@ impl JobState {
             "running" => JobState::Running,
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
             _ => return None,
         })
     }
 
     /// Whether the job has ended.
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 

@@ -234,6 +234,12 @@ pub trait JobStore: Send + Sync + 'static {
         result: Option<&serde_json::Value>,
         now_ns: i64,
     ) -> Result<bool>;
+    /// Cancels a job that has not ended, at `now_ns`, with `reason` as its
+    /// message and last log line: a queued job never starts; a running
+    /// one's worker finds its writes refused (as for a claim taken back)
+    /// and stops. Returns the job as it is now (a finished one
+    /// unchanged), `None` when there is no such job.
+    fn cancel_job(&self, id: i64, reason: &str, now_ns: i64) -> Result<Option<Job>>;
     /// A job's log, oldest line first.
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
     /// Puts jobs left running by a previous process back in the queue;

@@ -1088,6 +1088,7 @@ fn jobs_keep_the_contract_replicas_claim_each_once_and_an_abandoned_one_is_queue
     taken.dedup();
     assert_eq!(taken.len(), 40, "each job taken once");
     assert!(taken.iter().all(|&(_, attempts)| attempts == 1));
+    common::jobs_are_cancelled(&b);
 }
 
 #[test]

@@ -256,6 +256,7 @@ fn jobs_go_through_their_life_and_a_restart_requeues_a_running_one() {
     );
     assert_eq!(failed.finished_ns, Some(35));
     assert!(store.claim_job(40).unwrap().is_none());
+    common::jobs_are_cancelled(&store);
 }
 
 #[test]

@@ -48,6 +48,16 @@ pub enum Error {
     #[error("ridge solve failed: {0}")]
     Solve(String),
 
+    /// The progress callback said to stop (the job was cancelled or ran
+    /// past its time).
+    #[error("training stopped after step {done} of {total}")]
+    Stopped {
+        /// Steps finished.
+        done: usize,
+        /// Steps in the whole run.
+        total: usize,
+    },
+
     /// A metric was asked of inputs it is not defined for (mismatched
     /// lengths, empty, a single class for ROC AUC).
     #[error("metric {metric}: {message}")]

@@ -17,7 +17,7 @@ use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{INPUT_NAME, ModelKind, Predictor, TrainedModel};
 use crate::onnx::{self, Aggregate};
-use crate::progress::Progress;
+use crate::progress::{OnProgress, Progress, report};
 use crate::rng::Rng;
 use crate::tree::{NodeKind, Tree, TreeNode, TreeStats};
 
@@ -198,7 +198,7 @@ fn split_point(lo: f32, hi: f32, u: f64) -> f32 {
 pub fn train_isolation_forest(
     data: &Dataset,
     params: &IsolationForestParams,
-    progress: &mut dyn FnMut(Progress),
+    progress: OnProgress<'_>,
 ) -> Result<TrainedModel> {
     params.validate()?;
     let n = data.n_rows();
@@ -216,17 +216,20 @@ pub fn train_isolation_forest(
         let mut rng = Rng::new(params.seed, k as u64);
         let rows = rng.sample_sorted(n, sample_size);
         let tree = grow(data, rows, max_depth, &mut rng);
-        progress(Progress {
-            done: k + 1,
-            total: params.n_trees,
-            message: format!(
-                "tree {}/{}: {} leaves, depth {}",
-                k + 1,
-                params.n_trees,
-                tree.n_leaves(),
-                tree.depth()
-            ),
-        });
+        report(
+            progress,
+            Progress {
+                done: k + 1,
+                total: params.n_trees,
+                message: format!(
+                    "tree {}/{}: {} leaves, depth {}",
+                    k + 1,
+                    params.n_trees,
+                    tree.n_leaves(),
+                    tree.depth()
+                ),
+            },
+        )?;
         trees.push(tree);
     }
     let model = IsolationForestModel {

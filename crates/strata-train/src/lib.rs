@@ -12,7 +12,8 @@
 //!
 //! Every trainer takes a validated [`Dataset`], parameters with defaults
 //! (`serde` with unknown keys refused, checked by `validate`), and a
-//! progress callback called once per tree or phase. Training is
+//! progress callback called once per tree or phase, whose answer can stop
+//! the training ([`Error::Stopped`]). Training is
 //! deterministic given the parameters' seed. The result, a
 //! [`TrainedModel`], carries the ONNX bytes (input `features`, float
 //! `[N, features]`; one float `[N, 1]` output), the parameters as JSON, the
@@ -46,7 +47,7 @@ pub use iforest::{IsolationForestModel, IsolationForestParams, train_isolation_f
 pub use metrics::{Confusion, Metrics};
 pub use model::{INPUT_NAME, ModelKind, Predictor, TrainedModel};
 pub use onnx::{IR_VERSION, ML_OPSET, ONNX_OPSET};
-pub use progress::{Progress, ignore_progress};
+pub use progress::{OnProgress, Progress, ignore_progress};
 pub use ridge::{RidgeModel, RidgeParams, train_ridge};
 pub use split::{Split, group_holdout, time_holdout};
 pub use tree::{NodeKind, Tree, TreeNode, TreeNodeSamples, TreeStats};

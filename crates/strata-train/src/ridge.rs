@@ -15,7 +15,7 @@ use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{INPUT_NAME, ModelKind, Predictor, TrainedModel};
 use crate::onnx;
-use crate::progress::Progress;
+use crate::progress::{OnProgress, Progress, report};
 
 /// Parameters of [`train_ridge`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ pub(crate) fn cholesky_solve(a: &[f64], b: &[f64]) -> Option<Vec<f64>> {
 pub fn train_ridge(
     data: &Dataset,
     params: &RidgeParams,
-    progress: &mut dyn FnMut(Progress),
+    progress: OnProgress<'_>,
 ) -> Result<TrainedModel> {
     params.validate()?;
     let target = data.require_target("ridge regression")?;
@@ -162,11 +162,14 @@ pub fn train_ridge(
         }
         a[r * q + r] += params.alpha;
     }
-    progress(Progress {
-        done: 1,
-        total: 2,
-        message: format!("normal equations: {n} rows, {q} varying features of {p}"),
-    });
+    report(
+        progress,
+        Progress {
+            done: 1,
+            total: 2,
+            message: format!("normal equations: {n} rows, {q} varying features of {p}"),
+        },
+    )?;
     let w = cholesky_solve(&a, &b).ok_or_else(|| {
         Error::Solve(
             "the features are collinear (one is a combination of others); \
@@ -179,11 +182,14 @@ pub fn train_ridge(
         weights[j] = w[k] / std[j];
     }
     let intercept = y_mean - weights.iter().zip(&mean).map(|(w, m)| w * m).sum::<f64>();
-    progress(Progress {
-        done: 2,
-        total: 2,
-        message: format!("solved: intercept {intercept:.6}"),
-    });
+    report(
+        progress,
+        Progress {
+            done: 2,
+            total: 2,
+            message: format!("solved: intercept {intercept:.6}"),
+        },
+    )?;
     // The centre as exported (f32), and the prediction there in f64.
     let center: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let offset = intercept

@@ -19,6 +19,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use prost::Message;
@@ -299,7 +300,11 @@ fn gbt_regressor_exports_and_beats_the_mean() {
     };
     let started = Instant::now();
     let mut reports = 0;
-    let model = train_gbt_regressor(&split.train, &params, &mut |_| reports += 1).unwrap();
+    let model = train_gbt_regressor(&split.train, &params, &mut |_| {
+        reports += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     eprintln!(
         "gbt regressor: {} trees, depth {}, on {} rows x {width} features in {:?} (debug build unless --release)",
         params.n_trees,
@@ -570,7 +575,8 @@ fn ridge_forecaster_exports_and_beats_the_mean() {
     let started = Instant::now();
     let mut phases = Vec::new();
     let model = train_ridge(&split.train, &RidgeParams { alpha: 1.0 }, &mut |p| {
-        phases.push(p)
+        phases.push(p);
+        ControlFlow::Continue(())
     })
     .unwrap();
     eprintln!(

@@ -116,6 +116,17 @@ pub enum JobCommand {
         #[command(flatten)]
         access: HubAccess,
     },
+    /// Cancel a queued or running job: it stops at its next step and
+    /// registers nothing.
+    Cancel {
+        /// Job id.
+        id: i64,
+        /// Why, kept in the job's message and log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        access: HubAccess,
+    },
 }
 
 /// Runs `strata model ...`.
@@ -223,8 +234,8 @@ fn submit(access: &HubAccess, path: &str, spec: &PathBuf, detach: bool) -> anyho
         }
         match job["state"].as_str() {
             Some("succeeded") => return Ok(job),
-            Some("failed") => bail!(
-                "job {id} failed: {} (see `strata job log {id}`)",
+            Some(ended @ ("failed" | "cancelled")) => bail!(
+                "job {id} {ended}: {} (see `strata job log {id}`)",
                 job["message"].as_str().unwrap_or("no message")
             ),
             _ => {}
@@ -249,6 +260,11 @@ pub async fn job(cmd: JobCommand) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
+            JobCommand::Cancel { id, reason, access } => access.client()?.post(
+                "cancel job",
+                &format!("/api/v1/jobs/{id}/cancel"),
+                &serde_json::json!({ "reason": reason }),
+            )?,
         };
         print(&value);
         Ok(())

@@ -230,7 +230,10 @@ impl HubProcess {
         let mut job = Value::Null;
         eventually(timeout, &format!("job {id} finishes"), || {
             job = self.api("GET", &format!("/api/v1/jobs/{id}"), None).1;
-            matches!(job["state"].as_str(), Some("succeeded" | "failed"))
+            matches!(
+                job["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
         });
         if job["state"] != "succeeded" {
             let log = self.api("GET", &format!("/api/v1/jobs/{id}/log"), None).1;

@@ -73,7 +73,7 @@ pub async fn build_profile(
 ) -> Result<(axum::http::StatusCode, Json<ProfileBuilt>)> {
     let built = blocking(move || {
         let v = s.models.version(&name, &VersionRef::parse(&version)?)?;
-        let data = dataset::build(&*s.store, &*s.labels, &spec, &mut |_, _| {})?;
+        let data = dataset::build(&*s.store, &*s.labels, &spec, &mut |_, _| Ok(()))?;
         if data.features != v.features {
             return Err(Error::BadRequest(format!(
                 "the dataset's features ({}) are not the version's ({})",

@@ -159,6 +159,7 @@ pub struct ApiState {
         models::list_jobs,
         models::get_job,
         models::get_job_log,
+        models::cancel_job,
         models::device_artifact,
         ota::upload_artifact,
         ota::submit_release,
@@ -298,6 +299,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs/backtest", post(models::submit_backtest))
         .route("/jobs/{id}", get(models::get_job))
         .route("/jobs/{id}/log", get(models::get_job_log))
+        .route("/jobs/{id}/cancel", post(models::cancel_job))
         .route(
             "/artifacts",
             post(ota::upload_artifact).layer(DefaultBodyLimit::max(MAX_MODEL_BYTES)),

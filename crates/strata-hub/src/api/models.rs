@@ -313,6 +313,36 @@ pub async fn get_job(State(s): State<ApiState>, Path(id): Path<i64>) -> Result<J
     Ok(Json(blocking(move || s.jobs.job(id)).await?))
 }
 
+/// Why a job is cancelled.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJobRequest {
+    /// Kept as the job's message and last log line.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Cancels a queued or running job: a queued one never starts, a running
+/// one stops at its next step and registers nothing. The body is
+/// optional.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer_token" = [])),
+    params(("id" = i64, Path)), request_body(content = Option<CancelJobRequest>),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody),
+        (status = 409, description = "the job has already ended", body = ErrorBody)))]
+pub async fn cancel_job(
+    State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<i64>,
+    body: Option<Json<CancelJobRequest>>,
+) -> Result<Json<Job>> {
+    let given = body.and_then(|Json(b)| b.reason).unwrap_or_default();
+    let reason = match given.trim() {
+        "" => format!("cancelled by {}", p.name),
+        why => format!("cancelled by {}: {why}", p.name),
+    };
+    Ok(Json(blocking(move || s.jobs.cancel(id, &reason)).await?))
+}
+
 /// A job's log.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", security(("bearer_token" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = [JobLogLine]), (status = 404, body = ErrorBody)))]

@@ -129,6 +129,7 @@ pub const ROUTES: &[RoutePolicy] = &[
     r("POST", "/jobs/backtest", Ml, "job.backtest"),
     r("GET", "/jobs/{id}", Read, "job.get"),
     r("GET", "/jobs/{id}/log", Read, "job.log"),
+    r("POST", "/jobs/{id}/cancel", Ml, "job.cancel"),
     // Alerts and workflows.
     r("GET", "/alerts", Read, "alert.list"),
     r("GET", "/alerts/{id}", Read, "alert.get"),

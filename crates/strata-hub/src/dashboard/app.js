@@ -314,16 +314,31 @@ views.models = {
             td(h('code', {}, keyMetrics(v.metrics))),
             td(time(v.created_ns))))));
     }) : [h('p', { class: 'card muted' }, 'No model registered yet.')]));
-    this.jobs.replaceChildren(table(['Job#', 'Kind', 'Model', 'State', 'Progress#', 'Message', 'Submitted'],
-      jobs.slice(0, 20).map(j => h('tr', {}, tdn(j.id), td(j.kind), td(j.model || (j.spec && j.spec.model) || '–'),
-        td(pill(j.state, j.state === 'succeeded' ? 'ok' : j.state === 'failed' ? 'bad' : 'warn')),
-        tdn(pct(j.progress)), td(j.message || ''), td(time(j.submitted_ns || j.created_ns))))));
+    this.jobs.replaceChildren(table(['Job#', 'Kind', 'Model', 'State', 'Progress#', 'Message', 'Submitted', ''],
+      jobs.slice(0, 20).map(j => h('tr', { 'data-job': j.id, 'data-state': j.state }, tdn(j.id), td(j.kind),
+        td(j.model || (j.spec && j.spec.model) || '–'),
+        td(pill(j.state, j.state === 'succeeded' ? 'ok' : j.state === 'failed' ? 'bad' : j.state === 'cancelled' ? '' : 'warn')),
+        tdn(pct(j.progress)), td(j.message || ''), td(time(j.submitted_ns || j.created_ns)),
+        td((j.state === 'queued' || j.state === 'running') && auth.can('ml')
+          ? h('button', { class: 'cancel-job', onclick: e => cancelJob(j, e.target) }, 'Cancel') : '')))));
     this.cycles.replaceChildren(table(['Cycle#', 'Model', 'Trigger', 'State', 'Challenger', 'Updated'],
       cycles.slice(0, 20).map(c => h('tr', {}, tdn(c.id), td(c.model), td(c.trigger && (c.trigger.kind || c.trigger.reason) || JSON.stringify(c.trigger || '')),
         td(pill(c.state || c.stage || '?')), td(c.challenger ? 'v' + c.challenger : '–'),
         td(time(c.updated_ns || c.started_ns))))));
   },
 };
+
+/** Cancels a queued or running job: it stops at its next step and registers nothing. */
+async function cancelJob(job, button) {
+  button.disabled = true;
+  try {
+    await api(`/jobs/${job.id}/cancel`, { method: 'POST', body: JSON.stringify({ reason: 'on the dashboard' }) });
+    await refreshNow();
+  } catch (e) {
+    showError('Could not cancel job ' + job.id + ': ' + e.message);
+    button.disabled = false;
+  }
+}
 
 /** A bar of a wave's devices by state. */
 function waveBar(states, total) {

@@ -89,6 +89,7 @@ pub fn run(
             0.7 * done as f64 / total as f64,
             &format!("replayed {done} of {total} devices"),
         );
+        ctx.go_on()
     })?;
     if data.is_empty() {
         return Err(Error::BadRequest(format!(
@@ -105,6 +106,7 @@ pub fn run(
     let mut scores = Vec::new();
     let mut baseline = None;
     for (n, (asked, v)) in versions.iter().enumerate() {
+        ctx.go_on()?;
         let pick = v
             .features
             .iter()

@@ -202,12 +202,13 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 
 /// Replays each device's stored telemetry through the pipeline and
 /// collects labelled rows (the targets from `labels` when the spec says
-/// so). `progress(done, total)` is called per device.
+/// so). `progress(done, total)` is called per device; an error from it
+/// stops the build with that error (a cancelled job).
 pub fn build(
     store: &dyn TelemetryStore,
     labels: &dyn LabelStore,
     spec: &DatasetSpec,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<Dataset> {
     let features = vector_features(&spec.pipeline, &spec.vector)?;
     if spec.devices.is_empty() {
@@ -267,7 +268,7 @@ pub fn build(
         if ds.device.last() == Some(&index) {
             ds.devices.push(device.to_string());
         }
-        progress(n + 1, unique.len());
+        progress(n + 1, unique.len())?;
     }
     Ok(ds)
 }
@@ -611,8 +612,8 @@ mod tests {
         // One batch, across the split.
         let (store, spec) = a_minute_stored(dir.path(), 60);
         let split = 30_000_000_000;
-        let train = build(&store, &store, &spec(0, split), &mut |_, _| ()).unwrap();
-        let eval = build(&store, &store, &spec(split, 0), &mut |_, _| ()).unwrap();
+        let train = build(&store, &store, &spec(0, split), &mut |_, _| Ok(())).unwrap();
+        let eval = build(&store, &store, &spec(split, 0), &mut |_, _| Ok(())).unwrap();
         assert!(
             train.len() >= 4 && eval.len() >= 4,
             "{} {}",
@@ -631,8 +632,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A batch a second: the replay of a late start begins late.
         let (store, spec) = a_minute_stored(dir.path(), 1);
-        let all = build(&store, &store, &spec(0, 0), &mut |_, _| ()).unwrap();
-        let late = build(&store, &store, &spec(32_500_000_000, 0), &mut |_, _| ()).unwrap();
+        let all = build(&store, &store, &spec(0, 0), &mut |_, _| Ok(())).unwrap();
+        let late = build(&store, &store, &spec(32_500_000_000, 0), &mut |_, _| Ok(())).unwrap();
         assert!(late.len() >= 10, "{}", late.len());
         for (i, ts) in late.ts_ns.iter().enumerate() {
             let j = all
@@ -667,7 +668,7 @@ mod tests {
             label(58_200, 400.0), // the vector of 58 s
         ];
         store.add_labels(&labels, 61_000 * ms).unwrap();
-        let all = build(&store, &store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let all = build(&store, &store, &spec(0, 0), &mut |_, _| Ok(())).unwrap();
         let joined = build(
             &store,
             &store,
@@ -675,7 +676,7 @@ mod tests {
                 label_lag_ms: Some(500),
                 ..spec(0, 0)
             },
-            &mut |_, _| (),
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(joined.ts_ns, [20_000 * ms, 30_000 * ms, 58_000 * ms]);
@@ -695,7 +696,7 @@ mod tests {
                 label_lag_ms: Some(2_000),
                 ..spec(0, 58_000 * ms)
             },
-            &mut |_, _| (),
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(
@@ -710,7 +711,7 @@ mod tests {
     fn a_dataset_past_its_row_limit_is_thinned_evenly() {
         let dir = tempfile::tempdir().unwrap();
         let (store, spec) = a_minute_stored(dir.path(), 1);
-        let all = build(&store, &store, &spec(0, 0), &mut |_, _| ()).unwrap();
+        let all = build(&store, &store, &spec(0, 0), &mut |_, _| Ok(())).unwrap();
         let thin = build(
             &store,
             &store,
@@ -718,7 +719,7 @@ mod tests {
                 max_rows: 10,
                 ..spec(0, 0)
             },
-            &mut |_, _| (),
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         assert!(all.len() > 40, "{}", all.len());

@@ -6,6 +6,7 @@
 //! jobs, says every [`LOOK_EVERY`] that the one it runs is alive, and when
 //! idle puts back in the queue those whose worker went silent.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -22,16 +23,18 @@ use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::wake::Wake;
 
-/// What a running job reports through: progress, log lines, lookups.
+/// What a running job reports through: progress, log lines, lookups, and
+/// whether it should go on.
 #[derive(Clone)]
 pub struct JobCtx {
     claim: JobClaim,
     store: Arc<dyn JobStore>,
     registry: Arc<Registry>,
     last: Arc<Mutex<(Instant, f64)>>,
-    /// The store said the job is no longer this run's (its worker went
-    /// silent and another replica took it back).
-    taken_over: Arc<AtomicBool>,
+    /// The job is no longer this run's: it was cancelled, or its worker
+    /// went silent and another replica took it back. Set from the store's
+    /// answers, or at once by a cancellation on this hub.
+    lost: Arc<AtomicBool>,
 }
 
 impl JobCtx {
@@ -40,30 +43,67 @@ impl JobCtx {
         self.claim.id
     }
 
-    /// Fails once the job is no longer this run's: another replica's
-    /// worker took it back while this one was silent and runs it again.
-    /// Checked before the job changes anything beyond itself (registering
-    /// a model version), so a job taken back does that once.
+    /// Fails once the job is no longer this run's (cancelled, or taken
+    /// back by another replica's worker while this one was silent), asking
+    /// the store. Checked before the job changes anything beyond itself
+    /// (registering a model version), so a job taken back does that once
+    /// and a cancelled one not at all.
     pub fn still_mine(&self) -> Result<()> {
         let alive = self.store.job_alive(self.claim, crate::now_ns())?;
         if !alive {
-            self.taken_over.store(true, Ordering::Relaxed);
+            self.lost.store(true, Ordering::Relaxed);
         }
-        if self.taken_over.load(Ordering::Relaxed) {
-            return Err(Error::Conflict(format!(
-                "job {} was taken back by another worker while this one was silent; \
-                 this run stops",
-                self.claim.id
-            )));
+        self.go_on()
+    }
+
+    /// Fails once this run has learnt that the job is no longer its own,
+    /// without asking the store: what a job checks between its steps.
+    pub fn go_on(&self) -> Result<()> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(self.why_lost());
         }
         Ok(())
+    }
+
+    /// What stopped this run, in the user's words.
+    fn why_lost(&self) -> Error {
+        let id = self.claim.id;
+        match self.store.job(id) {
+            Ok(Some(job)) if job.state == JobState::Cancelled => {
+                Error::Conflict(format!("job {id} was cancelled: {}", job.message))
+            }
+            _ => Error::Conflict(format!(
+                "job {id} was taken back by another worker while this one was silent; \
+                 this run stops"
+            )),
+        }
+    }
+
+    /// A trainer's progress callback: records the step between `from`
+    /// and `from + share` of the job, and stops the trainer once the job
+    /// is no longer this run's.
+    pub fn trainer_progress(
+        &self,
+        from: f64,
+        share: f64,
+    ) -> impl FnMut(strata_train::Progress) -> ControlFlow<()> + '_ {
+        move |p| {
+            self.progress(
+                from + share * p.done as f64 / p.total.max(1) as f64,
+                &p.message,
+            );
+            match self.go_on() {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
+        }
     }
 
     /// Records what the store answered to a write of this run's.
     fn answered(&self, what: &str, answer: strata_store::Result<bool>) {
         match answer {
             Ok(true) => {}
-            Ok(false) => self.taken_over.store(true, Ordering::Relaxed),
+            Ok(false) => self.lost.store(true, Ordering::Relaxed),
             Err(e) => tracing::warn!(job = self.claim.id, "cannot record job {what}: {e}"),
         }
     }
@@ -113,8 +153,14 @@ pub struct JobRunner {
     running: Running,
 }
 
-/// The claim of the job the worker runs, if any.
-type Running = Arc<Mutex<Option<JobClaim>>>;
+/// The job the worker runs, if any.
+type Running = Arc<Mutex<Option<RunningJob>>>;
+
+/// A job the worker runs: its claim, and the flag its run stops on.
+struct RunningJob {
+    claim: JobClaim,
+    lost: Arc<AtomicBool>,
+}
 
 /// What a job needs.
 pub struct JobDeps {
@@ -199,6 +245,31 @@ impl JobRunner {
         Ok(self.store.job_log(id)?)
     }
 
+    /// Cancels a job that has not ended: a queued one never starts, a
+    /// running one stops at its next step (at once on this hub; within a
+    /// few seconds on another replica sharing the job store, at its next
+    /// write). Cancelling a cancelled job again changes nothing; one that
+    /// has succeeded or failed cannot be.
+    pub fn cancel(&self, id: i64, reason: &str) -> Result<Job> {
+        let job = self
+            .store
+            .cancel_job(id, reason, crate::now_ns())?
+            .ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
+        if job.state != JobState::Cancelled {
+            return Err(Error::Conflict(format!(
+                "job {id} has already {}: {}",
+                job.state.as_str(),
+                job.message
+            )));
+        }
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(run) = running.as_ref().filter(|r| r.claim.id == id) {
+            run.lost.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(job = id, "job cancelled: {reason}");
+        Ok(job)
+    }
+
     /// Stops the worker, and lets the job it runs go (queued again, not
     /// counted as cut short: the hub is stopping cleanly).
     pub fn stop(&self) {
@@ -209,7 +280,7 @@ impl JobRunner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(claim) = running {
+        if let Some(RunningJob { claim, .. }) = running {
             match self.store.release_job(claim) {
                 Ok(true) => tracing::info!(job = claim.id, "the running job is queued again"),
                 Ok(false) => {}
@@ -228,16 +299,20 @@ fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>, running: Runnin
     while !stop.load(Ordering::Relaxed) {
         match deps.jobs.claim_job(crate::now_ns()) {
             Ok(Some(job)) => {
-                *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.claim());
+                let lost = Arc::new(AtomicBool::new(false));
+                *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(RunningJob {
+                    claim: job.claim(),
+                    lost: lost.clone(),
+                });
                 // Stopped meanwhile: let it go again at once.
                 if stop.load(Ordering::Relaxed) {
-                    let claim = running.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(claim) = claim {
-                        let _ = deps.jobs.release_job(claim);
+                    let run = running.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(run) = run {
+                        let _ = deps.jobs.release_job(run.claim);
                     }
                     return;
                 }
-                run_one(&deps, job);
+                run_one(&deps, job, lost);
                 running.lock().unwrap_or_else(|e| e.into_inner()).take();
             }
             Ok(None) => match deps.jobs.requeue_abandoned_jobs(crate::now_ns()) {
@@ -261,13 +336,13 @@ fn worker(deps: JobDeps, wake: Arc<Wake>, stop: Arc<AtomicBool>, running: Runnin
     }
 }
 
-fn run_one(deps: &JobDeps, job: Job) {
+fn run_one(deps: &JobDeps, job: Job, lost: Arc<AtomicBool>) {
     let ctx = JobCtx {
         claim: job.claim(),
         store: deps.jobs.clone(),
         registry: deps.registry.clone(),
         last: Arc::new(Mutex::new((Instant::now(), 0.0))),
-        taken_over: Arc::new(AtomicBool::new(false)),
+        lost,
     };
     tracing::info!(
         job = job.id,
@@ -305,11 +380,11 @@ fn run_one(deps: &JobDeps, job: Job) {
     };
     match finished {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(
+        Ok(false) => tracing::info!(
             job = job.id,
             attempt = job.attempts,
-            "the job was taken back by another worker while this one was silent; \
-             this run's end is not recorded"
+            "this run's end is not recorded: {}",
+            ctx.why_lost()
         ),
         Err(e) => tracing::error!(job = job.id, "cannot record the end of a job: {e}"),
     }
@@ -375,7 +450,7 @@ mod tests {
             store: store.clone(),
             registry: registry.clone(),
             last: Arc::new(Mutex::new((Instant::now(), 0.0))),
-            taken_over: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicBool::new(false)),
         };
         let stale = ctx(&first);
         stale.log("reading");
@@ -399,5 +474,48 @@ mod tests {
             .map(|l| l.line)
             .collect();
         assert_eq!(log, ["reading", "again"]);
+    }
+
+    #[test]
+    fn a_run_whose_job_was_cancelled_stops_its_trainer_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Durability::Process).unwrap());
+        let registry = Arc::new(Registry::load(store.clone(), 3600).unwrap());
+        store
+            .create_job("train", &serde_json::json!({}), 1)
+            .unwrap();
+        let job = store.claim_job(2).unwrap().unwrap();
+        let ctx = JobCtx {
+            claim: job.claim(),
+            store: store.clone(),
+            registry,
+            // The last progress stored a second ago: the next is stored.
+            last: Arc::new(Mutex::new((Instant::now() - Duration::from_secs(1), 0.0))),
+            lost: Arc::new(AtomicBool::new(false)),
+        };
+        let step = |done| strata_train::Progress {
+            done,
+            total: 10,
+            message: format!("tree {done}/10"),
+        };
+        let mut progress = ctx.trainer_progress(0.3, 0.6);
+        assert_eq!(progress(step(1)), ControlFlow::Continue(()));
+        store.cancel_job(job.id, "cancelled by ops", 3).unwrap();
+        // Cancelled elsewhere (another replica): the run's next write,
+        // here its sign of life, is refused, and the trainer stops at
+        // its next step.
+        ctx.answered("as alive", store.job_alive(ctx.claim, 4));
+        assert_eq!(progress(step(2)), ControlFlow::Break(()));
+        let err = ctx.go_on().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            Error::Conflict(format!("job {} was cancelled: cancelled by ops", job.id)).to_string()
+        );
+        assert!(ctx.still_mine().is_err());
+        let stored = store.job(job.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.state, stored.progress),
+            (JobState::Cancelled, 0.3 + 0.6 * 0.1)
+        );
     }
 }

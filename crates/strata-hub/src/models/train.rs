@@ -206,6 +206,7 @@ pub fn run(
             0.3 * done as f64 / total as f64,
             &format!("replayed {done} of {total} devices through the pipeline"),
         );
+        ctx.go_on()
     })?;
     let (train_idx, test_idx) = data.split_by_time(spec.holdout);
     if train_idx.len() < 20 || test_idx.is_empty() {
@@ -264,13 +265,7 @@ pub fn run(
             let set =
                 strata_train::Dataset::new(data.features.clone(), train_rows, train_target.clone())
                     .map_err(|e| Error::BadRequest(format!("training set: {e}")))?;
-            let total = 0.6;
-            let mut progress = |p: strata_train::Progress| {
-                ctx.progress(
-                    0.3 + total * p.done as f64 / p.total.max(1) as f64,
-                    &p.message,
-                );
-            };
+            let mut progress = ctx.trainer_progress(0.3, 0.6);
             let trained: TrainedModel = match builtin {
                 Trainer::GbtRegressor { params } => {
                     strata_train::train_gbt_regressor(&set, params, &mut progress)
@@ -284,7 +279,12 @@ pub fn run(
                 Trainer::Ridge { params } => strata_train::train_ridge(&set, params, &mut progress),
                 Trainer::External { .. } => unreachable!("handled above"),
             }
-            .map_err(|e| Error::BadRequest(format!("training failed: {e}")))?;
+            .map_err(|e| match e {
+                strata_train::Error::Stopped { .. } => ctx.go_on().err().unwrap_or_else(|| {
+                    Error::Conflict(format!("training stopped: {e}"))
+                }),
+                e => Error::BadRequest(format!("training failed: {e}")),
+            })?;
             let stats = trained
                 .tree_stats
                 .as_ref()
@@ -522,6 +522,11 @@ fn external(
                 "the external trainer ran longer than {} s and was stopped",
                 timeout.as_secs()
             )));
+        }
+        if let Err(e) = ctx.go_on() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -527,11 +527,11 @@ fn start_backtest(deps: &RetrainDeps, c: &mut Cycle, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// The job when it has ended; an error when it failed, or when it has
-/// not ended `max_job_s` after the cycle's step that started it or, for a
-/// job run again (a hub restarted meanwhile), after its last start. The
-/// job itself is not stopped: it may still register a version, which no
-/// cycle then shadows.
+/// The job when it has ended; an error when it failed or was cancelled,
+/// or when it has not ended `max_job_s` after the cycle's step that
+/// started it or, for a job run again (a hub restarted meanwhile), after
+/// its last start: the job is then cancelled, so it registers no version
+/// that no cycle would shadow.
 fn finished_job(
     deps: &RetrainDeps,
     p: &RetrainPolicy,
@@ -544,17 +544,34 @@ fn finished_job(
     match job.state {
         JobState::Succeeded => Ok(Some(job)),
         JobState::Failed => Err(Error::Conflict(format!("job {id} failed: {}", job.message))),
-        _ => {
+        JobState::Cancelled => Err(Error::Conflict(format!(
+            "job {id} was cancelled: {}",
+            job.message
+        ))),
+        JobState::Queued | JobState::Running => {
             let stepped = c.steps.last().map_or(c.updated_ns, |s| s.at_ns);
             let since = job.started_ns.unwrap_or(stepped).max(stepped);
             if now - since > p.max_job_s as i64 * S {
-                return Err(Error::Conflict(format!(
-                    "job {id} has not ended in {} s (max_job_s {}); it is {} and is left to \
-                     end on its own",
-                    (now - since) / S,
-                    p.max_job_s,
-                    job.state.as_str()
-                )));
+                let reason = format!(
+                    "it had not ended {} s after it started (the retraining policy's max_job_s)",
+                    p.max_job_s
+                );
+                return match deps.jobs.cancel(id, &reason) {
+                    Ok(job) => Err(Error::Conflict(format!(
+                        "job {id} was cancelled: {}",
+                        job.message
+                    ))),
+                    // It ended meanwhile: taken as it ended.
+                    Err(Error::Conflict(_)) => match deps.jobs.job(id)? {
+                        job if job.state == JobState::Succeeded => Ok(Some(job)),
+                        job => Err(Error::Conflict(format!(
+                            "job {id} {}: {}",
+                            job.state.as_str(),
+                            job.message
+                        ))),
+                    },
+                    Err(e) => Err(e),
+                };
             }
             Ok(None)
         }

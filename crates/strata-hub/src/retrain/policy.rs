@@ -78,7 +78,8 @@ pub struct RetrainPolicy {
     #[serde(default = "d_min_eval_rows")]
     pub min_eval_rows: u64,
     /// The longest the training or the backtest job may take, seconds;
-    /// past it the cycle fails (the champion stays).
+    /// past it the job is cancelled and the cycle fails (the champion
+    /// stays).
     #[serde(default = "d_max_job")]
     pub max_job_s: u64,
 

@@ -218,6 +218,29 @@ impl JobStore for PostgresJobs {
         })
     }
 
+    fn cancel_job(&self, id: i64, reason: &str, now_ns: i64) -> Result<Option<Job>> {
+        self.db.with(|c| {
+            let what = || format!("cannot cancel job {id}");
+            let mut tx = c.transaction().context(what)?;
+            let updated = tx
+                .execute(
+                    "UPDATE shared_jobs SET state = 'cancelled', message = $2, finished_ns = $3
+                     WHERE id = $1 AND state IN ('queued', 'running')",
+                    &[&id, &reason, &now_ns],
+                )
+                .context(what)?;
+            if updated > 0 {
+                tx.execute(
+                    "INSERT INTO shared_job_log (job_id, ts_ns, line) VALUES ($1, $2, $3)",
+                    &[&id, &now_ns, &format!("cancelled: {reason}")],
+                )
+                .context(what)?;
+            }
+            tx.commit().context(what)
+        })?;
+        self.job(id)
+    }
+
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>> {
         self.db.with(|c| {
             Ok(c.query(

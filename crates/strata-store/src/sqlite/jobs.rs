@@ -183,6 +183,31 @@ impl JobStore for SqliteStore {
         })
     }
 
+    fn cancel_job(&self, id: i64, reason: &str, now_ns: i64) -> Result<Option<Job>> {
+        self.write(|w| {
+            let tx = w
+                .conn
+                .transaction()
+                .context(|| "cannot start a transaction".into())?;
+            let updated = tx
+                .execute(
+                    "UPDATE jobs SET state = 'cancelled', message = ?2, finished_ns = ?3
+                     WHERE id = ?1 AND state IN ('queued', 'running')",
+                    params![id, reason, now_ns],
+                )
+                .context(|| format!("cannot cancel job {id}"))?;
+            if updated > 0 {
+                tx.execute(
+                    "INSERT INTO job_log (job_id, ts_ns, line) VALUES (?1, ?2, ?3)",
+                    params![id, now_ns, format!("cancelled: {reason}")],
+                )
+                .context(|| format!("cannot log for job {id}"))?;
+            }
+            tx.commit().context(|| format!("cannot cancel job {id}"))
+        })?;
+        self.job(id)
+    }
+
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>> {
         self.read(|conn| {
             let mut stmt = conn

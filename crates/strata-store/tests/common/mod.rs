@@ -495,6 +495,61 @@ pub fn jobs_go_through_their_life(store: &dyn JobStore) -> i64 {
     b
 }
 
+/// A queued job cancelled never starts; a running one cancelled takes
+/// nothing more from its worker; a finished one is not changed.
+pub fn jobs_are_cancelled(store: &dyn JobStore) {
+    let queued = store
+        .create_job("train", &serde_json::json!({}), 1_000)
+        .unwrap();
+    let cancelled = store
+        .cancel_job(queued, "not needed", 1_001)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cancelled.state, cancelled.message.as_str()),
+        (JobState::Cancelled, "not needed")
+    );
+    assert_eq!(cancelled.finished_ns, Some(1_001));
+    assert!(cancelled.state.is_finished());
+
+    let running = store
+        .create_job("train", &serde_json::json!({}), 1_002)
+        .unwrap();
+    let claimed = store.claim_job(1_003).unwrap().unwrap();
+    assert_eq!(claimed.id, running, "the cancelled job is not taken");
+    let claim = claimed.claim();
+    assert!(store.job_progress(claim, 0.4, "tree 4/10", 1_004).unwrap());
+    let stopped = store
+        .cancel_job(running, "ran past max_job_s", 1_005)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.state, JobState::Cancelled);
+    assert_eq!(stopped.progress, 0.4);
+    // The worker learns at its next write, and records nothing more.
+    assert!(!store.job_alive(claim, 1_006).unwrap());
+    assert!(!store.job_progress(claim, 0.5, "tree 5/10", 1_006).unwrap());
+    assert!(
+        !store
+            .finish_job(claim, JobState::Succeeded, "done", None, 1_007)
+            .unwrap()
+    );
+    assert!(!store.release_job(claim).unwrap());
+    let log: Vec<String> = store
+        .job_log(running)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(log, ["tree 4/10", "cancelled: ran past max_job_s"]);
+
+    // Ended jobs stay as they are; an unknown one is none.
+    let again = store.cancel_job(running, "twice", 1_008).unwrap().unwrap();
+    assert_eq!(again.message, "ran past max_job_s");
+    assert_eq!(again.finished_ns, Some(1_005));
+    assert!(store.cancel_job(running + 1_000, "x", 1_009).unwrap().is_none());
+    assert!(store.claim_job(1_010).unwrap().is_none());
+}
+
 fn cycle(model: &str, at: i64) -> StoredCycle {
     StoredCycle {
         id: 0,

@@ -21,7 +21,7 @@ use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{INPUT_NAME, ModelKind, Predictor, TrainedModel};
 use crate::onnx::{self, Aggregate};
-use crate::progress::Progress;
+use crate::progress::{OnProgress, Progress, report};
 use crate::rng::Rng;
 use crate::tree::{Tree, TreeStats};
 use binning::BinMapper;
@@ -88,7 +88,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 pub fn train_gbt_regressor(
     data: &Dataset,
     params: &GbtParams,
-    progress: &mut dyn FnMut(Progress),
+    progress: OnProgress<'_>,
 ) -> Result<TrainedModel> {
     train(data, params, GbtTask::Regression, progress)
 }
@@ -98,7 +98,7 @@ pub fn train_gbt_regressor(
 pub fn train_gbt_classifier(
     data: &Dataset,
     params: &GbtParams,
-    progress: &mut dyn FnMut(Progress),
+    progress: OnProgress<'_>,
 ) -> Result<TrainedModel> {
     train(data, params, GbtTask::BinaryClassification, progress)
 }
@@ -124,7 +124,7 @@ fn train(
     data: &Dataset,
     params: &GbtParams,
     task: GbtTask,
-    progress: &mut dyn FnMut(Progress),
+    progress: OnProgress<'_>,
 ) -> Result<TrainedModel> {
     params.validate()?;
     let target = data.require_target("gradient boosting")?;
@@ -195,18 +195,21 @@ fn train(
             *r += tree.predict(data.row(i));
         }
         let loss = training_loss(task, target, &raw);
-        progress(Progress {
-            done: k + 1,
-            total: params.n_trees,
-            message: format!(
-                "tree {}/{}: {} leaves, depth {}, train {}",
-                k + 1,
-                params.n_trees,
-                tree.n_leaves(),
-                tree.depth(),
-                loss
-            ),
-        });
+        report(
+            progress,
+            Progress {
+                done: k + 1,
+                total: params.n_trees,
+                message: format!(
+                    "tree {}/{}: {} leaves, depth {}, train {}",
+                    k + 1,
+                    params.n_trees,
+                    tree.n_leaves(),
+                    tree.depth(),
+                    loss
+                ),
+            },
+        )?;
         trees.push(tree);
     }
 
@@ -395,6 +398,29 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_that_says_stop_ends_training_after_that_tree() {
+        let params = GbtParams {
+            n_trees: 20,
+            ..Default::default()
+        };
+        let mut trees = 0;
+        let err = train_gbt_regressor(&step_data(), &params, &mut |p| {
+            trees = p.done;
+            if p.done == 3 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::Stopped { done: 3, total: 20 }),
+            "{err}"
+        );
+        assert_eq!(trees, 3);
+    }
+
+    #[test]
     fn the_classifier_learns_the_step_and_reports_progress() {
         let data = step_data();
         let labels: Vec<f32> = data
@@ -414,7 +440,11 @@ mod tests {
             min_samples_leaf: 5,
             ..Default::default()
         };
-        let m = train_gbt_classifier(&data, &params, &mut |p| seen.push(p)).unwrap();
+        let m = train_gbt_classifier(&data, &params, &mut |p| {
+            seen.push(p);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(seen.len(), 20);
         assert_eq!((seen[19].done, seen[19].total), (20, 20));
         assert!(
