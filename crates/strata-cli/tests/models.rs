@@ -522,7 +522,10 @@ fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
         &format!("/api/v1/jobs/{slow}/cancel"),
         Some(json!({ "reason": "twice" })),
     );
-    assert_eq!((status, again["message"].as_str()), (200, job["message"].as_str()));
+    assert_eq!(
+        (status, again["message"].as_str()),
+        (200, job["message"].as_str())
+    );
     let (status, body) = hub.api("POST", &format!("/api/v1/jobs/{next}/cancel"), None);
     assert_eq!(status, 409, "{body}");
     assert!(body.to_string().contains("has already succeeded"), "{body}");
@@ -530,7 +533,10 @@ fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
     assert_eq!(status, 404);
     let (status, audit) = hub.api("GET", "/api/v1/audit?action=job.cancel", None);
     assert_eq!(status, 200);
-    assert!(audit.to_string().contains(&format!("/jobs/{slow}/cancel")), "{audit}");
+    assert!(
+        audit.to_string().contains(&format!("/jobs/{slow}/cancel")),
+        "{audit}"
+    );
 }
 
 /// Runs `strata` with `args` against `hub`; returns (success, stdout, stderr).

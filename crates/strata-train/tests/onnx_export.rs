@@ -17,9 +17,9 @@
 //! `target/peers`). These tests fail, never skip, without it.
 
 use std::ffi::OsStr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::ops::ControlFlow;
 use std::time::Instant;
 
 use prost::Message;

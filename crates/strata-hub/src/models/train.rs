@@ -280,9 +280,10 @@ pub fn run(
                 Trainer::External { .. } => unreachable!("handled above"),
             }
             .map_err(|e| match e {
-                strata_train::Error::Stopped { .. } => ctx.go_on().err().unwrap_or_else(|| {
-                    Error::Conflict(format!("training stopped: {e}"))
-                }),
+                strata_train::Error::Stopped { .. } => ctx
+                    .go_on()
+                    .err()
+                    .unwrap_or_else(|| Error::Conflict(format!("training stopped: {e}"))),
                 e => Error::BadRequest(format!("training failed: {e}")),
             })?;
             let stats = trained

@@ -546,7 +546,12 @@ pub fn jobs_are_cancelled(store: &dyn JobStore) {
     let again = store.cancel_job(running, "twice", 1_008).unwrap().unwrap();
     assert_eq!(again.message, "ran past max_job_s");
     assert_eq!(again.finished_ns, Some(1_005));
-    assert!(store.cancel_job(running + 1_000, "x", 1_009).unwrap().is_none());
+    assert!(
+        store
+            .cancel_job(running + 1_000, "x", 1_009)
+            .unwrap()
+            .is_none()
+    );
     assert!(store.claim_job(1_010).unwrap().is_none());
 }
 
