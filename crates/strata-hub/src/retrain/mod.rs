@@ -549,9 +549,7 @@ fn finished_job(
             job.message
         ))),
         JobState::Queued | JobState::Running => {
-            let stepped = c.steps.last().map_or(c.updated_ns, |s| s.at_ns);
-            let since = job.started_ns.unwrap_or(stepped).max(stepped);
-            if now - since > p.max_job_s as i64 * S {
+            if overdue(&job, c, p, now) {
                 let reason = format!(
                     "it had not ended {} s after it started (the retraining policy's max_job_s)",
                     p.max_job_s
@@ -576,6 +574,15 @@ fn finished_job(
             Ok(None)
         }
     }
+}
+
+/// Whether a job that has not ended has run past `max_job_s`, counted
+/// from the cycle's step that started it or, for a job run again (a hub
+/// restarted meanwhile), from its last start.
+fn overdue(job: &strata_store::Job, c: &Cycle, p: &RetrainPolicy, now: i64) -> bool {
+    let stepped = c.steps.last().map_or(c.updated_ns, |s| s.at_ns);
+    let since = job.started_ns.unwrap_or(stepped).max(stepped);
+    now - since > p.max_job_s as i64 * S
 }
 
 fn decide_offline(
@@ -893,7 +900,7 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{S, champion_moved, ends_the_cycle, fresh_window, submitted_before};
+    use super::{S, champion_moved, ends_the_cycle, fresh_window, overdue, submitted_before};
     use crate::error::Error;
     use crate::retrain::cycle::Cycle;
 
@@ -936,6 +943,33 @@ mod tests {
             submitted_before(&newest[3..], &cycle, "train", is_ours).map(|j| j.id),
             None
         );
+    }
+
+    #[test]
+    fn a_job_is_overdue_max_job_s_after_its_step_or_its_last_start() {
+        let p: super::RetrainPolicy =
+            toml::from_str("model = \"rul\"\nevery_s = 60\nmax_job_s = 100\n").unwrap();
+        let cycle: Cycle = serde_json::from_value(serde_json::json!({
+            "id": 4, "model": "rul", "state": "training",
+            "trigger": {"kind": "schedule", "at_ns": 0, "detail": "", "devices": [], "findings": []},
+            "champion": 2, "devices": [], "canary": [],
+            "steps": [{"state": "training", "at_ns": 1_000 * S, "message": "job 7"}],
+            "created_ns": 0, "updated_ns": 1_000 * S,
+        }))
+        .unwrap();
+        let job = |started: Option<i64>| {
+            serde_json::from_value::<strata_store::Job>(serde_json::json!({
+                "id": 7, "kind": "train", "spec": {}, "state": "running", "progress": 0.5,
+                "message": "", "attempts": 1, "created_ns": 1_000 * S, "started_ns": started,
+            }))
+            .unwrap()
+        };
+        // Still queued: counted from the step.
+        assert!(!overdue(&job(None), &cycle, &p, 1_100 * S));
+        assert!(overdue(&job(None), &cycle, &p, 1_100 * S + 1));
+        // Started again after a restart at 1,050 s: counted from then.
+        assert!(!overdue(&job(Some(1_050 * S)), &cycle, &p, 1_150 * S));
+        assert!(overdue(&job(Some(1_050 * S)), &cycle, &p, 1_150 * S + 1));
     }
 
     #[test]
