@@ -417,7 +417,7 @@ fn a_training_job_cut_short_by_a_hub_crash_runs_again_after_restart() {
         "/api/v1/jobs/train",
         Some(json!({
             "model": "rul",
-            "trainer": { "type": "external", "command": [peers_python(), script, "--sleep", "3"] },
+            "trainer": { "type": "external", "command": [peers_python(), script, "--sleep", "3.5"] },
             "dataset": { "devices": machines, "pipeline": pipeline(MACHINE_PIPELINE), "vector": "bearing", "target": "label.rul_h" },
         })),
     );
@@ -425,9 +425,21 @@ fn a_training_job_cut_short_by_a_hub_crash_runs_again_after_restart() {
     let id = job["id"].as_i64().unwrap();
     eventually(Duration::from_secs(60), "the job runs the trainer", || {
         let (_, log) = hub.api("GET", &format!("/api/v1/jobs/{id}/log"), None);
-        log.to_string().contains("waiting 3")
+        log.to_string().contains("waiting 3.5")
     });
     hub.kill();
+    // The trainer dies with the hub, rather than finish beside the rerun.
+    eventually(
+        Duration::from_secs(1),
+        "the trainer killed with the hub",
+        || {
+            !std::process::Command::new("pgrep")
+                .args(["-f", "external_trainer.py --sleep 3.5"])
+                .status()
+                .unwrap()
+                .success()
+        },
+    );
     let hub = HubProcess::start(&data_dir);
     let job = hub.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["attempts"], 2, "{job}");
@@ -455,9 +467,11 @@ fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
         job["id"].as_i64().unwrap()
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_trainer.py");
-    // A trainer that would run for ten minutes, then two jobs behind it.
+    // A trainer that would run for ten minutes (started by a shell, as
+    // a wrapper script would), then two jobs behind it.
     let slow = submit(json!({
-        "type": "external", "command": [peers_python(), &script, "--sleep", "601"],
+        "type": "external",
+        "command": ["sh", "-c", "\"$0\" \"$1\" --sleep 601 & wait", peers_python(), &script],
     }));
     let queued = submit(json!({ "type": "gbt_regressor" }));
     let next = submit(json!({ "type": "gbt_regressor", "params": { "n_trees": 20 } }));
@@ -505,7 +519,10 @@ fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
         .args(["-f", "external_trainer.py --sleep 601"])
         .status()
         .unwrap();
-    assert!(!trainer_left.success(), "the trainer's process was killed");
+    assert!(
+        !trainer_left.success(),
+        "the trainer's process, started by the shell, was killed with it"
+    );
     for (id, reason) in [
         (slow, "cancelled by admin: wrong dataset"),
         (queued, "cancelled by admin"),

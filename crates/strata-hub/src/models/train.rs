@@ -484,8 +484,13 @@ fn external(
     let train_csv = write("train.csv", train)?;
     let holdout_csv = write("holdout.csv", test)?;
     ctx.progress(0.35, &format!("running {}", command.join(" ")));
-    let mut child = Command::new(&command[0])
-        .args(&command[1..])
+    if !program_exists(&command[0], job_dir) {
+        return Err(Error::BadRequest(format!(
+            "cannot run {:?}: no such program (a path, or a name on the hub's PATH)",
+            command[0]
+        )));
+    }
+    let mut child = trainer_command(command)
         .current_dir(job_dir)
         .env("STRATA_TRAIN_CSV", &train_csv)
         .env("STRATA_HOLDOUT_CSV", &holdout_csv)
@@ -517,16 +522,14 @@ fn external(
             break status;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             return Err(Error::BadRequest(format!(
                 "the external trainer ran longer than {} s and was stopped",
                 timeout.as_secs()
             )));
         }
         if let Err(e) = ctx.go_on() {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             return Err(e);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -544,6 +547,46 @@ fn external(
             "the external trainer wrote no readable model.onnx in $STRATA_OUTPUT_DIR: {e}"
         ))
     })
+}
+
+/// The external trainer's command, in a process group of its own, so that
+/// stopping it stops what it started too; and, where util-linux's
+/// `setpriv` is at hand (every Debian), killed if the hub dies, so that a
+/// crashed hub leaves no trainer running beside the job's next attempt.
+fn trainer_command(command: &[String]) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    let mut cmd = if Path::new(SETPRIV).exists() {
+        let mut cmd = Command::new(SETPRIV);
+        cmd.args(["--pdeathsig", "KILL", "--"]).args(command);
+        cmd
+    } else {
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]);
+        cmd
+    };
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd
+}
+
+/// Whether `program` names a file to run: a path (relative ones from the
+/// job directory, where it runs) or a name found on `PATH`. Checked before
+/// starting it, as `setpriv` would only fail with a status.
+fn program_exists(program: &str, job_dir: &Path) -> bool {
+    if program.contains('/') {
+        return job_dir.join(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Kills the trainer's process group, then reaps the trainer.
+fn stop(child: &mut std::process::Child) {
+    let group = rustix::process::Pid::from_child(child);
+    if let Err(e) = rustix::process::kill_process_group(group, rustix::process::Signal::KILL) {
+        tracing::warn!("cannot stop the external trainer's processes: {e}");
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 fn subset(data: &Dataset, idx: &[usize]) -> Dataset {
