@@ -86,6 +86,21 @@ pub struct Dataset {
     /// One labelled row in this many is kept (1: all; more when the
     /// spec's `max_rows` was reached).
     pub kept_every: u64,
+    /// The pipeline's longest window, ns: rows closer in time than this
+    /// were computed from some of the same readings.
+    pub window_ns: i64,
+}
+
+/// A dataset's rows split in time ([`Dataset::split_by_time`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeSplit {
+    /// Rows to train on.
+    pub train: Vec<usize>,
+    /// Rows held out, later than every training row of their device.
+    pub holdout: Vec<usize>,
+    /// Rows in neither: computed from readings a held-out row of the same
+    /// device was computed from too.
+    pub purged: usize,
 }
 
 impl Dataset {
@@ -137,20 +152,37 @@ impl Dataset {
             .expect("writing to a sink cannot fail")
     }
 
-    /// Splits rows into (train, hold-out) indices: for each device, its
-    /// last `holdout` share of rows in time is held out, so the model is
-    /// judged on data later than anything it saw.
-    pub fn split_by_time(&self, holdout: f64) -> (Vec<usize>, Vec<usize>) {
-        let mut train = Vec::new();
-        let mut test = Vec::new();
+    /// Splits rows in time: for each device, its last `holdout` share of
+    /// rows is held out, so the model is judged on data later than
+    /// anything it saw. Windows overlap (a 5 s window every second), so
+    /// the training rows less than one longest window before a device's
+    /// first held-out row, computed partly from the same readings, are
+    /// purged: kept, the hold-out would score the model on what it has
+    /// seen.
+    pub fn split_by_time(&self, holdout: f64) -> TimeSplit {
+        let mut split = TimeSplit {
+            train: Vec::new(),
+            holdout: Vec::new(),
+            purged: 0,
+        };
         for d in 0..self.devices.len() as u32 {
             let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.device[i] == d).collect();
             idx.sort_by_key(|&i| self.ts_ns[i]);
             let cut = idx.len() - ((idx.len() as f64 * holdout).round() as usize).min(idx.len());
-            train.extend_from_slice(&idx[..cut]);
-            test.extend_from_slice(&idx[cut..]);
+            let (train, held) = idx.split_at(cut);
+            // A row's window is `(ts - window, ts]`.
+            let kept = match held.first() {
+                Some(&first) => {
+                    let clear = self.ts_ns[first].saturating_sub(self.window_ns);
+                    train.partition_point(|&i| self.ts_ns[i] <= clear)
+                }
+                None => train.len(),
+            };
+            split.train.extend_from_slice(&train[..kept]);
+            split.purged += train.len() - kept;
+            split.holdout.extend_from_slice(held);
         }
-        (train, test)
+        split
     }
 
     /// Keeps the rows at even positions, in place.
@@ -222,6 +254,7 @@ pub fn build(
     let mut ds = Dataset {
         features,
         kept_every: 1,
+        window_ns: warm_up_ns(&spec.pipeline),
         ..Dataset::default()
     };
     let max_rows = usize::try_from(spec.max_rows.max(1)).unwrap_or(usize::MAX);
@@ -602,6 +635,43 @@ mod tests {
             max_rows: d_max_rows(),
         };
         (store, spec)
+    }
+
+    /// Training rows whose window overlaps a held-out row's of the same
+    /// device are purged; other devices' rows are not.
+    #[test]
+    fn training_rows_sharing_readings_with_the_hold_out_are_purged() {
+        const SEC: i64 = 1_000_000_000;
+        // Device 0 every second from 1 to 10 s; device 1 every 10 s.
+        let mut ts_ns: Vec<i64> = (1..=10).map(|t| t * SEC).collect();
+        ts_ns.extend((1..=10).map(|t| t * 10 * SEC));
+        let data = Dataset {
+            features: vec!["f".into()],
+            rows: vec![0.0; 20],
+            target: vec![0.0; 20],
+            device: [vec![0; 10], vec![1; 10]].concat(),
+            ts_ns,
+            devices: vec!["a".into(), "b".into()],
+            unlabelled: 0,
+            kept_every: 1,
+            window_ns: 3 * SEC,
+        };
+        let split = data.split_by_time(0.3);
+        let times = |idx: &[usize]| idx.iter().map(|&i| data.ts_ns[i] / SEC).collect::<Vec<_>>();
+        // Device 0 holds out 8, 9 and 10 s; the row at 8 s reads (5, 8],
+        // so rows after 5 s go. Device 1's rows are 10 s apart: none goes.
+        assert_eq!(
+            times(&split.train),
+            [1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60, 70]
+        );
+        assert_eq!(times(&split.holdout), [8, 9, 10, 80, 90, 100]);
+        assert_eq!(split.purged, 2);
+        // Without windows nothing is purged.
+        let plain = Dataset {
+            window_ns: 0,
+            ..data.clone()
+        };
+        assert_eq!(plain.split_by_time(0.3).purged, 0);
     }
 
     /// The store replays whole batches that overlap a window; a batch

@@ -372,6 +372,11 @@ fn run_one(deps: &JobDeps, job: Job, lost: Arc<AtomicBool>) {
         Ok(result) => deps
             .jobs
             .finish_job(claim, JobState::Succeeded, "done", Some(result), now),
+        // Cancelled or taken back: the store refuses this run's end.
+        Err(e) if ctx.go_on().is_err() => {
+            tracing::info!(job = job.id, "job stopped: {e}");
+            return;
+        }
         Err(e) => {
             tracing::warn!(job = job.id, "job failed: {e}");
             deps.jobs

@@ -208,13 +208,15 @@ pub fn run(
         );
         ctx.go_on()
     })?;
-    let (train_idx, test_idx) = data.split_by_time(spec.holdout);
+    let split = data.split_by_time(spec.holdout);
+    let (train_idx, test_idx) = (split.train.as_slice(), split.holdout.as_slice());
     if train_idx.len() < 20 || test_idx.is_empty() {
         return Err(Error::BadRequest(format!(
-            "the dataset has {} labelled rows ({} unlabelled vectors) in the window: too few to train; \
-             collect more data or widen the window",
+            "the dataset has {} labelled rows ({} unlabelled vectors, {} purged between training \
+             and hold-out) in the window: too few to train; collect more data or widen the window",
             data.len(),
-            data.unlabelled
+            data.unlabelled,
+            split.purged
         )));
     }
     let digest = data.digest();
@@ -229,17 +231,19 @@ pub fn run(
     ctx.progress(
         0.3,
         &format!(
-            "dataset: {} rows x {} features from {} devices ({} train, {} hold-out), sha256 {}{thinned}",
+            "dataset: {} rows x {} features from {} devices ({} train, {} purged as their \
+             windows overlap the hold-out's, {} hold-out), sha256 {}{thinned}",
             data.len(),
             data.features.len(),
             data.devices.len(),
             train_idx.len(),
+            split.purged,
             test_idx.len(),
             &digest[..12]
         ),
     );
-    let (train_rows, train_target) = data.take(&train_idx);
-    let (test_rows, test_target) = data.take(&test_idx);
+    let (train_rows, train_target) = data.take(train_idx);
+    let (test_rows, test_target) = data.take(test_idx);
     let started = Instant::now();
     let (onnx, params, tree_stats, mut metrics) = match &spec.trainer {
         Trainer::External {
@@ -248,7 +252,7 @@ pub fn run(
             let onnx = external(
                 command,
                 &data,
-                (&train_idx, &test_idx),
+                (train_idx, test_idx),
                 job_dir,
                 Duration::from_secs(*timeout_s),
                 ctx,
@@ -325,6 +329,7 @@ pub fn run(
     }
     metrics.insert("train_rows".into(), train_idx.len() as f64);
     metrics.insert("holdout_rows".into(), test_idx.len() as f64);
+    metrics.insert("purged_rows".into(), split.purged as f64);
 
     let sites = data
         .devices
@@ -396,7 +401,7 @@ pub fn run(
     };
     // The reference for drift: the training rows and the model's outputs
     // on them.
-    let (reference_rows, _) = data.take(&train_idx);
+    let (reference_rows, _) = data.take(train_idx);
     let profile = crate::drift::build_profile(&*model, &data.features, &reference_rows)?;
     drift.save_profile(&version, profile)?;
     if let Some(alias) = &spec.alias {
@@ -600,6 +605,7 @@ fn subset(data: &Dataset, idx: &[usize]) -> Dataset {
         devices: data.devices.clone(),
         unlabelled: 0,
         kept_every: data.kept_every,
+        window_ns: data.window_ns,
     }
 }
 
