@@ -144,8 +144,18 @@ impl TwinApplier {
                     };
                     // The same twin again (the broker's retained copy at
                     // each reconnect): applied, or waiting for its retry,
-                    // which a flapping link must not bring forward.
-                    if current.as_ref().is_some_and(|c| c.desired_version == twin.desired_version) {
+                    // which a flapping link must not bring forward. Or an
+                    // older one, sent by another hub replica and arrived
+                    // late: it must not undo the newer.
+                    if let Some(c) = current.as_ref().filter(|c| !twin.supersedes(c)) {
+                        if twin.desired_version < c.desired_version {
+                            tracing::info!(
+                                device = %self.device,
+                                "desired twin v{} ignored: v{} is newer",
+                                twin.desired_version,
+                                c.desired_version
+                            );
+                        }
                         continue;
                     }
                     backoff.reset();
@@ -373,7 +383,7 @@ impl TwinApplier {
                 let mut unhealthy = if fresh.is_empty() {
                     Vec::new()
                 } else {
-                    self.health_window(&fresh, &stats, before, (latest, twin.desired_version))
+                    self.health_window(&fresh, &stats, before, (latest, &twin))
                         .await
                 };
                 // A twin that arrived meanwhile and no longer names a
@@ -382,7 +392,7 @@ impl TwinApplier {
                 // after the withdrawal. By release, not by assignment: the
                 // hub signs a new assignment of the same release as the
                 // old one nears its expiry.
-                if let Some(newer) = newer_twin(latest, twin.desired_version) {
+                if let Some(newer) = newer_twin(latest, &twin) {
                     for (key, version, _, _) in &fresh {
                         if withdraws(&newer, key, *version)
                             && !unhealthy.iter().any(|(k, _)| k == key)
@@ -540,13 +550,13 @@ impl TwinApplier {
     /// release still waiting meanwhile. Returns the `kind/name` of those
     /// that did not pass, with why. `before` is the pipeline's outputs and
     /// the sources' readings at the switch; `twin`, where newer twins
-    /// arrive and the version of the one applied.
+    /// arrive and the one applied.
     async fn health_window(
         &self,
         fresh: &[&(String, u64, u64, String)],
         stats: &[(String, Arc<crate::health::ModelStats>)],
         before: (u64, u64),
-        twin: (&watch::Receiver<Option<Vec<u8>>>, u64),
+        twin: (&watch::Receiver<Option<Vec<u8>>>, &DesiredTwin),
     ) -> Vec<(String, String)> {
         let (outputs_before, readings_before) = before;
         use std::sync::atomic::Ordering::Relaxed;
@@ -1326,12 +1336,15 @@ fn golden_check(path: &Path, cases: &[strata_ota::GoldenCase]) -> Result<(), Str
     Ok(())
 }
 
-/// The desired twin `latest` holds, when newer than `version`.
-fn newer_twin(latest: &watch::Receiver<Option<Vec<u8>>>, version: u64) -> Option<DesiredTwin> {
+/// The desired twin `latest` holds, when it supersedes the one `applied`.
+fn newer_twin(
+    latest: &watch::Receiver<Option<Vec<u8>>>,
+    applied: &DesiredTwin,
+) -> Option<DesiredTwin> {
     let payload = latest.borrow().clone()?;
     serde_json::from_slice::<DesiredTwin>(&payload)
         .ok()
-        .filter(|t| t.desired_version > version)
+        .filter(|t| t.supersedes(applied))
 }
 
 /// Whether `newer` withdraws the release `key` at `version`: names it in
@@ -2304,5 +2317,82 @@ mod tests {
         // The line starts: `extra` more from the last idle look.
         assert!(!p.over(101, start + 2 * day + Duration::from_secs(19)));
         assert!(p.over(101, start + 2 * day + Duration::from_secs(21)));
+    }
+
+    /// Twins that arrive out of order (sent by two hub replicas): an older
+    /// one of the same epoch is ignored; one of another epoch (a hub store
+    /// started afresh) is applied whatever its version.
+    #[tokio::test]
+    async fn an_older_twin_arriving_late_does_not_undo_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (swap, _swaps) = std::sync::mpsc::channel();
+        let reported = Arc::new(Reported::default());
+        let applier = TwinApplier {
+            device: DeviceId::new("press-1").unwrap(),
+            credential: String::new(),
+            http: None,
+            tls_dir: None,
+            data_dir: dir.path().to_owned(),
+            base_dir: dir.path().to_owned(),
+            configured: Vec::new(),
+            file_pipeline: None,
+            running: Mutex::new(None),
+            swap,
+            health: Arc::new(HealthState::new(Vec::new(), Vec::new())),
+            reported: reported.clone(),
+            trust: strata_ota::Trust {
+                release_keys: Vec::new(),
+                rollout_keys: Vec::new(),
+            },
+            identity: strata_ota::Device {
+                id: "press-1".into(),
+                site: "plant".into(),
+                tags: Default::default(),
+            },
+            health_window: Duration::ZERO,
+            hooks: Default::default(),
+            signed_only: false,
+        };
+        let (desired, receiver) = watch::channel(None);
+        let running = tokio::spawn(applier.run(receiver));
+        let send = |epoch: &str, version: u64| {
+            let twin = DesiredTwin {
+                desired_version: version,
+                epoch: epoch.into(),
+                ..DesiredTwin::default()
+            };
+            desired.send_replace(Some(serde_json::to_vec(&twin).unwrap()));
+        };
+        let applied = || -> u64 {
+            let latest = reported.latest().expect("a report");
+            serde_json::from_slice::<serde_json::Value>(&latest).unwrap()["desired_version"]
+                .as_u64()
+                .unwrap()
+        };
+        let reported_within = |limit: Duration| {
+            let reported = reported.clone();
+            async move {
+                tokio::time::timeout(limit, reported.changed.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+
+        send("e1", 2);
+        assert!(reported_within(Duration::from_secs(10)).await);
+        assert_eq!(applied(), 2);
+        send("e1", 1);
+        assert!(
+            !reported_within(Duration::from_millis(500)).await,
+            "the older twin was applied"
+        );
+        assert_eq!(applied(), 2);
+        send("e2", 1);
+        assert!(reported_within(Duration::from_secs(10)).await);
+        assert_eq!(applied(), 1);
+        let kept: DesiredTwin =
+            serde_json::from_slice(&std::fs::read(dir.path().join(TWIN_FILE)).unwrap()).unwrap();
+        assert_eq!((kept.epoch.as_str(), kept.desired_version), ("e2", 1));
+        running.abort();
     }
 }

@@ -437,7 +437,7 @@ impl Hub {
             models.clone(),
             drift.clone(),
             downlink,
-        ));
+        )?);
         // Upstream, they all go again once connected there.
         deployer.republish_all(downlink::Reach::Here)?;
         let rollout_key = match &config.ota.rollout_key_file {

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 pub struct DesiredTwin {
     /// Grows with every change; the device reports the one it applied.
     pub desired_version: u64,
+    /// Which hub store numbered `desired_version`, made once with the
+    /// store: versions compare only within one epoch (empty from hubs that
+    /// predate it). See [`DesiredTwin::supersedes`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
     /// Models to run, at most one version per model name.
     #[serde(default)]
     pub models: Vec<ModelAssignment>,
@@ -21,6 +26,24 @@ pub struct DesiredTwin {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub updates: Vec<serde_json::Value>,
+}
+
+impl DesiredTwin {
+    /// Whether this twin replaces `current`, the one a device applied.
+    /// Within one epoch only a later version does: twins sent by several
+    /// hub replicas may arrive out of order, and an older one must not
+    /// undo a newer. A twin of another epoch (the hub's store started
+    /// afresh, numbering from 1 again) always does; without epochs on
+    /// both, any other version does, as before epochs.
+    pub fn supersedes(&self, current: &DesiredTwin) -> bool {
+        if self.epoch != current.epoch {
+            return true;
+        }
+        if self.epoch.is_empty() {
+            return self.desired_version != current.desired_version;
+        }
+        self.desired_version > current.desired_version
+    }
 }
 
 /// One model a device should run.
@@ -105,4 +128,40 @@ pub struct ModelReport {
     /// Whether it runs as a shadow challenger.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DesiredTwin;
+
+    fn twin(epoch: &str, desired_version: u64) -> DesiredTwin {
+        DesiredTwin {
+            desired_version,
+            epoch: epoch.into(),
+            ..DesiredTwin::default()
+        }
+    }
+
+    #[test]
+    fn only_a_later_version_of_the_same_epoch_replaces_a_twin() {
+        let applied = twin("e1", 5);
+        assert!(twin("e1", 6).supersedes(&applied));
+        assert!(!twin("e1", 5).supersedes(&applied), "the same again");
+        assert!(!twin("e1", 4).supersedes(&applied), "older, arrived late");
+        // A store started afresh numbers from 1 again.
+        assert!(twin("e2", 1).supersedes(&applied));
+        // Hubs without epochs: any other version, as before.
+        assert!(twin("", 4).supersedes(&twin("", 5)));
+        assert!(!twin("", 5).supersedes(&twin("", 5)));
+        // A hub upgraded to epochs, and a twin kept from before it.
+        assert!(twin("e1", 1).supersedes(&twin("", 5)));
+    }
+
+    #[test]
+    fn the_epoch_is_left_out_when_unknown_and_read_when_absent() {
+        let json = serde_json::to_string(&twin("", 3)).unwrap();
+        assert!(!json.contains("epoch"), "{json}");
+        let parsed: DesiredTwin = serde_json::from_str(r#"{"desired_version": 3}"#).unwrap();
+        assert_eq!(parsed, twin("", 3));
+    }
 }

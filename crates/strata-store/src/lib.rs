@@ -269,6 +269,11 @@ pub trait JobStore: Send + Sync + 'static {
 
 /// Device twins.
 pub trait TwinStore: Send + Sync + 'static {
+    /// Which store numbered the desired versions: made once, when the
+    /// store was created. A device compares two twins' versions only
+    /// within one epoch, so a store started afresh (versions from 1
+    /// again) is not taken for an old one.
+    fn twin_epoch(&self) -> Result<String>;
     /// A device's twin (empty documents when nothing was set).
     fn twin(&self, device: &DeviceId) -> Result<Twin>;
     /// Sets one top-level key of the desired document and bumps its

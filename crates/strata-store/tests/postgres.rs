@@ -579,6 +579,13 @@ fn twins_keep_the_contract_across_replicas() {
     let a = PostgresTwins::connect(&schema.url).unwrap();
     common::twins_merge(&a);
     let b = PostgresTwins::connect(&schema.url).unwrap();
+    // Replicas share one epoch, made by whichever connected first.
+    let epoch = a.twin_epoch().unwrap();
+    assert_eq!(epoch.len(), 32, "{epoch}");
+    assert_eq!(b.twin_epoch().unwrap(), epoch);
+    let other = Schema::new("twins_other");
+    let fresh = PostgresTwins::connect(&other.url).unwrap();
+    assert_ne!(fresh.twin_epoch().unwrap(), epoch);
     let d = dev("m-9");
     // Two replicas set keys of one device's desired document at once.
     std::thread::scope(|s| {

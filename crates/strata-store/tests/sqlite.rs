@@ -199,6 +199,16 @@ fn desired_keys_merge_and_count_versions() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
     common::twins_merge(&store);
+    // The twins' epoch is made once: the same after a reopen, another in
+    // another store.
+    let epoch = store.twin_epoch().unwrap();
+    assert_eq!(epoch.len(), 32, "{epoch}");
+    drop(store);
+    let again = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    assert_eq!(again.twin_epoch().unwrap(), epoch);
+    let other = tempfile::tempdir().unwrap();
+    let fresh = SqliteStore::open(other.path(), Durability::Process).unwrap();
+    assert_ne!(fresh.twin_epoch().unwrap(), epoch);
 }
 
 #[test]

@@ -79,6 +79,8 @@ pub struct Deployer {
     followed: Mutex<Option<i64>>,
     /// What this replica last published per device.
     published: Mutex<Published>,
+    /// The twin store's epoch, sent with every desired twin.
+    epoch: String,
 }
 
 /// What this replica published per device.
@@ -151,8 +153,9 @@ impl Deployer {
         models: Arc<ModelRegistry>,
         drift: Arc<crate::drift::Drift>,
         downlink: Downlink,
-    ) -> Self {
-        Deployer {
+    ) -> Result<Self> {
+        Ok(Deployer {
+            epoch: twins.twin_epoch()?,
             twins,
             registry,
             models,
@@ -160,7 +163,7 @@ impl Deployer {
             downlink,
             followed: Mutex::new(None),
             published: Mutex::new(Published::default()),
-        }
+        })
     }
 
     /// The devices a selector picks (active ones only), in id order.
@@ -404,7 +407,7 @@ impl Deployer {
     }
 
     fn send(&self, reach: Reach, twin: &Twin) -> Result<()> {
-        let (topic, payload) = match twin_message(twin) {
+        let (topic, payload) = match twin_message(twin, &self.epoch) {
             Ok(message) => message,
             // A twin this hub cannot read (written by a newer replica
             // during a rolling upgrade, say) must not stop the twins of
@@ -525,9 +528,10 @@ fn assignment(v: &ModelVersion, vector: String) -> ModelAssignment {
 }
 
 /// The retained message that carries `twin`'s desired document.
-fn twin_message(twin: &Twin) -> Result<(String, Bytes)> {
+fn twin_message(twin: &Twin, epoch: &str) -> Result<(String, Bytes)> {
     let desired = DesiredTwin {
         desired_version: twin.desired_version,
+        epoch: epoch.to_owned(),
         models: desired_list(twin, "models")?,
         updates: desired_list(twin, "updates")?,
     };

@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS shared_twins (
 );
 ALTER TABLE shared_twins ADD COLUMN IF NOT EXISTS desired_change BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS shared_twins_by_change ON shared_twins (desired_change);
+CREATE TABLE IF NOT EXISTS shared_twin_epoch (id INT PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL);
+INSERT INTO shared_twin_epoch VALUES (1, md5(random()::text || clock_timestamp()::text))
+    ON CONFLICT (id) DO NOTHING;
 ";
 
 const COLUMNS: &str = "device_id, desired, desired_version, desired_ns, reported, reported_ns";
@@ -76,6 +79,16 @@ impl PostgresTwins {
 }
 
 impl TwinStore for PostgresTwins {
+    fn twin_epoch(&self) -> Result<String> {
+        self.db.with(|c| {
+            Ok(
+                c.query_one("SELECT epoch FROM shared_twin_epoch WHERE id = 1", &[])
+                    .context(|| "cannot read the twins' epoch".into())?
+                    .get(0),
+            )
+        })
+    }
+
     fn twin(&self, device: &DeviceId) -> Result<Twin> {
         self.db.with(|c| read_twin(c, device, false))
     }

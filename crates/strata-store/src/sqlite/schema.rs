@@ -491,6 +491,16 @@ CREATE INDEX sketch_batches_by_end ON sketch_batches(end_ns);
 "#,
         None,
     ),
+    (
+        r#"
+-- Which store numbered the desired twins' versions, made once: a device
+-- compares two twins' versions only within one epoch, so a store started
+-- afresh (versions from 1 again) is not taken for an old one.
+CREATE TABLE twin_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL);
+INSERT INTO twin_epoch VALUES (1, lower(hex(randomblob(16))));
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

@@ -50,6 +50,15 @@ fn read_twin(conn: &rusqlite::Connection, device: &DeviceId) -> Result<Twin> {
 }
 
 impl TwinStore for SqliteStore {
+    fn twin_epoch(&self) -> Result<String> {
+        self.read(|conn| {
+            conn.query_row("SELECT epoch FROM twin_epoch WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context(|| "cannot read the twins' epoch".into())
+        })
+    }
+
     fn twin(&self, device: &DeviceId) -> Result<Twin> {
         self.read(|conn| read_twin(conn, device))
     }
