@@ -358,8 +358,10 @@ pub struct StorageConfig {
     pub retention_check_s: u64,
     /// Webhook deliveries no longer pending, workflow runs no longer
     /// running and cleared alerts (with their history) are deleted this
-    /// many days after they were queued (last changed); 0 keeps them
-    /// forever. Checked as often as retention.
+    /// many days after they were queued (last changed), and so are API
+    /// tokens this long expired or revoked and presence changes (each
+    /// device's last one before the cut stays); 0 keeps them forever.
+    /// Checked as often as retention.
     pub history_days: u64,
     /// Keep telemetry in this PostgreSQL database
     /// (`postgres://user@host/db`, or `host=... user=... dbname=...`)

@@ -559,7 +559,11 @@ impl Hub {
         );
         retention::spawn_history(
             &config.storage,
-            store.clone(),
+            retention::History {
+                alerts: store.clone(),
+                access: access.clone(),
+                registry: registry.clone(),
+            },
             metrics.clone(),
             stop.subscribe(),
         );

@@ -147,8 +147,8 @@ pub struct Metrics {
     pub sketch_batches_expired: AtomicU64,
     /// Retention passes that failed.
     pub retention_failures: AtomicU64,
-    /// Finished webhook deliveries and workflow runs deleted past
-    /// `history_days`.
+    /// Finished webhook deliveries and workflow runs, cleared alerts, old
+    /// API tokens and presence changes deleted past `history_days`.
     pub history_deleted: AtomicU64,
     /// Reloads of the registry's or the accounts' cache after other
     /// replicas changed them.
@@ -334,7 +334,7 @@ impl Metrics {
             ),
             (
                 "strata_history_deleted_total",
-                "Finished webhook deliveries, workflow runs and cleared alerts deleted past history_days.",
+                "Finished webhook deliveries, workflow runs, cleared alerts, old API tokens and presence changes deleted past history_days.",
                 &self.history_deleted,
             ),
             (

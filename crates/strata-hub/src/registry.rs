@@ -329,6 +329,12 @@ impl Registry {
         Ok(self.store.presence_log(from_ns, to_ns)?)
     }
 
+    /// Deletes the presence changes before `before_ns` but each device's
+    /// state then (see `RegistryStore::forget_presence`).
+    pub fn forget_presence(&self, before_ns: i64) -> Result<u64> {
+        Ok(self.store.forget_presence(before_ns)?)
+    }
+
     /// The presence changes of `[from_ns, to_ns]`, per device, oldest first.
     pub fn presence_by_device(
         &self,

@@ -8,8 +8,10 @@
 //! ended before `retention_days` ([`DriftStore::forget_sketches`]); the
 //! size limit counts telemetry files only.
 //!
-//! The same clock deletes finished webhook deliveries and workflow runs
-//! past `history_days` ([`AlertStore::forget_history`]).
+//! The same clock deletes past `history_days` finished webhook deliveries
+//! and workflow runs ([`AlertStore::forget_history`]), cleared alerts, API
+//! tokens that expired or were revoked, and presence changes but each
+//! device's state at the cut ([`History`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -146,12 +148,24 @@ fn count(metrics: &Metrics, why: &str, pass: strata_store::Result<strata_store::
     }
 }
 
-/// Starts the task that deletes finished webhook deliveries and workflow
-/// runs past `history_days` (none when it is 0); it ends when `stop`
-/// turns true.
+/// What history retention deletes from.
+pub struct History {
+    /// Webhook deliveries, workflow runs, cleared alerts.
+    pub alerts: Arc<dyn AlertStore>,
+    /// API tokens long expired or revoked.
+    pub access: Arc<crate::auth::Access>,
+    /// Old presence changes.
+    pub registry: Arc<crate::registry::Registry>,
+}
+
+/// Starts the task that deletes, past `history_days` (none when it is
+/// 0): finished webhook deliveries and workflow runs, cleared alerts, API
+/// tokens that expired or were revoked, and the devices' presence changes
+/// (each device's last one before the cut stays: its state then). It ends
+/// when `stop` turns true.
 pub fn spawn_history(
     config: &StorageConfig,
-    store: Arc<dyn AlertStore>,
+    history: History,
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -160,27 +174,47 @@ pub fn spawn_history(
     let m = metrics.clone();
     let pass = move || {
         let before = crate::now_ns().saturating_sub(keep_ns);
-        match store.forget_history(before).and_then(|(deliveries, runs)| {
+        let History {
+            alerts: store,
+            access,
+            registry,
+        } = &history;
+        let deleted = store.forget_history(before).and_then(|(deliveries, runs)| {
             Ok((deliveries, runs, store.forget_cleared_alerts(before)?))
-        }) {
-            Ok((deliveries, runs, alerts)) => {
-                m.history_deleted
-                    .fetch_add(deliveries + runs + alerts, Relaxed);
-                if deliveries + runs + alerts > 0 {
-                    tracing::info!(
-                        deliveries,
-                        runs,
-                        alerts,
-                        "deleted finished webhook deliveries, workflow runs and cleared alerts past history_days"
-                    );
-                }
-            }
+        });
+        let (deliveries, runs, alerts) = match deleted {
+            Ok(counts) => counts,
             Err(e) => {
                 m.retention_failures.fetch_add(1, Relaxed);
                 tracing::warn!(
                     "deleting old webhook deliveries, workflow runs and alerts failed, trying again at the next check: {e}"
                 );
+                (0, 0, 0)
             }
+        };
+        let tokens = access.forget_tokens(before).unwrap_or_else(|e| {
+            m.retention_failures.fetch_add(1, Relaxed);
+            tracing::warn!("deleting old API tokens failed, trying again at the next check: {e}");
+            0
+        });
+        let presence = registry.forget_presence(before).unwrap_or_else(|e| {
+            m.retention_failures.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "deleting old presence changes failed, trying again at the next check: {e}"
+            );
+            0
+        });
+        let total = deliveries + runs + alerts + tokens + presence;
+        m.history_deleted.fetch_add(total, Relaxed);
+        if total > 0 {
+            tracing::info!(
+                deliveries,
+                runs,
+                alerts,
+                tokens,
+                presence,
+                "deleted what was past history_days"
+            );
         }
     };
     Some(periodic(every, metrics, stop, "history retention", pass))

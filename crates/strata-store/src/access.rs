@@ -61,6 +61,11 @@ pub trait AccessStore: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<ApiToken>>;
     /// Marks a token revoked; false when there is no such live token.
     fn revoke_token(&self, id: &str, at_ns: i64) -> Result<bool>;
+    /// Deletes the tokens that expired or were revoked before
+    /// `before_ns` (refused either way, they would only pile up: a
+    /// service account may get a short-lived token every hour); returns
+    /// how many.
+    fn forget_tokens(&self, before_ns: i64) -> Result<u64>;
     /// For accounts other hubs write too: a count that moves with every
     /// change, so a hub knows when to reload its cache. `None`: only this
     /// hub writes them.

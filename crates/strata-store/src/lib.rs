@@ -177,6 +177,10 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// each device's first (the state the window opens in), by device then
     /// time: (device, time, online).
     fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>>;
+    /// Deletes the presence changes before `before_ns` but each device's
+    /// last one before it (its state from then on, which uptime over a
+    /// later window starts from); returns how many.
+    fn forget_presence(&self, before_ns: i64) -> Result<u64>;
     /// Records that devices were heard from (batched by the caller).
     fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
     /// For a registry other hubs write too: a count that moves with every

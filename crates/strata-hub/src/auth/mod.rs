@@ -461,6 +461,18 @@ impl Access {
         Ok(true)
     }
 
+    /// Deletes the tokens that expired or were revoked before
+    /// `before_ns`, from the store and from the cache; returns how many.
+    pub fn forget_tokens(&self, before_ns: i64) -> Result<u64> {
+        let _turn = self.freshness.turn();
+        let forgotten = self.store.forget_tokens(before_ns)?;
+        if forgotten > 0 {
+            let fresh = load_cache(&*self.store)?;
+            *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
+        Ok(forgotten)
+    }
+
     /// Whether the cache knows `bearer` at all (revoked and expired tokens
     /// included): one it does not may have been issued at another replica
     /// a moment ago.

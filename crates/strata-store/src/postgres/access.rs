@@ -186,6 +186,14 @@ impl AccessStore for PostgresAccess {
         Ok(n == 1)
     }
 
+    fn forget_tokens(&self, before_ns: i64) -> Result<u64> {
+        self.change(
+            "DELETE FROM access_tokens WHERE expires_ns < $1 OR revoked_ns < $1",
+            &[&before_ns],
+            || "cannot delete old tokens".into(),
+        )
+    }
+
     fn changes(&self) -> Result<Option<i64>> {
         self.db
             .with(|c| changes::version(c, Count::Accounts).map(Some))

@@ -379,6 +379,18 @@ impl RegistryStore for PostgresRegistry {
         })
     }
 
+    fn forget_presence(&self, before_ns: i64) -> Result<u64> {
+        self.db.with(|c| {
+            c.execute(
+                "DELETE FROM registry_presence p
+                 WHERE ts_ns < (SELECT max(ts_ns) FROM registry_presence q
+                                WHERE q.device_id = p.device_id AND q.ts_ns < $1)",
+                &[&before_ns],
+            )
+            .context(|| "cannot delete old presence changes".into())
+        })
+    }
+
     fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
         self.db.with(|c| {
             // The last change before the window too: the state it opens in.

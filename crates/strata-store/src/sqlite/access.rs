@@ -143,4 +143,17 @@ impl AccessStore for SqliteStore {
             Ok(n == 1)
         })
     }
+
+    fn forget_tokens(&self, before_ns: i64) -> Result<u64> {
+        self.write(|w| {
+            let n = w
+                .conn
+                .execute(
+                    "DELETE FROM api_tokens WHERE expires_ns < ?1 OR revoked_ns < ?1",
+                    params![before_ns],
+                )
+                .context(|| "cannot delete old tokens".into())?;
+            Ok(n as u64)
+        })
+    }
 }

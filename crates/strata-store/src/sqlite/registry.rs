@@ -300,6 +300,21 @@ impl RegistryStore for SqliteStore {
         })
     }
 
+    fn forget_presence(&self, before_ns: i64) -> Result<u64> {
+        self.write(|w| {
+            let n = w
+                .conn
+                .execute(
+                    "DELETE FROM presence_log
+                     WHERE ts_ns < (SELECT max(ts_ns) FROM presence_log q
+                                    WHERE q.device_id = presence_log.device_id AND q.ts_ns < ?1)",
+                    params![before_ns],
+                )
+                .context(|| "cannot delete old presence changes".into())?;
+            Ok(n as u64)
+        })
+    }
+
     fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
         self.read(|conn| {
             // The last change before the window too: the state it opens in.

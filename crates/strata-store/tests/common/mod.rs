@@ -80,6 +80,18 @@ pub fn registry_lifecycle(store: &dyn RegistryStore) {
         "the window's changes and the state it opens in"
     );
     assert_eq!(store.presence_log(0, 44).unwrap(), vec![]);
+    // History: only each device's last change before the cut stays of
+    // what came before it.
+    store
+        .set_presence(&[(dev("d1"), false, 52), (dev("d1"), true, 55)])
+        .unwrap();
+    assert_eq!(store.forget_presence(53).unwrap(), 2, "45 and 50 go");
+    assert_eq!(
+        store.presence_log(53, 100).unwrap(),
+        vec![(dev("d1"), 52, false), (dev("d1"), 55, true)],
+        "the state at the cut is still known"
+    );
+    assert_eq!(store.forget_presence(53).unwrap(), 0);
     store.touch(&[(dev("d1"), 40), (dev("d1"), 60)]).unwrap();
     let d = store.device(&dev("d1")).unwrap().unwrap();
     assert!(d.online);
@@ -149,6 +161,25 @@ pub fn access_round_trip(store: &dyn AccessStore) {
     assert!(store.revoke_token("tok1", 7).unwrap());
     assert!(!store.revoke_token("tok1", 8).unwrap());
     assert_eq!(store.tokens().unwrap()[0].revoked_ns, Some(7));
+
+    // Tokens revoked or expired before a time are forgotten; live ones
+    // and those without an expiry stay.
+    let more = |id: &str, expires_ns: Option<i64>| ApiToken {
+        id: id.into(),
+        token_sha256: id.repeat(64 / id.len()),
+        expires_ns,
+        ..token.clone()
+    };
+    for t in [more("t2", Some(20)), more("t3", Some(40)), more("t4", None)] {
+        store.create_token(&t).unwrap();
+    }
+    assert_eq!(
+        store.forget_tokens(30).unwrap(),
+        2,
+        "tok1 (revoked), t2 (expired)"
+    );
+    let left: Vec<String> = store.tokens().unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(left, ["t3", "t4"]);
 }
 
 /// Desired keys merge and count versions; reports are kept apart; only
