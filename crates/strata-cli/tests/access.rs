@@ -87,6 +87,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/jobs/backtest", "MA"),
     ("GET", "/api/v1/jobs/{id}", "VOMA"),
     ("GET", "/api/v1/jobs/{id}/log", "VOMA"),
+    ("POST", "/api/v1/jobs/{id}/cancel", "MA"),
     ("GET", "/api/v1/alerts", "VOMA"),
     ("GET", "/api/v1/alerts/{id}", "VOMA"),
     ("POST", "/api/v1/alerts/{id}/ack", "OA"),
