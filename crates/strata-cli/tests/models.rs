@@ -554,6 +554,26 @@ fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
         audit.to_string().contains(&format!("/jobs/{slow}/cancel")),
         "{audit}"
     );
+
+    // A trainer that ends leaving a process behind, which holds its
+    // output open: the job still ends, and that process with it.
+    let leaves = submit(json!({
+        "type": "external", "command": ["sh", "-c", "sleep 602 & exit 3"],
+    }));
+    let mut job = Value::Null;
+    eventually(Duration::from_secs(60), "the job ends", || {
+        job = hub.api("GET", &format!("/api/v1/jobs/{leaves}"), None).1;
+        job["state"] == "failed"
+    });
+    assert!(
+        job["message"].as_str().unwrap().contains("exit status: 3"),
+        "{job}"
+    );
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 602"])
+        .status()
+        .unwrap();
+    assert!(!left.success(), "what the trainer left running was killed");
 }
 
 /// Runs `strata` with `args` against `hub`; returns (success, stdout, stderr).

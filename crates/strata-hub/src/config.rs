@@ -48,6 +48,11 @@ pub struct HubConfig {
     pub control: crate::control::ControlConfig,
     /// An upstream MQTT broker to take device messages from (scale-out).
     pub upstream: crate::upstream::UpstreamConfig,
+    /// Make the twins' epoch anew at start (`strata hub --new-twin-epoch`,
+    /// not a file key): after the twin store was restored from a backup,
+    /// so that devices apply twins numbered below what they applied.
+    #[serde(skip)]
+    pub new_twin_epoch: bool,
 }
 
 impl Default for HubConfig {
@@ -70,6 +75,7 @@ impl Default for HubConfig {
             workflows: Vec::new(),
             control: Default::default(),
             upstream: Default::default(),
+            new_twin_epoch: false,
         }
     }
 }
@@ -601,6 +607,19 @@ impl HubConfig {
         }
         crate::workflows::validate_all(&config.workflows, &config.webhooks, &config.alerts)?;
         config.control.validate()?;
+        // Presence changes older than history_days are deleted: a gate
+        // would count a longer window's start as offline.
+        for (phase, g) in &config.control.gates {
+            let history = config.storage.history_days as f64;
+            if history > 0.0 && g.min_uptime.is_some() && g.window_days > history {
+                return Err(format!(
+                    "[control.gates.{phase}] window_days = {} is longer than [storage] \
+                     history_days = {}: presence changes are deleted after history_days, so \
+                     uptime over the window would count as offline; raise history_days",
+                    g.window_days, config.storage.history_days
+                ));
+            }
+        }
         config.upstream.validate()?;
         if let Some(s3) = &config.artifacts.s3 {
             s3.check()?;
@@ -719,6 +738,23 @@ mod tests {
         assert!(err.contains("retention_max_mb"), "{err}");
         let err = HubConfig::parse("[storage]\nretention_check_s = 0\n").unwrap_err();
         assert!(err.contains("retention_check_s"), "{err}");
+    }
+
+    #[test]
+    fn an_uptime_gate_must_look_back_no_further_than_presence_is_kept() {
+        let gate = |window_days: u32, history_days: u32| {
+            HubConfig::parse(&format!(
+                "[storage]\nhistory_days = {history_days}\n\
+                 [control.gates.2]\nwindow_days = {window_days}\nmin_uptime = 0.9\n"
+            ))
+        };
+        assert!(gate(30, 90).is_ok());
+        assert!(gate(120, 0).is_ok(), "history kept for ever");
+        let err = gate(120, 90).unwrap_err();
+        assert!(
+            err.contains("longer than [storage] history_days = 90"),
+            "{err}"
+        );
     }
 
     #[test]

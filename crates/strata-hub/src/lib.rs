@@ -431,6 +431,13 @@ impl Hub {
         let mqtt_tls_addr = broker.tls_addr();
         let gates = control::Gates::new(config.control.clone(), downlink.clone(), actions);
 
+        if config.new_twin_epoch {
+            let epoch = twins.renew_twin_epoch()?;
+            tracing::warn!(
+                epoch,
+                "the twins' epoch is made anew: devices apply their twins whatever they applied before"
+            );
+        }
         let deployer = Arc::new(models::deploy::Deployer::new(
             twins.clone(),
             registry.clone(),

@@ -33,14 +33,15 @@ impl DesiredTwin {
     /// Within one epoch only a later version does: twins sent by several
     /// hub replicas may arrive out of order, and an older one must not
     /// undo a newer. A twin of another epoch (the hub's store started
-    /// afresh, numbering from 1 again) always does; without epochs on
-    /// both, any other version does, as before epochs.
+    /// afresh, numbering from 1 again) always does. Where either has no
+    /// epoch (a hub of an earlier release, or a twin an agent kept from
+    /// one), any other version does, as before epochs.
     pub fn supersedes(&self, current: &DesiredTwin) -> bool {
+        if self.epoch.is_empty() || current.epoch.is_empty() {
+            return self.desired_version != current.desired_version;
+        }
         if self.epoch != current.epoch {
             return true;
-        }
-        if self.epoch.is_empty() {
-            return self.desired_version != current.desired_version;
         }
         self.desired_version > current.desired_version
     }
@@ -153,8 +154,12 @@ mod tests {
         // Hubs without epochs: any other version, as before.
         assert!(twin("", 4).supersedes(&twin("", 5)));
         assert!(!twin("", 5).supersedes(&twin("", 5)));
-        // A hub upgraded to epochs, and a twin kept from before it.
+        // A hub upgraded to epochs, and a twin kept from before it; or
+        // replicas of both releases side by side during the upgrade: the
+        // same version from either is the same twin.
         assert!(twin("e1", 1).supersedes(&twin("", 5)));
+        assert!(!twin("e1", 5).supersedes(&twin("", 5)));
+        assert!(!twin("", 5).supersedes(&twin("e1", 5)));
     }
 
     #[test]

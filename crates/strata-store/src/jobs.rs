@@ -33,7 +33,9 @@ pub enum JobState {
     Failed,
     /// Stopped on request, or past its time limit (the message says who
     /// or what stopped it). A running job's worker learns at its next
-    /// write to the store and stops.
+    /// write to the store and stops. Stored as `failed` with the time it
+    /// was cancelled, so that hubs of an earlier release sharing the job
+    /// store read it (as failed).
     Cancelled,
 }
 
@@ -55,7 +57,6 @@ impl JobState {
             "running" => JobState::Running,
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
-            "cancelled" => JobState::Cancelled,
             _ => return None,
         })
     }
@@ -138,7 +139,7 @@ pub(crate) const MAX_LOG_LINES: i64 = 10_000;
 
 /// The columns of a stored job, in the order both engines keep them.
 pub(crate) const JOB_COLUMNS: &str = "id, kind, spec, state, progress, message, result, \
-                                      attempts, created_ns, started_ns, finished_ns";
+                                      attempts, created_ns, started_ns, finished_ns, cancelled_ns";
 
 /// A job as stored, its JSON and state still text.
 pub(crate) struct StoredJob<'a> {
@@ -153,6 +154,7 @@ pub(crate) struct StoredJob<'a> {
     pub created_ns: i64,
     pub started_ns: Option<i64>,
     pub finished_ns: Option<i64>,
+    pub cancelled_ns: Option<i64>,
 }
 
 impl StoredJob<'_> {
@@ -162,8 +164,11 @@ impl StoredJob<'_> {
             id: self.id,
             kind: self.kind,
             spec: serde_json::from_str(self.spec).map_err(corrupt)?,
-            state: JobState::parse(self.state)
-                .ok_or_else(|| corrupt(format!("job state {:?}", self.state)))?,
+            state: match JobState::parse(self.state) {
+                Some(JobState::Failed) if self.cancelled_ns.is_some() => JobState::Cancelled,
+                Some(state) => state,
+                None => return Err(corrupt(format!("job state {:?}", self.state))),
+            },
             progress: self.progress,
             message: self.message,
             result: self

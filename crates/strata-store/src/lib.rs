@@ -241,9 +241,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// Cancels a job that has not ended, at `now_ns`, with `reason` as its
     /// message and last log line: a queued job never starts; a running
     /// one's worker finds its writes refused (as for a claim taken back)
-    /// and stops. Returns the job as it is now (a finished one
-    /// unchanged), `None` when there is no such job.
+    /// and stops. A job past [`JobStore::begin_commit`] is not cancelled.
+    /// Returns the job as it is now (unchanged when it was not
+    /// cancelled), `None` when there is no such job.
     fn cancel_job(&self, id: i64, reason: &str, now_ns: i64) -> Result<Option<Job>>;
+    /// The claim's run is about to record its result beyond the job
+    /// (register a model version): from now on the job cannot be
+    /// cancelled. Returns whether the job is still the claim's (else it
+    /// was cancelled or taken back, and must record nothing).
+    fn begin_commit(&self, claim: JobClaim) -> Result<bool>;
     /// A job's log, oldest line first.
     fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>>;
     /// Puts jobs left running by a previous process back in the queue;
@@ -278,6 +284,9 @@ pub trait TwinStore: Send + Sync + 'static {
     /// within one epoch, so a store started afresh (versions from 1
     /// again) is not taken for an old one.
     fn twin_epoch(&self) -> Result<String>;
+    /// Makes the epoch anew (after the store was restored from a backup,
+    /// its versions numbered below what devices applied); returns it.
+    fn renew_twin_epoch(&self) -> Result<String>;
     /// A device's twin (empty documents when nothing was set).
     fn twin(&self, device: &DeviceId) -> Result<Twin>;
     /// Sets one top-level key of the desired document and bumps its

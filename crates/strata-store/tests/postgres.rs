@@ -583,6 +583,9 @@ fn twins_keep_the_contract_across_replicas() {
     let epoch = a.twin_epoch().unwrap();
     assert_eq!(epoch.len(), 32, "{epoch}");
     assert_eq!(b.twin_epoch().unwrap(), epoch);
+    let renewed = b.renew_twin_epoch().unwrap();
+    assert_ne!(renewed, epoch);
+    assert_eq!(a.twin_epoch().unwrap(), renewed, "for every replica");
     let other = Schema::new("twins_other");
     let fresh = PostgresTwins::connect(&other.url).unwrap();
     assert_ne!(fresh.twin_epoch().unwrap(), epoch);

@@ -206,6 +206,9 @@ fn desired_keys_merge_and_count_versions() {
     drop(store);
     let again = SqliteStore::open(dir.path(), Durability::Process).unwrap();
     assert_eq!(again.twin_epoch().unwrap(), epoch);
+    let renewed = again.renew_twin_epoch().unwrap();
+    assert_ne!(renewed, epoch);
+    assert_eq!(again.twin_epoch().unwrap(), renewed);
     let other = tempfile::tempdir().unwrap();
     let fresh = SqliteStore::open(other.path(), Durability::Process).unwrap();
     assert_ne!(fresh.twin_epoch().unwrap(), epoch);

@@ -28,6 +28,11 @@ pub struct HubArgs {
     /// HTTP listen address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
+    /// Make the twins' epoch anew, after restoring the twin store from a
+    /// backup: devices then apply their twins whatever versions they
+    /// applied before.
+    #[arg(long)]
+    pub new_twin_epoch: bool,
 }
 
 impl HubArgs {
@@ -52,6 +57,7 @@ impl HubArgs {
         if let Some(a) = self.http_listen {
             config.http.listen = a;
         }
+        config.new_twin_epoch = self.new_twin_epoch;
         Ok(config)
     }
 }

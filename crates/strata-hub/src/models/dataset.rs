@@ -86,8 +86,9 @@ pub struct Dataset {
     /// One labelled row in this many is kept (1: all; more when the
     /// spec's `max_rows` was reached).
     pub kept_every: u64,
-    /// The pipeline's longest window, ns: rows closer in time than this
-    /// were computed from some of the same readings.
+    /// The pipeline's longest window (and resampling interval), ns: rows
+    /// closer in time than this were computed from some of the same
+    /// readings.
     pub window_ns: i64,
 }
 
@@ -254,7 +255,7 @@ pub fn build(
     let mut ds = Dataset {
         features,
         kept_every: 1,
-        window_ns: warm_up_ns(&spec.pipeline),
+        window_ns: overlap_ns(&spec.pipeline),
         ..Dataset::default()
     };
     let max_rows = usize::try_from(spec.max_rows.max(1)).unwrap_or(usize::MAX);
@@ -339,6 +340,20 @@ pub fn warm_up_ns(pipeline: &PipelineConfig) -> i64 {
         .max()
         .unwrap_or(0);
     i64::try_from(longest_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// How far apart two rows must be to share no reading: the longest
+/// window, plus the longest resampling interval (a resampled reading is
+/// stamped at its interval's start, and holds readings up to its end).
+fn overlap_ns(pipeline: &PipelineConfig) -> i64 {
+    let resample_ms = pipeline
+        .signals
+        .iter()
+        .filter_map(|s| s.resample_ms)
+        .max()
+        .unwrap_or(0);
+    let resample_ns = i64::try_from(resample_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    warm_up_ns(pipeline).saturating_add(resample_ns)
 }
 
 impl DatasetSpec {
@@ -672,6 +687,13 @@ mod tests {
             ..data.clone()
         };
         assert_eq!(plain.split_by_time(0.3).purged, 0);
+        // Resampled readings hold up to an interval past their stamp.
+        let pipeline: PipelineConfig = serde_json::from_value(serde_json::json!({
+            "signals": [{"name": "temp", "resample_ms": 1000}, {"name": "rpm"}],
+            "windows": [{"name": "w", "signals": ["temp"], "size_ms": 5000, "features": ["mean"]}],
+        }))
+        .unwrap();
+        assert_eq!(overlap_ns(&pipeline), 6 * SEC);
     }
 
     /// The store replays whole batches that overlap a window; a batch

@@ -43,14 +43,19 @@ impl JobCtx {
         self.claim.id
     }
 
-    /// Fails once the job is no longer this run's (cancelled, or taken
-    /// back by another replica's worker while this one was silent), asking
-    /// the store. Checked before the job changes anything beyond itself
-    /// (registering a model version), so a job taken back does that once
-    /// and a cancelled one not at all.
-    pub fn still_mine(&self) -> Result<()> {
-        let alive = self.store.job_alive(self.claim, crate::now_ns())?;
-        if !alive {
+    /// Which start of the job this run is (from 1).
+    pub fn attempt(&self) -> u32 {
+        self.claim.attempt
+    }
+
+    /// Called before the job changes anything beyond itself (registering
+    /// a model version): fails once the job is no longer this run's
+    /// (cancelled, or taken back by another replica's worker while this
+    /// one was silent), asking the store; else, from now on, the job can
+    /// no longer be cancelled. So a job taken back registers once, and a
+    /// cancelled one not at all.
+    pub fn begin_commit(&self) -> Result<()> {
+        if !self.store.begin_commit(self.claim)? {
             self.lost.store(true, Ordering::Relaxed);
         }
         self.go_on()
@@ -255,12 +260,20 @@ impl JobRunner {
             .store
             .cancel_job(id, reason, crate::now_ns())?
             .ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
-        if job.state != JobState::Cancelled {
-            return Err(Error::Conflict(format!(
-                "job {id} has already {}: {}",
-                job.state.as_str(),
-                job.message
-            )));
+        match job.state {
+            JobState::Cancelled => {}
+            JobState::Queued | JobState::Running => {
+                return Err(Error::Conflict(format!(
+                    "job {id} is registering its result: too late to cancel"
+                )));
+            }
+            JobState::Succeeded | JobState::Failed => {
+                return Err(Error::Conflict(format!(
+                    "job {id} has already {}: {}",
+                    job.state.as_str(),
+                    job.message
+                )));
+            }
         }
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(run) = running.as_ref().filter(|r| r.claim.id == id) {
@@ -459,7 +472,7 @@ mod tests {
         };
         let stale = ctx(&first);
         stale.log("reading");
-        assert!(stale.still_mine().is_ok());
+        assert!(stale.begin_commit().is_ok());
 
         // Taken back: queued again and claimed as the next attempt.
         assert_eq!(store.requeue_running_jobs(0).unwrap(), 1);
@@ -468,10 +481,10 @@ mod tests {
         let current = ctx(&second);
 
         stale.log("stale");
-        let err = stale.still_mine().unwrap_err();
+        let err = stale.begin_commit().unwrap_err();
         assert!(err.to_string().contains("taken back"), "{err}");
         current.log("again");
-        assert!(current.still_mine().is_ok());
+        assert!(current.begin_commit().is_ok());
         let log: Vec<String> = store
             .job_log(id)
             .unwrap()
@@ -516,7 +529,7 @@ mod tests {
             err.to_string(),
             Error::Conflict(format!("job {} was cancelled: cancelled by ops", job.id)).to_string()
         );
-        assert!(ctx.still_mine().is_err());
+        assert!(ctx.begin_commit().is_err());
         let stored = store.job(job.id).unwrap().unwrap();
         assert_eq!(
             (stored.state, stored.progress),

@@ -249,7 +249,7 @@ pub fn run(
         Trainer::External {
             command, timeout_s, ..
         } => {
-            let onnx = external(
+            let (onnx, reported) = external(
                 command,
                 &data,
                 (train_idx, test_idx),
@@ -257,7 +257,6 @@ pub fn run(
                 Duration::from_secs(*timeout_s),
                 ctx,
             )?;
-            let reported = read_reported_metrics(job_dir)?;
             (
                 onnx,
                 serde_json::json!({ "command": command }),
@@ -347,7 +346,7 @@ pub fn run(
     });
     // A job taken back by another replica's worker registers its version
     // there, once.
-    ctx.still_mine()?;
+    ctx.begin_commit()?;
     // A job run again after a stop between its registration and its last
     // steps (the profile, the alias) finishes the version it registered
     // rather than registering a second one.
@@ -464,7 +463,8 @@ pub fn flatten(m: &Metrics, prefix: &str, out: &mut BTreeMap<String, f64>) {
     }
 }
 
-/// Runs an external trainer in `job_dir`; returns the model it wrote.
+/// Runs an external trainer in `job_dir`; returns the model it wrote and
+/// the metrics it reported.
 fn external(
     command: &[String],
     data: &Dataset,
@@ -472,9 +472,11 @@ fn external(
     job_dir: &Path,
     timeout: Duration,
     ctx: &JobCtx,
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, BTreeMap<String, f64>)> {
     let io = |what: &str, e: std::io::Error| Error::Unavailable(format!("{what}: {e}"));
-    let out_dir = job_dir.join("out");
+    // One output directory per attempt: a trainer left running by a hub
+    // that crashed (what it started, if it forked) writes into its own.
+    let out_dir = job_dir.join("out").join(ctx.attempt().to_string());
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).map_err(|e| io("cannot create the job directory", e))?;
     let write = |name: &str, idx: &[usize]| -> Result<std::path::PathBuf> {
@@ -506,6 +508,7 @@ fn external(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::BadRequest(format!("cannot run {:?}: {e}", command[0])))?;
+    let group = rustix::process::Pid::from_child(&child);
     let forward = |pipe: Box<dyn std::io::Read + Send>| {
         let ctx = ctx.clone();
         std::thread::spawn(move || {
@@ -539,6 +542,9 @@ fn external(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // What the trainer started and left running would keep its output
+    // pipes open, and the readers waiting, for ever.
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     for r in readers {
         let _ = r.join();
     }
@@ -547,20 +553,34 @@ fn external(
             "the external trainer failed ({status}); its output is in the job log"
         )));
     }
-    std::fs::read(out_dir.join("model.onnx")).map_err(|e| {
+    let onnx = std::fs::read(out_dir.join("model.onnx")).map_err(|e| {
         Error::BadRequest(format!(
             "the external trainer wrote no readable model.onnx in $STRATA_OUTPUT_DIR: {e}"
         ))
-    })
+    })?;
+    Ok((onnx, read_reported_metrics(&out_dir)?))
 }
 
 /// The external trainer's command, in a process group of its own, so that
 /// stopping it stops what it started too; and, where util-linux's
-/// `setpriv` is at hand (every Debian), killed if the hub dies, so that a
-/// crashed hub leaves no trainer running beside the job's next attempt.
+/// `setpriv --pdeathsig` is at hand (every Debian), killed if the hub
+/// dies, so that a crashed hub leaves no trainer running beside the job's
+/// next attempt (what the trainer started itself is left to write into its
+/// attempt's own output directory).
 fn trainer_command(command: &[String]) -> Command {
     const SETPRIV: &str = "/usr/bin/setpriv";
-    let mut cmd = if Path::new(SETPRIV).exists() {
+    // `--pdeathsig` came with util-linux 2.33 (2018): older ones refuse it.
+    static PDEATHSIG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let pdeathsig = *PDEATHSIG.get_or_init(|| {
+        Command::new(SETPRIV)
+            .args(["--pdeathsig", "KILL", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let mut cmd = if pdeathsig {
         let mut cmd = Command::new(SETPRIV);
         cmd.args(["--pdeathsig", "KILL", "--"]).args(command);
         cmd
@@ -610,8 +630,8 @@ fn subset(data: &Dataset, idx: &[usize]) -> Dataset {
 }
 
 /// `metrics.json` from an external trainer, prefixed `reported_`.
-fn read_reported_metrics(job_dir: &Path) -> Result<BTreeMap<String, f64>> {
-    let path = job_dir.join("out").join("metrics.json");
+fn read_reported_metrics(out_dir: &Path) -> Result<BTreeMap<String, f64>> {
+    let path = out_dir.join("metrics.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(BTreeMap::new());
     };

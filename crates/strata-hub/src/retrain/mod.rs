@@ -559,9 +559,11 @@ fn finished_job(
                         "job {id} was cancelled: {}",
                         job.message
                     ))),
-                    // It ended meanwhile: taken as it ended.
+                    // It ended meanwhile, or is registering its result:
+                    // taken as it ends.
                     Err(Error::Conflict(_)) => match deps.jobs.job(id)? {
                         job if job.state == JobState::Succeeded => Ok(Some(job)),
+                        job if !job.state.is_finished() => Ok(None),
                         job => Err(Error::Conflict(format!(
                             "job {id} {}: {}",
                             job.state.as_str(),

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS shared_job_log (
 );
 CREATE INDEX IF NOT EXISTS shared_job_log_by_job ON shared_job_log (job_id, n);
 ALTER TABLE shared_jobs ADD COLUMN IF NOT EXISTS cut_short INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE shared_jobs ADD COLUMN IF NOT EXISTS cancelled_ns BIGINT;
+ALTER TABLE shared_jobs ADD COLUMN IF NOT EXISTS committing BOOLEAN NOT NULL DEFAULT false;
 ";
 
 /// How long a running job's worker may be silent before the job is taken
@@ -77,6 +79,7 @@ fn job_row(r: &Row) -> Result<Job> {
         created_ns: r.get(8),
         started_ns: r.get(9),
         finished_ns: r.get(10),
+        cancelled_ns: r.get(11),
     }
     .decode()
 }
@@ -128,7 +131,7 @@ impl JobStore for PostgresJobs {
                 &format!(
                     "UPDATE shared_jobs
                      SET state = 'running', attempts = attempts + 1, started_ns = $1,
-                         alive_ns = $1
+                         alive_ns = $1, committing = false
                      WHERE id = (SELECT id FROM shared_jobs WHERE state = 'queued'
                                  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING {JOB_COLUMNS}"
@@ -224,8 +227,9 @@ impl JobStore for PostgresJobs {
             let mut tx = c.transaction().context(what)?;
             let updated = tx
                 .execute(
-                    "UPDATE shared_jobs SET state = 'cancelled', message = $2, finished_ns = $3
-                     WHERE id = $1 AND state IN ('queued', 'running')",
+                    "UPDATE shared_jobs SET state = 'failed', cancelled_ns = $3, message = $2,
+                            finished_ns = $3
+                     WHERE id = $1 AND state IN ('queued', 'running') AND NOT committing",
                     &[&id, &reason, &now_ns],
                 )
                 .context(what)?;
@@ -261,6 +265,20 @@ impl JobStore for PostgresJobs {
     /// at its start (see the module's documentation).
     fn requeue_running_jobs(&self, _now_ns: i64) -> Result<u64> {
         Ok(0)
+    }
+
+    fn begin_commit(&self, claim: JobClaim) -> Result<bool> {
+        let (id, attempt) = (claim.id, i32::try_from(claim.attempt).unwrap_or(i32::MAX));
+        self.db.with(|c| {
+            let n = c
+                .execute(
+                    "UPDATE shared_jobs SET committing = true
+                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    &[&id, &attempt],
+                )
+                .context(|| format!("cannot mark job {id} as committing"))?;
+            Ok(n > 0)
+        })
     }
 
     fn job_alive(&self, claim: JobClaim, now_ns: i64) -> Result<bool> {

@@ -89,6 +89,18 @@ impl TwinStore for PostgresTwins {
         })
     }
 
+    fn renew_twin_epoch(&self) -> Result<String> {
+        self.db.with(|c| {
+            Ok(c.query_one(
+                "UPDATE shared_twin_epoch SET epoch = md5(random()::text || clock_timestamp()::text)
+                 WHERE id = 1 RETURNING epoch",
+                &[],
+            )
+            .context(|| "cannot make the twins' epoch anew".into())?
+            .get(0))
+        })
+    }
+
     fn twin(&self, device: &DeviceId) -> Result<Twin> {
         self.db.with(|c| read_twin(c, device, false))
     }

@@ -20,6 +20,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<Job>> {
         created_ns: r.get(8)?,
         started_ns: r.get(9)?,
         finished_ns: r.get(10)?,
+        cancelled_ns: r.get(11)?,
     };
     Ok(stored.decode())
 }
@@ -77,7 +78,8 @@ impl JobStore for SqliteStore {
                 .context(|| "cannot look for a queued job".into())?;
             if let Some(id) = id {
                 tx.execute(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_ns = ?2
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_ns = ?2,
+                            committing = 0
                      WHERE id = ?1",
                     params![id, now_ns],
                 )
@@ -191,8 +193,9 @@ impl JobStore for SqliteStore {
                 .context(|| "cannot start a transaction".into())?;
             let updated = tx
                 .execute(
-                    "UPDATE jobs SET state = 'cancelled', message = ?2, finished_ns = ?3
-                     WHERE id = ?1 AND state IN ('queued', 'running')",
+                    "UPDATE jobs SET state = 'failed', cancelled_ns = ?3, message = ?2,
+                            finished_ns = ?3
+                     WHERE id = ?1 AND state IN ('queued', 'running') AND committing = 0",
                     params![id, reason, now_ns],
                 )
                 .context(|| format!("cannot cancel job {id}"))?;
@@ -258,6 +261,20 @@ impl JobStore for SqliteStore {
                     params![claim.id, claim.attempt, RELEASED],
                 )
                 .context(|| format!("cannot queue job {} again", claim.id))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn begin_commit(&self, claim: JobClaim) -> Result<bool> {
+        self.write(|w| {
+            let n = w
+                .conn
+                .execute(
+                    "UPDATE jobs SET committing = 1
+                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                    params![claim.id, claim.attempt],
+                )
+                .context(|| format!("cannot mark job {} as committing", claim.id))?;
             Ok(n > 0)
         })
     }

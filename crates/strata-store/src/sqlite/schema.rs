@@ -501,6 +501,16 @@ INSERT INTO twin_epoch VALUES (1, lower(hex(randomblob(16))));
 "#,
         None,
     ),
+    (
+        r#"
+-- A cancelled job is stored as failed with the time it was cancelled, as
+-- an earlier release reads it; one registering its result (committing)
+-- can no longer be cancelled.
+ALTER TABLE jobs ADD COLUMN cancelled_ns INTEGER;
+ALTER TABLE jobs ADD COLUMN committing INTEGER NOT NULL DEFAULT 0;
+"#,
+        None,
+    ),
 ];
 
 /// Brings the schema up to date.

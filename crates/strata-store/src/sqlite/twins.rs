@@ -59,6 +59,19 @@ impl TwinStore for SqliteStore {
         })
     }
 
+    fn renew_twin_epoch(&self) -> Result<String> {
+        self.write(|w| {
+            w.conn
+                .query_row(
+                    "UPDATE twin_epoch SET epoch = lower(hex(randomblob(16))) WHERE id = 1
+                     RETURNING epoch",
+                    [],
+                    |r| r.get(0),
+                )
+                .context(|| "cannot make the twins' epoch anew".into())
+        })
+    }
+
     fn twin(&self, device: &DeviceId) -> Result<Twin> {
         self.read(|conn| read_twin(conn, device))
     }

@@ -584,6 +584,30 @@ pub fn jobs_are_cancelled(store: &dyn JobStore) {
             .is_none()
     );
     assert!(store.claim_job(1_010).unwrap().is_none());
+
+    // A job registering its result can no longer be cancelled; one
+    // cancelled first can no longer begin to.
+    let committing = store
+        .create_job("train", &serde_json::json!({}), 1_011)
+        .unwrap();
+    let claim = store.claim_job(1_012).unwrap().unwrap().claim();
+    assert!(store.begin_commit(claim).unwrap());
+    let still = store
+        .cancel_job(committing, "too late", 1_013)
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.state, JobState::Running);
+    assert!(
+        store
+            .finish_job(claim, JobState::Succeeded, "done", None, 1_014)
+            .unwrap()
+    );
+    let late = store
+        .create_job("train", &serde_json::json!({}), 1_015)
+        .unwrap();
+    let claim = store.claim_job(1_016).unwrap().unwrap().claim();
+    store.cancel_job(late, "first", 1_017).unwrap();
+    assert!(!store.begin_commit(claim).unwrap());
 }
 
 fn cycle(model: &str, at: i64) -> StoredCycle {
