@@ -432,7 +432,8 @@ fn batches_of_the_old_layout_move_into_blocks() {
          DROP TABLE audit_log; DROP TABLE audit_checkpoints; DROP TABLE api_tokens;
          DROP TABLE users; DROP TABLE device_certificates;
          ALTER TABLE campaigns DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN cut_short;
-         ALTER TABLE streams DROP COLUMN max_span_ns;
+         ALTER TABLE streams DROP COLUMN max_span_ns; DROP TABLE twin_epoch;
+         ALTER TABLE jobs DROP COLUMN cancelled_ns; ALTER TABLE jobs DROP COLUMN committing;
          CREATE TABLE batches (
             stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, t_min INTEGER NOT NULL,
             t_max INTEGER NOT NULL, readings INTEGER NOT NULL, received_ns INTEGER NOT NULL,
