@@ -293,6 +293,26 @@ fn campaigns_are_saved_and_a_stale_save_refused() {
     common::campaigns_save_and_refuse_stale_revisions(&store);
 }
 
+/// More old presence changes than one transaction deletes: all go, in
+/// several, but each device's state at the cut.
+#[test]
+fn a_long_presence_history_is_forgotten_a_few_thousand_rows_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Process).unwrap();
+    let changes: Vec<(DeviceId, bool, i64)> = (0..12_000)
+        .map(|i| (dev(if i % 2 == 0 { "a" } else { "b" }), i % 4 < 2, i))
+        .collect();
+    store.set_presence(&changes).unwrap();
+    assert_eq!(store.forget_presence(11_000).unwrap(), 10_998);
+    let log = store.presence_log(11_000, 20_000).unwrap();
+    assert_eq!(
+        log.len(),
+        1_002,
+        "the 1,000 since the cut and one before it each"
+    );
+    assert_eq!(log[0], (dev("a"), 10_998, false));
+}
+
 #[test]
 fn registry_lifecycle() {
     let dir = tempfile::tempdir().unwrap();

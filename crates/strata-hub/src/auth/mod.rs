@@ -464,9 +464,11 @@ impl Access {
     /// Deletes the tokens that expired or were revoked before
     /// `before_ns`, from the store and from the cache; returns how many.
     pub fn forget_tokens(&self, before_ns: i64) -> Result<u64> {
-        let _turn = self.freshness.turn();
+        let turn = self.freshness.turn();
         let forgotten = self.store.forget_tokens(before_ns)?;
-        if forgotten > 0 {
+        // A shared store counted the change (and the reload marks the
+        // cache as holding it); a store only this hub writes did not.
+        if forgotten > 0 && !self.reload(&turn)? {
             let fresh = load_cache(&*self.store)?;
             *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         }

@@ -279,7 +279,7 @@ impl JobRunner {
         if let Some(run) = running.as_ref().filter(|r| r.claim.id == id) {
             run.lost.store(true, Ordering::Relaxed);
         }
-        tracing::info!(job = id, "job cancelled: {reason}");
+        tracing::info!(job = id, "job cancelled: {}", job.message);
         Ok(job)
     }
 

@@ -301,18 +301,30 @@ impl RegistryStore for SqliteStore {
     }
 
     fn forget_presence(&self, before_ns: i64) -> Result<u64> {
-        self.write(|w| {
-            let n = w
-                .conn
-                .execute(
-                    "DELETE FROM presence_log
-                     WHERE ts_ns < (SELECT max(ts_ns) FROM presence_log q
-                                    WHERE q.device_id = presence_log.device_id AND q.ts_ns < ?1)",
-                    params![before_ns],
-                )
-                .context(|| "cannot delete old presence changes".into())?;
-            Ok(n as u64)
-        })
+        // A few thousand rows a transaction (the first pass over an old
+        // store may have many), so that ingest goes on meanwhile.
+        const ROWS_PER_TRANSACTION: usize = 5_000;
+        let mut total = 0;
+        loop {
+            let n = self.write(|w| {
+                w.conn
+                    .execute(
+                        &format!(
+                            "DELETE FROM presence_log WHERE (device_id, ts_ns) IN
+                             (SELECT device_id, ts_ns FROM presence_log p
+                              WHERE ts_ns < (SELECT max(ts_ns) FROM presence_log q
+                                             WHERE q.device_id = p.device_id AND q.ts_ns < ?1)
+                              LIMIT {ROWS_PER_TRANSACTION})"
+                        ),
+                        params![before_ns],
+                    )
+                    .context(|| "cannot delete old presence changes".into())
+            })?;
+            total += n as u64;
+            if n < ROWS_PER_TRANSACTION {
+                return Ok(total);
+            }
+        }
     }
 
     fn presence_log(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(DeviceId, i64, bool)>> {
