@@ -339,7 +339,12 @@ pub fn warm_up_ns(pipeline: &PipelineConfig) -> i64 {
         .map(|w| w.size_ms)
         .max()
         .unwrap_or(0);
-    i64::try_from(longest_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+    ms_to_ns(longest_ms)
+}
+
+/// Milliseconds of the config in ns, saturating.
+fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
 /// How far apart two rows must be to share no reading: the longest
@@ -352,15 +357,13 @@ fn overlap_ns(pipeline: &PipelineConfig) -> i64 {
         .filter_map(|s| s.resample_ms)
         .max()
         .unwrap_or(0);
-    let resample_ns = i64::try_from(resample_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-    warm_up_ns(pipeline).saturating_add(resample_ns)
+    warm_up_ns(pipeline).saturating_add(ms_to_ns(resample_ms))
 }
 
 impl DatasetSpec {
     /// `label_lag_ms` in ns, when the targets are labels.
     fn label_lag_ns(&self) -> Option<i64> {
-        self.label_lag_ms
-            .map(|ms| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+        self.label_lag_ms.map(ms_to_ns)
     }
 }
 

@@ -64,10 +64,15 @@ impl JobCtx {
     /// Fails once this run has learnt that the job is no longer its own,
     /// without asking the store: what a job checks between its steps.
     pub fn go_on(&self) -> Result<()> {
-        if self.lost.load(Ordering::Relaxed) {
+        if self.lost() {
             return Err(self.why_lost());
         }
         Ok(())
+    }
+
+    /// Whether this run has learnt that the job is no longer its own.
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// What stopped this run, in the user's words.
@@ -386,7 +391,7 @@ fn run_one(deps: &JobDeps, job: Job, lost: Arc<AtomicBool>) {
             .jobs
             .finish_job(claim, JobState::Succeeded, "done", Some(result), now),
         // Cancelled or taken back: the store refuses this run's end.
-        Err(e) if ctx.go_on().is_err() => {
+        Err(e) if ctx.lost() => {
             tracing::info!(job = job.id, "job stopped: {e}");
             return;
         }
