@@ -241,18 +241,114 @@ fn modbus_registers_arrive_decoded_and_scaled_and_resume_after_a_server_restart(
     );
 }
 
-/// Waits until `signal` of gw-mq has as many readings as `times_ms`, then
+/// Waits until `signal` of `device` has as many readings as `times_ms`, then
 /// checks they are those, in milliseconds.
-fn arrive_with_times(hub: &HubProcess, signal: &str, times_ms: &[i64], what: &str) {
+fn arrive_with_times(hub: &HubProcess, device: &str, signal: &str, times_ms: &[i64], what: &str) {
     eventually(Duration::from_secs(60), what, || {
-        hub.readings("gw-mq", signal).len() >= times_ms.len()
+        hub.readings(device, signal).len() >= times_ms.len()
     });
     let times: Vec<i64> = hub
-        .readings("gw-mq", signal)
+        .readings(device, signal)
         .iter()
         .map(|(ts, _)| ts / 1_000_000)
         .collect();
     assert_eq!(times, times_ms);
+}
+
+/// Publishes one message at QoS 1 to the Mosquitto on `port`.
+fn publish_at(port: u16, topic: &str, payload: &str) {
+    let out = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// With `drop_policy = "refuse_new"`, an outbox full while the hub is away
+/// refuses new batches. The MQTT source (a persistent session) then keeps
+/// the readings refused, their messages unacknowledged, and offers them
+/// again: once the hub is back and the outbox drains, every message
+/// published meanwhile arrives, once.
+#[test]
+fn mqtt_readings_a_full_outbox_refuses_arrive_once_it_has_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = format!("127.0.0.1:{}", free_port());
+    let hub = HubProcess::start_on(&dir.path().join("hub"), &mqtt, &[]);
+    let credential = hub.provision("gw-full", json!({}));
+    let port = free_port();
+    let _broker = Peer::mosquitto(dir.path(), port);
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    // A few batches fill the outbox. One heartbeat, at the start (larger
+    // than the outbox, refused and counted); the count is read from the
+    // agent's metrics.
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "{}[outbox]\nmax_bytes = 400\ndrop_policy = \"refuse_new\"\n\
+         [[sources]]\ntype = \"mqtt\"\nstream = \"floor\"\nbroker = \"127.0.0.1:{port}\"\nbatch_ms = 50\nclean_session = false\n\
+         [[sources.topics]]\nfilter = \"plant/+/status\"\nsignal = \"{{1}}.pressure\"\nformat = \"json\"\nvalue = \"/kpa\"\ntimestamp = \"/ts\"\nunit = \"kPa\"\n",
+        edge_hub_config(&hub, &edge_dir, "gw-full", &credential).replace(
+            "interval_ms = 300",
+            &format!("interval_ms = 600000\nmetrics_listen = \"{metrics_at}\"")
+        )
+    );
+    let refused = || -> f64 {
+        let text = ureq::get(format!("http://{metrics_at}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with("strata_edge_outbox_errors_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let _agent = EdgeProcess::start(&edge_dir, &config);
+    let base_ms: i64 = now_ns() / 1_000_000 - 60_000;
+    let mut round = 0;
+    eventually(Duration::from_secs(60), "the source subscribed", || {
+        publish_at(
+            port,
+            "plant/m0/status",
+            &format!(r#"{{"ts": {}, "kpa": 1.0}}"#, base_ms + round),
+        );
+        round += 1;
+        !hub.readings("gw-full", "m0.pressure").is_empty()
+    });
+
+    let before = refused();
+    assert!(before.is_finite(), "the agent's metrics");
+    hub.kill();
+    let published: Vec<i64> = (0..40).map(|i| base_ms + 10_000 + i).collect();
+    for ts in &published {
+        publish_at(
+            port,
+            "plant/m1/status",
+            &format!(r#"{{"ts": {ts}, "kpa": 2.0}}"#),
+        );
+    }
+    eventually(Duration::from_secs(30), "batches refused", || {
+        refused() > before
+    });
+    let hub = HubProcess::start_on(&dir.path().join("hub"), &mqtt, &[]);
+    arrive_with_times(
+        &hub,
+        "gw-full",
+        "m1.pressure",
+        &published,
+        "what a full outbox refused",
+    );
 }
 
 #[test]
@@ -278,24 +374,7 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     let agent = EdgeProcess::start(&edge_dir, &config);
     // Publish until the source has subscribed and the readings arrive.
     let base_ms: i64 = now_ns() / 1_000_000 - 60_000;
-    let publish = |topic: &str, payload: &str| {
-        let out = std::process::Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-m",
-                payload,
-            ])
-            .output()
-            .expect("mosquitto_pub");
-        assert!(out.status.success(), "{out:?}");
-    };
+    let publish = |topic: &str, payload: &str| publish_at(port, topic, payload);
     let mut round = 0;
     eventually(Duration::from_secs(60), "MQTT readings at the hub", || {
         publish("plant/m1/temp_f", "212");
@@ -344,6 +423,7 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     let agent = EdgeProcess::start(&edge_dir, &config);
     arrive_with_times(
         &hub,
+        "gw-mq",
         "m3.pressure",
         &while_down,
         "what was published while the agent was down",
@@ -377,6 +457,7 @@ fn mqtt_messages_from_a_local_mosquitto_arrive_scaled_with_their_timestamps() {
     let agent = EdgeProcess::start(&edge_dir, &config);
     arrive_with_times(
         &hub,
+        "gw-mq",
         "m4.pressure",
         &received,
         "what the killed agent had received",

@@ -304,6 +304,7 @@ async fn heartbeat(
             stream: stream.clone(),
             signals,
             handled: None,
+            resent: false,
         };
         if frames.send(frame).await.is_err() {
             return;

@@ -95,6 +95,15 @@ pub enum OutboxError {
     },
 }
 
+impl OutboxError {
+    /// Whether the same batch may be taken later: the outbox was full, or
+    /// its database failed (a full disk, say), rather than the batch being
+    /// too large for it ever to fit.
+    pub fn may_pass_later(&self) -> bool {
+        matches!(self, OutboxError::Full { .. } | OutboxError::Sqlite { .. })
+    }
+}
+
 trait Ctx<T> {
     fn ctx(self, context: &'static str) -> Result<T, OutboxError>;
 }

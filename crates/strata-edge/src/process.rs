@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::health::{HEALTH_STREAM, HealthState};
 use crate::inference::Models;
 use crate::outbox::Outbox;
-use crate::sources::Frame;
+use crate::sources::{Frame, Outcome};
 
 /// How far ahead of the gateway's clock a reading may be stamped: the
 /// hub's default (`max_future_s`). One stamped years ahead (a device's
@@ -109,16 +109,23 @@ impl Processor {
     }
 
     /// Handles one frame, then tells its source (when it asked) that
-    /// what the frame made is in the outbox.
+    /// what the frame made is in the outbox, or which of its readings the
+    /// outbox refused for now.
     pub fn handle(&mut self, mut frame: Frame) {
         let handled = frame.handled.take();
-        self.process(frame);
+        let refused = self.process(frame);
         if let Some(handled) = handled {
-            handled.done();
+            handled.tell(if refused.is_empty() {
+                Outcome::Kept
+            } else {
+                Outcome::Refused(refused)
+            });
         }
     }
 
-    fn process(&mut self, mut frame: Frame) {
+    /// Returns the frame's readings the outbox refused for now, when they
+    /// passed no pipeline.
+    fn process(&mut self, mut frame: Frame) -> Vec<SignalSeries> {
         // Only ahead of a pipeline, where one such reading would hold its
         // signal back; without one the hub judges by its own clock.
         if self.pipeline.is_some() {
@@ -135,14 +142,14 @@ impl Processor {
             .filter(|_| &*frame.stream != HEALTH_STREAM)
         else {
             // Rules see readings as the pipeline sends them on: here, as
-            // the sources made them.
+            // the sources made them (once, when they are sent again).
             if let Some(feed) = &self.control
                 && &*frame.stream != HEALTH_STREAM
+                && !frame.resent
             {
                 feed.offer(&frame.stream, &frame.signals);
             }
-            self.append(&frame.stream, frame.signals);
-            return;
+            return self.append(&frame.stream, frame.signals);
         };
         for series in &frame.signals {
             pipeline.push_series(series, &mut self.output);
@@ -163,6 +170,8 @@ impl Processor {
         if let Some(feed) = &self.control {
             feed.offer(&Arc::from("pipeline"), &series);
         }
+        // Outputs the outbox refuses are counted and let go: the readings
+        // that made them are in the pipeline's windows already.
         self.append(&frame.stream, series);
         for (stream, series) in self.models.take() {
             // Not the stream: it names the model's version, which a
@@ -175,6 +184,7 @@ impl Processor {
         for batch in self.models.take_sketches() {
             self.append_sketch(batch);
         }
+        Vec::new()
     }
 
     /// Appends one window of drift sketches to the outbox (its stream's
@@ -201,21 +211,26 @@ impl Processor {
 
     /// Appends `signals` to the outbox as one batch of `stream`, or as
     /// several in time order when they would not fit in one ([`split`]).
-    fn append(&self, stream: &str, signals: Vec<SignalSeries>) {
+    /// Returns the readings refused for now ([`OutboxError::may_pass_later`]).
+    ///
+    /// [`OutboxError::may_pass_later`]: crate::outbox::OutboxError::may_pass_later
+    fn append(&self, stream: &str, signals: Vec<SignalSeries>) -> Vec<SignalSeries> {
         if signals.iter().all(|s| s.values.is_empty()) {
-            return;
+            return Vec::new();
         }
         // Measured with the largest seq, so that the real one fits too.
         let fits = |part: &[SignalSeries]| {
             payload::telemetry_len(stream, u64::MAX, part) <= split::MAX_BATCH_BYTES
         };
+        let mut refused = Vec::new();
         for signals in split::split(signals, split::MAX_BATCH_READINGS, &fits) {
+            let mut batch = TelemetryBatch {
+                stream: stream.to_string(),
+                seq: 0,
+                signals,
+            };
             let result = self.outbox.append(stream, |seq| {
-                let batch = TelemetryBatch {
-                    stream: stream.to_string(),
-                    seq,
-                    signals,
-                };
+                batch.seq = seq;
                 encode_telemetry(&batch, Encoding::Protobuf)
             });
             match result {
@@ -223,15 +238,85 @@ impl Processor {
                 Err(e) => {
                     self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(stream, "batch not kept: {e}");
+                    if e.may_pass_later() {
+                        refused.push(batch.signals);
+                    }
                 }
             }
         }
+        split::join(refused)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::{DropPolicy, Durability};
+    use crate::sources::Handled;
+
+    fn frame(signal: &str, from: i64, n: i64) -> Frame {
+        Frame {
+            stream: "floor".into(),
+            signals: vec![SignalSeries {
+                name: signal.into(),
+                unit: String::new(),
+                ts_ns: (from..from + n).collect(),
+                values: (from..from + n).map(|t| t as f64).collect(),
+                quality: Vec::new(),
+            }],
+            handled: None,
+            resent: false,
+        }
+    }
+
+    /// Hands `frame` over with a receipt; returns what the processor said.
+    fn outcome(processor: &mut Processor, mut frame: Frame) -> Outcome {
+        let (handled, mut receipt) = Handled::new();
+        frame.handled = Some(handled);
+        processor.handle(frame);
+        receipt.try_recv().expect("told at once")
+    }
+
+    #[test]
+    fn readings_a_full_outbox_refuses_go_back_to_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(
+            Outbox::open(
+                dir.path(),
+                4_000,
+                DropPolicy::RefuseNew,
+                Durability::Process,
+            )
+            .unwrap(),
+        );
+        let health = Arc::new(HealthState::new(Vec::new(), Vec::new()));
+        let mut processor = Processor::new(
+            outbox.clone(),
+            Arc::new(Notify::new()),
+            health.clone(),
+            None,
+            Models::default(),
+        );
+        // About 1.7 kB, then 3.4 kB: the second does not fit beside the
+        // first, refused whole, counted, and given back.
+        const T: i64 = 1_700_000_000_000_000_000;
+        assert_eq!(outcome(&mut processor, frame("p", T, 100)), Outcome::Kept);
+        let refused = frame("p", T + 100, 200);
+        let signals = refused.signals.clone();
+        assert_eq!(
+            outcome(&mut processor, refused),
+            Outcome::Refused(signals.clone())
+        );
+        assert_eq!(health.outbox_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(outbox.stats().unwrap().depth, 1);
+        // Room again: the readings sent again are kept.
+        let sent = outbox.peek(0, 10).unwrap();
+        outbox.remove(&[sent[0].id]).unwrap();
+        let mut again = frame("p", T + 100, 200);
+        again.resent = true;
+        assert_eq!(outcome(&mut processor, again), Outcome::Kept);
+        assert_eq!(outbox.stats().unwrap().depth, 1);
+    }
 
     #[test]
     fn readings_far_ahead_of_the_clock_are_dropped_and_counted() {

@@ -66,6 +66,30 @@ pub fn split(
     parts
 }
 
+/// Puts parts made by [`split`] back together: one series per signal,
+/// its readings in the parts' order. A part whose readings are all good
+/// (no quality) joined to one with flags gets good flags filled in.
+pub fn join(parts: Vec<Vec<SignalSeries>>) -> Vec<SignalSeries> {
+    let mut joined: Vec<SignalSeries> = Vec::new();
+    for s in parts.into_iter().flatten() {
+        let Some(into) = joined.iter_mut().find(|j| j.name == s.name) else {
+            joined.push(s);
+            continue;
+        };
+        if into.quality.is_empty() != s.quality.is_empty() {
+            into.quality.resize(into.values.len(), 0);
+        }
+        into.ts_ns.extend(s.ts_ns);
+        into.values.extend(s.values);
+        if !into.quality.is_empty() {
+            let good = into.values.len() - into.quality.len() - s.quality.len();
+            into.quality.extend(std::iter::repeat_n(0, good));
+            into.quality.extend(s.quality);
+        }
+    }
+    joined
+}
+
 /// A signal's older and newer half (a half without readings is `None`).
 fn halve(mut s: SignalSeries) -> (Option<SignalSeries>, Option<SignalSeries>) {
     let n = s.values.len();
@@ -129,6 +153,21 @@ mod tests {
         let signals = vec![signal("a", 100, false), signal("b", 3, true)];
         let parts = split(signals.clone(), MAX_BATCH_READINGS, &|_| true);
         assert_eq!(parts, vec![signals]);
+    }
+
+    #[test]
+    fn joined_parts_are_the_readings_split() {
+        let signals = vec![signal("a", 1_000, true), signal("b", 10, false)];
+        let parts = split(signals.clone(), 100, &|_| true);
+        assert!(parts.len() >= 10);
+        assert_eq!(join(parts), signals);
+        // Good flags are filled in where one part had none.
+        let mut flagged = signal("a", 2, true);
+        flagged.quality = vec![0, 2];
+        let joined = join(vec![vec![signal("a", 2, false)], vec![flagged.clone()]]);
+        assert_eq!(joined[0].quality, vec![0, 0, 0, 2]);
+        let joined = join(vec![vec![flagged], vec![signal("a", 1, false)]]);
+        assert_eq!(joined[0].quality, vec![0, 2, 0]);
     }
 
     /// The hub drops a batch of more than 1,000 signals whole (and

@@ -16,27 +16,48 @@ pub struct Frame {
     /// Told when the processing thread is done with the frame, for a
     /// source that acknowledges its peer only then.
     pub handled: Option<Handled>,
+    /// Readings the outbox refused once, sent again: the closed-loop
+    /// rules have seen them already.
+    pub resent: bool,
 }
 
-/// The processing thread's word that a frame is done with: what it made
-/// is in the outbox (as durable as the outbox is set to be), or was
-/// refused and counted. Readings a pipeline holds in an unfinished window
-/// are not in the outbox yet: its windows start empty after a restart.
-/// Dropped unsent when the thread dies first.
+/// What the processing thread did with a frame that asked.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// What the frame made is in the outbox (as durable as the outbox is
+    /// set to be), or was refused for good (too large) and counted.
+    /// Readings a pipeline holds in an unfinished window are not in the
+    /// outbox yet: its windows start empty after a restart.
+    Kept,
+    /// The outbox refused these readings of the frame for now (full with
+    /// `refuse_new`, or a database error), counted: the source may send
+    /// them again later instead of letting them go. Only for readings
+    /// that passed no pipeline (a pipeline's outputs cannot be made
+    /// again from readings its windows have already taken).
+    Refused(Vec<SignalSeries>),
+}
+
+/// The processing thread's word on a frame ([`Outcome`]). Dropped unsent
+/// when the thread dies first.
 #[derive(Debug)]
-pub struct Handled(tokio::sync::oneshot::Sender<()>);
+pub struct Handled(tokio::sync::oneshot::Sender<Outcome>);
 
 impl Handled {
     /// A receipt to attach to a frame, and where its word arrives.
-    pub fn new() -> (Handled, tokio::sync::oneshot::Receiver<()>) {
+    pub fn new() -> (Handled, tokio::sync::oneshot::Receiver<Outcome>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (Handled(tx), rx)
     }
 
-    /// Says the frame is done with.
-    pub fn done(self) {
+    /// Says what became of the frame.
+    pub fn tell(self, outcome: Outcome) {
         // The source may have stopped waiting; nothing to tell then.
-        let _ = self.0.send(());
+        let _ = self.0.send(outcome);
+    }
+
+    /// Says the frame is kept.
+    pub fn done(self) {
+        self.tell(Outcome::Kept);
     }
 }
 
@@ -168,6 +189,7 @@ impl FrameBuilder {
             stream: self.stream.clone(),
             signals,
             handled: None,
+            resent: false,
         })
     }
 }

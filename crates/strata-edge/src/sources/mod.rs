@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use frame::{Frame, FrameBuilder, FrameSender, Handled, SourceStats};
+pub use frame::{Frame, FrameBuilder, FrameSender, Handled, Outcome, SourceStats};
 
 /// The configuration of one source, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -3,15 +3,19 @@
 //! acknowledges a message only once the frame holding it has been handled
 //! (its reading is in the outbox, or in a pipeline's window): one the
 //! agent had not kept when it stopped or crashed is delivered again at the
-//! restart instead of lost.
+//! restart instead of lost. Readings the outbox refuses for now (full with
+//! `refuse_new`) are kept here, their messages unacknowledged, and sent
+//! again ([`Acks::resend_refused`]); the broker, its messages in flight
+//! unacknowledged, stops sending more meanwhile.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Publish, QoS};
+use strata_proto::SignalSeries;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sources::{FrameBuilder, FrameSender, Handled};
+use crate::sources::{Frame, FrameBuilder, FrameSender, Handled, Outcome};
 
 /// Messages held unacknowledged before the source sends its frame without
 /// waiting for `batch_ms`: brokers cap the QoS 1 messages in flight to one
@@ -19,8 +23,14 @@ use crate::sources::{FrameBuilder, FrameSender, Handled};
 /// would stall its topics until the next frame.
 pub const SEND_AT: usize = 10;
 
+/// Messages held, each with the number of the connection it came on.
+type Held = Vec<(u64, Publish)>;
+
 /// One frame's messages to acknowledge once the frame is handled.
-type Due = (Option<oneshot::Receiver<()>>, Vec<(u64, Publish)>);
+type Due = (Option<oneshot::Receiver<Outcome>>, Held);
+
+/// Readings the outbox refused for now, with the messages they came in.
+type Refused = Arc<Mutex<Vec<(Vec<SignalSeries>, Held)>>>;
 
 /// The number of the connection messages arrive on, and the lock under
 /// which acknowledgements are queued for it. A message not acknowledged
@@ -50,9 +60,10 @@ impl Connection {
 /// The messages of the frame being collected, and the task that
 /// acknowledges those of the frames sent.
 pub struct Acks {
-    held: Vec<(u64, Publish)>,
+    held: Held,
     connection: Arc<Connection>,
     due: mpsc::UnboundedSender<Due>,
+    refused: Refused,
 }
 
 impl Acks {
@@ -62,11 +73,18 @@ impl Acks {
     /// drops this.
     pub fn start(client: AsyncClient, connection: Arc<Connection>) -> Acks {
         let (due, queue) = mpsc::unbounded_channel();
-        tokio::spawn(acknowledge(client, connection.clone(), queue));
+        let refused = Refused::default();
+        tokio::spawn(acknowledge(
+            client,
+            connection.clone(),
+            queue,
+            refused.clone(),
+        ));
         Acks {
             held: Vec::new(),
             connection,
             due,
+            refused,
         }
     }
 
@@ -102,23 +120,58 @@ impl Acks {
         let held = std::mem::take(&mut self.held);
         self.due.send((receipt, held)).is_ok()
     }
+
+    /// Sends again, as frames of `stream`, the readings the outbox refused
+    /// for now; `false` when the pipeline has gone. Readings whose
+    /// messages all came on a connection since lost are let go: the
+    /// broker sends those messages again on the new one.
+    pub async fn resend_refused(&mut self, stream: &Arc<str>, frames: &FrameSender) -> bool {
+        let refused = std::mem::take(&mut *self.refused.lock().expect("refused lock"));
+        let current = self.connection.current();
+        for (signals, held) in refused {
+            if held.iter().all(|(on, _)| *on != current) {
+                continue;
+            }
+            let (handled, receipt) = Handled::new();
+            let frame = Frame {
+                stream: stream.clone(),
+                signals,
+                handled: Some(handled),
+                resent: true,
+            };
+            if frames.send(frame).await.is_err() {
+                return false;
+            }
+            if self.due.send((Some(receipt), held)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// Acknowledges each frame's messages, in the order they arrived, once the
-/// frame is handled; those of a connection since lost are left for their
-/// copies. Stops when the processing thread drops a frame unhandled (the
-/// agent is stopping: nothing after it is acknowledged) or the source has
-/// stopped.
+/// frame is kept; those of a connection since lost are left for their
+/// copies, and those of readings the outbox refused for now wait in
+/// `refused` to be sent again. Stops when the processing thread drops a
+/// frame unhandled (the agent is stopping: nothing after it is
+/// acknowledged) or the source has stopped.
 async fn acknowledge(
     client: AsyncClient,
     connection: Arc<Connection>,
     mut queue: mpsc::UnboundedReceiver<Due>,
+    refused: Refused,
 ) {
     while let Some((receipt, held)) = queue.recv().await {
-        if let Some(receipt) = receipt
-            && receipt.await.is_err()
-        {
-            return;
+        if let Some(receipt) = receipt {
+            match receipt.await {
+                Ok(Outcome::Kept) => {}
+                Ok(Outcome::Refused(signals)) => {
+                    refused.lock().expect("refused lock").push((signals, held));
+                    continue;
+                }
+                Err(_) => return,
+            }
         }
         for (on, publish) in held {
             loop {
@@ -203,6 +256,74 @@ mod tests {
         second.handled.expect("a receipt").done();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(acked(&requests), vec![12]);
+    }
+
+    /// A frame of one reading per message `pkids`, queued for its
+    /// messages to be acknowledged.
+    fn frame_with_receipt(
+        builder: &mut FrameBuilder,
+        acks: &mut Acks,
+        pkids: std::ops::Range<u16>,
+    ) -> Frame {
+        for pkid in pkids {
+            builder.push(0, pkid as i64, pkid as f64, strata_proto::Quality::Good);
+            acks.hold(publish(pkid, QoS::AtLeastOnce));
+        }
+        let mut frame = builder.take().expect("readings");
+        let (handled, receipt) = Handled::new();
+        frame.handled = Some(handled);
+        let held = std::mem::take(&mut acks.held);
+        acks.due.send((Some(receipt), held)).unwrap();
+        frame
+    }
+
+    #[tokio::test]
+    async fn readings_the_outbox_refuses_wait_unacknowledged_and_are_sent_again() {
+        let (requests_tx, requests) = flume::unbounded();
+        let connection = Arc::new(Connection::default());
+        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx), connection.clone());
+        let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
+        let stream: Arc<str> = "floor".into();
+        // Frames 1-2 (refused) and 3 (kept).
+        let mut sent = Vec::new();
+        for pkids in [1..3, 3..4] {
+            sent.push(frame_with_receipt(&mut builder, &mut acks, pkids));
+        }
+        let first = sent.remove(0);
+        let refused = first.signals.clone();
+        first
+            .handled
+            .unwrap()
+            .tell(Outcome::Refused(refused.clone()));
+        sent.remove(0).handled.unwrap().done();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(acked(&requests), vec![3], "the kept frame only");
+
+        // Offered again, marked as sent before; acknowledged once kept.
+        assert!(acks.resend_refused(&stream, &frames).await);
+        let again = frames_rx.recv().await.unwrap();
+        assert!(again.resent);
+        assert_eq!(again.signals, refused);
+        assert!(
+            acks.resend_refused(&stream, &frames).await,
+            "nothing more to send"
+        );
+        assert!(frames_rx.try_recv().is_err());
+        again.handled.unwrap().done();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(acked(&requests), vec![1, 2]);
+
+        // Refused, then its connection lost: the broker sends the message
+        // again on the next one, so its reading is not offered again.
+        let mut frame = frame_with_receipt(&mut builder, &mut acks, 4..5);
+        let signals = std::mem::take(&mut frame.signals);
+        frame.handled.unwrap().tell(Outcome::Refused(signals));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        connection.next(|| ());
+        assert!(acks.resend_refused(&stream, &frames).await);
+        assert!(frames_rx.try_recv().is_err());
+        assert_eq!(acked(&requests), Vec::<u16>::new());
     }
 
     #[tokio::test]

@@ -50,9 +50,13 @@ pub struct MqttSourceConfig {
     /// its payload is then stamped when it arrives, late. The source then
     /// acknowledges a message only once its reading is in the outbox (or
     /// in a `[pipeline]` window, which a restart empties), so one received
-    /// but not yet kept when the agent stopped is delivered again. One the
-    /// outbox refuses (full with `refuse_new`, or a disk error) is counted
-    /// in `outbox_errors` and acknowledged all the same. A frame goes early
+    /// but not yet kept when the agent stopped is delivered again. A
+    /// reading the outbox refuses for now (full with `refuse_new`, or a
+    /// disk error) is counted in `outbox_errors` and offered again every
+    /// second, its message unacknowledged until the outbox takes it (so
+    /// the broker holds back what follows once its limit of messages in
+    /// flight is reached); a `[pipeline]`'s output the outbox refuses is
+    /// let go, as its readings are in the windows already. A frame goes early
     /// when 10 messages wait: a broker that lets fewer than 10 be in flight
     /// to a client holds the source to that many per `batch_ms`. The
     /// source unsubscribes from the filters of topics since removed from
@@ -119,6 +123,9 @@ const MAX_SIGNALS: usize = 4096;
 
 /// How long a connection must last before a reconnect waits briefly again.
 const STABLE: Duration = Duration::from_secs(30);
+
+/// How often readings the outbox refused for now are offered again.
+const RESEND: Duration = Duration::from_secs(1);
 
 /// The largest packet the source takes off the broker (a payload over
 /// `max_payload_bytes` is counted and dropped; one over this fails the
@@ -301,10 +308,20 @@ pub async fn run(
     });
     let mut unsubscribing = 0;
     let mut connected_at = None;
+    let mut resend = tokio::time::interval_at(tokio::time::Instant::now() + RESEND, RESEND);
+    resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream: Arc<str> = config.stream.as_str().into();
     loop {
         tokio::select! {
             _ = flush.tick() => {
                 if !send(&mut builder, &frames, acks.as_mut()).await {
+                    return;
+                }
+            }
+            _ = resend.tick(), if acks.is_some() => {
+                if let Some(acks) = acks.as_mut()
+                    && !acks.resend_refused(&stream, &frames).await
+                {
                     return;
                 }
             }

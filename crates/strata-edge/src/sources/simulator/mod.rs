@@ -246,6 +246,7 @@ pub async fn run(
             stream: stream.clone(),
             signals: batch.signals,
             handled: None,
+            resent: false,
         };
         stats
             .readings
