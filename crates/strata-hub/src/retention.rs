@@ -244,3 +244,111 @@ fn periodic(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use strata_proto::{DeviceId, SiteId};
+    use strata_store::{AccessStore, ApiToken, NewDevice, RegistryStore, Site, SqliteStore, User};
+
+    const DAY_NS: i64 = 86_400_000_000_000;
+
+    /// The history pass, as the hub starts it, deletes API tokens and
+    /// presence changes from past `history_days`, from the stores and
+    /// from the caches the API answers from; what is recent stays.
+    #[tokio::test]
+    async fn the_history_pass_forgets_old_tokens_and_presence_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
+        let now = crate::now_ns();
+        let user = User {
+            name: "alice".into(),
+            role: "viewer".into(),
+            service: false,
+            password_phc: None,
+            created_ns: 1,
+            disabled_ns: None,
+        };
+        store.create_user(&user).unwrap();
+        let token = |id: &str, expires_ns: i64| ApiToken {
+            id: id.into(),
+            user: "alice".into(),
+            label: String::new(),
+            scopes: vec!["read".into()],
+            // Hex, one byte repeated: a1 or a2.
+            token_sha256: format!("a{}", &id[1..]).repeat(32),
+            created_ns: 1,
+            expires_ns: Some(expires_ns),
+            revoked_ns: None,
+        };
+        store.create_token(&token("t1", now - 3 * DAY_NS)).unwrap();
+        store.create_token(&token("t2", now - DAY_NS / 2)).unwrap();
+        store
+            .create_site(&Site {
+                id: SiteId::new("plant").unwrap(),
+                name: "Plant".into(),
+                region: "eu".into(),
+                created_ns: 1,
+            })
+            .unwrap();
+        let press = DeviceId::new("press-1").unwrap();
+        store
+            .create_device(&NewDevice {
+                id: press.clone(),
+                site: SiteId::new("plant").unwrap(),
+                tags: BTreeMap::new(),
+                signals: BTreeMap::new(),
+                token_sha256: [1; 32],
+                token_expires_ns: now,
+                created_ns: 1,
+            })
+            .unwrap();
+        let changes = [
+            (press.clone(), true, now - 5 * DAY_NS),
+            (press.clone(), false, now - 4 * DAY_NS),
+            (press.clone(), true, now - 3 * DAY_NS),
+            (press.clone(), false, now - DAY_NS / 2),
+        ];
+        store.set_presence(&changes).unwrap();
+
+        let access = Arc::new(
+            crate::auth::Access::load(store.clone(), [0; 32], &Default::default()).unwrap(),
+        );
+        let registry = Arc::new(crate::registry::Registry::load(store.clone(), 600).unwrap());
+        assert_eq!(access.tokens(None).len(), 2);
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let config = StorageConfig {
+            history_days: 2,
+            retention_check_s: 3_600,
+            ..Default::default()
+        };
+        let history = History {
+            alerts: store.clone(),
+            access: access.clone(),
+            registry: registry.clone(),
+        };
+        let task = spawn_history(&config, history, metrics.clone(), stopped).expect("a task");
+        // The first pass runs at once: t1, and the presence changes before
+        // the last one ahead of the cut (3 days ago, online).
+        for _ in 0..500 {
+            if metrics.history_deleted.load(Relaxed) >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(metrics.history_deleted.load(Relaxed), 3);
+        let left: Vec<String> = access.tokens(None).into_iter().map(|t| t.id).collect();
+        assert_eq!(left, ["t2"]);
+        assert_eq!(store.tokens().unwrap().len(), 1);
+        let log = registry.presence_log(0, now).unwrap();
+        let kept: Vec<_> = changes[2..]
+            .iter()
+            .map(|(d, online, ts)| (d.clone(), *ts, *online))
+            .collect();
+        assert_eq!(log, kept);
+        stop.send_replace(true);
+        task.await.unwrap();
+    }
+}
