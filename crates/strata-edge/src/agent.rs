@@ -196,7 +196,6 @@ impl Agent {
             health_window: Duration::from_millis(config.ota.health_window_ms),
             hooks: config.ota.hooks.clone(),
             signed_only: config.ota.signed_only,
-            outbox: outbox.clone(),
         };
         tasks.spawn(applier.run(desired_rx));
 

@@ -442,12 +442,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// The bytes the outbox may still grow by before it is full: what a
-    /// download must leave free on its disk.
-    pub fn room(&self) -> u64 {
-        self.max_bytes.saturating_sub(self.bytes.load(Relaxed))
-    }
-
     /// Depth, size and drops.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
         Ok(OutboxStats {

@@ -102,8 +102,6 @@ pub struct TwinApplier {
     pub hooks: std::collections::BTreeMap<String, crate::bundle::HookConfig>,
     /// Refuse the twin's unsigned `models` (`[ota] signed_only`).
     pub signed_only: bool,
-    /// The outbox, whose room to grow a download must leave free.
-    pub outbox: Arc<crate::outbox::Outbox>,
 }
 
 impl TwinApplier {
@@ -1228,18 +1226,11 @@ impl TwinApplier {
         let (device, credential) = (self.device.to_string(), self.credential.clone());
         let (expected, partial, target) = (signed.clone(), part.clone(), path.clone());
         let tls_dir = self.tls_dir.clone();
-        let keep_free = RESERVE_BYTES.max(self.outbox.room());
         // Off the runtime's threads: network, hashing and a synced write.
         tokio::task::spawn_blocking(move || {
             let agent = crate::identity::hub_agent(tls_dir.as_deref(), Some(DOWNLOAD_TIMEOUT))
                 .map_err(ArtifactError::Unavailable)?;
-            let from = Download {
-                url: &url,
-                device: &device,
-                credential: &credential,
-                keep_free,
-            };
-            fetch_resumable(&agent, &from, &expected, &partial)?;
+            fetch_resumable(&agent, &url, &device, &credential, &expected, &partial)?;
             // Checked while streaming; checked again, as it lies on disk,
             // before it takes the artifact's name.
             check_file(&expected, &partial).map_err(|e| {
@@ -1930,43 +1921,29 @@ fn hash_into(reader: &mut impl std::io::Read, check: &mut ArtifactCheck) -> Resu
     }
 }
 
-/// The least space a download must leave free on the data directory's
-/// file system: an update must never fill the disk the outbox keeps
-/// telemetry on. The outbox's room to grow to its `max_bytes`, when
-/// larger, is left free instead.
+/// Space a download must leave free on the data directory's file system:
+/// an update must never fill the disk the outbox keeps telemetry on.
 const RESERVE_BYTES: u64 = 64 << 20;
 
-/// Where a download comes from, and what it must leave free.
-#[derive(Clone, Copy)]
-struct Download<'a> {
-    url: &'a str,
-    device: &'a str,
-    credential: &'a str,
-    /// Bytes to leave free on the disk (the outbox's room, at least
-    /// [`RESERVE_BYTES`]).
-    keep_free: u64,
-}
-
 /// Whether the file system `part` is on has room for `needed` more bytes
-/// and `keep_free`. Where the free space cannot be read, the download's
+/// and the reserve. Where the free space cannot be read, the download's
 /// own writes say whether it fits.
-fn room_for(part: &Path, needed: u64, keep_free: u64) -> Result<(), String> {
+fn room_for(part: &Path, needed: u64) -> Result<(), String> {
     let dir = part.parent().unwrap_or(Path::new("."));
     match rustix::fs::statvfs(dir) {
-        Ok(fs) => room(needed, fs.f_bavail.saturating_mul(fs.f_frsize), keep_free),
+        Ok(fs) => room(needed, fs.f_bavail.saturating_mul(fs.f_frsize)),
         Err(_) => Ok(()),
     }
 }
 
-/// `needed` bytes and `keep_free` against `free` bytes.
-fn room(needed: u64, free: u64, keep_free: u64) -> Result<(), String> {
-    if free >= needed.saturating_add(keep_free) {
+/// `needed` bytes and the reserve against `free` bytes.
+fn room(needed: u64, free: u64) -> Result<(), String> {
+    if free >= needed.saturating_add(RESERVE_BYTES) {
         return Ok(());
     }
     Err(format!(
-        "not enough disk space: the download needs {needed} bytes and {keep_free} bytes are kept \
-         free for the outbox (its room to grow to [outbox] max_bytes, at least {} MiB), but the \
-         data directory's disk has {free} bytes free",
+        "not enough disk space: the download needs {needed} bytes and {} MiB are kept free for \
+         the outbox, but the data directory's disk has {free} bytes free",
         RESERVE_BYTES >> 20
     ))
 }
@@ -1979,16 +1956,12 @@ fn room(needed: u64, free: u64, keep_free: u64) -> Result<(), String> {
 /// hash discards it.
 fn fetch_resumable(
     agent: &ureq::Agent,
-    from: &Download<'_>,
+    url: &str,
+    device: &str,
+    credential: &str,
     expected: &Artifact,
     part: &Path,
 ) -> Result<(), ArtifactError> {
-    let Download {
-        url,
-        device,
-        credential,
-        keep_free,
-    } = *from;
     use std::io::Write as _;
     let unavailable = ArtifactError::Unavailable;
     let mut have = std::fs::metadata(part).map_or(0, |m| m.len());
@@ -2000,7 +1973,7 @@ fn fetch_resumable(
     if have >= expected.size {
         have = 0;
     }
-    room_for(part, expected.size - have, keep_free).map_err(unavailable)?;
+    room_for(part, expected.size - have).map_err(unavailable)?;
     let auth = format!(
         "Basic {}",
         base64(format!("{device}:{credential}").as_bytes())
@@ -2114,47 +2087,18 @@ mod tests {
 
     #[test]
     fn a_download_must_leave_the_reserve_free() {
-        assert!(room(10, RESERVE_BYTES + 10, RESERVE_BYTES).is_ok());
-        let e = room(11, RESERVE_BYTES + 10, RESERVE_BYTES).unwrap_err();
+        assert!(room(10, RESERVE_BYTES + 10).is_ok());
+        let e = room(11, RESERVE_BYTES + 10).unwrap_err();
         assert!(e.contains("needs 11 bytes"), "{e}");
         // The real file system of a directory is read.
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("model.part");
-        assert!(room_for(&part, 1, RESERVE_BYTES).is_ok());
+        assert!(room_for(&part, 1).is_ok());
         assert!(
-            room_for(&part, u64::MAX / 2, RESERVE_BYTES)
+            room_for(&part, u64::MAX / 2)
                 .unwrap_err()
                 .contains("bytes free")
         );
-    }
-
-    /// An outbox that may grow to more than the disk has free: a download
-    /// would take the room it was configured to have, and is refused
-    /// before any request is made.
-    #[tokio::test]
-    async fn a_download_leaves_the_outbox_room_to_grow() {
-        let dir = tempfile::tempdir().unwrap();
-        let signed = Artifact {
-            sha256: "ab".repeat(32),
-            size: 1,
-        };
-        let refusal = |max_bytes: u64| {
-            let data = dir.path().join(format!("data-{max_bytes}"));
-            let mut applier = test_applier(&data, test_outbox(&data, max_bytes)).0;
-            // Nothing listens there: a request would fail to connect.
-            applier.http = Some("http://127.0.0.1:9".into());
-            let signed = signed.clone();
-            async move {
-                match applier.artifact_at(&signed, "models", "rul", true).await {
-                    Err(ArtifactError::Unavailable(e)) => e,
-                    other => panic!("{other:?}"),
-                }
-            }
-        };
-        let e = refusal(u64::MAX / 2).await;
-        assert!(e.contains("kept free for the outbox"), "{e}");
-        let e = refusal(1 << 20).await;
-        assert!(e.contains("cannot reach"), "{e}");
     }
 
     fn assignment(version: u32, shadow: bool) -> ModelAssignment {
@@ -2212,13 +2156,7 @@ mod tests {
         // Nothing listens there: any request would fail.
         let agent = ureq::Agent::new_with_defaults();
         let url = "http://127.0.0.1:9/api/v1/device/artifacts/x";
-        let from = Download {
-            url,
-            device: "d",
-            credential: "c",
-            keep_free: RESERVE_BYTES,
-        };
-        assert!(fetch_resumable(&agent, &from, &expected, &part).is_ok());
+        assert!(fetch_resumable(&agent, url, "d", "c", &expected, &part).is_ok());
         // A part of the right size with other bytes is fetched again.
         std::fs::write(&part, b"not the thing").unwrap();
         let wrong = Artifact {
@@ -2226,7 +2164,7 @@ mod tests {
             ..expected
         };
         assert!(matches!(
-            fetch_resumable(&agent, &from, &wrong, &part),
+            fetch_resumable(&agent, url, "d", "c", &wrong, &part),
             Err(ArtifactError::Unavailable(e)) if e.contains("cannot reach")
         ));
     }
@@ -2381,37 +2319,27 @@ mod tests {
         assert!(p.over(101, start + 2 * day + Duration::from_secs(21)));
     }
 
-    /// An outbox of `max_bytes` in `data_dir`.
-    fn test_outbox(data_dir: &Path, max_bytes: u64) -> Arc<crate::outbox::Outbox> {
-        let outbox = crate::outbox::Outbox::open(
-            &data_dir.join("outbox"),
-            max_bytes,
-            crate::outbox::DropPolicy::DropOldest,
-            crate::outbox::Durability::Process,
-        );
-        Arc::new(outbox.unwrap())
-    }
-
-    /// An applier for device press-1 on `data_dir`, with no hub to
-    /// download from, and the receiver of what it swaps in.
-    fn test_applier(
-        data_dir: &Path,
-        outbox: Arc<crate::outbox::Outbox>,
-    ) -> (TwinApplier, std::sync::mpsc::Receiver<Swap>) {
-        let (swap, swaps) = std::sync::mpsc::channel();
+    /// Twins that arrive out of order (sent by two hub replicas): an older
+    /// one of the same epoch is ignored; one of another epoch (a hub store
+    /// started afresh) is applied whatever its version.
+    #[tokio::test]
+    async fn an_older_twin_arriving_late_does_not_undo_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (swap, _swaps) = std::sync::mpsc::channel();
+        let reported = Arc::new(Reported::default());
         let applier = TwinApplier {
             device: DeviceId::new("press-1").unwrap(),
             credential: String::new(),
             http: None,
             tls_dir: None,
-            data_dir: data_dir.to_owned(),
-            base_dir: data_dir.to_owned(),
+            data_dir: dir.path().to_owned(),
+            base_dir: dir.path().to_owned(),
             configured: Vec::new(),
             file_pipeline: None,
             running: Mutex::new(None),
             swap,
             health: Arc::new(HealthState::new(Vec::new(), Vec::new())),
-            reported: Arc::new(Reported::default()),
+            reported: reported.clone(),
             trust: strata_ota::Trust {
                 release_keys: Vec::new(),
                 rollout_keys: Vec::new(),
@@ -2424,20 +2352,7 @@ mod tests {
             health_window: Duration::ZERO,
             hooks: Default::default(),
             signed_only: false,
-            outbox,
         };
-        (applier, swaps)
-    }
-
-    /// Twins that arrive out of order (sent by two hub replicas): an older
-    /// one of the same epoch is ignored; one of another epoch (a hub store
-    /// started afresh) is applied whatever its version.
-    #[tokio::test]
-    async fn an_older_twin_arriving_late_does_not_undo_a_newer_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = test_outbox(dir.path(), 1 << 20);
-        let (applier, _swaps) = test_applier(dir.path(), outbox);
-        let reported = applier.reported.clone();
         let (desired, receiver) = watch::channel(None);
         let running = tokio::spawn(applier.run(receiver));
         let send = |epoch: &str, version: u64| {
