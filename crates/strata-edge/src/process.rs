@@ -149,7 +149,7 @@ impl Processor {
             {
                 feed.offer(&frame.stream, &frame.signals);
             }
-            return self.append(&frame.stream, frame.signals);
+            return self.append(&frame.stream, frame.signals, frame.resent);
         };
         for series in &frame.signals {
             pipeline.push_series(series, &mut self.output);
@@ -172,14 +172,14 @@ impl Processor {
         }
         // Outputs the outbox refuses are counted and let go: the readings
         // that made them are in the pipeline's windows already.
-        self.append(&frame.stream, series);
+        self.append(&frame.stream, series, false);
         for (stream, series) in self.models.take() {
             // Not the stream: it names the model's version, which a
             // deployment changes.
             if let Some(feed) = &self.control {
                 feed.offer(&Arc::from("models"), &series);
             }
-            self.append(&stream, series);
+            self.append(&stream, series, false);
         }
         for batch in self.models.take_sketches() {
             self.append_sketch(batch);
@@ -212,9 +212,16 @@ impl Processor {
     /// Appends `signals` to the outbox as one batch of `stream`, or as
     /// several in time order when they would not fit in one ([`split`]).
     /// Returns the readings refused for now ([`OutboxError::may_pass_later`]).
+    /// Readings `offered_before` (refused, counted and logged then) are
+    /// not counted again when refused again.
     ///
     /// [`OutboxError::may_pass_later`]: crate::outbox::OutboxError::may_pass_later
-    fn append(&self, stream: &str, signals: Vec<SignalSeries>) -> Vec<SignalSeries> {
+    fn append(
+        &self,
+        stream: &str,
+        signals: Vec<SignalSeries>,
+        offered_before: bool,
+    ) -> Vec<SignalSeries> {
         if signals.iter().all(|s| s.values.is_empty()) {
             return Vec::new();
         }
@@ -235,6 +242,10 @@ impl Processor {
             });
             match result {
                 Ok(_) => self.appended.notify_one(),
+                Err(e) if offered_before && e.may_pass_later() => {
+                    tracing::debug!(stream, "batch offered again not kept: {e}");
+                    refused.push(batch.signals);
+                }
                 Err(e) => {
                     self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(stream, "batch not kept: {e}");
@@ -309,6 +320,15 @@ mod tests {
         );
         assert_eq!(health.outbox_errors.load(Ordering::Relaxed), 1);
         assert_eq!(outbox.stats().unwrap().depth, 1);
+        // Offered again while the outbox is still full: refused again, but
+        // counted once.
+        let mut again = frame("p", T + 100, 200);
+        again.resent = true;
+        assert_eq!(
+            outcome(&mut processor, again),
+            Outcome::Refused(signals.clone())
+        );
+        assert_eq!(health.outbox_errors.load(Ordering::Relaxed), 1);
         // Room again: the readings sent again are kept.
         let sent = outbox.peek(0, 10).unwrap();
         outbox.remove(&[sent[0].id]).unwrap();

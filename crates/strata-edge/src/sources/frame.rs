@@ -25,9 +25,10 @@ pub struct Frame {
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// What the frame made is in the outbox (as durable as the outbox is
-    /// set to be), or was refused for good (too large) and counted.
-    /// Readings a pipeline holds in an unfinished window are not in the
-    /// outbox yet: its windows start empty after a restart.
+    /// set to be), or was refused and counted: for good (too large), or,
+    /// for a pipeline's outputs, for now as well. Readings a pipeline
+    /// holds in an unfinished window are not in the outbox yet: its
+    /// windows start empty after a restart.
     Kept,
     /// The outbox refused these readings of the frame for now (full with
     /// `refuse_new`, or a database error), counted: the source may send

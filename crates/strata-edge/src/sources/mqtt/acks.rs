@@ -3,11 +3,17 @@
 //! acknowledges a message only once the frame holding it has been handled
 //! (its reading is in the outbox, or in a pipeline's window): one the
 //! agent had not kept when it stopped or crashed is delivered again at the
-//! restart instead of lost. Readings the outbox refuses for now (full with
-//! `refuse_new`) are kept here, their messages unacknowledged, and sent
-//! again ([`Acks::resend_refused`]); the broker, its messages in flight
-//! unacknowledged, stops sending more meanwhile.
+//! restart instead of lost.
+//!
+//! Readings the outbox refuses for now (full with `refuse_new`, or its
+//! database failing) wait here, their messages unacknowledged, and are
+//! offered again each second, oldest first; frames made meanwhile queue
+//! behind them, and acknowledgements go in the order the messages came.
+//! The broker, its messages in flight unacknowledged, stops sending more
+//! (and queues them, up to its own limit).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,14 +29,11 @@ use crate::sources::{Frame, FrameBuilder, FrameSender, Handled, Outcome};
 /// would stall its topics until the next frame.
 pub const SEND_AT: usize = 10;
 
+/// How often readings the outbox refused are offered again.
+const RESEND: Duration = Duration::from_secs(1);
+
 /// Messages held, each with the number of the connection it came on.
 type Held = Vec<(u64, Publish)>;
-
-/// One frame's messages to acknowledge once the frame is handled.
-type Due = (Option<oneshot::Receiver<Outcome>>, Held);
-
-/// Readings the outbox refused for now, with the messages they came in.
-type Refused = Arc<Mutex<Vec<(Vec<SignalSeries>, Held)>>>;
 
 /// The number of the connection messages arrive on, and the lock under
 /// which acknowledgements are queued for it. A message not acknowledged
@@ -49,12 +52,25 @@ impl Connection {
 
     /// Runs `drop_queued` (the event loop's `clean`) as the connection
     /// moves to the next number, so that no acknowledgement for the lost
-    /// one is queued after it.
+    /// one is queued after it. The source also moves it on (with nothing
+    /// to drop) as soon as it learns the connection is lost, so that
+    /// readings of its messages are not offered again meanwhile.
     pub fn next(&self, drop_queued: impl FnOnce()) {
         let mut number = self.0.lock().expect("connection lock");
         *number += 1;
         drop_queued();
     }
+}
+
+/// What the source hands the acknowledging task, in the order its
+/// messages arrived.
+enum Due {
+    /// A frame sent to the processing thread, with its receipt (none for
+    /// messages that made no readings), and its messages.
+    Sent(Option<oneshot::Receiver<Outcome>>, Held),
+    /// Readings made while others wait to be offered again: they are
+    /// offered after those.
+    Waiting(Vec<SignalSeries>, Held),
 }
 
 /// The messages of the frame being collected, and the task that
@@ -63,28 +79,38 @@ pub struct Acks {
     held: Held,
     connection: Arc<Connection>,
     due: mpsc::UnboundedSender<Due>,
-    refused: Refused,
+    /// Whether readings wait to be offered again.
+    waiting: Arc<AtomicBool>,
 }
 
 impl Acks {
     /// Starts the acknowledging task for `client` (which must have been
     /// made with manual acknowledgements), whose event loop moves
-    /// `connection` on at each reconnect. The task ends after the source
-    /// drops this.
-    pub fn start(client: AsyncClient, connection: Arc<Connection>) -> Acks {
+    /// `connection` on at each reconnect; readings refused for now are
+    /// offered again to `frames` as frames of `stream`. The task ends
+    /// after the source drops this.
+    pub fn start(
+        client: AsyncClient,
+        connection: Arc<Connection>,
+        stream: Arc<str>,
+        frames: FrameSender,
+    ) -> Acks {
         let (due, queue) = mpsc::unbounded_channel();
-        let refused = Refused::default();
-        tokio::spawn(acknowledge(
+        let waiting = Arc::new(AtomicBool::new(false));
+        let line = Line {
             client,
-            connection.clone(),
-            queue,
-            refused.clone(),
-        ));
+            connection: connection.clone(),
+            stream,
+            frames,
+            waiting: waiting.clone(),
+            slots: VecDeque::new(),
+        };
+        tokio::spawn(line.run(queue));
         Acks {
             held: Vec::new(),
             connection,
             due,
-            refused,
+            waiting,
         }
     }
 
@@ -100,84 +126,176 @@ impl Acks {
         self.held.len() >= SEND_AT
     }
 
-    /// Sends the frame collected so far with a receipt, and has its
-    /// messages acknowledged when the receipt comes back; `false` when the
-    /// pipeline has gone.
+    /// Sends the frame collected so far with a receipt (or, while readings
+    /// wait to be offered again, queues it behind them), and has its
+    /// messages acknowledged once it is kept; `false` when the pipeline has
+    /// gone.
     pub async fn send(&mut self, builder: &mut FrameBuilder, frames: &FrameSender) -> bool {
         if self.held.is_empty() {
             return builder.send(frames).await;
         }
-        let mut receipt = None;
-        if let Some(mut frame) = builder.take() {
-            let (handled, rx) = Handled::new();
-            frame.handled = Some(handled);
-            if frames.send(frame).await.is_err() {
-                return false;
-            }
-            receipt = Some(rx);
-        }
-        // Refused messages only: acknowledged after the frames before.
         let held = std::mem::take(&mut self.held);
-        self.due.send((receipt, held)).is_ok()
-    }
-
-    /// Sends again, as frames of `stream`, the readings the outbox refused
-    /// for now; `false` when the pipeline has gone. Readings whose
-    /// messages all came on a connection since lost are let go: the
-    /// broker sends those messages again on the new one.
-    pub async fn resend_refused(&mut self, stream: &Arc<str>, frames: &FrameSender) -> bool {
-        let refused = std::mem::take(&mut *self.refused.lock().expect("refused lock"));
-        let current = self.connection.current();
-        for (signals, held) in refused {
-            if held.iter().all(|(on, _)| *on != current) {
-                continue;
+        let due = match builder.take() {
+            Some(frame) if self.waiting.load(Ordering::Relaxed) => {
+                Due::Waiting(frame.signals, held)
             }
-            let (handled, receipt) = Handled::new();
-            let frame = Frame {
-                stream: stream.clone(),
-                signals,
-                handled: Some(handled),
-                resent: true,
-            };
-            if frames.send(frame).await.is_err() {
-                return false;
+            Some(mut frame) => {
+                let (handled, rx) = Handled::new();
+                frame.handled = Some(handled);
+                if frames.send(frame).await.is_err() {
+                    return false;
+                }
+                Due::Sent(Some(rx), held)
             }
-            if self.due.send((Some(receipt), held)).is_err() {
-                return false;
-            }
-        }
-        true
+            // Refused messages only.
+            None => Due::Sent(None, held),
+        };
+        self.due.send(due).is_ok()
     }
 }
 
-/// Acknowledges each frame's messages, in the order they arrived, once the
-/// frame is kept; those of a connection since lost are left for their
-/// copies, and those of readings the outbox refused for now wait in
-/// `refused` to be sent again. Stops when the processing thread drops a
-/// frame unhandled (the agent is stopping: nothing after it is
-/// acknowledged) or the source has stopped.
-async fn acknowledge(
+/// Where one frame's messages stand.
+enum State {
+    /// Sent; the processing thread's word is awaited.
+    Sent(oneshot::Receiver<Outcome>),
+    /// Kept: its messages may be acknowledged.
+    Kept,
+    /// Refused for now: to be offered again.
+    Refused(Vec<SignalSeries>),
+}
+
+/// One frame's messages and where they stand.
+struct Slot {
+    held: Held,
+    state: State,
+}
+
+/// The acknowledging task: frames' messages in the order they came.
+struct Line {
     client: AsyncClient,
     connection: Arc<Connection>,
-    mut queue: mpsc::UnboundedReceiver<Due>,
-    refused: Refused,
-) {
-    while let Some((receipt, held)) = queue.recv().await {
-        if let Some(receipt) = receipt {
-            match receipt.await {
-                Ok(Outcome::Kept) => {}
-                Ok(Outcome::Refused(signals)) => {
-                    refused.lock().expect("refused lock").push((signals, held));
-                    continue;
+    stream: Arc<str>,
+    frames: FrameSender,
+    waiting: Arc<AtomicBool>,
+    slots: VecDeque<Slot>,
+}
+
+impl Line {
+    /// Acknowledges the messages of each frame once it and every frame
+    /// before it are kept; those of a connection since lost are left for
+    /// their copies. Offers refused readings again, oldest first, each
+    /// [`RESEND`] (at once after one is kept: the outbox has room again).
+    /// Stops when the processing thread drops a frame unhandled (the agent
+    /// is stopping: nothing after it is acknowledged) or the source has
+    /// stopped.
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Due>) {
+        let mut resend = tokio::time::interval(RESEND);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut offer_now = false;
+        loop {
+            while self
+                .slots
+                .front()
+                .is_some_and(|s| matches!(s.state, State::Kept))
+            {
+                let slot = self.slots.pop_front().expect("a front slot");
+                if !self.acknowledge(slot.held, &queue).await {
+                    return;
                 }
-                Err(_) => return,
+            }
+            let refused = self
+                .slots
+                .iter()
+                .any(|s| matches!(s.state, State::Refused(_)));
+            self.waiting.store(refused, Ordering::Relaxed);
+            let Some(front) = self.slots.front_mut() else {
+                match queue.recv().await {
+                    Some(due) => self.push(due),
+                    None => return,
+                }
+                continue;
+            };
+            match &mut front.state {
+                State::Sent(receipt) => tokio::select! {
+                    outcome = receipt => match outcome {
+                        Ok(Outcome::Kept) => {
+                            front.state = State::Kept;
+                            offer_now = refused;
+                        }
+                        Ok(Outcome::Refused(signals)) => {
+                            front.state = State::Refused(signals);
+                            offer_now = false;
+                            resend.reset();
+                        }
+                        Err(_) => return,
+                    },
+                    due = queue.recv() => match due {
+                        Some(due) => self.push(due),
+                        None => return,
+                    },
+                },
+                State::Refused(_) if offer_now => {
+                    offer_now = false;
+                    if !self.offer_front().await {
+                        return;
+                    }
+                }
+                State::Refused(_) => tokio::select! {
+                    _ = resend.tick() => if !self.offer_front().await {
+                        return;
+                    },
+                    due = queue.recv() => match due {
+                        Some(due) => self.push(due),
+                        None => return,
+                    },
+                },
+                State::Kept => unreachable!("kept slots are acknowledged above"),
             }
         }
+    }
+
+    fn push(&mut self, due: Due) {
+        let (held, state) = match due {
+            Due::Sent(Some(receipt), held) => (held, State::Sent(receipt)),
+            Due::Sent(None, held) => (held, State::Kept),
+            Due::Waiting(signals, held) => (held, State::Refused(signals)),
+        };
+        self.slots.push_back(Slot { held, state });
+    }
+
+    /// Offers the front slot's readings again; `false` when the pipeline
+    /// has gone. Readings whose messages all came on a connection since
+    /// lost are let go instead: the broker sends those messages again on
+    /// the next one (QoS 0 messages among them are not sent again).
+    async fn offer_front(&mut self) -> bool {
+        let current = self.connection.current();
+        let front = self.slots.front_mut().expect("a front slot");
+        if front.held.iter().all(|(on, _)| *on != current) {
+            self.slots.pop_front();
+            return true;
+        }
+        let State::Refused(signals) = std::mem::replace(&mut front.state, State::Kept) else {
+            unreachable!("only refused readings are offered again");
+        };
+        let (handled, receipt) = Handled::new();
+        front.state = State::Sent(receipt);
+        let frame = Frame {
+            stream: self.stream.clone(),
+            signals,
+            handled: Some(handled),
+            resent: true,
+        };
+        self.frames.send(frame).await.is_ok()
+    }
+
+    /// Acknowledges `held` (those of a lost connection are left for their
+    /// copies); `false` when the source has stopped.
+    async fn acknowledge(&self, held: Held, queue: &mpsc::UnboundedReceiver<Due>) -> bool {
         for (on, publish) in held {
             loop {
                 let queued = {
-                    let current = connection.0.lock().expect("connection lock");
-                    *current != on || client.try_ack(&publish).is_ok()
+                    let current = self.connection.0.lock().expect("connection lock");
+                    *current != on || self.client.try_ack(&publish).is_ok()
                 };
                 if queued {
                     break;
@@ -185,11 +303,12 @@ async fn acknowledge(
                 // The client's queue is full (it drains as the connection
                 // writes) or the source has stopped.
                 if queue.is_closed() {
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+        true
     }
 }
 
@@ -214,12 +333,37 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn messages_are_acknowledged_in_order_once_their_frame_is_handled() {
+    /// Acknowledgements for `connection`, to the returned requests, with
+    /// refused readings offered again to the returned frames.
+    fn start(
+        connection: &Arc<Connection>,
+    ) -> (
+        Acks,
+        flume::Receiver<Request>,
+        FrameSender,
+        mpsc::Receiver<Frame>,
+    ) {
         let (requests_tx, requests) = flume::unbounded();
+        let (frames, frames_rx) = mpsc::channel(8);
+        let acks = Acks::start(
+            AsyncClient::from_senders(requests_tx),
+            connection.clone(),
+            "floor".into(),
+            frames.clone(),
+        );
+        (acks, requests, frames, frames_rx)
+    }
+
+    /// Lets the acknowledging task run (the clock is paused: it moves on
+    /// only when every task waits).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_are_acknowledged_in_order_once_their_frame_is_handled() {
         let connection = Arc::new(Connection::default());
-        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx), connection.clone());
-        let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let (mut acks, requests, frames, mut frames_rx) = start(&connection);
         let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
 
         // QoS 0 needs no acknowledgement; the tenth held sends the frame.
@@ -234,14 +378,14 @@ mod tests {
         // Messages refused (no readings): a frame of none, after the first.
         assert!(!acks.hold(publish(11, QoS::AtLeastOnce)));
         assert!(acks.send(&mut builder, &frames).await);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        settle().await;
         assert_eq!(
             acked(&requests),
             Vec::<u16>::new(),
             "nothing before handled"
         );
         first.handled.expect("a receipt").done();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        settle().await;
         assert_eq!(acked(&requests), (1..=11).collect::<Vec<u16>>());
 
         // A message held on a connection since lost is not acknowledged:
@@ -254,86 +398,82 @@ mod tests {
         assert!(acks.send(&mut builder, &frames).await);
         let second = frames_rx.recv().await.unwrap();
         second.handled.expect("a receipt").done();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        settle().await;
         assert_eq!(acked(&requests), vec![12]);
     }
 
-    /// A frame of one reading per message `pkids`, queued for its
-    /// messages to be acknowledged.
-    fn frame_with_receipt(
-        builder: &mut FrameBuilder,
+    /// Sends a frame of one reading per message `pkids` through `acks`.
+    async fn send(
         acks: &mut Acks,
+        builder: &mut FrameBuilder,
+        frames: &FrameSender,
         pkids: std::ops::Range<u16>,
-    ) -> Frame {
+    ) {
         for pkid in pkids {
             builder.push(0, pkid as i64, pkid as f64, strata_proto::Quality::Good);
             acks.hold(publish(pkid, QoS::AtLeastOnce));
         }
-        let mut frame = builder.take().expect("readings");
-        let (handled, receipt) = Handled::new();
-        frame.handled = Some(handled);
-        let held = std::mem::take(&mut acks.held);
-        acks.due.send((Some(receipt), held)).unwrap();
-        frame
+        assert!(acks.send(builder, frames).await);
     }
 
-    #[tokio::test]
-    async fn readings_the_outbox_refuses_wait_unacknowledged_and_are_sent_again() {
-        let (requests_tx, requests) = flume::unbounded();
+    #[tokio::test(start_paused = true)]
+    async fn refused_readings_wait_unacknowledged_and_are_offered_again_in_order() {
         let connection = Arc::new(Connection::default());
-        let mut acks = Acks::start(AsyncClient::from_senders(requests_tx), connection.clone());
-        let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let (mut acks, requests, frames, mut frames_rx) = start(&connection);
         let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
-        let stream: Arc<str> = "floor".into();
-        // Frames 1-2 (refused) and 3 (kept).
-        let mut sent = Vec::new();
-        for pkids in [1..3, 3..4] {
-            sent.push(frame_with_receipt(&mut builder, &mut acks, pkids));
-        }
-        let first = sent.remove(0);
-        let refused = first.signals.clone();
-        first
-            .handled
-            .unwrap()
-            .tell(Outcome::Refused(refused.clone()));
-        sent.remove(0).handled.unwrap().done();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(acked(&requests), vec![3], "the kept frame only");
 
-        // Offered again, marked as sent before; acknowledged once kept.
-        assert!(acks.resend_refused(&stream, &frames).await);
+        // Frame a (messages 1, 2) is refused, frame b (3) kept: nothing is
+        // acknowledged out of order.
+        send(&mut acks, &mut builder, &frames, 1..3).await;
+        send(&mut acks, &mut builder, &frames, 3..4).await;
+        let a = frames_rx.recv().await.unwrap();
+        let b = frames_rx.recv().await.unwrap();
+        let refused = a.signals.clone();
+        a.handled.unwrap().tell(Outcome::Refused(refused.clone()));
+        b.handled.unwrap().done();
+        settle().await;
+        assert_eq!(acked(&requests), Vec::<u16>::new(), "3 waits for 1 and 2");
+
+        // Frame c (4), made while a waits, queues behind it.
+        send(&mut acks, &mut builder, &frames, 4..5).await;
+        settle().await;
+        assert!(frames_rx.try_recv().is_err(), "c went ahead of a");
+
+        // A second on, a is offered again, marked so; kept, then c is
+        // offered at once, and everything is acknowledged in order.
+        tokio::time::sleep(RESEND).await;
         let again = frames_rx.recv().await.unwrap();
         assert!(again.resent);
         assert_eq!(again.signals, refused);
-        assert!(
-            acks.resend_refused(&stream, &frames).await,
-            "nothing more to send"
-        );
-        assert!(frames_rx.try_recv().is_err());
         again.handled.unwrap().done();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(acked(&requests), vec![1, 2]);
+        let c = frames_rx.recv().await.unwrap();
+        assert!(c.resent);
+        assert_eq!(c.signals[0].values, [4.0]);
+        settle().await;
+        assert_eq!(acked(&requests), [1, 2, 3]);
+        c.handled.unwrap().done();
+        settle().await;
+        assert_eq!(acked(&requests), [4]);
 
-        // Refused, then its connection lost: the broker sends the message
-        // again on the next one, so its reading is not offered again.
-        let mut frame = frame_with_receipt(&mut builder, &mut acks, 4..5);
-        let signals = std::mem::take(&mut frame.signals);
-        frame.handled.unwrap().tell(Outcome::Refused(signals));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Refused, then its connection is lost: the broker sends the
+        // message again on the next one, so its reading is let go.
+        send(&mut acks, &mut builder, &frames, 5..6).await;
+        let d = frames_rx.recv().await.unwrap();
+        d.handled.unwrap().tell(Outcome::Refused(d.signals));
+        settle().await;
         connection.next(|| ());
-        assert!(acks.resend_refused(&stream, &frames).await);
-        assert!(frames_rx.try_recv().is_err());
-        assert_eq!(acked(&requests), Vec::<u16>::new());
+        tokio::time::sleep(RESEND * 3).await;
+        assert!(frames_rx.try_recv().is_err(), "d offered again");
+        // Nothing waits now: the next frame goes to the processor.
+        send(&mut acks, &mut builder, &frames, 6..7).await;
+        frames_rx.recv().await.unwrap().handled.unwrap().done();
+        settle().await;
+        assert_eq!(acked(&requests), [6]);
     }
 
     #[tokio::test]
     async fn a_frame_dropped_unhandled_stops_the_acknowledgements() {
-        let (requests_tx, requests) = flume::unbounded();
-        let mut acks = Acks::start(
-            AsyncClient::from_senders(requests_tx),
-            Arc::new(Connection::default()),
-        );
-        let (frames, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let (mut acks, requests, frames, mut frames_rx) = start(&Arc::new(Connection::default()));
         let mut builder = FrameBuilder::new("floor", [("p".into(), "kPa".into())]);
         for pkid in 1..=2 {
             builder.push(0, pkid as i64, 1.0, strata_proto::Quality::Good);

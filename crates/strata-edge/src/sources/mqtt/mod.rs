@@ -52,11 +52,14 @@ pub struct MqttSourceConfig {
     /// in a `[pipeline]` window, which a restart empties), so one received
     /// but not yet kept when the agent stopped is delivered again. A
     /// reading the outbox refuses for now (full with `refuse_new`, or a
-    /// disk error) is counted in `outbox_errors` and offered again every
-    /// second, its message unacknowledged until the outbox takes it (so
-    /// the broker holds back what follows once its limit of messages in
-    /// flight is reached); a `[pipeline]`'s output the outbox refuses is
-    /// let go, as its readings are in the windows already. A frame goes early
+    /// database error) is counted once in `outbox_errors` and offered
+    /// again every second, oldest first, its message unacknowledged until
+    /// the outbox takes it; readings that come meanwhile queue behind it,
+    /// and messages are acknowledged in the order they came. Once its
+    /// limit of messages in flight is reached, the broker queues the rest
+    /// (up to its own queue limit). With a `[pipeline]`, outputs the
+    /// outbox refuses are let go (their readings are in the windows
+    /// already) and their messages acknowledged. A frame goes early
     /// when 10 messages wait: a broker that lets fewer than 10 be in flight
     /// to a client holds the source to that many per `batch_ms`. The
     /// source unsubscribes from the filters of topics since removed from
@@ -123,9 +126,6 @@ const MAX_SIGNALS: usize = 4096;
 
 /// How long a connection must last before a reconnect waits briefly again.
 const STABLE: Duration = Duration::from_secs(30);
-
-/// How often readings the outbox refused for now are offered again.
-const RESEND: Duration = Duration::from_secs(1);
 
 /// The largest packet the source takes off the broker (a payload over
 /// `max_payload_bytes` is counted and dropped; one over this fails the
@@ -301,27 +301,19 @@ pub async fn run(
                 connection.next(|| event_loop.clean());
             }
         });
-    let mut acks = connection.map(|c| acks::Acks::start(client.clone(), c));
+    let lost = connection.clone();
+    let stream: Arc<str> = config.stream.as_str().into();
+    let mut acks = connection.map(|c| acks::Acks::start(client.clone(), c, stream, frames.clone()));
     let configured: Vec<String> = config.topics.iter().map(|t| t.filter.clone()).collect();
     let mut subscriptions = persistent.then(|| {
         subscriptions::Subscriptions::open(data_dir, &config.stream, &client_id, &configured)
     });
     let mut unsubscribing = 0;
     let mut connected_at = None;
-    let mut resend = tokio::time::interval_at(tokio::time::Instant::now() + RESEND, RESEND);
-    resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stream: Arc<str> = config.stream.as_str().into();
     loop {
         tokio::select! {
             _ = flush.tick() => {
                 if !send(&mut builder, &frames, acks.as_mut()).await {
-                    return;
-                }
-            }
-            _ = resend.tick(), if acks.is_some() => {
-                if let Some(acks) = acks.as_mut()
-                    && !acks.resend_refused(&stream, &frames).await
-                {
                     return;
                 }
             }
@@ -406,6 +398,12 @@ pub async fn run(
                 Err(e) => {
                     stats.set_connected(false);
                     stats.error();
+                    // Its messages not acknowledged are sent again on the
+                    // next connection: their readings waiting to be
+                    // offered again are let go from now on.
+                    if let Some(connection) = &lost {
+                        connection.next(|| ());
+                    }
                     // The wait starts short again only after a connection
                     // that lasted: one taken over at once (another client
                     // with this id) waits longer each time.
