@@ -71,11 +71,14 @@ pub fn split(
 /// (no quality) joined to one with flags gets good flags filled in.
 pub fn join(parts: Vec<Vec<SignalSeries>>) -> Vec<SignalSeries> {
     let mut joined: Vec<SignalSeries> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
     for s in parts.into_iter().flatten() {
-        let Some(into) = joined.iter_mut().find(|j| j.name == s.name) else {
+        let Some(&i) = index.get(&s.name) else {
+            index.insert(s.name.clone(), joined.len());
             joined.push(s);
             continue;
         };
+        let into = &mut joined[i];
         if into.quality.is_empty() != s.quality.is_empty() {
             into.quality.resize(into.values.len(), 0);
         }

@@ -332,7 +332,7 @@ mod tests {
         let task = spawn_history(&config, history, metrics.clone(), stopped).expect("a task");
         // The first pass runs at once: t1, and the presence changes before
         // the last one ahead of the cut (3 days ago, online).
-        for _ in 0..500 {
+        for _ in 0..3_000 {
             if metrics.history_deleted.load(Relaxed) >= 3 {
                 break;
             }
