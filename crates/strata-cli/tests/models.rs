@@ -486,6 +486,24 @@ fn cancelled_jobs_stop_register_nothing_and_let_the_next_one_run() {
     eventually(Duration::from_secs(60), "the slow trainer runs", || {
         log(slow).iter().any(|l| l.contains("waiting 601"))
     });
+    // It runs at the job worker's lower priority (nice 10), leaving the
+    // CPU to ingest and the API first.
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", "external_trainer.py --sleep 601"])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(pgrep.stdout).unwrap();
+    let pid = pid.lines().next().expect("the trainer's process");
+    let ps = std::process::Command::new("ps")
+        .args(["-o", "ni=", "-p", pid])
+        .output()
+        .unwrap();
+    let nice: i32 = String::from_utf8(ps.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(nice >= 10, "the trainer runs at nice {nice}");
 
     // The queued job, through the API without a reason: it never starts.
     let (status, job) = hub.api("POST", &format!("/api/v1/jobs/{queued}/cancel"), None);

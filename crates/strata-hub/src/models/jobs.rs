@@ -208,7 +208,10 @@ impl JobRunner {
         };
         std::thread::Builder::new()
             .name("strata-jobs".into())
-            .spawn(move || worker(deps, wake, stop, running))
+            .spawn(move || {
+                run_at_lower_priority();
+                worker(deps, wake, stop, running)
+            })
             .map_err(|e| Error::Unavailable(format!("cannot start the job worker: {e}")))?;
         Ok(runner)
     }
@@ -305,6 +308,23 @@ impl JobRunner {
                 Err(e) => tracing::warn!(job = claim.id, "cannot queue the running job again: {e}"),
             }
         }
+    }
+}
+
+/// The nice value the job worker runs at, when the hub runs at a lower
+/// one: training and backtests take the CPU that ingest, the broker and
+/// the API leave, and so do the external trainers it starts (they inherit
+/// it).
+const JOB_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority to [`JOB_NICENESS`] (on Linux
+/// the nice value belongs to each thread, and what it starts inherits it).
+fn run_at_lower_priority() {
+    let now = rustix::process::getpriority_process(None).unwrap_or(0);
+    if now < JOB_NICENESS
+        && let Err(e) = rustix::process::setpriority_process(None, JOB_NICENESS)
+    {
+        tracing::warn!("cannot lower the job worker's priority: {e}");
     }
 }
 
@@ -458,6 +478,21 @@ mod tests {
     use super::*;
     use strata_store::Durability;
     use strata_store::sqlite::SqliteStore;
+
+    #[test]
+    fn the_job_worker_runs_at_a_lower_priority_than_the_rest_of_the_hub() {
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let worker = std::thread::spawn(|| {
+            run_at_lower_priority();
+            rustix::process::getpriority_process(None).unwrap()
+        });
+        assert_eq!(worker.join().unwrap(), JOB_NICENESS.max(before));
+        assert_eq!(
+            rustix::process::getpriority_process(None).unwrap(),
+            before,
+            "only the worker's thread"
+        );
+    }
 
     #[test]
     fn a_run_whose_job_was_taken_back_records_nothing_and_stops_before_registering() {
