@@ -17,7 +17,8 @@ pub struct Frame {
     /// source that acknowledges its peer only then.
     pub handled: Option<Handled>,
     /// Readings the outbox refused once, sent again: the closed-loop
-    /// rules have seen them already.
+    /// rules have seen them already (readings that only queued behind
+    /// them are not marked).
     pub resent: bool,
 }
 

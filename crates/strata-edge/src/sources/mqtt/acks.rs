@@ -160,8 +160,13 @@ enum State {
     Sent(oneshot::Receiver<Outcome>),
     /// Kept: its messages may be acknowledged.
     Kept,
-    /// Refused for now: to be offered again.
-    Refused(Vec<SignalSeries>),
+    /// Refused for now, or queued behind readings that were: to be
+    /// offered (again). `seen`: the processing thread had them (and
+    /// offered them to the closed-loop rules) before.
+    Refused {
+        signals: Vec<SignalSeries>,
+        seen: bool,
+    },
 }
 
 /// One frame's messages and where they stand.
@@ -206,7 +211,7 @@ impl Line {
             let refused = self
                 .slots
                 .iter()
-                .any(|s| matches!(s.state, State::Refused(_)));
+                .any(|s| matches!(s.state, State::Refused { .. }));
             self.waiting.store(refused, Ordering::Relaxed);
             let Some(front) = self.slots.front_mut() else {
                 match queue.recv().await {
@@ -223,7 +228,7 @@ impl Line {
                             offer_now = refused;
                         }
                         Ok(Outcome::Refused(signals)) => {
-                            front.state = State::Refused(signals);
+                            front.state = State::Refused { signals, seen: true };
                             offer_now = false;
                             resend.reset();
                         }
@@ -234,13 +239,13 @@ impl Line {
                         None => return,
                     },
                 },
-                State::Refused(_) if offer_now => {
+                State::Refused { .. } if offer_now => {
                     offer_now = false;
                     if !self.offer_front().await {
                         return;
                     }
                 }
-                State::Refused(_) => tokio::select! {
+                State::Refused { .. } => tokio::select! {
                     _ = resend.tick() => if !self.offer_front().await {
                         return;
                     },
@@ -258,7 +263,13 @@ impl Line {
         let (held, state) = match due {
             Due::Sent(Some(receipt), held) => (held, State::Sent(receipt)),
             Due::Sent(None, held) => (held, State::Kept),
-            Due::Waiting(signals, held) => (held, State::Refused(signals)),
+            Due::Waiting(signals, held) => (
+                held,
+                State::Refused {
+                    signals,
+                    seen: false,
+                },
+            ),
         };
         self.slots.push_back(Slot { held, state });
     }
@@ -274,7 +285,8 @@ impl Line {
             self.slots.pop_front();
             return true;
         }
-        let State::Refused(signals) = std::mem::replace(&mut front.state, State::Kept) else {
+        let State::Refused { signals, seen } = std::mem::replace(&mut front.state, State::Kept)
+        else {
             unreachable!("only refused readings are offered again");
         };
         let (handled, receipt) = Handled::new();
@@ -283,7 +295,7 @@ impl Line {
             stream: self.stream.clone(),
             signals,
             handled: Some(handled),
-            resent: true,
+            resent: seen,
         };
         self.frames.send(frame).await.is_ok()
     }
@@ -447,7 +459,7 @@ mod tests {
         assert_eq!(again.signals, refused);
         again.handled.unwrap().done();
         let c = frames_rx.recv().await.unwrap();
-        assert!(c.resent);
+        assert!(!c.resent, "c's readings reach the rules for the first time");
         assert_eq!(c.signals[0].values, [4.0]);
         settle().await;
         assert_eq!(acked(&requests), [1, 2, 3]);

@@ -59,9 +59,9 @@ pub struct MqttSourceConfig {
     /// limit of messages in flight is reached, the broker queues the rest
     /// (up to its own queue limit); closed-loop rules on this source's
     /// signals then go stale and disarm until the outbox has room (with
-    /// `drop_oldest`, the default, they stay live). With a `[pipeline]`, outputs the
-    /// outbox refuses are let go (their readings are in the windows
-    /// already) and their messages acknowledged. A frame goes early
+    /// `drop_oldest`, the default, they stay live). With a `[pipeline]`,
+    /// outputs the outbox refuses are let go (their readings are in the
+    /// windows already) and their messages acknowledged. A frame goes early
     /// when 10 messages wait: a broker that lets fewer than 10 be in flight
     /// to a client holds the source to that many per `batch_ms`. The
     /// source unsubscribes from the filters of topics since removed from
