@@ -182,28 +182,13 @@ pub fn spawn_history(
         let deleted = store.forget_history(before).and_then(|(deliveries, runs)| {
             Ok((deliveries, runs, store.forget_cleared_alerts(before)?))
         });
-        let (deliveries, runs, alerts) = match deleted {
-            Ok(counts) => counts,
-            Err(e) => {
-                m.retention_failures.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    "deleting old webhook deliveries, workflow runs and alerts failed, trying again at the next check: {e}"
-                );
-                (0, 0, 0)
-            }
-        };
-        let tokens = access.forget_tokens(before).unwrap_or_else(|e| {
-            m.retention_failures.fetch_add(1, Relaxed);
-            tracing::warn!("deleting old API tokens failed, trying again at the next check: {e}");
-            0
-        });
-        let presence = registry.forget_presence(before).unwrap_or_else(|e| {
-            m.retention_failures.fetch_add(1, Relaxed);
-            tracing::warn!(
-                "deleting old presence changes failed, trying again at the next check: {e}"
-            );
-            0
-        });
+        let (deliveries, runs, alerts) = or_nothing(
+            &m,
+            "old webhook deliveries, workflow runs and alerts",
+            deleted,
+        );
+        let tokens = or_nothing(&m, "old API tokens", access.forget_tokens(before));
+        let presence = or_nothing(&m, "old presence changes", registry.forget_presence(before));
         let total = deliveries + runs + alerts + tokens + presence;
         m.history_deleted.fetch_add(total, Relaxed);
         if total > 0 {
@@ -218,6 +203,20 @@ pub fn spawn_history(
         }
     };
     Some(periodic(every, metrics, stop, "history retention", pass))
+}
+
+/// What a history deletion deleted, or nothing: its failure counted and
+/// said, for the next check to try again.
+fn or_nothing<T: Default, E: std::fmt::Display>(
+    metrics: &Metrics,
+    what: &str,
+    deleted: Result<T, E>,
+) -> T {
+    deleted.unwrap_or_else(|e| {
+        metrics.retention_failures.fetch_add(1, Relaxed);
+        tracing::warn!("deleting {what} failed, trying again at the next check: {e}");
+        T::default()
+    })
 }
 
 /// Runs `pass` off the runtime now and every `period` after, until `stop`
