@@ -106,6 +106,22 @@ fn lease_session(url: &str) -> Result<Session> {
     Ok(session)
 }
 
+/// A replica that stops hands its duty over at once: the lock is let go
+/// before the session closes (the server would let it go only once it has
+/// seen the session end, a moment after).
+impl Drop for PostgresLease {
+    fn drop(&mut self) {
+        let key = self.key;
+        let slot = self.session.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some((session, true)) = slot {
+            super::off_runtime(|| {
+                // On failure the session's end lets it go.
+                let _ = session.execute("SELECT pg_advisory_unlock($1)", &[&key]);
+            });
+        }
+    }
+}
+
 impl std::fmt::Debug for PostgresLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresLease")
