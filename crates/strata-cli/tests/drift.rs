@@ -462,6 +462,10 @@ fn a_faulty_sensor_on_one_firmware_is_found_and_attributed_to_it() {
         ) > 0.0,
         "{edge}"
     );
+    assert!(
+        edge_metric(&edge, "strata_edge_disk_free_bytes{device=\"press-7\"}") > 0.0,
+        "{edge}"
+    );
     // (KPIs are recomputed every 15 s: wait for one made after the labels.)
     eventually(
         Duration::from_secs(40),

@@ -64,12 +64,15 @@ impl Agent {
     pub fn start(config: EdgeConfig) -> Result<Agent, AgentError> {
         let credential = config.credential()?;
         let device = strata_proto::DeviceId::new(config.device.as_str()).expect("checked at parse");
-        let outbox = Arc::new(Outbox::open(
-            &config.data_dir,
-            config.outbox.max_bytes,
-            config.outbox.drop_policy,
-            config.outbox.durability,
-        )?);
+        let outbox = Arc::new(
+            Outbox::open(
+                &config.data_dir,
+                config.outbox.max_bytes,
+                config.outbox.drop_policy,
+                config.outbox.durability,
+            )?
+            .keep_free(config.outbox.keep_free_bytes),
+        );
         let appended = Arc::new(Notify::new());
         let (frames, mut frames_rx) = tokio::sync::mpsc::channel::<Frame>(FRAME_QUEUE);
 

@@ -194,6 +194,11 @@ pub struct OutboxConfig {
     /// `fsync` (a stored batch survives a power loss) or `process` (it
     /// survives a crash of the agent only; no sync per batch).
     pub durability: Durability,
+    /// Bytes to leave free on the data directory's disk: below this the
+    /// outbox stops growing and applies `drop_policy` as when it is full,
+    /// so a disk filled by something else does not fail every write. 0
+    /// watches nothing.
+    pub keep_free_bytes: u64,
 }
 
 impl Default for OutboxConfig {
@@ -202,6 +207,7 @@ impl Default for OutboxConfig {
             max_bytes: 256 << 20,
             drop_policy: DropPolicy::DropOldest,
             durability: Durability::Fsync,
+            keep_free_bytes: 64 << 20,
         }
     }
 }

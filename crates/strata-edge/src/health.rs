@@ -191,6 +191,9 @@ impl HealthState {
             add("health.outbox.batches".into(), "", o.depth as f64);
             add("health.outbox.bytes".into(), "By", o.bytes as f64);
             add("health.outbox.dropped_total".into(), "", o.dropped as f64);
+            if let Some(free) = o.disk_free {
+                add("health.disk.free_bytes".into(), "By", free as f64);
+            }
         }
         add(
             "health.outbox.errors_total".into(),
@@ -345,11 +348,13 @@ mod tests {
             depth: 3,
             bytes: 300,
             dropped: 1,
+            disk_free: Some(1 << 30),
         };
         let hb = state.heartbeat(5, Some(outbox));
         let get = |n: &str| hb.iter().find(|s| s.name == n).map(|s| s.values[0]);
         assert_eq!(get("health.outbox.batches"), Some(3.0));
         assert_eq!(get("health.outbox.dropped_total"), Some(1.0));
+        assert_eq!(get("health.disk.free_bytes"), Some((1u64 << 30) as f64));
         assert_eq!(get("health.source.plc.readings_total"), Some(42.0));
         assert_eq!(get("health.source.plc.connected"), Some(1.0));
         assert!((get("health.model.rul.latency_p50_us").unwrap() - 2.0).abs() < 0.2);

@@ -58,6 +58,14 @@ pub fn render(
             "Batches the outbox's size bound dropped.",
             &one(o.dropped as f64),
         );
+        if let Some(free) = o.disk_free {
+            metric(
+                "strata_edge_disk_free_bytes",
+                "gauge",
+                "Bytes free on the data directory's disk.",
+                &one(free as f64),
+            );
+        }
     }
     let counters = [
         (

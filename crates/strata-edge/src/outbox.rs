@@ -93,6 +93,19 @@ pub enum OutboxError {
         /// The limit.
         limit: u64,
     },
+    /// The data directory's disk is nearly full: the outbox does not grow
+    /// and, with nothing it may drop, or a policy that refuses new
+    /// batches, refuses this one.
+    #[error(
+        "batch refused: the data directory's disk has {free} bytes free, less than the \
+         {keep_free} bytes the outbox leaves free"
+    )]
+    DiskLow {
+        /// Bytes free on the disk.
+        free: u64,
+        /// Bytes the outbox leaves free (`keep_free_bytes`).
+        keep_free: u64,
+    },
 }
 
 impl OutboxError {
@@ -100,7 +113,10 @@ impl OutboxError {
     /// its database failed (a full disk, say), rather than the batch being
     /// too large for it ever to fit.
     pub fn may_pass_later(&self) -> bool {
-        matches!(self, OutboxError::Full { .. } | OutboxError::Sqlite { .. })
+        matches!(
+            self,
+            OutboxError::Full { .. } | OutboxError::DiskLow { .. } | OutboxError::Sqlite { .. }
+        )
     }
 }
 
@@ -136,6 +152,8 @@ pub struct OutboxStats {
     pub bytes: u64,
     /// Batches dropped by the size bound since the outbox was opened.
     pub dropped: u64,
+    /// Bytes free on the data directory's disk, where it can be read.
+    pub disk_free: Option<u64>,
 }
 
 /// The outbox.
@@ -152,6 +170,10 @@ pub struct Outbox {
     /// rows by reading every page (most of a backlog of days, on an SD
     /// card, at every heartbeat and scrape).
     depth: std::sync::atomic::AtomicU64,
+    /// The data directory: the disk whose free space is watched.
+    dir: std::path::PathBuf,
+    /// Bytes left free on that disk: below this the outbox stops growing.
+    keep_free: u64,
     /// `agent.lock` in the data directory, held while the outbox is open.
     _lock: std::fs::File,
 }
@@ -183,6 +205,12 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, OutboxError> {
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(lock(e)),
     }
+}
+
+/// Bytes free for this process on the disk that holds `dir`.
+fn disk_free(dir: &Path) -> Option<u64> {
+    let fs = rustix::fs::statvfs(dir).ok()?;
+    Some(fs.f_bavail.saturating_mul(fs.f_frsize))
 }
 
 impl Outbox {
@@ -258,8 +286,30 @@ impl Outbox {
             dropped: Default::default(),
             bytes: (bytes as u64).into(),
             depth: (depth as u64).into(),
+            dir: dir.to_path_buf(),
+            keep_free: 0,
             _lock: lock,
         })
+    }
+
+    /// Leaves `bytes` free on the data directory's disk: while the disk has
+    /// less, the outbox holds at most what it holds already and applies its
+    /// drop policy to each new batch, as when it is full, instead of
+    /// failing once the disk is. A drop frees pages the new batch reuses,
+    /// so the file stops growing. 0 (the default) watches nothing.
+    pub fn keep_free(mut self, bytes: u64) -> Self {
+        self.keep_free = bytes;
+        self
+    }
+
+    /// The disk's free bytes, when they are below the space to leave free.
+    /// Where the free space cannot be read, the writes say whether it fits.
+    fn disk_low(&self) -> Option<u64> {
+        if self.keep_free == 0 {
+            return None;
+        }
+        let free = disk_free(&self.dir)?;
+        (free < self.keep_free).then_some(free)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -296,14 +346,26 @@ impl Outbox {
         }
         let mut bytes = self.bytes.load(Relaxed);
         let mut gone = 0u64;
-        if bytes + payload.len() as u64 > self.max_bytes {
+        // On a nearly full disk the outbox does not grow: it is full at
+        // what it holds.
+        let low = self.disk_low();
+        let max_bytes = match low {
+            Some(_) => self.max_bytes.min(bytes),
+            None => self.max_bytes,
+        };
+        let full = |bytes| match low {
+            Some(free) => OutboxError::DiskLow {
+                free,
+                keep_free: self.keep_free,
+            },
+            None => OutboxError::Full {
+                bytes,
+                limit: self.max_bytes,
+            },
+        };
+        if bytes + payload.len() as u64 > max_bytes {
             match self.policy {
-                DropPolicy::RefuseNew => {
-                    return Err(OutboxError::Full {
-                        bytes,
-                        limit: self.max_bytes,
-                    });
-                }
+                DropPolicy::RefuseNew => return Err(full(bytes)),
                 DropPolicy::DropOldest => {
                     // Records of what the gateway did to machines are
                     // never dropped to make room: only readings are.
@@ -315,7 +377,7 @@ impl Outbox {
                     let mut rows = stmt.query(params![KEPT_STREAM]).ctx("find oldest")?;
                     let mut cut = None;
                     let mut n = 0;
-                    while bytes + payload.len() as u64 > self.max_bytes {
+                    while bytes + payload.len() as u64 > max_bytes {
                         let Some(row) = rows.next().ctx("find oldest")? else {
                             break;
                         };
@@ -327,12 +389,9 @@ impl Outbox {
                     }
                     drop(rows);
                     drop(stmt);
-                    if bytes + payload.len() as u64 > self.max_bytes {
+                    if bytes + payload.len() as u64 > max_bytes {
                         // Nothing else left to drop: what is kept fills it.
-                        return Err(OutboxError::Full {
-                            bytes,
-                            limit: self.max_bytes,
-                        });
+                        return Err(full(bytes));
                     }
                     if let Some(id) = cut {
                         let deleted = tx
@@ -344,7 +403,17 @@ impl Outbox {
                         gone = deleted as u64;
                         self.dropped
                             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(dropped = n, "outbox full: dropped the oldest batches");
+                        match low {
+                            Some(free) => tracing::warn!(
+                                dropped = n,
+                                free,
+                                "disk nearly full: the outbox dropped its oldest batches"
+                            ),
+                            None => tracing::warn!(
+                                dropped = n,
+                                "outbox full: dropped the oldest batches"
+                            ),
+                        }
                     }
                 }
             }
@@ -448,6 +517,7 @@ impl Outbox {
             depth: self.depth.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            disk_free: disk_free(&self.dir),
         })
     }
 }
@@ -579,6 +649,83 @@ mod tests {
         // A refused batch does not consume a sequence number.
         o.remove(&[1]).unwrap();
         assert_eq!(o.append("s", |s| vec![s as u8; 100]).unwrap(), 3);
+    }
+
+    #[test]
+    fn on_a_nearly_full_disk_the_outbox_stops_growing_and_applies_its_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        let open = |policy, keep_free| {
+            Outbox::open(&path, 1 << 20, policy, Durability::Fsync)
+                .unwrap()
+                .keep_free(keep_free)
+        };
+        // No disk has this much free: the disk is nearly full.
+        let low = u64::MAX;
+        let pages = || -> i64 {
+            let c = Connection::open(path.join(OUTBOX_FILE)).unwrap();
+            c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        };
+
+        // Leaving a byte free: the real disk has room, nothing changes.
+        let o = open(DropPolicy::DropOldest, 1);
+        for _ in 0..50 {
+            o.append("s", |_| vec![7; 1000]).unwrap();
+        }
+        assert_eq!(o.stats().unwrap().dropped, 0);
+        drop(o);
+
+        let o = open(DropPolicy::DropOldest, low);
+        let before = pages();
+        for _ in 0..500 {
+            o.append("s", |s| vec![s as u8; 1000]).unwrap();
+        }
+        let s = o.stats().unwrap();
+        assert_eq!((s.depth, s.bytes, s.dropped), (50, 50_000, 500));
+        assert_eq!(
+            o.peek(0, 100)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            (501..=550).collect::<Vec<_>>(),
+            "the freshest batches are kept"
+        );
+        assert!(
+            pages() <= before + 2,
+            "the file grew from {before} to {} pages",
+            pages()
+        );
+        // A larger batch drops as many as it needs.
+        o.append("s", |_| vec![0; 2500]).unwrap();
+        let s = o.stats().unwrap();
+        assert_eq!((s.depth, s.bytes), (48, 49_500));
+        drop(o);
+
+        // What may not be dropped is not, and the batch is refused for now.
+        let kept = Outbox::open(
+            &dir.path().join("kept"),
+            1 << 20,
+            DropPolicy::DropOldest,
+            Durability::Process,
+        )
+        .unwrap()
+        .keep_free(low);
+        let e = kept.append("s", |_| vec![0; 10]).unwrap_err();
+        assert!(matches!(e, OutboxError::DiskLow { keep_free, .. } if keep_free == low));
+        assert!(e.may_pass_later());
+        assert!(e.to_string().contains("disk has"), "{e}");
+
+        // Refusing new batches, the outbox refuses them while the disk is
+        // low, without using up a sequence number, and takes them again
+        // once it has room.
+        let o = open(DropPolicy::RefuseNew, low);
+        let e = o.append("s", |_| vec![0; 10]).unwrap_err();
+        assert!(matches!(e, OutboxError::DiskLow { .. }), "{e}");
+        assert_eq!(o.stats().unwrap().depth, 48);
+        drop(o);
+        let o = open(DropPolicy::RefuseNew, 1);
+        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), 552);
     }
 
     #[test]

@@ -1922,8 +1922,12 @@ fn hash_into(reader: &mut impl std::io::Read, check: &mut ArtifactCheck) -> Resu
 }
 
 /// Space a download must leave free on the data directory's file system:
-/// an update must never fill the disk the outbox keeps telemetry on.
-const RESERVE_BYTES: u64 = 64 << 20;
+/// an update must never fill the disk the outbox keeps telemetry on. It is
+/// below the outbox's own `keep_free_bytes` (64 MiB by default), where the
+/// outbox stops growing: a backlog of telemetry never blocks an update (a
+/// config release to mend it, say), and a large download makes the outbox
+/// apply its drop policy rather than run out of disk.
+const RESERVE_BYTES: u64 = 16 << 20;
 
 /// Whether the file system `part` is on has room for `needed` more bytes
 /// and the reserve. Where the free space cannot be read, the download's
@@ -1942,8 +1946,8 @@ fn room(needed: u64, free: u64) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "not enough disk space: the download needs {needed} bytes and {} MiB are kept free for \
-         the outbox, but the data directory's disk has {free} bytes free",
+        "not enough disk space: the download needs {needed} bytes and {} MiB are kept free, but \
+         the data directory's disk has {free} bytes free",
         RESERVE_BYTES >> 20
     ))
 }
