@@ -174,6 +174,8 @@ pub struct Outbox {
     dir: std::path::PathBuf,
     /// Bytes left free on that disk: below this the outbox stops growing.
     keep_free: u64,
+    /// The database's page size.
+    page_size: u64,
     /// `agent.lock` in the data directory, held while the outbox is open.
     _lock: std::fs::File,
 }
@@ -278,6 +280,9 @@ impl Outbox {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .ctx("size")?;
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .ctx("read the page size")?;
         Ok(Outbox {
             conn: Mutex::new(conn),
             first_seq: first_seq as u64,
@@ -288,15 +293,16 @@ impl Outbox {
             depth: (depth as u64).into(),
             dir: dir.to_path_buf(),
             keep_free: 0,
+            page_size: page_size as u64,
             _lock: lock,
         })
     }
 
     /// Leaves `bytes` free on the data directory's disk: while the disk has
-    /// less, the outbox holds at most what it holds already and applies its
-    /// drop policy to each new batch, as when it is full, instead of
-    /// failing once the disk is. A drop frees pages the new batch reuses,
-    /// so the file stops growing. 0 (the default) watches nothing.
+    /// less, the outbox's file does not grow. New batches go into the pages
+    /// that sent and dropped batches freed; beyond them the outbox applies
+    /// its drop policy, as when it is full, instead of failing once the
+    /// disk is. 0 (the default) watches nothing.
     pub fn keep_free(mut self, bytes: u64) -> Self {
         self.keep_free = bytes;
         self
@@ -310,6 +316,54 @@ impl Outbox {
         }
         let free = disk_free(&self.dir)?;
         (free < self.keep_free).then_some(free)
+    }
+
+    /// On a nearly full disk (`free` bytes), makes room for a batch of
+    /// `len` bytes in the database's free pages, so that the file does not
+    /// grow: as the policy says, by dropping the oldest readings a row at a
+    /// time until enough pages are free, or by refusing the batch. Returns
+    /// the bytes and batches dropped (in `tx`: none if it rolls back).
+    fn make_room_on_disk(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        len: usize,
+        free: u64,
+    ) -> Result<(u64, u64), OutboxError> {
+        // A leaf page and its overflow pages, and one more for a split of
+        // the table's tree.
+        let needed = len as u64 / (self.page_size - 64) + 2;
+        let low = || OutboxError::DiskLow {
+            free,
+            keep_free: self.keep_free,
+        };
+        let (mut freed, mut n) = (0, 0);
+        loop {
+            let pages: i64 = tx
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+                .ctx("count free pages")?;
+            if pages as u64 >= needed {
+                break;
+            }
+            if self.policy == DropPolicy::RefuseNew {
+                return Err(low());
+            }
+            // The oldest reading: records of actions are never dropped.
+            let Some(len) = tx
+                .prepare_cached(
+                    "DELETE FROM outbox WHERE id = \
+                     (SELECT min(id) FROM outbox WHERE stream != ?1) RETURNING length(payload)",
+                )
+                .ctx("drop oldest")?
+                .query_row(params![KEPT_STREAM], |r| r.get::<_, i64>(0))
+                .optional()
+                .ctx("drop oldest")?
+            else {
+                return Err(low());
+            };
+            freed += len as u64;
+            n += 1;
+        }
+        Ok((freed, n))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -345,27 +399,18 @@ impl Outbox {
             });
         }
         let mut bytes = self.bytes.load(Relaxed);
+        // Batches deleted, and of them those dropped for a full outbox and
+        // for a full disk: counted once the transaction commits.
         let mut gone = 0u64;
-        // On a nearly full disk the outbox does not grow: it is full at
-        // what it holds.
-        let low = self.disk_low();
-        let max_bytes = match low {
-            Some(_) => self.max_bytes.min(bytes),
-            None => self.max_bytes,
-        };
-        let full = |bytes| match low {
-            Some(free) => OutboxError::DiskLow {
-                free,
-                keep_free: self.keep_free,
-            },
-            None => OutboxError::Full {
-                bytes,
-                limit: self.max_bytes,
-            },
-        };
-        if bytes + payload.len() as u64 > max_bytes {
+        let (mut dropped_full, mut dropped_disk) = (0, 0);
+        if bytes + payload.len() as u64 > self.max_bytes {
             match self.policy {
-                DropPolicy::RefuseNew => return Err(full(bytes)),
+                DropPolicy::RefuseNew => {
+                    return Err(OutboxError::Full {
+                        bytes,
+                        limit: self.max_bytes,
+                    });
+                }
                 DropPolicy::DropOldest => {
                     // Records of what the gateway did to machines are
                     // never dropped to make room: only readings are.
@@ -377,7 +422,7 @@ impl Outbox {
                     let mut rows = stmt.query(params![KEPT_STREAM]).ctx("find oldest")?;
                     let mut cut = None;
                     let mut n = 0;
-                    while bytes + payload.len() as u64 > max_bytes {
+                    while bytes + payload.len() as u64 > self.max_bytes {
                         let Some(row) = rows.next().ctx("find oldest")? else {
                             break;
                         };
@@ -389,9 +434,12 @@ impl Outbox {
                     }
                     drop(rows);
                     drop(stmt);
-                    if bytes + payload.len() as u64 > max_bytes {
+                    if bytes + payload.len() as u64 > self.max_bytes {
                         // Nothing else left to drop: what is kept fills it.
-                        return Err(full(bytes));
+                        return Err(OutboxError::Full {
+                            bytes,
+                            limit: self.max_bytes,
+                        });
                     }
                     if let Some(id) = cut {
                         let deleted = tx
@@ -401,22 +449,17 @@ impl Outbox {
                             )
                             .ctx("drop oldest")?;
                         gone = deleted as u64;
-                        self.dropped
-                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                        match low {
-                            Some(free) => tracing::warn!(
-                                dropped = n,
-                                free,
-                                "disk nearly full: the outbox dropped its oldest batches"
-                            ),
-                            None => tracing::warn!(
-                                dropped = n,
-                                "outbox full: dropped the oldest batches"
-                            ),
-                        }
+                        dropped_full = n;
                     }
                 }
             }
+        }
+        let low = self.disk_low();
+        if let Some(free) = low {
+            let (freed, n) = self.make_room_on_disk(&tx, payload.len(), free)?;
+            bytes -= freed;
+            gone += n;
+            dropped_disk = n;
         }
         tx.prepare_cached("INSERT INTO outbox (stream, seq, payload) VALUES (?1, ?2, ?3)")
             .ctx("append")?
@@ -430,6 +473,20 @@ impl Outbox {
         .execute(params![stream, (seq + 1) as i64])
         .ctx("advance sequence")?;
         tx.commit().ctx("commit")?;
+        if dropped_full > 0 {
+            tracing::warn!(
+                dropped = dropped_full,
+                "outbox full: dropped the oldest batches"
+            );
+        }
+        if let (Some(free), 1..) = (low, dropped_disk) {
+            tracing::warn!(
+                dropped = dropped_disk,
+                free,
+                "disk nearly full: the outbox dropped its oldest batches"
+            );
+        }
+        self.dropped.fetch_add(dropped_full + dropped_disk, Relaxed);
         self.bytes.store(bytes + payload.len() as u64, Relaxed);
         // Under the connection's lock, as every change of the two is.
         self.depth
@@ -666,6 +723,8 @@ mod tests {
             let c = Connection::open(path.join(OUTBOX_FILE)).unwrap();
             c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
         };
+        let seqs =
+            |o: &Outbox| -> Vec<u64> { o.peek(0, 1000).unwrap().iter().map(|e| e.seq).collect() };
 
         // Leaving a byte free: the real disk has room, nothing changes.
         let o = open(DropPolicy::DropOldest, 1);
@@ -675,57 +734,77 @@ mod tests {
         assert_eq!(o.stats().unwrap().dropped, 0);
         drop(o);
 
+        // Dropping the oldest: the file does not grow, the freshest
+        // batches are kept, and what was dropped is counted.
         let o = open(DropPolicy::DropOldest, low);
         let before = pages();
         for _ in 0..500 {
             o.append("s", |s| vec![s as u8; 1000]).unwrap();
         }
-        let s = o.stats().unwrap();
-        assert_eq!((s.depth, s.bytes, s.dropped), (50, 50_000, 500));
-        assert_eq!(
-            o.peek(0, 100)
-                .unwrap()
-                .iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            (501..=550).collect::<Vec<_>>(),
-            "the freshest batches are kept"
-        );
-        assert!(
-            pages() <= before + 2,
-            "the file grew from {before} to {} pages",
-            pages()
-        );
-        // A larger batch drops as many as it needs.
         o.append("s", |_| vec![0; 2500]).unwrap();
+        assert_eq!(pages(), before, "the file grew");
         let s = o.stats().unwrap();
-        assert_eq!((s.depth, s.bytes), (48, 49_500));
+        assert!(s.dropped >= 450, "{s:?}");
+        assert_eq!(s.depth, 551 - s.dropped);
+        assert_eq!(s.bytes, (s.depth - 1) * 1000 + 2500);
+        assert_eq!(seqs(&o), (s.dropped + 1..=551).collect::<Vec<_>>());
+
+        // Pages that sent batches free take new ones without a drop.
+        let ids: Vec<i64> = o.peek(0, 1000).unwrap().iter().map(|e| e.id).collect();
+        o.remove(&ids[..20]).unwrap();
+        for _ in 0..10 {
+            o.append("s", |_| vec![1; 1000]).unwrap();
+        }
+        assert_eq!(o.stats().unwrap().dropped, s.dropped);
+        assert_eq!(pages(), before, "the file grew");
         drop(o);
 
-        // What may not be dropped is not, and the batch is refused for now.
-        let kept = Outbox::open(
-            &dir.path().join("kept"),
-            1 << 20,
-            DropPolicy::DropOldest,
-            Durability::Process,
-        )
-        .unwrap()
-        .keep_free(low);
-        let e = kept.append("s", |_| vec![0; 10]).unwrap_err();
+        // Records of actions are not dropped (and the new file has no free
+        // pages): the batch is refused for now.
+        let kept_dir = dir.path().join("kept");
+        let kept = |keep_free| {
+            Outbox::open(
+                &kept_dir,
+                1 << 20,
+                DropPolicy::DropOldest,
+                Durability::Fsync,
+            )
+            .unwrap()
+            .keep_free(keep_free)
+        };
+        kept(1).append(KEPT_STREAM, |_| vec![3; 100]).unwrap();
+        let o = kept(low);
+        let e = o.append("s", |_| vec![0; 10]).unwrap_err();
         assert!(matches!(e, OutboxError::DiskLow { keep_free, .. } if keep_free == low));
         assert!(e.may_pass_later());
         assert!(e.to_string().contains("disk has"), "{e}");
+        let kept: Vec<_> = o
+            .peek(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.stream)
+            .collect();
+        assert_eq!(kept, [KEPT_STREAM]);
+        drop(o);
 
-        // Refusing new batches, the outbox refuses them while the disk is
-        // low, without using up a sequence number, and takes them again
-        // once it has room.
+        // Refusing new batches, the outbox fills its free pages, then
+        // refuses the rest while the disk is low, without using up their
+        // sequence numbers, and takes them again once the disk has room.
         let o = open(DropPolicy::RefuseNew, low);
-        let e = o.append("s", |_| vec![0; 10]).unwrap_err();
+        let last = *seqs(&o).last().unwrap();
+        let mut taken = 0;
+        let e = loop {
+            match o.append("s", |_| vec![2; 1000]) {
+                Ok(_) => taken += 1,
+                Err(e) => break e,
+            }
+        };
         assert!(matches!(e, OutboxError::DiskLow { .. }), "{e}");
-        assert_eq!(o.stats().unwrap().depth, 48);
+        assert!(taken < 20, "{taken} batches taken");
+        assert_eq!(pages(), before, "the file grew");
         drop(o);
         let o = open(DropPolicy::RefuseNew, 1);
-        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), 552);
+        assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), last + taken + 1);
     }
 
     #[test]

@@ -19,6 +19,11 @@ fn example_edge_config_parses() {
         panic!("the example's source is the simulator");
     };
     assert_eq!((sim.interval_ms, sim.readings_per_signal), (1000, 10));
+    assert_eq!(
+        config.outbox,
+        strata_edge::config::OutboxConfig::default(),
+        "the example's [outbox] spells out the defaults"
+    );
 }
 
 #[test]
