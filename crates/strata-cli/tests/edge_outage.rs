@@ -159,3 +159,91 @@ fn batches_too_large_for_one_message_are_split_and_all_stored() {
     assert_eq!(rejected, 0.0, "nothing refused");
     sigkill(agent);
 }
+
+/// On a disk with less free space than `keep_free_bytes`, the agent's
+/// outbox does not grow: while the hub is away it drops its oldest batches
+/// into the pages they free, and once the hub is back, what the hub
+/// acknowledges frees pages for the fresh batches, which keep arriving.
+#[test]
+fn on_a_nearly_full_disk_the_outbox_file_stops_growing_and_fresh_batches_still_arrive() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let mqtt = format!("127.0.0.1:{}", free_port());
+    let hub = HubProcess::start_on(hub_dir.path(), &mqtt, &[]);
+    let credential = hub.provision("edge-disk", json!({}));
+    std::fs::write(edge_dir.path().join("credential"), &credential).unwrap();
+    hub.kill();
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let config = edge_dir.path().join("edge.toml");
+    let write_config = |keep_free: u64| {
+        std::fs::write(
+            &config,
+            format!(
+                "device = \"edge-disk\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{mqtt}\"\ncredential_file = {:?}\n\
+                 [health]\nmetrics_listen = \"{metrics_at}\"\n[outbox]\nkeep_free_bytes = {keep_free}\n\
+                 [[sources]]\ntype = \"simulator\"\nstream = \"line\"\ninterval_ms = 20\nreadings_per_signal = {PER_SIGNAL}\n",
+                edge_dir.path().join("data"),
+                edge_dir.path().join("credential"),
+            ),
+        )
+        .unwrap();
+    };
+    let outbox = edge_dir.path().join("data").join("outbox.db");
+    let pages = || -> i64 {
+        let db = rusqlite::Connection::open(&outbox).unwrap();
+        db.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+    };
+    let dropped = || -> f64 {
+        let text = ureq::get(format!("http://{metrics_at}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with("strata_edge_outbox_dropped_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+
+    // With the disk's room, a backlog builds while the hub is away.
+    write_config(64 << 20);
+    let agent = start_agent(&config);
+    std::thread::sleep(Duration::from_millis(1500));
+    sigkill(agent);
+    let backlog = pages();
+
+    // No disk has i64::MAX bytes free: the disk is "nearly full" from here.
+    write_config(i64::MAX as u64);
+    let agent = start_agent(&config);
+    eventually(
+        Duration::from_secs(30),
+        "the oldest batches dropped",
+        || dropped() >= 20.0,
+    );
+    assert!(
+        pages() <= backlog,
+        "the file grew: {backlog} to {} pages",
+        pages()
+    );
+
+    let hub = HubProcess::start_on(hub_dir.path(), &mqtt, &[]);
+    let back_ns = now_ns();
+    eventually(Duration::from_secs(60), "fresh readings stored", || {
+        hub.readings("edge-disk", "temperature")
+            .iter()
+            .filter(|(ts, _)| *ts > back_ns)
+            .count()
+            >= 50 * PER_SIGNAL
+    });
+    assert!(
+        pages() <= backlog,
+        "the file grew: {backlog} to {} pages",
+        pages()
+    );
+    let stored = hub.readings("edge-disk", "temperature");
+    assert!(
+        stored.windows(2).all(|w| w[0].0 < w[1].0),
+        "each reading stored once, in time order"
+    );
+    sigkill(agent);
+}
