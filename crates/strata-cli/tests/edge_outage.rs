@@ -174,22 +174,20 @@ fn on_a_nearly_full_disk_the_outbox_file_stops_growing_and_fresh_batches_still_a
     std::fs::write(edge_dir.path().join("credential"), &credential).unwrap();
     hub.kill();
     let metrics_at = format!("127.0.0.1:{}", free_port());
-    let config = edge_dir.path().join("edge.toml");
-    let write_config = |keep_free: u64| {
-        std::fs::write(
-            &config,
-            format!(
-                "device = \"edge-disk\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{mqtt}\"\ncredential_file = {:?}\n\
-                 [health]\nmetrics_listen = \"{metrics_at}\"\n[outbox]\nkeep_free_bytes = {keep_free}\n\
-                 [[sources]]\ntype = \"simulator\"\nstream = \"line\"\ninterval_ms = 20\nreadings_per_signal = {PER_SIGNAL}\n",
-                edge_dir.path().join("data"),
-                edge_dir.path().join("credential"),
-            ),
+    let config = |keep_free: u64| {
+        format!(
+            "device = \"edge-disk\"\ndata_dir = {:?}\n[hub]\nmqtt = \"{mqtt}\"\ncredential_file = {:?}\n\
+             [health]\nmetrics_listen = \"{metrics_at}\"\n[outbox]\nkeep_free_bytes = {keep_free}\n\
+             [[sources]]\ntype = \"simulator\"\nstream = \"line\"\ninterval_ms = 20\nreadings_per_signal = {PER_SIGNAL}\n",
+            edge_dir.path().join("data"),
+            edge_dir.path().join("credential"),
         )
-        .unwrap();
     };
     let outbox = edge_dir.path().join("data").join("outbox.db");
     let pages = || -> i64 {
+        if !outbox.exists() {
+            return 0;
+        }
         let db = rusqlite::Connection::open(&outbox).unwrap();
         db.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
     };
@@ -206,15 +204,15 @@ fn on_a_nearly_full_disk_the_outbox_file_stops_growing_and_fresh_batches_still_a
     };
 
     // With the disk's room, a backlog builds while the hub is away.
-    write_config(64 << 20);
-    let agent = start_agent(&config);
-    std::thread::sleep(Duration::from_millis(1500));
-    sigkill(agent);
+    let agent = EdgeProcess::start(edge_dir.path(), &config(64 << 20));
+    eventually(Duration::from_secs(30), "a backlog of 20 pages", || {
+        pages() >= 20
+    });
+    agent.kill();
     let backlog = pages();
 
     // No disk has i64::MAX bytes free: the disk is "nearly full" from here.
-    write_config(i64::MAX as u64);
-    let agent = start_agent(&config);
+    let agent = EdgeProcess::start(edge_dir.path(), &config(i64::MAX as u64));
     eventually(
         Duration::from_secs(30),
         "the oldest batches dropped",
@@ -245,5 +243,5 @@ fn on_a_nearly_full_disk_the_outbox_file_stops_growing_and_fresh_batches_still_a
         stored.windows(2).all(|w| w[0].0 < w[1].0),
         "each reading stored once, in time order"
     );
-    sigkill(agent);
+    agent.kill();
 }

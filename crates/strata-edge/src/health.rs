@@ -1,4 +1,5 @@
-//! The agent's health heartbeat: uptime, CPU, memory, outbox depth, each
+//! The agent's health heartbeat: uptime, CPU, memory, outbox depth, free
+//! disk space, each
 //! source's state, inference latency p50/p99 per model and every drop
 //! counter, sent as an ordinary telemetry batch on the `health` stream, so
 //! heartbeats are stored, queried and charted like any other signal, and

@@ -55,7 +55,7 @@ pub fn render(
         metric(
             "strata_edge_outbox_dropped_total",
             "counter",
-            "Batches the outbox's size bound dropped.",
+            "Batches the outbox dropped to make room: for its size bound or for a nearly full disk.",
             &one(o.dropped as f64),
         );
         if let Some(free) = o.disk_free {

@@ -93,18 +93,21 @@ pub enum OutboxError {
         /// The limit.
         limit: u64,
     },
-    /// The data directory's disk is nearly full: the outbox does not grow
-    /// and, with nothing it may drop, or a policy that refuses new
-    /// batches, refuses this one.
+    /// The data directory's disk is nearly full, so the outbox's file may
+    /// not grow, and the batch does not fit in the file as it is.
     #[error(
-        "batch refused: the data directory's disk has {free} bytes free, less than the \
-         {keep_free} bytes the outbox leaves free"
+        "batch refused: the disk of {dir} has {free} bytes free, less than the {keep_free} \
+         bytes the outbox leaves free (keep_free_bytes), and {why}"
     )]
     DiskLow {
+        /// The data directory.
+        dir: std::path::PathBuf,
         /// Bytes free on the disk.
         free: u64,
         /// Bytes the outbox leaves free (`keep_free_bytes`).
         keep_free: u64,
+        /// Why the batch does not fit.
+        why: &'static str,
     },
 }
 
@@ -150,7 +153,8 @@ pub struct OutboxStats {
     pub depth: u64,
     /// Bytes waiting.
     pub bytes: u64,
-    /// Batches dropped by the size bound since the outbox was opened.
+    /// Batches dropped to make room since the outbox was opened: for its
+    /// size bound or for a nearly full disk.
     pub dropped: u64,
     /// Bytes free on the data directory's disk, where it can be read.
     pub disk_free: Option<u64>,
@@ -174,8 +178,8 @@ pub struct Outbox {
     dir: std::path::PathBuf,
     /// Bytes left free on that disk: below this the outbox stops growing.
     keep_free: u64,
-    /// The database's page size.
-    page_size: u64,
+    /// Whether the disk was below `keep_free` at the last look.
+    disk_was_low: std::sync::atomic::AtomicBool,
     /// `agent.lock` in the data directory, held while the outbox is open.
     _lock: std::fs::File,
 }
@@ -209,8 +213,28 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, OutboxError> {
     }
 }
 
+/// Writes a batch (stream, seq, payload) and moves its stream's next
+/// sequence number on.
+fn write(
+    tx: &rusqlite::Transaction<'_>,
+    (stream, seq, payload): (&str, u64, &[u8]),
+) -> Result<(), OutboxError> {
+    tx.prepare_cached("INSERT INTO outbox (stream, seq, payload) VALUES (?1, ?2, ?3)")
+        .ctx("append")?
+        .execute(params![stream, seq as i64, payload])
+        .ctx("append")?;
+    tx.prepare_cached(
+        "INSERT INTO streams (name, next_seq) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET next_seq = excluded.next_seq",
+    )
+    .ctx("advance sequence")?
+    .execute(params![stream, (seq + 1) as i64])
+    .ctx("advance sequence")?;
+    Ok(())
+}
+
 /// Bytes free for this process on the disk that holds `dir`.
-fn disk_free(dir: &Path) -> Option<u64> {
+pub(crate) fn disk_free(dir: &Path) -> Option<u64> {
     let fs = rustix::fs::statvfs(dir).ok()?;
     Some(fs.f_bavail.saturating_mul(fs.f_frsize))
 }
@@ -233,6 +257,9 @@ impl Outbox {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
+             -- The WAL is cut back to 4 MiB after a checkpoint: it is part
+             -- of what the outbox takes on a nearly full disk.
+             PRAGMA journal_size_limit = 4194304;
              PRAGMA synchronous = {synchronous};
              -- A FIFO touches its head and tail only: a small page cache
              -- keeps the agent's memory small on a gateway.
@@ -280,9 +307,6 @@ impl Outbox {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .ctx("size")?;
-        let page_size: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .ctx("read the page size")?;
         Ok(Outbox {
             conn: Mutex::new(conn),
             first_seq: first_seq as u64,
@@ -293,59 +317,85 @@ impl Outbox {
             depth: (depth as u64).into(),
             dir: dir.to_path_buf(),
             keep_free: 0,
-            page_size: page_size as u64,
+            disk_was_low: false.into(),
             _lock: lock,
         })
     }
 
     /// Leaves `bytes` free on the data directory's disk: while the disk has
-    /// less, the outbox's file does not grow. New batches go into the pages
-    /// that sent and dropped batches freed; beyond them the outbox applies
-    /// its drop policy, as when it is full, instead of failing once the
-    /// disk is. 0 (the default) watches nothing.
+    /// less, the outbox's file does not grow. A new batch goes into the
+    /// space that sent and dropped batches left; where it does not fit,
+    /// the outbox applies its drop policy, as when it is full, instead of
+    /// failing once the disk is. Records of actions may still grow it: they
+    /// are small and few, and never dropped. 0 (the default) watches
+    /// nothing.
     pub fn keep_free(mut self, bytes: u64) -> Self {
         self.keep_free = bytes;
         self
     }
 
-    /// The disk's free bytes, when they are below the space to leave free.
-    /// Where the free space cannot be read, the writes say whether it fits.
+    /// The disk's free bytes, when they are below the space to leave free;
+    /// says so once when the disk becomes low and once when it has room
+    /// again. Where the free space cannot be read, the writes say whether
+    /// it fits.
     fn disk_low(&self) -> Option<u64> {
         if self.keep_free == 0 {
             return None;
         }
         let free = disk_free(&self.dir)?;
-        (free < self.keep_free).then_some(free)
+        let low = free < self.keep_free;
+        if self.disk_was_low.swap(low, Relaxed) != low {
+            if low {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    free,
+                    keep_free = self.keep_free,
+                    "the data directory's disk is nearly full: the outbox stops growing and \
+                     applies its drop policy"
+                );
+            } else {
+                tracing::info!(free, "the data directory's disk has room again");
+            }
+        }
+        low.then_some(free)
     }
 
-    /// On a nearly full disk (`free` bytes), makes room for a batch of
-    /// `len` bytes in the database's free pages, so that the file does not
-    /// grow: as the policy says, by dropping the oldest readings a row at a
-    /// time until enough pages are free, or by refusing the batch. Returns
-    /// the bytes and batches dropped (in `tx`: none if it rolls back).
-    fn make_room_on_disk(
+    /// Writes the batch without growing the file, the disk having `free`
+    /// bytes: tries it, and where the file would grow, takes it back and,
+    /// as the policy says, drops the oldest reading and tries again, or
+    /// refuses the batch. Returns the bytes and batches dropped (in `tx`:
+    /// none if it rolls back).
+    fn write_within_file(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        len: usize,
+        batch: (&str, u64, &[u8]),
         free: u64,
     ) -> Result<(u64, u64), OutboxError> {
-        // A leaf page and its overflow pages, and one more for a split of
-        // the table's tree.
-        let needed = len as u64 / (self.page_size - 64) + 2;
-        let low = || OutboxError::DiskLow {
+        let pages = || -> Result<i64, OutboxError> {
+            tx.prepare_cached("PRAGMA page_count")
+                .ctx("count pages")?
+                .query_row([], |r| r.get(0))
+                .ctx("count pages")
+        };
+        let low = |why| OutboxError::DiskLow {
+            dir: self.dir.clone(),
             free,
             keep_free: self.keep_free,
+            why,
         };
+        let before = pages()?;
         let (mut freed, mut n) = (0, 0);
         loop {
-            let pages: i64 = tx
-                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-                .ctx("count free pages")?;
-            if pages as u64 >= needed {
-                break;
+            tx.execute_batch("SAVEPOINT fit").ctx("try the batch")?;
+            write(tx, batch)?;
+            if pages()? <= before {
+                tx.execute_batch("RELEASE fit").ctx("keep the batch")?;
+                return Ok((freed, n));
             }
+            tx.execute_batch("ROLLBACK TO fit; RELEASE fit")
+                .ctx("take the batch back")?;
             if self.policy == DropPolicy::RefuseNew {
-                return Err(low());
+                return Err(low("it does not fit in the outbox's file (refuse_new)"));
             }
             // The oldest reading: records of actions are never dropped.
             let Some(len) = tx
@@ -358,12 +408,13 @@ impl Outbox {
                 .optional()
                 .ctx("drop oldest")?
             else {
-                return Err(low());
+                return Err(low(
+                    "it does not fit in the outbox's file with every reading dropped",
+                ));
             };
             freed += len as u64;
             n += 1;
         }
-        Ok((freed, n))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -454,24 +505,16 @@ impl Outbox {
                 }
             }
         }
-        let low = self.disk_low();
-        if let Some(free) = low {
-            let (freed, n) = self.make_room_on_disk(&tx, payload.len(), free)?;
-            bytes -= freed;
-            gone += n;
-            dropped_disk = n;
+        let batch = (stream, seq, &payload[..]);
+        match self.disk_low().filter(|_| stream != KEPT_STREAM) {
+            Some(free) => {
+                let (freed, n) = self.write_within_file(&tx, batch, free)?;
+                bytes -= freed;
+                gone += n;
+                dropped_disk = n;
+            }
+            None => write(&tx, batch)?,
         }
-        tx.prepare_cached("INSERT INTO outbox (stream, seq, payload) VALUES (?1, ?2, ?3)")
-            .ctx("append")?
-            .execute(params![stream, seq as i64, &payload])
-            .ctx("append")?;
-        tx.prepare_cached(
-            "INSERT INTO streams (name, next_seq) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET next_seq = excluded.next_seq",
-        )
-        .ctx("advance sequence")?
-        .execute(params![stream, (seq + 1) as i64])
-        .ctx("advance sequence")?;
         tx.commit().ctx("commit")?;
         if dropped_full > 0 {
             tracing::warn!(
@@ -479,10 +522,10 @@ impl Outbox {
                 "outbox full: dropped the oldest batches"
             );
         }
-        if let (Some(free), 1..) = (low, dropped_disk) {
-            tracing::warn!(
+        if dropped_disk > 0 {
+            // Said once when the disk became low; counted in `dropped`.
+            tracing::debug!(
                 dropped = dropped_disk,
-                free,
                 "disk nearly full: the outbox dropped its oldest batches"
             );
         }
@@ -568,7 +611,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// Depth, size and drops.
+    /// Depth, size, drops and the disk's free space.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
         Ok(OutboxStats {
             depth: self.depth.load(Relaxed),
@@ -712,98 +755,124 @@ mod tests {
     fn on_a_nearly_full_disk_the_outbox_stops_growing_and_applies_its_policy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
-        let open = |policy, keep_free| {
-            Outbox::open(&path, 1 << 20, policy, Durability::Fsync)
+        let open = |max_bytes, policy, keep_free| {
+            Outbox::open(&path, max_bytes, policy, Durability::Fsync)
                 .unwrap()
                 .keep_free(keep_free)
         };
         // No disk has this much free: the disk is nearly full.
         let low = u64::MAX;
+        let db = || Connection::open(path.join(OUTBOX_FILE)).unwrap();
         let pages = || -> i64 {
-            let c = Connection::open(path.join(OUTBOX_FILE)).unwrap();
-            c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+            db().query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap()
         };
-        let seqs =
-            |o: &Outbox| -> Vec<u64> { o.peek(0, 1000).unwrap().iter().map(|e| e.seq).collect() };
+        // The counters agree with the table after every step.
+        let checked = |o: &Outbox| -> OutboxStats {
+            let s = o.stats().unwrap();
+            let (depth, bytes): (i64, i64) = db()
+                .query_row(
+                    "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((s.depth, s.bytes), (depth as u64, bytes as u64));
+            s
+        };
+        let seqs = |o: &Outbox, stream: &str| -> Vec<u64> {
+            o.peek(0, 1000)
+                .unwrap()
+                .iter()
+                .filter(|e| e.stream == stream)
+                .map(|e| e.seq)
+                .collect()
+        };
 
         // Leaving a byte free: the real disk has room, nothing changes.
-        let o = open(DropPolicy::DropOldest, 1);
+        let o = open(1 << 20, DropPolicy::DropOldest, 1);
         for _ in 0..50 {
             o.append("s", |_| vec![7; 1000]).unwrap();
         }
-        assert_eq!(o.stats().unwrap().dropped, 0);
+        assert_eq!(checked(&o).dropped, 0);
         drop(o);
 
         // Dropping the oldest: the file does not grow, the freshest
         // batches are kept, and what was dropped is counted.
-        let o = open(DropPolicy::DropOldest, low);
+        let o = open(1 << 20, DropPolicy::DropOldest, low);
         let before = pages();
         for _ in 0..500 {
             o.append("s", |s| vec![s as u8; 1000]).unwrap();
         }
         o.append("s", |_| vec![0; 2500]).unwrap();
         assert_eq!(pages(), before, "the file grew");
-        let s = o.stats().unwrap();
+        let s = checked(&o);
         assert!(s.dropped >= 450, "{s:?}");
         assert_eq!(s.depth, 551 - s.dropped);
-        assert_eq!(s.bytes, (s.depth - 1) * 1000 + 2500);
-        assert_eq!(seqs(&o), (s.dropped + 1..=551).collect::<Vec<_>>());
+        assert_eq!(seqs(&o, "s"), (s.dropped + 1..=551).collect::<Vec<_>>());
 
-        // Pages that sent batches free take new ones without a drop.
+        // The space that sent batches leave takes new ones without a drop,
+        // a new stream's too.
         let ids: Vec<i64> = o.peek(0, 1000).unwrap().iter().map(|e| e.id).collect();
         o.remove(&ids[..20]).unwrap();
         for _ in 0..10 {
             o.append("s", |_| vec![1; 1000]).unwrap();
         }
-        assert_eq!(o.stats().unwrap().dropped, s.dropped);
+        o.append("t", |_| vec![1; 1000]).unwrap();
+        assert_eq!(checked(&o).dropped, s.dropped);
+        assert_eq!(pages(), before, "the file grew");
+
+        // A batch larger than the whole file is refused, and the readings
+        // dropped on the way to finding that out are back.
+        let held = seqs(&o, "s");
+        let e = o.append("s", |_| vec![2; 200_000]).unwrap_err();
+        assert!(matches!(e, OutboxError::DiskLow { keep_free, .. } if keep_free == low));
+        assert!(e.may_pass_later());
+        assert!(e.to_string().contains("every reading dropped"), "{e}");
+        assert_eq!(seqs(&o, "s"), held);
+        assert_eq!(checked(&o).dropped, s.dropped);
+        assert_eq!(pages(), before, "the file grew");
+
+        // Records of actions are never dropped, and may grow the file.
+        o.append(KEPT_STREAM, |_| vec![3; 40_000]).unwrap();
+        assert!(pages() > before);
+        let before = pages();
+        drop(o);
+
+        // A full outbox and a full disk in one batch: both drops counted.
+        let bytes = checked(&open(1 << 20, DropPolicy::DropOldest, 1)).bytes;
+        let o = open(bytes, DropPolicy::DropOldest, low);
+        let dropped = checked(&o).dropped;
+        o.append("s", |_| vec![4; 3000]).unwrap();
+        let s = checked(&o);
+        assert!(s.dropped >= dropped + 3, "{s:?}");
+        assert!(s.bytes <= bytes);
+        assert_eq!(seqs(&o, KEPT_STREAM).len(), 1);
         assert_eq!(pages(), before, "the file grew");
         drop(o);
 
-        // Records of actions are not dropped (and the new file has no free
-        // pages): the batch is refused for now.
-        let kept_dir = dir.path().join("kept");
-        let kept = |keep_free| {
-            Outbox::open(
-                &kept_dir,
-                1 << 20,
-                DropPolicy::DropOldest,
-                Durability::Fsync,
-            )
-            .unwrap()
-            .keep_free(keep_free)
-        };
-        kept(1).append(KEPT_STREAM, |_| vec![3; 100]).unwrap();
-        let o = kept(low);
-        let e = o.append("s", |_| vec![0; 10]).unwrap_err();
-        assert!(matches!(e, OutboxError::DiskLow { keep_free, .. } if keep_free == low));
-        assert!(e.may_pass_later());
-        assert!(e.to_string().contains("disk has"), "{e}");
-        let kept: Vec<_> = o
-            .peek(0, 10)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.stream)
-            .collect();
-        assert_eq!(kept, [KEPT_STREAM]);
-        drop(o);
-
-        // Refusing new batches, the outbox fills its free pages, then
+        // Refusing new batches, the outbox fills the space it has, then
         // refuses the rest while the disk is low, without using up their
         // sequence numbers, and takes them again once the disk has room.
-        let o = open(DropPolicy::RefuseNew, low);
-        let last = *seqs(&o).last().unwrap();
+        let o = open(1 << 20, DropPolicy::DropOldest, 1);
+        let ids: Vec<i64> = o.peek(0, 1000).unwrap().iter().map(|e| e.id).collect();
+        o.remove(&ids[..10]).unwrap();
+        drop(o);
+        let o = open(1 << 20, DropPolicy::RefuseNew, low);
+        let last = *seqs(&o, "s").last().unwrap();
         let mut taken = 0;
         let e = loop {
-            match o.append("s", |_| vec![2; 1000]) {
+            match o.append("s", |_| vec![5; 1000]) {
                 Ok(_) => taken += 1,
                 Err(e) => break e,
             }
         };
-        assert!(matches!(e, OutboxError::DiskLow { .. }), "{e}");
-        assert!(taken < 20, "{taken} batches taken");
+        assert!(e.to_string().contains("(refuse_new)"), "{e}");
+        assert!((1..20).contains(&taken), "{taken} batches taken");
         assert_eq!(pages(), before, "the file grew");
+        checked(&o);
         drop(o);
-        let o = open(DropPolicy::RefuseNew, 1);
+        let o = open(1 << 20, DropPolicy::RefuseNew, 1);
         assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), last + taken + 1);
     }
 

@@ -1924,9 +1924,10 @@ fn hash_into(reader: &mut impl std::io::Read, check: &mut ArtifactCheck) -> Resu
 /// Space a download must leave free on the data directory's file system:
 /// an update must never fill the disk the outbox keeps telemetry on. It is
 /// below the outbox's own `keep_free_bytes` (64 MiB by default), where the
-/// outbox stops growing: a backlog of telemetry never blocks an update (a
-/// config release to mend it, say), and a large download makes the outbox
-/// apply its drop policy rather than run out of disk.
+/// outbox stops growing: a backlog of telemetry still lets updates of up to
+/// the difference (48 MiB, and a config release to mend it) through, and a
+/// large download makes the outbox apply its drop policy rather than run
+/// out of disk.
 const RESERVE_BYTES: u64 = 16 << 20;
 
 /// Whether the file system `part` is on has room for `needed` more bytes
@@ -1934,9 +1935,9 @@ const RESERVE_BYTES: u64 = 16 << 20;
 /// own writes say whether it fits.
 fn room_for(part: &Path, needed: u64) -> Result<(), String> {
     let dir = part.parent().unwrap_or(Path::new("."));
-    match rustix::fs::statvfs(dir) {
-        Ok(fs) => room(needed, fs.f_bavail.saturating_mul(fs.f_frsize)),
-        Err(_) => Ok(()),
+    match crate::outbox::disk_free(dir) {
+        Some(free) => room(needed, free),
+        None => Ok(()),
     }
 }
 
