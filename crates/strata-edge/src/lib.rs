@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod process;
 pub mod sources;
 pub mod split;
+pub mod throttle;
 pub mod twin;
 pub mod uplink;
 

@@ -17,6 +17,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::throttle::Throttle;
+
 /// The largest batch the outbox keeps: what the uplink sends in one MQTT
 /// message (telemetry is split to fit, [`crate::split`]).
 pub const MAX_PAYLOAD_BYTES: usize = crate::split::MAX_BATCH_BYTES;
@@ -178,6 +180,8 @@ pub struct Outbox {
     dir: std::path::PathBuf,
     /// Bytes left free on that disk: below this the outbox stops growing.
     keep_free: u64,
+    /// The warning for batches dropped from a full outbox.
+    full_warning: Throttle,
     /// Whether the disk was below `keep_free` at the last look.
     disk_was_low: std::sync::atomic::AtomicBool,
     /// `agent.lock` in the data directory, held while the outbox is open.
@@ -317,6 +321,7 @@ impl Outbox {
             depth: (depth as u64).into(),
             dir: dir.to_path_buf(),
             keep_free: 0,
+            full_warning: Throttle::default(),
             disk_was_low: false.into(),
             _lock: lock,
         })
@@ -516,9 +521,12 @@ impl Outbox {
             None => write(&tx, batch)?,
         }
         tx.commit().ctx("commit")?;
-        if dropped_full > 0 {
+        if dropped_full > 0
+            && let Some(held_back) = self.full_warning.pass()
+        {
             tracing::warn!(
                 dropped = dropped_full,
+                held_back,
                 "outbox full: dropped the oldest batches"
             );
         }

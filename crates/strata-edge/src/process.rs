@@ -18,6 +18,7 @@ use crate::health::{HEALTH_STREAM, HealthState};
 use crate::inference::Models;
 use crate::outbox::Outbox;
 use crate::sources::{Frame, Outcome};
+use crate::throttle::Throttle;
 
 /// How far ahead of the gateway's clock a reading may be stamped: the
 /// hub's default (`max_future_s`). One stamped years ahead (a device's
@@ -61,6 +62,9 @@ pub struct Processor {
     output: Output,
     models: Models,
     control: Option<crate::control::Feed>,
+    /// The warning for a batch the outbox did not keep (counted in
+    /// `outbox_errors`), which repeats for as long as the outbox refuses.
+    not_kept: Throttle,
 }
 
 impl Processor {
@@ -81,6 +85,7 @@ impl Processor {
             output: Output::new(),
             models,
             control: None,
+            not_kept: Throttle::default(),
         }
     }
 
@@ -204,7 +209,9 @@ impl Processor {
             }
             Err(e) => {
                 self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(stream, "sketch batch not kept: {e}");
+                if let Some(held_back) = self.not_kept.pass() {
+                    tracing::warn!(stream, held_back, "sketch batch not kept: {e}");
+                }
             }
         }
     }
@@ -248,7 +255,9 @@ impl Processor {
                 }
                 Err(e) => {
                     self.health.outbox_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(stream, "batch not kept: {e}");
+                    if let Some(held_back) = self.not_kept.pass() {
+                        tracing::warn!(stream, held_back, "batch not kept: {e}");
+                    }
                     if e.may_pass_later() {
                         refused.push(batch.signals);
                     }
