@@ -191,17 +191,7 @@ fn on_a_nearly_full_disk_the_outbox_file_stops_growing_and_fresh_batches_still_a
         let db = rusqlite::Connection::open(&outbox).unwrap();
         db.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
     };
-    let dropped = || -> f64 {
-        let text = ureq::get(format!("http://{metrics_at}/metrics"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with("strata_edge_outbox_dropped_total"))
-            .and_then(|l| l.split_whitespace().last()?.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
+    let dropped = || edge_metric(&metrics_at, "strata_edge_outbox_dropped_total");
 
     // With the disk's room, a backlog builds while the hub is away.
     let agent = EdgeProcess::start(edge_dir.path(), &config(64 << 20));

@@ -303,17 +303,7 @@ fn mqtt_readings_a_full_outbox_refuses_arrive_once_it_has_room() {
             &format!("interval_ms = 600000\nmetrics_listen = \"{metrics_at}\"")
         )
     );
-    let refused = || -> f64 {
-        let text = ureq::get(format!("http://{metrics_at}/metrics"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with("strata_edge_outbox_errors_total"))
-            .and_then(|l| l.split_whitespace().last()?.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
+    let refused = || edge_metric(&metrics_at, "strata_edge_outbox_errors_total");
     let _agent = EdgeProcess::start(&edge_dir, &config);
     let base_ms: i64 = now_ns() / 1_000_000 - 60_000;
     let mut round = 0;

@@ -367,21 +367,23 @@ impl Outbox {
 
     /// Writes the batch without growing the file, the disk having `free`
     /// bytes: tries it, and where the file would grow, takes it back and,
-    /// as the policy says, drops the oldest reading and tries again, or
-    /// refuses the batch. Returns the bytes and batches dropped (in `tx`:
-    /// none if it rolls back).
+    /// as the policy says, drops the oldest readings (as many bytes as the
+    /// file would have grown by) and tries again, or refuses the batch.
+    /// Returns the bytes and batches dropped (in `tx`: none if it rolls
+    /// back).
     fn write_within_file(
         &self,
         tx: &rusqlite::Transaction<'_>,
         batch: (&str, u64, &[u8]),
         free: u64,
     ) -> Result<(u64, u64), OutboxError> {
-        let pages = || -> Result<i64, OutboxError> {
-            tx.prepare_cached("PRAGMA page_count")
-                .ctx("count pages")?
+        let pragma = |name| -> Result<i64, OutboxError> {
+            tx.prepare_cached(name)
+                .ctx("read the file's size")?
                 .query_row([], |r| r.get(0))
-                .ctx("count pages")
+                .ctx("read the file's size")
         };
+        let pages = || pragma("PRAGMA page_count");
         let low = |why| OutboxError::DiskLow {
             dir: self.dir.clone(),
             free,
@@ -393,7 +395,8 @@ impl Outbox {
         loop {
             tx.execute_batch("SAVEPOINT fit").ctx("try the batch")?;
             write(tx, batch)?;
-            if pages()? <= before {
+            let grown = pages()? - before;
+            if grown <= 0 {
                 tx.execute_batch("RELEASE fit").ctx("keep the batch")?;
                 return Ok((freed, n));
             }
@@ -402,23 +405,30 @@ impl Outbox {
             if self.policy == DropPolicy::RefuseNew {
                 return Err(low("it does not fit in the outbox's file (refuse_new)"));
             }
-            // The oldest reading: records of actions are never dropped.
-            let Some(len) = tx
-                .prepare_cached(
-                    "DELETE FROM outbox WHERE id = \
-                     (SELECT min(id) FROM outbox WHERE stream != ?1) RETURNING length(payload)",
-                )
-                .ctx("drop oldest")?
-                .query_row(params![KEPT_STREAM], |r| r.get::<_, i64>(0))
-                .optional()
-                .ctx("drop oldest")?
-            else {
-                return Err(low(
-                    "it does not fit in the outbox's file with every reading dropped",
-                ));
-            };
-            freed += len as u64;
-            n += 1;
+            // The oldest readings, as many bytes as the file would have
+            // grown by (at least one): records of actions are never dropped.
+            let wanted = (grown * pragma("PRAGMA page_size")?) as u64;
+            let mut round = 0;
+            while round == 0 || round < wanted {
+                let Some(len) = tx
+                    .prepare_cached(
+                        "DELETE FROM outbox WHERE id = \
+                         (SELECT min(id) FROM outbox WHERE stream != ?1) \
+                         RETURNING length(payload)",
+                    )
+                    .ctx("drop oldest")?
+                    .query_row(params![KEPT_STREAM], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .ctx("drop oldest")?
+                else {
+                    return Err(low(
+                        "it does not fit in the outbox's file with every reading dropped",
+                    ));
+                };
+                round += len as u64;
+                n += 1;
+            }
+            freed += round;
         }
     }
 

@@ -716,6 +716,21 @@ impl Drop for EdgeProcess {
     }
 }
 
+/// A series of an agent's `/metrics` on `metrics_at` (`[health]
+/// metrics_listen`), by the start of its line (its name, or its name and
+/// labels); NaN while the agent does not answer or has no such series.
+pub fn edge_metric(metrics_at: &str, series: &str) -> f64 {
+    let text = ureq::get(format!("http://{metrics_at}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// The `[hub]` part of an edge config for a device provisioned at `hub`.
 pub fn edge_hub_config(hub: &HubProcess, dir: &Path, device: &str, credential: &str) -> String {
     let cred = dir.join("credential");
