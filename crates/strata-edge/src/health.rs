@@ -1,9 +1,9 @@
 //! The agent's health heartbeat: uptime, CPU, memory, outbox depth, free
-//! disk space, each
-//! source's state, inference latency p50/p99 per model and every drop
-//! counter, sent as an ordinary telemetry batch on the `health` stream, so
-//! heartbeats are stored, queried and charted like any other signal, and
-//! the ones taken while the hub was away arrive later instead of vanishing.
+//! disk space, each source's state, inference latency p50/p99 per model and
+//! every drop counter, sent as an ordinary telemetry batch on the `health`
+//! stream, so heartbeats are stored, queried and charted like any other
+//! signal, and the ones taken while the hub was away arrive later instead
+//! of vanishing.
 
 use std::sync::Arc;
 use std::sync::Mutex;
