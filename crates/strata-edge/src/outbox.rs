@@ -408,9 +408,9 @@ impl Outbox {
             // The oldest readings, as many bytes as the file would have
             // grown by (at least one): records of actions are never dropped.
             let wanted = (grown * pragma("PRAGMA page_size")?) as u64;
-            let mut round = 0;
-            while round == 0 || round < wanted {
-                let Some(len) = tx
+            let (mut round, first) = (0, n);
+            while n == first || round < wanted {
+                let dropped = tx
                     .prepare_cached(
                         "DELETE FROM outbox WHERE id = \
                          (SELECT min(id) FROM outbox WHERE stream != ?1) \
@@ -419,14 +419,20 @@ impl Outbox {
                     .ctx("drop oldest")?
                     .query_row(params![KEPT_STREAM], |r| r.get::<_, i64>(0))
                     .optional()
-                    .ctx("drop oldest")?
-                else {
-                    return Err(low(
-                        "it does not fit in the outbox's file with every reading dropped",
-                    ));
-                };
-                round += len as u64;
-                n += 1;
+                    .ctx("drop oldest")?;
+                match dropped {
+                    Some(len) => {
+                        round += len as u64;
+                        n += 1;
+                    }
+                    // The last reading went in this round: try again.
+                    None if n > first => break,
+                    None => {
+                        return Err(low(
+                            "it does not fit in the outbox's file with every reading dropped",
+                        ));
+                    }
+                }
             }
             freed += round;
         }
@@ -892,6 +898,32 @@ mod tests {
         drop(o);
         let o = open(1 << 20, DropPolicy::RefuseNew, 1);
         assert_eq!(o.append("s", |s| vec![s as u8]).unwrap(), last + taken + 1);
+    }
+
+    #[test]
+    fn on_a_nearly_full_disk_a_batch_that_fits_once_every_reading_is_dropped_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |keep_free| {
+            Outbox::open(
+                dir.path(),
+                1 << 20,
+                DropPolicy::DropOldest,
+                Durability::Fsync,
+            )
+            .unwrap()
+            .keep_free(keep_free)
+        };
+        let o = open(1);
+        for _ in 0..12 {
+            o.append("s", |_| vec![7; 1000]).unwrap();
+        }
+        drop(o);
+        let o = open(u64::MAX);
+        let seq = o.append("s", |_| vec![8; 9000]).unwrap();
+        let kept: Vec<_> = o.peek(0, 100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(kept, [seq]);
+        let s = o.stats().unwrap();
+        assert_eq!((s.depth, s.bytes, s.dropped), (1, 9000, 12));
     }
 
     #[test]
