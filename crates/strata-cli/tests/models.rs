@@ -334,6 +334,16 @@ fn an_uploaded_scikit_learn_model_runs_at_the_edge_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn models_deployed_at_once_to_one_device_all_reach_its_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    hub.provision("press-1", json!({}));
+    let listed = deploy_models_at_once([&hub, &hub], "press-1", &train_rul(dir.path()));
+    let expected: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    assert_eq!(listed, expected, "none lost");
+}
+
+#[test]
 fn an_external_trainer_runs_as_a_job_and_a_backtest_compares_champion_and_challenger() {
     let dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start(&dir.path().join("hub"));

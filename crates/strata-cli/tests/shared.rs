@@ -334,6 +334,38 @@ fn an_account_made_at_one_replica_works_at_the_other_and_revocations_hold_at_bot
         || whoami(&b, &session) == 401,
     );
     assert!(b.metric("strata_shared_reloads_total") >= 3.0);
+
+    // Changed through both at once, its role at A and whether it is
+    // disabled at B: each replica writes only what it was asked to, so
+    // the last change of each survives the other's.
+    let (a, b) = (&a, &b);
+    std::thread::scope(|s| {
+        let patch = |hub: &HubProcess, body: serde_json::Value| {
+            let (status, user) = hub.api("PATCH", "/api/v1/users/ops", Some(body));
+            assert_eq!(status, 200, "{user}");
+        };
+        s.spawn(move || {
+            for role in ["operator", "viewer"].repeat(15) {
+                patch(a, json!({"role": role}));
+            }
+        });
+        s.spawn(move || {
+            for disabled in [true, false].repeat(15) {
+                patch(b, json!({"disabled": disabled}));
+            }
+        });
+    });
+    for hub in [a, b] {
+        eventually(Duration::from_secs(10), "both changes kept", || {
+            let (_, users) = hub.api("GET", "/api/v1/users", None);
+            let ops = users
+                .as_array()
+                .and_then(|u| u.iter().find(|u| u["name"] == "ops"))
+                .cloned()
+                .unwrap_or_default();
+            ops["role"] == "viewer" && ops["disabled_ns"].is_null()
+        });
+    }
 }
 
 #[test]
@@ -477,6 +509,19 @@ fn each_replica_audits_into_the_shared_database_and_any_lists_and_verifies_them_
     assert!(ended.is_some_and(|s| !s.success()), "the third hub ran");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("same audit key"), "{stderr}");
+}
+
+#[test]
+fn models_deployed_through_both_replicas_at_once_all_reach_the_twin() {
+    let schema = PgSchema::new("twin_edits");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::start(dir.path());
+    let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
+    let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
+    a.provision("press-1", json!({}));
+    let listed = deploy_models_at_once([&a, &b], "press-1", &train_rul(dir.path()));
+    let expected: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    assert_eq!(listed, expected, "none lost");
 }
 
 #[test]

@@ -25,6 +25,23 @@ pub struct User {
     pub disabled_ns: Option<i64>,
 }
 
+/// A change to a user. What it leaves `None` stays as the store has it,
+/// whatever another hub wrote there meanwhile: two admins changing one
+/// account through two replicas at once (one its role, the other its
+/// password) both see their change kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserChange {
+    /// A new role.
+    pub role: Option<String>,
+    /// A new password hash.
+    pub password_phc: Option<String>,
+    /// Disabled from this time, unless disabled already (the first time
+    /// is kept).
+    pub disable_at: Option<i64>,
+    /// Enabled again.
+    pub enable: bool,
+}
+
 /// An API token, without the token itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiToken {
@@ -50,9 +67,10 @@ pub struct ApiToken {
 pub trait AccessStore: Send + Sync + 'static {
     /// Adds a user; `Conflict` when the name is taken.
     fn create_user(&self, user: &User) -> Result<()>;
-    /// Replaces a user's role, password and disabled time; `NotFound` when
-    /// there is no such user.
-    fn update_user(&self, user: &User) -> Result<()>;
+    /// Changes a user's role, password or disabled time in one statement;
+    /// returns the user as stored then. `NotFound` when there is no such
+    /// user.
+    fn update_user(&self, name: &str, change: &UserChange) -> Result<User>;
     /// Every user, by name.
     fn users(&self) -> Result<Vec<User>>;
     /// Adds a token.

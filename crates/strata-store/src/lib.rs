@@ -38,7 +38,7 @@ pub mod seqset;
 pub mod sqlite;
 pub mod twin;
 
-pub use access::{AccessStore, ApiToken, User};
+pub use access::{AccessStore, ApiToken, User, UserChange};
 pub use alerts::{
     AlertEvent, AlertFilter, AlertStore, Delivery, NewDelivery, StoredAlert, StoredRun,
 };
@@ -209,6 +209,19 @@ pub trait ModelStore: Send + Sync + 'static {
     /// Points `alias` at `version` (which must exist); returns the version
     /// it pointed at before.
     fn set_alias(&self, name: &str, alias: &str, version: u32, now_ns: i64) -> Result<Option<u32>>;
+    /// Points `alias` at `to` only if it points at `from` now (`None`: the
+    /// model has no such alias yet), in one step; false when it points
+    /// elsewhere (or `to` is no version of the model), and then nothing
+    /// changes. For a change decided on what the alias was, which must not
+    /// undo a move made meanwhile.
+    fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        from: Option<u32>,
+        to: u32,
+        now_ns: i64,
+    ) -> Result<bool>;
     /// Removes an alias; false when there was none.
     fn remove_alias(&self, name: &str, alias: &str) -> Result<bool>;
 }
@@ -277,6 +290,10 @@ pub trait JobStore: Send + Sync + 'static {
     }
 }
 
+/// An edit of one key of a desired twin: its value now (null when absent)
+/// in, the new value out ([`TwinStore::edit_desired`]).
+pub type DesiredEdit<'a> = dyn FnMut(&serde_json::Value) -> Result<serde_json::Value> + Send + 'a;
+
 /// Device twins.
 pub trait TwinStore: Send + Sync + 'static {
     /// Which store numbered the desired versions: made once, when the
@@ -289,6 +306,19 @@ pub trait TwinStore: Send + Sync + 'static {
     fn renew_twin_epoch(&self) -> Result<String>;
     /// A device's twin (empty documents when nothing was set).
     fn twin(&self, device: &DeviceId) -> Result<Twin>;
+    /// Changes one top-level key of the desired document and bumps its
+    /// version; returns the new twin. `edit` gets the key's value (null
+    /// when absent) and returns the new one. The read and the write are
+    /// one transaction, and edits of one device's twin wait for one
+    /// another (on every hub sharing the store), so two edits of the same
+    /// key, say two models deployed at once, never lose one of them.
+    fn edit_desired(
+        &self,
+        device: &DeviceId,
+        key: &str,
+        now_ns: i64,
+        edit: &mut DesiredEdit<'_>,
+    ) -> Result<Twin>;
     /// Sets one top-level key of the desired document and bumps its
     /// version; returns the new twin.
     fn set_desired(
@@ -297,7 +327,9 @@ pub trait TwinStore: Send + Sync + 'static {
         key: &str,
         value: &serde_json::Value,
         now_ns: i64,
-    ) -> Result<Twin>;
+    ) -> Result<Twin> {
+        self.edit_desired(device, key, now_ns, &mut |_| Ok(value.clone()))
+    }
     /// Every twin with a desired document (desired version above 0), in
     /// one read: what the hub publishes again when it starts.
     fn desired_twins(&self) -> Result<Vec<Twin>>;

@@ -35,18 +35,19 @@ impl Twin {
         }
     }
 
-    /// Sets one top-level key of the desired document at `now_ns` and
-    /// bumps its version (what [`crate::TwinStore::set_desired`] stores).
-    pub(crate) fn set_desired_key(
+    /// Changes one top-level key of the desired document at `now_ns` and
+    /// bumps its version (what [`crate::TwinStore::edit_desired`] stores).
+    pub(crate) fn edit_desired_key(
         &mut self,
         key: &str,
-        value: &serde_json::Value,
         now_ns: i64,
+        edit: &mut crate::DesiredEdit<'_>,
     ) -> crate::Result<()> {
         let doc = self.desired.as_object_mut().ok_or_else(|| {
             crate::error::corrupt(format!("desired twin of {} is not an object", self.device))
         })?;
-        doc.insert(key.to_owned(), value.clone());
+        let value = edit(doc.get(key).unwrap_or(&serde_json::Value::Null))?;
+        doc.insert(key.to_owned(), value);
         self.desired_version += 1;
         self.desired_ns = Some(now_ns);
         Ok(())

@@ -558,10 +558,11 @@ fn accounts_keep_the_contract_and_move_their_own_count() {
     let start = AccessStore::changes(&a).unwrap().expect("shared");
     let devices = RegistryStore::changes(&registry).unwrap();
     common::access_round_trip(&a);
-    // Created, updated, a token issued, then revoked, three more issued
-    // and the old ones deleted at once: eight changes, and the refused
-    // ones (a taken name, an unknown user, a second revocation) none.
-    assert_eq!(AccessStore::changes(&a).unwrap(), Some(start + 8));
+    // Created, updated four times, a token issued, then revoked, three
+    // more issued and the old ones deleted at once: eleven changes, and
+    // the refused ones (a taken name, an unknown user, a second
+    // revocation) none.
+    assert_eq!(AccessStore::changes(&a).unwrap(), Some(start + 11));
     assert_eq!(
         RegistryStore::changes(&registry).unwrap(),
         devices,
@@ -961,6 +962,10 @@ fn models_keep_the_contract_and_replicas_number_versions_once() {
     assert_eq!(b.set_alias("pump", "champion", 30, 1).unwrap(), None);
     assert_eq!(a.model("pump").unwrap().unwrap().aliases["champion"], 30);
     assert_eq!(a.set_alias("pump", "champion", 29, 2).unwrap(), Some(30));
+    // A move decided on where the alias was loses to one made meanwhile.
+    assert!(!b.move_alias("pump", "champion", Some(30), 28, 3).unwrap());
+    assert!(b.move_alias("pump", "champion", Some(29), 28, 3).unwrap());
+    assert_eq!(a.model("pump").unwrap().unwrap().aliases["champion"], 28);
     assert_eq!(b.model_versions("pump").unwrap().len(), 30);
 }
 

@@ -1027,6 +1027,49 @@ pub fn train_rul(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("rul.onnx")).unwrap()
 }
 
+/// Registers `onnx` as models `m0` to `m11`, then deploys them to
+/// `device` (provisioned), the first half through `hubs[0]` and the second
+/// through `hubs[1]`, both at once, one model after another: every
+/// deployment reads the twin's list of models, adds its own and writes the
+/// list back. Returns the names the device's desired twin then lists.
+pub fn deploy_models_at_once(hubs: [&HubProcess; 2], device: &str, onnx: &[u8]) -> Vec<String> {
+    let names: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    for name in &names {
+        let (status, v) = hubs[0].api_bytes(
+            &format!("/api/v1/models/{name}/versions?features={RUL_FEATURES}"),
+            onnx,
+        );
+        assert_eq!(status, 201, "{v}");
+    }
+    std::thread::scope(|s| {
+        for (hub, half) in hubs.into_iter().zip(names.chunks(6)) {
+            s.spawn(move || {
+                for name in half {
+                    let (status, deployed) = hub.api(
+                        "POST",
+                        &format!("/api/v1/models/{name}/deploy"),
+                        Some(serde_json::json!({
+                            "version": "1", "vector": "machine", "devices": [device]
+                        })),
+                    );
+                    assert_eq!(status, 200, "{deployed}");
+                }
+            });
+        }
+    });
+    let (status, twin) = hubs[0].api("GET", &format!("/api/v1/devices/{device}/twin"), None);
+    assert_eq!(status, 200, "{twin}");
+    assert_eq!(twin["desired_version"], 12, "one change each: {twin}");
+    let mut listed: Vec<String> = twin["desired"]["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no models: {twin}"))
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort_by_key(|n| n[1..].parse::<u32>().unwrap());
+    listed
+}
+
 /// Registers `onnx` as a version of model `rul` at `hub`, reading
 /// [`RUL_FEATURES`]; returns the version's record.
 pub fn register_rul(hub: &HubProcess, onnx: &[u8]) -> Value {

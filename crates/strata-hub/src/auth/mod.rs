@@ -26,7 +26,7 @@ use std::sync::{Arc, MutexGuard, RwLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
-use strata_store::{AccessStore, ApiToken, User};
+use strata_store::{AccessStore, ApiToken, User, UserChange};
 use utoipa::ToSchema;
 
 use crate::config::AuthConfig;
@@ -677,39 +677,37 @@ impl Access {
     /// password or disabling revokes every token the account holds (its
     /// sessions and API tokens), so that enabling it again does not bring
     /// back a token that leaked meanwhile.
+    ///
+    /// Only what the request names is written: an account changed through
+    /// two replicas at once keeps both changes (a role set at one, the
+    /// account disabled at the other, say).
     pub fn update_user(&self, name: &str, req: UpdateUser) -> Result<UserInfo> {
-        // Start from the user as other replicas left it: the fields not
-        // changed here are written back as they are.
         let turn = self.freshness.turn();
         self.reload(&turn)?;
-        let mut user = self
+        let user = self
             .user(name)
             .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
-        if let Some(role) = req.role {
-            user.role = role.as_str().into();
-        }
-        let mut revoke = false;
+        let mut change = UserChange {
+            role: req.role.map(|r| r.as_str().into()),
+            ..UserChange::default()
+        };
         if let Some(p) = req.password {
             if user.service {
                 return Err(Error::BadRequest(
                     "a service account has no password".into(),
                 ));
             }
-            user.password_phc = Some(hash_password(&check_password(p)?)?);
-            revoke = true;
+            change.password_phc = Some(hash_password(&check_password(p)?)?);
         }
         match req.disabled {
-            Some(true) if user.disabled_ns.is_none() => {
-                user.disabled_ns = Some(now_ns());
-                revoke = true;
-            }
-            Some(false) => user.disabled_ns = None,
-            _ => {}
+            Some(true) => change.disable_at = Some(now_ns()),
+            Some(false) => change.enable = true,
+            None => {}
         }
-        if revoke {
+        if change.password_phc.is_some() || change.disable_at.is_some() {
             self.revoke_all_of(name)?;
         }
-        self.store.update_user(&user)?;
+        let user = self.store.update_user(name, &change)?;
         self.cached(user)
     }
 

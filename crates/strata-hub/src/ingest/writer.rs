@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use strata_broker::{Acks, IngestRefusal};
 use strata_proto::DeviceId;
@@ -154,6 +154,7 @@ fn run(
     let mut presence: Vec<(DeviceId, bool, i64)> = Vec::new();
     let mut stopping = false;
     let mut answers = Answers::default();
+    let mut failures = FailureLog::default();
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -221,10 +222,13 @@ fn run(
                 // fail are sent again. (A store down for the moment, a
                 // lost connection, fails them all at once instead.)
                 metrics.commit_failures.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    batches = writes.len(),
-                    "cannot store telemetry ({e}); storing these batches one by one"
-                );
+                if let Some(held_back) = failures.pass(Instant::now()) {
+                    tracing::warn!(
+                        batches = writes.len(),
+                        held_back,
+                        "cannot store telemetry ({e}); storing these batches one by one"
+                    );
+                }
                 let now = now_ns();
                 one_by_one(
                     &*store,
@@ -238,16 +242,20 @@ fn run(
                         saw(&mut seen, &w.device, now);
                     },
                     &mut answers,
+                    &mut failures,
                 );
             }
             Err(e) => {
                 // Nothing of this transaction is stored: refuse every batch as
                 // retryable, so each publisher sends it again.
                 metrics.commit_failures.fetch_add(1, Relaxed);
-                tracing::error!(
-                    batches = writes.len(),
-                    "cannot store telemetry, publishers will retry: {e}"
-                );
+                if let Some(held_back) = failures.pass(Instant::now()) {
+                    tracing::error!(
+                        batches = writes.len(),
+                        held_back,
+                        "cannot store telemetry, publishers will retry: {e}"
+                    );
+                }
                 for done in waiters.drain(..) {
                     done.send(Err(IngestRefusal::Retry));
                 }
@@ -304,6 +312,7 @@ fn one_by_one(
     metrics: &Metrics,
     answered: &mut dyn FnMut(&BatchWrite, WriteOutcome),
     answers: &mut Answers,
+    failures: &mut FailureLog,
 ) {
     let mut stored = Vec::with_capacity(writes.len());
     let mut last_commit = None;
@@ -325,12 +334,15 @@ fn one_by_one(
                 refused += 1;
                 in_a_row += 1;
                 metrics.commit_failures.fetch_add(1, Relaxed);
-                tracing::error!(
-                    device = %w.device,
-                    stream = %w.batch.stream,
-                    seq = w.batch.seq,
-                    "cannot store this batch, its publisher will retry: {e}"
-                );
+                if let Some(held_back) = failures.pass(Instant::now()) {
+                    tracing::error!(
+                        device = %w.device,
+                        stream = %w.batch.stream,
+                        seq = w.batch.seq,
+                        held_back,
+                        "cannot store this batch, its publisher will retry: {e}"
+                    );
+                }
                 done.send(Err(IngestRefusal::Retry));
             }
         }
@@ -347,12 +359,41 @@ fn one_by_one(
         answers.ok(done);
     }
     answers.send();
-    if refused > 0 {
+    if refused > 0 && failures.pass(Instant::now()).is_some() {
         tracing::warn!(
             refused,
             of = writes.len(),
             "stored the batches of a failed group one by one"
         );
+    }
+}
+
+/// Store failures last as long as their cause (a store down for an hour
+/// fails every commit its publishers' retries bring), so they are logged
+/// at most once a minute, with how many lines were held back meanwhile;
+/// `strata_store_commit_failures_total` counts every one.
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// When a line was last let through, and how many were held back since.
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl FailureLog {
+    const PERIOD: Duration = Duration::from_secs(60);
+
+    /// Whether to log now; if so, how many lines were held back before.
+    fn pass(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < Self::PERIOD => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
     }
 }
 
@@ -427,6 +468,19 @@ mod tests {
     }
 
     #[test]
+    fn store_failures_are_logged_once_a_minute_with_the_count_held_back() {
+        let mut log = FailureLog::default();
+        let start = Instant::now();
+        let period = FailureLog::PERIOD;
+        assert_eq!(log.pass(start), Some(0));
+        assert_eq!(log.pass(start + Duration::from_secs(1)), None);
+        assert_eq!(log.pass(start + period - Duration::from_millis(1)), None);
+        assert_eq!(log.pass(start + period), Some(2));
+        assert_eq!(log.pass(start + period), None);
+        assert_eq!(log.pass(start + 3 * period), Some(1));
+    }
+
+    #[test]
     fn a_batch_the_store_refuses_keeps_no_other_from_being_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store =
@@ -447,6 +501,7 @@ mod tests {
                 &metrics,
                 &mut |w, outcome| answered_for.push((w.device.to_string(), outcome)),
                 &mut Answers::default(),
+                &mut FailureLog::default(),
             );
             answered
                 .into_iter()

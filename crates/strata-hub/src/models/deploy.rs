@@ -330,19 +330,22 @@ impl Deployer {
     }
 
     /// Changes the device's model assignments and publishes its twin.
+    /// The read and the write are one step of the store, so edits made at
+    /// once (two deployments, a rollout beside a retraining cycle, two
+    /// hubs) all land.
     fn edit_models(
         &self,
         device: &DeviceId,
-        edit: impl FnOnce(&mut Vec<ModelAssignment>),
+        mut edit: impl FnMut(&mut Vec<ModelAssignment>) + Send,
     ) -> Result<()> {
-        let twin = self.twins.twin(device)?;
-        let mut models: Vec<ModelAssignment> = desired_list(&twin, "models")?;
-        edit(&mut models);
-        models.sort_by(|a, b| (&a.name, a.shadow).cmp(&(&b.name, b.shadow)));
-        let value = serde_json::to_value(&models).expect("JSON of assignments");
         let twin = self
             .twins
-            .set_desired(device, "models", &value, crate::now_ns())?;
+            .edit_desired(device, "models", crate::now_ns(), &mut |current| {
+                let mut models: Vec<ModelAssignment> = list_of(device, "models", current)?;
+                edit(&mut models);
+                models.sort_by(|a, b| (&a.name, a.shadow).cmp(&(&b.name, b.shadow)));
+                Ok(serde_json::to_value(&models).expect("JSON of assignments"))
+            })?;
         self.publish(&twin)
     }
 
@@ -371,16 +374,17 @@ impl Deployer {
         name: &str,
         update: Option<&strata_ota::SignedUpdate>,
     ) -> Result<()> {
-        let twin = self.twins.twin(device)?;
-        let mut updates: Vec<strata_ota::SignedUpdate> = desired_list(&twin, "updates")?;
-        updates.retain(|u| {
-            release_of(u).is_none_or(|(k, n, _)| (k.as_str(), n.as_str()) != (kind, name))
-        });
-        updates.extend(update.cloned());
-        let value = serde_json::to_value(&updates).expect("JSON of updates");
         let twin = self
             .twins
-            .set_desired(device, "updates", &value, crate::now_ns())?;
+            .edit_desired(device, "updates", crate::now_ns(), &mut |current| {
+                let mut updates: Vec<strata_ota::SignedUpdate> =
+                    list_of(device, "updates", current)?;
+                updates.retain(|u| {
+                    release_of(u).is_none_or(|(k, n, _)| (k.as_str(), n.as_str()) != (kind, name))
+                });
+                updates.extend(update.cloned());
+                Ok(serde_json::to_value(&updates).expect("JSON of updates"))
+            })?;
         self.publish(&twin)
     }
 
@@ -490,17 +494,24 @@ impl Deployer {
 
 /// A list under `key` of a desired twin (empty when absent).
 fn desired_list<T: serde::de::DeserializeOwned>(twin: &Twin, key: &str) -> Result<Vec<T>> {
-    twin.desired
-        .get(key)
-        .map(|m| serde_json::from_value(m.clone()))
-        .transpose()
-        .map_err(|e| {
-            Error::Conflict(format!(
-                "the desired twin of {} is damaged ({key}): {e}",
-                twin.device
-            ))
-        })
-        .map(Option::unwrap_or_default)
+    let value = twin.desired.get(key).unwrap_or(&serde_json::Value::Null);
+    Ok(list_of(&twin.device, key, value)?)
+}
+
+/// The list a desired twin's `key` holds (empty when null).
+fn list_of<T: serde::de::DeserializeOwned>(
+    device: &DeviceId,
+    key: &str,
+    value: &serde_json::Value,
+) -> strata_store::Result<Vec<T>> {
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_value(value.clone()).map_err(|e| {
+        strata_store::Error::Conflict(format!(
+            "the desired twin of {device} is damaged ({key}): {e}"
+        ))
+    })
 }
 
 /// The kind, name and version of a signed update's release (as the hub

@@ -194,6 +194,15 @@ impl ModelRegistry {
             .set_alias(name, alias, version, crate::now_ns())?)
     }
 
+    /// Points an alias at `to` only if it still points at `from` (`None`:
+    /// no such alias yet); false when it was moved meanwhile.
+    pub fn move_alias(&self, name: &str, alias: &str, from: Option<u32>, to: u32) -> Result<bool> {
+        Self::check_alias(alias)?;
+        Ok(self
+            .store
+            .move_alias(name, alias, from, to, crate::now_ns())?)
+    }
+
     /// Removes an alias.
     pub fn remove_alias(&self, name: &str, alias: &str) -> Result<()> {
         if self.store.remove_alias(name, alias)? {

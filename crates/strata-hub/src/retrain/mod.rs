@@ -736,6 +736,31 @@ fn decide_offline(
     Ok(())
 }
 
+/// Someone promoted `now_champion` while this cycle's challenger `what`
+/// the cycle's champion: the challenger was not compared with the
+/// version that serves now, so promoting it (or putting the old one back
+/// should that fail) would override them. The shadow ends.
+fn abandon_for_a_new_champion(
+    deps: &RetrainDeps,
+    c: &mut Cycle,
+    now_champion: u32,
+    what: &str,
+    now: i64,
+) -> Result<()> {
+    let challenger = c.challenger.expect("trained");
+    deps.deployer.end_shadow(&c.model)?;
+    c.step(
+        CycleState::Abandoned,
+        format!(
+            "v{now_champion} became champion while v{challenger} {what} v{}; \
+             v{challenger} was not compared with it, so the shadow ends and v{now_champion} stays",
+            c.champion
+        ),
+        now,
+    );
+    Ok(())
+}
+
 fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -> Result<()> {
     let challenger = c.challenger.expect("trained");
     let aliases = deps.models.model(&c.model)?.aliases;
@@ -765,20 +790,7 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         return Ok(());
     }
     if let Some(now_champion) = champion_moved(&aliases, c.champion) {
-        // Someone promoted another version meanwhile: the challenger was
-        // compared with a version that no longer serves, so promoting it
-        // (or putting that one back should it fail) would override them.
-        deps.deployer.end_shadow(&c.model)?;
-        c.step(
-            CycleState::Abandoned,
-            format!(
-                "v{now_champion} became champion while v{challenger} shadowed v{}; \
-                 v{challenger} was not compared with it, so the shadow ends and v{now_champion} stays",
-                c.champion
-            ),
-            now,
-        );
-        return Ok(());
+        return abandon_for_a_new_champion(deps, c, now_champion, "shadowed", now);
     }
     let devices = deps.registry.devices_by_id()?;
     let from = c.shadow_from_ns.unwrap_or(now);
@@ -849,9 +861,18 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         );
         return Ok(());
     }
+    // The comparison took a while: someone may have promoted a version
+    // meanwhile.
+    let aliases = deps.models.model(&c.model)?.aliases;
+    if let Some(now_champion) = champion_moved(&aliases, c.champion) {
+        return abandon_for_a_new_champion(deps, c, now_champion, "was compared with", now);
+    }
+    let alias = aliases.get("champion").copied();
     // The devices first, then the alias: a promotion that fails midway
     // puts the champion back where it had moved, so the alias and what
-    // the fleet runs never disagree.
+    // the fleet runs never disagree. The alias moves only from where it
+    // was just read, so a promotion by hand during this one wins, and the
+    // devices are given the version it chose.
     // Marked first: should the record of the promotion not complete, the
     // next check finishes it (and tells it from one made by hand).
     c.promoting_ns = Some(now);
@@ -862,22 +883,31 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
         .promote(&c.model, challenger, &serving)
         .and_then(|()| {
             deps.models
-                .set_alias(&c.model, "champion", challenger)
-                .map(drop)
+                .move_alias(&c.model, "champion", alias, challenger)
         });
+    if let Ok(false) = promoted {
+        // Promoted by hand during this promotion: that one stays, on the
+        // devices too.
+        let now_champion = deps
+            .models
+            .model(&c.model)?
+            .aliases
+            .get("champion")
+            .copied()
+            .unwrap_or(c.champion);
+        deps.deployer.promote(&c.model, now_champion, &serving)?;
+        return abandon_for_a_new_champion(deps, c, now_champion, "was being promoted over", now);
+    }
     if let Err(e) = promoted {
-        return Err(
-            match deps.deployer.promote(&c.model, c.champion, &serving) {
-                Ok(()) => Error::Unavailable(format!(
-                    "promoting v{challenger} failed, v{} is back on every device: {e}",
-                    c.champion
-                )),
-                Err(undo) => Error::Unavailable(format!(
-                    "promoting v{challenger} failed ({e}), and putting v{} back failed too: {undo}",
-                    c.champion
-                )),
-            },
-        );
+        let champion = c.champion;
+        return Err(match deps.deployer.promote(&c.model, champion, &serving) {
+            Ok(()) => Error::Unavailable(format!(
+                "promoting v{challenger} failed, v{champion} is back on every device: {e}"
+            )),
+            Err(undo) => Error::Unavailable(format!(
+                "promoting v{challenger} failed ({e}), and putting v{champion} back failed too: {undo}"
+            )),
+        });
     }
     deps.audit.record(
         crate::audit::Event::ok(

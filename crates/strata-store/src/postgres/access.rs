@@ -11,7 +11,7 @@ use postgres::Row;
 
 use super::Connection;
 use super::changes::{self, Count};
-use crate::access::{AccessStore, ApiToken, User};
+use crate::access::{AccessStore, ApiToken, User, UserChange};
 use crate::error::{Context, Error, Result};
 
 const SCHEMA: &str = "
@@ -54,6 +54,19 @@ fn token_row(r: &Row) -> Result<ApiToken> {
         revoked_ns: r.get(7),
         id,
     })
+}
+
+/// A user from `name, role, service, password_phc, created_ns,
+/// disabled_ns`.
+fn user_row(r: &Row) -> User {
+    User {
+        name: r.get(0),
+        role: r.get(1),
+        service: r.get(2),
+        password_phc: r.get(3),
+        created_ns: r.get(4),
+        disabled_ns: r.get(5),
+    }
 }
 
 impl PostgresAccess {
@@ -108,16 +121,31 @@ impl AccessStore for PostgresAccess {
         Ok(())
     }
 
-    fn update_user(&self, u: &User) -> Result<()> {
-        let n = self.change(
-            "UPDATE access_users SET role = $2, password_phc = $3, disabled_ns = $4 WHERE name = $1",
-            &[&u.name, &u.role, &u.password_phc, &u.disabled_ns],
-            || format!("cannot update user {:?}", u.name),
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound(format!("no user named {:?}", u.name)));
-        }
-        Ok(())
+    fn update_user(&self, name: &str, change: &UserChange) -> Result<User> {
+        self.db.with(|c| {
+            let what = || format!("cannot update user {name:?}");
+            let mut tx = c.transaction().context(what)?;
+            let row = tx
+                .query_opt(
+                    "UPDATE access_users SET role = coalesce($2, role),
+                       password_phc = coalesce($3, password_phc),
+                       disabled_ns = CASE WHEN $5 THEN NULL ELSE coalesce(disabled_ns, $4) END
+                     WHERE name = $1
+                     RETURNING name, role, service, password_phc, created_ns, disabled_ns",
+                    &[
+                        &name,
+                        &change.role,
+                        &change.password_phc,
+                        &change.disable_at,
+                        &change.enable,
+                    ],
+                )
+                .context(what)?
+                .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
+            changes::bump(&mut tx, Count::Accounts).context(what)?;
+            tx.commit().context(what)?;
+            Ok(user_row(&row))
+        })
     }
 
     fn users(&self) -> Result<Vec<User>> {
@@ -129,17 +157,7 @@ impl AccessStore for PostgresAccess {
                     &[],
                 )
                 .context(|| "cannot read users".into())?;
-            Ok(rows
-                .iter()
-                .map(|r| User {
-                    name: r.get(0),
-                    role: r.get(1),
-                    service: r.get(2),
-                    password_phc: r.get(3),
-                    created_ns: r.get(4),
-                    disabled_ns: r.get(5),
-                })
-                .collect())
+            Ok(rows.iter().map(user_row).collect())
         })
     }
 

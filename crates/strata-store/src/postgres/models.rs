@@ -280,6 +280,36 @@ impl ModelStore for PostgresModels {
         })
     }
 
+    fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        from: Option<u32>,
+        to: u32,
+        now_ns: i64,
+    ) -> Result<bool> {
+        let sql = match from {
+            Some(_) => {
+                "UPDATE shared_model_aliases SET version = $4, updated_ns = $5
+                 WHERE model = $1 AND alias = $2 AND version = $3
+                   AND EXISTS (SELECT 1 FROM shared_model_versions WHERE model = $1 AND version = $4)"
+            }
+            None => {
+                "INSERT INTO shared_model_aliases (model, alias, version, updated_ns)
+                 SELECT $1::TEXT, $2::TEXT, $4::BIGINT, $5::BIGINT WHERE $3::BIGINT IS NULL
+                   AND EXISTS (SELECT 1 FROM shared_model_versions WHERE model = $1 AND version = $4)
+                 ON CONFLICT (model, alias) DO NOTHING"
+            }
+        };
+        let from = from.map(i64::from);
+        self.db.with(|c| {
+            let n = c
+                .execute(sql, &[&name, &alias, &from, &i64::from(to), &now_ns])
+                .context(|| format!("cannot move alias {alias} of {name}"))?;
+            Ok(n == 1)
+        })
+    }
+
     fn remove_alias(&self, name: &str, alias: &str) -> Result<bool> {
         self.db.with(|c| {
             let n = c

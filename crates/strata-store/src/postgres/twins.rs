@@ -18,7 +18,7 @@ use strata_proto::DeviceId;
 use super::Connection;
 use super::changes::{self, Count};
 use crate::error::{Context, Result, corrupt};
-use crate::{Twin, TwinStore};
+use crate::{DesiredEdit, Twin, TwinStore};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_twins (
@@ -105,12 +105,12 @@ impl TwinStore for PostgresTwins {
         self.db.with(|c| read_twin(c, device, false))
     }
 
-    fn set_desired(
+    fn edit_desired(
         &self,
         device: &DeviceId,
         key: &str,
-        value: &serde_json::Value,
         now_ns: i64,
+        edit: &mut DesiredEdit<'_>,
     ) -> Result<Twin> {
         self.db.with(|c| {
             let what = || format!("cannot set the twin of {device}");
@@ -123,7 +123,7 @@ impl TwinStore for PostgresTwins {
             )
             .context(what)?;
             let mut twin = read_twin(&mut tx, device, true)?;
-            twin.set_desired_key(key, value, now_ns)?;
+            twin.edit_desired_key(key, now_ns, edit)?;
             let version = i64::try_from(twin.desired_version).map_err(corrupt)?;
             // Last before the commit: the count's row is locked from here.
             changes::bump(&mut tx, Count::Twins)

@@ -1,10 +1,23 @@
 //! [`AccessStore`] for SQLite.
 
-use rusqlite::{ErrorCode, params};
+use rusqlite::{ErrorCode, OptionalExtension, params};
 
 use super::SqliteStore;
-use crate::access::{AccessStore, ApiToken, User};
+use crate::access::{AccessStore, ApiToken, User, UserChange};
 use crate::error::{Context, Error, Result};
+
+/// A user from `name, role, service, password_phc, created_ns,
+/// disabled_ns`.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        service: r.get(2)?,
+        password_phc: r.get(3)?,
+        created_ns: r.get(4)?,
+        disabled_ns: r.get(5)?,
+    })
+}
 
 impl AccessStore for SqliteStore {
     fn create_user(&self, u: &User) -> Result<()> {
@@ -32,19 +45,27 @@ impl AccessStore for SqliteStore {
         })
     }
 
-    fn update_user(&self, u: &User) -> Result<()> {
+    fn update_user(&self, name: &str, change: &UserChange) -> Result<User> {
         self.write(|w| {
-            let n = w
-                .conn
-                .execute(
-                    "UPDATE users SET role = ?2, password_phc = ?3, disabled_ns = ?4 WHERE name = ?1",
-                    params![u.name, u.role, u.password_phc, u.disabled_ns],
+            w.conn
+                .query_row(
+                    "UPDATE users SET role = coalesce(?2, role),
+                       password_phc = coalesce(?3, password_phc),
+                       disabled_ns = CASE WHEN ?5 THEN NULL ELSE coalesce(disabled_ns, ?4) END
+                     WHERE name = ?1
+                     RETURNING name, role, service, password_phc, created_ns, disabled_ns",
+                    params![
+                        name,
+                        change.role,
+                        change.password_phc,
+                        change.disable_at,
+                        change.enable
+                    ],
+                    user_row,
                 )
-                .context(|| format!("cannot update user {:?}", u.name))?;
-            if n == 0 {
-                return Err(Error::NotFound(format!("no user named {:?}", u.name)));
-            }
-            Ok(())
+                .optional()
+                .context(|| format!("cannot update user {name:?}"))?
+                .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))
         })
     }
 
@@ -56,18 +77,9 @@ impl AccessStore for SqliteStore {
                      FROM users ORDER BY name",
                 )
                 .context(|| "cannot read users".into())?;
-            stmt.query_map([], |r| {
-                Ok(User {
-                    name: r.get(0)?,
-                    role: r.get(1)?,
-                    service: r.get(2)?,
-                    password_phc: r.get(3)?,
-                    created_ns: r.get(4)?,
-                    disabled_ns: r.get(5)?,
-                })
-            })
-            .and_then(|rows| rows.collect())
-            .context(|| "cannot read users".into())
+            stmt.query_map([], user_row)
+                .and_then(|rows| rows.collect())
+                .context(|| "cannot read users".into())
         })
     }
 

@@ -209,6 +209,36 @@ impl ModelStore for SqliteStore {
         })
     }
 
+    fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        from: Option<u32>,
+        to: u32,
+        now_ns: i64,
+    ) -> Result<bool> {
+        self.write(|w| {
+            let sql = match from {
+                Some(_) => {
+                    "UPDATE model_aliases SET version = ?4, updated_ns = ?5
+                     WHERE model = ?1 AND alias = ?2 AND version = ?3
+                       AND EXISTS (SELECT 1 FROM model_versions WHERE model = ?1 AND version = ?4)"
+                }
+                None => {
+                    "INSERT INTO model_aliases (model, alias, version, updated_ns)
+                     SELECT ?1, ?2, ?4, ?5 WHERE ?3 IS NULL
+                       AND EXISTS (SELECT 1 FROM model_versions WHERE model = ?1 AND version = ?4)
+                     ON CONFLICT (model, alias) DO NOTHING"
+                }
+            };
+            let n = w
+                .conn
+                .execute(sql, params![name, alias, from, to, now_ns])
+                .context(|| format!("cannot move alias {alias} of {name}"))?;
+            Ok(n == 1)
+        })
+    }
+
     fn remove_alias(&self, name: &str, alias: &str) -> Result<bool> {
         self.write(|w| {
             let n = w

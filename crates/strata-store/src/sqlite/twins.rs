@@ -5,7 +5,7 @@ use strata_proto::DeviceId;
 
 use super::SqliteStore;
 use crate::error::{Context, Result, corrupt};
-use crate::{Twin, TwinStore};
+use crate::{DesiredEdit, Twin, TwinStore};
 
 /// The raw columns of a twin row, decoded by [`twin_from`].
 type TwinRow = (String, i64, Option<i64>, String, Option<i64>);
@@ -95,12 +95,12 @@ impl TwinStore for SqliteStore {
         })
     }
 
-    fn set_desired(
+    fn edit_desired(
         &self,
         device: &DeviceId,
         key: &str,
-        value: &serde_json::Value,
         now_ns: i64,
+        edit: &mut DesiredEdit<'_>,
     ) -> Result<Twin> {
         self.write(|w| {
             let tx = w
@@ -108,7 +108,7 @@ impl TwinStore for SqliteStore {
                 .transaction()
                 .context(|| "cannot start a transaction".into())?;
             let mut twin = read_twin(&tx, device)?;
-            twin.set_desired_key(key, value, now_ns)?;
+            twin.edit_desired_key(key, now_ns, edit)?;
             tx.execute(
                 "INSERT INTO twins (device_id, desired, desired_version, desired_ns)
                  VALUES (?1, ?2, ?3, ?4)

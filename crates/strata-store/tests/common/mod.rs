@@ -139,12 +139,43 @@ pub fn access_round_trip(store: &dyn AccessStore) {
     };
     store.create_user(&alice).unwrap();
     assert!(matches!(store.create_user(&alice), Err(Error::Conflict(_))));
+    // Each change writes what it names and keeps the rest as stored (as
+    // another hub may have left it).
+    let change = |role: Option<&str>, password: Option<&str>, disable_at, enable| UserChange {
+        role: role.map(Into::into),
+        password_phc: password.map(Into::into),
+        disable_at,
+        enable,
+    };
     alice.role = "viewer".into();
+    let stored = store
+        .update_user("alice", &change(Some("viewer"), None, None, false))
+        .unwrap();
+    assert_eq!(stored, alice);
     alice.disabled_ns = Some(5);
-    store.update_user(&alice).unwrap();
+    let stored = store
+        .update_user("alice", &change(None, None, Some(5), false))
+        .unwrap();
+    assert_eq!(stored, alice, "the role another change set is kept");
+    let stored = store
+        .update_user(
+            "alice",
+            &change(None, Some("$argon2id$new"), Some(9), false),
+        )
+        .unwrap();
+    alice.password_phc = Some("$argon2id$new".into());
+    assert_eq!(stored, alice, "disabled from the first time");
     assert_eq!(store.users().unwrap(), vec![alice.clone()]);
-    alice.name = "bob".into();
-    assert!(matches!(store.update_user(&alice), Err(Error::NotFound(_))));
+    let stored = store
+        .update_user("alice", &change(None, None, None, true))
+        .unwrap();
+    assert_eq!((stored.disabled_ns, &stored.role), (None, &alice.role));
+    alice.disabled_ns = None;
+    assert_eq!(store.users().unwrap(), vec![alice.clone()]);
+    assert!(matches!(
+        store.update_user("bob", &change(Some("admin"), None, None, false)),
+        Err(Error::NotFound(_))
+    ));
 
     let token = ApiToken {
         id: "tok1".into(),
@@ -182,8 +213,9 @@ pub fn access_round_trip(store: &dyn AccessStore) {
     assert_eq!(left, ["t3", "t4"]);
 }
 
-/// Desired keys merge and count versions; reports are kept apart; only
-/// twins with a desired document are listed.
+/// Desired keys merge and count versions; edits see the value they change
+/// and, made at once, all land; reports are kept apart; only twins with a
+/// desired document are listed.
 pub fn twins_merge(store: &dyn TwinStore) {
     use serde_json::json;
     let d = DeviceId::new("m-1").unwrap();
@@ -206,6 +238,50 @@ pub fn twins_merge(store: &dyn TwinStore) {
     let desired = store.desired_twins().unwrap();
     assert_eq!(desired.len(), 1);
     assert_eq!(desired[0].device, d);
+
+    // An edit gets the key's value (null when absent); one that fails
+    // changes nothing.
+    let t = store
+        .edit_desired(&d, "models", 5, &mut |v| {
+            assert_eq!(v, &json!([1]));
+            Ok(json!([1, 2]))
+        })
+        .unwrap();
+    assert_eq!((t.desired_version, t.desired_ns), (3, Some(5)));
+    let refused = store.edit_desired(&d, "models", 6, &mut |_| {
+        Err(strata_store::Error::Conflict("damaged".into()))
+    });
+    assert!(matches!(refused, Err(strata_store::Error::Conflict(_))));
+    let t = store.twin(&d).unwrap();
+    assert_eq!(
+        (t.desired_version, &t.desired["models"]),
+        (3, &json!([1, 2]))
+    );
+    // Edits at once, each adding to the list it read, all land.
+    let other = DeviceId::new("m-3").unwrap();
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let other = &other;
+            s.spawn(move || {
+                for i in 0..25 {
+                    store
+                        .edit_desired(other, "list", i, &mut |v| {
+                            let mut list = v.as_array().cloned().unwrap_or_default();
+                            list.push(json!(thread * 100 + i));
+                            Ok(json!(list))
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let t = store.twin(&other).unwrap();
+    assert_eq!(t.desired_version, 100);
+    assert_eq!(
+        t.desired["list"].as_array().unwrap().len(),
+        100,
+        "none lost"
+    );
 }
 
 /// Closed-loop action records: once per (device, seq), newest first,
@@ -363,7 +439,16 @@ pub fn models_count_versions_and_move_aliases(store: &dyn ModelStore) {
     );
     assert!(store.model_version("rul", 3).unwrap().is_none());
 
-    assert_eq!(store.set_alias("rul", "champion", 1, 9).unwrap(), None);
+    // Moved only from where it was: not from a version it has left, not
+    // created where it exists, not to a version the model lacks.
+    assert!(!store.move_alias("rul", "champion", Some(1), 2, 9).unwrap());
+    assert!(!store.move_alias("rul", "champion", None, 7, 9).unwrap());
+    assert!(store.move_alias("rul", "champion", None, 1, 9).unwrap());
+    assert!(!store.move_alias("rul", "champion", None, 2, 9).unwrap());
+    assert!(!store.move_alias("rul", "champion", Some(2), 1, 9).unwrap());
+    assert!(!store.move_alias("rul", "champion", Some(1), 7, 9).unwrap());
+    assert!(store.move_alias("rul", "champion", Some(1), 2, 9).unwrap());
+    assert_eq!(store.set_alias("rul", "champion", 1, 9).unwrap(), Some(2));
     assert_eq!(store.set_alias("rul", "champion", 2, 9).unwrap(), Some(1));
     assert!(matches!(
         store.set_alias("rul", "champion", 7, 9),
