@@ -519,7 +519,7 @@ fn models_deployed_through_both_replicas_at_once_all_reach_the_twin() {
     let a = replica(&dir.path().join("hub-a"), &schema, &bucket);
     let b = replica(&dir.path().join("hub-b"), &schema, &bucket);
     a.provision("press-1", json!({}));
-    let listed = deploy_models_at_once([&a, &b], "press-1", &train_rul(dir.path()));
+    let listed = deploy_models_at_once(&[&a, &b], "press-1", &train_rul(dir.path()));
     let expected: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
     assert_eq!(listed, expected, "none lost");
 }

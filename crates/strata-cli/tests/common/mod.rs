@@ -1028,11 +1028,11 @@ pub fn train_rul(dir: &Path) -> Vec<u8> {
 }
 
 /// Registers `onnx` as models `m0` to `m11`, then deploys them to
-/// `device` (provisioned), the first half through `hubs[0]` and the second
-/// through `hubs[1]`, both at once, one model after another: every
-/// deployment reads the twin's list of models, adds its own and writes the
-/// list back. Returns the names the device's desired twin then lists.
-pub fn deploy_models_at_once(hubs: [&HubProcess; 2], device: &str, onnx: &[u8]) -> Vec<String> {
+/// `device` (provisioned), an equal share through each of `hubs`, all at
+/// once, one model after another: every deployment reads the twin's list
+/// of models, adds its own and writes the list back. Returns the names the
+/// device's desired twin then lists.
+pub fn deploy_models_at_once(hubs: &[&HubProcess], device: &str, onnx: &[u8]) -> Vec<String> {
     let names: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
     for name in &names {
         let (status, v) = hubs[0].api_bytes(
@@ -1042,9 +1042,9 @@ pub fn deploy_models_at_once(hubs: [&HubProcess; 2], device: &str, onnx: &[u8]) 
         assert_eq!(status, 201, "{v}");
     }
     std::thread::scope(|s| {
-        for (hub, half) in hubs.into_iter().zip(names.chunks(6)) {
+        for (hub, share) in hubs.iter().zip(names.chunks(names.len() / hubs.len())) {
             s.spawn(move || {
-                for name in half {
+                for name in share {
                     let (status, deployed) = hub.api(
                         "POST",
                         &format!("/api/v1/models/{name}/deploy"),
