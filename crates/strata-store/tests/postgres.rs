@@ -607,6 +607,31 @@ fn twins_keep_the_contract_across_replicas() {
     let twin = b.twin(&d).unwrap();
     assert_eq!(twin.desired_version, 40, "every change counted once");
     assert_eq!(twin.desired.as_object().unwrap().len(), 40, "and none lost");
+    // Both edit one key at once, each adding to the list it reads there:
+    // every edit reads what the other wrote before it.
+    std::thread::scope(|s| {
+        for (store, from) in [(&a, 0), (&b, 100)] {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..20 {
+                    store
+                        .edit_desired(d, "models", i, &mut |v| {
+                            let mut list = v.as_array().cloned().unwrap_or_default();
+                            list.push(serde_json::json!(from + i));
+                            Ok(serde_json::json!(list))
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let twin = a.twin(&d).unwrap();
+    assert_eq!(twin.desired_version, 80);
+    assert_eq!(
+        twin.desired["models"].as_array().unwrap().len(),
+        40,
+        "none lost"
+    );
     // A late report through the other replica does not replace a newer one.
     a.set_reported(&d, &serde_json::json!({"desired_version": 40}), 200)
         .unwrap();

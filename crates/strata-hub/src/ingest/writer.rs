@@ -154,7 +154,10 @@ fn run(
     let mut presence: Vec<(DeviceId, bool, i64)> = Vec::new();
     let mut stopping = false;
     let mut answers = Answers::default();
-    let mut failures = FailureLog::default();
+    // Failed groups, and the batches that fail on their own after one:
+    // each kind is said once a minute, so the first batch refused in a
+    // minute is named.
+    let (mut failures, mut batch_failures) = (FailureLog::default(), FailureLog::default());
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -222,15 +225,8 @@ fn run(
                 // fail are sent again. (A store down for the moment, a
                 // lost connection, fails them all at once instead.)
                 metrics.commit_failures.fetch_add(1, Relaxed);
-                if let Some(held_back) = failures.pass(Instant::now()) {
-                    tracing::warn!(
-                        batches = writes.len(),
-                        held_back,
-                        "cannot store telemetry ({e}); storing these batches one by one"
-                    );
-                }
                 let now = now_ns();
-                one_by_one(
+                let refused = one_by_one(
                     &*store,
                     &writes,
                     &mut waiters,
@@ -242,8 +238,16 @@ fn run(
                         saw(&mut seen, &w.device, now);
                     },
                     &mut answers,
-                    &mut failures,
+                    &mut batch_failures,
                 );
+                if let Some(held_back) = failures.pass(Instant::now()) {
+                    tracing::warn!(
+                        batches = writes.len(),
+                        refused,
+                        held_back,
+                        "cannot store telemetry ({e}); stored these batches one by one instead"
+                    );
+                }
             }
             Err(e) => {
                 // Nothing of this transaction is stored: refuse every batch as
@@ -305,6 +309,7 @@ fn count(metrics: &Metrics, w: &BatchWrite, outcome: WriteOutcome) {
 /// batches stored `offer`ed to the alert rules), those still refused are
 /// asked to send again. Two failures in a row are taken for the store's,
 /// not a batch's: the rest are asked to send again without being tried.
+/// Returns how many were asked to send again.
 fn one_by_one(
     store: &dyn TelemetryStore,
     writes: &[BatchWrite],
@@ -313,7 +318,7 @@ fn one_by_one(
     answered: &mut dyn FnMut(&BatchWrite, WriteOutcome),
     answers: &mut Answers,
     failures: &mut FailureLog,
-) {
+) -> usize {
     let mut stored = Vec::with_capacity(writes.len());
     let mut last_commit = None;
     let (mut refused, mut in_a_row) = (0usize, 0usize);
@@ -359,13 +364,7 @@ fn one_by_one(
         answers.ok(done);
     }
     answers.send();
-    if refused > 0 && failures.pass(Instant::now()).is_some() {
-        tracing::warn!(
-            refused,
-            of = writes.len(),
-            "stored the batches of a failed group one by one"
-        );
-    }
+    refused
 }
 
 /// Store failures last as long as their cause (a store down for an hour

@@ -739,7 +739,10 @@ fn decide_offline(
 /// Someone promoted `now_champion` while this cycle's challenger `what`
 /// the cycle's champion: the challenger was not compared with the
 /// version that serves now, so promoting it (or putting the old one back
-/// should that fail) would override them. The shadow ends.
+/// should that fail) would override them. The shadow ends. Where this
+/// cycle had begun to put its challenger on the devices, they are given
+/// the new champion (or, where it cannot serve, the old one) back, so the
+/// fleet never stays on a version nobody chose.
 fn abandon_for_a_new_champion(
     deps: &RetrainDeps,
     c: &mut Cycle,
@@ -748,6 +751,17 @@ fn abandon_for_a_new_champion(
     now: i64,
 ) -> Result<()> {
     let challenger = c.challenger.expect("trained");
+    if c.promoting_ns.is_some() {
+        let serving = deps.deployer.serving(&c.model)?;
+        if let Err(e) = deps.deployer.promote(&c.model, now_champion, &serving) {
+            tracing::warn!(
+                model = %c.model,
+                "v{now_champion} cannot serve on the devices ({e}); v{} goes back on them",
+                c.champion
+            );
+            deps.deployer.promote(&c.model, c.champion, &serving)?;
+        }
+    }
     deps.deployer.end_shadow(&c.model)?;
     c.step(
         CycleState::Abandoned,
@@ -885,19 +899,35 @@ fn decide_live(deps: &RetrainDeps, p: &RetrainPolicy, c: &mut Cycle, now: i64) -
             deps.models
                 .move_alias(&c.model, "champion", alias, challenger)
         });
-    if let Ok(false) = promoted {
-        // Promoted by hand during this promotion: that one stays, on the
-        // devices too.
-        let now_champion = deps
-            .models
-            .model(&c.model)?
-            .aliases
-            .get("champion")
-            .copied()
-            .unwrap_or(c.champion);
-        deps.deployer.promote(&c.model, now_champion, &serving)?;
-        return abandon_for_a_new_champion(deps, c, now_champion, "was being promoted over", now);
-    }
+    // Where the alias stands now, when this promotion may not have moved
+    // it (refused, or an error that may have come after the commit).
+    let champion_now = || {
+        deps.models
+            .model(&c.model)
+            .map(|m| m.aliases.get("champion").copied())
+    };
+    let moved_anyway = || matches!(champion_now(), Ok(Some(v)) if v == challenger);
+    let promoted = match promoted {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(_) if moved_anyway() => {
+            // Moved to the challenger all the same (by hand, or this
+            // promotion's commit whose answer was lost): promoted.
+            deps.deployer.promote(&c.model, challenger, &serving)
+        }
+        Ok(false) => {
+            // Promoted by hand to another version during this promotion:
+            // that one stays, and goes back on the devices.
+            let now_champion = champion_now()?.unwrap_or(c.champion);
+            return abandon_for_a_new_champion(
+                deps,
+                c,
+                now_champion,
+                "was being promoted over",
+                now,
+            );
+        }
+        Err(e) => Err(e),
+    };
     if let Err(e) = promoted {
         let champion = c.champion;
         return Err(match deps.deployer.promote(&c.model, champion, &serving) {
