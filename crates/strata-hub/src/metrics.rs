@@ -113,15 +113,43 @@ impl RejectReason {
 /// How many reasons there are.
 const REASONS: usize = 15;
 
-/// Seconds between two log lines for the same reason.
+/// Nanoseconds between two log lines for the same reason.
 const LOG_EVERY_NS: i64 = 10_000_000_000;
+
+/// A log line that repeats for as long as its cause lasts (refused input,
+/// a store that is down), let through at most once a period, with how
+/// many were held back since the last one. Lock-free: every connection
+/// task may share one.
+#[derive(Debug, Default)]
+pub struct LogTurn {
+    last_ns: AtomicI64,
+    suppressed: AtomicU64,
+}
+
+impl LogTurn {
+    /// Whether a line may be logged at `now_ns`, at most once every
+    /// `every_ns`; if so, how many were held back since the last one.
+    pub fn take(&self, now_ns: i64, every_ns: i64) -> Option<u64> {
+        let last = self.last_ns.load(Relaxed);
+        if now_ns - last >= every_ns
+            && self
+                .last_ns
+                .compare_exchange(last, now_ns, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
 
 /// Counters of the ingest path.
 #[derive(Debug, Default)]
 pub struct Metrics {
     rejected: [AtomicU64; REASONS],
-    last_logged_ns: [AtomicI64; REASONS],
-    suppressed: [AtomicU64; REASONS],
+    log_turns: [LogTurn; REASONS],
     /// Batches stored.
     pub batches_stored: AtomicU64,
     /// Batches that were already stored (retries).
@@ -219,7 +247,7 @@ impl Metrics {
     pub fn reject(&self, reason: RejectReason, n: u64, detail: impl FnOnce() -> String) {
         let i = reason.index();
         self.rejected[i].fetch_add(n, Relaxed);
-        if let Some(suppressed) = self.log_turn(i, now_ns()) {
+        if let Some(suppressed) = self.log_turns[i].take(now_ns(), LOG_EVERY_NS) {
             tracing::warn!(
                 reason = reason.label(),
                 suppressed,
@@ -237,22 +265,6 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(reason)
             .or_default() += 1;
-    }
-
-    /// Whether reason `i` may log at `now`: at most once per ten seconds.
-    /// Returns how many lines were suppressed since the last one.
-    fn log_turn(&self, i: usize, now: i64) -> Option<u64> {
-        let last = self.last_logged_ns[i].load(Relaxed);
-        if now - last >= LOG_EVERY_NS
-            && self.last_logged_ns[i]
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            Some(self.suppressed[i].swap(0, Relaxed))
-        } else {
-            self.suppressed[i].fetch_add(1, Relaxed);
-            None
-        }
     }
 
     /// How many refusals were counted for `reason`.
@@ -500,10 +512,11 @@ mod tests {
         assert_eq!(m.rejected(RejectReason::NonFinite), 200);
         // The first call logged; the next 99 were suppressed.
         let i = RejectReason::NonFinite.index();
-        let t = m.last_logged_ns[i].load(Relaxed);
-        assert_eq!(m.log_turn(i, t + 1), None);
-        assert_eq!(m.log_turn(i, t + LOG_EVERY_NS), Some(100));
-        assert_eq!(m.log_turn(i, t + LOG_EVERY_NS + 1), None);
+        let turn = &m.log_turns[i];
+        let t = turn.last_ns.load(Relaxed);
+        assert_eq!(turn.take(t + 1, LOG_EVERY_NS), None);
+        assert_eq!(turn.take(t + LOG_EVERY_NS, LOG_EVERY_NS), Some(100));
+        assert_eq!(turn.take(t + LOG_EVERY_NS + 1, LOG_EVERY_NS), None);
         let mut text = String::new();
         m.render(&mut text);
         assert!(text.contains("strata_rejected_total{reason=\"non_finite\"} 200"));

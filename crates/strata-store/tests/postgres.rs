@@ -609,22 +609,7 @@ fn twins_keep_the_contract_across_replicas() {
     assert_eq!(twin.desired.as_object().unwrap().len(), 40, "and none lost");
     // Both edit one key at once, each adding to the list it reads there:
     // every edit reads what the other wrote before it.
-    std::thread::scope(|s| {
-        for (store, from) in [(&a, 0), (&b, 100)] {
-            let d = &d;
-            s.spawn(move || {
-                for i in 0..20 {
-                    store
-                        .edit_desired(d, "models", i, &mut |v| {
-                            let mut list = v.as_array().cloned().unwrap_or_default();
-                            list.push(serde_json::json!(from + i));
-                            Ok(serde_json::json!(list))
-                        })
-                        .unwrap();
-                }
-            });
-        }
-    });
+    common::edit_one_key_at_once(&[&a, &b], &d, "models", 20);
     let twin = a.twin(&d).unwrap();
     assert_eq!(twin.desired_version, 80);
     assert_eq!(

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use strata_broker::{Acks, IngestRefusal};
 use strata_proto::DeviceId;
@@ -24,7 +24,7 @@ use strata_store::{BatchWrite, TelemetryStore, WriteOutcome};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alerts::Alerts;
-use crate::metrics::Metrics;
+use crate::metrics::{LogTurn, Metrics};
 use crate::now_ns;
 use crate::registry::Registry;
 
@@ -157,7 +157,7 @@ fn run(
     // Failed groups, and the batches that fail on their own after one:
     // each kind is said once a minute, so the first batch refused in a
     // minute is named.
-    let (mut failures, mut batch_failures) = (FailureLog::default(), FailureLog::default());
+    let (failures, batch_failures) = (LogTurn::default(), LogTurn::default());
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -238,9 +238,9 @@ fn run(
                         saw(&mut seen, &w.device, now);
                     },
                     &mut answers,
-                    &mut batch_failures,
+                    &batch_failures,
                 );
-                if let Some(held_back) = failures.pass(Instant::now()) {
+                if let Some(held_back) = failures.take(now_ns(), FAILURE_LOG_EVERY_NS) {
                     tracing::warn!(
                         batches = writes.len(),
                         refused,
@@ -253,7 +253,7 @@ fn run(
                 // Nothing of this transaction is stored: refuse every batch as
                 // retryable, so each publisher sends it again.
                 metrics.commit_failures.fetch_add(1, Relaxed);
-                if let Some(held_back) = failures.pass(Instant::now()) {
+                if let Some(held_back) = failures.take(now_ns(), FAILURE_LOG_EVERY_NS) {
                     tracing::error!(
                         batches = writes.len(),
                         held_back,
@@ -317,7 +317,7 @@ fn one_by_one(
     metrics: &Metrics,
     answered: &mut dyn FnMut(&BatchWrite, WriteOutcome),
     answers: &mut Answers,
-    failures: &mut FailureLog,
+    failures: &LogTurn,
 ) -> usize {
     let mut stored = Vec::with_capacity(writes.len());
     let mut last_commit = None;
@@ -339,7 +339,7 @@ fn one_by_one(
                 refused += 1;
                 in_a_row += 1;
                 metrics.commit_failures.fetch_add(1, Relaxed);
-                if let Some(held_back) = failures.pass(Instant::now()) {
+                if let Some(held_back) = failures.take(now_ns(), FAILURE_LOG_EVERY_NS) {
                     tracing::error!(
                         device = %w.device,
                         stream = %w.batch.stream,
@@ -371,30 +371,7 @@ fn one_by_one(
 /// fails every commit its publishers' retries bring), so they are logged
 /// at most once a minute, with how many lines were held back meanwhile;
 /// `strata_store_commit_failures_total` counts every one.
-#[derive(Debug, Default)]
-struct FailureLog {
-    /// When a line was last let through, and how many were held back since.
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl FailureLog {
-    const PERIOD: Duration = Duration::from_secs(60);
-
-    /// Whether to log now; if so, how many lines were held back before.
-    fn pass(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < Self::PERIOD => {
-                self.held_back += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.held_back))
-            }
-        }
-    }
-}
+const FAILURE_LOG_EVERY_NS: i64 = 60_000_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -468,15 +445,15 @@ mod tests {
 
     #[test]
     fn store_failures_are_logged_once_a_minute_with_the_count_held_back() {
-        let mut log = FailureLog::default();
-        let start = Instant::now();
-        let period = FailureLog::PERIOD;
-        assert_eq!(log.pass(start), Some(0));
-        assert_eq!(log.pass(start + Duration::from_secs(1)), None);
-        assert_eq!(log.pass(start + period - Duration::from_millis(1)), None);
-        assert_eq!(log.pass(start + period), Some(2));
-        assert_eq!(log.pass(start + period), None);
-        assert_eq!(log.pass(start + 3 * period), Some(1));
+        let log = LogTurn::default();
+        let start = now_ns();
+        let period = FAILURE_LOG_EVERY_NS;
+        assert_eq!(log.take(start, period), Some(0));
+        assert_eq!(log.take(start + 1_000_000_000, period), None);
+        assert_eq!(log.take(start + period - 1_000_000, period), None);
+        assert_eq!(log.take(start + period, period), Some(2));
+        assert_eq!(log.take(start + period, period), None);
+        assert_eq!(log.take(start + 3 * period, period), Some(1));
     }
 
     #[test]
@@ -500,7 +477,7 @@ mod tests {
                 &metrics,
                 &mut |w, outcome| answered_for.push((w.device.to_string(), outcome)),
                 &mut Answers::default(),
-                &mut FailureLog::default(),
+                &LogTurn::default(),
             );
             answered
                 .into_iter()

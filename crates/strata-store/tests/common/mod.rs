@@ -259,22 +259,7 @@ pub fn twins_merge(store: &dyn TwinStore) {
     );
     // Edits at once, each adding to the list it read, all land.
     let other = DeviceId::new("m-3").unwrap();
-    std::thread::scope(|s| {
-        for thread in 0..4 {
-            let other = &other;
-            s.spawn(move || {
-                for i in 0..25 {
-                    store
-                        .edit_desired(other, "list", i, &mut |v| {
-                            let mut list = v.as_array().cloned().unwrap_or_default();
-                            list.push(json!(thread * 100 + i));
-                            Ok(json!(list))
-                        })
-                        .unwrap();
-                }
-            });
-        }
-    });
+    edit_one_key_at_once(&[store; 4], &other, "list", 25);
     let t = store.twin(&other).unwrap();
     assert_eq!(t.desired_version, 100);
     assert_eq!(
@@ -282,6 +267,28 @@ pub fn twins_merge(store: &dyn TwinStore) {
         100,
         "none lost"
     );
+}
+
+/// Each of `stores` on a thread of its own, all at once, edits `key` of
+/// `device`'s desired twin `edits` times, each time adding a number of its
+/// own to the list it reads there.
+pub fn edit_one_key_at_once(stores: &[&dyn TwinStore], device: &DeviceId, key: &str, edits: i64) {
+    use serde_json::json;
+    std::thread::scope(|s| {
+        for (thread, store) in (0..).zip(stores) {
+            s.spawn(move || {
+                for i in 0..edits {
+                    store
+                        .edit_desired(device, key, i, &mut |v| {
+                            let mut list = v.as_array().cloned().unwrap_or_default();
+                            list.push(json!(thread * 1000 + i));
+                            Ok(json!(list))
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
 }
 
 /// Closed-loop action records: once per (device, seq), newest first,
